@@ -1,0 +1,239 @@
+"""What every fc-* command shares: streams, messages, signals, and the one place
+where exceptions become an error message and an exit status."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sqlite3
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from .. import __version__
+from ..errors import Exit, FCError
+
+
+@dataclass
+class Streams:
+    """The command's streams: stdin/stdout carry events as bytes, stderr is for people."""
+
+    stdin: IO[bytes] = field(default_factory=lambda: sys.stdin.buffer)
+    stdout: IO[bytes] = field(default_factory=lambda: sys.stdout.buffer)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+
+
+class Reporter:
+    """Messages for people, on stderr, as ``fc-x: level: text``."""
+
+    def __init__(self, prog: str, stderr: IO[str], verbosity: int = 0):
+        self.prog = prog
+        self.stderr = stderr
+        self.verbosity = verbosity
+        self._once: set[str] = set()
+        self._progress_shown = False
+
+    def _emit(self, text: str) -> None:
+        if self._progress_shown:
+            self.stderr.write("\r\x1b[K")
+            self._progress_shown = False
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def error(self, text: str) -> None:
+        self._emit(f"{self.prog}: error: {text}")
+
+    def warn(self, text: str) -> None:
+        if self.verbosity >= 0:
+            self._emit(f"{self.prog}: warning: {text}")
+
+    def warn_once(self, key: str, text: str) -> None:
+        if key not in self._once:
+            self._once.add(key)
+            self.warn(text)
+
+    def info(self, text: str) -> None:
+        """Shown with --verbose."""
+        if self.verbosity >= 1:
+            self._emit(f"{self.prog}: {text}")
+
+    def debug(self, text: str) -> None:
+        if self.verbosity >= 2:
+            self._emit(f"{self.prog}: debug: {text}")
+
+    def progress(self, text: str) -> None:
+        """A line redrawn in place; only call when stderr is a terminal."""
+        self.stderr.write(f"\r\x1b[K{self.prog}: {text}")
+        self.stderr.flush()
+        self._progress_shown = True
+
+    def end_progress(self) -> None:
+        if self._progress_shown:
+            self.stderr.write("\n")
+            self.stderr.flush()
+            self._progress_shown = False
+
+
+class Progress:
+    """Throttled progress on stderr when it is a terminal (or when forced)."""
+
+    def __init__(self, reporter: Reporter, enabled: bool, interval: float = 0.2):
+        self.reporter = reporter
+        self.enabled = enabled
+        self.interval = interval
+        self._next = 0.0
+
+    def update(self, text_fn: Callable[[], str]) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now >= self._next:
+            self._next = now + self.interval
+            self.reporter.progress(text_fn())
+
+    def done(self, text: str | None = None) -> None:
+        if self.enabled:
+            if text:
+                self.reporter.progress(text)
+            self.reporter.end_progress()
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT into a flag that loops check, plus a file descriptor that
+    becomes readable, so a loop sleeping in poll() wakes up at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._old: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def fileno(self) -> int:
+        return self._r
+
+    def request(self, signum: int = signal.SIGTERM) -> None:
+        if self.signum is None:
+            self.signum = signum
+        try:
+            os.write(self._w, b"x")
+        except OSError:
+            pass
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean end
+        self.request(signum)
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self._old[sig] = signal.signal(sig, self._handler)
+
+    def uninstall(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)  # type: ignore[arg-type]
+        self._old.clear()
+        os.close(self._r)
+        os.close(self._w)
+
+
+def parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
+    """An ArgumentParser with the flags every command has."""
+    p = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"%(prog)s (File Conveyor) {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr (repeat for debug output)")
+    p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
+    return p
+
+
+class _ArgError(Exception):
+    pass
+
+
+def _exit_on_error(p: argparse.ArgumentParser, stderr: IO[str]) -> None:
+    """Make argparse report usage errors through our streams and exit status."""
+
+    def error(message: str) -> None:
+        stderr.write(p.format_usage())
+        stderr.write(f"{p.prog}: error: {message}\n")
+        raise _ArgError
+
+    p.error = error  # type: ignore[method-assign]
+
+
+def run(
+    prog: str,
+    build: Callable[[], argparse.ArgumentParser],
+    body: Callable[[argparse.Namespace, Streams, Reporter, Stopper], int],
+    argv: Sequence[str] | None,
+    io: Streams | None,
+) -> int:
+    """Parse flags, run ``body``, and turn whatever happens into an exit status."""
+    io = io or Streams()
+    p = build()
+    _exit_on_error(p, io.stderr)
+    try:
+        args = p.parse_args(argv)
+    except _ArgError:
+        return Exit.USAGE
+    except SystemExit as exc:  # --help and --version
+        return int(exc.code or 0)
+    reporter = Reporter(prog, io.stderr, -1 if args.quiet else args.verbose)
+    stopper = Stopper()
+    in_main_thread = _is_main_thread()
+    if in_main_thread:
+        stopper.install()
+    try:
+        status = body(args, io, reporter, stopper)
+        if stopper.signum is not None:
+            return 128 + stopper.signum
+        return status
+    except BrokenPipeError:
+        _silence_stdout(io)
+        return Exit.BROKEN_PIPE
+    except KeyboardInterrupt:
+        return Exit.INTERRUPTED
+    except FCError as exc:
+        reporter.error(str(exc))
+        return exc.exit
+    except sqlite3.DatabaseError as exc:
+        reporter.error(f"state database: {exc}")
+        return Exit.RETRY if "full" in str(exc) or "locked" in str(exc) else Exit.CONFIG
+    except OSError as exc:
+        reporter.error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
+        return Exit.RETRY
+    except Exception:  # a bug: say so plainly, with the traceback for the report
+        reporter.error("unexpected failure (this is a bug, please report it):\n" + traceback.format_exc())
+        return Exit.FATAL
+    finally:
+        reporter.end_progress()
+        if in_main_thread:
+            stopper.uninstall()
+
+
+def _is_main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _silence_stdout(io: Streams) -> None:
+    """After EPIPE, point fd 1 at /dev/null so Python's exit-time flush stays quiet."""
+    if io.stdout is getattr(sys.stdout, "buffer", None):
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except OSError:
+            pass

@@ -1,0 +1,331 @@
+"""The logic of fc-watch, independent of how changes are noticed.
+
+Backends (inotify, FSEvents, polling) only give *hints*: "this path may have
+changed" (``dirty``) or "look at this whole directory again" (``rescan``).  The
+truth comes from comparing what is on disk now with the state file, at the
+moment an event is due.  That one rule gives the behaviour users rely on:
+
+- bursts coalesce (a hint for a path already pending only moves its deadline);
+- created-then-deleted before it settled yields nothing (no row, no file);
+- renames and moves are deletions of old paths plus creations of new ones;
+- an overflowed event queue costs a rescan, never a lost change;
+- a kill -9 at any moment re-emits, on restart, whatever was not written yet.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+import stat as stat_mod
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ..events import EventWriter, FileStat, file_event
+from ..watchers.tree import Filters, WalkHooks, subtree_range, to_key, to_rel, walk
+from .watch_state import WatchState
+
+if TYPE_CHECKING:
+    from ..watchers.base import Backend
+
+
+@dataclass
+class Source:
+    name: str
+    root: bytes  # absolute, no trailing slash (except "/")
+    index: int = 0
+
+
+@dataclass(slots=True)
+class Pending:
+    """A path with a hint, waiting for its writer to finish."""
+
+    deadline: float
+    last_activity: float
+    closed: bool | None  # True: writer closed it; False: still being written; None: unknown
+    last_stat: tuple[int, int, int] | None = None
+    seq: int = 0
+
+
+@dataclass
+class Options:
+    settle: float = 0.25  # quiet time after the last change before a file is emitted
+    open_wait: float = 30.0  # a file still open for writing is emitted after this much quiet
+    follow_symlinks: bool = False
+
+
+@dataclass
+class Counters:
+    created: int = 0
+    modified: int = 0
+    deleted: int = 0
+    scanned: int = 0
+    rescans: int = 0
+
+
+class Core:
+    """Pending hints, scans, and the emission of events (stdout first, state after)."""
+
+    def __init__(
+        self,
+        sources: list[Source],
+        state: WatchState,
+        writer: EventWriter,
+        filters: Filters,
+        options: Options,
+        on_unreadable: Callable[[Source, bytes, OSError], None] | None = None,
+    ):
+        self.sources = sources
+        self.state = state
+        self.writer = writer
+        self.filters = filters
+        self.opt = options
+        self.on_unreadable = on_unreadable
+        self.counts = Counters()
+        self._pending: dict[tuple[int, bytes], Pending] = {}
+        self._heap: list[tuple[float, int, tuple[int, bytes]]] = []
+        self._seq = itertools.count()
+        self._rescans: dict[tuple[int, bytes], None] = {}  # ordered set of (source, rel_dir)
+        self._scanning = False
+        self._touched: set[tuple[int, bytes]] = set()
+        self.via = "scan"  # what found changes that hints led to (the backend's name)
+        self.scan_via = "scan"  # what found changes that scans led to
+        self.on_progress: Callable[[], None] | None = None  # called now and then during scans
+
+    # -- hints from backends ---------------------------------------------------------
+
+    def dirty(self, src: Source, rel: bytes, closed: bool | None, now: float | None = None) -> None:
+        """Something happened to file ``rel`` of ``src``; look at it once it settles."""
+        if self.filters.skip_path(rel):
+            return
+        now = time.monotonic() if now is None else now
+        k = (src.index, to_key(rel))
+        p = self._pending.get(k)
+        if p is None:
+            p = Pending(0.0, now, closed)
+            self._pending[k] = p
+        else:
+            p.last_activity = now
+            if closed is not None:
+                p.closed = closed
+        wait = self.opt.settle
+        if p.closed is False:
+            wait = max(wait, self.opt.open_wait)
+        self._schedule(k, p, now + wait)
+
+    def rescan(self, src: Source, rel_dir: bytes) -> None:
+        """Compare the whole directory ``rel_dir`` (recursively) with the state soon."""
+        anc = rel_dir
+        while True:  # already covered by a queued rescan of it or of a directory above?
+            if (src.index, anc) in self._rescans:
+                return
+            if not anc:
+                break
+            anc = anc.rpartition(b"/")[0]
+        self._rescans[(src.index, rel_dir)] = None
+
+    def rescan_all(self) -> None:
+        self._rescans.clear()
+        for src in self.sources:
+            self._rescans[(src.index, b"")] = None
+
+    # -- timing ----------------------------------------------------------------------
+
+    def _schedule(self, k: tuple[int, bytes], p: Pending, deadline: float) -> None:
+        p.deadline = deadline
+        p.seq = next(self._seq)
+        heapq.heappush(self._heap, (deadline, p.seq, k))
+
+    def next_deadline(self) -> float | None:
+        """When tick() has work next (monotonic seconds), None when nothing is pending."""
+        if self._rescans:
+            return 0.0
+        heap = self._heap
+        while heap:
+            deadline, seq, k = heap[0]
+            p = self._pending.get(k)
+            if p is not None and p.seq == seq:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    @property
+    def pending_count(self) -> int:
+        return len(self._pending)
+
+    def tick(self, now: float | None = None, hooks_for: Callable[[Source], WalkHooks] | None = None) -> None:
+        """Run queued rescans, then emit every pending path whose time has come."""
+        while self._rescans:
+            (index, rel_dir) = next(iter(self._rescans))
+            del self._rescans[(index, rel_dir)]
+            src = self.sources[index]
+            self.scan(src, rel_dir, hooks_for(src) if hooks_for else None)
+        now = time.monotonic() if now is None else now
+        heap, pending = self._heap, self._pending
+        while heap and heap[0][0] <= now:
+            _, seq, k = heapq.heappop(heap)
+            p = pending.get(k)
+            if p is None or p.seq != seq:
+                continue
+            self._settle(k, p, now)
+        self.state.maybe_commit()
+
+    def _settle(self, k: tuple[int, bytes], p: Pending, now: float) -> None:
+        src = self.sources[k[0]]
+        rel = to_rel(k[1])
+        cur = _stat_file(src.root, rel)
+        if cur is not None and self.opt.settle > 0 and p.closed is not True:
+            # Nobody told us the writer is done: wait until size and mtime hold still.
+            if p.last_stat != cur:
+                p.last_stat = cur
+                self._schedule(k, p, now + self.opt.settle)
+                return
+        del self._pending[k]
+        if self._scanning:
+            self._touched.add(k)
+        self._reconcile(src, k[1], cur)
+
+    def _reconcile(self, src: Source, key: bytes, cur: tuple[int, int, int] | None) -> None:
+        old = self.state.lookup(src.name, key)
+        if cur is None:
+            if old is not None:
+                self._emit("deleted", src, key, old)
+            return
+        st = FileStat(*cur)
+        if old is None:
+            self._emit("created", src, key, st)
+        elif old != st:
+            self._emit("modified", src, key, st)
+
+    def _emit(self, kind: str, src: Source, key: bytes, st: FileStat, via: str | None = None) -> None:
+        # stdout first, state second: a crash in between re-emits, it never loses.
+        self.writer.write(file_event(kind, src.name, src.root, to_rel(key), st, via or self.via))
+        self.state.put(src.name, key, None if kind == "deleted" else st)
+        setattr(self.counts, kind, getattr(self.counts, kind) + 1)
+
+    # -- scanning --------------------------------------------------------------------
+
+    def scan(self, src: Source, rel_dir: bytes = b"", hooks: WalkHooks | None = None) -> None:
+        """Compare directory ``rel_dir`` of ``src`` (recursively) with the state.
+
+        Files whose mtime is older than the settle time are emitted at once; recent
+        ones may still be being written and become pending.  Paths with a pending
+        hint, or emitted by a hint while this scan ran, are left to that hint.
+        """
+        self.counts.rescans += 1
+        low, high = subtree_range(rel_dir)
+        hooks = WalkHooks(**{f: getattr(hooks, f) for f in WalkHooks.__slots__}) if hooks else WalkHooks()
+        if hooks.on_error is None and self.on_unreadable is not None:
+            cb = self.on_unreadable
+            hooks.on_error = lambda rel, exc: cb(src, rel, exc)
+        if self.on_progress is not None:
+            inner, show = hooks.on_progress, self.on_progress
+
+            def on_progress(files: int, dirs: int) -> None:
+                if inner is not None:
+                    inner(files, dirs)
+                show()
+
+            hooks.on_progress = on_progress
+        tree = walk(src.root, rel_dir, self.filters, self.opt.follow_symlinks, hooks)
+        rows = self.state.rows(src.name, low, high)
+        index, pending, touched = src.index, self._pending, self._touched
+        settle_ns = int(self.opt.settle * 1e9)
+        self._scanning = True
+        self._touched.clear()
+        try:
+            row = next(rows, None)
+            for key, size, mtime_ns, ino in tree:
+                self.counts.scanned += 1
+                while row is not None and row[0] < key:
+                    self._scan_gone(src, row)
+                    row = next(rows, None)
+                if row is not None and row[0] == key:
+                    same = row[1] == size and row[2] == mtime_ns and row[3] == ino
+                    row = next(rows, None)
+                    if same:
+                        continue
+                    kind = "modified"
+                else:
+                    kind = "created"
+                k = (index, key)
+                if k in pending or k in touched:
+                    continue
+                if time.time_ns() - mtime_ns < settle_ns:
+                    self.dirty(src, to_rel(key), None)
+                    self._pending[k].last_stat = (size, mtime_ns, ino)
+                    continue
+                self._emit(kind, src, key, FileStat(size, mtime_ns, ino), self.scan_via)
+                self.state.maybe_commit()
+            while row is not None:
+                self._scan_gone(src, row)
+                row = next(rows, None)
+        finally:
+            rows.close()
+            self._scanning = False
+            self._touched.clear()
+        self.state.maybe_commit()
+
+    def _scan_gone(self, src: Source, row: tuple[bytes, int, int, int]) -> None:
+        k = (src.index, row[0])
+        if k in self._pending or k in self._touched:
+            return
+        # The walk did not see it.  Check once more: it may have been created again
+        # since, or the walk may have skipped an unreadable directory.
+        rel = to_rel(row[0])
+        if _stat_file(src.root, rel) is not None or _unreadable_parent(src.root, rel):
+            return
+        self._emit("deleted", src, row[0], FileStat(row[1], row[2], row[3]), self.scan_via)
+        self.state.maybe_commit()
+
+    def drain(self, should_stop: Callable[[], bool]) -> None:
+        """Wait for every pending path to settle and emit it, then commit (--scan-once)."""
+        while self._pending and not should_stop():
+            self.tick()
+            nd = self.next_deadline()
+            if nd is not None:
+                time.sleep(max(0.0, min(nd - time.monotonic(), 0.2)))
+        self.state.commit()
+
+
+def _stat_file(root: bytes, rel: bytes) -> tuple[int, int, int] | None:
+    """(size, mtime_ns, ino) of a regular file (symlinks followed), None otherwise."""
+    try:
+        st = os.stat(root.rstrip(b"/") + b"/" + rel)
+    except (OSError, ValueError):
+        return None
+    if not stat_mod.S_ISREG(st.st_mode):
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def _unreadable_parent(root: bytes, rel: bytes) -> bool:
+    """True when the file's directory exists but cannot be listed: then absence is not proof."""
+    parent = os.path.dirname(root.rstrip(b"/") + b"/" + rel)
+    return os.path.isdir(parent) and not os.access(parent, os.R_OK | os.X_OK)
+
+
+def run_live(core: Core, backend: Backend, should_stop: Callable[[], bool], wake_fds: list[int]) -> None:
+    """Watch until asked to stop: catch-up scan, then hints -> settled events."""
+    import select
+
+    backend.start()
+    core.state.commit()
+    poller = select.poll()
+    fd = backend.fileno()
+    for f in ([fd] if fd is not None else []) + wake_fds:
+        poller.register(f, select.POLLIN)
+    hooks_for = backend.hooks_for
+    while not should_stop():
+        now = time.monotonic()
+        due = [t for t in (core.next_deadline(), backend.next_due()) if t is not None]
+        timeout_ms = None if not due else max(0, int((min(due) - now) * 1000) + 1)
+        poller.poll(timeout_ms)
+        if should_stop():
+            break
+        backend.process()
+        core.tick(hooks_for=hooks_for)
+        core.state.commit()  # events of this round are out: make them part of the state
+    core.state.commit()

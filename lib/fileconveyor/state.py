@@ -1,0 +1,144 @@
+"""A stage's state file: one SQLite database per running stage.
+
+- WAL journal: readers (fc-record's consumers, --status) never block the writer,
+  and a kill -9 at any moment leaves the last committed transaction intact.
+- synchronous=NORMAL: in WAL mode a process crash loses nothing that was
+  committed; only a power cut may lose the last transactions.  FC_SYNC=FULL
+  trades speed for that too.
+- Migrations are an append-only list of SQL scripts per stage; PRAGMA
+  user_version records how many have run.  Never edit a released migration:
+  append a new one.
+- An exclusive lock file next to the database keeps a second instance of the
+  same stage from working on the same state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from .errors import RetryableError, StateBusy, StateError
+
+
+def default_state_dir() -> Path:
+    """Where state files live unless --state says otherwise."""
+    env = os.environ.get("FC_STATE_DIR")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(xdg) / "fileconveyor"
+
+
+class State:
+    """An open state file.  Use as a context manager; ``db`` is the connection."""
+
+    def __init__(self, path: Path, migrations: Sequence[str], *, lock: bool = True):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create state directory {self.path.parent}: {exc.strerror}") from None
+        if lock:
+            self._lock()
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
+            self.db.execute(f"PRAGMA synchronous={sync}")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self._migrate(migrations)
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise translate(exc, self.path) from None
+
+    def _lock(self) -> None:
+        lock_path = str(self.path) + ".lock"
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise StateBusy(
+                    f"state file {self.path} is in use by another process (pid {holder}); "
+                    "give each running stage its own --state"
+                ) from None
+            raise StateError(f"cannot lock {lock_path}: {exc.strerror}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _migrate(self, migrations: Sequence[str]) -> None:
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        if version > len(migrations):
+            raise StateError(
+                f"state file {self.path} was written by a newer File Conveyor "
+                f"(schema {version}, this one knows {len(migrations)}); upgrade, or use another --state"
+            )
+        for number in range(version, len(migrations)):
+            # One script per migration, inside its own transaction: a crash midway
+            # leaves the previous schema version, never half of the new one.
+            try:
+                self.db.executescript(
+                    "BEGIN IMMEDIATE;" + migrations[number] + f";PRAGMA user_version={number + 1};COMMIT;"
+                )
+            except sqlite3.DatabaseError:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on error, SQLite errors translated."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise translate(exc, self.path) from None
+        try:
+            yield self.db
+        except BaseException:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise translate(exc, self.path) from None
+
+    def close(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                db.close()
+            self.db = None  # type: ignore[assignment]
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+    """Turn an SQLite error into one of ours, keeping "retry later" apart from "fix it"."""
+    msg = str(exc)
+    if "disk is full" in msg or "disk I/O error" in msg:
+        return RetryableError(f"state file {path}: {msg} (free some space; nothing committed was lost)")
+    if "locked" in msg or "busy" in msg:
+        return RetryableError(f"state file {path}: {msg}")
+    return StateError(f"state file {path}: {msg}")

@@ -1,0 +1,76 @@
+"""The interface every discovery backend implements, and the choice among them.
+
+A backend turns what the operating system reports into hints for the core
+(stages/watch.py): ``core.dirty(source, rel, closed)`` for a file that may have
+changed, ``core.rescan(source, rel_dir)`` for a directory to compare again.  It
+never decides what changed: the core does, against the state file.
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import TYPE_CHECKING, Protocol
+
+from ..errors import UsageError
+from .tree import WalkHooks
+
+if TYPE_CHECKING:
+    from ..cli._common import Reporter
+    from ..stages.watch import Core, Source
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Begin watching every source, then compare each with the state (catch-up)."""
+
+    def fileno(self) -> int | None:
+        """A descriptor that becomes readable when process() has work, if any."""
+
+    def next_due(self) -> float | None:
+        """Monotonic time at which process() wants to run even without input."""
+
+    def process(self) -> None:
+        """Read what the OS reported and hand the core its hints."""
+
+    def hooks_for(self, src: Source) -> WalkHooks:
+        """Callbacks for a walk of ``src`` (live backends add their watches there)."""
+
+    def close(self) -> None: ...
+
+
+BACKENDS = ("inotify", "fsevents", "polling")
+
+
+def auto_backend() -> str:
+    system = platform.system()
+    if system == "Linux":
+        return "inotify"
+    if system == "Darwin":
+        try:
+            import fsevents  # noqa: F401  (macfsevents)
+
+            return "fsevents"
+        except ImportError:
+            return "polling"
+    return "polling"
+
+
+def make_backend(name: str, core: Core, reporter: Reporter, interval: float) -> Backend:
+    """Build backend ``name`` ("auto" picks the best one for this system)."""
+    if name == "auto":
+        name = auto_backend()
+    if name == "inotify":
+        from .inotify import InotifyBackend
+
+        return InotifyBackend(core, reporter, interval)
+    if name == "polling":
+        from .polling import PollingBackend
+
+        return PollingBackend(core, reporter, interval)
+    if name == "fsevents":
+        from .fsevents import FSEventsBackend
+
+        return FSEventsBackend(core, reporter, interval)
+    raise UsageError(f"unknown backend {name!r} (choose from auto, {', '.join(BACKENDS)})")

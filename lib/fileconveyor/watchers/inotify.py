@@ -1,0 +1,212 @@
+"""inotify (Linux), through inotify-simple.
+
+One watch per directory, added *before* the directory is listed, so a file
+created meanwhile is either listed or reported.  What inotify cannot promise is
+covered by rescans against the state: a queue overflow rescans every source; a
+directory created, moved in, moved out or deleted rescans that subtree; a
+directory that cannot be watched because fs.inotify.max_user_watches is reached
+is polled instead.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+import time
+from typing import TYPE_CHECKING
+
+from inotify_simple import INotify
+from inotify_simple import flags as F
+
+from .tree import WalkHooks
+
+if TYPE_CHECKING:
+    from ..cli._common import Reporter
+    from ..stages.watch import Core, Source
+
+MASK = (
+    F.CREATE
+    | F.MODIFY
+    | F.ATTRIB
+    | F.CLOSE_WRITE
+    | F.MOVED_FROM
+    | F.MOVED_TO
+    | F.DELETE
+    | F.DELETE_SELF
+    | F.MOVE_SELF
+    | F.ONLYDIR
+    | F.EXCL_UNLINK
+)
+MAX_WATCHES_FILE = "/proc/sys/fs/inotify/max_user_watches"
+
+
+class InotifyBackend:
+    name = "inotify"
+
+    def __init__(self, core: Core, reporter: Reporter, interval: float):
+        self.core = core
+        self.reporter = reporter
+        self.interval = max(interval, 0.1)
+        self.ino = INotify(nonblocking=True)
+        self.mask = MASK if core.opt.follow_symlinks else MASK | F.DONT_FOLLOW
+        # wd -> [(source index, directory relative to the root)]: usually one entry;
+        # more when sources nest or a followed symlink shows one directory twice.
+        self.watches: dict[int, list[tuple[int, bytes]]] = {}
+        self.polled: dict[tuple[int, bytes], None] = {}  # subtrees polled: watch limit reached
+        self.lost_roots: set[int] = set()  # sources whose root went away
+        self._next_poll = time.monotonic() + self.interval
+        core.via = "inotify"
+        core.scan_via = "scan"
+
+    # -- watches ---------------------------------------------------------------------
+
+    def hooks_for(self, src: Source) -> WalkHooks:
+        return WalkHooks(
+            on_dir=lambda rel, path: self._add(src, rel, path),
+            on_progress=lambda files, dirs: self._read(),
+        )
+
+    def _add(self, src: Source, rel: bytes, path: bytes) -> None:
+        if self.polled and self._is_polled(src.index, rel):
+            return
+        try:
+            wd = self.ino.add_watch(path, self.mask)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                self._limit_reached(src, rel)
+            # ENOENT/ENOTDIR: gone already; EACCES: the walk reports it once.
+            return
+        targets = self.watches.setdefault(wd, [])
+        for i, (si, _) in enumerate(targets):
+            if si == src.index:
+                targets[i] = (src.index, rel)  # same directory, new name after a move
+                return
+        targets.append((src.index, rel))
+
+    def _limit_reached(self, src: Source, rel: bytes) -> None:
+        try:
+            with open(MAX_WATCHES_FILE) as f:
+                limit = f.read().strip()
+        except OSError:
+            limit = "unknown"
+        self.reporter.warn_once(
+            "inotify-limit",
+            f"inotify watch limit reached (fs.inotify.max_user_watches = {limit}); "
+            f"polling the directories that could not be watched every {self.interval:g}s. "
+            "Raise it with: sudo sysctl fs.inotify.max_user_watches=1048576",
+        )
+        self.polled[(src.index, rel)] = None
+
+    def _is_polled(self, index: int, rel: bytes) -> bool:
+        anc = rel
+        while True:
+            if (index, anc) in self.polled:
+                return True
+            if not anc:
+                return False
+            anc = anc.rpartition(b"/")[0]
+
+    def _forget(self, index: int, rel_dir: bytes, remove: bool) -> None:
+        """Drop the watches of directory ``rel_dir`` and below (``remove``: in the kernel too)."""
+        prefix = rel_dir + b"/"
+        for wd, targets in list(self.watches.items()):
+            keep = [(si, r) for si, r in targets if not (si == index and (r == rel_dir or r.startswith(prefix) or not rel_dir))]
+            if len(keep) == len(targets):
+                continue
+            if keep:
+                self.watches[wd] = keep
+                continue
+            del self.watches[wd]
+            if remove:
+                try:
+                    self.ino.rm_watch(wd)
+                except OSError:
+                    pass  # already gone with its directory
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        for src in self.core.sources:
+            self.core.scan(src, b"", self.hooks_for(src))
+
+    def fileno(self) -> int | None:
+        return self.ino.fileno()
+
+    def next_due(self) -> float | None:
+        return self._next_poll if (self.polled or self.lost_roots) else None
+
+    def process(self) -> None:
+        self._read()
+        if (self.polled or self.lost_roots) and time.monotonic() >= self._next_poll:
+            self._next_poll = time.monotonic() + self.interval
+            for index, rel in list(self.polled):
+                self.core.rescan(self.core.sources[index], rel)
+            for index in list(self.lost_roots):
+                src = self.core.sources[index]
+                if os.path.isdir(src.root):
+                    self.reporter.warn(f"source {src.name!r}: {os.fsdecode(src.root)} is back; watching it again")
+                    self.lost_roots.discard(index)
+                    self.core.rescan(src, b"")
+
+    def close(self) -> None:
+        self.ino.close()
+
+    # -- events ----------------------------------------------------------------------
+
+    def _read(self) -> None:
+        """Turn every event inotify has queued into hints.  Never blocks."""
+        core, sources, watches = self.core, self.core.sources, self.watches
+        skip_dir = core.filters.skip_dir
+        now = time.monotonic()
+        for ev in self.ino.read(timeout=0):
+            mask = ev.mask
+            if mask & F.Q_OVERFLOW:
+                self.reporter.warn("inotify queue overflowed: rescanning every source so no change is lost")
+                core.rescan_all()
+                continue
+            targets = watches.get(ev.wd)
+            if not targets:
+                continue
+            if mask & F.IGNORED:
+                del watches[ev.wd]
+                continue
+            name = os.fsencode(ev.name)
+            for index, rel_dir in targets:
+                src = sources[index]
+                if mask & (F.DELETE_SELF | F.MOVE_SELF):
+                    if not rel_dir:
+                        self._root_gone(src)
+                    continue  # a subdirectory: its parent reports it as DELETE/MOVED_FROM
+                rel = rel_dir + b"/" + name if rel_dir else name
+                if mask & F.ISDIR:
+                    if skip_dir(name, rel):
+                        continue
+                    if mask & (F.DELETE | F.MOVED_FROM):
+                        self._forget(index, rel, remove=bool(mask & F.MOVED_FROM))
+                    core.rescan(src, rel)
+                    continue
+                if mask & F.CREATE:
+                    closed = _created_complete(src.root, rel)
+                elif mask & F.MODIFY:
+                    closed = False
+                elif mask & (F.CLOSE_WRITE | F.MOVED_TO | F.DELETE | F.MOVED_FROM):
+                    closed = True
+                else:  # ATTRIB: touch, chmod; nobody told us whether a writer is busy
+                    closed = None
+                core.dirty(src, rel, closed, now)
+
+    def _root_gone(self, src: Source) -> None:
+        self.reporter.warn(f"source {src.name!r}: {os.fsdecode(src.root)} was moved or deleted")
+        self._forget(src.index, b"", remove=True)
+        self.lost_roots.add(src.index)
+        self.core.rescan(src, b"")
+
+
+def _created_complete(root: bytes, rel: bytes) -> bool:
+    """A new name that no writer holds open: a symlink or a hard link."""
+    try:
+        st = os.lstat(root.rstrip(b"/") + b"/" + rel)
+    except OSError:
+        return True  # already gone: nothing to wait for
+    return stat_mod.S_ISLNK(st.st_mode) or st.st_nlink > 1
