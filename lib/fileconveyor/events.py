@@ -49,7 +49,10 @@ def get_path(event: Event, field: str) -> bytes:
     """The exact bytes of path field ``field`` of ``event``."""
     b64 = event.get(field + "_b64")
     if b64 is not None:
-        return base64.b64decode(b64, validate=True)
+        try:
+            return base64.b64decode(b64, validate=True)
+        except (ValueError, TypeError):  # binascii.Error is a ValueError
+            raise EventError(f"field {field}_b64 is not valid base64") from None
     value = event.get(field)
     if not isinstance(value, str):
         raise EventError(f"field {field!r} is missing or not a string")

@@ -45,7 +45,9 @@ exit status: 0 done (--scan-once), 2 usage, 3 configuration or state file,
 
 def build_parser() -> argparse.ArgumentParser:
     p = _common.parser(PROG, DESCRIPTION, EPILOG)
-    p.add_argument("paths", nargs="*", metavar="[NAME=]DIR", help="a source tree; NAME defaults to the directory's name")
+    p.add_argument(
+        "paths", nargs="*", metavar="[NAME=]DIR", help="a source tree; NAME defaults to the directory's name"
+    )
     p.add_argument("--source", action="append", default=[], metavar="NAME=DIR", help="a named source tree (repeatable)")
     p.add_argument("--scan-once", action="store_true", help="compare the trees with the state, print the changes, exit")
     p.add_argument(
@@ -54,7 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help=f"how changes are noticed (default: auto, here {auto_backend()}); polling works everywhere, e.g. on NFS",
     )
-    p.add_argument("--interval", type=_seconds, default=2.0, metavar="S", help="polling interval in seconds (default 2)")
+    p.add_argument(
+        "--interval", type=_seconds, default=2.0, metavar="S", help="polling interval in seconds (default 2)"
+    )
     p.add_argument(
         "--settle",
         type=_seconds,
@@ -70,7 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="a file still open for writing is reported after this much quiet anyway (default 30)",
     )
-    p.add_argument("--ignore-dirs", default="", metavar="A:B", help="directory names never walked or watched, e.g. CVS:.svn")
+    p.add_argument(
+        "--ignore-dirs", default="", metavar="A:B", help="directory names never walked or watched, e.g. CVS:.svn"
+    )
     p.add_argument(
         "--exclude",
         action="append",
@@ -79,11 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave out matching files and directories; a glob without / matches base names (*.tmp), "
         "one with / the path relative to the root (cache/*)",
     )
-    p.add_argument("--follow-symlinks", action="store_true", help="descend into symlinked directories (never into a loop)")
-    p.add_argument("--state", type=Path, metavar="FILE", help="the state file (default: one per set of sources under "
-                   f"{default_state_dir()})")
-    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                   help="progress of scans on stderr (default: when stderr is a terminal)")
+    p.add_argument(
+        "--follow-symlinks", action="store_true", help="descend into symlinked directories (never into a loop)"
+    )
+    p.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help=f"the state file (default: one per set of sources under {default_state_dir()})",
+    )
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress of scans on stderr (default: when stderr is a terminal)",
+    )
     return p
 
 
@@ -117,8 +133,11 @@ def parse_sources(specs: Sequence[str], plain: Sequence[str]) -> list[Source]:
         if name in names:
             raise UsageError(f"source name {name!r} is given twice")
         if not os.path.isdir(root):
-            raise ConfigError(f"source {name!r}: {root} is not a directory" if os.path.exists(root)
-                              else f"source {name!r}: {root} does not exist")
+            raise ConfigError(
+                f"source {name!r}: {root} is not a directory"
+                if os.path.exists(root)
+                else f"source {name!r}: {root} does not exist"
+            )
         names.add(name)
         sources.append(Source(name, os.fsencode(root), len(sources)))
     if not sources:
@@ -144,10 +163,17 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             if old is not None:
                 rep.warn(f"source {src.name!r} was {os.fsdecode(old)}, now {os.fsdecode(src.root)}: starting it afresh")
         opts = Options(settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks)
-        core = Core(sources, state, EventWriter(io.stdout), filters, opts,
-                    on_unreadable=lambda src, rel, exc: rep.warn_once(
-                        f"unreadable:{src.index}:{rel!r}",
-                        f"cannot read {os.fsdecode(os.path.join(src.root, rel))}: {exc.strerror}; skipping it"))
+        core = Core(
+            sources,
+            state,
+            EventWriter(io.stdout),
+            filters,
+            opts,
+            on_unreadable=lambda src, rel, exc: rep.warn_once(
+                f"unreadable:{src.index}:{rel!r}",
+                f"cannot read {os.fsdecode(os.path.join(src.root, rel))}: {exc.strerror}; skipping it",
+            ),
+        )
         show = args.progress if args.progress is not None else _isatty(io.stderr)
         progress = Progress(rep, bool(show))
         started = time.monotonic()
@@ -157,7 +183,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         c = core.counts
         if progress.enabled:
             core.on_progress = lambda: progress.update(
-                lambda: f"scanned {c.scanned} files: {c.created} created, {c.modified} modified, {c.deleted} deleted")
+                lambda: f"scanned {c.scanned} files: {c.created} created, {c.modified} modified, {c.deleted} deleted"
+            )
         if args.scan_once:
             for src in sources:
                 if stop.requested:
@@ -168,12 +195,22 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             backend = make_backend(args.backend, core, rep, args.interval)
             rep.info(f"backend: {backend.name}")
             try:
-                run_live(core, backend, lambda: stop.requested, [stop.fileno()])
+                run_live(
+                    core,
+                    backend,
+                    lambda: stop.requested,
+                    [stop.fileno()],
+                    on_ready=lambda: rep.info(
+                        f"ready: catch-up scan done ({core.counts.scanned} files), watching with {backend.name}"
+                    ),
+                )
             finally:
                 backend.close()
         progress.done()
-        rep.info(f"{c.scanned} files scanned, {c.created} created, {c.modified} modified, {c.deleted} deleted "
-                 f"in {time.monotonic() - started:.1f}s")
+        rep.info(
+            f"{c.scanned} files scanned, {c.created} created, {c.modified} modified, {c.deleted} deleted "
+            f"in {time.monotonic() - started:.1f}s"
+        )
         state.commit()
     finally:
         state.close()

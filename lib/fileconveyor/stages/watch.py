@@ -176,12 +176,11 @@ class Core:
         src = self.sources[k[0]]
         rel = to_rel(k[1])
         cur = _stat_file(src.root, rel)
-        if cur is not None and self.opt.settle > 0 and p.closed is not True:
-            # Nobody told us the writer is done: wait until size and mtime hold still.
-            if p.last_stat != cur:
-                p.last_stat = cur
-                self._schedule(k, p, now + self.opt.settle)
-                return
+        # Nobody told us the writer is done: wait until size and mtime hold still.
+        if cur is not None and self.opt.settle > 0 and p.closed is not True and p.last_stat != cur:
+            p.last_stat = cur
+            self._schedule(k, p, now + self.opt.settle)
+            return
         del self._pending[k]
         if self._scanning:
             self._touched.add(k)
@@ -307,12 +306,20 @@ def _unreadable_parent(root: bytes, rel: bytes) -> bool:
     return os.path.isdir(parent) and not os.access(parent, os.R_OK | os.X_OK)
 
 
-def run_live(core: Core, backend: Backend, should_stop: Callable[[], bool], wake_fds: list[int]) -> None:
+def run_live(
+    core: Core,
+    backend: Backend,
+    should_stop: Callable[[], bool],
+    wake_fds: list[int],
+    on_ready: Callable[[], None] | None = None,
+) -> None:
     """Watch until asked to stop: catch-up scan, then hints -> settled events."""
     import select
 
     backend.start()
     core.state.commit()
+    if on_ready is not None:
+        on_ready()
     poller = select.poll()
     fd = backend.fileno()
     for f in ([fd] if fd is not None else []) + wake_fds:

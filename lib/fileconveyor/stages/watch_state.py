@@ -34,6 +34,7 @@ MIGRATIONS = [
     """,
 ]
 
+
 class WatchState:
     """Rows of the state file plus an overlay of writes not committed yet."""
 

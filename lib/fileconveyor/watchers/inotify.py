@@ -111,7 +111,11 @@ class InotifyBackend:
         """Drop the watches of directory ``rel_dir`` and below (``remove``: in the kernel too)."""
         prefix = rel_dir + b"/"
         for wd, targets in list(self.watches.items()):
-            keep = [(si, r) for si, r in targets if not (si == index and (r == rel_dir or r.startswith(prefix) or not rel_dir))]
+            keep = [
+                (si, r)
+                for si, r in targets
+                if not (si == index and (r == rel_dir or r.startswith(prefix) or not rel_dir))
+            ]
             if len(keep) == len(targets):
                 continue
             if keep:

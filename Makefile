@@ -1,0 +1,43 @@
+# File Conveyor.  `make` alone lists the targets.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check -q
+DEMO_STATE ?= $(CURDIR)/.cache/demo-state
+
+.DEFAULT_GOAL := help
+.PHONY: help deps test-deps demo test lint check bench clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+deps: $(PY) ## install File Conveyor into ./.venv
+	$(PIP) install -e .
+
+test-deps: $(PY) ## install what the tests need (Python packages, Debian packages)
+	$(PIP) install -e '.[test]'
+	scripts/install-system-deps test
+
+demo: deps ## the main job on the embedded demo: scan examples/site and print its events
+	@mkdir -p $(DEMO_STATE)
+	FC_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/fc-watch --scan-once -v examples/site
+
+test: test-deps ## run the test suite (what CI runs)
+	$(PY) -m pytest -q
+
+lint: test-deps ## ruff: lint and format check
+	$(VENV)/bin/ruff check lib tests bench
+	$(VENV)/bin/ruff format --check lib tests bench
+
+check: lint test ## lint, then the tests
+
+bench: test-deps ## benchmarks against the peers named in the issues (long; writes bench/results/)
+	scripts/install-system-deps bench
+	$(PY) bench/watch_bench.py
+
+clean: ## remove the virtualenv and caches
+	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,60 @@
+"""Shared test helpers.  Everything runs against real files, real inotify and
+real servers; in CI (CI=true) a missing tool or server fails the run instead of
+skipping it."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "lib"))
+
+from fileconveyor.cli._common import Streams  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def require_tool(name: str, why: str = "") -> str:
+    """Path of an external tool; a missing one fails in CI and skips elsewhere."""
+    path = shutil.which(name)
+    if path is None:
+        msg = f"{name} is not installed{': ' + why if why else ''} (make test-deps installs it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@dataclass
+class Result:
+    status: int
+    stdout: bytes
+    stderr: str
+
+
+class _Stderr(io.StringIO):
+    def isatty(self) -> bool:
+        return False
+
+
+def call(main: Callable[..., int], argv: Sequence[str], stdin: bytes = b"") -> Result:
+    """Run a command's main() in-process with its own streams."""
+    out, err = io.BytesIO(), _Stderr()
+    status = main(list(argv), Streams(stdin=io.BytesIO(stdin), stdout=out, stderr=err))
+    return Result(int(status), out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Keep default state files inside the test's temporary directory."""
+    d = tmp_path / "state"
+    monkeypatch.setenv("FC_STATE_DIR", str(d))
+    return d

@@ -1,0 +1,122 @@
+"""The event protocol: exact paths, stable ids, and reading that never dies on bad lines."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from fileconveyor import events
+from fileconveyor.events import BadLine, EventError, FileStat
+
+HOSTILE = [
+    b"plain.txt",
+    b"with space.css",
+    b"new\nline",
+    b"quote\"and'apostrophe",
+    b"back\\slash",
+    b"-leading-dash",
+    b"\xff\xfe not utf8",
+    b"caf\xc3\xa9",  # NFC e-acute
+    b"cafe\xcc\x81",  # NFD e + combining acute
+    "\u2028line separator".encode(),
+    b"x" * 255,
+    b"tab\tand\x01control",
+]
+
+
+@pytest.mark.parametrize("raw", HOSTILE, ids=repr)
+def test_path_round_trips_exactly(raw: bytes) -> None:
+    ev = events.file_event("created", "site", b"/srv/www", b"dir/" + raw, FileStat(1, 2, 3), "scan")
+    line = events.encode(ev)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1  # one event, one line, whatever the name
+    back = events.decode(line)
+    assert events.get_path(back, "rel") == b"dir/" + raw
+    assert events.get_path(back, "path") == b"/srv/www/dir/" + raw
+    assert events.get_path(back, "root") == b"/srv/www"
+
+
+def test_b64_only_for_names_that_are_not_utf8() -> None:
+    good = events.file_event("created", "s", b"/r", "é.txt".encode(), FileStat(1, 2, 3), "scan")
+    assert "rel_b64" not in good and good["rel"] == "é.txt"
+    bad = events.file_event("created", "s", b"/r", b"\xe9.txt", FileStat(1, 2, 3), "scan")
+    assert bad["rel_b64"] == "6S50eHQ=" and bad["rel"] == "\ufffd.txt"
+
+
+def test_put_path_drops_stale_b64() -> None:
+    ev: dict = {}
+    events.put_path(ev, "path", b"\xff")
+    events.put_path(ev, "path", b"ok")
+    assert ev == {"path": "ok"}
+
+
+def test_ids_are_stable_and_sensitive() -> None:
+    a = events.event_id("s", b"a", "created", 1, 2, 3)
+    assert a == events.event_id("s", b"a", "created", 1, 2, 3)
+    assert len(a) == 32
+    others = {
+        events.event_id("t", b"a", "created", 1, 2, 3),
+        events.event_id("s", b"b", "created", 1, 2, 3),
+        events.event_id("s", b"a", "modified", 1, 2, 3),
+        events.event_id("s", b"a", "created", 9, 2, 3),
+        events.event_id("s", b"a", "created", 1, 9, 3),
+        events.event_id("s", b"a", "created", 1, 2, 9),
+    }
+    assert a not in others and len(others) == 6
+
+
+def test_mtime_ns_is_an_exact_string() -> None:
+    ev = events.file_event("modified", "s", b"/r", b"f", FileStat(5, 1700000000123456789, 7), "inotify")
+    assert ev["mtime_ns"] == "1700000000123456789"
+    assert ev["mtime"] == pytest.approx(1700000000.123457)
+
+
+def test_deleted_has_no_size_or_mtime() -> None:
+    ev = events.file_event("deleted", "s", b"/r", b"f", FileStat(5, 6, 7), "scan")
+    assert "size" not in ev and "mtime" not in ev and "mtime_ns" not in ev
+    assert ev["id"] == events.event_id("s", b"f", "deleted", 5, 6, 7)
+
+
+def test_root_slash() -> None:
+    ev = events.file_event("created", "s", b"/", b"etc/x", FileStat(1, 2, 3), "scan")
+    assert ev["path"] == "/etc/x"
+
+
+def test_reader_reports_bad_lines_and_goes_on() -> None:
+    good = events.encode({"v": 1, "kind": "created", "path": "/a", "extra": {"kept": True}})
+    stream = io.BytesIO(
+        good
+        + b"not json\n"
+        + b"[1,2]\n"
+        + b'{"v":2,"kind":"created","path":"/x"}\n'
+        + b'{"v":1,"kind":"renamed","path":"/x"}\n'
+        + b'{"v":1,"kind":"created"}\n'
+        + b"\n"
+        + good
+        + b'{"v":1,"kind":"created","path":"/torn"}'
+    )
+    out = list(events.read_events(stream))
+    assert [type(x).__name__ for x in out] == [
+        "dict",
+        "BadLine",
+        "BadLine",
+        "BadLine",
+        "BadLine",
+        "BadLine",
+        "dict",
+        "BadLine",
+    ]
+    bad = [x for x in out if isinstance(x, BadLine)]
+    assert [b.lineno for b in bad] == [2, 3, 4, 5, 6, 9]
+    assert ("version" in bad[2].reason and "renamed" in bad[3].reason and "torn" in bad[-1].reason) or "newline" in bad[
+        -1
+    ].reason
+    assert out[0]["extra"] == {"kept": True}  # unknown fields pass through untouched
+
+
+def test_decode_rejects_lone_surrogates() -> None:
+    with pytest.raises(EventError):
+        events.get_path(json.loads('{"path": "\\udcff"}'), "path")
+    with pytest.raises(EventError):
+        events.get_path({"path_b64": "!!!"}, "path")

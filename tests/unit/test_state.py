@@ -1,0 +1,80 @@
+"""State files: WAL, migrations, one process per file, errors that say what to do."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.errors import StateBusy, StateError
+from fileconveyor.state import State
+
+MIGRATIONS = ["CREATE TABLE a(x)", "CREATE TABLE b(y); INSERT INTO b VALUES (1)"]
+
+
+def test_migrations_run_once_in_order(tmp_path: Path) -> None:
+    p = tmp_path / "s.db"
+    with State(p, MIGRATIONS[:1]) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    with State(p, MIGRATIONS) as s:
+        assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert s.db.execute("SELECT count(*) FROM b").fetchone()[0] == 1
+    with State(p, MIGRATIONS) as s:  # nothing runs twice
+        assert s.db.execute("SELECT count(*) FROM b").fetchone()[0] == 1
+
+
+def test_failed_migration_leaves_previous_version(tmp_path: Path) -> None:
+    p = tmp_path / "s.db"
+    with pytest.raises(StateError):
+        State(p, ["CREATE TABLE a(x)", "CREATE TABLE c(z); INSERT INTO nosuch VALUES (1)"])
+    db = sqlite3.connect(p)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert db.execute("SELECT name FROM sqlite_master WHERE name='c'").fetchone() is None
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    p = tmp_path / "s.db"
+    State(p, MIGRATIONS).close()
+    with pytest.raises(StateError, match="newer"):
+        State(p, MIGRATIONS[:1])
+
+
+def _hold(path: str, ready, done) -> None:  # type: ignore[no-untyped-def]
+    s = State(Path(path), MIGRATIONS)
+    ready.set()
+    done.wait(10)
+    s.close()
+
+
+def test_second_process_is_refused_while_first_runs(tmp_path: Path) -> None:
+    p = tmp_path / "s.db"
+    ctx = multiprocessing.get_context("spawn")
+    ready, done = ctx.Event(), ctx.Event()
+    proc = ctx.Process(target=_hold, args=(str(p), ready, done))
+    proc.start()
+    try:
+        assert ready.wait(20)
+        with pytest.raises(StateBusy, match=r"in use by another process \(pid \d+\)"):
+            State(p, MIGRATIONS)
+    finally:
+        done.set()
+        proc.join(10)
+    State(p, MIGRATIONS).close()  # free again once the holder is gone
+
+
+def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
+    with State(tmp_path / "s.db", MIGRATIONS) as s:
+        with pytest.raises(RuntimeError), s.transaction() as db:
+            db.execute("INSERT INTO a VALUES (1)")
+            raise RuntimeError
+        assert s.db.execute("SELECT count(*) FROM a").fetchone()[0] == 0
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="cannot create state directory"):
+        State(blocker / "sub" / "s.db", MIGRATIONS)
