@@ -24,7 +24,7 @@ test-deps: $(PY) ## install what the tests need (Python packages, Debian package
 
 demo: deps ## the main job on the embedded demo: scan examples/site and print its events
 	@mkdir -p $(DEMO_STATE)
-	FC_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/fc-watch --scan-once -v examples/site
+	FC_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/fc-watch --scan-once -v --ignore-dirs CVS:.svn examples/site
 
 test: test-deps ## run the test suite (what CI runs)
 	$(PY) -m pytest -q

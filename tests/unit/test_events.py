@@ -120,3 +120,20 @@ def test_decode_rejects_lone_surrogates() -> None:
         events.get_path(json.loads('{"path": "\\udcff"}'), "path")
     with pytest.raises(EventError):
         events.get_path({"path_b64": "!!!"}, "path")
+
+
+@pytest.mark.parametrize("raw", HOSTILE, ids=repr)
+@pytest.mark.parametrize("kind", ["created", "modified", "deleted"])
+@pytest.mark.parametrize("mtime_ns", [0, 1, 1_700_000_000_000_000_000, 1795560937740236003, -1_500_000_000])
+def test_fast_encoder_agrees_with_the_general_one(raw: bytes, kind: str, mtime_ns: int) -> None:
+    st = FileStat(123, mtime_ns, 456)
+    for root in (b"/srv/www", b"/", b"/\xffroot", "/r\u00e9".encode()):
+        fast = events.encode_file_event(kind, 'src "q"', root, raw, st, "inotify")
+        general = events.encode(events.file_event(kind, 'src "q"', root, raw, st, "inotify"))
+        assert fast.endswith(b"\n") and fast.count(b"\n") == 1
+        assert json.loads(fast) == json.loads(general)
+        assert list(json.loads(fast)) == list(json.loads(general))  # same field order too
+
+
+def test_mtime_is_truncated_to_microseconds() -> None:
+    assert events.mtime_seconds(1795560937740236999) == 1795560937.740236

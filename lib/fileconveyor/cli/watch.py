@@ -89,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--follow-symlinks", action="store_true", help="descend into symlinked directories (never into a loop)"
     )
     p.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help=f"processes that scan a large tree together (default: number of cores, here {os.cpu_count()})",
+    )
+    p.add_argument(
         "--state",
         type=Path,
         metavar="FILE",
@@ -110,6 +117,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError("must be 0 or more seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be 1 or more")
     return value
 
 
@@ -162,7 +179,9 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             old = state.bind_source(src.name, src.root)
             if old is not None:
                 rep.warn(f"source {src.name!r} was {os.fsdecode(old)}, now {os.fsdecode(src.root)}: starting it afresh")
-        opts = Options(settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks)
+        opts = Options(
+            settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks, jobs=args.jobs
+        )
         core = Core(
             sources,
             state,

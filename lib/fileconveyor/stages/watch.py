@@ -23,8 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..events import EventWriter, FileStat, file_event
-from ..watchers.tree import Filters, WalkHooks, subtree_range, to_key, to_rel, walk
+from ..events import EventWriter, FileStat, encode_file_event
+from ..watchers.tree import Filters, subtree_range, to_key, to_rel
+from .watch_scan import Batch, ScanJob, plan, run_job, run_parallel
 from .watch_state import WatchState
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Options:
     settle: float = 0.25  # quiet time after the last change before a file is emitted
     open_wait: float = 30.0  # a file still open for writing is emitted after this much quiet
     follow_symlinks: bool = False
+    jobs: int = 1  # processes for whole-tree scans
 
 
 @dataclass
@@ -93,6 +95,12 @@ class Core:
         self.via = "scan"  # what found changes that hints led to (the backend's name)
         self.scan_via = "scan"  # what found changes that scans led to
         self.on_progress: Callable[[], None] | None = None  # called now and then during scans
+        # Set by live backends: a hook run for every directory a scan enters (add a
+        # watch, before listing it) returning a note, and where notes are applied.
+        self.dir_hook: Callable[[Source], Callable[[bytes, bytes], object]] | None = None
+        self.apply_note: Callable[[Source, object], None] | None = None
+        self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
+        state.before_commit = writer.flush
 
     # -- hints from backends ---------------------------------------------------------
 
@@ -155,13 +163,12 @@ class Core:
     def pending_count(self) -> int:
         return len(self._pending)
 
-    def tick(self, now: float | None = None, hooks_for: Callable[[Source], WalkHooks] | None = None) -> None:
+    def tick(self, now: float | None = None) -> None:
         """Run queued rescans, then emit every pending path whose time has come."""
         while self._rescans:
             (index, rel_dir) = next(iter(self._rescans))
             del self._rescans[(index, rel_dir)]
-            src = self.sources[index]
-            self.scan(src, rel_dir, hooks_for(src) if hooks_for else None)
+            self.scan(self.sources[index], rel_dir)
         now = time.monotonic() if now is None else now
         heap, pending = self._heap, self._pending
         while heap and heap[0][0] <= now:
@@ -200,84 +207,96 @@ class Core:
 
     def _emit(self, kind: str, src: Source, key: bytes, st: FileStat, via: str | None = None) -> None:
         # stdout first, state second: a crash in between re-emits, it never loses.
-        self.writer.write(file_event(kind, src.name, src.root, to_rel(key), st, via or self.via))
+        self.writer.write_line(encode_file_event(kind, src.name, src.root, to_rel(key), st, via or self.via))
         self.state.put(src.name, key, None if kind == "deleted" else st)
-        setattr(self.counts, kind, getattr(self.counts, kind) + 1)
+        c = self.counts
+        if kind == "created":
+            c.created += 1
+        elif kind == "modified":
+            c.modified += 1
+        else:
+            c.deleted += 1
 
     # -- scanning --------------------------------------------------------------------
 
-    def scan(self, src: Source, rel_dir: bytes = b"", hooks: WalkHooks | None = None) -> None:
+    def scan(self, src: Source, rel_dir: bytes = b"") -> None:
         """Compare directory ``rel_dir`` of ``src`` (recursively) with the state.
 
         Files whose mtime is older than the settle time are emitted at once; recent
         ones may still be being written and become pending.  Paths with a pending
         hint, or emitted by a hint while this scan ran, are left to that hint.
+        A whole-tree scan of a large tree runs in ``jobs`` processes.
         """
         self.counts.rescans += 1
-        low, high = subtree_range(rel_dir)
-        hooks = WalkHooks(**{f: getattr(hooks, f) for f in WalkHooks.__slots__}) if hooks else WalkHooks()
-        if hooks.on_error is None and self.on_unreadable is not None:
-            cb = self.on_unreadable
-            hooks.on_error = lambda rel, exc: cb(src, rel, exc)
-        if self.on_progress is not None:
-            inner, show = hooks.on_progress, self.on_progress
-
-            def on_progress(files: int, dirs: int) -> None:
-                if inner is not None:
-                    inner(files, dirs)
-                show()
-
-            hooks.on_progress = on_progress
-        tree = walk(src.root, rel_dir, self.filters, self.opt.follow_symlinks, hooks)
-        rows = self.state.rows(src.name, low, high)
-        index, pending, touched = src.index, self._pending, self._touched
-        settle_ns = int(self.opt.settle * 1e9)
+        lo, hi = subtree_range(rel_dir)
+        job = ScanJob(
+            src.name,
+            src.index,
+            src.root,
+            self.state.path,
+            rel_dir,
+            lo,
+            hi,
+            self.filters,
+            self.opt.follow_symlinks,
+            int(self.opt.settle * 1e9),
+            self.scan_via,
+            self.dir_hook(src) if self.dir_hook else None,
+        )
+        self.state.commit()  # jobs read committed rows
+        jobs = plan(job, self.opt.jobs * 4) if self.opt.jobs > 1 else [job]
+        if len(jobs) > 1:
+            batches = run_parallel(jobs, self.opt.jobs, self.between_batches)
+        else:
+            batches = run_job(job, time.time_ns)
         self._scanning = True
         self._touched.clear()
+        self.writer.batch(True)
         try:
-            row = next(rows, None)
-            for key, size, mtime_ns, ino in tree:
-                self.counts.scanned += 1
-                while row is not None and row[0] < key:
-                    self._scan_gone(src, row)
-                    row = next(rows, None)
-                if row is not None and row[0] == key:
-                    same = row[1] == size and row[2] == mtime_ns and row[3] == ino
-                    row = next(rows, None)
-                    if same:
-                        continue
-                    kind = "modified"
-                else:
-                    kind = "created"
-                k = (index, key)
-                if k in pending or k in touched:
-                    continue
-                if time.time_ns() - mtime_ns < settle_ns:
-                    self.dirty(src, to_rel(key), None)
-                    self._pending[k].last_stat = (size, mtime_ns, ino)
-                    continue
-                self._emit(kind, src, key, FileStat(size, mtime_ns, ino), self.scan_via)
-                self.state.maybe_commit()
-            while row is not None:
-                self._scan_gone(src, row)
-                row = next(rows, None)
+            for batch in batches:
+                self._apply(src, batch)
         finally:
-            rows.close()
             self._scanning = False
             self._touched.clear()
+            self.writer.batch(False)
         self.state.maybe_commit()
 
-    def _scan_gone(self, src: Source, row: tuple[bytes, int, int, int]) -> None:
-        k = (src.index, row[0])
-        if k in self._pending or k in self._touched:
-            return
-        # The walk did not see it.  Check once more: it may have been created again
-        # since, or the walk may have skipped an unreadable directory.
-        rel = to_rel(row[0])
-        if _stat_file(src.root, rel) is not None or _unreadable_parent(src.root, rel):
-            return
-        self._emit("deleted", src, row[0], FileStat(row[1], row[2], row[3]), self.scan_via)
-        self.state.maybe_commit()
+    def _apply(self, src: Source, batch: Batch) -> None:
+        """Write a scan batch's lines and record its rows, leaving paths with newer hints alone."""
+        index, pending, touched, state = src.index, self._pending, self._touched, self.state
+        if self.apply_note is not None:
+            for note in batch.notes:
+                self.apply_note(src, note)
+        if self.on_unreadable is not None:
+            for rel, err, message in batch.errors:
+                self.on_unreadable(src, rel, OSError(err, message))
+        write, put, c = self.writer.write_line, state.put, self.counts
+        name = src.name
+        for key, line, st, kind in batch.lines:
+            k = (index, key)
+            if k in pending or k in touched:
+                continue
+            write(line)
+            put(name, key, st)
+            if kind == "created":
+                c.created += 1
+            elif kind == "modified":
+                c.modified += 1
+            else:
+                c.deleted += 1
+        for key, st in batch.pending:
+            k = (index, key)
+            if k in pending or k in touched:
+                continue
+            self.dirty(src, to_rel(key), None)
+            self._pending[k].last_stat = tuple(st)
+        c.scanned += batch.scanned
+        if state.dirty >= 4096:
+            state.maybe_commit()
+        if self.on_progress is not None:
+            self.on_progress()
+        if self.between_batches is not None:
+            self.between_batches()
 
     def drain(self, should_stop: Callable[[], bool]) -> None:
         """Wait for every pending path to settle and emit it, then commit (--scan-once)."""
@@ -300,12 +319,6 @@ def _stat_file(root: bytes, rel: bytes) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def _unreadable_parent(root: bytes, rel: bytes) -> bool:
-    """True when the file's directory exists but cannot be listed: then absence is not proof."""
-    parent = os.path.dirname(root.rstrip(b"/") + b"/" + rel)
-    return os.path.isdir(parent) and not os.access(parent, os.R_OK | os.X_OK)
-
-
 def run_live(
     core: Core,
     backend: Backend,
@@ -324,7 +337,6 @@ def run_live(
     fd = backend.fileno()
     for f in ([fd] if fd is not None else []) + wake_fds:
         poller.register(f, select.POLLIN)
-    hooks_for = backend.hooks_for
     while not should_stop():
         now = time.monotonic()
         due = [t for t in (core.next_deadline(), backend.next_due()) if t is not None]
@@ -333,6 +345,6 @@ def run_live(
         if should_stop():
             break
         backend.process()
-        core.tick(hooks_for=hooks_for)
+        core.tick()
         core.state.commit()  # events of this round are out: make them part of the state
     core.state.commit()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..events import FileStat
@@ -38,8 +38,17 @@ MIGRATIONS = [
 class WatchState:
     """Rows of the state file plus an overlay of writes not committed yet."""
 
-    def __init__(self, path: Path, commit_every: int = 2000, commit_interval: float = 0.5):
+    def __init__(
+        self,
+        path: Path,
+        commit_every: int = 4096,
+        commit_interval: float = 0.5,
+        before_commit: Callable[[], None] | None = None,
+    ):
         self.state = State(path, MIGRATIONS)
+        # Called first thing in commit(): the events these rows stand for must be
+        # out (flushed) before the rows say they were.
+        self.before_commit = before_commit
         self.db = self.state.db
         self.path = path
         self._overlay: dict[tuple[str, bytes], FileStat | None] = {}
@@ -76,27 +85,6 @@ class WatchState:
         """Record (or, with None, forget) a file.  Call after its event is written."""
         self._overlay[(source, key)] = st
 
-    def rows(self, source: str, low: bytes, high: bytes) -> Iterator[tuple[bytes, int, int, int]]:
-        """Committed rows of ``source`` with low <= key < high, in key order.
-
-        Read on a connection of its own: it sees one snapshot for the whole scan
-        while this object keeps committing new rows on the main connection.
-        """
-        reader = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        try:
-            reader.execute("PRAGMA busy_timeout=30000")
-            cur = reader.execute(
-                "SELECT key, size, mtime_ns, ino FROM files WHERE source=? AND key>=? AND key<? ORDER BY key",
-                (source, low, high),
-            )
-            while True:
-                batch = cur.fetchmany(4096)
-                if not batch:
-                    break
-                yield from batch
-        finally:
-            reader.close()
-
     def count(self, source: str | None = None) -> int:
         if source is None:
             return self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
@@ -121,6 +109,8 @@ class WatchState:
         self._last_commit = time.monotonic()
         if not self._overlay:
             return
+        if self.before_commit is not None:
+            self.before_commit()
         ups = [(s, k, st.size, st.mtime_ns, st.ino) for (s, k), st in self._overlay.items() if st is not None]
         dels = [(s, k) for (s, k), st in self._overlay.items() if st is None]
         with self.state.transaction() as db:
@@ -132,3 +122,26 @@ class WatchState:
 
     def close(self) -> None:
         self.state.close()
+
+
+def read_rows(path: Path, source: str, lo: bytes, hi: bytes | None) -> Iterator[tuple[bytes, int, int, int]]:
+    """Committed rows of ``source`` with lo <= key < hi (hi None: no bound), in key order.
+
+    Read on a connection of its own (also from a scan worker process): it sees one
+    snapshot for the whole scan while the stage keeps committing on its own.
+    """
+    reader = sqlite3.connect(path, timeout=30, isolation_level=None)
+    try:
+        reader.execute("PRAGMA busy_timeout=30000")
+        if hi is None:
+            sql, args = "key>=?", (source, lo)
+        else:
+            sql, args = "key>=? AND key<?", (source, lo, hi)
+        cur = reader.execute(f"SELECT key, size, mtime_ns, ino FROM files WHERE source=? AND {sql} ORDER BY key", args)
+        while True:
+            batch = cur.fetchmany(4096)
+            if not batch:
+                break
+            yield from batch
+    finally:
+        reader.close()

@@ -12,18 +12,20 @@ import platform
 from typing import TYPE_CHECKING, Protocol
 
 from ..errors import UsageError
-from .tree import WalkHooks
 
 if TYPE_CHECKING:
     from ..cli._common import Reporter
-    from ..stages.watch import Core, Source
+    from ..stages.watch import Core
 
 
 class Backend(Protocol):
     name: str
 
     def start(self) -> None:
-        """Begin watching every source, then compare each with the state (catch-up)."""
+        """Compare every source with the state (catch-up), watching as the scan goes.
+
+        A live backend sets ``core.dir_hook`` so that each directory is watched
+        before it is listed, and ``core.apply_note`` to record the watches."""
 
     def fileno(self) -> int | None:
         """A descriptor that becomes readable when process() has work, if any."""
@@ -33,9 +35,6 @@ class Backend(Protocol):
 
     def process(self) -> None:
         """Read what the OS reported and hand the core its hints."""
-
-    def hooks_for(self, src: Source) -> WalkHooks:
-        """Callbacks for a walk of ``src`` (live backends add their watches there)."""
 
     def close(self) -> None: ...
 

@@ -14,12 +14,11 @@ import errno
 import os
 import stat as stat_mod
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from inotify_simple import INotify
 from inotify_simple import flags as F
-
-from .tree import WalkHooks
 
 if TYPE_CHECKING:
     from ..cli._common import Reporter
@@ -58,25 +57,36 @@ class InotifyBackend:
         self._next_poll = time.monotonic() + self.interval
         core.via = "inotify"
         core.scan_via = "scan"
+        core.dir_hook = self._dir_hook
+        core.apply_note = self._apply_note
+        core.between_batches = self._read
 
     # -- watches ---------------------------------------------------------------------
 
-    def hooks_for(self, src: Source) -> WalkHooks:
-        return WalkHooks(
-            on_dir=lambda rel, path: self._add(src, rel, path),
-            on_progress=lambda files, dirs: self._read(),
-        )
+    def _dir_hook(self, src: Source) -> Callable[[bytes, bytes], object]:
+        """Runs for every directory a scan enters, before it is listed (also in scan
+        worker processes, which share this inotify instance): add the watch and
+        return a note for _apply_note, run in this process."""
+        index, add, mask = src.index, self.ino.add_watch, self.mask
 
-    def _add(self, src: Source, rel: bytes, path: bytes) -> None:
-        if self.polled and self._is_polled(src.index, rel):
+        def hook(rel: bytes, path: bytes) -> object:
+            if self.polled and self._is_polled(index, rel):
+                return None
+            try:
+                return ("watch", rel, add(path, mask))
+            except OSError as exc:
+                # ENOSPC: the watch limit; ENOENT/ENOTDIR: gone already; EACCES: the walk reports it.
+                return ("limit", rel) if exc.errno == errno.ENOSPC else None
+
+        return hook
+
+    def _apply_note(self, src: Source, note: object) -> None:
+        if not isinstance(note, tuple):
             return
-        try:
-            wd = self.ino.add_watch(path, self.mask)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                self._limit_reached(src, rel)
-            # ENOENT/ENOTDIR: gone already; EACCES: the walk reports it once.
+        if note[0] == "limit":
+            self._limit_reached(src, note[1])
             return
+        _, rel, wd = note
         targets = self.watches.setdefault(wd, [])
         for i, (si, _) in enumerate(targets):
             if si == src.index:
@@ -132,7 +142,7 @@ class InotifyBackend:
 
     def start(self) -> None:
         for src in self.core.sources:
-            self.core.scan(src, b"", self.hooks_for(src))
+            self.core.scan(src)
 
     def fileno(self) -> int | None:
         return self.ino.fileno()

@@ -9,11 +9,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from .tree import WalkHooks
-
 if TYPE_CHECKING:
     from ..cli._common import Reporter
-    from ..stages.watch import Core, Source
+    from ..stages.watch import Core
 
 
 class PollingBackend:
@@ -25,9 +23,6 @@ class PollingBackend:
         self.interval = max(interval, 0.05)
         self._next = 0.0
         core.via = core.scan_via = "polling"
-
-    def hooks_for(self, src: Source) -> WalkHooks:
-        return WalkHooks()
 
     def start(self) -> None:
         for src in self.core.sources:

@@ -10,6 +10,7 @@ state in one merge pass, holding neither in memory.
 from __future__ import annotations
 
 import fnmatch
+import operator
 import os
 import re
 import stat as stat_mod
@@ -25,10 +26,11 @@ def to_rel(key: bytes) -> bytes:
     return key.replace(b"\0", b"/")
 
 
-def subtree_range(rel_dir: bytes) -> tuple[bytes, bytes]:
-    """The [low, high) key range holding every file below directory ``rel_dir``."""
+def subtree_range(rel_dir: bytes) -> tuple[bytes, bytes | None]:
+    """The [low, high) key range holding every file below directory ``rel_dir``
+    (high None: no upper bound)."""
     if not rel_dir:
-        return b"", b"\xff" * 8
+        return b"", None
     k = to_key(rel_dir)
     return k + b"\0", k + b"\x01"
 
@@ -94,7 +96,7 @@ class WalkHooks:
     their watch there, before listing it, so nothing created meanwhile is missed),
     on_error once per unreadable directory."""
 
-    on_dir: Callable[[bytes, bytes], None] | None = None
+    on_dir: Callable[[bytes, bytes], object] | None = None
     on_error: Callable[[bytes, OSError], None] | None = None
     on_progress: Callable[[int, int], None] | None = None
 
@@ -105,11 +107,18 @@ def walk(
     filters: Filters,
     follow_symlinks: bool = False,
     hooks: WalkHooks | None = None,
+    lo: bytes = b"",
+    hi: bytes | None = None,
 ) -> Iterator[tuple[bytes, int, int, int]]:
-    """Yield ``(key, size, mtime_ns, ino)`` for every regular file below ``root/start``,
-    in key order.  Symlinks to files count as files (their target's metadata);
-    symlinks to directories are followed only with ``follow_symlinks``, and never
-    into a directory that is already one of their ancestors (no loops)."""
+    """Yield ``(key, size, mtime_ns, ino)`` for every regular file below ``root/start``
+    whose key is in [lo, hi), in key order.
+
+    Symlinks to files count as files (their target's metadata); symlinks to
+    directories are followed only with ``follow_symlinks``, and never into a
+    directory that is already one of their ancestors (no loops).  Directories
+    whose whole subtree lies outside [lo, hi) are not listed, which lets several
+    walkers share one tree by key range.
+    """
     hooks = hooks or WalkHooks()
     on_dir, on_error, on_progress = hooks.on_dir, hooks.on_error, hooks.on_progress
     check = not filters.empty
@@ -141,8 +150,9 @@ def walk(
     first = listing(start)
     if first is None:
         return
+    dev = top_st.st_dev
     # Each frame: (entries iterator, rel prefix ending in "/" or b"", key prefix, ancestors).
-    ancestors: frozenset[tuple[int, int]] = frozenset({(top_st.st_dev, top_st.st_ino)})
+    ancestors: frozenset[tuple[int, int]] = frozenset({(dev, top_st.st_ino)})
     pre = start + b"/" if start else b""
     stack = [(iter(first), pre, to_key(pre), ancestors)]
     dirs = files = 0
@@ -150,39 +160,51 @@ def walk(
         it, rel_pre, key_pre, anc = stack[-1]
         for entry in it:
             name = entry.name
+            key = key_pre + name
+            if hi is not None and key >= hi:
+                stack.clear()  # entries come in key order: everything after is out of range too
+                break
             try:
-                if entry.is_dir(follow_symlinks=False):
+                if entry.is_file(follow_symlinks=False):  # the common case first: one stat
+                    if key < lo or (check and skip_file(name, rel_pre + name)):
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                elif entry.is_dir(follow_symlinks=False):
                     rel = rel_pre + name
-                    if check and skip_dir(name, rel):
+                    if key + b"\x01" <= lo or (check and skip_dir(name, rel)):
                         continue
                     sub = listing(rel)
                     if sub is not None:
                         dirs += 1
-                        stack.append((iter(sub), rel + b"/", key_pre + name + b"\0", anc))
+                        sub_anc = anc | {(dev, entry.inode())} if follow_symlinks else anc
+                        stack.append((iter(sub), rel + b"/", key + b"\0", sub_anc))
                         break
                     continue
-                if entry.is_symlink():
+                elif entry.is_symlink():
                     st = os.stat(entry.path)  # follows; a dangling link raises and is skipped
                     if S_ISDIR(st.st_mode):
                         rel = rel_pre + name
                         ident = (st.st_dev, st.st_ino)
-                        if not follow_symlinks or ident in anc or (check and skip_dir(name, rel)):
+                        if (
+                            not follow_symlinks
+                            or ident in anc
+                            or key + b"\x01" <= lo
+                            or (check and skip_dir(name, rel))
+                        ):
                             continue
                         sub = listing(rel)
                         if sub is not None:
-                            stack.append((iter(sub), rel + b"/", key_pre + name + b"\0", anc | {ident}))
+                            stack.append((iter(sub), rel + b"/", key + b"\0", anc | {ident}))
                             break
                         continue
+                    if key < lo or not S_ISREG(st.st_mode) or (check and skip_file(name, rel_pre + name)):
+                        continue
                 else:
-                    st = entry.stat(follow_symlinks=False)
-                if not S_ISREG(st.st_mode):
-                    continue
-                if check and skip_file(name, rel_pre + name):
-                    continue
+                    continue  # sockets, FIFOs, devices: not files to sync
             except OSError:
                 continue  # vanished between listing and stat: not a file any more
             files += 1
-            yield key_pre + name, st.st_size, st.st_mtime_ns, st.st_ino
+            yield key, st.st_size, st.st_mtime_ns, st.st_ino
             if on_progress is not None and not files & 1023:
                 on_progress(files, dirs)
         else:
@@ -191,5 +213,4 @@ def walk(
         on_progress(files, dirs)
 
 
-def _name(entry: os.DirEntry[bytes]) -> bytes:
-    return entry.name
+_name = operator.attrgetter("name")

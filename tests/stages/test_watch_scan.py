@@ -1,0 +1,98 @@
+"""Scans split across processes find exactly what one process finds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.cli.watch import main
+from fileconveyor.events import FileStat
+from fileconveyor.stages.watch_scan import ScanJob, plan, run_job
+from fileconveyor.stages.watch_state import WatchState
+from fileconveyor.watchers.tree import Filters, walk
+from tests.conftest import call
+
+OLD = 1_600_000_000  # an mtime well in the past: files count as settled
+
+
+def make_tree(root: Path, dirs: int = 40, files: int = 5) -> None:
+    for d in range(dirs):
+        sub = root / f"d{d % 7}" / f"s{d:02d}" / ("deep" if d % 3 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        for f in range(files):
+            p = sub / f"f{f}-{d}.txt"
+            p.write_bytes(b"x" * (d + f))
+            os.utime(p, (OLD, OLD))
+    (root / "top.txt").write_text("top")
+    odd = os.path.join(os.fsencode(root), b"\xff-name")
+    with open(odd, "wb") as f:
+        f.write(b"odd")
+    for p in (os.fsencode(root / "top.txt"), odd):
+        os.utime(p, (OLD, OLD))
+
+
+def scan_ids(root: Path, state: Path, jobs: int) -> list[dict]:
+    r = call(main, ["--scan-once", "--settle", "0", "--jobs", str(jobs), "--state", str(state), str(root)])
+    assert r.status == 0, r.stderr
+    return [json.loads(line) for line in r.stdout.splitlines()]
+
+
+def test_parallel_scan_equals_sequential(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    root.mkdir()
+    make_tree(root)
+    one = scan_ids(root, tmp_path / "one.db", 1)
+    many = scan_ids(root, tmp_path / "many.db", 3)
+    assert len(one) == 40 * 5 + 2
+    assert sorted(e["id"] for e in one) == sorted(e["id"] for e in many)
+    # Change things and compare the second runs too.
+    (root / "d3" / "s03" / "f0-3.txt").unlink()
+    (root / "d1" / "s01" / "deep" / "f1-1.txt").write_bytes(b"changed!")
+    (root / "d3" / "new.txt").write_bytes(b"new")
+    for p in (root / "d1" / "s01" / "deep" / "f1-1.txt", root / "d3" / "new.txt"):
+        os.utime(p, (OLD + 5, OLD + 5))
+    one = scan_ids(root, tmp_path / "one.db", 1)
+    many = scan_ids(root, tmp_path / "many.db", 3)
+    kinds = sorted((e["kind"], e["rel"]) for e in one)
+    assert kinds == [("created", "d3/new.txt"), ("deleted", "d3/s03/f0-3.txt"), ("modified", "d1/s01/deep/f1-1.txt")]
+    assert sorted(e["id"] for e in one) == sorted(e["id"] for e in many)
+
+
+def test_plan_cuts_cover_the_key_space_without_overlap(tmp_path: Path) -> None:
+    make_tree(tmp_path)
+    job = ScanJob("s", 0, os.fsencode(tmp_path), tmp_path / "x.db", b"", b"", None, Filters(), False, 0, "scan")
+    jobs = plan(job, 6)
+    assert len(jobs) > 1
+    assert jobs[0].lo == b"" and jobs[-1].hi is None
+    for a, b in zip(jobs, jobs[1:], strict=False):
+        assert a.hi == b.lo and a.lo < a.hi  # type: ignore[operator]
+    everything = list(walk(os.fsencode(tmp_path), b"", Filters()))
+    pieces = [k for j in jobs for k in walk(j.root, b"", Filters(), lo=j.lo, hi=j.hi)]
+    assert sorted(pieces) == sorted(everything)
+    assert [k for k, *_ in everything] == sorted(k for k, *_ in everything)  # walk order is key order
+
+
+def test_small_tree_is_not_split(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    job = ScanJob("s", 0, os.fsencode(tmp_path), tmp_path / "x.db", b"", b"", None, Filters(), False, 0, "scan")
+    assert plan(job, 8) == [job]
+
+
+@pytest.mark.parametrize("settle_ns", [0, 10**18])
+def test_recent_files_wait_to_settle(tmp_path: Path, settle_ns: int) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "f").write_text("x")
+    WatchState(tmp_path / "w.db").close()
+    job = ScanJob("s", 0, os.fsencode(tree), tmp_path / "w.db", b"", b"", None, Filters(), False, settle_ns, "scan")
+    batches = list(run_job(job, lambda: 2 * 10**18))
+    lines = [x for b in batches for x in b.lines]
+    pending = [x for b in batches for x in b.pending]
+    if settle_ns:
+        assert not lines and [k for k, _ in pending] == [b"f"]
+        assert isinstance(pending[0][1], FileStat)
+    else:
+        assert [k for k, *_ in lines] == [b"f"] and not pending
