@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from pathlib import Path
@@ -67,7 +68,7 @@ def test_plan_cuts_cover_the_key_space_without_overlap(tmp_path: Path) -> None:
     jobs = plan(job, 6)
     assert len(jobs) > 1
     assert jobs[0].lo == b"" and jobs[-1].hi is None
-    for a, b in zip(jobs, jobs[1:], strict=False):
+    for a, b in itertools.pairwise(jobs):
         assert a.hi == b.lo and a.lo < a.hi  # type: ignore[operator]
     everything = list(walk(os.fsencode(tmp_path), b"", Filters()))
     pieces = [k for j in jobs for k in walk(j.root, b"", Filters(), lo=j.lo, hi=j.hi)]

@@ -9,6 +9,7 @@ Observer thread that calls ``callback(path, flags)`` once per record.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import operator
 import os
@@ -26,7 +27,9 @@ from typing import Any, ClassVar
 import pytest
 
 from fileconveyor.errors import ConfigError, Exit
-from fileconveyor.stages.watch import Source
+from fileconveyor.events import EventWriter, decode, get_path
+from fileconveyor.stages.watch import Core, Options, Source
+from fileconveyor.stages.watch_state import WatchState
 from fileconveyor.watchers import fsevents as fse_mod
 from fileconveyor.watchers.base import make_backend
 from fileconveyor.watchers.fsevents import CreateFlag, EventFlag, FSEventsBackend, translate
@@ -222,9 +225,13 @@ class FakeCore:
         self.filters = filters or Filters()
         self.calls: list[tuple[Any, ...]] = []
         self.via = self.scan_via = ""
+        self.between_batches: Any = None
+        self.dir_hook: Any = None
 
-    def scan(self, src: Source, rel_dir: bytes = b"", hooks: Any = None) -> None:
+    def scan(self, src: Source, rel_dir: bytes = b"") -> None:
         self.calls.append(("scan", src.name, rel_dir))
+        if self.between_batches is not None:  # as Core does after each batch of a scan
+            self.between_batches()
 
     def dirty(self, src: Source, rel: bytes, closed: bool | None, now: float | None = None) -> None:
         self.calls.append(("dirty", src.name, rel, closed))
@@ -327,6 +334,17 @@ def test_records_from_the_observer_thread_become_hints(
         os.fstat(rfd)
 
 
+def test_records_queued_during_the_catch_up_scan_are_handed_out_between_batches(
+    fake_macfsevents: type[FakeObserver], tmp_path: Path
+) -> None:
+    core = FakeCore([Source("a", os.fsencode(tmp_path / "a")), Source("b", os.fsencode(tmp_path / "b"))])
+    backend = FSEventsBackend(core, FakeReporter(), 1.0)
+    backend._on_record(str(tmp_path / "b/new.txt"), int(EventFlag.ItemCreated | EventFlag.ItemIsFile))
+    backend.start()
+    assert core.calls == [("scan", "a", b""), ("dirty", "b", b"new.txt", None), ("scan", "b", b"")]
+    backend.close()
+
+
 def test_observer_that_dies_turns_into_polling(fake_macfsevents: type[FakeObserver], tmp_path: Path) -> None:
     fake_macfsevents.fail = RuntimeError("run loop stopped")
     core = FakeCore([Source("s", os.fsencode(tmp_path))])
@@ -363,3 +381,37 @@ def test_too_many_waiting_records_cost_one_rescan(
     assert core.calls == [("rescan_all",)]
     assert not select.select([backend.fileno()], [], [], 0)[0]
     backend.close()
+
+
+def test_hints_reach_the_real_core_as_events(fake_macfsevents: type[FakeObserver], tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    (root / "old").mkdir(parents=True)
+    (root / "old/a.txt").write_text("a")
+    out = io.BytesIO()
+    state = WatchState(tmp_path / "w.db")
+    core = Core([Source("site", os.fsencode(root))], state, EventWriter(out), Filters(), Options(settle=0))
+    backend = FSEventsBackend(core, FakeReporter(), 1.0)
+    try:
+        backend.start()  # catch-up scan: old/a.txt is new to the state
+        (obs,) = fake_macfsevents.instances
+        (root / "new.txt").write_text("n")
+        (root / "old").rename(root / "moved")
+        obs.deliver(root / "new.txt", "ItemCreated", "ItemModified", "ItemIsFile")
+        obs.deliver(root / "old", "ItemRenamed", "ItemIsDir")
+        obs.deliver(root / "moved", "ItemRenamed", "ItemIsDir")
+        deadline = time.monotonic() + 5
+        while out.getvalue().count(b"\n") < 4 and time.monotonic() < deadline:
+            select.select([backend.fileno()], [], [], 0.2)
+            backend.process()
+            core.tick()
+    finally:
+        backend.close()
+        state.close()
+    events = [decode(line) for line in out.getvalue().splitlines()]
+    got = sorted((e["kind"], get_path(e, "rel"), e["via"]) for e in events)
+    assert got == [
+        ("created", b"moved/a.txt", "scan"),
+        ("created", b"new.txt", "fsevents"),
+        ("created", b"old/a.txt", "scan"),
+        ("deleted", b"old/a.txt", "scan"),
+    ]

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..errors import ConfigError
-from .tree import Filters, WalkHooks
+from .tree import Filters
 
 if TYPE_CHECKING:
     from types import ModuleType
@@ -219,18 +219,17 @@ class FSEventsBackend:
         self._next_poll = 0.0
         core.via = "fsevents"
         core.scan_via = "scan"
+        # No per-directory watch (no dir_hook); between scan batches, hand out the hints
+        # queued meanwhile so the queue stays short during a long scan.
+        core.between_batches = self._pump
 
     # -- lifecycle -------------------------------------------------------------------
-
-    def hooks_for(self, src: Source) -> WalkHooks:
-        # Nothing to watch per directory; hand out hints during long scans so the queue stays short.
-        return WalkHooks(on_progress=lambda files, dirs: self._pump())
 
     def start(self) -> None:
         if self._roots:
             self._start_observer()  # before the catch-up scan: nothing changed meanwhile is missed
         for src in self.core.sources:
-            self.core.scan(src, b"", self.hooks_for(src))
+            self.core.scan(src)
 
     def fileno(self) -> int | None:
         return self._rfd

@@ -38,6 +38,7 @@ MASK = (
     | F.EXCL_UNLINK
 )
 MAX_WATCHES_FILE = "/proc/sys/fs/inotify/max_user_watches"
+USERNS_WATCHES_FILE = "/proc/sys/user/max_inotify_watches"
 
 
 class InotifyBackend:
@@ -95,16 +96,16 @@ class InotifyBackend:
         targets.append((src.index, rel))
 
     def _limit_reached(self, src: Source, rel: bytes) -> None:
-        try:
-            with open(MAX_WATCHES_FILE) as f:
-                limit = f.read().strip()
-        except OSError:
-            limit = "unknown"
+        limit = _read_int(MAX_WATCHES_FILE)
+        userns = _read_int(USERNS_WATCHES_FILE)  # the limit of this user namespace (Linux 5.11+)
+        where = f"fs.inotify.max_user_watches = {limit if limit is not None else 'unknown'}"
+        if userns is not None and userns != limit:
+            where += f"; this user namespace allows {userns} (user.max_inotify_watches)"
         self.reporter.warn_once(
             "inotify-limit",
-            f"inotify watch limit reached (fs.inotify.max_user_watches = {limit}); "
-            f"polling the directories that could not be watched every {self.interval:g}s. "
-            "Raise it with: sudo sysctl fs.inotify.max_user_watches=1048576",
+            f"inotify watch limit reached ({where}); polling the directories that could not be "
+            f"watched every {self.interval:g}s. Raise the limit with: "
+            "sudo sysctl fs.inotify.max_user_watches=1048576",
         )
         self.polled[(src.index, rel)] = None
 
@@ -224,3 +225,11 @@ def _created_complete(root: bytes, rel: bytes) -> bool:
     except OSError:
         return True  # already gone: nothing to wait for
     return stat_mod.S_ISLNK(st.st_mode) or st.st_nlink > 1
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
