@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
 from typing import IO, Any, NamedTuple
@@ -260,21 +260,20 @@ def decode(line: bytes) -> Event:
     return ev
 
 
-def read_events(stream: IO[bytes]) -> Iterator[Event | BadLine]:
-    """Yield events from a binary stream; bad lines are yielded as BadLine, not raised.
+def events_from(lines: Iterable[bytes], on_bad: Callable[[BadLine], None]) -> Iterator[Event]:
+    """Events from lines (each with its newline); a bad line goes to ``on_bad`` with
+    its line number and the stream goes on.
 
     A last line without its newline is a torn write (the writer died mid-line): it is
     never taken as an event, even when it happens to parse.
     """
-    lineno = 0
-    for line in stream:
-        lineno += 1
+    for lineno, line in enumerate(lines, 1):
         if not line.endswith(b"\n"):
-            yield BadLine(lineno, "incomplete last line (no newline): writer died mid-line?", line)
+            on_bad(BadLine(lineno, "incomplete last line (no newline): the writer died mid-line?", line))
             continue
         if not line.strip():
             continue
         try:
             yield decode(line)
         except EventError as exc:
-            yield BadLine(lineno, str(exc), line)
+            on_bad(BadLine(lineno, str(exc), line))

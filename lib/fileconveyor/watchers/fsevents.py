@@ -8,8 +8,9 @@ function, so it is tested on Linux from recorded records; the core then compares
 the disk with the state, which is why a merged record needs no untangling.
 
 macfsevents calls us on its own thread (a CFRunLoop).  That thread only queues the
-record and writes one byte to a pipe; everything else happens in the main thread,
-in ``process()``, which the select loop of run_live wakes through ``fileno()``.
+record and writes to a pipe; everything else happens in the main thread,
+in ``process()``, which the select loop of run_live wakes through ``fileno()`` (at most
+one byte is waiting at a time, however many records are).
 What FSEvents cannot promise is covered by rescans: dropped events (UserDropped,
 KernelDropped) rescan every source, MustScanSubDirs rescans that subtree, and a
 dead observer thread turns this backend into polling.
@@ -131,8 +132,7 @@ def relative_to(root: bytes, path: bytes) -> bytes | None:
 
 def _is_above(path: bytes, root: bytes) -> bool:
     """True when directory ``path`` strictly contains ``root``."""
-    rel = relative_to(path, root)
-    return bool(rel)
+    return bool(relative_to(path, root))
 
 
 def translate(root: bytes, path: bytes, flags: int) -> list[Hint]:

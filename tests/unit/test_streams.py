@@ -1,0 +1,71 @@
+"""Reading events across FIFO writers: a restarted writer is waited for, a torn line is dropped."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+from fileconveyor.cli._common import Stopper
+from fileconveyor.events import BadLine, events_from
+from fileconveyor.streams import input_lines, open_fifo_for_writing
+
+
+def _write(path: Path, data: bytes, delay: float = 0.0) -> None:
+    time.sleep(delay)
+    with open(path, "wb") as f:  # blocks until the reader has the FIFO open
+        f.write(data)
+
+
+def test_fifo_reader_survives_writer_restarts_and_drops_torn_lines(tmp_path: Path) -> None:
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    stop = Stopper()
+    e1 = b'{"v":1,"kind":"created","path":"/a"}\n'
+    e2 = b'{"v":1,"kind":"deleted","path":"/b"}\n'
+
+    def writers() -> None:
+        _write(fifo, e1 + b'{"v":1,"kind":"created","path":"/to', 0.1)  # dies mid-line
+        _write(fifo, e2, 0.2)  # the restarted writer
+        time.sleep(0.3)
+        stop.request()
+
+    t = threading.Thread(target=writers)
+    t.start()
+    bad: list[BadLine] = []
+    got = list(events_from(input_lines(str(fifo), None, stop.fileno(), lambda: stop.requested), bad.append))  # type: ignore[arg-type]
+    t.join()
+    stop.uninstall()
+    assert [e["path"] for e in got] == ["/a", "/b"]
+    assert len(bad) == 1 and "newline" in bad[0].reason and bad[0].text.startswith(b'{"v":1')
+
+
+def test_open_fifo_for_writing_waits_for_a_reader(tmp_path: Path) -> None:
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    flag = {"stop": False}
+    start = time.monotonic()
+    threading.Timer(0.3, lambda: flag.update(stop=True)).start()
+    assert open_fifo_for_writing(str(fifo), lambda: flag["stop"], poll=0.02) is None  # nobody read: gave up on stop
+    assert time.monotonic() - start >= 0.25
+    received: list[bytes] = []
+
+    def reader() -> None:
+        with open(fifo, "rb") as f:
+            received.append(f.read())
+
+    t = threading.Thread(target=reader)
+    t.start()
+    fd = open_fifo_for_writing(str(fifo), lambda: False, poll=0.02)
+    assert fd is not None
+    os.write(fd, b"hello\n")
+    os.close(fd)
+    t.join(5)
+    assert received == [b"hello\n"]
+
+
+def test_plain_file_input(tmp_path: Path) -> None:
+    p = tmp_path / "events.jsonl"
+    p.write_bytes(b'{"v":1,"kind":"created","path":"/a"}\n')
+    assert list(input_lines(str(p), None)) == [p.read_bytes()]  # type: ignore[arg-type]
