@@ -91,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--jobs",
         type=_positive_int,
-        default=os.cpu_count() or 1,
+        default=_default_jobs(),
         metavar="N",
-        help=f"processes that scan a large tree together (default: number of cores, here {os.cpu_count()})",
+        help=f"processes that scan a large tree together (default on Linux: number of cores, here {_default_jobs()})",
     )
     p.add_argument(
         "--state",
@@ -118,6 +118,12 @@ def _seconds(text: str) -> float:
     if value < 0 or value != value:
         raise argparse.ArgumentTypeError("must be 0 or more seconds")
     return value
+
+
+def _default_jobs() -> int:
+    # Scan workers are forked; on macOS forking next to CoreFoundation's thread
+    # (the FSEvents backend) is unsafe, so other systems scan in one process.
+    return (os.cpu_count() or 1) if sys.platform.startswith("linux") else 1
 
 
 def _positive_int(text: str) -> int:

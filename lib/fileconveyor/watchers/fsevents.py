@@ -239,7 +239,6 @@ class FSEventsBackend:
 
     def process(self) -> None:
         self._pump()
-        self._check_observer()
         if self._polling and time.monotonic() >= self._next_poll:
             self._next_poll = time.monotonic() + self.interval
             self.core.rescan_all()
@@ -320,6 +319,9 @@ class FSEventsBackend:
             )
             self.core.rescan_all()
         self._apply(self._take())
+        # Here, not in process(): between scan batches this drains the byte a dying
+        # observer wrote, and nothing else would wake the main loop for it again.
+        self._check_observer()
 
     def _drain_pipe(self) -> None:
         try:

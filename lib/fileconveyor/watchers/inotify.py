@@ -197,8 +197,11 @@ class InotifyBackend:
                 if mask & F.ISDIR:
                     if skip_dir(name, rel):
                         continue
-                    if mask & (F.DELETE | F.MOVED_FROM):
-                        self._forget(index, rel, remove=bool(mask & F.MOVED_FROM))
+                    if mask & F.MOVED_FROM:
+                        # Its watches follow the inodes to wherever it went: drop them.  (A
+                        # deleted directory needs nothing: each of its watches ends with
+                        # IN_IGNORED, handled above, one at a time.)
+                        self._forget(index, rel, remove=True)
                     core.rescan(src, rel)
                     continue
                 if mask & F.CREATE:
