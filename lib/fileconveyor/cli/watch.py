@@ -182,7 +182,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     state = WatchState(state_path)
     try:
         for src in sources:
-            old = state.bind_source(src.name, src.root)
+            src.prefix, old = state.bind_source(src.name, src.root)
             if old is not None:
                 rep.warn(f"source {src.name!r} was {os.fsdecode(old)}, now {os.fsdecode(src.root)}: starting it afresh")
         opts = Options(

@@ -23,9 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..events import EventWriter, FileStat, encode_file_event
+from ..events import EventWriter, FileEventEncoder, FileStat
 from ..watchers.tree import Filters, subtree_range, to_key, to_rel
-from .watch_scan import Batch, ScanJob, plan, run_job, run_parallel
+from .watch_scan import CREATED, DELETED, MODIFIED, Batch, ScanJob, plan, run_job, run_parallel
 from .watch_state import WatchState
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ class Source:
     name: str
     root: bytes  # absolute, no trailing slash (except "/")
     index: int = 0
+    prefix: bytes = b""  # its key prefix in the state file (WatchState.bind_source)
 
 
 @dataclass(slots=True)
@@ -100,6 +101,7 @@ class Core:
         self.dir_hook: Callable[[Source], Callable[[bytes, bytes], object]] | None = None
         self.apply_note: Callable[[Source, object], None] | None = None
         self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
+        self._encoders: dict[tuple[int, str], FileEventEncoder] = {}
         state.before_commit = writer.flush
 
     # -- hints from backends ---------------------------------------------------------
@@ -194,7 +196,7 @@ class Core:
         self._reconcile(src, k[1], cur)
 
     def _reconcile(self, src: Source, key: bytes, cur: tuple[int, int, int] | None) -> None:
-        old = self.state.lookup(src.name, key)
+        old = self.state.lookup(src.prefix, key)
         if cur is None:
             if old is not None:
                 self._emit("deleted", src, key, old)
@@ -207,8 +209,12 @@ class Core:
 
     def _emit(self, kind: str, src: Source, key: bytes, st: FileStat, via: str | None = None) -> None:
         # stdout first, state second: a crash in between re-emits, it never loses.
-        self.writer.write_line(encode_file_event(kind, src.name, src.root, to_rel(key), st, via or self.via))
-        self.state.put(src.name, key, None if kind == "deleted" else st)
+        via = via or self.via
+        encode = self._encoders.get((src.index, via))
+        if encode is None:
+            encode = self._encoders[(src.index, via)] = FileEventEncoder(src.name, src.root, via)
+        self.writer.write_line(encode(kind, to_rel(key), *st))
+        self.state.put(src.prefix, key, None if kind == "deleted" else st)
         c = self.counts
         if kind == "created":
             c.created += 1
@@ -232,6 +238,7 @@ class Core:
         job = ScanJob(
             src.name,
             src.index,
+            src.prefix,
             src.root,
             self.state.path,
             rel_dir,
@@ -270,26 +277,32 @@ class Core:
         if self.on_unreadable is not None:
             for rel, err, message in batch.errors:
                 self.on_unreadable(src, rel, OSError(err, message))
-        write, put, c = self.writer.write_line, state.put, self.counts
-        name = src.name
-        for key, line, st, kind in batch.lines:
-            k = (index, key)
-            if k in pending or k in touched:
-                continue
-            write(line)
-            put(name, key, st)
-            if kind == "created":
-                c.created += 1
-            elif kind == "modified":
-                c.modified += 1
-            else:
-                c.deleted += 1
+        c, prefix, kinds = self.counts, src.prefix, batch.kinds
+        if not pending and not touched:  # nothing newer to respect: apply the batch whole
+            self.writer.write_lines(batch.lines)
+            state.put_many(prefix, batch.keys, [batch.row(i) for i in range(len(batch.keys))])
+            c.created += kinds.count(CREATED)
+            c.modified += kinds.count(MODIFIED)
+            c.deleted += kinds.count(DELETED)
+        else:
+            for i, key in enumerate(batch.keys):
+                if (index, key) in pending or (index, key) in touched:
+                    continue
+                self.writer.write_line(batch.lines[i])
+                state.put(prefix, key, batch.row(i))
+                kind = kinds[i]
+                if kind == CREATED:
+                    c.created += 1
+                elif kind == MODIFIED:
+                    c.modified += 1
+                else:
+                    c.deleted += 1
         for key, st in batch.pending:
             k = (index, key)
             if k in pending or k in touched:
                 continue
             self.dirty(src, to_rel(key), None)
-            self._pending[k].last_stat = tuple(st)
+            self._pending[k].last_stat = st
         c.scanned += batch.scanned
         if state.dirty >= 4096:
             state.maybe_commit()

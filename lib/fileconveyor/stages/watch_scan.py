@@ -13,6 +13,7 @@ while the job ran (that hint is newer), so a job may run on a snapshot.
 
 from __future__ import annotations
 
+import array
 import ctypes
 import multiprocessing
 import os
@@ -20,9 +21,10 @@ import signal
 import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
-from ..events import FileStat, encode_file_event
+from ..events import FileEventEncoder
 from ..watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
 from .watch_state import read_rows
 
@@ -33,6 +35,7 @@ BATCH = 4096  # lines per batch handed to the parent
 class ScanJob:
     source: str
     index: int
+    prefix: bytes  # the source's key prefix in the state file
     root: bytes
     db: Path
     start: bytes  # the directory walked (relative to the root)
@@ -47,13 +50,36 @@ class ScanJob:
 
 @dataclass
 class Batch:
-    """What a job found, for the parent to apply in order."""
+    """What a job found, for the parent to apply in order.
 
-    lines: list[tuple[bytes, bytes, FileStat | None, str]] = field(default_factory=list)  # key, line, new row, kind
-    pending: list[tuple[bytes, FileStat]] = field(default_factory=list)  # recently changed: let them settle
+    Batches cross a pipe on large scans, so they are kept in the shapes that
+    pickle fastest: parallel lists of bytes, and the new state rows flattened into
+    one array of (size, mtime_ns, ino) triples, (-1, -1, -1) for a deleted file.
+    """
+
+    keys: list[bytes] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)  # encoded events, one per key
+    kinds: bytearray = field(default_factory=bytearray)  # b"c", b"m" or b"d" per key
+    rows: array.array = field(default_factory=lambda: array.array("q"))
+    pending: list[tuple[bytes, tuple[int, int, int]]] = field(default_factory=list)  # recent: let them settle
     notes: list[object] = field(default_factory=list)  # from dir_hook (watches added)
     errors: list[tuple[bytes, int, str]] = field(default_factory=list)  # unreadable directories
     scanned: int = 0
+
+    def add(self, key: bytes, line: bytes, kind: int, size: int, mtime_ns: int, ino: int) -> None:
+        self.keys.append(key)
+        self.lines.append(line)
+        self.kinds.append(kind)
+        self.rows.extend((size, mtime_ns, ino))
+
+    def row(self, i: int) -> tuple[int, int, int] | None:
+        """The new state row of line ``i`` (None: the file is gone)."""
+        r = self.rows
+        return None if self.kinds[i] == DELETED else (r[3 * i], r[3 * i + 1], r[3 * i + 2])
+
+
+CREATED, MODIFIED, DELETED = b"cmd"
+KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted"}
 
 
 def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
@@ -71,8 +97,8 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
 
     hooks = WalkHooks(on_dir=on_dir, on_error=on_error)
     tree = walk(job.root, job.start, job.filters, job.follow_symlinks, hooks, job.lo, job.hi)
-    rows = read_rows(job.db, job.source, job.lo, job.hi)
-    name, root, via = job.source, job.root, job.via
+    rows = read_rows(job.db, job.prefix, job.lo, job.hi)
+    encode = FileEventEncoder(job.source, job.root, job.via)
     recent = now_ns() - job.settle_ns
     scanned = 0
     try:
@@ -80,24 +106,25 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
         for key, size, mtime_ns, ino in tree:
             scanned += 1
             while row is not None and row[0] < key:
-                _gone(job, row, batch)
+                _gone(job, row, batch, encode)
                 row = next(rows, None)
             if row is not None and row[0] == key:
                 same = row[1] == size and row[2] == mtime_ns and row[3] == ino
                 row = next(rows, None)
                 if same:
                     continue
-                kind = "modified"
+                kind = MODIFIED
             else:
-                kind = "created"
-            st = FileStat(size, mtime_ns, ino)
+                kind = CREATED
+            st = (size, mtime_ns, ino)
             if not scanned & 4095:
                 recent = now_ns() - job.settle_ns
             if mtime_ns > recent:
                 batch.pending.append((key, st))
                 continue
-            batch.lines.append((key, encode_file_event(kind, name, root, to_rel(key), st, via), st, kind))
-            if len(batch.lines) >= BATCH:
+            line = encode(KIND_NAMES[kind], key.replace(b"\0", b"/"), size, mtime_ns, ino)
+            batch.add(key, line, kind, size, mtime_ns, ino)
+            if len(batch.keys) >= BATCH:
                 batch.scanned, scanned = scanned, 0
                 yield batch
                 batch = Batch()
@@ -110,7 +137,7 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
     yield batch
 
 
-def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch) -> None:
+def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch, encode: FileEventEncoder) -> None:
     """A state row the walk did not see: deleted, unless the file is there after all
     (created again since, or behind a directory the walk could not read)."""
     rel = to_rel(row[0])
@@ -125,8 +152,7 @@ def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch) -> None:
         return  # cannot list it: absence is not proof
     if job.filters.skip_path(rel):
         return  # left out by today's filters: not ours to delete
-    old = FileStat(row[1], row[2], row[3])
-    batch.lines.append((row[0], encode_file_event("deleted", job.source, job.root, rel, old, job.via), None, "deleted"))
+    batch.add(row[0], encode("deleted", rel, row[1], row[2], row[3]), DELETED, -1, -1, -1)
 
 
 # -- planning and running in parallel -----------------------------------------------
@@ -140,7 +166,9 @@ def plan(job: ScanJob, parts: int) -> list[ScanJob]:
     """
     if parts <= 1 or job.start:
         return [job]
-    cuts = _top_dirs(job.root, job.filters, depth=2)
+    cuts = _top_dirs(job.root, job.filters, depth=1)
+    if len(cuts) < 4 * parts:
+        cuts = _top_dirs(job.root, job.filters, depth=2)
     if len(cuts) < 2 * parts:
         return [job]
     step = len(cuts) / parts
@@ -153,8 +181,9 @@ def _with_range(job: ScanJob, lo: bytes, hi: bytes | None) -> ScanJob:
     return ScanJob(**{**job.__dict__, "lo": lo, "hi": hi})
 
 
-def _top_dirs(root: bytes, filters: Filters, depth: int) -> list[bytes]:
-    """Keys of the directories in the first ``depth`` levels, in key order."""
+def _top_dirs(root: bytes, filters: Filters, depth: int, most: int = 4096) -> list[bytes]:
+    """Keys of the directories in the first ``depth`` levels, in key order (at most
+    ``most`` of them, evenly sampled: enough to cut by, little memory)."""
     out: list[bytes] = []
     level: list[tuple[bytes, bytes]] = [(b"", root)]
     for _ in range(depth):
@@ -171,54 +200,85 @@ def _top_dirs(root: bytes, filters: Filters, depth: int) -> list[bytes]:
         out.extend(to_key(r) for r, _ in nxt)
         level = nxt
     out.sort()
+    if len(out) > most:
+        out = out[:: len(out) // most + 1]
     return out
 
 
 _JOBS: list[ScanJob] = []  # set before the workers fork: jobs hold closures, which do not pickle
 
 
-def _worker_init() -> None:
+def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    """A scan worker: take the next job, send its batches, until none are left."""
+    import time
+    import traceback
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
     try:  # die with the parent, even when it is killed with -9
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
-
-
-def _run_indexed(i: int) -> list[Batch]:
-    import time
-
-    return list(run_job(_JOBS[i], time.time_ns))
+    status = 0
+    try:
+        while True:
+            with jobs_taken.get_lock():
+                i = jobs_taken.value
+                jobs_taken.value += 1
+            if i >= len(_JOBS):
+                break
+            for batch in run_job(_JOBS[i], time.time_ns):
+                out.put(batch)  # bounded queue: a slow parent slows the workers, memory stays flat
+        out.put(None)
+    except BaseException:
+        out.put(traceback.format_exc())
+        status = 1
+    finally:
+        out.close()
+        out.join_thread()
+        os._exit(status)  # never run the parent's atexit handlers or close its SQLite connection
 
 
 def run_parallel(jobs: list[ScanJob], workers: int, between: Callable[[], None] | None) -> Iterator[Batch]:
-    """Run jobs in worker processes; yield their batches as jobs complete.
+    """Run jobs in forked worker processes; yield their batches as they come.
 
     ``between`` is called while waiting (the inotify backend reads its queue there,
     so a long scan cannot overflow it)."""
+    import queue
+
     global _JOBS
     _JOBS = jobs
     ctx = multiprocessing.get_context("fork")
-    pool = ctx.Pool(min(workers, len(jobs)), initializer=_worker_init)
+    n = min(workers, len(jobs))
+    taken = ctx.Value("i", 0)
+    out: multiprocessing.Queue = ctx.Queue(maxsize=2 * n)  # type: ignore[type-arg]
+    procs = [ctx.Process(target=_worker, args=(taken, out), daemon=True) for _ in range(n)]
+    for p in procs:
+        p.start()
+    running = n
     try:
-        results = pool.imap_unordered(_run_indexed, range(len(jobs)))
-        remaining = len(jobs)
-        while remaining:
+        while running:
             try:
-                batches = results.next(timeout=0.2)
-            except multiprocessing.TimeoutError:
+                item = out.get(timeout=0.2)
+            except queue.Empty:
                 if between is not None:
                     between()
+                if not any(p.is_alive() for p in procs) and out.empty():
+                    raise RuntimeError("scan workers died without finishing (killed?)") from None
                 continue
-            remaining -= 1
-            yield from batches
-            if between is not None:
-                between()
-        pool.close()
+            if item is None:
+                running -= 1
+            elif isinstance(item, str):
+                raise RuntimeError(f"a scan worker failed:\n{item}")
+            else:
+                yield item
     finally:
-        pool.terminate()
-        pool.join()
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+        for p in procs:
+            p.join(5)
+        out.close()
+        out.cancel_join_thread()
         _JOBS = []
