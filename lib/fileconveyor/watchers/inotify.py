@@ -195,7 +195,9 @@ class InotifyBackend:
                     continue  # a subdirectory: its parent reports it as DELETE/MOVED_FROM
                 rel = rel_dir + b"/" + name if rel_dir else name
                 if mask & F.ISDIR:
-                    if skip_dir(name, rel):
+                    # Only a directory appearing or going away changes which files exist;
+                    # a chmod or touch of it (IN_ATTRIB) changes none of them.
+                    if not mask & (F.CREATE | F.MOVED_TO | F.DELETE | F.MOVED_FROM) or skip_dir(name, rel):
                         continue
                     if mask & F.MOVED_FROM:
                         # Its watches follow the inodes to wherever it went: drop them.  (A
