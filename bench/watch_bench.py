@@ -10,18 +10,28 @@ small files in 100,000 directories):
    against watchman's crawl and inotifywait -r                      target < watchman, peak RSS < 150 MB
 4. latency from a writer's close() to the event on stdout (--settle 0),
    against inotifywait -e close_write                               (reported side by side)
-5. fc-watch --scan-once peak RSS with 1/10 of the files in state against all of them
+5. fc-watch --scan-once peak RSS with 1/10 of the tree in state against all of it
                                                                     target: no growth with the state
+and, for reference, 1. and 2. with --jobs 1 (fc-watch scans with one worker per core).
 
 Each timed measurement runs warm (one untimed find over the tree first, so every
 tool reads inodes from the cache; the page cache cannot be dropped reliably here)
 and is repeated --repeat times; the median is reported, with every run listed.
-Peak memory is the measured process's peak RSS (ru_maxrss from wait4, or VmHWM).
+Peak memory is the measured process's own peak RSS (ru_maxrss from wait4, or VmHWM)
+and, as fc-watch forks scan workers, the peak of the summed RSS of its process tree.
 
-The tree lives under --workdir (default: $TMPDIR/fc-watch-bench), never in the
-repository; it is reused while its marker file says it is complete, and removed
-only with --remove-tree.  Results: bench/results/watch-<date>.md (and stdout).
-A peer tool that is missing is an error, never a silent skip.
+Before each measurement it waits (up to --quiet-wait seconds) for other work on the
+machine to stop, and reports for each figure how much CPU other work took anyway.
+fc-watch runs from a copy of lib/ and bin/ taken at start (or exported from
+--commit REV), so edits to the checkout during a run cannot mix versions.
+
+The tree lives under --workdir (default: $TMPDIR/fc-watch-bench, about 4.5 GB at
+full size), never in the repository; it is reused while its marker file says it
+is complete, and removed only with --remove-tree.  Results:
+bench/results/watch-<date>.md (and stdout).  A peer tool that is missing is an
+error, never a silent skip.
+
+Smoke run (a minute): python3 bench/watch_bench.py --files 20000 --dirs 2000 --latency-files 100
 """
 
 from __future__ import annotations
@@ -29,6 +39,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import hashlib
+import io
 import json
 import multiprocessing
 import os
@@ -41,15 +53,17 @@ import signal
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-FC_WATCH = [sys.executable, str(REPO / "bin" / "fc-watch")]
+FC_WATCH = [sys.executable, str(REPO / "bin" / "fc-watch")]  # run() points it at a snapshot (snapshot_code)
 RESULTS_DIR = REPO / "bench" / "results"
 MB = 1024 * 1024
 PEERS = {
@@ -59,6 +73,7 @@ PEERS = {
 }
 PHASES = ("scan", "live", "latency", "memory")
 MAX_WATCHES_FILE = "/proc/sys/fs/inotify/max_user_watches"
+USERNS_WATCHES_FILE = "/proc/sys/user/max_inotify_watches"
 FANOUT = 1000  # leaf directories per top-level directory of the generated tree
 TARGET_RSS_MB = 150
 
@@ -91,62 +106,158 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
         os.killpg(proc.pid, sig)
 
 
+SAMPLE_EVERY = 0.02  # seconds between memory samples of a running child
+
+
+def rss_of(pid: int) -> tuple[int, int]:
+    """(VmRSS, VmHWM) of a running process, in bytes; (0, 0) when it is gone."""
+    rss = hwm = 0
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmRSS:"):
+                    rss = int(line.split()[1]) * 1024
+                elif line.startswith(b"VmHWM:"):
+                    hwm = int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return rss, hwm
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it (fc-watch forks scan workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo.extend(int(c) for c in f.read().split())
+        except OSError:
+            pass
+    return out
+
+
+class Sampler:
+    """Samples, on a thread, a child's own peak RSS and the summed RSS of its process tree.
+
+    The sum counts pages that forked workers still share with their parent once
+    per process: an upper bound of what the tree holds (exact PSS costs ~1 ms a read
+    from smaps_rollup, too much to take every few milliseconds on two cores).
+    """
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.own = 0  # VmHWM of the process itself
+        self.total = 0  # peak of the summed VmRSS of the process and its descendants
+        self._stop = threading.Event()
+        self.sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def sample(self) -> None:
+        total = 0
+        for p in descendants(self.pid):
+            rss, hwm = rss_of(p)
+            total += rss
+            if p == self.pid:
+                self.own = max(self.own, hwm)
+        self.total = max(self.total, total)
+
+    def _run(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            self.sample()
+
+    def finish(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+
+class CpuMeter:
+    """How much CPU went to work other than this benchmark and its children, over a span.
+
+    Other work on the machine (a test suite, write-back) skews every figure taken
+    meanwhile, so each one reports its share.  Children count once reaped, so read
+    it after the measured process is.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.busy0 = _machine_busy()
+        self.own0 = _own_cpu()
+
+    def other_share(self) -> float:
+        """CPU seconds spent by others, as a share of the machine's capacity over the span."""
+        span = (time.monotonic() - self.t0) * (os.cpu_count() or 1)
+        other = (_machine_busy() - self.busy0) - (_own_cpu() - self.own0)
+        return max(0.0, other / span) if span > 0 else 0.0
+
+
+QUIET = 0.05  # share of the machine's CPU others may use before a measurement starts
+quiet_wait = 120.0  # seconds to wait for that at most (--quiet-wait)
+
+
+def wait_quiet() -> None:
+    """Wait until the machine is nearly idle before a measurement (other work skews it).
+
+    Gives up after ``quiet_wait`` seconds and measures anyway: the report shows
+    each figure's other load, so a skewed figure is visible, not hidden.
+    """
+    deadline = time.monotonic() + quiet_wait
+    while True:
+        meter = CpuMeter()
+        time.sleep(0.5)
+        share = meter.other_share()
+        if share <= QUIET:
+            return
+        if time.monotonic() > deadline:
+            log(f"  the machine is still busy ({share:.0%} of its CPU used by others): measuring anyway")
+            return
+
+
+def _machine_busy() -> float:
+    """CPU seconds the machine has spent not idle since boot (all cores, steal included)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
+
+
+def _own_cpu() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
 @dataclass
 class Ended:
     code: int  # exit code, -N for signal N
-    rss: int  # peak RSS, bytes
-    exact: bool  # False: rss is the last VmHWM sample, not the kernel's figure at exit
+    maxrss: int  # ru_maxrss from wait4, bytes
+    exact: bool  # maxrss is the child's own peak (see reap)
     at: float  # monotonic time the process ended
 
 
-SAMPLE_EVERY = 0.01  # seconds between VmHWM samples of a running child
-
-
 def reap(proc: subprocess.Popen[bytes], timeout: float, what: str) -> Ended:
-    """Wait for ``proc`` to end, with its peak RSS.
+    """Wait for ``proc`` to end.
 
     A pidfd wakes us the moment the child exits (no polling error in the wall time).
-    The peak RSS: wait4's ru_maxrss counts the memory of the process that called
-    exec, that is this benchmark's, as the child's until exec (Linux carries the old
-    mm's high-water mark over), so it is only taken when above this process's own
-    peak.  Otherwise the child's VmHWM, sampled while it runs, is: exact but for a
-    growth in its last SAMPLE_EVERY seconds.
+    wait4's ru_maxrss counts the memory of the process that called exec, this
+    benchmark, as the child's until exec (Linux carries the old mm's high-water
+    mark over), so it is the child's own peak only when above this process's peak.
     """
     fd = os.pidfd_open(proc.pid)
-    sampled = vm_hwm(proc.pid)
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                kill_group(proc)
-                os.wait4(proc.pid, 0)
-                proc.returncode = -9
-                raise BenchError(f"{what}: still running after {timeout:.0f}s, killed (raise --timeout?)")
-            ready, _, _ = select.select([fd], [], [], min(left, SAMPLE_EVERY))
-            if ready:
-                break
-            sampled = max(sampled, vm_hwm(proc.pid))
+        ready, _, _ = select.select([fd], [], [], timeout)
         ended = time.monotonic()
+        if not ready:
+            kill_group(proc)
+            os.wait4(proc.pid, 0)
+            proc.returncode = -9
+            raise BenchError(f"{what}: still running after {timeout:g}s, killed (raise --timeout?)")
         _, status, usage = os.wait4(proc.pid, 0)
     finally:
         os.close(fd)
     proc.returncode = os.waitstatus_to_exitcode(status)
     maxrss = usage.ru_maxrss * 1024
-    exact = maxrss > vm_hwm(os.getpid())
-    return Ended(proc.returncode, maxrss if exact else sampled, exact, ended)
-
-
-def vm_hwm(pid: int) -> int:
-    """Peak RSS so far of a running process, in bytes (0 when it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
+    return Ended(proc.returncode, maxrss, maxrss > rss_of(os.getpid())[1], ended)
 
 
 def stop(proc: subprocess.Popen[bytes], timeout: float, what: str) -> Ended:
@@ -202,8 +313,10 @@ class LineWatcher:
 @dataclass
 class Run:
     wall: float  # seconds
-    rss: int  # peak RSS, bytes
-    exact: bool = True  # False: the peak RSS is the last of VmHWM samples (see reap)
+    rss: int  # peak RSS of the process itself, bytes
+    total: int  # peak of the summed RSS of the process and its descendants, bytes
+    exact: bool = True  # False: rss is the last VmHWM sample, not the kernel's figure at exit
+    other: float = 0.0  # share of the machine's CPU that other work took meanwhile (CpuMeter)
 
 
 @dataclass
@@ -218,16 +331,26 @@ class Series:
     def wall(self) -> float:
         return statistics.median(r.wall for r in self.runs)
 
+    # Peaks: the largest of the runs, not the median: a peak is what a machine must hold.
     @property
     def rss(self) -> int:
-        # The largest, not the median: a peak is what a machine has to hold.
         return max(r.rss for r in self.runs)
 
+    @property
+    def total(self) -> int:
+        return max(r.total for r in self.runs)
+
     def rss_text(self) -> str:
-        """Peak RSS in MB; "~" when a run's figure is a VmHWM sample (see reap)."""
+        """Peak RSS in MB; "~" when a run's figure is a VmHWM sample (see measure)."""
         if self.rss == 0:
             return "n/a"  # ended before its first sample
         return ("" if all(r.exact for r in self.runs) else "~") + f"{self.rss / MB:.1f}"
+
+    def total_text(self) -> str:
+        return f"{self.total / MB:.1f}" if self.total else "n/a"
+
+    def other_text(self) -> str:
+        return f"{max(r.other for r in self.runs) * 100:.0f}%"
 
     def all_walls(self) -> str:
         return ", ".join(f"{r.wall:.2f}" for r in self.runs)
@@ -240,16 +363,28 @@ def measure(
     env: dict[str, str] | None = None,
     ok: Sequence[int] = (0,),
 ) -> tuple[Run, str]:
-    """Run ``cmd`` to its end, stdout to /dev/null: (wall time and peak RSS, stderr)."""
+    """Run ``cmd`` to its end, stdout to /dev/null: (wall time and peak memory, stderr).
+
+    The process's own peak RSS is the kernel's ru_maxrss when that is exact (see
+    reap), else the last VmHWM sample: exact but for growth in its last
+    SAMPLE_EVERY seconds.
+    """
+    wait_quiet()
     with tempfile.TemporaryFile() as err:
+        meter = CpuMeter()
         t0 = time.monotonic()
         proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
-        end = reap(proc, timeout, what)
+        sampler = Sampler(proc.pid)
+        try:
+            end = reap(proc, timeout, what)
+        finally:
+            sampler.finish()
         err.seek(0)
         stderr = err.read().decode(errors="replace")
     if end.code not in ok:
         raise BenchError(f"{what}: exit status {end.code}\n$ {shlex.join(cmd)}\n{stderr[-3000:]}")
-    return Run(end.at - t0, end.rss, end.exact), stderr
+    own = end.maxrss if end.exact else sampler.own
+    return Run(end.at - t0, own, max(own, sampler.total), end.exact, meter.other_share()), stderr
 
 
 def measure_until(
@@ -260,40 +395,46 @@ def measure_until(
     env: dict[str, str] | None = None,
     fail_markers: Sequence[str] = (),
 ) -> tuple[Run, str]:
-    """Start a long-running ``cmd``; wall time until ``marker`` shows on its stderr, then stop it."""
+    """Start a long-running ``cmd``; wall time and peak memory until ``marker`` shows on its stderr."""
+    wait_quiet()
+    meter = CpuMeter()
     t0 = time.monotonic()
     proc = spawn(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    sampler = Sampler(proc.pid)
     watcher = LineWatcher(proc.stderr, marker)
     deadline = t0 + timeout
-    while not watcher.seen.wait(0.2):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            kill_group(proc)
-            watcher.join()
-            why = (
-                f"exited with status {proc.wait()}"
-                if proc.returncode is not None
-                else f"no {marker!r} in {timeout:.0f}s"
-            )
-            raise BenchError(f"{what}: {why}\n$ {shlex.join(cmd)}\n{watcher.text()}")
+    try:
+        while not watcher.seen.wait(0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                kill_group(proc)
+                watcher.join()
+                why = f"exited with status {proc.returncode}" if proc.returncode is not None else "timed out"
+                raise BenchError(f"{what}: {why} before {marker!r}\n$ {shlex.join(cmd)}\n{watcher.text()}")
+        # Read while it runs, VmHWM is the process's own peak so far: exact.
+        sampler.sample()
+    finally:
+        sampler.finish()
     assert watcher.seen_at is not None
-    # Read while it runs, VmHWM is the process's own peak so far: exact.
-    hwm = vm_hwm(proc.pid)
-    end = stop(proc, 120, what)
+    stop(proc, 120, what)
     watcher.join()
     proc.stderr.close()  # type: ignore[union-attr]
     stderr = "\n".join(watcher.lines)
     for bad in fail_markers:
         if bad in stderr:
             raise BenchError(f"{what}: {bad!r} on stderr, the measurement is not valid\n{watcher.text()}")
-    return Run(watcher.seen_at - t0, max(hwm, end.rss if end.exact else 0)), stderr
+    run = Run(watcher.seen_at - t0, sampler.own, max(sampler.own, sampler.total), other=meter.other_share())
+    return run, stderr
 
 
 def repeat(label: str, cmd: Sequence[str], n: int, one: Callable[[], Run]) -> Series:
-    series = Series(label, shlex.join(cmd))
+    series = Series(label, shown(cmd))
     for i in range(n):
         run = one()
         series.runs.append(run)
-        log(f"  {label} run {i + 1}/{n}: {run.wall:.2f}s, peak RSS {run.rss / MB:.1f} MB")
+        log(
+            f"  {label} run {i + 1}/{n}: {run.wall:.2f}s, "
+            f"peak RSS {run.rss / MB:.1f} MB, all processes {run.total / MB:.1f} MB"
+        )
     return series
 
 
@@ -369,7 +510,7 @@ def ensure_tree(workdir: Path, spec: TreeSpec, regenerate: bool) -> tuple[Path, 
     root = workdir / spec.name()
     marker = workdir / (spec.name() + ".done")
     if marker.exists() and root.is_dir() and not regenerate:
-        return root, f"reused (made {marker.read_text().strip()})"
+        return root, f"reused, made {marker.read_text().strip()}"
     # No marker: a generation was interrupted, or --regenerate.  Start over.
     marker.unlink(missing_ok=True)
     if root.exists():
@@ -390,6 +531,39 @@ def ensure_tree(workdir: Path, spec: TreeSpec, regenerate: bool) -> tuple[Path, 
 
 
 # -- the tools ------------------------------------------------------------------------
+
+
+def snapshot_code(dest: Path, commit: str | None) -> str:
+    """Copy lib/ and bin/fc-watch, from the work tree or from ``commit``, to ``dest``
+    and measure that copy from now on.
+
+    The checkout may be edited while a run of many minutes goes on; every figure of
+    one run must come from the same code.  Returns a digest of the copy.
+    """
+    if commit:
+        dest.mkdir(parents=True)
+        tar = git(["archive", "--format=tar", commit, "lib", "bin/fc-watch"], text=False)
+        with tarfile.open(fileobj=io.BytesIO(tar)) as t:
+            # Our own repository's archive; the "data" filter where this Python has it.
+            kw = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+            t.extractall(dest, **kw)  # type: ignore[arg-type]
+    else:
+        shutil.copytree(REPO / "lib", dest / "lib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        (dest / "bin").mkdir()
+        shutil.copy2(REPO / "bin" / "fc-watch", dest / "bin" / "fc-watch")
+    digest = hashlib.sha256()
+    for f in sorted(dest.rglob("*")):
+        if f.is_file():
+            digest.update(str(f.relative_to(dest)).encode() + b"\0" + f.read_bytes())
+    FC_WATCH[:] = [sys.executable, str(dest / "bin" / "fc-watch")]
+    return digest.hexdigest()[:12]
+
+
+def shown(cmd: Sequence[str]) -> str:
+    """A command as the report shows it: fc-watch by its name in the checkout."""
+    if list(cmd[:2]) == FC_WATCH:
+        return shlex.join(["bin/fc-watch", *cmd[2:]])
+    return shlex.join(cmd)
 
 
 def check_peers() -> dict[str, str]:
@@ -418,14 +592,22 @@ def _first_line(cmd: Sequence[str]) -> str:
 
 
 def check_inotify(dirs: int) -> int:
-    """fs.inotify.max_user_watches; every tool needs one watch per directory."""
-    limit = int(Path(MAX_WATCHES_FILE).read_text())
+    """The inotify watch limit in force; every tool needs one watch per directory."""
+    limits = [_read_int(MAX_WATCHES_FILE)]
+    # Since Linux 5.11 a user namespace has its own limit, which may be the lower one.
+    if Path(USERNS_WATCHES_FILE).exists():
+        limits.append(_read_int(USERNS_WATCHES_FILE))
+    limit = min(limits)
     if limit < dirs + 100:
         raise BenchError(
-            f"fs.inotify.max_user_watches is {limit}, the tree has {dirs} directories: raise it with "
-            f"sysctl fs.inotify.max_user_watches={max(2 * dirs, 524288)}"
+            f"the inotify watch limit is {limit}, the tree has {dirs} directories: raise it with "
+            f"sysctl fs.inotify.max_user_watches={max(2 * dirs, 524288)} (and user.max_inotify_watches)"
         )
     return limit
+
+
+def _read_int(path: str) -> int:
+    return int(Path(path).read_text().strip())
 
 
 def find_cmd(root: Path) -> list[str]:
@@ -433,8 +615,9 @@ def find_cmd(root: Path) -> list[str]:
     return ["find", str(root), "-printf", r"%p %s %T@\n"]
 
 
-def fc_env(state_dir: Path) -> dict[str, str]:
-    # FC_STATE_DIR too, so nothing lands in the user's own state directory.
+def fc_env(ctx: Context, state_dir: Path) -> dict[str, str]:
+    # FC_STATE_DIR too, so nothing lands in the user's own state directory; no
+    # bytecode written into the checkout (compiling lib/ costs ~20 ms a start).
     return {**os.environ, "FC_STATE_DIR": str(state_dir), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
@@ -520,20 +703,19 @@ class Watchman:
         m = re.search(r'"elapsed_time": ([0-9.e-]+)[^\n]*"description": "full-crawl"', self.log_tail(200))
         return float(m.group(1)) if m else None
 
-    def peak_rss(self) -> int:
-        return vm_hwm(self.proc.pid) if self.proc else 0
-
-    def stop(self) -> int:
-        """Shut the server down; its peak RSS (bytes)."""
+    def stop(self, polite: bool = True) -> None:
+        """Shut the server down: asked to (``polite``), else or if that fails, killed."""
         if self.proc is None or self.proc.returncode is not None:
-            return 0
+            return
+        if polite:
+            with contextlib.suppress(BenchError):
+                self.client(["shutdown-server"], timeout=10)
+                reap(self.proc, 10, "watchman shutdown")
+                return
+        # Interrupted, or it did not go: a server in mid-crawl can take minutes to obey.
+        kill_group(self.proc)
         with contextlib.suppress(BenchError):
-            self.client(["shutdown-server"], timeout=30)
-        try:
-            end = reap(self.proc, 60, "watchman shutdown")
-        except BenchError:
-            return 0
-        return end.rss if end.exact else 0
+            reap(self.proc, 10, "watchman kill")
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -554,8 +736,8 @@ class Context:
     tree_note: str = ""
     results: dict[str, Series] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    latency: dict[str, list[float]] = field(default_factory=dict)
-    memory: list[tuple[int, Series, Series, Series]] = field(default_factory=list)
+    latency: dict[str, tuple[str, list[float], float]] = field(default_factory=dict)  # (command, samples, other)
+    memory: list[tuple[TreeSpec, Series, Series, Series]] = field(default_factory=list)  # tree, find, first, scan
     crawl_logged: list[float] = field(default_factory=list)
 
 
@@ -570,25 +752,31 @@ def run_find(ctx: Context, root: Path, key: str) -> Series:
     return ctx.results[key]
 
 
-def first_run(ctx: Context, root: Path, state: Path, files: int, n: int, label: str) -> Series:
+def scan_cmd(state: Path, root: Path, extra: Sequence[str] = ()) -> list[str]:
+    return [*FC_WATCH, "--scan-once", "-v", "--no-progress", *extra, "--state", str(state), str(root)]
+
+
+def first_run(
+    ctx: Context, root: Path, state: Path, files: int, n: int, label: str, extra: Sequence[str] = ()
+) -> Series:
     """fc-watch --scan-once on an empty state: every file is emitted as created."""
-    cmd = [*FC_WATCH, "--scan-once", "-v", "--no-progress", "--state", str(state), str(root)]
+    cmd = scan_cmd(state, root, extra)
 
     def one() -> Run:
         forget_state(state)
-        run, err = measure(cmd, ctx.timeout, label, fc_env(state.parent))
+        run, err = measure(cmd, ctx.timeout, label, fc_env(ctx, state.parent))
         check_summary(err, label, files, files)
         return run
 
     return repeat(label, cmd, n, one)
 
 
-def up_to_date(ctx: Context, root: Path, state: Path, files: int, label: str) -> Series:
+def up_to_date(ctx: Context, root: Path, state: Path, files: int, label: str, extra: Sequence[str] = ()) -> Series:
     """fc-watch --scan-once with a state that matches the tree: nothing to emit."""
-    cmd = [*FC_WATCH, "--scan-once", "-v", "--no-progress", "--state", str(state), str(root)]
+    cmd = scan_cmd(state, root, extra)
 
     def one() -> Run:
-        run, err = measure(cmd, ctx.timeout, label, fc_env(state.parent))
+        run, err = measure(cmd, ctx.timeout, label, fc_env(ctx, state.parent))
         check_summary(err, label, files, 0)
         return run
 
@@ -601,6 +789,12 @@ def phase_scan(ctx: Context, state: Path) -> None:
     ctx.results["first"] = first_run(ctx, ctx.root, state, files, ctx.args.repeat, "fc-watch first run")
     # The state the last first run left is the up-to-date state of every later phase.
     ctx.results["scan"] = up_to_date(ctx, ctx.root, state, files, "fc-watch --scan-once")
+    # For reference: the same with one process, to show what the scan workers buy and cost.
+    one = ctx.tmp / "state-jobs1" / "watch.db"
+    j1 = ["--jobs", "1"]
+    ctx.results["first-j1"] = first_run(ctx, ctx.root, one, files, ctx.args.repeat, "first run, --jobs 1", j1)
+    ctx.results["scan-j1"] = up_to_date(ctx, ctx.root, one, files, "--scan-once, --jobs 1", j1)
+    forget_state(one)
 
 
 def phase_live(ctx: Context, state: Path) -> None:
@@ -610,22 +804,21 @@ def phase_live(ctx: Context, state: Path) -> None:
         log("building the up-to-date state for live mode")
         first_run(ctx, root, state, ctx.args.files, 1, "fc-watch first run (state for live mode)")
     fc = [*FC_WATCH, "-v", "--no-progress", "--state", str(state), str(root)]
+    env = fc_env(ctx, state.parent)
+    # A watch limit reached would make fc-watch poll and inotifywait fail: not a valid figure.
     ctx.results["live"] = repeat(
         "fc-watch live until ready",
         fc,
         n,
-        lambda: measure_until(
-            fc, "ready:", ctx.timeout, "fc-watch live", fc_env(state.parent), fail_markers=("watch limit",)
-        )[0],
+        lambda: measure_until(fc, "ready:", ctx.timeout, "fc-watch live", env, ("watch limit",))[0],
     )
     iw = ["inotifywait", "-r", "-m", str(root)]
+    ready = "Watches established."
     ctx.results["inotifywait"] = repeat(
         "inotifywait -r",
         iw,
         n,
-        lambda: measure_until(iw, "Watches established.", ctx.timeout, "inotifywait -r", fail_markers=("upper limit",))[
-            0
-        ],
+        lambda: measure_until(iw, ready, ctx.timeout, "inotifywait -r", None, ("upper limit",))[0],
     )
     ctx.results["watchman"] = repeat("watchman crawl", ["watchman", "watch", str(root)], n, lambda: watchman_once(ctx))
     if ctx.crawl_logged:
@@ -638,17 +831,26 @@ def phase_live(ctx: Context, state: Path) -> None:
 def watchman_once(ctx: Context) -> Run:
     assert ctx.root is not None
     wm = Watchman(ctx.tmp / "watchman", ctx.timeout)
+    wait_quiet()
+    meter = CpuMeter()
+    done = False
     try:
         wm.start()
-        wall, logged = wm.crawl(ctx.root)
-        hwm = wm.peak_rss()
+        assert wm.proc is not None
+        sampler = Sampler(wm.proc.pid)
+        try:
+            wall, logged = wm.crawl(ctx.root)
+            sampler.sample()  # VmHWM of the running server: its exact peak so far
+        finally:
+            sampler.finish()
+        done = True
     except BenchError as exc:
         raise BenchError(f"{exc}\nwatchman log:\n{wm.log_tail()}") from None
     finally:
-        rss = wm.stop()
+        wm.stop(polite=done)
     if logged is not None:
         ctx.crawl_logged.append(logged)
-    return Run(wall, max(hwm, rss))
+    return Run(wall, sampler.own, max(sampler.own, sampler.total), other=meter.other_share())
 
 
 def phase_latency(ctx: Context) -> None:
@@ -658,7 +860,7 @@ def phase_latency(ctx: Context) -> None:
     fc = [*FC_WATCH, "-v", "--no-progress", "--settle", "0", "--state", str(state), str(latdir)]
     iw = ["inotifywait", "-m", "-e", "close_write", "--format", "%w%f", str(latdir)]
     for key, cmd, marker, env in (
-        ("fc-watch", fc, "ready:", fc_env(state.parent)),
+        ("fc-watch", fc, "ready:", fc_env(ctx, state.parent)),
         ("inotifywait", iw, "Watches established.", None),
     ):
         # The same, empty directory for each watcher: neither sees the other's files.
@@ -666,8 +868,10 @@ def phase_latency(ctx: Context) -> None:
         latdir.mkdir(parents=True)
         forget_state(state)
         log(f"latency: {key}, {n} files")
-        ctx.latency[key] = latency_run(cmd, latdir, n, ctx.args.latency_gap, marker, env, key)
-        ctx.results[f"latency-cmd-{key}"] = Series(key, shlex.join(cmd))
+        wait_quiet()
+        meter = CpuMeter()
+        samples = latency_run(cmd, latdir, n, ctx.args.latency_gap, marker, env, key)
+        ctx.latency[key] = (shown(cmd), samples, meter.other_share())
 
 
 def latency_run(
@@ -729,7 +933,7 @@ def _read_until(fd: int, buf: bytes, name: bytes, deadline: float) -> tuple[byte
 
 
 def phase_memory(ctx: Context, state_big: Path) -> None:
-    """Peak RSS of fc-watch with 1/10 of the files in state against all of them."""
+    """Peak RSS of fc-watch with a tenth of the tree in state (files and directories) against all of it."""
     assert ctx.root is not None
     small = TreeSpec(max(1, ctx.args.files // 10), max(2, ctx.args.dirs // 10))
     root, note = ensure_tree(Path(ctx.args.workdir), small, ctx.args.regenerate)
@@ -745,14 +949,16 @@ def phase_memory(ctx: Context, state_big: Path) -> None:
             ctx, tree, st, spec.files, ctx.args.repeat, f"fc-watch first run, {spec.files:,} files"
         )
         scan = r.get("scan") or up_to_date(ctx, tree, st, spec.files, f"fc-watch --scan-once, {spec.files:,} in state")
-        rows.append((spec.files, fnd, first, scan))
+        rows.append((spec, fnd, first, scan))
     ctx.memory = rows
 
 
 # -- the report -----------------------------------------------------------------------
 
 
-def machine_facts(workdir: Path, versions: dict[str, str], watches: int) -> list[tuple[str, str]]:
+def machine_facts(
+    workdir: Path, versions: dict[str, str], watches: int, digest: str, commit: str | None
+) -> list[tuple[str, str]]:
     cpu = "unknown"
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -760,21 +966,60 @@ def machine_facts(workdir: Path, versions: dict[str, str], watches: int) -> list
                 cpu = line.split(":", 1)[1].strip()
                 break
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    fs = subprocess.run(
-        ["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split(None, 2)
-    fs_text = f"{fs[0]} on {fs[1]} ({fs[2].strip()})" if len(fs) == 3 else "unknown"
+    fs_text = file_system(workdir)
     return [
+        (
+            "fc-watch",
+            f"{code_version(commit)}; lib/ and bin/ copied at start (sha256 {digest}); "
+            f"default --jobs ({os.cpu_count()})",
+        ),
         ("cores", f"{os.cpu_count()} ({cpu})"),
         ("memory", f"{mem:.0f} GiB"),
         ("kernel", f"{platform.system()} {platform.release()}"),
         ("file system of the tree", fs_text),
-        ("fs.inotify.max_user_watches", f"{watches:,}"),
+        ("inotify watch limit (fs.inotify.max_user_watches, user.max_inotify_watches)", f"{watches:,}"),
         *versions.items(),
     ]
+
+
+def git(args: Sequence[str], text: bool = True) -> Any:
+    """Output of a read-only git command in the repository; BenchError when it fails."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=text, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BenchError(f"git {' '.join(args)}: {exc}") from None
+    if out.returncode != 0:
+        err = out.stderr if text else out.stderr.decode(errors="replace")
+        raise BenchError(f"git {' '.join(args)}: {err.strip()}")
+    return out.stdout
+
+
+def code_version(commit: str | None) -> str:
+    """The code measured: a commit, or the work tree and whether lib/ or bin/ differ from HEAD."""
+    try:
+        head = git(["rev-parse", "--short", f"{commit or 'HEAD'}^{{commit}}"]).strip()
+        dirty = "" if commit else git(["status", "--porcelain", "--", "lib", "bin"]).strip()
+    except BenchError:
+        if commit:
+            raise
+        return "work tree (version unknown: not a git checkout?)"
+    if commit:
+        return f"commit {head} (exported with git archive)"
+    return f"work tree at commit {head}" + (" plus uncommitted changes in lib/ or bin/" if dirty else "")
+
+
+def file_system(path: Path) -> str:
+    """Type, device and mount options of the file system holding ``path``."""
+    try:
+        out = subprocess.run(
+            ["findmnt", "-n", "-o", "FSTYPE,SOURCE,OPTIONS", "-T", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.split(None, 2)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown (no findmnt)"
+    return f"{out[0]} on {out[1]} ({out[2].strip()})" if len(out) == 3 else "unknown"
 
 
 def ratio(a: float, b: float) -> str:
@@ -800,14 +1045,21 @@ def targets(ctx: Context) -> list[tuple[str, str, bool]]:
         v = r["live"].wall / r["watchman"].wall
         out.append(("live: ready faster than watchman's crawl", verdict(v, 1.0, "x watchman"), v < 1.0))
     if "live" in r:
-        v = r["live"].rss / MB
-        goal = f"live: fc-watch peak RSS < {TARGET_RSS_MB} MB"
+        v = r["live"].total / MB
+        goal = f"live: fc-watch peak RSS (all processes) < {TARGET_RSS_MB} MB"
         out.append((goal, verdict(v, TARGET_RSS_MB, " MB"), v < TARGET_RSS_MB))
     if len(ctx.memory) == 2:
-        (n1, _, _, s1), (n2, _, _, s2) = ctx.memory
-        v = s2.rss / s1.rss
+        (t1, _, first1, s1), (t2, _, first2, s2) = ctx.memory
+        n1, n2 = t1.files, t2.files
         # "Does not grow": allow 10% of noise for a tenfold state.
-        out.append((f"--scan-once peak RSS flat from {n1:,} to {n2:,} files (<= 1.1x)", verdict(v, 1.1), v <= 1.1))
+        for what, small, large in (
+            ("--scan-once, up to date", s1, s2),
+            ("first run", first1, first2),
+        ):
+            for scope, a, b in (("process", small.rss, large.rss), ("all processes", small.total, large.total)):
+                v = b / a if a else float("inf")
+                goal = f"{what}: peak RSS ({scope}) flat from {n1:,} to {n2:,} files (<= 1.1x)"
+                out.append((goal, verdict(v, 1.1), v <= 1.1))
     return out
 
 
@@ -819,9 +1071,14 @@ def render(ctx: Context, facts: list[tuple[str, str]], command: str, started: dt
         f"Command: `{command}`  ",
         f"Tree: {a.files:,} files in {a.dirs:,} directories ({ctx.tree_note}).  ",
         f"Method: warm (one untimed `find` over the tree first); each timed figure is the median of {a.repeat} runs "
-        "(all runs listed).  Peak RSS is the largest of the runs: the kernel's ru_maxrss from wait4 when it is above "
-        "this benchmark's own peak (below, it may be the benchmark's, which exec carries over), else the last of "
-        f"VmHWM samples taken every {SAMPLE_EVERY * 1000:g} ms (marked ~); for live processes VmHWM when ready.",
+        "(all runs listed).  Peaks are the largest of the runs.  *Process*: the measured process's own peak RSS, "
+        "the kernel's ru_maxrss from wait4 when above this benchmark's own peak (below, it may be the benchmark's, "
+        f"which exec carries over), else the last VmHWM sample, taken every {SAMPLE_EVERY * 1000:g} ms (marked ~); "
+        "for live processes VmHWM at ready.  *All processes*: the peak of the summed VmRSS of the process and its "
+        f"descendants (fc-watch forks scan workers), sampled every {SAMPLE_EVERY * 1000:g} ms; pages that workers "
+        "share with their parent count once per process, so it is an upper bound.  Memory ratios use it.  "
+        "*Other load*: the largest share of the machine's CPU that work other than the benchmark and its children "
+        "took during a run (kernel threads included); above a few percent, figures are skewed.",
         "",
         "| machine | |",
         "| --- | --- |",
@@ -833,6 +1090,8 @@ def render(ctx: Context, facts: list[tuple[str, str]], command: str, started: dt
         ("find (floor)", "find"),
         ("1. --scan-once, up to date", "scan"),
         ("2. first run, every file emitted", "first"),
+        ("1. --scan-once, up to date, --jobs 1 (reference)", "scan-j1"),
+        ("2. first run, --jobs 1 (reference)", "first-j1"),
         ("3. fc-watch live, until `ready:`", "live"),
         ("3. watchman crawl (watch + first query)", "watchman"),
         ("3. inotifywait -r -m, until `Watches established.`", "inotifywait"),
@@ -841,18 +1100,22 @@ def render(ctx: Context, facts: list[tuple[str, str]], command: str, started: dt
         lines += [
             "## Scans and crawls",
             "",
-            "| measurement | wall s (median) | runs s | peak RSS MB | wall / find | RSS / find | wall / watchman |",
-            "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+            "| measurement | wall s (median) | runs s | peak RSS MB, process | peak RSS MB, all processes "
+            "| wall / find | memory / find | wall / watchman | other load |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
         ]
         wm = r.get("watchman")
         for label, key in rows:
             if key not in r:
                 continue
             s = r[key]
+            vs_find = ratio(s.wall, base.wall) if base else "n/a"
+            # A peak read before find got going (tiny trees) makes no base for a ratio.
+            mem_vs_find = ratio(s.total, base.total) if base and base.total >= MB else "n/a"
+            vs_watchman = ratio(s.wall, wm.wall) if wm and key in ("live", "watchman", "inotifywait") else ""
             lines.append(
-                f"| {label} | {s.wall:.2f} | {s.all_walls()} | {s.rss_text()} | "
-                f"{ratio(s.wall, base.wall) if base else 'n/a'} | {ratio(s.rss, base.rss) if base else 'n/a'} | "
-                f"{ratio(s.wall, wm.wall) if wm and key in ('live', 'watchman', 'inotifywait') else ''} |"
+                f"| {label} | {s.wall:.2f} | {s.all_walls()} | {s.rss_text()} | {s.total_text()} | "
+                f"{vs_find} | {mem_vs_find} | {vs_watchman} | {s.other_text()} |"
             )
         lines += ["", "Commands:", ""]
         lines += [f"- {label}: `{r[key].command}`" for label, key in rows if key in r]
@@ -861,8 +1124,16 @@ def render(ctx: Context, facts: list[tuple[str, str]], command: str, started: dt
         lines += latency_table(ctx)
     if ctx.memory:
         lines += memory_table(ctx)
-    if ctx.notes:
-        lines += ["## Notes", "", *(f"- {n}" for n in ctx.notes), ""]
+    notes = list(ctx.notes)
+    others = [run.other for s in r.values() for run in s.runs] + [o for *_, o in ctx.latency.values()]
+    busiest = max(others, default=0.0)
+    if busiest > QUIET:
+        notes.append(
+            f"**Other work used up to {busiest:.0%} of the machine's CPU during some measurements** (column "
+            "*other load*): those figures are skewed; rerun on a quiet machine."
+        )
+    if notes:
+        lines += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     met = targets(ctx)
     if met:
         lines += ["## Targets", "", "| target | met |", "| --- | --- |", *(f"| {t} | {o} |" for t, o, _ in met), ""]
@@ -874,14 +1145,16 @@ def latency_table(ctx: Context) -> list[str]:
         f"## Latency, close() to the line on stdout ({ctx.args.latency_files} files, one at a time, "
         f"{ctx.args.latency_gap * 1000:g} ms apart)",
         "",
-        "| watcher | median ms | p99 ms | max ms | command |",
-        "| --- | ---: | ---: | ---: | --- |",
+        "| watcher | median ms | p99 ms | max ms | other load | command |",
+        "| --- | ---: | ---: | ---: | ---: | --- |",
     ]
-    for key, samples in ctx.latency.items():
+    for key, (cmd, samples, other) in ctx.latency.items():
         s = sorted(samples)
         p99 = s[max(0, -(-99 * len(s) // 100) - 1)]  # nearest rank
-        cmd = ctx.results[f"latency-cmd-{key}"].command
-        lines.append(f"| {key} | {statistics.median(s) * 1000:.2f} | {p99 * 1000:.2f} | {s[-1] * 1000:.2f} | `{cmd}` |")
+        lines.append(
+            f"| {key} | {statistics.median(s) * 1000:.2f} | {p99 * 1000:.2f} | {s[-1] * 1000:.2f} | "
+            f"{other * 100:.0f}% | `{cmd}` |"
+        )
     return [*lines, ""]
 
 
@@ -889,14 +1162,18 @@ def memory_table(ctx: Context) -> list[str]:
     lines = [
         "## Memory against the number of files in state",
         "",
-        "| files in state | find s | first run s | first run peak RSS MB | --scan-once s | --scan-once peak RSS MB "
-        "| --scan-once µs per file |",
+        "Peak RSS in MB as process / all processes (see Method).",
+        "",
+        "| files (directories) in state | find s | first run s | first run peak RSS | --scan-once s "
+        "| --scan-once peak RSS | --scan-once µs per file |",
         "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for n, fnd, first, scan in ctx.memory:
+    for spec, fnd, first, scan in ctx.memory:
+        n = spec.files
         lines.append(
-            f"| {n:,} | {fnd.wall:.2f} | {first.wall:.2f} | {first.rss_text()} | {scan.wall:.2f} | "
-            f"{scan.rss_text()} | {scan.wall / n * 1e6:.2f} |"
+            f"| {n:,} ({spec.dirs:,}) | {fnd.wall:.2f} | {first.wall:.2f} | {first.rss_text()} / "
+            f"{first.total_text()} | {scan.wall:.2f} | {scan.rss_text()} / {scan.total_text()} | "
+            f"{scan.wall / n * 1e6:.2f} |"
         )
     return [*lines, ""]
 
@@ -925,6 +1202,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, help="limit for any one command, s (default: 120 + 1 ms per file)")
     p.add_argument("--results", type=Path, default=RESULTS_DIR, help="directory for watch-<date>.md")
     p.add_argument("--strict", action="store_true", help="exit with status 1 when a target is missed")
+    p.add_argument("--commit", metavar="REV", help="measure fc-watch as of this commit (default: the work tree)")
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=120.0,
+        help="before each measurement, wait up to this long (s) for other work on the machine to stop (default 120)",
+    )
     args = p.parse_args(argv)
     args.phases = [x.strip() for x in args.only.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)
@@ -950,13 +1234,16 @@ def scratch(workdir: Path) -> Iterator[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
+    global quiet_wait
+    quiet_wait = args.quiet_wait
     started = dt.datetime.now()
     command = shlex.join(["python3", "bench/watch_bench.py", *sys.argv[1:]])
     versions = check_peers()
     watches = check_inotify(args.dirs)
-    facts = machine_facts(args.workdir if args.workdir.exists() else args.workdir.parent, versions, watches)
     timeout = args.timeout or 120 + args.files / 1000
     with scratch(args.workdir) as tmp:
+        digest = snapshot_code(tmp / "code", args.commit)
+        facts = machine_facts(args.workdir, versions, watches, digest, args.commit)
         ctx = Context(args, tmp, timeout)
         ctx.root, ctx.tree_note = ensure_tree(args.workdir, TreeSpec(args.files, args.dirs), args.regenerate)
         log(f"tree {ctx.root}: {ctx.tree_note}; warming up with find")

@@ -182,27 +182,39 @@ def _with_range(job: ScanJob, lo: bytes, hi: bytes | None) -> ScanJob:
 
 
 def _top_dirs(root: bytes, filters: Filters, depth: int, most: int = 4096) -> list[bytes]:
-    """Keys of the directories in the first ``depth`` levels, in key order (at most
-    ``most`` of them, evenly sampled: enough to cut by, little memory)."""
+    """Keys of directories in the first ``depth`` levels, in key order: at most about
+    ``most`` of them, thinned evenly while listing, so memory does not grow with a
+    wide tree (they are only cut points)."""
     out: list[bytes] = []
     level: list[tuple[bytes, bytes]] = [(b"", root)]
     for _ in range(depth):
         nxt: list[tuple[bytes, bytes]] = []
+        quota = max(1, most // max(1, len(level)))  # per parent directory
         for rel, path in level:
-            try:
-                with os.scandir(path) as it:
-                    for e in it:
-                        r = rel + b"/" + e.name if rel else e.name
-                        if e.is_dir(follow_symlinks=False) and not filters.skip_dir(e.name, r):
-                            nxt.append((r, e.path))
-            except OSError:
-                continue
+            names = _subdirs(path, rel, filters)
+            step = -(-len(names) // quota)  # ceil: keep every step-th name
+            for name in names[::step] if step > 1 else names:
+                r = rel + b"/" + name if rel else name
+                nxt.append((r, path.rstrip(b"/") + b"/" + name))
         out.extend(to_key(r) for r, _ in nxt)
         level = nxt
     out.sort()
-    if len(out) > most:
-        out = out[:: len(out) // most + 1]
     return out
+
+
+def _subdirs(path: bytes, rel: bytes, filters: Filters) -> list[bytes]:
+    try:
+        with os.scandir(path) as it:
+            names = [
+                e.name
+                for e in it
+                if e.is_dir(follow_symlinks=False)
+                and not filters.skip_dir(e.name, rel + b"/" + e.name if rel else e.name)
+            ]
+    except OSError:
+        return []
+    names.sort()
+    return names
 
 
 _JOBS: list[ScanJob] = []  # set before the workers fork: jobs hold closures, which do not pickle
