@@ -1,0 +1,90 @@
+"""One lookup for plugins (processors, transporters): built-in names, then entry
+points, then a ``module:Class`` path.
+
+Built-ins are a table of names to ``module:Class`` strings, imported only when
+used, so a missing optional dependency (boto3 for S3, say) matters only to the
+user who asked for that plugin, and then says what to install.  Third parties
+plug in through the entry-point group (``fileconveyor.processors``,
+``fileconveyor.transporters``) or by naming ``package.module:Class`` directly;
+the original File Conveyor's ``package.Class`` form works too.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from typing import Generic, TypeVar
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+# Python module names that differ from what pip installs.
+PIP_NAMES = {"PIL": "Pillow", "fsevents": "macfsevents", "swiftclient": "python-swiftclient", "yaml": "PyYAML"}
+
+
+class Registry(Generic[T]):
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        base: type[T],
+        builtins: Mapping[str, str],
+        aliases: Mapping[str, str] | None = None,
+    ):
+        self.kind = kind  # "processor", "transporter": for messages
+        self.group = group
+        self.base = base
+        self.builtins = dict(builtins)
+        self.aliases = dict(aliases or {})
+
+    def names(self) -> list[str]:
+        """Built-in names, then those of installed third-party plugins."""
+        extra = sorted(ep.name for ep in entry_points(group=self.group) if ep.name not in self.builtins)
+        return [*self.builtins, *extra]
+
+    def resolve(self, name: str) -> str:
+        """The canonical name for ``name`` (aliases followed)."""
+        return self.aliases.get(name, name)
+
+    def get(self, name: str) -> type[T]:
+        """The plugin class called ``name``; ConfigError saying what to do when there is none."""
+        canonical = self.resolve(name)
+        target = self.builtins.get(canonical)
+        if target is None:
+            eps = [ep for ep in entry_points(group=self.group) if ep.name == canonical]
+            if eps:
+                return self._check(name, _guarded(name, self.kind, eps[0].load))
+            if ":" in canonical:
+                target = canonical
+            elif "." in canonical:  # the original daemon's "package.Class"
+                module, _, cls = canonical.rpartition(".")
+                target = f"{module}:{cls}"
+            else:
+                raise ConfigError(
+                    f"unknown {self.kind} {name!r}; available: {', '.join(self.names())} "
+                    f"(or give a third-party one as package.module:Class)"
+                )
+        module_name, _, attr = target.partition(":")
+        module = _guarded(name, self.kind, lambda: importlib.import_module(module_name))
+        try:
+            cls = getattr(module, attr)
+        except AttributeError:
+            raise ConfigError(f"{self.kind} {name!r}: module {module_name} has no {attr!r}") from None
+        return self._check(name, cls)
+
+    def _check(self, name: str, cls: object) -> type[T]:
+        if not (isinstance(cls, type) and issubclass(cls, self.base)):
+            raise ConfigError(f"{self.kind} {name!r} is not a {self.base.__name__} subclass")
+        return cls
+
+
+def _guarded(name: str, kind: str, load):  # type: ignore[no-untyped-def]
+    """Run an import, turning a missing dependency into a message that says what to install."""
+    try:
+        return load()
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        pip = PIP_NAMES.get(missing, missing)
+        raise ConfigError(f"{kind} {name!r} needs the Python package {pip!r}: pip install {pip}") from None
