@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
@@ -213,7 +214,10 @@ class EventWriter:
     commit state that depends on the lines having been written.
 
     Raises BrokenPipeError when the reader has gone; the CLI layer turns that into
-    a quiet exit.
+    a quiet exit.  Lines go to the file descriptor with os.write, looping over
+    partial writes: a BufferedWriter whose large write is cut short by a departing
+    reader reports success (seen with CPython 3.11), and a line believed written
+    but lost would be recorded as done.
     """
 
     BLOCK = 65536
@@ -221,6 +225,11 @@ class EventWriter:
     def __init__(self, stream: IO[bytes]):
         self.stream = stream
         self.count = 0
+        try:
+            stream.flush()
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):  # in-memory streams (tests)
+            self._fd = None
         self._batching = False
         self._buf: list[bytes] = []
         self._size = 0
@@ -237,8 +246,16 @@ class EventWriter:
             if self._size >= self.BLOCK:
                 self.flush()
             return
-        self.stream.write(line)
-        self.stream.flush()
+        self._write(line)
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
+            self.stream.write(data)
+            self.stream.flush()
+            return
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def write_lines(self, lines: list[bytes]) -> None:
         """Write several encoded lines (whole lines, in order)."""
@@ -262,8 +279,9 @@ class EventWriter:
             data = b"".join(self._buf)
             self._buf.clear()
             self._size = 0
-            self.stream.write(data)
-        self.stream.flush()
+            self._write(data)
+        elif self._fd is None:
+            self.stream.flush()
 
 
 # -- reading -------------------------------------------------------------------------
