@@ -51,6 +51,7 @@ def test_parallel_scan_equals_sequential(tmp_path: Path) -> None:
     assert sorted(e["id"] for e in one) == sorted(e["id"] for e in many)
     # Change things and compare the second runs too.
     (root / "d3" / "s03" / "f0-3.txt").unlink()
+    os.unlink(os.fsencode(root) + b"/\xff-name")  # the last key of all: deleted after the walk ends
     (root / "d1" / "s01" / "deep" / "f1-1.txt").write_bytes(b"changed!")
     (root / "d3" / "new.txt").write_bytes(b"new")
     for p in (root / "d1" / "s01" / "deep" / "f1-1.txt", root / "d3" / "new.txt"):
@@ -58,7 +59,12 @@ def test_parallel_scan_equals_sequential(tmp_path: Path) -> None:
     one = scan_ids(root, tmp_path / "one.db", 1)
     many = scan_ids(root, tmp_path / "many.db", 3)
     kinds = sorted((e["kind"], e["rel"]) for e in one)
-    assert kinds == [("created", "d3/new.txt"), ("deleted", "d3/s03/f0-3.txt"), ("modified", "d1/s01/deep/f1-1.txt")]
+    assert kinds == [
+        ("created", "d3/new.txt"),
+        ("deleted", "d3/s03/f0-3.txt"),
+        ("deleted", "\ufffd-name"),
+        ("modified", "d1/s01/deep/f1-1.txt"),
+    ]
     assert sorted(e["id"] for e in one) == sorted(e["id"] for e in many)
 
 

@@ -129,7 +129,7 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
                 yield batch
                 batch = Batch()
         while row is not None:
-            _gone(job, row, batch)
+            _gone(job, row, batch, encode)
             row = next(rows, None)
     finally:
         rows.close()

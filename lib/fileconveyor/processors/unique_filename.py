@@ -1,0 +1,61 @@
+"""unique_filename.*: add the modification time or a content hash to the base name.
+
+Event before/after::
+
+    {"kind": "created", "path": "/srv/www/logo.gif", "mtime_ns": "1240668971000000000", ...}
+    Mtime: ..., "basename": "logo_1240668971.gif"
+    MD5:   ..., "basename": "logo_2f0342a2b9aaf48f9e75aa7ed1d58c48.gif"
+
+Both work on the *current* step, not the source file as the original did:
+
+- the name comes from the current base name, so ``image_optimizer.Max`` turning
+  ``logo.gif`` into ``logo.png`` gives ``logo_<hash>.png``, whose extension
+  matches the content;
+- MD5 hashes the current (processed) content, streaming in 1 MiB blocks, so the
+  name identifies the bytes actually uploaded: a new optimiser version that
+  produces other bytes gives another name, and caches never serve stale bytes.
+
+Mtime uses the source file's modification time (from the event's ``mtime_ns``
+when present, else the file's), in whole seconds as the original did.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from .base import Context, Output, Processor, ProcessorError, split_name
+
+BLOCK = 1 << 20
+
+
+def _with_suffix(name: bytes, suffix: bytes) -> bytes:
+    stem, ext = split_name(name)
+    return stem + b"_" + suffix + ext
+
+
+class Mtime(Processor):
+    name = "unique_filename.Mtime"
+    description = "adds the file's modification time to its name (logo.gif -> logo_1240668971.gif)"
+    renames = True
+
+    def process(self, ctx: Context) -> Output:
+        mtime_ns = ctx.event.get("mtime_ns")
+        try:
+            ns = int(mtime_ns) if mtime_ns is not None else os.stat(ctx.original).st_mtime_ns
+        except (ValueError, OSError) as exc:
+            raise ProcessorError(f"{self.name}: no modification time: {exc}") from None
+        return Output(ctx.input, _with_suffix(ctx.basename, b"%d" % (ns // 1_000_000_000)))
+
+
+class MD5(Processor):
+    name = "unique_filename.MD5"
+    description = "adds the MD5 of the (processed) content to the name (logo.png -> logo_<md5>.png)"
+    renames = True
+
+    def process(self, ctx: Context) -> Output:
+        h = hashlib.md5(usedforsecurity=False)
+        with open(ctx.input, "rb") as f:
+            while block := f.read(BLOCK):
+                h.update(block)
+        return Output(ctx.input, _with_suffix(ctx.basename, h.hexdigest().encode()))

@@ -1,0 +1,262 @@
+"""The interface every transporter shares, and what they have in common.
+
+A transporter puts files at ``destination root + remote_rel`` and takes them away again.  The public methods
+here do the parts that must never differ between protocols: refusing a remote_rel that would escape the root
+(before any byte reaches a server), opening the local file, connecting lazily and again after a drop, and
+turning every failure into exactly one of two errors:
+
+- ``TransientError``: worth retrying later (timeouts, resets, refused connections, "try later" replies);
+- ``PermanentError``: retrying will not help (authentication refused, permission denied, a name the protocol
+  cannot carry).  ``AuthError`` is the permanent error of a whole destination.
+
+Subclasses implement ``_connect``, ``_close``, ``_upload``, ``_delete``, ``_stat`` on checked paths, and extend
+``classify`` for their library's exceptions.  ``_upload`` must be atomic: write ``temp_path(final)`` in the same
+directory, then rename it over the final name, so a reader never sees a partial file.
+"""
+
+from __future__ import annotations
+
+import abc
+import errno
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import BinaryIO, ClassVar, TypeVar
+from urllib.parse import quote
+
+from ..errors import ConfigError, Exit, FCError, RetryableError
+from .destination import Destination
+
+R = TypeVar("R")
+
+IDLE_CHECK = 15.0  # seconds a connection may sit unused before it is checked again
+
+COMMON_SETTINGS = {
+    "timeout": "seconds any single network operation may take before it fails as transient (default 30)",
+    "connections": "how many connections fc-transport opens to this destination (default: the transporter's)",
+}
+
+# OSError numbers that describe a passing condition rather than a wrong set-up.
+TRANSIENT_ERRNOS = {
+    errno.EAGAIN,
+    errno.ECONNABORTED,
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.EDQUOT,
+    errno.EHOSTDOWN,
+    errno.EHOSTUNREACH,
+    errno.ENETDOWN,
+    errno.ENETRESET,
+    errno.ENETUNREACH,
+    errno.ENOSPC,
+    errno.EPIPE,
+    errno.ETIMEDOUT,
+}
+
+
+class TransientError(RetryableError):
+    """The operation failed for a reason expected to pass: retry later, with back-off."""
+
+
+class PermanentError(FCError):
+    """The operation failed and will fail again the same way: report it, don't retry."""
+
+    exit = Exit.EVENTS_FAILED
+
+
+class AuthError(PermanentError):
+    """The destination refused us (credentials, unknown or changed host key): nothing will get through."""
+
+    exit = Exit.CONFIG
+
+
+class SourceMissing(PermanentError):
+    """The local file vanished before it could be sent; a ``deleted`` event normally follows."""
+
+
+@dataclass(frozen=True)
+class RemoteStat:
+    size: int
+    mtime: float | None = None
+
+
+def safe_rel(remote_rel: bytes | str) -> bytes:
+    """``remote_rel`` with ``.`` and empty components dropped; PermanentError when it could escape the root."""
+    rel = os.fsencode(remote_rel)
+    if b"\0" in rel:
+        raise PermanentError(f"refusing remote path {rel!r}: it contains a NUL byte")
+    if rel.startswith(b"/"):
+        raise PermanentError(f"refusing remote path {rel!r}: it is absolute")
+    if rel.endswith((b"/", b"/.")):
+        raise PermanentError(f"refusing remote path {rel!r}: it names a directory")
+    parts = [p for p in rel.split(b"/") if p not in (b"", b".")]
+    if b".." in parts:
+        raise PermanentError(f"refusing remote path {rel!r}: '..' would leave the destination")
+    if not parts:
+        raise PermanentError(f"refusing remote path {rel!r}: it names no file")
+    return b"/".join(parts)
+
+
+def join(root: bytes, rel: bytes) -> bytes:
+    """The remote path of ``rel`` under ``root`` (b"" root: relative to the login directory)."""
+    return root.rstrip(b"/") + b"/" + rel if root else rel
+
+
+def temp_path(final: bytes) -> bytes:
+    """A fresh temporary name next to ``final``: same directory, so the rename is atomic on the server."""
+    head, _, _ = final.rpartition(b"/")
+    name = b".fc-" + secrets.token_hex(8).encode() + b".tmp"
+    return head + b"/" + name if head else name
+
+
+def parent_dirs(path: bytes) -> list[bytes]:
+    """The directories above ``path``, outermost first: b"/a/b/c" -> [b"/a", b"/a/b"]."""
+    parts = path.split(b"/")[:-1]
+    return [b"/".join(parts[: i + 1]) for i in range(len(parts)) if parts[i]]
+
+
+class Transporter(abc.ABC):
+    """Puts files on one destination.  One instance holds one connection; it is not thread-safe."""
+
+    name: ClassVar[str] = ""  # the seed's name: symlink_or_copy, ftp, sftp
+    schemes: ClassVar[tuple[str, ...]] = ()  # URL schemes it serves: file, ftp, ftps, sftp
+    settings: ClassVar[dict[str, str]] = {}  # setting -> one-line description, for --list
+    default_connections: ClassVar[int] = 1
+
+    def __init__(self, dest: Destination):
+        known = {**COMMON_SETTINGS, **self.settings}
+        unknown = sorted(set(dest.settings) - set(known))
+        if unknown:
+            raise ConfigError(f"{dest}: unknown setting {', '.join(unknown)}; {self.name} knows: {', '.join(known)}")
+        try:
+            self.timeout = float(dest.settings.get("timeout", 30))
+        except ValueError:
+            raise ConfigError(f"{dest}: timeout must be a number of seconds") from None
+        self.dest = dest
+        self.connected = False
+        self.last_used = 0.0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.dest}>"
+
+    def __enter__(self) -> Transporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the public interface ---------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the connection now (operations also connect on demand, and again after a drop)."""
+        if not self.connected:
+            self._guard("connect", b"", self._connect)
+            self.connected = True
+
+    def close(self) -> None:
+        """Drop the connection; never raises, since it is called while handling other errors."""
+        if self.connected:
+            self.connected = False
+            try:
+                self._close()
+            except Exception:
+                pass
+
+    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> None:
+        """Put the local file at ``remote_rel``, atomically, creating missing directories."""
+        rel = self.check_name(safe_rel(remote_rel))
+        try:
+            src = open(local_path, "rb")  # noqa: SIM115 - closed below, after the guarded call
+        except FileNotFoundError:
+            raise SourceMissing(f"{os.fsdecode(local_path)} vanished before it could be sent") from None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {os.fsdecode(local_path)}: {exc.strerror}") from None
+        with src:
+            self._run("upload", rel, lambda: self._upload(src, rel))
+
+    def delete(self, remote_rel: bytes | str) -> None:
+        """Remove ``remote_rel``; one that is already gone counts as deleted."""
+        rel = self.check_name(safe_rel(remote_rel))
+        self._run("delete", rel, lambda: self._delete(rel))
+
+    def stat(self, remote_rel: bytes | str) -> RemoteStat | None:
+        """Size (and mtime when known) of ``remote_rel``, or None when there is no such file."""
+        rel = self.check_name(safe_rel(remote_rel))
+        return self._run("stat", rel, lambda: self._stat(rel))
+
+    def url(self, remote_rel: bytes | str) -> str:
+        """The public URL of ``remote_rel``: the base URL plus the percent-encoded path."""
+        return self.dest.base_url + quote(safe_rel(remote_rel), safe="/")
+
+    # -- for subclasses -------------------------------------------------------------------------
+
+    def check_name(self, rel: bytes) -> bytes:
+        """Refuse (PermanentError) names the protocol cannot carry faithfully; the default carries all."""
+        return rel
+
+    def classify(self, exc: BaseException) -> FCError:
+        """The TransientError or PermanentError that ``exc`` means.  Subclasses handle their library's first."""
+        if isinstance(exc, FCError):
+            return exc
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, (TimeoutError, socket.timeout)):
+            return TransientError(f"timed out after {self.timeout:g} s")
+        if isinstance(exc, ConnectionRefusedError):
+            return TransientError(f"connection refused by {self.dest.host}:{self.dest.port or 'default port'}")
+        if isinstance(exc, (EOFError, ConnectionError)):
+            return TransientError(f"connection lost: {text}")
+        if isinstance(exc, socket.gaierror):
+            return TransientError(f"cannot resolve {self.dest.host}: {exc.strerror}")
+        if isinstance(exc, PermissionError):
+            return PermanentError(f"permission denied: {text}")
+        if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
+            return TransientError(text)
+        return PermanentError(text)
+
+    def _alive(self) -> bool:
+        """Whether the open connection still works; asked before reusing one idle for IDLE_CHECK seconds."""
+        return True
+
+    @abc.abstractmethod
+    def _connect(self) -> None: ...
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _upload(self, src: BinaryIO, rel: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _delete(self, rel: bytes) -> None: ...
+
+    @abc.abstractmethod
+    def _stat(self, rel: bytes) -> RemoteStat | None: ...
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _run(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
+        # Servers drop idle connections (FTP's 421 after a few minutes): look before reusing an idle one,
+        # rather than fail an upload half-way or repeat one that may have partly happened.
+        if self.connected and time.monotonic() - self.last_used > IDLE_CHECK and not self._alive():
+            self.close()
+        self.connect()
+        try:
+            return self._guard(what, rel, op)
+        finally:
+            self.last_used = time.monotonic()
+
+    def _guard(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
+        try:
+            return op()
+        except Exception as exc:
+            err = self.classify(exc)
+            if isinstance(err, (TransientError, AuthError)):
+                self.close()  # the connection is suspect: the next operation opens a fresh one
+            if str(err).startswith(f"{self.dest}:"):
+                raise err from (None if err is exc else exc)
+            # One message shape everywhere: "sftp://host/root: upload 'a/b.css': permission denied".
+            where = f"{what} {os.fsdecode(rel)!r}" if rel else what
+            raise type(err)(f"{self.dest}: {where}: {err}") from exc

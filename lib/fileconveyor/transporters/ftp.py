@@ -1,0 +1,148 @@
+"""ftp (ftp://, ftps://): deliver over FTP with ftplib, in passive mode, optionally with explicit TLS.
+
+Settings:
+    tls        yes: explicit FTPS (AUTH TLS) on an ftp:// URL; ftps:// always uses it
+    ca_file    PEM file of the certificate authorities to trust for FTPS (default: the system's)
+    passive    no: active mode instead of passive (default yes)
+The password comes from FC_<NAME>_PASSWORD, FC_PASSWORD or a private config file; @ : / in it are fine, since
+it never goes through a URL.
+
+    ftp://www@host/htdocs  +  upload(b"/tmp/work/a.css", b"css/a.css")  ->  /htdocs/css/a.css on host
+"""
+
+from __future__ import annotations
+
+import ftplib
+import ssl
+from typing import Any, BinaryIO, ClassVar
+
+from ..errors import FCError
+from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, join, parent_dirs, temp_path
+
+
+class _FTP_TLS(ftplib.FTP_TLS):
+    """Data connections resume the control connection's TLS session: vsftpd and ProFTPD refuse them otherwise."""
+
+    def ntransfercmd(self, cmd: str, rest: Any = None) -> tuple[Any, int | None]:
+        conn, size = ftplib.FTP.ntransfercmd(self, cmd, rest)
+        if self._prot_p:  # type: ignore[attr-defined]
+            conn = self.context.wrap_socket(conn, server_hostname=self.host, session=self.sock.session)
+        return conn, size
+
+
+class FTP(Transporter):
+    """Uploads over FTP or explicit FTPS, to a temporary name then RNFR/RNTO."""
+
+    name = "ftp"
+    schemes = ("ftp", "ftps")
+    settings: ClassVar[dict[str, str]] = {
+        "tls": "yes: explicit FTPS (AUTH TLS) on an ftp:// URL (ftps:// always uses it)",
+        "ca_file": "PEM file of the certificate authorities trusted for FTPS (default: the system's)",
+        "passive": "no: use active mode (default yes)",
+    }
+    default_connections = 2  # many FTP servers limit connections per user to a handful
+
+    def _connect(self) -> None:
+        tls = self.dest.scheme == "ftps" or self.dest.flag("tls")
+        if tls:
+            context = ssl.create_default_context(cafile=self.dest.settings.get("ca_file"))
+            ftp: ftplib.FTP = _FTP_TLS(context=context, timeout=self.timeout)
+        else:
+            ftp = ftplib.FTP(timeout=self.timeout)
+        # latin-1 maps bytes 1:1 to characters, so names go to the server exactly as the bytes we were given.
+        ftp.encoding = "latin-1"
+        try:
+            ftp.connect(self.dest.host, self.dest.port or 21, timeout=self.timeout)
+            ftp.login(self.dest.user or "anonymous", self.dest.secret("password") or "")
+            if isinstance(ftp, ftplib.FTP_TLS):
+                ftp.prot_p()
+            ftp.set_pasv(self.dest.flag("passive", True))
+            ftp.voidcmd("TYPE I")
+        except BaseException:
+            ftp.close()
+            raise
+        self.ftp = ftp
+
+    def _close(self) -> None:
+        # No QUIT: after an error the server may be hung, and waiting out a timeout to say goodbye helps nobody.
+        self.ftp.close()
+
+    def _alive(self) -> bool:
+        try:
+            self.ftp.voidcmd("NOOP")
+            return True
+        except Exception:
+            return False
+
+    def check_name(self, rel: bytes) -> bytes:
+        # An FTP command is one CRLF-terminated line: such a name cannot be sent, only mangled.
+        if b"\n" in rel or b"\r" in rel:
+            raise PermanentError(f"{self.dest}: FTP cannot carry a line break in a file name: {rel!r}")
+        # Servers read names as UTF-8 (RFC 2640); pyftpdlib, for one, silently replaces other bytes.
+        try:
+            rel.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PermanentError(f"{self.dest}: FTP cannot carry a file name that is not UTF-8: {rel!r}") from None
+        return rel
+
+    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+        final = join(self.dest.root, rel)
+        tmp = temp_path(final)
+        try:
+            try:
+                self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
+            except ftplib.error_perm:
+                self._makedirs(final)  # most likely a missing directory: create them and try once more
+                src.seek(0)
+                self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
+            self.ftp.sendcmd(f"RNFR {_s(tmp)}")
+            self.ftp.voidcmd(f"RNTO {_s(final)}")
+        except BaseException:
+            self._remove_quietly(tmp)
+            raise
+
+    def _delete(self, rel: bytes) -> None:
+        try:
+            self.ftp.voidcmd(f"DELE {_s(join(self.dest.root, rel))}")
+        except ftplib.error_perm:
+            if self._stat(rel) is not None:  # 550 means both "no such file" and "not allowed"
+                raise
+
+    def _stat(self, rel: bytes) -> RemoteStat | None:
+        try:
+            reply = self.ftp.sendcmd(f"SIZE {_s(join(self.dest.root, rel))}")
+        except ftplib.error_perm:
+            return None
+        return RemoteStat(int(reply.split()[1]))
+
+    def _makedirs(self, final: bytes) -> None:
+        # MKD answers 550 both for "exists" and "cannot": ignore it here; the retried STOR tells which.
+        for d in parent_dirs(final):
+            try:
+                self.ftp.voidcmd(f"MKD {_s(d)}")
+            except ftplib.error_perm:
+                pass
+
+    def _remove_quietly(self, path: bytes) -> None:
+        try:
+            self.ftp.voidcmd(f"DELE {_s(path)}")
+        except Exception:
+            pass  # the connection may be gone; a stale .fc-*.tmp file is harmless
+
+    def classify(self, exc: BaseException) -> FCError:
+        text = str(exc).strip()
+        if isinstance(exc, ftplib.error_perm):
+            if text.startswith("530"):
+                return AuthError(f"login refused: {text}")
+            return PermanentError(text)
+        if isinstance(exc, (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto)):
+            return TransientError(text)  # 4xx means "later"; a garbled reply means a connection to drop
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            return AuthError(f"TLS certificate refused: {exc.verify_message}")
+        if isinstance(exc, ssl.SSLError):
+            return TransientError(f"TLS: {text}")
+        return super().classify(exc)
+
+
+def _s(path: bytes) -> str:
+    return path.decode("latin-1")
