@@ -205,13 +205,12 @@ def encode(event: Event) -> bytes:
 
 
 class EventWriter:
-    """Writes events to a binary stream, one whole line each.
+    """Writes event lines to a binary stream: whole lines, in order, when flushed.
 
-    Normally every line is flushed at once.  During a bulk scan ``batch(True)``
-    lets lines collect into blocks of up to 64 KiB (always whole lines), written
-    when the block is full or flush() is called: a scan of a million files
-    otherwise spends much of its time in write(2).  Callers flush before they
-    commit state that depends on the lines having been written.
+    Lines are held until flush(): a stage writes them only once what they stand
+    for is committed to its state file (see docs/durability.md), and a block of
+    lines costs one write(2) instead of one each.  Live stages flush after every
+    round of work, so a line waits for one commit, not for a full block.
 
     Raises BrokenPipeError when the reader has gone; the CLI layer turns that into
     a quiet exit.  Lines go to the file descriptor with os.write, looping over
@@ -220,35 +219,37 @@ class EventWriter:
     but lost would be recorded as done.
     """
 
-    BLOCK = 65536
-
     def __init__(self, stream: IO[bytes]):
         self.stream = stream
         self.count = 0
+        self._buf: list[bytes] = []
         try:
             stream.flush()
             self._fd: int | None = stream.fileno()
         except (AttributeError, OSError, ValueError):  # in-memory streams (tests)
             self._fd = None
-        self._batching = False
-        self._buf: list[bytes] = []
-        self._size = 0
 
     def write(self, event: Event) -> None:
         self.write_line(encode(event))
 
     def write_line(self, line: bytes) -> None:
-        """Write one already-encoded event line (from encode() or encode_file_event())."""
+        """Queue one encoded event line (from encode() or a FileEventEncoder)."""
+        self._buf.append(line)
         self.count += 1
-        if self._batching:
-            self._buf.append(line)
-            self._size += len(line)
-            if self._size >= self.BLOCK:
-                self.flush()
-            return
-        self._write(line)
 
-    def _write(self, data: bytes) -> None:
+    def write_lines(self, lines: list[bytes]) -> None:
+        self._buf.extend(lines)
+        self.count += len(lines)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def flush(self) -> None:
+        if not self._buf:
+            return
+        data = b"".join(self._buf)
+        self._buf.clear()
         if self._fd is None:
             self.stream.write(data)
             self.stream.flush()
@@ -256,32 +257,6 @@ class EventWriter:
         view = memoryview(data)
         while view:
             view = view[os.write(self._fd, view) :]
-
-    def write_lines(self, lines: list[bytes]) -> None:
-        """Write several encoded lines (whole lines, in order)."""
-        if not self._batching:
-            for line in lines:
-                self.write_line(line)
-            return
-        self.count += len(lines)
-        self._buf.extend(lines)
-        self._size += sum(map(len, lines))
-        if self._size >= self.BLOCK:
-            self.flush()
-
-    def batch(self, on: bool) -> None:
-        if not on:
-            self.flush()
-        self._batching = on
-
-    def flush(self) -> None:
-        if self._buf:
-            data = b"".join(self._buf)
-            self._buf.clear()
-            self._size = 0
-            self._write(data)
-        elif self._fd is None:
-            self.stream.flush()
 
 
 # -- reading -------------------------------------------------------------------------

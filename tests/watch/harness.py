@@ -99,16 +99,30 @@ def make_files(root: Path, rels: Iterable[str], data: bytes = b"data", age_s: fl
     return out
 
 
-def make_many(directory: Path, count: int, prefix: str = "f", data: bytes = b"0123456789") -> list[str]:
-    """``count`` small files named prefix00000... in ``directory``, as fast as Python can."""
-    directory.mkdir(parents=True, exist_ok=True)
-    names = [f"{prefix}{i:05d}" for i in range(count)]
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    for name in names:
-        fd = os.open(directory / name, flags, 0o644)
-        os.write(fd, data)
-        os.close(fd)
-    return names
+_MAKE_MANY = """
+import os, sys, time
+directory, count, prefix, data, age_ns = sys.argv[1:]
+count, data, age_ns = int(count), data.encode(), int(age_ns)
+os.makedirs(directory, exist_ok=True)
+mtime = time.time_ns() - age_ns
+for i in range(count):
+    fd = os.open(f"{directory}/{prefix}{i:05d}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, data)
+    if age_ns:
+        os.utime(fd, ns=(mtime, mtime))
+    os.close(fd)
+"""
+
+
+def make_many(
+    directory: Path, count: int, prefix: str = "f", data: str = "0123456789", age_s: float = 0.0
+) -> list[str]:
+    """``count`` small files named prefix00000... in ``directory`` (with ``age_s``, their mtime
+    that far in the past).  Written by a child process: in this one the threads reading
+    fc-watch's output would slow the writer down (GIL), and a burst would not be one."""
+    args = [str(directory), str(count), prefix, data, str(int(age_s * 1e9))]
+    subprocess.run([sys.executable, "-c", _MAKE_MANY, *args], check=True, timeout=120)
+    return [f"{prefix}{i:05d}" for i in range(count)]
 
 
 # -- the process -----------------------------------------------------------------------
@@ -134,7 +148,8 @@ class FcWatch:
     proc: subprocess.Popen[bytes] = field(init=False)
     lines: list[bytes] = field(default_factory=list, init=False)
     events: list[Event] = field(default_factory=list, init=False)
-    bad_lines: list[bytes] = field(default_factory=list, init=False)
+    bad_lines: list[bytes] = field(default_factory=list, init=False)  # whole lines that are not JSON
+    torn: bytes | None = field(default=None, init=False)  # a last line without its newline
     stderr_lines: list[str] = field(default_factory=list, init=False)
     _cond: threading.Condition = field(default_factory=threading.Condition, init=False)
     _last_event_at: float = field(default=0.0, init=False)
@@ -162,12 +177,13 @@ class FcWatch:
         for line in iter(self.proc.stdout.readline, b""):
             with self._cond:
                 self.lines.append(line)
-                try:
-                    if not line.endswith(b"\n"):
-                        raise ValueError("torn line")
-                    self.events.append(json.loads(line))
-                except ValueError:
-                    self.bad_lines.append(line)
+                if not line.endswith(b"\n"):  # only ever the last line: a write cut short by death
+                    self.torn = line
+                else:
+                    try:
+                        self.events.append(json.loads(line))
+                    except ValueError:
+                        self.bad_lines.append(line)
                 self._last_event_at = time.monotonic()
                 self._cond.notify_all()
 
@@ -216,6 +232,11 @@ class FcWatch:
         with self._cond:
             return list(self.events[mark:])
 
+    def idle(self) -> float:
+        """Seconds since the last line arrived (or since the start)."""
+        with self._cond:
+            return time.monotonic() - self._last_event_at
+
     def count(self) -> int:
         with self._cond:
             return len(self.events)
@@ -244,6 +265,25 @@ class FcWatch:
         self.wait_until(have, timeout)
         self.quiet(quiet)
         return changes(self.since(mark))
+
+    def collect_promptly(
+        self, wanted: Counter[Change], prompt: float, patience: float, quiet: float
+    ) -> Counter[Change]:
+        """Like collect() from the start, but every change in ``wanted`` must arrive within
+        ``prompt`` seconds; when some do not, wait up to ``patience`` to tell late from lost,
+        and fail saying which."""
+        t0 = time.monotonic()
+        got = self.collect(0, wanted, prompt, quiet)
+        missing = wanted - got
+        if not missing:
+            return got
+        got = self.collect(0, wanted, patience - (time.monotonic() - t0), quiet)
+        lost = wanted - got
+        assert not lost, f"{len(lost)} changes never reported, e.g. {sorted(lost)[:5]}"
+        raise AssertionError(
+            f"{len(missing)} changes reported late, after {time.monotonic() - t0:.0f}s instead of <{prompt:g}s: "
+            f"{sorted(missing)[:5]}\n{self.stderr}"
+        )
 
     # -- stopping --------------------------------------------------------------------
 
@@ -344,3 +384,15 @@ HOSTILE_NAMES: list[bytes] = [
     b"$(echo hi) `x`",
 ]
 HOSTILE_DIR = b"dir with\nnewline\xff"  # a directory whose name is hostile too
+
+# Trees for --ignore-dirs CVS:.svn --exclude '*.tmp': what is left out, what is kept.
+IGNORED = [
+    "CVS/Entries",
+    "a/.svn/entries",
+    "a/b/CVS/Root",
+    "a/b/c/.svn/x/y",
+    "junk.tmp",
+    "a/b/more.tmp",
+    "cache.tmp/inner.txt",
+]
+KEPT = ["index.php", "a/CVS.txt", "a/b/svn/f", "a/b/c/page.html"]

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 
 from ..events import EventWriter, FileEventEncoder, FileStat
 from ..watchers.tree import Filters, subtree_range, to_key, to_rel
-from .watch_scan import CREATED, DELETED, MODIFIED, Batch, ScanJob, plan, run_job, run_parallel
-from .watch_state import WatchState
+from .watch_scan import Batch, ScanJob, plan, run_job, run_parallel
+from .watch_state import CREATED, DELETED, MODIFIED, WatchState
 
 if TYPE_CHECKING:
     from ..watchers.base import Backend
@@ -86,6 +86,7 @@ class Core:
         self.filters = filters
         self.opt = options
         self.on_unreadable = on_unreadable
+        self.unreadable: set[tuple[int, bytes]] = set()  # directories a scan could not list
         self.counts = Counters()
         self._pending: dict[tuple[int, bytes], Pending] = {}
         self._heap: list[tuple[float, int, tuple[int, bytes]]] = []
@@ -102,7 +103,7 @@ class Core:
         self.apply_note: Callable[[Source, object], None] | None = None
         self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
         self._encoders: dict[tuple[int, str], FileEventEncoder] = {}
-        state.before_commit = writer.flush
+        state.after_commit = writer.flush  # rows committed first, then their lines written
 
     # -- hints from backends ---------------------------------------------------------
 
@@ -135,6 +136,14 @@ class Core:
                 break
             anc = anc.rpartition(b"/")[0]
         self._rescans[(src.index, rel_dir)] = None
+
+    def distrust_pending(self) -> None:
+        """Events were lost (queue overflow): what pending paths were waiting for (a
+        close that may never come) is unknown, so judge each by its stat settling."""
+        now = time.monotonic()
+        for k, p in self._pending.items():
+            p.closed, p.last_stat = None, None
+            self._schedule(k, p, now + self.opt.settle)
 
     def rescan_all(self) -> None:
         self._rescans.clear()
@@ -185,6 +194,9 @@ class Core:
         src = self.sources[k[0]]
         rel = to_rel(k[1])
         cur = _stat_file(src.root, rel)
+        if cur == UNKNOWN:  # cannot look (permissions): the state stays; look again later
+            self._schedule(k, p, now + max(1.0, self.opt.settle))
+            return
         # Nobody told us the writer is done: wait until size and mtime hold still.
         if cur is not None and self.opt.settle > 0 and p.closed is not True and p.last_stat != cur:
             p.last_stat = cur
@@ -213,8 +225,8 @@ class Core:
         encode = self._encoders.get((src.index, via))
         if encode is None:
             encode = self._encoders[(src.index, via)] = FileEventEncoder(src.name, src.root, via)
-        self.writer.write_line(encode(kind, to_rel(key), *st))
-        self.state.put(src.prefix, key, None if kind == "deleted" else st)
+        self.state.put(src.prefix, key, st, ord(kind[0]))
+        self.writer.write_line(encode(kind, to_rel(key), *st))  # held until the row is committed
         c = self.counts
         if kind == "created":
             c.created += 1
@@ -258,14 +270,12 @@ class Core:
             batches = run_job(job, time.time_ns)
         self._scanning = True
         self._touched.clear()
-        self.writer.batch(True)
         try:
             for batch in batches:
                 self._apply(src, batch)
         finally:
             self._scanning = False
             self._touched.clear()
-            self.writer.batch(False)
         self.state.maybe_commit()
 
     def _apply(self, src: Source, batch: Batch) -> None:
@@ -274,8 +284,9 @@ class Core:
         if self.apply_note is not None:
             for note in batch.notes:
                 self.apply_note(src, note)
-        if self.on_unreadable is not None:
-            for rel, err, message in batch.errors:
+        for rel, err, message in batch.errors:
+            self.unreadable.add((src.index, rel))
+            if self.on_unreadable is not None:
                 self.on_unreadable(src, rel, OSError(err, message))
         c, prefix, kinds = self.counts, src.prefix, batch.kinds
         if not pending and not touched:  # nothing newer to respect: apply the batch whole
@@ -288,8 +299,9 @@ class Core:
             for i, key in enumerate(batch.keys):
                 if (index, key) in pending or (index, key) in touched:
                     continue
+                row = batch.row(i)
+                state.put(prefix, key, row[:3], row[3])
                 self.writer.write_line(batch.lines[i])
-                state.put(prefix, key, batch.row(i))
                 kind = kinds[i]
                 if kind == CREATED:
                     c.created += 1
@@ -321,12 +333,22 @@ class Core:
         self.state.commit()
 
 
+UNKNOWN = (-1, -1, -1)  # _stat_file: cannot tell (permission denied on the way)
+
+
 def _stat_file(root: bytes, rel: bytes) -> tuple[int, int, int] | None:
-    """(size, mtime_ns, ino) of a regular file (symlinks followed), None otherwise."""
+    """(size, mtime_ns, ino) of a regular file (symlinks followed); None when it is
+    provably not one; UNKNOWN when a directory on the way cannot be searched."""
+    return stat_file(root.rstrip(b"/") + b"/" + rel)
+
+
+def stat_file(path: bytes) -> tuple[int, int, int] | None:
     try:
-        st = os.stat(root.rstrip(b"/") + b"/" + rel)
-    except (OSError, ValueError):
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
         return None
+    except (OSError, ValueError):
+        return UNKNOWN  # EACCES and the like: absence is not proven
     if not stat_mod.S_ISREG(st.st_mode):
         return None
     return st.st_size, st.st_mtime_ns, st.st_ino

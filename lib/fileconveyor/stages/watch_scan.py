@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..events import FileEventEncoder
 from ..watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
-from .watch_state import read_rows
+from .watch_state import CREATED, DELETED, KIND_NAMES, MODIFIED, Row, read_rows
 
 BATCH = 4096  # lines per batch handed to the parent
 
@@ -54,7 +54,7 @@ class Batch:
 
     Batches cross a pipe on large scans, so they are kept in the shapes that
     pickle fastest: parallel lists of bytes, and the new state rows flattened into
-    one array of (size, mtime_ns, ino) triples, (-1, -1, -1) for a deleted file.
+    one array of (size, mtime_ns, ino) triples (for a deleted file: what it was).
     """
 
     keys: list[bytes] = field(default_factory=list)
@@ -72,14 +72,11 @@ class Batch:
         self.kinds.append(kind)
         self.rows.extend((size, mtime_ns, ino))
 
-    def row(self, i: int) -> tuple[int, int, int] | None:
-        """The new state row of line ``i`` (None: the file is gone)."""
+    def row(self, i: int) -> Row:
+        """The new state row of line ``i``: (size, mtime_ns, ino, kind); for a deleted
+        file, what it was."""
         r = self.rows
-        return None if self.kinds[i] == DELETED else (r[3 * i], r[3 * i + 1], r[3 * i + 2])
-
-
-CREATED, MODIFIED, DELETED = b"cmd"
-KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted"}
+        return r[3 * i], r[3 * i + 1], r[3 * i + 2], self.kinds[i]
 
 
 def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
@@ -144,15 +141,17 @@ def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch, encode: 
     path = job.root.rstrip(b"/") + b"/" + rel
     try:
         if stat_mod.S_ISREG(os.stat(path).st_mode):
-            return
+            return  # there after all (created again since the walk passed)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # gone: proven
     except (OSError, ValueError):
-        pass
+        return  # a directory on the way cannot be searched: absence is not proven
     parent = os.path.dirname(path)
-    if os.path.isdir(parent) and not os.access(parent, os.R_OK | os.X_OK):
-        return  # cannot list it: absence is not proof
+    if not os.access(parent, os.R_OK | os.X_OK) and os.path.isdir(parent):
+        return  # the file may be there, in a directory the walk could not list
     if job.filters.skip_path(rel):
         return  # left out by today's filters: not ours to delete
-    batch.add(row[0], encode("deleted", rel, row[1], row[2], row[3]), DELETED, -1, -1, -1)
+    batch.add(row[0], encode("deleted", rel, row[1], row[2], row[3]), DELETED, row[1], row[2], row[3])
 
 
 # -- planning and running in parallel -----------------------------------------------

@@ -127,7 +127,7 @@ class Transporter(abc.ABC):
     default_connections: ClassVar[int] = 1
 
     def __init__(self, dest: Destination):
-        known = {**COMMON_SETTINGS, **self.settings}
+        known = self.all_settings()
         unknown = sorted(set(dest.settings) - set(known))
         if unknown:
             raise ConfigError(f"{dest}: unknown setting {', '.join(unknown)}; {self.name} knows: {', '.join(known)}")
@@ -138,6 +138,11 @@ class Transporter(abc.ABC):
         self.dest = dest
         self.connected = False
         self.last_used = 0.0
+
+    @classmethod
+    def all_settings(cls) -> dict[str, str]:
+        """Every setting this transporter accepts, the common ones included: what --list shows."""
+        return {**COMMON_SETTINGS, **cls.settings}
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.dest}>"

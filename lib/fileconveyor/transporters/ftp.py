@@ -53,7 +53,7 @@ class FTP(Transporter):
         ftp.encoding = "latin-1"
         try:
             ftp.connect(self.dest.host, self.dest.port or 21, timeout=self.timeout)
-            ftp.login(self.dest.user or "anonymous", self.dest.secret("password") or "")
+            ftp.login(_s(self.dest.user or "anonymous"), _s(self.dest.secret("password") or ""))
             if isinstance(ftp, ftplib.FTP_TLS):
                 ftp.prot_p()
             ftp.set_pasv(self.dest.flag("passive", True))
@@ -144,5 +144,6 @@ class FTP(Transporter):
         return super().classify(exc)
 
 
-def _s(path: bytes) -> str:
-    return path.decode("latin-1")
+def _s(text: bytes | str) -> str:
+    """What to hand ftplib (set to latin-1) so that the server receives these exact bytes, or this UTF-8."""
+    return (text.encode("utf-8") if isinstance(text, str) else text).decode("latin-1")

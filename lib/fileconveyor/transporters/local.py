@@ -54,7 +54,7 @@ class SymlinkOrCopy(Transporter):
     def _delete(self, rel: bytes) -> None:
         try:
             os.unlink(join(self.root, rel))
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file where a parent directory was: still gone
             pass
 
     def _stat(self, rel: bytes) -> RemoteStat | None:

@@ -89,11 +89,11 @@ class InotifyBackend:
             return
         _, rel, wd = note
         targets = self.watches.setdefault(wd, [])
-        for i, (si, _) in enumerate(targets):
-            if si == src.index:
-                targets[i] = (src.index, rel)  # same directory, new name after a move
-                return
-        targets.append((src.index, rel))
+        # One directory may have several names (nested sources, a followed symlink):
+        # its events are reported under each.  A moved directory's old name was
+        # dropped when it moved (MOVED_FROM), so nothing stale stays here.
+        if (src.index, rel) not in targets:
+            targets.append((src.index, rel))
 
     def _limit_reached(self, src: Source, rel: bytes) -> None:
         limit = _read_int(MAX_WATCHES_FILE)
@@ -178,6 +178,7 @@ class InotifyBackend:
             mask = ev.mask
             if mask & F.Q_OVERFLOW:
                 self.reporter.warn("inotify queue overflowed: rescanning every source so no change is lost")
+                core.distrust_pending()
                 core.rescan_all()
                 continue
             targets = watches.get(ev.wd)
@@ -195,8 +196,12 @@ class InotifyBackend:
                     continue  # a subdirectory: its parent reports it as DELETE/MOVED_FROM
                 rel = rel_dir + b"/" + name if rel_dir else name
                 if mask & F.ISDIR:
-                    # Only a directory appearing or going away changes which files exist;
-                    # a chmod or touch of it (IN_ATTRIB) changes none of them.
+                    # A directory appearing or going away changes which files exist; a
+                    # chmod or touch of it does not, unless a scan could not read it before.
+                    if mask & F.ATTRIB and (index, rel) in core.unreadable:
+                        core.unreadable.discard((index, rel))
+                        core.rescan(src, rel)
+                        continue
                     if not mask & (F.CREATE | F.MOVED_TO | F.DELETE | F.MOVED_FROM) or skip_dir(name, rel):
                         continue
                     if mask & F.MOVED_FROM:

@@ -1,0 +1,121 @@
+"""link_updater.CSSURLUpdater: every url() form against a real synced_files database."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.processors import PROCESSORS, ProcessorError, RetryLater
+from fileconveyor.processors.link_updater import CSSURLUpdater
+
+from .conftest import read, step
+
+FIXTURES = Path(__file__).parent / "fixtures" / "css"
+WWW = FIXTURES / "www"
+SITE = WWW / "site"
+ASSETS = ["img/logo.png", "img/my pic.png", "img/bg.gif", "fonts/f.woff", "css/print.css"]
+
+
+def synced_db(path: Path, rows: list[tuple[str, str, str]]) -> Path:
+    """A synced_files database as fc-record keeps it (the original's schema)."""
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS synced_files"
+        "(input_file text, transported_file_basename text, url text, server text)"
+    )
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS file_unique_per_server ON synced_files (input_file, server)")
+    db.executemany(
+        "INSERT INTO synced_files VALUES (?, ?, ?, ?)",
+        [(str(SITE / rel), os.path.basename(rel), url, server) for rel, url, server in rows],
+    )
+    db.commit()
+    db.close()
+    return path
+
+
+def cdn(rel: str, server: str = "cdn") -> tuple[str, str, str]:
+    host = "cdn.example.com" if server == "cdn" else "other.example.net"
+    return rel, f"https://{host}/site/{rel.replace(' ', '%20')}", server
+
+
+def options(db: Path, server: str = "cdn", base_path: str = "/site/") -> dict[str, str]:
+    return {"document_root": str(WWW), "base_path": base_path, "synced_db": str(db), "server": server}
+
+
+def test_every_url_form_golden(tmp_path: Path) -> None:
+    db = synced_db(tmp_path / "synced.db", [cdn(a) for a in ASSETS] + [cdn(a, "other") for a in ASSETS])
+    out, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(db))
+    assert out.basename == b"style.css"
+    assert read(out.path).decode() == (FIXTURES / "style.expected.css").read_text()
+    other, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w2", options=options(db, "other"))
+    assert read(other.path) == read(out.path).replace(b"cdn.example.com", b"other.example.net")
+
+
+def test_not_synced_yet_retries_then_rewrites(tmp_path: Path) -> None:
+    """bg.gif is synced to another server only: the CSS waits, then is rewritten once it is there."""
+    rows = [cdn(a) for a in ASSETS if a != "img/bg.gif"] + [cdn("img/bg.gif", "other")]
+    db = synced_db(tmp_path / "synced.db", rows)
+    with pytest.raises(RetryLater, match=r"not synced to server 'cdn' yet: .*/site/img/bg\.gif"):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(db))
+    synced_db(db, [cdn("img/bg.gif")])
+    out, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(db))
+    assert read(out.path).decode() == (FIXTURES / "style.expected.css").read_text()
+
+
+def test_no_database_yet_means_not_synced(tmp_path: Path) -> None:
+    with pytest.raises(RetryLater):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(tmp_path / "none.db"))
+    assert not (tmp_path / "none.db").exists()  # read-only: never created
+
+
+def test_nothing_local_passes_through_byte_for_byte(tmp_path: Path) -> None:
+    src = SITE / "css" / "plain.css"
+    out, _ = step(CSSURLUpdater(), src, tmp_path / "w", options=options(tmp_path / "none.db"))
+    assert out.path == os.fsencode(src)
+
+
+def test_logical_base_path(tmp_path: Path) -> None:
+    """base_path not on disk under document_root (a symlinked "logical" path): the part after it is used."""
+    db = synced_db(tmp_path / "synced.db", [cdn("img/bg.gif")])
+    opts = {**options(db, base_path="static"), "document_root": str(SITE)}
+    out, _ = step(CSSURLUpdater(), SITE / "css" / "logical.css", tmp_path / "w", options=opts)
+    assert b"url(https://cdn.example.com/site/img/bg.gif)" in read(out.path)
+
+
+def test_needs_document_root_and_base_path(tmp_path: Path) -> None:
+    with pytest.raises(ProcessorError, match="needs the source's document_root and base_path"):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w")
+
+
+def test_declared_per_server_and_css_only() -> None:
+    cls = PROCESSORS.get("link_updater.CSSURLUpdater")
+    assert cls.per_server and cls().applies_to(b"A.CSS")
+    assert not cls().applies_to(b"a.cs") and not cls().applies_to(b"css")  # the original's substring bug
+
+
+def test_css_with_a_name_that_is_not_utf8(tmp_path: Path) -> None:
+    site = os.fsencode(tmp_path / "www" / "site")
+    os.makedirs(os.path.join(site, b"img"))
+    asset = os.path.join(site, b"img", b"caf\xe9.png")
+    css = os.path.join(site, b"\xff style.css")
+    for path, data in ((asset, b"png"), (css, b".a { background: url('img/caf%E9.png') }")):
+        with open(path, "wb") as f:
+            f.write(data)
+    db = sqlite3.connect(tmp_path / "synced.db")
+    db.execute("CREATE TABLE synced_files(input_file text, transported_file_basename text, url text, server text)")
+    db.execute("INSERT INTO synced_files VALUES (?, 'x.png', 'https://cdn.example.com/x.png', 'cdn')", (asset,))
+    db.commit()
+    db.close()
+    opts = {**options(tmp_path / "synced.db"), "document_root": str(tmp_path / "www")}
+    out, _ = step(CSSURLUpdater(), css, tmp_path / "w", options=opts)
+    assert b"url(https://cdn.example.com/x.png)" in read(out.path)
+
+
+def test_unparsable_css_fails_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "bad.css"
+    src.write_bytes(b'@charset "no-such-encoding"; a { background: url(x.png) }')
+    with pytest.raises(ProcessorError, match="cannot parse the stylesheet: unknown encoding"):
+        step(CSSURLUpdater(), src, tmp_path / "w", options=options(tmp_path / "none.db"))

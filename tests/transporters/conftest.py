@@ -1,0 +1,119 @@
+"""One ``backend`` fixture per destination kind, each against its real server; the contract suite runs on all.
+
+Adding a backend (S3, Swift, ...) is one fixture: start its server in tests/servers/, write ``<name>_backend``
+here returning a Backend, and add the name to BACKENDS (and REMOTE when it has a server and credentials).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlencode
+
+import pytest
+
+from fileconveyor.transporters import Transporter, for_destination, parse_destination
+from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server, ftps_server  # noqa: F401 - fixtures
+from tests.servers.process import ServerProcess
+from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixtures
+
+BACKENDS = ["file", "ftp", "ftps", "sftp"]
+REMOTE = ["ftp", "ftps", "sftp"]  # those with credentials and a server process to kill
+PUBLIC_URL = "https://cdn.example/static"
+
+
+@dataclass
+class Backend:
+    name: str
+    spec: str  # the destination URL, without settings
+    files: Path  # where the destination's files land, seen on the server's own file system
+    settings: dict[str, str] = field(default_factory=dict)
+    env: dict[str, str] = field(default_factory=dict)  # secrets, as the environment would hold them
+    server: ServerProcess | None = None  # None: nothing to kill (a local folder)
+    cannot_carry: tuple[str, ...] = ()  # HOSTILE names the protocol cannot carry: they must be refused
+    wrong_credentials: dict[str, str] | None = None  # settings or FC_* variables that make login fail (REMOTE)
+    failed_login: str = ""  # what the server logs for each failed login, to count attempts
+    opened: list[Transporter] = field(default_factory=list)
+
+    def make(self, **overrides: str) -> Transporter:
+        """A new, unconnected transporter for this test's destination; ``FC_*`` overrides go to the environment."""
+        settings = {**self.settings, **{k: v for k, v in overrides.items() if not k.startswith("FC_")}}
+        env = {**self.env, **{k: v for k, v in overrides.items() if k.startswith("FC_")}}
+        spec = self.spec + ("?" + urlencode(settings) if settings else "")
+        tp = for_destination(parse_destination(spec, url=PUBLIC_URL, env=env))
+        self.opened.append(tp)
+        return tp
+
+
+def _backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    b: Backend = request.getfixturevalue(f"{request.param}_backend")
+    yield b
+    for tp in b.opened:
+        tp.close()
+    if b.server is not None and not b.server.running:
+        b.server.start()  # a test that killed the session's server failed before restarting it
+
+
+backend = pytest.fixture(params=BACKENDS)(_backend)
+remote_backend = pytest.fixture(params=REMOTE)(_backend)
+
+
+@pytest.fixture
+def tp(backend: Backend) -> Transporter:
+    return backend.make()
+
+
+def _unique() -> str:
+    return "t-" + secrets.token_hex(4)  # each test gets its own directory on the shared session servers
+
+
+@pytest.fixture
+def file_backend(tmp_path: Path) -> Backend:
+    files = tmp_path / "dest"
+    return Backend("file", "file://" + quote(str(files)), files)
+
+
+def _ftp_backend(server: FtpServer, scheme: str) -> Backend:
+    sub = _unique()
+    return Backend(
+        scheme,
+        f"{scheme}://{USER}@127.0.0.1:{server.port}/{sub}",
+        server.files / sub,
+        settings={"timeout": "10", **({"ca_file": str(server.ca_file)} if server.ca_file else {})},
+        env={"FC_PASSWORD": PASSWORD},
+        server=server.process,
+        cannot_carry=("newline", "not-utf8"),
+        wrong_credentials={"FC_PASSWORD": PASSWORD + "x"},
+        failed_login="failed login",
+    )
+
+
+@pytest.fixture
+def ftp_backend(ftp_server: FtpServer) -> Backend:  # noqa: F811 - the fixture is its own argument
+    return _ftp_backend(ftp_server, "ftp")
+
+
+@pytest.fixture
+def ftps_backend(ftps_server: FtpServer) -> Backend:  # noqa: F811
+    return _ftp_backend(ftps_server, "ftps")
+
+
+@pytest.fixture
+def sftp_backend(sshd_server: SshServer) -> Backend:  # noqa: F811
+    files = sshd_server.files / _unique()
+    return Backend(
+        "sftp",
+        f"sftp://{sshd_server.user}@127.0.0.1:{sshd_server.port}{quote(str(files))}",
+        files,
+        settings={
+            "key_file": str(sshd_server.key_file),
+            "known_hosts": str(sshd_server.known_hosts),
+            "agent": "no",
+            "timeout": "10",
+        },
+        server=sshd_server.process,
+        wrong_credentials={"key_file": str(sshd_server.wrong_key_file)},
+        failed_login="Failed publickey",
+    )

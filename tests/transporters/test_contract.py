@@ -1,0 +1,229 @@
+"""The contract every transporter keeps, checked against its real server (see conftest.py for the backends)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.transporters import AuthError, PermanentError, SourceMissing, TransientError, Transporter
+
+from .conftest import PUBLIC_URL, Backend
+
+BIG = 50 * 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("big") / "big.bin"
+    with open(path, "wb") as f:
+        for _ in range(BIG // (1 << 20)):
+            f.write(os.urandom(1 << 20))
+    return path
+
+
+def _local(tmp_path: Path, data: bytes, name: str = "src") -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _remote(backend: Backend, rel: bytes) -> Path:
+    return Path(os.fsdecode(os.fsencode(backend.files) + b"/" + rel))
+
+
+def _digest(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _leftovers(backend: Backend) -> list[str]:
+    return [p.name for p in backend.files.rglob(".fc-*")]
+
+
+def test_upload_stat_url(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"body { }"), b"css/site.css")
+    assert _remote(backend, b"css/site.css").read_bytes() == b"body { }"
+    assert tp.stat(b"css/site.css").size == 8  # type: ignore[union-attr]
+    assert tp.stat(b"css/nothing.css") is None
+    assert tp.url(b"css/a b+\xc3\xa9.css") == PUBLIC_URL + "/css/a%20b%2B%C3%A9.css"
+
+
+def test_overwrite_leaves_no_temporary_files(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"first version, longer", "a"), b"x.txt")
+    tp.upload(_local(tmp_path, b"second", "b"), b"x.txt")
+    assert _remote(backend, b"x.txt").read_bytes() == b"second"
+    assert _leftovers(backend) == []
+
+
+def test_big_file_is_never_seen_partial(backend: Backend, tp: Transporter, big_file: Path) -> None:
+    tp.upload(_local(big_file.parent, b"", "empty"), b"first")  # connect and create the directory first
+    final, seen, stop = _remote(backend, b"big.bin"), set(), threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            try:
+                seen.add(final.stat().st_size)
+            except FileNotFoundError:
+                pass
+
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        tp.upload(os.fsencode(big_file), b"big.bin")
+    finally:
+        stop.set()
+        reader.join()
+    assert seen <= {BIG}
+    assert _digest(final) == _digest(big_file)
+    assert _leftovers(backend) == []
+
+
+def test_delete_and_delete_missing(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"x"), b"d/gone.txt")
+    tp.delete(b"d/gone.txt")
+    assert not _remote(backend, b"d/gone.txt").exists()
+    tp.delete(b"d/gone.txt")  # already gone: success
+    tp.delete(b"never/was/here.txt")
+
+
+def test_nested_directories_created(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"deep"), b"a/b/c/d/e.txt")
+    assert _remote(backend, b"a/b/c/d/e.txt").read_bytes() == b"deep"
+
+
+HOSTILE = {
+    "spaces": b"a dir/two  spaces .txt",
+    "edge-spaces": b" lead and trail ",
+    "nfc": unicodedata.normalize("NFC", "caf\u00e9.txt").encode(),
+    "nfd": unicodedata.normalize("NFD", "caf\u00e9.txt").encode(),
+    "newline": b"line\nbreak.txt",
+    "quotes": b'it\'s "quoted" `x`.txt',
+    "dash": b"-rf --help.txt",
+    "not-utf8": b"latin1-\xe9.txt",
+    "glob": b"*?[x].txt",
+}
+
+
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_names(backend: Backend, tp: Transporter, tmp_path: Path, kind: str) -> None:
+    name = HOSTILE[kind]
+    src = _local(tmp_path, name)
+    if kind in backend.cannot_carry:
+        with pytest.raises(PermanentError, match="cannot carry"):
+            tp.upload(src, name)
+        assert not backend.files.exists() or list(backend.files.rglob("*")) == []
+        return
+    tp.upload(src, name)
+    assert _remote(backend, name).read_bytes() == name
+    assert tp.stat(name).size == len(name)  # type: ignore[union-attr]
+    tp.delete(name)
+    assert not _remote(backend, name).exists()
+
+
+def test_nfc_and_nfd_are_different_files(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"nfc"), HOSTILE["nfc"])
+    tp.upload(_local(tmp_path, b"nfd!"), HOSTILE["nfd"])
+    assert _remote(backend, HOSTILE["nfc"]).read_bytes() == b"nfc"
+    assert _remote(backend, HOSTILE["nfd"]).read_bytes() == b"nfd!"
+
+
+ESCAPES = [b"../x", b"a/../../x", b"a/..", b"..", b"/etc/passwd", b"a\0b", b"", b"./", b"a//./"]
+
+
+@pytest.mark.parametrize("rel", ESCAPES, ids=[repr(e) for e in ESCAPES])
+def test_path_escape_refused_before_connecting(backend: Backend, tp: Transporter, tmp_path: Path, rel: bytes) -> None:
+    src = _local(tmp_path, b"x")
+    for op in (lambda: tp.upload(src, rel), lambda: tp.delete(rel), lambda: tp.stat(rel), lambda: tp.url(rel)):
+        with pytest.raises(PermanentError, match="refusing remote path"):
+            op()
+    assert not tp.connected
+
+
+def test_vanished_source(tp: Transporter, tmp_path: Path) -> None:
+    with pytest.raises(SourceMissing):
+        tp.upload(tmp_path / "no-such-file", b"x")
+
+
+def test_wrong_credentials_fail_once_and_fast(remote_backend: Backend, tmp_path: Path) -> None:
+    backend = remote_backend
+    assert backend.wrong_credentials is not None
+    assert backend.server is not None
+    log = backend.server.log
+
+    def failures() -> int:
+        return log.read_text(errors="replace").count(backend.failed_login)
+
+    before = failures()
+    tp = backend.make(**backend.wrong_credentials)
+    started = time.monotonic()
+    with pytest.raises(AuthError) as info:
+        tp.upload(_local(tmp_path, b"x"), b"x.txt")
+    assert time.monotonic() - started < 5
+    assert "refused" in str(info.value)
+    assert "p@ss" not in str(info.value) and "p@ss" not in repr(tp)
+    _wait_for(lambda: failures() > before, timeout=5)
+    time.sleep(0.3)  # time for a second attempt to show, were there one
+    assert failures() == before + 1  # one attempt: no retry storm against a server that said no
+
+
+def test_server_killed_mid_transfer(remote_backend: Backend, tmp_path: Path) -> None:
+    backend, tp = remote_backend, remote_backend.make()
+    assert backend.server is not None
+    tp.upload(_local(tmp_path, b""), b"first")  # connect and create the directory first
+    # A FIFO as the source lets the test hold the transfer half-way, so the kill lands mid-transfer.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    chunk, sent = os.urandom(1 << 20), hashlib.sha256()
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(errors, lambda: tp.upload(fifo, b"big.bin")))
+    thread.start()
+    with open(fifo, "wb") as w:
+        for _ in range(8):
+            w.write(chunk)
+        _wait_for(lambda: sum(p.stat().st_size for p in backend.files.glob(".fc-*")) >= 1 << 20)
+        backend.server.kill()
+        try:
+            for _ in range(8):
+                w.write(chunk)
+        except BrokenPipeError:
+            pass  # the transporter gave up reading: what we want
+    thread.join(30)
+    assert not thread.is_alive()
+    assert len(errors) == 1 and isinstance(errors[0], TransientError), errors
+    assert not _remote(backend, b"big.bin").exists()
+
+    backend.server.start()
+    data = _local(tmp_path, chunk * 16, "again")
+    sent.update(chunk * 16)
+    tp.upload(data, b"big.bin")  # the same transporter reconnects
+    assert _digest(_remote(backend, b"big.bin")) == sent.hexdigest()
+
+
+def _capture(errors: list[BaseException], fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def _wait_for(cond: object, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.01)
+
+
+def test_file_in_the_way_of_a_directory_is_permanent(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    tp.upload(_local(tmp_path, b"a file"), b"f")
+    with pytest.raises(PermanentError):
+        tp.upload(_local(tmp_path, b"x", "x"), b"f/x")
+    assert _remote(backend, b"f").read_bytes() == b"a file"
+    assert tp.stat(b"f/x") is None
+    tp.delete(b"f/x")  # nothing there to delete: success

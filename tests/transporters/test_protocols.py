@@ -1,0 +1,94 @@
+"""What only some protocols have: SSH host keys, timeouts against a silent server, symlinks."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.transporters import AuthError, TransientError, for_destination, parse_destination
+from tests.servers.process import free_port
+from tests.servers.sshd import PASSPHRASE, SshServer
+
+from .conftest import Backend
+
+
+def test_unknown_host_key_refused(sftp_backend: Backend, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    tp = sftp_backend.make(known_hosts=str(empty))
+    with pytest.raises(AuthError, match=r"is not in .*known_hosts.*trust_unknown_host"):
+        tp.connect()
+    assert not sftp_backend.files.exists()
+
+
+def test_unknown_host_key_trusted_only_when_asked(sftp_backend: Backend, tmp_path: Path) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    tp = sftp_backend.make(known_hosts=str(empty), trust_unknown_host="yes")
+    tp.connect()
+    assert empty.read_text() == ""  # trusted for this connection, never written
+
+
+def test_changed_host_key_refused(sftp_backend: Backend, tmp_path: Path) -> None:
+    other_key = Path(sftp_backend.settings["key_file"] + ".pub").read_text().split()[:2]
+    port = sftp_backend.spec.split(":")[2].split("/")[0]
+    wrong = tmp_path / "known_hosts"
+    wrong.write_text(f"[127.0.0.1]:{port} {' '.join(other_key)}\n")
+    with pytest.raises(AuthError, match="host key mismatch"):
+        sftp_backend.make(known_hosts=str(wrong), trust_unknown_host="yes").connect()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port that accepts connections and never says a word: a hung server."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "sftp"])
+def test_silent_server_times_out(scheme: str, silent_port: int) -> None:
+    tp = for_destination(parse_destination(f"{scheme}://u@127.0.0.1:{silent_port}/x?timeout=0.5", env={}))
+    started = time.monotonic()
+    with pytest.raises(TransientError):
+        tp.connect()
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "sftp"])
+def test_refused_connection_is_transient(scheme: str) -> None:
+    tp = for_destination(parse_destination(f"{scheme}://u@127.0.0.1:{free_port()}/x?timeout=2", env={}))
+    with pytest.raises(TransientError, match="refused"):
+        tp.connect()
+
+
+def test_symlink_within_sources(tmp_path: Path) -> None:
+    site, work, dest = tmp_path / "site", tmp_path / "work", tmp_path / "dest"
+    site.mkdir()
+    work.mkdir()
+    (site / "raw.css").write_text("raw")
+    (work / "min.css").write_text("min")
+    tp = for_destination(parse_destination(f"file://{dest}?symlink_within={site}", env={}))
+    tp.upload(site / "raw.css", b"raw.css")
+    tp.upload(work / "min.css", b"min.css")
+    assert os.readlink(dest / "raw.css") == str(site / "raw.css")
+    assert not (dest / "min.css").is_symlink() and (dest / "min.css").read_text() == "min"
+    tp.upload(work / "min.css", b"raw.css")  # a processed version replaces the link atomically
+    assert not (dest / "raw.css").is_symlink() and (dest / "raw.css").read_text() == "min"
+
+
+def test_key_passphrase_from_environment(sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path) -> None:
+    locked = str(sshd_server.locked_key_file)
+    with pytest.raises(AuthError, match="passphrase"):
+        sftp_backend.make(key_file=locked).connect()
+    tp = sftp_backend.make(key_file=locked, FC_PASSPHRASE=PASSPHRASE)
+    src = tmp_path / "a"
+    src.write_bytes(b"locked")
+    tp.upload(src, b"a")
+    assert (sftp_backend.files / "a").read_bytes() == b"locked"
