@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -200,5 +201,8 @@ def fc(request: pytest.FixtureRequest, tmp_path: Path, leak_mark: str) -> Iterat
             leaked.append(w.pid)
             w.proc.kill()
         w.wait_exit(10)
-    if leaked and request.node.stash.get(_outcome_key, False):
+    passed = request.node.stash.get(_outcome_key, False)
+    if leaked and passed:
         pytest.fail(f"test left fc-watch processes running: {leaked}")
+    if passed:  # remove its trees now, while cached: pytest's own clean-up of a cold tree is far slower
+        shutil.rmtree(tmp_path, ignore_errors=True)

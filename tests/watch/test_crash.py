@@ -61,10 +61,10 @@ def assert_same_ids_for_same_changes(events: list[Event]) -> None:
 # -- kill -9 ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kill_after", [0, 1, 800, 1600])
+@pytest.mark.parametrize("kill_after", [0, 1, 600, 1200])
 def test_kill9_during_scan_once_then_rescan_loses_nothing(fc: Launcher, tmp_path: Path, kill_after: int) -> None:
     root = tmp_path / ROOT_NAME
-    make_many(root / "d", 3000, age_s=OLD)
+    make_many(root / "d", 2000, age_s=OLD)
     w = fc.start("--scan-once", root, ready=False)
     if kill_after:  # else at once: during start-up
         assert w.wait_count(kill_after, 30), w.stderr
