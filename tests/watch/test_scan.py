@@ -14,9 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from fileconveyor.events import get_path
+from tests.conftest import require_tool
 from tests.watch.conftest import Backend, Launcher
 from tests.watch.harness import (
     HOSTILE_DIR,
@@ -125,9 +124,7 @@ def test_catch_up_on_start_reports_exactly_the_changes(fc: Launcher, backend: Ba
 
 
 def jq(args: list[str], data: bytes) -> bytes:
-    path = shutil.which("jq")
-    if path is None:
-        pytest.skip("jq is not installed")
+    path = require_tool("jq", "docs/events.md shows how to read events with it")
     p = subprocess.run([path, *args], input=data, capture_output=True, timeout=30)
     assert p.returncode == 0, p.stderr.decode(errors="replace")
     return p.stdout
