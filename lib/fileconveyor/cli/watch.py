@@ -19,7 +19,7 @@ from ..state import default_state_dir
 from ..watchers.base import BACKENDS, auto_backend, make_backend
 from ..watchers.tree import Filters
 from . import _common
-from ._common import Progress, Reporter, Stopper, Streams
+from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
 
 PROG = "fc-watch"
 DESCRIPTION = """\
@@ -56,12 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help=f"how changes are noticed (default: auto, here {auto_backend()}); polling works everywhere, e.g. on NFS",
     )
-    p.add_argument(
-        "--interval", type=_seconds, default=2.0, metavar="S", help="polling interval in seconds (default 2)"
-    )
+    p.add_argument("--interval", type=seconds, default=2.0, metavar="S", help="polling interval in seconds (default 2)")
     p.add_argument(
         "--settle",
-        type=_seconds,
+        type=seconds,
         default=0.25,
         metavar="S",
         help="quiet time after a file's last change before it is reported (default 0.25); "
@@ -69,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--open-wait",
-        type=_seconds,
+        type=seconds,
         default=30.0,
         metavar="S",
         help="a file still open for writing is reported after this much quiet anyway (default 30)",
@@ -90,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=_default_jobs(),
         metavar="N",
         help=f"processes that scan a large tree together (default on Linux: number of cores, here {_default_jobs()})",
@@ -110,30 +108,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if value < 0 or value != value:
-        raise argparse.ArgumentTypeError("must be 0 or more seconds")
-    return value
-
-
 def _default_jobs() -> int:
     # Scan workers are forked; on macOS forking next to CoreFoundation's thread
     # (the FSEvents backend) is unsafe, so other systems scan in one process.
     return (os.cpu_count() or 1) if sys.platform.startswith("linux") else 1
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be 1 or more")
-    return value
 
 
 def parse_sources(specs: Sequence[str], plain: Sequence[str]) -> list[Source]:

@@ -1,0 +1,76 @@
+"""The flags and wiring every event-reading stage shares (fc-filter, fc-process,
+fc-transport, fc-record): where events come from and go to, the state file, and
+how long to keep retrying once the input has ended."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+from pathlib import Path
+
+from ..stages.runner import Options, Stage, run_stage
+from ..state import default_state_dir
+from ._common import Reporter, Stopper, Streams, seconds
+
+STAGE_EPILOG_IO = """\
+input and output: events come from stdin (or --input FILE|FIFO) and go to stdout
+(or --output FILE|FIFO), one JSON object per line (docs/events.md).  Unknown fields
+pass through.  A bad line is reported on stderr and skipped.
+
+durability: every event read is committed to the state file before it is worked
+on, and every event written is committed before it is written; after a kill -9,
+run the same command again and unfinished work is redone (docs/durability.md)."""
+
+
+def add_stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
+    g = p.add_argument_group("input, output and state")
+    g.add_argument("--input", metavar="FILE", help="read events from FILE or a named FIFO instead of stdin")
+    g.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write events to FILE (appended) or a named FIFO (waits for a reader, and for a new one "
+        "if the reader goes away) instead of stdout",
+    )
+    g.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help=f"the state file (default: one per set of options, under {default_state_dir()})",
+    )
+    g.add_argument(
+        "--drain-timeout",
+        type=seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="after the input ends, how long to keep retrying work that waits (default 120); "
+        "what is left stays queued for the next run (exit status 4)",
+    )
+    g.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress line on stderr (default: when stderr is a terminal)",
+    )
+
+
+def default_state(name: str, identity: str) -> Path:
+    """One state file per distinct configuration, so two rules' stages never share one."""
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    return default_state_dir() / f"{name.removeprefix('fc-')}-{digest}.db"
+
+
+def run_stage_from_args(
+    stage: Stage, args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper, identity: str
+) -> int:
+    progress = args.progress
+    if progress is None:
+        progress = not args.quiet and io.stderr.isatty() if hasattr(io.stderr, "isatty") else False
+    opts = Options(
+        state_path=args.state or default_state(stage.name, identity),
+        input=args.input,
+        output=args.output,
+        drain_timeout=args.drain_timeout,
+        progress=bool(progress),
+    )
+    rep.info(f"state: {opts.state_path}")
+    return run_stage(stage, opts, io.stdin, io.stdout, rep, stop)

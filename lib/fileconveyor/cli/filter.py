@@ -1,0 +1,100 @@
+"""fc-filter: pass through the events that match a rule's conditions, drop the rest."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ..stages.filter import Conditions, FilterStage, parse_size, split_list
+from . import _common
+from ._common import Reporter, Stopper, Streams
+from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
+
+DESCRIPTION = """\
+Pass through the events whose file matches every condition given (AND), drop the
+others.  These are the conditions of a File Conveyor rule's <filter>."""
+
+EPILOG = f"""\
+examples:
+  fc-watch --scan-once site | fc-filter --extensions css:js:png:jpg:gif
+  fc-watch site | fc-filter --paths images:modules/foo --ignore-dirs CVS:.svn | ...
+  fc-watch site | fc-filter --pattern '.*/([a-zA-Z\\-_ ])+720([a-zA-Z\\-_ ])*\\.[a-zA-Z]{{3}}$'
+  fc-watch site | fc-filter --extensions mov:avi --min-size 1M
+
+matching:
+  --paths     directories relative to the source root, whole path components,
+              recursively: "css" covers css/a.css and css/x/b.css, not precss/a.css.
+  --extensions  the end of the file name after a dot (tar.gz works); any case
+              unless --case-sensitive.
+  --pattern   a Python regular expression matched with re.match against the
+              absolute path: anchored at the start, not at the end (begin it with
+              ".*" to match anywhere).
+  sizes       --min-size and --max-size are inclusive and take k, M, G suffixes
+              (powers of 1024).  deleted events have no size and always pass them.
+
+{STAGE_EPILOG_IO}
+
+exit status: 0 done, 1 some input lines were bad, 2 usage (an invalid condition),
+3 configuration or state file, 4 try again later, 130/143 stopped by a signal
+(state committed), 141 the reader of stdout went away."""
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _common.parser("fc-filter", DESCRIPTION, EPILOG)
+    g = p.add_argument_group("conditions (all must hold)")
+    g.add_argument("--paths", metavar="DIR:DIR", help="only files under these directories (relative to the root)")
+    g.add_argument("--extensions", metavar="EXT:EXT", help="only files with these extensions, e.g. css:js:tar.gz")
+    g.add_argument("--case-sensitive", action="store_true", help="match --extensions in exact case")
+    g.add_argument("--ignore-dirs", metavar="DIR:DIR", help="drop files with a directory of one of these names")
+    g.add_argument("--pattern", metavar="REGEX", help="only absolute paths that re.match this regular expression")
+    g.add_argument("--min-size", type=_size, metavar="SIZE", help="only files of at least SIZE bytes")
+    g.add_argument("--max-size", type=_size, metavar="SIZE", help="only files of at most SIZE bytes")
+    g.add_argument("--invert", action="store_true", help="pass the events that do NOT match, drop the ones that do")
+    add_stage_arguments(p, "fc-filter")
+    return p
+
+
+def conditions_from(args: argparse.Namespace) -> Conditions:
+    return Conditions(
+        paths=split_list("--paths", args.paths) if args.paths is not None else (),
+        extensions=split_list("--extensions", args.extensions, no_slash=True, no_dot=True)
+        if args.extensions is not None
+        else (),
+        case_sensitive=args.case_sensitive,
+        ignore_dirs=split_list("--ignore-dirs", args.ignore_dirs, no_slash=True)
+        if args.ignore_dirs is not None
+        else (),
+        pattern=args.pattern,
+        min_size=args.min_size,
+        max_size=args.max_size,
+    )
+
+
+def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    conditions = conditions_from(args)
+    identity = repr(
+        (
+            args.paths,
+            args.extensions,
+            args.case_sensitive,
+            args.ignore_dirs,
+            args.pattern,
+            args.min_size,
+            args.max_size,
+            args.invert,
+            args.input,
+            args.output,
+        )
+    )
+    return run_stage_from_args(FilterStage(conditions, args.invert), args, io, rep, stop, identity)
+
+
+def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:
+    return _common.run("fc-filter", build_parser, body, argv, io)

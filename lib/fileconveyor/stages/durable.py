@@ -1,0 +1,242 @@
+"""Inbox, outbox and acknowledgements: the state every fc stage after fc-watch keeps.
+
+See docs/durability.md for the design.  In short, for a stage S between a writer W
+and a reader R:
+
+- an event read by S is committed to S's **inbox** (or straight to its outbox, when
+  S finishes it at once) before S does anything with it, together with the highest
+  ``hop.seq`` S has taken from W (its *high-water mark*, per writer);
+- S then writes an **acknowledgement** of that mark into W's state file (W's
+  ``acks`` table), so W knows what it may forget;
+- S's output lines are committed to its **outbox**, each with a new ``hop``
+  (``{"from": S's state file, "epoch": ..., "seq": n}``), before they are written;
+- on start (and when a FIFO reader comes back) S re-sends the outbox lines its
+  readers have not acknowledged; R drops those at or below its mark for S.
+
+So every event is, at every moment, in some stage's state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from ..state import State
+
+MIGRATIONS = [
+    """
+    CREATE TABLE meta(k TEXT PRIMARY KEY, v);
+    INSERT INTO meta(k, v) VALUES ('epoch', lower(hex(randomblob(8)))), ('written', 0);
+    -- work read but not finished; lane/key keep per-path order, not_before the retry time
+    CREATE TABLE inbox(
+        id INTEGER PRIMARY KEY,
+        line BLOB NOT NULL,
+        lane TEXT NOT NULL,
+        key BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    -- lines committed for our readers, kept until every reader has acknowledged them
+    CREATE TABLE outbox(seq INTEGER PRIMARY KEY, line BLOB NOT NULL);
+    -- per writer we read from: the highest hop.seq taken (duplicates at or below it are dropped)
+    CREATE TABLE upstream(origin TEXT PRIMARY KEY, epoch TEXT NOT NULL, hwm INTEGER NOT NULL, seen REAL NOT NULL);
+    -- written by our readers: the highest seq of ours each one holds safely
+    CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL);
+    -- each stage's own tables, versioned apart from these
+    CREATE TABLE schema_versions(name TEXT PRIMARY KEY, version INTEGER NOT NULL);
+    """
+]
+
+READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)
+MAX_UNACKED = 200_000  # outbox lines kept for readers that never acknowledge (non-fc readers)
+ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
+
+
+@dataclass(slots=True)
+class Hop:
+    origin: str
+    epoch: str
+    seq: int
+
+    @classmethod
+    def from_event(cls, ev: dict) -> Hop | None:
+        hop = ev.get("hop")
+        if not isinstance(hop, dict):
+            return None
+        origin, epoch, seq = hop.get("from"), hop.get("epoch"), hop.get("seq")
+        if not isinstance(origin, str) or not isinstance(epoch, str) or type(seq) is not int:
+            return None
+        return cls(origin, epoch, seq)
+
+
+class StageState(State):
+    """A stage's state file: the durable tables above plus the stage's own."""
+
+    def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
+        super().__init__(Path(path).absolute(), MIGRATIONS)
+        self.origin = str(self.path)
+        self.epoch = self._meta("epoch")
+        self.written = int(self._meta("written"))
+        (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
+        self.next_seq = max(self.next_seq, self.written + 1)
+        self._migrate_named(name, stage_migrations)
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str:
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def _migrate_named(self, name: str, migrations: Sequence[str]) -> None:
+        row = self.db.execute("SELECT version FROM schema_versions WHERE name=?", (name,)).fetchone()
+        version = row[0] if row else 0
+        if version > len(migrations):
+            from ..errors import StateError
+
+            raise StateError(f"state file {self.path} was written by a newer File Conveyor ({name} schema {version})")
+        for number in range(version, len(migrations)):
+            with self.transaction() as db:
+                for stmt in _statements(migrations[number]):
+                    db.execute(stmt)
+                db.execute(
+                    "INSERT INTO schema_versions(name, version) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET version=excluded.version",
+                    (name, number + 1),
+                )
+
+    # -- reading side --------------------------------------------------------------------
+
+    def load_upstream(self) -> dict[str, tuple[str, int]]:
+        return {o: (e, h) for o, e, h in self.db.execute("SELECT origin, epoch, hwm FROM upstream")}
+
+    def save_upstream(self, db: sqlite3.Connection, marks: dict[str, tuple[str, int]]) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO upstream(origin, epoch, hwm, seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(origin) DO UPDATE SET epoch=excluded.epoch, hwm=excluded.hwm, seen=excluded.seen",
+            [(o, e, h, now) for o, (e, h) in marks.items()],
+        )
+
+    # -- writing side --------------------------------------------------------------------
+
+    def hop(self) -> dict:
+        """The hop of our next output line (a rolled-back transaction leaves a gap: harmless)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        return {"from": self.origin, "epoch": self.epoch, "seq": seq}
+
+    def add_outbox(self, db: sqlite3.Connection, lines: Sequence[tuple[int, bytes]]) -> None:
+        db.executemany("INSERT INTO outbox(seq, line) VALUES (?, ?)", lines)
+
+    def readers(self, now: float | None = None) -> dict[str, int]:
+        """Readers heard from within READER_EXPIRY, with the seq each acknowledged."""
+        now = time.time() if now is None else now
+        return {
+            r: s
+            for r, s in self.db.execute(
+                "SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (self.epoch, now - READER_EXPIRY)
+            )
+        }
+
+    def replay_from(self) -> int:
+        """The seq after which outbox lines must be sent again."""
+        readers = self.readers()
+        if readers:
+            return min(readers.values())
+        return self.written  # no fc reader: only what was committed but never written
+
+    def outbox_after(self, seq: int, limit: int = 4096) -> Iterable[tuple[int, bytes]]:
+        while True:
+            rows = self.db.execute(
+                "SELECT seq, line FROM outbox WHERE seq>? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            seq = rows[-1][0]
+
+    def mark_written(self, db: sqlite3.Connection, seq: int) -> None:
+        if seq > self.written:
+            self.written = seq
+            db.execute("UPDATE meta SET v=? WHERE k='written'", (seq,))
+
+    def prune(self) -> tuple[int | None, int]:
+        """Forget outbox lines every reader is done with; returns (the seq up to which
+        File Conveyor readers are done, None when there are none; how many lines were
+        dropped unacknowledged)."""
+        now = time.time()
+        with self.transaction() as db:
+            stale = db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, self.epoch)).rowcount
+            readers = self.readers(now)
+            floor = min([*readers.values(), self.written]) if readers else self.written
+            deleted = db.execute("DELETE FROM outbox WHERE seq<=?", (floor,)).rowcount
+            # a reader that never acknowledges must not make the file grow for ever
+            cap = min(self.next_seq - 1 - MAX_UNACKED, self.written)
+            dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0
+        del stale, deleted
+        return (floor if readers else None), dropped
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class Acknowledger:
+    """Writes our high-water marks into the state files of the writers we read from."""
+
+    def __init__(self, reader: str, warn: callable):  # type: ignore[valid-type]
+        self.reader = reader
+        self.warn = warn
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._sent: dict[str, tuple[str, int]] = {}
+        self._last: dict[str, float] = {}
+
+    def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> None:
+        now = time.monotonic()
+        for origin, (epoch, hwm) in marks.items():
+            if self._sent.get(origin) == (epoch, hwm):
+                continue
+            if not force and now - self._last.get(origin, 0.0) < ACK_INTERVAL and origin in self._sent:
+                continue
+            if self._write(origin, epoch, hwm):
+                self._sent[origin] = (epoch, hwm)
+                self._last[origin] = now
+
+    def _write(self, origin: str, epoch: str, hwm: int) -> bool:
+        if origin == self.reader:
+            return False
+        try:
+            conn = self._conns.get(origin)
+            if conn is None:
+                if not os.path.exists(origin):
+                    self.warn(origin, f"cannot acknowledge to {origin}: no such state file (writer on another host?)")
+                    return False
+                # mode=rw: never create a database at a path taken from an event
+                conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
+                self._conns[origin] = conn
+            conn.execute(
+                "INSERT INTO acks(reader, epoch, seq, at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at",
+                (self.reader, epoch, hwm, time.time()),
+            )
+            return True
+        except sqlite3.DatabaseError as exc:
+            self.warn(origin, f"cannot acknowledge to {origin}: {exc} (will retry)")
+            conn = self._conns.pop(origin, None)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.close()
+            return False
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.close()
+        self._conns.clear()

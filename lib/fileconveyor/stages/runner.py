@@ -1,0 +1,723 @@
+"""The loop every fc stage after fc-watch runs: read, commit, work, commit, write.
+
+A stage (fc-filter, fc-process, fc-transport, fc-record, or a plugin) only says
+what to do with one event (``Stage.work``); the runner does the rest, the same way
+for every stage:
+
+- reads lines (stdin, a file or a FIFO) on a thread, decodes them, reports bad ones;
+- drops replays already taken (``hop`` high-water marks, see stages/durable.py);
+- splits each event into work items, each on a *lane* (a destination, say) with a
+  *key* (its path): items with the same lane and key run one at a time, in order;
+  everything else runs concurrently, up to each lane's number of workers;
+- commits items to the inbox before working on them and their output to the
+  outbox before writing it, so a kill -9 anywhere loses nothing;
+- retries: an item's ``Retry`` outcome keeps it (durably) until its time comes;
+  a lane-wide retry (a server down) pauses the whole lane with exponential back-off
+  and jitter, then probes with one item, so a down server causes no retry storm
+  and never holds up other lanes;
+- stages whose work is quick and local (no workers) run it inline: an event that
+  is finished at once goes straight to the outbox, in the same transaction that
+  takes it, so a pass-through costs one commit per batch of lines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import queue
+import random
+import sqlite3
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+from .. import events as E
+from ..cli._common import Progress, Reporter, Stopper
+from ..errors import Exit
+from ..streams import input_lines, is_fifo, open_fifo_for_writing
+from .durable import Acknowledger, Hop, StageState
+
+BATCH = 2000  # lines taken per round
+LANE_BACKOFF_START = 1.0
+LANE_BACKOFF_MAX = 300.0
+PRUNE_INTERVAL = 5.0
+RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
+
+
+# -- what a stage returns --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Done:
+    """The item is finished: write these events (none, for a filter that drops it)."""
+
+    outputs: list[dict] = field(default_factory=list)
+    failed: bool = False  # an output carries an ``error`` field
+
+
+@dataclass(slots=True)
+class Retry:
+    """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
+    lane is in trouble (server down): it pauses with back-off instead."""
+
+    reason: str
+    after: float = 0.0
+    lane: bool = False
+
+
+Outcome = Done | Retry
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One unit of work: an event on a lane, ordered by ``key``."""
+
+    event: dict
+    line: bytes  # the event as read (what the inbox stores)
+    lane: str
+    key: bytes
+    order: int
+    id: int | None = None  # inbox row, once committed there
+    attempts: int = 0
+    not_before: float = 0.0  # wall clock
+    last_error: str | None = None
+    hop: Hop | None = None  # where the event came from, for acknowledgements
+
+
+class Stage:
+    """What a stage implements.  Subclasses override ``work`` and maybe the rest."""
+
+    name = "fc-stage"
+    migrations: Sequence[str] = ()  # the stage's own tables, in the same state file
+
+    def lanes(self) -> dict[str, int]:
+        """Lane name -> number of worker threads; 0 runs the work inline."""
+        return {"": 0}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        """The work items of one event: (lane, key, event) each."""
+        return [("", E.get_path(event, "path"), event)]
+
+    def start(self, runner: Runner) -> None:
+        """Called once the state is open, before any work (runner.state is usable)."""
+
+    def work(self, item: Item) -> Outcome:
+        raise NotImplementedError
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        """Extra writes into the state file, in the transaction that finishes ``item``.
+        Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
+
+    def released(self, seq: int) -> None:
+        """Every reader of ours is done with our output lines up to ``seq`` (or, with no
+        File Conveyor reader, they were written long enough ago): files they refer to
+        (fc-process's work files) may go."""
+
+    def progress(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+# -- scheduling: per-lane workers, per-key order ---------------------------------------
+
+
+class Lane:
+    def __init__(self, name: str, workers: int):
+        self.name = name
+        self.workers = workers
+        self.running = 0
+        self.ready: list[tuple[int, Item]] = []  # heads of their key queues, due now
+        self.waiting: list[tuple[float, int, Item]] = []  # heads not due yet
+        self.paused_until = 0.0
+        self.backoff = 0.0
+        self.probing = False
+        self.tasks: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def capacity(self, now: float) -> int:
+        if now < self.paused_until:
+            return 0
+        # inline lanes (no workers) take all that is due in one round
+        limit = 1 if self.probing else (self.workers or 1 << 30)
+        return limit - self.running
+
+
+class Scheduler:
+    """Items in memory, in order; hands out those whose key is free and time is due."""
+
+    def __init__(self, lanes: dict[str, int]):
+        self.lanes = {name: Lane(name, n) for name, n in lanes.items()}
+        self.keys: dict[tuple[str, bytes], deque[Item]] = {}
+        self.count = 0
+        self.retrying = 0
+
+    def add(self, item: Item) -> None:
+        q = self.keys.get((item.lane, item.key))
+        self.count += 1
+        if q is None:
+            self.keys[(item.lane, item.key)] = deque([item])
+            self._push(item)
+        else:
+            q.append(item)
+
+    def _push(self, item: Item) -> None:
+        lane = self.lanes[item.lane]
+        if item.not_before > time.time():
+            heapq.heappush(lane.waiting, (item.not_before, item.order, item))
+        else:
+            heapq.heappush(lane.ready, (item.order, item))
+
+    def add_running(self, item: Item) -> None:
+        """An item already being worked on (inline) that must now hold its key."""
+        self.keys[(item.lane, item.key)] = deque([item])
+        self.count += 1
+        self.lanes[item.lane].running += 1
+
+    def head(self, item: Item) -> bool:
+        q = self.keys.get((item.lane, item.key))
+        return bool(q) and q[0] is item
+
+    def blocked(self, lane: str, key: bytes) -> bool:
+        return (lane, key) in self.keys
+
+    def due(self, now: float) -> Iterable[Item]:
+        """Items to start now, taking lane capacity."""
+        mono = time.monotonic()
+        for lane in self.lanes.values():
+            while lane.waiting and lane.waiting[0][0] <= now:
+                _, order, item = heapq.heappop(lane.waiting)
+                heapq.heappush(lane.ready, (order, item))
+            cap = lane.capacity(mono)
+            while cap > 0 and lane.ready:
+                _, item = heapq.heappop(lane.ready)
+                lane.running += 1
+                cap -= 1
+                yield item
+
+    def finished(self, item: Item) -> None:
+        self.count -= 1
+        lane = self.lanes[item.lane]
+        lane.running -= 1
+        lane.backoff = 0.0
+        lane.probing = False
+        q = self.keys[(item.lane, item.key)]
+        q.popleft()
+        if q:
+            self._push(q[0])
+        else:
+            del self.keys[(item.lane, item.key)]
+
+    def retry(self, item: Item, outcome: Retry) -> float:
+        """Put the item back; returns the delay chosen."""
+        lane = self.lanes[item.lane]
+        lane.running -= 1
+        if outcome.lane:
+            lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
+            delay = lane.backoff * random.uniform(0.5, 1.0)  # jitter: many stages, one server
+            lane.paused_until = time.monotonic() + delay
+            lane.probing = True
+            item.not_before = 0.0
+        else:
+            delay = outcome.after
+            item.not_before = time.time() + delay
+        self._push(item)
+        return delay
+
+    def next_due(self) -> float | None:
+        """Seconds until something may become ready (None: nothing waiting on time)."""
+        now, mono = time.time(), time.monotonic()
+        waits = []
+        for lane in self.lanes.values():
+            if lane.waiting:
+                waits.append(lane.waiting[0][0] - now)
+            if lane.ready and lane.paused_until > mono:
+                waits.append(lane.paused_until - mono)
+        return max(0.0, min(waits)) if waits else None
+
+    def running(self) -> int:
+        return sum(lane.running for lane in self.lanes.values())
+
+    def only_waiting(self) -> bool:
+        """Nothing runs or is ready to run: all that is left waits for a retry time."""
+        mono = time.monotonic()
+        return all(lane.running == 0 and (not lane.ready or lane.paused_until > mono) for lane in self.lanes.values())
+
+
+# -- the runner ------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    state_path: Any
+    input: str | None = None  # None/"-": stdin
+    output: str | None = None  # None/"-": stdout; a FIFO path is reopened for each reader
+    drain_timeout: float = 120.0  # after end of input, how long to keep retrying what waits
+    max_queue: int = 100_000  # stop reading while this many items are unfinished
+    progress: bool = False
+
+
+@dataclass
+class Counters:
+    read: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    written: int = 0
+    failed: int = 0
+    retries: int = 0
+
+
+class Runner:
+    def __init__(self, stage: Stage, opts: Options, stdin: IO[bytes], stdout: IO[bytes], rep: Reporter, stop: Stopper):
+        self.stage = stage
+        self.opts = opts
+        self.stdin = stdin
+        self.stdout = stdout
+        self.rep = rep
+        self.stop = stop
+        self.counts = Counters()
+        self.state = StageState(opts.state_path, stage.migrations, name=stage.name)
+        self.sched = Scheduler(stage.lanes())
+        self.inline = all(n == 0 for n in stage.lanes().values())
+        self.marks = self.state.load_upstream()
+        # seqs of events we hold unfinished, per writer: we acknowledge only below them,
+        # so a writer keeps (and fc-process keeps the work files of) what we still need
+        self.held: dict[tuple[str, str], Counter[int]] = {}
+        self.acks = Acknowledger(self.state.origin, lambda key, text: rep.warn_once(key, text))
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.room = threading.Event()
+        self.room.set()
+        self._order = itertools.count()
+        self._eof = False
+        self._eof_at = 0.0
+        self._out_fd: int | None = None
+        self._next_prune = 0.0
+        self._lineno = 0
+        self._written_log: deque[tuple[float, int]] = deque()
+        self.progress = Progress(rep, opts.progress)
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def _open_output(self) -> None:
+        out = self.opts.output
+        if out in (None, "-"):
+            self._out_fd = None
+            return
+        if is_fifo(out):
+            self.rep.info(f"waiting for a reader on {out}")
+            self._out_fd = open_fifo_for_writing(out, lambda: self.stop.requested)
+        else:
+            self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+    def _write(self, lines: Sequence[bytes]) -> None:
+        """Write whole lines; a FIFO whose reader left is reopened and the outbox replayed."""
+        if not lines:
+            return
+        data = b"".join(lines)
+        while True:
+            try:
+                if self._out_fd is None:
+                    fd = self.stdout.fileno() if _has_fd(self.stdout) else None
+                    if fd is None:
+                        self.stdout.write(data)
+                        self.stdout.flush()
+                        return
+                else:
+                    fd = self._out_fd
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:  # a FIFO opened O_NONBLOCK: wait for room
+                        import select
+
+                        select.select([], [fd], [], 1.0)
+                return
+            except BrokenPipeError:
+                if self.opts.output in (None, "-") or not is_fifo(self.opts.output):
+                    raise
+                self.rep.warn(f"the reader of {self.opts.output} went away; waiting for a new one")
+                os.close(self._out_fd)  # type: ignore[arg-type]
+                self._open_output()
+                if self._out_fd is None:  # stopped while waiting
+                    raise
+                # everything not acknowledged goes again; the new reader drops what it had
+                data = b"".join(line for _, line in self.state.outbox_after(self.state.replay_from()))
+                if not data:
+                    return
+
+    def _replay(self) -> None:
+        start = self.state.replay_from()
+        batch: list[bytes] = []
+        n = 0
+        for _, line in self.state.outbox_after(start):
+            batch.append(line)
+            if len(batch) >= 4096:
+                self._write(batch)
+                n += len(batch)
+                batch = []
+        self._write(batch)
+        n += len(batch)
+        if n:
+            self.rep.info(f"replayed {n} unacknowledged line(s) from the outbox")
+            with self.state.transaction() as db:
+                self.state.mark_written(db, self.state.next_seq - 1)
+
+    def _load_inbox(self) -> None:
+        rows = self.state.db.execute(
+            "SELECT id, line, lane, key, attempts, not_before, last_error FROM inbox ORDER BY id"
+        ).fetchall()
+        lanes = self.sched.lanes
+        for rid, line, lane, key, attempts, not_before, last_error in rows:
+            if lane not in lanes:
+                self.rep.warn_once(
+                    f"lane:{lane}", f"{len(rows)} queued item(s) include some for {lane!r}, not configured now: kept"
+                )
+                continue
+            try:
+                ev = E.decode(line)
+            except E.EventError:
+                continue
+            item = Item(ev, line, lane, bytes(key), next(self._order), rid, attempts, not_before, last_error)
+            item.hop = Hop.from_event(ev)
+            self._hold(item)
+            self.sched.add(item)
+        if rows:
+            self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
+
+    def enqueue(self, events: Iterable[dict]) -> int:
+        """Queue events as if read (used by --retry-failed); committed at once."""
+        items = []
+        for ev in events:
+            line = E.encode({k: v for k, v in ev.items() if k != "hop"})
+            items.extend(self._items(ev, line))
+        with self.state.transaction() as db:
+            self._insert(db, items)
+        for it in items:
+            self.sched.add(it)
+        return len(items)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._open_output()
+        if self._out_fd is None and self.opts.output not in (None, "-"):
+            return Exit.OK  # stopped while waiting for a reader
+        self.stage.start(self)
+        self._replay()
+        self._load_inbox()
+        self._start_workers()
+        reader = threading.Thread(target=self._read_input, name="input", daemon=True)
+        reader.start()
+        try:
+            status = self._loop()
+        finally:
+            self._stop_workers()
+            self.acks.send(self._ack_marks(), force=True)
+            self.acks.close()
+            self.stage.close()
+            self.progress.done(self._progress_text())
+            self.state.close()
+        return status
+
+    def _read_input(self) -> None:
+        try:
+            for line in input_lines(self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested):
+                while not self.room.wait(0.5):
+                    if self.stop.requested:
+                        return
+                self.events.put(("line", line))
+        except OSError as exc:
+            self.events.put(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
+        self.events.put(("eof", None))
+
+    def _loop(self) -> int:
+        while True:
+            if self.stop.requested:
+                return Exit.OK  # the caller turns the signal into 128+n; the inbox keeps the rest
+            timeout = self.sched.next_due()
+            timeout = 1.0 if timeout is None else min(timeout + 0.001, 1.0)
+            lines: list[bytes] = []
+            done: list[tuple[Item, Outcome]] = []
+            try:
+                msgs = [self.events.get(timeout=timeout)]
+            except queue.Empty:
+                msgs = []
+            while len(msgs) < BATCH:
+                try:
+                    msgs.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            for kind, payload in msgs:
+                if kind == "line":
+                    lines.append(payload)
+                elif kind == "done":
+                    done.append(payload)
+                elif kind == "eof":
+                    self._eof = True
+                    self._eof_at = time.monotonic()
+                elif kind == "error":
+                    self.rep.error(payload)
+                    self._eof = True
+                    self._eof_at = time.monotonic()
+            self._round(lines, done)
+            self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
+            self.progress.update(self._progress_text)
+            if self._eof and self.sched.count == 0:
+                return self._status()
+            if self._eof and self.sched.only_waiting() and time.monotonic() - self._eof_at > self.opts.drain_timeout:
+                self.rep.warn(
+                    f"{self.sched.count} item(s) still waiting to be retried; they stay queued in "
+                    f"{self.state.path} and are retried when {self.stage.name} runs again"
+                )
+                return Exit.RETRY
+
+    def _status(self) -> int:
+        return Exit.EVENTS_FAILED if self.counts.failed or self.counts.bad else Exit.OK
+
+    def _round(self, lines: list[bytes], done: list[tuple[Item, Outcome]]) -> None:
+        new = self._take(lines)
+        to_insert: list[Item] = new
+        if self.inline:
+            # Work what can be worked now, before the commit: an item finished at once
+            # never needs an inbox row, only its outputs in the outbox.
+            to_insert = []
+            for item in new:
+                if self.sched.blocked(item.lane, item.key):
+                    self.sched.add(item)  # behind an earlier item of its path
+                    to_insert.append(item)
+                    continue
+                outcome = self._work(item)
+                if isinstance(outcome, Retry):
+                    self.sched.add_running(item)  # later items of its path now wait for it
+                done.append((item, outcome))
+            for item in list(self.sched.due(time.time())):
+                done.append((item, self._work(item)))
+        out: list[bytes] = []
+        with self.state.transaction() as db:
+            if lines:
+                self.state.save_upstream(db, self.marks)
+            for item, outcome in done:
+                if isinstance(outcome, Done):
+                    out.extend(self._finish(db, item, outcome))
+                else:
+                    self._retry_row(db, item, outcome, to_insert)
+            self._insert(db, [it for it in to_insert if it.id is None])
+        if not self.inline:
+            for item in new:
+                self.sched.add(item)
+        for item, outcome in done:
+            self._after(item, outcome)
+        if lines:
+            self.acks.send(self._ack_marks())
+        self._write(out)
+        if out:
+            self.counts.written += len(out)
+            self._written_log.append((time.monotonic(), self.state.next_seq - 1))
+        self._housekeeping(bool(out))
+        if not self.inline:
+            for item in self.sched.due(time.time()):
+                self.sched.lanes[item.lane].tasks.put(item)
+
+    # -- taking lines ----------------------------------------------------------------------
+
+    def _take(self, lines: list[bytes]) -> list[Item]:
+        items: list[Item] = []
+        for line in lines:
+            self._lineno += 1
+            if not line.endswith(b"\n"):
+                self._bad("incomplete last line (no newline): the writer died mid-line?", line)
+                continue
+            if not line.strip():
+                continue
+            try:
+                ev = E.decode(line)
+            except E.EventError as exc:
+                self._bad(str(exc), line)
+                continue
+            self.counts.read += 1
+            hop = Hop.from_event(ev)
+            if hop is not None:
+                mark = self.marks.get(hop.origin)
+                if mark is None or mark[0] != hop.epoch:
+                    # a writer new to us (or whose state was recreated): register at once,
+                    # before committing, so it keeps what it sends us from now on
+                    self.marks[hop.origin] = (hop.epoch, 0)
+                    self.acks.send({hop.origin: (hop.epoch, 0)}, force=True)
+                    mark = self.marks[hop.origin]
+                if hop.seq <= mark[1]:
+                    self.counts.duplicates += 1
+                    continue
+                self.marks[hop.origin] = (hop.epoch, hop.seq)
+            try:
+                items.extend(self._items(ev, line))
+            except E.EventError as exc:
+                self._bad(str(exc), line)
+        return items
+
+    def _items(self, ev: dict, line: bytes) -> list[Item]:
+        hop = Hop.from_event(ev)
+        items = [
+            Item(part, line if part is ev else E.encode(part), lane, key, next(self._order), hop=hop)
+            for lane, key, part in self.stage.split(ev)
+        ]
+        for item in items:
+            self._hold(item)
+        return items
+
+    def _hold(self, item: Item) -> None:
+        if item.hop is not None:
+            self.held.setdefault((item.hop.origin, item.hop.epoch), Counter())[item.hop.seq] += 1
+
+    def _release(self, item: Item) -> None:
+        if item.hop is not None:
+            held = self.held.get((item.hop.origin, item.hop.epoch))
+            if held is not None:
+                held[item.hop.seq] -= 1
+                if held[item.hop.seq] <= 0:
+                    del held[item.hop.seq]
+
+    def _ack_marks(self) -> dict[str, tuple[str, int]]:
+        out = {}
+        for origin, (epoch, hwm) in self.marks.items():
+            held = self.held.get((origin, epoch))
+            out[origin] = (epoch, min(hwm, min(held) - 1) if held else hwm)
+        return out
+
+    def _bad(self, reason: str, line: bytes) -> None:
+        self.counts.bad += 1
+        shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+        self.rep.error(f"input line {self._lineno}: {reason}: {shown!r} (skipped)")
+
+    # -- working -----------------------------------------------------------------------
+
+    def _work(self, item: Item) -> Outcome:
+        try:
+            return self.stage.work(item)
+        except Exception as exc:  # a bug in a stage must not kill the stage: the event fails
+            self.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
+            self.rep.debug(traceback.format_exc())
+            return Done([{**item.event, "error": f"internal error: {exc}"}], failed=True)
+
+    def _start_workers(self) -> None:
+        for lane in self.sched.lanes.values():
+            for n in range(lane.workers):
+                t = threading.Thread(target=self._worker, args=(lane,), name=f"{lane.name}-{n}", daemon=True)
+                t.start()
+                lane.threads.append(t)
+
+    def _worker(self, lane: Lane) -> None:
+        while True:
+            item = lane.tasks.get()
+            if item is None:
+                return
+            self.events.put(("done", (item, self._work(item))))
+
+    def _stop_workers(self, grace: float = 10.0) -> None:
+        for lane in self.sched.lanes.values():
+            for _ in lane.threads:
+                lane.tasks.put(None)
+        deadline = time.monotonic() + grace
+        for lane in self.sched.lanes.values():
+            for t in lane.threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    # -- committing --------------------------------------------------------------------
+
+    def _insert(self, db: sqlite3.Connection, items: list[Item]) -> None:
+        for it in items:
+            cur = db.execute(
+                "INSERT INTO inbox(line, lane, key, attempts, not_before, last_error) VALUES (?, ?, ?, ?, ?, ?)",
+                (it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error),
+            )
+            it.id = cur.lastrowid
+
+    def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done) -> list[bytes]:
+        lines = []
+        for ev in outcome.outputs:
+            ev["hop"] = self.state.hop()
+            line = E.encode(ev)
+            lines.append((ev["hop"]["seq"], line))
+        self.state.add_outbox(db, lines)
+        self.stage.record(db, item, outcome)
+        if item.id is not None:
+            db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
+        if outcome.failed:
+            self.counts.failed += 1
+        return [line for _, line in lines]
+
+    def _retry_row(self, db: sqlite3.Connection, item: Item, outcome: Retry, inbox_new: list[Item]) -> None:
+        item.attempts += 1
+        item.last_error = outcome.reason
+        item.not_before = 0.0 if outcome.lane else time.time() + outcome.after
+        self.counts.retries += 1
+        if item.id is None:
+            inbox_new.append(item)
+        else:
+            db.execute(
+                "UPDATE inbox SET attempts=?, not_before=?, last_error=? WHERE id=?",
+                (item.attempts, item.not_before, outcome.reason, item.id),
+            )
+
+    def _after(self, item: Item, outcome: Outcome) -> None:
+        in_sched = self.sched.head(item)
+        if isinstance(outcome, Done):
+            self._release(item)
+            if in_sched:
+                self.sched.finished(item)
+            return
+        delay = self.sched.retry(item, outcome)
+        self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
+
+    def _housekeeping(self, wrote: bool) -> None:
+        now = time.monotonic()
+        if wrote or now >= self._next_prune:
+            with self.state.transaction() as db:
+                self.state.mark_written(db, self.state.next_seq - 1)
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL
+            with contextlib.suppress(Exception):
+                floor, dropped = self.state.prune()
+                if floor is None:
+                    # no File Conveyor reader has said what it holds: release what was
+                    # written long ago (a reader that never acknowledges, like jq)
+                    while self._written_log and self._written_log[0][0] < now - RELEASE_GRACE:
+                        floor = self._written_log.popleft()[1]
+                if floor:
+                    self.stage.released(floor)
+                if dropped:
+                    self.rep.warn_once(
+                        "unacked",
+                        "no File Conveyor stage is acknowledging this output; old lines are no longer kept for replay",
+                    )
+            self.acks.send(self._ack_marks(), force=True)
+
+    def _progress_text(self) -> str:
+        c = self.counts
+        extra = self.stage.progress()
+        return (
+            f"{c.read} read, {c.written} written, {self.sched.count} queued"
+            + (f", {c.failed} failed" if c.failed else "")
+            + (f", {c.retries} retries" if c.retries else "")
+            + (f", {extra}" if extra else "")
+        )
+
+
+def _has_fd(stream: IO[bytes]) -> bool:
+    try:
+        stream.fileno()
+        return True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_stage(stage: Stage, opts: Options, stdin: IO[bytes], stdout: IO[bytes], rep: Reporter, stop: Stopper) -> int:
+    runner = Runner(stage, opts, stdin, stdout, rep, stop)
+    return runner.run()
