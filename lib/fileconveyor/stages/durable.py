@@ -55,7 +55,8 @@ MIGRATIONS = [
 ]
 
 READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)
-MAX_UNACKED = 200_000  # outbox lines kept for readers that never acknowledge (non-fc readers)
+MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
+MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
 
 
@@ -175,13 +176,16 @@ class StageState(State):
         with self.transaction() as db:
             stale = db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, self.epoch)).rowcount
             readers = self.readers(now)
-            floor = min([*readers.values(), self.written]) if readers else self.written
-            deleted = db.execute("DELETE FROM outbox WHERE seq<=?", (floor,)).rowcount
+            # Without readers we cannot know whether what we wrote was taken (a reader
+            # may not have read its first line yet), so the last lines are kept for a
+            # reader that shows up; a restart still replays only unwritten lines then.
+            floor = min([*readers.values(), self.written]) if readers else 0
+            db.execute("DELETE FROM outbox WHERE seq<=?", (floor,))
             # a reader that never acknowledges must not make the file grow for ever
-            cap = min(self.next_seq - 1 - MAX_UNACKED, self.written)
+            cap = min(self.next_seq - 1 - (MAX_UNACKED if readers else MAX_UNCLAIMED), self.written)
             dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0
-        del stale, deleted
-        return (floor if readers else None), dropped
+        del stale
+        return (floor if readers else None), (dropped if readers else 0)
 
 
 def _statements(script: str) -> list[str]:

@@ -220,10 +220,13 @@ class Scheduler:
         lane = self.lanes[item.lane]
         lane.running -= 1
         if outcome.lane:
-            lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
-            delay = lane.backoff * random.uniform(0.5, 1.0)  # jitter: many stages, one server
-            lane.paused_until = time.monotonic() + delay
-            lane.probing = True
+            mono = time.monotonic()
+            if lane.paused_until <= mono:  # the first failure, or a failed probe: back off further
+                lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
+                # jitter: many stages (or many machines) restarting against one server
+                lane.paused_until = mono + lane.backoff * random.uniform(0.5, 1.0)
+                lane.probing = True
+            delay = lane.paused_until - mono  # items that were already running wait with the rest
             item.not_before = 0.0
         else:
             delay = outcome.after
@@ -240,6 +243,8 @@ class Scheduler:
                 waits.append(lane.waiting[0][0] - now)
             if lane.ready and lane.paused_until > mono:
                 waits.append(lane.paused_until - mono)
+            elif lane.ready and lane.capacity(mono) > 0:
+                waits.append(0.0)
         return max(0.0, min(waits)) if waits else None
 
     def running(self) -> int:

@@ -132,13 +132,14 @@ class SFTP(Transporter):
     def _makedirs(self, path: bytes) -> None:
         # Deepest first: in the usual case only the last one or two components are missing.
         try:
-            self.sftp.mkdir(path)
-        except FileNotFoundError:
-            parent = os.path.dirname(path)
-            if parent in (path, b""):
-                raise
-            self._makedirs(parent)
-            self.sftp.mkdir(path)
+            try:
+                self.sftp.mkdir(path)
+            except FileNotFoundError:
+                parent = os.path.dirname(path)
+                if parent in (path, b""):
+                    raise
+                self._makedirs(parent)
+                self.sftp.mkdir(path)  # may fail as "exists" when another connection got there first: below
         except OSError as exc:
             try:
                 is_dir = stat.S_ISDIR(self.sftp.stat(path).st_mode or 0)

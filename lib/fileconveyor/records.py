@@ -1,0 +1,368 @@
+"""The synced-files database: File Conveyor's contract with web applications.
+
+fc-record writes it; the Drupal CDN module, fc-process's CSS URL updater, fc-verify, fc-transport (``--record-db``)
+and people with ``sqlite3`` read it.  It keeps the seed's table exactly, so existing readers work unchanged::
+
+    CREATE TABLE synced_files(input_file text, transported_file_basename text, url text, server text);
+    CREATE UNIQUE INDEX file_unique_per_server ON synced_files (input_file, server);
+
+and adds columns after those four (readers that name their columns never notice) plus two tables:
+``sync_failures`` (the last failure per file and server) and ``source_deletions`` (files fc-record deletes or has
+deleted at the source after sync: how fc-transport tells such a deletion from the user's).
+
+``input_file`` is the absolute source path as UTF-8 text, or the raw bytes (a BLOB) for a name that is not UTF-8,
+so every file has exactly one row per server and a text lookup finds every text name.
+
+The file is in WAL mode: readers never wait for fc-record and fc-record never waits for readers (the original's
+"database is locked", issue #149).  It is not locked to one writer: two pipelines (two rules) may record into the
+same file, each write being one short transaction.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from .errors import ConfigError, RetryableError
+
+SEED_TABLE = "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
+SEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS file_unique_per_server ON synced_files (input_file, server)"
+
+# Append-only; PRAGMA user_version counts those applied.  The first one is written with IF NOT EXISTS so that an
+# old daemon's synced_files.db (user_version 0, the seed's table and index) can be used as --db directly.
+MIGRATIONS = [
+    f"""
+    {SEED_TABLE};
+    {SEED_INDEX};
+    -- what the seed did not keep: where the file is on the server, which version of the source was sent
+    ALTER TABLE synced_files ADD COLUMN remote TEXT;         -- path under the destination root, '/'-separated
+    ALTER TABLE synced_files ADD COLUMN size INTEGER;        -- the source's size when it was synced
+    ALTER TABLE synced_files ADD COLUMN mtime_ns INTEGER;    -- the source's mtime (ns) when it was synced
+    ALTER TABLE synced_files ADD COLUMN ino INTEGER;         -- the source's inode when it was synced
+    ALTER TABLE synced_files ADD COLUMN remote_size INTEGER; -- the size of what was sent, when known
+    ALTER TABLE synced_files ADD COLUMN hash TEXT;           -- 'algorithm:hex' of what was sent, when known
+    ALTER TABLE synced_files ADD COLUMN processed TEXT;      -- JSON list of the processors that changed it
+    ALTER TABLE synced_files ADD COLUMN source TEXT;         -- fc-watch's source name
+    ALTER TABLE synced_files ADD COLUMN root;                -- the source root (text, or bytes)
+    ALTER TABLE synced_files ADD COLUMN rel;                 -- the path under the root (text, or bytes)
+    ALTER TABLE synced_files ADD COLUMN event_id TEXT;       -- id of the event recorded last
+    ALTER TABLE synced_files ADD COLUMN synced_at REAL;      -- unix time of the record
+    CREATE TABLE IF NOT EXISTS sync_failures(
+        input_file NOT NULL,
+        server TEXT NOT NULL,          -- '' when the failure came before a destination was chosen
+        kind TEXT,
+        error TEXT,
+        error_kind TEXT,               -- permanent, transient, source (fc-transport's words)
+        stage TEXT,
+        event_id TEXT,
+        failed_at REAL NOT NULL,
+        failures INTEGER NOT NULL DEFAULT 1,
+        PRIMARY KEY(input_file, server)
+    );
+    CREATE TABLE IF NOT EXISTS source_deletions(
+        input_file PRIMARY KEY,
+        servers TEXT NOT NULL,         -- JSON list of the servers it was synced to
+        size INTEGER, mtime_ns INTEGER, ino INTEGER,   -- the version synced, the only one that may be deleted
+        source TEXT, root, rel,
+        scheduled_at REAL NOT NULL,
+        due_at REAL NOT NULL,
+        deleted_at REAL,               -- NULL: scheduled; set: fc-record deleted the file (just before unlink)
+        event_id TEXT,                 -- the id of the deleted event fc-watch will report for that deletion
+        owner TEXT                     -- the fc-record state file that scheduled it
+    );
+    """,
+]
+
+Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
+
+
+def db_key(path: bytes) -> str | bytes:
+    """``input_file`` as stored: UTF-8 text, or the raw bytes for a name that is not UTF-8."""
+    try:
+        return path.decode("utf-8")
+    except UnicodeDecodeError:
+        return path
+
+
+def key_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+def _uri(path: str | os.PathLike[str], mode: str) -> str:
+    return f"file:{quote(os.path.abspath(path))}?mode={mode}"
+
+
+def _translate(exc: sqlite3.DatabaseError, path: Path | str) -> Exception:
+    msg = str(exc)
+    if "locked" in msg or "busy" in msg or "disk is full" in msg or "disk I/O" in msg:
+        return RetryableError(f"synced-files database {path}: {msg}")
+    return ConfigError(f"synced-files database {path}: {msg}")
+
+
+def open_readonly(path: str | os.PathLike[str], timeout: float = 30.0) -> sqlite3.Connection:
+    """A read-only connection (fc-verify, fc-transport's --record-db, --status): never creates the file."""
+    if not os.path.exists(path):
+        raise ConfigError(f"synced-files database {os.fspath(path)}: no such file")
+    try:
+        db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout, isolation_level=None)
+        db.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.DatabaseError as exc:
+        raise _translate(exc, path) from None
+    return db
+
+
+def has_table(db: sqlite3.Connection, name: str) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (name,)).fetchone() is not None
+
+
+def columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+
+
+@dataclass(slots=True)
+class Synced:
+    """One synced_files row as fc-record writes it."""
+
+    input_file: str | bytes
+    basename: str | bytes
+    url: str
+    server: str
+    remote: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    ino: int | None = None
+    remote_size: int | None = None
+    hash: str | None = None
+    processed: str | None = None
+    source: str | None = None
+    root: str | bytes | None = None
+    rel: str | bytes | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Deletion:
+    """A source_deletions row."""
+
+    input_file: str | bytes
+    servers: list[str]
+    version: Version
+    source: str | None
+    root: str | bytes | None
+    rel: str | bytes | None
+    scheduled_at: float
+    due_at: float
+    deleted_at: float | None
+    event_id: str | None
+    owner: str | None
+
+
+class Records:
+    """The writer's connection: one short transaction per change."""
+
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create directory {self.path.parent}: {exc.strerror}") from None
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
+            self.db.execute(f"PRAGMA synchronous={sync}")
+            self.db.execute("PRAGMA busy_timeout=30000")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise _translate(exc, self.path) from None
+
+    def _migrate(self) -> None:
+        (version,) = self.db.execute("PRAGMA user_version").fetchone()
+        if version > len(MIGRATIONS):
+            raise ConfigError(
+                f"synced-files database {self.path} was written by a newer File Conveyor "
+                f"(schema {version}, this one knows {len(MIGRATIONS)})"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            try:
+                self.db.executescript(
+                    "BEGIN IMMEDIATE;" + MIGRATIONS[number] + f";PRAGMA user_version={number + 1};COMMIT;"
+                )
+            except sqlite3.DatabaseError:
+                if self.db.in_transaction:
+                    self.db.execute("ROLLBACK")
+                raise
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: one record, all or nothing."""
+        try:
+            self.db.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise _translate(exc, self.path) from None
+        try:
+            yield self.db
+        except BaseException:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise _translate(exc, self.path) from None
+
+    def close(self) -> None:
+        db = getattr(self, "db", None)
+        if db is not None:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                db.close()
+            self.db = None  # type: ignore[assignment]
+
+    # -- synced rows ------------------------------------------------------------------------------
+
+    @staticmethod
+    def upsert(db: sqlite3.Connection, s: Synced, now: float | None = None) -> None:
+        db.execute(
+            "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
+            " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(input_file, server) DO UPDATE SET transported_file_basename=excluded.transported_file_basename,"
+            " url=excluded.url, remote=excluded.remote, size=excluded.size, mtime_ns=excluded.mtime_ns,"
+            " ino=excluded.ino, remote_size=excluded.remote_size, hash=excluded.hash, processed=excluded.processed,"
+            " source=excluded.source, root=excluded.root, rel=excluded.rel, event_id=excluded.event_id,"
+            " synced_at=excluded.synced_at",
+            (
+                s.input_file,
+                s.basename,
+                s.url,
+                s.server,
+                s.remote,
+                s.size,
+                s.mtime_ns,
+                s.ino,
+                s.remote_size,
+                s.hash,
+                s.processed,
+                s.source,
+                s.root,
+                s.rel,
+                s.event_id,
+                time.time() if now is None else now,
+            ),
+        )
+        db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (s.input_file, s.server))
+
+    @staticmethod
+    def remove(db: sqlite3.Connection, input_file: str | bytes, server: str) -> None:
+        db.execute("DELETE FROM synced_files WHERE input_file=? AND server=?", (input_file, server))
+        db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (input_file, server))
+
+    @staticmethod
+    def fail(db: sqlite3.Connection, input_file: str | bytes, server: str, fields: Mapping[str, Any]) -> None:
+        db.execute(
+            "INSERT INTO sync_failures(input_file, server, kind, error, error_kind, stage, event_id, failed_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(input_file, server) DO UPDATE SET kind=excluded.kind,"
+            " error=excluded.error, error_kind=excluded.error_kind, stage=excluded.stage,"
+            " event_id=excluded.event_id, failed_at=excluded.failed_at, failures=failures+1",
+            (
+                input_file,
+                server,
+                fields.get("kind"),
+                fields.get("error"),
+                fields.get("error_kind"),
+                fields.get("stage"),
+                fields.get("event_id"),
+                time.time(),
+            ),
+        )
+
+    def versions(self, input_file: str | bytes) -> dict[str, Version]:
+        """server -> the source version synced there, for one file."""
+        return {
+            server: (size, mtime_ns, ino)
+            for server, size, mtime_ns, ino in self.db.execute(
+                "SELECT server, size, mtime_ns, ino FROM synced_files WHERE input_file=?", (input_file,)
+            )
+        }
+
+    # -- deletions at the source ------------------------------------------------------------------
+
+    def deletion(self, input_file: str | bytes) -> Deletion | None:
+        row = self.db.execute(
+            "SELECT input_file, servers, size, mtime_ns, ino, source, root, rel, scheduled_at, due_at, deleted_at,"
+            " event_id, owner FROM source_deletions WHERE input_file=?",
+            (input_file,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Deletion(row[0], json.loads(row[1]), (row[2], row[3], row[4]), *row[5:])
+
+    @staticmethod
+    def put_deletion(db: sqlite3.Connection, d: Deletion) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO source_deletions(input_file, servers, size, mtime_ns, ino, source, root, rel,"
+            " scheduled_at, due_at, deleted_at, event_id, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                d.input_file,
+                json.dumps(sorted(d.servers)),
+                *d.version,
+                d.source,
+                d.root,
+                d.rel,
+                d.scheduled_at,
+                d.due_at,
+                d.deleted_at,
+                d.event_id,
+                d.owner,
+            ),
+        )
+
+    @staticmethod
+    def drop_deletion(db: sqlite3.Connection, input_file: str | bytes, version: Version | None = None) -> None:
+        """Forget a schedule or a past deletion (of ``version`` only, when given)."""
+        if version is None:
+            db.execute("DELETE FROM source_deletions WHERE input_file=?", (input_file,))
+        else:
+            db.execute(
+                "DELETE FROM source_deletions WHERE input_file=? AND size IS ? AND mtime_ns IS ? AND ino IS ?",
+                (input_file, *version),
+            )
+
+
+def deleted_by_record(db: sqlite3.Connection, event: Mapping[str, Any]) -> bool:
+    """Whether a ``deleted`` event reports a deletion fc-record made after sync (fc-transport's --record-db check).
+
+    True when source_deletions has a row for the event's path with ``deleted_at`` set and either the event's
+    ``id`` equals the row's ``event_id`` (the id fc-watch gives the deletion of exactly the version fc-record
+    deleted) or, for an event without an id, no file is at that path now.  A file the user recreated and deleted
+    again has another id, so its deletion is propagated as usual.
+    """
+    from . import events as E
+
+    if event.get("kind") != "deleted":
+        return False
+    path = E.get_path(dict(event), "path")
+    try:
+        row = db.execute(
+            "SELECT deleted_at, event_id FROM source_deletions WHERE input_file=?", (db_key(path),)
+        ).fetchone()
+    except sqlite3.OperationalError:  # no such table: an old database, nothing deleted by us
+        return False
+    if row is None or row[0] is None:
+        return False
+    eid = event.get("id")
+    if isinstance(eid, str) and row[1]:
+        return eid == row[1]
+    return not os.path.lexists(path)

@@ -1,0 +1,304 @@
+"""fc-process: run each event's file through a processor chain, in parallel.
+
+One lane with ``jobs`` worker threads (the processors' heavy work happens in
+external tools or C code, which release the GIL), keyed by path: events of one
+path are processed one at a time, in order; different paths run concurrently.
+
+Every event that needs a work file gets its own directory
+``<work root>/e<random>/``, so concurrent chains on files of the same base name
+never meet.  The final file is moved to ``e.../<name>`` and intermediate steps
+are removed at once; the directory itself stays until the readers of our output
+have acknowledged the line that names it (``released``), recorded in our own
+table ``work_files`` (output seq -> directory).  Directories no row knows of (a
+kill -9 mid-chain) are removed at start.
+
+Fields added (docs/events.md, "fc-process"): ``name`` on every event, ``file``
+when the content or name changed through a work file, ``processed`` (the names
+of the processors that ran).  A deleted event gets the last name emitted for
+its path (table ``names``, which holds only names that differ from the base
+name), so the transporter deletes the right remote file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .. import events as E
+from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
+from ..processors.base import checked, safe_ext, split_name
+from .runner import Done, Item, Outcome, Retry, Runner, Stage
+
+MIGRATIONS = [
+    """
+    -- output line seq -> the work directory its "file" lives in, removed once readers are done
+    CREATE TABLE work_files(seq INTEGER PRIMARY KEY, dir BLOB NOT NULL, at REAL NOT NULL);
+    -- the last name emitted for a path, only when it differs from the path's base name
+    CREATE TABLE names(path BLOB PRIMARY KEY, name BLOB NOT NULL);
+    """
+]
+
+PASS_THREADS = int(os.environ.get("PT", "64"))
+RETRY_CAP = 600.0  # seconds: the longest wait between two tries of a deferred event
+ORPHAN_GRACE = 3600.0  # work files of lines no File Conveyor reader acknowledged go after this
+
+
+def _copy_event(ev: dict) -> dict:
+    out = dict(ev)
+    out.pop("hop", None)  # the runner gives every output line our own hop
+    return out
+
+
+def _has(ev: Mapping, field: str) -> bool:
+    return field in ev or field + "_b64" in ev
+
+
+@dataclass
+class Settings:
+    jobs: int = 1
+    work_dir: str | None = None  # None: next to the state file
+    options: dict[str, str] = field(default_factory=dict)  # document_root, base_path, server, synced_db
+    retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
+
+
+class ProcessStage(Stage):
+    name = "fc-process"
+    migrations = MIGRATIONS
+
+    def __init__(self, chain: Sequence[Processor], settings: Settings):
+        self.chain = list(chain)
+        self.settings = settings
+        self.root = b""  # this state file's work directory, set in start()
+        self.runner: Runner | None = None
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(settings.jobs)  # chains running at once
+        self._dirs: dict[Item, bytes] = {}  # item -> its work directory, handed from work() to record()
+        self._notes: dict[Item, list[str]] = {}  # messages for stderr, printed in the main thread
+        self._local = threading.local()  # per worker: a read-only connection for the names table
+        self._conns: list[sqlite3.Connection] = []
+        self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def lanes(self) -> dict[str, int]:
+        # More threads than jobs: the runner keeps at most one item per worker in
+        # flight and commits once per round, so events no processor applies to
+        # (most of a site) need many in flight to be committed in batches.  The
+        # real work is limited to --jobs at a time by ``_slots``.
+        return {"": max(PASS_THREADS, self.settings.jobs)}
+
+    def start(self, runner: Runner) -> None:
+        self.runner = runner
+        state = runner.state.path
+        base = self.settings.work_dir or str(state.parent)
+        # one directory per state file: two fc-process sharing --work-dir never clean each other's files
+        self.root = os.fsencode(os.path.abspath(os.path.join(base, state.name + ".work")))
+        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        db = runner.state.db
+        if not runner.state.readers():
+            # no File Conveyor reader acknowledges our lines (jq, a file): their work
+            # files go after a grace period, as the runner does within one run
+            self._release_rows(db, "at < ?", time.time() - ORPHAN_GRACE)
+        known = {bytes(d) for (d,) in db.execute("SELECT dir FROM work_files")}
+        for entry in os.listdir(self.root):
+            path = os.path.join(self.root, entry)
+            if path not in known:  # left by a chain that was running when we were killed
+                _remove(path)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    # -- work (worker threads) ---------------------------------------------------------
+
+    def work(self, item: Item) -> Outcome:
+        ev = item.event
+        path = E.get_path(ev, "path")
+        out = _copy_event(ev)
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        if ev.get("kind") == "deleted":
+            last = self._last_name(path) if not _has(ev, "name") else None
+            E.put_path(out, "name", last or current)
+            out.setdefault("processed", [])
+            return Done([out])
+        if "error" in ev:  # failed upstream: nothing to process, keep the name a transporter expects
+            E.put_path(out, "name", current)
+            return Done([out])
+        out.setdefault("processed", [])
+        if not any(proc.applies_to(current) for proc in self.chain):  # (a later step applies only after one did)
+            E.put_path(out, "name", current)
+            self._count("unchanged")
+            return Done([out])
+        with self._slots:
+            return self._process(item, path, current, out)
+
+    def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
+        ev = item.event
+        source = E.get_path(ev, "file") if _has(ev, "file") else path
+        work_dir: bytes | None = None
+        ctx = Context(input=source, original=path, basename=current, work_dir=b"", event=ev, options=self._options(ev))
+        ran: list[str] = []
+        proc: Processor | None = None
+        try:
+            for proc in self.chain:
+                if not proc.applies_to(ctx.basename):
+                    continue
+                if work_dir is None:  # the first processor that applies: the file is needed now
+                    if not os.path.exists(source):
+                        return self._vanished(item, path)
+                    work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+                    ctx.work_dir = work_dir
+                result = checked(proc, ctx, proc.process(ctx))
+                ran.append(proc.name)
+                ctx.input, ctx.basename = result.path, result.basename
+        except RetryLater as exc:
+            _remove(work_dir)
+            delay = min(RETRY_CAP, self.settings.retry_delay * 2 ** min(item.attempts, 20))
+            with self._lock:
+                self.counts["deferred"] += 1
+            return Retry(f"{exc} (deferred)", after=delay)
+        except ToolMissing as exc:  # uninstalled while running: the whole lane waits for it
+            _remove(work_dir)
+            return Retry(str(exc), lane=True)
+        except Exception as exc:
+            _remove(work_dir)
+            if isinstance(exc, OSError) and not os.path.lexists(source):
+                return self._vanished(item, path)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return Retry(f"work directory: {exc.strerror}", lane=True)
+            return self._failed(item, out, current, proc, exc)
+        finally:
+            if ctx.notes:
+                self._note(item, *(f"{E.display(path)}: {n}" for n in ctx.notes))
+        E.put_path(out, "name", ctx.basename)
+        out["processed"] = [*out["processed"], *ran]
+        if ctx.input == source:  # content untouched (maybe renamed): the source itself is transported
+            _remove(work_dir)
+            self._count("unchanged" if ctx.basename == current else "processed")
+            return Done([out])
+        assert work_dir is not None
+        final = _settle(work_dir, ctx.input, ctx.basename)
+        E.put_path(out, "file", final)
+        with self._lock:
+            self._dirs[item] = work_dir
+            self.counts["processed"] += 1
+        return Done([out])
+
+    def _options(self, ev: Mapping) -> dict[str, str]:
+        opts = dict(self.settings.options)
+        for key in ("document_root", "base_path"):  # a source may say where it is served from
+            if key not in opts and isinstance(ev.get(key), str):
+                opts[key] = ev[key]
+        return opts
+
+    def _vanished(self, item: Item, path: bytes) -> Done:
+        self._note(item, f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
+        self._count("dropped")
+        return Done([])
+
+    def _failed(self, item: Item, out: dict, name: bytes, proc: Processor | None, exc: Exception) -> Done:
+        message = str(exc) if isinstance(exc, ProcessorError) else f"{type(exc).__name__}: {exc}"
+        who = proc.name if proc is not None else "fc-process"
+        if not message.startswith(who):
+            message = f"{who}: {message}"
+        E.put_path(out, "name", name)
+        out["error"] = {"stage": "fc-process", "processor": who, "message": message, "retry": False}
+        self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}")
+        self._count("failed")
+        return Done([out], failed=True)
+
+    def _note(self, item: Item, *texts: str) -> None:
+        with self._lock:
+            self._notes.setdefault(item, []).extend(texts)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def _last_name(self, path: bytes) -> bytes | None:
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            assert self.runner is not None
+            uri = "file:" + urllib.parse.quote(str(self.runner.state.path)) + "?mode=ro"
+            conn = self._local.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            with self._lock:
+                self._conns.append(conn)
+        row = conn.execute("SELECT name FROM names WHERE path=?", (path,)).fetchone()
+        return bytes(row[0]) if row else None
+
+    # -- main thread -------------------------------------------------------------------
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        with self._lock:
+            work_dir = self._dirs.pop(item, None)
+            notes = self._notes.pop(item, [])
+        assert self.runner is not None
+        for text in notes:
+            self.runner.rep.warn(text)
+        for out in outcome.outputs:
+            if work_dir is not None and _has(out, "file"):
+                db.execute(
+                    "INSERT INTO work_files(seq, dir, at) VALUES (?, ?, ?)", (out["hop"]["seq"], work_dir, time.time())
+                )
+            if "error" in out or not out["processed"] and out.get("kind") != "deleted":
+                continue  # nothing ran: no rename now, and none before (a processor applies by name)
+            path = E.get_path(out, "path")
+            name = E.get_path(out, "name")
+            if out.get("kind") == "deleted" or name == os.path.basename(path):
+                db.execute("DELETE FROM names WHERE path=?", (path,))
+            else:
+                db.execute("INSERT OR REPLACE INTO names(path, name) VALUES (?, ?)", (path, name))
+
+    def released(self, seq: int) -> None:
+        if self.runner is not None:
+            with self.runner.state.transaction() as db:
+                self._release_rows(db, "seq <= ?", seq)
+
+    def _release_rows(self, db: sqlite3.Connection, where: str, value: float) -> None:
+        rows = db.execute(f"SELECT seq, dir FROM work_files WHERE {where}", (value,)).fetchall()
+        for _, d in rows:
+            _remove(bytes(d))
+        if rows:
+            db.execute(f"DELETE FROM work_files WHERE {where}", (value,))
+
+    def progress(self) -> str:
+        c = self.counts
+        return ", ".join(f"{n} {k}" for k, n in c.items() if n)
+
+
+def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
+    """Move the chain's result to ``<work_dir>/<name>`` and drop the intermediate steps.
+
+    The file keeps its final name where that is a safe, short entry (readers that
+    only look at ``file`` see a sensible name); otherwise ``out<ext>``.
+    """
+    short = len(name) <= 200 and not name.startswith((b"step-", b"."))
+    target = os.path.join(work_dir, name if short else b"out" + safe_ext(split_name(name)[1]))
+    os.rename(produced, target)
+    for entry in os.listdir(work_dir):
+        path = os.path.join(work_dir, entry)
+        if path != target:
+            _remove(path)
+    return target
+
+
+def _remove(path: bytes | None) -> None:
+    if path is None:
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

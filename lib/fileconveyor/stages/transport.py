@@ -1,0 +1,391 @@
+"""fc-transport: put each file on every destination, take it away again when it is deleted.
+
+One lane per destination, as many worker threads on it as the destination's ``connections``: a slow or dead
+server only holds up its own lane (the runner pauses it with back-off and jitter and probes with one item),
+never the others.  Each worker keeps its own transporter, so connections are reused across files; the
+transporter reconnects by itself after a drop.  Items are keyed by source path, so the events of one path are
+applied in order even with many connections.
+
+What the state file holds besides the runner's inbox and outbox:
+
+- ``remote_names``: (source path, server) -> the remote path last uploaded for it, so a ``deleted`` event
+  removes the right file and a rename (unique_filename) removes the old one;
+- ``failed``: events that failed for good on one server, replayed by ``--retry-failed``;
+- ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py).
+
+The names are also kept in memory (a dict per destination) because worker threads must not use the state
+connection: workers update the dict as soon as a transfer is done, ``record`` writes the rows in the
+transaction that finishes the item, and a crash in between redoes the item from the inbox.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .. import events as E
+from ..transporters import AuthError, PermanentError, SourceMissing, TransientError, Transporter
+from ..transporters.base import safe_rel
+from .runner import Done, Item, Outcome, Retry, Runner, Stage
+from .transport_dest import Target
+from .transport_old import OldFileDeleter, Pending
+from .transport_record import RecordDb
+
+ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
+STRIPES = 1024
+
+MIGRATIONS = [
+    """
+    CREATE TABLE remote_names(path BLOB NOT NULL, server TEXT NOT NULL, remote BLOB NOT NULL,
+                              uploaded_at REAL NOT NULL, PRIMARY KEY(path, server));
+    CREATE TABLE failed(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path BLOB NOT NULL, line BLOB NOT NULL,
+                        error TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX failed_path ON failed(path, server);
+    CREATE TABLE old_deletions(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path BLOB NOT NULL,
+                               remote BLOB NOT NULL, due REAL NOT NULL);
+    """
+]
+
+
+@dataclass
+class Note:
+    """What work() did that record() must write down (keyed by the item)."""
+
+    server: str
+    path: bytes
+    remote: bytes | None = None  # uploaded under this name (None: deleted)
+    superseded: bytes | None = None  # the previous remote name, to delete later
+    failed: str | None = None  # the error, for the failed table
+
+
+@dataclass
+class LaneStats:
+    files: int = 0
+    bytes: int = 0
+    deleted: int = 0
+    failed: int = 0
+    broken: str | None = None  # an AuthError: the destination refuses us
+
+
+@dataclass
+class Names:
+    """(server, source path) -> remote name, plus how many paths use each remote name."""
+
+    by_path: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    users: Counter[tuple[str, bytes]] = field(default_factory=Counter)
+
+    def set(self, server: str, path: bytes, remote: bytes | None) -> bytes | None:
+        old = self.by_path.pop((server, path), None)
+        if old is not None:
+            self.users[(server, old)] -= 1
+            if self.users[(server, old)] <= 0:
+                del self.users[(server, old)]
+        if remote is not None:
+            self.by_path[(server, path)] = remote
+            self.users[(server, remote)] += 1
+        return old
+
+
+class TransportStage(Stage):
+    name = "fc-transport"
+    migrations = MIGRATIONS
+
+    def __init__(
+        self,
+        targets: list[Target],
+        *,
+        delete_old_after: float = 0.0,
+        retry_failed: bool = False,
+        record_db: str | None = None,
+        drain_timeout: float = 120.0,
+    ):
+        self.targets = {t.name: t for t in targets}
+        self.delete_old_after = delete_old_after
+        self.retry_failed = retry_failed
+        self.record_db = record_db
+        self.drain_timeout = drain_timeout
+        self.names = Names()
+        self.lock = threading.Lock()
+        self.stripes = [threading.Lock() for _ in range(STRIPES)]
+        self.local = threading.local()
+        self.opened: list[Transporter] = []
+        self.notes: dict[int, Note] = {}
+        self.stats = {name: LaneStats() for name in self.targets}
+        self.runner: Runner | None = None
+        self.old: OldFileDeleter | None = None
+        self.recdb = RecordDb(record_db) if record_db else None
+        # url() needs no connection: one unconnected transporter per destination serves every thread
+        self.url_of = {name: t.make() for name, t in self.targets.items()}
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def lanes(self) -> dict[str, int]:
+        return {name: t.connections for name, t in self.targets.items()}
+
+    def start(self, runner: Runner) -> None:
+        self.runner = runner
+        db = runner.state.db
+        for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
+            self.names.set(server, bytes(path), bytes(remote))
+        self.old = OldFileDeleter(self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info)
+        rows = db.execute("SELECT id, server, remote, due FROM old_deletions ORDER BY due").fetchall()
+        for rid, server, remote, due in rows:
+            if server in self.targets:
+                self.old.add(Pending(due, rid, server, bytes(remote)))
+        if rows:
+            runner.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
+        self.old.start()
+        if self.retry_failed:
+            self._replay_failed(runner)
+
+    def _replay_failed(self, runner: Runner) -> None:
+        db = runner.state.db
+        rows = db.execute("SELECT id, server, line FROM failed ORDER BY id").fetchall()
+        replay, ids, skipped = [], [], 0
+        for rid, server, line in rows:
+            if server not in self.targets:
+                skipped += 1
+                continue
+            try:
+                ev = E.decode(bytes(line))
+            except E.EventError:
+                continue
+            ev[ONLY] = server
+            replay.append(ev)
+            ids.append(rid)
+        # queued first, forgotten second: a crash in between replays an event twice, never zero times
+        runner.enqueue(replay)
+        with runner.state.transaction() as tx:
+            tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids])
+        runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
+        if skipped:
+            runner.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
+
+    # -- splitting and working -------------------------------------------------------------
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        path = E.get_path(event, "path")
+        only = event.get(ONLY)
+        if only is not None:
+            return [(only, path, event)] if only in self.targets else []
+        return [(name, path, event) for name in self.targets]
+
+    def work(self, item: Item) -> Outcome:
+        server = item.lane
+        ev = {k: v for k, v in item.event.items() if k != ONLY and k != "hop"}
+        path = E.get_path(ev, "path")
+        out = {**ev, "server": server}
+        stats = self.stats[server]
+        try:
+            remote = remote_path(ev)
+        except PermanentError as exc:
+            # Bad input, not a transfer that failed: refused, and not kept for --retry-failed.
+            stats.failed += 1
+            return Done([{**out, "error": str(exc), "error_kind": "permanent"}], failed=True)
+        E.put_path(out, "remote", remote)
+        try:
+            if stats.broken is not None:
+                raise AuthError(stats.broken)
+            kind = ev.get("kind")
+            if kind in ("created", "modified"):
+                return self._upload(item, ev, out, server, path, remote)
+            if kind == "deleted":
+                return self._delete(item, out, server, path, remote)
+            raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
+        except SourceMissing as exc:
+            # Not worth retrying: the file is gone and fc-watch reports a deleted event for it next.
+            self._info(f"{E.display(path)}: skipped, {exc}")
+            return Done([])
+        except TransientError as exc:
+            return Retry(str(exc), lane=True)
+        except PermanentError as exc:
+            if isinstance(exc, AuthError) and stats.broken is None:
+                # Every other item would fail the same way: stop knocking (no retry storm), say it once.
+                stats.broken = str(exc)
+                if self.runner is not None:
+                    self.runner.rep.error(f"{exc}; everything for {server} fails until fixed (then --retry-failed)")
+            stats.failed += 1
+            out["error"] = str(exc)
+            out["error_kind"] = "permanent"
+            self.notes[id(item)] = Note(server, path, failed=str(exc))
+            return Done([out], failed=True)
+
+    def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes) -> Done:
+        local = E.get_path(ev, "file") if ("file" in ev or "file_b64" in ev) else path
+        tp = self._transporter(server)
+        with self._locked(server, remote):
+            tp.upload(local, remote)
+            with self.lock:
+                old = self.names.set(server, path, remote)
+        superseded = old if old is not None and old != remote else None
+        if superseded is not None and not self.delete_old_after:
+            with self._locked(server, superseded):
+                if not self._in_use(server, superseded):
+                    tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
+            superseded = None
+        stats = self.stats[server]
+        stats.files += 1
+        stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
+        out["url"] = tp.url(remote)
+        out["transported"] = "uploaded"
+        self.notes[id(item)] = Note(server, path, remote=remote, superseded=superseded)
+        return Done([out])
+
+    def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
+        with self.lock:
+            known = self.names.by_path.get((server, path))
+        remote = known or remote
+        E.put_path(out, "remote", remote)
+        out["url"] = self.url_of[server].url(remote)
+        if self.recdb is not None and self.recdb.kept(path, server):
+            # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
+            out["transported"] = "kept"
+            return Done([out])
+        with self._locked(server, remote):
+            with self.lock:
+                self.names.set(server, path, None)
+                live = self._in_use(server, remote)
+            if not live:
+                self._transporter(server).delete(remote)
+        self.stats[server].deleted += 1
+        out["transported"] = "deleted"
+        self.notes[id(item)] = Note(server, path)
+        return Done([out])
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        note = self.notes.pop(id(item), None)
+        if self.old is not None:
+            done = self.old.take_done()
+            if done:
+                db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
+        if note is None:
+            return
+        if note.failed is not None:
+            line = E.encode({k: v for k, v in item.event.items() if k not in ("hop", ONLY)})
+            db.execute(
+                "INSERT INTO failed(server, path, line, error, at) VALUES (?, ?, ?, ?, ?)",
+                (note.server, note.path, line, note.failed, time.time()),
+            )
+            return
+        db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+        if note.remote is None:
+            db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
+            return
+        db.execute(
+            "INSERT INTO remote_names(path, server, remote, uploaded_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path, server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
+            (note.path, note.server, note.remote, time.time()),
+        )
+        if note.superseded is not None and self.old is not None:
+            due = time.time() + self.delete_old_after
+            cur = db.execute(
+                "INSERT INTO old_deletions(server, path, remote, due) VALUES (?, ?, ?, ?)",
+                (note.server, note.path, note.superseded, due),
+            )
+            self.old.add(Pending(due, int(cur.lastrowid or 0), note.server, note.superseded))
+
+    def progress(self) -> str:
+        parts = []
+        for name, s in self.stats.items():
+            text = f"{name}: {s.files} files {_size(s.bytes)}"
+            if s.deleted:
+                text += f" {s.deleted} deleted"
+            if s.failed:
+                text += f" {s.failed} failed"
+            parts.append(text)
+        waiting = self.old.pending() if self.old is not None else 0
+        if waiting:
+            parts.append(f"{waiting} old to delete")
+        return ", ".join(parts)
+
+    def close(self) -> None:
+        runner = self.runner
+        if self.old is not None and runner is not None:
+            if not runner.stop.requested:
+                self.old.wait_due(time.time() + self.drain_timeout, lambda: runner.stop.requested)
+            self.old.close()
+            done = self.old.take_done()
+            if done and runner.state.db is not None:
+                with runner.state.transaction() as db:
+                    db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
+            left = self.old.pending()
+            if left:
+                runner.rep.warn(
+                    f"{left} superseded remote file(s) are not due for deletion yet (--delete-old-after); "
+                    f"they stay in {runner.state.path} and are deleted when fc-transport runs again"
+                )
+        with self.lock:
+            opened, self.opened = self.opened, []
+        for tp in opened:
+            tp.close()
+        if self.recdb is not None:
+            self.recdb.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _transporter(self, server: str) -> Transporter:
+        """This thread's transporter for ``server``: one connection per worker, reused across files."""
+        mine = getattr(self.local, "tps", None)
+        if mine is None:
+            mine = self.local.tps = {}
+        tp = mine.get(server)
+        if tp is None:
+            tp = mine[server] = self._make(server)
+            with self.lock:
+                self.opened.append(tp)
+        return tp
+
+    def _make(self, server: str) -> Transporter:
+        return self.targets[server].make()
+
+    def _in_use(self, server: str, remote: bytes) -> bool:
+        return self.names.users.get((server, remote), 0) > 0
+
+    def _stripe(self, server: str, remote: bytes) -> threading.Lock:
+        return self.stripes[hash((server, remote)) % STRIPES]
+
+    def _locked(self, server: str, remote: bytes) -> threading.Lock | _NoLock:
+        # Only needed when a delayed deletion could race an upload of the same name.
+        return self._stripe(server, remote) if self.delete_old_after else _NO_LOCK
+
+    def _info(self, text: str) -> None:
+        if self.runner is not None:
+            self.runner.rep.info(text)
+
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def remote_path(ev: dict) -> bytes:
+    """Where the file goes under the destination root: dirname(``rel``) + ``name`` (else the base name of
+    ``rel``); PermanentError for anything that could leave the root."""
+    if "rel" not in ev and "rel_b64" not in ev:
+        raise PermanentError("the event has no 'rel' (path relative to the source root): nowhere to put it")
+    rel = E.get_path(ev, "rel")
+    head, _, base = rel.rpartition(b"/")
+    name = E.get_path(ev, "name") if ("name" in ev or "name_b64" in ev) else base
+    if b"/" in name or name in (b"", b".", b"..") or b"\0" in name:
+        raise PermanentError(f"refusing remote name {name!r}: a base name may not be empty, '.', '..' or hold '/'")
+    return safe_rel(head + b"/" + name if head else name)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"

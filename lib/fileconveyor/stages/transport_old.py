@@ -1,0 +1,136 @@
+"""Deleting superseded remote files later (``--delete-old-after SECONDS``).
+
+When a modification changes the transported name (unique_filename.MD5: ``a_3f2c.css`` becomes ``a_9b1e.css``),
+the old remote file is deleted once the new one is up, and with a delay, pages cached with the old URL keep
+working meanwhile.  Each pending deletion is a row of the stage's ``old_deletions`` table, written in the
+transaction that records the upload, so it survives a crash or a restart whatever the delay.
+
+A single thread here carries them out when due, over its own connection to each destination (the workers'
+connections stay busy with uploads).  Before deleting it checks, under the name's lock, that no source path
+uses that remote name again (the file changed back to a content seen before): that name is live, not old.
+Finished rows are removed by the stage in its next transaction; a crash before that only repeats a delete,
+and deleting a missing file counts as success.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..transporters import AuthError, PermanentError, TransientError, Transporter
+
+RETRY_START = 2.0
+RETRY_MAX = 300.0
+
+
+@dataclass(order=True)
+class Pending:
+    due: float
+    row: int
+    server: str = field(compare=False)
+    remote: bytes = field(compare=False)
+    tries: int = field(default=0, compare=False)
+
+
+class OldFileDeleter:
+    """A thread that deletes pending old remote files when they are due."""
+
+    def __init__(
+        self,
+        make: Callable[[str], Transporter],
+        in_use: Callable[[str, bytes], bool],
+        lock_for: Callable[[str, bytes], threading.Lock],
+        warn: Callable[[str], None],
+        info: Callable[[str], None],
+    ):
+        self.make, self.in_use, self.lock_for, self.warn, self.info = make, in_use, lock_for, warn, info
+        self.heap: list[Pending] = []
+        self.done: list[int] = []  # rows finished, to remove from the table
+        self.deleted = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.busy = False
+        self.transporters: dict[str, Transporter] = {}
+        self.thread = threading.Thread(target=self._run, name="old-files", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def add(self, p: Pending) -> None:
+        with self.cond:
+            heapq.heappush(self.heap, p)
+            self.cond.notify()
+
+    def take_done(self) -> list[int]:
+        with self.cond:
+            done, self.done = self.done, []
+        return done
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.heap) + self.busy
+
+    def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
+        """Block while deletions due before ``until`` (wall clock) remain, or until stopped."""
+        while not stop():
+            with self.cond:
+                if not self.busy and (not self.heap or self.heap[0].due > until):
+                    return
+                self.cond.wait(0.2)
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(10)
+        for tp in self.transporters.values():
+            tp.close()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and (not self.heap or self.heap[0].due > time.time()):
+                    self.cond.wait(min(5.0, self.heap[0].due - time.time()) if self.heap else 5.0)
+                if self.stopping:
+                    return
+                p = heapq.heappop(self.heap)
+                self.busy = True
+            retry = self._delete(p)
+            with self.cond:
+                self.busy = False
+                if retry:
+                    heapq.heappush(self.heap, p)
+                else:
+                    self.done.append(p.row)
+                self.cond.notify_all()
+
+    def _delete(self, p: Pending) -> bool:
+        """Delete one old file; True to try again later."""
+        shown = p.remote.decode("utf-8", "replace")
+        with self.lock_for(p.server, p.remote):
+            if self.in_use(p.server, p.remote):
+                self.info(f"{p.server}: {shown} is in use again, not deleted")
+                return False
+            try:
+                tp = self.transporters.get(p.server)
+                if tp is None:
+                    tp = self.transporters[p.server] = self.make(p.server)
+                tp.delete(p.remote)
+            except TransientError as exc:
+                p.tries += 1
+                p.due = time.time() + min(RETRY_MAX, RETRY_START * 2**p.tries)
+                self.info(f"deleting old {shown}: {exc}; will retry")
+                return True
+            except (PermanentError, AuthError) as exc:
+                self.warn(f"could not delete old remote file {shown}: {exc}")
+                return False
+            except KeyError:
+                self.warn(f"old remote file {shown} is on {p.server!r}, not a destination now: left in place")
+                return False
+        self.deleted += 1
+        self.info(f"{p.server}: deleted old {shown}")
+        return False

@@ -1,0 +1,187 @@
+"""The stage runner: order per path, retries, lane back-off, drain, replays and
+acknowledgements, with small stages written for the test on the real runner."""
+
+from __future__ import annotations
+
+import io
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from fileconveyor import events as E
+from fileconveyor.cli._common import Reporter, Stopper
+from fileconveyor.errors import Exit
+from fileconveyor.stages.runner import Done, Item, Options, Retry, Runner, Stage
+
+
+def ev(rel: str, n: int = 0, **extra: object) -> dict:
+    e = {"v": 1, "id": f"{rel}-{n}", "kind": "modified", "source": "s", "root": "/r", "path": f"/r/{rel}", "rel": rel}
+    e["n"] = n
+    e.update(extra)
+    return e
+
+
+def lines(events: list[dict]) -> bytes:
+    return b"".join(E.encode(e) for e in events)
+
+
+def run(stage: Stage, data: bytes, state: Path, **opts: object) -> tuple[int, list[dict], str]:
+    out, err = io.BytesIO(), io.StringIO()
+    stop = Stopper()
+    runner = Runner(stage, Options(state_path=state, **opts), io.BytesIO(data), out, Reporter("fc-t", err, 1), stop)
+    status = runner.run()
+    return status, [E.decode(x) for x in out.getvalue().splitlines()], err.getvalue()
+
+
+class Recorder(Stage):
+    """Works in threads, records the order it saw events of each path in."""
+
+    name = "fc-test"
+
+    def __init__(self, workers: int = 4, fail_first: int = 0, down_for: float = 0.0):
+        self.workers = workers
+        self.fail_first = fail_first
+        self.down_until = time.monotonic() + down_for
+        self.failed_calls = 0
+        self.seen: dict[str, list[int]] = {}
+        self.calls: list[float] = []
+        self.lock = threading.Lock()
+        self.attempts: dict[str, int] = {}
+
+    def lanes(self) -> dict[str, int]:
+        return {"": self.workers}
+
+    def work(self, item: Item) -> Done | Retry:
+        e = item.event
+        key = f"{e['rel']}#{e['n']}"
+        with self.lock:
+            self.calls.append(time.monotonic())
+            if time.monotonic() < self.down_until:
+                self.failed_calls += 1
+                return Retry("server down", lane=True)
+            self.attempts[key] = self.attempts.get(key, 0) + 1
+            if self.attempts[key] <= self.fail_first:
+                return Retry("not yet", after=0.01)
+        time.sleep(0.001 * (e["n"] % 3))  # uneven work so threads really overtake each other
+        with self.lock:
+            self.seen.setdefault(e["rel"], []).append(e["n"])
+        return Done([e])
+
+
+def test_per_path_order_holds_with_many_workers(tmp_path: Path) -> None:
+    events = [ev(f"f{i % 7}", i) for i in range(300)]
+    stage = Recorder(workers=8, fail_first=1)
+    status, out, _ = run(stage, lines(events), tmp_path / "s.db")
+    assert status == Exit.OK
+    for rel, ns in stage.seen.items():
+        assert ns == sorted(ns), f"{rel} worked out of order: {ns}"
+    assert sorted(e["n"] for e in out) == list(range(300))
+    # the output of one path is in order too
+    for i in range(7):
+        ns = [e["n"] for e in out if e["rel"] == f"f{i}"]
+        assert ns == sorted(ns)
+
+
+def test_a_lane_in_trouble_backs_off_instead_of_storming(tmp_path: Path) -> None:
+    events = [ev(f"f{i}", i) for i in range(50)]
+    stage = Recorder(workers=8, down_for=3.0)
+    status, out, _ = run(stage, lines(events), tmp_path / "s.db")
+    assert status == Exit.OK and len(out) == 50
+    # the first round starts 8 items at once; after that, one probe per pause of
+    # 0.5-1, 1-2, 2-4 s (exponential with jitter): at most 3 more calls while down
+    assert 8 <= stage.failed_calls <= 8 + 3, stage.failed_calls
+    assert len(stage.calls) == 50 + stage.failed_calls
+
+
+def test_work_left_at_the_end_stays_queued_and_is_done_next_run(tmp_path: Path) -> None:
+    class Never(Stage):
+        name = "fc-test"
+
+        def lanes(self) -> dict[str, int]:
+            return {"": 2}
+
+        def work(self, item: Item) -> Retry:
+            return Retry("server down", lane=True)
+
+    events = [ev(f"f{i}", i) for i in range(5)]
+    status, out, err = run(Never(), lines(events), tmp_path / "s.db", drain_timeout=0.3)
+    assert status == Exit.RETRY and out == []
+    assert "5 item(s) still waiting" in err
+    stage = Recorder()
+    status, out, _ = run(stage, b"", tmp_path / "s.db")
+    assert status == Exit.OK
+    assert sorted(e["n"] for e in out) == list(range(5))
+
+
+def test_inline_stage_keeps_order_behind_a_retry(tmp_path: Path) -> None:
+    class Once(Stage):
+        name = "fc-test"
+
+        def __init__(self) -> None:
+            self.failed: set[str] = set()
+
+        def work(self, item: Item) -> Done | Retry:
+            e = item.event
+            if e["n"] == 0 and "x" not in self.failed:
+                self.failed.add("x")
+                return Retry("later", after=0.05)
+            return Done([e])
+
+    events = [ev("a", 0), ev("b", 1), ev("a", 2), ev("a", 3)]
+    status, out, _ = run(Once(), lines(events), tmp_path / "s.db")
+    assert status == Exit.OK
+    assert [e["n"] for e in out if e["rel"] == "a"] == [0, 2, 3]
+    assert [e["n"] for e in out][0] == 1  # b was not held up by a
+
+
+def test_outputs_carry_a_hop_and_a_reader_drops_replays(tmp_path: Path) -> None:
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    _, first, _ = run(Pass(), lines([ev("a", 1), ev("b", 2)]), tmp_path / "w.db")
+    assert [e["hop"]["seq"] for e in first] == [1, 2]
+    assert first[0]["hop"]["from"] == str(tmp_path / "w.db")
+    replayed = lines(first) + lines(first)  # the writer sent everything twice
+    _, second, _ = run(Pass(), replayed, tmp_path / "r.db")
+    assert [e["n"] for e in second] == [1, 2]
+    # the reader acknowledged what it holds in the writer's state file
+    acks = sqlite3.connect(tmp_path / "w.db").execute("SELECT reader, seq FROM acks").fetchall()
+    assert acks == [(str(tmp_path / "r.db"), 2)]
+    # unknown fields pass through; the incoming hop is replaced by the reader's own
+    assert second[0]["hop"]["from"] == str(tmp_path / "r.db")
+
+
+def test_writer_replays_what_its_reader_has_not_acknowledged(tmp_path: Path) -> None:
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    _, first, _ = run(Pass(), lines([ev(f"f{i}", i) for i in range(10)]), tmp_path / "w.db")
+    # a reader took the first 4, then died before taking the rest
+    run(Pass(), lines(first[:4]), tmp_path / "r.db")
+    _, again, _ = run(Pass(), b"", tmp_path / "w.db")  # the writer restarts with no new input
+    assert [e["n"] for e in again] == [4, 5, 6, 7, 8, 9]
+    _, got, _ = run(Pass(), lines(again), tmp_path / "r.db")
+    assert [e["n"] for e in got] == [4, 5, 6, 7, 8, 9]
+
+
+def test_a_crashing_stage_fails_the_event_not_the_run(tmp_path: Path) -> None:
+    class Buggy(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            if item.event["n"] == 1:
+                raise ZeroDivisionError("boom")
+            return Done([item.event])
+
+    status, out, err = run(Buggy(), lines([ev("a", 0), ev("b", 1), ev("c", 2)]), tmp_path / "s.db")
+    assert status == Exit.EVENTS_FAILED
+    assert [e["n"] for e in out] == [0, 1, 2]
+    assert "boom" in out[1]["error"] and "error" not in out[0]
+    assert "unexpected failure" in err

@@ -1,0 +1,92 @@
+"""Remote names: deletions, a rename by unique_filename (old name deleted, now or later), and "kept" files."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+from .conftest import event, jsonl, lines, transport, tree
+
+
+def _versions(tmp_path: Path) -> tuple[Path, Path]:
+    src, work = tmp_path / "src", tmp_path / "work"
+    (src / "css").mkdir(parents=True)
+    work.mkdir()
+    (src / "css" / "a.css").write_text("source")
+    for n in (1, 2, 3):
+        (work / f"v{n}.css").write_text(f"version {n}")
+    return src, work
+
+
+def _version(src: Path, work: Path, n: int, kind: str = "modified") -> dict:
+    # what fc-process emits for unique_filename.MD5: a new name for each content
+    return event(src, "css/a.css", kind, name=f"a_{n}.css", file=str(work / f"v{n}.css"))
+
+
+def test_deleted_removes_the_name_last_uploaded(tmp_path: Path, env: dict[str, str]) -> None:
+    src, work = _versions(tmp_path)
+    args = ["--to", f"file://{tmp_path}/cdn", "--state", str(tmp_path / "t.db")]
+    first = transport(args, env, jsonl([_version(src, work, 1, "created")]))
+    assert first.returncode == 0, first.stderr.decode()
+    assert tree(tmp_path / "cdn") == {"css/a_1.css": b"version 1"}
+    # the deleted event carries no name: fc-transport's state knows it
+    gone = transport(args, env, jsonl([event(src, "css/a.css", "deleted"), event(src, "css/never.css", "deleted")]))
+    assert gone.returncode == 0, gone.stderr.decode()
+    assert tree(tmp_path / "cdn") == {}
+    outs = lines(gone.stdout)
+    assert [(ev["remote"], ev["transported"]) for ev in outs] == [("css/a_1.css", "deleted"), ("css/never.css", "deleted")]
+
+
+def test_new_name_replaces_the_old_one_at_once(tmp_path: Path, env: dict[str, str]) -> None:
+    src, work = _versions(tmp_path)
+    evs = [_version(src, work, 1, "created"), _version(src, work, 2)]
+    result = transport(["--to", f"file://{tmp_path}/cdn"], env, jsonl(evs))
+    assert result.returncode == 0, result.stderr.decode()
+    assert tree(tmp_path / "cdn") == {"css/a_2.css": b"version 2"}
+
+
+def test_old_name_deleted_after_the_delay(tmp_path: Path, env: dict[str, str]) -> None:
+    src, work = _versions(tmp_path)
+    cdn = tmp_path / "cdn"
+    args = ["--to", f"file://{cdn}", "--state", str(tmp_path / "t.db"), "--delete-old-after", "1.5"]
+    assert transport(args, env, jsonl([_version(src, work, 1, "created")])).returncode == 0
+    started = time.monotonic()
+    # --drain-timeout 0: exit without waiting; the pending deletion must survive in the state file
+    quick = transport([*args, "--drain-timeout", "0"], env, jsonl([_version(src, work, 2)]))
+    assert quick.returncode == 0, quick.stderr.decode()
+    assert b"not due for deletion yet" in quick.stderr
+    if time.monotonic() - started < 1.5:
+        assert tree(cdn) == {"css/a_1.css": b"version 1", "css/a_2.css": b"version 2"}  # old URL still works
+    # the next run (nothing new to read) deletes it once due, waiting within its drain timeout
+    later = transport(args, env, b"")
+    assert later.returncode == 0, later.stderr.decode()
+    assert time.monotonic() - started >= 1.5
+    assert tree(cdn) == {"css/a_2.css": b"version 2"}
+
+
+def test_old_name_in_use_again_is_not_deleted(tmp_path: Path, env: dict[str, str]) -> None:
+    # v1 -> v2 -> v1 again: the pending deletion of a_1.css must not remove the live file
+    src, work = _versions(tmp_path)
+    evs = [_version(src, work, 1, "created"), _version(src, work, 2), _version(src, work, 1)]
+    result = transport(["--to", f"file://{tmp_path}/cdn", "--delete-old-after", "0.5"], env, jsonl(evs))
+    assert result.returncode == 0, result.stderr.decode()
+    assert tree(tmp_path / "cdn") == {"css/a_1.css": b"version 1"}
+
+
+def test_deletion_made_by_fc_record_is_kept(tmp_path: Path, env: dict[str, str]) -> None:
+    src, work = _versions(tmp_path)
+    cdn, record = tmp_path / "cdn", tmp_path / "record.db"
+    args = ["--to", f"file://{cdn}?name=cdn", "--state", str(tmp_path / "t.db"), "--record-db", str(record)]
+    assert transport(args, env, jsonl([event(src, "css/a.css", "created")])).returncode == 0
+    with sqlite3.connect(record) as db:
+        db.execute(
+            "CREATE TABLE source_deletions(input_file TEXT, server TEXT, size INTEGER, mtime_ns TEXT, deleted_at REAL)"
+        )
+        db.execute("INSERT INTO source_deletions VALUES (?, 'cdn', 6, '1', ?)", (str(src / "css/a.css"), time.time()))
+    (src / "css" / "b.css").write_text("b")
+    evs = [event(src, "css/b.css", "created"), event(src, "css/a.css", "deleted"), event(src, "css/b.css", "deleted")]
+    result = transport(args, env, jsonl(evs))
+    assert result.returncode == 0, result.stderr.decode()
+    assert [ev["transported"] for ev in lines(result.stdout)] == ["uploaded", "kept", "deleted"]
+    assert tree(cdn) == {"css/a.css": b"source"}

@@ -1,0 +1,130 @@
+"""The issue's "done when": fc-watch piped into fc-transport, to a local folder and to a real SFTP server."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.servers.sshd import SshServer
+
+from .conftest import event, fc, jsonl, lines, sftp_spec, transport, tree
+
+SITE = ROOT / "examples" / "site"
+
+
+def _pipeline(dest: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[bytes]:
+    watch = " ".join(shlex.quote(a) for a in [*fc("fc-watch"), "--scan-once", str(SITE)])
+    trans = " ".join(shlex.quote(a) for a in [*fc("fc-transport"), "--to", dest, "--url", "http://cdn.example/", *extra])
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", f"{watch} | {trans}"], capture_output=True, env=env, timeout=120
+    )
+
+
+def _check_site_copied(out: bytes, dest: Path) -> None:
+    expected = tree(SITE)
+    assert expected and tree(dest) == expected  # every file, same bytes, no temporary file left
+    evs = lines(out)
+    assert sorted(ev["remote"] for ev in evs) == sorted(expected)
+    for ev in evs:
+        assert ev["transported"] == "uploaded" and "error" not in ev
+        assert ev["url"].startswith("http://cdn.example/")
+    photo = next(ev for ev in evs if ev["rel"].endswith("photo of team.jpg"))
+    assert photo["url"] == "http://cdn.example/sites/default/files/photo%20of%20team.jpg"
+
+
+def test_scan_once_to_a_local_folder(tmp_path: Path, env: dict[str, str]) -> None:
+    dest = tmp_path / "cdn"
+    result = _pipeline(f"file://{dest}", env)
+    assert result.returncode == 0, result.stderr.decode()
+    _check_site_copied(result.stdout, dest)
+    assert {ev["server"] for ev in lines(result.stdout)} == {"file"}
+    # Nothing changed: the second run transports nothing.
+    again = _pipeline(f"file://{dest}", env)
+    assert again.returncode == 0 and again.stdout == b""
+
+
+def test_scan_once_to_sftp(sshd_server: SshServer, sftp_dir: Path, env: dict[str, str]) -> None:
+    result = _pipeline(sftp_spec(sshd_server, sftp_dir), env)
+    assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
+    _check_site_copied(result.stdout, sftp_dir)
+    assert {ev["server"] for ev in lines(result.stdout)} == {"127.0.0.1"}
+
+
+def test_one_event_per_destination(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
+    src = tmp_path / "src"
+    (src / "css").mkdir(parents=True)
+    (src / "css" / "a.css").write_text("a{}")
+    spec = sftp_spec(sshd_server, sftp_dir, name="ssh")
+    args = ["--to", f"file://{tmp_path}/cdn?name=local", "--url", "http://a.example/", "--to", spec]
+    result = transport([*args, "--url", "https://b.example/static"], env, jsonl([event(src, "css/a.css")]))
+    assert result.returncode == 0, result.stderr.decode()
+    by_server = {ev["server"]: ev for ev in lines(result.stdout)}
+    assert by_server["local"]["url"] == "http://a.example/css/a.css"
+    assert by_server["ssh"]["url"] == "https://b.example/static/css/a.css"
+    assert (tmp_path / "cdn" / "css" / "a.css").read_text() == "a{}"
+    assert (sftp_dir / "css" / "a.css").read_text() == "a{}"
+
+
+def test_processed_file_and_name_are_used(tmp_path: Path, env: dict[str, str]) -> None:
+    src, work = tmp_path / "src", tmp_path / "work"
+    (src / "css").mkdir(parents=True)
+    work.mkdir()
+    (src / "css" / "a.css").write_text("a {  }")
+    (work / "out.css").write_text("a{}")
+    ev = event(src, "css/a.css", name="a_123.css", file=str(work / "out.css"), processed=["minify.CSS"])
+    result = transport(["--to", f"file://{tmp_path}/cdn"], env, jsonl([ev]))
+    assert result.returncode == 0, result.stderr.decode()
+    assert tree(tmp_path / "cdn") == {"css/a_123.css": b"a{}"}
+    (out,) = lines(result.stdout)
+    assert out["remote"] == "css/a_123.css" and out["processed"] == ["minify.CSS"]  # unknown fields pass through
+
+
+def test_escaping_names_are_refused(tmp_path: Path, env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.txt").write_text("ok")
+    evs = [
+        {**event(src, "ok.txt"), "rel": "../../escaped.txt"},
+        event(src, "ok.txt", name="../escaped.txt"),
+        {**event(src, "ok.txt"), "rel": "/etc/escaped.txt"},
+        event(src, "ok.txt", name="a\u0000b"),
+        event(src, "ok.txt"),
+    ]
+    result = transport(["--to", f"file://{tmp_path}/cdn/root"], env, jsonl(evs))
+    assert result.returncode == 1  # some events failed
+    outs = lines(result.stdout)
+    assert [("error" in ev) for ev in outs] == [True, True, True, True, False]
+    assert all(ev["error_kind"] == "permanent" for ev in outs[:4])
+    assert tree(tmp_path / "cdn") == {"root/ok.txt": b"ok"}
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "cdn" / "escaped.txt").exists()
+
+
+def test_vanished_source_is_dropped_with_a_note(tmp_path: Path, env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    ev = event(src, "gone.txt", size=3)
+    result = transport(["-v", "--to", f"file://{tmp_path}/cdn"], env, jsonl([ev]))
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout == b""
+    assert b"vanished" in result.stderr
+
+
+def test_secrets_never_on_the_command_line(tmp_path: Path, env: dict[str, str]) -> None:
+    result = transport(["--to", "ftp://user:s3cret@127.0.0.1/x"], env)
+    assert result.returncode == 3
+    assert b"FC_PASSWORD" in result.stderr and b"s3cret" not in result.stderr
+
+
+def test_list_shows_every_transporter_with_its_settings(env: dict[str, str]) -> None:
+    result = transport(["--list"], env)
+    assert result.returncode == 0
+    text = result.stdout.decode()
+    for name in ("symlink_or_copy", "ftp", "sftp", "known_hosts", "trust_unknown_host", "connections", "tls"):
+        assert name in text
+
+
+def test_url_before_any_destination_is_a_usage_error(env: dict[str, str]) -> None:
+    result = transport(["--url", "http://x/", "--to", "file:///tmp/x"], env)
+    assert result.returncode == 2 and b"--url" in result.stderr
