@@ -132,7 +132,7 @@ def test_inline_stage_keeps_order_behind_a_retry(tmp_path: Path) -> None:
     status, out, _ = run(Once(), lines(events), tmp_path / "s.db")
     assert status == Exit.OK
     assert [e["n"] for e in out if e["rel"] == "a"] == [0, 2, 3]
-    assert [e["n"] for e in out][0] == 1  # b was not held up by a
+    assert out[0]["n"] == 1  # b was not held up by a
 
 
 def test_outputs_carry_a_hop_and_a_reader_drops_replays(tmp_path: Path) -> None:

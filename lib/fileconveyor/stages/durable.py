@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -51,7 +52,9 @@ MIGRATIONS = [
     CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL);
     -- each stage's own tables, versioned apart from these
     CREATE TABLE schema_versions(name TEXT PRIMARY KEY, version INTEGER NOT NULL);
-    """
+    """,
+    # a reader's process: a new one means the lines the old one held in memory are gone
+    "ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''",
 ]
 
 READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)
@@ -146,6 +149,13 @@ class StageState(State):
             )
         }
 
+    def sessions(self) -> dict[str, tuple[str, int]]:
+        """Each reader's process id token and acknowledged seq."""
+        return {
+            r: (sess, seq)
+            for r, sess, seq in self.db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (self.epoch,))
+        }
+
     def replay_from(self) -> int:
         """The seq after which outbox lines must be sent again."""
         readers = self.readers()
@@ -195,8 +205,9 @@ def _statements(script: str) -> list[str]:
 class Acknowledger:
     """Writes our high-water marks into the state files of the writers we read from."""
 
-    def __init__(self, reader: str, warn: callable):  # type: ignore[valid-type]
+    def __init__(self, reader: str, warn: Callable[[str, str], None]):
         self.reader = reader
+        self.session = secrets.token_hex(8)
         self.warn = warn
         self._conns: dict[str, sqlite3.Connection] = {}
         self._sent: dict[str, tuple[str, int]] = {}
@@ -226,9 +237,10 @@ class Acknowledger:
                 conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
                 self._conns[origin] = conn
             conn.execute(
-                "INSERT INTO acks(reader, epoch, seq, at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at",
-                (self.reader, epoch, hwm, time.time()),
+                "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
+                "session=excluded.session",
+                (self.reader, epoch, hwm, time.time(), self.session),
             )
             return True
         except sqlite3.DatabaseError as exc:

@@ -47,6 +47,7 @@ BATCH = 2000  # lines taken per round
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
+SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
 
 
@@ -304,6 +305,8 @@ class Runner:
         self._eof_at = 0.0
         self._out_fd: int | None = None
         self._next_prune = 0.0
+        self._next_sessions = 0.0
+        self._sessions: dict[str, tuple[str, int]] = {}
         self._lineno = 0
         self._written_log: deque[tuple[float, int]] = deque()
         self.progress = Progress(rep, opts.progress)
@@ -419,6 +422,10 @@ class Runner:
         self._replay()
         self._load_inbox()
         self._start_workers()
+        # Tell every writer we know that a new process of ours reads now: lines the
+        # previous one held in memory died with it, and the writer re-sends them.
+        self.acks.send(self._ack_marks(), force=True)
+        self._sessions = self.state.sessions()
         reader = threading.Thread(target=self._read_input, name="input", daemon=True)
         reader.start()
         try:
@@ -686,6 +693,9 @@ class Runner:
         if wrote or now >= self._next_prune:
             with self.state.transaction() as db:
                 self.state.mark_written(db, self.state.next_seq - 1)
+        if now >= self._next_sessions:
+            self._next_sessions = now + SESSION_CHECK
+            self._check_sessions()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL
             with contextlib.suppress(Exception):
@@ -703,6 +713,16 @@ class Runner:
                         "no File Conveyor stage is acknowledging this output; old lines are no longer kept for replay",
                     )
             self.acks.send(self._ack_marks(), force=True)
+
+    def _check_sessions(self) -> None:
+        """A reader restarted (its session changed) while we run: re-send what it had not acknowledged."""
+        sessions = self.state.sessions()
+        restarted = [seq for r, (sess, seq) in sessions.items() if self._sessions.get(r, (sess,))[0] != sess]
+        self._sessions = sessions
+        if restarted:
+            start = min(restarted)
+            self.rep.info(f"a reader restarted: re-sending output after line {start}")
+            self._write([line for _, line in self.state.outbox_after(start)])
 
     def _progress_text(self) -> str:
         c = self.counts
