@@ -512,16 +512,18 @@ class Runner:
                 done.append((item, outcome))
             for item in list(self.sched.due(time.time())):
                 done.append((item, self._work(item)))
-        out: list[bytes] = []
+        seq_lines: list[tuple[int, bytes]] = []
         with self.state.transaction() as db:
             if lines:
                 self.state.save_upstream(db, self.marks)
             for item, outcome in done:
                 if isinstance(outcome, Done):
-                    out.extend(self._finish(db, item, outcome))
+                    self._finish(db, item, outcome, seq_lines)
                 else:
                     self._retry_row(db, item, outcome, to_insert)
             self._insert(db, [it for it in to_insert if it.id is None])
+            self.state.add_outbox(db, seq_lines)
+        out = [line for _, line in seq_lines]
         if not self.inline:
             for item in new:
                 self.sched.add(item)
@@ -651,19 +653,16 @@ class Runner:
             )
             it.id = cur.lastrowid
 
-    def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done) -> list[bytes]:
-        lines = []
+    def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done, out: list[tuple[int, bytes]]) -> None:
+        """Add the item's output lines to ``out`` (stored in the outbox once per round)."""
         for ev in outcome.outputs:
-            ev["hop"] = self.state.hop()
-            line = E.encode(ev)
-            lines.append((ev["hop"]["seq"], line))
-        self.state.add_outbox(db, lines)
+            hop = ev["hop"] = self.state.hop()
+            out.append((hop["seq"], E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
             db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
         if outcome.failed:
             self.counts.failed += 1
-        return [line for _, line in lines]
 
     def _retry_row(self, db: sqlite3.Connection, item: Item, outcome: Retry, inbox_new: list[Item]) -> None:
         item.attempts += 1
