@@ -23,6 +23,11 @@ only_css_js() {
   fc-watch --scan-once "${1:-$here/site}" | awk '/"rel":"[^"]*\.(css|js)"/'
 }
 
+# The same with fc-filter: a rule's conditions, and any file name works.
+css_js_images() {
+  fc-watch --scan-once --ignore-dirs CVS:.svn "${1:-$here/site}" | fc-filter --extensions css:js:png:jpg:gif
+}
+
 # Read events in a shell loop: the exact path bytes of each event, base64-safe.
 paths() {
   fc-watch --scan-once "${1:-$here/site}" | jq -r '.path_b64 // (.path | @base64)' | while read -r b64; do
@@ -31,7 +36,7 @@ paths() {
 }
 
 if [ $# -eq 0 ]; then
-  echo "usage: $0 scan_once|live|only_css_js|paths [DIR]" >&2
+  echo "usage: $0 scan_once|live|only_css_js|css_js_images|paths [DIR]" >&2
   exit 2
 fi
 "$@"
