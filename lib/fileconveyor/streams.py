@@ -59,7 +59,7 @@ def input_lines(
     """Lines from stdin (path None or "-"), a regular file, or a FIFO (reopened for
     each new writer until ``should_stop``)."""
     if path in (None, "-"):
-        fd = stdin.fileno() if hasattr(stdin, "fileno") and _has_fd(stdin) else None
+        fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
         if fd is None:  # an in-memory stream (tests)
             yield from stdin
             return
@@ -80,7 +80,7 @@ def input_lines(
         time.sleep(0.05)  # the writer went away: wait for the next one
 
 
-def _has_fd(stream: IO[bytes]) -> bool:
+def has_fd(stream: IO[bytes]) -> bool:
     try:
         stream.fileno()
         return True

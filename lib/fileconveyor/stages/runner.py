@@ -40,7 +40,7 @@ from typing import IO, Any
 from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
-from ..streams import input_lines, is_fifo, open_fifo_for_writing
+from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
 from .durable import Acknowledger, Hop, StageState
 
 BATCH = 2000  # lines taken per round
@@ -332,7 +332,7 @@ class Runner:
         while True:
             try:
                 if self._out_fd is None:
-                    fd = self.stdout.fileno() if _has_fd(self.stdout) else None
+                    fd = self.stdout.fileno() if has_fd(self.stdout) else None
                     if fd is None:
                         self.stdout.write(data)
                         self.stdout.flush()
@@ -732,14 +732,6 @@ class Runner:
             + (f", {c.retries} retries" if c.retries else "")
             + (f", {extra}" if extra else "")
         )
-
-
-def _has_fd(stream: IO[bytes]) -> bool:
-    try:
-        stream.fileno()
-        return True
-    except (OSError, ValueError, AttributeError):
-        return False
 
 
 def run_stage(stage: Stage, opts: Options, stdin: IO[bytes], stdout: IO[bytes], rep: Reporter, stop: Stopper) -> int:
