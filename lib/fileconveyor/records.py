@@ -33,7 +33,9 @@ from urllib.parse import quote
 
 from .errors import ConfigError, RetryableError
 
-SEED_TABLE = "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
+SEED_TABLE = (
+    "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
+)
 SEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS file_unique_per_server ON synced_files (input_file, server)"
 
 # Append-only; PRAGMA user_version counts those applied.  The first one is written with IF NOT EXISTS so that an
@@ -100,23 +102,25 @@ def _uri(path: str | os.PathLike[str], mode: str) -> str:
     return f"file:{quote(os.path.abspath(path))}?mode={mode}"
 
 
-def _translate(exc: sqlite3.DatabaseError, path: Path | str) -> Exception:
+def _translate(exc: sqlite3.DatabaseError, path: Path | str, what: str = "synced-files database") -> Exception:
     msg = str(exc)
     if "locked" in msg or "busy" in msg or "disk is full" in msg or "disk I/O" in msg:
-        return RetryableError(f"synced-files database {path}: {msg}")
-    return ConfigError(f"synced-files database {path}: {msg}")
+        return RetryableError(f"{what} {path}: {msg}")
+    return ConfigError(f"{what} {path}: {msg}")
 
 
-def open_readonly(path: str | os.PathLike[str], timeout: float = 30.0) -> sqlite3.Connection:
+def open_readonly(
+    path: str | os.PathLike[str], timeout: float = 30.0, what: str = "synced-files database"
+) -> sqlite3.Connection:
     """A read-only connection (fc-verify, fc-transport's --record-db, --status): never creates the file."""
     if not os.path.exists(path):
-        raise ConfigError(f"synced-files database {os.fspath(path)}: no such file")
+        raise ConfigError(f"{what} {os.fspath(path)}: no such file")
     try:
         db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout, isolation_level=None)
-        db.execute("PRAGMA busy_timeout=%d" % int(timeout * 1000))
+        db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
-        raise _translate(exc, path) from None
+        raise _translate(exc, path, what) from None
     return db
 
 
@@ -136,7 +140,7 @@ class Synced:
     basename: str | bytes
     url: str
     server: str
-    remote: str | None = None
+    remote: str | bytes | None = None
     size: int | None = None
     mtime_ns: int | None = None
     ino: int | None = None
@@ -176,15 +180,38 @@ class Records:
         except OSError as exc:
             raise ConfigError(f"cannot create directory {self.path.parent}: {exc.strerror}") from None
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
-            self.db.execute(f"PRAGMA synchronous={sync}")
-            self.db.execute("PRAGMA busy_timeout=30000")
+            if not self.path.exists():
+                self._create()
+            self.db = self._connect(self.path)
             self._migrate()
         except sqlite3.DatabaseError as exc:
             self.close()
             raise _translate(exc, self.path) from None
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=30000")
+        db.execute("PRAGMA journal_mode=WAL")
+        sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
+        db.execute(f"PRAGMA synchronous={sync}")
+        return db
+
+    def _create(self) -> None:
+        """Build a new database under a temporary name and rename it into place: a reader polling for the
+        file (a web app started first) never meets it half made, in rollback mode, and locked."""
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.db = self._connect(tmp)
+            self._migrate()
+            self.db.close()  # checkpoints and removes the -wal and -shm files; WAL mode stays in the header
+            self.db = None  # type: ignore[assignment]
+            with contextlib.suppress(FileExistsError):  # another fc-record won the race: use its file
+                os.link(tmp, self.path)
+        finally:
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(str(tmp) + suffix)
 
     def _migrate(self) -> None:
         (version,) = self.db.execute("PRAGMA user_version").fetchone()
@@ -238,8 +265,9 @@ class Records:
             "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
             " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(input_file, server) DO UPDATE SET transported_file_basename=excluded.transported_file_basename,"
-            " url=excluded.url, remote=excluded.remote, size=excluded.size, mtime_ns=excluded.mtime_ns,"
+            " ON CONFLICT(input_file, server) DO UPDATE SET"
+            " transported_file_basename=excluded.transported_file_basename, url=excluded.url, remote=excluded.remote,"
+            " size=excluded.size, mtime_ns=excluded.mtime_ns,"
             " ino=excluded.ino, remote_size=excluded.remote_size, hash=excluded.hash, processed=excluded.processed,"
             " source=excluded.source, root=excluded.root, rel=excluded.rel, event_id=excluded.event_id,"
             " synced_at=excluded.synced_at",

@@ -18,7 +18,7 @@ from pathlib import Path
 from fileconveyor import events as E
 from tests.conftest import ROOT
 
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter"), "-v"]
 N = 3000
 
 

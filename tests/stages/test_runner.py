@@ -167,8 +167,30 @@ def test_writer_replays_what_its_reader_has_not_acknowledged(tmp_path: Path) -> 
     run(Pass(), lines(first[:4]), tmp_path / "r.db")
     _, again, _ = run(Pass(), b"", tmp_path / "w.db")  # the writer restarts with no new input
     assert [e["n"] for e in again] == [4, 5, 6, 7, 8, 9]
+    assert again[0]["hop"]["for"]  # tagged: the replay a restarted reader waits for
     _, got, _ = run(Pass(), lines(again), tmp_path / "r.db")
     assert [e["n"] for e in got] == [4, 5, 6, 7, 8, 9]
+
+
+def test_a_writer_waits_at_the_end_for_a_reader_heard_from_in_this_run(tmp_path: Path) -> None:
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    _, first, _ = run(Pass(), lines([ev(f"f{i}", i) for i in range(4)]), tmp_path / "w.db")
+    run(Pass(), lines(first[:2]), tmp_path / "r.db")  # the reader holds 2 of 4
+    # a reader heard from before this run does not hold the writer up
+    status, _, _ = run(Pass(), lines([ev("g", 9)]), tmp_path / "w.db", drain_timeout=0.5)
+    assert status == Exit.OK
+    # a reader active during the run that stays behind: the writer waits, then says so
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("UPDATE acks SET at=at+3600")
+    conn.commit()
+    status, _, err = run(Pass(), b"", tmp_path / "w.db", drain_timeout=0.5)
+    assert status == Exit.RETRY
+    assert "did not acknowledge all our output" in err
 
 
 def test_a_crashing_stage_fails_the_event_not_the_run(tmp_path: Path) -> None:

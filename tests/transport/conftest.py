@@ -15,6 +15,7 @@ from urllib.parse import quote, urlencode
 import pytest
 
 from tests.conftest import ROOT
+from tests.servers.ftpd import ftp_server  # noqa: F401 - fixture
 from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixture
 
 BIN = ROOT / "bin"
@@ -24,7 +25,7 @@ def fc(cmd: str) -> list[str]:
     return [sys.executable, str(BIN / cmd)]
 
 
-def sftp_spec(server: SshServer, files: Path, **settings: str) -> str:  # noqa: F811
+def sftp_spec(server: SshServer, files: Path, **settings: str) -> str:
     query = {
         "key_file": str(server.key_file),
         "known_hosts": str(server.known_hosts),

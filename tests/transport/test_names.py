@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
+
+from fileconveyor.records import Deletion, Records
 
 from .conftest import event, jsonl, lines, transport, tree
 
@@ -35,7 +36,10 @@ def test_deleted_removes_the_name_last_uploaded(tmp_path: Path, env: dict[str, s
     assert gone.returncode == 0, gone.stderr.decode()
     assert tree(tmp_path / "cdn") == {}
     outs = lines(gone.stdout)
-    assert [(ev["remote"], ev["transported"]) for ev in outs] == [("css/a_1.css", "deleted"), ("css/never.css", "deleted")]
+    assert sorted((ev["remote"], ev["transported"]) for ev in outs) == [
+        ("css/a_1.css", "deleted"),
+        ("css/never.css", "deleted"),
+    ]
 
 
 def test_new_name_replaces_the_old_one_at_once(tmp_path: Path, env: dict[str, str]) -> None:
@@ -75,18 +79,27 @@ def test_old_name_in_use_again_is_not_deleted(tmp_path: Path, env: dict[str, str
 
 
 def test_deletion_made_by_fc_record_is_kept(tmp_path: Path, env: dict[str, str]) -> None:
-    src, work = _versions(tmp_path)
+    src, _ = _versions(tmp_path)
     cdn, record = tmp_path / "cdn", tmp_path / "record.db"
     args = ["--to", f"file://{cdn}?name=cdn", "--state", str(tmp_path / "t.db"), "--record-db", str(record)]
-    assert transport(args, env, jsonl([event(src, "css/a.css", "created")])).returncode == 0
-    with sqlite3.connect(record) as db:
-        db.execute(
-            "CREATE TABLE source_deletions(input_file TEXT, server TEXT, size INTEGER, mtime_ns TEXT, deleted_at REAL)"
-        )
-        db.execute("INSERT INTO source_deletions VALUES (?, 'cdn', 6, '1', ?)", (str(src / "css/a.css"), time.time()))
     (src / "css" / "b.css").write_text("b")
-    evs = [event(src, "css/b.css", "created"), event(src, "css/a.css", "deleted"), event(src, "css/b.css", "deleted")]
+    evs = [event(src, "css/a.css", "created"), event(src, "css/b.css", "created")]
+    assert transport(args, env, jsonl(evs)).returncode == 0
+    # fc-record deleted a.css after sync and noted the id of the deleted event fc-watch reports for it
+    records = Records(record)
+    with records.tx() as db:
+        now = time.time()
+        path = str(src / "css/a.css")
+        Records.put_deletion(
+            db, Deletion(path, ["cdn"], (6, 1, 1), "site", str(src), "css/a.css", now, now, now, "e-record", "t")
+        )
+    records.close()
+    evs = [
+        event(src, "css/a.css", "deleted", id="e-record"),  # fc-record's deletion: kept on the server
+        event(src, "css/b.css", "deleted", id="e-user"),  # the user's: propagated
+    ]
     result = transport(args, env, jsonl(evs))
     assert result.returncode == 0, result.stderr.decode()
-    assert [ev["transported"] for ev in lines(result.stdout)] == ["uploaded", "kept", "deleted"]
+    outs = sorted((ev["rel"], ev["transported"]) for ev in lines(result.stdout))
+    assert outs == [("css/a.css", "kept"), ("css/b.css", "deleted")]
     assert tree(cdn) == {"css/a.css": b"source"}

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from tests.conftest import ROOT
+from tests.servers.ftpd import PASSWORD, USER, FtpServer
 from tests.servers.sshd import SshServer
 
 from .conftest import event, fc, jsonl, lines, sftp_spec, transport, tree
@@ -16,7 +17,9 @@ SITE = ROOT / "examples" / "site"
 
 def _pipeline(dest: str, env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[bytes]:
     watch = " ".join(shlex.quote(a) for a in [*fc("fc-watch"), "--scan-once", str(SITE)])
-    trans = " ".join(shlex.quote(a) for a in [*fc("fc-transport"), "--to", dest, "--url", "http://cdn.example/", *extra])
+    trans = " ".join(
+        shlex.quote(a) for a in [*fc("fc-transport"), "--to", dest, "--url", "http://cdn.example/", *extra]
+    )
     return subprocess.run(
         ["bash", "-o", "pipefail", "-c", f"{watch} | {trans}"], capture_output=True, env=env, timeout=120
     )
@@ -50,6 +53,16 @@ def test_scan_once_to_sftp(sshd_server: SshServer, sftp_dir: Path, env: dict[str
     assert result.returncode == 0, result.stderr.decode() + result.stdout.decode()
     _check_site_copied(result.stdout, sftp_dir)
     assert {ev["server"] for ev in lines(result.stdout)} == {"127.0.0.1"}
+
+
+def test_scan_once_to_ftp(ftp_server: FtpServer, tmp_path: Path, env: dict[str, str]) -> None:
+    sub = "tr-" + tmp_path.name[-12:]
+    spec = f"ftp://{USER}@127.0.0.1:{ftp_server.port}/{sub}?connections=3"
+    result = _pipeline(spec, {**env, "FC_PASSWORD": PASSWORD}, "--progress")
+    assert result.returncode == 0, result.stderr.decode()
+    _check_site_copied(result.stdout, ftp_server.files / sub)
+    assert "127.0.0.1: 11 files" in result.stderr.decode()  # the progress line, per destination
+    assert PASSWORD not in result.stderr.decode() + result.stdout.decode()
 
 
 def test_one_event_per_destination(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
@@ -128,3 +141,20 @@ def test_list_shows_every_transporter_with_its_settings(env: dict[str, str]) -> 
 def test_url_before_any_destination_is_a_usage_error(env: dict[str, str]) -> None:
     result = transport(["--url", "http://x/", "--to", "file:///tmp/x"], env)
     assert result.returncode == 2 and b"--url" in result.stderr
+
+
+def test_destination_from_a_config_file(tmp_path: Path, env: dict[str, str]) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    conf = tmp_path / "cdn.conf"
+    conf.write_text(f"# the CDN's origin folder\nto = file://{tmp_path}/cdn\nurl = https://cdn.example/x\nname = cdn\n")
+    result = transport(["--config", str(conf)], env, jsonl([event(src, "a.txt")]))
+    assert result.returncode == 0, result.stderr.decode()
+    (out,) = lines(result.stdout)
+    assert (out["server"], out["url"]) == ("cdn", "https://cdn.example/x/a.txt")
+    # a password in a file others can read is refused before anything happens
+    conf.write_text(conf.read_text() + "password = hunter2\n")
+    conf.chmod(0o644)
+    refused = transport(["--config", str(conf)], env, jsonl([event(src, "a.txt")]))
+    assert refused.returncode == 3 and b"chmod 600" in refused.stderr and b"hunter2" not in refused.stderr

@@ -134,8 +134,10 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     chain = build_chain(args.specs)
     per_server = [proc.name for proc in chain if proc.per_server]
     if per_server and not args.server:
-        raise UsageError(f"{', '.join(per_server)} writes per-server output: run one fc-process per destination "
-                         "server, each with --server NAME")
+        raise UsageError(
+            f"{', '.join(per_server)} writes per-server output: run one fc-process per destination "
+            "server, each with --server NAME"
+        )
     if per_server and not args.record_db:
         raise UsageError(f"{', '.join(per_server)} looks URLs up in fc-record's database: give --record-db FILE")
     if args.base_path is not None and not args.base_path.startswith("/"):

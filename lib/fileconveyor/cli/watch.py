@@ -177,7 +177,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
                 f"cannot read {os.fsdecode(os.path.join(src.root, rel))}: {exc.strerror}; skipping it",
             ),
         )
-        replayed = state.replay(core.writer.write_line, core.writer.flush)
+        replayed = state.replay()
         if replayed:
             rep.warn(f"re-sent {replayed} events whose delivery a crash left uncertain")
         show = args.progress if args.progress is not None else _isatty(io.stderr)

@@ -10,7 +10,7 @@ The docstring of a processor says what it does, its options, and shows an event
 before and after (fc-process records the file to transport and its final name)::
 
     {"kind": "created", "path": "/srv/www/Logo.PNG", "rel": "Logo.PNG", ...}
-    {"kind": "created", "path": "/srv/www/Logo.PNG", "rel": "Logo.PNG", ..., "basename": "logo.png"}
+    {"kind": "created", "path": "/srv/www/Logo.PNG", "rel": "Logo.PNG", ..., "name": "logo.png"}
 
 Rules (fc-process checks them):
 

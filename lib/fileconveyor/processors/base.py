@@ -180,6 +180,8 @@ class Processor:
                 stdin=subprocess.DEVNULL,
                 stdout=sink if sink is not None else subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
+                # in the work directory: a tool's stray files (backups, temp files) stay inside it
+                cwd=ctx.work_dir or None,
                 timeout=self.timeout,
                 check=False,
             )

@@ -6,7 +6,7 @@
 Event before/after (the name stays)::
 
     {"kind": "created", "path": "/srv/www/a b.png", ...}
-    {"kind": "created", "path": "/srv/www/a b.png", ..., "basename": "a b.png"}
+    {"kind": "created", "path": "/srv/www/a b.png", ..., "name": "a b.png"}
 
 The command is split like a shell would split it (shlex), once, at start-up;
 ``{in}`` and ``{out}`` are then replaced inside the argument list, so a file name

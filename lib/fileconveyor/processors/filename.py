@@ -3,7 +3,7 @@
 Event before/after (fc-process adds the file to transport and its final name)::
 
     {"kind": "created", "path": "/srv/www/a b.css", "rel": "a b.css", ...}
-    {"kind": "created", "path": "/srv/www/a b.css", "rel": "a b.css", ..., "basename": "a_b.css"}
+    {"kind": "created", "path": "/srv/www/a b.css", "rel": "a b.css", ..., "name": "a_b.css"}
 
 Unlike the original, the name is derived from the *current* base name (what the
 previous step produced), so a rename earlier in the chain is kept.  The file is

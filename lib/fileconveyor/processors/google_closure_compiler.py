@@ -3,7 +3,7 @@
 Event before/after (the name stays)::
 
     {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ...}
-    {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ..., "basename": "app.js"}
+    {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ..., "name": "app.js"}
 
 Runs ``closure-compiler --js IN --js_output_file OUT`` (Debian's closure-compiler
 package, or the ``google-closure-compiler`` npm package's command of the same

@@ -3,7 +3,7 @@
 Event before/after (Max; a single-frame GIF becomes a PNG)::
 
     {"kind": "created", "path": "/srv/www/logo.gif", "size": 5120, ...}
-    {"kind": "created", "path": "/srv/www/logo.gif", "size": 5120, ..., "basename": "logo.png"}
+    {"kind": "created", "path": "/srv/www/logo.gif", "size": 5120, ..., "name": "logo.png"}
 
 Decoded pixels never change:
 

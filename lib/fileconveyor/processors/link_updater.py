@@ -3,7 +3,7 @@
 Event before/after (per destination server; the name stays)::
 
     {"kind": "created", "path": "/srv/www/site/css/a.css", ...}     # .x { background: url(../img/x.png?v=2) }
-    {"kind": "created", "path": "/srv/www/site/css/a.css", ..., "basename": "a.css"}
+    {"kind": "created", "path": "/srv/www/site/css/a.css", ..., "name": "a.css"}
                                       # .x { background: url(https://cdn.example.com/img/x_5d41.png?v=2) }
 
 Options (the processor's own, else the stage's):

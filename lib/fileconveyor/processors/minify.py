@@ -3,7 +3,7 @@
 Event before/after (the name stays, the content shrinks)::
 
     {"kind": "modified", "path": "/srv/www/css/site.css", "size": 5321, ...}
-    {"kind": "modified", "path": "/srv/www/css/site.css", "size": 5321, ..., "basename": "site.css"}
+    {"kind": "modified", "path": "/srv/www/css/site.css", "size": 5321, ..., "name": "site.css"}
 
 Both work on bytes (no decoding, so any charset passes) and keep comments that
 start with ``/*!`` (licences).  Modern replacements for yui_compressor and

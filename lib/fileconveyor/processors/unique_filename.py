@@ -3,8 +3,8 @@
 Event before/after::
 
     {"kind": "created", "path": "/srv/www/logo.gif", "mtime_ns": "1240668971000000000", ...}
-    Mtime: ..., "basename": "logo_1240668971.gif"
-    MD5:   ..., "basename": "logo_2f0342a2b9aaf48f9e75aa7ed1d58c48.gif"
+    Mtime: ..., "name": "logo_1240668971.gif"
+    MD5:   ..., "name": "logo_2f0342a2b9aaf48f9e75aa7ed1d58c48.gif"
 
 Both work on the *current* step, not the source file as the original did:
 

@@ -3,7 +3,7 @@
 Event before/after (the name stays)::
 
     {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ...}
-    {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ..., "basename": "app.js"}
+    {"kind": "created", "path": "/srv/www/js/app.js", "size": 20480, ..., "name": "app.js"}
 
 Runs Debian's ``yui-compressor`` wrapper as ``yui-compressor --type css|js
 --charset utf-8 -o OUT IN``.  Warnings (stderr, exit 0) are noted, not failures;

@@ -19,6 +19,7 @@ So every event is, at every moment, in some stage's state file.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
 import sqlite3
@@ -130,31 +131,23 @@ class StageState(State):
 
     # -- writing side --------------------------------------------------------------------
 
-    def hop(self) -> dict:
+    def hop(self, tag: list[str] | None = None) -> dict:
         """The hop of our next output line (a rolled-back transaction leaves a gap: harmless)."""
         seq = self.next_seq
         self.next_seq += 1
-        return {"from": self.origin, "epoch": self.epoch, "seq": seq}
+        hop = {"from": self.origin, "epoch": self.epoch, "seq": seq}
+        if tag:
+            hop["for"] = tag
+        return hop
 
     def add_outbox(self, db: sqlite3.Connection, lines: Sequence[tuple[int, bytes]]) -> None:
         db.executemany("INSERT INTO outbox(seq, line) VALUES (?, ?)", lines)
 
     def readers(self, now: float | None = None) -> dict[str, int]:
-        """Readers heard from within READER_EXPIRY, with the seq each acknowledged."""
-        now = time.time() if now is None else now
-        return {
-            r: s
-            for r, s in self.db.execute(
-                "SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (self.epoch, now - READER_EXPIRY)
-            )
-        }
+        return readers(self.db, self.epoch, now)
 
     def sessions(self) -> dict[str, tuple[str, int]]:
-        """Each reader's process id token and acknowledged seq."""
-        return {
-            r: (sess, seq)
-            for r, sess, seq in self.db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (self.epoch,))
-        }
+        return sessions(self.db, self.epoch)
 
     def replay_from(self) -> int:
         """The seq after which outbox lines must be sent again."""
@@ -198,6 +191,111 @@ class StageState(State):
         return (floor if readers else None), (dropped if readers else 0)
 
 
+ACKS_TABLE = (
+    "CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, "
+    "session TEXT NOT NULL DEFAULT '')"
+)
+
+
+def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
+    """Readers of a writer's state file heard from within READER_EXPIRY, with the seq each acknowledged."""
+    now = time.time() if now is None else now
+    rows = db.execute("SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
+    return dict(rows.fetchall())
+
+
+def sessions(db: sqlite3.Connection, epoch: str) -> dict[str, tuple[str, int]]:
+    """Each reader's process token and acknowledged seq."""
+    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (epoch,))
+    return {r: (sess, seq) for r, sess, seq in rows}
+
+
+def hop_prefix(origin: str, epoch: str, tag: list[str] | None = None) -> bytes:
+    """The bytes that turn an encoded event line into one with a hop: line[:-2] + prefix + seq + b"}}\n"."""
+    return (
+        b',"hop":{"from":'
+        + json.dumps(origin, ensure_ascii=False).encode()
+        + b',"epoch":"'
+        + epoch.encode()
+        + (b'","for":' + json.dumps(tag).encode() + b',"seq":' if tag else b'","seq":')
+    )
+
+
+def with_hop(line: bytes, prefix: bytes, seq: int) -> bytes:
+    return line[:-2] + prefix + str(seq).encode() + b"}}\n"
+
+
+class Replays:
+    """Writer side: notices readers that are new or restarted since we last looked
+    (each reader process writes its own session token with its acknowledgements),
+    says where to re-send from, and the tag (``hop.for``) that lines carry for a
+    while after such a replay, so a waiting reader knows its replay has begun."""
+
+    TAG_SECONDS = 30.0
+
+    def __init__(self, db: sqlite3.Connection, epoch: str):
+        self.db = db
+        self.epoch = epoch
+        self.seen: dict[str, tuple[str, int]] = {}  # empty: every reader is new to a starting writer
+        self.tag: list[str] | None = None
+        self._tag_until = 0.0
+
+    def due(self) -> int | None:
+        """The seq to re-send after, if some reader needs it (the tag is set then)."""
+        current = sessions(self.db, self.epoch)
+        fresh = [v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0]]
+        self.seen = current
+        if not fresh:
+            if self.tag and time.monotonic() > self._tag_until:
+                self.tag = None
+            return None
+        self.tag = sorted(sess for sess, _ in fresh)
+        self._tag_until = time.monotonic() + self.TAG_SECONDS
+        return min(seq for _, seq in fresh)
+
+
+class Holding:
+    """Reader side: lines from a writer we just (re)registered with are held until the
+    writer's replay for us begins (a line tagged with our session), then dropped: the
+    replay brings them again, together with any line our previous process had read
+    and lost, in order.  If no replay comes (the writer is not running: a file of
+    saved events, a writer that exited), they are released after AWAIT_SECONDS or at
+    the end of the input and taken as usual."""
+
+    AWAIT_SECONDS = 10.0
+    MAX_HELD = 100_000
+
+    def __init__(self, session: str):
+        self.session = session
+        self.waiting: dict[str, float] = {}  # origin -> deadline
+        self.held: dict[str, list[bytes]] = {}
+
+    def expect(self, origin: str) -> None:
+        self.waiting[origin] = time.monotonic() + self.AWAIT_SECONDS
+        self.held.setdefault(origin, [])
+
+    def take(self, origin: str, hop_for: object, line: bytes) -> bool:
+        """True: go on with this line; False: it is held, not for now."""
+        if origin not in self.waiting:
+            return True
+        if isinstance(hop_for, list) and self.session in hop_for:
+            del self.waiting[origin]
+            self.held.pop(origin, None)  # all of it comes again in the replay
+            return True
+        self.held[origin].append(line)
+        return False
+
+    def release(self, at_end: bool = False) -> list[bytes]:
+        """Lines to take after all: the wait timed out, the input ended, or too many are held."""
+        now = time.monotonic()
+        out: list[bytes] = []
+        for origin in list(self.waiting):
+            if at_end or self.waiting[origin] <= now or len(self.held[origin]) >= self.MAX_HELD:
+                del self.waiting[origin]
+                out.extend(self.held.pop(origin))
+        return out
+
+
 def _statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
@@ -213,16 +311,20 @@ class Acknowledger:
         self._sent: dict[str, tuple[str, int]] = {}
         self._last: dict[str, float] = {}
 
-    def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> None:
+    def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
+        """Acknowledge; returns the writers written to just now."""
         now = time.monotonic()
+        done = set()
         for origin, (epoch, hwm) in marks.items():
-            if self._sent.get(origin) == (epoch, hwm):
+            if self._sent.get(origin) == (epoch, hwm) and not force:
                 continue
             if not force and now - self._last.get(origin, 0.0) < ACK_INTERVAL and origin in self._sent:
                 continue
             if self._write(origin, epoch, hwm):
                 self._sent[origin] = (epoch, hwm)
                 self._last[origin] = now
+                done.add(origin)
+        return done
 
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader:

@@ -1,8 +1,10 @@
 """fc-process: run each event's file through a processor chain, in parallel.
 
-One lane with ``jobs`` worker threads (the processors' heavy work happens in
-external tools or C code, which release the GIL), keyed by path: events of one
-path are processed one at a time, in order; different paths run concurrently.
+One lane keyed by path: events of one path are processed one at a time, in
+order; different paths run concurrently, at most ``jobs`` chains at once (a
+semaphore; the heavy work happens in external tools or C code, which release the
+GIL).  Events no processor applies to (and deleted events) need no slot; with a
+runner that calls ``Stage.quick`` they are finished in the main thread at once.
 
 Every event that needs a work file gets its own directory
 ``<work root>/e<random>/``, so concurrent chains on files of the same base name
@@ -29,7 +31,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .. import events as E
@@ -46,7 +48,7 @@ MIGRATIONS = [
     """
 ]
 
-PASS_THREADS = int(os.environ.get("PT", "64"))
+PASS_THREADS = 32
 RETRY_CAP = 600.0  # seconds: the longest wait between two tries of a deferred event
 ORPHAN_GRACE = 3600.0  # work files of lines no File Conveyor reader acknowledged go after this
 
@@ -122,25 +124,45 @@ class ProcessStage(Stage):
     # -- work (worker threads) ---------------------------------------------------------
 
     def work(self, item: Item) -> Outcome:
+        quick = self._quick(item, self._last_name)
+        if quick is not None:
+            return quick
         ev = item.event
         path = E.get_path(ev, "path")
-        out = _copy_event(ev)
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        with self._slots:
+            return self._process(item, path, current, {**_copy_event(ev), "processed": list(ev.get("processed", []))})
+
+    def quick(self, item: Item) -> Done | None:
+        """The outcome of an item that needs no processor (a deleted event, a file no
+        processor applies to), worked out at once in the main thread; None for the rest.
+
+        For a runner that finishes such items inline instead of handing them to a
+        worker (one commit per batch instead of per round of workers)."""
+        assert self.runner is not None
+        db = self.runner.state.db
+        return self._quick(item, lambda path: _name_row(db, path))
+
+    def _quick(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+        ev = item.event
+        path = E.get_path(ev, "path")
         current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         if ev.get("kind") == "deleted":
-            last = self._last_name(path) if not _has(ev, "name") else None
-            E.put_path(out, "name", last or current)
+            out = _copy_event(ev)
             out.setdefault("processed", [])
+            E.put_path(out, "name", (last_name(path) if not _has(ev, "name") else None) or current)
             return Done([out])
-        if "error" in ev:  # failed upstream: nothing to process, keep the name a transporter expects
+        # a processor applies by name, and a later step only after an earlier one renamed;
+        # an earlier fc-process's work file is taken over in _process (a work dir is needed)
+        nothing_applies = not any(proc.applies_to(current) for proc in self.chain) and not _has(ev, "file")
+        if "error" in ev or nothing_applies:
+            out = _copy_event(ev)
+            out.setdefault("processed", [])
             E.put_path(out, "name", current)
-            return Done([out])
-        out.setdefault("processed", [])
-        if not any(proc.applies_to(current) for proc in self.chain):  # (a later step applies only after one did)
-            E.put_path(out, "name", current)
-            self._count("unchanged")
-            return Done([out])
-        with self._slots:
-            return self._process(item, path, current, out)
+            if "error" not in ev:
+                self._count("unchanged")
+            return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
+        return None
 
     def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
         ev = item.event
@@ -182,12 +204,21 @@ class ProcessStage(Stage):
                 self._note(item, *(f"{E.display(path)}: {n}" for n in ctx.notes))
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
-        if ctx.input == source:  # content untouched (maybe renamed): the source itself is transported
+        if ctx.input == source and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
             _remove(work_dir)
             self._count("unchanged" if ctx.basename == current else "processed")
             return Done([out])
-        assert work_dir is not None
-        final = _settle(work_dir, ctx.input, ctx.basename)
+        if work_dir is None:
+            work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+        try:
+            if ctx.input == source:
+                # An earlier fc-process's work file: it goes once we acknowledge the event,
+                # maybe before our reader is done with it, so it gets a name of our own.
+                ctx.input = _own_copy(work_dir, source)
+            final = _settle(work_dir, ctx.input, ctx.basename)
+        except OSError as exc:
+            _remove(work_dir)
+            return self._failed(item, out, current, None, exc)
         E.put_path(out, "file", final)
         with self._lock:
             self._dirs[item] = work_dir
@@ -207,12 +238,15 @@ class ProcessStage(Stage):
         return Done([])
 
     def _failed(self, item: Item, out: dict, name: bytes, proc: Processor | None, exc: Exception) -> Done:
+        """The event goes on with ``error`` (docs/events.md rule 5): a tool's error or bad
+        input is permanent for this content; an unreadable source is the source's problem."""
         message = str(exc) if isinstance(exc, ProcessorError) else f"{type(exc).__name__}: {exc}"
         who = proc.name if proc is not None else "fc-process"
         if not message.startswith(who):
             message = f"{who}: {message}"
         E.put_path(out, "name", name)
-        out["error"] = {"stage": "fc-process", "processor": who, "message": message, "retry": False}
+        out["error"] = message
+        out["error_kind"] = "source" if isinstance(exc, OSError) else "permanent"
         self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}")
         self._count("failed")
         return Done([out], failed=True)
@@ -233,8 +267,7 @@ class ProcessStage(Stage):
             conn = self._local.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
             with self._lock:
                 self._conns.append(conn)
-        row = conn.execute("SELECT name FROM names WHERE path=?", (path,)).fetchone()
-        return bytes(row[0]) if row else None
+        return _name_row(conn, path)
 
     # -- main thread -------------------------------------------------------------------
 
@@ -250,7 +283,7 @@ class ProcessStage(Stage):
                 db.execute(
                     "INSERT INTO work_files(seq, dir, at) VALUES (?, ?, ?)", (out["hop"]["seq"], work_dir, time.time())
                 )
-            if "error" in out or not out["processed"] and out.get("kind") != "deleted":
+            if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
                 continue  # nothing ran: no rename now, and none before (a processor applies by name)
             path = E.get_path(out, "path")
             name = E.get_path(out, "name")
@@ -276,6 +309,11 @@ class ProcessStage(Stage):
         return ", ".join(f"{n} {k}" for k, n in c.items() if n)
 
 
+def _name_row(db: sqlite3.Connection, path: bytes) -> bytes | None:
+    row = db.execute("SELECT name FROM names WHERE path=?", (path,)).fetchone()
+    return bytes(row[0]) if row else None
+
+
 def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
     """Move the chain's result to ``<work_dir>/<name>`` and drop the intermediate steps.
 
@@ -289,6 +327,16 @@ def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
         path = os.path.join(work_dir, entry)
         if path != target:
             _remove(path)
+    return target
+
+
+def _own_copy(work_dir: bytes, source: bytes) -> bytes:
+    """A hard link to ``source`` in ``work_dir`` (a copy across file systems)."""
+    target = os.path.join(work_dir, b"step-input")
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
     return target
 
 

@@ -41,7 +41,7 @@ from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
-from .durable import Acknowledger, Hop, StageState
+from .durable import Acknowledger, Holding, Hop, Replays, StageState
 
 BATCH = 2000  # lines taken per round
 LANE_BACKOFF_START = 1.0
@@ -297,6 +297,8 @@ class Runner:
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], Counter[int]] = {}
         self.acks = Acknowledger(self.state.origin, lambda key, text: rep.warn_once(key, text))
+        self.replays = Replays(self.state.db, self.state.epoch)  # our readers
+        self.holding = Holding(self.acks.session)  # our writers' replays
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.room = threading.Event()
         self.room.set()
@@ -306,7 +308,7 @@ class Runner:
         self._out_fd: int | None = None
         self._next_prune = 0.0
         self._next_sessions = 0.0
-        self._sessions: dict[str, tuple[str, int]] = {}
+        self._started = time.time()
         self._lineno = 0
         self._written_log: deque[tuple[float, int]] = deque()
         self.progress = Progress(rep, opts.progress)
@@ -357,15 +359,29 @@ class Runner:
                 if self._out_fd is None:  # stopped while waiting
                     raise
                 # everything not acknowledged goes again; the new reader drops what it had
-                data = b"".join(line for _, line in self.state.outbox_after(self.state.replay_from()))
+                data = b"".join(self._replay_lines(self.state.replay_from()))
                 if not data:
                     return
 
-    def _replay(self) -> None:
-        start = self.state.replay_from()
+    def _replay_lines(self, after: int) -> Iterable[bytes]:
+        """Outbox lines after ``after``, tagged for the readers the replay is for."""
+        tag = self.replays.tag
+        for _, line in self.state.outbox_after(after):
+            if tag:
+                ev = E.decode(line)
+                ev["hop"]["for"] = tag
+                line = E.encode(ev)
+            yield line
+
+    def _replay(self, after: int | None = None) -> None:
+        """Re-send the outbox after ``after``; by default (at start) after what each
+        reader acknowledged, or, with no File Conveyor reader, what was never written."""
+        if after is None:
+            due = self.replays.due()
+            after = self.state.written if due is None else due
         batch: list[bytes] = []
         n = 0
-        for _, line in self.state.outbox_after(start):
+        for line in self._replay_lines(after):
             batch.append(line)
             if len(batch) >= 4096:
                 self._write(batch)
@@ -374,7 +390,7 @@ class Runner:
         self._write(batch)
         n += len(batch)
         if n:
-            self.rep.info(f"replayed {n} unacknowledged line(s) from the outbox")
+            self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
             with self.state.transaction() as db:
                 self.state.mark_written(db, self.state.next_seq - 1)
 
@@ -423,9 +439,10 @@ class Runner:
         self._load_inbox()
         self._start_workers()
         # Tell every writer we know that a new process of ours reads now: lines the
-        # previous one held in memory died with it, and the writer re-sends them.
-        self.acks.send(self._ack_marks(), force=True)
-        self._sessions = self.state.sessions()
+        # previous one held in memory died with it, and the writer re-sends them;
+        # until that replay begins, what comes from the writer is held.
+        for origin in self.acks.send(self._ack_marks(), force=True):
+            self.holding.expect(origin)
         reader = threading.Thread(target=self._read_input, name="input", daemon=True)
         reader.start()
         try:
@@ -480,16 +497,40 @@ class Runner:
                     self._eof = True
                     self._eof_at = time.monotonic()
             self._round(lines, done)
+            released = self.holding.release(at_end=self._eof)
+            if released:
+                self._lineno -= len(released)  # taken again: keep line numbers in messages right
+                self._round(released, [])
             self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
             self.progress.update(self._progress_text)
             if self._eof and self.sched.count == 0:
-                return self._status()
+                behind = self._readers_behind()
+                if not behind:
+                    return self._status()
+                if time.monotonic() - self._eof_at > self.opts.drain_timeout:
+                    self.rep.warn(
+                        f"{', '.join(behind)} did not acknowledge all our output; it stays in "
+                        f"{self.state.path} and is re-sent when {self.stage.name} runs again"
+                    )
+                    return Exit.RETRY
             if self._eof and self.sched.only_waiting() and time.monotonic() - self._eof_at > self.opts.drain_timeout:
                 self.rep.warn(
                     f"{self.sched.count} item(s) still waiting to be retried; they stay queued in "
                     f"{self.state.path} and are retried when {self.stage.name} runs again"
                 )
                 return Exit.RETRY
+
+    def _readers_behind(self) -> list[str]:
+        """File Conveyor readers that have not acknowledged all we wrote: we wait for them
+        before exiting, re-sending if one restarts, so that a reader killed after our input
+        ended still gets everything."""
+        last = self.state.next_seq - 1
+        # only readers heard from during this run: one that read from us last week
+        # and is gone must not hold up today's run
+        rows = self.state.db.execute(
+            "SELECT reader FROM acks WHERE epoch=? AND at>=? AND seq<?", (self.state.epoch, self._started, last)
+        )
+        return [r for (r,) in rows]
 
     def _status(self) -> int:
         return Exit.EVENTS_FAILED if self.counts.failed or self.counts.bad else Exit.OK
@@ -562,10 +603,14 @@ class Runner:
                 mark = self.marks.get(hop.origin)
                 if mark is None or mark[0] != hop.epoch:
                     # a writer new to us (or whose state was recreated): register at once,
-                    # before committing, so it keeps what it sends us from now on
+                    # and hold its lines until it re-sends, for us, all it has kept (lines
+                    # a previous process of ours may have read and lost included)
                     self.marks[hop.origin] = (hop.epoch, 0)
-                    self.acks.send({hop.origin: (hop.epoch, 0)}, force=True)
+                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, 0)}, force=True):
+                        self.holding.expect(hop.origin)
                     mark = self.marks[hop.origin]
+                if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
+                    continue
                 if hop.seq <= mark[1]:
                     self.counts.duplicates += 1
                     continue
@@ -656,7 +701,7 @@ class Runner:
     def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done, out: list[tuple[int, bytes]]) -> None:
         """Add the item's output lines to ``out`` (stored in the outbox once per round)."""
         for ev in outcome.outputs:
-            hop = ev["hop"] = self.state.hop()
+            hop = ev["hop"] = self.state.hop(self.replays.tag)
             out.append((hop["seq"], E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
@@ -692,6 +737,7 @@ class Runner:
         if wrote or now >= self._next_prune:
             with self.state.transaction() as db:
                 self.state.mark_written(db, self.state.next_seq - 1)
+        self.acks.send(self._ack_marks())  # what was held back by the interval goes now
         if now >= self._next_sessions:
             self._next_sessions = now + SESSION_CHECK
             self._check_sessions()
@@ -714,14 +760,10 @@ class Runner:
             self.acks.send(self._ack_marks(), force=True)
 
     def _check_sessions(self) -> None:
-        """A reader restarted (its session changed) while we run: re-send what it had not acknowledged."""
-        sessions = self.state.sessions()
-        restarted = [seq for r, (sess, seq) in sessions.items() if self._sessions.get(r, (sess,))[0] != sess]
-        self._sessions = sessions
-        if restarted:
-            start = min(restarted)
-            self.rep.info(f"a reader restarted: re-sending output after line {start}")
-            self._write([line for _, line in self.state.outbox_after(start)])
+        """A reader is new or restarted while we run: re-send what it had not acknowledged."""
+        after = self.replays.due()
+        if after is not None:
+            self._replay(after)
 
     def _progress_text(self) -> str:
         c = self.counts

@@ -1,9 +1,9 @@
 """fc-transport: put each file on every destination, take it away again when it is deleted.
 
-One lane per destination, as many worker threads on it as the destination's ``connections``: a slow or dead
-server only holds up its own lane (the runner pauses it with back-off and jitter and probes with one item),
-never the others.  Each worker keeps its own transporter, so connections are reused across files; the
-transporter reconnects by itself after a drop.  Items are keyed by source path, so the events of one path are
+One lane per destination, with a pool of as many transporters as the destination's ``connections``
+(transport_pool.py): a slow or dead server only holds up its own lane (the runner pauses it with back-off and
+jitter and probes with one item), never the others.  Connections are reused across files; a transporter
+reconnects by itself after a drop.  Items are keyed by source path, so the events of one path are
 applied in order even with many connections.
 
 What the state file holds besides the runner's inbox and outbox:
@@ -20,10 +20,12 @@ transaction that finishes the item, and a crash in between redoes the item from 
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import events as E
@@ -32,10 +34,12 @@ from ..transporters.base import safe_rel
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_dest import Target
 from .transport_old import OldFileDeleter, Pending
+from .transport_pool import PREFETCH, Pool
 from .transport_record import RecordDb
 
 ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
 STRIPES = 1024
+TROUBLE_WINDOW = 0.4  # seconds after a transient failure during which a lane's items don't try to connect
 
 MIGRATIONS = [
     """
@@ -59,6 +63,7 @@ class Note:
     remote: bytes | None = None  # uploaded under this name (None: deleted)
     superseded: bytes | None = None  # the previous remote name, to delete later
     failed: str | None = None  # the error, for the failed table
+    changed: bool = True  # the remote name differs from the one in remote_names (or there is none)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class LaneStats:
     deleted: int = 0
     failed: int = 0
     broken: str | None = None  # an AuthError: the destination refuses us
+    trouble_at: float = 0.0  # monotonic time of the last transient failure
 
 
 @dataclass
@@ -110,9 +116,9 @@ class TransportStage(Stage):
         self.names = Names()
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
-        self.local = threading.local()
-        self.opened: list[Transporter] = []
+        self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
         self.notes: dict[int, Note] = {}
+        self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.stats = {name: LaneStats() for name in self.targets}
         self.runner: Runner | None = None
         self.old: OldFileDeleter | None = None
@@ -123,7 +129,7 @@ class TransportStage(Stage):
     # -- set-up --------------------------------------------------------------------------
 
     def lanes(self) -> dict[str, int]:
-        return {name: t.connections for name, t in self.targets.items()}
+        return {name: t.connections * PREFETCH for name, t in self.targets.items()}
 
     def start(self, runner: Runner) -> None:
         self.runner = runner
@@ -140,6 +146,7 @@ class TransportStage(Stage):
         self.old.start()
         if self.retry_failed:
             self._replay_failed(runner)
+        self.failed_keys = {(server, bytes(path)) for server, path in db.execute("SELECT server, path FROM failed")}
 
     def _replay_failed(self, runner: Runner) -> None:
         db = runner.state.db
@@ -156,9 +163,11 @@ class TransportStage(Stage):
             ev[ONLY] = server
             replay.append(ev)
             ids.append(rid)
-        # queued first, forgotten second: a crash in between replays an event twice, never zero times
-        runner.enqueue(replay)
+        # Into the inbox and out of the failed list in one transaction.  Not runner.enqueue(): called from
+        # start(), its items would be queued twice (run() loads the inbox after start()).
+        items = [it for ev in replay for it in runner._items(ev, E.encode(ev))]
         with runner.state.transaction() as tx:
+            runner._insert(tx, items)
             tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids])
         runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
         if skipped:
@@ -189,6 +198,10 @@ class TransportStage(Stage):
         try:
             if stats.broken is not None:
                 raise AuthError(stats.broken)
+            if time.monotonic() - stats.trouble_at < TROUBLE_WINDOW:
+                # Items handed out before the runner paused the lane: put them back without a connection
+                # attempt each (the runner's probe comes later than this window).
+                return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
             kind = ev.get("kind")
             if kind in ("created", "modified"):
                 return self._upload(item, ev, out, server, path, remote)
@@ -200,6 +213,7 @@ class TransportStage(Stage):
             self._info(f"{E.display(path)}: skipped, {exc}")
             return Done([])
         except TransientError as exc:
+            stats.trouble_at = time.monotonic()
             return Retry(str(exc), lane=True)
         except PermanentError as exc:
             if isinstance(exc, AuthError) and stats.broken is None:
@@ -215,23 +229,23 @@ class TransportStage(Stage):
 
     def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes) -> Done:
         local = E.get_path(ev, "file") if ("file" in ev or "file_b64" in ev) else path
-        tp = self._transporter(server)
-        with self._locked(server, remote):
-            tp.upload(local, remote)
-            with self.lock:
-                old = self.names.set(server, path, remote)
-        superseded = old if old is not None and old != remote else None
-        if superseded is not None and not self.delete_old_after:
-            with self._locked(server, superseded):
-                if not self._in_use(server, superseded):
-                    tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
-            superseded = None
+        with self._connection(server) as tp:
+            with self._locked(server, remote):
+                tp.upload(local, remote)
+                with self.lock:
+                    old = self.names.set(server, path, remote)
+            superseded = old if old is not None and old != remote else None
+            if superseded is not None and not self.delete_old_after:
+                with self._locked(server, superseded):
+                    if not self._in_use(server, superseded):
+                        tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
+                superseded = None
         stats = self.stats[server]
         stats.files += 1
         stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
         out["url"] = tp.url(remote)
         out["transported"] = "uploaded"
-        self.notes[id(item)] = Note(server, path, remote=remote, superseded=superseded)
+        self.notes[id(item)] = Note(server, path, remote=remote, superseded=superseded, changed=old != remote)
         return Done([out])
 
     def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
@@ -240,16 +254,18 @@ class TransportStage(Stage):
         remote = known or remote
         E.put_path(out, "remote", remote)
         out["url"] = self.url_of[server].url(remote)
-        if self.recdb is not None and self.recdb.kept(path, server):
+        if self.recdb is not None and self.recdb.kept(out):
             # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
             out["transported"] = "kept"
             return Done([out])
         with self._locked(server, remote):
-            with self.lock:
-                self.names.set(server, path, None)
-                live = self._in_use(server, remote)
+            with self.lock:  # another source path may have the same remote name: then it stays
+                live = self.names.users.get((server, remote), 0) - (known == remote) > 0
             if not live:
-                self._transporter(server).delete(remote)
+                with self._connection(server) as tp:
+                    tp.delete(remote)
+            with self.lock:  # only now: a failed delete is retried with the name still known
+                self.names.set(server, path, None)
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
         self.notes[id(item)] = Note(server, path)
@@ -265,22 +281,32 @@ class TransportStage(Stage):
                 db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
         if note is None:
             return
+        key = (note.server, note.path)
         if note.failed is not None:
+            # the latest failure of a path is the one that matters: replaying it gives the path's final state
+            db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+            self.failed_keys.add(key)
             line = E.encode({k: v for k, v in item.event.items() if k not in ("hop", ONLY)})
             db.execute(
                 "INSERT INTO failed(server, path, line, error, at) VALUES (?, ?, ?, ?, ?)",
                 (note.server, note.path, line, note.failed, time.time()),
             )
             return
-        db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+        if key in self.failed_keys:  # a set in memory: most items never failed, and this saves a query each
+            self.failed_keys.discard(key)
+            db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
         if note.remote is None:
             db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
+            return
+        if not note.changed:
             return
         db.execute(
             "INSERT INTO remote_names(path, server, remote, uploaded_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(path, server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
             (note.path, note.server, note.remote, time.time()),
         )
+        if self.delete_old_after:  # a name in use again is no longer old (the deleter checks too)
+            db.execute("DELETE FROM old_deletions WHERE server=? AND remote=?", (note.server, note.remote))
         if note.superseded is not None and self.old is not None:
             due = time.time() + self.delete_old_after
             cur = db.execute(
@@ -319,26 +345,25 @@ class TransportStage(Stage):
                     f"{left} superseded remote file(s) are not due for deletion yet (--delete-old-after); "
                     f"they stay in {runner.state.path} and are deleted when fc-transport runs again"
                 )
-        with self.lock:
-            opened, self.opened = self.opened, []
-        for tp in opened:
-            tp.close()
+        for pool in self.pools.values():
+            pool.close()
         if self.recdb is not None:
             self.recdb.close()
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _transporter(self, server: str) -> Transporter:
-        """This thread's transporter for ``server``: one connection per worker, reused across files."""
-        mine = getattr(self.local, "tps", None)
-        if mine is None:
-            mine = self.local.tps = {}
-        tp = mine.get(server)
-        if tp is None:
-            tp = mine[server] = self._make(server)
-            with self.lock:
-                self.opened.append(tp)
-        return tp
+    @contextlib.contextmanager
+    def _connection(self, server: str) -> Iterator[Transporter]:
+        asked = time.monotonic()
+        with self.pools[server].get() as tp:
+            stats = self.stats[server]
+            # What happened while this thread waited for a connection: don't knock again, leave it to the
+            # runner's back-off (a server down) or fail at once (a server that refused us).
+            if stats.broken is not None:
+                raise AuthError(stats.broken)
+            if stats.trouble_at > asked:
+                raise TransientError(f"{self.targets[server].dest}: another connection just failed; backing off")
+            yield tp
 
     def _make(self, server: str) -> Transporter:
         return self.targets[server].make()
@@ -356,7 +381,6 @@ class TransportStage(Stage):
     def _info(self, text: str) -> None:
         if self.runner is not None:
             self.runner.rep.info(text)
-
 
 
 class _NoLock:

@@ -8,7 +8,6 @@ the stage's work: a destination that is down pauses only its own lane.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -111,7 +110,3 @@ def list_transporters() -> str:
         "fileconveyor.transporters entry point (template: lib/fileconveyor/transporters/_template.py)."
     )
     return "\n".join(out) + "\n"
-
-
-def display_rel(rel: bytes) -> str:
-    return os.fsdecode(rel)

@@ -103,7 +103,7 @@ class Core:
         self.apply_note: Callable[[Source, object], None] | None = None
         self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
         self._encoders: dict[tuple[int, str], FileEventEncoder] = {}
-        state.after_commit = writer.flush  # rows committed first, then their lines written
+        state.emit = self._write  # rows committed first, then their lines written
 
     # -- hints from backends ---------------------------------------------------------
 
@@ -219,14 +219,18 @@ class Core:
         elif old != st:
             self._emit("modified", src, key, st)
 
+    def _write(self, lines: list[bytes]) -> None:
+        self.writer.write_lines(lines)
+        self.writer.flush()
+
     def _emit(self, kind: str, src: Source, key: bytes, st: FileStat, via: str | None = None) -> None:
         # stdout first, state second: a crash in between re-emits, it never loses.
         via = via or self.via
         encode = self._encoders.get((src.index, via))
         if encode is None:
             encode = self._encoders[(src.index, via)] = FileEventEncoder(src.name, src.root, via)
-        self.state.put(src.prefix, key, st, ord(kind[0]))
-        self.writer.write_line(encode(kind, to_rel(key), *st))  # held until the row is committed
+        # the line is held with the row, and written once the row is committed
+        self.state.put(src.prefix, key, st, ord(kind[0]), encode(kind, to_rel(key), *st))
         c = self.counts
         if kind == "created":
             c.created += 1
@@ -290,8 +294,7 @@ class Core:
                 self.on_unreadable(src, rel, OSError(err, message))
         c, prefix, kinds = self.counts, src.prefix, batch.kinds
         if not pending and not touched:  # nothing newer to respect: apply the batch whole
-            self.writer.write_lines(batch.lines)
-            state.put_many(prefix, batch.keys, [batch.row(i) for i in range(len(batch.keys))])
+            state.put_many(prefix, batch.keys, [batch.row(i) for i in range(len(batch.keys))], batch.lines)
             c.created += kinds.count(CREATED)
             c.modified += kinds.count(MODIFIED)
             c.deleted += kinds.count(DELETED)
@@ -300,8 +303,7 @@ class Core:
                 if (index, key) in pending or (index, key) in touched:
                     continue
                 row = batch.row(i)
-                state.put(prefix, key, row[:3], row[3])
-                self.writer.write_line(batch.lines[i])
+                state.put(prefix, key, row[:3], row[3], batch.lines[i])
                 kind = kinds[i]
                 if kind == CREATED:
                     c.created += 1
@@ -375,11 +377,13 @@ def run_live(
     while not should_stop():
         now = time.monotonic()
         due = [t for t in (core.next_deadline(), backend.next_due()) if t is not None]
-        timeout_ms = None if not due else max(0, int((min(due) - now) * 1000) + 1)
+        # at least once a second: a restarted reader is re-sent what it lost (check_readers)
+        timeout_ms = 1000 if not due else min(1000, max(0, int((min(due) - now) * 1000) + 1))
         poller.poll(timeout_ms)
         if should_stop():
             break
         backend.process()
         core.tick()
         core.state.commit()  # events of this round are out: make them part of the state
+        core.state.check_readers()
     core.state.commit()

@@ -8,10 +8,13 @@ counts on a first scan of a million files.  Nothing is held in memory but the wr
 committed, which is what keeps fc-watch's memory flat however large the tree.
 
 Order of work, for kill -9 at any moment (docs/durability.md): a batch of rows is
-committed first, stamped with the batch's number, and only then are its event
-lines written; the next commit records that batch as written.  A file deleted
-leaves a tombstone row until its line is out.  On start, the rows of a batch not
-recorded as written are replayed: the very same lines (same ids) go out again.
+committed first, each row stamped with the sequence number of its event line
+(the ``batch`` column; the line's ``hop.seq``), and only then are the lines
+written; the next commit records how far lines are written.  A file deleted
+leaves a tombstone row until every reader has acknowledged its line.  On start,
+and when a reader process restarts, the rows after what the readers acknowledged
+(or, with no File Conveyor reader, after what was written) are replayed: the very
+same lines (same ids, same seq) go out again, and readers drop what they had.
 So a line is never lost and a deletion is never forgotten, even when the file
 was created, reported, and deleted again around a crash.
 """
@@ -25,10 +28,13 @@ from pathlib import Path
 
 from ..events import FileEventEncoder, FileStat
 from ..state import State
+from .durable import ACKS_TABLE, Replays, hop_prefix, readers, with_hop
 
 CREATED, MODIFIED, DELETED = b"cmd"  # kinds, as stored
 KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted"}
 Row = tuple[int, int, int, int]  # size, mtime_ns, ino, kind
+Pending = tuple[int, int, int, int, bytes]  # a row and its event line, not committed yet
+SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 
 MIGRATIONS = [
     """
@@ -44,6 +50,12 @@ MIGRATIONS = [
     CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('last_batch', 0), ('written_batch', 0);
     """,
+    # hop acknowledgements from readers (docs/durability.md); from here on, "batch"
+    # numbers are per line: the hop.seq of the row's last event
+    ACKS_TABLE
+    + """;
+    INSERT INTO meta VALUES ('epoch', abs(random()) % 9007199254740991), ('tombstones', 0);
+    """,
 ]
 
 
@@ -55,22 +67,29 @@ class WatchState:
         path: Path,
         commit_every: int = 4096,
         commit_interval: float = 0.5,
-        after_commit: Callable[[], None] | None = None,
+        emit: Callable[[list[bytes]], None] | None = None,
     ):
-        self.state = State(path, MIGRATIONS)
-        # Called right after each commit: write out the event lines of the rows just
-        # committed.  Rows first, lines second; see the module docstring.
-        self.after_commit = after_commit
+        self.state = State(Path(path).absolute(), MIGRATIONS)
+        # Called right after each commit with the event lines of the rows just
+        # committed: rows first, lines second; see the module docstring.
+        self.emit = emit or (lambda lines: None)
         self.db = self.state.db
         self.path = path
-        self._overlay: dict[bytes, Row] = {}  # full key -> row not committed yet
-        self._tombstones: list[bytes] = []  # deleted keys whose rows can go once written
+        self._overlay: dict[bytes, Pending] = {}  # full key -> row and line, not committed yet
+        self._tombstones: list[tuple[bytes, int]] = []  # deleted keys (and seq) whose rows can go once acknowledged
         self.commit_every = commit_every
         self.commit_interval = commit_interval
         self._last_commit = time.monotonic()
         meta = dict(self.db.execute("SELECT name, value FROM meta"))
-        self.batch = meta["last_batch"]
+        self.batch = meta["last_batch"]  # the last seq given to a line
         self.written = meta["written_batch"]
+        self.epoch = format(meta["epoch"], "x")
+        self.replays = Replays(self.db, self.epoch)
+        self._hop_tag: list[str] | None = None
+        self._hop = hop_prefix(str(self.state.path), self.epoch)
+        self._next_session_check = time.monotonic() + SESSION_CHECK
+        if meta["tombstones"]:
+            self._drop_acknowledged_tombstones()
 
     # -- sources -------------------------------------------------------------------
 
@@ -100,13 +119,15 @@ class WatchState:
             row = self.db.execute("SELECT size, mtime_ns, ino, kind FROM files WHERE key=?", (k,)).fetchone()
         return None if row is None or row[3] == DELETED else FileStat(*row[:3])
 
-    def put(self, prefix: bytes, key: bytes, st: tuple[int, int, int], kind: int) -> None:
-        """Record the event of ``kind`` about to be written for a file; for a deletion,
-        ``st`` is what the file was (it keeps the event's id reproducible)."""
-        self._overlay[prefix + key] = (*st, kind)
+    def put(self, prefix: bytes, key: bytes, st: tuple[int, int, int], kind: int, line: bytes) -> None:
+        """Record the event of ``kind`` (its encoded ``line``) for a file; for a deletion,
+        ``st`` is what the file was (it keeps the event's id reproducible).  A second
+        event for the same file before the commit replaces the first: events say
+        what a file is now, not what happened to it."""
+        self._overlay[prefix + key] = (*st, kind, line)
 
-    def put_many(self, prefix: bytes, keys: list[bytes], rows: list[Row]) -> None:
-        self._overlay.update(zip([prefix + k for k in keys], rows, strict=True))
+    def put_many(self, prefix: bytes, keys: list[bytes], rows: list[Row], lines: list[bytes]) -> None:
+        self._overlay.update((prefix + k, (*row, line)) for k, row, line in zip(keys, rows, lines, strict=True))
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
@@ -127,45 +148,68 @@ class WatchState:
         return False
 
     def commit(self) -> None:
-        """Commit the pending rows as the next batch, then have their lines written."""
+        """Commit the pending rows, each with the seq of its line, then have the lines written."""
         self._last_commit = time.monotonic()
         if not self._overlay:
             return
-        batch = self.batch + 1
-        rows = [(k, *row, batch) for k, row in self._overlay.items()]
-        gone = [k for k, row in self._overlay.items() if row[3] == DELETED]
+        first = self.batch + 1
+        rows, lines, gone = [], [], []
+        for seq, (k, (size, mtime_ns, ino, kind, line)) in enumerate(self._overlay.items(), first):
+            rows.append((k, size, mtime_ns, ino, kind, seq))
+            lines.append(with_hop(line, self._hop, seq))
+            if kind == DELETED:
+                gone.append((k, seq))
+        last = first + len(rows) - 1
         with self.state.transaction() as db:
             db.executemany("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?)", rows)
             self._mark_written(db)
-            db.execute("UPDATE meta SET value=? WHERE name='last_batch'", (batch,))
-        self.batch = batch
+            db.execute("UPDATE meta SET value=? WHERE name='last_batch'", (last,))
+        self.batch = last
         self._overlay.clear()
-        if self.after_commit is not None:
-            self.after_commit()
-        self.written = batch  # recorded by the next transaction (or close)
+        self.emit(lines)
+        self.written = last  # recorded by the next transaction (or close)
         self._tombstones.extend(gone)
+        self.check_readers()
+
+    def _floor(self) -> int:
+        """Lines up to here are safe with every reader (or written, with no File Conveyor reader)."""
+        acked = readers(self.db, self.epoch)
+        return min([*acked.values(), self.written]) if acked else self.written
 
     def _mark_written(self, db: sqlite3.Connection) -> None:
-        """Record the batches whose lines are out, and drop their tombstones."""
+        """Record how far lines are written, and drop the tombstones every reader has."""
         db.execute("UPDATE meta SET value=? WHERE name='written_batch'", (self.written,))
         if self._tombstones:
-            db.executemany(
-                "DELETE FROM files WHERE key=? AND kind=? AND batch<=?",
-                [(k, DELETED, self.written) for k in self._tombstones],
-            )
-            self._tombstones.clear()
+            floor = self._floor()
+            done = [(k, DELETED, seq) for k, seq in self._tombstones if seq <= floor]
+            if done:
+                db.executemany("DELETE FROM files WHERE key=? AND kind=? AND batch=?", done)
+                self._tombstones = [t for t in self._tombstones if t[1] > floor]
+        db.execute("UPDATE meta SET value=? WHERE name='tombstones'", (len(self._tombstones),))
 
-    def replay(self, write: Callable[[bytes], None], flush: Callable[[], None]) -> int:
-        """After a crash: write again the lines of every batch not recorded as written
-        (same events, same ids, in key order), then record them.  Returns how many."""
-        if self.written >= self.batch:
+    def _drop_acknowledged_tombstones(self) -> None:
+        """Tombstones left by the last run: a full scan, only when some were left."""
+        with self.state.transaction() as db:
+            db.execute("DELETE FROM files WHERE kind=? AND batch<=?", (DELETED, self._floor()))
+            db.execute("UPDATE meta SET value=0 WHERE name='tombstones'")
+
+    def replay(self, after: int | None = None) -> int:
+        """Write again the lines of the rows after ``after`` (default: after what every
+        reader acknowledged, or after what was written when no File Conveyor reader is
+        known): same events, same ids, same seq, ``"via":"replay"``.  Returns how many."""
+        if after is None:
+            due = self.replays.due()
+            after = self.written if due is None else due
+        self._retag()
+        if after >= self.batch:
             return 0
         sources = {prefix_of(i): (name, bytes(root)) for i, name, root in self.db.execute("SELECT * FROM sources")}
         encoders: dict[bytes, FileEventEncoder] = {}
+        lines: list[bytes] = []
         n = 0
-        # A full scan, but only after a crash: no index on batch keeps inserts cheap.
-        rows = self.db.execute("SELECT * FROM files WHERE batch>? ORDER BY key", (self.written,))
-        for key, size, mtime_ns, ino, kind, _batch in rows:
+        # A full scan, but only after a crash or a reader's restart: no index on batch keeps inserts cheap.
+        rows = self.db.execute("SELECT * FROM files WHERE batch>? ORDER BY batch", (after,))
+        for key, size, mtime_ns, ino, kind, seq in rows:
             prefix, rel_key = key[:4], key[4:]
             if prefix not in sources:
                 continue
@@ -173,14 +217,36 @@ class WatchState:
             if encode is None:
                 encode = encoders[prefix] = FileEventEncoder(*sources[prefix], "replay")
             if kind == DELETED:
-                self._tombstones.append(key)
-            write(encode(KIND_NAMES[kind], rel_key.replace(b"\0", b"/"), size, mtime_ns, ino))
+                self._tombstones.append((key, seq))
+            lines.append(
+                with_hop(encode(KIND_NAMES[kind], rel_key.replace(b"\0", b"/"), size, mtime_ns, ino), self._hop, seq)
+            )
             n += 1
-        flush()
+            if len(lines) >= 4096:
+                self.emit(lines)
+                lines = []
+        self.emit(lines)
         self.written = self.batch
         with self.state.transaction() as db:
             self._mark_written(db)
         return n
+
+    def check_readers(self) -> int:
+        """A reader is new or restarted while we run: re-send what it had not acknowledged
+        (the lines the old process held in memory died with it).  Returns how many."""
+        now = time.monotonic()
+        if now < self._next_session_check:
+            return 0
+        self._next_session_check = now + SESSION_CHECK
+        after = self.replays.due()
+        self._retag()
+        return self.replay(after) if after is not None else 0
+
+    def _retag(self) -> None:
+        """Lines carry hop.for for a while after a replay (see durable.Replays)."""
+        if self.replays.tag != self._hop_tag:
+            self._hop_tag = self.replays.tag
+            self._hop = hop_prefix(str(self.state.path), self.epoch, self._hop_tag)
 
     def close(self) -> None:
         if self.state.db is not None:

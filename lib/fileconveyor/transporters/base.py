@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import abc
 import errno
+import hashlib
 import os
-import secrets
 import socket
 import time
 from collections.abc import Callable
@@ -106,9 +106,13 @@ def join(root: bytes, rel: bytes) -> bytes:
 
 
 def temp_path(final: bytes) -> bytes:
-    """A fresh temporary name next to ``final``: same directory, so the rename is atomic on the server."""
+    """The temporary name of ``final``, next to it: same directory, so the rename is atomic on the server.
+
+    Derived from ``final`` rather than random: when a crash (kill -9, power cut) interrupts an upload, the
+    redone upload writes over the same temporary file instead of leaving the first one behind for ever.
+    fc-transport never uploads one remote name twice at the same time (per-path order), so they never clash."""
     head, _, _ = final.rpartition(b"/")
-    name = b".fc-" + secrets.token_hex(8).encode() + b".tmp"
+    name = b".fc-" + hashlib.blake2b(final, digest_size=8).hexdigest().encode() + b".tmp"
     return head + b"/" + name if head else name
 
 
@@ -174,7 +178,8 @@ class Transporter(abc.ABC):
         """Put the local file at ``remote_rel``, atomically, creating missing directories."""
         rel = self.check_name(safe_rel(remote_rel))
         try:
-            src = open(local_path, "rb")  # noqa: SIM115 - closed below, after the guarded call
+            # Unbuffered: transporters read in large blocks or hand over the descriptor (sendfile).
+            src = open(local_path, "rb", buffering=0)  # noqa: SIM115 - closed below, after the guarded call
         except FileNotFoundError:
             raise SourceMissing(f"{os.fsdecode(local_path)} vanished before it could be sent") from None
         except OSError as exc:

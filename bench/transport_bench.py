@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""fc-transport benchmark: against rclone copy (same number of transfers) and, for SFTP, scp -r.
+
+Not run by `make test`.  One run measures, side by side:
+
+- many small files (default 10,000 of 4 KB) and a few large ones (default 20 of 20 MB),
+- to a local folder and to SFTP (OpenSSH's sshd started here on 127.0.0.1, key login),
+- fc-transport (events made beforehand by fc-watch --scan-once, so only the transport is timed, from
+  process start to exit, state file and all) against `rclone copy --transfers N --checkers N` and `scp -r`.
+  rclone's SFTP backend runs with disable_hashcheck (by default it runs md5sum over SSH after each file, which
+  made it 50x slower on small files here: the comparison is with rclone at its fastest).
+
+Each measurement starts from an empty destination and a fresh fc-transport state; the median of --repeat
+runs is reported, as files/s and MB/s, with the ratio fc-transport / rclone (above 1: fc-transport is faster).
+Results: bench/results/transport-<date>.md and stdout.  A missing peer tool is an error, never a skip
+(scripts/install-system-deps bench installs rclone and openssh).
+
+Quick run (about a minute): .venv/bin/python bench/transport_bench.py --small 2000 --large 5 --large-mb 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import pwd
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+def run(argv: Sequence[str], **kw: object) -> None:
+    result = subprocess.run(list(argv), capture_output=True, **kw)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise SystemExit(f"failed ({result.returncode}): {' '.join(map(str, argv))}\n{result.stderr.decode()[-3000:]}")
+
+
+def need(tool: str) -> str:
+    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
+    if path is None:
+        raise SystemExit(f"{tool} is missing: run scripts/install-system-deps bench")
+    return path
+
+
+def make_tree(root: Path, count: int, size: int, per_dir: int = 500) -> None:
+    """``count`` files of random bytes; a marker next to the tree (not in it: the peers would copy it) says done."""
+    marker = root.parent / f".{root.name}.complete"
+    if marker.exists() and sum(1 for _ in root.rglob("*.bin")) == count:
+        return
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(root, ignore_errors=True)
+    for i in range(count):
+        d = root / f"d{i // per_dir:04d}"
+        if i % per_dir == 0:
+            d.mkdir(parents=True)
+        with open(d / f"f{i:06d}.bin", "wb") as f:
+            f.write(os.urandom(size))
+    marker.write_text("")
+
+
+def events_for(tree: Path, work: Path) -> Path:
+    out = work / f"{tree.name}.jsonl"
+    env = {**os.environ, "FC_STATE_DIR": str(work / f"watch-state-{tree.name}")}
+    shutil.rmtree(env["FC_STATE_DIR"], ignore_errors=True)
+    with open(out, "wb") as f:
+        subprocess.run([PY, str(ROOT / "bin" / "fc-watch"), "--scan-once", str(tree)], stdout=f, env=env, check=True)
+    return out
+
+
+class Sshd:
+    def __init__(self, work: Path):
+        self.dir = work / "sshd"
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        for name in ("host_key", "user_key"):
+            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(self.dir / name)])
+        (self.dir / "authorized_keys").write_text((self.dir / "user_key.pub").read_text())
+        self.user = pwd.getpwuid(os.geteuid()).pw_name
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.known_hosts = self.dir / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(self.dir / 'host_key.pub').read_text().strip()}\n")
+        self.key = self.dir / "user_key"
+        (self.dir / "sshd_config").write_text(
+            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.dir / 'host_key'}\n"
+            f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\nUsePAM no\n"
+            "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            f"PermitRootLogin prohibit-password\nAllowUsers {self.user}\nSubsystem sftp internal-sftp\n"
+            "MaxStartups 100\nMaxSessions 100\n"
+        )
+        if os.geteuid() == 0:
+            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        log = open(self.dir / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server
+        self.proc = subprocess.Popen([need("sshd"), "-D", "-e", "-f", str(self.dir / "sshd_config")], stderr=log)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("sshd did not start: " + (self.dir / "sshd.log").read_text()) from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def timed(prepare: Callable[[], None], action: Callable[[], None], repeat: int) -> tuple[float, list[float]]:
+    times = []
+    for _ in range(repeat):
+        prepare()
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), times
+
+
+def check_copy(src: Path, dest: Path) -> None:
+    a = sorted((p.relative_to(src), p.stat().st_size) for p in src.rglob("*") if p.is_file())
+    b = sorted((p.relative_to(dest), p.stat().st_size) for p in dest.rglob("*") if p.is_file())
+    if a != b:
+        raise SystemExit(f"incomplete copy in {dest}: {len(b)} files of {len(a)}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", type=int, default=10_000, help="number of small files (default 10000)")
+    p.add_argument("--small-kb", type=int, default=4, help="size of a small file in KB (default 4)")
+    p.add_argument("--large", type=int, default=20, help="number of large files (default 20)")
+    p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MB (default 20)")
+    p.add_argument("--connections", type=int, default=4, help="connections / rclone transfers (default 4)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per measurement, median reported (default 3)")
+    p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-transport-bench")
+    args = p.parse_args()
+    for tool in ("rclone", "scp", "ssh-keygen", "sshd"):
+        need(tool)
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    n = args.connections
+    sets = {
+        "small": (work / "src-small", args.small, args.small_kb * 1024),
+        "large": (work / "src-large", args.large, args.large_mb * 1024 * 1024),
+    }
+    for tree, count, size in sets.values():
+        make_tree(tree, count, size)
+    events = {name: events_for(tree, work) for name, (tree, _, _) in sets.items()}
+    sshd = Sshd(work)
+    remote = work / "remote"  # the SFTP destination, seen on the local file system
+    sftp_q = f"?key_file={quote(str(sshd.key))}&known_hosts={quote(str(sshd.known_hosts))}&agent=no&connections={n}"
+    rclone_sftp = (
+        f":sftp,host=127.0.0.1,port={sshd.port},user={sshd.user},key_file={sshd.key},"
+        f"known_hosts_file={sshd.known_hosts},disable_hashcheck=true:"
+    )
+    rclone = ["rclone", "--config", "/dev/null", "copy", "--transfers", str(n), "--checkers", str(n)]
+    scp = ["scp", "-q", "-r", "-i", str(sshd.key), "-P", str(sshd.port), "-o", f"UserKnownHostsFile={sshd.known_hosts}"]
+    rows = []
+    try:
+        for name, (tree, count, size) in sets.items():
+            mb = count * size / 1e6
+            for where in ("local", "sftp"):
+                dest = work / "dest-local" if where == "local" else remote
+                state = work / "transport-state.db"
+
+                def clean(dest: Path = dest, state: Path = state) -> None:
+                    shutil.rmtree(dest, ignore_errors=True)
+                    for suffix in ("", "-wal", "-shm", ".lock"):
+                        Path(str(state) + suffix).unlink(missing_ok=True)
+
+                spec = (
+                    f"file://{quote(str(dest))}?connections={n}"
+                    if where == "local"
+                    else (f"sftp://{sshd.user}@127.0.0.1:{sshd.port}{quote(str(dest))}{sftp_q}")
+                )
+                fc = [PY, str(ROOT / "bin" / "fc-transport"), "-q", "--to", spec, "--state", str(state)]
+                fc += ["--input", str(events[name]), "--output", os.devnull]
+                peers: dict[str, list[str]] = {
+                    "fc-transport": fc,
+                    f"rclone copy --transfers {n}": [
+                        *rclone,
+                        str(tree),
+                        str(dest) if where == "local" else rclone_sftp + str(dest),
+                    ],
+                }
+                if where == "sftp":
+                    peers["scp -r"] = [*scp, str(tree), f"{sshd.user}@127.0.0.1:{dest}"]
+                results = {}
+                for label, argv in peers.items():
+                    median, times = timed(clean, lambda argv=argv: run(argv), args.repeat)
+                    check_copy(tree, dest)
+                    results[label] = median
+                    rows.append((name, where, label, count / median, mb / median, median, times))
+                    print(f"{name:5} {where:5} {label:28} {count / median:9.0f} files/s {mb / median:8.1f} MB/s")
+                base = results[f"rclone copy --transfers {n}"]
+                rows.append((name, where, "ratio fc-transport / rclone", base / results["fc-transport"], 0, 0, []))
+                print(f"{name:5} {where:5} fc-transport / rclone throughput: {base / results['fc-transport']:.2f}")
+    finally:
+        sshd.stop()
+    report(args, rows)
+
+
+def report(args: argparse.Namespace, rows: list) -> None:
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    lines = [
+        f"# fc-transport benchmark, {stamp}",
+        "",
+        f"Command: `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`  ",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+        f"Sets: small = {args.small} x {args.small_kb} KB, large = {args.large} x {args.large_mb} MB; "
+        f"{args.connections} connections/transfers; median of {args.repeat}",
+        "",
+        "| set | to | tool | files/s | MB/s | median s | runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, where, label, fps, mbps, median, times in rows:
+        if label.startswith("ratio"):
+            lines.append(f"| {name} | {where} | **{label}** | **{fps:.2f}** | | | |")
+        else:
+            runs = ", ".join(f"{t:.2f}" for t in times)
+            lines.append(f"| {name} | {where} | {label} | {fps:.0f} | {mbps:.1f} | {median:.2f} | {runs} |")
+    text = "\n".join(lines) + "\n"
+    out = ROOT / "bench" / "results" / f"transport-{stamp}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""fc-record: keep the synced-files database that web applications read; pass every event on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Sequence
+
+from .. import events as E
+from ..errors import Exit, UsageError
+from ..records import Records
+from ..stages.record import RecordStage
+from ..stages.record_import import QueueCounts, Source, import_synced, queue_events
+from ..stages.record_status import format_status, status
+from . import _common
+from ._common import Reporter, Stopper, Streams, seconds
+from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
+
+DESCRIPTION = """\
+Record where each file went (fc-transport's events) in a SQLite database that keeps
+the original File Conveyor's table synced_files(input_file, transported_file_basename,
+url, server), and pass every event on.  Web applications (the Drupal CDN module),
+fc-process's CSS URL updater and fc-verify read it; WAL mode means they never see
+"database is locked" while fc-record writes."""
+
+EPILOG = f"""\
+examples:
+  fc-watch --scan-once site | fc-transport --to file:///srv/cdn --url https://cdn.example/ \\
+      | fc-record --db synced_files.db
+  sqlite3 synced_files.db 'SELECT * FROM synced_files'
+  ... | fc-transport --to sftp://cdn/www --record-db synced.db | fc-record --db synced.db \\
+      --delete-source-after 3600 --require-server cdn
+  fc-record --status --db synced.db --state-file ~/.local/state/fileconveyor/transport-*.db --json
+  fc-record --db synced.db --import-db /old/fileconveyor/synced_files.db --source site=/srv/www
+  fc-record --import-queue /old/fileconveyor/persistent_data.db --source site=/srv/www | fc-filter ... | ...
+
+recording: created/modified events with a server and a url upsert the row of
+(input_file, server); deleted events remove it; events with an "error" field go to
+the table sync_failures and leave synced rows alone.
+
+deleting sources after sync: with --delete-source-after SECONDS, a file is deleted
+at the source that long after its version is synced to every --require-server
+(default: every server seen so far).  The schedule is the table source_deletions and
+survives restarts.  A file modified meanwhile is not deleted until its new version
+is synced.  Give fc-transport --record-db with the same database: it then keeps the
+remote copies instead of propagating the deletion (transported "kept").
+
+{STAGE_EPILOG_IO}
+
+exit status: 0 done, 1 some events carried an error (recorded as failures) or input
+lines were bad, 2 usage, 3 configuration (database, state file), 4 try again later,
+130/143 stopped by a signal (state committed), 141 the reader of stdout went away."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _common.parser("fc-record", DESCRIPTION, EPILOG)
+    p.add_argument("--db", metavar="FILE", help="the synced-files database (created if missing)")
+    g = p.add_argument_group("deleting sources after sync")
+    g.add_argument(
+        "--delete-source-after",
+        type=seconds,
+        metavar="SECONDS",
+        help="delete each synced source file this long after it is synced everywhere",
+    )
+    g.add_argument(
+        "--require-server",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a server a file must be synced to before it is deleted (repeatable)",
+    )
+    m = p.add_argument_group("other modes (one-shot, no events read)")
+    m.add_argument(
+        "--status", action="store_true", help="print counts: synced per server, failed, scheduled and done deletions"
+    )
+    m.add_argument(
+        "--state-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="with --status: also the queue depth of this stage state file (repeatable; --state counts too)",
+    )
+    m.add_argument("--json", action="store_true", help="with --status: print JSON")
+    m.add_argument(
+        "--import-db", metavar="OLD_DB", help="import the rows of the old daemon's synced_files.db into --db"
+    )
+    m.add_argument(
+        "--import-queue", metavar="OLD_DB", help="print the old daemon's unsynced queue (persistent_data.db) as events"
+    )
+    m.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="with --import-*: the source trees, as given to fc-watch (repeatable)",
+    )
+    add_stage_arguments(p, "fc-record")
+    return p
+
+
+def _sources(specs: Sequence[str]) -> list[Source]:
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--source {spec!r}: expected NAME=DIR, as given to fc-watch")
+        out.append(Source(name, os.fsencode(os.path.abspath(os.path.expanduser(path)))))
+    return out
+
+
+def _check(args: argparse.Namespace) -> None:
+    modes = [m for m in ("status", "import_db", "import_queue") if getattr(args, m)]
+    if len(modes) > 1:
+        raise UsageError("--status, --import-db and --import-queue are separate runs: give one")
+    if args.require_server and args.delete_source_after is None:
+        raise UsageError("--require-server only matters with --delete-source-after")
+    if (args.json or args.state_file) and not args.status:
+        raise UsageError("--json and --state-file go with --status")
+    if args.source and not (args.import_db or args.import_queue):
+        raise UsageError("--source goes with --import-db or --import-queue")
+    if args.import_queue and not args.source:
+        raise UsageError("--import-queue needs --source NAME=DIR for each source tree (events carry root and rel)")
+    if not args.db and not args.import_queue and not (args.status and (args.state_file or args.state)):
+        raise UsageError("give --db FILE, the synced-files database")
+
+
+def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    _check(args)
+    if args.status:
+        st = status(args.db, [*([str(args.state)] if args.state else []), *args.state_file])
+        text = json.dumps(st, indent=2) + "\n" if args.json else format_status(st)
+        io.stdout.write(text.encode())
+        io.stdout.flush()
+        return Exit.OK
+    if args.import_db:
+        rec = Records(args.db)
+        try:
+            n = import_synced(args.import_db, rec, _sources(args.source))
+        finally:
+            rec.close()
+        per = ", ".join(f"{s} {c}" for s, c in sorted(n.per_server.items()))
+        if not args.quiet:
+            io.stderr.write(
+                f"fc-record: imported {n.imported} row(s) ({per or 'none'}); {n.kept} already in {args.db} kept\n"
+            )
+        return Exit.OK
+    if args.import_queue:
+        return _import_queue(args, io, rep)
+    stage = RecordStage(
+        os.path.abspath(args.db),
+        delete_after=args.delete_source_after,
+        require=args.require_server,
+        drain=args.drain_timeout,
+        stopped=lambda: stop.requested,
+    )
+    identity = repr((os.path.abspath(args.db), args.input, args.output))
+    return run_stage_from_args(stage, args, io, rep, stop, identity)
+
+
+def _import_queue(args: argparse.Namespace, io: Streams, rep: Reporter) -> int:
+    counts = QueueCounts()
+    writer = E.EventWriter(io.stdout)
+    for ev in queue_events(args.import_queue, _sources(args.source), counts):
+        writer.write(ev)
+        if writer.pending >= 1000:
+            writer.flush()
+    writer.flush()
+    for why in counts.refused:
+        rep.error(f"{args.import_queue}: refused item: {why}")
+    if counts.outside:
+        rep.warn(f"{counts.outside} queued path(s) are under no --source and were left out")
+    for table, n in counts.not_imported.items():
+        rep.warn(f"{n} item(s) of {table} not imported: the old daemon scheduled files of every rule for deletion")
+    rep.info(f"{counts.events} event(s) from {args.import_queue}")
+    return Exit.EVENTS_FAILED if counts.refused else Exit.OK
+
+
+def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:
+    return _common.run("fc-record", build_parser, body, argv, io)

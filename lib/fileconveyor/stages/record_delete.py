@@ -1,0 +1,184 @@
+"""Deleting source files after sync (``fc-record --delete-source-after SECONDS``).
+
+The schedule is the ``source_deletions`` table of the synced-files database: a row is written, in the transaction
+that records the sync, once the file's version (size, mtime, inode) is synced to every required server.  A thread
+here carries the rows out when due, so a restart (or a kill -9) loses no schedule: the rows are still there.
+
+Before deleting, under a write transaction, it checks again that the file on disk is still that version (a file
+modified after it was scheduled waits for its new version to be synced, which schedules it again) and that every
+required server still has that version.  It then sets ``deleted_at`` and the ``event_id`` fc-watch will give the
+deletion, commits, and only then unlinks: fc-transport (``--record-db``) recognises the deleted event by that id and
+keeps the remote copies.  A kill between the commit and the unlink is finished on restart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from .. import events as E
+from ..records import Deletion, Records, key_bytes
+
+
+def deleted_event_id(d: Deletion) -> str | None:
+    """The id fc-watch gives the deletion of version ``d.version`` (events.event_id), when it can be known."""
+    size, mtime_ns, ino = d.version
+    if d.source is None or d.rel is None or size is None or mtime_ns is None or ino is None:
+        return None
+    return E.event_id(d.source, key_bytes(d.rel), "deleted", size, mtime_ns, ino)
+
+
+class SourceDeleter:
+    """A thread that deletes scheduled source files when they are due."""
+
+    def __init__(
+        self,
+        db_path: str,
+        owner: str,
+        required: Callable[[], Sequence[str]],
+        warn: Callable[[str], None],
+        info: Callable[[str], None],
+    ):
+        self.rec = Records(db_path)  # its own connection: the main thread's stays free for records
+        self.owner, self.required, self.warn, self.info = owner, required, warn, info
+        self.heap: list[tuple[float, int, str | bytes]] = []
+        self._n = 0
+        self.deleted = 0
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.busy = False
+        self.thread = threading.Thread(target=self._run, name="source-deletions", daemon=True)
+
+    def start(self) -> None:
+        """Load our pending rows (and finish deletions a kill interrupted), then start the thread."""
+        rows = self.rec.db.execute(
+            "SELECT input_file, due_at, deleted_at FROM source_deletions WHERE owner=?", (self.owner,)
+        ).fetchall()
+        for input_file, due_at, deleted_at in rows:
+            if deleted_at is None:
+                self.add(due_at, input_file)
+            else:
+                self._finish_interrupted(input_file)
+        self.thread.start()
+
+    def add(self, due: float, input_file: str | bytes) -> None:
+        with self.cond:
+            self._n += 1
+            heapq.heappush(self.heap, (due, self._n, input_file))
+            self.cond.notify()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.heap) + self.busy
+
+    def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
+        """Block while deletions due before ``until`` (wall clock) remain, or until stopped."""
+        while not stop():
+            with self.cond:
+                if not self.busy and (not self.heap or self.heap[0][0] > until):
+                    return
+                self.cond.wait(0.2)
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(10)
+        self.rec.close()
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and (not self.heap or self.heap[0][0] > time.time()):
+                    self.cond.wait(min(5.0, self.heap[0][0] - time.time()) if self.heap else 5.0)
+                if self.stopping:
+                    return
+                _, _, input_file = heapq.heappop(self.heap)
+                self.busy = True
+            try:
+                self._delete(input_file)
+            except Exception as exc:  # a full disk, a locked database: say so, keep the row for the next run
+                self.warn(
+                    f"deleting {E.display(key_bytes(input_file))} at the source: {exc}; retried at the next start"
+                )
+            finally:
+                with self.cond:
+                    self.busy = False
+                    self.cond.notify_all()
+
+    # -- one deletion ---------------------------------------------------------------------------
+
+    def _delete(self, input_file: str | bytes) -> None:
+        path = key_bytes(input_file)
+        shown = E.display(path)
+        with self.rec.tx() as db:
+            d = self.rec.deletion(input_file)
+            if d is None or d.deleted_at is not None or d.owner != self.owner:
+                return  # unscheduled meanwhile (a new version, the user's deletion), or done
+            if d.due_at > time.time():
+                self.add(d.due_at, input_file)  # rescheduled later by a replayed record
+                return
+            why = self._why_not(d, path)
+            if why:
+                Records.drop_deletion(db, input_file, d.version)
+                self.info(f"{shown}: not deleted at the source: {why}")
+                return
+            d.deleted_at = time.time()
+            d.event_id = deleted_event_id(d)
+            Records.put_deletion(db, d)
+        # committed first: a deleted event arriving at fc-transport must find the row
+        self._unlink(d, path)
+
+    def _why_not(self, d: Deletion, path: bytes) -> str | None:
+        synced = self.rec.versions(d.input_file)
+        # the servers required now, too: one seen for the first time since the schedule counts
+        missing = [s for s in sorted({*d.servers, *self.required()}) if synced.get(s) != d.version]
+        if missing:
+            return f"this version is no longer synced to {', '.join(missing)}"
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return "it is gone already (that deletion is synced as usual)"
+        except OSError as exc:
+            return f"cannot stat it: {exc.strerror}"
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != d.version:
+            return "it was modified after it was scheduled; its new version is deleted once it is synced"
+        return None
+
+    def _unlink(self, d: Deletion, path: bytes) -> None:
+        shown = E.display(path)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            # someone else deleted it between our check and now: their deletion must be synced
+            with self.rec.tx() as db:
+                Records.drop_deletion(db, d.input_file, d.version)
+            return
+        except OSError as exc:
+            with self.rec.tx() as db:
+                Records.drop_deletion(db, d.input_file, d.version)
+            self.warn(f"cannot delete {shown} at the source: {exc.strerror}; not retried")
+            return
+        self.deleted += 1
+        waited = time.time() - d.scheduled_at
+        self.info(f"deleted {shown} at the source, synced to {', '.join(d.servers)} {waited:.0f} s ago")
+
+    def _finish_interrupted(self, input_file: str | bytes) -> None:
+        """A row marked deleted whose file is still there: killed between the commit and the unlink."""
+        d = self.rec.deletion(input_file)
+        if d is None or d.deleted_at is None:
+            return
+        path = key_bytes(input_file)
+        try:
+            st = os.stat(path)
+        except OSError:
+            return  # deleted, as recorded
+        if (st.st_size, st.st_mtime_ns, st.st_ino) == d.version and not self._why_not(d, path):
+            self._unlink(d, path)
+        else:  # another file now: the old record must not hide this one's deletion
+            with self.rec.tx() as db:
+                Records.drop_deletion(db, input_file, d.version)
