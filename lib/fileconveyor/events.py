@@ -219,8 +219,11 @@ class EventWriter:
     but lost would be recorded as done.
     """
 
-    def __init__(self, stream: IO[bytes]):
+    def __init__(self, stream: IO[bytes], reopen: Callable[[], int] | None = None):
         self.stream = stream
+        # For a named FIFO: called when the reader went away; returns a new file
+        # descriptor once another reader has it open (the lines are written again).
+        self.reopen = reopen
         self.count = 0
         self._buf: list[bytes] = []
         try:
@@ -256,7 +259,13 @@ class EventWriter:
             return
         view = memoryview(data)
         while view:
-            view = view[os.write(self._fd, view) :]
+            try:
+                view = view[os.write(self._fd, view) :]
+            except BrokenPipeError:
+                if self.reopen is None:
+                    raise
+                self._fd = self.reopen()
+                view = memoryview(data)  # whole lines for the new reader; it drops what it had
 
 
 # -- reading -------------------------------------------------------------------------

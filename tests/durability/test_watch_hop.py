@@ -55,8 +55,9 @@ def test_reader_restarted_behind_live_fc_watch_gets_everything(tmp_path: Path) -
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
     out = tmp_path / "out.ndjson"
-    watch_cmd = f"{' '.join(WATCH)} --state {tmp_path}/w.db {site} > {fifo}"
-    watch = subprocess.Popen(["bash", "-c", f"exec {watch_cmd}"], stderr=subprocess.DEVNULL)
+    watch = subprocess.Popen(
+        [*WATCH, "--state", str(tmp_path / "w.db"), "--output", str(fifo), str(site)], stderr=subprocess.DEVNULL
+    )
 
     def reader() -> subprocess.Popen[bytes]:
         return subprocess.Popen(

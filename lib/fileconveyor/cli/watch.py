@@ -16,6 +16,7 @@ from ..events import EventWriter
 from ..stages.watch import Core, Options, Source, run_live
 from ..stages.watch_state import WatchState
 from ..state import default_state_dir
+from ..streams import is_fifo, open_fifo_for_writing
 from ..watchers.base import BACKENDS, auto_backend, make_backend
 from ..watchers.tree import Filters
 from . import _common
@@ -94,6 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"processes that scan a large tree together (default on Linux: number of cores, here {_default_jobs()})",
     )
     p.add_argument(
+        "--output",
+        metavar="FILE",
+        help="write events to FILE (appended) or a named FIFO instead of stdout; a FIFO's reader may "
+        "come and go (supervisord): fc-watch waits for the next one and re-sends what it may have lost",
+    )
+    p.add_argument(
         "--state",
         type=Path,
         metavar="FILE",
@@ -169,7 +176,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         core = Core(
             sources,
             state,
-            EventWriter(io.stdout),
+            _writer(args.output, io, rep, stop),
             filters,
             opts,
             on_unreadable=lambda src, rel, exc: rep.warn_once(
@@ -221,6 +228,24 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     finally:
         state.close()
     return Exit.OK
+
+
+def _writer(output: str | None, io: Streams, rep: Reporter, stop: Stopper) -> EventWriter:
+    if output in (None, "-"):
+        return EventWriter(io.stdout)
+    assert output is not None
+    if not is_fifo(output):
+        return EventWriter(open(output, "ab"))
+
+    def wait_for_reader() -> int:
+        rep.info(f"waiting for a reader on {output}")
+        fd = open_fifo_for_writing(output, lambda: stop.requested, blocking=True)
+        if fd is None:
+            raise BrokenPipeError(f"stopped while waiting for a reader on {output}")
+        return fd
+
+    fd = wait_for_reader()
+    return EventWriter(os.fdopen(fd, "wb", buffering=0), reopen=wait_for_reader)
 
 
 def _isatty(stream: object) -> bool:
