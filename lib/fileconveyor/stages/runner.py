@@ -28,6 +28,7 @@ import itertools
 import os
 import queue
 import random
+import select
 import sqlite3
 import threading
 import time
@@ -346,8 +347,6 @@ class Runner:
                     try:
                         view = view[os.write(fd, view) :]
                     except BlockingIOError:  # a FIFO opened O_NONBLOCK: wait for room
-                        import select
-
                         select.select([], [fd], [], 1.0)
                 return
             except BrokenPipeError:
@@ -507,6 +506,9 @@ class Runner:
                 behind = self._readers_behind()
                 if not behind:
                     return self._status()
+                if self._reader_gone():
+                    self.rep.info("the reader of our output went away; what it missed is re-sent next run")
+                    return Exit.BROKEN_PIPE
                 if time.monotonic() - self._eof_at > self.opts.drain_timeout:
                     self.rep.warn(
                         f"{', '.join(behind)} did not acknowledge all our output; it stays in "
@@ -531,6 +533,14 @@ class Runner:
             "SELECT reader FROM acks WHERE epoch=? AND at>=? AND seq<?", (self.state.epoch, self._started, last)
         )
         return [r for (r,) in rows]
+
+    def _reader_gone(self) -> bool:
+        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
+        if self.opts.output not in (None, "-") or not has_fd(self.stdout):
+            return False
+        poller = select.poll()
+        poller.register(self.stdout.fileno(), 0)  # POLLERR is reported whatever is asked
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
 
     def _status(self) -> int:
         return Exit.EVENTS_FAILED if self.counts.failed or self.counts.bad else Exit.OK

@@ -1,0 +1,64 @@
+"""A state directory that fills up: a clear error and exit status 4 ("try again
+later"), a state file that is still sound, and nothing lost once space returns.
+
+The small filesystem is a tmpfs mounted in a private mount namespace
+(``unshare -Urm``), so the test needs no root and touches nothing outside."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fileconveyor import events as E
+from tests.conftest import IN_CI, ROOT
+
+FILTER = f"{sys.executable} {ROOT / 'bin' / 'fc-filter'}"
+
+
+def events(n: int) -> bytes:
+    out = []
+    for i in range(n):
+        e = {"v": 1, "id": f"id{i:05d}", "kind": "created", "source": "s", "root": "/r", "padding": "x" * 300}
+        E.put_path(e, "path", f"/r/f{i}.css".encode())
+        E.put_path(e, "rel", f"f{i}.css".encode())
+        out.append(E.encode(e))
+    return b"".join(out)
+
+
+def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-Urm", "true"]).returncode != 0:
+        msg = "unshare -Urm (user and mount namespaces) is not available"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    (tmp_path / "in.ndjson").write_bytes(events(4000))
+    small = tmp_path / "small"
+    small.mkdir()
+    out = tmp_path / "out.ndjson"
+    script = f"""
+    set -u
+    mount -t tmpfs -o size=400k tmpfs {small}
+    {FILTER} --state {tmp_path}/a.db --input {tmp_path}/in.ndjson \\
+      | {FILTER} --state {small}/b.db --output {out} 2> {tmp_path}/b1.err
+    echo "first=${{PIPESTATUS[1]}}"
+    python3 -c "import sqlite3; print('integrity=' + sqlite3.connect('{small}/b.db').execute('PRAGMA integrity_check').fetchone()[0])"
+    mount -o remount,size=20m {small}
+    {FILTER} --state {tmp_path}/a.db --input /dev/null \\
+      | {FILTER} --state {small}/b.db --output {out} 2> {tmp_path}/b2.err
+    echo "second=${{PIPESTATUS[1]}}"
+    """
+    r = subprocess.run(["unshare", "-Urm", "bash", "-c", script], capture_output=True, text=True, timeout=120)
+    report = r.stdout + r.stderr
+    assert "first=4" in report, report + (tmp_path / "b1.err").read_text()
+    err = (tmp_path / "b1.err").read_text()
+    assert "disk is full" in err and "free some space" in err and "Traceback" not in err
+    assert "integrity=ok" in report
+    assert "second=0" in report, report + (tmp_path / "b2.err").read_text()
+    got = {json.loads(line)["id"] for line in out.read_bytes().splitlines()}
+    missing = {f"id{i:05d}" for i in range(4000)} - got
+    assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
