@@ -7,7 +7,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_STATE ?= $(CURDIR)/.cache/demo-state
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps demo test lint check bench clean
+.PHONY: help deps test-deps demo test lint check bench chaos clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ check: lint test ## lint, then the tests
 bench: test-deps ## benchmarks against the peers named in the issues (long; writes bench/results/)
 	scripts/install-system-deps bench
 	$(PY) bench/watch_bench.py
+
+ROUNDS ?= 200
+FILES ?= 3000
+chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
+	$(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

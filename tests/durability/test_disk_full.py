@@ -46,7 +46,8 @@ def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) 
     {FILTER} --state {tmp_path}/a.db --input {tmp_path}/in.ndjson \\
       | {FILTER} --state {small}/b.db --output {out} 2> {tmp_path}/b1.err
     echo "first=${{PIPESTATUS[1]}}"
-    python3 -c "import sqlite3; print('integrity=' + sqlite3.connect('{small}/b.db').execute('PRAGMA integrity_check').fetchone()[0])"
+    python3 -c "import sqlite3; c = sqlite3.connect('{small}/b.db'); \
+      print('integrity=' + c.execute('PRAGMA integrity_check').fetchone()[0])"
     mount -o remount,size=20m {small}
     {FILTER} --state {tmp_path}/a.db --input /dev/null \\
       | {FILTER} --state {small}/b.db --output {out} 2> {tmp_path}/b2.err
