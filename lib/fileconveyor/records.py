@@ -25,13 +25,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import ConfigError, RetryableError
+from .errors import ConfigError
+from .state import migrate, transaction, translate
 
 SEED_TABLE = (
     "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
@@ -103,10 +104,7 @@ def _uri(path: str | os.PathLike[str], mode: str) -> str:
 
 
 def _translate(exc: sqlite3.DatabaseError, path: Path | str, what: str = "synced-files database") -> Exception:
-    msg = str(exc)
-    if "locked" in msg or "busy" in msg or "disk is full" in msg or "disk I/O" in msg:
-        return RetryableError(f"{what} {path}: {msg}")
-    return ConfigError(f"{what} {path}: {msg}")
+    return translate(exc, path, what)
 
 
 def open_readonly(
@@ -214,41 +212,11 @@ class Records:
                     os.unlink(str(tmp) + suffix)
 
     def _migrate(self) -> None:
-        (version,) = self.db.execute("PRAGMA user_version").fetchone()
-        if version > len(MIGRATIONS):
-            raise ConfigError(
-                f"synced-files database {self.path} was written by a newer File Conveyor "
-                f"(schema {version}, this one knows {len(MIGRATIONS)})"
-            )
-        for number in range(version, len(MIGRATIONS)):
-            try:
-                self.db.executescript(
-                    "BEGIN IMMEDIATE;" + MIGRATIONS[number] + f";PRAGMA user_version={number + 1};COMMIT;"
-                )
-            except sqlite3.DatabaseError:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
+        migrate(self.db, MIGRATIONS, f"synced-files database {self.path}")
 
-    @contextlib.contextmanager
-    def tx(self) -> Iterator[sqlite3.Connection]:
+    def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: one record, all or nothing."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise _translate(exc, self.path) from None
-        try:
-            yield self.db
-        except BaseException:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self.db.execute("ROLLBACK")
-            raise
-        try:
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self.db.execute("ROLLBACK")
-            raise _translate(exc, self.path) from None
+        return transaction(self.db, self.path, "synced-files database")
 
     def close(self) -> None:
         db = getattr(self, "db", None)

@@ -79,43 +79,11 @@ class State:
         self._lock_fd = fd
 
     def _migrate(self, migrations: Sequence[str]) -> None:
-        (version,) = self.db.execute("PRAGMA user_version").fetchone()
-        if version > len(migrations):
-            raise StateError(
-                f"state file {self.path} was written by a newer File Conveyor "
-                f"(schema {version}, this one knows {len(migrations)}); upgrade, or use another --state"
-            )
-        for number in range(version, len(migrations)):
-            # One script per migration, inside its own transaction: a crash midway
-            # leaves the previous schema version, never half of the new one.
-            try:
-                self.db.executescript(
-                    "BEGIN IMMEDIATE;" + migrations[number] + f";PRAGMA user_version={number + 1};COMMIT;"
-                )
-            except sqlite3.DatabaseError:
-                if self.db.in_transaction:
-                    self.db.execute("ROLLBACK")
-                raise
+        migrate(self.db, migrations, f"state file {self.path}")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on error, SQLite errors translated."""
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.DatabaseError as exc:
-            raise translate(exc, self.path) from None
-        try:
-            yield self.db
-        except BaseException:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self.db.execute("ROLLBACK")
-            raise
-        try:
-            self.db.execute("COMMIT")
-        except sqlite3.DatabaseError as exc:
-            with contextlib.suppress(sqlite3.DatabaseError):
-                self.db.execute("ROLLBACK")
-            raise translate(exc, self.path) from None
+        return transaction(self.db, self.path)
 
     def close(self) -> None:
         db = getattr(self, "db", None)
@@ -134,11 +102,51 @@ class State:
         self.close()
 
 
-def translate(exc: sqlite3.DatabaseError, path: Path) -> Exception:
+def migrate(db: sqlite3.Connection, migrations: Sequence[str], what: str) -> None:
+    """Run the migrations ``db`` has not had yet; PRAGMA user_version counts them."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version > len(migrations):
+        raise StateError(
+            f"{what} was written by a newer File Conveyor "
+            f"(schema {version}, this one knows {len(migrations)}); upgrade, or use another file"
+        )
+    for number in range(version, len(migrations)):
+        # One script per migration, inside its own transaction: a crash midway
+        # leaves the previous schema version, never half of the new one.
+        try:
+            db.executescript("BEGIN IMMEDIATE;" + migrations[number] + f";PRAGMA user_version={number + 1};COMMIT;")
+        except sqlite3.DatabaseError:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+
+@contextlib.contextmanager
+def transaction(db: sqlite3.Connection, path: Path, what: str = "state file") -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on error, SQLite errors translated."""
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.DatabaseError as exc:
+        raise translate(exc, path, what) from None
+    try:
+        yield db
+    except BaseException:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            db.execute("ROLLBACK")
+        raise
+    try:
+        db.execute("COMMIT")
+    except sqlite3.DatabaseError as exc:
+        with contextlib.suppress(sqlite3.DatabaseError):
+            db.execute("ROLLBACK")
+        raise translate(exc, path, what) from None
+
+
+def translate(exc: sqlite3.DatabaseError, path: Path | str, what: str = "state file") -> Exception:
     """Turn an SQLite error into one of ours, keeping "retry later" apart from "fix it"."""
     msg = str(exc)
     if "disk is full" in msg or "disk I/O error" in msg:
-        return RetryableError(f"state file {path}: {msg} (free some space; nothing committed was lost)")
+        return RetryableError(f"{what} {path}: {msg} (free some space; nothing committed was lost)")
     if "locked" in msg or "busy" in msg:
-        return RetryableError(f"state file {path}: {msg}")
-    return StateError(f"state file {path}: {msg}")
+        return RetryableError(f"{what} {path}: {msg}")
+    return StateError(f"{what} {path}: {msg}")
