@@ -12,16 +12,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
 FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
 
 
-def pipeline(site: Path, state: Path, reader: bool = True) -> list[dict]:
+def pipeline(site: Path, state: Path, reader: bool = True, middle: str = "") -> list[dict]:
     cmd = f"{' '.join(WATCH)} --scan-once --state {state}/w.db {site}"
     if reader:
-        cmd += f" | {' '.join(FILTER)} --state {state}/f.db"
+        cmd += f"{middle} | {' '.join(FILTER)} --state {state}/f.db"
     else:
         cmd += " > /dev/null"  # the reader died: every line written is lost
     out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, timeout=60)
@@ -29,24 +31,29 @@ def pipeline(site: Path, state: Path, reader: bool = True) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
-def test_cron_runs_resend_what_the_reader_never_acknowledged(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "middle",
+    ["", " | { grep --line-buffered -v no-such-thing || true; }", " | awk '{ print; fflush() }'"],
+    ids=["direct", "grep-in-the-middle", "awk-in-the-middle"],
+)
+def test_cron_runs_resend_what_the_reader_never_acknowledged(tmp_path: Path, middle: str) -> None:
     site = tmp_path / "site"
     site.mkdir()
     for i in range(5):
         (site / f"a{i}.css").write_text("a")
-    assert len(pipeline(site, tmp_path)) == 5
+    assert len(pipeline(site, tmp_path, middle=middle)) == 5
     for i in range(3):
         (site / f"b{i}.css").write_text("b")
     pipeline(site, tmp_path, reader=False)  # reported, but lost on the way
     (site / "a0.css").unlink()
-    got = pipeline(site, tmp_path)
+    got = pipeline(site, tmp_path, middle=middle)
     assert sorted((e["kind"], e["rel"]) for e in got) == [
         ("created", "b0.css"),
         ("created", "b1.css"),
         ("created", "b2.css"),
         ("deleted", "a0.css"),
     ]
-    assert pipeline(site, tmp_path) == []  # all acknowledged now: nothing again
+    assert pipeline(site, tmp_path, middle=middle) == []  # all acknowledged now: nothing again
 
 
 def test_reader_restarted_behind_live_fc_watch_gets_everything(tmp_path: Path) -> None:
