@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
-DEMO_STATE ?= $(CURDIR)/.cache/demo-state
+DEMO_OUT ?= $(CURDIR)/.cache/demo
 
 .DEFAULT_GOAL := help
 .PHONY: help deps test-deps demo test lint check bench chaos clean
@@ -22,9 +22,15 @@ test-deps: $(PY) ## install what the tests need (Python packages, Debian package
 	$(PIP) install -e '.[test]'
 	scripts/install-system-deps test
 
-demo: deps ## the main job on the embedded demo: scan examples/site and print its events
-	@mkdir -p $(DEMO_STATE)
-	FC_STATE_DIR=$(DEMO_STATE) $(VENV)/bin/fc-watch --scan-once -v --ignore-dirs CVS:.svn examples/site
+demo: deps ## the main job on the embedded demo: sync examples/site to a local CDN folder, with a database
+	@mkdir -p $(DEMO_OUT)
+	FC_STATE_DIR=$(DEMO_OUT)/state PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	  bash examples/pipelines.sh sync_to_folder examples/site $(DEMO_OUT) | $(PY) -c \
+	  'import sys, json; [print(e["kind"], e["rel"], "->", e.get("url") or e.get("error")) for e in map(json.loads, sys.stdin)]'
+	@echo
+	@echo "files:    $(DEMO_OUT)/cdn"
+	@echo "database: $(DEMO_OUT)/synced_files.db  (sqlite3 $(DEMO_OUT)/synced_files.db 'SELECT * FROM synced_files')"
+	@echo "Run 'make demo' again: nothing changed, so nothing is sent. Touch a file in examples/site and see."
 
 test: test-deps ## run the test suite (what CI runs)
 	$(PY) -m pytest -q
