@@ -45,6 +45,7 @@ from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
 from .durable import Acknowledger, Holding, Hop, Replays, StageState
 
 BATCH = 2000  # lines taken per round
+FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
@@ -615,8 +616,12 @@ class Runner:
                     # a writer new to us (or whose state was recreated): register at once,
                     # and hold its lines until it re-sends, for us, all it has kept (lines
                     # a previous process of ours may have read and lost included)
-                    self.marks[hop.origin] = (hop.epoch, 0)
-                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, 0)}, force=True):
+                    # Only the last lines before the first one we see can have been meant
+                    # for a process of ours (read and lost before it registered): at most
+                    # a pipe buffer and one reader's queue.  Older ones are not ours.
+                    start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
+                    self.marks[hop.origin] = (hop.epoch, start)
+                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
                         self.holding.expect(hop.origin)
                     mark = self.marks[hop.origin]
                 if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
