@@ -113,6 +113,12 @@ class Stage:
     def work(self, item: Item) -> Outcome:
         raise NotImplementedError
 
+    def quick(self, item: Item) -> Done | None:
+        """For stages with workers: the outcome of an item that needs no real work (a
+        pass-through), decided at once in the main thread; None hands it to a worker.
+        Only called when no earlier item of its key is pending."""
+        return None
+
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
         """Extra writes into the state file, in the transaction that finishes ``item``.
         Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
@@ -564,6 +570,18 @@ class Runner:
                 done.append((item, outcome))
             for item in list(self.sched.due(time.time())):
                 done.append((item, self._work(item)))
+        else:
+            # Pass-throughs are finished here, in the batch's own commit, instead of
+            # a round trip through a worker and a commit of their own.
+            to_insert = []
+            for item in new:
+                if not self.sched.blocked(item.lane, item.key):
+                    outcome = self._quick(item)
+                    if outcome is not None:
+                        done.append((item, outcome))
+                        continue
+                self.sched.add(item)  # now: a later item of its path in this batch waits for it
+                to_insert.append(item)
         seq_lines: list[tuple[int, bytes]] = []
         with self.state.transaction() as db:
             if lines:
@@ -576,9 +594,6 @@ class Runner:
             self._insert(db, [it for it in to_insert if it.id is None])
             self.state.add_outbox(db, seq_lines)
         out = [line for _, line in seq_lines]
-        if not self.inline:
-            for item in new:
-                self.sched.add(item)
         for item, outcome in done:
             self._after(item, outcome)
         if lines:
@@ -678,7 +693,14 @@ class Runner:
         except Exception as exc:  # a bug in a stage must not kill the stage: the event fails
             self.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
             self.rep.debug(traceback.format_exc())
-            return Done([{**item.event, "error": f"internal error: {exc}"}], failed=True)
+            return Done([{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}], failed=True)
+
+    def _quick(self, item: Item) -> Done | None:
+        try:
+            return self.stage.quick(item)
+        except Exception:
+            self.rep.debug(traceback.format_exc())
+            return None  # let the worker try, and fail the event properly if it must
 
     def _start_workers(self) -> None:
         for lane in self.sched.lanes.values():
