@@ -44,6 +44,7 @@ check: lint test ## lint, then the tests
 bench: test-deps ## benchmarks against the peers named in the issues (long; writes bench/results/)
 	scripts/install-system-deps bench
 	$(PY) bench/watch_bench.py
+	$(PY) bench/process_bench.py
 
 ROUNDS ?= 200
 FILES ?= 3000

@@ -252,7 +252,7 @@ def main() -> int:
 
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
-    out = results / f"process-{dt.date.today().isoformat()}.md"
+    out = results / f"process-{dt.datetime.now():%Y-%m-%d-%H%M}.md"
     cmd = " ".join(sys.argv)
     out.write_text(
         f"# fc-process benchmark\n\n`{cmd}` on {os.cpu_count()} cores, {args.files} mixed files, {args.events} "
