@@ -63,3 +63,46 @@ def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) 
     got = {json.loads(line)["id"] for line in out.read_bytes().splitlines()}
     missing = {f"id{i:05d}" for i in range(4000)} - got
     assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:5]}"
+
+
+def test_disk_full_work_dir_pauses_then_recovers_without_failing_events(tmp_path: Path) -> None:
+    if shutil.which("unshare") is None or subprocess.run(["unshare", "-Urm", "true"]).returncode != 0:
+        msg = "unshare -Urm (user and mount namespaces) is not available"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    site = tmp_path / "site"
+    site.mkdir()
+    lines = []
+    for i in range(8):
+        css = site / f"s{i}.css"
+        css.write_text("".join(f".c{i}-{j} {{ color : red ; }}\n" for j in range(4000)))  # ~100 KB each
+        e = {"v": 1, "id": f"id{i}", "kind": "created", "source": "s", "root": str(site), "size": css.stat().st_size}
+        E.put_path(e, "path", str(css).encode())
+        E.put_path(e, "rel", css.name.encode())
+        lines.append(E.encode(e))
+    (tmp_path / "in.ndjson").write_bytes(b"".join(lines))
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "out.ndjson"
+    process = f"{sys.executable} {ROOT / 'bin' / 'fc-process'}"
+    script = f"""
+    set -u
+    mount -t tmpfs -o size=150k tmpfs {work}
+    {process} --chain minify.CSS --jobs 2 --work-dir {work} --state {tmp_path}/p.db \\
+      --input {tmp_path}/in.ndjson --output {out} 2> {tmp_path}/p.err &
+    pid=$!
+    sleep 3
+    echo "while-full=$(wc -l < {out} 2>/dev/null || echo 0)"
+    mount -o remount,size=20m {work}
+    wait $pid
+    echo "status=$?"
+    """
+    r = subprocess.run(["unshare", "-Urm", "bash", "-c", script], capture_output=True, text=True, timeout=240)
+    report = r.stdout + r.stderr + (tmp_path / "p.err").read_text()
+    assert "status=0" in report, report
+    got = [json.loads(line) for line in out.read_bytes().splitlines()]
+    assert sorted(e["id"] for e in got) == [f"id{i}" for i in range(8)], report
+    assert not [e for e in got if "error" in e], report  # a full disk is "later", not a failed file
+    assert int(report.split("while-full=")[1].split()[0]) < 8, report  # it really was stuck on space
+    assert "No space left" in report or "no space" in report.lower(), report

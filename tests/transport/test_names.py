@@ -103,3 +103,25 @@ def test_deletion_made_by_fc_record_is_kept(tmp_path: Path, env: dict[str, str])
     outs = sorted((ev["rel"], ev["transported"]) for ev in lines(result.stdout))
     assert outs == [("css/a.css", "kept"), ("css/b.css", "deleted")]
     assert tree(cdn) == {"css/a.css": b"source"}
+
+
+def test_an_event_that_failed_upstream_passes_once_and_is_not_sent(tmp_path: Path) -> None:
+    from fileconveyor import events as E
+    from fileconveyor.cli.transport import main
+    from tests.conftest import call
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"not really a png")
+    ev = {"v": 1, "id": "x", "kind": "created", "source": "s", "root": str(src), "size": 16}
+    E.put_path(ev, "path", str(src / "a.png").encode())
+    E.put_path(ev, "rel", b"a.png")
+    ev["error"] = "image_optimizer.Max: not a PNG"
+    ev["error_kind"] = "source"
+    dests = [tmp_path / "d1", tmp_path / "d2"]
+    argv = [a for d in dests for a in ("--to", f"file://{d}?name={d.name}", "--url", "http://cdn/")]
+    r = call(main, [*argv, "--state", str(tmp_path / "t.db")], E.encode(ev))
+    assert r.status == 0, r.stderr
+    out = [E.decode(x) for x in r.stdout.splitlines()]
+    assert len(out) == 1 and out[0]["error"] == "image_optimizer.Max: not a PNG"
+    assert not any(d.exists() and any(d.iterdir()) for d in dests)

@@ -17,10 +17,11 @@ import pytest
 from fileconveyor.transporters import Transporter, for_destination, parse_destination
 from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server, ftps_server  # noqa: F401 - fixtures
 from tests.servers.process import ServerProcess
+from tests.servers.s3 import S3Server, s3_server  # noqa: F401 - fixtures
 from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixtures
 
-BACKENDS = ["file", "ftp", "ftps", "sftp"]
-REMOTE = ["ftp", "ftps", "sftp"]  # those with credentials and a server process to kill
+BACKENDS = ["file", "ftp", "ftps", "sftp", "s3"]
+REMOTE = ["ftp", "ftps", "sftp", "s3"]  # those with credentials and a server process to kill
 PUBLIC_URL = "https://cdn.example/static"
 
 
@@ -116,4 +117,38 @@ def sftp_backend(sshd_server: SshServer) -> Backend:  # noqa: F811
         server=sshd_server.process,
         wrong_credentials={"key_file": str(sshd_server.wrong_key_file)},
         failed_login="Failed publickey",
+    )
+
+
+# Contract tests whose premise an object store does not share, with the reason; the fixture skips them there
+# (tests/transporters/test_cloud.py checks what the store does instead).
+NOT_FOR_OBJECT_STORES = {
+    "test_file_in_the_way_of_a_directory_is_permanent": "object stores have no directories: f and f/x are two keys",
+}
+
+
+def _object_store_backend(request: pytest.FixtureRequest, backend: Backend) -> Backend:
+    reason = NOT_FOR_OBJECT_STORES.get(getattr(request.node, "originalname", ""))
+    if reason:
+        pytest.skip(f"{backend.name}: {reason}")
+    return backend
+
+
+@pytest.fixture
+def s3_backend(request: pytest.FixtureRequest, s3_server: S3Server) -> Backend:  # noqa: F811
+    from tests.servers import s3
+
+    sub = _unique()
+    return _object_store_backend(
+        request,
+        Backend(
+            "s3",
+            f"s3://{s3.BUCKET}/{sub}",
+            s3_server.files / s3.BUCKET / sub,
+            settings={"endpoint_url": s3_server.endpoint, "profile": s3.PROFILE, "timeout": "10"},
+            server=s3_server.process,
+            cannot_carry=("newline", "not-utf8"),
+            wrong_credentials={"profile": s3.WRONG_PROFILE},
+            failed_login=s3.FAILED_LOGIN,
+        ),
     )

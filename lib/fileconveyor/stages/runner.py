@@ -34,7 +34,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -422,14 +422,17 @@ class Runner:
         if rows:
             self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
 
-    def enqueue(self, events: Iterable[dict]) -> int:
-        """Queue events as if read (used by --retry-failed); committed at once."""
+    def enqueue(self, events: Iterable[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> int:
+        """Queue events as if read (used by --retry-failed); committed at once, together
+        with what ``also`` writes in the same transaction."""
         items = []
         for ev in events:
-            line = E.encode({k: v for k, v in ev.items() if k != "hop"})
-            items.extend(self._items(ev, line))
+            ev = {k: v for k, v in ev.items() if k != "hop"}
+            items.extend(self._items(ev, E.encode(ev)))
         with self.state.transaction() as db:
             self._insert(db, items)
+            if also is not None:
+                also(db)
         for it in items:
             self.sched.add(it)
         return len(items)
@@ -440,9 +443,9 @@ class Runner:
         self._open_output()
         if self._out_fd is None and self.opts.output not in (None, "-"):
             return Exit.OK  # stopped while waiting for a reader
-        self.stage.start(self)
         self._replay()
         self._load_inbox()
+        self.stage.start(self)  # after the inbox is loaded: what it enqueues is queued once
         self._start_workers()
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
@@ -766,8 +769,15 @@ class Runner:
             if in_sched:
                 self.sched.finished(item)
             return
+        lane = self.sched.lanes[item.lane]
+        was_paused = lane.paused_until > time.monotonic()
         delay = self.sched.retry(item, outcome)
-        self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
+        if outcome.lane and not was_paused:
+            # a destination down, a disk full: people need to know, once per pause
+            where = f"{item.lane}: " if item.lane else ""
+            self.rep.warn(f"{where}{outcome.reason}; pausing, next try in {delay:.1f}s (work stays queued)")
+        else:
+            self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
 
     def _housekeeping(self, wrote: bool) -> None:
         now = time.monotonic()

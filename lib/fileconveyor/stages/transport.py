@@ -163,12 +163,8 @@ class TransportStage(Stage):
             ev[ONLY] = server
             replay.append(ev)
             ids.append(rid)
-        # Into the inbox and out of the failed list in one transaction.  Not runner.enqueue(): called from
-        # start(), its items would be queued twice (run() loads the inbox after start()).
-        items = [it for ev in replay for it in runner._items(ev, E.encode(ev))]
-        with runner.state.transaction() as tx:
-            runner._insert(tx, items)
-            tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids])
+        # into the inbox and out of the failed list in one transaction
+        runner.enqueue(replay, lambda tx: tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids]))
         runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
         if skipped:
             runner.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
@@ -180,9 +176,19 @@ class TransportStage(Stage):
         only = event.get(ONLY)
         if only is not None:
             return [(only, path, event)] if only in self.targets else []
+        if "error" in event:
+            # failed upstream (fc-process): nothing to send; passed on once, in its path's order
+            return [(next(iter(self.targets)), path, event)]
         return [(name, path, event) for name in self.targets]
 
+    def quick(self, item: Item) -> Done | None:
+        if "error" in item.event:
+            return Done([{k: v for k, v in item.event.items() if k != "hop"}])
+        return None
+
     def work(self, item: Item) -> Outcome:
+        if "error" in item.event:
+            return self.quick(item)  # type: ignore[return-value]
         server = item.lane
         ev = {k: v for k, v in item.event.items() if k != ONLY and k != "hop"}
         path = E.get_path(ev, "path")

@@ -38,9 +38,12 @@ TRANSPORTERS: Registry[Transporter] = Registry(
         "symlink_or_copy": "fileconveyor.transporters.local:SymlinkOrCopy",
         "ftp": "fileconveyor.transporters.ftp:FTP",
         "sftp": "fileconveyor.transporters.sftp:SFTP",
+        "s3": "fileconveyor.transporters.s3:S3",
+        "cf": "fileconveyor.transporters.cf:CloudFront",
+        "cloudfiles": "fileconveyor.transporters.cloudfiles:CloudFiles",
     },
     # URL schemes name their transporter, so "file:///srv/cdn" needs no separate --transporter.
-    aliases={"file": "symlink_or_copy", "ftps": "ftp"},
+    aliases={"file": "symlink_or_copy", "ftps": "ftp", "cloudfront": "cf", "swift": "cloudfiles"},
 )
 
 

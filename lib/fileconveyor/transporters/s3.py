@@ -1,0 +1,344 @@
+"""s3 (s3://bucket/prefix): Amazon S3 and every S3-compatible store (MinIO, Ceph, Cloudflare R2, Backblaze B2...).
+
+Settings:
+    region          the bucket's region (default: boto3's configuration, else us-east-1)
+    endpoint_url    the store's endpoint for S3-compatible services, e.g. http://127.0.0.1:9000
+    profile         the AWS profile to take credentials from (~/.aws/credentials)
+    addressing_style  auto (default), path or virtual: how bucket names go into request and public URLs
+    acl             canned ACL of uploaded objects (default public-read, as a CDN origin needs); none: send no
+                    ACL, for buckets whose Object Ownership setting forbids ACLs
+    cache_control   Cache-Control of uploaded objects, e.g. "public, max-age=315360000" for versioned assets
+    content_encoding  Content-Encoding of uploaded objects (e.g. gzip, for files fc-process compressed)
+    presign         seconds: URLs are presigned and expire after this long (default: plain, permanent URLs)
+    skip_unchanged  yes: don't upload a file whose content the bucket already holds (costs one HEAD request)
+Credentials come only from boto3's own chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in
+~/.aws/credentials (setting ``profile`` or AWS_PROFILE), an instance or task role.  Never from the URL.
+
+    s3://my-bucket/static  +  upload(b"/tmp/work/a.css", b"css/a.css")  ->  object static/css/a.css
+
+An S3 PUT publishes the object only once it is complete, so uploads are atomic without a temporary name; files
+of 8 MiB or more go as multipart uploads (several parts at once; an interrupted one is aborted).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import mimetypes
+import os
+import re
+import threading
+from typing import Any, BinaryIO, ClassVar
+from urllib.parse import quote, urlsplit
+
+import boto3
+import botocore.exceptions as bce
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
+
+from ..errors import ConfigError, FCError
+from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
+from .destination import Destination
+
+MULTIPART = 8 * 1024 * 1024  # boto3's default threshold and part size: fine from loopback to long-haul links
+HASH_KEY = "fc-sha256"  # object metadata holding the content's SHA-256, for skip_unchanged
+AUTH_CODES = {
+    "AccessDenied",
+    "AllAccessDisabled",
+    "ExpiredToken",
+    "InvalidAccessKeyId",
+    "InvalidClientTokenId",
+    "InvalidToken",
+    "SignatureDoesNotMatch",
+    "TokenRefreshRequired",
+    "403",  # HEAD replies carry no body, hence no code: the bare status
+}
+TRANSIENT_CODES = {
+    "InternalError",
+    "OperationAborted",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",  # a clock being corrected; also what a paused laptop sees
+    "ServiceUnavailable",
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+}
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+# Bucket names that can be a host name label under TLS (no dots: *.s3.amazonaws.com certificates).
+_VIRTUAL_OK = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+
+# boto3.Session() reads the configuration files each time: share one per profile (sessions are not thread-safe
+# to create clients from concurrently, hence the lock).
+_sessions: dict[str | None, boto3.Session] = {}
+_sessions_lock = threading.Lock()
+
+
+def session(profile: str | None) -> boto3.Session:
+    with _sessions_lock:
+        if profile not in _sessions:
+            try:
+                _sessions[profile] = boto3.Session(profile_name=profile)
+            except bce.ProfileNotFound:
+                raise ConfigError(f"AWS profile {profile!r} is in no AWS configuration file") from None
+        return _sessions[profile]
+
+
+def client_config(dest: Destination, timeout: float, **extra: Any) -> Config:
+    """Timeouts, few retries (fc-transport retries with back-off itself) and the addressing style."""
+    style = dest.settings.get("addressing_style", "auto")
+    if style not in ("auto", "path", "virtual"):
+        raise ConfigError(f"{dest}: addressing_style must be auto, path or virtual, not {style!r}")
+    # Stores other than AWS often lack the CRC checksums boto3 sends by default since 2025 (uploads then fail
+    # with a 400): ask for them only where the protocol requires them.
+    checksums = "when_supported" if "endpoint_url" not in dest.settings else "when_required"
+    return Config(
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        retries={"max_attempts": 3, "mode": "standard"},
+        s3={"addressing_style": style},
+        request_checksum_calculation=checksums,
+        response_checksum_validation=checksums,
+        **extra,
+    )
+
+
+class S3(Transporter):
+    """Uploads objects to an S3 bucket with boto3: one PUT (atomic) or a multipart upload for big files."""
+
+    name = "s3"
+    schemes = ("s3",)
+    settings: ClassVar[dict[str, str]] = {
+        "region": "the bucket's region (default: boto3's configuration, else us-east-1)",
+        "endpoint_url": "endpoint of an S3-compatible store (MinIO, R2, B2...), e.g. http://127.0.0.1:9000",
+        "profile": "AWS profile holding the credentials (default: boto3's chain: environment, profile, role)",
+        "addressing_style": "auto (default), path or virtual: bucket name in the URL path or in the host name",
+        "acl": "canned ACL of uploaded objects (default public-read); none: no ACL (buckets that forbid them)",
+        "cache_control": "Cache-Control header of uploaded objects, e.g. 'public, max-age=315360000'",
+        "content_encoding": "Content-Encoding header of uploaded objects, e.g. gzip",
+        "presign": "seconds: hand out presigned URLs expiring after this long (default: plain public URLs)",
+        "skip_unchanged": "yes: don't upload a file whose content the bucket already holds (one HEAD per file)",
+    }
+    default_connections = 8  # HTTP requests are cheap to run side by side; latency, not bandwidth, limits S3
+
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        if not dest.host:
+            raise ConfigError(f"{dest}: no bucket: write s3://BUCKET/prefix")
+        self.bucket = dest.host
+        root = dest.root.strip(b"/")
+        self.prefix = self._text(root) + "/" if root else ""
+        self.endpoint_url = dest.settings.get("endpoint_url") or None
+        if self.endpoint_url and not urlsplit(self.endpoint_url).scheme.startswith("http"):
+            raise ConfigError(f"{dest}: endpoint_url must be an http:// or https:// URL")
+        acl = dest.settings.get("acl", "public-read")
+        self.acl = None if acl.lower() in ("", "none", "no", "off") else acl
+        self.skip_unchanged = dest.flag("skip_unchanged")
+        presign = dest.settings.get("presign", "")
+        try:
+            self.presign = int(presign) if presign else 0
+        except ValueError:
+            raise ConfigError(f"{dest}: presign must be a number of seconds") from None
+        self.transfer = TransferConfig(multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=4)
+        self.skipped = False  # whether the last upload found the content already there (skip_unchanged)
+        self._client: Any = None
+        self._region: str | None = None
+
+    # -- boto3 ------------------------------------------------------------------------------------
+
+    def client(self) -> Any:
+        if self._client is None:
+            sess = session(self.dest.settings.get("profile") or None)
+            self._client = sess.client(
+                "s3",
+                region_name=self.region,
+                endpoint_url=self.endpoint_url,
+                config=client_config(self.dest, self.timeout),
+            )
+        return self._client
+
+    @property
+    def region(self) -> str:
+        if self._region is None:
+            sess = session(self.dest.settings.get("profile") or None)
+            self._region = self.dest.settings.get("region") or sess.region_name or "us-east-1"
+        return self._region
+
+    def _connect(self) -> None:
+        # No request here: a deploy user often may PutObject but not ListBucket, which HeadBucket needs.
+        # Bad credentials show on the first real request instead (AuthError, once).
+        self.client()
+
+    def _close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    # -- operations -------------------------------------------------------------------------------
+
+    def key(self, rel: bytes) -> str:
+        return self.prefix + self._text(rel)
+
+    def check_name(self, rel: bytes) -> bytes:
+        self._text(rel)
+        if _CONTROL.search(rel):
+            # AWS stores them, but XML listings turn \r into \n, and many S3-compatible stores (moto, some
+            # MinIO versions) answer 404 or 400: refused here, the same everywhere, rather than half-working.
+            raise PermanentError(f"S3 cannot carry {rel!r}: control characters in object keys")
+        if len(self.prefix.encode()) + len(rel) > 1024:
+            raise PermanentError(f"S3 cannot carry {rel!r}: object keys are at most 1024 bytes")
+        return rel
+
+    def _text(self, raw: bytes) -> str:
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise PermanentError(f"S3 cannot carry {raw!r}: object keys are UTF-8") from None
+
+    def extra_args(self, key: str, digest: str | None) -> dict[str, Any]:
+        """Headers of the new object: Content-Type from the name, and the configured ones."""
+        content_type, _ = mimetypes.guess_type(key, strict=False)
+        extra: dict[str, Any] = {"ContentType": content_type or "application/octet-stream"}
+        if self.acl:
+            extra["ACL"] = self.acl
+        if "cache_control" in self.dest.settings:
+            extra["CacheControl"] = self.dest.settings["cache_control"]
+        if "content_encoding" in self.dest.settings:
+            extra["ContentEncoding"] = self.dest.settings["content_encoding"]
+        if digest:
+            extra["Metadata"] = {HASH_KEY: digest}
+        return extra
+
+    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+        key, client = self.key(rel), self.client()
+        self.skipped = False
+        if not src.seekable():  # a pipe: stream it, no hash (we cannot read it twice)
+            client.upload_fileobj(src, self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer)
+            return
+        size = os.fstat(src.fileno()).st_size
+        if size < MULTIPART:
+            # One PUT with the bytes in hand: no transfer-manager threads, and Content-MD5 makes the store
+            # check that what arrived is what we sent.
+            data = _read_all(src)
+            md5 = hashlib.md5(data, usedforsecurity=False)
+            digest = hashlib.sha256(data).hexdigest()
+            if self.skip_unchanged and self._holds(key, digest, md5.hexdigest()):
+                self.skipped = True
+                return
+            extra = self.extra_args(key, digest)
+            client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=_b64(md5.digest()), **extra)
+            return
+        h = hashlib.sha256()
+        while chunk := src.read(1 << 20):
+            h.update(chunk)
+        digest = h.hexdigest()
+        if self.skip_unchanged and self._holds(key, digest, None):
+            self.skipped = True
+            return
+        src.seek(0)
+        client.upload_fileobj(src, self.bucket, key, ExtraArgs=self.extra_args(key, digest), Config=self.transfer)
+
+    def _holds(self, key: str, digest: str, md5: str | None) -> bool:
+        """Whether the bucket's object at ``key`` has this content (our metadata hash, else a plain PUT's ETag)."""
+        head = self._head(key)
+        if head is None:
+            return False
+        if head.get("Metadata", {}).get(HASH_KEY) == digest:
+            return True
+        etag = head.get("ETag", "").strip('"')
+        return md5 is not None and "-" not in etag and etag == md5  # a multipart ETag is no MD5 of the content
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client().head_object(Bucket=self.bucket, Key=key)  # type: ignore[no-any-return]
+        except bce.ClientError as exc:
+            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    def _delete(self, rel: bytes) -> None:
+        self.client().delete_object(Bucket=self.bucket, Key=self.key(rel))  # 204 for a missing key too
+
+    def _stat(self, rel: bytes) -> RemoteStat | None:
+        head = self._head(self.key(rel))
+        if head is None:
+            return None
+        modified = head.get("LastModified")
+        return RemoteStat(int(head["ContentLength"]), modified.timestamp() if modified else None)
+
+    # -- URLs -------------------------------------------------------------------------------------
+
+    def url(self, remote_rel: bytes | str) -> str:
+        rel = self.check_name(safe_rel(remote_rel))
+        if self.dest.base_url != _default_url(self.dest):  # the user said where the files are served from
+            return super().url(rel)
+        key = self.key(rel)
+        if self.presign:
+            return str(
+                self.client().generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.presign
+                )
+            )
+        return self.public_base() + quote(key, safe="/~")
+
+    def public_base(self) -> str:
+        """The plain URL of the bucket's root, ending in "/": what a browser GETs for a public-read object."""
+        style = self.dest.settings.get("addressing_style", "auto")
+        if self.endpoint_url:
+            parts = urlsplit(self.endpoint_url.rstrip("/"))
+            if style == "virtual":
+                return f"{parts.scheme}://{self.bucket}.{parts.netloc}{parts.path}/"
+            return f"{self.endpoint_url.rstrip('/')}/{quote(self.bucket)}/"  # path style: works for any name
+        if style == "path" or not _VIRTUAL_OK.match(self.bucket):
+            return f"https://s3.{self.region}.amazonaws.com/{quote(self.bucket)}/"
+        return f"https://{self.bucket}.s3.{self.region}.amazonaws.com/"
+
+    # -- errors -----------------------------------------------------------------------------------
+
+    def classify(self, exc: BaseException) -> FCError:
+        if isinstance(exc, bce.NoCredentialsError):
+            return AuthError(
+                "no AWS credentials found: set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE or the profile "
+                "setting, or run on an instance with a role"
+            )
+        if isinstance(exc, (bce.PartialCredentialsError, bce.CredentialRetrievalError)):
+            return AuthError(f"AWS credentials incomplete: {exc}")
+        if isinstance(exc, (bce.ConnectTimeoutError, bce.ReadTimeoutError)):
+            return TransientError(f"timed out after {self.timeout:g} s: {exc}")
+        if isinstance(exc, (bce.EndpointConnectionError, bce.ConnectionClosedError, bce.HTTPClientError)):
+            return TransientError(f"connection failed: {exc}")
+        if isinstance(exc, bce.ClientError):
+            code = _code(exc)
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = exc.response.get("Error", {}).get("Message") or ""
+            text = f"{code}: {message}" if message else code
+            if code in AUTH_CODES or status == 403:
+                return AuthError(f"{self.bucket}: access refused ({text})")
+            if code in TRANSIENT_CODES or status >= 500 or status == 429:
+                return TransientError(text)
+            if code == "NoSuchBucket":
+                return PermanentError(f"no bucket {self.bucket!r} at this endpoint ({text})")
+            return PermanentError(text)
+        if isinstance(exc, bce.BotoCoreError):
+            return PermanentError(str(exc))
+        return super().classify(exc)
+
+
+def _code(exc: bce.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code") or "")
+
+
+def _default_url(dest: Destination) -> str:
+    # What parse_destination makes when no --url was given: the spec itself.
+    return str(dest).rstrip("/") + "/"
+
+
+def _read_all(src: BinaryIO) -> bytes:
+    chunks = []
+    while chunk := src.read(1 << 20):  # unbuffered: read() may return less than asked
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
