@@ -283,7 +283,8 @@ class BadLine:
 def decode(line: bytes) -> Event:
     """Parse and validate one line (without or with its newline)."""
     try:
-        ev = json.loads(line)
+        # decoded first: json.loads on bytes spends time guessing the encoding
+        ev = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventError(f"not valid JSON: {exc}") from None
     if not isinstance(ev, dict):

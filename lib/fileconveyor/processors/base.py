@@ -129,8 +129,10 @@ class Processor:
         """Whether this processor handles a file with base name ``name``."""
         if not self.extensions:
             return True
-        lower = name.lower()
-        return any(lower.endswith(ext.encode()) for ext in self.extensions)
+        suffixes = self.__dict__.get("_suffixes")
+        if suffixes is None:  # computed once: this runs for every event that passes fc-process
+            suffixes = self._suffixes = tuple(ext.encode() for ext in self.extensions)
+        return name.lower().endswith(suffixes)
 
     def process(self, ctx: Context) -> Output:
         raise NotImplementedError
