@@ -42,9 +42,10 @@ from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
-from .durable import Acknowledger, Holding, Hop, Replays, StageState
+from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
 
 BATCH = 2000  # lines taken per round
+COALESCE = 0.003  # seconds the loop may wait for more finished items before a commit
 FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
@@ -300,6 +301,7 @@ class Runner:
         self.state = StageState(opts.state_path, stage.migrations, name=stage.name)
         self.sched = Scheduler(stage.lanes())
         self.inline = all(n == 0 for n in stage.lanes().values())
+        self._workers = sum(stage.lanes().values())
         self.marks = self.state.load_upstream()
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
@@ -316,6 +318,10 @@ class Runner:
         self._out_fd: int | None = None
         self._next_prune = 0.0
         self._next_sessions = 0.0
+        self._next_ack = 0.0
+        self._next_id: int | None = None
+        self._finished_ids: list[tuple[int]] = []
+        self._written_upto = 0
         self._started = time.time()
         self._lineno = 0
         self._written_log: deque[tuple[float, int]] = deque()
@@ -462,6 +468,9 @@ class Runner:
             self.acks.close()
             self.stage.close()
             self.progress.done(self._progress_text())
+            if self._written_upto > self.state.written:
+                with contextlib.suppress(Exception), self.state.transaction() as db:
+                    self.state.mark_written(db, self._written_upto)
             self.state.close()
         return status
 
@@ -493,6 +502,15 @@ class Runner:
                     msgs.append(self.events.get_nowait())
                 except queue.Empty:
                     break
+            if msgs and len(msgs) < self._workers // 2 and all(kind == "done" for kind, _ in msgs):
+                # A few results only: wait a moment for more, so that one commit serves many
+                # (workers have queued work meanwhile; each lane hands out more than it runs).
+                wait_until = time.monotonic() + COALESCE
+                while len(msgs) < self._workers and (left := wait_until - time.monotonic()) > 0:
+                    try:
+                        msgs.append(self.events.get(timeout=left))
+                    except queue.Empty:
+                        break
             for kind, payload in msgs:
                 if kind == "line":
                     lines.append(payload)
@@ -595,16 +613,19 @@ class Runner:
                 else:
                     self._retry_row(db, item, outcome, to_insert)
             self._insert(db, [it for it in to_insert if it.id is None])
+            if self._finished_ids:
+                db.executemany("DELETE FROM inbox WHERE id=?", self._finished_ids)
+                self._finished_ids.clear()
             self.state.add_outbox(db, seq_lines)
+            self.state.mark_written(db, self._written_upto)  # lines of earlier rounds are out
         out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
-        if lines:
-            self.acks.send(self._ack_marks())
         self._write(out)
         if out:
             self.counts.written += len(out)
-            self._written_log.append((time.monotonic(), self.state.next_seq - 1))
+            self._written_upto = seq_lines[-1][0]
+            self._written_log.append((time.monotonic(), self._written_upto))
         self._housekeeping(bool(out))
         if not self.inline:
             for item in self.sched.due(time.time()):
@@ -731,12 +752,17 @@ class Runner:
     # -- committing --------------------------------------------------------------------
 
     def _insert(self, db: sqlite3.Connection, items: list[Item]) -> None:
-        for it in items:
-            cur = db.execute(
-                "INSERT INTO inbox(line, lane, key, attempts, not_before, last_error) VALUES (?, ?, ?, ?, ?, ?)",
-                (it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error),
-            )
-            it.id = cur.lastrowid
+        if not items:
+            return
+        if self._next_id is None:
+            (self._next_id,) = db.execute("SELECT coalesce(max(id), 0) + 1 FROM inbox").fetchone()
+        for it in items:  # ids given here: one executemany instead of a statement per item
+            it.id = self._next_id
+            self._next_id += 1
+        db.executemany(
+            "INSERT INTO inbox(id, line, lane, key, attempts, not_before, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error) for it in items],
+        )
 
     def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done, out: list[tuple[int, bytes]]) -> None:
         """Add the item's output lines to ``out`` (stored in the outbox once per round)."""
@@ -745,7 +771,7 @@ class Runner:
             out.append((hop["seq"], E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
-            db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
+            self._finished_ids.append((item.id,))
         if outcome.failed:
             self.counts.failed += 1
 
@@ -781,10 +807,12 @@ class Runner:
 
     def _housekeeping(self, wrote: bool) -> None:
         now = time.monotonic()
-        if wrote or now >= self._next_prune:
+        if now >= self._next_ack:  # computing the marks costs: not on every round
+            self._next_ack = now + ACK_INTERVAL
+            self.acks.send(self._ack_marks())
+        if now >= self._next_prune and self._written_upto > self.state.written:
             with self.state.transaction() as db:
-                self.state.mark_written(db, self.state.next_seq - 1)
-        self.acks.send(self._ack_marks())  # what was held back by the interval goes now
+                self.state.mark_written(db, self._written_upto)
         if now >= self._next_sessions:
             self._next_sessions = now + SESSION_CHECK
             self._check_sessions()
