@@ -24,6 +24,20 @@ from pathlib import Path
 
 from .errors import RetryableError, StateBusy, StateError
 
+# The lock is on the open file, which a forked child shares: a scan worker that
+# outlived a killed fc-watch would keep the state file locked.  Children drop it.
+_LOCK_FDS: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    for fd in _LOCK_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _LOCK_FDS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
 
 def default_state_dir() -> Path:
     """Where state files live unless --state says otherwise."""
@@ -77,6 +91,7 @@ class State:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
+        _LOCK_FDS.add(fd)
 
     def _migrate(self, migrations: Sequence[str]) -> None:
         migrate(self.db, migrations, f"state file {self.path}")
@@ -92,6 +107,7 @@ class State:
                 db.close()
             self.db = None  # type: ignore[assignment]
         if self._lock_fd is not None:
+            _LOCK_FDS.discard(self._lock_fd)
             os.close(self._lock_fd)
             self._lock_fd = None
 

@@ -78,3 +78,29 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(StateError, match="cannot create state directory"):
         State(blocker / "sub" / "s.db", MIGRATIONS)
+
+
+def test_a_forked_child_does_not_keep_the_state_locked(tmp_path: Path) -> None:
+    """fc-watch forks scan workers; one that outlives its killed parent must not keep
+    the state file locked (found by make chaos: fc-watch could not restart)."""
+    import os
+    import signal
+    import time
+
+    first = State(tmp_path / "s.db", [])
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: lives on, as a stuck worker would
+        os.write(w, b"x")  # the fork handlers have run by now
+        time.sleep(30)
+        os._exit(0)
+    try:
+        os.read(r, 1)
+        first.close()
+        second = State(tmp_path / "s.db", [])  # StateBusy if the child still held the lock
+        second.close()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        os.close(r)
+        os.close(w)

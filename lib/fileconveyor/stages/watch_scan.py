@@ -219,7 +219,7 @@ def _subdirs(path: bytes, rel: bytes, filters: Filters) -> list[bytes]:
 _JOBS: list[ScanJob] = []  # set before the workers fork: jobs hold closures, which do not pickle
 
 
-def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue, parent: int) -> None:  # type: ignore[type-arg]
     """A scan worker: take the next job, send its batches, until none are left."""
     import time
     import traceback
@@ -231,6 +231,8 @@ def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue) -> None:  # ty
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if os.getppid() != parent:  # the parent died before PDEATHSIG was set: it never fires then
+        os._exit(1)
     status = 0
     try:
         while True:
@@ -264,7 +266,7 @@ def run_parallel(jobs: list[ScanJob], workers: int, between: Callable[[], None] 
     n = min(workers, len(jobs))
     taken = ctx.Value("i", 0)
     out: multiprocessing.Queue = ctx.Queue(maxsize=2 * n)  # type: ignore[type-arg]
-    procs = [ctx.Process(target=_worker, args=(taken, out), daemon=True) for _ in range(n)]
+    procs = [ctx.Process(target=_worker, args=(taken, out, os.getpid()), daemon=True) for _ in range(n)]
     for p in procs:
         p.start()
     running = n
