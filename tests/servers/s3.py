@@ -43,7 +43,9 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 
 
 def _xml_error(code: str, message: str) -> bytes:
-    return f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
+    return (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'.encode()
+    )
 
 
 class _Tee:
@@ -75,6 +77,7 @@ class Gate:
         self.app, self.files, self.access_key = app, files, access_key
         self.backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
         self.lock = threading.Lock()
+        self.mirror = os.environ.get("S3_MIRROR", "1") != "0"  # 0: no file system view (the benchmark)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -93,7 +96,7 @@ class Gate:
             return self._refuse(start_response, "InvalidAccessKeyId", "The AWS Access Key Id does not exist")
         upload_id = q.get("uploadId", [""])[0]
         tee = None
-        if is_s3 and key and method == "PUT" and upload_id and "partNumber" in q:
+        if is_s3 and key and method == "PUT" and upload_id and "partNumber" in q and self.mirror:
             part_file = self._local(bucket, key).parent / f".fc-multipart-{upload_id}"
             try:
                 part_file.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +115,7 @@ class Gate:
             if tee is not None:
                 tee.close()
         ok = bool(status) and status[0].startswith("2")
-        if is_s3 and key and ok and method in ("PUT", "POST", "DELETE"):
+        if is_s3 and key and ok and method in ("PUT", "POST", "DELETE") and self.mirror:
             if upload_id and (method == "DELETE" or (method == "POST" and "uploadId" in q)):
                 _unlink(self._local(bucket, key).parent / f".fc-multipart-{upload_id}")
             if not (method == "PUT" and upload_id) and not (method == "DELETE" and upload_id):
@@ -201,7 +204,11 @@ def start_s3_server(d: Path) -> S3Server:
         f"[{WRONG_PROFILE}]\naws_access_key_id = {WRONG_KEY}\naws_secret_access_key = {SECRET_KEY}\n"
     )
     config.write_text(f"[profile {PROFILE}]\nregion = us-east-1\n[profile {WRONG_PROFILE}]\nregion = us-east-1\n")
-    env = {"AWS_SHARED_CREDENTIALS_FILE": str(creds), "AWS_CONFIG_FILE": str(config), "AWS_EC2_METADATA_DISABLED": "true"}
+    env = {
+        "AWS_SHARED_CREDENTIALS_FILE": str(creds),
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     port = free_port()
     argv = [sys.executable, "-m", "tests.servers.s3", str(port), str(d / "files"), BUCKET]
     server_env = {"PYTHONPATH": str(root), "S3_ACCESS_KEY": ACCESS_KEY}

@@ -19,9 +19,10 @@ from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server, ftps_serve
 from tests.servers.process import ServerProcess
 from tests.servers.s3 import S3Server, s3_server  # noqa: F401 - fixtures
 from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixtures
+from tests.servers.swift import SwiftServer, swift_server  # noqa: F401 - fixtures
 
-BACKENDS = ["file", "ftp", "ftps", "sftp", "s3"]
-REMOTE = ["ftp", "ftps", "sftp", "s3"]  # those with credentials and a server process to kill
+BACKENDS = ["file", "ftp", "ftps", "sftp", "s3", "cf", "cloudfiles"]
+REMOTE = ["ftp", "ftps", "sftp", "s3", "cf", "cloudfiles"]  # those with credentials and a server process to kill
 PUBLIC_URL = "https://cdn.example/static"
 
 
@@ -59,6 +60,10 @@ def _backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 backend = pytest.fixture(params=BACKENDS)(_backend)
 remote_backend = pytest.fixture(params=REMOTE)(_backend)
+# Object stores have no directories ("f" and "f/x" are two keys): contract tests about
+# directories run on the others, and tests/transporters/test_cloud.py checks what the stores do.
+OBJECT_STORES = {"s3", "cf", "cloudfiles"}
+directory_backend = pytest.fixture(params=[b for b in BACKENDS if b not in OBJECT_STORES])(_backend)
 
 
 @pytest.fixture
@@ -120,35 +125,49 @@ def sftp_backend(sshd_server: SshServer) -> Backend:  # noqa: F811
     )
 
 
-# Contract tests whose premise an object store does not share, with the reason; the fixture skips them there
-# (tests/transporters/test_cloud.py checks what the store does instead).
-NOT_FOR_OBJECT_STORES = {
-    "test_file_in_the_way_of_a_directory_is_permanent": "object stores have no directories: f and f/x are two keys",
-}
-
-
-def _object_store_backend(request: pytest.FixtureRequest, backend: Backend) -> Backend:
-    reason = NOT_FOR_OBJECT_STORES.get(getattr(request.node, "originalname", ""))
-    if reason:
-        pytest.skip(f"{backend.name}: {reason}")
-    return backend
-
-
 @pytest.fixture
-def s3_backend(request: pytest.FixtureRequest, s3_server: S3Server) -> Backend:  # noqa: F811
+def s3_backend(s3_server: S3Server) -> Backend:  # noqa: F811
     from tests.servers import s3
 
     sub = _unique()
-    return _object_store_backend(
-        request,
-        Backend(
-            "s3",
-            f"s3://{s3.BUCKET}/{sub}",
-            s3_server.files / s3.BUCKET / sub,
-            settings={"endpoint_url": s3_server.endpoint, "profile": s3.PROFILE, "timeout": "10"},
-            server=s3_server.process,
-            cannot_carry=("newline", "not-utf8"),
-            wrong_credentials={"profile": s3.WRONG_PROFILE},
-            failed_login=s3.FAILED_LOGIN,
-        ),
+    return Backend(
+        "s3",
+        f"s3://{s3.BUCKET}/{sub}",
+        s3_server.files / s3.BUCKET / sub,
+        settings={"endpoint_url": s3_server.endpoint, "profile": s3.PROFILE, "timeout": "10"},
+        server=s3_server.process,
+        cannot_carry=("newline", "not-utf8"),
+        wrong_credentials={"profile": s3.WRONG_PROFILE},
+        failed_login=s3.FAILED_LOGIN,
+    )
+
+
+@pytest.fixture
+def cf_backend(s3_backend: Backend, s3_server: S3Server) -> Backend:  # noqa: F811
+    """The s3 backend through CloudFront: a distribution made per test (a restarted moto forgets it)."""
+    from fileconveyor.transporters.cf import create_distribution
+    from tests.servers import s3
+
+    dist, _ = create_distribution(s3.BUCKET, endpoint_url=s3_server.endpoint, profile=s3.PROFILE, wait=False)
+    s3_backend.name = "cf"
+    s3_backend.spec = "cf" + s3_backend.spec[2:]
+    s3_backend.settings = {**s3_backend.settings, "distribution_id": dist, "invalidate_after": "0.5"}
+    return s3_backend
+
+
+@pytest.fixture
+def cloudfiles_backend(swift_server: SwiftServer) -> Backend:  # noqa: F811
+    from tests.servers import swift
+
+    sub = _unique()
+    return Backend(
+        "cloudfiles",
+        f"cloudfiles://{quote(swift.USER, safe='')}@{swift.CONTAINER}/{sub}",
+        swift_server.files / swift.CONTAINER / sub,
+        settings={"auth_url": swift_server.auth_url, "timeout": "10"},
+        env={"FC_PASSWORD": swift.KEY},
+        server=swift_server.process,
+        cannot_carry=("not-utf8",),
+        wrong_credentials={"FC_PASSWORD": swift.KEY + "x"},
+        failed_login=swift.FAILED_LOGIN,
     )

@@ -220,10 +220,11 @@ def _wait_for(cond: object, timeout: float = 20) -> None:
         time.sleep(0.01)
 
 
-def test_file_in_the_way_of_a_directory_is_permanent(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+def test_file_in_the_way_of_a_directory_is_permanent(directory_backend: Backend, tmp_path: Path) -> None:
+    tp = directory_backend.make()
     tp.upload(_local(tmp_path, b"a file"), b"f")
     with pytest.raises(PermanentError):
         tp.upload(_local(tmp_path, b"x", "x"), b"f/x")
-    assert _remote(backend, b"f").read_bytes() == b"a file"
+    assert _remote(directory_backend, b"f").read_bytes() == b"a file"
     assert tp.stat(b"f/x") is None
     tp.delete(b"f/x")  # nothing there to delete: success

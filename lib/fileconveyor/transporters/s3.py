@@ -10,6 +10,7 @@ Settings:
     cache_control   Cache-Control of uploaded objects, e.g. "public, max-age=315360000" for versioned assets
     content_encoding  Content-Encoding of uploaded objects (e.g. gzip, for files fc-process compressed)
     presign         seconds: URLs are presigned and expire after this long (default: plain, permanent URLs)
+    multipart_mb    files of this many MiB or more go as multipart uploads of 8 MiB parts, 4 at once (default 64)
     skip_unchanged  yes: don't upload a file whose content the bucket already holds (costs one HEAD request)
 Credentials come only from boto3's own chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile in
 ~/.aws/credentials (setting ``profile`` or AWS_PROFILE), an instance or task role.  Never from the URL.
@@ -17,7 +18,8 @@ Credentials come only from boto3's own chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCES
     s3://my-bucket/static  +  upload(b"/tmp/work/a.css", b"css/a.css")  ->  object static/css/a.css
 
 An S3 PUT publishes the object only once it is complete, so uploads are atomic without a temporary name; files
-of 8 MiB or more go as multipart uploads (several parts at once; an interrupted one is aborted).
+of 64 MiB or more (and streams from pipes) go as multipart uploads (several parts at once; an interrupted
+one is aborted).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from ..errors import ConfigError, FCError
 from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
 from .destination import Destination
 
-MULTIPART = 8 * 1024 * 1024  # boto3's default threshold and part size: fine from loopback to long-haul links
+MULTIPART = 8 * 1024 * 1024  # part size (boto3's default), and the threshold for streams of unknown size
+IN_MEMORY = 1024 * 1024  # files below this are read at once and sent from memory
 HASH_KEY = "fc-sha256"  # object metadata holding the content's SHA-256, for skip_unchanged
 AUTH_CODES = {
     "AccessDenied",
@@ -68,20 +71,30 @@ _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 # Bucket names that can be a host name label under TLS (no dots: *.s3.amazonaws.com certificates).
 _VIRTUAL_OK = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 
-# boto3.Session() reads the configuration files each time: share one per profile (sessions are not thread-safe
-# to create clients from concurrently, hence the lock).
+# boto3.Session() reads the configuration files each time: share one per profile.  A session is not thread-safe
+# (fc-transport's worker threads connect at the same time), so everything that uses one holds the lock.
 _sessions: dict[str | None, boto3.Session] = {}
 _sessions_lock = threading.Lock()
 
 
-def session(profile: str | None) -> boto3.Session:
+def _session(profile: str | None) -> boto3.Session:
+    if profile not in _sessions:
+        try:
+            _sessions[profile] = boto3.Session(profile_name=profile)
+        except bce.ProfileNotFound:
+            raise ConfigError(f"AWS profile {profile!r} is in no AWS configuration file") from None
+    return _sessions[profile]
+
+
+def make_client(profile: str | None, service: str, **kwargs: Any) -> Any:
+    """A boto3 client of ``service`` with the credentials of ``profile`` (None: boto3's default chain)."""
     with _sessions_lock:
-        if profile not in _sessions:
-            try:
-                _sessions[profile] = boto3.Session(profile_name=profile)
-            except bce.ProfileNotFound:
-                raise ConfigError(f"AWS profile {profile!r} is in no AWS configuration file") from None
-        return _sessions[profile]
+        return _session(profile).client(service, **kwargs)
+
+
+def default_region(profile: str | None) -> str | None:
+    with _sessions_lock:
+        return _session(profile).region_name  # type: ignore[no-any-return]
 
 
 def client_config(dest: Destination, timeout: float, **extra: Any) -> Config:
@@ -97,6 +110,7 @@ def client_config(dest: Destination, timeout: float, **extra: Any) -> Config:
         read_timeout=timeout,
         retries={"max_attempts": 3, "mode": "standard"},
         s3={"addressing_style": style},
+        signature_version="s3v4",  # presigned URLs too: SigV2 is refused by every region opened since 2014
         request_checksum_calculation=checksums,
         response_checksum_validation=checksums,
         **extra,
@@ -117,6 +131,7 @@ class S3(Transporter):
         "cache_control": "Cache-Control header of uploaded objects, e.g. 'public, max-age=315360000'",
         "content_encoding": "Content-Encoding header of uploaded objects, e.g. gzip",
         "presign": "seconds: hand out presigned URLs expiring after this long (default: plain public URLs)",
+        "multipart_mb": "files of this many MiB or more go as multipart uploads, 4 parts at once (default 64)",
         "skip_unchanged": "yes: don't upload a file whose content the bucket already holds (one HEAD per file)",
     }
     default_connections = 8  # HTTP requests are cheap to run side by side; latency, not bandwidth, limits S3
@@ -139,7 +154,15 @@ class S3(Transporter):
             self.presign = int(presign) if presign else 0
         except ValueError:
             raise ConfigError(f"{dest}: presign must be a number of seconds") from None
-        self.transfer = TransferConfig(multipart_threshold=MULTIPART, multipart_chunksize=MULTIPART, max_concurrency=4)
+        client_config(dest, self.timeout)  # checks the settings now, not at the first upload
+        try:
+            self.threshold = int(float(dest.settings.get("multipart_mb", 64)) * 1024 * 1024)
+        except ValueError:
+            raise ConfigError(f"{dest}: multipart_mb must be a number of MiB") from None
+        # Parts of 8 MiB, boto3's default; s3transfer makes them bigger for files past 10,000 parts (78 GiB).
+        self.transfer = TransferConfig(
+            multipart_threshold=min(self.threshold, MULTIPART), multipart_chunksize=MULTIPART, max_concurrency=4
+        )
         self.skipped = False  # whether the last upload found the content already there (skip_unchanged)
         self._client: Any = None
         self._region: str | None = None
@@ -148,8 +171,8 @@ class S3(Transporter):
 
     def client(self) -> Any:
         if self._client is None:
-            sess = session(self.dest.settings.get("profile") or None)
-            self._client = sess.client(
+            self._client = make_client(
+                self.dest.settings.get("profile") or None,
                 "s3",
                 region_name=self.region,
                 endpoint_url=self.endpoint_url,
@@ -160,8 +183,8 @@ class S3(Transporter):
     @property
     def region(self) -> str:
         if self._region is None:
-            sess = session(self.dest.settings.get("profile") or None)
-            self._region = self.dest.settings.get("region") or sess.region_name or "us-east-1"
+            profile = self.dest.settings.get("profile") or None
+            self._region = self.dest.settings.get("region") or default_region(profile) or "us-east-1"
         return self._region
 
     def _connect(self) -> None:
@@ -213,30 +236,32 @@ class S3(Transporter):
         key, client = self.key(rel), self.client()
         self.skipped = False
         if not src.seekable():  # a pipe: stream it, no hash (we cannot read it twice)
-            client.upload_fileobj(src, self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer)
+            client.upload_fileobj(
+                _FullReads(src), self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer
+            )
             return
         size = os.fstat(src.fileno()).st_size
-        if size < MULTIPART:
-            # One PUT with the bytes in hand: no transfer-manager threads, and Content-MD5 makes the store
-            # check that what arrived is what we sent.
+        if size < IN_MEMORY:
             data = _read_all(src)
-            md5 = hashlib.md5(data, usedforsecurity=False)
-            digest = hashlib.sha256(data).hexdigest()
-            if self.skip_unchanged and self._holds(key, digest, md5.hexdigest()):
-                self.skipped = True
-                return
-            extra = self.extra_args(key, digest)
-            client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentMD5=_b64(md5.digest()), **extra)
-            return
-        h = hashlib.sha256()
-        while chunk := src.read(1 << 20):
-            h.update(chunk)
-        digest = h.hexdigest()
-        if self.skip_unchanged and self._holds(key, digest, None):
+            md5, sha = hashlib.md5(data, usedforsecurity=False), hashlib.sha256(data)
+        else:
+            md5, sha = hashlib.md5(usedforsecurity=False), hashlib.sha256()
+            while chunk := src.read(1 << 20):
+                md5.update(chunk)
+                sha.update(chunk)
+            src.seek(0)
+        digest = sha.hexdigest()
+        if self.skip_unchanged and self._holds(key, digest, md5.hexdigest()):
             self.skipped = True
             return
-        src.seek(0)
-        client.upload_fileobj(src, self.bucket, key, ExtraArgs=self.extra_args(key, digest), Config=self.transfer)
+        extra = self.extra_args(key, digest)
+        if size < self.threshold:
+            # One PUT: no transfer-manager threads, and Content-MD5 makes the store check that what arrived is
+            # what we sent.  Multipart below ~64 MiB costs more requests than its parallel parts save.
+            body = data if size < IN_MEMORY else src
+            client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=_b64(md5.digest()), **extra)
+        else:
+            client.upload_fileobj(src, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
 
     def _holds(self, key: str, digest: str, md5: str | None) -> bool:
         """Whether the bucket's object at ``key`` has this content (our metadata hash, else a plain PUT's ETag)."""
@@ -331,6 +356,24 @@ def _code(exc: bce.ClientError) -> str:
 def _default_url(dest: Destination) -> str:
     # What parse_destination makes when no --url was given: the spec itself.
     return str(dest).rstrip("/") + "/"
+
+
+class _FullReads:
+    """read(n) that returns n bytes unless the stream ends.  s3transfer takes a short first read from a pipe
+    (64 KiB) for "smaller than the multipart threshold": it then holds the whole stream in memory for one PUT,
+    and short reads later make parts below S3's 5 MiB minimum (EntityTooSmall)."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            return _read_all(self.raw)
+        chunks, left = [], n
+        while left > 0 and (chunk := self.raw.read(left)):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
 
 
 def _read_all(src: BinaryIO) -> bytes:

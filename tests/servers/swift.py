@@ -1,0 +1,325 @@
+"""A real OpenStack Swift on 127.0.0.1 (the ``swift`` package from PyPI), all in one process a test can kill.
+
+The proxy, account, container and object servers of Swift itself run in one eventlet process, each on its own
+loopback port, with one-replica rings built here, tempauth (Rackspace-style v1 auth: X-Auth-User/X-Auth-Key, as
+Cloud Files' v1 API) and objects stored under DIR/devices as Swift stores them.  Two small test-only filters
+sit in the proxy's pipeline, the only parts not from Swift:
+
+- ``cache``: a dict standing in for memcached, which tempauth keeps its tokens in;
+- ``gate``: logs "failed login" when tempauth refuses credentials, and keeps the server's file system view
+  FILES/<container>/<object> equal to what Swift holds after each successful PUT or DELETE (written atomically);
+  an upload in progress shows as FILES/<container>/<dir>/.fc-upload-<transaction id>, growing as the body
+  arrives, removed when the request ends (the counterpart of a temporary file for the contract suite).
+
+Run as ``python -m tests.servers.swift PORT DIR CONTAINER``; the user is test:tester, key in SWIFT_KEY.  Data
+survive a restart (as in Swift), and so does the view.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote
+
+import pytest
+
+USER = "test:tester"
+ACCOUNT = "AUTH_test"
+CONTAINER = "fc-test"
+KEY = "testing-key+plus/slash:colon"  # tempauth splits its config line on spaces: none here
+FAILED_LOGIN = "failed login"
+
+
+class _Cache:
+    """The memcache client API tempauth uses, in a dict."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = {}
+
+    def get(self, key: str, **kw: Any) -> Any:
+        return self.data.get(key)
+
+    def set(self, key: str, value: Any, **kw: Any) -> None:
+        self.data[key] = value
+
+    def delete(self, key: str, **kw: Any) -> None:
+        self.data.pop(key, None)
+
+    def incr(self, key: str, delta: int = 1, **kw: Any) -> int:
+        self.data[key] = int(self.data.get(key) or 0) + delta
+        return int(self.data[key])
+
+    def decr(self, key: str, delta: int = 1, **kw: Any) -> int:
+        return self.incr(key, -delta)
+
+
+def cache_filter(global_conf: dict[str, str], **local: str) -> Callable[[Any], Any]:
+    cache = _Cache()
+
+    def make(app: Any) -> Any:
+        def call(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+            environ["swift.cache"] = cache
+            return app(environ, start_response)
+
+        return call
+
+    return make
+
+
+class _Tee:
+    def __init__(self, stream: Any, path: Path):
+        self.stream, self.out = stream, open(path, "ab")  # noqa: SIM115 - closed by close()
+
+    def read(self, *args: Any) -> bytes:
+        data = self.stream.read(*args)
+        self.out.write(data)
+        self.out.flush()
+        return data  # type: ignore[no-any-return]
+
+    def readline(self, *args: Any) -> bytes:
+        data = self.stream.readline(*args)
+        self.out.write(data)
+        self.out.flush()
+        return data  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        self.out.close()
+
+
+class Gate:
+    def __init__(self, app: Any, files: Path):
+        self.app, self.files = app, files
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
+        status: list[str] = []
+
+        def capture(code: str, headers: Any, *exc: Any) -> Any:
+            status.append(code)
+            return start_response(code, headers, *exc)
+
+        if path.startswith("/auth/"):
+            body = list(self.app(environ, capture))
+            if status and status[0].startswith("401"):
+                print(f"{FAILED_LOGIN}: {environ.get('HTTP_X_AUTH_USER')}", file=sys.stderr, flush=True)
+            return body
+        parts = path.split("/", 4)  # "", "v1", account, container, object
+        obj = len(parts) == 5 and parts[4] and method in ("PUT", "DELETE")
+        tee = None
+        if obj and method == "PUT":
+            local = self._local(parts[3], parts[4])
+            try:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tx = environ.get("swift.trans_id") or f"{threading.get_ident()}"
+                tee = environ["wsgi.input"] = _Tee(environ["wsgi.input"], local.parent / f".fc-upload-{tx}")
+            except OSError:
+                pass
+        try:
+            body = list(self.app(environ, capture))
+        finally:
+            if tee is not None:
+                tee.close()
+                os.unlink(tee.out.name)
+        if obj and status and status[0][:1] == "2":
+            self._mirror(environ, parts)
+        return body
+
+    def _local(self, container: str, name: str) -> Path:
+        raw = os.fsencode(self.files) + b"/" + unquote(container).encode("latin-1")
+        return Path(os.fsdecode(raw + b"/" + name.encode("latin-1")))  # WSGI strings are bytes as latin-1
+
+    def _mirror(self, environ: dict[str, Any], parts: list[str]) -> None:
+        """Make FILES/<container>/<object> what Swift holds now (asked through Swift itself)."""
+        from swift.common.swob import Request
+
+        # blank() parses its argument as a URL: quoted, a "?" in the name is not a query.
+        sub = Request.blank(quote("/".join(parts).encode("latin-1")), environ={"REQUEST_METHOD": "GET"})
+        sub.headers["X-Auth-Token"] = environ.get("HTTP_X_AUTH_TOKEN", "")
+        sub.environ["swift.cache"] = environ.get("swift.cache")
+        resp = sub.get_response(self.app)
+        local = self._local(parts[3], parts[4])
+        with self.lock:
+            if resp.status_int == 404:
+                try:
+                    local.unlink()
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+                return
+            try:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                tmp = self.files / f".mirror-{threading.get_ident()}"
+                tmp.write_bytes(resp.body)
+                os.replace(tmp, local)
+            except OSError as exc:
+                print(f"cannot show {local} as a file: {exc}", file=sys.stderr, flush=True)
+
+
+def gate_filter(global_conf: dict[str, str], **local: str) -> Callable[[Any], Any]:
+    return lambda app: Gate(app, Path(local["files"]))
+
+
+SERVER_CONF = """\
+[DEFAULT]
+devices = {devices}
+mount_check = false
+disable_fallocate = true
+swift_dir = {swift_dir}
+recon_cache_path = {swift_dir}
+log_level = WARNING
+workers = 0
+
+[pipeline:main]
+pipeline = {name}-server
+
+[app:{name}-server]
+use = egg:swift#{name}
+"""
+
+PROXY_CONF = """\
+[DEFAULT]
+swift_dir = {swift_dir}
+log_level = WARNING
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper cache gate tempauth proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:cache]
+paste.filter_factory = tests.servers.swift:cache_filter
+
+[filter:gate]
+paste.filter_factory = tests.servers.swift:gate_filter
+files = {files}
+
+[filter:tempauth]
+use = egg:swift#tempauth
+user_{tempauth_user} = {key} .admin
+"""
+
+
+def main(argv: list[str]) -> None:
+    import eventlet
+
+    eventlet.monkey_patch()
+    import eventlet.wsgi
+    from paste.deploy import loadapp
+    from swift.common import utils
+    from swift.common.ring import RingBuilder
+
+    port, d, container = int(argv[0]), Path(argv[1]), argv[2]
+    key = os.environ["SWIFT_KEY"]
+    conf, devices, files = d / "etc", d / "devices", d / "files"
+    fresh = not conf.exists()
+    for p in (conf, devices / "sdb1", files):
+        p.mkdir(parents=True, exist_ok=True)
+    ports = {"account": int(argv[3]), "container": int(argv[4]), "object": int(argv[5])}
+    if fresh:
+        (conf / "swift.conf").write_text(
+            "[swift-hash]\nswift_hash_path_suffix = fc-test\n[storage-policy:0]\nname = one\ndefault = yes\n"
+        )
+        for name, p in ports.items():
+            builder = RingBuilder(4, 1, 1)  # 16 partitions, 1 replica: one device holds everything
+            builder.add_dev(
+                {"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": p, "device": "sdb1", "weight": 1}
+            )
+            builder.rebalance()
+            builder.get_ring().save(str(conf / f"{name}.ring.gz"))
+    utils.set_swift_dir(str(conf))
+    apps: list[tuple[int, Any]] = []
+    for name, p in ports.items():
+        path = conf / f"{name}-server.conf"
+        path.write_text(SERVER_CONF.format(devices=devices, swift_dir=conf, name=name))
+        apps.append((p, loadapp(f"config:{path}")))
+    proxy_conf = conf / "proxy-server.conf"
+    tempauth_user = USER.replace(":", "_")
+    proxy_conf.write_text(
+        PROXY_CONF.format(swift_dir=conf, files=files, tempauth_user=tempauth_user, key=key.replace("%", "%%"))
+    )
+    apps.append((port, loadapp(f"config:{proxy_conf}")))
+    null = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    # Back ends first, the proxy (the port the fixture waits for) last.
+    threads = [
+        eventlet.spawn(eventlet.wsgi.server, eventlet.listen(("127.0.0.1", p)), app, log=null) for p, app in apps
+    ]
+    # The container the tests use, made through Swift's own API once everything listens.
+    if fresh:
+        import swiftclient
+
+        conn = swiftclient.Connection(f"http://127.0.0.1:{port}/auth/v1.0", USER, key, retries=3)
+        conn.put_container(container, headers={"X-Container-Read": ".r:*"})  # public, like a CDN container
+    for t in threads:
+        t.wait()
+
+
+# -- the pytest side ------------------------------------------------------------------------------
+
+
+@dataclass
+class SwiftServer:
+    process: Any  # tests.servers.process.ServerProcess
+    files: Path  # FILES: one folder per container
+    auth_url: str  # tempauth's v1.0 endpoint
+
+    @property
+    def port(self) -> int:
+        return int(self.process.port)
+
+
+def start_swift_server(d: Path) -> SwiftServer:
+    from tests.servers.process import ServerProcess, free_port
+
+    root = Path(__file__).resolve().parents[2]
+    port = free_port()
+    argv = [sys.executable, "-m", "tests.servers.swift", str(port), str(d), CONTAINER]
+    argv += [str(free_port()) for _ in range(3)]
+    process = ServerProcess("swift", argv, port, d / "swift.log", {"PYTHONPATH": str(root), "SWIFT_KEY": KEY})
+    process.start(timeout=60)
+    _wait_for_container(f"http://127.0.0.1:{port}/auth/v1.0")
+    return SwiftServer(process, d / "files", f"http://127.0.0.1:{port}/auth/v1.0")
+
+
+def _wait_for_container(auth_url: str, timeout: float = 30) -> None:
+    """The proxy listens before main() has made the container: wait until it is there."""
+    import time
+
+    import swiftclient
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            swiftclient.Connection(auth_url, USER, KEY, retries=0).head_container(CONTAINER)
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="session")
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServer]:
+    from tests.servers.ftpd import _require_module
+
+    for module in ("swift", "swiftclient"):
+        _require_module(module)
+    server = start_swift_server(tmp_path_factory.mktemp("swift"))
+    yield server
+    server.process.stop()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

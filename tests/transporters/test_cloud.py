@@ -1,0 +1,314 @@
+"""What the cloud transporters (s3, cf, cloudfiles) do beyond the shared contract, against the same real servers:
+headers, ACLs and the URLs a plain HTTP GET fetches, skip_unchanged, batched CloudFront invalidations."""
+
+from __future__ import annotations
+
+import os
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import urlencode
+
+import boto3
+import pytest
+
+from fileconveyor.errors import ConfigError
+from fileconveyor.transporters import (
+    AuthError,
+    PermanentError,
+    TransientError,
+    Transporter,
+    for_destination,
+    parse_destination,
+)
+from fileconveyor.transporters.cf import MAX_PATHS, CloudFront, create_distribution
+from fileconveyor.transporters.s3 import S3
+from tests.servers import s3 as s3srv
+from tests.servers import swift as swiftsrv
+
+from .conftest import Backend
+
+
+def _plain(backend: Backend, **settings: str) -> Transporter:
+    """The backend's transporter without --url: the URLs are the transporter's own."""
+    spec = backend.spec + "?" + urlencode({**backend.settings, **settings})
+    tp = for_destination(parse_destination(spec, env=backend.env))
+    backend.opened.append(tp)
+    return tp
+
+
+def _get(url: str) -> tuple[int, bytes, dict[str, str]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:  # anonymous: no credentials at all
+            return reply.status, reply.read(), {k.lower(): v for k, v in reply.headers.items()}
+    except urllib.error.HTTPError as exc:
+        return exc.code, b"", dict(exc.headers)
+
+
+def _s3_client(server: s3srv.S3Server):  # type: ignore[no-untyped-def]
+    return boto3.Session(profile_name=s3srv.PROFILE).client("s3", endpoint_url=server.endpoint)
+
+
+def test_s3_headers_acl_and_plain_url(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:
+    src = tmp_path / "site.css"
+    src.write_bytes(b"body { color: red }")
+    tp = _plain(s3_backend, cache_control="public, max-age=315360000")
+    tp.upload(src, b"css/site.css")
+    url = tp.url(b"css/site.css")
+    sub = s3_backend.spec.rsplit("/", 1)[1]
+    assert url == f"{s3_server.endpoint}/{s3srv.BUCKET}/{sub}/css/site.css"  # plain: no signature, no expiry
+    status, body, headers = _get(url)
+    assert (status, body) == (200, b"body { color: red }")
+    assert headers["content-type"] == "text/css"
+    assert headers["cache-control"] == "public, max-age=315360000"
+    head = _s3_client(s3_server).head_object(Bucket=s3srv.BUCKET, Key=f"{sub}/css/site.css")
+    assert len(head["Metadata"]["fc-sha256"]) == 64
+
+
+def test_s3_private_objects_need_a_presigned_url(s3_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "secret.txt"
+    src.write_bytes(b"not for everyone")
+    tp = _plain(s3_backend, acl="none", presign="600")
+    tp.upload(src, b"secret.txt")
+    plain = S3(tp.dest).public_base()
+    assert _get(plain + s3_backend.spec.rsplit("/", 1)[1] + "/secret.txt")[0] == 403
+    url = tp.url(b"secret.txt")
+    assert "X-Amz-Expires=600" in url
+    assert _get(url)[:2] == (200, b"not for everyone")
+
+
+def test_s3_skip_unchanged(s3_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a.js"
+    src.write_bytes(b"var a = 1;")
+    tp = _plain(s3_backend, skip_unchanged="yes")
+    assert isinstance(tp, S3)
+    tp.upload(src, b"a.js")
+    assert not tp.skipped
+    tp.upload(src, b"a.js")
+    assert tp.skipped  # same content: nothing sent
+    src.write_bytes(b"var a = 2;")
+    tp.upload(src, b"a.js")
+    assert not tp.skipped
+    assert (s3_backend.files / "a.js").read_bytes() == b"var a = 2;"
+
+
+def test_s3_big_file_skip_unchanged_uses_the_stored_hash(
+    s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path
+) -> None:
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(9 << 20))  # multipart: the ETag is no MD5, the metadata hash decides
+    tp = _plain(s3_backend, skip_unchanged="yes", multipart_mb="8")
+    assert isinstance(tp, S3)
+    tp.upload(src, b"big.bin")
+    tp.upload(src, b"big.bin")
+    assert tp.skipped
+    assert (s3_backend.files / "big.bin").read_bytes() == src.read_bytes()
+    key = s3_backend.spec.rsplit("/", 1)[1] + "/big.bin"
+    assert _s3_client(s3_server).head_object(Bucket=s3srv.BUCKET, Key=key)["ETag"].endswith('-2"')
+
+
+def test_s3_upload_from_a_pipe_is_streamed(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:
+    # A pipe returns short reads; s3transfer took the first for "small file" and held it all in memory.
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    data = os.urandom(9 << 20)
+    tp = s3_backend.make()
+
+    def feed() -> None:
+        with open(fifo, "wb") as w:
+            for i in range(0, len(data), 100_000):
+                w.write(data[i : i + 100_000])
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    tp.upload(fifo, b"piped.bin")
+    writer.join()
+    assert (s3_backend.files / "piped.bin").read_bytes() == data
+    key = s3_backend.spec.rsplit("/", 1)[1] + "/piped.bin"
+    etag = _s3_client(s3_server).head_object(Bucket=s3srv.BUCKET, Key=key)["ETag"]
+    assert etag.endswith('-2"')  # two parts of 8 MiB and 1 MiB: streamed as a multipart upload
+
+
+def test_s3_file_and_directory_of_the_same_name_coexist(s3_backend: Backend, tmp_path: Path) -> None:
+    # The contract's "file in the way of a directory" has no counterpart in a flat key space.
+    tp = s3_backend.make()
+    tp.upload(tmp_path.joinpath("a").write_bytes(b"file") and tmp_path / "a", b"f")
+    tp.upload(tmp_path / "a", b"f/x")
+    assert tp.stat(b"f").size == 4  # type: ignore[union-attr]
+    assert tp.stat(b"f/x").size == 4  # type: ignore[union-attr]
+
+
+def test_s3_missing_bucket_is_permanent(s3_server: s3srv.S3Server, tmp_path: Path) -> None:
+    spec = f"s3://no-such-bucket/x?endpoint_url={s3_server.endpoint}&profile={s3srv.PROFILE}"
+    src = tmp_path / "a"
+    src.write_bytes(b"a")
+    with for_destination(parse_destination(spec)) as tp, pytest.raises(PermanentError, match="no bucket") as info:
+        tp.upload(src, b"a")
+    assert not isinstance(info.value, AuthError)
+
+
+def test_s3_anonymous_credentials_are_an_auth_error(s3_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    src.write_bytes(b"a")
+    tp = s3_backend.make(profile=s3srv.WRONG_PROFILE)
+    with pytest.raises(AuthError, match="InvalidAccessKeyId"):
+        tp.upload(src, b"a")
+
+
+def test_s3_urls_for_aws_and_compatible_stores() -> None:
+    def url(spec: str) -> str:
+        return for_destination(parse_destination(spec)).url(b"css/a b.css")
+
+    assert (
+        url("s3://assets/static?region=eu-west-1") == "https://assets.s3.eu-west-1.amazonaws.com/static/css/a%20b.css"
+    )
+    assert (
+        url("s3://my.dotted.bucket/?region=eu-west-1")
+        == "https://s3.eu-west-1.amazonaws.com/my.dotted.bucket/css/a%20b.css"
+    )
+    assert url("s3://assets/s?region=us-east-1&addressing_style=path").startswith(
+        "https://s3.us-east-1.amazonaws.com/assets/s/"
+    )
+    minio = "s3://assets/s?endpoint_url=https://minio.example:9000"
+    assert url(minio) == "https://minio.example:9000/assets/s/css/a%20b.css"
+    assert url(minio + "&addressing_style=virtual") == "https://assets.minio.example:9000/s/css/a%20b.css"
+    assert url("s3://assets/s?url=https://cdn.example/") == "https://cdn.example/css/a%20b.css"
+    with pytest.raises(ConfigError, match="unknown setting"):
+        url("s3://assets/?access_key=x")
+    with pytest.raises(ConfigError):
+        url("s3://assets/?addressing_style=sideways")
+
+
+# -- cf -------------------------------------------------------------------------------------------
+
+
+def _invalidated(server: s3srv.S3Server, dist: str) -> list[list[str]]:
+    client = boto3.Session(profile_name=s3srv.PROFILE).client("cloudfront", endpoint_url=server.endpoint)
+    items = client.list_invalidations(DistributionId=dist)["InvalidationList"].get("Items", [])
+    batches = [client.get_invalidation(DistributionId=dist, Id=i["Id"])["Invalidation"] for i in items]
+    return [b["InvalidationBatch"]["Paths"].get("Items", []) for b in batches]
+
+
+def test_cf_urls_on_the_distribution_and_one_invalidation_per_batch(
+    cf_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path
+) -> None:
+    dist = cf_backend.settings["distribution_id"]
+    tp = _plain(cf_backend, invalidate_after="60")
+    assert isinstance(tp, CloudFront)
+    src = tmp_path / "a.css"
+    src.write_bytes(b"a")
+    sub = cf_backend.spec.rsplit("/", 1)[1]
+    for name in (b"a.css", b"b.css", b"c d.css"):
+        tp.upload(src, name)
+    tp.delete(b"a.css")
+    assert _invalidated(s3_server, dist) == []  # waiting for more
+    domain = tp.url(b"a.css").split("/")[2]
+    assert domain.endswith(".cloudfront.net") and tp.url(b"c d.css") == f"https://{domain}/{sub}/c%20d.css"
+    tp.close()  # sends what waits
+    assert _invalidated(s3_server, dist) == [[f"/{sub}/a.css", f"/{sub}/b.css", f"/{sub}/c%20d.css"]]
+
+
+def test_cf_batches_hold_at_most_1000_paths(cf_backend: Backend, s3_server: s3srv.S3Server) -> None:
+    dist = cf_backend.settings["distribution_id"]
+    tp = _plain(cf_backend, invalidate_after="60")
+    assert isinstance(tp, CloudFront) and tp.invalidations is not None
+    for i in range(MAX_PATHS + 500):
+        tp.invalidations.add(f"/p/{i}")  # the 1000th sends a full batch at once
+    assert [len(b) for b in _invalidated(s3_server, dist)] == [MAX_PATHS]
+    tp.flush()
+    assert sorted(len(b) for b in _invalidated(s3_server, dist)) == [500, MAX_PATHS]
+
+
+def test_cf_invalidations_also_go_after_a_while(cf_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:
+    dist = cf_backend.settings["distribution_id"]
+    tp = cf_backend.make(invalidate_after="0.2")
+    src = tmp_path / "x"
+    src.write_bytes(b"x")
+    tp.upload(src, b"x")
+    deadline = threading.Event()
+    for _ in range(50):
+        if _invalidated(s3_server, dist):
+            break
+        deadline.wait(0.1)
+    assert len(_invalidated(s3_server, dist)) == 1
+
+
+def test_create_distribution_reports_progress(s3_server: s3srv.S3Server) -> None:
+    lines: list[str] = []
+    dist, domain = create_distribution(
+        s3srv.BUCKET, endpoint_url=s3_server.endpoint, profile=s3srv.PROFILE, poll=0.01, progress=lines.append
+    )
+    assert dist and domain.endswith(".cloudfront.net")
+    assert lines and dist in lines[0] and s3srv.BUCKET in lines[0]
+
+
+def test_cf_invalidation_to_a_dead_endpoint_is_transient_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.servers.process import free_port
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3srv.ACCESS_KEY)  # from the environment, as users would
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3srv.SECRET_KEY)
+
+    spec = f"cf://b/x?distribution_id=EDEAD{free_port()}&domain=d.example&endpoint_url=http://127.0.0.1:{free_port()}"
+    tp = for_destination(parse_destination(spec + "&invalidate_after=60&timeout=2"))
+    assert isinstance(tp, CloudFront) and tp.invalidations is not None
+    tp.invalidations.add("/x/a.css")
+    with pytest.raises(TransientError, match="invalidate"):
+        tp.flush()
+    tp.close()  # logs, never raises (nor loops: the error path of an operation closes the transporter)
+    assert list(tp.invalidations.pending) == ["/x/a.css"]  # kept for the next flush
+
+
+def test_cf_needs_a_distribution() -> None:
+    with pytest.raises(ConfigError, match="distribution_id"):
+        for_destination(parse_destination("cf://bucket/static"))
+
+
+# -- cloudfiles -----------------------------------------------------------------------------------
+
+
+def test_cloudfiles_storage_url_is_public_and_typed(cloudfiles_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "logo.svg"
+    src.write_bytes(b"<svg/>")
+    tp = _plain(cloudfiles_backend, cache_control="max-age=60")
+    tp.upload(src, b"img/logo.svg")
+    url = tp.url(b"img/logo.svg")
+    assert url.startswith(f"http://127.0.0.1:{urlport(cloudfiles_backend)}/v1/{swiftsrv.ACCOUNT}/{swiftsrv.CONTAINER}/")
+    status, body, headers = _get(url)
+    assert (status, body, headers["content-type"], headers["cache-control"]) == (
+        200,
+        b"<svg/>",
+        "image/svg+xml",
+        "max-age=60",
+    )
+    cdn = _plain(cloudfiles_backend, cdn_url="https://abc.ssl.cf1.rackcdn.com/")
+    assert (
+        cdn.url(b"img/a b.svg")
+        == f"https://abc.ssl.cf1.rackcdn.com/{cloudfiles_backend.spec.rsplit('/', 1)[1]}/img/a%20b.svg"
+    )
+
+
+def urlport(backend: Backend) -> str:
+    return backend.settings["auth_url"].split(":")[2].split("/")[0]
+
+
+def test_cloudfiles_skip_unchanged(cloudfiles_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    src.write_bytes(b"one")
+    tp = cloudfiles_backend.make(skip_unchanged="yes")
+    tp.upload(src, b"a")
+    tp.upload(src, b"a")
+    assert tp.skipped  # type: ignore[attr-defined]
+    src.write_bytes(b"two")
+    tp.upload(src, b"a")
+    assert not tp.skipped  # type: ignore[attr-defined]
+    assert (cloudfiles_backend.files / "a").read_bytes() == b"two"
+
+
+def test_cloudfiles_missing_container_is_permanent(cloudfiles_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    src.write_bytes(b"a")
+    tp = cloudfiles_backend.make(container="no-such-container")
+    with pytest.raises(PermanentError, match="no container") as info:
+        tp.upload(src, b"a")
+    assert not isinstance(info.value, AuthError)
