@@ -3,6 +3,7 @@ headers, ACLs and the URLs a plain HTTP GET fetches, skip_unchanged, batched Clo
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import urllib.error
@@ -312,3 +313,28 @@ def test_cloudfiles_missing_container_is_permanent(cloudfiles_backend: Backend, 
     with pytest.raises(PermanentError, match="no container") as info:
         tp.upload(src, b"a")
     assert not isinstance(info.value, AuthError)
+
+
+def test_the_issue_pipeline_with_endpoint_url_fetches_by_plain_get(s3_server: s3srv.S3Server, tmp_path: Path) -> None:
+    """fc-watch --scan-once examples/site | fc-transport --to s3://bucket/static --endpoint-url ..., as a user
+    runs it (credentials from boto3's usual chain: here the AWS_* variables of the test server)."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.conftest import ROOT
+
+    env = {**os.environ, **s3_server.env, "AWS_PROFILE": s3srv.PROFILE, "FC_STATE_DIR": str(tmp_path / "state")}
+    bin_ = ROOT / "bin"
+    cmd = (
+        f"{sys.executable} {bin_ / 'fc-watch'} --scan-once --ignore-dirs CVS {ROOT / 'examples' / 'site'} | "
+        f"{sys.executable} {bin_ / 'fc-transport'} --to s3://{s3srv.BUCKET}/static --endpoint-url {s3_server.endpoint}"
+    )
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr.decode()
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(events) == 10 and all(e["transported"] == "uploaded" for e in events)
+    for e in events:
+        with urllib.request.urlopen(e["url"], timeout=10) as resp:  # anonymous, no signature
+            assert resp.read() == Path(e["path"]).read_bytes()

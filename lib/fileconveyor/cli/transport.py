@@ -50,7 +50,8 @@ went away."""
 
 
 class _Ordered(argparse.Action):
-    """Keeps --to, --url and --config in command-line order: --url and --config belong to the --to before them."""
+    """Keeps --to, --url, --config, --set and --endpoint-url in command-line order: each belongs to the --to
+    before it."""
 
     def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
         pieces = getattr(namespace, "pieces", None) or []
@@ -65,6 +66,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--url", action=_Ordered, metavar="BASE", help="the public base URL of the --to before it")
     g.add_argument(
         "--config", action=_Ordered, metavar="FILE", help="key = value settings for the --to before it (or a new one)"
+    )
+    g.add_argument(
+        "--set",
+        action=_Ordered,
+        metavar="KEY=VALUE",
+        help="a setting of the --to before it, as ?KEY=VALUE in its URL (repeatable; never a password)",
+    )
+    g.add_argument(
+        "--endpoint-url",
+        action=_Ordered,
+        metavar="URL",
+        help="for s3:// and cf://: the endpoint of an S3-compatible store (MinIO, R2, ...) for the --to before it",
     )
     g.add_argument("--list", action="store_true", help="list the transporters and their settings, then exit")
     g = p.add_argument_group("behaviour")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from urllib.parse import urlencode
 
 from ..errors import ConfigError, UsageError
 from ..transporters import TRANSPORTERS, Destination, Transporter, parse_destination
@@ -53,6 +54,15 @@ def targets_from(pieces: Sequence[tuple[str, str]]) -> list[Target]:
             if specs[-1]["url"] is not None:
                 raise UsageError(f"two --url for one destination ({specs[-1]['url']} and {value})")
             specs[-1]["url"] = value
+        elif flag in ("set", "endpoint_url"):
+            key, eq, setting = value.partition("=") if flag == "set" else ("endpoint_url", "=", value)
+            if not specs or specs[-1]["to"] is None:
+                raise UsageError(f"--{flag.replace('_', '-')} goes after the --to DESTINATION it belongs to")
+            if not eq or not key:
+                raise UsageError(f"--set {value!r}: expected KEY=VALUE (e.g. --set connections=8)")
+            # the same as ?key=value in the spec (and checked the same way: no secrets here)
+            to = specs[-1]["to"] or ""
+            specs[-1]["to"] = to + ("&" if "?" in to else "?") + urlencode({key: setting})
     if not specs:
         raise UsageError("no destination: give --to URL (e.g. --to file:///srv/cdn --url http://cdn.example/)")
     targets = []
