@@ -49,7 +49,10 @@ def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) 
     python3 -c "import sqlite3; c = sqlite3.connect('{small}/b.db'); \
       print('integrity=' + c.execute('PRAGMA integrity_check').fetchone()[0])"
     mount -o remount,size=20m {small}
-    {FILTER} --state {tmp_path}/a.db --input /dev/null \\
+    # the same pipeline again: a file has no writer to re-send what the first run's
+    # stage A read but had not committed when B stopped it
+
+    {FILTER} --state {tmp_path}/a.db --input {tmp_path}/in.ndjson \\
       | {FILTER} --state {small}/b.db --output {out} 2> {tmp_path}/b2.err
     echo "second=${{PIPESTATUS[1]}}"
     """
