@@ -9,20 +9,10 @@ import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
-import pytest
-
-from tests.conftest import IN_CI, ROOT, require_tool
+from tests.conftest import ROOT, require_tool
 from tests.record.conftest import BIN
 
 SITE = ROOT / "examples" / "site"
-
-
-@pytest.fixture(autouse=True)
-def _needs_fc_transport() -> None:
-    if not (ROOT / "lib" / "fileconveyor" / "cli" / "transport.py").exists():
-        if IN_CI:
-            pytest.fail("fc-transport is missing: the done-when pipeline cannot run")
-        pytest.skip("fc-transport is not built yet")
 
 
 def sh(script: str, tmp_path: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
