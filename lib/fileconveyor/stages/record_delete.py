@@ -13,14 +13,13 @@ keeps the remote copies.  A kill between the commit and the unlink is finished o
 
 from __future__ import annotations
 
-import heapq
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 from .. import events as E
 from ..records import Deletion, Records, key_bytes
+from .timed import TimedWork
 
 
 def deleted_event_id(d: Deletion) -> str | None:
@@ -31,8 +30,10 @@ def deleted_event_id(d: Deletion) -> str | None:
     return E.event_id(d.source, key_bytes(d.rel), "deleted", size, mtime_ns, ino)
 
 
-class SourceDeleter:
+class SourceDeleter(TimedWork["str | bytes"]):
     """A thread that deletes scheduled source files when they are due."""
+
+    thread_name = "source-deletions"
 
     def __init__(
         self,
@@ -42,15 +43,10 @@ class SourceDeleter:
         warn: Callable[[str], None],
         info: Callable[[str], None],
     ):
+        super().__init__()
         self.rec = Records(db_path)  # its own connection: the main thread's stays free for records
         self.owner, self.required, self.warn, self.info = owner, required, warn, info
-        self.heap: list[tuple[float, int, str | bytes]] = []
-        self._n = 0
         self.deleted = 0
-        self.cond = threading.Condition()
-        self.stopping = False
-        self.busy = False
-        self.thread = threading.Thread(target=self._run, name="source-deletions", daemon=True)
 
     def start(self) -> None:
         """Load our pending rows (and finish deletions a kill interrupted), then start the thread."""
@@ -62,53 +58,20 @@ class SourceDeleter:
                 self.add(due_at, input_file)
             else:
                 self._finish_interrupted(input_file)
-        self.thread.start()
+        super().start()
 
     def add(self, due: float, input_file: str | bytes) -> None:
-        with self.cond:
-            self._n += 1
-            heapq.heappush(self.heap, (due, self._n, input_file))
-            self.cond.notify()
-
-    def pending(self) -> int:
-        with self.cond:
-            return len(self.heap) + self.busy
-
-    def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
-        """Block while deletions due before ``until`` (wall clock) remain, or until stopped."""
-        while not stop():
-            with self.cond:
-                if not self.busy and (not self.heap or self.heap[0][0] > until):
-                    return
-                self.cond.wait(0.2)
+        self.schedule(due, input_file)
 
     def close(self) -> None:
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        if self.thread.is_alive():
-            self.thread.join(10)
+        super().close()
         self.rec.close()
 
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.stopping and (not self.heap or self.heap[0][0] > time.time()):
-                    self.cond.wait(min(5.0, self.heap[0][0] - time.time()) if self.heap else 5.0)
-                if self.stopping:
-                    return
-                _, _, input_file = heapq.heappop(self.heap)
-                self.busy = True
-            try:
-                self._delete(input_file)
-            except Exception as exc:  # a full disk, a locked database: say so, keep the row for the next run
-                self.warn(
-                    f"deleting {E.display(key_bytes(input_file))} at the source: {exc}; retried at the next start"
-                )
-            finally:
-                with self.cond:
-                    self.busy = False
-                    self.cond.notify_all()
+    def _do(self, input_file: str | bytes) -> None:
+        self._delete(input_file)
+
+    def _failed(self, input_file: str | bytes, exc: Exception) -> None:
+        self.warn(f"deleting {E.display(key_bytes(input_file))} at the source: {exc}; retried at the next start")
 
     # -- one deletion ---------------------------------------------------------------------------
 

@@ -14,13 +14,13 @@ and deleting a missing file counts as success.
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..transporters import AuthError, PermanentError, TransientError, Transporter
+from .timed import TimedWork
 
 RETRY_START = 2.0
 RETRY_MAX = 300.0
@@ -35,8 +35,10 @@ class Pending:
     tries: int = field(default=0, compare=False)
 
 
-class OldFileDeleter:
+class OldFileDeleter(TimedWork[Pending]):
     """A thread that deletes pending old remote files when they are due."""
+
+    thread_name = "old-files"
 
     def __init__(
         self,
@@ -46,67 +48,31 @@ class OldFileDeleter:
         warn: Callable[[str], None],
         info: Callable[[str], None],
     ):
+        super().__init__()
         self.make, self.in_use, self.lock_for, self.warn, self.info = make, in_use, lock_for, warn, info
-        self.heap: list[Pending] = []
         self.done: list[int] = []  # rows finished, to remove from the table
         self.deleted = 0
-        self.cond = threading.Condition()
-        self.stopping = False
-        self.busy = False
         self.transporters: dict[str, Transporter] = {}
-        self.thread = threading.Thread(target=self._run, name="old-files", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
 
     def add(self, p: Pending) -> None:
-        with self.cond:
-            heapq.heappush(self.heap, p)
-            self.cond.notify()
+        self.schedule(p.due, p)
 
     def take_done(self) -> list[int]:
         with self.cond:
             done, self.done = self.done, []
         return done
 
-    def pending(self) -> int:
-        with self.cond:
-            return len(self.heap) + self.busy
-
-    def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
-        """Block while deletions due before ``until`` (wall clock) remain, or until stopped."""
-        while not stop():
-            with self.cond:
-                if not self.busy and (not self.heap or self.heap[0].due > until):
-                    return
-                self.cond.wait(0.2)
-
     def close(self) -> None:
-        with self.cond:
-            self.stopping = True
-            self.cond.notify_all()
-        if self.thread.is_alive():
-            self.thread.join(10)
+        super().close()
         for tp in self.transporters.values():
             tp.close()
 
-    def _run(self) -> None:
-        while True:
-            with self.cond:
-                while not self.stopping and (not self.heap or self.heap[0].due > time.time()):
-                    self.cond.wait(min(5.0, self.heap[0].due - time.time()) if self.heap else 5.0)
-                if self.stopping:
-                    return
-                p = heapq.heappop(self.heap)
-                self.busy = True
-            retry = self._delete(p)
-            with self.cond:
-                self.busy = False
-                if retry:
-                    heapq.heappush(self.heap, p)
-                else:
-                    self.done.append(p.row)
-                self.cond.notify_all()
+    def _do(self, p: Pending) -> float | None:
+        if self._delete(p):
+            return p.due
+        with self.cond:
+            self.done.append(p.row)
+        return None
 
     def _delete(self, p: Pending) -> bool:
         """Delete one old file; True to try again later."""

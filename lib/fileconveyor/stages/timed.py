@@ -1,0 +1,85 @@
+"""Work a stage does at a set time, on a thread of its own: fc-transport's deletion of
+superseded remote names (``--delete-old-after``) and fc-record's deletion of synced
+source files (``--delete-source-after``).  The schedule itself lives in a table of the
+stage (or of the synced-files database), so a restart loses nothing: this only keeps
+the pending items in time order and carries them out when due."""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class TimedWork(Generic[T]):
+    """A thread that runs ``_do(item)`` for each item once its time (wall clock) has come."""
+
+    thread_name = "timed-work"
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int, T]] = []
+        self._n = 0  # ties in time keep the order items came in, and items never get compared
+        self.cond = threading.Condition()
+        self.stopping = False
+        self.busy = False
+        self.thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def schedule(self, due: float, item: T) -> None:
+        with self.cond:
+            self._n += 1
+            heapq.heappush(self.heap, (due, self._n, item))
+            self.cond.notify()
+
+    def pending(self) -> int:
+        with self.cond:
+            return len(self.heap) + self.busy
+
+    def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
+        """Block while items due before ``until`` remain, or until stopped."""
+        while not stop():
+            with self.cond:
+                if not self.busy and (not self.heap or self.heap[0][0] > until):
+                    return
+                self.cond.wait(0.2)
+
+    def close(self) -> None:
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+        if self.thread.is_alive():
+            self.thread.join(10)
+
+    def _do(self, item: T) -> float | None:
+        """Carry out one item; a time to try it again at, or None when it is done with."""
+        raise NotImplementedError
+
+    def _failed(self, item: T, exc: Exception) -> None:
+        """``_do`` raised: say so (the item stays in its table for the next run)."""
+
+    def _run(self) -> None:
+        while True:
+            with self.cond:
+                while not self.stopping and (not self.heap or self.heap[0][0] > time.time()):
+                    self.cond.wait(min(5.0, self.heap[0][0] - time.time()) if self.heap else 5.0)
+                if self.stopping:
+                    return
+                _, _, item = heapq.heappop(self.heap)
+                self.busy = True
+            again = None
+            try:
+                again = self._do(item)
+            except Exception as exc:  # a full disk, a locked database: the item is kept in its table
+                self._failed(item, exc)
+            with self.cond:
+                self.busy = False
+                if again is not None:
+                    self._n += 1
+                    heapq.heappush(self.heap, (again, self._n, item))
+                self.cond.notify_all()
