@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -22,14 +23,18 @@ from fileconveyor.cli._common import Streams  # noqa: E402
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
+def unavailable(msg: str) -> NoReturn:
+    """Something a test needs is missing here: a failure in CI (CI=true), a skip elsewhere."""
+    if IN_CI:
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
 def require_tool(name: str, why: str = "") -> str:
     """Path of an external tool; a missing one fails in CI and skips elsewhere."""
     path = shutil.which(name)
     if path is None:
-        msg = f"{name} is not installed{': ' + why if why else ''} (make test-deps installs it)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(f"{name} is not installed{': ' + why if why else ''} (make test-deps installs it)")
     return path
 
 

@@ -12,10 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from fileconveyor import events as E
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import ROOT, unavailable
 
 FILTER = f"{sys.executable} {ROOT / 'bin' / 'fc-filter'}"
 
@@ -30,12 +28,13 @@ def events(n: int) -> bytes:
     return b"".join(out)
 
 
-def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) -> None:
+def require_namespaces() -> None:
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-Urm", "true"]).returncode != 0:
-        msg = "unshare -Urm (user and mount namespaces) is not available"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable("unshare -Urm (user and mount namespaces) is not available")
+
+
+def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) -> None:
+    require_namespaces()
     (tmp_path / "in.ndjson").write_bytes(events(4000))
     small = tmp_path / "small"
     small.mkdir()
@@ -69,11 +68,7 @@ def test_disk_full_state_dir_is_a_clear_retry_and_loses_nothing(tmp_path: Path) 
 
 
 def test_disk_full_work_dir_pauses_then_recovers_without_failing_events(tmp_path: Path) -> None:
-    if shutil.which("unshare") is None or subprocess.run(["unshare", "-Urm", "true"]).returncode != 0:
-        msg = "unshare -Urm (user and mount namespaces) is not available"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require_namespaces()
     site = tmp_path / "site"
     site.mkdir()
     lines = []

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import unavailable
 
 from .process import ServerProcess, free_port
 
@@ -100,6 +100,4 @@ def _require_module(name: str) -> None:
         __import__(name)
     except ImportError:
         msg = f"Python package {name} is missing (make test-deps installs it)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+        unavailable(msg)
