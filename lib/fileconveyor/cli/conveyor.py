@@ -1,0 +1,152 @@
+"""fc-conveyor: run an original File Conveyor config.xml as supervised pipelines."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..conveyor import config as C
+from ..conveyor import plan as P
+from ..conveyor import render, status
+from ..conveyor.supervisor import Supervisor, make_logger
+from ..errors import ConfigError, Exit
+from . import _common
+from ._common import Reporter, Stopper, Streams
+
+DESCRIPTION = """\
+Run a File Conveyor config.xml (the original daemon's file, unchanged) as pipelines
+of fc-* stages: one fc-watch per <source>, a branch per <rule> (fc-filter with its
+<filter>, fc-process with its <processorChain>, fc-transport to its <destinations>,
+fc-record into one synced-files database), each stage its own process, joined by
+FIFOs.  The whole file is checked first; on any error nothing starts.  A stage
+that dies is restarted (with back-off) and logged; SIGTERM stops everything
+cleanly.  Every rule that matches a file applies, not only the first."""
+
+EPILOG = """\
+examples:
+  fc-conveyor config.xml                      # run until SIGTERM or Ctrl-C
+  fc-conveyor --check config.xml              # only validate
+  kill -TERM "$(cat ~/.fileconveyor.pid)"     # stop it, as the original README says
+  fc-conveyor --status config.xml             # queues, failures, synced counts
+  fc-conveyor --print config.xml > run.sh     # the same pipelines as a shell script
+  fc-conveyor --supervisord config.xml > /etc/supervisor/conf.d/fileconveyor.conf
+  fc-conveyor --systemd config.xml            # systemd user units (one per stage)
+
+settings: the original settings.py constants go in an optional <settings> element of
+config.xml, one child each, e.g. <settings><PID_FILE>/run/fc/fc.pid</PID_FILE></settings>:
+  PID_FILE (~/.fileconveyor.pid), LOG_FILE (fileconveyor.log next to config.xml; 5 MiB,
+  5 rotations), PERSISTENT_DATA_DB (a directory: the stages' state files and FIFOs),
+  SYNCED_FILES_DB (synced_files.db next to config.xml), WORKING_DIR (processed files),
+  RESTART_INTERVAL (10: longest wait before restarting a dead stage), RETRY_INTERVAL
+  (30: first wait before retrying a deferred file), CONSOLE_LOGGER_LEVEL (WARNING),
+  FILE_LOGGER_LEVEL (INFO), MAX_SIMULTANEOUS_PROCESSORCHAINS (fc-process --jobs).
+  The options below override them.  Relative paths are relative to config.xml.
+
+secrets: passwords and keys in config.xml are handed to the stages through their
+environment, never on a command line; keep config.xml readable by you only.
+--print, --supervisord and --systemd name the variables instead of the values.
+
+logs: stages' messages and the supervisor's go to the log file and the console in
+the original format ("2009-05-17 03:52:13,454 - FileConveyor... - WARNING  - ...").
+
+exit status: 0 stopped by SIGTERM/SIGINT (cleanly), 2 usage, 3 config.xml invalid or
+a stage keeps failing with a configuration error, 4 another fc-conveyor is running
+with the same PID file."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _common.parser("fc-conveyor", DESCRIPTION, EPILOG)
+    p.add_argument("config", nargs="?", default="config.xml", type=Path, help="the config file (default ./config.xml)")
+    mode = p.add_argument_group("modes (default: run)").add_mutually_exclusive_group()
+    mode.add_argument("--check", action="store_true", help="validate the config and print the plan's size, then exit")
+    mode.add_argument("--print", action="store_true", help="print the equivalent shell pipelines")
+    mode.add_argument("--supervisord", action="store_true", help="print a supervisord configuration")
+    mode.add_argument("--systemd", action="store_true", help="print systemd user units")
+    mode.add_argument("--status", action="store_true", help="show each stage's state, queue and failures")
+    p.add_argument("--json", action="store_true", help="with --status: print JSON")
+    g = p.add_argument_group("settings (override <settings> in the config)")
+    g.add_argument("--pid-file", type=Path, metavar="FILE", help="the PID file (default ~/.fileconveyor.pid)")
+    g.add_argument("--log-file", type=Path, metavar="FILE", help="the log file (default: next to the config)")
+    g.add_argument("--state-dir", type=Path, metavar="DIR", help="where the stages' state files and FIFOs live")
+    g.add_argument("--db", type=Path, metavar="FILE", help="the synced-files database (SYNCED_FILES_DB)")
+    return p
+
+
+def load(args: argparse.Namespace) -> C.Config:
+    if not args.config.exists():
+        raise ConfigError(f"{args.config}: no such config file (give its path: fc-conveyor PATH/config.xml)")
+    config = C.load(args.config)
+    over = {
+        k: v.expanduser().absolute()
+        for k, v in (
+            ("pid_file", args.pid_file),
+            ("log_file", args.log_file),
+            ("state_dir", args.state_dir),
+            ("synced_files_db", args.db),
+        )
+        if v is not None
+    }
+    if args.state_dir is not None and config.settings.working_dir.is_relative_to(config.settings.state_dir):
+        over["working_dir"] = over["state_dir"] / config.settings.working_dir.relative_to(config.settings.state_dir)
+    if over:
+        config = dataclasses.replace(config, settings=dataclasses.replace(config.settings, **over))
+    return config
+
+
+def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    try:
+        config = load(args)
+    except C.ConfigError as exc:
+        io.stderr.write(f"{exc}\n")
+        rep.error("the config file has errors (above); nothing was started. Fix them and run again.")
+        return Exit.CONFIG
+    plan = P.build(config)
+    if args.check:
+        for w in config.warnings:
+            rep.warn(w)
+        io.stderr.write(
+            f"{config.path}: valid. {len(config.sources)} source(s), {len(config.servers)} server(s), "
+            f"{len(config.rules)} rule(s): {len(plan.procs)} stage process(es).\n"
+        )
+        return Exit.OK
+    if args.print or args.supervisord or args.systemd:
+        text = render.shell(plan) if args.print else render.supervisord(plan) if args.supervisord else render.systemd(plan)
+        io.stdout.write(text.encode())
+        io.stdout.flush()
+        return Exit.OK
+    if args.status:
+        st = status.gather(plan)
+        io.stdout.write((status.to_json(st) if args.json else status.format_status(st)).encode())
+        io.stdout.flush()
+        return Exit.OK
+    s = config.settings
+    console = s.console_log_level
+    if args.quiet:
+        console = logging.ERROR
+    elif args.verbose:
+        console = min(console, logging.INFO if args.verbose == 1 else logging.DEBUG)
+    log = make_logger(s.log_file, s.file_log_level, console)
+    stage_verbosity = 1 if min(s.file_log_level, console) <= logging.DEBUG else 0
+    sup = Supervisor(plan, log, stage_verbosity=stage_verbosity, should_stop=lambda: stop.requested)
+    sup.wake_fd = stop.fileno()
+    try:
+        code = sup.run()
+    except ConfigError as exc:
+        log.error(str(exc))
+        return Exit.RETRY if "already running" in str(exc) else Exit.CONFIG
+    finally:
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+    if stop.signum is not None and code == Exit.OK:
+        stop.signum = None  # a requested stop is the normal end of a daemon: exit 0, not 143
+    return code
+
+
+def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    return _common.run("fc-conveyor", build_parser, body, argv, io)

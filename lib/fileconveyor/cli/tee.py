@@ -1,0 +1,86 @@
+"""fc-tee: copy one event stream to several FIFOs or files (fan-out to several rules)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from ..errors import Exit
+from ..stages.tee import Tee
+from ..streams import has_fd, input_lines
+from . import _common
+from ._common import Reporter, Stopper, Streams, seconds
+
+DESCRIPTION = """\
+Copy every event line from stdin (or --input) to each --output, unchanged: one
+watch feeding several rules, each rule's stages reading its own FIFO.  Like
+tee(1), but an output whose reader is gone is skipped instead of ending the run,
+and a FIFO whose reader comes back (restarted by supervisord or fc-conveyor) is
+written to again."""
+
+EPILOG = """\
+examples:
+  mkfifo css.fifo videos.fifo
+  fc-watch --output watch.fifo /srv/www &
+  fc-tee --input watch.fifo --output css.fifo --output videos.fifo &
+  fc-filter --input css.fifo --extensions css:js | fc-transport --to file:///srv/cdn ... &
+  fc-filter --input videos.fifo --extensions mov:avi | fc-transport --to sftp://... &
+
+  fc-watch /srv/www | fc-tee --output a.fifo --output -     # "-" is stdout
+
+why nothing is lost: fc-tee keeps no state.  Lines pass through with their "hop"
+field, so each reader acknowledges to the stage that wrote them (fc-watch), and
+that stage re-sends whatever a reader has not acknowledged when the reader
+restarts (docs/durability.md).  So fc-tee skips outputs whose reader is gone, and
+never waits for them; it does wait for a slow reader (back-pressure) and, at
+start, up to --first-wait for every FIFO's first reader.  Without File Conveyor
+readers downstream (plain scripts), lines for a gone reader are lost, as with
+tee(1).
+
+exit status: 0 the input ended, 1 an incomplete last line was dropped, 2 usage,
+4 an output could not be opened, 130/143 stopped by a signal."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _common.parser("fc-tee", DESCRIPTION, EPILOG)
+    p.add_argument("--input", metavar="FILE", help="read events from FILE or a named FIFO instead of stdin")
+    p.add_argument(
+        "--output",
+        metavar="FILE",
+        action="append",
+        required=True,
+        help="a FIFO or file to copy every line to (repeatable; - is stdout)",
+    )
+    p.add_argument(
+        "--first-wait",
+        type=seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="at start, how long to wait for each FIFO's first reader (default 30)",
+    )
+    return p
+
+
+def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    stdout_fd = io.stdout.fileno() if has_fd(io.stdout) else None
+    if "-" in args.output and stdout_fd is None:
+        rep.error("--output - needs a real stdout")
+        return Exit.USAGE
+    tee = Tee(args.output, stdout_fd, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
+    torn = 0
+    try:
+        tee.open_all()
+        for line in input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested):
+            if not line.endswith(b"\n"):
+                torn += 1
+                rep.error(f"incomplete last line from the writer dropped: {line[:200]!r}")
+                continue
+            tee.write(line)
+    finally:
+        tee.close()
+    rep.info(tee.summary())
+    return Exit.EVENTS_FAILED if torn else Exit.OK
+
+
+def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:
+    return _common.run("fc-tee", build_parser, body, argv, io)

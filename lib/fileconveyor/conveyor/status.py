@@ -1,0 +1,87 @@
+"""fc-conveyor --status: what each stage is doing, read from files only (safe on a
+running conveyor, and meaningful on a stopped one): the supervisor's status file,
+each stage's state file (queue depth, failures), and the synced-files database."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from ..errors import ConfigError
+from ..stages.record_status import state_status, synced_status
+from .plan import Plan
+from .supervisor import running_pid, status_path
+
+
+def gather(plan: Plan) -> dict[str, Any]:
+    s = plan.config.settings
+    pid = running_pid(s.pid_file)
+    try:
+        sup = json.loads(status_path(plan).read_text())
+    except (OSError, ValueError):
+        sup = {}
+    live = {st["name"]: st for st in sup.get("stages", [])} if pid is not None and sup.get("pid") == pid else {}
+    stages = []
+    for p in plan.procs:
+        entry: dict[str, Any] = {"name": p.name, "command": p.command, "label": p.label}
+        st = live.get(p.name)
+        entry["state"] = st["state"] if st else "not running"
+        for k in ("pid", "up_seconds", "restarts", "last_exit"):
+            if st and st.get(k) is not None:
+                entry[k] = st[k]
+        if p.state is not None and p.state.exists() and p.command != "fc-watch":
+            try:
+                entry["queue"] = state_status(str(p.state))
+            except ConfigError as exc:
+                entry["queue"] = {"note": str(exc)}
+        stages.append(entry)
+    out: dict[str, Any] = {
+        "config": str(plan.config.path),
+        "running": pid is not None,
+        "pid": pid,
+        "pid_file": str(s.pid_file),
+        "status_age_seconds": round(time.time() - sup["at"], 1) if live else None,
+        "stages": stages,
+    }
+    if s.synced_files_db.exists():
+        out["synced"] = synced_status(str(s.synced_files_db))
+    return out
+
+
+def format_status(st: dict[str, Any]) -> str:
+    lines = [
+        f"{st['config']}: "
+        + (f"running (pid {st['pid']}, PID file {st['pid_file']})" if st["running"] else "not running")
+    ]
+    width = max((len(x["name"]) for x in st["stages"]), default=0)
+    for x in st["stages"]:
+        text = f"  {x['name']:<{width}}  {x['state']}"
+        if "pid" in x:
+            text += f" (pid {x['pid']}, up {x['up_seconds']:.0f} s)"
+        if x.get("restarts"):
+            text += f", restarted {x['restarts']}x (last exit {x.get('last_exit')})"
+        q = x.get("queue")
+        if q and "note" not in q:
+            text += f", {q['queued']} queued"
+            if q["retrying"]:
+                text += f" ({q['retrying']} waiting to retry)"
+            failed = sum(q.get("failed", {}).values())
+            if failed:
+                text += f", {failed} failed"
+        lines.append(text + f"   [{x['label']}]")
+    syn = st.get("synced")
+    if syn:
+        lines.append(f"{syn['db']}: {sum(syn['synced'].values())} synced file(s)")
+        for server, n in syn["synced"].items():
+            failed = syn["failed"].get(server)
+            lines.append(f"  {server}: {n} synced" + (f", {failed} failed" if failed else ""))
+        if syn["scheduled_deletions"] or syn["deleted_at_source"]:
+            lines.append(
+                f"  source deletions: {syn['scheduled_deletions']} scheduled, {syn['deleted_at_source']} done"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def to_json(st: dict[str, Any]) -> str:
+    return json.dumps(st, indent=2) + "\n"

@@ -1,0 +1,423 @@
+"""Run a plan: start every stage, restart the ones that die (with back-off, and say
+so), keep a PID file, log in the original daemon's format, stop cleanly on SIGTERM.
+
+Unlike the original daemon, a stage that dies is noticed at once (its exit status
+is read, not guessed from a PID file that some other thread keeps fresh), and
+SIGTERM means stop, not "restart in 10 seconds"."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import logging.handlers
+import os
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import ConfigError, Exit
+from .config import Server
+from .plan import Plan, Proc
+from .render import bin_dir
+
+LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
+STABLE_AFTER = 30.0  # a stage that ran this long before dying starts its back-off afresh
+GIVE_UP_AFTER = 5  # consecutive usage/configuration exits: restarting cannot help
+STOP_GRACE = 25.0
+STATUS_FILE = "conveyor-status.json"
+
+
+def status_path(plan: Plan) -> Path:
+    return plan.config.settings.state_dir / STATUS_FILE
+
+
+# -- logging ---------------------------------------------------------------------------
+
+
+def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:
+    log = logging.getLogger("FileConveyor")
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(min(file_level, console_level))
+    fmt = logging.Formatter(LOG_FORMAT)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=5 * 1024 * 1024, backupCount=5)
+    fh.setLevel(file_level)
+    fh.setFormatter(fmt)
+    log.addHandler(fh)
+    if console:
+        ch = logging.StreamHandler()
+        ch.setLevel(console_level)
+        ch.setFormatter(fmt)
+        log.addHandler(ch)
+    return log
+
+
+def level_of(line: str) -> int:
+    """A stage's stderr line ("fc-x: error: ...") as a log level."""
+    head = line.split(": ", 2)
+    kind = head[1] if len(head) > 1 else ""
+    return {"error": logging.ERROR, "warning": logging.WARNING, "debug": logging.DEBUG}.get(kind, logging.INFO)
+
+
+# -- PID file --------------------------------------------------------------------------
+
+
+class PidFile:
+    """The file the Drupal CDN module (and `kill -TERM $(cat ...)`) reads.  Mode 0600,
+    re-created if someone deletes it, removed at exit only if it is still ours."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> None:
+        other = running_pid(self.path)
+        if other is not None and other != os.getpid():
+            raise ConfigError(f"File Conveyor is already running with this PID file (pid {other}): {self.path}")
+        self.write()
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.replace(tmp, self.path)
+
+    def refresh(self) -> None:
+        if not self.path.exists():
+            self.write()
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+
+
+def running_pid(path: Path) -> int | None:
+    """The pid in a PID file if that process is alive and is fc-conveyor."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # no /proc (macOS): trust the live pid
+    return pid if b"conveyor" in cmdline else None
+
+
+# -- servers reachable? ------------------------------------------------------------------
+
+DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
+
+
+def check_server(server: Server, timeout: float = 5.0) -> str | None:
+    """None when the server answers (or cannot be checked cheaply), else why not."""
+    s = server.settings
+    if server.transporter == "symlink_or_copy":
+        loc = Path(s.get("location", ""))
+        probe = loc if loc.exists() else loc.parent
+        if not os.access(probe, os.W_OK):
+            return f"{loc} is not writable"
+        return None
+    host = s.get("host")
+    port = s.get("port") or DEFAULT_PORTS.get(server.transporter)
+    endpoint = s.get("endpoint_url") or s.get("endpoint")
+    if endpoint and not host:
+        from urllib.parse import urlsplit
+
+        u = urlsplit(endpoint)
+        host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
+    if not host or not port:
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return None
+    except OSError as exc:
+        return f"{host}:{port}: {exc.strerror or exc}"
+
+
+# -- the supervisor ----------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    proc: Proc
+    popen: subprocess.Popen[bytes] | None = None
+    started: float = 0.0
+    restarts: int = 0
+    failures: int = 0  # consecutive quick deaths
+    config_failures: int = 0
+    last_exit: int | None = None
+    restart_at: float | None = None
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=20))
+
+
+class Supervisor:
+    def __init__(
+        self,
+        plan: Plan,
+        log: logging.Logger,
+        *,
+        stage_verbosity: int = 0,
+        should_stop: Callable[[], bool] = lambda: False,
+    ):
+        self.plan = plan
+        self.log = log
+        self.settings = plan.config.settings
+        self.children = [Child(p) for p in plan.start_order()]
+        self.should_stop = should_stop
+        self.wake_fd: int | None = None  # readable when a stop is requested: wakes the loop at once
+        self.pidfile = PidFile(self.settings.pid_file)
+        self.where = bin_dir()
+        self.stage_verbosity = stage_verbosity
+        self._sel = selectors.DefaultSelector()
+
+    # -- set-up ---------------------------------------------------------------------
+
+    def _exe(self, command: str) -> str:
+        if self.where is not None:
+            return str(self.where / command)
+        found = shutil.which(command)
+        if not found:
+            raise ConfigError(f"{command} is not installed (not next to fc-conveyor, not on PATH)")
+        return found
+
+    def prepare(self) -> None:
+        s = self.settings
+        for d in (s.state_dir, self.plan.fifo_dir, s.working_dir, s.synced_files_db.parent):
+            d.mkdir(parents=True, exist_ok=True)
+        for fifo in self.plan.fifos:
+            if fifo.exists() and not fifo.is_fifo():
+                raise ConfigError(f"{fifo} exists and is not a FIFO")
+            if not fifo.exists():
+                os.mkfifo(fifo, 0o600)
+        for child in self.children:
+            self._exe(child.proc.command)
+
+    def check_servers(self) -> None:
+        servers = list(self.plan.config.servers.values())
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(servers)))) as pool:
+            for server, problem in zip(servers, pool.map(check_server, servers), strict=True):
+                if problem:
+                    self.log.warning(
+                        f"Server connection test: cannot reach '{server.name}' ({problem}); "
+                        "its files stay queued until it answers."
+                    )
+                else:
+                    self.log.info(f"Server connection test: '{server.name}' is reachable.")
+
+    # -- running --------------------------------------------------------------------
+
+    def _start(self, child: Child) -> None:
+        p = child.proc
+        argv = [self._exe(p.command), *(["-v"] * self.stage_verbosity), *p.argv[1:]]
+        env = {**os.environ, **p.env}
+        env.pop("FC_STATE_DIR", None)  # every stage is given its --state
+        child.popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,  # Ctrl-C reaches fc-conveyor only; it stops the stages in order
+        )
+        child.started = time.monotonic()
+        child.restart_at = None
+        assert child.popen.stderr is not None
+        os.set_blocking(child.popen.stderr.fileno(), False)
+        self._sel.register(child.popen.stderr, selectors.EVENT_READ, (child, bytearray()))
+        self.log.debug(f"started {p.name} (pid {child.popen.pid}): {' '.join(argv)}")
+
+    def _drain_stderr(self, timeout: float) -> None:
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:  # the stop request's wake-up fd
+                continue
+            child, buf = key.data
+            try:
+                data = os.read(key.fd, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                self._sel.unregister(key.fileobj)
+                if buf:
+                    self._stage_line(child, bytes(buf))
+                continue
+            buf += data
+            *lines, rest = buf.split(b"\n")
+            buf[:] = rest
+            for line in lines:
+                self._stage_line(child, line)
+
+    def _stage_line(self, child: Child, raw: bytes) -> None:
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if not line.strip():
+            return
+        child.tail.append(line)
+        self.log.getChild(child.proc.name).log(level_of(line), line)
+
+    def _reap(self, now: float) -> int | None:
+        """Notice stages that ended; schedule their restart.  Returns an exit status to
+        stop with, when restarting cannot help."""
+        for child in self.children:
+            if child.popen is None or child.popen.poll() is None:
+                continue
+            code = child.popen.returncode
+            self._close_stderr(child)
+            child.popen = None
+            child.last_exit = code
+            ran = now - child.started
+            child.failures = 1 if ran >= STABLE_AFTER else child.failures + 1
+            child.config_failures = child.config_failures + 1 if code in (Exit.USAGE, Exit.CONFIG) else 0
+            delay = min(self.settings.restart_interval, 0.5 * 2 ** (child.failures - 1))
+            what = f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
+            self.log.error(
+                f"Stage {child.proc.name} ({child.proc.label}) {what} after {ran:.1f} s; "
+                f"restarting it in {delay:.1f} s (restart {child.restarts + 1})."
+                + ("".join(f"\n    {t}" for t in list(child.tail)[-5:]) if child.tail and code > 0 else "")
+            )
+            if child.config_failures >= GIVE_UP_AFTER:
+                self.log.critical(
+                    f"Stage {child.proc.name} failed {child.config_failures} times in a row with a usage or "
+                    "configuration error; restarting it cannot help. Stopping File Conveyor."
+                )
+                return Exit.CONFIG
+            child.restart_at = now + delay
+        return None
+
+    def _close_stderr(self, child: Child) -> None:
+        popen = child.popen
+        if popen is None or popen.stderr is None:
+            return
+        # what it wrote last, then forget the pipe
+        with contextlib.suppress(KeyError, ValueError):
+            key = self._sel.get_key(popen.stderr)
+            _, buf = key.data
+            while True:
+                try:
+                    data = os.read(popen.stderr.fileno(), 65536)
+                except (BlockingIOError, OSError):
+                    break
+                if not data:
+                    break
+                buf += data
+            for line in bytes(buf).split(b"\n"):
+                self._stage_line(child, line)
+            self._sel.unregister(popen.stderr)
+        popen.stderr.close()
+
+    def run(self) -> int:
+        self.pidfile.acquire()
+        try:
+            return self._run()
+        finally:
+            self.pidfile.release()
+
+    def _run(self) -> int:
+        if self.wake_fd is not None:
+            self._sel.register(self.wake_fd, selectors.EVENT_READ, None)
+        self.log.warning(f"File Conveyor is initializing ({self.plan.config.path}, pid {os.getpid()}).")
+        for w in self.plan.config.warnings:
+            self.log.warning(f"Config: {w}")
+        self.prepare()
+        self.check_servers()
+        for child in self.children:
+            self._start(child)
+        self.log.warning(f"Fully up and running now: {len(self.children)} stage process(es).")
+        next_status = next_pid = 0.0
+        status = Exit.OK
+        while not self.should_stop():
+            self._drain_stderr(0.2)
+            now = time.monotonic()
+            stop = self._reap(now)
+            if stop is not None:
+                status = stop
+                break
+            for child in self.children:
+                if child.popen is None and child.restart_at is not None and now >= child.restart_at:
+                    child.restarts += 1
+                    self._start(child)
+                    self.log.warning(f"Restarted stage {child.proc.name} (pid {child.popen.pid}).")  # type: ignore[union-attr]
+            if now >= next_pid:
+                self.pidfile.refresh()
+                next_pid = now + 1.0
+            if now >= next_status:
+                self.write_status()
+                next_status = now + 1.0
+        self.shutdown()
+        return status
+
+    def shutdown(self) -> None:
+        if self.wake_fd is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(self.wake_fd)  # stays readable: would spin the waits below
+        self.log.warning("Stopping every stage" + (" (asked to)." if self.should_stop() else "."))
+        live = [c for c in self.children if c.popen is not None]
+        for c in live:
+            with contextlib.suppress(ProcessLookupError):
+                c.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + STOP_GRACE
+        while any(c.popen.poll() is None for c in live) and time.monotonic() < deadline:  # type: ignore[union-attr]
+            self._drain_stderr(0.1)
+        for c in live:
+            assert c.popen is not None
+            if c.popen.poll() is None:
+                self.log.error(f"Stage {c.proc.name} did not stop within {STOP_GRACE:g} s: killed.")
+                c.popen.kill()
+                c.popen.wait()
+            self._close_stderr(c)
+            c.last_exit = c.popen.returncode
+            c.popen = None
+        self.write_status(stopped=True)
+        self.log.warning("File Conveyor has shut down.")
+
+    # -- status -------------------------------------------------------------------------
+
+    def write_status(self, stopped: bool = False) -> None:
+        now = time.monotonic()
+        stages = []
+        for c in self.children:
+            p = c.proc
+            if c.popen is not None:
+                state, pid = "running", c.popen.pid
+            elif stopped:
+                state, pid = "stopped", None
+            else:
+                state, pid = "restarting", None
+            stages.append(
+                {
+                    "name": p.name,
+                    "command": p.command,
+                    "label": p.label,
+                    "state": state,
+                    "pid": pid,
+                    "up_seconds": round(now - c.started, 1) if c.popen is not None else None,
+                    "restarts": c.restarts,
+                    "last_exit": c.last_exit,
+                    "state_file": str(p.state) if p.state else None,
+                }
+            )
+        doc = {"pid": os.getpid(), "config": str(self.plan.config.path), "at": time.time(), "stages": stages}
+        path = status_path(self.plan)
+        tmp = path.with_name(path.name + ".tmp")
+        with contextlib.suppress(OSError):
+            tmp.write_text(json.dumps(doc, indent=1))
+            os.replace(tmp, path)
