@@ -114,7 +114,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
         return Exit.OK
     if args.print or args.supervisord or args.systemd:
-        text = render.shell(plan) if args.print else render.supervisord(plan) if args.supervisord else render.systemd(plan)
+        printer = render.shell if args.print else render.supervisord if args.supervisord else render.systemd
+        text = printer(plan)
         io.stdout.write(text.encode())
         io.stdout.flush()
         return Exit.OK

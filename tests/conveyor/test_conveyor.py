@@ -1,0 +1,375 @@
+"""fc-conveyor runs the original daemon's sample config.xml (servers pointed at a
+local folder and the loopback FTP server) as supervised pipelines: it syncs a
+Drupal-like tree, restarts a stage killed with -9 without losing anything, and
+stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server  # noqa: F401 - fixture
+
+BIN = ROOT / "bin"
+SAMPLE = Path(__file__).with_name("fixtures") / "sample.xml"
+
+
+def wait_for(cond: Callable[[], object], timeout: float, what: str, log: Path | None = None) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.2)
+    tail = log.read_text()[-4000:] if log and log.exists() else ""
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}\n{tail}")
+
+
+def synced(db: Path) -> set[tuple[str, str, str]]:
+    """(input file relative to the tmp dir, server, transported name)"""
+    if not db.exists():
+        return set()
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2)
+        try:
+            rows = con.execute("SELECT input_file, server, transported_file_basename FROM synced_files").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError:
+        return set()
+    return {(r[0], r[1], r[2]) for r in rows}
+
+
+class Conveyor:
+    def __init__(self, tmp: Path, ftp: FtpServer):
+        self.tmp = tmp
+        self.htdocs = tmp / "htdocs"
+        self.drupal = self.htdocs / "drupal"
+        shutil.copytree(ROOT / "examples" / "site", self.drupal)
+        # a video for the Videos rule (over its 1,000,000-byte minimum) and one it must not take
+        (self.drupal / "misc" / "intro.flv").write_bytes(os.urandom(1_000_100))
+        (self.drupal / "misc" / "tiny.flv").write_bytes(b"x" * 100)
+        self.downloads = tmp / "Downloads"
+        self.downloads.mkdir()
+        (self.downloads / "Holiday 720p.mov").write_bytes(b"movie" * 100)
+        (self.downloads / "Holiday 1080p.mov").write_bytes(b"movie" * 100)
+        self.static = self.htdocs / "static.example.com"
+        self.ftp_root = f"conveyor-{uuid.uuid4().hex[:8]}"
+        self.ftp_files = ftp.files / self.ftp_root
+        self.db = tmp / "synced_files.db"
+        self.pid_file = tmp / "fileconveyor.pid"
+        self.log = tmp / "fileconveyor.log"
+        self.config = tmp / "config.xml"
+        # The sample as written; only the paths and the FTP server's address and account change.
+        xml = SAMPLE.read_text()
+        xml = xml.replace(
+            'scanPath="/htdocs/drupal" documentRoot="/htdocs"', f'scanPath="{self.drupal}" documentRoot="{self.htdocs}"'
+        )
+        xml = xml.replace("/Users/wimleers/Downloads", str(self.downloads))
+        xml = xml.replace("<location>/htdocs/static.example.com</location>", f"<location>{self.static}</location>")
+        xml = xml.replace(
+            "<host>localhost</host>",
+            f"<host>127.0.0.1</host>\n      <port>{ftp.port}</port>\n      <path>/{self.ftp_root}</path>",
+        )
+        xml = xml.replace("<username>daemontest</username>", f"<username>{escape(USER)}</username>")
+        xml = xml.replace("<password>daemontest</password>", f"<password>{escape(PASSWORD)}</password>")
+        self.config.write_text(xml)
+        self.config.chmod(0o600)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def args(self, *extra: str) -> list[str]:
+        return [
+            sys.executable,
+            str(BIN / "fc-conveyor"),
+            "--pid-file",
+            str(self.pid_file),
+            "--log-file",
+            str(self.log),
+            "--state-dir",
+            str(self.tmp / "state"),
+            *extra,
+            str(self.config),
+        ]
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.tmp)
+
+    def status(self) -> dict:
+        out = subprocess.run(self.args("--status", "--json"), capture_output=True, timeout=30)
+        assert out.returncode == 0, out.stderr.decode()
+        return json.loads(out.stdout)
+
+    def stage(self, name: str) -> dict:
+        return next(s for s in self.status()["stages"] if s["name"] == name)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        pid = int(self.pid_file.read_text())
+        assert pid == self.proc.pid
+        os.kill(pid, signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def conveyor(tmp_path: Path, ftp_server: FtpServer) -> Iterator[Conveyor]:  # noqa: F811
+    c = Conveyor(tmp_path, ftp_server)
+    yield c
+    if c.proc is not None and c.proc.poll() is None:
+        c.proc.kill()
+        c.proc.wait()
+    # no stage may outlive the test
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path / "state")], check=False)
+
+
+def expected_rule1(c: Conveyor) -> set[str]:
+    """The files rule 1 takes: under its paths, with its extensions (any case), not in CVS."""
+    dirs = ("misc", "profiles", "modules", "themes", "sites/all", "sites/default")
+    exts = ("ico", "js", "css", "gif", "png", "jpg", "jpeg", "svg", "swf")
+    out = set()
+    for p in c.drupal.rglob("*"):
+        rel = p.relative_to(c.drupal).as_posix()
+        if p.is_file() and rel.startswith(tuple(d + "/" for d in dirs)) and p.suffix[1:].lower() in exts:
+            out.add(str(p))
+    return out
+
+
+def test_sample_config_runs_survives_kill_9_and_stops_on_term(conveyor: Conveyor) -> None:
+    c = conveyor
+    c.start()
+    rule1 = expected_rule1(c)
+    assert len(rule1) >= 6
+    video = str(c.drupal / "misc" / "intro.flv")
+    movie = str(c.downloads / "Holiday 720p.mov")
+
+    def all_synced() -> bool:
+        rows = synced(c.db)
+        have = {(f, s) for f, s, _ in rows}
+        want = {(f, s) for f in rule1 for s in ("origin pull cdn", "ftp push cdn")}
+        want |= {(video, "ftp push cdn"), (movie, "origin pull cdn"), (movie, "ftp push cdn")}
+        return want <= have
+
+    wait_for(all_synced, 150, "the sample config's rules to sync every matching file", c.log)
+    rows = synced(c.db)
+    files = {f for f, _, _ in rows}
+    # only what the rules select: not the small video, not the 1080p movie, not index.php
+    assert str(c.drupal / "misc" / "tiny.flv") not in files
+    assert str(c.downloads / "Holiday 1080p.mov") not in files
+    assert str(c.drupal / "index.php") not in files
+    # the files are really on both servers, under the rules' paths, with the processed names
+    for f, server, name in rows:
+        rel = Path(f).relative_to(c.drupal if f.startswith(str(c.drupal)) else c.downloads).parent / name
+        if f == video:
+            assert (c.ftp_files / "videos" / rel).exists()
+        elif f == movie:
+            assert (c.static / "mirror" / rel).exists() and (c.ftp_files / "mirror" / rel).exists()
+        else:
+            root = c.static if server == "origin pull cdn" else c.ftp_files
+            assert (root / "static" / rel).exists(), (server, rel)
+    # CSS rewritten per server: each copy points at that server's URLs
+    css = [r for r in rows if r[0].endswith("style.css")]
+    assert {r[1] for r in css} == {"origin pull cdn", "ftp push cdn"}
+    for f, server, name in css:
+        root = c.static if server == "origin pull cdn" else c.ftp_files
+        text = (root / "static" / "themes" / "garland" / name).read_text()
+        base = "http://localhost/static.example.com/" if server == "origin pull cdn" else "http://localhost/daemontest/"
+        assert base in text, text
+    # the Videos rule's fileDeletionDelayAfterSync applies to its own files only (the original
+    # scheduled every synced file of every rule for deletion)
+    con = sqlite3.connect(c.db)
+    scheduled = {r[0] for r in con.execute("SELECT input_file FROM source_deletions")}
+    con.close()
+    assert scheduled == {video}
+
+    # kill -9 one stage: it is restarted and nothing is lost
+    name = next(s["name"] for s in c.status()["stages"] if s["command"] == "fc-transport" and "r1" in s["name"])
+    victim = c.stage(name)
+    assert victim["state"] == "running"
+    new_css = c.drupal / "misc" / "added.css"
+    os.kill(victim["pid"], signal.SIGKILL)
+    new_css.write_text("body { color: red }\n")
+    wait_for(lambda: c.stage(name).get("restarts", 0) >= 1 and c.stage(name)["state"] == "running", 30, "a restart")
+    wait_for(
+        lambda: (
+            {(str(new_css), s) for s in ("origin pull cdn", "ftp push cdn")} <= {(f, s) for f, s, _ in synced(c.db)}
+        ),
+        60,
+        "the file added around the kill to reach both servers",
+        c.log,
+    )
+    assert "exited" in c.log.read_text() or "killed by signal 9" in c.log.read_text()
+
+    # SIGTERM: every stage stops, exit 0, PID file gone
+    pids = [s["pid"] for s in c.status()["stages"] if s.get("pid")]
+    assert len(pids) == len(c.status()["stages"])
+    assert c.stop() == 0
+    assert not c.pid_file.exists()
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    log = c.log.read_text()
+    assert "File Conveyor has shut down." in log
+    # the original's log format
+    assert " - FileConveyor              - WARNING  - File Conveyor is initializing" in log
+    st = c.status()
+    assert st["running"] is False
+
+
+def test_invalid_config_reports_every_error_and_starts_nothing(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.xml"
+    cfg.write_text(
+        """<?xml version="1.0"?>
+<config>
+  <sources>
+    <source name="site" scanPath="/no/such/dir" />
+  </sources>
+  <servers>
+    <server name="cdn" transporter="symlink_or_copy"><location>/tmp/x</location><url>http://x/</url></server>
+  </servers>
+  <rules>
+    <rule for="site" label="a">
+      <destinations><destination server="nope" /></destinations>
+    </rule>
+  </rules>
+</config>
+"""
+    )
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BIN / "fc-conveyor"),
+            "--pid-file",
+            str(tmp_path / "pid"),
+            "--state-dir",
+            str(tmp_path / "st"),
+            str(cfg),
+        ],
+        capture_output=True,
+        timeout=30,
+    )
+    err = out.stderr.decode()
+    assert out.returncode == 3, err
+    assert f"{cfg}:4:" in err and f"{cfg}:11:" in err, err  # both errors, each with its line
+    assert "nothing was started" in err
+    assert not (tmp_path / "pid").exists() and not (tmp_path / "st").exists()
+
+
+def local_config(tmp_path: Path) -> tuple[Path, Path, Path]:
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "examples" / "site", site)
+    cdn = tmp_path / "cdn"
+    cfg = tmp_path / "config.xml"
+    cfg.write_text(
+        f"""<config>
+  <sources ignoredDirs="CVS"><source name="site" scanPath="{site}" /></sources>
+  <servers>
+    <server name="cdn" transporter="symlink_or_copy"><location>{cdn}</location><url>http://cdn/</url></server>
+  </servers>
+  <rules>
+    <rule for="site" label="CSS"><filter><extensions>css</extensions></filter>
+      <processorChain><processor name="unique_filename.MD5" /></processorChain>
+      <destinations><destination server="cdn" path="css" /></destinations></rule>
+    <rule for="site" label="all"><destinations><destination server="cdn" path="all" /></destinations></rule>
+  </rules>
+  <settings><PERSISTENT_DATA_DB>{tmp_path / "state"}</PERSISTENT_DATA_DB><PID_FILE>{tmp_path / "pid"}</PID_FILE></settings>
+</config>
+"""
+    )
+    return cfg, site, cdn
+
+
+def test_a_second_conveyor_with_the_same_pid_file_refuses_to_start(tmp_path: Path) -> None:
+    cfg, _, _ = local_config(tmp_path)
+    first = subprocess.Popen([sys.executable, str(BIN / "fc-conveyor"), str(cfg)], stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: (tmp_path / "pid").exists(), 20, "the PID file")
+        second = subprocess.run([sys.executable, str(BIN / "fc-conveyor"), str(cfg)], capture_output=True, timeout=30)
+        assert second.returncode == 4, second.stderr.decode()
+        assert f"already running with this PID file (pid {first.pid})" in second.stderr.decode()
+        # the PID file is re-created when deleted, as the original did
+        (tmp_path / "pid").unlink()
+        wait_for(lambda: (tmp_path / "pid").exists(), 5, "the PID file to come back")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+
+
+def test_printed_shell_pipelines_run_as_printed(tmp_path: Path) -> None:
+    cfg, site, cdn = local_config(tmp_path)
+    script = subprocess.run(
+        [sys.executable, str(BIN / "fc-conveyor"), "--print", str(cfg)], capture_output=True, timeout=30, check=True
+    ).stdout.decode()
+    assert "| tee" in script and script.count("fc-record") == 2
+    run = subprocess.Popen(["bash", "-c", script], start_new_session=True, stderr=subprocess.PIPE)
+    try:
+        every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}
+        wait_for(
+            lambda: (
+                {p.relative_to(cdn / "all").as_posix() for p in (cdn / "all").rglob("*") if p.is_file()} == every
+                if (cdn / "all").exists()
+                else False
+            ),
+            60,
+            "every file in cdn/all",
+        )
+        css = {p.name for p in (cdn / "css").rglob("*.css")} if (cdn / "css").exists() else set()
+        wait_for(lambda: len({p.name for p in (cdn / "css").rglob("*.css")}) == 3, 60, "the CSS files in cdn/css")
+        del css
+        assert all("_" in p.stem for p in (cdn / "css").rglob("*.css"))  # unique_filename.MD5 names
+    finally:
+        os.killpg(run.pid, signal.SIGTERM)
+        run.wait(timeout=30)
+
+
+def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path: Path) -> None:
+    cfg, _, _ = local_config(tmp_path)
+    text = (
+        cfg.read_text()
+        .replace(
+            "</servers>",
+            '<server name="ftp push" transporter="ftp"><host>127.0.0.1</host><username>u</username>'
+            "<password>s3cr3t-pw</password><url>http://ftp/</url></server></servers>",
+        )
+        .replace(
+            '<destination server="cdn" path="all" />',
+            '<destination server="cdn" path="all" /><destination server="ftp push" />',
+        )
+    )
+    cfg.write_text(text)
+    plan_names = None
+    for mode in ("--supervisord", "--systemd", "--print"):
+        out = subprocess.run(
+            [sys.executable, str(BIN / "fc-conveyor"), mode, str(cfg)], capture_output=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr.decode()
+        body = out.stdout.decode()
+        assert "s3cr3t-pw" not in body
+        assert "FC_" in body  # the secret's variable is named instead
+        if mode == "--supervisord":
+            import configparser
+
+            ini = configparser.RawConfigParser()
+            ini.read_string(body)
+            plan_names = [s.removeprefix("program:") for s in ini.sections() if s.startswith("program:")]
+            assert ini["group:fileconveyor"]["programs"].split(",") == plan_names
+            for name in plan_names:
+                assert ini[f"program:{name}"]["autorestart"] == "true"
+        elif mode == "--systemd":
+            assert plan_names
+            for name in plan_names:
+                assert f"# --- fc-{name}.service ---" in body
+            assert "Restart=always" in body
+        else:
+            subprocess.run(["bash", "-n"], input=out.stdout, check=True)
