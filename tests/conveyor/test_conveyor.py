@@ -181,7 +181,7 @@ def test_sample_config_runs_survives_kill_9_and_stops_on_term(conveyor: Conveyor
     # CSS rewritten per server: each copy points at that server's URLs
     css = [r for r in rows if r[0].endswith("style.css")]
     assert {r[1] for r in css} == {"origin pull cdn", "ftp push cdn"}
-    for f, server, name in css:
+    for _, server, name in css:
         root = c.static if server == "origin pull cdn" else c.ftp_files
         text = (root / "static" / "themes" / "garland" / name).read_text()
         base = "http://localhost/static.example.com/" if server == "origin pull cdn" else "http://localhost/daemontest/"
@@ -283,7 +283,9 @@ def local_config(tmp_path: Path) -> tuple[Path, Path, Path]:
       <destinations><destination server="cdn" path="css" /></destinations></rule>
     <rule for="site" label="all"><destinations><destination server="cdn" path="all" /></destinations></rule>
   </rules>
-  <settings><PERSISTENT_DATA_DB>{tmp_path / "state"}</PERSISTENT_DATA_DB><PID_FILE>{tmp_path / "pid"}</PID_FILE></settings>
+  <settings>
+    <PERSISTENT_DATA_DB>{tmp_path / "state"}</PERSISTENT_DATA_DB><PID_FILE>{tmp_path / "pid"}</PID_FILE>
+  </settings>
 </config>
 """
     )
