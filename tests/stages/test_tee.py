@@ -1,0 +1,177 @@
+"""fc-tee: one event stream to several outputs, and no loss when a branch's reader,
+or fc-tee itself, is killed and restarted (its readers acknowledge to fc-watch)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+
+BIN = ROOT / "bin"
+
+
+def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, str(BIN / cmd), *args], **kw)  # type: ignore[call-overload]
+
+
+def reader(path: Path):
+    """A FIFO's read end, opened without waiting for a writer, then blocking."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def readline(r) -> bytes:
+    """A line from a FIFO; before its writer opens it, reads give b"" (end of file): retry."""
+    deadline = time.monotonic() + 10
+    while True:
+        got = r.readline()
+        if got or time.monotonic() > deadline:
+            return got
+        time.sleep(0.02)
+
+
+def test_copies_every_line_unchanged_to_fifos_files_and_stdout(tmp_path: Path) -> None:
+    a = tmp_path / "a.fifo"
+    os.mkfifo(a)
+    reader = subprocess.Popen(["cat", str(a)], stdout=subprocess.PIPE)
+    lines = [
+        json.dumps({"v": 1, "kind": "created", "rel": f"f{i}", "x-own": "é", "hop": {"seq": i}}) + "\n"
+        for i in range(500)
+    ]
+    data = "".join(lines).encode()
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(BIN / "fc-tee"),
+            "--output",
+            str(a),
+            "--output",
+            str(tmp_path / "b.jsonl"),
+            "--output",
+            "-",
+        ],
+        input=data,
+        capture_output=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr.decode()
+    assert out.stdout == data
+    assert (tmp_path / "b.jsonl").read_bytes() == data
+    assert reader.communicate(timeout=10)[0] == data
+
+
+def test_a_gone_reader_is_skipped_and_a_new_one_is_written_to(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.fifo", tmp_path / "b.fifo"
+    os.mkfifo(a)
+    os.mkfifo(b)
+    ra, rb = reader(a), reader(b)
+    tee = fc(
+        "fc-tee", "--input", "-", "--output", str(a), "--output", str(b), stdin=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert tee.stdin is not None
+    tee.stdin.write(b'{"n":1}\n')
+    tee.stdin.flush()
+    assert readline(ra) == b'{"n":1}\n' and readline(rb) == b'{"n":1}\n'
+    rb.close()  # b's reader goes away
+    for n in range(2, 50):
+        tee.stdin.write(b'{"n":%d}\n' % n)
+        tee.stdin.flush()
+        assert ra.readline() == b'{"n":%d}\n' % n  # a keeps getting every line: fc-tee neither blocks nor dies
+    time.sleep(0.6)  # fc-tee retries a gone output every 0.5 s
+    rb = reader(b)  # a new reader
+    deadline = time.monotonic() + 10
+    got = b""
+    n = 50
+    while b'"n":' not in got and time.monotonic() < deadline:
+        tee.stdin.write(b'{"n":%d}\n' % n)
+        tee.stdin.flush()
+        assert ra.readline() == b'{"n":%d}\n' % n
+        os.set_blocking(rb.fileno(), False)
+        got = rb.read() or b""
+        os.set_blocking(rb.fileno(), True)
+        n += 1
+        time.sleep(0.2)
+    assert got.startswith(b'{"n":') and got.endswith(b"}\n"), got  # whole lines again, no torn one
+    tee.stdin.close()
+    assert tee.wait(timeout=10) == 0
+    err = tee.stderr.read().decode()  # type: ignore[union-attr]
+    assert "the reader went away" in err and "a reader is back" in err, err
+    ra.close()
+    rb.close()
+
+
+def test_no_loss_when_a_branch_reader_and_fc_tee_are_killed(tmp_path: Path) -> None:
+    """fc-watch -> FIFO -> fc-tee -> two FIFOs -> fc-filter each, appending to a file.
+    Kill -9 branch A's fc-filter, then fc-tee, in the middle; restart them: both
+    branches end with every file (duplicates allowed)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    n = 3000
+    for i in range(n):
+        (site / f"f{i:05d}.txt").write_text(str(i))
+    fifo = {k: tmp_path / f"{k}.fifo" for k in ("watch", "a", "b")}
+    for f in fifo.values():
+        os.mkfifo(f)
+    st = tmp_path / "state"
+    st.mkdir()
+    out = {k: tmp_path / f"{k}.jsonl" for k in ("a", "b")}
+
+    def branch(k: str) -> subprocess.Popen[bytes]:
+        return fc(
+            "fc-filter", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
+            "--state", str(st / f"filter-{k}.db"), stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def tee() -> subprocess.Popen[bytes]:
+        return fc("fc-tee", "--input", str(fifo["watch"]), "--output", str(fifo["a"]), "--output", str(fifo["b"]),
+                  stderr=subprocess.DEVNULL)  # fmt: skip
+
+    procs = {"a": branch("a"), "b": branch("b")}
+    procs["tee"] = tee()
+    procs["watch"] = fc(
+        "fc-watch",
+        "--state",
+        str(st / "watch.db"),
+        "--output",
+        str(fifo["watch"]),
+        str(site),
+        stderr=subprocess.DEVNULL,
+    )
+
+    def rels(k: str) -> set[str]:
+        if not out[k].exists():
+            return set()
+        return {json.loads(line)["rel"] for line in out[k].read_text().splitlines() if line.endswith("}")}
+
+    try:
+        deadline = time.monotonic() + 30
+        while len(rels("a")) < n // 10 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        procs["a"].send_signal(signal.SIGKILL)
+        procs["a"].wait()
+        assert n // 10 <= len(rels("a")) < n  # killed in the middle of the stream
+        time.sleep(0.3)
+        procs["a"] = branch("a")
+        procs["tee"].send_signal(signal.SIGKILL)
+        procs["tee"].wait()
+        time.sleep(0.3)
+        procs["tee"] = tee()
+        for i in range(n, n + 50):  # live changes after the restarts
+            (site / f"f{i:05d}.txt").write_text(str(i))
+        want = {f"f{i:05d}.txt" for i in range(n + 50)}
+        deadline = time.monotonic() + 120
+        while (rels("a") != want or rels("b") != want) and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert want - rels("a") == set(), f"branch a lost {len(want - rels('a'))}"
+        assert want - rels("b") == set(), f"branch b lost {len(want - rels('b'))}"
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGKILL)
+            p.wait()
