@@ -5,27 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.conftest import require_tool
 
-from tests.conftest import ROOT, require_tool
-
-SCRIPT = ROOT / "examples" / "pipelines.sh"
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    d = tmp_path / "site"
-    shutil.copytree(ROOT / "examples" / "site", d)
-    return d
+from .conftest import SCRIPT, example, example_env, site_files, tree
 
 
 def run(name: str, site: Path, tmp_path: Path) -> list[str]:
-    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
+    env = example_env(tmp_path)
     out = subprocess.run(["bash", str(SCRIPT), name, str(site)], capture_output=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     return out.stdout.decode().splitlines()
@@ -60,8 +50,7 @@ def test_paths_loop_prints_exact_names(site: Path, tmp_path: Path) -> None:
     assert {str(site / f) for f in all_files(site)} <= got
 
 
-def test_sync_to_folder_the_demo(site: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
+def test_sync_to_folder_the_demo(site: Path, tmp_path: Path, env: dict[str, str]) -> None:
     out_dir = tmp_path / "out"
     cmd = ["bash", str(SCRIPT), "sync_to_folder", str(site), str(out_dir)]
     out = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
@@ -79,3 +68,49 @@ def test_sync_to_folder_the_demo(site: Path, tmp_path: Path) -> None:
     # nothing changed: nothing is sent again
     again = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert again.returncode == 0 and again.stdout == b""
+
+
+def test_cron_sync_sends_only_what_changed(site: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    cdn, db = tmp_path / "cdn", tmp_path / "synced_files.db"
+    env = {**env, "FC_DB": str(db), "FC_URL": "https://cdn.example/"}
+    first = example("cron_sync", site, f"file://{cdn}", env=env)
+    assert {e["rel"] for e in first} == site_files(site) == tree(cdn)
+    assert all(e["transported"] == "uploaded" for e in first)
+    sent = {p: p.stat().st_mtime_ns for p in cdn.rglob("*") if p.is_file()}
+    assert example("cron_sync", site, f"file://{cdn}", env=env) == []  # the next run: nothing changed, nothing sent
+    assert {p: p.stat().st_mtime_ns for p in cdn.rglob("*") if p.is_file()} == sent
+    touched = site / "misc" / "drupal.js"
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    (third,) = example("cron_sync", site, f"file://{cdn}", env=env)
+    assert (third["rel"], third["kind"], third["transported"]) == ("misc/drupal.js", "modified", "uploaded")
+    assert third["url"] == "https://cdn.example/misc/drupal.js"
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM synced_files").fetchone()[0] == len(first)
+
+
+def test_fan_out_with_tee_feeds_both_rules(site: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    out = tmp_path / "out"
+    events = example("fan_out", site, out, env=env)
+    css_js, images = site_files(site, ".css", ".js"), site_files(site, ".png", ".jpg", ".gif")
+    assert css_js and images
+    assert tree(out / "css-js") == css_js and tree(out / "images") == images
+    assert sorted(e["rel"] for e in events) == sorted(css_js | images)  # each file once, by its rule's branch
+    style = (out / "css-js" / "themes/garland/style.css").read_bytes()
+    assert len(style) < (site / "themes/garland/style.css").stat().st_size  # the CSS branch's processor ran
+    rows = sqlite3.connect(out / "synced_files.db").execute("SELECT input_file, url FROM synced_files").fetchall()
+    assert {os.path.relpath(r[0], site) for r in rows} == css_js | images
+    # Each branch's fc-filter acknowledged fc-watch itself, for everything (tee passed "hop" through) ...
+    (watch_state,) = (tmp_path / "state").glob("watch-*.db")
+    with sqlite3.connect(watch_state) as w:
+        last = w.execute("SELECT max(batch) FROM files").fetchone()[0]
+        acks = w.execute("SELECT reader, seq FROM acks").fetchall()
+    assert sorted(Path(r).name.split("-")[0] for r, _ in acks) == ["filter", "filter"]
+    assert all(seq == last for _, seq in acks), (acks, last)
+    # ... so the next run sends nothing, on either branch.
+    assert example("fan_out", site, out, env=env) == []
+    (site / "misc" / "new.js").write_bytes(b"var  x = 1;\n")
+    (site / "misc" / "new.png").write_bytes((site / "misc" / "druplicon.png").read_bytes())
+    again = example("fan_out", site, out, env=env)
+    assert sorted((e["rel"], e["url"]) for e in again) == [
+        ("misc/new.js", "http://localhost:8000/css-js/misc/new.js"),
+        ("misc/new.png", "http://localhost:8000/images/misc/new.png"),
+    ]

@@ -42,7 +42,8 @@ config.xml, one child each, e.g. <settings><PID_FILE>/run/fc/fc.pid</PID_FILE></
   5 rotations), PERSISTENT_DATA_DB (a directory: the stages' state files and FIFOs),
   SYNCED_FILES_DB (synced_files.db next to config.xml), WORKING_DIR (processed files),
   RESTART_INTERVAL (10: longest wait before restarting a dead stage), RETRY_INTERVAL
-  (30: first wait before retrying a deferred file), CONSOLE_LOGGER_LEVEL (WARNING),
+  (first wait before retrying a deferred file; default 5, doubling each time),
+  CONSOLE_LOGGER_LEVEL (WARNING),
   FILE_LOGGER_LEVEL (INFO), MAX_SIMULTANEOUS_PROCESSORCHAINS (fc-process --jobs).
   The options below override them.  Relative paths are relative to config.xml.
 

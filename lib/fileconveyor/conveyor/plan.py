@@ -167,7 +167,8 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
             args = ["--chain", ",".join(rule.processors), "--work-dir", str(s.working_dir / f"{base}{sub}")]
             if s.max_processor_chains:
                 args += ["--jobs", str(s.max_processor_chains)]
-            args += ["--retry-delay", f"{s.retry_interval:g}"]
+            if s.retry_interval is not None:
+                args += ["--retry-delay", f"{s.retry_interval:g}"]
             if CSS_UPDATER in rule.processors:
                 args += ["--server", dests[0].server, "--record-db", str(s.synced_files_db)]
                 if source.document_root:

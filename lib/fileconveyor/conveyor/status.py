@@ -77,9 +77,7 @@ def format_status(st: dict[str, Any]) -> str:
             failed = syn["failed"].get(server)
             lines.append(f"  {server}: {n} synced" + (f", {failed} failed" if failed else ""))
         if syn["scheduled_deletions"] or syn["deleted_at_source"]:
-            lines.append(
-                f"  source deletions: {syn['scheduled_deletions']} scheduled, {syn['deleted_at_source']} done"
-            )
+            lines.append(f"  source deletions: {syn['scheduled_deletions']} scheduled, {syn['deleted_at_source']} done")
     return "\n".join(lines) + "\n"
 
 

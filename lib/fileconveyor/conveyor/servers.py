@@ -1,0 +1,221 @@
+"""One config.xml <server> as fc-transport arguments: ``--to URL --url BASE --set k=v``, secrets in the environment.
+
+The original's transporters and their settings (README "Transporters"), and what they become:
+
+    symlink_or_copy  location, url                      file://LOCATION/PATH
+    ftp              host, username, password, url,     ftp://USERNAME@HOST:PORT/PATH (password: FC_<NAME>_PASSWORD)
+                     port, path
+    sftp             the same, plus key                 sftp://USERNAME@HOST:PORT/PATH?key_file=KEY
+    s3               access_key_id, secret_access_key,  s3://BUCKET_NAME/BUCKET_PREFIX/PATH
+                     bucket_name, bucket_prefix         (keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    cf               s3's, plus distro_domain_name      s3://... with URLs on https://DISTRO_DOMAIN_NAME/, as the
+                                                        original (no invalidation); with <distribution_id> added,
+                                                        cf://...?domain=DISTRO_DOMAIN_NAME, which invalidates
+    cloudfiles       username, api_key, container       cloudfiles://USERNAME@CONTAINER/PATH (api_key:
+    (mosso, cumulus)                                    FC_<NAME>_PASSWORD)
+
+PATH is the destination's path under the server's own base (ftp/sftp <path>, s3's bucket_prefix).  Every
+setting fc-transport's transporter knows (``fc-transport --list``: timeout, known_hosts, endpoint_url, ...) may
+be given as an element too and passes through as ``--set``; a transporter that is neither the original's nor
+built in (an installed plugin) takes a ``<to>`` element with its destination URL.  The server's name goes into
+the URL as ``?name=``, so events and fc-record's ``server`` column carry it verbatim, spaces included.
+
+Secrets never go into arguments (every user can read them with ps): they go into the environment variables
+fc-transport reads (transporters/destination.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import quote, urlencode
+
+from ..errors import ConfigError, FCError
+
+if TYPE_CHECKING:  # config.py imports this module to check every server while loading
+    from .config import Server
+
+ALIASES = {"mosso": "cloudfiles", "cumulus": "cloudfiles", "file": "symlink_or_copy"}
+# The original's settings per transporter: (required, optional).
+ORIGINAL: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "symlink_or_copy": (("location", "url"), ()),
+    "ftp": (("host", "username", "password", "url"), ("port", "path")),
+    "sftp": (("host", "username", "url"), ("password", "port", "path", "key")),
+    "s3": (("access_key_id", "secret_access_key", "bucket_name"), ("bucket_prefix",)),
+    "cf": (("access_key_id", "secret_access_key", "bucket_name", "distro_domain_name"), ("bucket_prefix",)),
+    "cloudfiles": (("username", "api_key", "container"), ()),
+}
+# Settings that go into fc-transport's environment, never into its arguments.
+SECRET_SETTINGS = ("password", "passphrase", "api_key", "secret_access_key")
+# Settings read as file names: the loader makes them absolute (relative to config.xml's directory).
+PATH_SETTINGS = ("location", "key", "key_file", "known_hosts", "ca_file")
+_HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class TransportArgs:
+    args: list[str]  # for fc-transport
+    env: dict[str, str]  # secrets, for fc-transport's environment
+
+
+class ServerSettingsError(ConfigError):
+    """Everything wrong with one <server>'s settings, one problem per item."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def canonical(transporter: str) -> str:
+    return ALIASES.get(transporter, transporter)
+
+
+def env_prefix(name: str) -> str:
+    """The FC_<NAME> prefix fc-transport reads a destination's secrets under (destination.py's rule)."""
+    return "FC_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
+
+
+def transport_args(server: Server, dest_path: str) -> TransportArgs:
+    """fc-transport's arguments for ``server`` with files under ``dest_path`` (a destination's path, "" = root).
+
+    ServerSettingsError lists every setting that is missing, unknown or cannot be mapped."""
+    kind = canonical(server.transporter)
+    s = dict(server.settings)
+    problems: list[str] = []
+    cls = _transporter_class(kind, problems)
+    if kind in ORIGINAL:
+        required, optional = ORIGINAL[kind]
+        if kind in ("s3", "cf") and "profile" in s:  # credentials from an AWS profile instead
+            required = tuple(k for k in required if k not in ("access_key_id", "secret_access_key"))
+        missing = [k for k in required if not s.get(k)]
+        if missing:
+            problems.append(f"{server.transporter} needs {', '.join(f'<{k}>' for k in missing)}")
+        own = set(required) | set(optional)
+        if kind == "symlink_or_copy":
+            own.add("symlink_within")  # injected by the loader, as the original injected symlinkWithin
+    else:
+        own = {"to"}
+        if not s.get("to"):
+            problems.append(f"transporter {server.transporter!r} is not one of the original's: give <to> with its URL")
+    native = set(cls.all_settings()) if cls is not None else set()
+    native |= {"url", "password", "passphrase"}
+    unknown = sorted(k for k in s if k not in own and k not in native)
+    if unknown:
+        known = sorted(own | native)
+        problems.append(f"unknown setting {', '.join(f'<{k}>' for k in unknown)}; {kind} knows: {', '.join(known)}")
+    if "connections" in s and server.max_connections:
+        problems.append("give maxConnections or <connections>, not both")
+    if kind == "ftp" and "key" in s:
+        problems.append("ftp has no <key> (the original refused it too); log in with a key over sftp")
+    for key in ("port", "path"):
+        if key in s and kind in ("ftp", "sftp"):
+            if key == "port" and not s[key].isdigit():
+                problems.append(f"<port> must be a number, not {s[key]!r}")
+            if key == "path" and s[key] and not s[key].startswith("/"):
+                problems.append(f"<path> must start with / (it is {s[key]!r})")
+    if problems:
+        raise ServerSettingsError(problems)
+
+    env: dict[str, str] = {}
+    prefix = env_prefix(server.name)
+    url: str | None = s.pop("url", None)
+    for secret in ("password", "passphrase", "api_key"):
+        if s.get(secret):
+            env[f"{prefix}_{'PASSWORD' if secret == 'api_key' else secret.upper()}"] = s[secret]
+        s.pop(secret, None)
+    sets: dict[str, str] = {}
+    if kind == "symlink_or_copy":
+        to = "file://" + quote(_under(s.pop("location").rstrip("/"), dest_path), safe="/")
+        url = _url_under(url, dest_path)
+    elif kind in ("ftp", "sftp"):
+        host = s.pop("host")
+        host = f"[{host}]" if ":" in host else host
+        port = f":{s.pop('port')}" if s.get("port") else ""
+        root = _under(s.pop("path", "").rstrip("/"), dest_path) if dest_path else s.pop("path", "")
+        to = f"{kind}://{quote(s.pop('username'), safe='')}@{host}{port}{quote(root, safe='/')}"
+        if "key" in s:
+            sets["key_file"] = s.pop("key")
+        url = _url_under(url, dest_path)
+    elif kind in ("s3", "cf"):
+        if s.get("access_key_id"):
+            env["AWS_ACCESS_KEY_ID"] = s.pop("access_key_id")
+        if s.get("secret_access_key"):
+            env["AWS_SECRET_ACCESS_KEY"] = s.pop("secret_access_key")
+        key_prefix = "/".join(p for p in (s.pop("bucket_prefix", "").strip("/"), dest_path) if p)
+        bucket = s.pop("bucket_name")
+        domain = s.pop("distro_domain_name", "")
+        if kind == "cf" and s.get("distribution_id"):
+            to = f"cf://{bucket}/{quote(key_prefix, safe='/')}"
+            sets["domain"] = domain
+        else:
+            to = f"s3://{bucket}/{quote(key_prefix, safe='/')}"
+            if domain:  # the original's cf: S3 URLs with the host replaced by the distribution's domain
+                url = url or f"https://{domain}/" + (quote(key_prefix, safe="/") + "/" if key_prefix else "")
+    elif kind == "cloudfiles":
+        container = s.pop("container")
+        host = container if _HOST_LABEL.match(container) else "container"
+        if host != container:  # the URL's host is lowercased: a container like "Static" goes as a setting
+            sets["container"] = container
+        to = f"cloudfiles://{quote(s.pop('username'), safe='')}@{host}/{quote(dest_path, safe='/')}"
+        url = _url_under(url, dest_path)
+    else:
+        to = _under(s.pop("to").rstrip("/"), quote(dest_path, safe="/")) if dest_path else s.pop("to")
+        url = _url_under(url, dest_path)
+    sets.update(s)  # what is left: fc-transport's own settings, passed through
+    if server.max_connections:
+        sets["connections"] = str(server.max_connections)
+    to += ("&" if "?" in to else "?") + urlencode({"name": server.name})
+    args = ["--to", to]
+    if url:
+        args += ["--url", url]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return TransportArgs(args, env)
+
+
+def check(server: Server, dest_path: str = "") -> TransportArgs:
+    """transport_args(), then parsed and the transporter built exactly as fc-transport does at its start, so a
+    setting fc-transport would refuse is a config.xml error too.  Nothing is connected."""
+    from ..cli.transport import build_parser
+    from ..stages.transport_dest import targets_from
+
+    ta = transport_args(server, dest_path)
+    try:
+        targets_from(build_parser().parse_args(ta.args).pieces)
+    except FCError as exc:
+        raise ServerSettingsError([str(exc)]) from None
+    return ta
+
+
+def warnings(server: Server, dest_path: str) -> list[str]:
+    """What maps, but not quite as the original did."""
+    kind = canonical(server.transporter)
+    if kind in ("ftp", "sftp") and dest_path and not server.settings.get("path"):
+        return [
+            f"server {server.name!r} has no <path>: destination paths start at the server's root (here "
+            f"/{dest_path}), where the original put them under the login directory; give <path> (the login "
+            f"directory, e.g. /home/{server.settings.get('username', 'user')}) unless it is / (a chroot)"
+        ]
+    return []
+
+
+def _transporter_class(kind: str, problems: list[str]):  # type: ignore[no-untyped-def]
+    from ..transporters import TRANSPORTERS
+
+    try:
+        return TRANSPORTERS.get(kind)
+    except ConfigError as exc:
+        problems.append(str(exc))
+        return None
+
+
+def _under(base: str, sub: str) -> str:
+    return f"{base}/{sub}" if sub else base
+
+
+def _url_under(url: str | None, dest_path: str) -> str | None:
+    """The public URL of the destination's directory: the server's <url> plus the path, as the original."""
+    if not url or not dest_path:
+        return url
+    return url.rstrip("/") + "/" + quote(dest_path, safe="/") + "/"
