@@ -22,9 +22,7 @@ Quick run: .venv/bin/python bench/s3_bench.py --small 2000 --large 5 --large-mb 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.servers import s3 as s3srv  # noqa: E402
 from tests.servers.process import ServerProcess, free_port  # noqa: E402
-from transport_bench import events_for, make_tree, need  # noqa: E402
+from transport_bench import add_set_arguments, make_sets, need, remove_state, write_report  # noqa: E402
 
 BUCKET = "bench"
 SECRET = "bench-secret"
@@ -66,10 +64,7 @@ def bucket_listing(endpoint: str, prefix: str) -> list[tuple[str, int]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", type=int, default=10_000, help="number of small files (default 10000)")
-    p.add_argument("--small-kb", type=int, default=4, help="size of a small file in KB (default 4)")
-    p.add_argument("--large", type=int, default=20, help="number of large files (default 20)")
-    p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MB (default 20)")
+    add_set_arguments(p)
     p.add_argument("--connections", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="default 1 2 4 8 16")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement, median reported (default 1)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-s3-bench")
@@ -77,13 +72,7 @@ def main() -> None:
     rclone, aws = need("rclone"), need("aws")
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    sets = {
-        "small": (work / "src-small", args.small, args.small_kb * 1024),
-        "large": (work / "src-large", args.large, args.large_mb * 1024 * 1024),
-    }
-    for tree, count, size in sets.values():
-        make_tree(tree, count, size)
-    events = {name: events_for(tree, work) for name, (tree, _, _) in sets.items()}
+    sets, events = make_sets(args, work)
     # Credentials through the environment, as each tool's normal chain reads them; nothing on command lines.
     # No AWS_CA_BUNDLE: the endpoint is plain http, and rclone refuses to start with a CA bundle set for it.
     env = {
@@ -115,8 +104,7 @@ def main() -> None:
                     server = start_server(work)
                     endpoint = f"http://127.0.0.1:{server.port}"
                     prefix = f"{label.split()[0]}-{name}"
-                    for suffix in ("", "-wal", "-shm", ".lock"):
-                        Path(str(state) + suffix).unlink(missing_ok=True)
+                    remove_state(state)
                     if label == "fc-transport":
                         spec = f"s3://{BUCKET}/{prefix}?endpoint_url={endpoint}&connections={n}"
                         argv = [PY, str(ROOT / "bin" / "fc-transport"), "-q", "--to", spec, "--state", str(state)]
@@ -156,32 +144,13 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, rows: list, versions: dict[str, str]) -> None:
-    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
-    lines = [
-        f"# S3 benchmark, {stamp}",
-        "",
-        f"Command: `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+    details = [
         f"Peers: {versions['rclone']}; {versions['aws']}  ",
         f"Store: moto {_moto_version()} in server mode on 127.0.0.1 (tests/servers/s3.py, no file view)  ",
         f"Sets: small = {args.small} x {args.small_kb} KB, large = {args.large} x {args.large_mb} MB; "
         f"median of {args.repeat}",
-        "",
-        "| set | connections | tool | files/s | MB/s | median s | runs |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, n, label, fps, mbps, median, times in rows:
-        if label.startswith("ratio"):
-            lines.append(f"| {name} | {n} | **{label}** | **{fps:.2f}** | | | |")
-        else:
-            runs = ", ".join(f"{t:.2f}" for t in times)
-            lines.append(f"| {name} | {n} | {label} | {fps:.0f} | {mbps:.1f} | {median:.2f} | {runs} |")
-    text = "\n".join(lines) + "\n"
-    out = ROOT / "bench" / "results" / f"s3-{stamp}.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}")
+    write_report("s3", "S3 benchmark", details, "connections", rows)
 
 
 def _moto_version() -> str:

@@ -69,6 +69,58 @@ def make_tree(root: Path, count: int, size: int, per_dir: int = 500) -> None:
     marker.write_text("")
 
 
+def add_set_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of the two file sets, shared with bench/s3_bench.py."""
+    p.add_argument("--small", type=int, default=10_000, help="number of small files (default 10000)")
+    p.add_argument("--small-kb", type=int, default=4, help="size of a small file in KB (default 4)")
+    p.add_argument("--large", type=int, default=20, help="number of large files (default 20)")
+    p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MB (default 20)")
+
+
+def make_sets(args: argparse.Namespace, work: Path) -> tuple[dict[str, tuple[Path, int, int]], dict[str, Path]]:
+    """The small and large trees (made once, kept between runs) and their fc-watch events."""
+    sets = {
+        "small": (work / "src-small", args.small, args.small_kb * 1024),
+        "large": (work / "src-large", args.large, args.large_mb * 1024 * 1024),
+    }
+    for tree, count, size in sets.values():
+        make_tree(tree, count, size)
+    return sets, {name: events_for(tree, work) for name, (tree, _, _) in sets.items()}
+
+
+def remove_state(state: Path) -> None:
+    for suffix in ("", "-wal", "-shm", ".lock"):
+        Path(str(state) + suffix).unlink(missing_ok=True)
+
+
+def write_report(kind: str, title: str, details: Sequence[str], column: str, rows: Sequence[tuple]) -> None:
+    """bench/results/<kind>-<date>.md (and stdout): a table of (set, ``column``, tool, files/s, MB/s, median,
+    runs) rows; a tool named "ratio ..." is a ratio row, in bold."""
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    lines = [
+        f"# {title}, {stamp}",
+        "",
+        f"Command: `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`  ",
+        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+        *details,
+        "",
+        f"| set | {column} | tool | files/s | MB/s | median s | runs |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, where, label, fps, mbps, median, times in rows:
+        if label.startswith("ratio"):
+            lines.append(f"| {name} | {where} | **{label}** | **{fps:.2f}** | | | |")
+        else:
+            runs = ", ".join(f"{t:.2f}" for t in times)
+            lines.append(f"| {name} | {where} | {label} | {fps:.0f} | {mbps:.1f} | {median:.2f} | {runs} |")
+    text = "\n".join(lines) + "\n"
+    out = ROOT / "bench" / "results" / f"{kind}-{stamp}.md"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"written to {out}")
+
+
 def events_for(tree: Path, work: Path) -> Path:
     out = work / f"{tree.name}.jsonl"
     env = {**os.environ, "FC_STATE_DIR": str(work / f"watch-state-{tree.name}")}
@@ -138,10 +190,7 @@ def check_copy(src: Path, dest: Path) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--small", type=int, default=10_000, help="number of small files (default 10000)")
-    p.add_argument("--small-kb", type=int, default=4, help="size of a small file in KB (default 4)")
-    p.add_argument("--large", type=int, default=20, help="number of large files (default 20)")
-    p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MB (default 20)")
+    add_set_arguments(p)
     p.add_argument("--connections", type=int, default=4, help="connections / rclone transfers (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement, median reported (default 3)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-transport-bench")
@@ -151,13 +200,7 @@ def main() -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     n = args.connections
-    sets = {
-        "small": (work / "src-small", args.small, args.small_kb * 1024),
-        "large": (work / "src-large", args.large, args.large_mb * 1024 * 1024),
-    }
-    for tree, count, size in sets.values():
-        make_tree(tree, count, size)
-    events = {name: events_for(tree, work) for name, (tree, _, _) in sets.items()}
+    sets, events = make_sets(args, work)
     sshd = Sshd(work)
     remote = work / "remote"  # the SFTP destination, seen on the local file system
     sftp_q = f"?key_file={quote(str(sshd.key))}&known_hosts={quote(str(sshd.known_hosts))}&agent=no&connections={n}"
@@ -177,8 +220,7 @@ def main() -> None:
 
                 def clean(dest: Path = dest, state: Path = state) -> None:
                     shutil.rmtree(dest, ignore_errors=True)
-                    for suffix in ("", "-wal", "-shm", ".lock"):
-                        Path(str(state) + suffix).unlink(missing_ok=True)
+                    remove_state(state)
 
                 spec = (
                     f"file://{quote(str(dest))}?connections={n}"
@@ -213,30 +255,11 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, rows: list) -> None:
-    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
-    lines = [
-        f"# fc-transport benchmark, {stamp}",
-        "",
-        f"Command: `{' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}`  ",
-        f"Machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}  ",
+    details = [
         f"Sets: small = {args.small} x {args.small_kb} KB, large = {args.large} x {args.large_mb} MB; "
         f"{args.connections} connections/transfers; median of {args.repeat}",
-        "",
-        "| set | to | tool | files/s | MB/s | median s | runs |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for name, where, label, fps, mbps, median, times in rows:
-        if label.startswith("ratio"):
-            lines.append(f"| {name} | {where} | **{label}** | **{fps:.2f}** | | | |")
-        else:
-            runs = ", ".join(f"{t:.2f}" for t in times)
-            lines.append(f"| {name} | {where} | {label} | {fps:.0f} | {mbps:.1f} | {median:.2f} | {runs} |")
-    text = "\n".join(lines) + "\n"
-    out = ROOT / "bench" / "results" / f"transport-{stamp}.md"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}")
+    write_report("transport", "fc-transport benchmark", details, "to", rows)
 
 
 if __name__ == "__main__":

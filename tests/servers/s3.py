@@ -11,7 +11,10 @@ suite needs from a real store:
   from) FILES/<bucket>/<key> atomically, so tests read what the store holds as a file.  A multipart upload in
   progress shows as FILES/<bucket>/<dir>/.fc-multipart-<upload id>, growing as parts arrive, and disappears when
   the upload is completed or aborted: the S3 counterpart of a temporary file, so "no .fc-* leftovers" means
-  "no abandoned multipart upload".
+  "no abandoned multipart upload";
+- a request counter: ``GET /__fc__/stats`` answers {"writes": {"bucket/key": n}, "invalidations": n}, the object
+  writes (PUT/POST) and CloudFront CreateInvalidation requests that succeeded, so a test can prove that nothing
+  was sent (``stats()``); moto's own ``/moto-api/`` (state transitions) passes without credentials.
 
 Run as ``python -m tests.servers.s3 PORT FILES BUCKET...``.  A restarted server starts empty (moto's memory),
 with its buckets created again and FILES cleared to match.
@@ -19,11 +22,13 @@ with its buckets created again and FILES cleared to match.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import sys
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +36,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote
 
 import pytest
+
+from tests.servers.gate import Tee, capturing, show, unlink_quietly
 
 ACCESS_KEY = "AKIAFCTESTKEY0000001"
 SECRET_KEY = "fc-test-secret/with+odd=chars"
@@ -48,27 +55,6 @@ def _xml_error(code: str, message: str) -> bytes:
     )
 
 
-class _Tee:
-    """wsgi.input that also appends what is read to a file: a multipart part as it arrives."""
-
-    def __init__(self, stream: Any, path: Path):
-        self.stream, self.out = stream, open(path, "ab")  # noqa: SIM115 - closed by close()
-
-    def read(self, *args: Any) -> bytes:
-        data = self.stream.read(*args)
-        self.out.write(data)
-        self.out.flush()
-        return data  # type: ignore[no-any-return]
-
-    def readline(self, *args: Any) -> bytes:
-        data = self.stream.readline(*args)
-        self.out.write(data)
-        return data  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.out.close()
-
-
 class Gate:
     def __init__(self, app: Callable[..., Iterable[bytes]], files: Path, access_key: str):
         from moto.core import DEFAULT_ACCOUNT_ID
@@ -78,6 +64,8 @@ class Gate:
         self.backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
         self.lock = threading.Lock()
         self.mirror = os.environ.get("S3_MIRROR", "1") != "0"  # 0: no file system view (the benchmark)
+        self.writes: Counter[str] = Counter()
+        self.invalidations = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -87,6 +75,10 @@ class Gate:
         auth = environ.get("HTTP_AUTHORIZATION", "")
         found = _CREDENTIAL.search(auth) or _CREDENTIAL.search("Credential=" + q.get("X-Amz-Credential", [""])[0])
         key_id = found.group(1) if found else None
+        if path == "/__fc__/stats":
+            return self._stats(start_response)
+        if path.startswith("/moto-api/"):
+            return self.app(environ, start_response)
         is_s3 = not path.startswith("/20")  # CloudFront's API paths start with its version date
         bucket, _, key = unquote(path.lstrip("/"), errors="surrogateescape").partition("/")
         if key_id is None and not (is_s3 and method in ("GET", "HEAD") and key and self._public(bucket, key)):
@@ -100,27 +92,33 @@ class Gate:
             part_file = self._local(bucket, key).parent / f".fc-multipart-{upload_id}"
             try:
                 part_file.parent.mkdir(parents=True, exist_ok=True)
-                tee = environ["wsgi.input"] = _Tee(environ["wsgi.input"], part_file)
+                tee = environ["wsgi.input"] = Tee(environ["wsgi.input"], part_file)
             except OSError:
                 pass  # a file where the view needs a directory: nothing to show
-        status: list[str] = []
-
-        def capture(code: str, headers: Any, *exc: Any) -> Any:
-            status.append(code)
-            return start_response(code, headers, *exc)
-
+        status, capture = capturing(start_response)
         try:
             body = list(self.app(environ, capture))  # moto does all its work here, before the reply is sent
         finally:
             if tee is not None:
                 tee.close()
         ok = bool(status) and status[0].startswith("2")
+        with self.lock:
+            if is_s3 and key and ok and method in ("PUT", "POST"):
+                self.writes[f"{bucket}/{key}"] += 1
+            if not is_s3 and ok and method == "POST" and path.rstrip("/").endswith("/invalidation"):
+                self.invalidations += 1
         if is_s3 and key and ok and method in ("PUT", "POST", "DELETE") and self.mirror:
             if upload_id and (method == "DELETE" or (method == "POST" and "uploadId" in q)):
-                _unlink(self._local(bucket, key).parent / f".fc-multipart-{upload_id}")
+                unlink_quietly(self._local(bucket, key).parent / f".fc-multipart-{upload_id}")
             if not (method == "PUT" and upload_id) and not (method == "DELETE" and upload_id):
                 self._mirror(bucket, key)
         return body
+
+    def _stats(self, start_response: Callable[..., Any]) -> Iterator[bytes]:
+        with self.lock:
+            body = json.dumps({"writes": dict(self.writes), "invalidations": self.invalidations}).encode()
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return iter([body])
 
     def _refuse(self, start_response: Callable[..., Any], code: str, message: str) -> Iterator[bytes]:
         body = _xml_error(code, message)
@@ -143,25 +141,7 @@ class Gate:
             obj = self.backend.get_object(bucket, key)
         except Exception:
             obj = None
-        local = self._local(bucket, key)
-        with self.lock:
-            if obj is None:
-                _unlink(local)
-                return
-            try:
-                local.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.files / f".mirror-{threading.get_ident()}"
-                tmp.write_bytes(obj.value)
-                os.replace(tmp, local)
-            except OSError as exc:  # S3 has "f" and "f/x" side by side; a file system cannot show both
-                print(f"cannot show {bucket}/{key} as a file: {exc}", file=sys.stderr, flush=True)
-
-
-def _unlink(path: Path) -> None:
-    try:
-        path.unlink()
-    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
-        pass
+        show(self.files, self._local(bucket, key), None if obj is None else obj.value, self.lock)
 
 
 def main(argv: list[str]) -> None:
@@ -191,6 +171,16 @@ class S3Server:
     @property
     def port(self) -> int:
         return int(self.process.port)
+
+    def stats(self) -> dict[str, Any]:
+        """The gate's request counter (see the module's doc): object writes per bucket/key, invalidations."""
+        from urllib.request import urlopen
+
+        with urlopen(f"{self.endpoint}/__fc__/stats", timeout=10) as reply:
+            return json.loads(reply.read())  # type: ignore[no-any-return]
+
+    def writes(self, bucket_key: str) -> int:
+        return int(self.stats()["writes"].get(bucket_key, 0))
 
 
 def start_s3_server(d: Path) -> S3Server:

@@ -28,6 +28,8 @@ from urllib.parse import quote, unquote
 
 import pytest
 
+from tests.servers.gate import Tee, capturing, show
+
 USER = "test:tester"
 ACCOUNT = "AUTH_test"
 CONTAINER = "fc-test"
@@ -71,26 +73,6 @@ def cache_filter(global_conf: dict[str, str], **local: str) -> Callable[[Any], A
     return make
 
 
-class _Tee:
-    def __init__(self, stream: Any, path: Path):
-        self.stream, self.out = stream, open(path, "ab")  # noqa: SIM115 - closed by close()
-
-    def read(self, *args: Any) -> bytes:
-        data = self.stream.read(*args)
-        self.out.write(data)
-        self.out.flush()
-        return data  # type: ignore[no-any-return]
-
-    def readline(self, *args: Any) -> bytes:
-        data = self.stream.readline(*args)
-        self.out.write(data)
-        self.out.flush()
-        return data  # type: ignore[no-any-return]
-
-    def close(self) -> None:
-        self.out.close()
-
-
 class Gate:
     def __init__(self, app: Any, files: Path):
         self.app, self.files = app, files
@@ -98,12 +80,7 @@ class Gate:
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-        status: list[str] = []
-
-        def capture(code: str, headers: Any, *exc: Any) -> Any:
-            status.append(code)
-            return start_response(code, headers, *exc)
-
+        status, capture = capturing(start_response)
         if path.startswith("/auth/"):
             body = list(self.app(environ, capture))
             if status and status[0].startswith("401"):
@@ -117,7 +94,7 @@ class Gate:
             try:
                 local.parent.mkdir(parents=True, exist_ok=True)
                 tx = environ.get("swift.trans_id") or f"{threading.get_ident()}"
-                tee = environ["wsgi.input"] = _Tee(environ["wsgi.input"], local.parent / f".fc-upload-{tx}")
+                tee = environ["wsgi.input"] = Tee(environ["wsgi.input"], local.parent / f".fc-upload-{tx}")
             except OSError:
                 pass
         try:
@@ -143,21 +120,7 @@ class Gate:
         sub.headers["X-Auth-Token"] = environ.get("HTTP_X_AUTH_TOKEN", "")
         sub.environ["swift.cache"] = environ.get("swift.cache")
         resp = sub.get_response(self.app)
-        local = self._local(parts[3], parts[4])
-        with self.lock:
-            if resp.status_int == 404:
-                try:
-                    local.unlink()
-                except (FileNotFoundError, NotADirectoryError):
-                    pass
-                return
-            try:
-                local.parent.mkdir(parents=True, exist_ok=True)
-                tmp = self.files / f".mirror-{threading.get_ident()}"
-                tmp.write_bytes(resp.body)
-                os.replace(tmp, local)
-            except OSError as exc:
-                print(f"cannot show {local} as a file: {exc}", file=sys.stderr, flush=True)
+        show(self.files, self._local(parts[3], parts[4]), None if resp.status_int == 404 else resp.body, self.lock)
 
 
 def gate_filter(global_conf: dict[str, str], **local: str) -> Callable[[Any], Any]:

@@ -60,6 +60,7 @@ def test_old_name_deleted_after_the_delay(tmp_path: Path, env: dict[str, str]) -
     quick = transport([*args, "--drain-timeout", "0"], env, jsonl([_version(src, work, 2)]))
     assert quick.returncode == 0, quick.stderr.decode()
     assert b"not due for deletion yet" in quick.stderr
+    assert [ev["transported"] for ev in lines(quick.stdout)] == ["uploaded"]  # no deletion yet, no event
     if time.monotonic() - started < 1.5:
         assert tree(cdn) == {"css/a_1.css": b"version 1", "css/a_2.css": b"version 2"}  # old URL still works
     # the next run (nothing new to read) deletes it once due, waiting within its drain timeout
@@ -67,6 +68,10 @@ def test_old_name_deleted_after_the_delay(tmp_path: Path, env: dict[str, str]) -
     assert later.returncode == 0, later.stderr.decode()
     assert time.monotonic() - started >= 1.5
     assert tree(cdn) == {"css/a_2.css": b"version 2"}
+    (ev,) = lines(later.stdout)  # the deletion of the old name is reported
+    assert (ev["kind"], ev["transported"], ev["superseded"]) == ("modified", "deleted", True)
+    assert (ev["remote"], ev["rel"], ev["path"]) == ("css/a_1.css", "css/a.css", str(src / "css/a.css"))
+    assert ev["url"].endswith("/css/a_1.css") and ev["server"] == "file"
 
 
 def test_old_name_in_use_again_is_not_deleted(tmp_path: Path, env: dict[str, str]) -> None:
@@ -125,3 +130,51 @@ def test_an_event_that_failed_upstream_passes_once_and_is_not_sent(tmp_path: Pat
     out = [E.decode(x) for x in r.stdout.splitlines()]
     assert len(out) == 1 and out[0]["error"] == "image_optimizer.Max: not a PNG"
     assert not any(d.exists() and any(d.iterdir()) for d in dests)
+
+
+def test_old_name_events_live_and_after_kill_9_leave_fc_records_row_alone(tmp_path: Path, env: dict[str, str]) -> None:
+    import signal
+    import subprocess
+
+    from fileconveyor.cli.record import main as record_main
+    from tests.conftest import call
+
+    from .conftest import fc
+
+    src, work = _versions(tmp_path)
+    cdn, state = tmp_path / "cdn", tmp_path / "t.db"
+    args = [*fc("fc-transport"), "--to", f"file://{cdn}", "--url", "http://cdn/", "--state", str(state)]
+    args += ["--delete-old-after", "1"]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(jsonl([_version(src, work, 1, "created"), _version(src, work, 2)]))
+    proc.stdin.flush()  # kept open: fc-transport runs on, so the old name's event comes from the live loop
+    got = [proc.stdout.readline() for _ in range(3)]
+    old = lines(got[2])[0]
+    assert (old["remote"], old["transported"], old["superseded"]) == ("css/a_1.css", "deleted", True)
+    assert tree(cdn) == {"css/a_2.css": b"version 2"}
+    proc.stdin.write(jsonl([_version(src, work, 3)]))
+    proc.stdin.flush()
+    got.append(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)  # before a_2.css is due: its deletion is only in the state file
+    proc.wait(10)
+    assert tree(cdn) == {"css/a_2.css": b"version 2", "css/a_3.css": b"version 3"}
+
+    again = transport([*args[2:]], env, b"")
+    assert again.returncode == 0, again.stderr.decode()
+    assert tree(cdn) == {"css/a_3.css": b"version 3"}
+    # (the last line before the kill may come again: at least once)
+    (ev,) = [e for e in lines(again.stdout) if e.get("superseded")]
+    assert (ev["remote"], ev["transported"]) == ("css/a_2.css", "deleted")
+
+    # fc-record takes the superseded events through without removing the file's row (its name is a_3 now)
+    db = tmp_path / "synced.db"
+    r = call(record_main, ["--db", str(db), "--state", str(tmp_path / "r.db")], b"".join(got) + again.stdout)
+    assert r.status == 0, r.stderr
+    seqs = {e["hop"]["seq"] for e in lines(b"".join(got) + again.stdout)}  # a replayed line is taken once
+    assert len(r.stdout.splitlines()) == len(seqs) == 5
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT input_file, transported_file_basename, url FROM synced_files").fetchall()
+    assert rows == [(str(src / "css/a.css"), "a_3.css", "http://cdn/css/a_3.css")]

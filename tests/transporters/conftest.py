@@ -145,10 +145,10 @@ def s3_backend(s3_server: S3Server) -> Backend:  # noqa: F811
 @pytest.fixture
 def cf_backend(s3_backend: Backend, s3_server: S3Server) -> Backend:  # noqa: F811
     """The s3 backend through CloudFront: a distribution made per test (a restarted moto forgets it)."""
-    from fileconveyor.transporters.cf import create_distribution
+    from fileconveyor.transporters.cf_setup import create_distribution
     from tests.servers import s3
 
-    dist, _ = create_distribution(s3.BUCKET, endpoint_url=s3_server.endpoint, profile=s3.PROFILE, wait=False)
+    dist = create_distribution(s3.BUCKET, endpoint_url=s3_server.endpoint, profile=s3.PROFILE, wait=False).id
     s3_backend.name = "cf"
     s3_backend.spec = "cf" + s3_backend.spec[2:]
     s3_backend.settings = {**s3_backend.settings, "distribution_id": dist, "invalidate_after": "0.5"}

@@ -23,7 +23,8 @@ from fileconveyor.transporters import (
     for_destination,
     parse_destination,
 )
-from fileconveyor.transporters.cf import MAX_PATHS, CloudFront, create_distribution
+from fileconveyor.transporters.cf import MAX_PATHS, CloudFront
+from fileconveyor.transporters.cf_setup import create_distribution
 from fileconveyor.transporters.s3 import S3
 from tests.servers import s3 as s3srv
 from tests.servers import swift as swiftsrv
@@ -236,12 +237,17 @@ def test_cf_invalidations_also_go_after_a_while(cf_backend: Backend, s3_server: 
 
 
 def test_create_distribution_reports_progress(s3_server: s3srv.S3Server) -> None:
-    lines: list[str] = []
-    dist, domain = create_distribution(
-        s3srv.BUCKET, endpoint_url=s3_server.endpoint, profile=s3srv.PROFILE, poll=0.01, progress=lines.append
+    seen: list[tuple[str, float]] = []
+    dist = create_distribution(
+        s3srv.BUCKET,
+        endpoint_url=s3_server.endpoint,
+        profile=s3srv.PROFILE,
+        poll=0.01,
+        progress=lambda d, waited: seen.append((d.status, waited)),
     )
-    assert dist and domain.endswith(".cloudfront.net")
-    assert lines and dist in lines[0] and s3srv.BUCKET in lines[0]
+    assert dist.id and dist.domain.endswith(".cloudfront.net") and dist.status == "Deployed"
+    assert dist.origin == f"{s3srv.BUCKET}.s3.us-east-1.amazonaws.com"
+    assert seen[0] == ("InProgress", 0.0) and seen[-1][0] == "Deployed"
 
 
 def test_cf_invalidation_to_a_dead_endpoint_is_transient_and_kept(monkeypatch: pytest.MonkeyPatch) -> None:

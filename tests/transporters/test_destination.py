@@ -138,3 +138,7 @@ def test_template_is_a_working_transporter(tmp_path: Path) -> None:
         tp.delete(b"d/a")
         tp.delete(b"d/a")
         assert tp.stat(b"d/a") is None
+    with Example(parse_destination("example://h/p?skip_unchanged=yes", env={})) as tp:
+        assert [tp.upload(src, b"a"), tp.upload(src, b"a")] == ["uploaded", "unchanged"]
+        src.write_bytes(b"y")
+        assert tp.upload(src, b"a") == "uploaded"

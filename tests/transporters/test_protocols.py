@@ -92,3 +92,24 @@ def test_key_passphrase_from_environment(sftp_backend: Backend, sshd_server: Ssh
     src.write_bytes(b"locked")
     tp.upload(src, b"a")
     assert (sftp_backend.files / "a").read_bytes() == b"locked"
+
+
+def test_local_skip_unchanged_compares_bytes_and_links(tmp_path: Path) -> None:
+    from fileconveyor.transporters import for_destination, parse_destination
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a.css").write_bytes(b"aaaa")
+    spec = f"file://{dest}?skip_unchanged=yes"
+    with for_destination(parse_destination(spec)) as tp:
+        assert tp.upload(src / "a.css", b"a.css") == "uploaded"
+        ino = (dest / "a.css").stat().st_ino
+        assert tp.upload(src / "a.css", b"a.css") == "unchanged"
+        assert (dest / "a.css").stat().st_ino == ino  # the file was left alone, not replaced
+        (src / "a.css").write_bytes(b"aaab")  # same size, other bytes
+        assert tp.upload(src / "a.css", b"a.css") == "uploaded"
+        assert (dest / "a.css").read_bytes() == b"aaab"
+    with for_destination(parse_destination(f"{spec}&symlink_within={src}")) as tp:
+        assert tp.upload(src / "a.css", b"a.css") == "uploaded"  # a copy is not the link asked for
+        assert (dest / "a.css").is_symlink()
+        assert tp.upload(src / "a.css", b"a.css") == "unchanged"

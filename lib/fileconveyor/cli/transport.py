@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from collections.abc import Sequence
 
 from ..stages.transport import TransportStage
@@ -35,10 +37,35 @@ can read: never on the command line.
 
 where files go: destination root + dirname(rel) + name (the processed base name,
 else the source's); the file sent is "file" (fc-process's output) else "path".
-Output fields: server, remote, url, transported (uploaded, deleted, kept); on a
-permanent failure error and error_kind, and the event is kept for --retry-failed.
+Output fields: server, remote, url, transported (uploaded, unchanged, deleted,
+kept); on a permanent failure error and error_kind, and the event is kept for
+--retry-failed.
 Transient failures (timeouts, resets, server down) are retried with exponential
 back-off and jitter, per destination; the others go on meanwhile.
+
+--skip-unchanged: a file whose content the destination already holds is not
+sent again; its event says transported "unchanged" (server, remote and url as
+for an upload, so fc-record records it).  s3:// and cf:// compare the SHA-256
+fc-transport stores in the object's metadata (x-amz-meta-fc-sha256), else the
+ETag of an object uploaded in one PUT (a multipart ETag is no MD5), one HEAD
+request per file; cloudfiles:// compares the MD5 ETag; file:// compares sizes,
+then bytes.  ftp:// and sftp:// cannot tell without downloading the file: every
+file is sent there (a warning says so).  Changed settings (cache_control, acl)
+are not applied to unchanged files.
+
+--delete-old-after: when a file's remote name changed (unique_filename), the old
+name is deleted this long after the new upload, and reported by an event of its
+own: kind "modified", transported "deleted", superseded true, remote the old
+name (fc-record leaves the row of the current name alone).  Pending deletions
+live in the state file and survive a restart; those due within the drain time
+are carried out before fc-transport exits.
+
+cf:// changed and deleted paths are invalidated on CloudFront in batches (one
+request per 1,000 paths, or after invalidate_after seconds); they are committed
+to the state file with the event and sent again after a crash or restart.
+"fc-transport create-distribution BUCKET" creates a distribution for a bucket
+and waits until it is deployed (fc-transport create-distribution --help).
+
 
 {STAGE_EPILOG_IO}
 
@@ -92,6 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="first queue again the events that failed for good earlier"
     )
     g.add_argument(
+        "--skip-unchanged",
+        action="store_true",
+        help="don't send a file whose content the destination already holds (s3, cf, cloudfiles, file; see below)",
+    )
+    g.add_argument(
         "--record-db",
         metavar="FILE",
         help="fc-record's database (read-only): deletions fc-record made at the source are not propagated",
@@ -106,7 +138,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         io.stdout.write(list_transporters().encode())
         io.stdout.flush()
         return 0
-    targets = targets_from(args.pieces)
+    targets = targets_from(args.pieces, skip_unchanged=args.skip_unchanged, warn=rep.warn)
     stage = TransportStage(
         targets,
         delete_old_after=args.delete_old_after,
@@ -120,4 +152,118 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
 
 
 def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:
-    return _common.run("fc-transport", build_parser, body, argv, io)
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["create-distribution"]:
+        return _common.run(
+            "fc-transport create-distribution", build_distribution_parser, distribution_body, args[1:], io
+        )
+    return _common.run("fc-transport", build_parser, body, args, io)
+
+
+# -- fc-transport create-distribution --------------------------------------------------------------
+
+DISTRIBUTION_DESCRIPTION = """\
+Create a CloudFront distribution that serves a bucket's files (the public-read
+objects fc-transport uploads), wait until CloudFront has deployed it, and print
+its id, domain name, origin and status, and the --to destination that uses it."""
+
+DISTRIBUTION_EPILOG = """\
+examples:
+  fc-transport create-distribution my-assets
+  fc-transport create-distribution my-assets --region eu-west-1 --cname static.example.com
+  fc-transport create-distribution my-assets --no-wait --json
+
+credentials: boto3's usual chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,
+AWS_PROFILE or --profile, an instance role); never on the command line.
+A new distribution takes CloudFront 5 to 15 minutes to deploy; on a terminal a
+progress line shows its status meanwhile.  --timeout gives up waiting (exit 4);
+the distribution is created all the same and goes on deploying.
+
+output (stdout): id, domain, origin, status and to, one "key  value" a line
+(--json: one JSON object).  Then upload with
+  fc-transport --to 'cf://BUCKET/static?distribution_id=ID'
+
+exit status: 0 created (and deployed, unless --no-wait), 2 usage, 3 refused
+(credentials, bucket name), 4 not deployed within --timeout, or CloudFront
+unreachable: try again later, 130/143 interrupted while waiting."""
+
+
+def build_distribution_parser() -> argparse.ArgumentParser:
+    p = _common.parser("fc-transport create-distribution", DISTRIBUTION_DESCRIPTION, DISTRIBUTION_EPILOG)
+    p.add_argument("bucket", metavar="BUCKET", help="the S3 bucket the distribution serves")
+    p.add_argument(
+        "--region", default=None, help="the bucket's region (default: boto3's configuration, else us-east-1)"
+    )
+    p.add_argument("--profile", default=None, help="the AWS profile holding the credentials")
+    p.add_argument("--endpoint-url", default=None, metavar="URL", help="a CloudFront-compatible endpoint (tests)")
+    p.add_argument(
+        "--origin", default=None, metavar="DOMAIN", help="the origin's domain (default BUCKET.s3.REGION.amazonaws.com)"
+    )
+    p.add_argument("--cname", action="append", default=[], metavar="NAME", help="an alternate domain (repeatable)")
+    p.add_argument("--comment", default="File Conveyor", help="the distribution's comment")
+    p.add_argument("--no-wait", action="store_true", help="print the new distribution at once, without waiting")
+    p.add_argument(
+        "--timeout", type=seconds, default=1800.0, metavar="SECONDS", help="stop waiting after this long (default 1800)"
+    )
+    p.add_argument("--poll", type=seconds, default=20.0, metavar="SECONDS", help="time between status checks (20)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of key/value lines")
+    return p
+
+
+def distribution_body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    from ..transporters.cf_setup import Distribution, NotDeployed, create_distribution
+    from ..transporters.s3 import default_region
+
+    region = args.region or default_region(args.profile) or "us-east-1"
+    tty = io.stderr.isatty() and not args.quiet
+    shown: list[str] = []
+
+    def say(text: str) -> None:  # news for people, not a warning: plain "fc-transport create-distribution: ..."
+        io.stderr.write(f"{rep.prog}: {text}\n")
+        io.stderr.flush()
+
+    def progress(dist: Distribution, waited: float) -> None:
+        if args.quiet:
+            return
+        if waited == 0.0:
+            say(f"created distribution {dist.id} ({dist.domain}) for origin {dist.origin}: {dist.status}")
+            if not args.no_wait and dist.status != "Deployed":
+                say("CloudFront takes some minutes to deploy it; waiting (--no-wait does not)")
+            return
+        text = f"{dist.id}: {dist.status} after {waited:.0f} s"
+        if tty:  # one line redrawn in place, with moving dots
+            rep.progress(text + " " + "." * (len(shown) % 4 + 1))
+        elif not shown or shown[-1] != dist.status or len(shown) % 6 == 0:  # logs: on changes, and now and then
+            say(text)
+        shown.append(dist.status)
+
+    status = 0
+    try:
+        dist = create_distribution(
+            args.bucket,
+            region=region,
+            endpoint_url=args.endpoint_url,
+            profile=args.profile,
+            origin=args.origin,
+            comment=args.comment,
+            cnames=tuple(args.cname),
+            wait=not args.no_wait,
+            poll=args.poll,
+            timeout=args.timeout,
+            progress=progress,
+            stopped=lambda: stop.requested,
+        )
+    except NotDeployed as exc:
+        rep.end_progress()
+        rep.error(str(exc))
+        dist, status = exc.dist, int(exc.exit)  # type: ignore[attr-defined]
+    rep.end_progress()
+    fields = {"id": dist.id, "domain": dist.domain, "origin": dist.origin, "status": dist.status}
+    fields["to"] = dist.spec(args.bucket)
+    if args.json:
+        text = json.dumps(fields) + "\n"
+    else:
+        text = "".join(f"{k:<7}{v}\n" for k, v in fields.items())
+    io.stdout.write(text.encode())
+    io.stdout.flush()
+    return status

@@ -11,7 +11,8 @@ What the state file holds besides the runner's inbox and outbox:
 - ``remote_names``: (source path, server) -> the remote path last uploaded for it, so a ``deleted`` event
   removes the right file and a rename (unique_filename) removes the old one;
 - ``failed``: events that failed for good on one server, replayed by ``--retry-failed``;
-- ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py).
+- ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py);
+- ``invalidations``: CDN paths (cf://) waiting to be purged, in batches (see transport_purge.py).
 
 The names are also kept in memory (a dict per destination) because worker threads must not use the state
 connection: workers update the dict as soon as a transfer is done, ``record`` writes the rows in the
@@ -21,6 +22,8 @@ transaction that finishes the item, and a crash in between redoes the item from 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import queue
 import sqlite3
 import threading
 import time
@@ -29,12 +32,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .. import events as E
-from ..transporters import AuthError, PermanentError, SourceMissing, TransientError, Transporter
+from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ..transporters.base import safe_rel
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_dest import Target
 from .transport_old import OldFileDeleter, Pending
 from .transport_pool import PREFETCH, Pool
+from .transport_purge import Purger
 from .transport_record import RecordDb
 
 ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
@@ -50,8 +54,15 @@ MIGRATIONS = [
     CREATE INDEX failed_path ON failed(path, server);
     CREATE TABLE old_deletions(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path BLOB NOT NULL,
                                remote BLOB NOT NULL, due REAL NOT NULL);
+    """,
+    # the source's fields (source, root, rel) for the event that reports the deletion; NULL in older rows
     """
+    ALTER TABLE old_deletions ADD COLUMN event BLOB;
+    CREATE TABLE invalidations(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path TEXT NOT NULL, at REAL NOT NULL);
+    """,
 ]
+# Fields of an event kept for the one reporting the later deletion of its superseded remote name.
+SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
 
 
 @dataclass
@@ -64,12 +75,16 @@ class Note:
     superseded: bytes | None = None  # the previous remote name, to delete later
     failed: str | None = None  # the error, for the failed table
     changed: bool = True  # the remote name differs from the one in remote_names (or there is none)
+    purge: list[str] = field(default_factory=list)  # CDN paths to invalidate (cf)
+    old_row: int | None = None  # a superseded name deleted later: its old_deletions row, done now
+    source: bytes | None = None  # the source fields of the event (JSON), for a superseded name's deletion later
 
 
 @dataclass
 class LaneStats:
     files: int = 0
     bytes: int = 0
+    unchanged: int = 0
     deleted: int = 0
     failed: int = 0
     broken: str | None = None  # an AuthError: the destination refuses us
@@ -122,6 +137,11 @@ class TransportStage(Stage):
         self.stats = {name: LaneStats() for name in self.targets}
         self.runner: Runner | None = None
         self.old: OldFileDeleter | None = None
+        self.purger: Purger | None = None
+        # Events of superseded names deleted later (transport_old.py) reach the runner's loop as finished items;
+        # once the loop has ended (close), they collect here and close() commits and writes them itself.
+        self.post_lock = threading.Lock()
+        self.late: list[tuple[Item, Done]] | None = None
         self.recdb = RecordDb(record_db) if record_db else None
         # url() needs no connection: one unconnected transporter per destination serves every thread
         self.url_of = {name: t.make() for name, t in self.targets.items()}
@@ -136,14 +156,24 @@ class TransportStage(Stage):
         db = runner.state.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
-        self.old = OldFileDeleter(self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info)
-        rows = db.execute("SELECT id, server, remote, due FROM old_deletions ORDER BY due").fetchall()
-        for rid, server, remote, due in rows:
+        self.old = OldFileDeleter(
+            self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info, self._old_deleted
+        )
+        rows = db.execute("SELECT id, server, path, remote, due, event FROM old_deletions ORDER BY due").fetchall()
+        for rid, server, path, remote, due, source in rows:
             if server in self.targets:
-                self.old.add(Pending(due, rid, server, bytes(remote)))
+                self.old.add(Pending(due, rid, server, bytes(remote), bytes(path), bytes(source or b"")))
         if rows:
             runner.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
         self.old.start()
+        self.purger = Purger(self._make, runner.rep.warn, runner.rep.info)
+        rows = db.execute("SELECT id, server, path FROM invalidations ORDER BY id").fetchall()
+        for rid, server, cdn_path in rows:
+            if server in self.targets:
+                self.purger.add(server, rid, cdn_path)
+        if rows:
+            runner.rep.info(f"{len(rows)} CDN invalidation(s) from an earlier run wait to be sent")
+        self.purger.start()
         if self.retry_failed:
             self._replay_failed(runner)
         self.failed_keys = {(server, bytes(path)) for server, path in db.execute("SELECT server, path FROM failed")}
@@ -235,23 +265,33 @@ class TransportStage(Stage):
 
     def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes) -> Done:
         local = E.get_path(ev, "file") if ("file" in ev or "file_b64" in ev) else path
+        purge: list[str] = []
         with self._connection(server) as tp:
             with self._locked(server, remote):
-                tp.upload(local, remote)
+                sent = tp.upload(local, remote)
                 with self.lock:
                     old = self.names.set(server, path, remote)
+            if sent != UNCHANGED:
+                purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
             if superseded is not None and not self.delete_old_after:
                 with self._locked(server, superseded):
                     if not self._in_use(server, superseded):
                         tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
+                        purge += tp.invalidation_paths(superseded)
                 superseded = None
         stats = self.stats[server]
-        stats.files += 1
-        stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
+        if sent == UNCHANGED:
+            stats.unchanged += 1
+        else:
+            stats.files += 1
+            stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
         out["url"] = tp.url(remote)
-        out["transported"] = "uploaded"
-        self.notes[id(item)] = Note(server, path, remote=remote, superseded=superseded, changed=old != remote)
+        out["transported"] = sent
+        note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge)
+        if superseded is not None:
+            note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
+        self.notes[id(item)] = note
         return Done([out])
 
     def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
@@ -267,15 +307,46 @@ class TransportStage(Stage):
         with self._locked(server, remote):
             with self.lock:  # another source path may have the same remote name: then it stays
                 live = self.names.users.get((server, remote), 0) - (known == remote) > 0
+            purge: list[str] = []
             if not live:
                 with self._connection(server) as tp:
                     tp.delete(remote)
+                    purge = tp.invalidation_paths(remote)
             with self.lock:  # only now: a failed delete is retried with the name still known
                 self.names.set(server, path, None)
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
-        self.notes[id(item)] = Note(server, path)
+        self.notes[id(item)] = Note(server, path, purge=purge)
         return Done([out])
+
+    def _old_deleted(self, p: Pending, purge: list[str]) -> None:
+        """The deleter thread deleted a superseded remote name: report it with an event of its own.
+
+        kind ``modified`` (the change that superseded the name), ``transported: "deleted"`` and ``superseded:
+        true``: fc-record passes it on without touching the row of the file's current name, which a ``deleted``
+        event would remove.  Its old_deletions row goes in the transaction that writes the event."""
+        try:
+            ev = E.decode(p.source) if p.source else {}
+        except E.EventError:
+            ev = {}
+        if "path" not in ev and "path_b64" not in ev:
+            ev = {"v": 1, "kind": "modified"}
+            E.put_path(ev, "path", p.path)
+        digest = hashlib.blake2b(b"superseded\0%s\0%s\0%s" % (p.server.encode(), p.path, p.remote), digest_size=16)
+        out = {"v": 1, "id": digest.hexdigest(), "kind": "modified", **{k: ev[k] for k in SOURCE_FIELDS if k in ev}}
+        out["server"] = p.server
+        E.put_path(out, "remote", p.remote)
+        out["url"] = self.url_of[p.server].url(p.remote)
+        out["transported"] = "deleted"
+        out["superseded"] = True
+        item = Item(out, b"", p.server, p.path, -1)
+        done = Done([out])
+        self.notes[id(item)] = Note(p.server, p.path, purge=purge, old_row=p.row)
+        with self.post_lock:
+            if self.late is not None:
+                self.late.append((item, done))
+            elif self.runner is not None:
+                self.runner.events.put(("done", (item, done)))
 
     # -- recording -----------------------------------------------------------------------
 
@@ -285,7 +356,21 @@ class TransportStage(Stage):
             done = self.old.take_done()
             if done:
                 db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
+        if self.purger is not None:
+            sent = self.purger.take_sent()
+            if sent:
+                db.executemany("DELETE FROM invalidations WHERE id=?", [(i,) for i in sent])
         if note is None:
+            return
+        if note.purge and self.purger is not None:
+            now = time.time()
+            for cdn_path in note.purge:
+                cur = db.execute(
+                    "INSERT INTO invalidations(server, path, at) VALUES (?, ?, ?)", (note.server, cdn_path, now)
+                )
+                self.purger.add(note.server, int(cur.lastrowid or 0), cdn_path)
+        if note.old_row is not None:
+            db.execute("DELETE FROM old_deletions WHERE id=?", (note.old_row,))
             return
         key = (note.server, note.path)
         if note.failed is not None:
@@ -316,15 +401,19 @@ class TransportStage(Stage):
         if note.superseded is not None and self.old is not None:
             due = time.time() + self.delete_old_after
             cur = db.execute(
-                "INSERT INTO old_deletions(server, path, remote, due) VALUES (?, ?, ?, ?)",
-                (note.server, note.path, note.superseded, due),
+                "INSERT INTO old_deletions(server, path, remote, due, event) VALUES (?, ?, ?, ?, ?)",
+                (note.server, note.path, note.superseded, due, note.source),
             )
-            self.old.add(Pending(due, int(cur.lastrowid or 0), note.server, note.superseded))
+            self.old.add(
+                Pending(due, int(cur.lastrowid or 0), note.server, note.superseded, note.path, note.source or b"")
+            )
 
     def progress(self) -> str:
         parts = []
         for name, s in self.stats.items():
             text = f"{name}: {s.files} files {_size(s.bytes)}"
+            if s.unchanged:
+                text += f" {s.unchanged} unchanged"
             if s.deleted:
                 text += f" {s.deleted} deleted"
             if s.failed:
@@ -333,28 +422,90 @@ class TransportStage(Stage):
         waiting = self.old.pending() if self.old is not None else 0
         if waiting:
             parts.append(f"{waiting} old to delete")
+        purging = self.purger.pending() if self.purger is not None else 0
+        if purging:
+            parts.append(f"{purging} to invalidate")
         return ", ".join(parts)
 
     def close(self) -> None:
         runner = self.runner
-        if self.old is not None and runner is not None:
-            if not runner.stop.requested:
-                self.old.wait_due(time.time() + self.drain_timeout, lambda: runner.stop.requested)
-            self.old.close()
-            done = self.old.take_done()
-            if done and runner.state.db is not None:
-                with runner.state.transaction() as db:
-                    db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
-            left = self.old.pending()
-            if left:
-                runner.rep.warn(
-                    f"{left} superseded remote file(s) are not due for deletion yet (--delete-old-after); "
-                    f"they stay in {runner.state.path} and are deleted when fc-transport runs again"
-                )
+        if runner is not None:
+            self._close_timed(runner)
         for pool in self.pools.values():
             pool.close()
         if self.recdb is not None:
             self.recdb.close()
+
+    def _close_timed(self, runner: Runner) -> None:
+        """The end of the run: carry out the old-name deletions due within the drain time, send the waiting
+        invalidations, and commit and write what that produced (the runner's loop has ended by now)."""
+        stopped = lambda: runner.stop.requested  # noqa: E731
+        with self.post_lock:
+            self.late = []
+        # results the deleter posted that the loop did not take any more
+        left: list[tuple[str, object]] = []
+        while True:
+            try:
+                msg = runner.events.get_nowait()
+            except queue.Empty:
+                break
+            note = self.notes.get(id(msg[1][0])) if msg[0] == "done" else None  # type: ignore[index]
+            if note is not None and note.old_row is not None:
+                self.late.append(msg[1])  # type: ignore[arg-type]
+            else:
+                left.append(msg)
+        for msg in left:
+            runner.events.put(msg)  # type: ignore[arg-type]
+        if self.old is not None:
+            if not stopped():
+                self.old.wait_due(time.time() + self.drain_timeout, stopped)
+            self.old.close()
+        with self.post_lock:
+            late, self.late = self.late, []
+        self._commit_late(runner, late)  # and the rows the threads finished without an event
+        if self.purger is not None:
+            if not stopped():
+                self.purger.flush(self.drain_timeout, stopped)
+            self.purger.close()
+        self._commit_late(runner, [])
+        waiting = self.old.pending() if self.old is not None else 0
+        if waiting:
+            runner.rep.warn(
+                f"{waiting} superseded remote file(s) are not due for deletion yet (--delete-old-after); "
+                f"they stay in {runner.state.path} and are deleted when fc-transport runs again"
+            )
+        purging = self.purger.pending() if self.purger is not None else 0
+        if purging:
+            runner.rep.warn(
+                f"{purging} CDN invalidation(s) could not be sent yet; they stay in {runner.state.path} and are "
+                "sent when fc-transport runs again"
+            )
+
+    def _commit_late(self, runner: Runner, late: list[tuple[Item, Done]]) -> None:
+        """Commit ``late`` (events of old names deleted after the loop ended) with the rows finished meanwhile,
+        then write the events.  What cannot be written now is in the outbox: the next run re-sends it."""
+        if runner.state.db is None:
+            return
+        lines: list[tuple[int, bytes]] = []
+        try:
+            with runner.state.transaction() as db:
+                for item, done in late:
+                    for ev in done.outputs:
+                        hop = ev["hop"] = runner.state.hop(runner.replays.tag)
+                        lines.append((hop["seq"], E.encode(ev)))
+                    self.record(db, item, done)
+                self.record(db, Item({}, b"", "", b"", -1), Done())  # rows finished by the threads
+                runner.state.add_outbox(db, lines)
+        except Exception as exc:  # a full disk: the rows stay, and the work is redone next run
+            runner.rep.warn(f"could not record the deletions of old names: {exc}")
+            return
+        if not lines:
+            return
+        try:
+            runner._write([line for _, line in lines])  # the runner has no public way to write after its loop
+            runner._written_upto = lines[-1][0]
+        except OSError as exc:
+            runner.rep.info(f"{len(lines)} event(s) of deleted old names not written ({exc}); re-sent next run")
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -8,8 +8,8 @@ the stage's work: a destination that is down pauses only its own lane.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from ..errors import ConfigError, UsageError
@@ -31,11 +31,18 @@ class Target:
         return self.dest.name
 
     def make(self) -> Transporter:
-        return self.cls(self.dest)
+        tp = self.cls(self.dest)
+        tp.defer_invalidations = True  # the stage keeps them in its state file (transport_purge.py)
+        return tp
 
 
-def targets_from(pieces: Sequence[tuple[str, str]]) -> list[Target]:
+def targets_from(
+    pieces: Sequence[tuple[str, str]], *, skip_unchanged: bool = False, warn: Callable[[str], None] | None = None
+) -> list[Target]:
     """Destinations from the ``--to``/``--config``/``--url`` flags, in command-line order.
+
+    ``skip_unchanged`` (``--skip-unchanged``) turns the setting on for every destination whose transporter has
+    it and that does not set it itself; the others are named to ``warn``.
 
     ``--to`` starts a destination; ``--url`` and ``--config`` after it belong to it.  A ``--config`` that follows
     no ``--to`` (or one that already has a config) starts a destination of its own, from the file's ``to =``."""
@@ -69,6 +76,14 @@ def targets_from(pieces: Sequence[tuple[str, str]]) -> list[Target]:
     for s in specs:
         dest = parse_destination(s["to"], url=s["url"], config=s["config"])
         cls = TRANSPORTERS.get(dest.scheme)
+        if skip_unchanged and "skip_unchanged" not in dest.settings:
+            if cls.can_skip_unchanged():
+                dest = replace(dest, settings={**dest.settings, "skip_unchanged": "yes"})
+            elif warn is not None:
+                warn(
+                    f"--skip-unchanged: {dest} ({cls.name}) cannot compare contents without downloading them; "
+                    "every file is sent there"
+                )
         tp = cls(dest)  # checks the settings now, before any event is read
         targets.append(Target(dest, cls, _connections(dest, cls)))
         del tp

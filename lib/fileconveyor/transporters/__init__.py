@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from ..registry import Registry
 from .base import (
+    UNCHANGED,
+    UPLOADED,
     AuthError,
     PermanentError,
     RemoteStat,
@@ -19,6 +21,8 @@ from .destination import Destination, parse_destination
 
 __all__ = [
     "TRANSPORTERS",
+    "UNCHANGED",
+    "UPLOADED",
     "AuthError",
     "Destination",
     "PermanentError",

@@ -12,6 +12,10 @@ tests/transporters/conftest.py so the contract suite runs against a real server.
 
 The base class has already checked every remote path (nothing can escape the root), opened the local file and
 connected; any exception your code raises is turned into TransientError or PermanentError by ``classify``.
+
+Optional: a ``skip_unchanged`` setting (fc-transport --skip-unchanged turns it on) with ``_upload`` returning
+UNCHANGED when the destination surely holds the same bytes already; and, for a CDN in front of the files,
+``invalidation_paths(rel)`` and ``invalidate(paths)`` (see cf.py), which fc-transport queues durably and batches.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from typing import BinaryIO, ClassVar
 
 from ..errors import FCError
-from .base import RemoteStat, TransientError, Transporter, join, temp_path
+from .base import UNCHANGED, RemoteStat, TransientError, Transporter, join, temp_path
 
 
 class Example(Transporter):
@@ -27,7 +31,10 @@ class Example(Transporter):
 
     name = "example"
     schemes = ("example",)
-    settings: ClassVar[dict[str, str]] = {"bucket": "what it means, in one line"}
+    settings: ClassVar[dict[str, str]] = {
+        "bucket": "what it means, in one line",
+        "skip_unchanged": "yes: don't upload a file the destination already holds (optional; see the docstring)",
+    }
     default_connections = 4
 
     def _connect(self) -> None:
@@ -37,8 +44,13 @@ class Example(Transporter):
     def _close(self) -> None:
         self.conn.clear()
 
-    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         final = join(self.dest.root, rel)
+        if self.dest.flag("skip_unchanged"):
+            data = src.read()
+            if self.conn.get(final) == data:
+                return UNCHANGED  # nothing sent: the event says transported "unchanged"
+            src.seek(0)
         tmp = temp_path(final)
         # Atomic: write the temporary name, then rename it over the final one (or use a protocol that
         # publishes an object only once it is complete, as S3's PUT does).  Create missing directories.
@@ -48,6 +60,7 @@ class Example(Transporter):
         except BaseException:
             self.conn.pop(tmp, None)
             raise
+        return None
 
     def _delete(self, rel: bytes) -> None:
         self.conn.pop(join(self.dest.root, rel), None)  # already gone is success

@@ -11,7 +11,12 @@ turning every failure into exactly one of two errors:
 
 Subclasses implement ``_connect``, ``_close``, ``_upload``, ``_delete``, ``_stat`` on checked paths, and extend
 ``classify`` for their library's exceptions.  ``_upload`` must be atomic: write ``temp_path(final)`` in the same
-directory, then rename it over the final name, so a reader never sees a partial file.
+directory, then rename it over the final name, so a reader never sees a partial file.  A transporter that can
+tell, cheaply and for sure, that the destination already holds the same content (setting ``skip_unchanged``)
+returns ``UNCHANGED`` from ``_upload`` instead of sending it again.
+
+A CDN in front of the destination (cf) says which paths to purge after a change (``invalidation_paths``) and
+purges a batch of them (``invalidate``); fc-transport keeps them in its state file until they are sent.
 """
 
 from __future__ import annotations
@@ -77,6 +82,10 @@ class SourceMissing(PermanentError):
     """The local file vanished before it could be sent; a ``deleted`` event normally follows."""
 
 
+UPLOADED = "uploaded"  # what upload() returns: the file was sent
+UNCHANGED = "unchanged"  # ... or the destination already held this content (skip_unchanged): nothing sent
+
+
 @dataclass(frozen=True)
 class RemoteStat:
     size: int
@@ -129,6 +138,7 @@ class Transporter(abc.ABC):
     schemes: ClassVar[tuple[str, ...]] = ()  # URL schemes it serves: file, ftp, ftps, sftp
     settings: ClassVar[dict[str, str]] = {}  # setting -> one-line description, for --list
     default_connections: ClassVar[int] = 1
+    invalidation_batch: ClassVar[int] = 1000  # at most this many paths per invalidate() call
 
     def __init__(self, dest: Destination):
         known = self.all_settings()
@@ -142,6 +152,10 @@ class Transporter(abc.ABC):
         self.dest = dest
         self.connected = False
         self.last_used = 0.0
+        # True: the caller (fc-transport) queues invalidation_paths() durably and calls invalidate() itself, so
+        # the transporter must not purge on its own.
+        self.defer_invalidations = False
+        self.invalidate_after = 0.0  # seconds paths may wait for others to fill a batch
 
     @classmethod
     def all_settings(cls) -> dict[str, str]:
@@ -174,8 +188,14 @@ class Transporter(abc.ABC):
             except Exception:
                 pass
 
-    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> None:
-        """Put the local file at ``remote_rel``, atomically, creating missing directories."""
+    @classmethod
+    def can_skip_unchanged(cls) -> bool:
+        """Whether this transporter has the ``skip_unchanged`` setting (fc-transport --skip-unchanged)."""
+        return "skip_unchanged" in cls.all_settings()
+
+    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
+        """Put the local file at ``remote_rel``, atomically, creating missing directories.  Returns UPLOADED, or
+        UNCHANGED when ``skip_unchanged`` found the same content there already (nothing was sent)."""
         rel = self.check_name(safe_rel(remote_rel))
         try:
             # Unbuffered: transporters read in large blocks or hand over the descriptor (sendfile).
@@ -185,7 +205,8 @@ class Transporter(abc.ABC):
         except OSError as exc:
             raise PermanentError(f"cannot read {os.fsdecode(local_path)}: {exc.strerror}") from None
         with src:
-            self._run("upload", rel, lambda: self._upload(src, rel))
+            sent = self._run("upload", rel, lambda: self._upload(src, rel))
+        return UNCHANGED if sent == UNCHANGED else UPLOADED
 
     def delete(self, remote_rel: bytes | str) -> None:
         """Remove ``remote_rel``; one that is already gone counts as deleted."""
@@ -200,6 +221,14 @@ class Transporter(abc.ABC):
     def url(self, remote_rel: bytes | str) -> str:
         """The public URL of ``remote_rel``: the base URL plus the percent-encoded path."""
         return self.dest.base_url + quote(safe_rel(remote_rel), safe="/")
+
+    def invalidation_paths(self, remote_rel: bytes | str) -> list[str]:
+        """CDN paths to purge now that ``remote_rel`` changed or went away (none: no CDN in front)."""
+        return []
+
+    def invalidate(self, paths: list[str]) -> None:
+        """Purge ``paths`` (at most ``invalidation_batch``) on the CDN, in one request."""
+        return None  # no CDN: nothing to purge (cf overrides this)
 
     # -- for subclasses -------------------------------------------------------------------------
 
@@ -237,7 +266,7 @@ class Transporter(abc.ABC):
     def _close(self) -> None: ...
 
     @abc.abstractmethod
-    def _upload(self, src: BinaryIO, rel: bytes) -> None: ...
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None: ...
 
     @abc.abstractmethod
     def _delete(self, rel: bytes) -> None: ...

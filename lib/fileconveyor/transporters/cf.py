@@ -3,7 +3,12 @@
 Files go to the bucket exactly as with s3:// (same settings); URLs are on the distribution's domain, and every
 path uploaded again or deleted is invalidated on CloudFront, in batches: paths collect for ``invalidate_after``
 seconds (or until 1,000 are waiting, CloudFront's limit per request) and then go in one CreateInvalidation, so
-1,000 changed files cost one request, not 1,000.  ``close()`` (fc-transport's end) sends what is still waiting.
+1,000 changed files cost one request, not 1,000.
+
+Two ways to batch them: fc-transport sets ``defer_invalidations`` and takes the paths from
+``invalidation_paths()`` into its state file, in the transaction that records the upload, and sends them through
+``invalidate()`` (stages/transport_purge.py): a crash loses none.  Used on its own (a library user, the contract
+suite), the transporter collects them in memory (``Invalidations``) and ``close()`` sends what still waits.
 
 Settings (besides s3's):
     distribution_id   the distribution's ID (E2ABC...); required
@@ -12,14 +17,13 @@ Settings (besides s3's):
     invalidate_after  seconds a changed path may wait for others before its batch is sent (default 10)
 
 The distribution's origin is the bucket's root: object ``static/a.css`` is https://DOMAIN/static/a.css.
-``create_distribution()`` makes such a distribution and waits until CloudFront has deployed it.
+``fc-transport create-distribution`` (cf_setup.py) makes such a distribution and waits until it is deployed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any, BinaryIO, ClassVar
@@ -83,18 +87,22 @@ class Invalidations:
         for i in range(0, len(paths), MAX_PATHS):
             batch = paths[i : i + MAX_PATHS]
             try:
-                client.create_invalidation(
-                    DistributionId=self.distribution_id,
-                    InvalidationBatch={
-                        "Paths": {"Quantity": len(batch), "Items": batch},
-                        "CallerReference": f"fileconveyor-{uuid.uuid4()}",
-                    },
-                )
+                _create_invalidation(client, self.distribution_id, batch)
             except BaseException:
                 with self.lock:
                     self.pending = {**dict.fromkeys(paths[i:]), **self.pending}
                 raise
             self.sent.append(batch)
+
+
+def _create_invalidation(client: Any, distribution_id: str, paths: list[str]) -> None:
+    client.create_invalidation(
+        DistributionId=distribution_id,
+        InvalidationBatch={
+            "Paths": {"Quantity": len(paths), "Items": paths},
+            "CallerReference": f"fileconveyor-{uuid.uuid4()}",
+        },
+    )
 
 
 _batches: dict[tuple[str, str | None, str | None], Invalidations] = {}
@@ -124,8 +132,11 @@ class CloudFront(S3):
         except ValueError:
             raise ConfigError(f"{dest}: invalidate_after must be a number of seconds") from None
         self.domain = dest.settings.get("domain", "")
+        self.invalidate_after = after
+        self._cloudfront: Any = None  # the client invalidate() reuses
         self.invalidations: Invalidations | None = None
-        if dest.flag("invalidate", True):
+        self.invalidating = dest.flag("invalidate", True)
+        if self.invalidating:
             ident = (self.distribution_id, self.endpoint_url, dest.settings.get("profile"))
             with _batches_lock:
                 if ident not in _batches:
@@ -142,15 +153,29 @@ class CloudFront(S3):
             config=client_config(self.dest, self.timeout),
         )
 
-    def _upload(self, src: BinaryIO, rel: bytes) -> None:
-        super()._upload(src, rel)
-        if self.invalidations is not None and not self.skipped:
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
+        sent = super()._upload(src, rel)
+        if self.invalidations is not None and not self.skipped and not self.defer_invalidations:
             self.invalidations.add(self.path(rel))
+        return sent
 
     def _delete(self, rel: bytes) -> None:
         super()._delete(rel)
-        if self.invalidations is not None:
+        if self.invalidations is not None and not self.defer_invalidations:
             self.invalidations.add(self.path(rel))
+
+    def invalidation_paths(self, remote_rel: bytes | str) -> list[str]:
+        return [self.path(self.check_name(safe_rel(remote_rel)))] if self.invalidating else []
+
+    def invalidate(self, paths: list[str]) -> None:
+        """One CreateInvalidation for ``paths`` (fc-transport's durable queue sends its batches through this)."""
+        if paths:
+            self._guard("invalidate", b"", lambda: _create_invalidation(self._api(), self.distribution_id, paths))
+
+    def _api(self) -> Any:
+        if self._cloudfront is None:
+            self._cloudfront = self.cloudfront()
+        return self._cloudfront
 
     def path(self, rel: bytes) -> str:
         """The path CloudFront serves ``rel`` at, percent-encoded (so * and ? are never wildcards)."""
@@ -194,57 +219,3 @@ class CloudFront(S3):
             if code == "NoSuchDistribution":
                 return PermanentError(f"no CloudFront distribution {self.distribution_id}")
         return super().classify(exc)
-
-
-def create_distribution(
-    bucket: str,
-    *,
-    region: str = "us-east-1",
-    endpoint_url: str | None = None,
-    profile: str | None = None,
-    comment: str = "File Conveyor",
-    cnames: tuple[str, ...] = (),
-    wait: bool = True,
-    poll: float = 20.0,
-    progress: Callable[[str], None] = lambda text: None,
-) -> tuple[str, str]:
-    """Create a distribution serving ``bucket`` (its public-read objects) and return (id, domain).
-
-    With ``wait``, polls until CloudFront reports it Deployed (typically 5 to 15 minutes), calling
-    ``progress`` with a line of text at each poll; the seed had a Python-shell recipe for this."""
-    config = _plain_config()
-    client = make_client(profile, "cloudfront", region_name="us-east-1", endpoint_url=endpoint_url, config=config)
-    origin = f"{bucket}.s3.{region}.amazonaws.com"
-    reply = client.create_distribution(
-        DistributionConfig={
-            "CallerReference": f"fileconveyor-{uuid.uuid4()}",
-            "Comment": comment,
-            "Enabled": True,
-            "Aliases": {"Quantity": len(cnames), "Items": list(cnames)},
-            "Origins": {
-                "Quantity": 1,
-                "Items": [{"Id": "s3", "DomainName": origin, "S3OriginConfig": {"OriginAccessIdentity": ""}}],
-            },
-            "DefaultCacheBehavior": {
-                "TargetOriginId": "s3",
-                "ViewerProtocolPolicy": "redirect-to-https",
-                "Compress": True,
-                # AWS's managed "CachingOptimized" policy: honours the objects' Cache-Control.
-                "CachePolicyId": "658327ea-f89d-4fab-a63d-7e88639e58f6",
-            },
-        }
-    )
-    dist = reply["Distribution"]
-    ident, domain, started = dist["Id"], dist["DomainName"], time.monotonic()
-    progress(f"created distribution {ident} ({domain}) for bucket {bucket}: {dist.get('Status', '?')}")
-    while wait and dist.get("Status") != "Deployed":
-        time.sleep(poll)
-        dist = client.get_distribution(Id=ident)["Distribution"]
-        progress(f"{ident}: {dist.get('Status')} after {time.monotonic() - started:.0f} s")
-    return ident, domain
-
-
-def _plain_config() -> Any:
-    from botocore.config import Config
-
-    return Config(retries={"max_attempts": 3, "mode": "standard"})

@@ -35,7 +35,7 @@ import swiftclient
 from swiftclient.exceptions import ClientException
 
 from ..errors import ConfigError, FCError
-from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
+from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
 from .destination import Destination
 
 RACKSPACE_AUTH = "https://identity.api.rackspacecloud.com/v2.0/"
@@ -123,7 +123,7 @@ class CloudFiles(Transporter):
             raise PermanentError(f"Swift cannot carry {rel!r}: object names are at most 1024 bytes")
         return rel
 
-    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         key = self.key(rel)
         self.skipped = False
         content_type, _ = mimetypes.guess_type(key, strict=False)
@@ -140,7 +140,7 @@ class CloudFiles(Transporter):
             etag, size = h.hexdigest(), src.tell()
             if self.skip_unchanged and (self._head(key) or {}).get("etag") == etag:
                 self.skipped = True
-                return
+                return UNCHANGED
             src.seek(0)
         try:
             self._put(src, key, size, etag, content_type, headers)
@@ -148,6 +148,7 @@ class CloudFiles(Transporter):
             if exc.http_status == 404:  # a PUT finds no object missing: the container is
                 raise PermanentError(f"no container {self.container!r} (404 Not Found)") from exc
             raise
+        return None
 
     def _put(
         self, src: BinaryIO, key: str, size: int | None, etag: str | None, content_type: str | None, headers: dict

@@ -3,6 +3,8 @@
 Settings:
     symlink_within   colon-separated directories (the watched sources); a file from inside one of them, i.e.
                      one nothing processed, is symlinked instead of copied.  Processed files are always copied.
+    skip_unchanged   yes: leave a file alone when the folder already holds the same bytes (sizes compared
+                     first, then the contents; a symlink counts when it points at the same source)
 
     file:///srv/cdn  +  upload(b"/tmp/work/site.css", b"css/site.css")  ->  /srv/cdn/css/site.css
 """
@@ -10,10 +12,12 @@ Settings:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable
 from typing import BinaryIO, ClassVar, TypeVar
 
-from .base import RemoteStat, Transporter, join, temp_path
+from .base import UNCHANGED, RemoteStat, Transporter, join, temp_path
+from .destination import Destination
 
 T = TypeVar("T")
 
@@ -25,8 +29,13 @@ class SymlinkOrCopy(Transporter):
     schemes = ("file",)
     settings: ClassVar[dict[str, str]] = {
         "symlink_within": "colon-separated source directories whose files are symlinked instead of copied",
+        "skip_unchanged": "yes: don't rewrite a file the folder already holds with the same bytes",
     }
     default_connections = 4  # local disks gain little beyond a few parallel copies
+
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        self.skip_unchanged = dest.flag("skip_unchanged")
 
     def _connect(self) -> None:
         self.root = self.dest.root or b"."
@@ -36,12 +45,15 @@ class SymlinkOrCopy(Transporter):
     def _close(self) -> None:
         pass
 
-    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         final = join(self.root, rel)
+        source = os.path.realpath(os.fsencode(src.name)) if self.symlink_within else b""
+        link = bool(source) and self._symlinked(source)
+        if self.skip_unchanged and _holds(final, src, source if link else None):
+            return UNCHANGED
         tmp = temp_path(final)
         try:
-            source = os.path.realpath(os.fsencode(src.name)) if self.symlink_within else b""
-            if source and self._symlinked(source):
+            if link:
                 self._retrying(final, tmp, lambda: os.symlink(source, tmp))
             else:
                 # The default mode (0666 minus umask), unlike mkstemp's 0600: web servers must read the file.
@@ -55,6 +67,7 @@ class SymlinkOrCopy(Transporter):
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        return None
 
     def _retrying(self, final: bytes, tmp: bytes, create: Callable[[], T]) -> T:
         """``create()`` the temporary file; on the way, make missing directories and remove a temporary file
@@ -84,6 +97,29 @@ class SymlinkOrCopy(Transporter):
 
     def _symlinked(self, source: bytes) -> bool:
         return any(source.startswith(d.rstrip(b"/") + b"/") for d in self.symlink_within)
+
+
+def _holds(final: bytes, src: BinaryIO, link_to: bytes | None) -> bool:
+    """Whether ``final`` already is what an upload of ``src`` would make: a symlink to ``link_to``, or a regular
+    file with the same bytes.  Reading both costs about what the copy would, but leaves the file, its mtime and
+    whatever caches it alone."""
+    try:
+        if link_to is not None:
+            return os.readlink(final) == link_to
+        st = os.lstat(final)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != os.fstat(src.fileno()).st_size:
+            return False
+        with open(final, "rb", buffering=0) as there:
+            while True:
+                mine, theirs = src.read(1 << 20), there.read(1 << 20)
+                if mine != theirs:
+                    return False
+                if not mine:
+                    return True
+    except OSError:  # not there, not a link, unreadable: upload it
+        return False
+    finally:
+        src.seek(0)
 
 
 def _copy(src: int, out: int) -> None:

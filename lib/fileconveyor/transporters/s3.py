@@ -39,7 +39,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import ConfigError, FCError
-from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
+from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
 from .destination import Destination
 
 MULTIPART = 8 * 1024 * 1024  # part size (boto3's default), and the threshold for streams of unknown size
@@ -232,14 +232,14 @@ class S3(Transporter):
             extra["Metadata"] = {HASH_KEY: digest}
         return extra
 
-    def _upload(self, src: BinaryIO, rel: bytes) -> None:
+    def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         key, client = self.key(rel), self.client()
         self.skipped = False
         if not src.seekable():  # a pipe: stream it, no hash (we cannot read it twice)
             client.upload_fileobj(
                 _FullReads(src), self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer
             )
-            return
+            return None
         size = os.fstat(src.fileno()).st_size
         if size < IN_MEMORY:
             data = _read_all(src)
@@ -253,7 +253,7 @@ class S3(Transporter):
         digest = sha.hexdigest()
         if self.skip_unchanged and self._holds(key, digest, md5.hexdigest()):
             self.skipped = True
-            return
+            return UNCHANGED
         extra = self.extra_args(key, digest)
         if size < self.threshold:
             # One PUT: no transfer-manager threads, and Content-MD5 makes the store check that what arrived is
@@ -262,6 +262,7 @@ class S3(Transporter):
             client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentMD5=_b64(md5.digest()), **extra)
         else:
             client.upload_fileobj(src, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+        return None
 
     def _holds(self, key: str, digest: str, md5: str | None) -> bool:
         """Whether the bucket's object at ``key`` has this content (our metadata hash, else a plain PUT's ETag)."""
