@@ -375,3 +375,40 @@ def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path:
             assert "Restart=always" in body
         else:
             subprocess.run(["bash", "-n"], input=out.stdout, check=True)
+
+
+def test_kill_9_of_fc_conveyor_takes_its_stages_along_and_a_restart_loses_nothing(tmp_path: Path) -> None:
+    cfg, site, cdn = local_config(tmp_path)
+    argv = [sys.executable, str(BIN / "fc-conveyor"), str(cfg)]
+    status = [sys.executable, str(BIN / "fc-conveyor"), "--status", "--json", str(cfg)]
+    first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (cdn / "all" / "index.php").exists(), 60, "the first sync")
+        st = json.loads(subprocess.run(status, capture_output=True, timeout=30, check=True).stdout)
+        pids = [s["pid"] for s in st["stages"]]
+        assert len(pids) == 8 and all(pids)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+        def all_gone() -> bool:
+            alive = 0
+            for pid in pids:
+                try:
+                    os.kill(pid, 0)
+                    alive += 1
+                except ProcessLookupError:
+                    pass
+            return alive == 0
+
+        wait_for(all_gone, 30, "the orphaned stages to stop")
+        (site / "misc" / "late.css").write_text("p { margin: 0 }\n")  # changed while nothing runs
+        second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: (cdn / "all" / "misc" / "late.css").exists(), 60, "the change made while down")
+            wait_for(lambda: any((cdn / "css" / "misc").glob("late_*.css")), 60, "its CSS rule's copy")
+        finally:
+            second.send_signal(signal.SIGTERM)
+            assert second.wait(timeout=60) == 0
+    finally:
+        if first.poll() is None:
+            first.kill()

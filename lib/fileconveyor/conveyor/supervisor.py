@@ -17,6 +17,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -156,6 +157,23 @@ def check_server(server: Server, timeout: float = 5.0) -> str | None:
 # -- the supervisor ----------------------------------------------------------------------
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when fc-conveyor dies, even by kill -9.
+    Otherwise orphaned stages keep their state files locked, and the next fc-conveyor's
+    stages could not start.  Linux only (prctl); elsewhere a stage notices when its
+    FIFO neighbours go away."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != _SUPERVISOR_PID:  # it died before prctl took effect
+            os._exit(1)
+
+
+_SUPERVISOR_PID = os.getpid()
+
+
 @dataclass
 class Child:
     proc: Proc
@@ -178,6 +196,8 @@ class Supervisor:
         stage_verbosity: int = 0,
         should_stop: Callable[[], bool] = lambda: False,
     ):
+        global _SUPERVISOR_PID
+        _SUPERVISOR_PID = os.getpid()
         self.plan = plan
         self.log = log
         self.settings = plan.config.settings
@@ -237,6 +257,7 @@ class Supervisor:
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,  # Ctrl-C reaches fc-conveyor only; it stops the stages in order
+            preexec_fn=_die_with_parent,
         )
         child.started = time.monotonic()
         child.restart_at = None
