@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unavailable
 from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server  # noqa: F401 - fixture
 
 BIN = ROOT / "bin"
@@ -412,3 +412,62 @@ def test_kill_9_of_fc_conveyor_takes_its_stages_along_and_a_restart_loses_nothin
     finally:
         if first.poll() is None:
             first.kill()
+
+
+def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> None:
+    """What --supervisord prints, included as it is from a minimal supervisord.conf: every
+    stage starts, files flow, a stage killed with -9 is restarted and nothing is lost."""
+    bindir = Path(sys.executable).parent
+    if not (bindir / "supervisord").exists():
+        unavailable("supervisord is not installed (pip install supervisor: the [test] extras)")
+    cfg, site, cdn = local_config(tmp_path)
+    printed = subprocess.run(
+        [sys.executable, str(BIN / "fc-conveyor"), "--supervisord", str(cfg)],
+        capture_output=True,
+        timeout=30,
+        check=True,
+    ).stdout.decode()
+    (tmp_path / "fileconveyor.conf").write_text(printed)
+    sock = tmp_path / "s.sock"
+    conf = tmp_path / "supervisord.conf"
+    conf.write_text(
+        f"[supervisord]\nlogfile={tmp_path / 'supervisord.log'}\npidfile={tmp_path / 'supervisord.pid'}\n"
+        f"[unix_http_server]\nfile={sock}\n[supervisorctl]\nserverurl=unix://{sock}\n"
+        "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
+        f"[include]\nfiles = {tmp_path / 'fileconveyor.conf'}\n"
+    )
+
+    def ctl(*args: str) -> str:
+        out = subprocess.run([bindir / "supervisorctl", "-c", conf, *args], capture_output=True, timeout=30)
+        return out.stdout.decode().strip()
+
+    d = subprocess.Popen([bindir / "supervisord", "-n", "-c", conf], start_new_session=True, stderr=subprocess.DEVNULL)
+    try:
+        every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}
+
+        def tree(d: Path) -> set[str]:
+            return {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} if d.exists() else set()
+
+        wait_for(lambda: tree(cdn / "all") == every, 90, "every file in cdn/all", tmp_path / "supervisord.log")
+        victim = int(ctl("pid", "fileconveyor:site-r2-transport"))
+        assert victim > 0
+        os.kill(victim, signal.SIGKILL)
+        for i in range(20):
+            (site / "misc" / f"n{i}.txt").write_text(str(i))
+        wait_for(
+            lambda: (
+                ctl("pid", "fileconveyor:site-r2-transport").isdigit()
+                and int(ctl("pid", "fileconveyor:site-r2-transport")) not in (0, victim)
+            ),
+            30,
+            "supervisord to restart the stage",
+        )
+        wait_for(lambda: {f"misc/n{i}.txt" for i in range(20)} <= tree(cdn / "all"), 60, "the files written meanwhile")
+        assert "RUNNING" in ctl("status") and "FATAL" not in ctl("status")
+    finally:
+        d.send_signal(signal.SIGTERM)
+        try:
+            d.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(d.pid, signal.SIGKILL)
+            d.wait()

@@ -21,8 +21,15 @@ def bin_dir() -> Path | None:
     return None
 
 
-def _exe(proc: Proc, where: Path | None) -> str:
-    return str(where / proc.command) if where else proc.command
+def command_argv(command: str, where: Path | None) -> list[str]:
+    """How to start an fc-* command: a checkout's bin/ launcher runs under this very
+    Python (its "#!/usr/bin/env python3" may find one without our packages, under
+    supervisord or systemd above all); an installed one runs as is."""
+    if where is None:
+        return [command]
+    if (where.parent / "lib" / "fileconveyor").is_dir():
+        return [sys.executable, str(where / command)]
+    return [str(where / command)]
 
 
 def _secrets(plan: Plan) -> dict[str, str]:
@@ -74,7 +81,7 @@ def _pipe(p: Proc, readers: dict[Path | None, Proc], where: Path | None, depth: 
         branches = [readers[o] for o in p.outputs]
         inner = f" \\\n{pad}".join(f">({_pipe(b, readers, where, depth + 1)})" for b in branches)
         return f"tee \\\n{pad}{inner} \\\n{pad}> /dev/null"
-    cmd = shlex.join([_exe(p, where), *p.args])
+    cmd = shlex.join([*command_argv(p.command, where), *p.args])
     if not p.outputs:
         return cmd + " > /dev/null"
     (out,) = p.outputs
@@ -98,7 +105,7 @@ def supervisord(plan: Plan) -> str:
     names = []
     for p in plan.start_order():
         names.append(p.name)
-        cmd = shlex.join([_exe(p, where), *p.argv[1:]])
+        cmd = shlex.join([*command_argv(p.command, where), *p.argv[1:]])
         if p.fifos:
             cmd = f"{_mkfifo_sh(p.fifos)}; exec {cmd}"
         lines += [
@@ -151,7 +158,8 @@ def systemd(plan: Plan) -> str:
         ]
         if p.fifos:
             unit.append("ExecStartPre=/bin/sh -c " + _systemd_quote(_mkfifo_sh(p.fifos)))
-        unit.append("ExecStart=" + " ".join(_systemd_quote(a) for a in [_exe(p, where), *p.argv[1:]]))
+        argv = [*command_argv(p.command, where), *p.argv[1:]]
+        unit.append("ExecStart=" + " ".join(_systemd_quote(a) for a in argv))
         if p.env:
             unit.append("EnvironmentFile=%h/.config/fileconveyor/secrets.env")
         unit += ["Restart=always", "RestartSec=2", "KillSignal=SIGTERM", "TimeoutStopSec=30", ""]

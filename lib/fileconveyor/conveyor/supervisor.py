@@ -28,7 +28,7 @@ from pathlib import Path
 from ..errors import ConfigError, Exit
 from .config import Server
 from .plan import Plan, Proc
-from .render import bin_dir
+from .render import bin_dir, command_argv
 
 LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
 STABLE_AFTER = 30.0  # a stage that ran this long before dying starts its back-off afresh
@@ -211,13 +211,13 @@ class Supervisor:
 
     # -- set-up ---------------------------------------------------------------------
 
-    def _exe(self, command: str) -> str:
+    def _exe(self, command: str) -> list[str]:
         if self.where is not None:
-            return str(self.where / command)
+            return command_argv(command, self.where)
         found = shutil.which(command)
         if not found:
             raise ConfigError(f"{command} is not installed (not next to fc-conveyor, not on PATH)")
-        return found
+        return [found]
 
     def prepare(self) -> None:
         s = self.settings
@@ -247,7 +247,7 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         p = child.proc
-        argv = [self._exe(p.command), *(["-v"] * self.stage_verbosity), *p.argv[1:]]
+        argv = [*self._exe(p.command), *(["-v"] * self.stage_verbosity), *p.argv[1:]]
         env = {**os.environ, **p.env}
         env.pop("FC_STATE_DIR", None)  # every stage is given its --state
         child.popen = subprocess.Popen(
