@@ -130,6 +130,8 @@ def supervisord(plan: Plan) -> str:
 
 def _systemd_quote(arg: str) -> str:
     escaped = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%").replace("$", "$$")
+    if escaped == arg and arg and not any(c.isspace() or c in "'\";" for c in arg):
+        return arg  # nothing systemd would read specially
     return f'"{escaped}"'
 
 
