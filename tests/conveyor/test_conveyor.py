@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape
 
 import pytest
 
-from tests.conftest import ROOT, unavailable
+from tests.conftest import ROOT, require_tool, unavailable
 from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server  # noqa: F401 - fixture
 
 BIN = ROOT / "bin"
@@ -373,6 +373,18 @@ def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path:
             for name in plan_names:
                 assert f"# --- fc-{name}.service ---" in body
             assert "Restart=always" in body
+            # systemd itself reads them: every unit must load without a fatal error
+            analyze = require_tool("systemd-analyze", "fc-conveyor --systemd's units are verified with it")
+            units = tmp_path / "units"
+            units.mkdir()
+            for part in body.split("\n# --- ")[1:]:
+                name, text = part.split(" ---\n", 1)
+                (units / name).write_text(text)
+            assert len(list(units.glob("*.service"))) == len(plan_names)
+            check = subprocess.run(
+                [analyze, "verify", "--man=no", *sorted(map(str, units.iterdir()))], capture_output=True, timeout=60
+            )
+            assert check.returncode == 0, check.stderr.decode()
         else:
             subprocess.run(["bash", "-n"], input=out.stdout, check=True)
 
