@@ -399,6 +399,9 @@ def test_kill_9_of_fc_conveyor_takes_its_stages_along_and_a_restart_loses_nothin
         st = json.loads(subprocess.run(status, capture_output=True, timeout=30, check=True).stdout)
         pids = [s["pid"] for s in st["stages"]]
         assert len(pids) == 8 and all(pids)
+        watch = next(s for s in st["stages"] if s["command"] == "fc-watch")
+        every = [p for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts]
+        assert watch["watch"]["files"] == len(every)
         first.send_signal(signal.SIGKILL)
         first.wait()
 

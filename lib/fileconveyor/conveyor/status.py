@@ -5,10 +5,12 @@ each stage's state file (queue depth, failures), and the synced-files database."
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
 from ..errors import ConfigError
+from ..records import has_table, open_readonly
 from ..stages.record_status import state_status, synced_status
 from .plan import Plan
 from .supervisor import running_pid, status_path
@@ -30,7 +32,9 @@ def gather(plan: Plan) -> dict[str, Any]:
         for k in ("pid", "up_seconds", "restarts", "last_exit"):
             if st and st.get(k) is not None:
                 entry[k] = st[k]
-        if p.state is not None and p.state.exists() and p.command != "fc-watch":
+        if p.state is not None and p.state.exists() and p.command == "fc-watch":
+            entry["watch"] = watch_status(str(p.state))
+        elif p.state is not None and p.state.exists():
             try:
                 entry["queue"] = state_status(str(p.state))
             except ConfigError as exc:
@@ -49,6 +53,22 @@ def gather(plan: Plan) -> dict[str, Any]:
     return out
 
 
+def watch_status(path: str) -> dict[str, Any]:
+    """How many files fc-watch knows, and how many of its lines its readers have not
+    acknowledged yet (the work in flight downstream of it)."""
+    try:
+        db = open_readonly(path, what="fc-watch state file")
+        try:
+            (files,) = db.execute("SELECT count(*) FROM files WHERE kind<>?", (ord("d"),)).fetchone()
+            (last,) = db.execute("SELECT value FROM meta WHERE name='last_batch'").fetchone()
+            (acked,) = db.execute("SELECT min(seq) FROM acks").fetchone() if has_table(db, "acks") else (None,)
+        finally:
+            db.close()
+    except (ConfigError, sqlite3.DatabaseError, TypeError) as exc:
+        return {"note": str(exc)}
+    return {"files": files, "unacknowledged": max(0, last - acked) if acked is not None else None}
+
+
 def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"{st['config']}: "
@@ -61,6 +81,11 @@ def format_status(st: dict[str, Any]) -> str:
             text += f" (pid {x['pid']}, up {x['up_seconds']:.0f} s)"
         if x.get("restarts"):
             text += f", restarted {x['restarts']}x (last exit {x.get('last_exit')})"
+        w = x.get("watch")
+        if w and "note" not in w:
+            text += f", {w['files']} files known"
+            if w["unacknowledged"]:
+                text += f", {w['unacknowledged']} line(s) not yet acknowledged downstream"
         q = x.get("queue")
         if q and "note" not in q:
             text += f", {q['queued']} queued"
