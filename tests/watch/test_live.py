@@ -527,3 +527,20 @@ def test_unreadable_directory_is_not_deleted(
     step(w, backend, expect("created", ["locked/while-locked"]), lambda: None)
     step(w, backend, expect("modified", ["locked/sub/f2"]), lambda: write(root / "locked/sub/f2", b"readable again"))
     fc.stop_in_sync(w, no_dac_override)
+
+
+def test_source_root_moved_away_and_back_is_not_a_mass_deletion(fc: Launcher, backend: Backend, tmp_path: Path) -> None:
+    """An unmount or a deploy that swaps directories must not delete every file
+    downstream: while the root is missing nothing is reported; once it is back, only
+    what really changed is."""
+    root, away = tmp_path / "site", tmp_path / "site.moved"
+    make_files(root, ["a", "sub/b", "sub/c"], age_s=OLD)
+    w = start(fc, backend, root, initial=expect("created", ["a", "sub/b", "sub/c"]))
+    m = w.mark()
+    os.rename(root, away)
+    time.sleep(backend.quiet + 1.0)
+    assert [e for e in w.since(m) if e["kind"] == "deleted"] == [], w.stderr
+    os.remove(away / "sub" / "c")  # really deleted while away
+    write(away / "new")  # really created while away
+    step(w, backend, expect("created", ["new"]) + expect("deleted", ["sub/c"]), lambda: os.rename(away, root))
+    fc.stop_in_sync(w)

@@ -139,6 +139,12 @@ def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch, encode: 
     (created again since, or behind a directory the walk could not read)."""
     rel = to_rel(row[0])
     path = job.root.rstrip(b"/") + b"/" + rel
+    if not os.path.isdir(job.root):
+        # The source root itself is gone (moved away, unmounted, a deploy swapping
+        # directories): that is no proof its files were deleted, and reporting them
+        # would empty every destination and the synced-files database.  When the root
+        # is back, a rescan reports what really changed.
+        return
     try:
         if stat_mod.S_ISREG(os.stat(path).st_mode):
             return  # there after all (created again since the walk passed)
