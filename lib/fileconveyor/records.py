@@ -221,6 +221,14 @@ class Records:
     def close(self) -> None:
         db = getattr(self, "db", None)
         if db is not None:
+            # Leave the file in rollback-journal mode when we are the last writer: a WAL
+            # database without its -shm file cannot be opened by a reader that may not
+            # create files in its directory (the web server's user reading the Drupal
+            # CDN module's database).  Another fc-record still connected keeps WAL on:
+            # then this fails, harmlessly, and the last one to close switches.
+            with contextlib.suppress(sqlite3.DatabaseError):
+                db.execute("PRAGMA busy_timeout=200")
+                db.execute("PRAGMA journal_mode=DELETE")
             with contextlib.suppress(sqlite3.DatabaseError):
                 db.close()
             self.db = None  # type: ignore[assignment]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
@@ -9,7 +11,7 @@ from pathlib import Path
 from fileconveyor import events as E
 from fileconveyor.cli import record as record_cli
 from fileconveyor.records import Records
-from tests.conftest import call, require_tool
+from tests.conftest import call, require_tool, unavailable
 from tests.record.conftest import decode, lines, make_site, record, transport, watch
 
 SEED_COLUMNS = ["input_file", "transported_file_basename", "url", "server"]
@@ -150,7 +152,14 @@ def test_an_old_daemons_database_can_be_used_directly(tmp_path: Path) -> None:
         "http://cdn/a.css",
         "cdn",
     )
-    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # stopped, the database is left in rollback mode, without -wal/-shm files: a reader
+    # that may not create files next to it (the web server's user) can open it
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    assert not (tmp_path / "synced_files.db-wal").exists() and not (tmp_path / "synced_files.db-shm").exists()
+    con.close()
+    rec = Records(db)  # while a writer has it open: WAL, so readers never wait for it
+    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    rec.close()
 
 
 def test_events_without_a_server_pass_unrecorded(tmp_path: Path) -> None:
@@ -196,3 +205,36 @@ def test_bad_lines_are_reported_and_skipped(tmp_path: Path) -> None:
     assert res.status == 1 and "input line 1" in res.stderr
     assert len(decode(res.stdout)) == 4
     assert E.decode(res.stdout.splitlines()[0] + b"\n")["kind"] == "created"
+
+
+def test_another_user_can_read_the_database_while_no_fc_record_runs(tmp_path: Path) -> None:
+    """The Drupal CDN module reads synced_files.db as the web server's user, who may not
+    create files in its directory: a WAL database left without its -shm file would be
+    unreadable to it ("attempt to write a readonly database")."""
+    import pwd
+    import tempfile
+
+    runuser = require_tool("runuser", "to read the database as another user")
+    if os.geteuid() != 0:
+        unavailable("needs root, to read as another user")
+    nobody = pwd.getpwnam("nobody")
+    # a system Python: ours may live under a directory nobody cannot enter (a venv in /root)
+    python = shutil.which("python3", path="/usr/bin:/bin") or unavailable("no /usr/bin/python3 to read as nobody")
+    shared = Path(tempfile.mkdtemp(prefix="fc-readable-"))  # pytest's tmp_path is 0700
+    try:
+        shared.chmod(0o755)  # readable, not writable, by others
+        db = shared / "synced_files.db"
+        site = make_site(tmp_path)
+        evs = watch(site, tmp_path / "w.db")
+        assert record(db, transport(evs, None), tmp_path / "r.db").status == 0
+        db.chmod(0o644)
+        out = subprocess.run(
+            [runuser, "-u", nobody.pw_name, "--", python, "-c",
+             "import sqlite3, sys; print(sqlite3.connect(f'file:{sys.argv[1]}?mode=ro', uri=True)"
+             ".execute('SELECT count(*) FROM synced_files').fetchone()[0])", str(db)],
+            capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert int(out.stdout) > 0
+    finally:
+        shutil.rmtree(shared)
