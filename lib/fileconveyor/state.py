@@ -48,6 +48,28 @@ def default_state_dir() -> Path:
     return Path(xdg) / "fileconveyor"
 
 
+def lock_holder(path: Path) -> int | None:
+    """The pid of the process that has the state file at ``path`` open, else None.
+    For supervisors: a stage cannot start while another process holds its state."""
+    lock_path = str(path) + ".lock"
+    try:
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None  # never opened, or not readable: nobody we can see holds it
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                return None
+            text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 class State:
     """An open state file.  Use as a context manager; ``db`` is the connection."""
 

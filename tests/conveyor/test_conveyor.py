@@ -300,6 +300,15 @@ def test_a_second_conveyor_with_the_same_pid_file_refuses_to_start(tmp_path: Pat
         second = subprocess.run([sys.executable, str(BIN / "fc-conveyor"), str(cfg)], capture_output=True, timeout=30)
         assert second.returncode == 4, second.stderr.decode()
         assert f"already running with this PID file (pid {first.pid})" in second.stderr.decode()
+        # with another PID file, the same config is still refused: its stages' state is in use
+        third = subprocess.run(
+            [sys.executable, str(BIN / "fc-conveyor"), "--pid-file", str(tmp_path / "other.pid"), str(cfg)],
+            capture_output=True,
+            timeout=30,
+        )
+        assert third.returncode == 4, third.stderr.decode()
+        assert f"another fc-conveyor (pid {first.pid}) runs this config's stages" in third.stderr.decode()
+        assert not (tmp_path / "other.pid").exists()
         # the PID file is re-created when deleted, as the original did
         (tmp_path / "pid").unlink()
         wait_for(lambda: (tmp_path / "pid").exists(), 5, "the PID file to come back")
@@ -309,30 +318,27 @@ def test_a_second_conveyor_with_the_same_pid_file_refuses_to_start(tmp_path: Pat
 
 
 def test_printed_shell_pipelines_run_as_printed(tmp_path: Path) -> None:
+    """--print's script with --scan-once (the cron use): it ends when every branch is
+    done, with status 0, and everything is there at that moment."""
     cfg, site, cdn = local_config(tmp_path)
     script = subprocess.run(
         [sys.executable, str(BIN / "fc-conveyor"), "--print", str(cfg)], capture_output=True, timeout=30, check=True
     ).stdout.decode()
     assert "| tee" in script and script.count("fc-record") == 2
-    run = subprocess.Popen(["bash", "-c", script], start_new_session=True, stderr=subprocess.PIPE)
-    try:
-        every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}
-        wait_for(
-            lambda: (
-                {p.relative_to(cdn / "all").as_posix() for p in (cdn / "all").rglob("*") if p.is_file()} == every
-                if (cdn / "all").exists()
-                else False
-            ),
-            60,
-            "every file in cdn/all",
-        )
-        css = {p.name for p in (cdn / "css").rglob("*.css")} if (cdn / "css").exists() else set()
-        wait_for(lambda: len({p.name for p in (cdn / "css").rglob("*.css")}) == 3, 60, "the CSS files in cdn/css")
-        del css
-        assert all("_" in p.stem for p in (cdn / "css").rglob("*.css"))  # unique_filename.MD5 names
-    finally:
-        os.killpg(run.pid, signal.SIGTERM)
-        run.wait(timeout=30)
+    once = script.replace("bin/fc-watch ", "bin/fc-watch --scan-once ")
+    assert once != script
+    run = subprocess.run(["bash", "-c", once], capture_output=True, timeout=180, start_new_session=True)
+    assert run.returncode == 0, run.stderr.decode()
+    every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}
+    assert {p.relative_to(cdn / "all").as_posix() for p in (cdn / "all").rglob("*") if p.is_file()} == every
+    css = list((cdn / "css").rglob("*.css"))
+    assert len(css) == 3 and all("_" in p.stem for p in css)  # unique_filename.MD5 names
+    # a branch that fails makes the script fail: the destination is now a file
+    shutil.rmtree(cdn / "all")
+    (cdn / "all").write_text("not a directory")
+    (site / "misc" / "new.txt").write_text("x")
+    run = subprocess.run(["bash", "-c", once], capture_output=True, timeout=180, start_new_session=True)
+    assert run.returncode != 0
 
 
 def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path: Path) -> None:
@@ -371,7 +377,7 @@ def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path:
         elif mode == "--systemd":
             assert plan_names
             for name in plan_names:
-                assert f"# --- fc-{name}.service ---" in body
+                assert f"# --- fileconveyor-{name}.service ---" in body
             assert "Restart=always" in body
             # systemd itself reads them: every unit must load without a fatal error
             analyze = require_tool("systemd-analyze", "fc-conveyor --systemd's units are verified with it")
@@ -486,3 +492,51 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
         except subprocess.TimeoutExpired:
             os.killpg(d.pid, signal.SIGKILL)
             d.wait()
+
+
+def test_failures_are_logged_and_retried_at_the_next_start(tmp_path: Path) -> None:
+    """A destination that refuses files for good (here: its folder is a file) gives an
+    ERROR per file in the log, like the original; once fixed, the next start of
+    fc-conveyor sends them (it retries failed files at start), and says so."""
+    cfg, site, cdn = local_config(tmp_path)
+    cdn.write_text("a file where the CDN folder should be")
+    log = tmp_path / "fileconveyor.log"
+    argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(cfg)]
+    first = subprocess.Popen(argv, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: log.exists() and log.read_text().count("Failed: ") >= 3, 60, "failures in the log", log)
+        text = log.read_text()
+        assert " - ERROR    - Failed: '" in text
+        assert "Fix it, then restart fc-conveyor: it retries failed files when it starts." in text
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+    console = first.stderr.read().decode()  # type: ignore[union-attr]
+    assert "Failed: '" in console  # ERROR reaches the console too
+    cdn.unlink()
+    second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}
+        wait_for(
+            lambda: (
+                {p.relative_to(cdn / "all").as_posix() for p in (cdn / "all").rglob("*") if p.is_file()} == every
+                if (cdn / "all").is_dir()
+                else False
+            ),
+            60,
+            "the failed files, sent at the next start",
+            log,
+        )
+        wait_for(lambda: "Synced: '" in log.read_text(), 10, "Synced lines in the log")
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+
+
+def test_json_without_status_is_a_usage_error(tmp_path: Path) -> None:
+    cfg, _, _ = local_config(tmp_path)
+    out = subprocess.run(
+        [sys.executable, str(BIN / "fc-conveyor"), "--json", str(cfg)], capture_output=True, timeout=30
+    )
+    assert out.returncode == 2 and "--json goes with --status" in out.stderr.decode()
+    assert not (tmp_path / "pid").exists()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import signal
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -54,9 +55,15 @@ environment, never on a command line; keep config.xml readable by you only.
 logs: stages' messages and the supervisor's go to the log file and the console in
 the original format ("2009-05-17 03:52:13,454 - FileConveyor... - WARNING  - ...").
 
-exit status: 0 stopped by SIGTERM/SIGINT (cleanly), 2 usage, 3 config.xml invalid or
-a stage keeps failing with a configuration error, 4 another fc-conveyor is running
-with the same PID file."""
+signals: SIGTERM, SIGINT and SIGHUP stop every stage cleanly (there is no reload:
+stop and start again after editing config.xml).
+
+failed files: a file that failed for good (permission denied, login refused) is
+logged at ERROR and kept; fc-conveyor retries such files each time it starts.
+
+exit status: 0 stopped by a signal (cleanly), 2 usage, 3 config.xml invalid, a path
+in it unusable, or a stage that keeps failing with a configuration error, 4 another
+fc-conveyor (or supervisord/systemd running the same stages) is running this config."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +106,9 @@ def load(args: argparse.Namespace) -> C.Config:
 
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    if args.json and not args.status:
+        rep.error("--json goes with --status")
+        return Exit.USAGE
     try:
         config = load(args)
     except C.ConfigError as exc:
@@ -109,10 +119,11 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.check:
         for w in config.warnings:
             rep.warn(w)
-        io.stderr.write(
+        io.stdout.write(
             f"{config.path}: valid. {len(config.sources)} source(s), {len(config.servers)} server(s), "
-            f"{len(config.rules)} rule(s): {len(plan.procs)} stage process(es).\n"
+            f"{len(config.rules)} rule(s): {len(plan.procs)} stage process(es).\n".encode()
         )
+        io.stdout.flush()
         return Exit.OK
     if args.print or args.supervisord or args.systemd:
         printer = render.shell if args.print else render.supervisord if args.supervisord else render.systemd
@@ -131,15 +142,25 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         console = logging.ERROR
     elif args.verbose:
         console = min(console, logging.INFO if args.verbose == 1 else logging.DEBUG)
-    log = make_logger(s.log_file, s.file_log_level, console)
+    try:
+        log = make_logger(s.log_file, s.file_log_level, console)
+    except OSError as exc:
+        rep.error(f"LOG_FILE (--log-file): cannot write {s.log_file}: {exc.strerror}")
+        return Exit.CONFIG
     stage_verbosity = 1 if min(s.file_log_level, console) <= logging.DEBUG else 0
-    sup = Supervisor(plan, log, stage_verbosity=stage_verbosity, should_stop=lambda: stop.requested)
+    sup = Supervisor(
+        plan,
+        log,
+        stage_verbosity=stage_verbosity,
+        should_stop=lambda: stop.requested,
+        stop_reason=lambda: signal.Signals(stop.signum).name if stop.signum else "asked to",
+    )
     sup.wake_fd = stop.fileno()
     try:
         code = sup.run()
     except ConfigError as exc:
         log.error(str(exc))
-        return Exit.RETRY if "already running" in str(exc) else Exit.CONFIG
+        return exc.exit
     finally:
         for h in list(log.handlers):
             h.close()

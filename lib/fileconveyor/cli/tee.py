@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    if len(set(args.output)) != len(args.output):
+        rep.error("an --output is given twice: each line would be written to it twice")
+        return Exit.USAGE
     stdout_fd = io.stdout.fileno() if has_fd(io.stdout) else None
     if "-" in args.output and stdout_fd is None:
         rep.error("--output - needs a real stdout")

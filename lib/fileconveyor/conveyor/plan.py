@@ -18,6 +18,8 @@ from .config import Config, Rule, Source
 from .servers import transport_args
 
 CSS_UPDATER = "link_updater.CSSURLUpdater"
+# transporters that can tell, cheaply, that the destination holds a file's content already
+SKIP_UNCHANGED = {"symlink_or_copy", "s3", "cf", "cloudfiles", "mosso", "cumulus"}
 
 
 @dataclass
@@ -32,6 +34,13 @@ class Proc:
     outputs: list[Path] = field(default_factory=list)  # FIFOs written
     state: Path | None = None
     label: str = ""  # what people see in --status: source, rule label, server
+    first_args: list[str] = field(default_factory=list)  # only when fc-conveyor starts, not on restarts
+
+    @property
+    def last(self) -> bool:
+        """The end of a branch: its events (what was synced, what failed) go to stdout,
+        which fc-conveyor reads to log them, and supervisord or systemd keep."""
+        return not self.outputs and self.command != "fc-watch"
 
     @property
     def argv(self) -> list[str]:
@@ -39,8 +48,6 @@ class Proc:
         io: list[str] = ["--input", str(self.input)] if self.input else []
         for out in self.outputs:
             io += ["--output", str(out)]
-        if not self.outputs and self.command != "fc-watch":
-            io += ["--output", "/dev/null"]  # the end of a branch: the database is the result
         return [self.command, *self.args, *io]
 
     @property
@@ -53,6 +60,12 @@ class Plan:
     config: Config
     procs: list[Proc]
     fifo_dir: Path
+
+    @property
+    def group(self) -> str:
+        """The name of the whole (supervisord group, systemd target): one per config file."""
+        stem = slug(self.config.path.stem)
+        return "fileconveyor" if stem == "config" else f"fileconveyor-{stem}"
 
     @property
     def fifos(self) -> list[Path]:
@@ -120,7 +133,15 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
     label = f"rule {rule.label!r}"
     procs: list[Proc] = []
 
-    def stage(suffix: str, command: str, args: list[str], *, env: dict[str, str] | None = None, last: bool = False):
+    def stage(
+        suffix: str,
+        command: str,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        last: bool = False,
+        first: list[str] | None = None,
+    ) -> None:
         nonlocal feed
         name = f"{base}-{suffix}"
         state = s.state_dir / f"{name}.db"
@@ -135,6 +156,7 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
                 outputs=[out] if out else [],
                 state=state,
                 label=label,
+                first_args=first or [],
             )
         )
         if out:
@@ -180,12 +202,21 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
         env: dict[str, str] = {}
         for d in dests:
             ta = transport_args(config.servers[d.server], d.path)
-            targs += ta.args
+            args = ta.args
+            if rule.deletion_delay is not None:
+                # the source goes away after sync: copy, never symlink to it
+                args = _without_setting(args, "symlink_within")
+            targs += args
             env.update(ta.env)
         if rule.deletion_delay is not None:
             # deletions fc-record makes at the source must not be propagated (the rule's intent)
             targs += ["--record-db", str(s.synced_files_db)]
-        stage(f"transport{sub}", "fc-transport", targs, env=env)
+        if all(config.servers[d.server].transporter in SKIP_UNCHANGED for d in dests):
+            # a file the destination already holds is not sent again: after a restart, or
+            # after importing the original's synced_files.db, nothing is uploaded twice
+            targs += ["--skip-unchanged"]
+        # what failed for good before (a permission fixed since) is tried again at each start
+        stage(f"transport{sub}", "fc-transport", targs, env=env, first=["--retry-failed"])
         rargs = ["--db", str(s.synced_files_db)]
         if rule.deletion_delay is not None:
             rargs += ["--delete-source-after", str(rule.deletion_delay)]
@@ -193,6 +224,20 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
                 rargs += ["--require-server", d.server]
         stage(f"record{sub}", "fc-record", rargs, last=True)
     return procs
+
+
+def _without_setting(args: list[str], key: str) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+            continue
+        if a == "--set" and i + 1 < len(args) and args[i + 1].startswith(key + "="):
+            skip = True
+            continue
+        out.append(a)
+    return out
 
 
 def _filter_args(rule: Rule) -> list[str]:

@@ -54,38 +54,65 @@ def _mkfifo_sh(fifos: list[Path]) -> str:
 
 
 def shell(plan: Plan) -> str:
-    """One pipeline per source, with tee(1) where a source feeds several rules."""
+    """One pipeline per source and per rule, joined by FIFOs in a temporary directory
+    (tee(1) where a source feeds several rules); the script waits for all of them and
+    exits with the worst status, so a cron run ends when its work is done."""
     where = bin_dir()
     readers = {p.input: p for p in plan.procs if p.input is not None}
+    segments: list[tuple[str, str | None, list[str]]] = []  # (label, input FIFO name, commands)
+
+    def walk(head: Proc, fed_by: str | None) -> None:
+        cmds: list[str] = []
+        p = head
+        while True:
+            if p.command == "fc-tee":
+                names = [o.stem for o in p.outputs]
+                cmds.append("tee " + " ".join(f'"$fifos/{n}"' for n in names) + " > /dev/null")
+                segments.append((head.label, fed_by, cmds))
+                for out, name in zip(p.outputs, names, strict=True):
+                    walk(readers[out], name)
+                return
+            cmd = shlex.join([*command_argv(p.command, where), *p.args])
+            if not p.outputs:
+                cmds.append(cmd + " > /dev/null")
+                segments.append((head.label, fed_by, cmds))
+                return
+            cmds.append(cmd)
+            p = readers[p.outputs[0]]
+
+    for p in plan.procs:
+        if p.command == "fc-watch":
+            walk(p, None)
     lines = [
         "#!/usr/bin/env bash",
         f"# File Conveyor pipelines, {HEADER.format(config=plan.config.path)}.",
-        "# Live until Ctrl-C; add --scan-once to fc-watch for one pass (cron).",
-        "set -euo pipefail",
+        "# Live until Ctrl-C; add --scan-once to fc-watch for one pass (cron): the script",
+        "# then ends when every branch is done, with the worst exit status of them all.",
+        "set -uo pipefail",
     ]
     for var, what in _secrets(plan).items():
         lines.append(f': "${{{var}:?set {var}, the secret of {what.split(": ")[0]}}}"  # ({what})')
-    for p in plan.procs:
-        if p.command != "fc-watch":
-            continue
+    fanned = [fed for _, fed, _ in segments if fed]
+    if fanned:
+        lines += [
+            'fifos=$(mktemp -d) && trap \'rm -rf "$fifos"\' EXIT',
+            "mkfifo " + " ".join(f'"$fifos/{n}"' for n in fanned),
+        ]
+    lines.append("pids=()")
+    for label, fed, cmds in segments:
         lines.append("")
-        lines.append(f"# {p.label}")
-        lines.append(_pipe(p, readers, where, 0) + " &")
-    lines += ["", "wait", ""]
+        lines.append(f"# {label}")
+        first = cmds[0] + (f' < "$fifos/{fed}"' if fed else "")
+        lines.append(" \\\n  | ".join([first, *cmds[1:]]) + " &")
+        lines.append("pids+=($!)")
+    lines += [
+        "",
+        "status=0",
+        'for pid in "${pids[@]}"; do wait "$pid" || status=$?; done',
+        'exit "$status"',
+        "",
+    ]
     return "\n".join(lines)
-
-
-def _pipe(p: Proc, readers: dict[Path | None, Proc], where: Path | None, depth: int) -> str:
-    pad = "  " * (depth + 1)
-    if p.command == "fc-tee":
-        branches = [readers[o] for o in p.outputs]
-        inner = f" \\\n{pad}".join(f">({_pipe(b, readers, where, depth + 1)})" for b in branches)
-        return f"tee \\\n{pad}{inner} \\\n{pad}> /dev/null"
-    cmd = shlex.join([*command_argv(p.command, where), *p.args])
-    if not p.outputs:
-        return cmd + " > /dev/null"
-    (out,) = p.outputs
-    return f"{cmd} \\\n{pad}| {_pipe(readers[out], readers, where, depth)}"
 
 
 # -- supervisord -----------------------------------------------------------------------
@@ -98,6 +125,10 @@ def supervisord(plan: Plan) -> str:
         f"; File Conveyor for supervisord, {HEADER.format(config=plan.config.path)}.",
         "; Include it from supervisord.conf ([include] files = ...), then: supervisorctl update.",
         "; Each stage creates the FIFOs it uses before it starts, so any start order works.",
+        f"; supervisorctl status {plan.group}:* shows the processes; fc-conveyor --status {plan.config.path}",
+        "; shows their queues and failures.  No PID file is written: for the Drupal CDN module's check,",
+        "; point it at supervisord's own pidfile.  Failed files are retried when fc-transport starts",
+        "; with --retry-failed (fc-conveyor adds it at each start; add it here by hand if you wish).",
     ]
     if secrets:
         lines.append("; Secrets come from supervisord's environment: " + ", ".join(secrets) + ".")
@@ -121,7 +152,7 @@ def supervisord(plan: Plan) -> str:
         if p.env:
             lines.append("environment=" + ",".join(f'{k}="%(ENV_{k})s"' for k in p.env))
         lines.append("")
-    lines += ["[group:fileconveyor]", "programs=" + ",".join(names), ""]
+    lines += [f"[group:{plan.group}]", "programs=" + ",".join(names), ""]
     return "\n".join(lines)
 
 
@@ -140,7 +171,7 @@ def systemd(plan: Plan) -> str:
     out = [
         f"# File Conveyor as systemd user units, {HEADER.format(config=plan.config.path)}.",
         "# Save each part below as the file it names in ~/.config/systemd/user/, then:",
-        "#   systemctl --user daemon-reload && systemctl --user enable --now fileconveyor.target",
+        f"#   systemctl --user daemon-reload && systemctl --user enable --now {plan.group}.target",
     ]
     secrets = _secrets(plan)
     if secrets:
@@ -151,10 +182,10 @@ def systemd(plan: Plan) -> str:
     for p in plan.start_order():
         unit = [
             "",
-            f"# --- fc-{p.name}.service ---",
+            f"# --- {plan.group}-{p.name}.service ---",
             "[Unit]",
             f"Description=File Conveyor {p.command} ({p.label})",
-            "PartOf=fileconveyor.target",
+            f"PartOf={plan.group}.target",
             "",
             "[Service]",
         ]
@@ -165,14 +196,14 @@ def systemd(plan: Plan) -> str:
         if p.env:
             unit.append("EnvironmentFile=%h/.config/fileconveyor/secrets.env")
         unit += ["Restart=always", "RestartSec=2", "KillSignal=SIGTERM", "TimeoutStopSec=30", ""]
-        unit += ["[Install]", "WantedBy=fileconveyor.target"]
+        unit += ["[Install]", f"WantedBy={plan.group}.target"]
         out += unit
     out += [
         "",
-        "# --- fileconveyor.target ---",
+        f"# --- {plan.group}.target ---",
         "[Unit]",
         "Description=File Conveyor (every stage)",
-        "Wants=" + " ".join(f"fc-{p.name}.service" for p in plan.procs),
+        "Wants=" + " ".join(f"{plan.group}-{p.name}.service" for p in plan.procs),
         "",
         "[Install]",
         "WantedBy=default.target",

@@ -8,6 +8,7 @@ SIGTERM means stop, not "restart in 10 seconds"."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import logging.handlers
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, Exit
+from ..state import lock_holder
 from .config import Server
 from .plan import Plan, Proc
 from .render import bin_dir, command_argv
@@ -70,6 +72,12 @@ def level_of(line: str) -> int:
     return {"error": logging.ERROR, "warning": logging.WARNING, "debug": logging.DEBUG}.get(kind, logging.INFO)
 
 
+class AlreadyRunning(ConfigError):
+    """Another fc-conveyor (or another supervisor's stages) runs this config: exit 4."""
+
+    exit = Exit.RETRY
+
+
 # -- PID file --------------------------------------------------------------------------
 
 
@@ -83,16 +91,19 @@ class PidFile:
     def acquire(self) -> None:
         other = running_pid(self.path)
         if other is not None and other != os.getpid():
-            raise ConfigError(f"File Conveyor is already running with this PID file (pid {other}): {self.path}")
+            raise AlreadyRunning(f"File Conveyor is already running with this PID file (pid {other}): {self.path}")
         self.write()
 
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{os.getpid()}\n")
-        os.replace(tmp, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise ConfigError(f"PID_FILE (--pid-file): cannot write {self.path}: {exc.strerror}") from None
 
     def refresh(self) -> None:
         if not self.path.exists():
@@ -195,6 +206,7 @@ class Supervisor:
         *,
         stage_verbosity: int = 0,
         should_stop: Callable[[], bool] = lambda: False,
+        stop_reason: Callable[[], str] = lambda: "asked to",
     ):
         global _SUPERVISOR_PID
         _SUPERVISOR_PID = os.getpid()
@@ -203,11 +215,13 @@ class Supervisor:
         self.settings = plan.config.settings
         self.children = [Child(p) for p in plan.start_order()]
         self.should_stop = should_stop
+        self.stop_reason = stop_reason
         self.wake_fd: int | None = None  # readable when a stop is requested: wakes the loop at once
         self.pidfile = PidFile(self.settings.pid_file)
         self.where = bin_dir()
         self.stage_verbosity = stage_verbosity
         self._sel = selectors.DefaultSelector()
+        self._dir_lock: int | None = None
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -221,8 +235,16 @@ class Supervisor:
 
     def prepare(self) -> None:
         s = self.settings
-        for d in (s.state_dir, self.plan.fifo_dir, s.working_dir, s.synced_files_db.parent):
-            d.mkdir(parents=True, exist_ok=True)
+        for setting, d in (
+            ("PERSISTENT_DATA_DB (--state-dir)", s.state_dir),
+            ("PERSISTENT_DATA_DB (--state-dir)", self.plan.fifo_dir),
+            ("WORKING_DIR", s.working_dir),
+            ("SYNCED_FILES_DB (--db)", s.synced_files_db.parent),
+        ):
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"{setting}: cannot create {d}: {exc.strerror}") from None
         for fifo in self.plan.fifos:
             if fifo.exists() and not fifo.is_fifo():
                 raise ConfigError(f"{fifo} exists and is not a FIFO")
@@ -230,6 +252,47 @@ class Supervisor:
                 os.mkfifo(fifo, 0o600)
         for child in self.children:
             self._exe(child.proc.command)
+
+    def lock_state_dir(self) -> None:
+        """One fc-conveyor per state directory, whatever its PID file: a second one would
+        only fight the first for every stage's state file."""
+        path = self.settings.state_dir / "conveyor.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise AlreadyRunning(
+                f"another fc-conveyor (pid {holder}) runs this config's stages (state directory "
+                f"{self.settings.state_dir}); stop it first"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._dir_lock = fd
+
+    def wait_for_old_stages(self, timeout: float = 60.0) -> None:
+        """Stages of a previous run may still be finishing (fc-conveyor was killed and they
+        got SIGTERM), or supervisord/systemd may run them: wait for their state files."""
+        deadline = time.monotonic() + timeout
+        said = False
+        while True:
+            busy = {c.proc.name: pid for c in self.children if c.proc.state and (pid := lock_holder(c.proc.state))}
+            if not busy:
+                return
+            if time.monotonic() >= deadline:
+                raise AlreadyRunning(
+                    "these stages' state files are still in use, by processes fc-conveyor did not start "
+                    "(supervisord or systemd running the same stages?): "
+                    + ", ".join(f"{n} (pid {pid})" for n, pid in sorted(busy.items()))
+                )
+            if not said:
+                self.log.warning(
+                    f"Waiting up to {timeout:.0f} s for {len(busy)} stage process(es) of an earlier run to finish: "
+                    + ", ".join(f"{n} (pid {pid})" for n, pid in sorted(busy.items()))
+                )
+                said = True
+            time.sleep(0.5)
 
     def check_servers(self) -> None:
         servers = list(self.plan.config.servers.values())
@@ -247,13 +310,14 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         p = child.proc
-        argv = [*self._exe(p.command), *(["-v"] * self.stage_verbosity), *p.argv[1:]]
+        first = p.first_args if child.restarts == 0 else []
+        argv = [*self._exe(p.command), *(["-v"] * self.stage_verbosity), *p.argv[1:], *first]
         env = {**os.environ, **p.env}
         env.pop("FC_STATE_DIR", None)  # every stage is given its --state
         child.popen = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if p.last else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             env=env,
             start_new_session=True,  # Ctrl-C reaches fc-conveyor only; it stops the stages in order
@@ -261,32 +325,41 @@ class Supervisor:
         )
         child.started = time.monotonic()
         child.restart_at = None
-        assert child.popen.stderr is not None
-        os.set_blocking(child.popen.stderr.fileno(), False)
-        self._sel.register(child.popen.stderr, selectors.EVENT_READ, (child, bytearray()))
+        child.tail.clear()  # what this run of it says
+        for stream, handler in ((child.popen.stderr, self._stage_line), (child.popen.stdout, self._event_line)):
+            if stream is not None:
+                os.set_blocking(stream.fileno(), False)
+                self._sel.register(stream, selectors.EVENT_READ, (child, handler, bytearray()))
         self.log.debug(f"started {p.name} (pid {child.popen.pid}): {' '.join(argv)}")
 
-    def _drain_stderr(self, timeout: float) -> None:
+    def _drain_streams(self, timeout: float) -> None:
         for key, _ in self._sel.select(timeout):
             if key.data is None:  # the stop request's wake-up fd
                 continue
-            child, buf = key.data
+            self._read(key)
+
+    def _read(self, key: selectors.SelectorKey, to_end: bool = False) -> None:
+        child, handler, buf = key.data
+        while True:
             try:
                 data = os.read(key.fd, 65536)
             except BlockingIOError:
-                continue
+                return
             except OSError:
                 data = b""
             if not data:
                 self._sel.unregister(key.fileobj)
                 if buf:
-                    self._stage_line(child, bytes(buf))
-                continue
+                    handler(child, bytes(buf))
+                    buf.clear()
+                return
             buf += data
             *lines, rest = buf.split(b"\n")
             buf[:] = rest
             for line in lines:
-                self._stage_line(child, line)
+                handler(child, line)
+            if not to_end:
+                return
 
     def _stage_line(self, child: Child, raw: bytes) -> None:
         line = raw.decode("utf-8", "replace").rstrip("\r")
@@ -295,6 +368,30 @@ class Supervisor:
         child.tail.append(line)
         self.log.getChild(child.proc.name).log(level_of(line), line)
 
+    def _event_line(self, child: Child, raw: bytes) -> None:
+        """An event at the end of a branch: what was synced, or what failed, for the log
+        (the original logged "Synced: ..." for every file, and every failure)."""
+        try:
+            ev = json.loads(raw)
+        except ValueError:
+            return
+        if not isinstance(ev, dict):
+            return
+        log = self.log.getChild(child.proc.name)
+        path, kind, server = ev.get("path") or ev.get("rel"), ev.get("kind"), ev.get("server")
+        if ev.get("error"):
+            hint = (
+                " Fix it, then restart fc-conveyor: it retries failed files when it starts."
+                if ev.get("error_kind") == "permanent" and server
+                else ""
+            )
+            log.error(f"Failed: '{path}' ({kind})" + (f" to '{server}'" if server else "") + f": {ev['error']}.{hint}")
+        elif ev.get("superseded"):
+            log.info(f"Deleted the old name '{ev.get('remote')}' of '{path}' on '{server}'.")
+        elif ev.get("transported"):
+            url = f": {ev['url']}" if ev.get("url") and ev["transported"] != "deleted" else ""
+            log.info(f"Synced: '{path}' ({kind}, {ev['transported']}) to '{server}'{url}.")
+
     def _reap(self, now: float) -> int | None:
         """Notice stages that ended; schedule their restart.  Returns an exit status to
         stop with, when restarting cannot help."""
@@ -302,12 +399,15 @@ class Supervisor:
             if child.popen is None or child.popen.poll() is None:
                 continue
             code = child.popen.returncode
-            self._close_stderr(child)
+            self._close_streams(child)
             child.popen = None
             child.last_exit = code
             ran = now - child.started
             child.failures = 1 if ran >= STABLE_AFTER else child.failures + 1
-            child.config_failures = child.config_failures + 1 if code in (Exit.USAGE, Exit.CONFIG) else 0
+            # a usage or configuration error, or a state file another process holds: no
+            # restart will fix these
+            hopeless = code in (Exit.USAGE, Exit.CONFIG) or any("in use by another process" in t for t in child.tail)
+            child.config_failures = child.config_failures + 1 if hopeless else 0
             delay = min(self.settings.restart_interval, 0.5 * 2 ** (child.failures - 1))
             what = f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
             self.log.error(
@@ -318,32 +418,26 @@ class Supervisor:
             if child.config_failures >= GIVE_UP_AFTER:
                 self.log.critical(
                     f"Stage {child.proc.name} failed {child.config_failures} times in a row with a usage or "
-                    "configuration error; restarting it cannot help. Stopping File Conveyor."
+                    "configuration error (or its state file is in use elsewhere); restarting it cannot help. "
+                    "Stopping File Conveyor."
                 )
                 return Exit.CONFIG
             child.restart_at = now + delay
         return None
 
-    def _close_stderr(self, child: Child) -> None:
+    def _close_streams(self, child: Child) -> None:
+        """Read what an ended stage wrote last, then forget its pipes."""
         popen = child.popen
-        if popen is None or popen.stderr is None:
+        if popen is None:
             return
-        # what it wrote last, then forget the pipe
-        with contextlib.suppress(KeyError, ValueError):
-            key = self._sel.get_key(popen.stderr)
-            _, buf = key.data
-            while True:
-                try:
-                    data = os.read(popen.stderr.fileno(), 65536)
-                except (BlockingIOError, OSError):
-                    break
-                if not data:
-                    break
-                buf += data
-            for line in bytes(buf).split(b"\n"):
-                self._stage_line(child, line)
-            self._sel.unregister(popen.stderr)
-        popen.stderr.close()
+        for stream in (popen.stderr, popen.stdout):
+            if stream is None:
+                continue
+            with contextlib.suppress(KeyError, ValueError):
+                self._read(self._sel.get_key(stream), to_end=True)
+            with contextlib.suppress(KeyError, ValueError):
+                self._sel.unregister(stream)
+            stream.close()
 
     def run(self) -> int:
         self.pidfile.acquire()
@@ -351,6 +445,8 @@ class Supervisor:
             return self._run()
         finally:
             self.pidfile.release()
+            if self._dir_lock is not None:
+                os.close(self._dir_lock)
 
     def _run(self) -> int:
         if self.wake_fd is not None:
@@ -359,6 +455,8 @@ class Supervisor:
         for w in self.plan.config.warnings:
             self.log.warning(f"Config: {w}")
         self.prepare()
+        self.lock_state_dir()
+        self.wait_for_old_stages()
         self.check_servers()
         for child in self.children:
             self._start(child)
@@ -366,7 +464,7 @@ class Supervisor:
         next_status = next_pid = 0.0
         status = Exit.OK
         while not self.should_stop():
-            self._drain_stderr(0.2)
+            self._drain_streams(0.2)
             now = time.monotonic()
             stop = self._reap(now)
             if stop is not None:
@@ -390,21 +488,22 @@ class Supervisor:
         if self.wake_fd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(self.wake_fd)  # stays readable: would spin the waits below
-        self.log.warning("Stopping every stage" + (" (asked to)." if self.should_stop() else "."))
+        why = self.stop_reason() if self.should_stop() else ""
+        self.log.warning("Stopping every stage" + (f" ({why})." if why else "."))
         live = [c for c in self.children if c.popen is not None]
         for c in live:
             with contextlib.suppress(ProcessLookupError):
                 c.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
         deadline = time.monotonic() + STOP_GRACE
         while any(c.popen.poll() is None for c in live) and time.monotonic() < deadline:  # type: ignore[union-attr]
-            self._drain_stderr(0.1)
+            self._drain_streams(0.1)
         for c in live:
             assert c.popen is not None
             if c.popen.poll() is None:
                 self.log.error(f"Stage {c.proc.name} did not stop within {STOP_GRACE:g} s: killed.")
                 c.popen.kill()
                 c.popen.wait()
-            self._close_stderr(c)
+            self._close_streams(c)
             c.last_exit = c.popen.returncode
             c.popen = None
         self.write_status(stopped=True)

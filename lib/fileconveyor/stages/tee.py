@@ -86,7 +86,8 @@ class Tee:
                 for o in waiting:
                     self.warn(
                         f"no reader on {o.path} after {self.first_wait:g} s; going on without it "
-                        "(its lines are re-sent by the writer once its reader starts)"
+                        "(a File Conveyor stage reading it later gets what it missed from the "
+                        "File Conveyor stage that wrote it; other readers do not)"
                     )
                 break
             if not announced:
