@@ -11,7 +11,10 @@ the original File Conveyor's ``package.Class`` form works too.
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
+import sys
 from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -67,6 +70,14 @@ class Registry(Generic[T]):
                     f"(or give a third-party one as package.module:Class)"
                 )
         module_name, _, attr = target.partition(":")
+        if canonical not in self.builtins and not _importable(module_name.split(".")[0]):
+            # No such module at all: most often a typo of a built-in name, not a package to install.
+            close = difflib.get_close_matches(canonical, self.names(), n=3, cutoff=0.75)
+            hint = f"did you mean {' or '.join(close)}? " if close else ""
+            raise ConfigError(
+                f"unknown {self.kind} {name!r}: no built-in one and no installed module {module_name!r}; "
+                f"{hint}available: {', '.join(self.names())} (a third-party one needs its package installed)"
+            )
         module = _guarded(name, self.kind, lambda: importlib.import_module(module_name))
         try:
             cls = getattr(module, attr)
@@ -78,6 +89,15 @@ class Registry(Generic[T]):
         if not (isinstance(cls, type) and issubclass(cls, self.base)):
             raise ConfigError(f"{self.kind} {name!r} is not a {self.base.__name__} subclass")
         return cls
+
+
+def _importable(top: str) -> bool:
+    if top in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _guarded(name: str, kind: str, load):  # type: ignore[no-untyped-def]

@@ -58,3 +58,10 @@ def test_unknown_and_wrong_type(reg: Registry[Base]) -> None:
         reg.get("fc_test_plugins:NotAPlugin")
     with pytest.raises(ConfigError, match="has no 'Missing'"):
         reg.get("fc_test_plugins:Missing")
+
+
+def test_a_typo_in_a_module_name_is_not_sent_to_pip(reg: Registry[Base]) -> None:
+    """ "god.Good" is a typo of a built-in, not a package to install."""
+    with pytest.raises(ConfigError, match=r"no installed module 'god'; did you mean good.Good\?") as info:
+        reg.get("god.Good")
+    assert "pip install" not in str(info.value)
