@@ -485,6 +485,19 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
         )
         wait_for(lambda: {f"misc/n{i}.txt" for i in range(20)} <= tree(cdn / "all"), 60, "the files written meanwhile")
         assert "RUNNING" in ctl("status") and "FATAL" not in ctl("status")
+        # fc-conveyor --status still tells what runs (the stages with a state file), and where
+        st = json.loads(
+            subprocess.run(
+                [sys.executable, str(BIN / "fc-conveyor"), "--status", "--json", str(cfg)],
+                capture_output=True,
+                timeout=30,
+                check=True,
+            ).stdout
+        )
+        assert st["running"] is False
+        stateful = [x for x in st["stages"] if x["command"] != "fc-tee"]
+        assert stateful and all(x["state"] == "running outside fc-conveyor" for x in stateful), stateful
+        assert int(ctl("pid", "fileconveyor:site-r2-transport")) in [x["pid"] for x in stateful]
     finally:
         d.send_signal(signal.SIGTERM)
         try:

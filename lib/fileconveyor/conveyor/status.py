@@ -12,6 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..records import has_table, open_readonly
 from ..stages.record_status import state_status, synced_status
+from ..state import lock_holder
 from .plan import Plan
 from .supervisor import running_pid, status_path
 
@@ -29,6 +30,12 @@ def gather(plan: Plan) -> dict[str, Any]:
         entry: dict[str, Any] = {"name": p.name, "command": p.command, "label": p.label}
         st = live.get(p.name)
         entry["state"] = st["state"] if st else "not running"
+        holder = lock_holder(p.state) if p.state is not None and not st else None
+        if holder:
+            # no fc-conveyor runs it, but some process has its state open: supervisord,
+            # systemd, or a shell running the printed pipelines
+            entry["state"] = "running outside fc-conveyor"
+            entry["pid"] = holder
         for k in ("pid", "up_seconds", "restarts", "last_exit"):
             if st and st.get(k) is not None:
                 entry[k] = st[k]
@@ -77,8 +84,10 @@ def format_status(st: dict[str, Any]) -> str:
     width = max((len(x["name"]) for x in st["stages"]), default=0)
     for x in st["stages"]:
         text = f"  {x['name']:<{width}}  {x['state']}"
-        if "pid" in x:
+        if "up_seconds" in x:
             text += f" (pid {x['pid']}, up {x['up_seconds']:.0f} s)"
+        elif "pid" in x:
+            text += f" (pid {x['pid']})"
         if x.get("restarts"):
             text += f", restarted {x['restarts']}x (last exit {x.get('last_exit')})"
         w = x.get("watch")

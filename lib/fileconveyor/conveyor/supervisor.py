@@ -222,6 +222,7 @@ class Supervisor:
         self.stage_verbosity = stage_verbosity
         self._sel = selectors.DefaultSelector()
         self._dir_lock: int | None = None
+        self._stopping = False
 
     # -- set-up ---------------------------------------------------------------------
 
@@ -366,7 +367,10 @@ class Supervisor:
         if not line.strip():
             return
         child.tail.append(line)
-        self.log.getChild(child.proc.name).log(level_of(line), line)
+        level = level_of(line)
+        if self._stopping and "went away" in line:
+            level = logging.INFO  # stages stopping together: a neighbour gone first is expected
+        self.log.getChild(child.proc.name).log(level, line)
 
     def _event_line(self, child: Child, raw: bytes) -> None:
         """An event at the end of a branch: what was synced, or what failed, for the log
@@ -485,6 +489,7 @@ class Supervisor:
         return status
 
     def shutdown(self) -> None:
+        self._stopping = True
         if self.wake_fd is not None:
             with contextlib.suppress(KeyError, ValueError):
                 self._sel.unregister(self.wake_fd)  # stays readable: would spin the waits below
