@@ -15,7 +15,9 @@ Every run starts with a fresh state file; inputs are files (``--input``), output
 go to files, so the figures are the command's own.  Each row gives the wall
 time and the CPU time (user + sys of the command and the tools it ran): on a busy
 machine wall-clock ratios mean little, while CPU shows fc-process's own overhead
-over the bare tools.  Before each run it waits (up to --quiet-wait s) for other
+over the bare tools.  "own CPU" is fc-process's process alone, without its tools
+(measured inside it at exit, start-up included): the figure other load and the tools' own variation
+(about 1 s either way on the full CPU column) do not blur.  Before each run it waits (up to --quiet-wait s) for other
 work to stop, and shows how much CPU other processes took during the run anyway.
 Results: stdout and bench/results/process-<date>.md.  Not run by ``make test``.
 
@@ -117,6 +119,19 @@ def pass_events(path: Path, n: int) -> None:
 
 
 CPU: list[float] = []  # CPU seconds (user + sys, children included) of the last timed run
+OWN: list[float | None] = [None]  # fc-process's own CPU seconds (its tools excluded) in the last run
+
+# Runs bin/fc-process in this interpreter and reports, at exit, the CPU of this
+# process alone (RUSAGE_SELF: the tools it ran are not in it).
+OWN_CPU_WRAPPER = """\
+import atexit, os, resource, runpy, sys
+def report():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    os.write(2, b"\\nbench-own-cpu %.3f\\n" % (r.ru_utime + r.ru_stime))
+atexit.register(report)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
 
 
 def busy_seconds() -> float:
@@ -152,6 +167,9 @@ def timed(argv: list[str], **kw) -> float:  # type: ignore[no-untyped-def]
     OTHERS[:] = [max(0.0, busy_seconds() - b0 - CPU[0])]
     if res.returncode != 0:
         raise SystemExit(f"{argv[:3]} failed ({res.returncode}): {res.stderr.decode()[-2000:]}")
+    lines = res.stderr.decode(errors="replace").splitlines()
+    own = [line.split()[1] for line in lines if line.startswith("bench-own-cpu ")]
+    OWN[:] = [float(own[-1]) if own else None]
     return took
 
 
@@ -161,7 +179,8 @@ def fc(cmd: str) -> list[str]:
 
 def run_process(work: Path, events: Path, jobs: int | None, chain: str) -> float:
     state = work / f"state-{time.monotonic_ns()}"
-    argv = [*fc("fc-process"), "--chain", chain, "--input", str(events), "--output", str(state) + ".out"]
+    argv = [sys.executable, "-c", OWN_CPU_WRAPPER, str(ROOT / "bin" / "fc-process"), "--chain", chain]
+    argv += ["--input", str(events), "--output", str(state) + ".out"]
     argv += ["--state", str(state) + ".db", "--work-dir", str(work / "fcwork")]
     if jobs:
         argv += ["--jobs", str(jobs)]
@@ -190,11 +209,12 @@ def run_xargs(work: Path, files: list[Path]) -> float:
     took = time.perf_counter() - t0
     CPU[:] = [_children_cpu() - c0]
     OTHERS[:] = [max(0.0, busy_seconds() - b0 - CPU[0])]
+    OWN[:] = [None]
     shutil.rmtree(out)
     return took
 
 
-HEADER = "| run | wall | CPU | rate | ratio | others' CPU meanwhile |\n|---|---|---|---|---|---|"
+HEADER = "| run | wall | CPU | own CPU | rate | ratio | others' CPU meanwhile |\n|---|---|---|---|---|---|---|"
 OTHERS: list[float] = [0.0]  # CPU seconds other processes used during the last timed run
 
 
@@ -213,7 +233,11 @@ def main() -> int:
     rows: list[str] = []
 
     def report(name: str, seconds: float, count: int, note: str = "") -> None:
-        row = f"| {name} | {seconds:.2f} s | {CPU[0]:.2f} s | {count / seconds:,.0f}/s | {note} | {OTHERS[0]:.1f} s |"
+        own = f"{OWN[0]:.2f} s ({OWN[0] * 1000 / count:.2f} ms/file)" if OWN[0] is not None else ""
+        row = (
+            f"| {name} | {seconds:.2f} s | {CPU[0]:.2f} s | {own} | {count / seconds:,.0f}/s | {note} "
+            f"| {OTHERS[0]:.1f} s |"
+        )
         rows.append(row)
         print(row, flush=True)
 
@@ -229,8 +253,8 @@ def main() -> int:
         for _ in range(args.repeat):
             wait_for_quiet(args.quiet_wait)
             took = run()
-            results.append((took, CPU[0], OTHERS[0]))
-        took, CPU[0], OTHERS[0] = min(results)
+            results.append((took, CPU[0], OTHERS[0], OWN[0]))
+        took, CPU[0], OTHERS[0], OWN[0] = min(results, key=lambda r: r[0])
         return took
 
     t1 = best(lambda: run_process(work, ev, 1, "image_optimizer.Max"))

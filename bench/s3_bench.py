@@ -68,6 +68,13 @@ def main() -> None:
     p.add_argument("--connections", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="default 1 2 4 8 16")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement, median reported (default 1)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-s3-bench")
+    p.add_argument("--sets", default="small,large", help="which sets to run: small, large or both (default)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also time the fc-transport of another checkout (say, before a change), in the same run",
+    )
     args = p.parse_args()
     rclone, aws = need("rclone"), need("aws")
     work = args.workdir
@@ -90,7 +97,12 @@ def main() -> None:
         "aws": subprocess.run([aws, "--version"], capture_output=True, text=True, env=env).stdout.strip(),
     }
     rows: list[tuple] = []
+    labels = ["fc-transport", "rclone copy", "aws s3 sync"]
+    if args.compare_with:
+        labels.insert(1, f"fc-transport ({args.compare_with})")
     for name, (tree, count, size) in sets.items():
+        if name not in args.sets.split(","):
+            continue
         mb = count * size / 1e6
         for n in args.connections:
             (work / "aws-config").write_text(
@@ -98,16 +110,17 @@ def main() -> None:
             )
             state = work / "transport-state.db"
             results: dict[str, float] = {}
-            for label in ("fc-transport", "rclone copy", "aws s3 sync"):
+            for label in labels:
                 times = []
                 for _ in range(args.repeat):
                     server = start_server(work)
                     endpoint = f"http://127.0.0.1:{server.port}"
                     prefix = f"{label.split()[0]}-{name}"
                     remove_state(state)
-                    if label == "fc-transport":
+                    if label.startswith("fc-transport"):
                         spec = f"s3://{BUCKET}/{prefix}?endpoint_url={endpoint}&connections={n}"
-                        argv = [PY, str(ROOT / "bin" / "fc-transport"), "-q", "--to", spec, "--state", str(state)]
+                        checkout = args.compare_with if label != "fc-transport" else ROOT
+                        argv = [PY, str(checkout / "bin" / "fc-transport"), "-q", "--to", spec, "--state", str(state)]
                         argv += ["--input", str(events[name]), "--output", os.devnull]
                     elif label == "rclone copy":
                         argv = [rclone, "--config", "/dev/null", "copy", "--transfers", str(n), "--checkers", str(n)]
@@ -139,6 +152,9 @@ def main() -> None:
                 print(f"{name:5} {n:2} {label:14} {count / median:9.0f} files/s {mb / median:8.1f} MB/s", flush=True)
             best = min(results["rclone copy"], results["aws s3 sync"])
             rows.append((name, n, "ratio fc-transport / best peer", best / results["fc-transport"], 0, 0, []))
+            if args.compare_with:
+                other = best / results[f"fc-transport ({args.compare_with})"]
+                rows.append((name, n, f"ratio fc-transport ({args.compare_with}) / best peer", other, 0, 0, []))
             print(f"{name:5} {n:2} fc-transport / best peer: {best / results['fc-transport']:.2f}", flush=True)
     report(args, rows, versions)
 

@@ -194,6 +194,17 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=4, help="connections / rclone transfers (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement, median reported (default 3)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-transport-bench")
+    p.add_argument("--sets", default="small,large", help="which sets to run: small, large or both (default)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also time the fc-transport of another checkout (say, before a change), in the same run",
+    )
+    p.add_argument("--to", default="local,sftp", help="which destinations: local, sftp or both (default)")
+    p.add_argument(
+        "--tools", default="", help="only these tools, comma-separated labels' first words (fc-transport,rclone,scp)"
+    )
     args = p.parse_args()
     for tool in ("rclone", "scp", "ssh-keygen", "sshd"):
         need(tool)
@@ -213,8 +224,10 @@ def main() -> None:
     rows = []
     try:
         for name, (tree, count, size) in sets.items():
+            if name not in args.sets.split(","):
+                continue
             mb = count * size / 1e6
-            for where in ("local", "sftp"):
+            for where in args.to.split(","):
                 dest = work / "dest-local" if where == "local" else remote
                 state = work / "transport-state.db"
 
@@ -229,8 +242,11 @@ def main() -> None:
                 )
                 fc = [PY, str(ROOT / "bin" / "fc-transport"), "-q", "--to", spec, "--state", str(state)]
                 fc += ["--input", str(events[name]), "--output", os.devnull]
-                peers: dict[str, list[str]] = {
-                    "fc-transport": fc,
+                peers: dict[str, list[str]] = {"fc-transport": fc}
+                if args.compare_with:
+                    other = str(args.compare_with / "bin" / "fc-transport")
+                    peers[f"fc-transport ({args.compare_with})"] = [fc[0], other, *fc[2:]]
+                peers |= {
                     f"rclone copy --transfers {n}": [
                         *rclone,
                         str(tree),
@@ -239,6 +255,9 @@ def main() -> None:
                 }
                 if where == "sftp":
                     peers["scp -r"] = [*scp, str(tree), f"{sshd.user}@127.0.0.1:{dest}"]
+                if args.tools:
+                    wanted = args.tools.split(",")
+                    peers = {label: argv for label, argv in peers.items() if label.split()[0] in wanted}
                 results = {}
                 for label, argv in peers.items():
                     median, times = timed(clean, lambda argv=argv: run(argv), args.repeat)
@@ -246,8 +265,13 @@ def main() -> None:
                     results[label] = median
                     rows.append((name, where, label, count / median, mb / median, median, times))
                     print(f"{name:5} {where:5} {label:28} {count / median:9.0f} files/s {mb / median:8.1f} MB/s")
+                if f"rclone copy --transfers {n}" not in results or "fc-transport" not in results:
+                    continue
                 base = results[f"rclone copy --transfers {n}"]
                 rows.append((name, where, "ratio fc-transport / rclone", base / results["fc-transport"], 0, 0, []))
+                if args.compare_with:
+                    other = base / results[f"fc-transport ({args.compare_with})"]
+                    rows.append((name, where, f"ratio fc-transport ({args.compare_with}) / rclone", other, 0, 0, []))
                 print(f"{name:5} {where:5} fc-transport / rclone throughput: {base / results['fc-transport']:.2f}")
     finally:
         sshd.stop()

@@ -12,7 +12,7 @@ import pytest
 
 from fileconveyor.errors import ConfigError
 from fileconveyor.processors import PROCESSORS, Context, Output, Processor, ProcessorError, ToolMissing, apply, create
-from fileconveyor.processors.base import Tool, missing_tools
+from fileconveyor.processors.base import Tool, missing_tools, not_larger
 
 from ..conftest import require_tool
 from .conftest import HOSTILE, read, step
@@ -185,3 +185,70 @@ def test_apply_checks_file_exists(tmp_path: Path) -> None:
     ctx = Context(os.fsencode(src), os.fsencode(src), b"a", os.fsencode(tmp_path))
     with pytest.raises(ProcessorError, match="produced no output file"):
         apply(NoFile(), ctx)
+
+
+# -- how tools are run -----------------------------------------------------------------
+
+
+class ShowsItsInput(Processor):
+    """Its tool writes the input path it was given into the output file."""
+
+    name = "test.ShowsItsInput"
+    tools = (Tool("sh", "dash"),)
+
+    def process(self, ctx: Context) -> Output:
+        out = self.convert(ctx, b".txt", lambda src, out: ["sh", "-c", 'printf %s "$1" > "$2"', "sh", src, out])
+        assert out is not None
+        return Output(out, ctx.basename)
+
+
+@pytest.mark.parametrize("stem", [s for s in HOSTILE if s != b"-rf."] + [b"*.", b"[a].", b"a,b=c."], ids=repr)
+def test_tools_get_plain_paths_as_they_are_and_a_link_for_others(stem: bytes, tmp_path: Path) -> None:
+    for name in ("plain-name_1.txt", "-rf.txt"):  # an absolute path never looks like an option
+        plain = tmp_path / name
+        plain.write_text("x")
+        out, ctx = step(ShowsItsInput(), plain, tmp_path / "w")
+        assert read(out.path) == os.fsencode(plain)  # no symlink made for a plain name
+        assert os.path.dirname(out.path) == ctx.work_dir  # step files, no directory per step
+    hostile = os.path.join(os.fsencode(tmp_path), stem + b"txt")
+    with open(hostile, "wb") as f:
+        f.write(b"x")
+    out, ctx = step(ShowsItsInput(), hostile, tmp_path / "w")
+    given = read(out.path)
+    assert os.path.dirname(given) == ctx.work_dir and os.path.basename(given).endswith(b"-in.txt")
+    assert os.readlink(given) == hostile
+    upper = tmp_path / "UPPER.TXT"  # the extension the tool expects differs: staged as in.txt
+    upper.write_text("x")
+    out, _ = step(ShowsItsInput(), upper, tmp_path / "w")
+    assert read(out.path).endswith(b"-in.txt")
+
+
+def test_tool_lookup_follows_path_and_uninstalls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tool's path is looked up once per PATH, yet a tool removed later is reported as missing."""
+
+    class Fake(Processor):
+        name = "test.Fake"
+        tools = (Tool("fc-fake-tool", "fc-fake-package"),)
+
+        def process(self, ctx: Context) -> Output:
+            return not_larger(ctx, self.convert(ctx, b".txt", lambda src, out: ["fc-fake-tool", src, out]))
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    tool = bin_dir / "fc-fake-tool"
+    tool.write_text('#!/bin/sh\nprintf y > "$2"\n')
+    tool.chmod(0o755)
+    src = tmp_path / "a.txt"
+    src.write_text("longer")
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    out, _ = step(Fake(), src, tmp_path / "w")
+    assert read(out.path) == b"y"
+    tool.unlink()
+    with pytest.raises(ToolMissing, match=r"fc-fake-tool \(install it with: apt-get install fc-fake-package\)"):
+        step(Fake(), src, tmp_path / "w")
+    tool.write_text('#!/bin/sh\nprintf z > "$2"\n')
+    tool.chmod(0o755)
+    assert read(step(Fake(), src, tmp_path / "w")[0].path) == b"z"
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(ToolMissing):
+        step(Fake(), src, tmp_path / "w")

@@ -56,10 +56,11 @@ def test_old_name_deleted_after_the_delay(tmp_path: Path, env: dict[str, str]) -
     args = ["--to", f"file://{cdn}", "--state", str(tmp_path / "t.db"), "--delete-old-after", "1.5"]
     assert transport(args, env, jsonl([_version(src, work, 1, "created")])).returncode == 0
     started = time.monotonic()
-    # --drain-timeout 0: exit without waiting; the pending deletion must survive in the state file
+    # --drain-timeout 0: exit without waiting, with "try again later" (4) since work is left; the pending
+    # deletion must survive in the state file
     quick = transport([*args, "--drain-timeout", "0"], env, jsonl([_version(src, work, 2)]))
-    assert quick.returncode == 0, quick.stderr.decode()
-    assert b"not due for deletion yet" in quick.stderr
+    assert quick.returncode == 4, quick.stderr.decode()
+    assert b"1 superseded remote file(s) to delete (--delete-old-after) not done within the drain time" in quick.stderr
     assert [ev["transported"] for ev in lines(quick.stdout)] == ["uploaded"]  # no deletion yet, no event
     if time.monotonic() - started < 1.5:
         assert tree(cdn) == {"css/a_1.css": b"version 1", "css/a_2.css": b"version 2"}  # old URL still works

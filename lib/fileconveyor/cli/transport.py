@@ -58,7 +58,8 @@ name is deleted this long after the new upload, and reported by an event of its
 own: kind "modified", transported "deleted", superseded true, remote the old
 name (fc-record leaves the row of the current name alone).  Pending deletions
 live in the state file and survive a restart; those due within the drain time
-are carried out before fc-transport exits.
+are carried out before fc-transport exits; if some are left, it exits with
+status 4 (the next run does them).
 
 cf:// changed and deleted paths are invalidated on CloudFront in batches (one
 request per 1,000 paths, or after invalidate_after seconds); they are committed

@@ -95,7 +95,7 @@ def shell(plan: Plan) -> str:
     fanned = [fed for _, fed, _ in segments if fed]
     if fanned:
         lines += [
-            'fifos=$(mktemp -d) && trap \'rm -rf "$fifos"\' EXIT',
+            "fifos=$(mktemp -d) && trap 'rm -rf \"$fifos\"' EXIT",
             "mkfifo " + " ".join(f'"$fifos/{n}"' for n in fanned),
         ]
     lines.append("pids=()")

@@ -14,12 +14,13 @@ before and after (fc-process records the file to transport and its final name)::
 
 Rules (fc-process checks them):
 
-- write every file inside the event's work directory: ``ctx.scratch()`` gives a
-  fresh directory there; never touch ``ctx.input`` or ``ctx.original``;
+- write every file inside the event's work directory: ``ctx.work_file(b"out.png")``
+  gives a new path there (``ctx.scratch()`` a fresh directory); never touch
+  ``ctx.input`` or ``ctx.original``;
 - change only the base name (no ``/``), and only when ``renames = True``;
 - return ``Output(ctx.input, ctx.basename)`` to pass a file through unchanged;
 - run tools with ``self.convert()`` / ``self.run_tool()`` (argument lists, no shell,
-  staged file names, a timeout) and list them in ``tools`` for the start-up check;
+  safe file names, a timeout) and list them in ``tools`` for the start-up check;
 - raise ``ProcessorError`` when this file cannot be processed, ``RetryLater`` when
   it may work later.
 """
@@ -39,5 +40,5 @@ class Lowercase(Processor):
 
     def process(self, ctx: Context) -> Output:
         # Content unchanged, so no copy: the input itself goes on under a new name.
-        # A content change would write e.g. os.path.join(ctx.scratch(), b"out.png").
+        # A content change would write e.g. ctx.work_file(b"out.png").
         return Output(ctx.input, ctx.basename.lower())

@@ -6,23 +6,32 @@ step gets a Context and returns an Output.  All outputs are written inside the
 event's private work directory, so concurrent chains (and per-server chains of the
 same file) never overwrite each other.
 
-External tools always run without a shell, with an argument list and a timeout,
-and on *staged* file names (``in.png`` in a fresh scratch directory, a symlink to
-the real input): a file name with spaces, quotes, a leading dash, a newline or
-bytes that are not UTF-8 then never reaches a tool at all.  Java tools in
-particular decode argv with the locale and cannot open names that are not UTF-8.
+External tools always run without a shell, with an argument list and a timeout.
+A tool gets the input's own path only when that path is plain (absolute, ASCII
+letters, digits and ``._+-/`` only, ending in the extension the tool expects);
+any other name is *staged*: a symlink ``step-N-in.png`` in the work directory
+points to it.  A file name with spaces, quotes, glob characters, a newline or
+bytes that are not UTF-8 then never reaches a tool at all (Java tools decode argv
+with the locale and cannot open names that are not UTF-8; closure-compiler
+expands globs), while most files need no extra file-system operation.  Steps
+write ``step-N-...`` files in the event's work directory, not a directory each:
+fc-process's own CPU per file counts against the bare tools (bench/process_bench.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
+import select
 import shutil
+import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, NamedTuple
+from typing import IO, Any, ClassVar, NamedTuple
 
 from ..errors import ConfigError, FCError, RetryableError
 from ..events import display
@@ -85,6 +94,25 @@ class Context:
     def scratch(self) -> bytes:
         """A new empty directory inside the work dir, for one step's files."""
         return tempfile.mkdtemp(prefix=b"step-", dir=self.work_dir)
+
+    def work_file(self, name: bytes) -> bytes:
+        """A new path ``<work dir>/step-N-<name>`` (not created) for one step's file.
+
+        N counts for the whole process, so the path is new even in a work directory
+        shared by several contexts; no directory is needed per step."""
+        return os.path.join(self.work_dir, b"step-%d-%s" % (next(_STEPS), name))
+
+    def tool_input(self, ext: bytes, source: bytes | None = None) -> bytes:
+        """A path to the input (or to ``source``, an intermediate file) that is safe to
+        hand to an external tool: its own path when plain, else a symlink to it named
+        ``step-N-in<ext>`` (see the module docstring)."""
+        src = os.path.abspath(self.input if source is None else source)
+        ext = safe_ext(ext)
+        if ext and src.endswith(ext) and _PLAIN_PATH.fullmatch(src):
+            return src
+        safe = self.work_file(b"in" + ext)
+        os.symlink(src, safe)
+        return safe
 
     def stage_input(self, ext: bytes, copy: bool = False, source: bytes | None = None) -> tuple[bytes, bytes]:
         """(scratch dir, safe path to the input) for handing to an external tool.
@@ -149,11 +177,11 @@ class Processor:
         warn_exit: Collection[int] = (),
         source: bytes | None = None,
     ) -> bytes | None:
-        """Run a tool reading ``in<ext>`` (the input, or ``source``) and writing ``out<ext>``
-        (staged names); the output's path, or None when the tool exited with one of
-        ``warn_exit`` (its output is not to be trusted)."""
-        d, src = ctx.stage_input(ext, source=source)
-        out = os.path.join(d, b"out" + safe_ext(ext))
+        """Run a tool reading the input (or ``source``; see ``Context.tool_input``) and
+        writing ``step-N-out<ext>``; the output's path, or None when the tool exited with
+        one of ``warn_exit`` (its output is not to be trusted)."""
+        src = ctx.tool_input(ext, source=source)
+        out = ctx.work_file(b"out" + safe_ext(ext))
         return None if self.run_tool(argv(src, out), ctx, warn_exit=warn_exit) in warn_exit else out
 
     def run_tool(
@@ -170,35 +198,123 @@ class Processor:
         codes in ``warn_exit`` (jpegtran's 2: "warnings, e.g. a truncated file").
         stderr of a successful run holds warnings: they go to ``ctx.notes``.
         """
-        exe = shutil.which(os.fsdecode(argv[0]))
+        command = os.fsdecode(argv[0])
+        exe = _which(command)
         if exe is None:
-            tool = next((t for t in self.tools if t.command == os.fsdecode(argv[0])), None)
-            what = tool.hint() if tool else f"{os.fsdecode(argv[0])} (not found on PATH)"
-            raise ToolMissing(f"{self.name}: missing tool {what}")
+            raise self._missing(command)
         sink = open(stdout_to, "xb") if stdout_to is not None else None  # noqa: SIM115
         try:
-            proc = subprocess.run(
-                [exe, *argv[1:]],
-                stdin=subprocess.DEVNULL,
-                stdout=sink if sink is not None else subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                # in the work directory: a tool's stray files (backups, temp files) stay inside it
-                cwd=ctx.work_dir or None,
-                timeout=self.timeout,
-                check=False,
-            )
+            # in the work directory: a tool's stray files (backups, temp files) stay inside it
+            returncode, stderr = _run([exe, *argv[1:]], sink, ctx.work_dir or None, self.timeout)
         except subprocess.TimeoutExpired:
-            raise ProcessorError(f"{os.fsdecode(argv[0])} timed out after {self.timeout:g} s") from None
+            raise ProcessorError(f"{command} timed out after {self.timeout:g} s") from None
+        except FileNotFoundError as exc:
+            if exc.filename != exe:  # not the tool (the work dir?): the stage decides
+                raise
+            _EXE.pop((command, os.environ.get("PATH")), None)  # uninstalled or moved since we looked it up
+            if _which(command) is None:
+                raise self._missing(command) from None
+            raise RetryLater(f"{command} moved on PATH while running") from None
         finally:
             if sink is not None:
                 sink.close()
-        err = proc.stderr.decode("utf-8", "replace").strip()
-        tool = os.path.basename(os.fsdecode(argv[0]))
-        if proc.returncode != 0 and proc.returncode not in warn_exit:
-            raise ProcessorError(f"{tool} failed (exit {proc.returncode}): {gist(err) or 'no message'}")
-        if err or proc.returncode:
-            ctx.notes.append(f"{tool}: {gist(err) or 'exit ' + str(proc.returncode)}")
-        return proc.returncode
+        err = stderr.decode("utf-8", "replace").strip()
+        tool = os.path.basename(command)
+        if returncode != 0 and returncode not in warn_exit:
+            raise ProcessorError(f"{tool} failed (exit {returncode}): {gist(err) or 'no message'}")
+        if err or returncode:
+            ctx.notes.append(f"{tool}: {gist(err) or 'exit ' + str(returncode)}")
+        return returncode
+
+    def _missing(self, command: str) -> ToolMissing:
+        tool = next((t for t in self.tools if t.command == command), None)
+        what = tool.hint() if tool else f"{command} (not found on PATH)"
+        return ToolMissing(f"{self.name}: missing tool {what}")
+
+
+_STEPS = itertools.count(1)  # next() is atomic under the GIL: no lock needed between workers
+
+# Plain enough to hand to any tool as it is: absolute, no glob, quote, space,
+# option-like or non-ASCII character (see the module docstring).
+_PLAIN_PATH = re.compile(rb"/[A-Za-z0-9._+/-]*")
+
+# (command, PATH) -> the command's path: shutil.which stats every PATH entry, on every file
+_EXE: dict[tuple[str, str | None], str] = {}
+
+
+def _which(command: str) -> str | None:
+    key = (command, os.environ.get("PATH"))
+    exe = _EXE.get(key)
+    if exe is None:
+        exe = shutil.which(command)
+        if exe is not None:
+            _EXE[key] = exe
+    return exe
+
+
+def _run(argv: Sequence[str | bytes], stdout: IO[bytes] | None, cwd: bytes | None, timeout: float) -> tuple[int, bytes]:
+    """Run ``argv`` (stdin empty, stdout to ``stdout`` or discarded), within ``timeout``
+    seconds; (exit status, stderr).  TimeoutExpired after killing it.
+
+    Not subprocess.run(timeout=): after the tool closes stderr, its wait polls with
+    sleeps of 0.5 ms and more, a gap in which a --jobs slot idles, on every file.
+    Here the exit is awaited on a pidfd (Linux), so it is seen at once."""
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout if stdout is not None else subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        assert proc.stderr is not None
+        with proc.stderr:
+            stderr = _read_all(proc.stderr.fileno(), deadline, argv, timeout)
+        _wait(proc, deadline, argv, timeout)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc.returncode, stderr
+
+
+def _read_all(fd: int, deadline: float, argv: Sequence[str | bytes], timeout: float) -> bytes:
+    """Everything written to pipe ``fd`` until it is closed, or TimeoutExpired."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    chunks = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        if not poller.poll(min(left, 60.0) * 1000):
+            continue
+        data = os.read(fd, 65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float, argv: Sequence[str | bytes], timeout: float) -> None:
+    """Reap ``proc`` (its stderr is closed, so it is exiting), or TimeoutExpired."""
+    if proc.poll() is not None:
+        return
+    pidfd_open = getattr(os, "pidfd_open", None)
+    try:
+        fd = pidfd_open(proc.pid) if pidfd_open is not None else None
+    except OSError:  # an old kernel: subprocess's own (polling) wait
+        fd = None
+    if fd is not None:
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(left * 1000):
+                raise subprocess.TimeoutExpired(argv, timeout)
+        finally:
+            os.close(fd)
+    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def gist(stderr: str, limit: int = 400) -> str:
@@ -222,8 +338,13 @@ def split_name(name: bytes) -> tuple[bytes, bytes]:
 def not_larger(ctx: Context, candidate: bytes | None, renamed: bytes | None = None) -> Output:
     """``candidate`` (named ``renamed`` if given) when it is smaller than the input,
     else the input's own bytes and name: an optimiser must never make a file bigger."""
-    if candidate is not None and os.path.exists(candidate) and os.path.getsize(candidate) < os.path.getsize(ctx.input):
-        return Output(candidate, renamed or ctx.basename)
+    if candidate is not None:
+        try:
+            size = os.stat(candidate).st_size
+        except FileNotFoundError:
+            size = None
+        if size is not None and size < os.path.getsize(ctx.input):
+            return Output(candidate, renamed or ctx.basename)
     return Output(ctx.input, ctx.basename)
 
 
@@ -235,12 +356,25 @@ def checked(proc: Processor, ctx: Context, out: Output) -> Output:
     if name != ctx.basename and not proc.renames:
         raise ProcessorError(f"{proc.name} renamed the file but does not declare renames = True")
     if out.path != ctx.input:
-        work = os.path.realpath(ctx.work_dir) + b"/"
-        if not os.path.realpath(out.path).startswith(work):
+        if not _in_work_dir(ctx.work_dir, out.path):
             raise ProcessorError(f"{proc.name} wrote {display(out.path)} outside the work directory")
         if not os.path.isfile(out.path):
             raise ProcessorError(f"{proc.name} produced no output file")
     return out
+
+
+def _in_work_dir(work_dir: bytes, path: bytes) -> bool:
+    """Whether ``path`` is (or leads to) a file inside ``work_dir``."""
+    head, name = os.path.split(path)
+    if work_dir and head == work_dir and name not in (b"", b".", b".."):
+        # the common case, a step file: an entry of the work dir that is not a symlink
+        # is inside it, whatever the directories above are (no realpath lookups)
+        try:
+            if not stat.S_ISLNK(os.lstat(path).st_mode):
+                return True
+        except FileNotFoundError:
+            return True  # nothing there: "produced no output file"
+    return os.path.realpath(path).startswith(os.path.realpath(work_dir) + b"/")
 
 
 def apply(proc: Processor, ctx: Context) -> Output:

@@ -97,8 +97,7 @@ class Max(Processor):
     def _gif_to_png(self, ctx: Context) -> bytes:
         from PIL import Image
 
-        d = ctx.scratch()
-        png = os.path.join(d, b"converted.png")
+        png = ctx.work_file(b"converted.png")
         try:
             with Image.open(ctx.input) as im:
                 # mode P with its palette and transparency index: the PNG decodes to the same pixels.

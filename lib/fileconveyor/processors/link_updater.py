@@ -132,7 +132,7 @@ class CSSURLUpdater(Processor):
             raise RetryLater(f"not synced to server {server!r} yet: {', '.join(missing[:3])}{more}")
         if not changed:
             return Output(ctx.input, ctx.basename)
-        out = os.path.join(ctx.scratch(), b"out.css")
+        out = ctx.work_file(b"out.css")
         with open(out, "xb") as f:
             f.write(sheet.cssText)
         return Output(out, ctx.basename)

@@ -12,8 +12,6 @@ google_closure_compiler: one to two orders of magnitude faster, no JVM start-up.
 
 from __future__ import annotations
 
-import os
-
 import rcssmin
 import rjsmin
 
@@ -27,7 +25,7 @@ class _Minify(Processor):
     def process(self, ctx: Context) -> Output:
         with open(ctx.input, "rb") as f:
             data = f.read()
-        out = os.path.join(ctx.scratch(), b"out" + safe_ext(split_name(ctx.basename)[1]))
+        out = ctx.work_file(b"out" + safe_ext(split_name(ctx.basename)[1]))
         with open(out, "xb") as f:
             f.write(self.minify(data))
         return not_larger(ctx, out)

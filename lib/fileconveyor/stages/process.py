@@ -130,8 +130,20 @@ class ProcessStage(Stage):
         ev = item.event
         path = E.get_path(ev, "path")
         current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        work_dir = None
+        if any(proc.applies_to(current) for proc in self.chain):
+            # Set up before taking a slot, while other files' tools run: a slot freed by
+            # one file goes straight into the next file's tool.
+            source = E.get_path(ev, "file") if _has(ev, "file") else path
+            if not os.path.exists(source):
+                return self._vanished(item, path)
+            try:
+                work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+            except OSError:
+                pass  # _process tries again, and handles the error (a full disk pauses the lane)
+        out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
         with self._slots:
-            return self._process(item, path, current, {**_copy_event(ev), "processed": list(ev.get("processed", []))})
+            return self._process(item, path, current, out, work_dir)
 
     def quick(self, item: Item) -> Done | None:
         """The outcome of an item that needs no processor (a deleted event, a file no
@@ -164,11 +176,13 @@ class ProcessStage(Stage):
             return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
         return None
 
-    def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
+    def _process(self, item: Item, path: bytes, current: bytes, out: dict, work_dir: bytes | None) -> Outcome:
+        """Run the chain; ``work_dir`` is the event's work directory if already made."""
         ev = item.event
         source = E.get_path(ev, "file") if _has(ev, "file") else path
-        work_dir: bytes | None = None
-        ctx = Context(input=source, original=path, basename=current, work_dir=b"", event=ev, options=self._options(ev))
+        ctx = Context(
+            input=source, original=path, basename=current, work_dir=work_dir or b"", event=ev, options=self._options(ev)
+        )
         ran: list[str] = []
         proc: Processor | None = None
         try:

@@ -17,7 +17,12 @@ for every stage:
   and never holds up other lanes;
 - stages whose work is quick and local (no workers) run it inline: an event that
   is finished at once goes straight to the outbox, in the same transaction that
-  takes it, so a pass-through costs one commit per batch of lines.
+  takes it, so a pass-through costs one commit per batch of lines;
+- a lane hands out a few items more than it has workers (AHEAD_PER_WORKER), so its
+  workers never wait for the main thread between two items;
+- a stage's own threads (delayed deletions, CDN invalidations) write events through
+  ``emit`` (outbox first, like any output) and make the end of the input wait for
+  their work through ``add_timed``.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ import traceback
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
@@ -52,6 +57,11 @@ LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
+# Items a lane hands out beyond its workers, per worker: they wait in the lane's queue, so a worker that
+# finishes takes the next at once instead of waiting for the main thread's next round (its commit, for many
+# small files, took longer than a transfer: workers sat idle half the time).  Per-path order is unaffected:
+# only the head of each path's queue is ever handed out.
+AHEAD_PER_WORKER = 4
 
 
 # -- what a stage returns --------------------------------------------------------------
@@ -136,6 +146,23 @@ class Stage:
         pass
 
 
+class Timed(Protocol):
+    """Work a stage does at set times on threads of its own (stages/timed.py), which the end of the input
+    waits for like queued items: fc-transport's delayed deletions of old names, its CDN invalidations."""
+
+    def pending(self) -> int:
+        """How many are left."""
+        ...
+
+    def due_before(self, deadline: float) -> int:
+        """How many of them may be carried out before ``deadline`` (wall clock)."""
+        ...
+
+    def hurry(self) -> None:
+        """The input ended and every item is done: do now what was only waiting for company (a batch)."""
+        ...
+
+
 # -- scheduling: per-lane workers, per-key order ---------------------------------------
 
 
@@ -143,10 +170,14 @@ class Lane:
     def __init__(self, name: str, workers: int):
         self.name = name
         self.workers = workers
-        self.running = 0
+        self.running = 0  # handed out: being worked on, or in ``tasks`` for the next free worker
+        self.ahead = workers * AHEAD_PER_WORKER
         self.ready: list[tuple[int, Item]] = []  # heads of their key queues, due now
         self.waiting: list[tuple[float, int, Item]] = []  # heads not due yet
         self.paused_until = 0.0
+        # set by a worker whose item found the lane in trouble, until the main thread pauses the lane: the
+        # other workers put their queued items back meanwhile instead of knocking too
+        self.trouble = False
         self.backoff = 0.0
         self.probing = False
         self.tasks: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
@@ -156,7 +187,7 @@ class Lane:
         if now < self.paused_until:
             return 0
         # inline lanes (no workers) take all that is due in one round
-        limit = 1 if self.probing else (self.workers or 1 << 30)
+        limit = 1 if self.probing else (self.workers + self.ahead if self.workers else 1 << 30)
         return limit - self.running
 
 
@@ -212,6 +243,11 @@ class Scheduler:
                 cap -= 1
                 yield item
 
+    def put_back(self, item: Item) -> None:
+        """A handed-out item a worker did not start (its lane paused meanwhile): ready again, as it was."""
+        self.lanes[item.lane].running -= 1
+        self._push(item)
+
     def finished(self, item: Item) -> None:
         self.count -= 1
         lane = self.lanes[item.lane]
@@ -236,6 +272,7 @@ class Scheduler:
                 # jitter: many stages (or many machines) restarting against one server
                 lane.paused_until = mono + lane.backoff * random.uniform(0.5, 1.0)
                 lane.probing = True
+            lane.trouble = False  # paused now: workers look at paused_until
             delay = lane.paused_until - mono  # items that were already running wait with the rest
             item.not_before = 0.0
         else:
@@ -314,6 +351,8 @@ class Runner:
         self.room.set()
         self._order = itertools.count()
         self._eof = False
+        self._stopping = False
+        self._closed = False
         self._eof_at = 0.0
         self._out_fd: int | None = None
         self._next_prune = 0.0
@@ -321,6 +360,13 @@ class Runner:
         self._next_ack = 0.0
         self._next_id: int | None = None
         self._finished_ids: list[tuple[int]] = []
+        # emit(): while the loop runs, events go through self.events and the loop commits them; after it, the
+        # caller commits them itself, under this lock (worker and timed threads may still emit then)
+        self._emit_lock = threading.Lock()
+        self._looping = False
+        self._timed: list[tuple[Timed, str]] = []
+        self._hurried = False
+        self._hurried_works: set[int] = set()
         self._written_upto = 0
         self._started = time.time()
         self._lineno = 0
@@ -443,6 +489,25 @@ class Runner:
             self.sched.add(it)
         return len(items)
 
+    def emit(self, outputs: Sequence[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Write events no input item produced (an old name deleted later, say): they are committed to the
+        outbox, together with what ``also`` writes in the same transaction, before they are written, like any
+        output.  Callable from any thread: while the loop runs, it commits and writes them in its next round;
+        once it has ended (from Stage.close, or a stage's thread still finishing), they are committed and written
+        at once.  ``emit([], also)`` just commits ``also``."""
+        with self._emit_lock:
+            if self._looping:
+                self.events.put(("emit", (list(outputs), also)))
+                return
+            self._commit_emitted([(list(outputs), also)])
+
+    def add_timed(self, work: Timed, what: str) -> None:
+        """Count ``work`` toward the end of the input: once the input ended and every item is done, the stage
+        goes on while ``work`` has something due within --drain-timeout, then exits 4 (what is left stays for
+        the next run, as queued items do) with a warning: "N <what> ...".  Call from Stage.start.  Work added
+        later is hurried (``hurry``) only once the earlier has nothing more due: add what feeds other work first."""
+        self._timed.append((work, what))
+
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -460,19 +525,77 @@ class Runner:
             self.holding.expect(origin)
         reader = threading.Thread(target=self._read_input, name="input", daemon=True)
         reader.start()
+        self._looping = True
         try:
             status = self._loop()
         finally:
             self._stop_workers()
+            self._end_loop()
             self.acks.send(self._ack_marks(), force=True)
             self.acks.close()
             self.stage.close()
             self.progress.done(self._progress_text())
-            if self._written_upto > self.state.written:
-                with contextlib.suppress(Exception), self.state.transaction() as db:
-                    self.state.mark_written(db, self._written_upto)
-            self.state.close()
+            with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
+                if self._written_upto > self.state.written:
+                    with contextlib.suppress(Exception), self.state.transaction() as db:
+                        self.state.mark_written(db, self._written_upto)
+                self.state.close()
+                self._closed = True
         return status
+
+    def _end_loop(self) -> None:
+        """From now on emit() commits by itself; what was emitted and not yet taken by the loop goes now."""
+        with self._emit_lock:
+            self._looping = False
+            emitted, other = [], []
+            while True:
+                try:
+                    msg = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                (emitted if msg[0] == "emit" else other).append(msg)
+            for msg in other:  # lines and results nobody takes any more: their items stay in the inbox
+                self.events.put(msg)
+            if emitted:
+                self._commit_emitted([payload for _, payload in emitted])
+
+    def _commit_emitted(self, emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]]) -> None:
+        """After the loop: commit and write what emit() was given.  Called with _emit_lock held."""
+        if self._closed:
+            self.rep.warn(f"{sum(len(o) for o, _ in emitted)} event(s) came after the state file was closed: lost")
+            return
+        lines: list[tuple[int, bytes]] = []
+        try:
+            with self.state.transaction() as db:
+                self._add_emitted(db, emitted, lines)
+        except Exception as exc:  # a full disk: nothing was committed, and the stage redoes that work next run
+            self.rep.warn(f"could not record {sum(len(o) for o, _ in emitted)} event(s) of our own: {exc}")
+            return
+        if not lines:
+            return
+        try:
+            self._write([line for _, line in lines])
+        except OSError as exc:
+            self.rep.info(f"{len(lines)} event(s) not written ({exc}); they are in the outbox, re-sent next run")
+            return
+        self.counts.written += len(lines)
+        self._written_upto = lines[-1][0]
+
+    def _add_emitted(
+        self,
+        db: sqlite3.Connection,
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]],
+        lines: list[tuple[int, bytes]],
+    ) -> None:
+        """Inside a transaction: the outbox lines of emitted events (added to ``lines``) and their ``also``."""
+        start = len(lines)
+        for outputs, also in emitted:
+            for ev in outputs:
+                hop = ev["hop"] = self.state.hop(self.replays.tag)
+                lines.append((hop["seq"], E.encode(ev)))
+            if also is not None:
+                also(db)
+        self.state.add_outbox(db, lines[start:])
 
     def _read_input(self) -> None:
         try:
@@ -490,9 +613,12 @@ class Runner:
             if self.stop.requested:
                 return Exit.OK  # the caller turns the signal into 128+n; the inbox keeps the rest
             timeout = self.sched.next_due()
-            timeout = 1.0 if timeout is None else min(timeout + 0.001, 1.0)
+            # draining timed work: look again soon (a deletion of an old name that was in use again emits nothing)
+            longest = 0.2 if self._hurried else 1.0
+            timeout = longest if timeout is None else min(timeout + 0.001, longest)
             lines: list[bytes] = []
             done: list[tuple[Item, Outcome]] = []
+            emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] = []
             try:
                 msgs = [self.events.get(timeout=timeout)]
             except queue.Empty:
@@ -502,11 +628,12 @@ class Runner:
                     msgs.append(self.events.get_nowait())
                 except queue.Empty:
                     break
-            if msgs and len(msgs) < self._workers // 2 and all(kind == "done" for kind, _ in msgs):
-                # A few results only: wait a moment for more, so that one commit serves many
-                # (workers have queued work meanwhile; each lane hands out more than it runs).
+            if msgs and len(msgs) <= max(1, self._workers // 2) and all(kind == "done" for kind, _ in msgs):
+                # A few results only: wait a moment for more, so that one commit serves many (workers have
+                # queued work meanwhile).  With one worker too: its next item starts (and holds the GIL until
+                # its request is out) before this thread commits, instead of waiting for the commit.
                 wait_until = time.monotonic() + COALESCE
-                while len(msgs) < self._workers and (left := wait_until - time.monotonic()) > 0:
+                while len(msgs) < max(2, self._workers) and (left := wait_until - time.monotonic()) > 0:
                     try:
                         msgs.append(self.events.get(timeout=left))
                     except queue.Empty:
@@ -516,6 +643,10 @@ class Runner:
                     lines.append(payload)
                 elif kind == "done":
                     done.append(payload)
+                elif kind == "back":
+                    self.sched.put_back(payload)
+                elif kind == "emit":
+                    emitted.append(payload)
                 elif kind == "eof":
                     self._eof = True
                     self._eof_at = time.monotonic()
@@ -523,7 +654,7 @@ class Runner:
                     self.rep.error(payload)
                     self._eof = True
                     self._eof_at = time.monotonic()
-            self._round(lines, done)
+            self._round(lines, done, emitted)
             released = self.holding.release(at_end=self._eof)
             if released:
                 self._lineno -= len(released)  # taken again: keep line numbers in messages right
@@ -531,6 +662,11 @@ class Runner:
             self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
             self.progress.update(self._progress_text)
             if self._eof and self.sched.count == 0:
+                timed = self._timed_left()
+                if timed is not None:
+                    if timed:
+                        continue  # timed work due within the drain time: wait for it
+                    return Exit.RETRY
                 behind = self._readers_behind()
                 if not behind:
                     return self._status()
@@ -549,6 +685,35 @@ class Runner:
                     f"{self.state.path} and are retried when {self.stage.name} runs again"
                 )
                 return Exit.RETRY
+
+    def _timed_left(self) -> bool | None:
+        """After the input and every item: None when no timed work is left; True while some of it is due within
+        the drain time; False when the rest must wait for the next run (said in a warning)."""
+        if not self._timed:
+            return None
+        self._hurried = True
+        left_s = self.opts.drain_timeout - (time.monotonic() - self._eof_at)
+        deadline = time.time() + left_s
+        # hurried in the order they were added, each once those before it have nothing more due: what they do
+        # may feed it (an old name deleted gives a path to invalidate), and one batch then carries it all
+        for i, (work, _) in enumerate(self._timed):
+            if i not in self._hurried_works:
+                if any(w.due_before(deadline) for w, _ in self._timed[:i]):
+                    break
+                self._hurried_works.add(i)
+                work.hurry()
+        left = [(work.pending(), work, what) for work, what in self._timed]
+        left = [(n, work, what) for n, work, what in left if n]
+        if not left:
+            return None
+        if left_s > 0 and any(work.due_before(deadline) for _, work, _ in left):
+            return True
+        for n, _, what in left:
+            self.rep.warn(
+                f"{n} {what} not done within the drain time (--drain-timeout); they stay in {self.state.path} "
+                f"and are done when {self.stage.name} runs again"
+            )
+        return False
 
     def _readers_behind(self) -> list[str]:
         """File Conveyor readers that have not acknowledged all we wrote: we wait for them
@@ -573,7 +738,12 @@ class Runner:
     def _status(self) -> int:
         return Exit.EVENTS_FAILED if self.counts.failed or self.counts.bad else Exit.OK
 
-    def _round(self, lines: list[bytes], done: list[tuple[Item, Outcome]]) -> None:
+    def _round(
+        self,
+        lines: list[bytes],
+        done: list[tuple[Item, Outcome]],
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None = None,
+    ) -> None:
         new = self._take(lines)
         to_insert: list[Item] = new
         if self.inline:
@@ -617,6 +787,8 @@ class Runner:
                 db.executemany("DELETE FROM inbox WHERE id=?", self._finished_ids)
                 self._finished_ids.clear()
             self.state.add_outbox(db, seq_lines)
+            if emitted:
+                self._add_emitted(db, emitted, seq_lines)
             self.state.mark_written(db, self._written_upto)  # lines of earlier rounds are out
         out = [line for _, line in seq_lines]
         for item, outcome in done:
@@ -736,11 +908,20 @@ class Runner:
     def _worker(self, lane: Lane) -> None:
         while True:
             item = lane.tasks.get()
-            if item is None:
-                return
-            self.events.put(("done", (item, self._work(item))))
+            if item is None or self._stopping:
+                return  # what is still queued is in the inbox: the next run does it
+            if lane.trouble or lane.paused_until > time.monotonic():
+                # queued before the lane paused (a server down): back to the scheduler, which probes with one
+                # item after the back-off, instead of every queued item knocking on its own
+                self.events.put(("back", item))
+                continue
+            outcome = self._work(item)
+            if isinstance(outcome, Retry) and outcome.lane:
+                lane.trouble = True  # before the result is posted: the main thread clears it once paused
+            self.events.put(("done", (item, outcome)))
 
     def _stop_workers(self, grace: float = 10.0) -> None:
+        self._stopping = True
         for lane in self.sched.lanes.values():
             for _ in lane.threads:
                 lane.tasks.put(None)

@@ -2,7 +2,8 @@
 superseded remote names (``--delete-old-after``) and fc-record's deletion of synced
 source files (``--delete-source-after``).  The schedule itself lives in a table of the
 stage (or of the synced-files database), so a restart loses nothing: this only keeps
-the pending items in time order and carries them out when due."""
+the pending items in time order and carries them out when due.  A stage hands it to its runner
+(``Runner.add_timed``) so that the end of the input waits, within --drain-timeout, for what falls due."""
 
 from __future__ import annotations
 
@@ -40,6 +41,15 @@ class TimedWork(Generic[T]):
     def pending(self) -> int:
         with self.cond:
             return len(self.heap) + self.busy
+
+    def due_before(self, deadline: float) -> int:
+        """How many pending items fall due before ``deadline`` (the one being carried out included): what the
+        stage's runner waits for at the end of the input (Runner.add_timed)."""
+        with self.cond:
+            return sum(1 for due, _, _ in self.heap if due <= deadline) + self.busy
+
+    def hurry(self) -> None:
+        """The input ended: nothing here waits for company (items are due at their own times)."""
 
     def wait_due(self, until: float, stop: Callable[[], bool]) -> None:
         """Block while items due before ``until`` remain, or until stopped."""

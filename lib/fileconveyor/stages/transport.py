@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import queue
 import sqlite3
 import threading
 import time
@@ -37,7 +36,7 @@ from ..transporters.base import safe_rel
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_dest import Target
 from .transport_old import OldFileDeleter, Pending
-from .transport_pool import PREFETCH, Pool
+from .transport_pool import Pool
 from .transport_purge import Purger
 from .transport_record import RecordDb
 
@@ -138,10 +137,6 @@ class TransportStage(Stage):
         self.runner: Runner | None = None
         self.old: OldFileDeleter | None = None
         self.purger: Purger | None = None
-        # Events of superseded names deleted later (transport_old.py) reach the runner's loop as finished items;
-        # once the loop has ended (close), they collect here and close() commits and writes them itself.
-        self.post_lock = threading.Lock()
-        self.late: list[tuple[Item, Done]] | None = None
         self.recdb = RecordDb(record_db) if record_db else None
         # url() needs no connection: one unconnected transporter per destination serves every thread
         self.url_of = {name: t.make() for name, t in self.targets.items()}
@@ -149,7 +144,7 @@ class TransportStage(Stage):
     # -- set-up --------------------------------------------------------------------------
 
     def lanes(self) -> dict[str, int]:
-        return {name: t.connections * PREFETCH for name, t in self.targets.items()}
+        return {name: t.connections for name, t in self.targets.items()}
 
     def start(self, runner: Runner) -> None:
         self.runner = runner
@@ -166,6 +161,8 @@ class TransportStage(Stage):
         if rows:
             runner.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
         self.old.start()
+        # at the end of the input, the run waits (within --drain-timeout) for deletions falling due meanwhile
+        runner.add_timed(self.old, "superseded remote file(s) to delete (--delete-old-after)")
         self.purger = Purger(self._make, runner.rep.warn, runner.rep.info)
         rows = db.execute("SELECT id, server, path FROM invalidations ORDER BY id").fetchall()
         for rid, server, cdn_path in rows:
@@ -174,6 +171,7 @@ class TransportStage(Stage):
         if rows:
             runner.rep.info(f"{len(rows)} CDN invalidation(s) from an earlier run wait to be sent")
         self.purger.start()
+        runner.add_timed(self.purger, "CDN invalidation(s) to send")
         if self.retry_failed:
             self._replay_failed(runner)
         self.failed_keys = {(server, bytes(path)) for server, path in db.execute("SELECT server, path FROM failed")}
@@ -339,19 +337,21 @@ class TransportStage(Stage):
         out["url"] = self.url_of[p.server].url(p.remote)
         out["transported"] = "deleted"
         out["superseded"] = True
-        item = Item(out, b"", p.server, p.path, -1)
-        done = Done([out])
-        self.notes[id(item)] = Note(p.server, p.path, purge=purge, old_row=p.row)
-        with self.post_lock:
-            if self.late is not None:
-                self.late.append((item, done))
-            elif self.runner is not None:
-                self.runner.events.put(("done", (item, done)))
+        note = Note(p.server, p.path, purge=purge, old_row=p.row)
+        if self.runner is not None:
+            self.runner.emit([out], also=lambda db: self._write_note(db, note, {}))
 
     # -- recording -----------------------------------------------------------------------
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
         note = self.notes.pop(id(item), None)
+        if note is not None:
+            self._write_note(db, note, item.event)
+        else:
+            self._finished_rows(db)
+
+    def _finished_rows(self, db: sqlite3.Connection) -> None:
+        """Remove the rows the timed threads are done with (deletions without an event, invalidations sent)."""
         if self.old is not None:
             done = self.old.take_done()
             if done:
@@ -360,8 +360,10 @@ class TransportStage(Stage):
             sent = self.purger.take_sent()
             if sent:
                 db.executemany("DELETE FROM invalidations WHERE id=?", [(i,) for i in sent])
-        if note is None:
-            return
+
+    def _write_note(self, db: sqlite3.Connection, note: Note, event: dict) -> None:
+        """The rows of what work() did (``note``) for the item of ``event``."""
+        self._finished_rows(db)
         if note.purge and self.purger is not None:
             now = time.time()
             for cdn_path in note.purge:
@@ -377,7 +379,7 @@ class TransportStage(Stage):
             # the latest failure of a path is the one that matters: replaying it gives the path's final state
             db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
             self.failed_keys.add(key)
-            line = E.encode({k: v for k, v in item.event.items() if k not in ("hop", ONLY)})
+            line = E.encode({k: v for k, v in event.items() if k not in ("hop", ONLY)})
             db.execute(
                 "INSERT INTO failed(server, path, line, error, at) VALUES (?, ?, ?, ?, ?)",
                 (note.server, note.path, line, note.failed, time.time()),
@@ -428,84 +430,18 @@ class TransportStage(Stage):
         return ", ".join(parts)
 
     def close(self) -> None:
-        runner = self.runner
-        if runner is not None:
-            self._close_timed(runner)
+        # The runner's loop has ended: it waited for what fell due within the drain time (add_timed).  A
+        # deletion the thread is carrying out still emits its event (Runner.emit commits it at once now).
+        if self.old is not None:
+            self.old.close()
+        if self.purger is not None:
+            self.purger.close()
+        if self.runner is not None:
+            self.runner.emit([], also=self._finished_rows)  # the rows the threads finished since the last commit
         for pool in self.pools.values():
             pool.close()
         if self.recdb is not None:
             self.recdb.close()
-
-    def _close_timed(self, runner: Runner) -> None:
-        """The end of the run: carry out the old-name deletions due within the drain time, send the waiting
-        invalidations, and commit and write what that produced (the runner's loop has ended by now)."""
-        stopped = lambda: runner.stop.requested  # noqa: E731
-        with self.post_lock:
-            self.late = []
-        # results the deleter posted that the loop did not take any more
-        left: list[tuple[str, object]] = []
-        while True:
-            try:
-                msg = runner.events.get_nowait()
-            except queue.Empty:
-                break
-            note = self.notes.get(id(msg[1][0])) if msg[0] == "done" else None  # type: ignore[index]
-            if note is not None and note.old_row is not None:
-                self.late.append(msg[1])  # type: ignore[arg-type]
-            else:
-                left.append(msg)
-        for msg in left:
-            runner.events.put(msg)  # type: ignore[arg-type]
-        if self.old is not None:
-            if not stopped():
-                self.old.wait_due(time.time() + self.drain_timeout, stopped)
-            self.old.close()
-        with self.post_lock:
-            late, self.late = self.late, []
-        self._commit_late(runner, late)  # and the rows the threads finished without an event
-        if self.purger is not None:
-            if not stopped():
-                self.purger.flush(self.drain_timeout, stopped)
-            self.purger.close()
-        self._commit_late(runner, [])
-        waiting = self.old.pending() if self.old is not None else 0
-        if waiting:
-            runner.rep.warn(
-                f"{waiting} superseded remote file(s) are not due for deletion yet (--delete-old-after); "
-                f"they stay in {runner.state.path} and are deleted when fc-transport runs again"
-            )
-        purging = self.purger.pending() if self.purger is not None else 0
-        if purging:
-            runner.rep.warn(
-                f"{purging} CDN invalidation(s) could not be sent yet; they stay in {runner.state.path} and are "
-                "sent when fc-transport runs again"
-            )
-
-    def _commit_late(self, runner: Runner, late: list[tuple[Item, Done]]) -> None:
-        """Commit ``late`` (events of old names deleted after the loop ended) with the rows finished meanwhile,
-        then write the events.  What cannot be written now is in the outbox: the next run re-sends it."""
-        if runner.state.db is None:
-            return
-        lines: list[tuple[int, bytes]] = []
-        try:
-            with runner.state.transaction() as db:
-                for item, done in late:
-                    for ev in done.outputs:
-                        hop = ev["hop"] = runner.state.hop(runner.replays.tag)
-                        lines.append((hop["seq"], E.encode(ev)))
-                    self.record(db, item, done)
-                self.record(db, Item({}, b"", "", b"", -1), Done())  # rows finished by the threads
-                runner.state.add_outbox(db, lines)
-        except Exception as exc:  # a full disk: the rows stay, and the work is redone next run
-            runner.rep.warn(f"could not record the deletions of old names: {exc}")
-            return
-        if not lines:
-            return
-        try:
-            runner._write([line for _, line in lines])  # the runner has no public way to write after its loop
-            runner._written_upto = lines[-1][0]
-        except OSError as exc:
-            runner.rep.info(f"{len(lines)} event(s) of deleted old names not written ({exc}); re-sent next run")
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -1,9 +1,9 @@
 """Connections to one destination, shared by that lane's worker threads.
 
-A lane has ``PREFETCH`` times as many worker threads as the destination has connections: the extra threads hold
-the next items, waiting here for a connection, so a connection that finishes a file starts the next one at once
-instead of waiting for the stage's main thread to hand out work (for many small files that wait, not the
-transfer, was the limit).  At most ``size`` transporters exist, each reused across files until closed; one
+A lane has as many worker threads as the destination has connections; the runner queues the lane's next items
+ahead of them (runner.AHEAD_PER_WORKER), so a connection that finishes a file starts the next one at once.  (Twice
+as many threads, the extra ones waiting here with an item, did that before: measured, the extra threads cost more
+in switching than they saved.)  At most ``size`` transporters exist, each reused across files until closed; one
 whose connection dropped reconnects by itself on its next operation.
 """
 
@@ -15,8 +15,6 @@ import threading
 from collections.abc import Callable, Iterator
 
 from ..transporters import Transporter
-
-PREFETCH = 2
 
 
 class Pool:

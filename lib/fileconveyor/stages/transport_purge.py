@@ -68,6 +68,19 @@ class Purger(TimedWork[None]):
         with self.cond:
             return sum(len(s.paths) for s in self.servers.values()) + self.in_flight
 
+    def due_before(self, deadline: float) -> int:
+        """Paths that can be sent before ``deadline`` (wall clock): all, once hurried, but those of a destination
+        whose last request failed and that waits to try again later than that."""
+        with self.cond:
+            by = time.monotonic() + (deadline - time.time())
+            return sum(len(s.paths) for s in self.servers.values() if s.retry_at <= by) + self.in_flight
+
+    def hurry(self) -> None:
+        """The input ended: send what waits now instead of waiting for a fuller batch."""
+        with self.cond:
+            self.flushing = True
+            self.cond.notify_all()
+
     def take_sent(self) -> list[int]:
         with self.cond:
             rows, self.sent_rows = self.sent_rows, []
