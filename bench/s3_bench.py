@@ -68,13 +68,6 @@ def main() -> None:
     p.add_argument("--connections", type=int, nargs="+", default=[1, 2, 4, 8, 16], help="default 1 2 4 8 16")
     p.add_argument("--repeat", type=int, default=1, help="runs per measurement, median reported (default 1)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-s3-bench")
-    p.add_argument("--sets", default="small,large", help="which sets to run: small, large or both (default)")
-    p.add_argument(
-        "--compare-with",
-        type=Path,
-        metavar="CHECKOUT",
-        help="also time the fc-transport of another checkout (say, before a change), in the same run",
-    )
     args = p.parse_args()
     rclone, aws = need("rclone"), need("aws")
     work = args.workdir

@@ -75,6 +75,13 @@ def add_set_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--small-kb", type=int, default=4, help="size of a small file in KB (default 4)")
     p.add_argument("--large", type=int, default=20, help="number of large files (default 20)")
     p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MB (default 20)")
+    p.add_argument("--sets", default="small,large", help="which sets to run: small, large or both (default)")
+    p.add_argument(
+        "--compare-with",
+        type=Path,
+        metavar="CHECKOUT",
+        help="also time the fc-transport of another checkout (say, before a change), in the same run",
+    )
 
 
 def make_sets(args: argparse.Namespace, work: Path) -> tuple[dict[str, tuple[Path, int, int]], dict[str, Path]]:
@@ -194,13 +201,6 @@ def main() -> None:
     p.add_argument("--connections", type=int, default=4, help="connections / rclone transfers (default 4)")
     p.add_argument("--repeat", type=int, default=3, help="runs per measurement, median reported (default 3)")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-transport-bench")
-    p.add_argument("--sets", default="small,large", help="which sets to run: small, large or both (default)")
-    p.add_argument(
-        "--compare-with",
-        type=Path,
-        metavar="CHECKOUT",
-        help="also time the fc-transport of another checkout (say, before a change), in the same run",
-    )
     p.add_argument("--to", default="local,sftp", help="which destinations: local, sftp or both (default)")
     p.add_argument(
         "--tools", default="", help="only these tools, comma-separated labels' first words (fc-transport,rclone,scp)"
