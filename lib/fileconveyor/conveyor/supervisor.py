@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
 from .config import Server
@@ -171,15 +171,8 @@ def check_server(server: Server, timeout: float = 5.0) -> str | None:
 def _die_with_parent() -> None:
     """In the child, before exec: get SIGTERM when fc-conveyor dies, even by kill -9.
     Otherwise orphaned stages keep their state files locked, and the next fc-conveyor's
-    stages could not start.  Linux only (prctl); elsewhere a stage notices when its
-    FIFO neighbours go away."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != _SUPERVISOR_PID:  # it died before prctl took effect
-            os._exit(1)
+    stages could not start."""
+    die_with_parent(_SUPERVISOR_PID, signal.SIGTERM)
 
 
 _SUPERVISOR_PID = os.getpid()

@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 
 from ..errors import ConfigError, UsageError
 from ..transporters import TRANSPORTERS, Destination, Transporter, parse_destination
+from ..transporters.isolated import isolated
 
 MAX_CONNECTIONS = 64  # more than this to one server is a typo, not a plan
 
@@ -31,7 +32,7 @@ class Target:
         return self.dest.name
 
     def make(self) -> Transporter:
-        tp = self.cls(self.dest)
+        tp = (isolated(self.cls) if self.cls.isolate else self.cls)(self.dest)
         tp.defer_invalidations = True  # the stage keeps them in its state file (transport_purge.py)
         return tp
 

@@ -14,7 +14,6 @@ while the job ran (that hint is newer), so a job may run on a snapshot.
 from __future__ import annotations
 
 import array
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
+from ..children import die_with_parent
 from ..events import FileEventEncoder
 from ..watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
 from .watch_state import CREATED, DELETED, KIND_NAMES, MODIFIED, Row, read_rows
@@ -233,12 +233,7 @@ def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue, parent: int) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
-    try:  # die with the parent, even when it is killed with -9
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before PDEATHSIG was set: it never fires then
-        os._exit(1)
+    die_with_parent(parent)
     status = 0
     try:
         while True:

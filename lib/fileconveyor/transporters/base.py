@@ -139,6 +139,9 @@ class Transporter(abc.ABC):
     settings: ClassVar[dict[str, str]] = {}  # setting -> one-line description, for --list
     default_connections: ClassVar[int] = 1
     invalidation_batch: ClassVar[int] = 1000  # at most this many paths per invalidate() call
+    # True: fc-transport runs each connection in a worker process of its own (isolated.py), for transporters
+    # whose library does CPU-heavy work per packet in Python (paramiko), which one GIL would make share a core.
+    isolate: ClassVar[bool] = False
 
     def __init__(self, dest: Destination):
         known = self.all_settings()

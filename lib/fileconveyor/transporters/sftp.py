@@ -17,10 +17,11 @@ import getpass
 import logging
 import os
 import stat
+from collections import deque
 from typing import BinaryIO, ClassVar
 
 import paramiko
-from paramiko.sftp import CMD_CLOSE
+from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import FCError
@@ -31,6 +32,9 @@ CHUNK = 32768  # the largest SFTP write paramiko sends in one request
 # An SSH_FXP_WRITE request around the data: length (4), type (1), request id (4), handle (4 + its length),
 # offset (8), data length (4).
 WRITE_HEADER = 25
+# Write requests sent ahead of their replies: more than the 2 MB SSH window holds (64 writes), so the window,
+# not this, is what limits a fast link.
+WINDOW = 64
 
 
 class _Refuse(paramiko.MissingHostKeyPolicy):
@@ -70,6 +74,7 @@ class SFTP(Transporter):
         "trust_unknown_host": "yes: accept a host key that is in no known_hosts file (never the default)",
     }
     default_connections = 4  # OpenSSH's MaxStartups/MaxSessions tolerate this; more rarely helps
+    isolate = True  # paramiko encrypts and frames each packet in Python: one process per connection
 
     def _connect(self) -> None:
         known_hosts = os.path.expanduser(self.dest.settings.get("known_hosts", "~/.ssh/known_hosts"))
@@ -117,16 +122,12 @@ class SFTP(Transporter):
         tmp = temp_path(final)
         try:
             try:
-                out = self.sftp.open(tmp, "wb", 0)  # unbuffered: each write goes out as is, no copy
+                out = self.sftp.open(tmp, "wb", 0)  # written by _write with its own requests, not buffered
             except FileNotFoundError:
                 self._makedirs(os.path.dirname(final))
                 out = self.sftp.open(tmp, "wb", 0)
             try:
-                out.set_pipelined(True)  # don't wait for each write's reply: the difference is 10x on a WAN
-                size = self._write_size(out)
-                while chunk := src.read(size):
-                    out.write(chunk)
-                self._close_file(out)
+                self._close_file(out, self._write(out, src))
             finally:
                 out.close()  # after an error; a no-op once _close_file closed it
             self.sftp.posix_rename(tmp, final)
@@ -134,7 +135,24 @@ class SFTP(Transporter):
             self._remove_quietly(tmp)
             raise
 
-    def _close_file(self, out: paramiko.SFTPFile) -> None:
+    def _write(self, out: paramiko.SFTPFile, src: BinaryIO) -> deque[int]:
+        """Send ``src`` as pipelined write requests, without waiting for each reply (the difference is 10x on
+        a WAN); returns the requests not answered yet.  Past WINDOW outstanding requests, one reply is read per
+        request sent, so the pipeline stays full: paramiko's own pipelined write instead waited for every
+        outstanding reply each hundred writes, leaving the connection idle meanwhile, and went through two layers
+        of Python buffering per packet (measured: 158 against 152 MB/s for 40 files of 20 MB, 4 connections)."""
+        size = self._write_size(out)
+        reqs: deque[int] = deque()
+        offset = 0
+        while chunk := src.read(size):
+            reqs.append(self.sftp._async_request(type(None), CMD_WRITE, out.handle, int64(offset), chunk))
+            offset += len(chunk)
+            if len(reqs) >= 2 * WINDOW:  # read the older half's replies, most of them here already, in one go
+                while len(reqs) > WINDOW:
+                    self.sftp._read_response(reqs.popleft())  # raises on a failed write
+        return reqs
+
+    def _close_file(self, out: paramiko.SFTPFile, reqs: deque[int]) -> None:
         """Close ``out`` with one wait, for the replies to its last writes and to the close together (the
         server answers in order), where paramiko's close() sends the close only once the writes are answered:
         for small files, those waits were a good part of the time.  Each write's reply is checked: paramiko's
@@ -143,8 +161,8 @@ class SFTP(Transporter):
         final name."""
         paramiko.file.BufferedFile.close(out)  # closed for paramiko (unbuffered: nothing to flush): one CLOSE only
         num = self.sftp._async_request(type(None), CMD_CLOSE, out.handle)
-        while out._reqs:  # the writes not answered yet, in the order they went
-            self.sftp._read_response(out._reqs.popleft())  # raises on a failed write
+        while reqs:  # the writes not answered yet, in the order they went
+            self.sftp._read_response(reqs.popleft())  # raises on a failed write
         self.sftp._read_response(num)  # raises if the close failed
 
     def _write_size(self, out: paramiko.SFTPFile) -> int:

@@ -1,0 +1,167 @@
+"""A transporter whose connection lives in a worker process of its own.
+
+Why: paramiko encrypts, frames and acknowledges every 32 KB SSH packet in Python.  fc-transport's connections
+are threads of one process, so with the GIL all of them together got one core: measured on 2 cores, 20 MB files
+over 4 SFTP connections went at 0.7x rclone's speed, the client using one core and the second half idle.  A
+transporter class that sets ``isolate = True`` instead gets one worker process per connection, each with its
+own interpreter; the stage's threads just hand it (method, arguments) over a socket and wait for the answer.
+
+``isolated(cls)`` makes a subclass of ``cls`` whose transfer operations (``connect``, ``upload``, ``delete``,
+``stat``, ``invalidate``) run in the worker; everything computed without the server (``url``,
+``invalidation_paths``, ``check_name``, class settings) stays in-process, from ``cls`` itself.  Errors come back
+as the same TransientError/PermanentError/AuthError the transporter raised.  A worker that dies (killed, out of
+memory) is a TransientError: the operation is retried with a fresh worker, so it is never lost.  Workers ignore
+SIGINT (the stage decides when to stop) and die with fc-transport, even when it is killed with -9.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from ..children import die_with_parent
+from ..errors import FCError
+from .base import RemoteStat, TransientError, Transporter
+from .destination import Destination
+
+_LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds fileconveyor/
+STOP_WAIT = 5.0  # seconds a worker gets to close its connection and exit before it is killed
+
+
+class _Worker:
+    """The parent's side of one worker process."""
+
+    def __init__(self, cls: type[Transporter], dest: Destination, defer: bool):
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    f"import sys; sys.path.insert(0, {_LIB!r}); "
+                    "from fileconveyor.transporters.isolated import main; main()",
+                    str(theirs.fileno()),
+                    str(os.getpid()),
+                ],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+            )
+            self.conn = Connection(os.dup(ours.fileno()))
+        # The class goes by reference (module and name): the worker imports it, as the stage did.
+        self.conn.send((cls, dest, defer))
+
+    def call(self, method: str, args: tuple[Any, ...]) -> Any:
+        self.conn.send((method, args))
+        ok, value = self.conn.recv()
+        if ok:
+            return value
+        raise value
+
+    def stop(self) -> None:
+        self.conn.close()  # the worker sees the end of its input, closes its connection, exits
+        try:
+            self.proc.wait(STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class IsolatedTransporter(Transporter):
+    """Mixed in before a transporter class by ``isolated()``: see the module's doc."""
+
+    _real: type[Transporter]  # the class the worker runs
+
+    def __init__(self, dest: Destination):
+        super().__init__(dest)  # the settings are checked here, before any worker starts
+        self._worker: _Worker | None = None
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, *args: Any) -> Any:
+        with self._lock:
+            if self._worker is None:
+                self._worker = _Worker(self._real, self.dest, self.defer_invalidations)
+            worker = self._worker
+            try:
+                return worker.call(method, args)
+            except FCError:
+                raise
+            except BaseException as exc:
+                # Dead, or interrupted between a request and its answer: the next answer could be this one's,
+                # so this worker is not used again.
+                self._worker = None
+                worker.stop()
+                if isinstance(exc, (EOFError, OSError, pickle.PickleError)):
+                    code = worker.proc.returncode
+                    raise TransientError(
+                        f"{self.dest}: {method}: the {self.name} worker process ended (exit status {code})"
+                    ) from exc
+                raise
+
+    def connect(self) -> None:
+        self._call("connect")
+
+    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
+        return str(self._call("upload", local_path, remote_rel))
+
+    def delete(self, remote_rel: bytes | str) -> None:
+        self._call("delete", remote_rel)
+
+    def stat(self, remote_rel: bytes | str) -> RemoteStat | None:
+        result: RemoteStat | None = self._call("stat", remote_rel)
+        return result
+
+    def invalidate(self, paths: list[str]) -> None:
+        self._call("invalidate", paths)
+
+    def close(self) -> None:
+        with self._lock:
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
+
+
+@functools.cache
+def isolated(cls: type[Transporter]) -> type[Transporter]:
+    """``cls`` with its connection in a worker process (see the module's doc)."""
+    return type(f"Isolated{cls.__name__}", (IsolatedTransporter, cls), {"_real": cls})
+
+
+def main() -> None:
+    """The worker: run the requests that come in on the socket with one transporter, until the socket closes."""
+    fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the stage decides
+    die_with_parent(parent)
+    conn = Connection(fd)
+    try:
+        cls, dest, defer = conn.recv()
+    except EOFError:
+        return
+    tp: Transporter = cls(dest)
+    tp.defer_invalidations = defer
+    try:
+        while True:
+            try:
+                method, args = conn.recv()
+            except EOFError:
+                return
+            try:
+                reply: tuple[bool, Any] = (True, getattr(tp, method)(*args))
+            except FCError as exc:
+                exc.__cause__ = exc.__context__ = None  # the library's exception may not pickle; the text says it
+                exc.__traceback__ = None
+                reply = (False, exc)
+            except Exception as exc:  # a bug: the stage reports it as such (FCError's exit status is FATAL)
+                traceback.print_exc()
+                reply = (False, FCError(f"{tp.dest}: {method}: {type(exc).__name__}: {exc}"))
+            conn.send(reply)
+    finally:
+        tp.close()
