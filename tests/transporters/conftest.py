@@ -21,8 +21,9 @@ from tests.servers.s3 import S3Server, s3_server  # noqa: F401 - fixtures
 from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixtures
 from tests.servers.swift import SwiftServer, swift_server  # noqa: F401 - fixtures
 
-BACKENDS = ["file", "ftp", "ftps", "sftp", "s3", "cf", "cloudfiles"]
-REMOTE = ["ftp", "ftps", "sftp", "s3", "cf", "cloudfiles"]  # those with credentials and a server process to kill
+BACKENDS = ["file", "ftp", "ftps", "sftp", "sftp_paramiko", "s3", "cf", "cloudfiles"]
+# Those with credentials and a server process to kill.
+REMOTE = ["ftp", "ftps", "sftp", "sftp_paramiko", "s3", "cf", "cloudfiles"]
 PUBLIC_URL = "https://cdn.example/static"
 
 
@@ -123,6 +124,15 @@ def sftp_backend(sshd_server: SshServer) -> Backend:  # noqa: F811
         wrong_credentials={"key_file": str(sshd_server.wrong_key_file)},
         failed_login="Failed publickey",
     )
+
+
+@pytest.fixture
+def sftp_paramiko_backend(sshd_server: SshServer) -> Backend:  # noqa: F811
+    """SFTP over paramiko's own SSH (what passwords, passphrases and trust_unknown_host use); the plain sftp
+    backend above logs in with a key, so it runs over OpenSSH's ssh client (engine=auto)."""
+    b = sftp_backend.__wrapped__(sshd_server)  # type: ignore[attr-defined]
+    b.settings["engine"] = "paramiko"
+    return b
 
 
 @pytest.fixture

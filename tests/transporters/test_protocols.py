@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from fileconveyor.errors import ConfigError
 from fileconveyor.transporters import AuthError, TransientError, for_destination, parse_destination
 from tests.servers.process import free_port
 from tests.servers.sshd import PASSPHRASE, SshServer
@@ -113,3 +114,23 @@ def test_local_skip_unchanged_compares_bytes_and_links(tmp_path: Path) -> None:
         assert tp.upload(src / "a.css", b"a.css") == "uploaded"  # a copy is not the link asked for
         assert (dest / "a.css").is_symlink()
         assert tp.upload(src / "a.css", b"a.css") == "unchanged"
+
+
+def test_engine_auto_logs_in_with_a_key_through_openssh(sftp_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    src.write_bytes(b"over ssh")
+    tp = sftp_backend.make()
+    tp.upload(src, b"a")
+    assert tp.pipe is not None and os.path.basename(tp.pipe.proc.args[0]) == "ssh"  # type: ignore[attr-defined]
+    assert tp.client is None  # type: ignore[attr-defined]
+    forced = sftp_backend.make(engine="paramiko")
+    forced.upload(src, b"b")
+    assert forced.pipe is None and forced.client is not None  # type: ignore[attr-defined]
+    assert (sftp_backend.files / "a").read_bytes() == (sftp_backend.files / "b").read_bytes() == b"over ssh"
+    tp.close()
+    assert tp.pipe is None or tp.pipe.proc.returncode is not None  # type: ignore[attr-defined]  # ssh has ended
+
+
+def test_engine_setting_is_checked(sftp_backend: Backend) -> None:
+    with pytest.raises(ConfigError, match="engine must be auto, openssh or paramiko"):
+        sftp_backend.make(engine="putty")

@@ -24,8 +24,10 @@ import paramiko
 from paramiko.sftp import CMD_CLOSE, CMD_WRITE, int64
 from paramiko.ssh_exception import NoValidConnectionsError
 
-from ..errors import FCError
+from ..errors import ConfigError, FCError
+from . import sftp_openssh as openssh
 from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, join, temp_path
+from .destination import Destination
 
 log = logging.getLogger(__name__)
 CHUNK = 32768  # the largest SFTP write paramiko sends in one request
@@ -72,13 +74,61 @@ class SFTP(Transporter):
         "agent": "no: don't use the SSH agent (default yes)",
         "known_hosts": "known_hosts file holding the server's host key (default ~/.ssh/known_hosts)",
         "trust_unknown_host": "yes: accept a host key that is in no known_hosts file (never the default)",
+        "engine": "auto (default): OpenSSH's ssh client when the login needs no password or passphrase, "
+        "else paramiko; openssh or paramiko to choose",
     }
     default_connections = 4  # OpenSSH's MaxStartups/MaxSessions tolerate this; more rarely helps
     isolate = True  # paramiko encrypts and frames each packet in Python: one process per connection
 
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        engine = dest.settings.get("engine", "auto")
+        if engine not in ("auto", "openssh", "paramiko"):
+            raise ConfigError(f"{dest}: engine must be auto, openssh or paramiko, not {engine!r}")
+        self.pipe: openssh.PipeChannel | None = None
+
+    def _engine(self, key_file: str | None) -> str:
+        """openssh or paramiko: see sftp_openssh.py for why and when."""
+        engine = self.dest.settings.get("engine", "auto")
+        if engine == "openssh" and openssh.ssh_binary() is None:
+            raise ConfigError(f"{self.dest}: engine=openssh needs OpenSSH's ssh client (Debian: openssh-client)")
+        if engine != "auto":
+            return engine
+        if openssh.ssh_binary() is None or self.dest.flag("trust_unknown_host"):
+            return "paramiko"
+        if self.dest.secret("password") or self.dest.secret("passphrase"):
+            return "paramiko"
+        if key_file and _encrypted(key_file):
+            return "paramiko"  # says "needs a passphrase", where ssh in batch mode only says "denied"
+        return "openssh"
+
     def _connect(self) -> None:
         known_hosts = os.path.expanduser(self.dest.settings.get("known_hosts", "~/.ssh/known_hosts"))
         key_file = self.dest.settings.get("key_file")
+        key_file = os.path.expanduser(key_file) if key_file else None
+        if self._engine(key_file) == "openssh":
+            self._connect_openssh(known_hosts, key_file)
+        else:
+            self._connect_paramiko(known_hosts, key_file)
+
+    def _connect_openssh(self, known_hosts: str, key_file: str | None) -> None:
+        ssh = openssh.ssh_binary() or "ssh"
+        agent = self.dest.flag("agent", True)
+        pipe = openssh.start(openssh.argv(ssh, self.dest, self.timeout, known_hosts, key_file, agent))
+        try:
+            sftp = paramiko.SFTPClient(pipe)  # type: ignore[arg-type]
+        except (paramiko.SSHException, OSError, EOFError):
+            err = openssh.failure(pipe, self.dest, known_hosts)  # ssh has ended: why, from its messages
+            pipe.close()
+            raise err from None
+        except BaseException:
+            pipe.close()
+            raise
+        self.client: paramiko.SSHClient | None = None
+        self.sftp, self.pipe = sftp, pipe
+
+    def _connect_paramiko(self, known_hosts: str, key_file: str | None) -> None:
+        self.pipe = None
         client = paramiko.SSHClient()
         try:
             if os.path.exists(known_hosts):
@@ -90,7 +140,7 @@ class SFTP(Transporter):
                 self.dest.port or 22,
                 username=self.dest.user or getpass.getuser(),
                 password=self.dest.secret("password"),
-                key_filename=os.path.expanduser(key_file) if key_file else None,
+                key_filename=key_file,
                 passphrase=self.dest.secret("passphrase"),
                 allow_agent=self.dest.flag("agent", True),
                 look_for_keys=key_file is None,
@@ -111,10 +161,15 @@ class SFTP(Transporter):
         try:
             self.sftp.close()
         finally:
-            self.client.close()
+            if self.pipe is not None:
+                self.pipe.close()
+            if self.client is not None:
+                self.client.close()
 
     def _alive(self) -> bool:
-        transport = self.client.get_transport()
+        if self.pipe is not None:
+            return self.pipe.alive()
+        transport = self.client.get_transport() if self.client is not None else None
         return transport is not None and transport.is_active()
 
     def _upload(self, src: BinaryIO, rel: bytes) -> None:
@@ -169,7 +224,8 @@ class SFTP(Transporter):
         """The largest write whose request fits in one SSH packet.  A full 32 KB write does not (the server's
         packets hold 32 KB with the request's header): paramiko sent each as two packets, a big one and one of a
         few dozen bytes, each encrypted and sent on its own, in Python."""
-        packet = self.sftp.sock.out_max_packet_size - 64  # what paramiko's Channel puts in one packet
+        # What paramiko's Channel puts in one packet; over ssh's pipe, what ssh puts in one (OpenSSH's 32 KB).
+        packet = (CHUNK if self.pipe is not None else self.sftp.sock.out_max_packet_size) - 64
         return max(1024, min(CHUNK, packet - WRITE_HEADER - len(out.handle)))
 
     def _delete(self, rel: bytes) -> None:
@@ -222,6 +278,17 @@ class SFTP(Transporter):
         if isinstance(exc, paramiko.SSHException):
             return TransientError(f"SSH: {exc}")  # banner timeouts, dropped connections, failed negotiation
         # paramiko reports a dropped connection as a bare OSError("Socket is closed"), like SFTP's "Failure".
-        if isinstance(exc, OSError) and exc.errno is None and not (hasattr(self, "client") and self._alive()):
+        if isinstance(exc, OSError) and exc.errno is None and not (hasattr(self, "sftp") and self._alive()):
             return TransientError(f"connection lost: {exc}")
         return super().classify(exc)
+
+
+def _encrypted(key_file: str) -> bool:
+    """Whether the private key file needs a passphrase (one that cannot be read counts as not: ssh will say)."""
+    try:
+        paramiko.PKey.from_path(key_file)
+    except paramiko.PasswordRequiredException:
+        return True
+    except Exception as exc:  # PEM keys: cryptography's TypeError "Key is password-protected, but ..."
+        return "password" in str(exc)
+    return False
