@@ -284,5 +284,119 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServ
     server.process.stop()
 
 
+# -- a variant behind Keystone (tests/servers/keystone.py) ------------------------------------------
+
+KEYSTONE_PROXY_CONF = """\
+[DEFAULT]
+swift_dir = {swift_dir}
+log_level = WARNING
+
+[pipeline:main]
+pipeline = catch_errors gatekeeper cache authtoken keystoneauth proxy-server
+
+[app:proxy-server]
+use = egg:swift#proxy
+account_autocreate = true
+
+[filter:catch_errors]
+use = egg:swift#catch_errors
+
+[filter:gatekeeper]
+use = egg:swift#gatekeeper
+
+[filter:cache]
+paste.filter_factory = tests.servers.swift:cache_filter
+
+[filter:authtoken]
+paste.filter_factory = keystonemiddleware.auth_token:filter_factory
+www_authenticate_uri = {keystone}
+auth_url = {keystone}
+auth_type = password
+username = admin
+password = {password}
+project_name = admin
+user_domain_id = default
+project_domain_id = default
+# bootstrap made only a public identity endpoint (authtoken looks for an internal one by default)
+interface = public
+# anonymous reads of a public (.r:*) container reach keystoneauth, which decides
+delay_auth_decision = true
+cache = swift.cache
+
+[filter:keystoneauth]
+use = egg:swift#keystoneauth
+operator_roles = admin, member
+"""
+
+
+def _build(d: Path, ports: dict[str, int]) -> tuple[Path, list[tuple[int, Any]]]:
+    """Rings (on a first start) and the account, container and object servers, as main() makes them."""
+    from paste.deploy import loadapp
+    from swift.common import utils
+    from swift.common.ring import RingBuilder
+
+    conf, devices = d / "etc", d / "devices"
+    fresh = not conf.exists()
+    for p in (conf, devices / "sdb1"):
+        p.mkdir(parents=True, exist_ok=True)
+    if fresh:
+        (conf / "swift.conf").write_text(
+            "[swift-hash]\nswift_hash_path_suffix = fc-test\n[storage-policy:0]\nname = one\ndefault = yes\n"
+        )
+        for name, p in ports.items():
+            builder = RingBuilder(4, 1, 1)
+            builder.add_dev(
+                {"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": p, "device": "sdb1", "weight": 1}
+            )
+            builder.rebalance()
+            builder.get_ring().save(str(conf / f"{name}.ring.gz"))
+    utils.set_swift_dir(str(conf))
+    apps: list[tuple[int, Any]] = []
+    for name, p in ports.items():
+        path = conf / f"{name}-server.conf"
+        path.write_text(SERVER_CONF.format(devices=devices, swift_dir=conf, name=name))
+        apps.append((p, loadapp(f"config:{path}")))
+    return conf, apps
+
+
+def main_keystone(argv: list[str]) -> None:
+    """PORT DIR KEYSTONE_V3_URL ACCOUNT_PORT CONTAINER_PORT OBJECT_PORT; authtoken's password in KEYSTONE_PASSWORD."""
+    import eventlet
+
+    eventlet.monkey_patch()
+    import eventlet.wsgi
+    from paste.deploy import loadapp
+
+    port, d, keystone = int(argv[0]), Path(argv[1]), argv[2]
+    ports = {"account": int(argv[3]), "container": int(argv[4]), "object": int(argv[5])}
+    conf, apps = _build(d, ports)
+    proxy_conf = conf / "proxy-server.conf"
+    proxy_conf.write_text(
+        KEYSTONE_PROXY_CONF.format(swift_dir=conf, keystone=keystone, password=os.environ["KEYSTONE_PASSWORD"])
+    )
+    apps.append((port, loadapp(f"config:{proxy_conf}")))
+    null = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    threads = [
+        eventlet.spawn(eventlet.wsgi.server, eventlet.listen(("127.0.0.1", p)), app, log=null) for p, app in apps
+    ]
+    for t in threads:
+        t.wait()
+
+
+def start_keystone_swift_server(d: Path, port: int, keystone: str, password: str) -> Any:
+    """A Swift on ``port`` whose proxy takes Keystone tokens; returns its ServerProcess (the container is the
+    caller's to make, through Keystone)."""
+    from tests.servers.process import ServerProcess, free_port
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import sys; from tests.servers.swift import main_keystone; main_keystone(sys.argv[1:])"
+    argv = [sys.executable, "-c", code, str(port), str(d), keystone, *(str(free_port()) for _ in range(3))]
+    env = {"PYTHONPATH": str(root), "KEYSTONE_PASSWORD": password, "PYTHONWARNINGS": "ignore"}
+    d.mkdir(parents=True, exist_ok=True)
+    process = ServerProcess("swift-keystone", argv, port, d / "swift.log", env)
+    process.start(timeout=60)
+    return process
+
+
 if __name__ == "__main__":
     main(sys.argv[1:])

@@ -202,6 +202,20 @@ class CloudFiles(Transporter):
             reason = f"{status} {exc.http_reason}".strip() if status else str(exc)
             if status == 401:
                 return AuthError(f"credentials refused by {self.auth_url} ({reason})")
+            # Keystone (v2/v3) answers reach us as swiftclient messages without a status: a refused login
+            # or a catalog without our endpoint is no outage to retry ("Authorization Failure" is: Keystone
+            # unreachable).
+            if not status and str(exc).startswith("Unauthorized"):
+                return AuthError(f"credentials refused by {self.auth_url} ({exc})")
+            if not status and str(exc).startswith("Endpoint for "):
+                region = self.dest.settings.get("region")
+                where = f"in region {region!r}" if region else "(setting region)"
+                return AuthError(f"the catalog of {self.auth_url} has no object-store endpoint {where}")
+            if not status and "python-keystoneclient" in str(exc):  # swiftclient's v2/v3 auth imports it
+                return AuthError(
+                    f"auth_version {self.auth_version} (Keystone) needs python-keystoneclient: "
+                    f"pip install python-keystoneclient"
+                )
             if status == 403:
                 return AuthError(f"access to container {self.container!r} refused ({reason})")
             if status in (408, 429, 498) or status >= 500 or not status:
