@@ -138,6 +138,9 @@ def isolated(cls: type[Transporter]) -> type[Transporter]:
 def main() -> None:
     """The worker: run the requests that come in on the socket with one transporter, until the socket closes."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
+    # paramiko imports invoke, when installed, only for "Match exec" in ssh_config files, which File Conveyor
+    # never reads: a tenth of a second of every worker's start-up, times the connections.
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the stage decides
     die_with_parent(parent)
     conn = Connection(fd)
