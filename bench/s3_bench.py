@@ -10,6 +10,9 @@ side, for each connection count (default 1 2 4 8 16):
 - ``rclone copy --transfers N --checkers N`` (Debian's rclone, S3 backend, provider Other);
 - ``aws s3 sync`` with ``max_concurrent_requests = N`` (the AWS CLI from PyPI).
 
+All three upload with the canned ACL public-read (fc-transport's default, which a CDN origin needs), so the
+store does the same work for each.
+
 Sets: small files (default 10,000 of 4 KB) and large ones (default 20 of 20 MB); files/s, MB/s and the ratio
 fc-transport / best peer at equal connections (above 1: fc-transport is faster).  Every run is checked: the
 bucket must hold every file with its size.  All three share one limit: moto is a Python server, so its
@@ -119,13 +122,15 @@ def main() -> None:
                         argv = [rclone, "--config", "/dev/null", "copy", "--transfers", str(n), "--checkers", str(n)]
                         argv += [str(tree), f":s3:{BUCKET}/{prefix}"]  # the S3 settings: RCLONE_S3_* below
                     else:
-                        argv = [aws, "s3", "sync", "--quiet", "--endpoint-url", endpoint, str(tree)]
+                        argv = [aws, "s3", "sync", "--quiet", "--acl", "public-read", "--endpoint-url", endpoint]
+                        argv += [str(tree)]
                         argv += [f"s3://{BUCKET}/{prefix}"]
                     rclone_env = {
                         "RCLONE_S3_PROVIDER": "Other",
                         "RCLONE_S3_ENV_AUTH": "true",
                         "RCLONE_S3_ENDPOINT": endpoint,
                         "RCLONE_S3_NO_CHECK_BUCKET": "true",
+                        "RCLONE_S3_ACL": "public-read",
                     }
                     started = time.perf_counter()
                     result = subprocess.run(argv, capture_output=True, env={**env, **rclone_env})

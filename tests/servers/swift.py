@@ -144,13 +144,14 @@ pipeline = {name}-server
 use = egg:swift#{name}
 """
 
-PROXY_CONF = """\
+# The proxy's pipeline and the filters both variants share; each adds its own auth filters after it.
+PROXY_HEAD = """\
 [DEFAULT]
 swift_dir = {swift_dir}
 log_level = WARNING
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper cache gate tempauth proxy-server
+pipeline = catch_errors gatekeeper cache %s proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -164,7 +165,11 @@ use = egg:swift#gatekeeper
 
 [filter:cache]
 paste.filter_factory = tests.servers.swift:cache_filter
+"""
 
+PROXY_CONF = (
+    PROXY_HEAD % "gate tempauth"
+    + """
 [filter:gate]
 paste.filter_factory = tests.servers.swift:gate_filter
 files = {files}
@@ -173,6 +178,7 @@ files = {files}
 use = egg:swift#tempauth
 user_{tempauth_user} = {key} .admin
 """
+)
 
 
 def main(argv: list[str]) -> None:
@@ -181,33 +187,14 @@ def main(argv: list[str]) -> None:
     eventlet.monkey_patch()
     import eventlet.wsgi
     from paste.deploy import loadapp
-    from swift.common import utils
-    from swift.common.ring import RingBuilder
 
     port, d, container = int(argv[0]), Path(argv[1]), argv[2]
     key = os.environ["SWIFT_KEY"]
-    conf, devices, files = d / "etc", d / "devices", d / "files"
-    fresh = not conf.exists()
-    for p in (conf, devices / "sdb1", files):
-        p.mkdir(parents=True, exist_ok=True)
+    files = d / "files"
+    fresh = not (d / "etc").exists()
+    files.mkdir(parents=True, exist_ok=True)
     ports = {"account": int(argv[3]), "container": int(argv[4]), "object": int(argv[5])}
-    if fresh:
-        (conf / "swift.conf").write_text(
-            "[swift-hash]\nswift_hash_path_suffix = fc-test\n[storage-policy:0]\nname = one\ndefault = yes\n"
-        )
-        for name, p in ports.items():
-            builder = RingBuilder(4, 1, 1)  # 16 partitions, 1 replica: one device holds everything
-            builder.add_dev(
-                {"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": p, "device": "sdb1", "weight": 1}
-            )
-            builder.rebalance()
-            builder.get_ring().save(str(conf / f"{name}.ring.gz"))
-    utils.set_swift_dir(str(conf))
-    apps: list[tuple[int, Any]] = []
-    for name, p in ports.items():
-        path = conf / f"{name}-server.conf"
-        path.write_text(SERVER_CONF.format(devices=devices, swift_dir=conf, name=name))
-        apps.append((p, loadapp(f"config:{path}")))
+    conf, apps = _build(d, ports)
     proxy_conf = conf / "proxy-server.conf"
     tempauth_user = USER.replace(":", "_")
     proxy_conf.write_text(
@@ -286,27 +273,9 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SwiftServ
 
 # -- a variant behind Keystone (tests/servers/keystone.py) ------------------------------------------
 
-KEYSTONE_PROXY_CONF = """\
-[DEFAULT]
-swift_dir = {swift_dir}
-log_level = WARNING
-
-[pipeline:main]
-pipeline = catch_errors gatekeeper cache authtoken keystoneauth proxy-server
-
-[app:proxy-server]
-use = egg:swift#proxy
-account_autocreate = true
-
-[filter:catch_errors]
-use = egg:swift#catch_errors
-
-[filter:gatekeeper]
-use = egg:swift#gatekeeper
-
-[filter:cache]
-paste.filter_factory = tests.servers.swift:cache_filter
-
+KEYSTONE_PROXY_CONF = (
+    PROXY_HEAD % "authtoken keystoneauth"
+    + """
 [filter:authtoken]
 paste.filter_factory = keystonemiddleware.auth_token:filter_factory
 www_authenticate_uri = {keystone}
@@ -327,10 +296,11 @@ cache = swift.cache
 use = egg:swift#keystoneauth
 operator_roles = admin, member
 """
+)
 
 
 def _build(d: Path, ports: dict[str, int]) -> tuple[Path, list[tuple[int, Any]]]:
-    """Rings (on a first start) and the account, container and object servers, as main() makes them."""
+    """Rings (on a first start) and the account, container and object servers, for either proxy."""
     from paste.deploy import loadapp
     from swift.common import utils
     from swift.common.ring import RingBuilder
@@ -344,7 +314,7 @@ def _build(d: Path, ports: dict[str, int]) -> tuple[Path, list[tuple[int, Any]]]
             "[swift-hash]\nswift_hash_path_suffix = fc-test\n[storage-policy:0]\nname = one\ndefault = yes\n"
         )
         for name, p in ports.items():
-            builder = RingBuilder(4, 1, 1)
+            builder = RingBuilder(4, 1, 1)  # 16 partitions, 1 replica: one device holds everything
             builder.add_dev(
                 {"id": 0, "region": 1, "zone": 1, "ip": "127.0.0.1", "port": p, "device": "sdb1", "weight": 1}
             )

@@ -76,3 +76,12 @@ def tree(root: Path) -> dict[str, bytes]:
     if not root.exists():
         return {}
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def file_argv(spec: str, tmp_path: Path, evs: list[dict]) -> tuple[list[str], Path]:
+    """fc-transport to ``spec`` reading ``evs`` from a file and writing to one, with its own state file: a
+    command that can be killed and run again.  Returns the command and its output file."""
+    (tmp_path / "in.jsonl").write_bytes(jsonl(evs))
+    out = tmp_path / "out.jsonl"
+    argv = [*fc("fc-transport"), "--to", spec, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)]
+    return [*argv, "--state", str(tmp_path / "t.db")], out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tests.servers.sshd import SshServer
 
-from .conftest import event, fc, jsonl, lines, sftp_spec, transport, tree
+from .conftest import event, fc, file_argv, jsonl, lines, sftp_spec, transport, tree
 
 
 def _files(root: Path, n: int, size: int = 512) -> list[dict]:
@@ -66,19 +66,7 @@ def test_server_down_then_back(sshd_server: SshServer, sftp_dir: Path, tmp_path:
 def test_kill_9_mid_run_then_restart(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
     src = tmp_path / "src"
     evs = _files(src, 600, 2048)
-    (tmp_path / "in.jsonl").write_bytes(jsonl(evs))
-    out = tmp_path / "out.jsonl"
-    argv = [
-        *fc("fc-transport"),
-        "--to",
-        sftp_spec(sshd_server, sftp_dir, connections="2"),
-        "--input",
-        str(tmp_path / "in.jsonl"),
-        "--output",
-        str(out),
-        "--state",
-        str(tmp_path / "t.db"),
-    ]
+    argv, out = file_argv(sftp_spec(sshd_server, sftp_dir, connections="2"), tmp_path, evs)
     proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
     _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 20)
     os.kill(proc.pid, signal.SIGKILL)

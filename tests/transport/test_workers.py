@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.servers.process import children
 from tests.servers.sshd import SshServer
 
-from .conftest import event, fc, jsonl, lines, sftp_spec, tree
+from .conftest import event, file_argv, lines, sftp_spec, tree
 
 WORKER = b"fileconveyor.transporters.isolated"
 
@@ -54,19 +54,7 @@ def _files(root: Path, n: int, size: int) -> list[dict]:
 
 
 def _start(sshd: SshServer, dest: Path, tmp_path: Path, evs: list[dict], env: dict, **kw: object) -> tuple:
-    (tmp_path / "in.jsonl").write_bytes(jsonl(evs))
-    out = tmp_path / "out.jsonl"
-    argv = [
-        *fc("fc-transport"),
-        "--to",
-        sftp_spec(sshd, dest, connections="2"),
-        "--input",
-        str(tmp_path / "in.jsonl"),
-        "--output",
-        str(out),
-        "--state",
-        str(tmp_path / "t.db"),
-    ]
+    argv, out = file_argv(sftp_spec(sshd, dest, connections="2"), tmp_path, evs)
     return argv, out, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 
 

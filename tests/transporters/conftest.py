@@ -6,6 +6,7 @@ here returning a Backend, and add the name to BACKENDS (and REMOTE when it has a
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -181,3 +182,14 @@ def cloudfiles_backend(swift_server: SwiftServer) -> Backend:  # noqa: F811
         wrong_credentials={"FC_PASSWORD": swift.KEY + "x"},
         failed_login=swift.FAILED_LOGIN,
     )
+
+
+def events_for(root: Path, rels: list[str], kind: str = "created") -> bytes:
+    """fc-watch's lines for ``rels`` under ``root``: what fc-transport reads."""
+    out = []
+    for rel in rels:
+        ev: dict = {"v": 1, "kind": kind, "source": "site", "root": str(root), "path": str(root / rel), "rel": rel}
+        if kind != "deleted":
+            ev["size"] = (root / rel).stat().st_size
+        out.append(json.dumps(ev) + "\n")
+    return "".join(out).encode()

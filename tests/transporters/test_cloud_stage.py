@@ -23,17 +23,7 @@ from fileconveyor.transporters.cf_setup import create_distribution
 from tests.conftest import ROOT, call
 from tests.servers import s3 as s3srv
 
-from .conftest import _unique
-
-
-def _events(root: Path, rels: list[str], kind: str = "created") -> bytes:
-    out = []
-    for rel in rels:
-        ev: dict = {"v": 1, "kind": kind, "source": "site", "root": str(root), "path": str(root / rel), "rel": rel}
-        if kind != "deleted":
-            ev["size"] = (root / rel).stat().st_size
-        out.append(json.dumps(ev) + "\n")
-    return "".join(out).encode()
+from .conftest import _unique, events_for
 
 
 def _site(tmp_path: Path, files: dict[str, bytes]) -> Path:
@@ -66,13 +56,13 @@ def test_skip_unchanged_sends_nothing_for_unchanged_files(
     argv = [*_to(s3_server, "s3", prefix, multipart_mb="8"), "--skip-unchanged", "--state", str(tmp_path / "t.db")]
     keys = {rel: f"{s3srv.BUCKET}/{prefix}/{rel}" for rel in rels}
 
-    first = call(transport_main, argv, _events(root, rels))
+    first = call(transport_main, argv, events_for(root, rels))
     assert first.status == 0, first.stderr
     assert {rel: ev["transported"] for rel, ev in _out(first.stdout).items()} == dict.fromkeys(rels, "uploaded")
     writes = {rel: s3_server.writes(key) for rel, key in keys.items()}
     assert writes["css/a.css"] == 1 and writes["big.bin"] >= 3  # initiate, parts, complete
 
-    again = call(transport_main, argv, _events(root, rels))
+    again = call(transport_main, argv, events_for(root, rels))
     assert again.status == 0, again.stderr
     outs = _out(again.stdout)
     assert {rel: ev["transported"] for rel, ev in outs.items()} == dict.fromkeys(rels, "unchanged")
@@ -83,7 +73,7 @@ def test_skip_unchanged_sends_nothing_for_unchanged_files(
             assert reply.read() == (root / rel).read_bytes()
 
     (root / "js/b.js").write_bytes(b"var b = 2;")  # same size class, new content
-    changed = call(transport_main, argv, _events(root, rels, "modified"))
+    changed = call(transport_main, argv, events_for(root, rels, "modified"))
     assert changed.status == 0, changed.stderr
     transported = {rel: ev["transported"] for rel, ev in _out(changed.stdout).items()}
     assert transported == {"css/a.css": "unchanged", "js/b.js": "uploaded", "big.bin": "unchanged"}
@@ -111,7 +101,7 @@ def test_skip_unchanged_falls_back_to_the_etag_of_a_single_put(
     client.put_object(Bucket=s3srv.BUCKET, Key=f"{prefix}/other.txt", Body=b"old content")
     before = {n: s3_server.writes(f"{s3srv.BUCKET}/{prefix}/{n}") for n in ("same.txt", "other.txt")}
     argv = [*_to(s3_server, "s3", prefix), "--skip-unchanged", "--state", str(tmp_path / "t.db")]
-    r = call(transport_main, argv, _events(root, ["same.txt", "other.txt"]))
+    r = call(transport_main, argv, events_for(root, ["same.txt", "other.txt"]))
     assert r.status == 0, r.stderr
     assert {k: v["transported"] for k, v in _out(r.stdout).items()} == {
         "same.txt": "unchanged",
@@ -126,10 +116,10 @@ def test_skip_unchanged_on_sftp_warns_and_sends(tmp_path: Path, state_dir: Path)
     root = _site(tmp_path, {"a.txt": b"a"})
     cdn = tmp_path / "cdn"
     argv = ["--to", f"file://{cdn}", "--to", "sftp://nobody@127.0.0.1:1/x?agent=no", "--skip-unchanged"]
-    r = call(transport_main, [*argv, "--drain-timeout", "0"], _events(root, ["a.txt"]))
+    r = call(transport_main, [*argv, "--drain-timeout", "0"], events_for(root, ["a.txt"]))
     assert "cannot compare contents" in r.stderr and "sftp://nobody@127.0.0.1:1/x" in r.stderr
     mtime = (cdn / "a.txt").stat().st_mtime_ns
-    r2 = call(transport_main, [*argv[:2], "--skip-unchanged"], _events(root, ["a.txt"]))
+    r2 = call(transport_main, [*argv[:2], "--skip-unchanged"], events_for(root, ["a.txt"]))
     assert [ev["transported"] for ev in _out(r2.stdout).values()] == ["unchanged"]
     assert (cdn / "a.txt").stat().st_mtime_ns == mtime  # not rewritten
 
@@ -155,7 +145,7 @@ def test_many_changes_make_one_invalidation_request(s3_server: s3srv.S3Server, t
     dist, prefix = _distribution(s3_server), _unique()
     argv = [*_to(s3_server, "cf", prefix, distribution_id=dist, invalidate_after="60"), "--state", str(tmp_path / "t")]
     before = s3_server.stats()["invalidations"]
-    r = call(transport_main, argv, _events(root, rels) + _events(root, rels[:5], "deleted"))
+    r = call(transport_main, argv, events_for(root, rels) + events_for(root, rels[:5], "deleted"))
     assert r.status == 0, r.stderr
     assert len(r.stdout.splitlines()) == n + 5
     assert s3_server.stats()["invalidations"] - before == 1  # 65 changes, one request, sent at the end of the run
@@ -179,7 +169,7 @@ def test_pending_invalidations_survive_kill_9(s3_server: s3srv.S3Server, tmp_pat
     ]
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(_events(root, rels))
+    proc.stdin.write(events_for(root, rels))
     proc.stdin.flush()  # and kept open: fc-transport waits for more, its invalidations not due for an hour
     got = [proc.stdout.readline() for _ in rels]
     assert all(json.loads(line)["transported"] == "uploaded" for line in got)
@@ -327,7 +317,7 @@ def test_old_names_deleted_later_are_invalidated_too(
     dist, prefix = _distribution(s3_server), _unique()
     evs = []
     for kind, n in (("created", 1), ("modified", 2)):
-        ev = json.loads(_events(root, ["css/a.css"], kind))
+        ev = json.loads(events_for(root, ["css/a.css"], kind))
         ev.update(name=f"a_{n}.css", file=str(root / f"v{n}.css"))
         evs.append(json.dumps(ev).encode() + b"\n")
     argv = [*_to(s3_server, "cf", prefix, distribution_id=dist, invalidate_after="60"), "--delete-old-after", "0.2"]

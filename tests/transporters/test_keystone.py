@@ -23,7 +23,7 @@ from tests.conftest import ROOT
 from tests.servers import keystone as ks
 from tests.servers.keystone import KeystoneSwift, keystone_swift  # noqa: F401 - fixture
 
-from .conftest import _unique
+from .conftest import _unique, events_for
 
 NAME = "ks"  # the destination's name: its password is in FC_KS_PASSWORD
 
@@ -42,16 +42,6 @@ def _dest(server: KeystoneSwift, prefix: str, **overrides: str) -> str:
     }
     settings = {k: v for k, v in settings.items() if v}  # "" drops a setting
     return f"cloudfiles://{ks.USER}@{ks.CONTAINER}/{prefix}?{urlencode(settings)}"
-
-
-def _events(root: Path, rels: list[str], kind: str = "created") -> bytes:
-    out = []
-    for rel in rels:
-        ev: dict = {"v": 1, "kind": kind, "source": "site", "root": str(root), "path": str(root / rel), "rel": rel}
-        if kind != "deleted":
-            ev["size"] = (root / rel).stat().st_size
-        out.append(json.dumps(ev) + "\n")
-    return "".join(out).encode()
 
 
 def _transport(
@@ -86,7 +76,7 @@ def test_upload_fetch_delete_with_keystone_v3(keystone_swift: KeystoneSwift, tmp
     prefix = _unique()
     dest = _dest(server, prefix)
 
-    up = _transport(dest, _events(root, list(files)), tmp_path)
+    up = _transport(dest, events_for(root, list(files)), tmp_path)
     assert up.returncode == 0, up.stderr.decode()
     outs = {ev["rel"]: ev for ev in map(json.loads, up.stdout.splitlines())}
     assert {rel: ev["transported"] for rel, ev in outs.items()} == dict.fromkeys(files, "uploaded")
@@ -102,7 +92,7 @@ def test_upload_fetch_delete_with_keystone_v3(keystone_swift: KeystoneSwift, tmp
     assert head["content-length"] == str(len(files["css/a b.css"])) and head["content-type"] == "text/css"
     assert conn.url == server.storage_url
 
-    gone = _transport(dest, _events(root, ["css/a b.css"], "deleted"), tmp_path)
+    gone = _transport(dest, events_for(root, ["css/a b.css"], "deleted"), tmp_path)
     assert gone.returncode == 0, gone.stderr.decode()
     assert [json.loads(line)["transported"] for line in gone.stdout.splitlines()] == ["deleted"]
     assert _get(outs["css/a b.css"]["url"])[0] == 404
@@ -136,7 +126,7 @@ def test_refused_login_is_one_permanent_error(
         (root / rel).write_bytes(rel.encode())
     before = _failed_logins(server)
     started = time.monotonic()
-    r = _transport(_dest(server, _unique(), **overrides), _events(root, rels), tmp_path, password)
+    r = _transport(_dest(server, _unique(), **overrides), events_for(root, rels), tmp_path, password)
     elapsed = time.monotonic() - started
     stderr = r.stderr.decode()
     assert r.returncode == 1, stderr  # error events written, nothing queued for a retry
@@ -159,7 +149,7 @@ def test_unknown_region_is_a_permanent_error(keystone_swift: KeystoneSwift, tmp_
     (root / "a.txt").write_bytes(b"a")
     started = time.monotonic()
     dest = _dest(keystone_swift, _unique(), region="RegionNowhere")
-    r = _transport(dest, _events(root, ["a.txt"]), tmp_path)
+    r = _transport(dest, events_for(root, ["a.txt"]), tmp_path)
     assert r.returncode == 1, r.stderr.decode()
     (ev,) = map(json.loads, r.stdout.splitlines())
     assert ev["error_kind"] == "permanent" and "RegionNowhere" in ev["error"], ev
@@ -175,7 +165,7 @@ def test_keystone_down_keeps_the_work_queued(keystone_swift: KeystoneSwift, tmp_
     dest = _dest(server, _unique())
     server.keystone.kill()
     try:
-        down = _transport(dest, _events(root, ["a.txt"]), tmp_path, ks.PASSWORD, "--drain-timeout", "2")
+        down = _transport(dest, events_for(root, ["a.txt"]), tmp_path, ks.PASSWORD, "--drain-timeout", "2")
     finally:
         server.keystone.start(timeout=60)
     assert down.returncode == 4, down.stderr.decode()  # work still queued

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,8 @@ import pytest
 
 from fileconveyor.errors import ConfigError
 from fileconveyor.transporters import AuthError, TransientError, for_destination, parse_destination
-from tests.servers.process import free_port
+from fileconveyor.transporters.sftp_openssh import PipeChannel
+from tests.servers.process import children, free_port
 from tests.servers.sshd import PASSPHRASE, SshServer
 
 from .conftest import Backend
@@ -134,3 +138,69 @@ def test_engine_auto_logs_in_with_a_key_through_openssh(sftp_backend: Backend, t
 def test_engine_setting_is_checked(sftp_backend: Backend) -> None:
     with pytest.raises(ConfigError, match="engine must be auto, openssh or paramiko"):
         sftp_backend.make(engine="putty")
+
+
+@pytest.mark.parametrize("engine", ["openssh", "paramiko"])
+def test_sftp_server_that_stops_answering_times_out(
+    sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path, engine: str
+) -> None:
+    """A server that stops answering (its processes stopped, the TCP connection still up) fails the upload as
+    transient within about the timeout, instead of hanging the connection for ever."""
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(8 << 20))
+    tp = sftp_backend.make(engine=engine, timeout="2")
+    sshd = sshd_server.process.proc.pid  # type: ignore[union-attr]
+    before = set(children(sshd))
+    tp.upload(src, b"first")  # connected, the SFTP session is up
+    servers = sorted(set(children(sshd)) - before)  # this connection's sshd processes (internal-sftp in them)
+    assert servers, "no sshd process for the connection found"
+    for pid in servers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientError, match=r"timed out|no answer|connection lost"):
+            tp.upload(src, b"second")
+        assert time.monotonic() - started < 25
+    finally:
+        for pid in servers:
+            with contextlib.suppress(ProcessLookupError):  # gone already: reaped by sshd
+                os.kill(pid, signal.SIGKILL)
+                os.kill(pid, signal.SIGCONT)
+        tp.close()
+    tp.upload(src, b"third")  # a fresh session works again
+    assert (sftp_backend.files / "third").read_bytes() == src.read_bytes()
+
+
+def test_openssh_engine_takes_paths_with_spaces_and_percent(
+    sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path
+) -> None:
+    odd = tmp_path / "dir with space %d"
+    odd.mkdir()
+    key, known = odd / "key 1", odd / "known hosts"
+    key.write_bytes(sshd_server.key_file.read_bytes())
+    key.chmod(0o600)
+    known.write_bytes(sshd_server.known_hosts.read_bytes())
+    src = tmp_path / "a"
+    src.write_bytes(b"odd paths")
+    tp = sftp_backend.make(key_file=str(key), known_hosts=str(known))
+    tp.upload(src, b"a")
+    assert tp.pipe is not None  # type: ignore[attr-defined]
+    assert (sftp_backend.files / "a").read_bytes() == b"odd paths"
+
+
+def test_openssh_pipe_waits_at_most_the_timeout() -> None:
+    """The ssh process alive but nothing coming (an SFTP server that stopped answering while SSH keepalives
+    still pass): reads and writes on its pipes give up after the timeout.  `sleep` stands for that ssh."""
+    proc = subprocess.Popen(["sleep", "60"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    pipe = PipeChannel(proc, 0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            pipe.recv(4)
+        with pytest.raises(TimeoutError):
+            for _ in range(10_000):  # fills the pipe that nobody reads, then waits
+                pipe.send(b"x" * 65536)
+        assert time.monotonic() - started < 5
+    finally:
+        proc.kill()
+        pipe.close()

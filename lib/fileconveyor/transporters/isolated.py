@@ -24,11 +24,11 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
-from ..children import die_with_parent
 from ..errors import FCError
 from .base import RemoteStat, TransientError, Transporter
 from .destination import Destination
@@ -47,8 +47,9 @@ class _Worker:
                 [
                     sys.executable,
                     "-c",
-                    f"import sys; sys.path.insert(0, {_LIB!r}); "
-                    "from fileconveyor.transporters.isolated import main; main()",
+                    # sys.path[0] is the current directory for -c: replaced, so that no module lying there
+                    # (a paramiko.py in a shared upload directory) runs in the worker.
+                    f"import sys; sys.path[0] = {_LIB!r}; from fileconveyor.transporters.isolated import main; main()",
                     str(theirs.fileno()),
                     str(os.getpid()),
                 ],
@@ -123,8 +124,17 @@ class IsolatedTransporter(Transporter):
         self._call("invalidate", paths)
 
     def close(self) -> None:
-        with self._lock:
+        # A call in progress holds the lock: give it a moment, then end its worker (the call fails as
+        # transient and its file stays queued), so that stopping fc-transport never waits for a whole upload.
+        if not self._lock.acquire(timeout=STOP_WAIT):
+            worker = self._worker
+            if worker is not None:
+                worker.proc.kill()
+            self._lock.acquire()
+        try:
             worker, self._worker = self._worker, None
+        finally:
+            self._lock.release()
         if worker is not None:
             worker.stop()
 
@@ -135,6 +145,12 @@ def isolated(cls: type[Transporter]) -> type[Transporter]:
     return type(f"Isolated{cls.__name__}", (IsolatedTransporter, cls), {"_real": cls})
 
 
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(1)
+
+
 def main() -> None:
     """The worker: run the requests that come in on the socket with one transporter, until the socket closes."""
     fd, parent = int(sys.argv[1]), int(sys.argv[2])
@@ -142,7 +158,9 @@ def main() -> None:
     # never reads: a tenth of a second of every worker's start-up, times the connections.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the stage decides
-    die_with_parent(parent)
+    # Die with fc-transport, even by kill -9, even in the middle of an upload.  Not PR_SET_PDEATHSIG: that
+    # fires when the *thread* that started the worker ends, which is not fc-transport ending.
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
     conn = Connection(fd)
     try:
         cls, dest, defer = conn.recv()

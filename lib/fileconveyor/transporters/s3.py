@@ -135,7 +135,6 @@ class S3(Transporter):
         "skip_unchanged": "yes: don't upload a file whose content the bucket already holds (one HEAD per file)",
     }
     default_connections = 8  # HTTP requests are cheap to run side by side; latency, not bandwidth, limits S3
-    isolate = True  # botocore signs and parses each request in Python: one process per connection (measured)
 
     def __init__(self, dest: Destination):
         super().__init__(dest)

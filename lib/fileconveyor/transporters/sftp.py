@@ -1,10 +1,11 @@
-"""sftp (sftp://): deliver over SSH with paramiko.
+"""sftp (sftp://): deliver over SSH: OpenSSH's ssh client or paramiko (sftp_openssh.py says which, and why).
 
 Settings:
     key_file            private key to log in with (its passphrase: FC_<NAME>_PASSPHRASE or FC_PASSPHRASE)
     agent               no: don't ask the SSH agent for keys (default yes)
     known_hosts         known_hosts file the server's host key must be in (default ~/.ssh/known_hosts)
     trust_unknown_host  yes: accept a host key found in no known_hosts file (first contact only; never the default)
+    engine              auto (default): ssh for key and agent logins, paramiko for the rest; openssh or paramiko
 A password, if any, comes from FC_<NAME>_PASSWORD, FC_PASSWORD or a private config file.
 Without key_file, the usual ~/.ssh/id_* keys are tried, as ssh does.
 
@@ -114,7 +115,7 @@ class SFTP(Transporter):
     def _connect_openssh(self, known_hosts: str, key_file: str | None) -> None:
         ssh = openssh.ssh_binary() or "ssh"
         agent = self.dest.flag("agent", True)
-        pipe = openssh.start(openssh.argv(ssh, self.dest, self.timeout, known_hosts, key_file, agent))
+        pipe = openssh.start(openssh.argv(ssh, self.dest, self.timeout, known_hosts, key_file, agent), self.timeout)
         try:
             sftp = paramiko.SFTPClient(pipe)  # type: ignore[arg-type]
         except (paramiko.SSHException, OSError, EOFError):

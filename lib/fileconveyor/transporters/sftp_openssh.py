@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import math
 import os
+import select
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -33,26 +34,41 @@ def ssh_binary() -> str | None:
 
 
 class PipeChannel:
-    """What paramiko's SFTPClient needs of a channel, over an ssh process's stdin and stdout."""
+    """What paramiko's SFTPClient needs of a channel, over an ssh process's stdin and stdout.  Every wait is
+    bounded by ``timeout``: ssh's keepalives catch a dead server, not an SFTP server that stopped answering."""
 
-    def __init__(self, proc: subprocess.Popen[bytes]):
+    def __init__(self, proc: subprocess.Popen[bytes], timeout: float):
         assert proc.stdin is not None and proc.stdout is not None
         self.proc = proc
+        self.timeout = timeout
         self._w, self._r = proc.stdin.fileno(), proc.stdout.fileno()
         for fd in (self._w, self._r):
             try:  # 1 MiB pipes (Linux): fewer wake-ups of ssh and of us; 12-29% more MB/s at 4 connections
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
             except (AttributeError, OSError):
                 pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default works, a little slower
+        os.set_blocking(self._w, False)  # a write waits below, for at most the timeout
+
+    def _wait(self, fd: int, event: int) -> None:
+        poller = select.poll()
+        poller.register(fd, event)
+        if not poller.poll(self.timeout * 1000):
+            raise TimeoutError(f"no answer from the SFTP server within {self.timeout:g} s")
 
     def send(self, data: bytes) -> int:
-        return os.write(self._w, data)  # a dead ssh: BrokenPipeError, a transient error
+        while True:
+            try:
+                return os.write(self._w, data)  # a dead ssh: BrokenPipeError, a transient error
+            except BlockingIOError:
+                self._wait(self._w, select.POLLOUT)
 
     def recv(self, n: int) -> bytes:
+        self._wait(self._r, select.POLLIN)
         return os.read(self._r, n)  # b"" when ssh ended: paramiko's "connection dropped"
 
     def settimeout(self, timeout: float | None) -> None:
-        pass  # ssh's ServerAlive* options bound every wait (see argv)
+        if timeout is not None:
+            self.timeout = timeout
 
     def get_name(self) -> str:
         return "ssh"
@@ -74,30 +90,33 @@ class PipeChannel:
             self.proc.stderr.close()
 
 
+def _value(text: str) -> str:
+    """A path as an ssh -o value: ssh expands %-tokens in it and splits it at spaces."""
+    text = text.replace("%", "%%")
+    return f'"{text}"' if any(c.isspace() for c in text) else text
+
+
 def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file: str | None, agent: bool) -> list[str]:
     wait = max(1, math.ceil(timeout))
     options = {
         "BatchMode": "yes",  # never a prompt: a login that needs one fails, clearly
         "StrictHostKeyChecking": "yes",
-        "UserKnownHostsFile": known_hosts,
+        "UserKnownHostsFile": _value(known_hosts),
         "ConnectTimeout": str(wait),  # the TCP connection and the banner exchange
         "ServerAliveInterval": str(max(1, math.ceil(timeout / 3))),  # a server silent for ~timeout: ssh exits
         "ServerAliveCountMax": "3",
-        "LogLevel": "ERROR",
         "ForwardAgent": "no",
         "ForwardX11": "no",
         "ClearAllForwardings": "yes",
-        "Ciphers": "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes128-ctr,aes256-ctr",
     }
     if key_file:
         options["IdentitiesOnly"] = "yes"
+        options["IdentityFile"] = _value(key_file)
     if not agent:
         options["IdentityAgent"] = "none"
     out = [ssh, "-F", "none", "-T", "-x", "-a"]
     for key, value in options.items():
         out += ["-o", f"{key}={value}"]
-    if key_file:
-        out += ["-i", key_file]
     if dest.port:
         out += ["-p", str(dest.port)]
     if dest.user:
@@ -106,11 +125,11 @@ def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file
     return [*out, "-s", "--", dest.host, "sftp"]
 
 
-def start(cmd: Sequence[str]) -> PipeChannel:
+def start(cmd: Sequence[str], timeout: float) -> PipeChannel:
     proc = subprocess.Popen(
         list(cmd), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
     )
-    return PipeChannel(proc)
+    return PipeChannel(proc, timeout)
 
 
 def failure(channel: PipeChannel, dest: Destination, known_hosts: str) -> FCError:
@@ -121,8 +140,9 @@ def failure(channel: PipeChannel, dest: Destination, known_hosts: str) -> FCErro
         channel.proc.kill()
         channel.proc.wait()
     text = channel.proc.stderr.read().decode("utf-8", "replace") if channel.proc.stderr else ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    last = lines[-1] if lines else f"ssh exited with status {channel.proc.returncode}"
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
+    # The lines that say why (a key file others can read, no common cipher), not only the last one.
+    last = "; ".join(lines[-3:]) if lines else f"ssh exited with status {channel.proc.returncode}"
     host = f"{dest.host}:{dest.port or 22}"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or ("host key for" in text.lower() and "changed" in text):
         return AuthError(f"host key mismatch for {host} (possible man-in-the-middle; check, then fix {known_hosts})")
@@ -133,6 +153,8 @@ def failure(channel: PipeChannel, dest: Destination, known_hosts: str) -> FCErro
         )
     if "Permission denied" in text or "Too many authentication failures" in text:
         return AuthError(f"authentication refused: {last}")
+    if "contains invalid characters" in text or "Bad configuration option" in text or "no argument after" in text:
+        return PermanentError(f"ssh refused the destination: {last}")
     if "subsystem request failed" in text:
         return PermanentError(f"{host} offers no SFTP subsystem: {last}")
     if "Connection refused" in text:
