@@ -151,8 +151,14 @@ class SFTP(Transporter):
                 channel_timeout=self.timeout,
                 transport_factory=_Transport,
             )
-            sftp = client.open_sftp()
-            sftp.get_channel().settimeout(self.timeout)  # type: ignore[union-attr]
+            # open_sftp(), but with the timeout set before the subsystem's first answer is awaited: a server
+            # whose SFTP subsystem never answers hung the connection for ever.
+            transport = client.get_transport()
+            assert transport is not None  # connect() succeeded
+            channel = transport.open_session(timeout=self.timeout)
+            channel.settimeout(self.timeout)
+            channel.invoke_subsystem("sftp")
+            sftp = paramiko.SFTPClient(channel)
         except BaseException:
             client.close()
             raise
