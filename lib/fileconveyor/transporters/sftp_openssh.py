@@ -14,6 +14,7 @@ ssh runs with ``-F none``: the user's ssh_config does not change what a destinat
 from __future__ import annotations
 
 import fcntl
+import functools
 import math
 import os
 import select
@@ -47,7 +48,8 @@ class PipeChannel:
                 fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)  # type: ignore[attr-defined]
             except (AttributeError, OSError):
                 pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default works, a little slower
-        os.set_blocking(self._w, False)  # a write waits below, for at most the timeout
+        for fd in (self._w, self._r):
+            os.set_blocking(fd, False)  # reads and writes wait below, for at most the timeout
 
     def _wait(self, fd: int, event: int) -> None:
         poller = select.poll()
@@ -63,8 +65,11 @@ class PipeChannel:
                 self._wait(self._w, select.POLLOUT)
 
     def recv(self, n: int) -> bytes:
-        self._wait(self._r, select.POLLIN)
-        return os.read(self._r, n)  # b"" when ssh ended: paramiko's "connection dropped"
+        while True:  # try first: most of the time the answer is there, and a poll() per read cost throughput
+            try:
+                return os.read(self._r, n)  # b"" when ssh ended: paramiko's "connection dropped"
+            except BlockingIOError:
+                self._wait(self._r, select.POLLIN)
 
     def settimeout(self, timeout: float | None) -> None:
         if timeout is not None:
@@ -96,6 +101,29 @@ def _value(text: str) -> str:
     return f'"{text}"' if any(c.isspace() for c in text) else text
 
 
+# AES-GCM first: with AES-NI both ends encrypt it several times faster than ssh's default first choice,
+# chacha20-poly1305 (on 2 cores, sshd's decryption competes with everything else: 166 against 107 MB/s here).
+PREFERRED_CIPHERS = (
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes128-ctr",
+    "aes192-ctr",
+    "aes256-ctr",
+)
+
+
+@functools.cache
+def _ciphers(ssh: str) -> str | None:
+    """PREFERRED_CIPHERS that this ssh knows (``ssh -Q cipher``), or None to leave ssh's own choice."""
+    try:
+        known = subprocess.run([ssh, "-Q", "cipher"], capture_output=True, timeout=10).stdout.decode().split()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    usable = [c for c in PREFERRED_CIPHERS if c in known]
+    return ",".join(usable) if usable else None
+
+
 def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file: str | None, agent: bool) -> list[str]:
     wait = max(1, math.ceil(timeout))
     options = {
@@ -109,6 +137,9 @@ def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file
         "ForwardX11": "no",
         "ClearAllForwardings": "yes",
     }
+    ciphers = _ciphers(ssh)
+    if ciphers:
+        options["Ciphers"] = ciphers
     if key_file:
         options["IdentitiesOnly"] = "yes"
         options["IdentityFile"] = _value(key_file)
