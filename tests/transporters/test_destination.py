@@ -23,6 +23,13 @@ def test_sftp_spec() -> None:
     assert d.name == "host.example"
 
 
+def test_ipv6_host_keeps_its_brackets_in_messages_and_urls() -> None:
+    d = parse_destination("sftp://u@[::1]:2222/srv")
+    assert (d.host, d.port) == ("::1", 2222)
+    assert str(d) == d.base_url.rstrip("/") == "sftp://u@[::1]:2222/srv"
+    assert parse_destination(str(d)).host == "::1"  # what is shown parses back
+
+
 @pytest.mark.parametrize(
     ("spec", "root", "base_url"),
     [

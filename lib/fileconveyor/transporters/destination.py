@@ -41,7 +41,8 @@ class Destination:
         """The spec as people should see it: never with a secret."""
         user = f"{quote(self.user, safe='')}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
-        return f"{self.scheme}://{user}{self.host}{port}{os.fsdecode(self.root)}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, as a URL writes it
+        return f"{self.scheme}://{user}{host}{port}{os.fsdecode(self.root)}"
 
     def secret(self, key: str) -> str | None:
         return self.secrets.get(key)
