@@ -151,7 +151,7 @@ swift_dir = {swift_dir}
 log_level = WARNING
 
 [pipeline:main]
-pipeline = catch_errors gatekeeper cache %s proxy-server
+pipeline = catch_errors gatekeeper cache %s slo proxy-server
 
 [app:proxy-server]
 use = egg:swift#proxy
@@ -165,6 +165,9 @@ use = egg:swift#gatekeeper
 
 [filter:cache]
 paste.filter_factory = tests.servers.swift:cache_filter
+
+[filter:slo]
+use = egg:swift#slo
 """
 
 PROXY_CONF = (

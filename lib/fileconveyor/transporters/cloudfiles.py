@@ -13,6 +13,8 @@ Settings:
     cache_control   Cache-Control header of uploaded objects
     content_encoding  Content-Encoding header of uploaded objects
     skip_unchanged  yes: don't upload a file whose MD5 the container already holds (one HEAD per file)
+    segment_mb      a file above this many MiB goes up in segments as a Static Large Object (default 5120,
+                    Swift's 5 GiB limit; see cloudfiles_slo.py)
 The key or password comes from FC_<NAME>_PASSWORD, FC_PASSWORD or a private config file, never the URL.
 
     cloudfiles://deploy@static/css  +  upload(b"/tmp/work/a.css", b"a.css")  ->  object css/a.css in "static"
@@ -35,10 +37,12 @@ import swiftclient
 from swiftclient.exceptions import ClientException
 
 from ..errors import ConfigError, FCError
+from . import cloudfiles_slo as slo
 from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
 from .destination import Destination
 
 RACKSPACE_AUTH = "https://identity.api.rackspacecloud.com/v2.0/"
+SEGMENT_MB = 5120  # Swift's largest single object: 5 GiB
 
 
 class CloudFiles(Transporter):
@@ -58,6 +62,8 @@ class CloudFiles(Transporter):
         "cache_control": "Cache-Control header of uploaded objects",
         "content_encoding": "Content-Encoding header of uploaded objects",
         "skip_unchanged": "yes: don't upload a file whose MD5 the container already holds (one HEAD per file)",
+        "segment_mb": "a file above this many MiB goes up in segments of it, as a Static Large Object "
+        "(default 5120: Swift's 5 GiB limit per object)",
     }
     default_connections = 8
 
@@ -74,6 +80,12 @@ class CloudFiles(Transporter):
             raise ConfigError(f"{dest}: auth_version must be 1, 2 or 3")
         self.auth_version = version[0]
         self.skip_unchanged = dest.flag("skip_unchanged")
+        try:
+            self.segment = int(float(dest.settings.get("segment_mb", SEGMENT_MB)) * (1 << 20))
+        except ValueError:
+            self.segment = 0
+        if not 1 << 20 <= self.segment <= SEGMENT_MB << 20:
+            raise ConfigError(f"{dest}: segment_mb must be a number of MiB from 1 to {SEGMENT_MB}")
         self.skipped = False
         self.conn: Any = None
 
@@ -138,12 +150,17 @@ class CloudFiles(Transporter):
             while chunk := src.read(1 << 20):
                 h.update(chunk)
             etag, size = h.hexdigest(), src.tell()
-            if self.skip_unchanged and (self._head(key) or {}).get("etag") == etag:
+            head = self._head(key) if self.skip_unchanged or size > self.segment else None
+            if self.skip_unchanged and etag in ((head or {}).get("etag"), (head or {}).get(slo.MD5_META.lower())):
                 self.skipped = True
                 return UNCHANGED
             src.seek(0)
         try:
-            self._put(src, key, size, etag, content_type, headers)
+            if size is not None and etag is not None and size > self.segment:
+                ctype = content_type or "application/octet-stream"
+                slo.put_slo(self.conn, self.container, key, src, size, etag, self.segment, ctype, headers, head)
+            else:
+                self._put(src, key, size, etag, content_type, headers)
         except ClientException as exc:
             if exc.http_status == 404:  # a PUT finds no object missing: the container is
                 raise PermanentError(f"no container {self.container!r} (404 Not Found)") from exc
@@ -173,8 +190,13 @@ class CloudFiles(Transporter):
             raise
 
     def _delete(self, rel: bytes) -> None:
+        key = self.key(rel)
         try:
-            self.conn.delete_object(self.container, self.key(rel))
+            # A HEAD first: a large object's segments go with it (and a plain DELETE would leave them).
+            if slo.is_slo(self._head(key)):
+                slo.delete_slo(self.conn, self.container, key)
+            else:
+                self.conn.delete_object(self.container, key)
         except ClientException as exc:
             if exc.http_status != 404:  # already gone is success
                 raise
