@@ -35,6 +35,8 @@ from urllib.parse import quote, urlsplit
 
 import boto3
 import botocore.exceptions as bce
+import botocore.handlers
+import botocore.utils
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
@@ -171,13 +173,18 @@ class S3(Transporter):
 
     def client(self) -> Any:
         if self._client is None:
-            self._client = make_client(
+            client = make_client(
                 self.dest.settings.get("profile") or None,
                 "s3",
                 region_name=self.region,
                 endpoint_url=self.endpoint_url,
                 config=client_config(self.dest, self.timeout),
             )
+            # botocore asks "Expect: 100-continue" before every body, and waits for the store's go-ahead: one
+            # more round trip per file, a good part of a small file's time.  Only a large body is worth it.
+            client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
+            client.meta.events.register("before-call.s3", _expect_for_large_bodies)
+            self._client = client
         return self._client
 
     @property
@@ -386,3 +393,13 @@ def _read_all(src: BinaryIO) -> bytes:
 
 def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
+
+
+EXPECT_ABOVE = 1 << 20  # bytes: a body above this asks the store first (a refusal then costs no upload)
+
+
+def _expect_for_large_bodies(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
+    body = params.get("body")
+    large = hasattr(body, "read") and (botocore.utils.determine_content_length(body) or 0) > EXPECT_ABOVE
+    if large and model.http.get("method") in ("PUT", "POST"):
+        params["headers"]["Expect"] = "100-continue"
