@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 
 
@@ -21,3 +22,12 @@ def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
             pass
     if os.getppid() != parent:
         os._exit(1)
+
+
+def end(proc: subprocess.Popen[bytes], wait: float) -> None:
+    """Give ``proc`` ``wait`` seconds to exit on its own (its input closed), then kill it; reaped either way."""
+    try:
+        proc.wait(wait)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

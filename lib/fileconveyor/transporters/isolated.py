@@ -29,6 +29,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from ..children import end
 from ..errors import FCError
 from .base import RemoteStat, TransientError, Transporter
 from .destination import Destination
@@ -69,11 +70,7 @@ class _Worker:
 
     def stop(self) -> None:
         self.conn.close()  # the worker sees the end of its input, closes its connection, exits
-        try:
-            self.proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc, STOP_WAIT)
 
 
 class IsolatedTransporter(Transporter):

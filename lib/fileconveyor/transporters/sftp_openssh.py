@@ -22,6 +22,7 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 
+from ..children import end
 from ..errors import FCError
 from .base import AuthError, PermanentError, TransientError
 from .destination import Destination
@@ -86,11 +87,7 @@ class PipeChannel:
         for stream in (self.proc.stdin, self.proc.stdout):
             if stream is not None:
                 stream.close()
-        try:
-            self.proc.wait(STOP_WAIT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        end(self.proc, STOP_WAIT)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
@@ -165,11 +162,7 @@ def start(cmd: Sequence[str], timeout: float) -> PipeChannel:
 
 def failure(channel: PipeChannel, dest: Destination, known_hosts: str) -> FCError:
     """Why the ssh process could not start an SFTP session, from its exit and its messages."""
-    try:
-        channel.proc.wait(STOP_WAIT)
-    except subprocess.TimeoutExpired:
-        channel.proc.kill()
-        channel.proc.wait()
+    end(channel.proc, STOP_WAIT)
     text = channel.proc.stderr.read().decode("utf-8", "replace") if channel.proc.stderr else ""
     lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
     # The lines that say why (a key file others can read, no common cipher), not only the last one.
