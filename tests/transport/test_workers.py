@@ -1,5 +1,6 @@
-"""SFTP connections run in worker processes (transporters/isolated.py): a worker killed mid-run loses nothing,
-the workers die with fc-transport (even by kill -9), and Ctrl-C on the terminal stops the whole thing cleanly."""
+"""The processes behind SFTP connections: with the paramiko engine a worker process per connection
+(transporters/isolated.py), with the openssh engine an ssh process per connection.  Either killed mid-run loses
+nothing, they die with fc-transport (even by kill -9), and Ctrl-C on the terminal stops the whole thing cleanly."""
 
 from __future__ import annotations
 
@@ -9,22 +10,28 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.servers.process import children
 from tests.servers.sshd import SshServer
 
 from .conftest import event, file_argv, lines, sftp_spec, tree
 
-WORKER = b"fileconveyor.transporters.isolated"
+ENGINES = ["paramiko", "openssh"]
 
 
-def _workers(pid: int) -> list[int]:
+def _helpers(pid: int, engine: str) -> list[int]:
+    """fc-transport's worker processes (paramiko) or its ssh processes (openssh)."""
     found = []
     for child in children(pid):
         try:
-            if WORKER in Path(f"/proc/{child}/cmdline").read_bytes():
-                found.append(child)
+            argv = Path(f"/proc/{child}/cmdline").read_bytes().rstrip(b"\0").split(b"\0")
         except OSError:
-            pass
+            continue
+        if engine == "paramiko" and b"fileconveyor.transporters.isolated" in b" ".join(argv):
+            found.append(child)
+        if engine == "openssh" and argv[0].endswith(b"ssh") and argv[-1] == b"sftp":
+            found.append(child)
     return found
 
 
@@ -53,39 +60,42 @@ def _files(root: Path, n: int, size: int) -> list[dict]:
     return evs
 
 
-def _start(sshd: SshServer, dest: Path, tmp_path: Path, evs: list[dict], env: dict, **kw: object) -> tuple:
-    argv, out = file_argv(sftp_spec(sshd, dest, connections="2"), tmp_path, evs)
+def _start(sshd: SshServer, dest: Path, tmp_path: Path, evs: list[dict], env: dict, engine: str, **kw: object) -> tuple:
+    argv, out = file_argv(sftp_spec(sshd, dest, connections="2", engine=engine), tmp_path, evs)
     return argv, out, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_a_worker_killed_mid_run_loses_nothing(
-    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict
+    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
     src = tmp_path / "src"
     evs = _files(src, 300, 64 * 1024)
-    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env)
+    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine)
     _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _workers(proc.pid)
+    workers = _helpers(proc.pid, engine)
     assert len(workers) == 2, workers  # one per connection
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert out.read_bytes().count(b"\n") >= 10
     assert proc.returncode == 0, err.decode()
-    assert b"worker process ended" in err  # said once, then retried with a fresh worker
+    # Said once, then retried with a fresh worker or ssh.
+    assert (b"worker process ended" if engine == "paramiko" else b"connection lost") in err, err.decode()
     assert tree(sftp_dir) == tree(src)  # every byte, no temporary file left
     assert {ev["rel"] for ev in lines(out.read_bytes()) if ev.get("transported") == "uploaded"} == {
         ev["rel"] for ev in evs
     }
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_workers_die_with_a_killed_fc_transport(
-    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict
+    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
     src = tmp_path / "src"
     evs = _files(src, 300, 64 * 1024)
-    argv, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env)
+    argv, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine)
     _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _workers(proc.pid)
+    workers = _helpers(proc.pid, engine)
     assert workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -95,14 +105,15 @@ def test_workers_die_with_a_killed_fc_transport(
     assert tree(sftp_dir) == tree(src)
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 def test_ctrl_c_stops_workers_and_stage_cleanly(
-    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict
+    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
     src = tmp_path / "src"
     evs = _files(src, 300, 64 * 1024)
-    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, start_new_session=True)
+    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine, start_new_session=True)
     _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _workers(proc.pid)
+    workers = _helpers(proc.pid, engine)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group gets it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()

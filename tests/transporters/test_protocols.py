@@ -199,7 +199,7 @@ def test_openssh_pipe_waits_at_most_the_timeout() -> None:
             pipe.recv(4)
         with pytest.raises(TimeoutError):
             for _ in range(10_000):  # fills the pipe that nobody reads, then waits
-                pipe.send(b"x" * 65536)
+                pipe.sendall(b"x" * 65536)
         assert time.monotonic() - started < 5
     finally:
         proc.kill()

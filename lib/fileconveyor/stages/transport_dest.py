@@ -32,7 +32,7 @@ class Target:
         return self.dest.name
 
     def make(self) -> Transporter:
-        tp = (isolated(self.cls) if self.cls.isolate else self.cls)(self.dest)
+        tp = isolated(self.cls)(self.dest) if self.cls.isolated_for(self.dest) else self.cls(self.dest)
         tp.defer_invalidations = True  # the stage keeps them in its state file (transport_purge.py)
         return tp
 

@@ -139,9 +139,6 @@ class Transporter(abc.ABC):
     settings: ClassVar[dict[str, str]] = {}  # setting -> one-line description, for --list
     default_connections: ClassVar[int] = 1
     invalidation_batch: ClassVar[int] = 1000  # at most this many paths per invalidate() call
-    # True: fc-transport runs each connection in a worker process of its own (isolated.py), for transporters
-    # whose library does CPU-heavy work per packet in Python (paramiko), which one GIL would make share a core.
-    isolate: ClassVar[bool] = False
 
     def __init__(self, dest: Destination):
         known = self.all_settings()
@@ -159,6 +156,13 @@ class Transporter(abc.ABC):
         # the transporter must not purge on its own.
         self.defer_invalidations = False
         self.invalidate_after = 0.0  # seconds paths may wait for others to fill a batch
+
+    @classmethod
+    def isolated_for(cls, dest: Destination) -> bool:
+        """True: fc-transport runs each connection to ``dest`` in a worker process of its own (isolated.py), for
+        transporters whose library does CPU-heavy work per packet in Python (paramiko), which one GIL would make
+        share a core.  Called before the constructor: a setting it reads may still be wrong."""
+        return False
 
     @classmethod
     def all_settings(cls) -> dict[str, str]:

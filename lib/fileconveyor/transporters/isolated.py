@@ -3,7 +3,7 @@
 Why: paramiko encrypts, frames and acknowledges every 32 KB SSH packet in Python.  fc-transport's connections
 are threads of one process, so with the GIL all of them together got one core: measured on 2 cores, 20 MB files
 over 4 SFTP connections went at 0.7x rclone's speed, the client using one core and the second half idle.  A
-transporter class that sets ``isolate = True`` instead gets one worker process per connection, each with its
+transporter whose ``isolated_for(destination)`` says so instead gets one worker process per connection, each with its
 own interpreter; the stage's threads just hand it (method, arguments) over a socket and wait for the answer.
 
 ``isolated(cls)`` makes a subclass of ``cls`` whose transfer operations (``connect``, ``upload``, ``delete``,

@@ -13,6 +13,7 @@ ssh runs with ``-F none``: the user's ssh_config does not change what a destinat
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import functools
 import math
@@ -26,9 +27,13 @@ from ..children import end
 from ..errors import FCError
 from .base import AuthError, PermanentError, TransientError
 from .destination import Destination
+from .sftp_client import SourceChanged
 
 STOP_WAIT = 5.0  # seconds ssh gets to end the session after its input closes
 PIPE_SIZE = 1 << 20
+SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 0)
+# splice(2) refusing this pair of files (a file system without splice support, an old kernel), not failing
+NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
 
 
 def ssh_binary() -> str | None:
@@ -36,7 +41,7 @@ def ssh_binary() -> str | None:
 
 
 class PipeChannel:
-    """What paramiko's SFTPClient needs of a channel, over an ssh process's stdin and stdout.  Every wait is
+    """sftp_client's channel over an ssh process's stdin and stdout.  Every wait is
     bounded by ``timeout``: ssh's keepalives catch a dead server, not an SFTP server that stopped answering."""
 
     def __init__(self, proc: subprocess.Popen[bytes], timeout: float):
@@ -51,6 +56,7 @@ class PipeChannel:
                 pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the default works, a little slower
         for fd in (self._w, self._r):
             os.set_blocking(fd, False)  # reads and writes wait below, for at most the timeout
+        self._splice = hasattr(os, "splice")  # Linux
 
     def _wait(self, fd: int, event: int) -> None:
         poller = select.poll()
@@ -58,26 +64,45 @@ class PipeChannel:
         if not poller.poll(self.timeout * 1000):
             raise TimeoutError(f"no answer from the SFTP server within {self.timeout:g} s")
 
-    def send(self, data: bytes) -> int:
-        while True:
+    def sendall(self, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
             try:
-                return os.write(self._w, data)  # a dead ssh: BrokenPipeError, a transient error
+                view = view[os.write(self._w, view) :]  # a dead ssh: BrokenPipeError, a transient error
             except BlockingIOError:
                 self._wait(self._w, select.POLLOUT)
+
+    def send_file(self, fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the file ``fd`` from ``offset``: with splice(2), page cache to pipe, the bytes
+        never copied through Python; else pread and write."""
+        end = offset + count
+        while offset < end:
+            if self._splice:
+                try:
+                    n = os.splice(fd, self._w, end - offset, offset_src=offset, flags=SPLICE_NONBLOCK)
+                except BlockingIOError:
+                    self._wait(self._w, select.POLLOUT)
+                    continue
+                except OSError as exc:
+                    if exc.errno not in NO_SPLICE:
+                        raise
+                    self._splice = False  # this file system or kernel can't: the plain way, from here on
+                    continue
+            else:
+                data = os.pread(fd, min(end - offset, PIPE_SIZE), offset)
+                self.sendall(data)
+                n = len(data)
+            if n == 0:  # the file got shorter since its size was sent: finish the request, then say so
+                self.sendall(bytes(end - offset))
+                raise SourceChanged(f"the file shrank while it was being sent (at byte {offset})")
+            offset += n
 
     def recv(self, n: int) -> bytes:
         while True:  # try first: most of the time the answer is there, and a poll() per read cost throughput
             try:
-                return os.read(self._r, n)  # b"" when ssh ended: paramiko's "connection dropped"
+                return os.read(self._r, n)  # b"" when ssh ended
             except BlockingIOError:
                 self._wait(self._r, select.POLLIN)
-
-    def settimeout(self, timeout: float | None) -> None:
-        if timeout is not None:
-            self.timeout = timeout
-
-    def get_name(self) -> str:
-        return "ssh"
 
     def alive(self) -> bool:
         return self.proc.poll() is None
