@@ -40,7 +40,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from tests.servers import s3 as s3srv  # noqa: E402
 from tests.servers.process import ServerProcess, free_port  # noqa: E402
-from transport_bench import add_set_arguments, make_sets, need, remove_state, write_report  # noqa: E402
+from transport_bench import (  # noqa: E402
+    add_set_arguments,
+    compile_checkouts,
+    make_sets,
+    need,
+    remove_state,
+    write_report,
+)
 
 BUCKET = "bench"
 SECRET = "bench-secret"
@@ -76,6 +83,7 @@ def main() -> None:
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     sets, events = make_sets(args, work)
+    compile_checkouts(args)
     # Credentials through the environment, as each tool's normal chain reads them; nothing on command lines.
     # No AWS_CA_BUNDLE: the endpoint is plain http, and rclone refuses to start with a CA bundle set for it.
     env = {

@@ -95,6 +95,13 @@ def make_sets(args: argparse.Namespace, work: Path) -> tuple[dict[str, tuple[Pat
     return sets, {name: events_for(tree, work) for name, (tree, _, _) in sets.items()}
 
 
+def compile_checkouts(args: argparse.Namespace) -> None:
+    """Byte-compile the checkouts' lib/ before timing, as pip does when it installs File Conveyor: else, with
+    PYTHONDONTWRITEBYTECODE set (as on some CI machines), every run compiles fc-transport's modules again."""
+    for checkout in (ROOT, *([args.compare_with] if args.compare_with else [])):
+        run([PY, "-m", "compileall", "-q", str(checkout / "lib")])
+
+
 def remove_state(state: Path) -> None:
     for suffix in ("", "-wal", "-shm", ".lock"):
         Path(str(state) + suffix).unlink(missing_ok=True)
@@ -212,6 +219,7 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     n = args.connections
     sets, events = make_sets(args, work)
+    compile_checkouts(args)
     sshd = Sshd(work)
     remote = work / "remote"  # the SFTP destination, seen on the local file system
     sftp_q = f"?key_file={quote(str(sshd.key))}&known_hosts={quote(str(sshd.known_hosts))}&agent=no&connections={n}"

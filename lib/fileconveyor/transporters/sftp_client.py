@@ -19,6 +19,7 @@ PROTOCOL.sftp for the extensions.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
@@ -275,18 +276,21 @@ class SFTPSession:
                     data = b"" if send_file is not None else _pread_exact(fd, n, offset)
                 rid = self._next_id = (self._next_id + 1) & 0xFFFFFFFF
                 head = HEAD.pack(n + 21 + len(handle), WRITE, rid) + _string(handle) + U64.pack(offset) + U32.pack(n)
+                pending.append(rid)  # before the send: a file that shrinks still gets its (padded) request answered
                 if send_file is not None:
                     self._sendall(head)
                     self._send_file(send_file, fd, offset, n)
                 else:
                     self._sendall(head + data)
-                pending.append(rid)
                 offset += n
                 while len(pending) > window:
                     self._status(pending.popleft(), path)
         except BaseException:
-            if not self.broken:  # a failed write or a local error: close the handle, it holds the server's memory
-                self._send(CLOSE, _string(handle))
+            if not self.broken:  # a failed write or a local error: close the handle, it holds the server's memory,
+                pending.append(self._send(CLOSE, _string(handle)))
+                for rid in pending:  # and take the replies still to come, so that none is left in the stream
+                    with contextlib.suppress(OSError):
+                        self._status(rid)
             raise
         pending.append(self._send(CLOSE, _string(handle)))  # with the writes' replies still to come: one wait
         while pending:
