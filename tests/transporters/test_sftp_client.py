@@ -3,16 +3,23 @@ rarely does (answers out of order, a stream cut half-way) against a scripted one
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import struct
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from fileconveyor.transporters import TransientError
+from fileconveyor.transporters import PermanentError, TransientError
 from fileconveyor.transporters import sftp_client as sc
 from fileconveyor.transporters.sftp import _encrypted
+from tests.servers.process import children
+from tests.servers.sshd import SshServer
 
 from .conftest import Backend
 
@@ -170,3 +177,121 @@ def test_garbage_instead_of_sftp_is_a_clear_error() -> None:
     ch.inbox += b"Welcome to our server!\n"
     with pytest.raises(sc.ProtocolError, match="bad SFTP packet length"):
         sc.SFTPSession(ch)
+
+
+def test_a_failed_write_never_takes_the_final_name_and_leaves_no_reply_behind(
+    sftp_backend: Backend, tmp_path: Path
+) -> None:
+    """The server's disk is full (the temporary name points at /dev/full): the upload fails, nothing takes the
+    final name, and every reply to the failed file's requests was read (none left for later requests)."""
+    from fileconveyor.transporters.base import temp_path
+
+    src = tmp_path / "a.bin"
+    src.write_bytes(os.urandom(3 << 20))
+    sftp_backend.files.mkdir(parents=True, exist_ok=True)
+    final = sftp_backend.files / "a.bin"
+    Path(os.fsdecode(temp_path(bytes(final)))).symlink_to("/dev/full")
+    tp = sftp_backend.make()
+    with pytest.raises(PermanentError):
+        tp.upload(src, b"a.bin")
+    assert not final.exists()
+    assert not tp.sftp._replies  # type: ignore[attr-defined]
+    assert not tp.sftp.broken  # type: ignore[attr-defined]
+    tp.upload(src, b"b.bin")  # the same session goes on
+    assert (sftp_backend.files / "b.bin").read_bytes() == src.read_bytes()
+
+
+def test_close_from_another_thread_waits_for_the_upload_then_ends_it(
+    sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path
+) -> None:
+    """fc-transport stopping closes connections from its main thread while an upload may be running.  close()
+    must not pull the pipes from under the upload (their fd numbers could go to a file opened meanwhile): it
+    waits a moment, then ends ssh, and the upload fails as transient before close() returns."""
+    src = tmp_path / "big"
+    src.write_bytes(os.urandom(16 << 20))
+    tp = sftp_backend.make(timeout="30")
+    tp.connect()
+    sshd = sshd_server.process.proc.pid  # type: ignore[union-attr]
+    servers = [p for p in children(sshd) if p != tp.pipe.proc.pid]  # type: ignore[attr-defined]
+    for pid in servers:  # the server stops answering: the upload hangs in a wait of up to 30 s
+        os.kill(pid, signal.SIGSTOP)
+    errors: list[BaseException] = []
+    thread = threading.Thread(target=lambda: _capture(errors, lambda: tp.upload(src, b"big")))
+    try:
+        thread.start()
+        time.sleep(0.5)
+        started = time.monotonic()
+        tp.close()
+        took = time.monotonic() - started
+        assert not thread.is_alive()  # the upload was over before the connection was closed
+    finally:
+        for pid in servers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        thread.join(30)
+    assert 4 < took < 15  # STOP_WAIT (5 s), then ssh ended: not the 30 s timeout
+    assert len(errors) == 1 and isinstance(errors[0], TransientError), errors
+
+
+def _capture(errors: list[BaseException], fn: object) -> None:
+    try:
+        fn()  # type: ignore[operator]
+    except BaseException as exc:
+        errors.append(exc)
+
+
+def test_a_login_that_prints_is_a_clear_permanent_error_at_once(tmp_path: Path) -> None:
+    """A shell start-up file that prints on the server corrupts the SFTP stream: one permanent error that says
+    so, without the 5 s wait for ssh to be killed.  `sh` stands for an ssh whose server printed a greeting."""
+    from fileconveyor.transporters import parse_destination
+    from fileconveyor.transporters.sftp_openssh import PipeChannel, failure
+
+    proc = subprocess.Popen(
+        ["sh", "-c", "echo Welcome to our server; cat >/dev/null"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    pipe = PipeChannel(proc, 5)
+    started = time.monotonic()
+    with pytest.raises(sc.ProtocolError) as info:
+        sc.SFTPSession(pipe)
+    err = failure(pipe, parse_destination("sftp://host/x"), "known_hosts", info.value)
+    pipe.close()
+    assert isinstance(err, PermanentError) and "printing on the server's login" in str(err), err
+    assert time.monotonic() - started < 3
+
+
+def test_a_broken_session_is_closed_even_after_a_permanent_error(sftp_backend: Backend) -> None:
+    """A local read error half-way through a request (EIO) is the file's problem (permanent), but the stream
+    is out of step: the connection is closed so that the next file gets a fresh one."""
+    tp = sftp_backend.make()
+    tp.connect()
+    tp.sftp.broken = True  # type: ignore[attr-defined]
+    assert isinstance(tp.classify(OSError(errno.EIO, "Input/output error")), PermanentError)
+    assert not tp.connected
+
+
+def test_a_bad_reply_length_stops_the_session_at_once() -> None:
+    ch = Scripted({sc.INIT: VERSION, sc.REMOVE: []})
+    s = sc.SFTPSession(ch)
+    ch.inbox += b"\xff" * 8  # a length of 4 GB: not SFTP
+    started = time.monotonic()
+    with pytest.raises(sc.ProtocolError):
+        s.remove(b"/a")
+    assert s.broken
+    with pytest.raises(ConnectionError, match="broke off"):
+        s.remove(b"/b")
+    assert time.monotonic() - started < 1
+
+
+def test_write_size_leaves_room_in_the_servers_longest_packet() -> None:
+    """A server may give the same figure as its longest packet and its longest write: the request's header
+    must fit in the packet too."""
+
+    def limits(rid: int) -> list[bytes]:
+        return [bytes([sc.EXTENDED_REPLY]) + struct.pack(">IQQQQ", rid, 65536, 65536, 65536, 0)]
+
+    version = [VERSION[0] + sc._string(b"limits@openssh.com") + sc._string(b"1")]
+    s = sc.SFTPSession(Scripted({sc.INIT: version, sc.EXTENDED: limits}))
+    assert 32768 <= s.write_size <= 65536 - 29 - 256

@@ -19,11 +19,13 @@ from __future__ import annotations
 import base64
 import os
 import stat
+import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
-from .base import PermanentError, RemoteStat, TransientError, Transporter, join, temp_path
+from .base import PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
 
@@ -51,12 +53,34 @@ class SFTP(Transporter):
         self.engine = engine_for(dest)
         self.pipe: openssh.PipeChannel | None = None
         self.client: paramiko.SSHClient | None = None
+        # Held by the thread using the connection; close() from another thread (fc-transport stopping) waits
+        # for it, so that it never closes pipes under a running upload (their fd numbers could be reused by a
+        # file opened meanwhile, and the upload would write its stream into that file).
+        self._busy = threading.RLock()
 
     @classmethod
     def isolated_for(cls, dest: Destination) -> bool:
         # paramiko encrypts and frames every SSH packet in Python: its connections get a process each.  With
         # ssh doing that, the Python left per connection is a few requests per MB: threads do, and start at once.
         return engine_for(dest) == "paramiko"
+
+    def _run(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
+        with self._busy:
+            return super()._run(what, rel, op)
+
+    def close(self) -> None:
+        # An upload in progress gets a moment to finish; then its ssh (or SSH connection) is ended under it, so
+        # that it fails at once (the file stays queued) and stopping never waits for a whole upload.
+        if not self._busy.acquire(timeout=openssh.STOP_WAIT):
+            if self.pipe is not None:
+                self.pipe.proc.kill()
+            elif self.client is not None:
+                self.client.close()
+            self._busy.acquire()
+        try:
+            super().close()
+        finally:
+            self._busy.release()
 
     def _connect(self) -> None:
         known_hosts = os.path.expanduser(self.dest.settings.get("known_hosts", "~/.ssh/known_hosts"))
@@ -72,8 +96,8 @@ class SFTP(Transporter):
         pipe = openssh.start(openssh.argv(ssh, self.dest, self.timeout, known_hosts, key_file, agent), self.timeout)
         try:
             sftp = SFTPSession(pipe)
-        except (OSError, EOFError):
-            err = openssh.failure(pipe, self.dest, known_hosts)  # ssh has ended: why, from its messages
+        except (OSError, EOFError) as exc:
+            err = openssh.failure(pipe, self.dest, known_hosts, exc)  # why, from ssh's messages
             pipe.close()
             raise err from None
         except BaseException:
@@ -165,6 +189,9 @@ class SFTP(Transporter):
             pass  # the connection may be gone; a stale .fc-*.tmp file is harmless
 
     def classify(self, exc: BaseException) -> FCError:
+        sftp: SFTPSession | None = getattr(self, "sftp", None)
+        if sftp is not None and sftp.broken:
+            self.close()  # the stream is out of step (even after a local error): no later request can use it
         if self.engine == "paramiko":
             from . import sftp_paramiko
 

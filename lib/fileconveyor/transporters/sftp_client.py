@@ -161,6 +161,7 @@ class SFTPSession:
     def _read_packet(self) -> tuple[int, _Reader]:
         (length,) = U32.unpack(self._recv_exact(4))
         if not 1 <= length <= MAX_PACKET:
+            self.broken = True  # where the next packet starts is unknown
             raise ProtocolError(f"bad SFTP packet length {length}: is something printing on the server's login?")
         body = self._recv_exact(length)
         return body[0], _Reader(body[1:])
@@ -237,11 +238,13 @@ class SFTPSession:
         kind, r = self._reply(self._send(EXTENDED, _string(b"limits@openssh.com")))
         try:
             self._check(kind, r, None, EXTENDED_REPLY)
-            r.u64()  # the longest packet
+            packet = r.u64()  # the longest packet the server takes
             r.u64()  # the longest read
             longest = r.u64()
-        except (OSError, struct.error):
+        except (OSError, EOFError, struct.error):
             return DEFAULT_WRITE
+        if packet:  # a server may give the same figure for both: the request's header must fit too
+            longest = min(longest, packet - 1024)
         return min(MAX_WRITE, longest) if longest >= 1024 else DEFAULT_WRITE
 
     # -- operations ---------------------------------------------------------------------------
@@ -289,12 +292,25 @@ class SFTPSession:
             if not self.broken:  # a failed write or a local error: close the handle, it holds the server's memory,
                 pending.append(self._send(CLOSE, _string(handle)))
                 for rid in pending:  # and take the replies still to come, so that none is left in the stream
-                    with contextlib.suppress(OSError):
+                    with contextlib.suppress(OSError, EOFError):
                         self._status(rid)
             raise
         pending.append(self._send(CLOSE, _string(handle)))  # with the writes' replies still to come: one wait
+        self._statuses(pending, path)
+
+    def _statuses(self, pending: deque[int], path: bytes | None) -> None:
+        """Wait for every request in ``pending``; raise the first failure once all are answered, so that no
+        reply is left in the stream for a later request to trip over."""
+        error: BaseException | None = None
         while pending:
-            self._status(pending.popleft(), path)
+            try:
+                self._status(pending.popleft(), path)
+            except (OSError, EOFError) as exc:
+                if self.broken:
+                    raise
+                error = error or exc
+        if error is not None:
+            raise error
 
     def posix_rename(self, old: bytes, new: bytes) -> None:
         """Rename ``old`` over ``new`` atomically (OpenSSH's posix-rename: plain SFTP rename refuses to replace)."""

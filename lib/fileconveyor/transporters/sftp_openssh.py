@@ -28,7 +28,7 @@ from ..children import end
 from ..errors import FCError
 from .base import AuthError, PermanentError, TransientError
 from .destination import Destination
-from .sftp_client import SourceChanged
+from .sftp_client import ProtocolError, SourceChanged
 
 STOP_WAIT = 5.0  # seconds ssh gets to end the session after its input closes
 PIPE_SIZE = 1 << 20
@@ -186,14 +186,21 @@ def start(cmd: Sequence[str], timeout: float) -> PipeChannel:
     return PipeChannel(proc, timeout)
 
 
-def failure(channel: PipeChannel, dest: Destination, known_hosts: str) -> FCError:
-    """Why the ssh process could not start an SFTP session, from its exit and its messages."""
+def failure(channel: PipeChannel, dest: Destination, known_hosts: str, exc: BaseException) -> FCError:
+    """Why no SFTP session started (``exc``: what starting it raised), from ssh's exit and its messages."""
+    alive = channel.alive()
+    if channel.proc.stdin is not None:
+        channel.proc.stdin.close()  # an ssh still running ends now, rather than being killed after STOP_WAIT
     end(channel.proc, STOP_WAIT)
+    host = f"{dest.host}:{dest.port or 22}"
+    if alive and isinstance(exc, ProtocolError):  # logged in, but what came back is not SFTP
+        return PermanentError(f"{host}: {exc}")
+    if alive and isinstance(exc, TimeoutError):  # logged in, but the SFTP server did not answer
+        return TransientError(f"{host}: {exc}")
     text = channel.proc.stderr.read().decode("utf-8", "replace") if channel.proc.stderr else ""
     lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
     # The lines that say why (a key file others can read, no common cipher), not only the last one.
     last = "; ".join(lines[-3:]) if lines else f"ssh exited with status {channel.proc.returncode}"
-    host = f"{dest.host}:{dest.port or 22}"
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or ("host key for" in text.lower() and "changed" in text):
         return AuthError(f"host key mismatch for {host} (possible man-in-the-middle; check, then fix {known_hosts})")
     if "Host key verification failed" in text or ("No " in text and "host key is known" in text):
