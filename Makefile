@@ -41,10 +41,16 @@ lint: test-deps ## ruff: lint and format check
 
 check: lint test ## lint, then the tests
 
-bench: test-deps ## benchmarks against the peers named in the issues (long; writes bench/results/)
+# The AWS CLI, s3_bench's peer, in a venv of its own: it pins its own botocore.
+AWSCLI := .cache/awscli
+
+bench: test-deps ## benchmarks against the peers named in the issues (long: an hour or more; writes bench/results/)
 	scripts/install-system-deps bench
+	test -x $(AWSCLI)/bin/aws || ($(PYTHON) -m venv $(AWSCLI) && $(AWSCLI)/bin/pip install -q awscli)
 	$(PY) bench/watch_bench.py
 	$(PY) bench/process_bench.py
+	$(PY) bench/transport_bench.py
+	PATH="$(CURDIR)/$(AWSCLI)/bin:$$PATH" $(PY) bench/s3_bench.py
 
 ROUNDS ?= 200
 FILES ?= 3000
