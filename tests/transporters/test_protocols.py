@@ -10,14 +10,15 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
 from fileconveyor.errors import ConfigError
-from fileconveyor.transporters import AuthError, TransientError, for_destination, parse_destination
+from fileconveyor.transporters import AuthError, PermanentError, TransientError, for_destination, parse_destination
 from fileconveyor.transporters.sftp_openssh import PipeChannel
-from tests.servers.process import children, free_port
-from tests.servers.sshd import PASSPHRASE, SshServer
+from tests.servers.process import ServerProcess, children, free_port
+from tests.servers.sshd import PASSPHRASE, SSHD, SshServer
 
 from .conftest import Backend
 
@@ -204,3 +205,25 @@ def test_openssh_pipe_waits_at_most_the_timeout() -> None:
     finally:
         proc.kill()
         pipe.close()
+
+
+@pytest.mark.parametrize("engine", ["openssh", "paramiko"])
+def test_server_without_sftp_is_one_permanent_error(sshd_server: SshServer, tmp_path: Path, engine: str) -> None:
+    """An SSH server that offers no SFTP subsystem (logins work, SFTP does not): one permanent error that says
+    so, not a connection retried for ever."""
+    config = (sshd_server.known_hosts.parent / "sshd_config").read_text()
+    port = free_port()
+    lines = [line for line in config.splitlines() if not line.startswith(("Subsystem", "Port", "PidFile"))]
+    (tmp_path / "sshd_config").write_text("\n".join([*lines, f"Port {port}", f"PidFile {tmp_path / 'pid'}"]) + "\n")
+    known = tmp_path / "known_hosts"
+    known.write_text(sshd_server.known_hosts.read_text().replace(f"]:{sshd_server.port} ", f"]:{port} "))
+    server = ServerProcess("sshd", [SSHD, "-D", "-e", "-f", str(tmp_path / "sshd_config")], port, tmp_path / "log")
+    server.start()
+    try:
+        spec = f"sftp://{sshd_server.user}@127.0.0.1:{port}{tmp_path}?" + urlencode(
+            {"key_file": str(sshd_server.key_file), "known_hosts": str(known), "agent": "no", "engine": engine}
+        )
+        with for_destination(parse_destination(spec)) as tp, pytest.raises(PermanentError, match="no SFTP subsystem"):
+            tp.connect()
+    finally:
+        server.stop()

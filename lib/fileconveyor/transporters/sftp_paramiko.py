@@ -15,7 +15,7 @@ import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import FCError
-from .base import AuthError, TransientError
+from .base import AuthError, PermanentError, TransientError
 from .destination import Destination
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,12 @@ def connect(
         assert transport is not None  # connect() succeeded
         channel = transport.open_session(timeout=timeout)
         channel.settimeout(timeout)  # before the subsystem's first answer: one that never answers can't hang us
-        channel.invoke_subsystem("sftp")
+        try:
+            channel.invoke_subsystem("sftp")
+        except paramiko.SSHException:
+            if transport.is_active():  # logged in, still connected: the server refused SFTP itself
+                raise PermanentError(f"{dest.host}:{dest.port or 22} offers no SFTP subsystem") from None
+            raise
     except BaseException:
         client.close()
         raise
