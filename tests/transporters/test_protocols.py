@@ -91,8 +91,15 @@ def test_symlink_within_sources(tmp_path: Path) -> None:
 
 def test_key_passphrase_from_environment(sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path) -> None:
     locked = str(sshd_server.locked_key_file)
-    with pytest.raises(AuthError, match="passphrase"):
+    # Missing: says where it goes.
+    with pytest.raises(AuthError, match="needs a passphrase: put it in FC_127_0_0_1_PASSPHRASE or FC_PASSPHRASE"):
         sftp_backend.make(key_file=locked).connect()
+    # Wrong: one permanent refusal that says so (paramiko's "Invalid key" read as a passing failure, retried).
+    with pytest.raises(AuthError, match="wrong passphrase"):
+        sftp_backend.make(key_file=locked, FC_PASSPHRASE="not it").connect()
+    # Forced through ssh, which cannot ask for it: the refusal says why.
+    with pytest.raises(AuthError, match="key file is encrypted and ssh cannot ask for its passphrase"):
+        sftp_backend.make(key_file=locked, engine="openssh").connect()
     tp = sftp_backend.make(key_file=locked, FC_PASSPHRASE=PASSPHRASE)
     src = tmp_path / "a"
     src.write_bytes(b"locked")
@@ -227,3 +234,28 @@ def test_server_without_sftp_is_one_permanent_error(sshd_server: SshServer, tmp_
             tp.connect()
     finally:
         server.stop()
+
+
+def test_missing_key_file_is_a_configuration_error(sftp_backend: Backend, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"key_file .*nokey does not exist"):
+        sftp_backend.make(key_file=str(tmp_path / "nokey"))
+
+
+def test_openssh_engine_finds_default_keys_in_home(
+    sftp_backend: Backend, sshd_server: SshServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key_file: the usual keys in $HOME/.ssh, as paramiko and the rest of File Conveyor read $HOME (ssh alone
+    would look in the password database's home directory, which a service or container may not use)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "id_ed25519").write_bytes(sshd_server.key_file.read_bytes())
+    (home / ".ssh" / "id_ed25519").chmod(0o600)
+    monkeypatch.setenv("HOME", str(home))
+    settings = {k: v for k, v in sftp_backend.settings.items() if k != "key_file"}
+    sftp_backend.settings = settings
+    src = tmp_path / "a"
+    src.write_bytes(b"from home")
+    tp = sftp_backend.make()
+    tp.upload(src, b"a")
+    assert tp.pipe is not None  # type: ignore[attr-defined]
+    assert (sftp_backend.files / "a").read_bytes() == b"from home"

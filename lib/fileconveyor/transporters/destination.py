@@ -47,6 +47,10 @@ class Destination:
     def secret(self, key: str) -> str | None:
         return self.secrets.get(key)
 
+    def secret_source(self, key: str) -> str:
+        """Where the secret ``key`` comes from, for messages: "FC_HOST_PASSPHRASE or FC_PASSPHRASE"."""
+        return " or ".join(secret_variables(self.name, key))
+
     def flag(self, key: str, default: bool = False) -> bool:
         """A yes/no setting."""
         value = self.settings.get(key)
@@ -57,6 +61,11 @@ class Destination:
         if value.lower() in ("0", "no", "false", "off"):
             return False
         raise ConfigError(f"{self}: setting {key} must be yes or no, not {value!r}")
+
+
+def secret_variables(name: str, key: str) -> tuple[str, str]:
+    """The environment variables a destination's secret comes from, the first one set winning."""
+    return f"FC_{re.sub(r'[^A-Z0-9]', '_', name.upper())}_{key.upper()}", f"FC_{key.upper()}"
 
 
 def parse_destination(
@@ -96,9 +105,8 @@ def parse_destination(
         raise ConfigError(f"destination {spec!r}: a file URL has three slashes: file:///{host}{parts.path}")
     name = values.pop("name", None) or host or scheme
     secrets = {k: values.pop(k) for k in SECRET_KEYS if k in values}
-    prefix = "FC_" + re.sub(r"[^A-Z0-9]", "_", name.upper())
     for key in SECRET_KEYS:
-        value = env.get(f"{prefix}_{key.upper()}") or env.get(f"FC_{key.upper()}")
+        value = next((env[v] for v in secret_variables(name, key) if env.get(v)), None)
         if value and key not in secrets:
             secrets[key] = value
     dest = Destination(

@@ -4,7 +4,7 @@ Settings:
     key_file            private key to log in with (its passphrase: FC_<NAME>_PASSPHRASE or FC_PASSPHRASE)
     agent               no: don't ask the SSH agent for keys (default yes)
     known_hosts         known_hosts file the server's host key must be in (default ~/.ssh/known_hosts)
-    trust_unknown_host  yes: accept a host key found in no known_hosts file (first contact only; never the default)
+    trust_unknown_host  yes: accept any host key not in the known_hosts file (never the default; nothing is saved)
     engine              auto (default): ssh for key and agent logins, paramiko for the rest; openssh or paramiko
 A password, if any, comes from FC_<NAME>_PASSWORD, FC_PASSWORD or a private config file.
 Without key_file, the usual ~/.ssh/id_* keys are tried, as ssh does.
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
-from .base import PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
+from .base import AuthError, PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
 
@@ -50,6 +50,9 @@ class SFTP(Transporter):
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
+        key_file = _key_file(dest)
+        if key_file and not os.path.isfile(key_file):
+            raise ConfigError(f"{dest}: key_file {key_file} does not exist (or is not a file)")
         self.engine = engine_for(dest)
         self.pipe: openssh.PipeChannel | None = None
         self.client: paramiko.SSHClient | None = None
@@ -99,6 +102,11 @@ class SFTP(Transporter):
         except (OSError, EOFError) as exc:
             err = openssh.failure(pipe, self.dest, known_hosts, exc)  # why, from ssh's messages
             pipe.close()
+            if isinstance(err, AuthError) and key_file and _encrypted(key_file):
+                err = AuthError(
+                    f"{err} (the key file is encrypted and ssh cannot ask for its passphrase: load it into the "
+                    f"SSH agent, or use engine=auto with the passphrase in {self.dest.secret_source('passphrase')})"
+                )
             raise err from None
         except BaseException:
             pipe.close()

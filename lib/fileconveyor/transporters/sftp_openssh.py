@@ -136,6 +136,9 @@ PREFERRED_CIPHERS = (
 )
 
 
+DEFAULT_KEYS = ("id_rsa", "id_ecdsa", "id_ecdsa_sk", "id_ed25519", "id_ed25519_sk", "id_xmss", "id_dsa")
+
+
 @functools.cache
 def _ciphers(ssh: str) -> str | None:
     """PREFERRED_CIPHERS that this ssh knows (``ssh -Q cipher``), or None to leave ssh's own choice."""
@@ -171,6 +174,14 @@ def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file
     out = [ssh, "-F", "none", "-T", "-x", "-a"]
     for key, value in options.items():
         out += ["-o", f"{key}={value}"]
+    if not key_file:
+        # ssh looks for its default keys in the home directory of the password database, paramiko (and the
+        # rest of File Conveyor) in $HOME: name those in $HOME, so that a service or container that sets HOME
+        # logs in with the same keys on either engine.
+        for name in DEFAULT_KEYS:
+            path = os.path.expanduser(f"~/.ssh/{name}")
+            if os.path.isfile(path):
+                out += ["-o", f"IdentityFile={_value(path)}"]
     if dest.port:
         out += ["-p", str(dest.port)]
     if dest.user:

@@ -53,6 +53,8 @@ def connect(
     dest: Destination, timeout: float, known_hosts: str, key_file: str | None
 ) -> tuple[paramiko.SSHClient, paramiko.Channel, int]:
     """A logged-in SSH client, a channel running the server's SFTP subsystem, and the largest write to send."""
+    if key_file:
+        _check_key(dest, key_file)
     client = paramiko.SSHClient()
     try:
         if os.path.exists(known_hosts):
@@ -88,6 +90,26 @@ def connect(
         client.close()
         raise
     return client, channel, max(1024, channel.out_max_packet_size - WRITE_ROOM)
+
+
+def _check_key(dest: Destination, key_file: str) -> None:
+    """Read the key file first: a missing or wrong passphrase is then one clear refusal, where paramiko's login
+    says "Invalid key", which reads as a passing SSH failure (retried for minutes)."""
+    passphrase = dest.secret("passphrase")
+    try:
+        paramiko.PKey.from_path(key_file, passphrase.encode() if passphrase else None)
+    except (paramiko.SSHException, ValueError, TypeError) as exc:
+        # PasswordRequiredException, or for new-format keys cryptography's "Key is password-protected".
+        if not passphrase and (isinstance(exc, paramiko.PasswordRequiredException) or "password" in str(exc)):
+            raise AuthError(
+                f"the key file {key_file} needs a passphrase: put it in {dest.secret_source('passphrase')}"
+            ) from None
+        if passphrase:
+            raise AuthError(
+                f"cannot open the key file {key_file} with the passphrase from "
+                f"{dest.secret_source('passphrase')} (a wrong passphrase?): {exc}"
+            ) from None
+        raise AuthError(f"cannot read the key file {key_file}: {exc}") from None
 
 
 def alive(client: paramiko.SSHClient) -> bool:
