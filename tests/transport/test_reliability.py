@@ -114,6 +114,10 @@ def test_permanent_error_then_retry_failed(tmp_path: Path, env: dict[str, str]) 
     assert [ev["rel"] for ev in failed] == ["d1/f0001.txt"]
     assert failed[0]["error_kind"] == "permanent" and "d1" in failed[0]["error"]
     assert len(outs) == 4 and tree(cdn)["d0/f0000.txt"] == (src / "d0/f0000.txt").read_bytes()
+    # Said on stderr too, not only in the event: the file, then what to do.
+    err = first.stderr.decode()
+    assert "fc-transport: warning: not sent: " in err and "d1" in err, err
+    assert "1 file(s) not sent" in err and "then run fc-transport --retry-failed" in err, err
     # not retried in a loop, nor on the next run...
     assert transport(args, env, b"").stdout == b""
     # ...until asked, once the cause is fixed

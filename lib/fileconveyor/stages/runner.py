@@ -658,6 +658,7 @@ class Runner:
             released = self.holding.release(at_end=self._eof)
             if released:
                 self._lineno -= len(released)  # taken again: keep line numbers in messages right
+                self.counts.read -= len(released)  # and counted again: each line is read once
                 self._round(released, [])
             self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
             self.progress.update(self._progress_text)
@@ -926,6 +927,16 @@ class Runner:
             for _ in lane.threads:
                 lane.tasks.put(None)
         deadline = time.monotonic() + grace
+        if self.stop.requested:  # idle workers end at once; say what the others are given, and how to cut it short
+            for lane in self.sched.lanes.values():
+                for t in lane.threads:
+                    t.join(max(0.0, min(0.2, deadline - time.monotonic())))
+            busy = sum(t.is_alive() for lane in self.sched.lanes.values() for t in lane.threads)
+            if busy:
+                self.rep.warn(
+                    f"stopping: {busy} item(s) in progress get up to {grace:g} s to finish (Ctrl-C again: stop "
+                    f"now); the rest stays queued for the next run"
+                )
         for lane in self.sched.lanes.values():
             for t in lane.threads:
                 t.join(max(0.0, deadline - time.monotonic()))

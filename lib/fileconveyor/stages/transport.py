@@ -79,6 +79,9 @@ class Note:
     source: bytes | None = None  # the source fields of the event (JSON), for a superseded name's deletion later
 
 
+SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
+
+
 @dataclass
 class LaneStats:
     files: int = 0
@@ -86,6 +89,8 @@ class LaneStats:
     unchanged: int = 0
     deleted: int = 0
     failed: int = 0
+    refused: int = 0  # of the failed: names refused as bad input (not kept for --retry-failed)
+    first_failure: str = ""
     broken: str | None = None  # an AuthError: the destination refuses us
     trouble_at: float = 0.0  # monotonic time of the last transient failure
 
@@ -226,7 +231,8 @@ class TransportStage(Stage):
             remote = remote_path(ev)
         except PermanentError as exc:
             # Bad input, not a transfer that failed: refused, and not kept for --retry-failed.
-            stats.failed += 1
+            stats.refused += 1
+            self._failed(server, f"{E.display(path)}: {exc}")
             return Done([{**out, "error": str(exc), "error_kind": "permanent"}], failed=True)
         E.put_path(out, "remote", remote)
         try:
@@ -255,7 +261,10 @@ class TransportStage(Stage):
                 stats.broken = str(exc)
                 if self.runner is not None:
                     self.runner.rep.error(f"{exc}; everything for {server} fails until fixed (then --retry-failed)")
-            stats.failed += 1
+            if stats.broken is None:
+                self._failed(server, str(exc))
+            else:
+                stats.failed += 1
             out["error"] = str(exc)
             out["error_kind"] = "permanent"
             self.notes[id(item)] = Note(server, path, failed=str(exc))
@@ -429,7 +438,29 @@ class TransportStage(Stage):
             parts.append(f"{purging} to invalidate")
         return ", ".join(parts)
 
+    def _failed(self, server: str, text: str) -> None:
+        """A file that failed for good: on stderr for the first few (the event carries every one), and in the
+        summary at the end (close())."""
+        with self.lock:
+            stats = self.stats[server]
+            stats.failed += 1
+            stats.first_failure = stats.first_failure or text
+            shown = stats.failed <= SHOWN_FAILURES
+        if shown and self.runner is not None:
+            self.runner.rep.warn(f"not sent: {text}")
+
+    def _failure_summary(self) -> None:
+        for name, s in self.stats.items():
+            if not s.failed or s.broken is not None or self.runner is None:
+                continue  # a refused login was said once already, and says what to do
+            text = f"{name}: {s.failed} file(s) not sent (first: {s.first_failure})"
+            kept = s.failed - s.refused
+            if kept:
+                text += f"; {kept} kept in the state file: fix the cause, then run fc-transport --retry-failed"
+            self.runner.rep.warn(text)
+
     def close(self) -> None:
+        self._failure_summary()
         # The runner's loop has ended: it waited for what fell due within the drain time (add_timed).  A
         # deletion the thread is carrying out still emits its event (Runner.emit commits it at once now).
         if self.old is not None:

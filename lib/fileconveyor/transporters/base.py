@@ -36,6 +36,9 @@ from ..errors import ConfigError, Exit, FCError, RetryableError
 from .destination import Destination
 
 R = TypeVar("R")
+# Seconds close() from another thread gives an operation in progress before ending it under it.  Short: when
+# fc-transport closes its connections, its runner has already given transfers their grace period.
+CLOSE_WAIT = 1.0
 
 IDLE_CHECK = 15.0  # seconds a connection may sit unused before it is checked again
 

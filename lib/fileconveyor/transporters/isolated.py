@@ -31,7 +31,7 @@ from typing import Any
 
 from ..children import end
 from ..errors import FCError
-from .base import RemoteStat, TransientError, Transporter
+from .base import CLOSE_WAIT, RemoteStat, TransientError, Transporter
 from .destination import Destination
 
 _LIB = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # holds fileconveyor/
@@ -123,7 +123,7 @@ class IsolatedTransporter(Transporter):
     def close(self) -> None:
         # A call in progress holds the lock: give it a moment, then end its worker (the call fails as
         # transient and its file stays queued), so that stopping fc-transport never waits for a whole upload.
-        if not self._lock.acquire(timeout=STOP_WAIT):
+        if not self._lock.acquire(timeout=CLOSE_WAIT):
             worker = self._worker
             if worker is not None:
                 worker.proc.kill()

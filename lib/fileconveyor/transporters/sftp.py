@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
-from .base import AuthError, PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
+from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
 
@@ -74,7 +74,7 @@ class SFTP(Transporter):
     def close(self) -> None:
         # An upload in progress gets a moment to finish; then its ssh (or SSH connection) is ended under it, so
         # that it fails at once (the file stays queued) and stopping never waits for a whole upload.
-        if not self._busy.acquire(timeout=openssh.STOP_WAIT):
+        if not self._busy.acquire(timeout=CLOSE_WAIT):
             if self.pipe is not None:
                 self.pipe.proc.kill()
             elif self.client is not None:
