@@ -101,6 +101,7 @@ def test_ftp_remote_root(monkeypatch: pytest.MonkeyPatch, path: str, dest_path: 
 
 def test_sftp_with_key_and_native_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     key = tmp_path / "id_ed25519"
+    key.write_text("")  # a key_file that does not exist is a configuration error of its own
     s = server(
         "sftp",
         "backup box",

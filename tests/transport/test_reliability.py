@@ -164,3 +164,21 @@ def test_outage_longer_than_the_run(sshd_server: SshServer, sftp_dir: Path, tmp_
     assert back.returncode == 0, back.stderr.decode()
     assert tree(sftp_dir) == tree(src)
     assert len(lines(back.stdout)) == 10
+
+
+def test_trusting_an_unknown_host_is_said_as_a_warning(
+    sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict
+) -> None:
+    """The paramiko engine's workers report like the stage: `fc-transport: warning: ...`, and -q silences it."""
+    src = tmp_path / "src"
+    evs = _files(src, 2)
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    spec = sftp_spec(sshd_server, sftp_dir, known_hosts=str(empty), trust_unknown_host="yes", connections="1")
+    result = transport(["--to", spec, "--state", str(tmp_path / "t.db")], env, jsonl(evs))
+    assert result.returncode == 0, result.stderr.decode()
+    err = result.stderr.decode()
+    assert err.count("fc-transport: warning: trusting unknown host key of [127.0.0.1]:") == 1, err
+    assert tree(sftp_dir) == tree(src)
+    quiet = transport(["-q", "--to", spec, "--state", str(tmp_path / "q.db")], env, jsonl(evs))
+    assert quiet.returncode == 0 and quiet.stderr == b"", quiet.stderr.decode()

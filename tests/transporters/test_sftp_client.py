@@ -210,11 +210,14 @@ def test_close_from_another_thread_waits_for_the_upload_then_ends_it(
     src = tmp_path / "big"
     src.write_bytes(os.urandom(16 << 20))
     tp = sftp_backend.make(timeout="30")
-    tp.connect()
     sshd = sshd_server.process.proc.pid  # type: ignore[union-attr]
-    servers = [p for p in children(sshd) if p != tp.pipe.proc.pid]  # type: ignore[attr-defined]
+    before = set(children(sshd))
+    tp.connect()
+    servers = sorted(set(children(sshd)) - before)  # this connection's sshd processes
+    assert servers, "no sshd process for the connection found"
     for pid in servers:  # the server stops answering: the upload hangs in a wait of up to 30 s
-        os.kill(pid, signal.SIGSTOP)
+        with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile (another test's) is no matter
+            os.kill(pid, signal.SIGSTOP)
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: _capture(errors, lambda: tp.upload(src, b"big")))
     try:

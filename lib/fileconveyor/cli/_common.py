@@ -4,6 +4,7 @@ where exceptions become an error message and an exit status."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sqlite3
@@ -76,6 +77,42 @@ class Reporter:
             self.stderr.write("\n")
             self.stderr.flush()
             self._progress_shown = False
+
+
+class _ToReporter(logging.Handler):
+    def __init__(self, reporter: Reporter):
+        super().__init__()
+        self.reporter = reporter
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if record.levelno >= logging.ERROR:
+            self.reporter.error(text)
+        elif record.levelno >= logging.WARNING:
+            self.reporter.warn(text)
+        elif record.levelno >= logging.INFO:
+            self.reporter.info(text)
+        else:
+            self.reporter.debug(text)
+
+
+def route_logging(reporter: Reporter) -> None:
+    """File Conveyor's own library messages (``logging.getLogger(__name__)`` in its modules) go out as the
+    program's messages: ``fc-transport: warning: ...``, quieted by -q, more with -v; not bare lines."""
+    logger = logging.getLogger("fileconveyor")
+    for old in [h for h in logger.handlers if isinstance(h, _ToReporter)]:
+        logger.removeHandler(old)
+    logger.addHandler(_ToReporter(reporter))
+    logger.setLevel(LEVELS.get(reporter.verbosity, logging.DEBUG))
+    logger.propagate = False
+
+
+LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}  # verbosity (-q, default, -v) -> level
+
+
+def verbosity_of(level: int) -> int:
+    """The verbosity whose messages pass ``level`` (a worker process gets the parent's level)."""
+    return next((v for v, lv in LEVELS.items() if lv == level), 2)
 
 
 class Progress:
@@ -210,6 +247,7 @@ def run(
     except SystemExit as exc:  # --help and --version
         return int(exc.code or 0)
     reporter = Reporter(prog, io.stderr, -1 if args.quiet else args.verbose)
+    route_logging(reporter)
     stopper = Stopper()
     in_main_thread = _is_main_thread()
     if in_main_thread:

@@ -17,6 +17,7 @@ SIGINT (the stage decides when to stop) and die with fc-transport, even when it 
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import pickle
 import signal
@@ -53,6 +54,7 @@ class _Worker:
                     f"import sys; sys.path[0] = {_LIB!r}; from fileconveyor.transporters.isolated import main; main()",
                     str(theirs.fileno()),
                     str(os.getpid()),
+                    str(logging.getLogger("fileconveyor").getEffectiveLevel()),
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
@@ -155,6 +157,10 @@ def main() -> None:
     # never reads: a tenth of a second of every worker's start-up, times the connections.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the stage decides
+    from ..cli._common import Reporter, route_logging, verbosity_of
+
+    # Library warnings (trusting an unknown host key) read like the stage's own, at the stage's verbosity.
+    route_logging(Reporter("fc-transport", sys.stderr, verbosity_of(int(sys.argv[3]))))
     # Die with fc-transport, even by kill -9, even in the middle of an upload.  Not PR_SET_PDEATHSIG: that
     # fires when the *thread* that started the worker ends, which is not fc-transport ending.
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
