@@ -122,3 +122,7 @@ def test_ctrl_c_stops_workers_and_stage_cleanly(
     # What was uploaded is whole: no file with a partial content, no temporary name left behind.
     sent = tree(sftp_dir)
     assert all(content == (src / rel).read_bytes() for rel, content in sent.items())
+    # And recorded: an upload that finished during the stop's grace period has its event (the next run would
+    # otherwise send it again).
+    reported = {ev["rel"] for ev in lines(out.read_bytes()) if ev.get("transported") == "uploaded"}
+    assert set(sent) <= reported, sorted(set(sent) - reported)[:5]

@@ -530,6 +530,7 @@ class Runner:
             status = self._loop()
         finally:
             self._stop_workers()
+            self._commit_late_results()
             self._end_loop()
             self.acks.send(self._ack_marks(), force=True)
             self.acks.close()
@@ -542,6 +543,22 @@ class Runner:
                 self.state.close()
                 self._closed = True
         return status
+
+    def _commit_late_results(self) -> None:
+        """Results that came in after the loop stopped (a stop request: items in progress get a grace period):
+        committed and written now, so that work done is not done again by the next run."""
+        done, other = [], []
+        while True:
+            try:
+                msg = self.events.get_nowait()
+            except queue.Empty:
+                break
+            (done if msg[0] == "done" else other).append(msg)
+        for msg in other:
+            self.events.put(msg)
+        if done:
+            with contextlib.suppress(BrokenPipeError):  # a reader gone: the outbox re-sends them next run
+                self._round([], [payload for _, payload in done])
 
     def _end_loop(self) -> None:
         """From now on emit() commits by itself; what was emitted and not yet taken by the loop goes now."""
