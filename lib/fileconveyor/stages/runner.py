@@ -544,37 +544,35 @@ class Runner:
                 self._closed = True
         return status
 
-    def _commit_late_results(self) -> None:
-        """Results that came in after the loop stopped (a stop request: items in progress get a grace period):
-        committed and written now, so that work done is not done again by the next run."""
-        done, other = [], []
+    def _queued(self, kind: str) -> list[Any]:
+        """Take the payloads of the queued messages of ``kind``; the others stay queued, in their order."""
+        taken, other = [], []
         while True:
             try:
                 msg = self.events.get_nowait()
             except queue.Empty:
                 break
-            (done if msg[0] == "done" else other).append(msg)
+            (taken if msg[0] == kind else other).append(msg)
         for msg in other:
             self.events.put(msg)
+        return [payload for _, payload in taken]
+
+    def _commit_late_results(self) -> None:
+        """Results that came in after the loop stopped (a stop request: items in progress get a grace period):
+        committed and written now, so that work done is not done again by the next run."""
+        done = self._queued("done")
         if done:
             with contextlib.suppress(BrokenPipeError):  # a reader gone: the outbox re-sends them next run
-                self._round([], [payload for _, payload in done])
+                self._round([], done)
 
     def _end_loop(self) -> None:
-        """From now on emit() commits by itself; what was emitted and not yet taken by the loop goes now."""
+        """From now on emit() commits by itself; what was emitted and not yet taken by the loop goes now.  Lines
+        nobody takes any more stay queued: their items are in the inbox for the next run."""
         with self._emit_lock:
             self._looping = False
-            emitted, other = [], []
-            while True:
-                try:
-                    msg = self.events.get_nowait()
-                except queue.Empty:
-                    break
-                (emitted if msg[0] == "emit" else other).append(msg)
-            for msg in other:  # lines and results nobody takes any more: their items stay in the inbox
-                self.events.put(msg)
+            emitted = self._queued("emit")
             if emitted:
-                self._commit_emitted([payload for _, payload in emitted])
+                self._commit_emitted(emitted)
 
     def _commit_emitted(self, emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]]) -> None:
         """After the loop: commit and write what emit() was given.  Called with _emit_lock held."""
