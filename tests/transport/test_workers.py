@@ -60,20 +60,22 @@ def _files(root: Path, n: int, size: int) -> list[dict]:
     return evs
 
 
-def _start(sshd: SshServer, dest: Path, tmp_path: Path, evs: list[dict], env: dict, engine: str, **kw: object) -> tuple:
+def _running(sshd: SshServer, dest: Path, tmp_path: Path, env: dict, engine: str, **kw: object) -> tuple:
+    """fc-transport sending 300 files over 2 connections, 10 of them sent already: (src, events, argv, output
+    file, process, its workers or ssh processes)."""
+    src = tmp_path / "src"
+    evs = _files(src, 300, 64 * 1024)
     argv, out = file_argv(sftp_spec(sshd, dest, connections="2", engine=engine), tmp_path, evs)
-    return argv, out, subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
+    return src, evs, argv, out, proc, _helpers(proc.pid, engine)
 
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_a_worker_killed_mid_run_loses_nothing(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src = tmp_path / "src"
-    evs = _files(src, 300, 64 * 1024)
-    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine)
-    _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _helpers(proc.pid, engine)
+    src, evs, _, out, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine)
     assert len(workers) == 2, workers  # one per connection
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
@@ -91,11 +93,7 @@ def test_a_worker_killed_mid_run_loses_nothing(
 def test_workers_die_with_a_killed_fc_transport(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src = tmp_path / "src"
-    evs = _files(src, 300, 64 * 1024)
-    argv, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine)
-    _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _helpers(proc.pid, engine)
+    src, _, argv, _, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine)
     assert workers
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -109,11 +107,7 @@ def test_workers_die_with_a_killed_fc_transport(
 def test_ctrl_c_stops_workers_and_stage_cleanly(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src = tmp_path / "src"
-    evs = _files(src, 300, 64 * 1024)
-    _, out, proc = _start(sshd_server, sftp_dir, tmp_path, evs, env, engine, start_new_session=True)
-    _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
-    workers = _helpers(proc.pid, engine)
+    src, _, _, out, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine, start_new_session=True)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group gets it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
