@@ -5,6 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip --disable-pip-version-check -q
 DEMO_OUT ?= $(CURDIR)/.cache/demo
+# What runs File Conveyor runs it from the project's venv: its bin/ first on PATH, no user site-packages, so a
+# package installed by hand in another interpreter can never make a target work (or a test pass) by accident.
+RUN := PATH="$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1
 
 .DEFAULT_GOAL := help
 .PHONY: help deps test-deps demo test lint check bench chaos clean
@@ -24,7 +27,7 @@ test-deps: $(PY) ## install what the tests need (Python packages, Debian package
 
 demo: deps ## the main job on the embedded demo: sync examples/site to a local CDN folder, with a database
 	@mkdir -p $(DEMO_OUT)
-	FC_STATE_DIR=$(DEMO_OUT)/state PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	FC_STATE_DIR=$(DEMO_OUT)/state $(RUN) \
 	  bash examples/pipelines.sh sync_to_folder examples/site $(DEMO_OUT) | $(PY) -c \
 	  'import sys, json; [print(e["kind"], e["rel"], "->", e.get("url") or e.get("error")) for e in map(json.loads, sys.stdin)]'
 	@echo
@@ -33,7 +36,7 @@ demo: deps ## the main job on the embedded demo: sync examples/site to a local C
 	@echo "Run 'make demo' again: nothing changed, so nothing is sent. Touch a file in examples/site and see."
 
 test: test-deps ## run the test suite (what CI runs)
-	$(PY) -m pytest -q
+	$(RUN) $(PY) -m pytest -q
 
 lint: test-deps ## ruff: lint and format check
 	$(VENV)/bin/ruff check lib tests bench
@@ -47,15 +50,15 @@ AWSCLI := .cache/awscli
 bench: test-deps ## benchmarks against the peers named in the issues (long: an hour or more; writes bench/results/)
 	scripts/install-system-deps bench
 	test -x $(AWSCLI)/bin/aws || ($(PYTHON) -m venv $(AWSCLI) && $(AWSCLI)/bin/pip install -q awscli)
-	$(PY) bench/watch_bench.py
-	$(PY) bench/process_bench.py
-	$(PY) bench/transport_bench.py
-	PATH="$(CURDIR)/$(AWSCLI)/bin:$$PATH" $(PY) bench/s3_bench.py
+	$(RUN) $(PY) bench/watch_bench.py
+	$(RUN) $(PY) bench/process_bench.py
+	$(RUN) $(PY) bench/transport_bench.py
+	PATH="$(CURDIR)/$(AWSCLI)/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1 $(PY) bench/s3_bench.py
 
 ROUNDS ?= 200
 FILES ?= 3000
 chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
-	$(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
+	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

@@ -1,0 +1,93 @@
+"""bin/fc-* under an interpreter without File Conveyor's packages: one message and exit 3, never a traceback;
+in a checkout with its .venv, the launchers use it."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fileconveyor import launch
+from tests.conftest import ROOT
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+COMMANDS = sorted(p.name for p in (ROOT / "bin").glob("fc-*"))
+
+
+@pytest.fixture(scope="module")
+def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh virtual environment without any package: what `python3` is on a new machine."""
+    d = tmp_path_factory.mktemp("bare")
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", str(d / "venv")], check=True)
+    return d / "venv" / "bin" / "python"
+
+
+def checkout(tmp_path: Path, with_venv: bool) -> Path:
+    """A checkout of our bin/ and lib/ in tmp_path, with or without a .venv (the one running these tests)."""
+    (tmp_path / "bin").mkdir()
+    for name in COMMANDS:
+        shutil.copy2(ROOT / "bin" / name, tmp_path / "bin" / name)
+    (tmp_path / "lib").symlink_to(ROOT / "lib")
+    if with_venv:
+        (tmp_path / ".venv").symlink_to(Path(sys.prefix))
+    return tmp_path
+
+
+def bare_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON") and k != "FC_LAUNCHED_FROM_CHECKOUT"}
+    return {**env, "PYTHONNOUSERSITE": "1"}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_launcher_without_packages_says_what_to_do(tmp_path: Path, bare_python: Path, command: str) -> None:
+    co = checkout(tmp_path, with_venv=False)
+    src = tmp_path / "src"
+    src.mkdir()
+    res = subprocess.run(
+        [str(bare_python), str(co / "bin" / command), str(src)], capture_output=True, text=True, env=bare_env()
+    )
+    assert res.returncode == 3, res.stderr
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith(f"{command}: error: this Python ({bare_python}")
+    assert "make deps" in lines[0] and "pip install ." in lines[0]
+    assert str(co / ".venv" / "bin" / command) in lines[0]
+    assert "Pillow" in lines[0] and "Traceback" not in res.stderr
+
+
+def test_launcher_uses_the_checkouts_venv(tmp_path: Path, bare_python: Path) -> None:
+    co = checkout(tmp_path, with_venv=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.css").write_text("a{}")
+    env = {**bare_env(), "FC_STATE_DIR": str(tmp_path / "state")}
+    res = subprocess.run(
+        [str(bare_python), str(co / "bin" / "fc-watch"), "--scan-once", str(src)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert res.returncode == 0, res.stderr
+    assert '"rel":"a.css"' in res.stdout
+    # run through the shebang, as a user does, with the bare python first on PATH
+    env["PATH"] = f"{bare_python.parent}{os.pathsep}{env['PATH']}"
+    res = subprocess.run([str(co / "bin" / "fc-filter"), "--version"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0 and "fc-filter" in res.stdout, res.stderr
+
+
+def test_required_table_matches_pyproject() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", d, maxsplit=1)[0].lower() for d in deps}
+    assert names == {dist.lower() for _, dist, _ in launch.REQUIRED}
+
+
+def test_missing_finds_nothing_missing_here() -> None:
+    assert launch.missing() == []
