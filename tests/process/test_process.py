@@ -167,7 +167,9 @@ def test_processor_error_is_an_event_with_error_and_the_rest_goes_on(tmp_path: P
     assert failed["processed"] == []
     good_file = file_of(outs[os.fsencode(good)][0])
     assert content(good_file) == content(good)
-    assert "broken.js" in res.stderr
+    # a permanent failure is an error, not a warning (the file is not published)
+    assert re.search(r"^fc-process: error: .*broken\.js: cmd:sh -c .*ERROR: no function in it$", res.stderr, re.M)
+    assert "warning" not in res.stderr
     # only the good file's directory: the failed chain's files are gone
     assert [p.name for p in work_root(tmp_path).iterdir()] == [os.path.basename(os.path.dirname(good_file)).decode()]
 

@@ -61,6 +61,31 @@ def test_syntax_error_fails_the_file(name: str, tmp_path: Path) -> None:
         step(create(name), FIXTURES / "broken.js", tmp_path / "w")
 
 
+@pytest.mark.parametrize("source", [b"var a = {b: 1,,};\n", b"f(1,);\n"])
+def test_yui_syntax_error_says_syntax_error_not_a_java_crash(source: bytes, tmp_path: Path) -> None:
+    """Debian's YUI dies with MissingResourceException on any syntax error: the user reads
+    that the JavaScript is invalid and how to see why, not the missing Java bundle."""
+    need(YUI)
+    src = tmp_path / "app.js"
+    src.write_bytes(source)
+    with pytest.raises(ProcessorError) as err:
+        step(create(YUI), src, tmp_path / "w")
+    text = str(err.value)
+    assert "the JavaScript has a syntax error" in text and "closure-compiler --js FILE" in text
+    assert "MissingResourceException" not in text and "Can't find bundle" not in text
+
+
+def test_closure_error_names_the_users_file_not_the_staged_copy(tmp_path: Path) -> None:
+    need(CLOSURE)
+    src = tmp_path / "my app.js"  # not plain: staged as <work>/step-N-in.js
+    src.write_bytes(b"var a = {b: 1,};\n")  # trailing comma: closure's default (ES3) refuses it
+    with pytest.raises(ProcessorError) as err:
+        step(create(CLOSURE), src, tmp_path / "w")
+    text = str(err.value)
+    assert "my app.js:1: ERROR - Parse error." in text and "trailing commas" in text
+    assert "step-" not in text and str(tmp_path) not in text
+
+
 def test_closure_warnings_are_notes_not_failures(tmp_path: Path) -> None:
     need(CLOSURE)
     out, ctx = step(create(CLOSURE), FIXTURES / "warning.js", tmp_path / "w")

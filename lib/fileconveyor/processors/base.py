@@ -218,13 +218,18 @@ class Processor:
         finally:
             if sink is not None:
                 sink.close()
-        err = stderr.decode("utf-8", "replace").strip()
+        err = _own_names(stderr.decode("utf-8", "replace").strip(), ctx)
         tool = os.path.basename(command)
         if returncode != 0 and returncode not in warn_exit:
-            raise ProcessorError(f"{tool} failed (exit {returncode}): {gist(err) or 'no message'}")
+            raise ProcessorError(f"{tool} failed (exit {returncode}): {self.tool_error(err) or 'no message'}")
         if err or returncode:
-            ctx.notes.append(f"{tool}: {gist(err) or 'exit ' + str(returncode)}")
+            ctx.notes.append(f"{tool}: {self.tool_error(err) or 'exit ' + str(returncode)}")
         return returncode
+
+    def tool_error(self, stderr: str) -> str:
+        """What a tool's stderr says, for people: its gist.  A processor whose tool
+        words its errors oddly (YUI on Debian) overrides this."""
+        return gist(stderr)
 
     def _missing(self, command: str) -> ToolMissing:
         tool = next((t for t in self.tools if t.command == command), None)
@@ -315,6 +320,15 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float, argv: Sequence[str | b
         finally:
             os.close(fd)
     proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+
+
+def _own_names(stderr: str, ctx: Context) -> str:
+    """``stderr`` with the staged copies' paths (``<work>/step-3-in.js``) replaced by the
+    file's own name: a tool names the file it read, which means nothing to the user."""
+    if not ctx.work_dir:
+        return stderr
+    staged = re.escape(os.fsdecode(ctx.work_dir)) + r"/(?:step-[^/\s]*/)?(?:step-\d+-)?in(?:\.[A-Za-z0-9_]+)?\b"
+    return re.sub(staged, lambda _: display(ctx.basename), stderr)
 
 
 def gist(stderr: str, limit: int = 400) -> str:

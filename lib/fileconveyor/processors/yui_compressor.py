@@ -9,11 +9,22 @@ Runs Debian's ``yui-compressor`` wrapper as ``yui-compressor --type css|js
 --charset utf-8 -o OUT IN``.  Warnings (stderr, exit 0) are noted, not failures;
 a syntax error (non-zero exit) fails the file.  CPU-intensive: a JVM starts per
 file.  minify.CSS / minify.JS do the same job without Java.
+
+Debian's yui-compressor jar lacks the message texts of the JavaScript parser it
+embeds (Rhino): on a syntax error it dies with ``MissingResourceException: Can't
+find bundle for base name org.mozilla.javascript.resources.Messages`` and a stack
+trace, and the error itself is lost.  That case is reported as a syntax error,
+with the parser step that refused the file and a command that names the error.
 """
 
 from __future__ import annotations
 
-from .base import Context, Output, Processor, Tool, not_larger, split_name
+import re
+
+from .base import Context, Output, Processor, Tool, gist, not_larger, split_name
+
+# The Rhino parser step that refused the file: the frame after Parser.reportError.
+_PARSER_STEP = re.compile(r"Parser\.reportError\([^)]*\)\s+at org\.mozilla\.javascript\.Parser\.(\w+)")
 
 
 class YUICompressor(Processor):
@@ -27,3 +38,14 @@ class YUICompressor(Processor):
         kind = "css" if ext == b".css" else "js"
         argv = ["yui-compressor", "--type", kind, "--charset", "utf-8"]
         return not_larger(ctx, self.convert(ctx, ext, lambda src, out: [*argv, "-o", out, src]))
+
+    def tool_error(self, stderr: str) -> str:
+        if "MissingResourceException" not in stderr or "org.mozilla.javascript" not in stderr:
+            return gist(stderr)
+        step = _PARSER_STEP.search(stderr)
+        where = f" (the parser refused it in {step.group(1)})" if step else ""
+        return (
+            f"the JavaScript has a syntax error{where}; Debian's yui-compressor cannot say which"
+            " (its parser's message texts are missing): `closure-compiler --js FILE` or `node --check FILE`"
+            " names it"
+        )

@@ -83,7 +83,8 @@ class ProcessStage(Stage):
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.jobs)  # chains running at once
         self._dirs: dict[Item, bytes] = {}  # item -> its work directory, handed from work() to record()
-        self._notes: dict[Item, list[str]] = {}  # messages for stderr, printed in the main thread
+        # messages for stderr, printed in the main thread: (is an error, text)
+        self._notes: dict[Item, list[tuple[bool, str]]] = {}
         self._local = threading.local()  # per worker: a read-only connection for the names table
         self._conns: list[sqlite3.Connection] = []
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
@@ -261,13 +262,14 @@ class ProcessStage(Stage):
         E.put_path(out, "name", name)
         out["error"] = message
         out["error_kind"] = "source" if isinstance(exc, OSError) else "permanent"
-        self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}")
+        # permanent for this content: an error, not a warning (the file is not published)
+        self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}", error=True)
         self._count("failed")
         return Done([out], failed=True)
 
-    def _note(self, item: Item, *texts: str) -> None:
+    def _note(self, item: Item, *texts: str, error: bool = False) -> None:
         with self._lock:
-            self._notes.setdefault(item, []).extend(texts)
+            self._notes.setdefault(item, []).extend((error, t) for t in texts)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -290,8 +292,8 @@ class ProcessStage(Stage):
             work_dir = self._dirs.pop(item, None)
             notes = self._notes.pop(item, [])
         assert self.runner is not None
-        for text in notes:
-            self.runner.rep.warn(text)
+        for is_error, text in notes:
+            (self.runner.rep.error if is_error else self.runner.rep.warn)(text)
         for out in outcome.outputs:
             if work_dir is not None and _has(out, "file"):
                 db.execute(
