@@ -362,11 +362,29 @@ def not_larger(ctx: Context, candidate: bytes | None, renamed: bytes | None = No
     return Output(ctx.input, ctx.basename)
 
 
+def base_name_problem(name: bytes) -> str | None:
+    """Why ``name`` is not a base name (one entry of one directory), or None when it is.
+
+    The one check for every name fc-process writes a file under: those processors
+    return and those that arrive in events (``name``), which a forged line may set
+    to ``/tmp/x`` or ``../../x``."""
+    if not name:
+        return "empty"
+    if b"/" in name:
+        return "holds '/'"
+    if b"\0" in name:
+        return "holds NUL"
+    if name in (b".", b".."):
+        return f"is {name.decode()!r}"
+    return None
+
+
 def checked(proc: Processor, ctx: Context, out: Output) -> Output:
     """Enforce the rules every processor must follow on its Output."""
     name = out.basename
-    if not name or b"/" in name or b"\0" in name or name in (b".", b".."):
-        raise ProcessorError(f"{proc.name}: invalid base name {display(name)!r} (only the name may change)")
+    problem = base_name_problem(name)
+    if problem:
+        raise ProcessorError(f"{proc.name}: invalid base name {display(name)!r}: {problem} (only the name may change)")
     if name != ctx.basename and not proc.renames:
         raise ProcessorError(f"{proc.name} renamed the file but does not declare renames = True")
     if out.path != ctx.input:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from .. import events as E
 from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
-from ..processors.base import checked, safe_ext, split_name
+from ..processors.base import base_name_problem, checked, safe_ext, split_name
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 
 MIGRATIONS = [
@@ -97,6 +97,15 @@ class ProcessStage(Stage):
         # (most of a site) need many in flight to be committed in batches.  The
         # real work is limited to --jobs at a time by ``_slots``.
         return {"": max(PASS_THREADS, self.settings.jobs)}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        # An incoming name is checked as a processor's is: joined to a work directory,
+        # "/tmp/x" or "../x" would put the file outside it.  Refused here, it is a bad line.
+        if _has(event, "name"):
+            problem = base_name_problem(E.get_path(event, "name"))
+            if problem:
+                raise E.EventError(f"field 'name' is not a base name: {problem}")
+        return super().split(event)
 
     def start(self, runner: Runner) -> None:
         self.runner = runner
@@ -336,7 +345,8 @@ def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
     The file keeps its final name where that is a safe, short entry (readers that
     only look at ``file`` see a sensible name); otherwise ``out<ext>``.
     """
-    short = len(name) <= 200 and not name.startswith((b"step-", b"."))
+    # base_name_problem again: a line stored by an older version reaches here unchecked
+    short = len(name) <= 200 and not name.startswith((b"step-", b".")) and base_name_problem(name) is None
     target = os.path.join(work_dir, name if short else b"out" + safe_ext(split_name(name)[1]))
     os.rename(produced, target)
     for entry in os.listdir(work_dir):
