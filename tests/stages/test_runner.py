@@ -12,6 +12,7 @@ from pathlib import Path
 from fileconveyor import events as E
 from fileconveyor.cli._common import Reporter, Stopper
 from fileconveyor.errors import Exit
+from fileconveyor.stages.durable import Acknowledger
 from fileconveyor.stages.runner import Done, Item, Options, Retry, Runner, Stage
 
 
@@ -305,3 +306,47 @@ def test_queued_items_wait_for_a_paused_lane(tmp_path: Path) -> None:
     status, out, _ = run(stage, lines(events), tmp_path / "s.db")
     assert status == Exit.OK and len(out) == 40
     assert 1 <= stage.failed_calls <= 1 + 3, stage.failed_calls
+
+
+def test_the_drain_timeout_counts_from_the_last_progress_not_the_end_of_input(tmp_path: Path) -> None:
+    """Finding 6 of issue 17: a reader that takes minutes (YUI, Closure) but keeps acknowledging is progress:
+    the writer waits for it and exits 0, though the whole wait is far longer than --drain-timeout."""
+
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    w = tmp_path / "w.db"
+    run(Pass(), b"", w)  # the writer's state file exists
+    epoch = sqlite3.connect(w).execute("SELECT v FROM meta WHERE k='epoch'").fetchone()[0]
+    reader = Acknowledger(str(tmp_path / "r.db"), lambda key, text: None)
+    reader.send({str(w): (epoch, 0)}, force=True)
+    conn = sqlite3.connect(w)
+    conn.execute("UPDATE acks SET at=at+3600")  # heard from during the coming run: the writer waits for it
+    conn.commit()
+
+    def slow_reader() -> None:  # one line acknowledged every 0.25 s: 2.5 s for 10 lines, drain timeout 0.8 s
+        time.sleep(0.3)
+        for seq in range(1, 11):
+            time.sleep(0.25)
+            reader.send({str(w): (epoch, seq)}, force=True)
+
+    t = threading.Thread(target=slow_reader)
+    started = time.monotonic()
+    t.start()
+    status, out, err = run(Pass(), lines([ev(f"f{i}", i) for i in range(10)]), w, drain_timeout=0.8)
+    waited = time.monotonic() - started
+    t.join()
+    reader.close()
+    assert len(out) == 10
+    assert status == Exit.OK, err
+    assert waited > 2.0  # it did wait for the reader, beyond the drain timeout
+    # a reader that stops acknowledging still ends the wait, drain timeout after its last acknowledgement
+    conn.execute("UPDATE acks SET at=at+3600")
+    conn.commit()
+    started = time.monotonic()
+    status, _, err = run(Pass(), lines([ev("g", 1)]), w, drain_timeout=0.5)
+    assert status == Exit.RETRY and "did not acknowledge all our output" in err
+    assert time.monotonic() - started < 5

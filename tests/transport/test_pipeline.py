@@ -158,3 +158,9 @@ def test_destination_from_a_config_file(tmp_path: Path, env: dict[str, str]) -> 
     conf.chmod(0o644)
     refused = transport(["--config", str(conf)], env, jsonl([event(src, "a.txt")]))
     assert refused.returncode == 3 and b"chmod 600" in refused.stderr and b"hunter2" not in refused.stderr
+
+
+def test_retry_failed_with_nothing_failed_says_nothing(tmp_path: Path, env: dict[str, str]) -> None:
+    """fc-conveyor adds --retry-failed at every start: "0 failed transfer(s) queued again" is noise (issue 17, 12)."""
+    result = transport(["--to", f"file://{tmp_path}/cdn", "--retry-failed"], env)
+    assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()

@@ -42,8 +42,9 @@ def add_stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
         type=seconds,
         default=120.0,
         metavar="SECONDS",
-        help="after the input ends, how long to keep retrying work that waits (default 120); "
-        "what is left stays queued for the next run (exit status 4)",
+        help="after the input ends, how long to go on without progress (no item done, no reader acknowledging "
+        "more) before giving up (default 120); while work moves it waits; what is left stays queued for the next "
+        "run (exit status 4)",
     )
     g.add_argument(
         "--progress",

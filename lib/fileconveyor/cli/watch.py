@@ -186,7 +186,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
         replayed = state.replay()
         if replayed:
-            rep.warn(f"re-sent {replayed} events whose delivery a crash left uncertain")
+            # routine, not a crash: the last run's reader did not take them all (it stopped, or acknowledges later)
+            rep.info(f"re-sent {replayed} event(s) the last run's reader did not take (or acknowledge)")
         show = args.progress if args.progress is not None else _isatty(io.stderr)
         progress = Progress(rep, bool(show))
         started = time.monotonic()

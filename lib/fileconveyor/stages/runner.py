@@ -311,7 +311,7 @@ class Options:
     state_path: Any
     input: str | None = None  # None/"-": stdin
     output: str | None = None  # None/"-": stdout; a FIFO path is reopened for each reader
-    drain_timeout: float = 120.0  # after end of input, how long to keep retrying what waits
+    drain_timeout: float = 120.0  # after the end of input, how long without progress before giving up (exit 4)
     max_queue: int = 100_000  # stop reading while this many items are unfinished
     progress: bool = False
 
@@ -354,6 +354,10 @@ class Runner:
         self._stopping = False
         self._closed = False
         self._eof_at = 0.0
+        # the last progress (an item done, a reader acknowledging more): --drain-timeout counts from here, so
+        # a long but moving end (minutes of YUI downstream) is not reported as "try again later"
+        self._progress_at = 0.0
+        self._behind_acks: dict[str, int] = {}
         self._out_fd: int | None = None
         self._next_prune = 0.0
         self._next_sessions = 0.0
@@ -689,18 +693,24 @@ class Runner:
                 if self._reader_gone():
                     self.rep.info("the reader of our output went away; what it missed is re-sent next run")
                     return Exit.BROKEN_PIPE
-                if time.monotonic() - self._eof_at > self.opts.drain_timeout:
+                if self._idle() > self.opts.drain_timeout:
                     self.rep.warn(
-                        f"{', '.join(behind)} did not acknowledge all our output; it stays in "
+                        f"{', '.join(behind)} did not acknowledge all our output for {self.opts.drain_timeout:g} s "
+                        f"(--drain-timeout); it stays in "
                         f"{self.state.path} and is re-sent when {self.stage.name} runs again"
                     )
                     return Exit.RETRY
-            if self._eof and self.sched.only_waiting() and time.monotonic() - self._eof_at > self.opts.drain_timeout:
+            if self._eof and self.sched.only_waiting() and self._idle() > self.opts.drain_timeout:
                 self.rep.warn(
-                    f"{self.sched.count} item(s) still waiting to be retried; they stay queued in "
+                    f"{self.sched.count} item(s) still waiting to be retried, none done for "
+                    f"{self.opts.drain_timeout:g} s (--drain-timeout); they stay queued in "
                     f"{self.state.path} and are retried when {self.stage.name} runs again"
                 )
                 return Exit.RETRY
+
+    def _idle(self) -> float:
+        """Seconds since the input ended or, later, since the last progress."""
+        return time.monotonic() - max(self._eof_at, self._progress_at)
 
     def _timed_left(self) -> bool | None:
         """After the input and every item: None when no timed work is left; True while some of it is due within
@@ -739,9 +749,13 @@ class Runner:
         # only readers heard from during this run: one that read from us last week
         # and is gone must not hold up today's run
         rows = self.state.db.execute(
-            "SELECT reader FROM acks WHERE epoch=? AND at>=? AND seq<?", (self.state.epoch, self._started, last)
-        )
-        return [r for (r,) in rows]
+            "SELECT reader, seq FROM acks WHERE epoch=? AND at>=? AND seq<?", (self.state.epoch, self._started, last)
+        ).fetchall()
+        acks = dict(rows)
+        if any(seq > self._behind_acks.get(r, seq) for r, seq in acks.items()):
+            self._progress_at = time.monotonic()  # a reader is taking our output, however slowly
+        self._behind_acks = acks
+        return list(acks)
 
     def _reader_gone(self) -> bool:
         """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
@@ -809,6 +823,8 @@ class Runner:
         out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
+            if isinstance(outcome, Done):
+                self._progress_at = time.monotonic()
         self._write(out)
         if out:
             self.counts.written += len(out)

@@ -198,7 +198,8 @@ class TransportStage(Stage):
             ids.append(rid)
         # into the inbox and out of the failed list in one transaction
         runner.enqueue(replay, lambda tx: tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids]))
-        runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
+        if replay:  # nothing to say when nothing failed: --retry-failed is on at every fc-conveyor start
+            runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
         if skipped:
             runner.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
 
