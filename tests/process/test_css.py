@@ -3,6 +3,7 @@ synced yet is deferred and rewritten once they are, never failed and never lost.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -59,3 +60,56 @@ def test_other_server_gets_its_own_urls(tmp_path: Path) -> None:
     b = outputs(run(tmp_path / "b", argv, [event(STYLE)]))
     text_a, text_b = content(file_of(a[0])).decode(), content(file_of(b[0])).decode()
     assert text_a == EXPECTED and text_b == EXPECTED.replace("cdn.example.com", "other.example.net")
+
+
+def test_a_reference_never_synced_is_left_as_it_was_after_the_wait(tmp_path: Path) -> None:
+    """Finding 5: a font no rule syncs held the stylesheet for ever (exit 4 on every run, silent).  After
+    --reference-wait the stylesheet goes out with that reference as it was, and a warning names both."""
+    db = synced_db(tmp_path / "synced.db", [cdn(a) for a in ASSETS if a != "fonts/f.woff"])
+    base = ["--document-root", str(WWW), "--base-path", "/site/", "--retry-delay", "0.1"]
+    res = run(tmp_path, flags(db, *base, "--reference-wait", "0.5", "--drain-timeout", "20"), [event(STYLE)])
+    assert res.status == 0, res.stderr
+    (out,) = outputs(res)
+    expected = EXPECTED.replace("https://cdn.example.com/site/fonts/f.woff", "../fonts/f.woff")
+    assert content(file_of(out)).decode() == expected
+    warning = [ln for ln in res.stderr.splitlines() if "left as it was" in ln]
+    assert len(warning) == 1 and "warning" in warning[0], res.stderr
+    assert "style.css" in warning[0] and "url(../fonts/f.woff)" in warning[0] and "f.woff still not synced" in warning[0]
+
+
+def test_many_stylesheets_at_once_on_many_threads(tmp_path: Path) -> None:
+    """Finding 11: cssutils is not thread-safe; fc-process runs --jobs chains on threads, and stylesheets failed
+    at random ("cannot parse the stylesheet").  60 stylesheets at --jobs 4, three times: every one rewritten."""
+    www = tmp_path / "www"
+    site = www / "site"
+    (site / "img").mkdir(parents=True)
+    rows = []
+    for i in range(12):
+        (site / "img" / f"i{i}.png").write_bytes(b"png%d" % i)
+        rows.append((f"img/i{i}.png", f"https://cdn.example.com/site/img/i{i}_x.png", "cdn"))
+    sheets = []
+    for n in range(60):
+        css = site / f"s{n}.css"
+        body = "".join(
+            f'@media screen{{.r{n}_{k}{{background:url("img/i{(n + k) % 12}.png") no-repeat;color:#{k}{k}{k}}}}}\n'
+            f"@font-face{{font-family:f{k};src:url(img/i{k % 12}.png?#iefix) format('embedded-opentype')}}\n"
+            f".c{k}{{filter:progid:DXImageTransform.Microsoft.gradient(startColorstr='#666', endColorstr='#000')}}\n"
+            for k in range(40)
+        )
+        css.write_text(body)
+        sheets.append(css)
+    db = sqlite3.connect(tmp_path / "synced.db")
+    db.execute("CREATE TABLE synced_files(input_file text, transported_file_basename text, url text, server text)")
+    db.executemany("INSERT INTO synced_files VALUES (?, ?, ?, ?)", [(str(site / r), r, u, s) for r, u, s in rows])
+    db.commit()
+    db.close()
+    argv = flags(tmp_path / "synced.db", "--document-root", str(www), "--base-path", "/site/")
+    for attempt in range(3):
+        res = run(tmp_path / f"run{attempt}", argv, [event(css, root=site) for css in sheets], jobs=4)
+        assert res.status == 0, res.stderr
+        outs = outputs(res)
+        assert len(outs) == 60 and not [o for o in outs if "error" in o]
+        for out in outs:
+            text = content(file_of(out)).decode()
+            assert text.count("https://cdn.example.com/site/img/") == 80 and "url(img/" not in text
+            assert text.count("filter:progid:DXImageTransform") == 40  # finding 7: cssutils dropped them

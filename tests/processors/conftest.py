@@ -29,6 +29,8 @@ def step(
     basename: bytes | None = None,
     options: Mapping[str, str] | None = None,
     event: Mapping[str, Any] | None = None,
+    names: Mapping[bytes, bytes] | None = None,
+    waited: float = 0.0,
 ) -> tuple[Output, Context]:
     """Run ``proc`` on ``src`` with a fresh work directory, as fc-process will."""
     path = os.fsencode(src)
@@ -40,6 +42,8 @@ def step(
         work_dir=os.fsencode(work),
         event=dict(event or {}),
         options=dict(options or {}),
+        current_name=(lambda p: names.get(p)) if names is not None else None,
+        waited=waited,
     )
     return apply(proc, ctx), ctx
 

@@ -111,11 +111,85 @@ def test_css_with_a_name_that_is_not_utf8(tmp_path: Path) -> None:
     db.close()
     opts = {**options(tmp_path / "synced.db"), "document_root": str(tmp_path / "www")}
     out, _ = step(CSSURLUpdater(), css, tmp_path / "w", options=opts)
-    assert b"url(https://cdn.example.com/x.png)" in read(out.path)
+    assert read(out.path) == b".a { background: url('https://cdn.example.com/x.png') }"
 
 
-def test_unparsable_css_fails_the_file(tmp_path: Path) -> None:
-    src = tmp_path / "bad.css"
-    src.write_bytes(b'@charset "no-such-encoding"; a { background: url(x.png) }')
-    with pytest.raises(ProcessorError, match="cannot parse the stylesheet: unknown encoding"):
+def test_utf16_stylesheet_fails_the_file(tmp_path: Path) -> None:
+    src = tmp_path / "wide.css"
+    src.write_bytes("a { background: url(x.png) }".encode("utf-16"))
+    with pytest.raises(ProcessorError, match="UTF-16 is not supported"):
         step(CSSURLUpdater(), src, tmp_path / "w", options=options(tmp_path / "none.db"))
+
+
+# Drupal 7's modules/toolbar/toolbar.css (the declaration cssutils dropped), minified, plus forms a parser
+# re-serialises: only the URL tokens may change (issue 17, finding 7).
+MINIFIED = (
+    b'@import url(print.css) print;#toolbar{background:#666;filter:progid:DXImageTransform.Microsoft.gradient'
+    b"(startColorstr='#666', endColorstr='#000')}.x{background:url(../img/logo.png) no-repeat 0 0;*zoom:1}"
+    b'.y{background-image:url("../img/my pic.png"),url( \'../img/bg.gif\' )}'
+    b'.z:after{content:"url(../img/logo.png)"}@media print{.q{background:URL(../img/logo.png)}}'
+)
+
+
+def test_only_the_url_tokens_change(tmp_path: Path) -> None:
+    src = SITE / "css" / "min.css"
+    src.write_bytes(MINIFIED)
+    try:
+        db = synced_db(tmp_path / "synced.db", [cdn(a) for a in ASSETS])
+        out, _ = step(CSSURLUpdater(), src, tmp_path / "w", options=options(db))
+    finally:
+        src.unlink()
+    u = "https://cdn.example.com/site/"
+    expected = (
+        MINIFIED.decode()
+        .replace("url(print.css)", f"url({u}css/print.css)")
+        .replace("url(../img/logo.png) no", f"url({u}img/logo.png) no")
+        .replace('"../img/my pic.png"', f'"{u}img/my%20pic.png"')
+        .replace("'../img/bg.gif'", f"'{u}img/bg.gif'")
+        .replace("URL(../img/logo.png)", f"URL({u}img/logo.png)")
+    )
+    assert read(out.path).decode() == expected  # the string in content: is no reference
+
+
+def test_a_utf8_name_written_as_it_is(tmp_path: Path) -> None:
+    site = tmp_path / "www" / "site"
+    (site / "img").mkdir(parents=True)
+    (site / "img" / "café.png").write_bytes(b"png")
+    (site / "a.css").write_text(".a{background:url(img/café.png)}/* é */", encoding="utf-8")
+    db = sqlite3.connect(tmp_path / "synced.db")
+    db.execute("CREATE TABLE synced_files(input_file text, transported_file_basename text, url text, server text)")
+    row = (str(site / "img" / "café.png"), "https://cdn.example.com/caf%C3%A9.png")
+    db.execute("INSERT INTO synced_files VALUES (?, 'café.png', ?, 'cdn')", row)
+    db.commit()
+    db.close()
+    opts = {**options(tmp_path / "synced.db"), "document_root": str(tmp_path / "www")}
+    out, ctx = step(CSSURLUpdater(), site / "a.css", tmp_path / "w", options=opts)
+    assert read(out.path).decode() == ".a{background:url(https://cdn.example.com/caf%C3%A9.png)}/* é */"
+    assert ctx.references == [(os.fsencode(site / "img" / "café.png"), "café.png".encode())]
+
+
+def test_an_older_version_of_a_reference_is_not_used(tmp_path: Path) -> None:
+    """Finding 4: the record row names logo.png's old name while fc-process emitted a new one: wait for it."""
+    db = synced_db(tmp_path / "synced.db", [cdn(a) for a in ASSETS])
+    logo = os.fsencode(SITE / "img" / "logo.png")
+    names = {logo: b"logo_new.png"}
+    with pytest.raises(RetryLater, match=r"logo\.png \(its new version logo_new\.png\)"):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(db), names=names)
+    names[logo] = b"logo.png"  # the row is the current version: used
+    out, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=options(db), names=names)
+    assert read(out.path).decode() == (FIXTURES / "style.expected.css").read_text()
+
+
+def test_a_reference_never_synced_is_left_as_it_was_after_the_wait(tmp_path: Path) -> None:
+    """Finding 5: the font is never synced; after reference_wait the stylesheet goes out without it, with a
+    warning that names the reference."""
+    db = synced_db(tmp_path / "synced.db", [cdn(a) for a in ASSETS if a != "fonts/f.woff"])
+    opts = {**options(db), "reference_wait": "30"}
+    with pytest.raises(RetryLater, match=r"fonts/f\.woff"):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=opts, waited=29.0)
+    out, ctx = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=opts, waited=31.0)
+    expected = (FIXTURES / "style.expected.css").read_text()
+    expected = expected.replace("https://cdn.example.com/site/fonts/f.woff", "../fonts/f.woff")
+    assert read(out.path).decode() == expected
+    (note,) = ctx.notes
+    assert note.startswith("url(../fonts/f.woff) left as it was: ") and "fonts/f.woff still not synced" in note

@@ -40,7 +40,9 @@ per server: link_updater.CSSURLUpdater writes each destination's URLs into the
   CSS, so its output differs per destination: run one fc-process per destination
   server, each with --server NAME (and fc-record's --record-db).  A CSS file whose
   references are not synced yet is retried later (--retry-delay, doubling), not
-  failed.
+  failed; a reference still not synced after --reference-wait (60 s) is left as
+  it was, with a warning.  When a referenced file gets a new name (unique_filename),
+  every CSS file that references it is processed again (docs/css.md).
 
 errors: a processor failing on a file passes the event on with an "error" field
   (exit status 1 at the end); a file gone before it was processed is dropped with
@@ -92,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--record-db", metavar="FILE", help="fc-record's database (read only) with the synced URLs")
     g.add_argument("--document-root", metavar="DIR", help="the directory root-relative URLs start from")
     g.add_argument("--base-path", metavar="PATH", help="the URL path the source is served at, e.g. /site/")
+    g.add_argument(
+        "--reference-wait",
+        type=_common.seconds,
+        metavar="SECONDS",
+        help="how long a CSS file waits for a referenced file to be synced, then leaves that reference as it was"
+        " with a warning (default 60)",
+    )
     add_stage_arguments(p, "fc-process")
     return p
 
@@ -159,6 +168,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         work_dir=os.path.abspath(args.work_dir) if args.work_dir else None,
         options=options,
         retry_delay=args.retry_delay,
+        reference_wait=args.reference_wait,
     )
     # the state file is per configuration: jobs, delays and the work dir do not change what is computed
     identity = repr((args.specs, sorted(options.items()), args.input, args.output))

@@ -81,6 +81,10 @@ class Context:
     ``original`` the source file's path, ``basename`` the current base name.
     ``options`` holds stage-wide settings: document_root, base_path, server,
     synced_db.  ``notes`` collects warnings for people (a tool's stderr on success).
+    For link_updater: ``current_name(path)`` is the name fc-process last emitted for a
+    source path (None: not known), ``waited`` how long this event has been deferred
+    (seconds, by RetryLater), and ``references`` collects (source path, synced name)
+    of the references a stylesheet's output uses.
     """
 
     input: bytes
@@ -90,6 +94,9 @@ class Context:
     event: Mapping[str, Any] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    current_name: Callable[[bytes], bytes | None] | None = None
+    waited: float = 0.0
+    references: list[tuple[bytes, bytes]] = field(default_factory=list)
 
     def scratch(self) -> bytes:
         """A new empty directory inside the work dir, for one step's files."""

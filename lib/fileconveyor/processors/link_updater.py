@@ -23,37 +23,56 @@ Options (the processor's own, else the stage's):
 Relative and root-relative references to files that exist are replaced by the
 ``url`` of that file on the same server, keeping ``?query`` and ``#fragment``.
 Absolute (``https:``), protocol-relative (``//host``) and ``data:`` URLs, and
-references to files that do not exist, are left alone.  When an existing file is
-not synced to the server yet, RetryLater: the event is retried later, when the
-references should be there.  cssutils re-serialises the stylesheet when a URL
-changed; a stylesheet with nothing to rewrite passes through byte for byte.
+references to files that do not exist, are left alone.  Only the URL inside each
+token changes (css_urls.py): the stylesheet keeps every other byte, so a minified
+stylesheet stays minified, and one with nothing to rewrite passes through byte for byte.
+
+A row of synced_files counts only when it is the current version of the file:
+when fc-process emitted another name for that path since (``Context.current_name``:
+unique_filename gave a changed image a new name), the row names a file that is
+being replaced, and the stylesheet waits for the new one.
+
+When a referenced file exists but is not synced to the server yet (or only an
+older version of it), RetryLater: the event is retried later, when the
+references should be there.  After ``reference_wait`` seconds of such retries
+(default 60; fc-process --reference-wait) the reference is left as it was, with a
+warning naming the stylesheet and the reference: a file no rule syncs (a font the
+extension list lacks) must not hold the stylesheet back for ever.  The original did
+the same for references it could not resolve.
+
+The references used are reported in ``Context.references`` (source path, name of
+the synced file): fc-process keeps them to process the stylesheet again when one of
+them gets a new name (docs/css.md).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import sqlite3
 import urllib.parse
-import xml.dom
-from collections.abc import Callable
 
-import cssutils
-
+from . import css_urls
 from .base import Context, Output, Processor, ProcessorError, RetryLater
 
 _SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")  # https:, data:, mailto: ...
-cssutils.log.setLevel(logging.CRITICAL)  # it logs every property it does not know; not our errors
+REFERENCE_WAIT = 60.0  # seconds a stylesheet waits for a referenced file to be synced, then leaves it as it was
 
 
 def local_target(url: str, css_file: bytes, document_root: bytes, base_path: str) -> tuple[bytes, str] | None:
-    """(file path, "?query#fragment" suffix) a reference points at, or None when it is not local."""
+    """(file path, "?query#fragment" suffix) a reference points at, or None when it is not local.
+
+    ``url`` is as css_urls gives it: the file's bytes read as Latin-1, so its characters are the file's bytes
+    (a CSS escape beyond Latin-1 stands for its UTF-8 bytes)."""
     url = url.strip()
     if not url or url.startswith("//") or _SCHEME.match(url) or url.startswith("#"):
         return None
     cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
-    path, suffix = urllib.parse.unquote_to_bytes(url[:cut]), url[cut:]
+    try:
+        raw = url[:cut].encode("latin-1")
+    except UnicodeEncodeError:
+        raw = url[:cut].encode("utf-8", "surrogateescape")
+    path, suffix = urllib.parse.unquote_to_bytes(raw), url[cut:]
     if path.startswith(b"/"):
         base = base_path.encode()
         if os.path.isdir(os.path.join(document_root, base.lstrip(b"/"))):
@@ -89,7 +108,8 @@ class SyncedFiles:
         self.path = path
         self.db: sqlite3.Connection | None = None
 
-    def url(self, file: bytes, server: str) -> str | None:
+    def url(self, file: bytes, server: str) -> tuple[str, bytes] | None:
+        """(url, transported base name) of ``file`` on ``server``, or None."""
         if not self.path or not os.path.exists(self.path):
             return None  # nothing synced yet
         if self.db is None:
@@ -97,10 +117,12 @@ class SyncedFiles:
             self.db = sqlite3.connect(uri, uri=True, timeout=30)
         for key in dict.fromkeys([_key(file), _key(os.path.realpath(file))]):
             row = self.db.execute(
-                "SELECT url FROM synced_files WHERE input_file = ? AND server = ?", (key, server)
+                "SELECT url, transported_file_basename FROM synced_files WHERE input_file = ? AND server = ?",
+                (key, server),
             ).fetchone()
             if row is not None:
-                return str(row[0])
+                name = row[1]
+                return str(row[0]), name if isinstance(name, bytes) else str(name or "").encode()
         return None
 
     def close(self) -> None:
@@ -122,46 +144,44 @@ class CSSURLUpdater(Processor):
         base = "/" + base.strip("/") + "/" if base.strip("/") else "/"
         with open(ctx.input, "rb") as f:
             data = f.read()
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+            raise ProcessorError("cannot read the stylesheet: UTF-16 is not supported (save it as UTF-8)")
         db = SyncedFiles(self.option(ctx, "synced_db"))
+        missing: list[tuple[str, str]] = []  # (reference as written, the file it needs)
+
+        def replace(ref: css_urls.Ref) -> str | None:
+            target = local_target(ref.url, ctx.original, os.fsencode(root), base)
+            if target is None or not os.path.isfile(target[0]):
+                return None
+            synced = db.url(target[0], server)
+            current = ctx.current_name(target[0]) if ctx.current_name is not None else None
+            if synced is None:
+                missing.append((ref.url, os.fsdecode(target[0])))
+                return None
+            if current is not None and current != synced[1]:
+                missing.append((ref.url, f"{os.fsdecode(target[0])} (its new version {os.fsdecode(current)})"))
+                return None
+            ctx.references.append((target[0], synced[1]))
+            return with_suffix(synced[0], target[1])
+
         try:
-            changed, missing, sheet = self._rewrite(data, ctx.original, os.fsencode(root), base, server, db)
+            out_data = css_urls.rewrite(data, replace)
         finally:
             db.close()
         if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise RetryLater(f"not synced to server {server!r} yet: {', '.join(missing[:3])}{more}")
-        if not changed:
+            wait = float(self.option(ctx, "reference_wait") or REFERENCE_WAIT)
+            if ctx.waited < wait:
+                more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+                shown = ", ".join(file for _, file in missing[:3])
+                raise RetryLater(f"not synced to server {server!r} yet: {shown}{more}")
+            for url, file in missing:
+                ctx.notes.append(
+                    f"url({url}) left as it was: {file} still not synced to server {server!r}"
+                    f" after {ctx.waited:.0f} s (reference_wait)"
+                )
+        if out_data is data:
             return Output(ctx.input, ctx.basename)
         out = ctx.work_file(b"out.css")
         with open(out, "xb") as f:
-            f.write(sheet.cssText)
+            f.write(out_data)
         return Output(out, ctx.basename)
-
-    def _rewrite(
-        self, data: bytes, css_file: bytes, root: bytes, base: str, server: str, db: SyncedFiles
-    ) -> tuple[bool, list[str], cssutils.css.CSSStyleSheet]:
-        changed, missing = False, []
-
-        def replace(url: str) -> str:
-            nonlocal changed
-            target = local_target(url, css_file, root, base)
-            if target is None or not os.path.isfile(target[0]):
-                return url
-            synced = db.url(target[0], server)
-            if synced is None:
-                missing.append(os.fsdecode(target[0]))
-                return url
-            changed = True
-            return with_suffix(synced, target[1])
-
-        try:
-            sheet = cssutils.parseString(data, validate=False)
-        except (ValueError, LookupError, xml.dom.DOMException) as exc:  # bad bytes, unknown @charset
-            raise ProcessorError(f"cannot parse the stylesheet: {exc}") from None
-        _replace_urls(sheet, replace)
-        return changed, missing, sheet
-
-
-def _replace_urls(sheet: cssutils.css.CSSStyleSheet, fn: Callable[[str], str]) -> None:
-    # ignoreImportRules=False: @import "x.css" and @import url(x.css) are references too.
-    cssutils.replaceUrls(sheet, fn, ignoreImportRules=False)

@@ -69,6 +69,7 @@ class Settings:
     work_dir: str | None = None  # None: next to the state file
     options: dict[str, str] = field(default_factory=dict)  # document_root, base_path, server, synced_db
     retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
+    reference_wait: float | None = None  # link_updater: seconds a missing reference is waited for
 
 
 class ProcessStage(Stage):
@@ -191,7 +192,14 @@ class ProcessStage(Stage):
         ev = item.event
         source = E.get_path(ev, "file") if _has(ev, "file") else path
         ctx = Context(
-            input=source, original=path, basename=current, work_dir=work_dir or b"", event=ev, options=self._options(ev)
+            input=source,
+            original=path,
+            basename=current,
+            work_dir=work_dir or b"",
+            event=ev,
+            options=self._options(ev),
+            current_name=self._last_name,
+            waited=self._waited(item.attempts),
         )
         ran: list[str] = []
         proc: Processor | None = None
@@ -209,7 +217,7 @@ class ProcessStage(Stage):
                 ctx.input, ctx.basename = result.path, result.basename
         except RetryLater as exc:
             _remove(work_dir)
-            delay = min(RETRY_CAP, self.settings.retry_delay * 2 ** min(item.attempts, 20))
+            delay = self._delay(item.attempts)
             with self._lock:
                 self.counts["deferred"] += 1
             return Retry(f"{exc} (deferred)", after=delay)
@@ -249,8 +257,18 @@ class ProcessStage(Stage):
             self.counts["processed"] += 1
         return Done([out])
 
+    def _delay(self, attempts: int) -> float:
+        """The wait before the next try of an event deferred ``attempts`` times."""
+        return min(RETRY_CAP, self.settings.retry_delay * 2 ** min(attempts, 20))
+
+    def _waited(self, attempts: int) -> float:
+        """How long an event tried ``attempts`` times has been deferred (by the schedule; restarts not counted)."""
+        return sum(self._delay(n) for n in range(min(attempts, 200)))
+
     def _options(self, ev: Mapping) -> dict[str, str]:
         opts = dict(self.settings.options)
+        if self.settings.reference_wait is not None:
+            opts.setdefault("reference_wait", str(self.settings.reference_wait))
         for key in ("document_root", "base_path"):  # a source may say where it is served from
             if key not in opts and isinstance(ev.get(key), str):
                 opts[key] = ev[key]
