@@ -74,7 +74,9 @@ def test_a_reference_never_synced_is_left_as_it_was_after_the_wait(tmp_path: Pat
     assert content(file_of(out)).decode() == expected
     warning = [ln for ln in res.stderr.splitlines() if "left as it was" in ln]
     assert len(warning) == 1 and "warning" in warning[0], res.stderr
-    assert "style.css" in warning[0] and "url(../fonts/f.woff)" in warning[0] and "f.woff still not synced" in warning[0]
+    assert (
+        "style.css" in warning[0] and "url(../fonts/f.woff)" in warning[0] and "f.woff still not synced" in warning[0]
+    )
 
 
 def test_many_stylesheets_at_once_on_many_threads(tmp_path: Path) -> None:

@@ -124,9 +124,9 @@ def test_utf16_stylesheet_fails_the_file(tmp_path: Path) -> None:
 # Drupal 7's modules/toolbar/toolbar.css (the declaration cssutils dropped), minified, plus forms a parser
 # re-serialises: only the URL tokens may change (issue 17, finding 7).
 MINIFIED = (
-    b'@import url(print.css) print;#toolbar{background:#666;filter:progid:DXImageTransform.Microsoft.gradient'
+    b"@import url(print.css) print;#toolbar{background:#666;filter:progid:DXImageTransform.Microsoft.gradient"
     b"(startColorstr='#666', endColorstr='#000')}.x{background:url(../img/logo.png) no-repeat 0 0;*zoom:1}"
-    b'.y{background-image:url("../img/my pic.png"),url( \'../img/bg.gif\' )}'
+    b".y{background-image:url(\"../img/my pic.png\"),url( '../img/bg.gif' )}"
     b'.z:after{content:"url(../img/logo.png)"}@media print{.q{background:URL(../img/logo.png)}}'
 )
 

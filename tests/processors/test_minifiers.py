@@ -114,3 +114,24 @@ def test_hostile_names_through_java_tools(name: str, tmp_path: Path) -> None:
         assert out.basename == stem + b"js" and out.path != src
         assert b"addNumbers(2,3)" in read(out.path)
     assert not (Path.cwd() / "pwned").exists()
+
+
+# What the minifiers broke inside url() (issue 17, finding 7): rcssmin removed the spaces in url("a b.png"),
+# so a following link_updater could not find the file; YUI removed those in a quoted SVG data: URI.
+SVG = 'data:image/svg+xml,<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 8 8"><path d="M0 0h8v8z"/></svg>'
+URLS_CSS = f""".a {{ background: url("../img/a b.png") no-repeat; }}
+.b {{ background-image: url( '{SVG}' ); }}
+.c {{ background: url(../img/c.png) }}
+.d {{ content: "  kept  "; }}
+"""
+
+
+@pytest.mark.parametrize("name", ["minify.CSS", YUI])
+def test_url_tokens_survive_minification(name: str, tmp_path: Path) -> None:
+    need(name)
+    src = tmp_path / "urls.css"
+    src.write_text(URLS_CSS)
+    out, _ = step(create(name), src, tmp_path / "w")
+    text = read(out.path).decode()
+    assert 'url("../img/a b.png")' in text and f"url('{SVG}')" in text and "url(../img/c.png)" in text
+    assert len(text) < len(URLS_CSS) - 20 and "\n" not in text.strip()  # still minified

@@ -15,6 +15,7 @@ from __future__ import annotations
 import rcssmin
 import rjsmin
 
+from . import css_urls
 from .base import Context, Output, Processor, not_larger, safe_ext, split_name
 
 
@@ -37,7 +38,9 @@ class CSS(_Minify):
     extensions = (".css",)
 
     def minify(self, data: bytes) -> bytes:
-        return rcssmin.cssmin(data, keep_bang_comments=True)
+        # rcssmin removes the spaces inside url("a b.png"): the url() tokens are hidden from it (css_urls.protect)
+        protected, restore = css_urls.protect(data)
+        return restore(rcssmin.cssmin(protected, keep_bang_comments=True))
 
 
 class JS(_Minify):

@@ -10,6 +10,10 @@ Runs Debian's ``yui-compressor`` wrapper as ``yui-compressor --type css|js
 a syntax error (non-zero exit) fails the file.  CPU-intensive: a JVM starts per
 file.  minify.CSS / minify.JS do the same job without Java.
 
+YUI removes the spaces inside a quoted ``url("data:image/svg+xml,<svg xmlns=...")``,
+which breaks the image: a stylesheet's ``url()`` tokens are hidden from it behind
+placeholders and put back afterwards (css_urls.protect).
+
 Debian's yui-compressor jar lacks the message texts of the JavaScript parser it
 embeds (Rhino): on a syntax error it dies with ``MissingResourceException: Can't
 find bundle for base name org.mozilla.javascript.resources.Messages`` and a stack
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from . import css_urls
 from .base import Context, Output, Processor, Tool, gist, not_larger, split_name
 
 # The Rhino parser step that refused the file: the frame after Parser.reportError.
@@ -37,7 +42,20 @@ class YUICompressor(Processor):
         ext = split_name(ctx.basename)[1].lower()
         kind = "css" if ext == b".css" else "js"
         argv = ["yui-compressor", "--type", kind, "--charset", "utf-8"]
-        return not_larger(ctx, self.convert(ctx, ext, lambda src, out: [*argv, "-o", out, src]))
+        if kind == "js":
+            return not_larger(ctx, self.convert(ctx, ext, lambda src, out: [*argv, "-o", out, src]))
+        with open(ctx.input, "rb") as f:
+            protected, restore = css_urls.protect(f.read())
+        source = ctx.work_file(b"protected.css")
+        with open(source, "xb") as f:
+            f.write(protected)
+        out = self.convert(ctx, ext, lambda src, out: [*argv, "-o", out, src], source=source)
+        if out is not None:
+            with open(out, "rb") as f:
+                data = restore(f.read())
+            with open(out, "wb") as f:
+                f.write(data)
+        return not_larger(ctx, out)
 
     def tool_error(self, stderr: str) -> str:
         if "MissingResourceException" not in stderr or "org.mozilla.javascript" not in stderr:
