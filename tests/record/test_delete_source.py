@@ -44,8 +44,8 @@ def test_only_files_synced_everywhere_through_this_pipeline_are_deleted(tmp_path
     # this pipeline's rule is *.css: logo.png never reaches fc-record; index.html comes without a server
     stream = both([a]) + transport([b], None, "cdn")
     stream += [dict(transport([b], None, "ftp")[0], error="550 permission denied"), idx]
-    res = record(db, stream, state, "--delete-source-after", "0.2", "--require-server", "cdn",
-                 "--require-server", "ftp", "--drain-timeout", "10")  # fmt: skip
+    res = record(db, stream, state, "--source", f"site={site}", "--delete-source-after", "0.2",
+                 "--require-server", "cdn", "--require-server", "ftp", "--drain-timeout", "10")  # fmt: skip
     assert res.status == 1, res.stderr  # b's failure
     assert not (site / "css" / "a.css").exists()
     assert (site / "css" / "b.css").exists(), "synced to cdn only: must stay"
@@ -77,7 +77,9 @@ def test_our_deletion_seen_without_fc_transport_keeps_the_row(tmp_path: Path) ->
     site = make_site(tmp_path)
     db, state, wstate = tmp_path / "s.db", tmp_path / "r.db", tmp_path / "w.db"
     a = [e for e in watch(site, wstate) if e["rel"] == "css/a.css"]
-    record(db, transport(a, None), state, "--delete-source-after", "0", "--drain-timeout", "10")
+    record(
+        db, transport(a, None), state, "--source", f"site={site}", "--delete-source-after", "0", "--drain-timeout", "10"
+    )
     assert not (site / "css" / "a.css").exists()
     gone = watch(site, wstate)
     plain = [dict(gone[0], server="cdn")]  # reached fc-record with no transport in between
@@ -96,10 +98,20 @@ def test_without_require_server_every_server_seen_counts(tmp_path: Path) -> None
     a, b = (next(e for e in evs if e["rel"] == r) for r in ("css/a.css", "css/b.css"))
     # ftp is seen (a's failure there): b, synced to cdn only, is not deleted; a is not either
     stream = [*transport([a, b], None, "cdn"), dict(transport([a], None, "ftp")[0], error="timed out")]
-    res = record(db, stream, state, "--delete-source-after", "0", "--drain-timeout", "5")
+    res = record(db, stream, state, "--source", f"site={site}", "--delete-source-after", "0", "--drain-timeout", "5")
     assert "--require-server" in res.stderr
     assert (site / "css" / "a.css").exists() and (site / "css" / "b.css").exists()
-    record(db, transport([a], None, "ftp"), state, "--delete-source-after", "0", "--drain-timeout", "5")
+    record(
+        db,
+        transport([a], None, "ftp"),
+        state,
+        "--source",
+        f"site={site}",
+        "--delete-source-after",
+        "0",
+        "--drain-timeout",
+        "5",
+    )
     assert not (site / "css" / "a.css").exists() and (site / "css" / "b.css").exists()
 
 
@@ -114,6 +126,8 @@ def _start(tmp_path: Path, *extra: str) -> subprocess.Popen:
             str(tmp_path / "r.db"),
             "--require-server",
             "cdn",
+            "--source",
+            f"site={tmp_path / 'site'}",
             *extra,
         ],
         stdin=subprocess.PIPE,
@@ -188,6 +202,8 @@ def test_the_schedule_survives_kill_9(tmp_path: Path) -> None:
             str(db),
             "--state",
             str(tmp_path / "r.db"),
+            "--source",
+            f"site={site}",
             "--delete-source-after",
             "2",
             "--require-server",
@@ -210,7 +226,17 @@ def test_a_deletion_due_later_than_the_drain_stays_scheduled(tmp_path: Path) -> 
     site = make_site(tmp_path)
     db, state = tmp_path / "s.db", tmp_path / "r.db"
     a = [e for e in watch(site, tmp_path / "w.db") if e["rel"] == "css/a.css"]
-    res = record(db, transport(a, None), state, "--delete-source-after", "3600", "--drain-timeout", "0")
+    res = record(
+        db,
+        transport(a, None),
+        state,
+        "--source",
+        f"site={site}",
+        "--delete-source-after",
+        "3600",
+        "--drain-timeout",
+        "0",
+    )
     assert res.status == 0
     assert "1 source deletion(s) still scheduled" in res.stderr
     assert (site / "css" / "a.css").exists()
@@ -229,7 +255,7 @@ def test_the_users_deletion_before_ours_unschedules_and_propagates(tmp_path: Pat
     site = make_site(tmp_path)
     db, state, wstate = tmp_path / "s.db", tmp_path / "r.db", tmp_path / "w.db"
     a = [e for e in watch(site, wstate) if e["rel"] == "css/a.css"]
-    args = ("--delete-source-after", "3600", "--drain-timeout", "0")
+    args = ("--source", f"site={site}", "--delete-source-after", "3600", "--drain-timeout", "0")
     assert record(db, transport(a, None), state, *args).status == 0
     assert rows(db, "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL") == [(1,)]
     (site / "css" / "a.css").unlink()  # the user was quicker

@@ -82,7 +82,7 @@ def test_source_deletion_is_not_propagated_across_processes(tmp_path: Path, http
     pipeline = (
         f"fc-watch --scan-once --ignore-dirs CVS site | fc-filter --extensions css:js "
         f"| fc-transport --to file://{cdn} --url {base} --record-db synced.db "
-        "| fc-record --db synced.db --delete-source-after 0 --require-server file --drain-timeout 10"
+        "| fc-record --db synced.db --source site=site --delete-source-after 0 --require-server file --drain-timeout 10"
     )
     sh(pipeline, tmp_path)
     css_js = [p for p in files_of(SITE) if p.endswith((".css", ".js")) and not p.startswith("CVS")]

@@ -117,7 +117,16 @@ def test_files_deleted_at_the_source_by_fc_record_are_not_stale(tmp_path: Path, 
     site = make_site(tmp_path)
     evs = watch(site, tmp_path / "w.db")
     db = tmp_path / "s.db"
-    args = ("--delete-source-after", "0", "--require-server", "cdn", "--drain-timeout", "10")
+    args = (
+        "--source",
+        f"site={site}",
+        "--delete-source-after",
+        "0",
+        "--require-server",
+        "cdn",
+        "--drain-timeout",
+        "10",
+    )
     assert record(db, transport(evs, cdn, "cdn", base), tmp_path / "r.db", *args).status == 0
     assert not (site / "css" / "a.css").exists()
     assert verify(db)[:2] == (0, [])

@@ -30,7 +30,7 @@ examples:
       | fc-record --db synced_files.db
   sqlite3 synced_files.db 'SELECT * FROM synced_files'
   ... | fc-transport --to sftp://cdn/www --record-db synced.db | fc-record --db synced.db \\
-      --delete-source-after 3600 --require-server cdn
+      --delete-source-after 3600 --require-server cdn --source site=/srv/www
   fc-record --status --db synced.db --state-file ~/.local/state/fileconveyor/transport-*.db --json
   fc-record --db synced.db --import-db /old/fileconveyor/synced_files.db --source site=/srv/www
   fc-record --import-queue /old/fileconveyor/persistent_data.db --source site=/srv/www | fc-filter ... | ...
@@ -41,9 +41,11 @@ the table sync_failures and leave synced rows alone.
 
 deleting sources after sync: with --delete-source-after SECONDS, a file is deleted
 at the source that long after its version is synced to every --require-server
-(default: every server seen so far).  The schedule is the table source_deletions and
-survives restarts.  A file modified meanwhile is not deleted until its new version
-is synced.  Give fc-transport --record-db with the same database: it then keeps the
+(default: every server seen so far), and only beneath a --source NAME=DIR (the
+event's source is NAME, its root DIR), reached through real directories (no "..",
+no symlinked directory), when it is still the version synced.  The schedule is the
+table source_deletions and survives restarts.  A file modified meanwhile is not
+deleted until its new version is synced.  Give fc-transport --record-db with the same database: it then keeps the
 remote copies instead of propagating the deletion (transported "kept").
 
 {STAGE_EPILOG_IO}
@@ -70,6 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="a server a file must be synced to before it is deleted (repeatable)",
     )
+    g.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a source tree as given to fc-watch (repeatable): needed with --delete-source-after, which deletes "
+        "only beneath these, only files of events whose source is NAME and root is DIR; with --import-*: the "
+        "trees the old paths are under",
+    )
     m = p.add_argument_group("other modes (one-shot, no events read)")
     m.add_argument(
         "--status", action="store_true", help="print counts: synced per server, failed, scheduled and done deletions"
@@ -87,13 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--import-queue", metavar="OLD_DB", help="print the old daemon's unsynced queue (persistent_data.db) as events"
-    )
-    m.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="with --import-*: the source trees, as given to fc-watch (repeatable)",
     )
     add_stage_arguments(p, "fc-record")
     return p
@@ -117,8 +121,13 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError("--require-server only matters with --delete-source-after")
     if (args.json or args.state_file) and not args.status:
         raise UsageError("--json and --state-file go with --status")
-    if args.source and not (args.import_db or args.import_queue):
-        raise UsageError("--source goes with --import-db or --import-queue")
+    if args.source and not (args.import_db or args.import_queue or args.delete_source_after is not None):
+        raise UsageError("--source goes with --delete-source-after, --import-db or --import-queue")
+    if args.delete_source_after is not None and not args.source:
+        raise UsageError(
+            "--delete-source-after needs --source NAME=DIR for each source tree it may delete in, as given to "
+            "fc-watch (events are not trusted to say where to delete)"
+        )
     if args.import_queue and not args.source:
         raise UsageError("--import-queue needs --source NAME=DIR for each source tree (events carry root and rel)")
     if not args.db and not args.import_queue and not (args.status and (args.state_file or args.state)):
@@ -151,6 +160,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         os.path.abspath(args.db),
         delete_after=args.delete_source_after,
         require=args.require_server,
+        sources=_sources(args.source),
         drain=args.drain_timeout,
         stopped=lambda: stop.requested,
     )

@@ -222,6 +222,8 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
             rargs += ["--delete-source-after", str(rule.deletion_delay)]
             for d in rule.destinations:
                 rargs += ["--require-server", d.server]
+            # the tree fc-watch watches, which fc-record deletes beneath (an event cannot say where)
+            rargs += ["--source", f"{source.name}={source.scan_path}"]
         stage(f"record{sub}", "fc-record", rargs, last=True)
     return procs
 

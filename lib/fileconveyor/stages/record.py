@@ -28,7 +28,8 @@ from typing import Any
 from .. import events as E
 from ..errors import RetryableError
 from ..records import Deletion, Records, Synced, db_key, deleted_by_record
-from .record_delete import SourceDeleter
+from .record_delete import SourceDeleter, allowed_root
+from .record_import import Source
 from .runner import Done, Item, Retry, Runner, Stage
 
 NOT_SYNCED = (
@@ -120,12 +121,14 @@ class RecordStage(Stage):
         *,
         delete_after: float | None = None,
         require: Sequence[str] = (),
+        sources: Sequence[Source] = (),
         drain: float = 120.0,
         stopped: Callable[[], bool] = lambda: False,
     ):
         self.db_path = db_path
         self.delete_after = delete_after
         self.require = list(dict.fromkeys(require))
+        self.sources = list(sources)  # the roots --delete-source-after may delete beneath (--source NAME=DIR)
         self.drain = drain
         self.stopped = stopped
         self.rec: Records | None = None
@@ -150,6 +153,7 @@ class RecordStage(Stage):
                 lambda: self.require or sorted(self.seen),
                 self.rep.warn,
                 self.rep.info,
+                self.sources,
             )
             self.deleter.start()
             if not self.require:
@@ -234,8 +238,16 @@ class RecordStage(Stage):
                 "no-version", "events without size, mtime_ns, ino, root and rel are never deleted at the source"
             )
             return None
-        if E.join(E.get_path(ev, "root"), E.get_path(ev, "rel")) != path:
+        root = E.get_path(ev, "root")
+        if E.join(root, E.get_path(ev, "rel")) != path:
             return None  # path is not root + rel: not a file fc-watch reported, leave it alone
+        if allowed_root(self.sources, row.source, root) is None:
+            self.rep.warn_once(
+                f"root:{row.source}:{E.display(root)}",
+                f"events of source {row.source!r} under {E.display(root)} are never deleted at the source: "
+                "that is no --source NAME=DIR given to fc-record",
+            )
+            return None
         required = self.require or sorted(self.seen)
         synced = self.rec.versions(row.input_file)
         if any(synced.get(s) != version for s in required):
