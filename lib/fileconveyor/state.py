@@ -10,6 +10,8 @@
   append a new one.
 - An exclusive lock file next to the database keeps a second instance of the
   same stage from working on the same state.
+- Owner-only (private.py): the file, its -wal/-shm, the lock and a directory
+  made for them.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from . import private
 from .errors import RetryableError, StateBusy, StateError
 
 # The lock is on the open file, which a forked child shares: a scan worker that
@@ -77,11 +80,12 @@ class State:
         self.path = Path(path)
         self._lock_fd: int | None = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            private.private_dir(self.path.parent)  # owner-only: a state file names every file of the tree
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.path.parent}: {exc.strerror}") from None
         if lock:
             self._lock()
+        private.private_file(self.path)  # before SQLite makes it 0644; its -wal and -shm take its mode
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
@@ -96,9 +100,10 @@ class State:
     def _lock(self) -> None:
         lock_path = str(self.path) + ".lock"
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
         except OSError as exc:
             raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
+        private.tighten(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -356,6 +356,7 @@ def test_supervisord_and_systemd_output_name_every_stage_and_no_secret(tmp_path:
         )
     )
     cfg.write_text(text)
+    cfg.chmod(0o600)  # it holds a password
     plan_names = None
     for mode in ("--supervisord", "--systemd", "--print"):
         out = subprocess.run(

@@ -271,6 +271,7 @@ def test_ftp_server_from_config_xml(ftp_server: FtpServer, tmp_path: Path) -> No
 </config>
 """
     (tmp_path / "config.xml").write_text(xml, encoding="utf-8")
+    (tmp_path / "config.xml").chmod(0o600)  # it holds a password
     c = config.load(tmp_path / "config.xml")
     dest = c.rules[0].destinations[0]
     ta = transport_args(c.servers[dest.server], dest.path)

@@ -17,10 +17,10 @@ A filter's size conditions are strict in the original (``minimum N`` matches onl
 from __future__ import annotations
 
 import re
-import stat
 from dataclasses import replace
 from pathlib import Path
 
+from .. import private
 from . import servers as srv
 from .config_rules import rules as parse_rules
 from .config_settings import Settings, parse_settings
@@ -158,19 +158,16 @@ def _servers(c: Check, node: Node | None, sources: list[Source]) -> dict[str, Se
 
 
 def _private_if_secret(c: Check, path: Path, servers: dict[str, Server]) -> None:
-    """A password in a file every user can read is everyone's: say so (fc-transport refuses such a --config;
-    here a warning, since the original's config.xml always held its passwords and users are migrating)."""
+    """A password in a file every user can read is everyone's: refused, as fc-transport refuses such a --config
+    (the original's config.xml always held its passwords: migrating users are told the one command to run)."""
     holders = [s for s in servers.values() if any(s.settings.get(k) for k in srv.SECRET_SETTINGS)]
     try:
         mode = path.stat().st_mode
     except OSError:
         return
-    if holders and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        c.warn(
-            holders[0].line,
-            f"this file holds passwords or keys and other users can read it (mode {stat.S_IMODE(mode):o}): "
-            f"run chmod 600 {path}",
-        )
+    problem = private.secret_problem(path, mode) if holders else None
+    if problem:
+        c.error(holders[0].line, problem)
 
 
 def with_settings(config: Config, **changes: object) -> Config:

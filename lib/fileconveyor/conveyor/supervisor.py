@@ -24,7 +24,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from .. import private
 from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
@@ -46,14 +48,27 @@ def status_path(plan: Plan) -> Path:
 # -- logging ---------------------------------------------------------------------------
 
 
+LOG_BACKUPS = 5
+
+
+class _PrivateLog(logging.handlers.RotatingFileHandler):
+    """The log names every file synced and every failure: owner-only, each new file after a rotation too."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
 def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:
     log = logging.getLogger("FileConveyor")
     log.handlers.clear()
     log.propagate = False
     log.setLevel(min(file_level, console_level))
     fmt = logging.Formatter(LOG_FORMAT)
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    fh = logging.handlers.RotatingFileHandler(log_file, maxBytes=5 * 1024 * 1024, backupCount=5)
+    private.private_dir(log_file.parent)
+    for n in range(LOG_BACKUPS + 1):  # written by an older version with the umask's mode
+        private.tighten(f"{log_file}.{n}" if n else log_file)
+    fh = _PrivateLog(log_file, maxBytes=5 * 1024 * 1024, backupCount=LOG_BACKUPS)
     fh.setLevel(file_level)
     fh.setFormatter(fmt)
     log.addHandler(fh)
@@ -229,14 +244,17 @@ class Supervisor:
 
     def prepare(self) -> None:
         s = self.settings
-        for setting, d in (
-            ("PERSISTENT_DATA_DB (--state-dir)", s.state_dir),
-            ("PERSISTENT_DATA_DB (--state-dir)", self.plan.fifo_dir),
-            ("WORKING_DIR", s.working_dir),
-            ("SYNCED_FILES_DB (--db)", s.synced_files_db.parent),
+        for setting, d, mine in (
+            ("PERSISTENT_DATA_DB (--state-dir)", s.state_dir, True),
+            ("PERSISTENT_DATA_DB (--state-dir)", self.plan.fifo_dir, True),
+            ("WORKING_DIR", s.working_dir, True),
+            ("SYNCED_FILES_DB (--db)", s.synced_files_db.parent, False),  # the web server reads the database
         ):
             try:
-                d.mkdir(parents=True, exist_ok=True)
+                if mine:  # owner-only: state files, FIFOs and work files are File Conveyor's private data
+                    private.private_dir(d)
+                else:
+                    d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"{setting}: cannot create {d}: {exc.strerror}") from None
         for fifo in self.plan.fifos:

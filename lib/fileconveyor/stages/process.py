@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .. import events as E
+from .. import private
 from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ..processors.base import base_name_problem, checked, safe_ext, split_name
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
@@ -114,7 +115,7 @@ class ProcessStage(Stage):
         base = self.settings.work_dir or str(state.parent)
         # one directory per state file: two fc-process sharing --work-dir never clean each other's files
         self.root = os.fsencode(os.path.abspath(os.path.join(base, state.name + ".work")))
-        os.makedirs(self.root, mode=0o700, exist_ok=True)
+        private.private_dir(os.fsdecode(self.root), ours=True)  # processed files before they are public
         db = runner.state.db
         if not runner.state.readers():
             # no File Conveyor reader acknowledges our lines (jq, a file): their work

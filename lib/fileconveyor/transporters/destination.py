@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes, urlsplit
 
+from .. import private
 from ..errors import ConfigError
 
 SECRET_KEYS = ("password", "passphrase")
@@ -140,11 +140,9 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, str]:
         if not sep or not key.strip():
             raise ConfigError(f"{os.fspath(path)}:{number}: expected 'key = value'")
         values[key.strip()] = value.strip()
-    if any(k in values for k in SECRET_KEYS) and mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(
-            f"{os.fspath(path)} holds a secret but other users can access it (mode {stat.S_IMODE(mode):o}); "
-            f"run: chmod 600 {os.fspath(path)}"
-        )
+    problem = private.secret_problem(path, mode) if any(k in values for k in SECRET_KEYS) else None
+    if problem:
+        raise ConfigError(problem)
     return values
 
 

@@ -1,0 +1,94 @@
+"""What only its owner may read: state files, work directories, logs, config files holding secrets.
+
+State files hold every path and event of a tree (file names of a site not yet published, a stage's queue), work
+directories hold processed files before they are public, the log names them all, and a config file may hold
+passwords.  So File Conveyor creates them owner-only (files 0600, directories 0700) whatever the umask, and
+tightens files of its own that an older version (or a umask of 022) left readable by others, saying so at -v.
+Directories are only tightened when they are File Conveyor's own (its state directory and what is beneath it,
+fc-process's ``*.work``): a directory a user named may be shared (``/tmp``) and is only ever created 0700.
+
+The synced-files database is not private: web servers read it (README, fc-record), so records.py keeps the
+umask's mode for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import stat
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+_OTHERS = stat.S_IRWXG | stat.S_IRWXO
+
+
+def secret_problem(path: str | os.PathLike[str], mode: int) -> str | None:
+    """Why a file holding a secret (a password, a key's passphrase) with ``mode`` may not be used, or None.
+
+    fc-transport's ``--config`` and fc-conveyor's config.xml both refuse such a file (exit 3): a password in a file
+    every user can read is everyone's."""
+    if not mode & _OTHERS:
+        return None
+    shown = os.fspath(path)
+    return (
+        f"{shown} holds a password or key and other users can access it (mode {stat.S_IMODE(mode):o}); "
+        f"run: chmod 600 {shown}"
+    )
+
+
+def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
+    """Take group and other access away from ``path`` when it is ours (an older version made it 0644/0755)."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not st.st_mode & _OTHERS or st.st_uid != os.geteuid() or stat.S_ISLNK(st.st_mode):
+        return
+    with contextlib.suppress(OSError):  # a read-only mount: it stays as it is, as before
+        os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
+        log.info(
+            "made %s owner-only (mode %o, was %o): it holds File Conveyor's private data",
+            os.fspath(path),
+            stat.S_IMODE(st.st_mode) & mode,
+            stat.S_IMODE(st.st_mode),
+        )
+
+
+def private_file(path: str | os.PathLike[str]) -> None:
+    """Make sure ``path`` exists with mode 0600 (created so, never through a symlink), or is tightened to it; for
+    a SQLite database its ``-wal`` and ``-shm`` too (SQLite gives new ones the database's mode)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except FileExistsError:
+        for p in (os.fspath(path), f"{os.fspath(path)}-wal", f"{os.fspath(path)}-shm"):
+            tighten(p)
+        return
+    except OSError:
+        return  # the caller's own open reports it, with its own words
+    os.close(fd)
+
+
+def private_dir(path: str | os.PathLike[str], *, ours: bool | None = None) -> None:
+    """Create directory ``path`` (and missing parents) with mode 0700; an existing one is tightened when it is
+    File Conveyor's own: ``ours``, or by default when it is its state directory or beneath it."""
+    p = Path(path)
+    missing = []
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):  # made meanwhile by another stage
+            d.mkdir(DIR_MODE)
+    if not missing and (ours if ours is not None else _in_state_dir(Path(path))):
+        tighten(path, DIR_MODE)
+
+
+def _in_state_dir(path: Path) -> bool:
+    from .state import default_state_dir  # state.py uses this module
+
+    top = default_state_dir().absolute()
+    return path.absolute() == top or path.absolute().is_relative_to(top)

@@ -1,0 +1,189 @@
+"""Owner-only state files, work directories and logs; no config file whose secrets others can read
+(issue 16, finding 8).
+
+State files name every file of the tree and hold the queue, work directories hold processed files before they
+are public, the log names every file synced: 0600 files and 0700 directories whatever the umask, and files an
+older version left 0644 are tightened (said at -v).  The synced-files database keeps the umask's mode: the web
+server reads it.  fc-conveyor refuses a config.xml with a password that others can read, as fc-transport refuses
+such a --config, with the same words."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.cli.filter import main as filter_main
+from fileconveyor.cli.process import main as process_main
+from fileconveyor.conveyor.supervisor import make_logger
+from tests.conftest import ROOT, call
+from tests.conveyor.test_config import RULES, SOURCES
+from tests.conveyor.test_config import write as write_config
+from tests.process.conftest import event, lines, outputs
+
+
+@pytest.fixture(params=[0o022, 0o000], ids=["umask022", "umask000"])
+def umask(request: pytest.FixtureRequest) -> Iterator[int]:
+    old = os.umask(request.param)
+    try:
+        yield request.param
+    finally:
+        os.umask(old)
+
+
+def mode(path: Path | str | bytes) -> int:
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+def _filter(state: Path, *extra: str, src: Path | None = None) -> str:
+    src = src or state.parent / "site"
+    src.mkdir(exist_ok=True)
+    (src / "a.txt").write_text("a")
+    res = call(filter_main, [*extra, "--state", str(state)], lines([event(src / "a.txt")]))
+    assert res.status == 0, res.stderr
+    return res.stderr
+
+
+@pytest.mark.usefixtures("umask")
+def test_a_new_state_file_and_its_directory_are_owner_only(tmp_path: Path) -> None:
+    state = tmp_path / "new" / "dir" / "filter.db"
+    _filter(state, src=tmp_path / "site")
+    assert mode(tmp_path / "new") == 0o700 and mode(state.parent) == 0o700
+    made = [p for p in state.parent.iterdir()]
+    assert {p.name for p in made} >= {"filter.db", "filter.db.lock"}
+    assert {p.name: mode(p) for p in made} == {p.name: 0o600 for p in made}
+
+
+def test_the_default_state_directory_is_owner_only(tmp_path: Path, state_dir: Path, umask: int) -> None:
+    src = tmp_path / "site"
+    src.mkdir()
+    (src / "a.txt").write_text("a")
+    assert call(filter_main, [], lines([event(src / "a.txt")])).status == 0
+    assert mode(state_dir) == 0o700
+    assert all(mode(p) == 0o600 for p in state_dir.iterdir()), {p.name: oct(mode(p)) for p in state_dir.iterdir()}
+
+
+@pytest.mark.usefixtures("umask")
+def test_an_old_world_readable_state_file_is_tightened_and_said_at_v(tmp_path: Path) -> None:
+    state = tmp_path / "filter.db"
+    _filter(state)
+    con = sqlite3.connect(state)  # left open: its -wal and -shm stay
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("CREATE TABLE IF NOT EXISTS x(y)")
+    for p in (state, Path(f"{state}-wal"), Path(f"{state}-shm"), Path(f"{state}.lock")):
+        p.chmod(0o644)  # as an older version (and a umask of 022) left them
+    try:
+        err = _filter(state, "-v")
+        for p in (state, Path(f"{state}-wal"), Path(f"{state}-shm"), Path(f"{state}.lock")):
+            assert mode(p) == 0o600, p
+    finally:
+        con.close()
+    assert "owner-only" in err and str(state) in err, err
+    # said once: the next run finds nothing to tighten
+    assert "owner-only" not in _filter(state, "-v")
+
+
+@pytest.mark.usefixtures("umask")
+def test_work_directories_are_owner_only(tmp_path: Path) -> None:
+    src = tmp_path / "site"
+    src.mkdir()
+    (src / "a.css").write_text("p {  margin: 0 }\n")
+    work = tmp_path / "work"
+    root = work / "process.db.work"
+    root.mkdir(parents=True, mode=0o755)
+    root.chmod(0o755)  # as an older version could leave it
+    argv = ["--chain", "minify.CSS", "--state", str(tmp_path / "process.db"), "--work-dir", str(work)]
+    res = call(process_main, argv, lines([event(src / "a.css")]))
+    assert res.status == 0, res.stderr
+    assert mode(root) == 0o700
+    (out,) = outputs(res)
+    # a processed file waits for the transporter in a directory only we can enter (the file keeps the umask's
+    # mode: a transporter that links or copies it with its mode must leave it readable by the web server)
+    assert mode(os.path.dirname(out["file"])) == 0o700
+    assert mode(tmp_path / "process.db") == 0o600
+
+
+@pytest.mark.usefixtures("umask")
+def test_the_log_is_owner_only_after_a_rotation_too(tmp_path: Path) -> None:
+    log_file = tmp_path / "logs" / "fileconveyor.log"
+    log_file.parent.mkdir()
+    (tmp_path / "logs" / "fileconveyor.log.1").write_text("old\n")
+    (tmp_path / "logs" / "fileconveyor.log.1").chmod(0o644)  # written by an older version
+    log = make_logger(log_file, logging.INFO, logging.ERROR, console=False)
+    try:
+        log.info("Synced: 'a.css'")
+        assert mode(log_file) == 0o600 and mode(tmp_path / "logs" / "fileconveyor.log.1") == 0o600
+        handler = log.handlers[0]
+        assert isinstance(handler, logging.handlers.RotatingFileHandler)
+        handler.doRollover()
+        log.info("Synced: 'b.css'")
+        assert log_file.read_text().endswith("Synced: 'b.css'\n")
+        assert {p.name: mode(p) for p in log_file.parent.iterdir()} == {
+            "fileconveyor.log": 0o600,
+            "fileconveyor.log.1": 0o600,
+            "fileconveyor.log.2": 0o600,
+        }
+    finally:
+        for h in list(log.handlers):
+            h.close()
+            log.removeHandler(h)
+
+
+def test_the_synced_files_database_keeps_the_umasks_mode(tmp_path: Path) -> None:
+    from fileconveyor.records import Records
+
+    old = os.umask(0o022)
+    try:
+        Records(tmp_path / "synced_files.db").close()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "synced_files.db") == 0o644  # the web server reads it (README, fc-record)
+
+
+FTP = (
+    '<servers><server name="cdn" transporter="ftp"><host>127.0.0.1</host><username>u</username>'
+    "<password>hunter2</password><url>http://cdn/</url></server></servers>"
+)
+
+
+def _conveyor(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "fc-conveyor"), *args], capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize("bits", [0o640, 0o604, 0o644])
+def test_fc_conveyor_refuses_a_config_whose_password_others_can_read(tmp_path: Path, bits: int) -> None:
+    cfg = write_config(tmp_path, SOURCES + FTP + RULES)
+    cfg.chmod(bits)
+    res = _conveyor("--check", str(cfg))
+    assert res.returncode == 3, res.stderr
+    assert f"chmod 600 {cfg}" in res.stderr and "hunter2" not in res.stderr, res.stderr
+    cfg.chmod(0o600)
+    res = _conveyor("--check", str(cfg))
+    assert res.returncode == 0, res.stderr
+
+
+def test_fc_conveyor_and_fc_transport_say_the_same(tmp_path: Path) -> None:
+    from fileconveyor import private
+    from fileconveyor.conveyor.config import ConfigError, load
+    from fileconveyor.transporters.destination import read_config
+
+    cfg = write_config(tmp_path, SOURCES + FTP + RULES)
+    conf = tmp_path / "dest.conf"
+    conf.write_text("to = ftp://u@127.0.0.1/\npassword = hunter2\n")
+    for f in (cfg, conf):
+        f.chmod(0o644)
+    with pytest.raises(ConfigError) as conveyor:
+        load(cfg)
+    with pytest.raises(Exception) as transport:
+        read_config(conf)
+    assert conveyor.value.errors[0][1] == private.secret_problem(cfg, 0o100644)
+    assert str(transport.value) == private.secret_problem(conf, 0o100644)
