@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from fileconveyor.transporters import AuthError, PermanentError, SourceMissing, TransientError, Transporter
+from fileconveyor.transporters import AuthError, PermanentError, SourceMissing, TransientError, Transporter, confine
+from fileconveyor.transporters.base import join, temp_path
 
 from .conftest import PUBLIC_URL, Backend
 
@@ -228,3 +229,75 @@ def test_file_in_the_way_of_a_directory_is_permanent(directory_backend: Backend,
     assert _remote(directory_backend, b"f").read_bytes() == b"a file"
     assert tp.stat(b"f/x") is None
     tp.delete(b"f/x")  # nothing there to delete: success
+
+
+# -- confinement: nothing written or deleted outside the destination root through a link inside it -----------
+
+
+def _outside(backend: Backend) -> Path:
+    """A folder next to the destination root, with a file to keep: on FTP inside the server's home, so that it
+    is the transporter (not the server's own confinement) that must keep away from it."""
+    outside = backend.files.parent / (backend.files.name + "-outside")
+    outside.mkdir(parents=True)
+    (outside / "victim.txt").write_bytes(b"keep")
+    backend.files.mkdir(parents=True, exist_ok=True)
+    return outside
+
+
+def _untouched(outside: Path) -> None:
+    assert sorted(p.name for p in outside.rglob("*")) == ["victim.txt"]
+    assert (outside / "victim.txt").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("link", [b"link", b"a/link"])
+def test_symlinked_directory_is_never_written_or_deleted_through(
+    directory_backend: Backend, tmp_path: Path, link: bytes
+) -> None:
+    outside = _outside(directory_backend)
+    there = _remote(directory_backend, link)
+    there.parent.mkdir(parents=True, exist_ok=True)
+    there.symlink_to(outside, target_is_directory=True)
+    tp, src = directory_backend.make(), _local(tmp_path, b"hostile")
+    tp.upload(src, b"a/first.txt")  # connected, directories made and remembered
+    for rel in (link + b"/new.txt", link + b"/victim.txt", link + b"/sub/deeper.txt"):
+        with pytest.raises(PermanentError, match="symbolic link"):
+            tp.upload(src, rel)
+    with pytest.raises(PermanentError, match="symbolic link"):
+        tp.delete(link + b"/victim.txt")
+    _untouched(outside)
+    assert there.is_symlink()  # the user's link is left as it is
+    tp.upload(src, b"a/second.txt")  # the connection still works
+
+
+def test_directory_replaced_by_a_symlink_is_noticed(directory_backend: Backend, tmp_path: Path) -> None:
+    outside = _outside(directory_backend)
+    tp, src = directory_backend.make(), _local(tmp_path, b"hostile")
+    tp.upload(src, b"d/x.txt")
+    (_remote(directory_backend, b"d/x.txt")).unlink()
+    _remote(directory_backend, b"d").rmdir()
+    _remote(directory_backend, b"d").symlink_to(outside, target_is_directory=True)
+    time.sleep(confine.DIR_TTL + 0.1)  # what was checked is trusted that long (the documented window)
+    with pytest.raises(PermanentError, match="symbolic link"):
+        tp.upload(src, b"d/victim.txt")
+    with pytest.raises(PermanentError, match="symbolic link"):
+        tp.delete(b"d/victim.txt")
+    _untouched(outside)
+
+
+def test_links_at_the_file_name_are_replaced_not_followed(directory_backend: Backend, tmp_path: Path) -> None:
+    outside = _outside(directory_backend)
+    tp = directory_backend.make()
+    _remote(directory_backend, b"f.txt").symlink_to(outside / "victim.txt")
+    tp.upload(_local(tmp_path, b"new"), b"f.txt")
+    assert not _remote(directory_backend, b"f.txt").is_symlink()
+    assert _remote(directory_backend, b"f.txt").read_bytes() == b"new"
+    _remote(directory_backend, b"g.txt").symlink_to(outside / "victim.txt")
+    tp.delete(b"g.txt")  # the link goes, not what it points to
+    assert not os.path.lexists(_remote(directory_backend, b"g.txt"))
+    # A link planted at the (predictable) temporary name is removed, never written through.
+    tmp = temp_path(join(tp.dest.root, b"h.txt")).rpartition(b"/")[2]
+    _remote(directory_backend, tmp).symlink_to(outside / "victim.txt")
+    tp.upload(_local(tmp_path, b"new"), b"h.txt")
+    assert _remote(directory_backend, b"h.txt").read_bytes() == b"new"
+    assert _leftovers(directory_backend) == []
+    _untouched(outside)

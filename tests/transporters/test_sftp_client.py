@@ -192,6 +192,11 @@ def test_a_failed_write_never_takes_the_final_name_and_leaves_no_reply_behind(
     final = sftp_backend.files / "a.bin"
     Path(os.fsdecode(temp_path(bytes(final)))).symlink_to("/dev/full")
     tp = sftp_backend.make()
+    tp.connect()
+    # The transporter creates its temporary file exclusively (a link there is removed, never written through):
+    # open it the plain way here, so that the write goes to /dev/full.
+    plain_open = tp.sftp.open_write  # type: ignore[attr-defined]
+    tp.sftp.open_write = lambda path, exclusive=False: plain_open(path)  # type: ignore[attr-defined]
     with pytest.raises(PermanentError):
         tp.upload(src, b"a.bin")
     assert not final.exists()

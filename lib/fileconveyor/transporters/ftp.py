@@ -18,6 +18,9 @@ from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
 from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, join, parent_dirs, temp_path
+from .confine import DirCache, link_refused, not_a_directory, parent_and_name
+from .destination import Destination
+from .ftp_list import FILE, LINK, MISSING, UNKNOWN, entry_kind
 
 
 class _FTP_TLS(ftplib.FTP_TLS):
@@ -42,6 +45,10 @@ class FTP(Transporter):
     }
     default_connections = 2  # many FTP servers limit connections per user to a handful
 
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        self.dirs: DirCache[bool] = DirCache()  # directories below the root a listing showed real (confine.py)
+
     def _connect(self) -> None:
         tls = self.dest.scheme == "ftps" or self.dest.flag("tls")
         if tls:
@@ -64,6 +71,7 @@ class FTP(Transporter):
         self.ftp = ftp
 
     def _close(self) -> None:
+        self.dirs.clear()
         # No QUIT: after an error the server may be hung, and waiting out a timeout to say goodbye helps nobody.
         self.ftp.close()
 
@@ -86,22 +94,35 @@ class FTP(Transporter):
         return rel
 
     def _upload(self, src: BinaryIO, rel: bytes) -> None:
+        head, _ = parent_and_name(rel)
         final = join(self.dest.root, rel)
         tmp = temp_path(final)
         try:
+            self._check_dirs(head, create=True)
+            # FTP has no "create, never overwrite": remove whatever has the temporary (predictable) name first,
+            # so that a link planted there is not written through.
+            self._remove_quietly(tmp)
             try:
                 self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
             except ftplib.error_perm:
-                self._makedirs(final)  # most likely a missing directory: create them and try once more
+                # Most likely a missing directory (the root, or one gone since it was checked): make, retry.
+                self.dirs.clear()
+                if head:
+                    self._check_dirs(head, create=True)
+                else:
+                    self._make_root()
                 src.seek(0)
                 self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
             self.ftp.sendcmd(f"RNFR {_s(tmp)}")
             self.ftp.voidcmd(f"RNTO {_s(final)}")
         except BaseException:
+            self.dirs.clear()
             self._remove_quietly(tmp)
             raise
 
     def _delete(self, rel: bytes) -> None:
+        if not self._check_dirs(parent_and_name(rel)[0], create=False):
+            return
         try:
             self.ftp.voidcmd(f"DELE {_s(join(self.dest.root, rel))}")
         except ftplib.error_perm:
@@ -109,19 +130,62 @@ class FTP(Transporter):
                 raise
 
     def _stat(self, rel: bytes) -> RemoteStat | None:
+        if not self._check_dirs(parent_and_name(rel)[0], create=False):
+            return None
         try:
             reply = self.ftp.sendcmd(f"SIZE {_s(join(self.dest.root, rel))}")
         except ftplib.error_perm:
             return None
         return RemoteStat(int(reply.split()[1]))
 
-    def _makedirs(self, final: bytes) -> None:
-        # MKD answers 550 both for "exists" and "cannot": ignore it here; the retried STOR tells which.
-        for d in parent_dirs(final):
+    def _check_dirs(self, rel: bytes, create: bool) -> bool:
+        """Whether each directory of ``rel`` below the root is a real directory, as far as the listing of the
+        one above shows (see ftp_list.py; remembered for a while, see confine.py); missing ones are made when
+        ``create``, else the answer is False.  A link where a directory should be: PermanentError."""
+        if not rel or self.dirs.get(rel):
+            return True
+        above, name = parent_and_name(rel)
+        if not self._check_dirs(above, create):
+            return False
+        path = join(self.dest.root, rel)
+        kind = self._kind(above, name, create)
+        if kind in (MISSING, UNKNOWN) and create:
+            try:
+                self.ftp.voidcmd(f"MKD {_s(path)}")
+            except ftplib.error_perm:
+                pass  # 550 is both "exists" (another connection made it) and "cannot": the listing says
+            if kind == MISSING:
+                # Still not listed: a name the server hides (vsftpd hides dot names): the STOR will tell.
+                kind = self._kind(above, name, create)
+                kind = UNKNOWN if kind == MISSING else kind
+        if kind == LINK:
+            raise link_refused(path)
+        if kind == FILE and create:
+            raise not_a_directory(path)
+        if kind in (FILE, MISSING):
+            return False
+        self.dirs.put(rel, True)  # a directory, or a listing that cannot tell (documented in the README)
+        return True
+
+    def _kind(self, above: bytes, name: bytes, create: bool) -> str:
+        """What ``name`` is in directory ``above`` (below the root), from a LIST of ``above``."""
+        where = join(self.dest.root, above) if above else (self.dest.root or b".")
+        lines: list[str] = []
+        try:
+            self.ftp.retrlines(f"LIST {_s(where)}", lines.append)
+        except ftplib.error_perm:
+            if create and not above:
+                self._make_root()
+            return MISSING  # the directory (the root, unless it went away) is missing: nothing beneath it
+        return entry_kind(lines, _s(name))
+
+    def _make_root(self) -> None:
+        """Make the root, and the directories above it, as the user named them (links there are theirs)."""
+        for d in parent_dirs(self.dest.root + b"/x"):
             try:
                 self.ftp.voidcmd(f"MKD {_s(d)}")
             except ftplib.error_perm:
-                pass
+                pass  # exists, or cannot: the STOR that follows says
 
     def _remove_quietly(self, path: bytes) -> None:
         try:

@@ -14,12 +14,11 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable
-from typing import BinaryIO, ClassVar, TypeVar
+from typing import BinaryIO, ClassVar
 
 from .base import UNCHANGED, RemoteStat, Transporter, join, temp_path
+from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
-
-T = TypeVar("T")
 
 
 class SymlinkOrCopy(Transporter):
@@ -36,6 +35,8 @@ class SymlinkOrCopy(Transporter):
     def __init__(self, dest: Destination):
         super().__init__(dest)
         self.skip_unchanged = dest.flag("skip_unchanged")
+        # Directory rel -> a descriptor of it, opened beneath the root without following links (confine.py).
+        self.dirs: DirCache[int] = DirCache(os.close)
 
     def _connect(self) -> None:
         self.root = self.dest.root or b"."
@@ -43,73 +44,157 @@ class SymlinkOrCopy(Transporter):
         self.symlink_within = [os.path.realpath(os.fsencode(d)) for d in within.split(":") if d]
 
     def _close(self) -> None:
-        pass
+        self.dirs.clear()
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
-        final = join(self.root, rel)
+        head, name = parent_and_name(rel)
         source = os.path.realpath(os.fsencode(src.name)) if self.symlink_within else b""
         link = bool(source) and self._symlinked(source)
-        if self.skip_unchanged and _holds(final, src, source if link else None):
+        parent = self._dir(head, create=True)
+        assert parent is not None
+        if self.skip_unchanged and _holds(parent, name, src, source if link else None):
             return UNCHANGED
-        tmp = temp_path(final)
-        try:
+        tmp = parent_and_name(temp_path(join(self.root, rel)))[1]
+        fd = -1
+
+        def create(at: int) -> None:
+            nonlocal fd
             if link:
-                self._retrying(final, tmp, lambda: os.symlink(source, tmp))
+                os.symlink(source, tmp, dir_fd=at)
             else:
                 # The default mode (0666 minus umask), unlike mkstemp's 0600: web servers must read the file.
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
-                fd = self._retrying(final, tmp, lambda: os.open(tmp, flags, 0o666))
+                # O_EXCL: never write through whatever is there, a link included.
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=at)
+
+        parent = self._create(head, parent, tmp, create)
+        try:
+            if fd >= 0:
                 try:
                     _copy(src.fileno(), fd)
                 finally:
                     os.close(fd)
-            os.replace(tmp, final)
+            # Both names relative to the directory checked above: a link put in its place since changes nothing.
+            os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException:
-            _unlink_quietly(tmp)
+            _unlink_quietly(tmp, parent)
             raise
         return None
 
-    def _retrying(self, final: bytes, tmp: bytes, create: Callable[[], T]) -> T:
-        """``create()`` the temporary file; on the way, make missing directories and remove a temporary file
-        left by a crash (O_EXCL: never write through whatever is there).  Trying first costs nothing when the
-        directory exists, which for many small files saves a mkdir and a stat each."""
-        for _ in range(3):
+    def _create(self, head: bytes, parent: int, tmp: bytes, create: Callable[[int], None]) -> int:
+        """``create(parent)`` the temporary file; return the directory it is in.  On the way, remove a temporary
+        file left by a crash, and open the directory afresh when the remembered one has been removed since."""
+        for attempt in range(3):
             try:
-                return create()
+                create(parent)
+                return parent
             except FileNotFoundError:
-                os.makedirs(os.path.dirname(final), exist_ok=True)
+                if attempt == 2:
+                    raise
+                self.dirs.clear()
+                parent = self._dir(head, create=True)  # type: ignore[assignment] # never None when creating
             except FileExistsError:
-                _unlink_quietly(tmp)
-        return create()
+                _unlink_quietly(tmp, parent)
+        create(parent)
+        return parent
 
     def _delete(self, rel: bytes) -> None:
-        try:
-            os.unlink(join(self.root, rel))
-        except (FileNotFoundError, NotADirectoryError):  # a file where a parent directory was: still gone
-            pass
+        head, name = parent_and_name(rel)
+        for fresh in (False, True):
+            if fresh:
+                self.dirs.clear()  # what was remembered may have been removed: look again before saying "gone"
+            parent = self._dir(head, create=False)
+            if parent is None:
+                continue
+            try:
+                os.unlink(name, dir_fd=parent)  # the name itself, were it a link: never what it points to
+                return
+            except FileNotFoundError:
+                continue
 
     def _stat(self, rel: bytes) -> RemoteStat | None:
+        head, name = parent_and_name(rel)
+        for fresh in (False, True):
+            if fresh:
+                self.dirs.clear()
+            parent = self._dir(head, create=False)
+            if parent is None:
+                continue
+            try:
+                st = os.stat(name, dir_fd=parent)  # a file symlinked by symlink_within: the size of its source
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            return RemoteStat(st.st_size, st.st_mtime)
+        return None
+
+    def _dir(self, rel: bytes, create: bool) -> int | None:
+        """A descriptor of directory ``rel`` below the root (b"": the root), each component opened relative
+        to the one above without following links; None when it does not exist (or a file is in the way) and
+        ``create`` is false.  A link where a directory is expected: PermanentError."""
+        fd = self.dirs.get(rel)
+        if fd is not None:
+            return fd
+        if not rel:
+            fd = _open_dir(self.root, None)
+            if fd is None and create:
+                os.makedirs(self.root, exist_ok=True)  # the root, and above it, as the user named it
+                fd = _open_dir(self.root, None)
+        else:
+            above, name = parent_and_name(rel)
+            parent = self._dir(above, create)
+            if parent is None:
+                return None
+            fd = self._subdir(parent, rel, name, create)
+        if fd is not None:
+            self.dirs.put(rel, fd)
+        return fd
+
+    def _subdir(self, parent: int, rel: bytes, name: bytes, create: bool) -> int | None:
         try:
-            st = os.stat(join(self.root, rel))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        return RemoteStat(st.st_size, st.st_mtime)
+            fd = _open_dir(name, parent)
+            if fd is None and create:
+                try:
+                    os.mkdir(name, 0o777, dir_fd=parent)
+                except FileExistsError:
+                    pass  # another connection made it (or something else is there: the open below says)
+                fd = _open_dir(name, parent)
+            return fd
+        except NotADirectoryError:
+            if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise link_refused(join(self.root, rel)) from None
+            if create:
+                raise not_a_directory(join(self.root, rel)) from None
+            return None  # a file where a directory would be: nothing beneath it
 
     def _symlinked(self, source: bytes) -> bool:
         return any(source.startswith(d.rstrip(b"/") + b"/") for d in self.symlink_within)
 
 
-def _holds(final: bytes, src: BinaryIO, link_to: bytes | None) -> bool:
-    """Whether ``final`` already is what an upload of ``src`` would make: a symlink to ``link_to``, or a regular
-    file with the same bytes.  Reading both costs about what the copy would, but leaves the file, its mtime and
-    whatever caches it alone."""
+# O_PATH: a handle for naming things relative to it, which needs no read permission on the directory.
+DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+
+
+def _open_dir(name: bytes, parent: int | None) -> int | None:
+    """``name`` opened as a directory (relative to ``parent``: without following a link), None if missing."""
+    try:
+        if parent is None:
+            return os.open(name, DIR_FLAGS)  # the root: a link there is followed, it is what the user named
+        return os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+    except FileNotFoundError:
+        return None
+
+
+def _holds(parent: int, name: bytes, src: BinaryIO, link_to: bytes | None) -> bool:
+    """Whether ``name`` in ``parent`` already is what an upload of ``src`` would make: a symlink to ``link_to``,
+    or a regular file with the same bytes.  Reading both costs about what the copy would, but leaves the file,
+    its mtime and whatever caches it alone."""
     try:
         if link_to is not None:
-            return os.readlink(final) == link_to
-        st = os.lstat(final)
-        if not stat.S_ISREG(st.st_mode) or st.st_size != os.fstat(src.fileno()).st_size:
-            return False
-        with open(final, "rb", buffering=0) as there:
+            return os.readlink(name, dir_fd=parent) == link_to
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        with open(fd, "rb", buffering=0) as there:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size != os.fstat(src.fileno()).st_size:
+                return False
             while True:
                 mine, theirs = src.read(1 << 20), there.read(1 << 20)
                 if mine != theirs:
@@ -140,8 +225,8 @@ def _copy(src: int, out: int) -> None:
                 view = view[os.write(out, view) :]
 
 
-def _unlink_quietly(path: bytes) -> None:
+def _unlink_quietly(name: bytes, parent: int) -> None:
     try:
-        os.unlink(path)
+        os.unlink(name, dir_fd=parent)
     except OSError:
         pass

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
 from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
+from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
 
@@ -60,6 +61,7 @@ class SFTP(Transporter):
         # for it, so that it never closes pipes under a running upload (their fd numbers could be reused by a
         # file opened meanwhile, and the upload would write its stream into that file).
         self._busy = threading.RLock()
+        self.dirs: DirCache[bool] = DirCache()  # directories below the root found real by lstat (confine.py)
 
     @classmethod
     def isolated_for(cls, dest: Destination) -> bool:
@@ -127,6 +129,7 @@ class SFTP(Transporter):
         self.client = client
 
     def _close(self) -> None:
+        self.dirs.clear()
         if self.pipe is not None:
             self.pipe.close()
         if self.client is not None:
@@ -142,34 +145,101 @@ class SFTP(Transporter):
         return False
 
     def _upload(self, src: BinaryIO, rel: bytes) -> None:
+        head, _ = parent_and_name(rel)
         final = join(self.dest.root, rel)
         tmp = temp_path(final)
         st = os.fstat(src.fileno())
         size = st.st_size if stat.S_ISREG(st.st_mode) else None  # None: a pipe, read to its end
         try:
-            try:
-                handle = self.sftp.open_write(tmp)
-            except FileNotFoundError:
-                self._makedirs(os.path.dirname(final))
-                handle = self.sftp.open_write(tmp)
+            self._check_dirs(head, create=True)
+            handle = self._open_tmp(head, tmp)
             self.sftp.write_file(handle, src.fileno(), size, tmp)  # raises if any write failed: no rename
-            self.sftp.posix_rename(tmp, final)
+            self.sftp.posix_rename(tmp, final)  # replaces a link at ``final`` itself, never what it points to
         except BaseException:
+            self.dirs.clear()  # whatever failed, look at the directories again next time
             self._remove_quietly(tmp)
             raise
 
+    def _open_tmp(self, head: bytes, tmp: bytes) -> bytes:
+        """A handle on the new temporary file ``tmp``: exclusive, so that a link or file at that (predictable)
+        name is never written through but removed first (a crashed upload's, or a planted one)."""
+        try:
+            return self.sftp.open_write(tmp, exclusive=True)
+        except FileNotFoundError:  # the root is missing, or a directory went away since it was checked
+            self.dirs.clear()
+            self._check_dirs(head, create=True)
+            if not head and self.dest.root:
+                self._makedirs(self.dest.root)
+        except OSError as exc:
+            if not self._plain_failure(exc):
+                raise
+            self._remove_quietly(tmp)
+        return self.sftp.open_write(tmp, exclusive=True)
+
     def _delete(self, rel: bytes) -> None:
         try:
-            self.sftp.remove(join(self.dest.root, rel))
+            if self._check_dirs(parent_and_name(rel)[0], create=False):
+                self.sftp.remove(join(self.dest.root, rel))  # a link is removed itself, not what it points to
         except FileNotFoundError:
             pass
+        except BaseException:
+            self.dirs.clear()
+            raise
 
     def _stat(self, rel: bytes) -> RemoteStat | None:
         try:
+            if not self._check_dirs(parent_and_name(rel)[0], create=False):
+                return None
             st = self.sftp.stat(join(self.dest.root, rel))
         except FileNotFoundError:
             return None
         return RemoteStat(st.size or 0, st.mtime)
+
+    def _check_dirs(self, rel: bytes, create: bool) -> bool:
+        """Whether each directory of ``rel`` below the root is a real directory, by lstat (remembered for a
+        while, see confine.py); missing ones are made when ``create``, else the answer is False.  A link
+        where a directory should be: PermanentError.  The server resolves the path again at each request: a
+        directory swapped for a link in between is a race SFTP gives no way to close (README)."""
+        if not rel or self.dirs.get(rel):
+            return True
+        above, _ = parent_and_name(rel)
+        if not self._check_dirs(above, create):
+            return False
+        path = join(self.dest.root, rel)
+        try:
+            mode = self.sftp.lstat(path).mode
+        except FileNotFoundError:
+            if not create:
+                return False
+            self._mkdir(path, top=not above)
+            mode = self.sftp.lstat(path).mode
+        if mode is None:
+            raise PermanentError(f"the server does not say whether {os.fsdecode(path)!r} is a link: not writing there")
+        if stat.S_ISLNK(mode):
+            raise link_refused(path)
+        if not stat.S_ISDIR(mode):
+            if create:
+                raise not_a_directory(path)
+            return False
+        self.dirs.put(rel, True)
+        return True
+
+    def _mkdir(self, path: bytes, top: bool) -> None:
+        """Make ``path``, and when it is ``top`` (just below the root) the root too, if missing."""
+        try:
+            self.sftp.mkdir(path)
+        except FileNotFoundError:
+            if not top:
+                raise
+            self._makedirs(os.path.dirname(path))  # the root, and above it, as the user named it
+            self.sftp.mkdir(path)
+        except OSError as exc:
+            if not self._plain_failure(exc):
+                raise  # "Failure": most likely another connection made it; the lstat that follows says
+
+    def _plain_failure(self, exc: OSError) -> bool:
+        """Whether ``exc`` is the server's bare "Failure" status, all SFTP v3 says for "it exists"."""
+        return type(exc) is OSError and exc.errno is None and not self.sftp.broken
 
     def _makedirs(self, path: bytes) -> None:
         # Deepest first: in the usual case only the last one or two components are missing.

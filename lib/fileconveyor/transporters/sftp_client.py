@@ -30,11 +30,11 @@ from typing import Protocol
 
 # Packet types
 INIT, VERSION = 1, 2
-OPEN, CLOSE, WRITE, REMOVE, MKDIR, STAT = 3, 4, 6, 13, 14, 17
+OPEN, CLOSE, WRITE, LSTAT, REMOVE, MKDIR, STAT = 3, 4, 6, 7, 13, 14, 17
 EXTENDED, EXTENDED_REPLY = 200, 201
 STATUS, HANDLE, ATTRS = 101, 102, 105
 # Open flags
-WRITE_FLAG, CREATE, TRUNCATE = 0x02, 0x08, 0x10
+WRITE_FLAG, CREATE, TRUNCATE, EXCL = 0x02, 0x08, 0x10, 0x20
 # Status codes
 OK, EOF, NO_SUCH_FILE, PERMISSION_DENIED, FAILURE, BAD_MESSAGE, NO_CONNECTION, CONNECTION_LOST = range(8)
 # Attribute flags
@@ -249,9 +249,11 @@ class SFTPSession:
 
     # -- operations ---------------------------------------------------------------------------
 
-    def open_write(self, path: bytes) -> bytes:
-        """A handle on ``path``, created or truncated, for writing."""
-        rid = self._send(OPEN, _string(path) + U32.pack(WRITE_FLAG | CREATE | TRUNCATE) + U32.pack(0))
+    def open_write(self, path: bytes, exclusive: bool = False) -> bytes:
+        """A handle on ``path``, created or truncated, for writing; ``exclusive``: created, or an error when
+        something is there already (a link included, which is then never written through)."""
+        flags = WRITE_FLAG | CREATE | (EXCL if exclusive else TRUNCATE)
+        rid = self._send(OPEN, _string(path) + U32.pack(flags) + U32.pack(0))
         kind, r = self._reply(rid)
         self._check(kind, r, path, HANDLE)
         return r.string()
@@ -323,7 +325,14 @@ class SFTPSession:
         self._status(self._send(MKDIR, _string(path) + U32.pack(0)), path)
 
     def stat(self, path: bytes) -> Attrs:
-        kind, r = self._reply(self._send(STAT, _string(path)))
+        return self._attrs(STAT, path)
+
+    def lstat(self, path: bytes) -> Attrs:
+        """The attributes of ``path`` itself, a link included (``mode`` says which)."""
+        return self._attrs(LSTAT, path)
+
+    def _attrs(self, request: int, path: bytes) -> Attrs:
+        kind, r = self._reply(self._send(request, _string(path)))
         self._check(kind, r, path, ATTRS)
         try:
             return r.attrs()
