@@ -92,3 +92,18 @@ def test_a_processor_name_and_an_incoming_name_get_the_same_check() -> None:
             stage.split(ev)
     for ok in (b"a.css", b"..a", b"a..b", "é ü.png".encode(), b"\xff.bin"):
         assert base_name_problem(ok) is None
+
+
+@pytest.mark.parametrize("name", [b"/abs/owned.txt", b"x/../../owned.txt", b"../owned.txt"])
+def test_a_line_stored_before_the_check_still_writes_inside_the_work_directory(tmp_path: Path, name: bytes) -> None:
+    # an inbox row written by an older version reaches the work unchecked: the final move is confined too
+    from fileconveyor.stages.process import _settle
+
+    work = tmp_path / "work" / "e1"
+    work.mkdir(parents=True)
+    (work / "step-1-out.txt").write_text("processed\n")
+    if name.startswith(b"/"):
+        name = os.fsencode(tmp_path) + name
+    final = _settle(os.fsencode(work), os.fsencode(work / "step-1-out.txt"), name)
+    assert os.path.dirname(final) == os.fsencode(work)
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [os.fsdecode(os.path.basename(final))]

@@ -10,6 +10,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from fileconveyor import events as E
 from fileconveyor.records import Records
 from fileconveyor.stages.record_delete import SourceDeleter
@@ -56,8 +58,9 @@ def test_the_synced_file_itself_is_still_deleted(tmp_path: Path) -> None:
 
 def test_a_rel_with_dot_dot_deletes_nothing(tmp_path: Path) -> None:
     site, outside, a = _setup(tmp_path)
-    _run(tmp_path, site, [_forged(a, site, "../outside/victim.txt", outside / "victim.txt")])
+    err = _run(tmp_path, site, [_forged(a, site, "../outside/victim.txt", outside / "victim.txt")])
     assert (outside / "victim.txt").exists()
+    assert "never deleted at the source" in err, err
 
 
 def test_a_forged_root_deletes_nothing(tmp_path: Path) -> None:
@@ -125,3 +128,18 @@ def test_a_file_swapped_between_the_check_and_the_unlink_stays(tmp_path: Path) -
         rec.close()
     assert css.exists(), "a file that is not the synced version was deleted"
     assert any("not deleted" in n for n in notes), notes
+
+
+def test_the_walk_beneath_a_root_refuses_every_way_out(tmp_path: Path) -> None:
+    from fileconveyor.beneath import OutsideRoot, parent_dir
+
+    site, outside, _ = _setup(tmp_path)
+    (site / "linked").symlink_to(outside, target_is_directory=True)
+    (site / "css" / "up").symlink_to("..", target_is_directory=True)
+    root = os.fsencode(site)
+    for rel in (b"../outside/victim.txt", b"/etc/passwd", b"css/../../outside/victim.txt", b"css//a.css", b"",
+                b"./css/a.css", b"linked/victim.txt", b"css/up/css/a.css", b"index.html/x"):  # fmt: skip
+        with pytest.raises(OutsideRoot), parent_dir(root, rel):
+            pass
+    with parent_dir(root, b"css/a.css") as (fd, name):
+        assert name == b"a.css" and os.stat(name, dir_fd=fd).st_ino == os.stat(site / "css" / "a.css").st_ino

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import events as E
+from ..beneath import OutsideRoot, rel_parts
 from ..errors import RetryableError
 from ..records import Deletion, Records, Synced, db_key, deleted_by_record
 from .record_delete import SourceDeleter, allowed_root
@@ -238,15 +239,18 @@ class RecordStage(Stage):
                 "no-version", "events without size, mtime_ns, ino, root and rel are never deleted at the source"
             )
             return None
-        root = E.get_path(ev, "root")
-        if E.join(root, E.get_path(ev, "rel")) != path:
+        root, rel = E.get_path(ev, "root"), E.get_path(ev, "rel")
+        if E.join(root, rel) != path:
             return None  # path is not root + rel: not a file fc-watch reported, leave it alone
-        if allowed_root(self.sources, row.source, root) is None:
-            self.rep.warn_once(
-                f"root:{row.source}:{E.display(root)}",
-                f"events of source {row.source!r} under {E.display(root)} are never deleted at the source: "
-                "that is no --source NAME=DIR given to fc-record",
-            )
+        try:  # the deleter checks again, on the file system: these only spare a schedule that cannot be carried out
+            rel_parts(rel)
+            if allowed_root(self.sources, row.source, root) is None:
+                raise OutsideRoot(
+                    f"source {row.source!r} with root {E.display(root)} is no --source given to fc-record"
+                )
+        except OutsideRoot as exc:
+            # one warning, not one per forged root: the first one says what to look for
+            self.rep.warn_once("outside", f"{E.display(path)}: never deleted at the source: {exc}")
             return None
         required = self.require or sorted(self.seen)
         synced = self.rec.versions(row.input_file)
