@@ -248,6 +248,11 @@ class EventWriter:
     def pending(self) -> int:
         return len(self._buf)
 
+    @property
+    def fd(self) -> int | None:
+        """The file descriptor lines go to (None: an in-memory stream)."""
+        return self._fd
+
     def flush(self) -> None:
         if not self._buf:
             return

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, Exit, UsageError
 from ..events import EventWriter
+from ..pipe_tail import PipeTail
 from ..stages.watch import Core, Options, Source, run_live
 from ..stages.watch_state import WatchState
 from ..state import default_state_dir
@@ -23,6 +24,7 @@ from . import _common
 from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
 
 PROG = "fc-watch"
+SETTLE_TIMEOUT = 30.0  # at the end, how long to wait for a reader that is not a File Conveyor stage to read
 DESCRIPTION = """\
 Discover every file that is created, modified or deleted under one or more source
 trees and print one JSON event per line on stdout (format: docs/events.md).
@@ -173,10 +175,13 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         opts = Options(
             settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks, jobs=args.jobs
         )
+        writer = _writer(args.output, io, rep, stop)
+        if args.output in (None, "-") and writer.fd is not None:
+            state.tail = PipeTail(writer.fd)  # a reader that is not a File Conveyor stage: see pipe_tail.py
         core = Core(
             sources,
             state,
-            _writer(args.output, io, rep, stop),
+            writer,
             filters,
             opts,
             on_unreadable=lambda src, rel, exc: rep.warn_once(
@@ -226,6 +231,12 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             f"in {time.monotonic() - started:.1f}s"
         )
         state.commit()
+        if not state.settle_output(SETTLE_TIMEOUT, lambda: stop.requested):
+            rep.info(
+                "the reader of our output closed it before the end (head, a stage that failed?): "
+                "this run's events are sent again next run"
+            )
+            return Exit.BROKEN_PIPE
     finally:
         state.close()
     return Exit.OK

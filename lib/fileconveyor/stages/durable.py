@@ -166,8 +166,10 @@ class StageState(State):
             yield from rows
             seq = rows[-1][0]
 
-    def mark_written(self, db: sqlite3.Connection, seq: int) -> None:
-        if seq > self.written:
+    def mark_written(self, db: sqlite3.Connection, seq: int, rewind: bool = False) -> None:
+        """Record how far our lines count as taken by a reader that does not acknowledge; only forward, but for
+        ``rewind`` (a pipe's reader that left before our end: pipe_tail.py)."""
+        if seq > self.written or (rewind and seq < self.written):
             self.written = seq
             db.execute("UPDATE meta SET v=? WHERE k='written'", (seq,))
 

@@ -46,6 +46,7 @@ from typing import IO, Any, Protocol
 from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
+from ..pipe_tail import PipeTail
 from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
 from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
 
@@ -371,7 +372,9 @@ class Runner:
         self._timed: list[tuple[Timed, str]] = []
         self._hurried = False
         self._hurried_works: set[int] = set()
-        self._written_upto = 0
+        self._written_upto = self.state.written  # the seq of the last line written
+        self._run_start = self.state.written
+        self.tail = PipeTail(None)  # stdout a pipe: what its reader has read (pipe_tail.py)
         self._started = time.time()
         self._lineno = 0
         self._written_log: deque[tuple[float, int]] = deque()
@@ -383,6 +386,8 @@ class Runner:
         out = self.opts.output
         if out in (None, "-"):
             self._out_fd = None
+            if has_fd(self.stdout):
+                self.tail = PipeTail(self.stdout.fileno())
             return
         if is_fifo(out):
             self.rep.info(f"waiting for a reader on {out}")
@@ -390,8 +395,9 @@ class Runner:
         else:
             self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def _write(self, lines: Sequence[bytes]) -> None:
-        """Write whole lines; a FIFO whose reader left is reopened and the outbox replayed."""
+    def _write(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> None:
+        """Write whole lines (``seqs``: theirs, for the pipe tail); a FIFO whose reader left is reopened and the
+        outbox replayed."""
         if not lines:
             return
         data = b"".join(lines)
@@ -411,9 +417,12 @@ class Runner:
                         view = view[os.write(fd, view) :]
                     except BlockingIOError:  # a FIFO opened O_NONBLOCK: wait for room
                         select.select([], [fd], [], 1.0)
+                if seqs and self._out_fd is None:
+                    self.tail.wrote(list(seqs), [len(line) for line in lines])
                 return
             except BrokenPipeError:
                 if self.opts.output in (None, "-") or not is_fifo(self.opts.output):
+                    self.tail.quit_early = self.tail.active  # left before our end: it took nothing for sure
                     raise
                 self.rep.warn(f"the reader of {self.opts.output} went away; waiting for a new one")
                 os.close(self._out_fd)  # type: ignore[arg-type]
@@ -421,19 +430,19 @@ class Runner:
                 if self._out_fd is None:  # stopped while waiting
                     raise
                 # everything not acknowledged goes again; the new reader drops what it had
-                data = b"".join(self._replay_lines(self.state.replay_from()))
+                data = b"".join(line for _, line in self._replay_lines(self.state.replay_from()))
                 if not data:
                     return
 
-    def _replay_lines(self, after: int) -> Iterable[bytes]:
-        """Outbox lines after ``after``, tagged for the readers the replay is for."""
+    def _replay_lines(self, after: int) -> Iterable[tuple[int, bytes]]:
+        """Outbox lines (and their seqs) after ``after``, tagged for the readers the replay is for."""
         tag = self.replays.tag
-        for _, line in self.state.outbox_after(after):
+        for seq, line in self.state.outbox_after(after):
             if tag:
                 ev = E.decode(line)
                 ev["hop"]["for"] = tag
                 line = E.encode(ev)
-            yield line
+            yield seq, line
 
     def _replay(self, after: int | None = None) -> None:
         """Re-send the outbox after ``after``; by default (at start) after what each
@@ -441,20 +450,21 @@ class Runner:
         if after is None:
             due = self.replays.due()
             after = self.state.written if due is None else due
-        batch: list[bytes] = []
+        batch: list[tuple[int, bytes]] = []
         n = 0
-        for line in self._replay_lines(after):
-            batch.append(line)
+        for seq_line in self._replay_lines(after):
+            batch.append(seq_line)
             if len(batch) >= 4096:
-                self._write(batch)
+                self._write([line for _, line in batch], [seq for seq, _ in batch])
                 n += len(batch)
                 batch = []
-        self._write(batch)
+        self._write([line for _, line in batch], [seq for seq, _ in batch])
         n += len(batch)
         if n:
             self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
+            self._written_upto = max(self._written_upto, self.state.next_seq - 1)
             with self.state.transaction() as db:
-                self.state.mark_written(db, self.state.next_seq - 1)
+                self.state.mark_written(db, self._delivered())
 
     def _load_inbox(self) -> None:
         rows = self.state.db.execute(
@@ -541,9 +551,9 @@ class Runner:
             self.stage.close()
             self.progress.done(self._progress_text())
             with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
-                if self._written_upto > self.state.written:
+                if self._delivered() != self.state.written:
                     with contextlib.suppress(Exception), self.state.transaction() as db:
-                        self.state.mark_written(db, self._written_upto)
+                        self.state.mark_written(db, self._delivered(), rewind=self.tail.quit_early)
                 self.state.close()
                 self._closed = True
         return status
@@ -593,7 +603,7 @@ class Runner:
         if not lines:
             return
         try:
-            self._write([line for _, line in lines])
+            self._write([line for _, line in lines], [seq for seq, _ in lines])
         except OSError as exc:
             self.rep.info(f"{len(lines)} event(s) not written ({exc}); they are in the outbox, re-sent next run")
             return
@@ -689,6 +699,12 @@ class Runner:
                     return Exit.RETRY
                 behind = self._readers_behind()
                 if not behind:
+                    if self.tail.active and not self.state.readers():
+                        settled = self._settle_output()
+                        if settled == "fc":
+                            continue  # a File Conveyor reader showed up: wait for its acknowledgements
+                        if settled == "gone":
+                            return Exit.BROKEN_PIPE
                     return self._status()
                 if self._reader_gone():
                     self.rep.info("the reader of our output went away; what it missed is re-sent next run")
@@ -707,6 +723,31 @@ class Runner:
                     f"{self.state.path} and are retried when {self.stage.name} runs again"
                 )
                 return Exit.RETRY
+
+    def _delivered(self) -> int:
+        """How far our output counts as taken when no File Conveyor reader says so (``written`` in the state
+        file): written (a file, a terminal), read from the pipe, or, when the pipe's reader left before our end
+        (head, a stage that failed), nothing of this run."""
+        if not self.tail.active:
+            return self._written_upto
+        if self.tail.quit_early:
+            return min(self._run_start, self._written_upto)
+        return self.tail.read_upto(self._written_upto)
+
+    def _settle_output(self) -> str:
+        """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we
+        wrote, or has gone (pipe_tail.py); "fc" when a File Conveyor reader showed up meanwhile."""
+        got = self.tail.settle(self.opts.drain_timeout, lambda: self.stop.requested, lambda: bool(self.state.readers()))
+        if got == "gone":
+            self.rep.info(
+                "the reader of our output closed it before the end (head, a stage that failed?): "
+                "this run's output is re-sent next run"
+            )
+        elif got == "timeout":
+            self.rep.info("the reader of our output did not read all of it; the rest is re-sent next run")
+        with self.state.transaction() as db:
+            self.state.mark_written(db, self._delivered(), rewind=got == "gone")
+        return got
 
     def _idle(self) -> float:
         """Seconds since the input ended or, later, since the last progress."""
@@ -819,13 +860,13 @@ class Runner:
             self.state.add_outbox(db, seq_lines)
             if emitted:
                 self._add_emitted(db, emitted, seq_lines)
-            self.state.mark_written(db, self._written_upto)  # lines of earlier rounds are out
+            self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
         out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
             if isinstance(outcome, Done):
                 self._progress_at = time.monotonic()
-        self._write(out)
+        self._write(out, [seq for seq, _ in seq_lines])
         if out:
             self.counts.written += len(out)
             self._written_upto = seq_lines[-1][0]
@@ -1033,9 +1074,9 @@ class Runner:
         if now >= self._next_ack:  # computing the marks costs: not on every round
             self._next_ack = now + ACK_INTERVAL
             self.acks.send(self._ack_marks())
-        if now >= self._next_prune and self._written_upto > self.state.written:
+        if now >= self._next_prune and self._delivered() > self.state.written:
             with self.state.transaction() as db:
-                self.state.mark_written(db, self._written_upto)
+                self.state.mark_written(db, self._delivered())
         if now >= self._next_sessions:
             self._next_sessions = now + SESSION_CHECK
             self._check_sessions()
@@ -1047,7 +1088,7 @@ class Runner:
                     # no File Conveyor reader has said what it holds: release what was
                     # written long ago (a reader that never acknowledges, like jq)
                     while self._written_log and self._written_log[0][0] < now - RELEASE_GRACE:
-                        floor = self._written_log.popleft()[1]
+                        floor = min(self._written_log.popleft()[1], self.state.written)
                 if floor:
                     self.stage.released(floor)
                 if dropped:

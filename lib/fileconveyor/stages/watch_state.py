@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..events import FileEventEncoder, FileStat
+from ..pipe_tail import PipeTail
 from ..state import State
 from .durable import ACKS_TABLE, Replays, hop_prefix, readers, with_hop
 
@@ -82,7 +83,10 @@ class WatchState:
         self._last_commit = time.monotonic()
         meta = dict(self.db.execute("SELECT name, value FROM meta"))
         self.batch = meta["last_batch"]  # the last seq given to a line
-        self.written = meta["written_batch"]
+        self.written = meta["written_batch"]  # in memory: written; in the file: delivered (see _delivered)
+        self.run_start = self.written
+        # what the reader of a stdout pipe has read, when no File Conveyor reader acknowledges (pipe_tail.py)
+        self.tail = PipeTail(None)
         self.epoch = format(meta["epoch"], "x")
         self.replays = Replays(self.db, self.epoch)
         self._hop_tag: list[str] | None = None
@@ -166,19 +170,40 @@ class WatchState:
             db.execute("UPDATE meta SET value=? WHERE name='last_batch'", (last,))
         self.batch = last
         self._overlay.clear()
-        self.emit(lines)
+        self._send(lines, [r[5] for r in rows])
         self.written = last  # recorded by the next transaction (or close)
         self._tombstones.extend(gone)
         self.check_readers()
 
+    def _send(self, lines: list[bytes], seqs: list[int]) -> None:
+        """Have the lines written, noting them for the pipe tail."""
+        try:
+            self.emit(lines)
+        except BrokenPipeError:
+            self.tail.quit_early = self.tail.active  # the reader left before our end: it took nothing for sure
+            raise
+        self.tail.wrote(seqs, [len(line) for line in lines])
+
+    def _delivered(self) -> int:
+        """How far lines count as taken when no File Conveyor reader says so: written (a file, a terminal), read
+        from the pipe, or, when the pipe's reader left before our end (head), nothing of this run."""
+        if not self.tail.active:
+            return self.written
+        if self.tail.quit_early:
+            return min(self.run_start, self.written)
+        return self.tail.read_upto(self.written)
+
     def _floor(self) -> int:
-        """Lines up to here are safe with every reader (or written, with no File Conveyor reader)."""
+        """Lines up to here are safe with every reader (or delivered, with no File Conveyor reader)."""
         acked = readers(self.db, self.epoch)
-        return min([*acked.values(), self.written]) if acked else self.written
+        if acked:
+            return min([*acked.values(), self._delivered()])
+        # into a pipe, the run's tombstones stay until its end: a reader quitting early undoes the whole run
+        return min(self.run_start, self.written) if self.tail.active else self.written
 
     def _mark_written(self, db: sqlite3.Connection) -> None:
-        """Record how far lines are written, and drop the tombstones every reader has."""
-        db.execute("UPDATE meta SET value=? WHERE name='written_batch'", (self.written,))
+        """Record how far lines are delivered, and drop the tombstones every reader has."""
+        db.execute("UPDATE meta SET value=? WHERE name='written_batch'", (self._delivered(),))
         if self._tombstones:
             floor = self._floor()
             done = [(k, DELETED, seq) for k, seq in self._tombstones if seq <= floor]
@@ -206,6 +231,7 @@ class WatchState:
         sources = {prefix_of(i): (name, bytes(root)) for i, name, root in self.db.execute("SELECT * FROM sources")}
         encoders: dict[bytes, FileEventEncoder] = {}
         lines: list[bytes] = []
+        seqs: list[int] = []
         n = 0
         # A full scan, but only after a crash or a reader's restart: no index on batch keeps inserts cheap.
         rows = self.db.execute("SELECT * FROM files WHERE batch>? ORDER BY batch", (after,))
@@ -222,10 +248,11 @@ class WatchState:
                 with_hop(encode(KIND_NAMES[kind], rel_key.replace(b"\0", b"/"), size, mtime_ns, ino), self._hop, seq)
             )
             n += 1
+            seqs.append(seq)
             if len(lines) >= 4096:
-                self.emit(lines)
-                lines = []
-        self.emit(lines)
+                self._send(lines, seqs)
+                lines, seqs = [], []
+        self._send(lines, seqs)
         self.written = self.batch
         with self.state.transaction() as db:
             self._mark_written(db)
@@ -247,6 +274,17 @@ class WatchState:
         if self.replays.tag != self._hop_tag:
             self._hop_tag = self.replays.tag
             self._hop = hop_prefix(str(self.state.path), self.epoch, self._hop_tag)
+
+    def settle_output(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
+        """At the end of our output into a pipe no File Conveyor reader has acknowledged: wait (at most
+        ``timeout`` s) until its reader has read it or gone.  False when the reader left before our end: this
+        run's lines are not delivered, and the next run sends them again."""
+        if not self.tail.active or readers(self.db, self.epoch):
+            return True
+        got = self.tail.settle(timeout, should_stop, lambda: bool(readers(self.db, self.epoch)))
+        with self.state.transaction() as db:
+            self._mark_written(db)
+        return got != "gone"
 
     def close(self) -> None:
         if self.state.db is not None:

@@ -1,0 +1,92 @@
+"""A mistake costs a retry, not the files (issue 17, finding 1).
+
+From a fresh state, the first run pipes into a reader that fails before it reads (a typo in fc-transport's
+flags, two unnamed file:// destinations), or into `head`: no File Conveyor stage has ever acknowledged, so what
+fc-watch (or a stage after it) wrote into the pipe used to count as delivered, and the corrected run sent
+nothing.  Now a line counts once its reader has read it from the pipe, and a reader that closes the pipe before
+the end of the output took nothing of that run (lib/fileconveyor/pipe_tail.py)."""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+BIN = ROOT / "bin"
+FILES = {f"css/f{i}.css": f"a{{b:{i}}}\n" for i in range(6)} | {"js/app.js": "var a=1;\n", "x y.css": "b{}\n"}
+
+
+def _cmd(name: str, *args: str) -> str:
+    return " ".join(shlex.quote(a) for a in [sys.executable, str(BIN / name), *args])
+
+
+def _site(tmp_path: Path) -> Path:
+    site = tmp_path / "site"
+    for rel, text in FILES.items():
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(text)
+    return site
+
+
+def _run(tmp_path: Path, *stages: str) -> subprocess.CompletedProcess[str]:
+    watch = _cmd("fc-watch", "--scan-once", "--state", str(tmp_path / "w.db"), str(tmp_path / "site"))
+    return subprocess.run(
+        ["bash", "-c", "set -o pipefail; " + " | ".join([watch, *stages])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def _transport(tmp_path: Path, *dests: str) -> str:
+    return _cmd("fc-transport", "--state", str(tmp_path / "t.db"), *(a for d in dests for a in ("--to", d)))
+
+
+def _filter(tmp_path: Path) -> str:
+    return _cmd("fc-filter", "--state", str(tmp_path / "f.db"), "--extensions", "css:js")
+
+
+def _sent(cdn: Path) -> set[str]:
+    return {str(p.relative_to(cdn)) for p in cdn.rglob("*") if p.is_file()} if cdn.exists() else set()
+
+
+MISTAKES = {
+    "typo": lambda tmp: _transport(tmp, f"htp://{tmp}/cdn"),  # a usage error: exits 2 before it reads
+    "two unnamed destinations": lambda tmp: _transport(tmp, f"file://{tmp}/cdn", f"file://{tmp}/cdn2"),
+    "head": lambda tmp: "head -n 3",
+}
+
+
+@pytest.mark.parametrize("middle", [False, True], ids=["watch", "watch-filter"])
+@pytest.mark.parametrize("mistake", list(MISTAKES))
+def test_a_failed_first_run_leaves_everything_for_the_corrected_one(tmp_path: Path, mistake: str, middle: bool) -> None:
+    _site(tmp_path)
+    cdn = tmp_path / "cdn"
+    stages = [_filter(tmp_path)] if middle else []
+    wrong = _run(tmp_path, *stages, MISTAKES[mistake](tmp_path))
+    assert wrong.returncode != 0, wrong.stderr  # pipefail: the mistake shows
+    assert "Traceback" not in wrong.stderr
+    right = _run(tmp_path, *stages, _transport(tmp_path, f"file://{cdn}"))
+    assert right.returncode == 0, right.stderr
+    assert _sent(cdn) == set(FILES), "the corrected run must deliver every file"
+    assert "crash" not in right.stderr  # a re-send after a reader that stopped is routine (issue 17, item 12)
+    again = _run(tmp_path, *stages, _transport(tmp_path, f"file://{cdn}"))
+    assert again.returncode == 0 and again.stdout == "", "delivered once: the third run sends nothing"
+
+
+def test_a_reader_that_reads_everything_took_it(tmp_path: Path) -> None:
+    """The documented meaning of a reader that is not a File Conveyor stage (jq, cat, a terminal): what it read
+    from the pipe is delivered, so `fc-watch --scan-once | jq` shows what changed since the last run."""
+    _site(tmp_path)
+    first = _run(tmp_path, f"cat > {shlex.quote(str(tmp_path / 'seen.jsonl'))}")
+    assert first.returncode == 0, first.stderr
+    assert len((tmp_path / "seen.jsonl").read_text().splitlines()) == len(FILES)
+    (tmp_path / "site" / "new.css").write_text("n{}\n")
+    second = _run(tmp_path, "cat")
+    assert second.returncode == 0, second.stderr
+    assert [line for line in second.stdout.splitlines()] and all("new.css" in x for x in second.stdout.splitlines())
