@@ -75,6 +75,15 @@ class PipeTail:
         while len(lines) > 1 and self._bytes - lines[0][1] >= self._keep:
             self._bytes -= lines.popleft()[1]
 
+    def delivered(self, last: int, run_start: int) -> int:
+        """How far lines count as taken: ``last`` (the last written) when not a pipe, what the reader has read
+        of it, or, when the reader left before our end, nothing after ``run_start``."""
+        if self.fd is None:
+            return last
+        if self.quit_early:
+            return min(run_start, last)
+        return self.read_upto(last)
+
     def read_upto(self, last: int) -> int:
         """The seq of the last line the reader has read whole; ``last`` when it has read all (or we cannot tell)."""
         left = unread(self.fd) if self.fd is not None else None

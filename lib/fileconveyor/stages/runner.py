@@ -728,11 +728,7 @@ class Runner:
         """How far our output counts as taken when no File Conveyor reader says so (``written`` in the state
         file): written (a file, a terminal), read from the pipe, or, when the pipe's reader left before our end
         (head, a stage that failed), nothing of this run."""
-        if not self.tail.active:
-            return self._written_upto
-        if self.tail.quit_early:
-            return min(self._run_start, self._written_upto)
-        return self.tail.read_upto(self._written_upto)
+        return self.tail.delivered(self._written_upto, self._run_start)
 
     def _settle_output(self) -> str:
         """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we

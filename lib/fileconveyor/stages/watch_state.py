@@ -187,11 +187,7 @@ class WatchState:
     def _delivered(self) -> int:
         """How far lines count as taken when no File Conveyor reader says so: written (a file, a terminal), read
         from the pipe, or, when the pipe's reader left before our end (head), nothing of this run."""
-        if not self.tail.active:
-            return self.written
-        if self.tail.quit_early:
-            return min(self.run_start, self.written)
-        return self.tail.read_upto(self.written)
+        return self.tail.delivered(self.written, self.run_start)
 
     def _floor(self) -> int:
         """Lines up to here are safe with every reader (or delivered, with no File Conveyor reader)."""
