@@ -184,6 +184,21 @@ class FileEventEncoder:
     def _general(self, kind: str, rel: bytes, size: int, mtime_ns: int, ino: int) -> bytes:
         return encode(file_event(kind, self.source, self.root, rel, FileStat(size, mtime_ns, ino), self.via))
 
+    def skipped(self, kind: str, rel: bytes, size: int, mtime_ns: int, ino: int, reason: str) -> bytes:
+        """The event of a path fc-watch will not publish (docs/events.md, "Symlinks"):
+        ``created`` with ``error`` (nothing to send, the failure recorded downstream), or
+        ``deleted`` when the path held a published file (its copies must go).  Rare:
+        the general path."""
+        ev = file_event(kind, self.source, self.root, rel, FileStat(size, mtime_ns, ino), self.via)
+        if kind != "deleted":
+            ev["error"] = SKIP_MESSAGES.get(reason, reason)
+            ev["error_kind"] = "source"
+        ev["skipped"] = reason
+        return encode(ev)
+
+
+SKIP_MESSAGES = {"symlink-outside-root": "a symlink to a file outside the source root: not published"}
+
 
 def encode_file_event(kind: str, source: str, root: bytes, rel: bytes, st: FileStat, via: str) -> bytes:
     """One fc-watch event line (see FileEventEncoder, which a scan keeps per source)."""

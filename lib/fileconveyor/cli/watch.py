@@ -19,6 +19,7 @@ from ..stages.watch_state import WatchState
 from ..state import default_state_dir
 from ..streams import is_fifo, open_fifo_for_writing
 from ..watchers.base import BACKENDS, auto_backend, make_backend
+from ..watchers.links import skipped_message
 from ..watchers.tree import Filters
 from . import _common
 from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
@@ -87,7 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         "one with / the path relative to the root (cache/*)",
     )
     p.add_argument(
-        "--follow-symlinks", action="store_true", help="descend into symlinked directories (never into a loop)"
+        "--follow-symlinks",
+        action="store_true",
+        help="descend into symlinked directories (never into a loop); a symlink to a file is published only "
+        "when it resolves beneath the root or beneath a followed directory's target",
     )
     p.add_argument(
         "--jobs",
@@ -188,6 +192,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
                 f"unreadable:{src.index}:{rel!r}",
                 f"cannot read {os.fsdecode(os.path.join(src.root, rel))}: {exc.strerror}; skipping it",
             ),
+            on_skipped=lambda src, rel, published: rep.warn(skipped_message(src.root, rel, published)),
         )
         replayed = state.replay()
         if replayed:

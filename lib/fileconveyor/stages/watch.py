@@ -16,17 +16,16 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
-import stat as stat_mod
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..events import EventWriter, FileEventEncoder, FileStat
+from ..events import EventWriter, FileEventEncoder
+from ..watchers.links import UNKNOWN, Skipped, resolve
 from ..watchers.tree import Filters, subtree_range, to_key, to_rel
 from .watch_scan import Batch, ScanJob, plan, run_job, run_parallel
-from .watch_state import CREATED, DELETED, MODIFIED, WatchState
+from .watch_state import CREATED, DELETED, MODIFIED, SKIPPED, SKIPPED_GONE, WatchState, encode_row, judge
 
 if TYPE_CHECKING:
     from ..watchers.base import Backend
@@ -66,6 +65,7 @@ class Counters:
     deleted: int = 0
     scanned: int = 0
     rescans: int = 0
+    skipped: int = 0  # symlinks leading outside, reported as not published
 
 
 class Core:
@@ -79,6 +79,7 @@ class Core:
         filters: Filters,
         options: Options,
         on_unreadable: Callable[[Source, bytes, OSError], None] | None = None,
+        on_skipped: Callable[[Source, bytes, bool], None] | None = None,
     ):
         self.sources = sources
         self.state = state
@@ -86,6 +87,7 @@ class Core:
         self.filters = filters
         self.opt = options
         self.on_unreadable = on_unreadable
+        self.on_skipped = on_skipped  # (source, rel, was published): say it, once per link
         self.unreadable: set[tuple[int, bytes]] = set()  # directories a scan could not list
         self.counts = Counters()
         self._pending: dict[tuple[int, bytes], Pending] = {}
@@ -193,12 +195,18 @@ class Core:
     def _settle(self, k: tuple[int, bytes], p: Pending, now: float) -> None:
         src = self.sources[k[0]]
         rel = to_rel(k[1])
-        cur = _stat_file(src.root, rel)
+        cur = resolve(src.root, rel, self.opt.follow_symlinks)
         if cur == UNKNOWN:  # cannot look (permissions): the state stays; look again later
             self._schedule(k, p, now + max(1.0, self.opt.settle))
             return
         # Nobody told us the writer is done: wait until size and mtime hold still.
-        if cur is not None and self.opt.settle > 0 and p.closed is not True and p.last_stat != cur:
+        if (
+            cur is not None
+            and not isinstance(cur, Skipped)  # a link is whole when it appears: nothing to wait for
+            and self.opt.settle > 0
+            and p.closed is not True
+            and p.last_stat != cur
+        ):
             p.last_stat = cur
             self._schedule(k, p, now + self.opt.settle)
             return
@@ -207,37 +215,44 @@ class Core:
             self._touched.add(k)
         self._reconcile(src, k[1], cur)
 
-    def _reconcile(self, src: Source, key: bytes, cur: tuple[int, int, int] | None) -> None:
+    def _reconcile(self, src: Source, key: bytes, cur: tuple[int, int, int] | Skipped | None) -> None:
         old = self.state.lookup(src.prefix, key)
         if cur is None:
             if old is not None:
-                self._emit("deleted", src, key, old)
+                self._emit(DELETED, src, key, old[:3])
             return
-        st = FileStat(*cur)
-        if old is None:
-            self._emit("created", src, key, st)
-        elif old != st:
-            self._emit("modified", src, key, st)
+        kind = judge(
+            None if old is None else old[3], old is not None and old[:3] == tuple(cur), isinstance(cur, Skipped)
+        )
+        if kind is not None:
+            self._emit(kind, src, key, tuple(cur))
 
     def _write(self, lines: list[bytes]) -> None:
         self.writer.write_lines(lines)
         self.writer.flush()
 
-    def _emit(self, kind: str, src: Source, key: bytes, st: FileStat, via: str | None = None) -> None:
+    def _emit(self, kind: int, src: Source, key: bytes, st: tuple[int, int, int], via: str | None = None) -> None:
         # stdout first, state second: a crash in between re-emits, it never loses.
         via = via or self.via
         encode = self._encoders.get((src.index, via))
         if encode is None:
             encode = self._encoders[(src.index, via)] = FileEventEncoder(src.name, src.root, via)
         # the line is held with the row, and written once the row is committed
-        self.state.put(src.prefix, key, st, ord(kind[0]), encode(kind, to_rel(key), *st))
+        self.state.put(src.prefix, key, st, kind, encode_row(encode, kind, to_rel(key), *st))
+        self._count(src, key, kind, 1)
+
+    def _count(self, src: Source, key: bytes, kind: int, n: int) -> None:
         c = self.counts
-        if kind == "created":
-            c.created += 1
-        elif kind == "modified":
-            c.modified += 1
-        else:
-            c.deleted += 1
+        if kind == CREATED:
+            c.created += n
+        elif kind == MODIFIED:
+            c.modified += n
+        elif kind == DELETED:
+            c.deleted += n
+        else:  # a symlink leading outside: never published, said once (the row remembers it)
+            c.skipped += n
+            if self.on_skipped is not None:
+                self.on_skipped(src, to_rel(key), kind == SKIPPED_GONE)
 
     # -- scanning --------------------------------------------------------------------
 
@@ -298,19 +313,17 @@ class Core:
             c.created += kinds.count(CREATED)
             c.modified += kinds.count(MODIFIED)
             c.deleted += kinds.count(DELETED)
+            if kinds.count(SKIPPED) or kinds.count(SKIPPED_GONE):
+                for i, key in enumerate(batch.keys):
+                    if kinds[i] == SKIPPED or kinds[i] == SKIPPED_GONE:
+                        self._count(src, key, kinds[i], 1)
         else:
             for i, key in enumerate(batch.keys):
                 if (index, key) in pending or (index, key) in touched:
                     continue
                 row = batch.row(i)
                 state.put(prefix, key, row[:3], row[3], batch.lines[i])
-                kind = kinds[i]
-                if kind == CREATED:
-                    c.created += 1
-                elif kind == MODIFIED:
-                    c.modified += 1
-                else:
-                    c.deleted += 1
+                self._count(src, key, kinds[i], 1)
         for key, st in batch.pending:
             k = (index, key)
             if k in pending or k in touched:
@@ -333,27 +346,6 @@ class Core:
             if nd is not None:
                 time.sleep(max(0.0, min(nd - time.monotonic(), 0.2)))
         self.state.commit()
-
-
-UNKNOWN = (-1, -1, -1)  # _stat_file: cannot tell (permission denied on the way)
-
-
-def _stat_file(root: bytes, rel: bytes) -> tuple[int, int, int] | None:
-    """(size, mtime_ns, ino) of a regular file (symlinks followed); None when it is
-    provably not one; UNKNOWN when a directory on the way cannot be searched."""
-    return stat_file(root.rstrip(b"/") + b"/" + rel)
-
-
-def stat_file(path: bytes) -> tuple[int, int, int] | None:
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, ValueError):
-        return UNKNOWN  # EACCES and the like: absence is not proven
-    if not stat_mod.S_ISREG(st.st_mode):
-        return None
-    return st.st_size, st.st_mtime_ns, st.st_ino
 
 
 def run_live(

@@ -17,7 +17,6 @@ import array
 import multiprocessing
 import os
 import signal
-import stat as stat_mod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
@@ -25,8 +24,9 @@ from pathlib import Path
 
 from ..children import die_with_parent
 from ..events import FileEventEncoder
+from ..watchers.links import UNKNOWN, resolve
 from ..watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
-from .watch_state import CREATED, DELETED, KIND_NAMES, MODIFIED, Row, read_rows
+from .watch_state import DELETED, SKIPPED, SKIPPED_GONE, Row, encode_row, judge, read_rows
 
 BATCH = 4096  # lines per batch handed to the parent
 
@@ -59,7 +59,7 @@ class Batch:
 
     keys: list[bytes] = field(default_factory=list)
     lines: list[bytes] = field(default_factory=list)  # encoded events, one per key
-    kinds: bytearray = field(default_factory=bytearray)  # b"c", b"m" or b"d" per key
+    kinds: bytearray = field(default_factory=bytearray)  # the stored kind per key (watch_state)
     rows: array.array = field(default_factory=lambda: array.array("q"))
     pending: list[tuple[bytes, tuple[int, int, int]]] = field(default_factory=list)  # recent: let them settle
     notes: list[object] = field(default_factory=list)  # from dir_hook (watches added)
@@ -100,26 +100,29 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
     scanned = 0
     try:
         row = next(rows, None)
-        for key, size, mtime_ns, ino in tree:
+        for key, size, mtime_ns, ino, skipped in tree:
             scanned += 1
             while row is not None and row[0] < key:
                 _gone(job, row, batch, encode)
                 row = next(rows, None)
             if row is not None and row[0] == key:
                 same = row[1] == size and row[2] == mtime_ns and row[3] == ino
+                old: int | None = row[4]
                 row = next(rows, None)
-                if same:
-                    continue
-                kind = MODIFIED
+                if same and not skipped and old != SKIPPED and old != SKIPPED_GONE:
+                    continue  # the common case: a file as it was
             else:
-                kind = CREATED
+                same, old = False, None
+            kind = judge(old, same, bool(skipped))
+            if kind is None:
+                continue
             st = (size, mtime_ns, ino)
             if not scanned & 4095:
                 recent = now_ns() - job.settle_ns
-            if mtime_ns > recent:
+            if mtime_ns > recent and not skipped:
                 batch.pending.append((key, st))
                 continue
-            line = encode(KIND_NAMES[kind], key.replace(b"\0", b"/"), size, mtime_ns, ino)
+            line = encode_row(encode, kind, key.replace(b"\0", b"/"), size, mtime_ns, ino)
             batch.add(key, line, kind, size, mtime_ns, ino)
             if len(batch.keys) >= BATCH:
                 batch.scanned, scanned = scanned, 0
@@ -134,7 +137,7 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
     yield batch
 
 
-def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch, encode: FileEventEncoder) -> None:
+def _gone(job: ScanJob, row: tuple[bytes, int, int, int, int], batch: Batch, encode: FileEventEncoder) -> None:
     """A state row the walk did not see: deleted, unless the file is there after all
     (created again since, or behind a directory the walk could not read)."""
     rel = to_rel(row[0])
@@ -145,13 +148,13 @@ def _gone(job: ScanJob, row: tuple[bytes, int, int, int], batch: Batch, encode: 
         # would empty every destination and the synced-files database.  When the root
         # is back, a rescan reports what really changed.
         return
-    try:
-        if stat_mod.S_ISREG(os.stat(path).st_mode):
-            return  # there after all (created again since the walk passed)
-    except (FileNotFoundError, NotADirectoryError):
-        pass  # gone: proven
-    except (OSError, ValueError):
+    # Judged as the walk would (links.resolve): a file now below a directory swapped for
+    # a symlink is gone from the tree, even though the path still opens.
+    now = resolve(job.root, rel, job.follow_symlinks)
+    if now == UNKNOWN:
         return  # a directory on the way cannot be searched: absence is not proven
+    if now is not None:
+        return  # there after all (created again since the walk passed): its own hint or rescan reports it
     parent = os.path.dirname(path)
     if not os.access(parent, os.R_OK | os.X_OK) and os.path.isdir(parent):
         return  # the file may be there, in a directory the walk could not list

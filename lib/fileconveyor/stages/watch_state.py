@@ -26,13 +26,17 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..events import FileEventEncoder, FileStat
+from ..events import FileEventEncoder
 from ..pipe_tail import PipeTail
 from ..state import State
+from ..watchers.links import OUTSIDE
 from .durable import ACKS_TABLE, Replays, hop_prefix, readers, with_hop
 
 CREATED, MODIFIED, DELETED = b"cmd"  # kinds, as stored
-KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted"}
+# A symlink leading outside (watchers/links.py), with the link's own metadata: reported
+# as skipped (a created event with error), or, where a published file was, as deleted.
+SKIPPED, SKIPPED_GONE = b"sx"
+KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted", SKIPPED: "created", SKIPPED_GONE: "deleted"}
 Row = tuple[int, int, int, int]  # size, mtime_ns, ino, kind
 Pending = tuple[int, int, int, int, bytes]  # a row and its event line, not committed yet
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
@@ -115,13 +119,14 @@ class WatchState:
 
     # -- rows ----------------------------------------------------------------------
 
-    def lookup(self, prefix: bytes, key: bytes) -> FileStat | None:
-        """The file as last reported, None when it is not known (or reported deleted)."""
+    def lookup(self, prefix: bytes, key: bytes) -> Row | None:
+        """The file as last reported (size, mtime_ns, ino, kind), None when it is not
+        known (or reported deleted)."""
         k = prefix + key
         row = self._overlay.get(k)
         if row is None:
             row = self.db.execute("SELECT size, mtime_ns, ino, kind FROM files WHERE key=?", (k,)).fetchone()
-        return None if row is None or row[3] == DELETED else FileStat(*row[:3])
+        return None if row is None or row[3] == DELETED else (row[0], row[1], row[2], row[3])
 
     def put(self, prefix: bytes, key: bytes, st: tuple[int, int, int], kind: int, line: bytes) -> None:
         """Record the event of ``kind`` (its encoded ``line``) for a file; for a deletion,
@@ -241,7 +246,7 @@ class WatchState:
             if kind == DELETED:
                 self._tombstones.append((key, seq))
             lines.append(
-                with_hop(encode(KIND_NAMES[kind], rel_key.replace(b"\0", b"/"), size, mtime_ns, ino), self._hop, seq)
+                with_hop(encode_row(encode, kind, rel_key.replace(b"\0", b"/"), size, mtime_ns, ino), self._hop, seq)
             )
             n += 1
             seqs.append(seq)
@@ -292,13 +297,33 @@ class WatchState:
         self.state.close()
 
 
+def judge(old: int | None, same: bool, skipped: bool) -> int | None:
+    """The kind to report for a path whose last row is of kind ``old`` (None: none) and
+    which is now a file (``skipped``: a symlink leading outside); ``same``: its
+    metadata equals the row's.  None: nothing to report."""
+    if skipped:
+        if old in (SKIPPED, SKIPPED_GONE):
+            return None if same else SKIPPED  # the same link: said once, not on every rescan
+        return SKIPPED if old is None else SKIPPED_GONE  # a published file is no more: its copies go
+    if old is None or old in (SKIPPED, SKIPPED_GONE):
+        return CREATED  # never published before
+    return None if same else MODIFIED
+
+
+def encode_row(encode: FileEventEncoder, kind: int, rel: bytes, size: int, mtime_ns: int, ino: int) -> bytes:
+    """The event line of a row of ``kind``."""
+    if kind in (SKIPPED, SKIPPED_GONE):
+        return encode.skipped(KIND_NAMES[kind], rel, size, mtime_ns, ino, OUTSIDE)
+    return encode(KIND_NAMES[kind], rel, size, mtime_ns, ino)
+
+
 def prefix_of(source_id: int) -> bytes:
     return source_id.to_bytes(4, "big")
 
 
-def read_rows(path: Path, prefix: bytes, lo: bytes, hi: bytes | None) -> Iterator[tuple[bytes, int, int, int]]:
-    """Committed rows of the source with key ``prefix`` and lo <= key < hi (hi None:
-    no bound), in key order, keys without the prefix.
+def read_rows(path: Path, prefix: bytes, lo: bytes, hi: bytes | None) -> Iterator[tuple[bytes, int, int, int, int]]:
+    """Committed rows (key, size, mtime_ns, ino, kind) of the source with key ``prefix``
+    and lo <= key < hi (hi None: no bound), in key order, keys without the prefix.
 
     Read on a connection of its own (also from a scan worker process), a page at a
     time, each page its own short read transaction: a snapshot held for a whole
@@ -316,7 +341,7 @@ def read_rows(path: Path, prefix: bytes, lo: bytes, hi: bytes | None) -> Iterato
         while page:
             for key, size, mtime_ns, ino, kind in page:
                 if kind != DELETED:  # a tombstone is a file known to be gone
-                    yield key[n:], size, mtime_ns, ino
+                    yield key[n:], size, mtime_ns, ino, kind
             page = reader.execute(sql, (page[-1][0], end)).fetchall()
     finally:
         reader.close()

@@ -9,13 +9,17 @@ state in one merge pass, holding neither in memory.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import operator
 import os
 import re
 import stat as stat_mod
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+
+from .links import link_inside, within
 
 
 def to_key(rel: bytes) -> bytes:
@@ -109,15 +113,18 @@ def walk(
     hooks: WalkHooks | None = None,
     lo: bytes = b"",
     hi: bytes | None = None,
-) -> Iterator[tuple[bytes, int, int, int]]:
-    """Yield ``(key, size, mtime_ns, ino)`` for every regular file below ``root/start``
-    whose key is in [lo, hi), in key order.
+) -> Iterator[tuple[bytes, int, int, int, int]]:
+    """Yield ``(key, size, mtime_ns, ino, skipped)`` for every regular file below
+    ``root/start`` whose key is in [lo, hi), in key order.
 
-    Symlinks to files count as files (their target's metadata); symlinks to
-    directories are followed only with ``follow_symlinks``, and never into a
-    directory that is already one of their ancestors (no loops).  Directories
-    whose whole subtree lies outside [lo, hi) are not listed, which lets several
-    walkers share one tree by key range.
+    Symlinks follow the rule of watchers/links.py: a link to a file inside counts as
+    that file (its target's metadata, ``skipped`` 0); a link to a file outside is
+    yielded with ``skipped`` 1 and the link's own metadata, to be reported as not
+    published.  Symlinked directories are entered only with ``follow_symlinks``, never
+    into one of their ancestors (no loops).  Directories are opened relative to their
+    parent's descriptor without following links, so a directory swapped for a symlink
+    while the walk runs is not entered.  Directories whose whole subtree lies outside
+    [lo, hi) are not listed, which lets several walkers share one tree by key range.
     """
     hooks = hooks or WalkHooks()
     on_dir, on_error, on_progress = hooks.on_dir, hooks.on_error, hooks.on_progress
@@ -126,91 +133,177 @@ def walk(
     S_ISREG, S_ISDIR = stat_mod.S_ISREG, stat_mod.S_ISDIR
     base = root.rstrip(b"/") + b"/" if root != b"/" else b"/"
 
-    def listing(rel_dir: bytes) -> list[os.DirEntry[bytes]] | None:
+    def listing(parent: int | None, name: bytes, rel_dir: bytes, ident: tuple[int, int] | None) -> Frame | None:
+        """Open and list a directory (``ident``: a followed symlink's target, checked on
+        the open directory); None when it is gone, unreadable or no longer the same."""
         path = base + rel_dir if rel_dir else root
         if on_dir is not None:
             on_dir(rel_dir, path)
+        fd = -1
         try:
-            with os.scandir(path) as it:
-                entries = list(it)
+            flags = _DIR_FLAGS if ident is not None else _DIR_FLAGS | os.O_NOFOLLOW
+            fd = os.open(name, flags, dir_fd=parent) if parent is not None else os.open(path, _DIR_FLAGS)
+            if ident is not None and _ident(os.fstat(fd)) != ident:
+                os.close(fd)
+                return None  # the link changed since it was looked at: its own hint follows
+            # entries keep the descriptor for their stat(): it stays open while they are used.
+            # Listed by descriptor, names come as str: keys are the bytes.
+            with os.scandir(fd) as it:
+                entries = [(e.name.encode(_FS, "surrogateescape"), e) for e in it]
         except OSError as exc:
-            if on_error is not None:
+            if fd >= 0:
+                os.close(fd)
+            if exc.errno not in _GONE and on_error is not None:
                 on_error(rel_dir, exc)
             return None
-        entries.sort(key=_name)
-        return entries
+        entries.sort(key=_first)
+        return fd, entries
 
     start = start.strip(b"/")
+    opened = _open_start(root, start, follow_symlinks)
+    if opened is None:
+        return
+    parent, start_name, top_ident, ancestors, bases = opened
     try:
-        top_st = os.stat(base + start if start else root)
-    except OSError:
-        return
-    if not S_ISDIR(top_st.st_mode):
-        return
-    first = listing(start)
+        first = listing(parent, start_name, start, top_ident)
+    finally:
+        if parent is not None:
+            os.close(parent)
     if first is None:
         return
-    dev = top_st.st_dev
-    # Each frame: (entries iterator, rel prefix ending in "/" or b"", key prefix, ancestors).
-    ancestors: frozenset[tuple[int, int]] = frozenset({(dev, top_st.st_ino)})
     pre = start + b"/" if start else b""
-    stack = [(iter(first), pre, to_key(pre), ancestors)]
+    # Each frame: (descriptor, entries iterator, rel prefix ending in "/" or b"", key prefix,
+    # ancestors, bases: the real paths a link may point beneath).
+    stack = [(first[0], iter(first[1]), pre, to_key(pre), ancestors, bases)]
     dirs = files = 0
-    while stack:
-        it, rel_pre, key_pre, anc = stack[-1]
-        for entry in it:
-            name = entry.name
-            key = key_pre + name
-            if hi is not None and key >= hi:
-                stack.clear()  # entries come in key order: everything after is out of range too
-                break
-            try:
-                if entry.is_file(follow_symlinks=False):  # the common case first: one stat
-                    if key < lo or (check and skip_file(name, rel_pre + name)):
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                elif entry.is_dir(follow_symlinks=False):
-                    rel = rel_pre + name
-                    if key + b"\x01" <= lo or (check and skip_dir(name, rel)):
-                        continue
-                    sub = listing(rel)
-                    if sub is not None:
-                        dirs += 1
-                        sub_anc = anc | {(dev, entry.inode())} if follow_symlinks else anc
-                        stack.append((iter(sub), rel + b"/", key + b"\0", sub_anc))
-                        break
-                    continue
-                elif entry.is_symlink():
-                    st = os.stat(entry.path)  # follows; a dangling link raises and is skipped
-                    if S_ISDIR(st.st_mode):
-                        rel = rel_pre + name
-                        ident = (st.st_dev, st.st_ino)
-                        if (
-                            not follow_symlinks
-                            or ident in anc
-                            or key + b"\x01" <= lo
-                            or (check and skip_dir(name, rel))
-                        ):
+    try:
+        while stack:
+            fd, it, rel_pre, key_pre, anc, bases = stack[-1]
+            for name, entry in it:
+                key = key_pre + name
+                if hi is not None and key >= hi:
+                    for frame in stack:  # entries come in key order: everything after is out of range too
+                        os.close(frame[0])
+                    stack.clear()
+                    break
+                skipped = 0
+                try:
+                    if entry.is_file(follow_symlinks=False):  # the common case first: one stat
+                        if key < lo or (check and skip_file(name, rel_pre + name)):
                             continue
-                        sub = listing(rel)
+                        st = entry.stat(follow_symlinks=False)
+                    elif entry.is_dir(follow_symlinks=False):
+                        rel = rel_pre + name
+                        if key + b"\x01" <= lo or (check and skip_dir(name, rel)):
+                            continue
+                        sub = listing(fd, name, rel, None)
                         if sub is not None:
-                            stack.append((iter(sub), rel + b"/", key + b"\0", anc | {ident}))
+                            dirs += 1
+                            sub_anc = anc | {_ident(os.fstat(sub[0]))} if follow_symlinks else anc
+                            stack.append((sub[0], iter(sub[1]), rel + b"/", key + b"\0", sub_anc, bases))
                             break
                         continue
-                    if key < lo or not S_ISREG(st.st_mode) or (check and skip_file(name, rel_pre + name)):
-                        continue
-                else:
-                    continue  # sockets, FIFOs, devices: not files to sync
-            except OSError:
-                continue  # vanished between listing and stat: not a file any more
-            files += 1
-            yield key, st.st_size, st.st_mtime_ns, st.st_ino
-            if on_progress is not None and not files & 1023:
-                on_progress(files, dirs)
-        else:
-            stack.pop()
+                    elif entry.is_symlink():
+                        st = os.stat(entry.name, dir_fd=fd)  # follows; a dangling link raises and is skipped
+                        if S_ISDIR(st.st_mode):
+                            rel = rel_pre + name
+                            ident = (st.st_dev, st.st_ino)
+                            if (
+                                not follow_symlinks
+                                or ident in anc
+                                or key + b"\x01" <= lo
+                                or (check and skip_dir(name, rel))
+                            ):
+                                continue
+                            real = os.path.realpath(base + rel)
+                            sub = listing(fd, name, rel, ident)
+                            if sub is not None:
+                                sub_bases = bases if within(real, bases) else (*bases, real)
+                                stack.append((sub[0], iter(sub[1]), rel + b"/", key + b"\0", anc | {ident}, sub_bases))
+                                break
+                            continue
+                        if key < lo or not S_ISREG(st.st_mode) or (check and skip_file(name, rel_pre + name)):
+                            continue
+                        if not link_inside(base + rel_pre + name, bases):
+                            st = entry.stat(follow_symlinks=False)  # the link's own: never the target's
+                            skipped = 1
+                    else:
+                        continue  # sockets, FIFOs, devices: not files to sync
+                except OSError:
+                    continue  # vanished between listing and stat: not a file any more
+                files += 1
+                yield key, st.st_size, st.st_mtime_ns, st.st_ino, skipped
+                if on_progress is not None and not files & 1023:
+                    on_progress(files, dirs)
+            else:
+                stack.pop()
+                os.close(fd)
+    finally:
+        for frame in stack:
+            os.close(frame[0])
     if on_progress is not None:
         on_progress(files, dirs)
 
 
-_name = operator.attrgetter("name")
+Frame = tuple[int, list[tuple[bytes, os.DirEntry[str]]]]
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+def _open_start(
+    root: bytes, start: bytes, follow_symlinks: bool
+) -> tuple[int | None, bytes, tuple[int, int] | None, frozenset[tuple[int, int]], tuple[bytes, ...]] | None:
+    """Where a walk of ``root/start`` begins: the descriptor of start's parent (None for
+    the root itself), start's name, the identity to check when it is a followed link,
+    its ancestors and bases (see walk).  None when ``start`` is not a directory of the
+    tree: gone, or reached through a symlink the rule does not follow."""
+    try:
+        top = os.stat(root)  # the root itself may be a symlink: the user named it
+        if not stat_mod.S_ISDIR(top.st_mode):
+            return None
+        bases: tuple[bytes, ...] = (os.path.realpath(root),)
+        ancestors = frozenset({(top.st_dev, top.st_ino)})
+        if not start:
+            return None, root, None, ancestors, bases
+        parts = start.split(b"/")
+        fd = os.open(root, _DIR_FLAGS)
+    except (OSError, ValueError):
+        return None
+    path = root.rstrip(b"/")
+    try:
+        for i, name in enumerate(parts):
+            path += b"/" + name
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            ident: tuple[int, int] | None = None
+            if stat_mod.S_ISLNK(st.st_mode):
+                st = os.stat(name, dir_fd=fd)
+                ident = _ident(st)
+                if not follow_symlinks or not stat_mod.S_ISDIR(st.st_mode) or ident in ancestors:
+                    break
+                real = os.path.realpath(path)
+                if not within(real, bases):
+                    bases += (real,)
+            elif not stat_mod.S_ISDIR(st.st_mode):
+                break
+            if follow_symlinks:
+                ancestors |= {(st.st_dev, st.st_ino)}
+            if i == len(parts) - 1:
+                return fd, name, ident, ancestors, bases
+            flags = _DIR_FLAGS if ident is not None else _DIR_FLAGS | os.O_NOFOLLOW
+            nxt = os.open(name, flags, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+            if ident is not None and _ident(os.fstat(fd)) != ident:
+                break
+    except (OSError, ValueError):
+        pass
+    os.close(fd)
+    return None
+
+
+_first = operator.itemgetter(0)
+_FS = sys.getfilesystemencoding()  # what os.fsencode() does, without its call per name
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino

@@ -1,0 +1,119 @@
+"""Which symlinks fc-watch publishes: the rule, in one place for the scan and live hints.
+
+The tree is published on the public internet and written by others (uploads, deploys),
+so a link is treated the way a careful web server treats one:
+
+- a regular file reached without crossing a symlink is the tree's own;
+- a symlink to a regular file counts as that file only when the file's real path lies
+  beneath the source root, or beneath the target of a symlinked directory followed on
+  the way to it (``--follow-symlinks``).  Otherwise it is *skipped*: never published,
+  one warning, and its event says why (docs/events.md, "Symlinks");
+- a symlinked directory is entered only with ``--follow-symlinks``, and never when it
+  leads back into one of its own ancestors (no loops).  Without the flag nothing below
+  it is in the tree; a directory swapped for a symlink is a directory gone;
+- a dangling link, a loop of links, a link to a FIFO or a device: not a file, no event.
+
+Only symlinks cost a realpath(): the lstat that the walk does anyway tells a regular
+file from a link, and a regular file in a directory entered without following a link
+is inside by construction.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_mod
+from typing import NamedTuple
+
+from ..events import display, join
+
+OUTSIDE = "symlink-outside-root"  # the `skipped` reason of an event (docs/events.md)
+UNKNOWN = (-1, -1, -1)  # cannot tell (permission denied on the way): absence is not proven
+_GONE = (errno.ENOENT, errno.ENOTDIR, errno.ELOOP)
+
+
+class Skipped(NamedTuple):
+    """A symlink leading outside what may be published: its own lstat (never the target's),
+    so that a rescan recognises the same link and says nothing more about it."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+
+
+def within(real: bytes, bases: tuple[bytes, ...]) -> bool:
+    """``real`` (a realpath) is one of ``bases`` (realpaths) or beneath one."""
+    return any(real == b or real.startswith(b if b.endswith(b"/") else b + b"/") for b in bases)
+
+
+def link_inside(path: bytes, bases: tuple[bytes, ...]) -> bool:
+    return within(os.path.realpath(path), bases)
+
+
+def resolve(root: bytes, rel: bytes, follow_symlinks: bool) -> tuple[int, int, int] | Skipped | None:
+    """What file ``rel`` of ``root`` is now, judged as a walk of the tree would find it:
+    ``(size, mtime_ns, ino)`` of a file to publish, ``Skipped`` for a symlink leading
+    outside, None when it is not a file of the tree (gone, not regular, below a
+    symlinked directory that is not followed), UNKNOWN when a directory on the way
+    cannot be searched.
+
+    Component by component with lstat, as the walk goes, so a directory swapped for a
+    symlink is noticed even when the file below it still resolves."""
+    base = root.rstrip(b"/") if root != b"/" else b""
+    try:
+        top = os.stat(root)
+        if not stat_mod.S_ISDIR(top.st_mode):
+            return None
+        bases = (os.path.realpath(root),)
+        ancestors = {(top.st_dev, top.st_ino)}
+        parts = rel.split(b"/")
+        path = base
+        for name in parts[:-1]:
+            path += b"/" + name
+            st = os.lstat(path)
+            if stat_mod.S_ISLNK(st.st_mode):
+                if not follow_symlinks:
+                    return None
+                st = os.stat(path)
+                ident = (st.st_dev, st.st_ino)
+                if not stat_mod.S_ISDIR(st.st_mode) or ident in ancestors:
+                    return None  # the walk does not enter a loop, so nothing below is in the tree
+                real = os.path.realpath(path)
+                if not within(real, bases):
+                    bases += (real,)
+                ancestors.add(ident)
+            elif stat_mod.S_ISDIR(st.st_mode):
+                ancestors.add((st.st_dev, st.st_ino))
+            else:
+                return None
+        path += b"/" + parts[-1]
+        st = os.lstat(path)
+        if stat_mod.S_ISREG(st.st_mode):
+            return st.st_size, st.st_mtime_ns, st.st_ino
+        if not stat_mod.S_ISLNK(st.st_mode):
+            return None
+        lst = st
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None  # dangling, or a loop of links: not a file
+        if not stat_mod.S_ISREG(st.st_mode):
+            return None
+        if not link_inside(path, bases):
+            return Skipped(lst.st_size, lst.st_mtime_ns, lst.st_ino)
+        return st.st_size, st.st_mtime_ns, st.st_ino
+    except OSError as exc:
+        return None if exc.errno in _GONE else UNKNOWN
+    except ValueError:  # a NUL in a name from a hint: not a file
+        return None
+
+
+def skipped_message(root: bytes, rel: bytes, published: bool) -> str:
+    """The one warning for a skipped link: what it is and where it leads."""
+    path = join(root, rel)
+    try:
+        target = display(os.path.realpath(path))
+    except (OSError, ValueError):
+        target = "?"
+    done = "its published copies are deleted" if published else "not published"
+    return f"{display(path)} is a symlink to {target}, outside the source root: {done}"
