@@ -143,3 +143,13 @@ def test_the_walk_beneath_a_root_refuses_every_way_out(tmp_path: Path) -> None:
             pass
     with parent_dir(root, b"css/a.css") as (fd, name):
         assert name == b"a.css" and os.stat(name, dir_fd=fd).st_ino == os.stat(site / "css" / "a.css").st_ino
+
+
+def test_delete_source_after_needs_the_source_trees(tmp_path: Path) -> None:
+    site, _, a = _setup(tmp_path)
+    db, state = tmp_path / "s.db", tmp_path / "r.db"
+    res = record(db, transport([a], None), state, *NOW)
+    assert res.status == 2 and "--source NAME=DIR" in res.stderr, res.stderr
+    res = record(db, transport([a], None), state, "--source", f"site={tmp_path / 'nowhere'}", *NOW)
+    assert res.status == 3 and "not a directory" in res.stderr, res.stderr
+    assert (site / "css" / "a.css").exists()

@@ -8,7 +8,7 @@ import os
 from collections.abc import Sequence
 
 from .. import events as E
-from ..errors import Exit, UsageError
+from ..errors import ConfigError, Exit, UsageError
 from ..records import Records
 from ..stages.record import RecordStage
 from ..stages.record_import import QueueCounts, Source, import_synced, queue_events
@@ -156,11 +156,15 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         return Exit.OK
     if args.import_queue:
         return _import_queue(args, io, rep)
+    sources = _sources(args.source)
+    for src in sources:  # else every deletion due would be dropped as "gone already"
+        if not os.path.isdir(src.root):
+            raise ConfigError(f"--source {src.name}={os.fsdecode(src.root)}: not a directory")
     stage = RecordStage(
         os.path.abspath(args.db),
         delete_after=args.delete_source_after,
         require=args.require_server,
-        sources=_sources(args.source),
+        sources=sources,
         drain=args.drain_timeout,
         stopped=lambda: stop.requested,
     )
