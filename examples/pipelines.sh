@@ -28,17 +28,24 @@ css_js_images() {
   fc-watch --scan-once --ignore-dirs CVS:.svn "${1:-$here/site}" | fc-filter --extensions css:js:png:jpg:gif
 }
 
-# The whole job on one machine (what `make demo` runs): CSS and JS minified, every
-# file given a unique name from its content, copied to a local "CDN" folder, and
-# recorded in a synced-files database a web application can read.
+# The whole job on one machine (what `make demo` runs): the site's web assets only
+# (not index.php or readme.txt), CSS and JS minified, every file given a unique name
+# from its content, the CSS rewritten to point at those names, copied to a local
+# "CDN" folder, and recorded in a synced-files database a web application can read.
+# link_updater.CSSURLUpdater finds where each referenced file went in that database,
+# which fc-record fills: a stylesheet whose images are not recorded yet waits
+# (--retry-delay, doubling) and is processed once they are, in the same run.
 #   examples/pipelines.sh sync_to_folder [SITE] [OUT]   (OUT/cdn, OUT/synced_files.db)
 sync_to_folder() {
   local site="${1:-$here/site}" out="${2:-/tmp/fc-demo}"
   mkdir -p "$out"
   out=$(cd "$out" && pwd)
+  site=$(cd "$site" && pwd)
   fc-watch --scan-once --ignore-dirs CVS:.svn "$site" |
-    fc-process --chain minify.CSS,minify.JS,unique_filename.MD5 |
-    fc-transport --to "file://$out/cdn" --url "http://localhost:8000/" |
+    fc-filter --extensions css:js:png:jpg:jpeg:gif:svg:ico:webp:woff:woff2:ttf:otf:eot |
+    fc-process --chain minify.CSS,minify.JS,link_updater.CSSURLUpdater,unique_filename.MD5 \
+      --server demo --record-db "$out/synced_files.db" --document-root "$site" --base-path / --retry-delay 0.5 |
+    fc-transport --to "file://$out/cdn" --url "http://localhost:8000/" --set name=demo |
     fc-record --db "$out/synced_files.db"
 }
 

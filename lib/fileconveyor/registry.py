@@ -47,6 +47,15 @@ class Registry(Generic[T]):
         extra = sorted(ep.name for ep in entry_points(group=self.group) if ep.name not in self.builtins)
         return [*self.builtins, *extra]
 
+    def did_you_mean(self, name: str) -> str:
+        """``did you mean X? `` for a near miss of a known name (or alias), else ""."""
+        known = [*self.names(), *self.aliases]
+        close = difflib.get_close_matches(name, known, n=3, cutoff=0.75)
+        # Two letters swapped (fpt for ftp) in a short name scores below the cutoff: taken as a near miss too.
+        close = close or [k for k in known if len(k) == len(name) and sorted(k) == sorted(name)]
+        close = list(dict.fromkeys(self.resolve(c) for c in close))
+        return f"did you mean {' or '.join(close)}? " if close else ""
+
     def resolve(self, name: str) -> str:
         """The canonical name for ``name`` (aliases followed)."""
         return self.aliases.get(name, name)
@@ -66,17 +75,16 @@ class Registry(Generic[T]):
                 target = f"{module}:{cls}"
             else:
                 raise ConfigError(
-                    f"unknown {self.kind} {name!r}; available: {', '.join(self.names())} "
-                    f"(or give a third-party one as package.module:Class)"
+                    f"unknown {self.kind} {name!r}; {self.did_you_mean(canonical)}available: "
+                    f"{', '.join(self.names())} (or give a third-party one as package.module:Class)"
                 )
         module_name, _, attr = target.partition(":")
         if canonical not in self.builtins and not _importable(module_name.split(".")[0]):
             # No such module at all: most often a typo of a built-in name, not a package to install.
-            close = difflib.get_close_matches(canonical, self.names(), n=3, cutoff=0.75)
-            hint = f"did you mean {' or '.join(close)}? " if close else ""
             raise ConfigError(
                 f"unknown {self.kind} {name!r}: no built-in one and no installed module {module_name!r}; "
-                f"{hint}available: {', '.join(self.names())} (a third-party one needs its package installed)"
+                f"{self.did_you_mean(canonical)}available: {', '.join(self.names())} "
+                "(a third-party one needs its package installed)"
             )
         module = _guarded(name, self.kind, lambda: importlib.import_module(module_name))
         try:

@@ -51,6 +51,19 @@ def default_state_dir() -> Path:
     return Path(xdg) / "fileconveyor"
 
 
+def _command(pid: str) -> str:
+    """``: fc-transport --to ...``, what process ``pid`` runs, when /proc tells (else "")."""
+    try:
+        with open(f"/proc/{int(pid)}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except (OSError, ValueError):
+        return ""
+    # the interpreter and the launcher's path say little: from the fc-* command on
+    start = next((i for i, a in enumerate(argv) if os.path.basename(a).startswith("fc-")), 0)
+    text = " ".join([os.path.basename(argv[start]), *argv[start + 1 :]]) if argv else ""
+    return f": {text[:200]}" if text else ""
+
+
 def lock_holder(path: Path) -> int | None:
     """The pid of the process that has the state file at ``path`` open, else None.
     For supervisors: a stage cannot start while another process holds its state."""
@@ -110,9 +123,12 @@ class State:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                # Most often the same pipeline started twice.  A --state of its own would make the second copy
+                # send everything again: the fix is to stop one of them.
                 raise StateBusy(
-                    f"state file {self.path} is in use by another process (pid {holder}); "
-                    "give each running stage its own --state"
+                    f"state file {self.path} is in use by another process (pid {holder}{_command(holder)}): this "
+                    f"stage is already running with these settings; stop that one first (kill {holder}) or let "
+                    "it finish"
                 ) from None
             raise StateError(f"cannot lock {lock_path}: {exc.strerror}") from None
         os.ftruncate(fd, 0)

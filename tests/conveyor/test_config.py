@@ -330,6 +330,17 @@ def test_server_errors(tmp_path: Path, server: str, expected: str) -> None:
     assert any(line == 5 and expected in msg for line, msg in found), found
 
 
+def test_transporter_typo_is_one_error_with_did_you_mean(tmp_path: Path) -> None:
+    """transporter="fpt": one error suggesting ftp, not three (its ftp settings are not 'unknown settings')."""
+    server = (
+        '<server name="x" transporter="fpt"><host>h</host><username>u</username><password>p</password>'
+        "<url>u</url></server>"
+    )
+    body = minimal(servers=f"<servers>\n{server}\n</servers>", rules="<rules/>")
+    line, msg = one_error(write(tmp_path, body))
+    assert line == 5 and "unknown transporter 'fpt'; did you mean ftp?" in msg, msg
+
+
 @pytest.mark.parametrize(
     ("rule", "expected", "line"),
     [

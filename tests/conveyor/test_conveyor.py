@@ -309,6 +309,12 @@ def test_a_second_conveyor_with_the_same_pid_file_refuses_to_start(tmp_path: Pat
         assert third.returncode == 4, third.stderr.decode()
         assert f"another fc-conveyor (pid {first.pid}) runs this config's stages" in third.stderr.decode()
         assert not (tmp_path / "other.pid").exists()
+        # --status with another PID file still finds it: by its state directory's lock
+        other = [sys.executable, str(BIN / "fc-conveyor"), "--pid-file", str(tmp_path / "other.pid"), "--status"]
+        st = json.loads(subprocess.run([*other, "--json", str(cfg)], capture_output=True, timeout=30).stdout)
+        assert (st["running"], st["pid"], st["found_by"]) == (True, first.pid, "state_dir_lock")
+        text = subprocess.run([*other, str(cfg)], capture_output=True, timeout=30).stdout.decode()
+        assert f"running (pid {first.pid}, found by the lock on its state directory" in text, text
         # the PID file is re-created when deleted, as the original did
         (tmp_path / "pid").unlink()
         wait_for(lambda: (tmp_path / "pid").exists(), 5, "the PID file to come back")
@@ -545,6 +551,31 @@ def test_failures_are_logged_and_retried_at_the_next_start(tmp_path: Path) -> No
     finally:
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0
+
+
+def test_wrong_ftp_password_is_refused_at_start_and_by_check(tmp_path: Path, ftp_server: FtpServer) -> None:  # noqa: F811
+    """The login is tried at start: --check and a start both exit 3 naming the server and the refusal, and no
+    stage starts; a server that is down is only a warning (its files will wait)."""
+    c = Conveyor(tmp_path, ftp_server)
+    right = c.config.read_text()
+    c.config.write_text(right.replace(f"<password>{escape(PASSWORD)}</password>", "<password>wrong</password>"))
+    check = subprocess.run(c.args("--check"), capture_output=True, timeout=60)
+    err = check.stderr.decode()
+    assert check.returncode == 3 and check.stdout == b"", err
+    assert "fc-conveyor: error: refused at start: ftp push cdn (ftp://" in err and "login refused: 530" in err
+    start = subprocess.run(c.args(), capture_output=True, timeout=60)
+    assert start.returncode == 3, start.stdout.decode() + start.stderr.decode()
+    assert "login refused: 530" in c.log.read_text()
+    assert "Fully up and running" not in c.log.read_text()
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").rglob("*transport*.db"))
+    down = right.replace(f"<port>{ftp_server.port}</port>", "<port>1</port>")
+    c.config.write_text(down)
+    check = subprocess.run(c.args("--check"), capture_output=True, timeout=60)
+    assert check.returncode == 0 and b": valid." in check.stdout, check.stderr.decode()
+    assert "warning: ftp push cdn (ftp://" in check.stderr.decode() and "connection refused" in check.stderr.decode()
+    c.config.write_text(right)
+    check = subprocess.run(c.args("--check"), capture_output=True, timeout=60)
+    assert check.returncode == 0 and check.stderr == b"", check.stderr.decode()
 
 
 def test_json_without_status_is_a_usage_error(tmp_path: Path) -> None:

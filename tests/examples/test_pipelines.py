@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from pathlib import Path
+from urllib.parse import unquote
 
 from tests.conftest import require_tool
 
@@ -50,21 +52,41 @@ def test_paths_loop_prints_exact_names(site: Path, tmp_path: Path) -> None:
     assert {str(site / f) for f in all_files(site)} <= got
 
 
+WEB_ASSETS = (".css", ".js", ".png", ".jpg", ".gif")
+
+
 def test_sync_to_folder_the_demo(site: Path, tmp_path: Path, env: dict[str, str]) -> None:
+    """`make demo`: only web assets are published, under their unique names, and every url() and @import in
+    the published CSS points at a published file (the CSS is rewritten after the images it references)."""
     out_dir = tmp_path / "out"
     cmd = ["bash", str(SCRIPT), "sync_to_folder", str(site), str(out_dir)]
     out = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr.decode()
     events = [json.loads(line) for line in out.stdout.splitlines()]
-    assert {e["rel"] for e in events} == all_files(site)
+    assets = {f for f in all_files(site) if f.endswith(WEB_ASSETS)}
+    assert {e["rel"] for e in events} == assets and "index.php" not in assets
+    cdn = out_dir / "cdn"
+    published = {p.relative_to(cdn).as_posix() for p in cdn.rglob("*") if p.is_file()}
+    assert not any(p.endswith((".php", ".txt")) for p in published), published
     rows = sqlite3.connect(out_dir / "synced_files.db").execute("SELECT input_file, url FROM synced_files").fetchall()
-    assert {r[0] for r in rows} == {str(site / f) for f in all_files(site)}
+    assert {r[0] for r in rows} == {str(site / f) for f in assets}
     for e in events:  # every URL points at a file in the CDN folder, named by its content
-        remote = out_dir / "cdn" / e["remote"]
+        remote = cdn / e["remote"]
         assert remote.is_file() and e["url"].startswith("http://localhost:8000/")
         assert len(e["name"].rsplit("_", 1)[-1].split(".")[0]) == 32
-    css = (out_dir / "cdn" / next(e["remote"] for e in events if e["rel"] == "themes/garland/style.css")).read_bytes()
-    assert len(css) < (site / "themes/garland/style.css").stat().st_size  # minified
+    refs = []
+    for e in events:
+        if e["rel"].endswith(".css"):
+            text = (cdn / e["remote"]).read_text()
+            refs += re.findall(r"url\(\s*['\"]?([^'\")]+)", text)
+    assert len(refs) == 4  # style.css: an @import, two images of its theme and /misc/druplicon.png
+    for ref in refs:
+        assert ref.startswith("http://localhost:8000/"), ref
+        assert unquote(ref.removeprefix("http://localhost:8000/")) in published, ref
+    style = next(e["remote"] for e in events if e["rel"] == "themes/garland/style.css")
+    assert "/*" in (site / "themes/garland/style.css").read_text() and "/*" not in (cdn / style).read_text()
+    system = next(e["remote"] for e in events if e["rel"] == "modules/system/system.css")
+    assert (cdn / system).stat().st_size < (site / "modules/system/system.css").stat().st_size  # minified
     # nothing changed: nothing is sent again
     again = subprocess.run(cmd, capture_output=True, env=env, timeout=120)
     assert again.returncode == 0 and again.stdout == b""

@@ -47,6 +47,18 @@ def test_absolute_paths_entry_compares_with_the_absolute_path() -> None:
     assert passed(["--paths", "/srv/www/css"], [ev("css/a.css"), ev("js/b.js")]) == ["css/a.css"]
 
 
+def test_absolute_paths_entry_outside_the_source_root_is_named_once() -> None:
+    """``--paths /img`` (meaning img under the root) matched nothing, silently: it is named, with the fix."""
+    data = b"".join(E.encode(e) for e in [ev("img/a.png"), ev("css/b.css"), ev("img/c.png")])
+    r = call(main, ["--paths", "/img:/srv/www/css"], data)
+    assert r.status == Exit.OK, r.stderr
+    assert [E.get_path(json.loads(line), "rel") for line in r.stdout.splitlines()] == [b"css/b.css"]
+    assert r.stderr.count("warning") == 1, r.stderr
+    assert "fc-filter: warning: --paths /img: an absolute entry is compared with the absolute path" in r.stderr
+    assert "not under this source's root /srv/www" in r.stderr and "did you mean img" in r.stderr
+    assert "/srv/www/img?" in r.stderr
+
+
 def test_extensions_any_case_multipart_and_not_hidden_files() -> None:
     events = [ev("a.css"), ev("B.JPG"), ev("c.tar.gz"), ev("d.gz"), ev(".css"), ev("e.scss"), ev("noext")]
     assert passed(["--extensions", "css:jpg:tar.gz"], events) == ["a.css", "B.JPG", "c.tar.gz"]

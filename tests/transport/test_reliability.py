@@ -129,7 +129,9 @@ def test_permanent_error_then_retry_failed(tmp_path: Path, env: dict[str, str]) 
     assert transport([*args, "--retry-failed"], env, b"").stdout == b""  # the failed list is empty now
 
 
-def test_wrong_key_is_one_clear_error(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
+def test_wrong_key_is_refused_at_start(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
+    """The login is tried before any event is read: exit 3 naming the server and the refusal, nothing taken in
+    (the events stay with their writer), one attempt; the corrected run sends them all."""
     src = tmp_path / "src"
     evs = _files(src, 30)
     log = sshd_server.process.log
@@ -137,14 +139,15 @@ def test_wrong_key_is_one_clear_error(sshd_server: SshServer, sftp_dir: Path, tm
     state = ["--state", str(tmp_path / "t.db")]
     wrong = sftp_spec(sshd_server, sftp_dir, key_file=str(sshd_server.wrong_key_file))
     result = transport(["--to", wrong, *state], env, jsonl(evs))
-    assert result.returncode == 1
-    outs = lines(result.stdout)
-    assert len(outs) == 30 and all(ev["error_kind"] == "permanent" for ev in outs)
-    assert result.stderr.decode().count("authentication refused") == 1, result.stderr.decode()
+    err = result.stderr.decode()
+    assert result.returncode == 3, err
+    assert result.stdout == b""
+    assert err.count("authentication refused") == 1 and f"127.0.0.1:{sshd_server.port}" in err, err
+    assert "fc-transport: error: refused at start: sftp://" in err and "(publickey). Nothing was read" in err
     time.sleep(0.3)
     attempts = log.read_text(errors="replace").count("Failed publickey") - before
-    assert 1 <= attempts <= 4  # at most one per connection: no storm, whatever the number of events
-    fixed = transport(["--to", sftp_spec(sshd_server, sftp_dir), *state, "--retry-failed"], env, b"")
+    assert 1 <= attempts <= 2  # the check's one login (ssh may offer the key twice): no storm
+    fixed = transport(["--to", sftp_spec(sshd_server, sftp_dir), *state], env, jsonl(evs))
     assert fixed.returncode == 0, fixed.stderr.decode()
     assert len(lines(fixed.stdout)) == 30 and tree(sftp_dir) == tree(src)
 

@@ -173,6 +173,32 @@ def test_wrong_credentials_fail_once_and_fast(remote_backend: Backend, tmp_path:
     assert failures() == before + 1  # one attempt: no retry storm against a server that said no
 
 
+def test_check_access_tries_the_credentials_and_the_root(remote_backend: Backend, tmp_path: Path) -> None:
+    """The start-up check (fc-transport, fc-conveyor) logs in: a wrong password is refused then, naming the
+    destination; right ones pass and leave nothing behind on the server (a probe file is removed)."""
+    backend = remote_backend
+    assert backend.wrong_credentials is not None
+    wrong = backend.make(**backend.wrong_credentials)
+    with pytest.raises(AuthError) as info:
+        wrong.check_access()
+    assert str(info.value).startswith(f"{wrong.dest}: ") and "refused" in str(info.value)
+    assert "p@ss" not in str(info.value)
+    tp = backend.make()
+    tp.check_access()
+    tp.upload(_local(tmp_path, b"after the check"), b"a/b.txt")  # the checked connection goes on working
+    assert (backend.files / "a" / "b.txt").read_bytes() == b"after the check"
+    leftovers = [p.name for p in backend.files.rglob("*") if p.name.startswith(".fc-")]
+    assert leftovers == []
+
+
+def test_check_access_of_a_server_that_is_down_is_transient() -> None:
+    from fileconveyor.transporters import for_destination, parse_destination
+
+    for spec in ("ftp://u@127.0.0.1:1/x", "sftp://u@127.0.0.1:1/x"):
+        with pytest.raises(TransientError, match="refused"):
+            for_destination(parse_destination(spec, env={"FC_PASSWORD": "pw"})).check_access()
+
+
 def test_server_killed_mid_transfer(remote_backend: Backend, tmp_path: Path) -> None:
     backend, tp = remote_backend, remote_backend.make()
     assert backend.server is not None

@@ -101,23 +101,24 @@ def test_upload_fetch_delete_with_keystone_v3(keystone_swift: KeystoneSwift, tmp
 
 
 @pytest.mark.parametrize(
-    ("overrides", "password", "logins"),
+    ("overrides", "password"),
     [
-        ({"connections": "1"}, ks.PASSWORD + "x", 1),
+        ({"connections": "1"}, ks.PASSWORD + "x"),
         # the user exists only in fc-domain: looked up in the Default domain it is unknown to Keystone
-        ({"connections": "1", "user_domain": "", "project_domain": ""}, ks.PASSWORD, 1),
-        # 8 connections log in at once before the first refusal is known: at most one attempt each, no retry
-        ({}, ks.PASSWORD + "x", 5),
+        ({"connections": "1", "user_domain": "", "project_domain": ""}, ks.PASSWORD),
+        # 8 connections: still one login at start, not one per connection
+        ({}, ks.PASSWORD + "x"),
     ],
     ids=["wrong-password", "no-domain", "wrong-password-8-connections"],
 )
-def test_refused_login_is_one_permanent_error(
+def test_refused_login_is_refused_at_start(
     keystone_swift: KeystoneSwift,  # noqa: F811
     tmp_path: Path,
     overrides: dict[str, str],
     password: str,
-    logins: int,
 ) -> None:
+    """The login is tried before any event is read: exit 3 naming the destination and Keystone's refusal, no
+    event taken in (they stay with their writer), one login attempt, no back-off."""
     server = keystone_swift
     root = tmp_path / "site"
     rels = [f"f{i}.txt" for i in range(5)]
@@ -129,30 +130,27 @@ def test_refused_login_is_one_permanent_error(
     r = _transport(_dest(server, _unique(), **overrides), events_for(root, rels), tmp_path, password)
     elapsed = time.monotonic() - started
     stderr = r.stderr.decode()
-    assert r.returncode == 1, stderr  # error events written, nothing queued for a retry
-    outs = [json.loads(line) for line in r.stdout.splitlines()]
-    assert len(outs) == len(rels) and all("transported" not in ev for ev in outs)
-    assert {ev["error_kind"] for ev in outs} == {"permanent"}
-    assert all(f"credentials refused by {server.auth_url}" in ev["error"] for ev in outs), outs[0]["error"]
-    assert stderr.count("fails until fixed") == 1, stderr  # said once, for the destination
-    assert password not in stderr and password not in r.stdout.decode()
+    assert r.returncode == 3, stderr
+    assert r.stdout == b""
+    assert stderr.startswith("fc-transport: error: refused at start: ks (cloudfiles://"), stderr
+    assert stderr.count(f"credentials refused by {server.auth_url}") == 1, stderr
+    assert password not in stderr
     assert elapsed < 30, f"{elapsed:.1f} s"  # no back-off: a refusal is no outage
     time.sleep(0.3)  # time for a late attempt to show, were there one
-    attempts = _failed_logins(server) - before
-    assert 1 <= attempts <= logins, f"{attempts} login attempts"
+    assert _failed_logins(server) - before == 1
 
 
-def test_unknown_region_is_a_permanent_error(keystone_swift: KeystoneSwift, tmp_path: Path) -> None:  # noqa: F811
-    # The login succeeds, but the catalog has no object-store endpoint in that region: a setting to fix.
+def test_unknown_region_is_refused_at_start(keystone_swift: KeystoneSwift, tmp_path: Path) -> None:  # noqa: F811
+    # The login succeeds, but the catalog has no object-store endpoint in that region: a setting to fix, found
+    # by the start-up check (exit 3) before any event is read.
     root = tmp_path / "site"
     root.mkdir()
     (root / "a.txt").write_bytes(b"a")
     started = time.monotonic()
     dest = _dest(keystone_swift, _unique(), region="RegionNowhere")
     r = _transport(dest, events_for(root, ["a.txt"]), tmp_path)
-    assert r.returncode == 1, r.stderr.decode()
-    (ev,) = map(json.loads, r.stdout.splitlines())
-    assert ev["error_kind"] == "permanent" and "RegionNowhere" in ev["error"], ev
+    assert r.returncode == 3, r.stderr.decode()
+    assert r.stdout == b"" and "no object-store endpoint in region 'RegionNowhere'" in r.stderr.decode()
     assert time.monotonic() - started < 30
 
 

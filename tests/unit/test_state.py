@@ -57,8 +57,12 @@ def test_second_process_is_refused_while_first_runs(tmp_path: Path) -> None:
     proc.start()
     try:
         assert ready.wait(20)
-        with pytest.raises(StateBusy, match=r"in use by another process \(pid \d+\)"):
+        with pytest.raises(StateBusy, match=r"in use by another process \(pid \d+") as info:
             State(p, MIGRATIONS)
+        # the same stage started twice: the fix is to stop one, not a --state of its own (it would send
+        # everything again)
+        assert f"stop that one first (kill {proc.pid})" in str(info.value)
+        assert "own --state" not in str(info.value)
     finally:
         done.set()
         proc.join(10)

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..conveyor import config as C
 from ..conveyor import plan as P
 from ..conveyor import render, status
+from ..conveyor.servers import check_access
 from ..conveyor.supervisor import Supervisor, make_logger
 from ..errors import ConfigError, Exit
 from . import _common
@@ -70,7 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common.parser("fc-conveyor", DESCRIPTION, EPILOG)
     p.add_argument("config", nargs="?", default="config.xml", type=Path, help="the config file (default ./config.xml)")
     mode = p.add_argument_group("modes (default: run)").add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="validate the config and print the plan's size, then exit")
+    mode.add_argument(
+        "--check", action="store_true", help="validate the config, log in to every server, print the plan's size"
+    )
     mode.add_argument("--print", action="store_true", help="print the equivalent shell pipelines")
     mode.add_argument("--supervisord", action="store_true", help="print a supervisord configuration")
     mode.add_argument("--systemd", action="store_true", help="print systemd user units")
@@ -119,6 +122,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.check:
         for w in config.warnings:
             rep.warn(w)
+        check_access(list(config.servers.values()), rep.warn)  # a refusal: exit 3, "valid" it is not
         io.stdout.write(
             f"{config.path}: valid. {len(config.sources)} source(s), {len(config.servers)} server(s), "
             f"{len(config.rules)} rule(s): {len(plan.procs)} stage process(es).\n".encode()

@@ -71,7 +71,8 @@ and waits until it is deployed (fc-transport create-distribution --help).
 {STAGE_EPILOG_IO}
 
 exit status: 0 done, 1 some events failed (error events written) or input lines
-were bad, 2 usage, 3 configuration (bad destination, unknown setting, state file),
+were bad, 2 usage, 3 configuration (bad destination, unknown setting, state file,
+a destination that refused the login at start: checked before any event is read),
 4 work is still queued for a destination that is down (run again later; nothing
 is lost), 130/143 stopped by a signal (state committed), 141 the reader of stdout
 went away."""

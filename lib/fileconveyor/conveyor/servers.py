@@ -26,7 +26,9 @@ fc-transport reads (transporters/destination.py).
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
@@ -84,6 +86,8 @@ def transport_args(server: Server, dest_path: str) -> TransportArgs:
     s = dict(server.settings)
     problems: list[str] = []
     cls = _transporter_class(kind, problems)
+    if cls is None and kind not in ORIGINAL and not s.get("to"):
+        raise ServerSettingsError(problems)  # an unknown name, most often a typo: its settings mean nothing yet
     if kind in ORIGINAL:
         required, optional = ORIGINAL[kind]
         if kind in ("s3", "cf") and "profile" in s:  # credentials from an AWS profile instead
@@ -186,6 +190,21 @@ def check(server: Server, dest_path: str = "") -> TransportArgs:
     except FCError as exc:
         raise ServerSettingsError([str(exc)]) from None
     return ta
+
+
+def check_access(servers: Sequence[Server], warn: Callable[[str], None]) -> None:
+    """Log in to every server (stages/transport_check.py), with the secrets its fc-transport gets: ConfigError
+    naming each that refused us; the ones that do not answer are named to ``warn`` (their files will wait)."""
+    from ..cli.transport import build_parser
+    from ..stages.transport_check import check_access as check_targets
+    from ..stages.transport_dest import targets_from
+
+    targets = []
+    for server in servers:
+        ta = transport_args(server, "")
+        targets += targets_from(build_parser().parse_args(ta.args).pieces, env={**os.environ, **ta.env})
+    for tp in check_targets(targets, warn).values():
+        tp.close()
 
 
 def warnings(server: Server, dest_path: str) -> list[str]:

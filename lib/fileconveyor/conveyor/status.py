@@ -20,6 +20,13 @@ from .supervisor import running_pid, status_path
 def gather(plan: Plan) -> dict[str, Any]:
     s = plan.config.settings
     pid = running_pid(s.pid_file)
+    found_by = "pid_file"
+    if pid is None:
+        # Started with another --pid-file (or none of ours): the fc-conveyor running this config's stages holds
+        # its state directory's lock, whatever its PID file.
+        holder = lock_holder(s.state_dir / "conveyor")
+        if holder is not None and holder > 0:
+            pid, found_by = holder, "state_dir_lock"
     try:
         sup = json.loads(status_path(plan).read_text())
     except (OSError, ValueError):
@@ -52,6 +59,7 @@ def gather(plan: Plan) -> dict[str, Any]:
         "running": pid is not None,
         "pid": pid,
         "pid_file": str(s.pid_file),
+        "found_by": found_by if pid is not None else None,
         "status_age_seconds": round(time.time() - sup["at"], 1) if live else None,
         "stages": stages,
     }
@@ -79,7 +87,14 @@ def watch_status(path: str) -> dict[str, Any]:
 def format_status(st: dict[str, Any]) -> str:
     lines = [
         f"{st['config']}: "
-        + (f"running (pid {st['pid']}, PID file {st['pid_file']})" if st["running"] else "not running")
+        + (
+            "not running"
+            if not st["running"]
+            else f"running (pid {st['pid']}, PID file {st['pid_file']})"
+            if st.get("found_by") != "state_dir_lock"
+            else f"running (pid {st['pid']}, found by the lock on its state directory; its PID file is not "
+            f"{st['pid_file']})"
+        )
     ]
     width = max((len(x["name"]) for x in st["stages"]), default=0)
     for x in st["stages"]:

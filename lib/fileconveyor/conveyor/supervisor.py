@@ -16,12 +16,10 @@ import os
 import selectors
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,9 +28,9 @@ from .. import private
 from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
-from .config import Server
 from .plan import Plan, Proc
 from .render import bin_dir, command_argv
+from .servers import check_access
 
 LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
 STABLE_AFTER = 30.0  # a stage that ran this long before dying starts its back-off afresh
@@ -147,37 +145,6 @@ def running_pid(path: Path) -> int | None:
     except OSError:
         return pid  # no /proc (macOS): trust the live pid
     return pid if b"conveyor" in cmdline else None
-
-
-# -- servers reachable? ------------------------------------------------------------------
-
-DEFAULT_PORTS = {"ftp": 21, "ftps": 21, "sftp": 22}
-
-
-def check_server(server: Server, timeout: float = 5.0) -> str | None:
-    """None when the server answers (or cannot be checked cheaply), else why not."""
-    s = server.settings
-    if server.transporter == "symlink_or_copy":
-        loc = Path(s.get("location", ""))
-        probe = loc if loc.exists() else loc.parent
-        if not os.access(probe, os.W_OK):
-            return f"{loc} is not writable"
-        return None
-    host = s.get("host")
-    port = s.get("port") or DEFAULT_PORTS.get(server.transporter)
-    endpoint = s.get("endpoint_url") or s.get("endpoint")
-    if endpoint and not host:
-        from urllib.parse import urlsplit
-
-        u = urlsplit(endpoint)
-        host, port = u.hostname, u.port or (443 if u.scheme == "https" else 80)
-    if not host or not port:
-        return None
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return None
-    except OSError as exc:
-        return f"{host}:{port}: {exc.strerror or exc}"
 
 
 # -- the supervisor ----------------------------------------------------------------------
@@ -307,16 +274,11 @@ class Supervisor:
             time.sleep(0.5)
 
     def check_servers(self) -> None:
+        """Log in to every server as its fc-transport will: a refusal is exit 3 before any stage starts."""
         servers = list(self.plan.config.servers.values())
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(servers)))) as pool:
-            for server, problem in zip(servers, pool.map(check_server, servers), strict=True):
-                if problem:
-                    self.log.warning(
-                        f"Server connection test: cannot reach '{server.name}' ({problem}); "
-                        "its files stay queued until it answers."
-                    )
-                else:
-                    self.log.info(f"Server connection test: '{server.name}' is reachable.")
+        check_access(servers, lambda text: self.log.warning(f"Server connection test: {text}"))
+        for server in servers:
+            self.log.info(f"Server connection test: '{server.name}' accepted the login.")
 
     # -- running --------------------------------------------------------------------
 

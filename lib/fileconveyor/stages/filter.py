@@ -5,7 +5,9 @@ The conditions and how they differ from the original daemon (filter.py):
 - paths: directories relative to the source root (``rel``), matched as whole path
   components and recursively: ``css`` covers ``css/a.css`` and ``css/x/b.css``, not
   ``precss/a.css`` (the original's substring test matched that too).  An absolute
-  entry is compared with the absolute ``path`` instead.
+  entry is compared with the absolute ``path`` instead; one that lies outside the
+  source root of the events seen (``--paths /img`` for ``img`` under the root) is
+  named in a warning, since it can match none of that source's files.
 - extensions: the end of the base name after a dot, so ``tar.gz`` works;
   case-insensitive unless asked (the original was case-sensitive and single-part).
 - ignored dirs: no directory component of ``rel`` may be one of them.
@@ -20,12 +22,12 @@ The conditions and how they differ from the original daemon (filter.py):
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .. import events as E
 from ..errors import UsageError
-from .runner import Done, Item, Stage
+from .runner import Done, Item, Runner, Stage
 
 # characters the original refused in list items; kept so a config.xml valid there is valid here
 _FORBIDDEN = set('*"[]:;|=,<>')
@@ -77,6 +79,15 @@ class Conditions:
                 f"--min-size {self.min_size} is larger than --max-size {self.max_size}: nothing would pass"
             )
 
+    @property
+    def has_absolute(self) -> bool:
+        return bool(self._abs_prefixes)
+
+    def outside(self, root: bytes) -> list[str]:
+        """The absolute entries that cannot match any file under ``root``."""
+        base = root.rstrip(b"/") + b"/"
+        return [p[:-1].decode("utf-8", "surrogateescape") for p in self._abs_prefixes if not p.startswith(base)]
+
     def matches(self, ev: dict) -> bool:
         rel = E.get_path(ev, "rel") if ("rel" in ev or "rel_b64" in ev) else None
         path = E.get_path(ev, "path")
@@ -114,8 +125,32 @@ class FilterStage(Stage):
         self.invert = invert
         self.passed = 0
         self.dropped = 0
+        self.roots: dict[bytes, list[str]] = {}  # source root -> the absolute --paths entries outside it
+        self.warn: Callable[[str], None] = lambda text: None
+
+    def start(self, runner: Runner) -> None:
+        self.warn = runner.rep.warn
+
+    def _check_root(self, ev: dict) -> None:
+        """Warn once per source root about absolute --paths entries outside it: they silently matched nothing."""
+        try:
+            root = E.get_path(ev, "root")
+        except E.EventError:  # no root (an event not from fc-watch): nothing to compare with
+            return
+        if root in self.roots:
+            return
+        self.roots[root] = outside = self.conditions.outside(root)
+        for entry in outside:
+            rel = entry.lstrip("/")
+            self.warn(
+                f"--paths {entry}: an absolute entry is compared with the absolute path, and {entry} is not under "
+                f"this source's root {E.display(root)}: it matches none of its files (did you mean {rel}, "
+                f"relative to the root, i.e. {E.display(root.rstrip(b'/'))}/{rel}?)"
+            )
 
     def work(self, item: Item) -> Done:
+        if self.conditions.has_absolute:
+            self._check_root(item.event)
         if self.conditions.matches(item.event) != self.invert:
             self.passed += 1
             return Done([item.event])

@@ -34,6 +34,7 @@ from .. import events as E
 from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ..transporters.base import safe_rel
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
+from .transport_check import check_access
 from .transport_dest import Target
 from .transport_old import OldFileDeleter, Pending
 from .transport_pool import Pool
@@ -153,6 +154,9 @@ class TransportStage(Stage):
 
     def start(self, runner: Runner) -> None:
         self.runner = runner
+        # Log in everywhere before any event is read: a refusal is exit 3 now, not a failure per file later.
+        for name, tp in check_access(list(self.targets.values()), runner.rep.warn).items():
+            self.pools[name].adopt(tp)
         db = runner.state.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))

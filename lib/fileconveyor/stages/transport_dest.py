@@ -8,7 +8,7 @@ the stage's work: a destination that is down pauses only its own lane.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
@@ -38,7 +38,11 @@ class Target:
 
 
 def targets_from(
-    pieces: Sequence[tuple[str, str]], *, skip_unchanged: bool = False, warn: Callable[[str], None] | None = None
+    pieces: Sequence[tuple[str, str]],
+    *,
+    skip_unchanged: bool = False,
+    warn: Callable[[str], None] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> list[Target]:
     """Destinations from the ``--to``/``--config``/``--url`` flags, in command-line order.
 
@@ -46,7 +50,8 @@ def targets_from(
     it and that does not set it itself; the others are named to ``warn``.
 
     ``--to`` starts a destination; ``--url`` and ``--config`` after it belong to it.  A ``--config`` that follows
-    no ``--to`` (or one that already has a config) starts a destination of its own, from the file's ``to =``."""
+    no ``--to`` (or one that already has a config) starts a destination of its own, from the file's ``to =``.
+    Secrets come from ``env`` (default: the process's environment)."""
     specs: list[dict[str, str | None]] = []
     for flag, value in pieces:
         if flag == "to":
@@ -75,7 +80,7 @@ def targets_from(
         raise UsageError("no destination: give --to URL (e.g. --to file:///srv/cdn --url http://cdn.example/)")
     targets = []
     for s in specs:
-        dest = parse_destination(s["to"], url=s["url"], config=s["config"])
+        dest = parse_destination(s["to"], url=s["url"], config=s["config"], env=env)
         cls = TRANSPORTERS.get(dest.scheme)
         if skip_unchanged and "skip_unchanged" not in dest.settings:
             if cls.can_skip_unchanged():

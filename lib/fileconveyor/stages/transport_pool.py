@@ -41,6 +41,13 @@ class Pool:
         finally:
             self.free.put(tp)
 
+    def adopt(self, tp: Transporter) -> None:
+        """Take ``tp`` (connected by the start-up check) as the first transporter, before any get()."""
+        self.free.get()  # one None: a transporter not made yet
+        with self.lock:
+            self.all.append(tp)
+        self.free.put(tp)
+
     def close(self) -> None:
         with self.lock:
             every, self.all = self.all, []

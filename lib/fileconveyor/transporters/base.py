@@ -189,6 +189,13 @@ class Transporter(abc.ABC):
             self._guard("connect", b"", self._connect)
             self.connected = True
 
+    def check_access(self) -> None:
+        """Log in and make sure the destination's root can take files, now: fc-transport and fc-conveyor call
+        this at start, so that a wrong password or a read-only root is found before any event is read (an
+        AuthError or PermanentError), and a server that is down (TransientError) only delays the events."""
+        self.connect()
+        self._guard("check", b"", self._check_root)
+
     def close(self) -> None:
         """Drop the connection; never raises, since it is called while handling other errors."""
         if self.connected:
@@ -264,6 +271,11 @@ class Transporter(abc.ABC):
         if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
             return TransientError(text)
         return PermanentError(text)
+
+    def _check_root(self) -> None:
+        """check_access's look at the root, after the login: where the protocol can say it, that files can be
+        written there (a missing root is created, as the first upload would).  The default: the login is all."""
+        return None
 
     def _alive(self) -> bool:
         """Whether the open connection still works; asked before reusing one idle for IDLE_CHECK seconds."""

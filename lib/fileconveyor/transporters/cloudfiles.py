@@ -115,6 +115,14 @@ class CloudFiles(Transporter):
         conn.get_auth()  # fail now, once, on wrong credentials; also learns the storage URL
         self.conn = conn
 
+    def _check_root(self) -> None:
+        try:
+            self.conn.head_container(self.container)
+        except ClientException as exc:
+            if exc.http_status == 404:
+                raise PermanentError(f"no container {self.container!r} (404 Not Found)") from exc
+            raise
+
     def _close(self) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:

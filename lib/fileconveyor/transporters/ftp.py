@@ -13,6 +13,7 @@ it never goes through a URL.
 from __future__ import annotations
 
 import ftplib
+import io
 import ssl
 from typing import Any, BinaryIO, ClassVar
 
@@ -92,6 +93,18 @@ class FTP(Transporter):
         except UnicodeDecodeError:
             raise PermanentError(f"{self.dest}: FTP cannot carry a file name that is not UTF-8: {rel!r}") from None
         return rel
+
+    def _check_root(self) -> None:
+        # FTP cannot tell whether a directory is writable without writing: an empty temporary file, removed.
+        probe = temp_path(join(self.dest.root, b"probe"))
+        try:
+            self.ftp.storbinary(f"STOR {_s(probe)}", io.BytesIO(b""))
+        except ftplib.error_perm:
+            if not self.dest.root:
+                raise
+            self._makedirs(probe)  # a missing root is created, as the first upload would
+            self.ftp.storbinary(f"STOR {_s(probe)}", io.BytesIO(b""))
+        self.ftp.voidcmd(f"DELE {_s(probe)}")
 
     def _upload(self, src: BinaryIO, rel: bytes) -> None:
         head, _ = parent_and_name(rel)

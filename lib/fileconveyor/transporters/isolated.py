@@ -109,6 +109,9 @@ class IsolatedTransporter(Transporter):
     def connect(self) -> None:
         self._call("connect")
 
+    def check_access(self) -> None:
+        self._call("check_access")
+
     def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
         return str(self._call("upload", local_path, remote_rel))
 

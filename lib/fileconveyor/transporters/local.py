@@ -11,6 +11,7 @@ Settings:
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -45,6 +46,14 @@ class SymlinkOrCopy(Transporter):
 
     def _close(self) -> None:
         self.dirs.clear()
+
+    def _check_root(self) -> None:
+        # The root, or the directory it will be made in, must be writable by us.
+        d = os.path.abspath(self.root)
+        while not os.path.isdir(d) and os.path.dirname(d) != d:
+            d = os.path.dirname(d)
+        if not os.access(d, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, f"{os.fsdecode(d)} is not writable")
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         head, name = parent_and_name(rel)

@@ -199,6 +199,15 @@ class S3(Transporter):
         # Bad credentials show on the first real request instead (AuthError, once).
         self.client()
 
+    def _check_root(self) -> None:
+        # One cheap signed request proves the credentials and the bucket.  A deploy user that may PutObject but
+        # not list (AccessDenied here) is fine: its key and signature were accepted.
+        try:
+            self.client().list_objects_v2(Bucket=self.bucket, Prefix=self.prefix, MaxKeys=1)
+        except bce.ClientError as exc:
+            if _code(exc) != "AccessDenied":
+                raise
+
     def _close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

@@ -144,6 +144,24 @@ class SFTP(Transporter):
             return sftp_paramiko.alive(self.client)
         return False
 
+    def _check_root(self) -> None:
+        # Writable? Only writing tells (permissions, ACLs, a read-only mount): an empty temporary file, removed.
+        root = self.dest.root
+        probe = temp_path(join(root, b"probe"))
+        try:
+            handle = self.sftp.open_write(probe)
+        except FileNotFoundError:
+            if not root:
+                raise
+            self._makedirs(root)  # a missing root is created, as the first upload would
+            handle = self.sftp.open_write(probe)
+        fd = os.open(os.devnull, os.O_RDONLY)
+        try:
+            self.sftp.write_file(handle, fd, 0, probe)
+        finally:
+            os.close(fd)
+        self.sftp.remove(probe)
+
     def _upload(self, src: BinaryIO, rel: bytes) -> None:
         head, _ = parent_and_name(rel)
         final = join(self.dest.root, rel)
