@@ -97,12 +97,13 @@ class FTP(Transporter):
     def _check_root(self) -> None:
         # FTP cannot tell whether a directory is writable without writing: an empty temporary file, removed.
         probe = temp_path(join(self.dest.root, b"probe"))
+        self._remove_quietly(probe)  # as an upload does: never write through whatever has that name
         try:
             self.ftp.storbinary(f"STOR {_s(probe)}", io.BytesIO(b""))
         except ftplib.error_perm:
             if not self.dest.root:
                 raise
-            self._makedirs(probe)  # a missing root is created, as the first upload would
+            self._make_root()  # a missing root is created, as the first upload would
             self.ftp.storbinary(f"STOR {_s(probe)}", io.BytesIO(b""))
         self.ftp.voidcmd(f"DELE {_s(probe)}")
 

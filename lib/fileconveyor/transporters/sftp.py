@@ -146,15 +146,9 @@ class SFTP(Transporter):
 
     def _check_root(self) -> None:
         # Writable? Only writing tells (permissions, ACLs, a read-only mount): an empty temporary file, removed.
-        root = self.dest.root
-        probe = temp_path(join(root, b"probe"))
-        try:
-            handle = self.sftp.open_write(probe)
-        except FileNotFoundError:
-            if not root:
-                raise
-            self._makedirs(root)  # a missing root is created, as the first upload would
-            handle = self.sftp.open_write(probe)
+        # Opened as an upload opens its temporary file: a missing root is created, nothing is written through.
+        probe = temp_path(join(self.dest.root, b"probe"))
+        handle = self._open_tmp(b"", probe)
         fd = os.open(os.devnull, os.O_RDONLY)
         try:
             self.sftp.write_file(handle, fd, 0, probe)
