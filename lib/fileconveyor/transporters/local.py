@@ -14,10 +14,11 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 from collections.abc import Callable
 from typing import BinaryIO, ClassVar
 
-from .base import UNCHANGED, RemoteStat, Transporter, join, temp_path
+from .base import CLOSE_WAIT, UNCHANGED, R, RemoteStat, Transporter, join, temp_path
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 
@@ -38,6 +39,21 @@ class SymlinkOrCopy(Transporter):
         self.skip_unchanged = dest.flag("skip_unchanged")
         # Directory rel -> a descriptor of it, opened beneath the root without following links (confine.py).
         self.dirs: DirCache[int] = DirCache(os.close)
+        self._busy = threading.RLock()  # held during an operation: see close()
+
+    def _run(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
+        with self._busy:
+            return super()._run(what, rel, op)
+
+    def close(self) -> None:
+        # fc-transport, stopping, closes connections from its main thread.  The directory descriptors of an
+        # operation in progress are not closed under it (their numbers could go to a directory opened meanwhile,
+        # and its file there): after CLOSE_WAIT they are left to the operation, and to the end of the process.
+        if self._busy.acquire(timeout=CLOSE_WAIT):
+            try:
+                super().close()
+            finally:
+                self._busy.release()
 
     def _connect(self) -> None:
         self.root = self.dest.root or b"."
