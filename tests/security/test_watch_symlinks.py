@@ -24,7 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from fileconveyor.cli.watch import main as watch_main
+from fileconveyor.stages.watch_state import WatchState
+from tests.conftest import ROOT, call
 from tests.watch.conftest import BACKENDS, Launcher, fc, leak_mark  # noqa: F401 - fixtures
 from tests.watch.harness import Change, Event, FcWatch, changes, expect, make_files, rel_of
 
@@ -300,3 +302,34 @@ def test_scan_once_into_fc_transport_never_publishes_the_outside_file(site: Path
     assert not (dest / "page.css").exists()
     assert _leaks(dest) == []
     assert b"outside the source root" in second.stderr
+
+
+def test_a_restart_sends_skipped_events_again_as_they_were(site: Path, tmp_path: Path) -> None:
+    """After a crash, fc-watch re-sends from its state file the lines whose delivery is uncertain:
+    a skipped link's line must come back the same (created with error, or deleted), not as a file."""
+    state = tmp_path / "w.db"
+    argv = ["--scan-once", "--settle", "0", "--state", str(state), str(site)]
+    make_files(site, ["page.css"], age_s=OLD)
+    assert call(watch_main, argv).status == 0
+    os.symlink("../secret", site / "innocent.css")
+    os.symlink(str(site.parent / "secret"), tmp_path / "tmp-link")
+    os.replace(tmp_path / "tmp-link", site / "page.css")
+    second = call(watch_main, argv)
+    assert second.status == 0, second.stderr
+    sent = [json.loads(line) for line in second.stdout.splitlines()]
+    assert {(ev["kind"], ev["rel"], ev.get("skipped")) for ev in sent} == {
+        ("deleted", "page.css", "symlink-outside-root"),
+        ("created", "innocent.css", "symlink-outside-root"),
+    }
+    replayed: list[bytes] = []
+    ws = WatchState(state, emit=replayed.extend)
+    try:
+        ws.replay(after=0)
+    finally:
+        ws.close()
+    again = [json.loads(line) for line in replayed]
+
+    def same(ev: Event) -> Event:
+        return {k: v for k, v in ev.items() if k not in ("via", "hop")}
+
+    assert sorted(map(same, again), key=lambda ev: ev["rel"]) == sorted(map(same, sent), key=lambda ev: ev["rel"])

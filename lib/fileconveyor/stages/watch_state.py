@@ -1,6 +1,8 @@
 """fc-watch's state file: what each source tree looked like when it was last seen.
 
-One row per regular file: (key, size, mtime_ns, ino).  The key is the source's
+One row per regular file: (key, size, mtime_ns, ino), and per symlink that is not
+published (watchers/links.py: the link's own lstat, kind SKIPPED or SKIPPED_GONE,
+so a rescan says nothing more about the same link).  The key is the source's
 4-byte id followed by the relative path with "/" replaced by NUL (see
 watchers/tree.py), so a range query returns a subtree in walk order; one BLOB
 key (rather than a (source, path) pair) makes inserts a third cheaper, which

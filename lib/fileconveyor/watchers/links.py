@@ -57,50 +57,52 @@ def resolve(root: bytes, rel: bytes, follow_symlinks: bool) -> tuple[int, int, i
     symlinked directory that is not followed), UNKNOWN when a directory on the way
     cannot be searched.
 
-    Component by component with lstat, as the walk goes, so a directory swapped for a
-    symlink is noticed even when the file below it still resolves."""
+    The directories on the way are looked at one by one with lstat, as the walk goes,
+    so a directory swapped for a symlink is noticed even when the path still opens;
+    a path that is plainly gone costs one lstat."""
     base = root.rstrip(b"/") if root != b"/" else b""
     try:
-        top = os.stat(root)
-        if not stat_mod.S_ISDIR(top.st_mode):
-            return None
-        bases = (os.path.realpath(root),)
-        ancestors = {(top.st_dev, top.st_ino)}
+        last = os.lstat(base + b"/" + rel)  # gone (the common case of a deletion): nothing more to look at
         parts = rel.split(b"/")
+        bases: tuple[bytes, ...] | None = None  # realpaths, computed only when a link is met
+        ancestors: set[tuple[int, int]] = set()
+        if follow_symlinks:
+            top = os.stat(root)
+            ancestors.add((top.st_dev, top.st_ino))
         path = base
         for name in parts[:-1]:
             path += b"/" + name
             st = os.lstat(path)
             if stat_mod.S_ISLNK(st.st_mode):
                 if not follow_symlinks:
-                    return None
+                    return None  # the walk does not enter it: nothing below is in the tree
                 st = os.stat(path)
                 ident = (st.st_dev, st.st_ino)
                 if not stat_mod.S_ISDIR(st.st_mode) or ident in ancestors:
-                    return None  # the walk does not enter a loop, so nothing below is in the tree
+                    return None  # nor into a loop
                 real = os.path.realpath(path)
+                bases = bases or (os.path.realpath(root),)
                 if not within(real, bases):
                     bases += (real,)
                 ancestors.add(ident)
             elif stat_mod.S_ISDIR(st.st_mode):
-                ancestors.add((st.st_dev, st.st_ino))
+                if follow_symlinks:
+                    ancestors.add((st.st_dev, st.st_ino))
             else:
                 return None
         path += b"/" + parts[-1]
-        st = os.lstat(path)
-        if stat_mod.S_ISREG(st.st_mode):
-            return st.st_size, st.st_mtime_ns, st.st_ino
-        if not stat_mod.S_ISLNK(st.st_mode):
+        if stat_mod.S_ISREG(last.st_mode):
+            return last.st_size, last.st_mtime_ns, last.st_ino
+        if not stat_mod.S_ISLNK(last.st_mode):
             return None
-        lst = st
         try:
             st = os.stat(path)
         except OSError:
             return None  # dangling, or a loop of links: not a file
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        if not link_inside(path, bases):
-            return Skipped(lst.st_size, lst.st_mtime_ns, lst.st_ino)
+        if not link_inside(path, bases or (os.path.realpath(root),)):
+            return Skipped(last.st_size, last.st_mtime_ns, last.st_ino)
         return st.st_size, st.st_mtime_ns, st.st_ino
     except OSError as exc:
         return None if exc.errno in _GONE else UNKNOWN
