@@ -300,23 +300,190 @@ class BadLine:
     text: bytes
 
 
+# Known fields and the JSON types a reader accepts for them (docs/events.md), null
+# meaning absent.  A line whose known field has another type is refused as a whole:
+# taken, it would crash a stage later, in its commit or in the next stage, after it
+# was stored.  _INT fields are also range-checked (SQLite stores 64-bit integers).
+_STR = (str,)
+_INT = (int,)
+_NS = (str, int)  # mtime_ns: a string of digits (docs/events.md), an int tolerated
+_TYPES: dict[str, tuple[type, ...]] = {
+    **{f: _STR for f in ("root", "path", "rel", "name", "file", "remote")},
+    **{f + "_b64": _STR for f in ("root", "path", "rel", "name", "file", "remote")},
+    **{f: _STR for f in ("id", "source", "via", "server", "url", "error_kind", "transported", "hash")},
+    **{f: _INT for f in ("size", "ino", "remote_size", "expected_size", "source_size")},
+    "mtime": (int, float),
+    "mtime_ns": _NS,
+    "error": (str, dict),
+    "processed": (list,),
+}
+_CONTAINERS = (dict, list)
+HOP_KEYS = frozenset(("from", "epoch", "seq", "for"))
+MAX_INT = (1 << 63) - 1  # what SQLite stores as an INTEGER; every count, size and seq fits
+MAX_DEPTH = 32  # nesting of objects and arrays; a real event has 3 (the event, its hop, hop.for)
+
+
+def _finite(text: str) -> float:
+    """json's parse_float: 1e400 would be inf, which no JSON writer may write back."""
+    f = float(text)
+    if f - f != 0:  # inf or nan
+        raise ValueError(f"number out of range: {text[:40]}")
+    return f
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+_decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
+
+
 def decode(line: bytes) -> Event:
-    """Parse and validate one line (without or with its newline)."""
+    """Parse and validate one line (without or with its newline).
+
+    Everything a stage could not carry through (its state file, its output) is refused
+    here, before the line is stored: bytes that are not UTF-8, a lone surrogate escape
+    anywhere, nesting deeper than MAX_DEPTH, non-finite numbers, known fields of the
+    wrong type, integers past MAX_INT, a malformed ``hop``.  The checks that walk the
+    whole object run only when a cheap look says they may be needed: every line is
+    decoded by every stage (the checks add about 2 us to the 4 us json.loads takes).
+    """
+    raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
     try:
         # decoded first: json.loads on bytes spends time guessing the encoding
-        ev = json.loads(line.decode("utf-8") if isinstance(line, bytes) else line)
+        ev = _decoder.decode(raw.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise EventError(f"not valid JSON: {exc}") from None
-    if not isinstance(ev, dict):
+    except RecursionError:
+        raise EventError("nested too deeply") from None
+    if type(ev) is not dict:
         raise EventError("not a JSON object")
     v = ev.get("v")
-    if v != VERSION:
-        raise EventError(f"unsupported event version {v!r} (this program reads v{VERSION})")
-    if ev.get("kind") not in KINDS:
-        raise EventError(f"unknown kind {ev.get('kind')!r} (expected one of {', '.join(KINDS)})")
-    for field in ("path",):
-        get_path(ev, field)  # raises EventError when missing or malformed
+    if v != VERSION or type(v) is not int:
+        raise EventError(f"unsupported event version {_short(v)} (this program reads v{VERSION})")
+    kind = ev.get("kind")
+    if type(kind) is not str or kind not in KINDS:
+        raise EventError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
+    # The fields' types are judged once per shape (names and types, in order): a stream
+    # repeats a handful of shapes, so most lines cost one lookup here.
+    shape = (*ev, *map(type, ev.values()))
+    plan = _PLANS.get(shape)
+    if plan is None:
+        plan = _plan(ev)
+        if len(_PLANS) >= 512:  # hostile input can make endless shapes
+            _PLANS.clear()
+        _PLANS[shape] = plan
+    ints, mtime_ns, nested = plan
+    for key in ints:
+        if not 0 <= ev[key] <= MAX_INT:
+            raise EventError(f"field {key!r} is out of range (0 to {MAX_INT}): {_short(ev[key])}")
+    if mtime_ns:
+        value = ev["mtime_ns"]
+        if not (type(value) is str and 0 < len(value) < 19 and value.isdigit() and value.isascii()):
+            if not _small_int(value):
+                raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
+    if nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:
+        raise EventError(f"nested deeper than {MAX_DEPTH} levels")
+    if b"\\" in raw and b"\\u" in raw and _has_surrogate(ev):  # one byte is cheaper to look for than two
+        # JSON may escape half of a UTF-16 pair alone; no file name or text we could write has one
+        raise EventError("a string holds a lone surrogate escape (not Unicode text)")
+    hop = ev.get("hop")
+    if hop is not None:
+        _check_hop(hop)
+    get_path(ev, "path")  # raises EventError when missing or malformed
     return ev
+
+
+_PLANS: dict[tuple, tuple[tuple[str, ...], bool, bool]] = {}
+
+
+def _plan(ev: Event) -> tuple[tuple[str, ...], bool, bool]:
+    """For one shape of event: the int fields to range-check, whether mtime_ns is there to check, and whether
+    something nests (then the depth check may run); raises EventError for a known field of the wrong type."""
+    ints: list[str] = []
+    mtime_ns = nested = False
+    for key, value in ev.items():
+        types = _TYPES.get(key)
+        if types is None:
+            if type(value) in _CONTAINERS and key != "hop":  # hop: _check_hop
+                nested = True
+            continue
+        if type(value) not in types:
+            if value is None:  # null: as if absent
+                continue
+            raise EventError(f"field {key!r} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}")
+        if types is _INT:
+            ints.append(key)
+        elif types is _NS:
+            mtime_ns = True
+        elif type(value) in _CONTAINERS:
+            nested = True
+    return tuple(ints), mtime_ns, nested
+
+
+def _check_hop(hop: object) -> None:
+    if type(hop) is not dict:
+        raise EventError("field 'hop' is not an object")
+    if not HOP_KEYS.issuperset(hop) and _depth(hop) > MAX_DEPTH - 1:
+        raise EventError(f"nested deeper than {MAX_DEPTH} levels")
+    seq = hop.get("seq")
+    if type(hop.get("from")) is not str or type(hop.get("epoch")) is not str or type(seq) is not int:
+        raise EventError("field 'hop' needs from and epoch (strings) and seq (an integer)")
+    if not 0 <= seq <= MAX_INT:
+        raise EventError(f"hop.seq is out of range: {_short(seq)}")
+    tag = hop.get("for")
+    if tag is not None and (type(tag) is not list or not all(type(t) is str for t in tag)):
+        raise EventError("hop.for is not a list of strings")
+
+
+def _small_int(value: object) -> bool:
+    """A count, size or nanosecond time: an int, or (mtime_ns) a string of ASCII digits."""
+    if type(value) is str:
+        return 0 < len(value) <= 19 and value.isascii() and value.isdigit() and int(value) <= MAX_INT
+    return type(value) is int and 0 <= value <= MAX_INT  # type: ignore[operator]
+
+
+def _depth(obj: object) -> int:
+    """How deeply objects and arrays nest in ``obj`` (iterative: no recursion limit)."""
+    deepest, todo = 0, [(obj, 1)]
+    while todo:
+        node, d = todo.pop()
+        if isinstance(node, dict):
+            node = node.values()
+        elif not isinstance(node, list):
+            continue
+        deepest = max(deepest, d)
+        if d <= MAX_DEPTH:
+            todo.extend((child, d + 1) for child in node)
+    return deepest
+
+
+def _has_surrogate(obj: object) -> bool:
+    todo = [obj]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, str):
+            if not _encodes(node):
+                return True
+        elif isinstance(node, dict):
+            todo.extend(node.keys())
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return False
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def events_from(lines: Iterable[bytes], on_bad: Callable[[BadLine], None]) -> Iterator[Event]:

@@ -13,7 +13,7 @@ import os
 import select
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO
 
 CHUNK = 1 << 16
@@ -26,14 +26,32 @@ def is_fifo(path: str) -> bool:
         return False
 
 
-def read_lines(fd: int, wake_fd: int | None = None) -> Iterator[bytes]:
+MAX_LINE_BYTES = 1 << 20  # the default of --max-line-bytes
+
+
+class LongLine(bytes):
+    """Stands for a line longer than the limit, skipped while it was read: its first
+    bytes (for the message) and its ``length``.  It ends without a newline, so a
+    reader that checks for one never takes it as an event."""
+
+    length: int
+
+    def __new__(cls, head: bytes, length: int) -> LongLine:
+        self = super().__new__(cls, head[:200].rstrip(b"\n"))
+        self.length = length
+        return self
+
+
+def read_lines(fd: int, wake_fd: int | None = None, limit: int = MAX_LINE_BYTES) -> Iterator[bytes]:
     """Lines from a file descriptor, each with its newline; a torn last line comes
-    without one.  Returns at end of input, or when ``wake_fd`` becomes readable."""
+    without one, a line longer than ``limit`` as a LongLine (never held whole in
+    memory).  Returns at end of input, or when ``wake_fd`` becomes readable."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     if wake_fd is not None:
         poller.register(wake_fd, select.POLLIN)
     buf = b""
+    skipping: LongLine | None = None  # the head of a line too long, while the rest is read and dropped
     while True:
         ready = dict(poller.poll())
         if wake_fd is not None and wake_fd in ready:
@@ -43,38 +61,68 @@ def read_lines(fd: int, wake_fd: int | None = None) -> Iterator[bytes]:
         except BlockingIOError:
             continue
         if not data:
-            if buf:
+            if skipping is not None:
+                yield skipping
+            elif buf:
                 yield buf  # no newline: the writer died mid-line
             return
+        if skipping is not None:
+            end = data.find(b"\n")
+            if end < 0:
+                skipping.length += len(data)
+                continue
+            skipping.length += end
+            yield skipping
+            skipping, data = None, data[end + 1 :]
         buf += data
         if b"\n" in data:
             *lines, buf = buf.split(b"\n")
-            for line in lines:
-                yield line + b"\n"
+            if len(data) + len(lines[0]) > limit:  # only then can one of them be too long
+                for line in lines:
+                    yield line + b"\n" if len(line) <= limit else LongLine(line, len(line))
+            else:
+                for line in lines:
+                    yield line + b"\n"
+        if len(buf) > limit:
+            skipping, buf = LongLine(buf, len(buf)), b""
+
+
+def _limited(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The limit, for lines that are already in memory (an in-memory stream in tests)."""
+    for line in lines:
+        yield line if len(line) <= limit + 1 else LongLine(line, len(line.rstrip(b"\n")))
 
 
 def input_lines(
-    path: str | None, stdin: IO[bytes], wake_fd: int | None = None, should_stop: Callable[[], bool] = lambda: False
+    path: str | None,
+    stdin: IO[bytes],
+    wake_fd: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    limit: int = MAX_LINE_BYTES,
 ) -> Iterator[bytes]:
     """Lines from stdin (path None or "-"), a regular file, or a FIFO (reopened for
-    each new writer until ``should_stop``)."""
+    each new writer until ``should_stop``); lines longer than ``limit`` bytes come as
+    LongLine."""
     if path in (None, "-"):
         fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
         if fd is None:  # an in-memory stream (tests)
-            yield from stdin
+            yield from _limited(stdin, limit)
             return
-        yield from read_lines(fd, wake_fd)
+        yield from read_lines(fd, wake_fd, limit)
         return
     assert path is not None
     if not is_fifo(path):
-        with open(path, "rb") as f:
-            yield from f
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            yield from read_lines(fd, None, limit)
+        finally:
+            os.close(fd)
         return
     while not should_stop():
         # O_NONBLOCK: opening does not wait for a writer, so a stop request is seen.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            yield from read_lines(fd, wake_fd)
+            yield from read_lines(fd, wake_fd, limit)
         finally:
             os.close(fd)
         time.sleep(0.05)  # the writer went away: wait for the next one

@@ -17,6 +17,7 @@ from typing import IO
 
 from .. import __version__
 from ..errors import Exit, FCError
+from ..streams import MAX_LINE_BYTES
 
 
 @dataclass
@@ -212,6 +213,17 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be 1 or more")
     return value
+
+
+def add_max_line_bytes(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--max-line-bytes, for every command that reads event lines."""
+    p.add_argument(
+        "--max-line-bytes",
+        type=positive_int,
+        default=MAX_LINE_BYTES,
+        metavar="N",
+        help=f"a longer input line is reported and skipped without being held in memory (default {MAX_LINE_BYTES})",
+    )
 
 
 class _ArgError(Exception):

@@ -10,12 +10,13 @@ from pathlib import Path
 
 from ..stages.runner import Options, Stage, run_stage
 from ..state import default_state_dir
-from ._common import Reporter, Stopper, Streams, seconds
+from ._common import Reporter, Stopper, Streams, add_max_line_bytes, seconds
 
 STAGE_EPILOG_IO = """\
 input and output: events come from stdin (or --input FILE|FIFO) and go to stdout
 (or --output FILE|FIFO), one JSON object per line (docs/events.md).  Unknown fields
-pass through.  A bad line is reported on stderr and skipped.
+pass through.  A bad line (not an event, wrong types, longer than --max-line-bytes) is
+reported on stderr with its line number and skipped (exit status 1 at the end).
 
 durability: every event read is committed to the state file before it is worked
 on, and every event written is committed before it is written; after a kill -9,
@@ -46,6 +47,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
         "more) before giving up (default 120); while work moves it waits; what is left stays queued for the next "
         "run (exit status 4)",
     )
+    add_max_line_bytes(g)
     g.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -72,6 +74,7 @@ def run_stage_from_args(
         output=args.output,
         drain_timeout=args.drain_timeout,
         progress=bool(progress),
+        max_line_bytes=args.max_line_bytes,
     )
     rep.info(f"state: {opts.state_path}")
     return run_stage(stage, opts, io.stdin, io.stdout, rep, stop)

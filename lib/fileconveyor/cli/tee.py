@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..errors import Exit
 from ..stages.tee import Tee
-from ..streams import has_fd, input_lines
+from ..streams import LongLine, has_fd, input_lines
 from . import _common
 from ._common import Reporter, Stopper, Streams, seconds
 
@@ -37,7 +37,8 @@ start, up to --first-wait for every FIFO's first reader.  Without File Conveyor
 readers downstream (plain scripts), lines for a gone reader are lost, as with
 tee(1).
 
-exit status: 0 the input ended, 1 an incomplete last line was dropped, 2 usage,
+exit status: 0 the input ended, 1 an incomplete last line or one longer than
+--max-line-bytes was dropped, 2 usage,
 4 an output could not be opened, 130/143 stopped by a signal."""
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="at start, how long to wait for each FIFO's first reader (default 30)",
     )
+    _common.add_max_line_bytes(p)
     return p
 
 
@@ -73,10 +75,17 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     torn = 0
     try:
         tee.open_all()
-        for line in input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested):
+        lines = input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
+        for lineno, line in enumerate(lines, 1):
             if not line.endswith(b"\n"):
                 torn += 1
-                rep.error(f"incomplete last line from the writer dropped: {line[:200]!r}")
+                if isinstance(line, LongLine):
+                    rep.error(
+                        f"input line {lineno}: {line.length} bytes, longer than --max-line-bytes "
+                        f"{args.max_line_bytes}: {line[:200]!r} (skipped)"
+                    )
+                else:
+                    rep.error(f"incomplete last line from the writer dropped: {line[:200]!r}")
                 continue
             tee.write(line)
     finally:

@@ -118,6 +118,8 @@ def format_status(st: dict[str, Any]) -> str:
             failed = sum(q.get("failed", {}).values())
             if failed:
                 text += f", {failed} failed"
+            if q.get("quarantined"):
+                text += f", {q['quarantined']} set aside (quarantine)"
         lines.append(text + f"   [{x['label']}]")
     syn = st.get("synced")
     if syn:

@@ -30,6 +30,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from ..state import State
+from . import quarantine
 
 MIGRATIONS = [
     """
@@ -56,6 +57,7 @@ MIGRATIONS = [
     """,
     # a reader's process: a new one means the lines the old one held in memory are gone
     "ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+    quarantine.MIGRATION,
 ]
 
 READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)

@@ -49,6 +49,8 @@ def state_status(path: str) -> dict[str, Any]:
         queued, retrying = db.execute("SELECT count(*), coalesce(sum(attempts > 0), 0) FROM inbox").fetchone()
         (outbox,) = db.execute("SELECT count(*) FROM outbox").fetchone()
         out: dict[str, Any] = {"queued": queued, "retrying": retrying, "outbox": outbox}
+        if has_table(db, "quarantine"):  # events the stage set aside (stages/quarantine.py)
+            (out["quarantined"],) = db.execute("SELECT count(*) FROM quarantine").fetchone()
         lanes = dict(db.execute("SELECT lane, count(*) FROM inbox GROUP BY lane"))
         if set(lanes) - {""}:
             out["lanes"] = lanes
@@ -97,5 +99,7 @@ def format_status(st: dict[str, Any]) -> str:
         text += f", {q['outbox']} output line(s) kept for readers"
         for table, n in q.get("failed", {}).items():
             text += f", {n} in {table}"
+        if q.get("quarantined"):
+            text += f", {q['quarantined']} set aside (quarantine)"
         lines.append(text)
     return "\n".join(lines) + "\n"

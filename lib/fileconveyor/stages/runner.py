@@ -47,7 +47,8 @@ from .. import events as E
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from ..pipe_tail import PipeTail
-from ..streams import has_fd, input_lines, is_fifo, open_fifo_for_writing
+from ..streams import MAX_LINE_BYTES, LongLine, has_fd, input_lines, is_fifo, open_fifo_for_writing
+from . import quarantine
 from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
 
 BATCH = 2000  # lines taken per round
@@ -103,6 +104,7 @@ class Item:
     not_before: float = 0.0  # wall clock
     last_error: str | None = None
     hop: Hop | None = None  # where the event came from, for acknowledgements
+    internal: int = 0  # attempts that failed in the stage itself (stages/quarantine.py)
 
 
 class Stage:
@@ -315,6 +317,7 @@ class Options:
     drain_timeout: float = 120.0  # after the end of input, how long without progress before giving up (exit 4)
     max_queue: int = 100_000  # stop reading while this many items are unfinished
     progress: bool = False
+    max_line_bytes: int = MAX_LINE_BYTES  # a longer line is skipped unread (--max-line-bytes)
 
 
 @dataclass
@@ -325,6 +328,7 @@ class Counters:
     written: int = 0
     failed: int = 0
     retries: int = 0
+    quarantined: int = 0
 
 
 class Runner:
@@ -364,7 +368,6 @@ class Runner:
         self._next_sessions = 0.0
         self._next_ack = 0.0
         self._next_id: int | None = None
-        self._finished_ids: list[tuple[int]] = []
         # emit(): while the loop runs, events go through self.events and the loop commits them; after it, the
         # caller commits them itself, under this lock (worker and timed threads may still emit then)
         self._emit_lock = threading.Lock()
@@ -439,7 +442,11 @@ class Runner:
         tag = self.replays.tag
         for seq, line in self.state.outbox_after(after):
             if tag:
-                ev = E.decode(line)
+                try:
+                    ev = E.decode(line)
+                except E.EventError:  # written by an older version that took more: the reader refuses it
+                    yield line
+                    continue
                 ev["hop"]["for"] = tag
                 line = E.encode(ev)
             yield seq, line
@@ -468,23 +475,34 @@ class Runner:
 
     def _load_inbox(self) -> None:
         rows = self.state.db.execute(
-            "SELECT id, line, lane, key, attempts, not_before, last_error FROM inbox ORDER BY id"
+            "SELECT id, line, lane, key, attempts, not_before, last_error, internal FROM inbox ORDER BY id"
         ).fetchall()
         lanes = self.sched.lanes
-        for rid, line, lane, key, attempts, not_before, last_error in rows:
+        undecodable: list[tuple[int, bytes, str, bytes, int, str]] = []
+        for rid, line, lane, key, attempts, not_before, last_error, internal in rows:
             if lane not in lanes:
                 self.rep.warn_once(
                     f"lane:{lane}", f"{len(rows)} queued item(s) include some for {lane!r}, not configured now: kept"
                 )
                 continue
             try:
-                ev = E.decode(line)
-            except E.EventError:
+                ev = E.decode(bytes(line))
+            except E.EventError as exc:  # stored by an older version that took more: never retried, set aside
+                undecodable.append((rid, line, lane, key, attempts, f"stored line is not a valid event: {exc}"))
                 continue
             item = Item(ev, line, lane, bytes(key), next(self._order), rid, attempts, not_before, last_error)
+            item.internal = internal
             item.hop = Hop.from_event(ev)
             self._hold(item)
             self.sched.add(item)
+        if undecodable:
+            with self.state.transaction() as db:
+                for rid, line, lane, key, attempts, reason in undecodable:
+                    quarantine.put(db, line, lane, key, attempts, reason)
+                    db.execute("DELETE FROM inbox WHERE id=?", (rid,))
+            self.counts.quarantined += len(undecodable)
+            for *_, reason in undecodable:
+                self.rep.error(f"queued item set aside (quarantine table of {self.state.path}): {reason}")
         if rows:
             self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
 
@@ -628,7 +646,9 @@ class Runner:
 
     def _read_input(self) -> None:
         try:
-            for line in input_lines(self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested):
+            for line in input_lines(
+                self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
+            ):
                 while not self.room.wait(0.5):
                     if self.stop.requested:
                         return
@@ -803,7 +823,8 @@ class Runner:
         return any(ev & select.POLLERR for _, ev in poller.poll(0))
 
     def _status(self) -> int:
-        return Exit.EVENTS_FAILED if self.counts.failed or self.counts.bad else Exit.OK
+        c = self.counts
+        return Exit.EVENTS_FAILED if c.failed or c.bad or c.quarantined else Exit.OK
 
     def _round(
         self,
@@ -841,22 +862,20 @@ class Runner:
                 self.sched.add(item)  # now: a later item of its path in this batch waits for it
                 to_insert.append(item)
         seq_lines: list[tuple[int, bytes]] = []
-        with self.state.transaction() as db:
-            if lines:
-                self.state.save_upstream(db, self.marks)
-            for item, outcome in done:
-                if isinstance(outcome, Done):
-                    self._finish(db, item, outcome, seq_lines)
-                else:
-                    self._retry_row(db, item, outcome, to_insert)
-            self._insert(db, [it for it in to_insert if it.id is None])
-            if self._finished_ids:
-                db.executemany("DELETE FROM inbox WHERE id=?", self._finished_ids)
-                self._finished_ids.clear()
-            self.state.add_outbox(db, seq_lines)
-            if emitted:
-                self._add_emitted(db, emitted, seq_lines)
-            self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
+        restore = self._snapshot(done, to_insert)
+        try:
+            with self.state.transaction() as db:
+                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
+        except Exception as exc:
+            if not quarantine.is_bug(exc):
+                raise
+            # Something in this round cannot be committed (a stage's bug, an event it cannot carry): again,
+            # item by item, so that only the item at fault waits, and is set aside if it keeps failing.
+            self.rep.debug(traceback.format_exc())
+            restore()
+            seq_lines.clear()
+            with self.state.transaction() as db:
+                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=True)
         out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
@@ -872,6 +891,90 @@ class Runner:
             for item in self.sched.due(time.time()):
                 self.sched.lanes[item.lane].tasks.put(item)
 
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        took_lines: bool,
+        done: list[tuple[Item, Outcome]],
+        to_insert: list[Item],
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None,
+        seq_lines: list[tuple[int, bytes]],
+        careful: bool,
+    ) -> None:
+        """A round's writes, inside its transaction.  ``careful``: each finished item in a savepoint of its own;
+        one whose writes raise is retried later, or set aside (stages/quarantine.py), and ``done`` says so."""
+        if took_lines:
+            self.state.save_upstream(db, self.marks)
+        finished: list[tuple[int]] = []
+        for i, (item, outcome) in enumerate(done):
+            if not careful:
+                if isinstance(outcome, Done):
+                    self._finish(db, item, outcome, seq_lines, finished)
+                else:
+                    self._retry_row(db, item, outcome, to_insert)
+                continue
+            marks = (len(seq_lines), len(finished), self.counts.failed)
+            db.execute("SAVEPOINT item")
+            try:
+                if isinstance(outcome, Done):
+                    self._finish(db, item, outcome, seq_lines, finished)
+                else:
+                    self._retry_row(db, item, outcome, to_insert)
+            except Exception as exc:
+                if not quarantine.is_bug(exc):
+                    raise
+                db.execute("ROLLBACK TO item")
+                del seq_lines[marks[0] :], finished[marks[1] :]
+                self.counts.failed = marks[2]
+                done[i] = (item, self._internal_error(db, item, exc, to_insert))
+            db.execute("RELEASE item")
+        self._insert(db, [it for it in to_insert if it.id is None])
+        if finished:
+            db.executemany("DELETE FROM inbox WHERE id=?", finished)
+        self.state.add_outbox(db, seq_lines)
+        if emitted:
+            self._add_emitted(db, emitted, seq_lines)
+        self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
+
+    def _snapshot(self, done: list[tuple[Item, Outcome]], to_insert: list[Item]) -> Callable[[], None]:
+        """What a round's commit changes in memory, to undo when it is rolled back and done again carefully."""
+        n_insert = len(to_insert)
+        ids = [(it, it.id) for it in to_insert]
+        retried = [(it, it.id, it.attempts, it.last_error, it.not_before) for it, o in done if isinstance(o, Retry)]
+        counts = (self.counts.failed, self.counts.retries)
+
+        def restore() -> None:
+            del to_insert[n_insert:]
+            for it, rid in ids:
+                it.id = rid
+            for it, rid, attempts, last_error, not_before in retried:
+                it.id, it.attempts, it.last_error, it.not_before = rid, attempts, last_error, not_before
+            self.counts.failed, self.counts.retries = counts
+
+        return restore
+
+    def _internal_error(self, db: sqlite3.Connection, item: Item, exc: Exception, to_insert: list[Item]) -> Outcome:
+        """An item whose commit raised: tried again a little later, set aside after QUARANTINE_AFTER attempts."""
+        item.internal += 1
+        reason = f"internal error: {exc!r}"
+        where = E.display(E.get_path(item.event, "path"))
+        if item.internal >= quarantine.QUARANTINE_AFTER:
+            quarantine.put(db, item.line, item.lane, item.key, item.attempts, reason)
+            if item.id is not None:
+                db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
+            self.counts.quarantined += 1
+            self.rep.error(
+                f"{where}: {reason}; set aside after {item.internal} attempts (the quarantine table of "
+                f"{self.state.path}), not retried"
+            )
+            return Done([])
+        retry = Retry(reason, after=quarantine.FIRST_DELAY * 2 ** (item.internal - 1))
+        self._retry_row(db, item, retry, to_insert)
+        self.counts.retries -= 1  # not a retry the stage asked for
+        if not self.sched.head(item):
+            self.sched.add_running(item)  # it was finished at once: now it holds its key until retried
+        return retry
+
     # -- taking lines ----------------------------------------------------------------------
 
     def _take(self, lines: list[bytes]) -> list[Item]:
@@ -879,7 +982,10 @@ class Runner:
         for line in lines:
             self._lineno += 1
             if not line.endswith(b"\n"):
-                self._bad("incomplete last line (no newline): the writer died mid-line?", line)
+                if isinstance(line, LongLine):
+                    self._bad(f"{line.length} bytes, longer than --max-line-bytes {self.opts.max_line_bytes}", line)
+                else:
+                    self._bad("incomplete last line (no newline): the writer died mid-line?", line)
                 continue
             if not line.strip():
                 continue
@@ -914,6 +1020,9 @@ class Runner:
                 items.extend(self._items(ev, line))
             except E.EventError as exc:
                 self._bad(str(exc), line)
+            except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
+                self.rep.debug(traceback.format_exc())
+                self._bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
         return items
 
     def _items(self, ev: dict, line: bytes) -> list[Item]:
@@ -1020,18 +1129,27 @@ class Runner:
             it.id = self._next_id
             self._next_id += 1
         db.executemany(
-            "INSERT INTO inbox(id, line, lane, key, attempts, not_before, last_error) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error) for it in items],
+            "INSERT INTO inbox(id, line, lane, key, attempts, not_before, last_error, internal) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error, it.internal) for it in items],
         )
 
-    def _finish(self, db: sqlite3.Connection, item: Item, outcome: Done, out: list[tuple[int, bytes]]) -> None:
-        """Add the item's output lines to ``out`` (stored in the outbox once per round)."""
+    def _finish(
+        self,
+        db: sqlite3.Connection,
+        item: Item,
+        outcome: Done,
+        out: list[tuple[int, bytes]],
+        finished: list[tuple[int]],
+    ) -> None:
+        """Add the item's output lines to ``out`` (stored in the outbox once per round), its inbox row to
+        ``finished``."""
         for ev in outcome.outputs:
             hop = ev["hop"] = self.state.hop(self.replays.tag)
             out.append((hop["seq"], E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
-            self._finished_ids.append((item.id,))
+            finished.append((item.id,))
         if outcome.failed:
             self.counts.failed += 1
 
@@ -1044,8 +1162,8 @@ class Runner:
             inbox_new.append(item)
         else:
             db.execute(
-                "UPDATE inbox SET attempts=?, not_before=?, last_error=? WHERE id=?",
-                (item.attempts, item.not_before, outcome.reason, item.id),
+                "UPDATE inbox SET attempts=?, not_before=?, last_error=?, internal=? WHERE id=?",
+                (item.attempts, item.not_before, outcome.reason, item.internal, item.id),
             )
 
     def _after(self, item: Item, outcome: Outcome) -> None:
