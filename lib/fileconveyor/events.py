@@ -379,9 +379,9 @@ def decode(line: bytes) -> Event:
             raise EventError(f"field {key!r} is out of range (0 to {MAX_INT}): {_short(ev[key])}")
     if mtime_ns:
         value = ev["mtime_ns"]
-        if not (type(value) is str and 0 < len(value) < 19 and value.isdigit() and value.isascii()):
-            if not _small_int(value):
-                raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
+        quick = type(value) is str and 0 < len(value) < 19 and value.isdigit() and value.isascii()
+        if not quick and not _small_int(value):
+            raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
     if nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:
         raise EventError(f"nested deeper than {MAX_DEPTH} levels")
     if b"\\" in raw and b"\\u" in raw and _has_surrogate(ev):  # one byte is cheaper to look for than two
