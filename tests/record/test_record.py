@@ -184,7 +184,7 @@ def test_status_counts(tmp_path: Path) -> None:
     st = json.loads(res.stdout)
     assert st["synced"] == {"cdn": 4} and st["failed"] == {"ftp": 1}
     assert st["scheduled_deletions"] == 0 and st["deleted_at_source"] == 0
-    assert st["state_files"][str(state)] == {"queued": 0, "retrying": 0, "outbox": 5}
+    assert st["state_files"][str(state)] == {"queued": 0, "retrying": 0, "outbox": 5, "quarantined": 0}
     text = call(record_cli.main, ["--status", "--db", str(db)]).stdout.decode()
     assert "4 synced file record(s)" in text and "cdn  4 synced" in text and "failed: 1" in text
 
