@@ -190,14 +190,19 @@ class FileEventEncoder:
         ``deleted`` when the path held a published file (its copies must go).  Rare:
         the general path."""
         ev = file_event(kind, self.source, self.root, rel, FileStat(size, mtime_ns, ino), self.via)
-        if kind != "deleted":
-            ev["error"] = SKIP_MESSAGES.get(reason, reason)
-            ev["error_kind"] = "source"
-        ev["skipped"] = reason
-        return encode(ev)
+        return encode(mark_skipped(ev, reason))
 
 
 SKIP_MESSAGES = {"symlink-outside-root": "a symlink to a file outside the source root: not published"}
+
+
+def mark_skipped(ev: Event, reason: str) -> Event:
+    """Make ``ev`` say that its path is not published, and why (docs/events.md, "Symlinks")."""
+    if ev["kind"] != "deleted":
+        ev["error"] = SKIP_MESSAGES.get(reason, reason)
+        ev["error_kind"] = "source"
+    ev["skipped"] = reason
+    return ev
 
 
 def encode_file_event(kind: str, source: str, root: bytes, rel: bytes, st: FileStat, via: str) -> bytes:

@@ -24,9 +24,11 @@ from pathlib import Path
 
 import pytest
 
+from fileconveyor.cli.record import main as record_main
 from fileconveyor.cli.watch import main as watch_main
 from fileconveyor.stages.watch_state import WatchState
 from tests.conftest import ROOT, call
+from tests.record.test_import import old_queue_db, py2_pickle
 from tests.watch.conftest import BACKENDS, Launcher, fc, leak_mark  # noqa: F401 - fixtures
 from tests.watch.harness import Change, Event, FcWatch, changes, expect, make_files, rel_of
 
@@ -333,3 +335,23 @@ def test_a_restart_sends_skipped_events_again_as_they_were(site: Path, tmp_path:
         return {k: v for k, v in ev.items() if k not in ("via", "hop")}
 
     assert sorted(map(same, again), key=lambda ev: ev["rel"]) == sorted(map(same, sent), key=lambda ev: ev["rel"])
+
+
+def test_import_queue_judges_symlinks_as_fc_watch_does(site: Path, tmp_path: Path) -> None:
+    """fc-record --import-queue writes events as fc-watch would: a queued path that is now a symlink
+    leading outside becomes a deletion saying why (the old daemon may have published it), never a file."""
+    make_files(site, ["a.css"])
+    os.symlink(str(site.parent / "secret"), site / "innocent.css")
+    os.symlink("a.css", site / "inside.css")
+    old = tmp_path / "persistent_data.db"
+    root = bytes(site)
+    queue = [py2_pickle(root + b"/innocent.css", 1), py2_pickle(root + b"/inside.css", 1)]
+    old_queue_db(old, {"pipeline_queue": queue})
+    res = call(record_main, ["--import-queue", str(old), "--source", f"site={site}"])
+    assert res.status == 0, res.stderr
+    got = {ev["rel"]: ev for ev in map(json.loads, res.stdout.splitlines())}
+    assert got["innocent.css"]["kind"] == "deleted" and got["innocent.css"]["skipped"] == "symlink-outside-root"
+    assert "size" not in got["innocent.css"]
+    assert (
+        got["inside.css"]["kind"] == "created" and got["inside.css"]["size"] == 4 and "skipped" not in got["inside.css"]
+    )

@@ -17,7 +17,6 @@ numbers) can come out; the result must then be a (path, event) tuple, or the ite
 from __future__ import annotations
 
 import io
-import os
 import pickle
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 from .. import events as E
 from ..errors import ConfigError
 from ..records import Records, columns, db_key, has_table, open_readonly
+from ..watchers.links import OUTSIDE, UNKNOWN, Skipped, resolve
 
 OLD_KINDS = {1: "created", 2: "modified", 4: "deleted"}
 QUEUE_TABLES = ("pipeline_list", "pipeline_queue", "failed_files_list")  # in flight first, as the daemon did
@@ -199,11 +199,14 @@ def queue_events(old_path: str, sources: Sequence[Source], counts: QueueCounts) 
             counts.outside += 1
             continue
         src, rel = found
-        try:
-            st = os.stat(path)
+        # Judged as fc-watch judges it (watchers/links.py).  A symlink leading outside is not published,
+        # and as the old daemon may have published the path, it is reported deleted: no copy stays.
+        now = resolve(src.root, rel, follow_symlinks=False)
+        if now is None or now == UNKNOWN or isinstance(now, Skipped):
+            kind, stat = "deleted", E.FileStat(*now) if isinstance(now, Skipped) else E.FileStat(0, 0, 0)
+        else:
             kind = OLD_KINDS[event] if event != 4 else "modified"  # deleted then recreated: it is there now
-            stat = E.FileStat(st.st_size, st.st_mtime_ns, st.st_ino)
-        except OSError:
-            kind, stat = "deleted", E.FileStat(0, 0, 0)
+            stat = E.FileStat(*now)
         counts.events += 1
-        yield E.file_event(kind, src.name, src.root, rel, stat, "import")
+        ev = E.file_event(kind, src.name, src.root, rel, stat, "import")
+        yield E.mark_skipped(ev, OUTSIDE) if isinstance(now, Skipped) else ev
