@@ -585,3 +585,65 @@ def test_json_without_status_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert out.returncode == 2 and "--json goes with --status" in out.stderr.decode()
     assert not (tmp_path / "pid").exists()
+
+
+def test_a_wrong_ftp_password_then_the_right_one_sends_the_processed_files(
+    tmp_path: Path,
+    ftp_server: FtpServer,  # noqa: F811
+) -> None:
+    """Issue 17, finding 2: the processed copies of transfers refused for a wrong password were removed once
+    fc-transport acknowledged them, and the restart after the fix ("2 failed transfer(s) queued again") sent
+    nothing.  Now fc-process keeps the latest copy of each path, and the restart sends every processed file."""
+    site = tmp_path / "site"
+    (site / "css").mkdir(parents=True)
+    for i in range(2):
+        (site / "css" / f"s{i}.css").write_text(f"body {{\n  margin: {i}px;\n}}\n")
+    sub = f"pw-{uuid.uuid4().hex[:8]}"
+
+    def config(password: str) -> Path:
+        cfg = tmp_path / "config.xml"
+        cfg.write_text(
+            f"""<config>
+  <sources><source name="site" scanPath="{site}" /></sources>
+  <servers>
+    <server name="ftp" transporter="ftp"><host>127.0.0.1</host><port>{ftp_server.port}</port>
+      <path>/{sub}</path><username>{escape(USER)}</username><password>{escape(password)}</password>
+      <url>http://cdn/</url></server>
+  </servers>
+  <rules>
+    <rule for="site" label="CSS"><filter><extensions>css</extensions></filter>
+      <processorChain><processor name="minify.CSS" /><processor name="unique_filename.MD5" /></processorChain>
+      <destinations><destination server="ftp" /></destinations></rule>
+  </rules>
+  <settings><PERSISTENT_DATA_DB>{tmp_path / "state"}</PERSISTENT_DATA_DB><PID_FILE>{tmp_path / "pid"}</PID_FILE>
+  </settings>
+</config>
+"""
+        )
+        cfg.chmod(0o600)
+        return cfg
+
+    log = tmp_path / "fileconveyor.log"
+    argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(config("wrong password"))]
+    first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: log.exists() and "Fix it, then restart" in log.read_text(), 60, "the refused login", log)
+        time.sleep(6)  # past fc-process's housekeeping (every 5 s), which released acknowledged work files
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 0
+    assert not (ftp_server.files / sub).exists()
+    config(PASSWORD)
+    second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(
+            lambda: len(list((ftp_server.files / sub).rglob("*.css"))) == 2 if (ftp_server.files / sub).exists() else 0,
+            60,
+            "both processed files on the FTP server after the fix",
+            log,
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=60) == 0
+    for p in (ftp_server.files / sub).rglob("*.css"):
+        assert p.read_text().strip() == f"body{{margin:{p.name[1]}px}}"  # minified: the processed copy

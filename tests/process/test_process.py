@@ -235,7 +235,7 @@ def test_unknown_processor_is_a_configuration_error(tmp_path: Path) -> None:
     assert res.status == 3 and "fc-process: error:" in res.stderr
 
 
-def test_work_files_go_once_the_reader_acknowledged_them(tmp_path: Path) -> None:
+def test_work_files_go_once_acknowledged_and_superseded(tmp_path: Path) -> None:
     srcs = []
     for i in range(3):
         p = tmp_path / f"s{i}.css"
@@ -252,12 +252,25 @@ def test_work_files_go_once_the_reader_acknowledged_them(tmp_path: Path) -> None
     # fc-process again, before any reader: the files stay (a reader may still need them); the stray goes
     assert run(tmp_path, argv, b"").status == 0
     assert all(os.path.isfile(f) for f in files) and not stray.exists()
-    # an fc reader takes the lines and acknowledges them in fc-process's state file
+    # an fc reader takes the lines and acknowledges them in fc-process's state file: the latest copy of each
+    # path still stays, for a transfer that failed and is retried later (issue 17, finding 2)
     res = call(filter_main, ["--input", str(out), "--state", str(tmp_path / "f.db")])
     assert res.status == 0 and len(res.stdout.splitlines()) == 3
     assert run(tmp_path, argv, b"").status == 0
+    assert all(os.path.isfile(f) for f in files)
+    # a newer version of two paths and the deletion of the third supersede them: once acknowledged, they go
+    srcs[0].write_text(".b { color : blue ; }\n")
+    srcs[1].write_text(".c { color : green ; }\n")
+    out2 = tmp_path / "out2.jsonl"
+    later = [event(srcs[0], "modified"), event(srcs[1], "modified"), event(srcs[2], "deleted")]
+    assert run(tmp_path, ["--chain", "minify.CSS", "--output", str(out2)], later).status == 0
+    newer = [file_of(e) for e in outputs(type(res)(0, out2.read_bytes(), "")) if "file" in e]
+    assert len(newer) == 2
+    assert call(filter_main, ["--input", str(out2), "--state", str(tmp_path / "f.db")]).status == 0
+    assert run(tmp_path, argv, b"").status == 0
     assert not any(os.path.exists(f) for f in files)
-    assert list(work_root(tmp_path).iterdir()) == []
+    assert all(os.path.isfile(f) for f in newer)  # the current copies stay
+    assert len(list(work_root(tmp_path).iterdir())) == 2
 
 
 def test_nothing_is_written_outside_the_work_directory(tmp_path: Path) -> None:

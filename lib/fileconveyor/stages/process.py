@@ -11,8 +11,10 @@ Every event that needs a work file gets its own directory
 never meet.  The final file is moved to ``e.../<name>`` and intermediate steps
 are removed at once; the directory itself stays until the readers of our output
 have acknowledged the line that names it (``released``), recorded in our own
-table ``work_files`` (output seq -> directory).  Directories no row knows of (a
-kill -9 mid-chain) are removed at start.
+table ``work_files`` (output seq -> directory), and, for the latest version of
+each path, until a newer version or the path's deletion supersedes it: a
+transfer that failed (a wrong password) and is retried later still finds its
+file.  Directories no row knows of (a kill -9 mid-chain) are removed at start.
 
 Fields added (docs/events.md, "fc-process"): ``name`` on every event, ``file``
 when the content or name changed through a work file, ``processed`` (the names
@@ -46,7 +48,15 @@ MIGRATIONS = [
     CREATE TABLE work_files(seq INTEGER PRIMARY KEY, dir BLOB NOT NULL, at REAL NOT NULL);
     -- the last name emitted for a path, only when it differs from the path's base name
     CREATE TABLE names(path BLOB PRIMARY KEY, name BLOB NOT NULL);
+    """,
+    # the latest processed copy of each path stays until a newer version or the deletion of the path supersedes
+    # it, not only until the reader acknowledged its line: a transfer that failed (a wrong password) and is
+    # retried later (--retry-failed) still needs it (issue 17, finding 2)
     """
+    ALTER TABLE work_files ADD COLUMN path BLOB;
+    ALTER TABLE work_files ADD COLUMN current INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX work_files_current ON work_files(path) WHERE current=1;
+    """,
 ]
 
 PASS_THREADS = 32
@@ -120,7 +130,7 @@ class ProcessStage(Stage):
         if not runner.state.readers():
             # no File Conveyor reader acknowledges our lines (jq, a file): their work
             # files go after a grace period, as the runner does within one run
-            self._release_rows(db, "at < ?", time.time() - ORPHAN_GRACE)
+            self._release_rows(db, "at < ? AND current=0", time.time() - ORPHAN_GRACE)
         known = {bytes(d) for (d,) in db.execute("SELECT dir FROM work_files")}
         for entry in os.listdir(self.root):
             path = os.path.join(self.root, entry)
@@ -323,9 +333,12 @@ class ProcessStage(Stage):
         for is_error, text in notes:
             (self.runner.rep.error if is_error else self.runner.rep.warn)(text)
         for out in outcome.outputs:
+            # a newer version of the path, or its deletion, supersedes the copy kept for the one before
+            db.execute("UPDATE work_files SET current=0 WHERE path=? AND current=1", (E.get_path(out, "path"),))
             if work_dir is not None and _has(out, "file"):
                 db.execute(
-                    "INSERT INTO work_files(seq, dir, at) VALUES (?, ?, ?)", (out["hop"]["seq"], work_dir, time.time())
+                    "INSERT INTO work_files(seq, dir, at, path, current) VALUES (?, ?, ?, ?, 1)",
+                    (out["hop"]["seq"], work_dir, time.time(), E.get_path(out, "path")),
                 )
             if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
                 continue  # nothing ran: no rename now, and none before (a processor applies by name)
@@ -339,7 +352,7 @@ class ProcessStage(Stage):
     def released(self, seq: int) -> None:
         if self.runner is not None:
             with self.runner.state.transaction() as db:
-                self._release_rows(db, "seq <= ?", seq)
+                self._release_rows(db, "seq <= ? AND current=0", seq)
 
     def _release_rows(self, db: sqlite3.Connection, where: str, value: float) -> None:
         rows = db.execute(f"SELECT seq, dir FROM work_files WHERE {where}", (value,)).fetchall()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -254,6 +255,8 @@ class TransportStage(Stage):
                 return self._delete(item, out, server, path, remote)
             raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
         except SourceMissing as exc:
+            if ("file" in ev or "file_b64" in ev) and os.path.lexists(path):
+                return self._copy_lost(item, out, server, path, exc)
             # Not worth retrying: the file is gone and fc-watch reports a deleted event for it next.
             self._info(f"{E.display(path)}: skipped, {exc}")
             return Done([])
@@ -442,6 +445,20 @@ class TransportStage(Stage):
         if purging:
             parts.append(f"{purging} to invalidate")
         return ", ".join(parts)
+
+    def _copy_lost(self, item: Item, out: dict, server: str, path: bytes, exc: Exception) -> Done:
+        """The processed copy is gone but the source is not: no deleted event will follow, so this is a file
+        lost, never dropped quietly (it was an info line, and a retry after a wrong password sent nothing)."""
+        text = (
+            f"{E.display(path)}: not sent: its processed copy is gone ({exc}) while the file is still there; "
+            "touch the file to have it processed and sent again"
+        )
+        with self.lock:
+            self.stats[server].failed += 1
+        if self.runner is not None:
+            self.runner.rep.error(text)
+        self.notes[id(item)] = Note(server, path, failed=text)
+        return Done([{**out, "error": text, "error_kind": "source"}], failed=True)
 
     def _failed(self, server: str, text: str) -> None:
         """A file that failed for good: on stderr for the first few (the event carries every one), and in the
