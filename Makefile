@@ -54,6 +54,7 @@ bench: test-deps ## benchmarks against the peers named in the issues (long: an h
 	$(RUN) $(PY) bench/process_bench.py
 	$(RUN) $(PY) bench/transport_bench.py
 	PATH="$(CURDIR)/$(AWSCLI)/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1 $(PY) bench/s3_bench.py
+	PATH="$(CURDIR)/$(AWSCLI)/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1 $(PY) bench/pipeline_bench.py
 
 ROUNDS ?= 200
 FILES ?= 3000

@@ -38,38 +38,11 @@ PY = sys.executable
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from tests.servers import s3 as s3srv  # noqa: E402
-from tests.servers.process import ServerProcess, free_port  # noqa: E402
-from transport_bench import (  # noqa: E402
-    add_set_arguments,
-    compile_checkouts,
-    make_sets,
-    need,
-    remove_state,
-    write_report,
-)
+from benchlib import BUCKET, bucket_listing, need, remove_state, s3srv  # noqa: E402
+from benchlib import start_s3 as start_server  # noqa: E402
+from transport_bench import add_set_arguments, compile_checkouts, make_sets, write_report  # noqa: E402
 
-BUCKET = "bench"
 SECRET = "bench-secret"
-
-
-def start_server(work: Path) -> ServerProcess:
-    port = free_port()
-    argv = [PY, "-m", "tests.servers.s3", str(port), str(work / "s3-files"), BUCKET]
-    env = {"PYTHONPATH": str(ROOT), "S3_ACCESS_KEY": s3srv.ACCESS_KEY, "S3_MIRROR": "0"}
-    server = ServerProcess("s3", argv, port, work / "s3.log", env)
-    server.start(timeout=30)
-    return server
-
-
-def bucket_listing(endpoint: str, prefix: str) -> list[tuple[str, int]]:
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    found = []
-    for page in client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=prefix + "/"):
-        found += [(o["Key"][len(prefix) + 1 :], o["Size"]) for o in page.get("Contents", [])]
-    return sorted(found)
 
 
 def main() -> None:

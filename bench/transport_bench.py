@@ -24,9 +24,7 @@ import argparse
 import datetime as dt
 import os
 import platform
-import pwd
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,37 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-ROOT = Path(__file__).resolve().parent.parent
-PY = sys.executable
-
-
-def run(argv: Sequence[str], **kw: object) -> None:
-    result = subprocess.run(list(argv), capture_output=True, **kw)  # type: ignore[call-overload]
-    if result.returncode != 0:
-        raise SystemExit(f"failed ({result.returncode}): {' '.join(map(str, argv))}\n{result.stderr.decode()[-3000:]}")
-
-
-def need(tool: str) -> str:
-    path = shutil.which(tool) or (f"/usr/sbin/{tool}" if os.path.exists(f"/usr/sbin/{tool}") else None)
-    if path is None:
-        raise SystemExit(f"{tool} is missing: run scripts/install-system-deps bench")
-    return path
-
-
-def make_tree(root: Path, count: int, size: int, per_dir: int = 500) -> None:
-    """``count`` files of random bytes; a marker next to the tree (not in it: the peers would copy it) says done."""
-    marker = root.parent / f".{root.name}.complete"
-    if marker.exists() and sum(1 for _ in root.rglob("*.bin")) == count:
-        return
-    marker.unlink(missing_ok=True)
-    shutil.rmtree(root, ignore_errors=True)
-    for i in range(count):
-        d = root / f"d{i // per_dir:04d}"
-        if i % per_dir == 0:
-            d.mkdir(parents=True)
-        with open(d / f"f{i:06d}.bin", "wb") as f:
-            f.write(os.urandom(size))
-    marker.write_text("")
+from benchlib import PY, ROOT, Sshd, check_copy, make_tree, need, remove_state, run
 
 
 def add_set_arguments(p: argparse.ArgumentParser) -> None:
@@ -100,11 +68,6 @@ def compile_checkouts(args: argparse.Namespace) -> None:
     PYTHONDONTWRITEBYTECODE set (as on some CI machines), every run compiles fc-transport's modules again."""
     for checkout in (ROOT, *([args.compare_with] if args.compare_with else [])):
         run([PY, "-m", "compileall", "-q", str(checkout / "lib")])
-
-
-def remove_state(state: Path) -> None:
-    for suffix in ("", "-wal", "-shm", ".lock"):
-        Path(str(state) + suffix).unlink(missing_ok=True)
 
 
 def write_report(kind: str, title: str, details: Sequence[str], column: str, rows: Sequence[tuple]) -> None:
@@ -144,47 +107,6 @@ def events_for(tree: Path, work: Path) -> Path:
     return out
 
 
-class Sshd:
-    def __init__(self, work: Path):
-        self.dir = work / "sshd"
-        shutil.rmtree(self.dir, ignore_errors=True)
-        self.dir.mkdir(parents=True)
-        for name in ("host_key", "user_key"):
-            run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(self.dir / name)])
-        (self.dir / "authorized_keys").write_text((self.dir / "user_key.pub").read_text())
-        self.user = pwd.getpwuid(os.geteuid()).pw_name
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.known_hosts = self.dir / "known_hosts"
-        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {(self.dir / 'host_key.pub').read_text().strip()}\n")
-        self.key = self.dir / "user_key"
-        (self.dir / "sshd_config").write_text(
-            f"ListenAddress 127.0.0.1\nPort {self.port}\nHostKey {self.dir / 'host_key'}\n"
-            f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\nUsePAM no\n"
-            "StrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
-            f"PermitRootLogin prohibit-password\nAllowUsers {self.user}\nSubsystem sftp internal-sftp\n"
-            "MaxStartups 100\nMaxSessions 100\n"
-        )
-        if os.geteuid() == 0:
-            os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        log = open(self.dir / "sshd.log", "wb")  # noqa: SIM115 - lives as long as the server
-        self.proc = subprocess.Popen([need("sshd"), "-D", "-e", "-f", str(self.dir / "sshd_config")], stderr=log)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("sshd did not start: " + (self.dir / "sshd.log").read_text()) from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-
-
 def timed(prepare: Callable[[], None], action: Callable[[], None], repeat: int) -> tuple[float, list[float]]:
     times = []
     for _ in range(repeat):
@@ -193,13 +115,6 @@ def timed(prepare: Callable[[], None], action: Callable[[], None], repeat: int) 
         action()
         times.append(time.perf_counter() - started)
     return statistics.median(times), times
-
-
-def check_copy(src: Path, dest: Path) -> None:
-    a = sorted((p.relative_to(src), p.stat().st_size) for p in src.rglob("*") if p.is_file())
-    b = sorted((p.relative_to(dest), p.stat().st_size) for p in dest.rglob("*") if p.is_file())
-    if a != b:
-        raise SystemExit(f"incomplete copy in {dest}: {len(b)} files of {len(a)}")
 
 
 def main() -> None:

@@ -62,6 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchlib import CpuMeter, rss_of
+
 REPO = Path(__file__).resolve().parent.parent
 FC_WATCH = [sys.executable, str(REPO / "bin" / "fc-watch")]  # run() points it at a snapshot (snapshot_code)
 RESULTS_DIR = REPO / "bench" / "results"
@@ -107,21 +109,6 @@ def kill_group(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None
 
 
 SAMPLE_EVERY = 0.02  # seconds between memory samples of a running child
-
-
-def rss_of(pid: int) -> tuple[int, int]:
-    """(VmRSS, VmHWM) of a running process, in bytes; (0, 0) when it is gone."""
-    rss = hwm = 0
-    try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmRSS:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith(b"VmHWM:"):
-                    hwm = int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return rss, hwm
 
 
 def descendants(pid: int) -> list[int]:
@@ -173,26 +160,6 @@ class Sampler:
         self._thread.join(5)
 
 
-class CpuMeter:
-    """How much CPU went to work other than this benchmark and its children, over a span.
-
-    Other work on the machine (a test suite, write-back) skews every figure taken
-    meanwhile, so each one reports its share.  Children count once reaped, so read
-    it after the measured process is.
-    """
-
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
-        self.busy0 = _machine_busy()
-        self.own0 = _own_cpu()
-
-    def other_share(self) -> float:
-        """CPU seconds spent by others, as a share of the machine's capacity over the span."""
-        span = (time.monotonic() - self.t0) * (os.cpu_count() or 1)
-        other = (_machine_busy() - self.busy0) - (_own_cpu() - self.own0)
-        return max(0.0, other / span) if span > 0 else 0.0
-
-
 QUIET = 0.05  # share of the machine's CPU others may use before a measurement starts
 quiet_wait = 120.0  # seconds to wait for that at most (--quiet-wait)
 
@@ -213,18 +180,6 @@ def wait_quiet() -> None:
         if time.monotonic() > deadline:
             log(f"  the machine is still busy ({share:.0%} of its CPU used by others): measuring anyway")
             return
-
-
-def _machine_busy() -> float:
-    """CPU seconds the machine has spent not idle since boot (all cores, steal included)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:9]]
-    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
-
-
-def _own_cpu() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 @dataclass
