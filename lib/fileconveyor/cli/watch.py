@@ -233,7 +233,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         progress.done()
         rep.info(
             f"{c.scanned} files scanned, {c.created} created, {c.modified} modified, {c.deleted} deleted "
-            f"in {time.monotonic() - started:.1f}s"
+            + (f"({c.skipped} symlink(s) leading outside, not published) " if c.skipped else "")
+            + f"in {time.monotonic() - started:.1f}s"
         )
         state.commit()
         if not state.settle_output(SETTLE_TIMEOUT, lambda: stop.requested):
