@@ -10,7 +10,7 @@ DEMO_OUT ?= $(CURDIR)/.cache/demo
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps demo test lint check bench chaos clean
+.PHONY: help deps test-deps demo test lint check bench chaos css-soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,10 @@ ROUNDS ?= 200
 FILES ?= 3000
 chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
 	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
+
+CSS_ROUNDS ?= 30
+css-soak: test-deps ## unique names + link_updater: change CSS_ROUNDS bursts (default 30) of a 40-stylesheet site, check no published reference breaks
+	$(RUN) $(PY) bench/css_soak.py --rounds $(CSS_ROUNDS)
 
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache

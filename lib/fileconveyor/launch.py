@@ -23,7 +23,6 @@ REQUIRED: tuple[tuple[str, str, str | None], ...] = (
     ("inotify_simple", "inotify-simple", "linux"),
     ("fsevents", "macfsevents", "darwin"),
     ("PIL", "Pillow", None),
-    ("cssutils", "cssutils", None),
     ("rcssmin", "rcssmin", None),
     ("rjsmin", "rjsmin", None),
     ("paramiko", "paramiko", None),

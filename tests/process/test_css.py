@@ -3,6 +3,7 @@ synced yet is deferred and rewritten once they are, never failed and never lost.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -115,3 +116,45 @@ def test_many_stylesheets_at_once_on_many_threads(tmp_path: Path) -> None:
             text = content(file_of(out)).decode()
             assert text.count("https://cdn.example.com/site/img/") == 80 and "url(img/" not in text
             assert text.count("filter:progid:DXImageTransform") == 40  # finding 7: cssutils dropped them
+
+
+def test_a_renamed_image_makes_its_stylesheets_processed_again(tmp_path: Path) -> None:
+    """Finding 3: a changed image got a new name (unique_filename.MD5) but the stylesheets that use it were not
+    processed again, and pointed at its deleted old name.  Now fc-process queues them, and they wait for the new
+    name to be synced before they go out."""
+    www = tmp_path / "www"
+    (www / "img").mkdir(parents=True)
+    logo, css = www / "img" / "logo.png", www / "a.css"
+    logo.write_bytes(b"logo 1")
+    css.write_text(".a{background:url(img/logo.png)}")
+    db = tmp_path / "synced.db"
+
+    def synced(data: bytes) -> str:  # what fc-transport and fc-record do with fc-process's output
+        name = f"logo_{hashlib.md5(data).hexdigest()}.png"
+        conn = sqlite3.connect(db)
+        conn.execute("CREATE TABLE IF NOT EXISTS synced_files(input_file, transported_file_basename, url, server)")
+        conn.execute("DELETE FROM synced_files")
+        conn.execute("INSERT INTO synced_files VALUES (?, ?, ?, 'cdn')", (str(logo), name, f"https://cdn/{name}"))
+        conn.commit()
+        conn.close()
+        return f"https://cdn/{name}"
+
+    first_url = synced(b"logo 1")
+    argv = ["--chain", "unique_filename.MD5,link_updater.CSSURLUpdater", "--server", "cdn", "--record-db", str(db)]
+    argv += ["--document-root", str(www), "--base-path", "/", "--retry-delay", "0.1"]
+    res = run(tmp_path, argv, [event(logo, root=www), event(css, root=www)])
+    assert res.status == 0, res.stderr
+    out = {ev["rel"]: ev for ev in outputs(res)}
+    assert content(file_of(out["a.css"])).decode() == f".a{{background:url({first_url})}}"
+    assert out["a.css"]["references"] == [{"path": str(logo), "name": first_url.rsplit("/", 1)[1]}]
+    logo.write_bytes(b"logo 2")  # only the image changes
+    later = threading.Timer(0.6, synced, (b"logo 2",))  # its new name is synced meanwhile
+    later.start()
+    res = run(tmp_path, argv, [event(logo, root=www, kind="modified")])
+    later.join()
+    assert res.status == 0, res.stderr
+    out = {ev["rel"]: ev for ev in outputs(res)}
+    assert set(out) == {"img/logo.png", "a.css"}
+    new_url = f"https://cdn/logo_{hashlib.md5(b'logo 2').hexdigest()}.png"
+    assert content(file_of(out["a.css"])).decode() == f".a{{background:url({new_url})}}"
+    assert out["a.css"]["kind"] == "modified" and out["a.css"]["name"].startswith("a_")

@@ -152,6 +152,7 @@ class Processor:
     tools: ClassVar[tuple[Tool, ...]] = ()  # external commands needed
     renames: ClassVar[bool] = False  # may change the base name
     per_server: ClassVar[bool] = False  # output depends on the destination server
+    reports_references: ClassVar[bool] = False  # fills Context.references (the stage keeps the graph)
     timeout: ClassVar[float] = 300.0  # seconds, per external tool run
 
     def __init__(self, options: Mapping[str, str] | None = None):

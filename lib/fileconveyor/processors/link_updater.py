@@ -135,6 +135,7 @@ class CSSURLUpdater(Processor):
     description = "replaces references in .css files by their URLs on the same server (run per server)"
     extensions = (".css",)
     per_server = True
+    reports_references = True
 
     def process(self, ctx: Context) -> Output:
         root, base = self.option(ctx, "document_root"), self.option(ctx, "base_path")

@@ -40,6 +40,7 @@ from .. import events as E
 from .. import private
 from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ..processors.base import base_name_problem, checked, safe_ext, split_name
+from . import process_refs as refs
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 
 MIGRATIONS = [
@@ -57,6 +58,7 @@ MIGRATIONS = [
     ALTER TABLE work_files ADD COLUMN current INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX work_files_current ON work_files(path) WHERE current=1;
     """,
+    refs.MIGRATION,  # the reference graph of CSS files (process_refs.py)
 ]
 
 PASS_THREADS = 32
@@ -213,6 +215,7 @@ class ProcessStage(Stage):
             waited=self._waited(item.attempts),
         )
         ran: list[str] = []
+        reports = False  # a processor that reports the references it used ran (link_updater)
         proc: Processor | None = None
         try:
             for proc in self.chain:
@@ -225,6 +228,7 @@ class ProcessStage(Stage):
                     ctx.work_dir = work_dir
                 result = checked(proc, ctx, proc.process(ctx))
                 ran.append(proc.name)
+                reports = reports or proc.reports_references
                 ctx.input, ctx.basename = result.path, result.basename
         except RetryLater as exc:
             _remove(work_dir)
@@ -247,6 +251,8 @@ class ProcessStage(Stage):
                 self._note(item, *(f"{E.display(path)}: {n}" for n in ctx.notes))
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
+        if reports:
+            out["references"] = refs.references_field(ctx.references)
         if ctx.input == source and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
             _remove(work_dir)
             self._count("unchanged" if ctx.basename == current else "processed")
@@ -340,10 +346,15 @@ class ProcessStage(Stage):
                     "INSERT INTO work_files(seq, dir, at, path, current) VALUES (?, ?, ?, ?, 1)",
                     (out["hop"]["seq"], work_dir, time.time(), E.get_path(out, "path")),
                 )
+            if refs.record_references(db, out, item.event):
+                self.runner.enqueue_in(db, refs.outdated(db, E.get_path(out, "path")))
             if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
                 continue  # nothing ran: no rename now, and none before (a processor applies by name)
             path = E.get_path(out, "path")
             name = E.get_path(out, "name")
+            if out.get("kind") != "deleted":
+                # the stylesheets that use another name of this file are processed again (docs/css.md)
+                self.runner.enqueue_in(db, refs.dependents(db, path, name))
             if out.get("kind") == "deleted" or name == os.path.basename(path):
                 db.execute("DELETE FROM names WHERE path=?", (path,))
             else:

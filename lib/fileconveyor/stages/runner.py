@@ -368,6 +368,7 @@ class Runner:
         self._next_sessions = 0.0
         self._next_ack = 0.0
         self._next_id: int | None = None
+        self._enqueued: list[Item] = []  # queued by Stage.record (enqueue_in), scheduled after the commit
         # emit(): while the loop runs, events go through self.events and the loop commits them; after it, the
         # caller commits them itself, under this lock (worker and timed threads may still emit then)
         self._emit_lock = threading.Lock()
@@ -520,6 +521,17 @@ class Runner:
         for it in items:
             self.sched.add(it)
         return len(items)
+
+    def enqueue_in(self, db: sqlite3.Connection, events: Iterable[dict]) -> None:
+        """From ``Stage.record``: queue events in the transaction that finishes an item, so that a crash keeps
+        both or neither (fc-process queues the CSS files that reference a file that got a new name).  They are
+        scheduled once that transaction is committed."""
+        items = []
+        for ev in events:
+            ev = {k: v for k, v in ev.items() if k != "hop"}
+            items.extend(self._items(ev, E.encode(ev)))
+        self._insert(db, items)
+        self._enqueued.extend(items)
 
     def emit(self, outputs: Sequence[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> None:
         """Write events no input item produced (an old name deleted later, say): they are committed to the
@@ -874,8 +886,12 @@ class Runner:
             self.rep.debug(traceback.format_exc())
             restore()
             seq_lines.clear()
+            self._enqueued.clear()  # rolled back with the rest
             with self.state.transaction() as db:
                 self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=True)
+        for it in self._enqueued:
+            self.sched.add(it)
+        self._enqueued.clear()
         out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
@@ -913,7 +929,7 @@ class Runner:
                 else:
                     self._retry_row(db, item, outcome, to_insert)
                 continue
-            marks = (len(seq_lines), len(finished), self.counts.failed)
+            marks = (len(seq_lines), len(finished), self.counts.failed, len(self._enqueued))
             db.execute("SAVEPOINT item")
             try:
                 if isinstance(outcome, Done):
@@ -924,7 +940,7 @@ class Runner:
                 if not quarantine.is_bug(exc):
                     raise
                 db.execute("ROLLBACK TO item")
-                del seq_lines[marks[0] :], finished[marks[1] :]
+                del seq_lines[marks[0] :], finished[marks[1] :], self._enqueued[marks[3] :]
                 self.counts.failed = marks[2]
                 done[i] = (item, self._internal_error(db, item, exc, to_insert))
             db.execute("RELEASE item")

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from .. import events as E
 from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ..transporters.base import safe_rel
+from . import transport_pins
+from .process_refs import parse_references
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_check import check_access
 from .transport_dest import Target
@@ -61,6 +63,7 @@ MIGRATIONS = [
     ALTER TABLE old_deletions ADD COLUMN event BLOB;
     CREATE TABLE invalidations(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path TEXT NOT NULL, at REAL NOT NULL);
     """,
+    transport_pins.MIGRATION,  # old names kept while a published stylesheet references them (transport_pins.py)
 ]
 # Fields of an event kept for the one reporting the later deletion of its superseded remote name.
 SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
@@ -79,6 +82,10 @@ class Note:
     purge: list[str] = field(default_factory=list)  # CDN paths to invalidate (cf)
     old_row: int | None = None  # a superseded name deleted later: its old_deletions row, done now
     source: bytes | None = None  # the source fields of the event (JSON), for a superseded name's deletion later
+    held: bool = False  # the superseded name is pinned by a published stylesheet: kept until released
+    # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
+    pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = field(default_factory=list)
+    released: list[transport_pins.Ref] = field(default_factory=list)  # names no published stylesheet references now
 
 
 SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
@@ -135,6 +142,7 @@ class TransportStage(Stage):
         self.record_db = record_db
         self.drain_timeout = drain_timeout
         self.names = Names()
+        self.pins = transport_pins.Pins()
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
@@ -161,11 +169,16 @@ class TransportStage(Stage):
         db = runner.state.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
+        self.pins.load(db)
         self.old = OldFileDeleter(
             self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info, self._old_deleted
         )
-        rows = db.execute("SELECT id, server, path, remote, due, event FROM old_deletions ORDER BY due").fetchall()
-        for rid, server, path, remote, due, source in rows:
+        rows = db.execute(
+            "SELECT id, server, path, remote, due, event, held FROM old_deletions ORDER BY due"
+        ).fetchall()
+        for rid, server, path, remote, due, source, held in rows:
+            if held and self.pins.pinned(server, bytes(path), bytes(remote)):
+                continue  # a published stylesheet still references it: released when it is published again
             if server in self.targets:
                 self.old.add(Pending(due, rid, server, bytes(remote), bytes(path), bytes(source or b"")))
         if rows:
@@ -281,19 +294,43 @@ class TransportStage(Stage):
     def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes) -> Done:
         local = E.get_path(ev, "file") if ("file" in ev or "file_b64" in ev) else path
         purge: list[str] = []
+        refs = parse_references(ev)
+        changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
+        released: list[transport_pins.Ref] = []
+        if refs is not None:
+            with self.lock:  # pinned before the stylesheet is visible, in one step with the check
+                stale = self.pins.stale(server, refs, self.names.by_path)
+                if not stale:
+                    before = self.pins.by_css.get((server, remote), frozenset())
+                    self.pins.set(server, remote, before | frozenset(refs))  # its old content is there meanwhile
+            if stale:
+                ref, name = stale[0]
+                self._info(
+                    f"{E.display(path)}: not sent: it references {E.display(name)}, an old name of"
+                    f" {E.display(ref)} (the stylesheet is processed again for its new name)"
+                )
+                return Done([])
+            changes.append((remote, frozenset(refs)))
         with self._connection(server) as tp:
             with self._locked(server, remote):
                 sent = tp.upload(local, remote)
                 with self.lock:
                     old = self.names.set(server, path, remote)
+                    if refs is not None:
+                        released = self.pins.set(server, remote, refs)
             if sent != UNCHANGED:
                 purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
-            if superseded is not None and not self.delete_old_after:
+            with self.lock:
+                held = superseded is not None and self.pins.pinned(server, path, superseded)
+            if superseded is not None and not held and not self.delete_old_after:
                 with self._locked(server, superseded):
                     if not self._in_use(server, superseded):
                         tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
                         purge += tp.invalidation_paths(superseded)
+                        with self.lock:  # an old stylesheet gone: what it referenced may go too
+                            released += self.pins.set(server, superseded, None)
+                            changes.append((superseded, None))
                 superseded = None
         stats = self.stats[server]
         if sent == UNCHANGED:
@@ -303,7 +340,8 @@ class TransportStage(Stage):
             stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
         out["url"] = tp.url(remote)
         out["transported"] = sent
-        note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge)
+        note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge, held=held)
+        note.pin_changes, note.released = changes, released
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
         self.notes[id(item)] = note
@@ -323,15 +361,19 @@ class TransportStage(Stage):
             with self.lock:  # another source path may have the same remote name: then it stays
                 live = self.names.users.get((server, remote), 0) - (known == remote) > 0
             purge: list[str] = []
+            note = Note(server, path, purge=purge)
             if not live:
                 with self._connection(server) as tp:
                     tp.delete(remote)
-                    purge = tp.invalidation_paths(remote)
+                    purge += tp.invalidation_paths(remote)
+                with self.lock:  # a stylesheet gone references nothing
+                    note.released = self.pins.set(server, remote, None)
+                    note.pin_changes = [(remote, None)]
             with self.lock:  # only now: a failed delete is retried with the name still known
                 self.names.set(server, path, None)
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
-        self.notes[id(item)] = Note(server, path, purge=purge)
+        self.notes[id(item)] = note
         return Done([out])
 
     def _old_deleted(self, p: Pending, purge: list[str]) -> None:
@@ -354,7 +396,9 @@ class TransportStage(Stage):
         out["url"] = self.url_of[p.server].url(p.remote)
         out["transported"] = "deleted"
         out["superseded"] = True
-        note = Note(p.server, p.path, purge=purge, old_row=p.row)
+        note = Note(p.server, p.path, purge=purge, old_row=p.row, pin_changes=[(p.remote, None)])
+        with self.lock:  # an old stylesheet gone: what it referenced may go too
+            note.released = self.pins.set(p.server, p.remote, None)
         if self.runner is not None:
             self.runner.emit([out], also=lambda db: self._write_note(db, note, {}))
 
@@ -388,6 +432,9 @@ class TransportStage(Stage):
                     "INSERT INTO invalidations(server, path, at) VALUES (?, ?, ?)", (note.server, cdn_path, now)
                 )
                 self.purger.add(note.server, int(cur.lastrowid or 0), cdn_path)
+        for css_remote, refs in note.pin_changes:
+            transport_pins.save(db, note.server, css_remote, refs)
+        self._release(db, note.server, note.released)
         if note.old_row is not None:
             db.execute("DELETE FROM old_deletions WHERE id=?", (note.old_row,))
             return
@@ -415,17 +462,30 @@ class TransportStage(Stage):
             "ON CONFLICT(path, server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
             (note.path, note.server, note.remote, time.time()),
         )
-        if self.delete_old_after:  # a name in use again is no longer old (the deleter checks too)
+        if self.delete_old_after or note.held or self.pins.count:  # a name in use again is no longer old
             db.execute("DELETE FROM old_deletions WHERE server=? AND remote=?", (note.server, note.remote))
         if note.superseded is not None and self.old is not None:
             due = time.time() + self.delete_old_after
             cur = db.execute(
-                "INSERT INTO old_deletions(server, path, remote, due, event) VALUES (?, ?, ?, ?, ?)",
-                (note.server, note.path, note.superseded, due, note.source),
+                "INSERT INTO old_deletions(server, path, remote, due, event, held) VALUES (?, ?, ?, ?, ?, ?)",
+                (note.server, note.path, note.superseded, due, note.source, int(note.held)),
             )
-            self.old.add(
-                Pending(due, int(cur.lastrowid or 0), note.server, note.superseded, note.path, note.source or b"")
-            )
+            if not note.held:
+                self.old.add(
+                    Pending(due, int(cur.lastrowid or 0), note.server, note.superseded, note.path, note.source or b"")
+                )
+
+    def _release(self, db: sqlite3.Connection, server: str, released: list[transport_pins.Ref]) -> None:
+        """Schedule the held old names no published stylesheet references any more."""
+        if not released or self.old is None:
+            return
+        due = time.time() + self.delete_old_after
+        for rid, path, remote, source in transport_pins.held_rows(db, server, released):
+            with self.lock:
+                if self.pins.pinned(server, path, remote):
+                    continue  # pinned again meanwhile
+            db.execute("UPDATE old_deletions SET held=0, due=? WHERE id=?", (due, rid))
+            self.old.add(Pending(due, rid, server, remote, path, source))
 
     def progress(self) -> str:
         parts = []
