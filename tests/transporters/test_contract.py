@@ -327,3 +327,24 @@ def test_links_at_the_file_name_are_replaced_not_followed(directory_backend: Bac
     assert _remote(directory_backend, b"h.txt").read_bytes() == b"new"
     assert _leftovers(directory_backend) == []
     _untouched(outside)
+
+
+def test_connections_racing_to_make_the_same_directories(directory_backend: Backend, tmp_path: Path) -> None:
+    """fc-transport's connections start together: each finds the root and the directories missing and makes
+    them, and every one of them must carry on when another got there first."""
+    tps, src = [directory_backend.make() for _ in range(4)], _local(tmp_path, b"x")
+    for tp in tps:
+        tp.connect()
+    start, errors = threading.Barrier(len(tps)), []
+
+    def upload(i: int) -> None:
+        start.wait()
+        _capture(errors, lambda: tps[i].upload(src, b"a/b/c/f%d" % i))
+
+    threads = [threading.Thread(target=upload, args=(i,)) for i in range(len(tps))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert errors == []
+    assert sorted(p.name for p in _remote(directory_backend, b"a/b/c").iterdir()) == ["f0", "f1", "f2", "f3"]

@@ -239,12 +239,13 @@ class SFTP(Transporter):
     def _mkdir(self, path: bytes, top: bool) -> None:
         """Make ``path``, and when it is ``top`` (just below the root) the root too, if missing."""
         try:
-            self.sftp.mkdir(path)
-        except FileNotFoundError:
-            if not top:
-                raise
-            self._makedirs(os.path.dirname(path))  # the root, and above it, as the user named it
-            self.sftp.mkdir(path)
+            try:
+                self.sftp.mkdir(path)
+            except FileNotFoundError:
+                if not top:
+                    raise
+                self._makedirs(os.path.dirname(path))  # the root, and above it, as the user named it
+                self.sftp.mkdir(path)
         except OSError as exc:
             if not self._plain_failure(exc):
                 raise  # "Failure": most likely another connection made it; the lstat that follows says
