@@ -295,7 +295,10 @@ def test_symlinked_directory_is_never_written_or_deleted_through(
     tp.upload(src, b"a/second.txt")  # the connection still works
 
 
-def test_directory_replaced_by_a_symlink_is_noticed(directory_backend: Backend, tmp_path: Path) -> None:
+def test_directory_replaced_by_a_symlink_is_noticed(
+    directory_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(confine, "DIR_TTL", 0.3)
     outside = _outside(directory_backend)
     tp, src = directory_backend.make(), _local(tmp_path, b"hostile")
     tp.upload(src, b"d/x.txt")

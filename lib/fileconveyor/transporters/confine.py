@@ -32,8 +32,8 @@ class DirCache(Generic[V]):
     """Directories below the root (relative paths, b"" for the root) known to be real, with what the
     transporter keeps for each (a descriptor, or True), for DIR_TTL seconds; ``release`` frees a value."""
 
-    def __init__(self, release: Callable[[V], None] | None = None, ttl: float = DIR_TTL, limit: int = DIR_LIMIT):
-        self.release, self.ttl, self.limit = release, ttl, limit
+    def __init__(self, release: Callable[[V], None] | None = None, limit: int = DIR_LIMIT):
+        self.release, self.limit = release, limit
         self._entries: dict[bytes, tuple[V, float]] = {}
 
     def get(self, key: bytes) -> V | None:
@@ -50,7 +50,7 @@ class DirCache(Generic[V]):
             self._forget(key)
         elif len(self._entries) >= self.limit:
             self.clear()  # crude but cheap; a batch works in a few directories at a time
-        self._entries[key] = (value, time.monotonic() + self.ttl)
+        self._entries[key] = (value, time.monotonic() + DIR_TTL)
 
     def clear(self) -> None:
         for key in list(self._entries):
