@@ -69,3 +69,18 @@ def test_a_stylesheet_made_for_a_deleted_name_is_not_sent(tmp_path: Path, env: d
     res = transport(args, env, jsonl([_css(src, work, "css/a.css", 2, 2, "a2")]))
     assert res.returncode == 0, res.stderr.decode()
     assert set(tree(cdn)) == {"img/x_2.png", "css/a_2.css"}
+
+
+def test_malformed_references_pin_nothing_and_break_nothing(tmp_path: Path, env: dict) -> None:
+    """``references`` is input like any field: one that is not a list of {path, name} is ignored (the stylesheet
+    is sent, nothing is pinned), never a crash."""
+    src, work = _site(tmp_path)
+    cdn = tmp_path / "cdn"
+    bad: list[object] = ["x", [{"path": 5, "name": "x_1.png"}], [{"path": str(src / "img/x.png")}], {"a": 1}]
+    evs = [
+        event(src, "css/a.css", "modified", name=f"a_{n}.css", file=str(work / "a1"), references=r)
+        for n, r in enumerate(bad)
+    ]
+    res = transport(["--to", f"file://{cdn}", "--state", str(tmp_path / "t.db")], env, jsonl(evs))
+    assert res.returncode == 0, res.stderr.decode()
+    assert set(tree(cdn)) == {"css/a_3.css"}  # each version sent, the old ones replaced at once
