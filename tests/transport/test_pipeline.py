@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import secrets
 import shlex
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 from tests.servers.ftpd import PASSWORD, USER, FtpServer
@@ -164,3 +167,46 @@ def test_retry_failed_with_nothing_failed_says_nothing(tmp_path: Path, env: dict
     """fc-conveyor adds --retry-failed at every start: "0 failed transfer(s) queued again" is noise (issue 17, 12)."""
     result = transport(["--to", f"file://{tmp_path}/cdn", "--retry-failed"], env)
     assert result.returncode == 0 and result.stderr == b"", result.stderr.decode()
+
+
+@pytest.mark.parametrize("kind", ["file", "ftp", "sftp"])
+def test_directories_emptied_by_deletions_are_removed_if_we_made_them(
+    kind: str,
+    tmp_path: Path,
+    env: dict[str, str],
+    ftp_server: FtpServer,
+    sshd_server: SshServer,
+    sftp_dir: Path,
+) -> None:
+    """After the last file of a directory fc-transport created is deleted, the directory goes too, deepest
+    first; a directory someone else made stays, and so does the destination root (even when emptied)."""
+    sub = "dirs-" + secrets.token_hex(4)
+    if kind == "file":
+        spec, files = "file://" + str(tmp_path / "cdn"), tmp_path / "cdn"
+    elif kind == "ftp":
+        spec, files = f"ftp://{USER}@127.0.0.1:{ftp_server.port}/{sub}", ftp_server.files / sub
+        env = {**env, "FC_PASSWORD": PASSWORD}
+    else:
+        spec, files = sftp_spec(sshd_server, sftp_dir), sftp_dir
+    files.mkdir(parents=True)
+    (files / "theirs").mkdir()  # a directory the destination had before
+    site = tmp_path / "site"
+    for rel in ("a/b/c.txt", "a/d.txt", "theirs/e.txt"):
+        (site / rel).parent.mkdir(parents=True, exist_ok=True)
+        (site / rel).write_text(rel)
+    state = ["--state", str(tmp_path / "t.db")]
+    up = transport(
+        ["--to", spec, *state], env, jsonl([event(site, r) for r in ("a/b/c.txt", "a/d.txt", "theirs/e.txt")])
+    )
+    assert up.returncode == 0, up.stderr.decode()
+    assert (files / "a" / "b" / "c.txt").is_file()
+    gone = transport(["--to", spec, *state], env, jsonl([event(site, "a/b/c.txt", "deleted")]))
+    assert gone.returncode == 0, gone.stderr.decode()
+    assert not (files / "a" / "b").exists() and (files / "a" / "d.txt").is_file()  # a still holds d.txt
+    # a later run (the made directories are in the state file) empties the rest
+    rest = [event(site, r, "deleted") for r in ("a/d.txt", "theirs/e.txt")]
+    gone = transport(["--to", spec, *state], env, jsonl(rest))
+    assert gone.returncode == 0, gone.stderr.decode()
+    assert not (files / "a").exists()
+    assert (files / "theirs").is_dir() and list((files / "theirs").iterdir()) == []
+    assert files.is_dir()  # the root stays

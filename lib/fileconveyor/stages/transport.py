@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 from .. import events as E
 from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
-from ..transporters.base import safe_rel
+from ..transporters.base import parent_dirs, safe_rel
 from . import transport_pins
 from .process_refs import parse_references
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
@@ -64,6 +64,10 @@ MIGRATIONS = [
     CREATE TABLE invalidations(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path TEXT NOT NULL, at REAL NOT NULL);
     """,
     transport_pins.MIGRATION,  # old names kept while a published stylesheet references them (transport_pins.py)
+    # directories fc-transport created (relative to the destination root): removed when a deletion empties them
+    """
+    CREATE TABLE made_dirs(server TEXT NOT NULL, dir BLOB NOT NULL, PRIMARY KEY(server, dir));
+    """,
 ]
 # Fields of an event kept for the one reporting the later deletion of its superseded remote name.
 SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
@@ -86,6 +90,8 @@ class Note:
     # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
     pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = field(default_factory=list)
     released: list[transport_pins.Ref] = field(default_factory=list)  # names no published stylesheet references now
+    made: list[bytes] = field(default_factory=list)  # directories the upload created
+    unmade: list[bytes] = field(default_factory=list)  # directories of ours the deletion emptied, removed
 
 
 SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
@@ -148,6 +154,7 @@ class TransportStage(Stage):
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
         self.notes: dict[int, Note] = {}
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
+        self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
         self.runner: Runner | None = None
         self.old: OldFileDeleter | None = None
@@ -170,6 +177,7 @@ class TransportStage(Stage):
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
         self.pins.load(db)
+        self.made = {(server, bytes(d)) for server, d in db.execute("SELECT server, dir FROM made_dirs")}
         self.old = OldFileDeleter(
             self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info, self._old_deleted
         )
@@ -314,10 +322,12 @@ class TransportStage(Stage):
         with self._connection(server) as tp:
             with self._locked(server, remote):
                 sent = tp.upload(local, remote)
+                made = tp.take_made_dirs() if self.targets[server].cls.has_dirs else []
                 with self.lock:
                     old = self.names.set(server, path, remote)
                     if refs is not None:
                         released = self.pins.set(server, remote, refs)
+                    self.made.update((server, d) for d in made)
             if sent != UNCHANGED:
                 purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
@@ -341,6 +351,7 @@ class TransportStage(Stage):
         out["url"] = tp.url(remote)
         out["transported"] = sent
         note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge, held=held)
+        note.made = made
         note.pin_changes, note.released = changes, released
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
@@ -366,6 +377,7 @@ class TransportStage(Stage):
                 with self._connection(server) as tp:
                     tp.delete(remote)
                     purge += tp.invalidation_paths(remote)
+                    note.unmade = self._remove_empty_dirs(tp, server, remote)
                 with self.lock:  # a stylesheet gone references nothing
                     note.released = self.pins.set(server, remote, None)
                     note.pin_changes = [(remote, None)]
@@ -375,6 +387,26 @@ class TransportStage(Stage):
         out["transported"] = "deleted"
         self.notes[id(item)] = note
         return Done([out])
+
+    def _remove_empty_dirs(self, tp: Transporter, server: str, remote: bytes) -> list[bytes]:
+        """Remove the directories above ``remote`` that this deletion left empty, deepest first, as long as
+        fc-transport created them (never the root, nor a directory someone else made); the ones removed.
+        A failure here leaves the directory: the file's deletion, done, is what matters."""
+        removed: list[bytes] = []
+        for d in reversed(parent_dirs(remote)):
+            with self.lock:
+                if (server, d) not in self.made:
+                    break
+            try:
+                if not tp.remove_dir(d):
+                    break  # not empty: another file is in it (or arrived meanwhile)
+            except (TransientError, PermanentError) as exc:
+                self._info(f"{exc}: the directory stays")
+                break
+            with self.lock:
+                self.made.discard((server, d))
+            removed.append(d)
+        return removed
 
     def _old_deleted(self, p: Pending, purge: list[str]) -> None:
         """The deleter thread deleted a superseded remote name: report it with an event of its own.
@@ -425,6 +457,12 @@ class TransportStage(Stage):
     def _write_note(self, db: sqlite3.Connection, note: Note, event: dict) -> None:
         """The rows of what work() did (``note``) for the item of ``event``."""
         self._finished_rows(db)
+        if note.made:
+            db.executemany(
+                "INSERT OR IGNORE INTO made_dirs(server, dir) VALUES (?, ?)", [(note.server, d) for d in note.made]
+            )
+        if note.unmade:
+            db.executemany("DELETE FROM made_dirs WHERE server=? AND dir=?", [(note.server, d) for d in note.unmade])
         if note.purge and self.purger is not None:
             now = time.time()
             for cdn_path in note.purge:

@@ -142,6 +142,7 @@ class Transporter(abc.ABC):
     settings: ClassVar[dict[str, str]] = {}  # setting -> one-line description, for --list
     default_connections: ClassVar[int] = 1
     invalidation_batch: ClassVar[int] = 1000  # at most this many paths per invalidate() call
+    has_dirs: ClassVar[bool] = False  # real directories, made on upload (file, ftp, sftp), not key prefixes
 
     def __init__(self, dest: Destination):
         known = self.all_settings()
@@ -153,6 +154,7 @@ class Transporter(abc.ABC):
         except ValueError:
             raise ConfigError(f"{dest}: timeout must be a number of seconds") from None
         self.dest = dest
+        self.made_dirs: list[bytes] = []  # directories (below the root) created since take_made_dirs()
         self.connected = False
         self.last_used = 0.0
         # True: the caller (fc-transport) queues invalidation_paths() durably and calls invalidate() itself, so
@@ -235,6 +237,18 @@ class Transporter(abc.ABC):
         rel = self.check_name(safe_rel(remote_rel))
         return self._run("stat", rel, lambda: self._stat(rel))
 
+    def take_made_dirs(self) -> list[bytes]:
+        """The directories (relative to the root) this transporter created since the last call: fc-transport
+        keeps them, and removes one (remove_dir) once the last file in it is deleted."""
+        made, self.made_dirs = self.made_dirs, []
+        return made
+
+    def remove_dir(self, remote_rel: bytes | str) -> bool:
+        """Remove directory ``remote_rel`` if it is empty (never the root); whether it is gone now.  Only where
+        the protocol has directories (``has_dirs``)."""
+        rel = safe_rel(remote_rel)
+        return bool(self._run("remove directory", rel, lambda: self._rmdir(rel)))
+
     def url(self, remote_rel: bytes | str) -> str:
         """The public URL of ``remote_rel``: the base URL plus the percent-encoded path."""
         return self.dest.base_url + quote(safe_rel(remote_rel), safe="/")
@@ -271,6 +285,10 @@ class Transporter(abc.ABC):
         if isinstance(exc, OSError) and exc.errno in TRANSIENT_ERRNOS:
             return TransientError(text)
         return PermanentError(text)
+
+    def _rmdir(self, rel: bytes) -> bool:
+        """remove_dir's work: False when the directory is not empty (or not a directory)."""
+        return False
 
     def _check_root(self) -> None:
         """check_access's look at the root, after the login: where the protocol can say it, that files can be

@@ -44,6 +44,7 @@ class FTP(Transporter):
         "ca_file": "PEM file of the certificate authorities trusted for FTPS (default: the system's)",
         "passive": "no: use active mode (default yes)",
     }
+    has_dirs = True
     default_connections = 2  # many FTP servers limit connections per user to a handful
 
     def __init__(self, dest: Destination):
@@ -143,6 +144,21 @@ class FTP(Transporter):
             if self._stat(rel) is not None:  # 550 means both "no such file" and "not allowed"
                 raise
 
+    def _rmdir(self, rel: bytes) -> bool:
+        self.dirs.clear()
+        try:
+            if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
+                return True
+        except PermanentError:  # a link where the directory was: not ours to remove
+            return False
+        try:
+            self.ftp.voidcmd(f"RMD {_s(join(self.dest.root, rel))}")
+        except ftplib.error_perm:  # 550: not empty (or not allowed)
+            return False
+        finally:
+            self.dirs.clear()
+        return True
+
     def _stat(self, rel: bytes) -> RemoteStat | None:
         if not self._check_dirs(parent_and_name(rel)[0], create=False):
             return None
@@ -166,6 +182,7 @@ class FTP(Transporter):
         if kind in (MISSING, UNKNOWN) and create:
             try:
                 self.ftp.voidcmd(f"MKD {_s(path)}")
+                self.made_dirs.append(rel)
             except ftplib.error_perm:
                 pass  # 550 is both "exists" (another connection made it) and "cannot": the listing says
             if kind == MISSING:

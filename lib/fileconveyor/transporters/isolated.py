@@ -10,8 +10,9 @@ own interpreter; the stage's threads just hand it (method, arguments) over a soc
 ``stat``, ``invalidate``) run in the worker; everything computed without the server (``url``,
 ``invalidation_paths``, ``check_name``, class settings) stays in-process, from ``cls`` itself.  Errors come back
 as the same TransientError/PermanentError/AuthError the transporter raised.  A worker that dies (killed, out of
-memory) is a TransientError: the operation is retried with a fresh worker, so it is never lost.  Workers ignore
-SIGINT (the stage decides when to stop) and die with fc-transport, even when it is killed with -9.
+memory) is a TransientError: the operation is retried with a fresh worker, so it is never lost.  Workers run in a
+session of their own and ignore SIGINT (the stage decides when to stop), and die with fc-transport, even when it
+is killed with -9.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class _Worker:
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,
+                # A session of its own: Ctrl-C at the terminal reaches the stage, which decides, and never a
+                # worker still starting (before it could ignore SIGINT, it died with a traceback).
+                start_new_session=True,
             )
             self.conn = Connection(os.dup(ours.fileno()))
         # The class goes by reference (module and name): the worker imports it, as the stage did.
@@ -111,6 +115,13 @@ class IsolatedTransporter(Transporter):
 
     def check_access(self) -> None:
         self._call("check_access")
+
+    def take_made_dirs(self) -> list[bytes]:
+        made: list[bytes] = self._call("take_made_dirs")
+        return made
+
+    def remove_dir(self, remote_rel: bytes | str) -> bool:
+        return bool(self._call("remove_dir", remote_rel))
 
     def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
         return str(self._call("upload", local_path, remote_rel))

@@ -33,6 +33,7 @@ class SymlinkOrCopy(Transporter):
         "skip_unchanged": "yes: don't rewrite a file the folder already holds with the same bytes",
     }
     default_connections = 4  # local disks gain little beyond a few parallel copies
+    has_dirs = True
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
@@ -136,6 +137,20 @@ class SymlinkOrCopy(Transporter):
             except FileNotFoundError:
                 continue
 
+    def _rmdir(self, rel: bytes) -> bool:
+        head, name = parent_and_name(rel)
+        self.dirs.clear()  # the directory's own descriptor goes too: one held open is no reason to keep it
+        parent = self._dir(head, create=False)
+        if parent is None:
+            return True
+        try:
+            os.rmdir(name, dir_fd=parent)  # a link there is no directory: refused (ENOTDIR), left alone
+        except FileNotFoundError:
+            return True
+        except OSError:  # not empty (a file arrived meanwhile, or someone else's), or not a directory
+            return False
+        return True
+
     def _stat(self, rel: bytes) -> RemoteStat | None:
         head, name = parent_and_name(rel)
         for fresh in (False, True):
@@ -179,6 +194,7 @@ class SymlinkOrCopy(Transporter):
             if fd is None and create:
                 try:
                     os.mkdir(name, 0o777, dir_fd=parent)
+                    self.made_dirs.append(rel)
                 except FileExistsError:
                     pass  # another connection made it (or something else is there: the open below says)
                 fd = _open_dir(name, parent)

@@ -48,6 +48,7 @@ class SFTP(Transporter):
         "else paramiko; openssh or paramiko to choose",
     }
     default_connections = 4  # OpenSSH's MaxStartups/MaxSessions tolerate this; more rarely helps
+    has_dirs = True
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
@@ -198,6 +199,24 @@ class SFTP(Transporter):
             self.dirs.clear()
             raise
 
+    def _rmdir(self, rel: bytes) -> bool:
+        self.dirs.clear()
+        try:
+            if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
+                return True
+            self.sftp.rmdir(join(self.dest.root, rel))
+        except FileNotFoundError:
+            return True
+        except PermanentError:  # a link where the directory was: not ours to remove
+            return False
+        except OSError as exc:
+            if self._plain_failure(exc) or isinstance(exc, PermissionError):
+                return False  # "Failure": not empty, all SFTP v3 says
+            raise
+        finally:
+            self.dirs.clear()
+        return True
+
     def _stat(self, rel: bytes) -> RemoteStat | None:
         try:
             if not self._check_dirs(parent_and_name(rel)[0], create=False):
@@ -223,7 +242,8 @@ class SFTP(Transporter):
         except FileNotFoundError:
             if not create:
                 return False
-            self._mkdir(path, top=not above)
+            if self._mkdir(path, top=not above):
+                self.made_dirs.append(rel)
             mode = self.sftp.lstat(path).mode
         if mode is None:
             raise PermanentError(f"the server does not say whether {os.fsdecode(path)!r} is a link: not writing there")
@@ -236,8 +256,9 @@ class SFTP(Transporter):
         self.dirs.put(rel, True)
         return True
 
-    def _mkdir(self, path: bytes, top: bool) -> None:
-        """Make ``path``, and when it is ``top`` (just below the root) the root too, if missing."""
+    def _mkdir(self, path: bytes, top: bool) -> bool:
+        """Make ``path``, and when it is ``top`` (just below the root) the root too, if missing; whether this
+        call made ``path``."""
         try:
             try:
                 self.sftp.mkdir(path)
@@ -249,6 +270,8 @@ class SFTP(Transporter):
         except OSError as exc:
             if not self._plain_failure(exc):
                 raise  # "Failure": most likely another connection made it; the lstat that follows says
+            return False
+        return True
 
     def _plain_failure(self, exc: OSError) -> bool:
         """Whether ``exc`` is the server's bare "Failure" status, all SFTP v3 says for "it exists"."""

@@ -30,7 +30,7 @@ from typing import Protocol
 
 # Packet types
 INIT, VERSION = 1, 2
-OPEN, CLOSE, WRITE, LSTAT, REMOVE, MKDIR, STAT = 3, 4, 6, 7, 13, 14, 17
+OPEN, CLOSE, WRITE, LSTAT, REMOVE, MKDIR, RMDIR, STAT = 3, 4, 6, 7, 13, 14, 15, 17
 EXTENDED, EXTENDED_REPLY = 200, 201
 STATUS, HANDLE, ATTRS = 101, 102, 105
 # Open flags
@@ -323,6 +323,9 @@ class SFTPSession:
 
     def mkdir(self, path: bytes) -> None:
         self._status(self._send(MKDIR, _string(path) + U32.pack(0)), path)
+
+    def rmdir(self, path: bytes) -> None:
+        self._status(self._send(RMDIR, _string(path)), path)
 
     def stat(self, path: bytes) -> Attrs:
         return self._attrs(STAT, path)
