@@ -27,10 +27,9 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote
 
 from ..state import State
-from . import quarantine
+from . import ack_check, quarantine
 
 MIGRATIONS = [
     """
@@ -305,15 +304,28 @@ def _statements(script: str) -> list[str]:
 
 
 class Acknowledger:
-    """Writes our high-water marks into the state files of the writers we read from."""
+    """Writes our high-water marks into the state files of the writers we read from, once each
+    such file is shown to be the state of a writer we really read (stages/ack_check.py)."""
 
-    def __init__(self, reader: str, warn: Callable[[str, str], None]):
+    VERIFY_AGAIN = 2.0  # seconds before a writer that failed the check is looked at again
+
+    def __init__(
+        self,
+        reader: str,
+        warn: Callable[[str, str], None],
+        source: ack_check.Ident | None = None,
+        info: Callable[[str], None] = lambda text: None,
+    ):
         self.reader = reader
         self.session = secrets.token_hex(8)
         self.warn = warn
+        self.info = info
+        self.source = source  # the pipe or FIFO we read, when it is one
         self._conns: dict[str, sqlite3.Connection] = {}
         self._sent: dict[str, tuple[str, int]] = {}
         self._last: dict[str, float] = {}
+        self._verified: dict[str, str] = {}  # origin -> the epoch it was shown to have
+        self._next_check: dict[str, float] = {}
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
@@ -333,15 +345,19 @@ class Acknowledger:
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader:
             return False
+        if self._verified.get(origin) != epoch and time.monotonic() < self._next_check.get(origin, 0.0):
+            return False
         try:
             conn = self._conns.get(origin)
             if conn is None:
                 if not os.path.exists(origin):
                     self.warn(origin, f"cannot acknowledge to {origin}: no such state file (writer on another host?)")
                     return False
-                # mode=rw: never create a database at a path taken from an event
-                conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
+                conn = ack_check.open_state(origin)
                 self._conns[origin] = conn
+            if self._verified.get(origin) != epoch and not self._verify(conn, origin, epoch):
+                self._next_check[origin] = time.monotonic() + self.VERIFY_AGAIN
+                return False
             conn.execute(
                 "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
@@ -356,6 +372,24 @@ class Acknowledger:
                 with contextlib.suppress(sqlite3.DatabaseError):
                     conn.close()
             return False
+
+    def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool:
+        """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check)."""
+        found = ack_check.state_epoch(conn)
+        if found is None:
+            self.warn(origin, f"not acknowledging to {origin}: not a File Conveyor state file (a forged hop?)")
+            return False
+        if found != epoch:  # the writer's state was made anew since (or the hop is forged): nothing to tell it
+            self.info(f"not acknowledging to {origin}: its epoch is not the one our events came with")
+            return False
+        if self.source is not None and ack_check.writer_holds(self.source, origin) is False:
+            self.warn(
+                origin,
+                f"not acknowledging to {origin}: no process writing our input has it open (a forged hop?)",
+            )
+            return False
+        self._verified[origin] = epoch
+        return True
 
     def close(self) -> None:
         for conn in self._conns.values():

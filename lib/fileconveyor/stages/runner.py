@@ -48,7 +48,7 @@ from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from ..pipe_tail import PipeTail
 from ..streams import MAX_LINE_BYTES, LongLine, has_fd, input_lines, is_fifo, open_fifo_for_writing
-from . import quarantine
+from . import ack_check, quarantine
 from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
 
 BATCH = 2000  # lines taken per round
@@ -348,7 +348,9 @@ class Runner:
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], Counter[int]] = {}
-        self.acks = Acknowledger(self.state.origin, lambda key, text: rep.warn_once(key, text))
+        self.acks = Acknowledger(
+            self.state.origin, lambda key, text: rep.warn_once(key, text), self._input_ident(), rep.info
+        )
         self.replays = Replays(self.state.db, self.state.epoch)  # our readers
         self.holding = Holding(self.acks.session)  # our writers' replays
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
@@ -385,6 +387,12 @@ class Runner:
         self.progress = Progress(rep, opts.progress)
 
     # -- set-up ----------------------------------------------------------------------
+
+    def _input_ident(self) -> ack_check.Ident | None:
+        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
+        if self.opts.input in (None, "-"):
+            return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
+        return ack_check.input_ident(path=self.opts.input)
 
     def _open_output(self) -> None:
         out = self.opts.output

@@ -1,0 +1,120 @@
+"""Finding 7 of issue 16: a line with a forged ``hop.from`` made a stage write acknowledgement rows into another
+pipeline's state file (which suppresses that pipeline's replays).  A stage now acknowledges only into a File
+Conveyor state file whose epoch is the hop's, and, while a process writes its input pipe, only if that process
+(or one it reads from, like fc-tee) has the file open (stages/ack_check.py, docs/durability.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import ROOT
+from tests.security.stage_runs import env
+
+FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
+
+
+def _event(rel: str, hop: dict | None = None) -> bytes:
+    ev: dict = {"v": 1, "kind": "created", "root": "/r", "path": f"/r/{rel}", "rel": rel}
+    if hop is not None:
+        ev["hop"] = hop
+    return (json.dumps(ev) + "\n").encode()
+
+
+def _other_pipeline(tmp_path: Path) -> tuple[Path, str]:
+    """Another pipeline's real stage state file, with a reader's acknowledgement in it; and its epoch."""
+    other = tmp_path / "other.db"
+    p = subprocess.run([*FILTER, "--state", str(other)], input=_event("a.css"), capture_output=True, env=env(tmp_path))
+    assert p.returncode == 0, p.stderr
+    with sqlite3.connect(other) as db:
+        (epoch,) = db.execute("SELECT v FROM meta WHERE k='epoch'").fetchone()
+        db.execute(
+            "INSERT INTO acks(reader, epoch, seq, at, session) VALUES ('/its/reader.db', ?, 1, 1.0, 's')", (epoch,)
+        )
+    db.close()
+    return other, epoch
+
+
+def _acks(path: Path) -> list[tuple]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT * FROM acks ORDER BY reader").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path: Path) -> None:
+    other, epoch = _other_pipeline(tmp_path)
+    before = _acks(other)
+    foreign = tmp_path / "foreign.db"  # any SQLite file with a table of that name
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT, seq INTEGER, at REAL, session TEXT)")
+    db.close()
+    # the writer of our pipe stays there (the forger): the forged line must not pass for one of its own lines
+    reader = subprocess.Popen(
+        [*FILTER, "--state", str(tmp_path / "ours.db")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(tmp_path),
+    )
+    assert reader.stdin is not None
+    reader.stdin.write(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 10**9}))  # the epoch right
+    reader.stdin.write(_event("y.css", {"from": str(other), "epoch": "0000", "seq": 10**9}))
+    reader.stdin.write(_event("z.css", {"from": str(foreign), "epoch": "0000", "seq": 10**9}))
+    reader.stdin.flush()
+    time.sleep(3)  # it has read and registered the three by now, and sent its acknowledgements
+    out, err = reader.communicate(timeout=60)  # closes its stdin
+    assert reader.returncode == 0, err.decode()
+    assert len(out.splitlines()) == 3  # the events themselves go through
+    assert _acks(other) == before
+    assert _acks(foreign) == []
+    assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err
+
+
+def test_a_forged_hop_from_a_pipe_whose_writer_left_still_needs_the_epoch(tmp_path: Path) -> None:
+    """With no writer left to ask (a pipe closed, a file of saved events), the epoch alone decides."""
+    other, _epoch = _other_pipeline(tmp_path)
+    before = _acks(other)
+    forged = _event("x.css", {"from": str(other), "epoch": "0123456789abcdef", "seq": 10**9})
+    p = subprocess.run(
+        [*FILTER, "--state", str(tmp_path / "ours.db")], input=forged, capture_output=True, env=env(tmp_path)
+    )
+    assert p.returncode == 0, p.stderr
+    assert _acks(other) == before
+
+
+def test_a_real_writer_is_acknowledged_through_a_live_pipe(tmp_path: Path) -> None:
+    """fc-watch | fc-filter, both running: fc-filter's acknowledgement lands in fc-watch's state file."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.css").write_text("a")
+    wstate, fstate = tmp_path / "w.db", tmp_path / "f.db"
+    watch = subprocess.Popen(
+        [*WATCH, "--state", str(wstate), str(site)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
+    filt = subprocess.Popen(
+        [*FILTER, "--state", str(fstate)], stdin=watch.stdout, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert watch.stdout is not None
+    watch.stdout.close()  # only fc-watch writes into fc-filter's stdin
+    try:
+        deadline = time.monotonic() + 30
+        rows: list[tuple] = []
+        while time.monotonic() < deadline and not (rows and rows[0][2] >= 1):  # first 0 (registered), then 1
+            time.sleep(0.3)
+            if wstate.exists():
+                with contextlib.suppress(sqlite3.OperationalError):  # fc-watch still making its tables
+                    rows = [r for r in _acks(wstate) if r[0] == str(fstate)]
+        assert rows and rows[0][2] >= 1, rows
+    finally:
+        watch.terminate()
+        watch.wait(timeout=30)
+        _, err = filt.communicate(timeout=60)
+    assert b"not acknowledging" not in err, err
