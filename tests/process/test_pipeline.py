@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -98,3 +99,24 @@ def test_kill_9_then_restart_gives_every_event(tmp_path: Path) -> None:
 def test_help_names_per_server_rule(cmd: str) -> None:
     res = subprocess.run([*launcher(cmd), "--help"], capture_output=True, text=True, timeout=60)
     assert "run one fc-process per destination" in res.stdout
+
+
+def test_a_long_but_moving_end_is_not_try_again_later(tmp_path: Path) -> None:
+    """Issue 17, finding 6: fc-process busy far longer than --drain-timeout after its input ended (YUI and
+    Closure on a first run) used to exit 4, "try again later", although every event was delivered: the drain
+    timeout counted from the end of the input.  It counts from the last progress now."""
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(5):
+        (site / f"f{i}.css").write_text(f"a{i}{{b:c}}\n")
+    slow = shlex.quote("cmd:sh -c 'sleep 1; cat \"$1\"' sh {in}")
+    drain = "--drain-timeout 2"
+    script = (
+        f"{ROOT}/bin/fc-watch --scan-once site | {ROOT}/bin/fc-filter {drain}"
+        f" | {ROOT}/bin/fc-process --jobs 1 {drain} --processor {slow}"
+        f' | {ROOT}/bin/fc-transport {drain} --to file://{tmp_path}/cdn; echo "${{PIPESTATUS[@]}}" >&2'
+    )
+    res = run_shell_pipeline(script, tmp_path, subprocess_env(tmp_path / "state"))
+    err = res.stderr.decode()
+    assert err.splitlines()[-1] == "0 0 0 0", err  # every stage: done, nothing left for later
+    assert sorted(p.name for p in (tmp_path / "cdn").iterdir()) == [f"f{i}.css" for i in range(5)]

@@ -43,9 +43,9 @@ def add_stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
         type=seconds,
         default=120.0,
         metavar="SECONDS",
-        help="after the input ends, how long to go on without progress (no item done, no reader acknowledging "
-        "more) before giving up (default 120); while work moves it waits; what is left stays queued for the next "
-        "run (exit status 4)",
+        help="after the input ends, how long to go on without progress (no item done here, the next stage neither "
+        "acknowledging more nor working) before giving up (default 120); while work moves it waits; what is "
+        "left stays queued for the next run (exit status 4)",
     )
     add_max_line_bytes(g)
     g.add_argument(

@@ -57,6 +57,7 @@ FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.ma
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
+REFRESH_INTERVAL = 1.0  # seconds between acknowledgements written again while we make progress
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
 # Items a lane hands out beyond its workers, per worker: they wait in the lane's queue, so a worker that
@@ -364,7 +365,9 @@ class Runner:
         # the last progress (an item done, a reader acknowledging more): --drain-timeout counts from here, so
         # a long but moving end (minutes of YUI downstream) is not reported as "try again later"
         self._progress_at = 0.0
-        self._behind_acks: dict[str, int] = {}
+        self._refreshed_at = 0.0
+        self._next_refresh = 0.0
+        self._behind_acks: dict[str, tuple[int, float]] = {}
         self._out_fd: int | None = None
         self._next_prune = 0.0
         self._next_sessions = 0.0
@@ -826,11 +829,14 @@ class Runner:
         # only readers heard from during this run: one that read from us last week
         # and is gone must not hold up today's run
         rows = self.state.db.execute(
-            "SELECT reader, seq FROM acks WHERE epoch=? AND at>=? AND seq<?", (self.state.epoch, self._started, last)
+            "SELECT reader, seq, at FROM acks WHERE epoch=? AND at>=? AND seq<?",
+            (self.state.epoch, self._started, last),
         ).fetchall()
-        acks = dict(rows)
-        if any(seq > self._behind_acks.get(r, seq) for r, seq in acks.items()):
-            self._progress_at = time.monotonic()  # a reader is taking our output, however slowly
+        acks = {r: (seq, at) for r, seq, at in rows}
+        # a reader moving on (a higher mark, or an acknowledgement written again: it finished something) is
+        # progress, however slowly it goes
+        if any(now > self._behind_acks.get(r, now) for r, now in acks.items()):
+            self._progress_at = time.monotonic()
         self._behind_acks = acks
         return list(acks)
 
@@ -1234,7 +1240,16 @@ class Runner:
                         "unacked",
                         "no File Conveyor stage is acknowledging this output; old lines are no longer kept for replay",
                     )
-            self.acks.send(self._ack_marks(), force=True)
+        if now >= self._next_refresh:
+            # Our acknowledgements are written again, with a fresh time, while we work (an item running or
+            # done) or have nothing left: a writer waiting for us at its end takes that for progress
+            # (--drain-timeout) even while the mark cannot move (YUI on the first file for minutes, items
+            # finishing out of order); with only retries left to wait for, we leave the time alone, and the
+            # writer gives up after its drain timeout.
+            self._next_refresh = now + REFRESH_INTERVAL
+            if self._progress_at > self._refreshed_at or self.sched.count == 0 or not self.sched.only_waiting():
+                self._refreshed_at = now
+                self.acks.send(self._ack_marks(), force=True)
 
     def _check_sessions(self) -> None:
         """A reader is new or restarted while we run: re-send what it had not acknowledged."""
