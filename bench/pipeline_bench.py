@@ -41,6 +41,7 @@ import datetime as dt
 import json
 import os
 import platform
+import pstats
 import re
 import resource
 import shutil
@@ -463,6 +464,7 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
     procs = spawn_chain(stages, env, log)
     sampler = PeakSampler([p.pid for p in procs])
     lat: list[float] = []
+    in_order: list[float] = []
     try:
         wait_for_log(log, ready, 60)
         write = lambda name: _write(src / name, payload)  # noqa: E731
@@ -479,7 +481,8 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
         missing = [k for k in closed if k not in arrivals.seen]
         if missing:
             raise SystemExit(f"live, {tool}: {len(missing)} files never arrived\n{log.read_text()[-3000:]}")
-        lat = sorted(arrivals.seen[k] - closed[k] for k in closed)
+        in_order = [arrivals.seen[k] - closed[k] for k in closed]  # in the order written: periodic stalls show
+        lat = sorted(in_order)
     finally:
         for p in procs:
             kill(p, signal.SIGTERM)
@@ -493,6 +496,7 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "max_ms": lat[-1] * 1000,
         "over_50ms": sum(x > 0.05 for x in lat),
+        "slow": [(i, round(x * 1000, 1)) for i, x in enumerate(in_order) if x > 0.02],  # (file number, ms)
     }
 
 
@@ -519,8 +523,10 @@ def profile(work: Path, tree: Path, out: Path, profiler: str) -> None:
     for argv in stages:
         verb = Path(argv[1]).name
         if profiler == "py-spy":
-            spy = [need("py-spy"), "record", "-r", "250", "-s", "-i", "--format", "raw", "-o", str(out / f"{verb}.txt")]
+            spy = [py_spy(), "record", "-r", "100", "-s", "--format", "raw", "-o", str(out / f"{verb}.txt")]
             wrapped.append([*spy, "--", *argv])
+        elif profiler == "strace":  # system calls per stage, counted (strace -c), children and threads included
+            wrapped.append([need("strace"), "-f", "-c", "-o", str(out / f"{verb}.strace"), *argv])
         else:
             wrapped.append([argv[0], "-m", "cProfile", "-o", str(out / f"{verb}.prof"), *argv[1:]])
     log = out / "stderr.log"
@@ -532,30 +538,59 @@ def profile(work: Path, tree: Path, out: Path, profiler: str) -> None:
         verb = Path(argv[1]).name
         if profiler == "py-spy":
             print(summarize_collapsed(out / f"{verb}.txt", verb))
+        elif profiler == "strace":
+            print(f"== {verb}: system calls\n" + "\n".join((out / f"{verb}.strace").read_text().splitlines()[:14]))
+        else:
+            print(f"== {verb} (main thread only)")
+            pstats.Stats(str(out / f"{verb}.prof")).sort_stats("tottime").print_stats(15)
 
 
-def summarize_collapsed(path: Path, title: str, top: int = 15) -> str:
-    """Self and inclusive sample counts per function from py-spy's collapsed stacks (idle frames left out)."""
+def py_spy() -> str:
+    """py-spy from PATH or next to this Python (pip install py-spy into the venv)."""
+    beside = Path(PY).parent / "py-spy"
+    return shutil.which("py-spy") or (str(beside) if beside.exists() else need("py-spy"))
+
+
+# Lines where the runner's threads block (py-spy cannot tell them from work): left out of the summary.
+WAITS = {
+    "Runner._worker (runner.py:1088)",  # lane.tasks.get()
+    "Runner._loop (runner.py:672)",  # self.events.get(timeout=...)
+    "Runner._loop (runner.py:687)",  # the coalescing wait
+    "read_lines (streams.py:56)",  # poller.poll()
+}
+WAITING = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (", "Connection._recv (")
+
+
+def summarize_collapsed(path: Path, title: str, top: int = 12) -> str:
+    """From py-spy's collapsed stacks: the lines that spend the most samples themselves (C calls such as
+    json.loads or sqlite3's execute count in the Python line that made them), and the functions that spend the
+    most with their callees."""
     own: collections.Counter[str] = collections.Counter()
     incl: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in path.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        frames = [
-            f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] for f in stack.split(";")
-        ]
-        frames = [f for f in frames if not f.startswith("process ") and not f.startswith("thread ")]
-        if not frames:
-            continue
+    for entry in path.read_text().splitlines():
+        stack, _, count = entry.rpartition(" ")
+        frames = [f for f in stack.split(";") if not f.startswith(("process ", "thread "))]
+        if not frames or _frame(frames[-1], line=True) in WAITS or frames[-1].startswith(WAITING):
+            continue  # py-spy takes a thread blocked in C (a queue, poll, a lock) as active: not CPU
         n = int(count)
         total += n
-        own[frames[-1]] += n
-        for f in set(frames):
+        own[_frame(frames[-1], line=True)] += n
+        for f in {_frame(f, line=False) for f in frames}:
             incl[f] += n
-    lines = [f"== {title}: {total} samples (active, every thread)", "  self%  incl%  function"]
-    for f, n in own.most_common(top):
-        lines.append(f"  {100 * n / total:5.1f}  {100 * incl[f] / total:5.1f}  {f}")
+    lines = [f"== {title}: {total} samples (on CPU, every thread and child)", "  self%  line"]
+    lines += [f"  {100 * n / total:5.1f}  {f}" for f, n in own.most_common(top)]
+    lines += ["  incl%  function"]
+    lines += [f"  {100 * n / total:5.1f}  {f}" for f, n in incl.most_common(top + 8)]
     return "\n".join(lines)
+
+
+def _frame(frame: str, line: bool) -> str:
+    """ "fn (/path/to/file.py:12)" as "fn (file.py:12)", or "fn (file.py)" without the line."""
+    fn, _, where = frame.partition(" (")
+    file, _, lineno = where.rstrip(")").rpartition(":")
+    file = file.rsplit("/", 1)[-1] or where.rstrip(")")
+    return f"{fn} ({file}:{lineno})" if line and lineno else f"{fn} ({file})"
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -603,11 +638,11 @@ def main() -> None:
     p.add_argument("--sets", default="small,large", help="small, large or both (default)")
     p.add_argument("--to", default="local,sftp,ftp,s3", help="destinations: local,sftp,ftp,s3 (default all)")
     p.add_argument("--tools", default="", help="only these: 3-stage,5-stage,rclone,lsyncd,scp,aws (default all)")
-    p.add_argument("--repeat", type=int, default=3, help="rounds, median reported (default 3)")
+    p.add_argument("--repeat", type=int, default=3, help="rounds, median reported (default 3; 0: no batch runs)")
     p.add_argument("--live-files", type=int, default=1000, help="files of the live mode (default 1000; 0: no live)")
     p.add_argument("--live-gap", type=float, default=0.05, help="seconds between live files (default 0.05)")
     p.add_argument("--profile", type=Path, metavar="DIR", help="also profile each stage of the 5-stage shape")
-    p.add_argument("--profiler", choices=("py-spy", "cprofile"), default="py-spy")
+    p.add_argument("--profiler", choices=("py-spy", "cprofile", "strace"), default="py-spy")
     p.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time the fc shapes of this checkout")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1000 small, 3 x 5 MiB, local, 1 round")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-pipeline-bench")
@@ -635,7 +670,7 @@ def main() -> None:
     meter = CpuMeter()
     results: list[dict] = []
     ratios: list[dict] = []
-    for where in args.to.split(","):
+    for where in args.to.split(",") if args.repeat else []:  # --repeat 0: only the live mode and the profile
         dest = Destination(where, work, dict(os.environ))
         try:
             for name in args.sets.split(","):
