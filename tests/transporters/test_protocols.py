@@ -122,6 +122,11 @@ def test_local_skip_unchanged_compares_bytes_and_links(tmp_path: Path) -> None:
         (src / "a.css").write_bytes(b"aaab")  # same size, other bytes
         assert tp.upload(src / "a.css", b"a.css") == "uploaded"
         assert (dest / "a.css").read_bytes() == b"aaab"
+        os.mkfifo(dest / "fifo.css")  # a FIFO at the name is looked at, never opened (that would block)
+        assert tp.upload(src / "a.css", b"fifo.css") == "uploaded"
+        (dest / "link.css").symlink_to(src / "a.css")  # the same bytes, but through a link: not what was asked
+        assert tp.upload(src / "a.css", b"link.css") == "uploaded"
+        assert not (dest / "link.css").is_symlink()
     with for_destination(parse_destination(f"{spec}&symlink_within={src}")) as tp:
         assert tp.upload(src / "a.css", b"a.css") == "uploaded"  # a copy is not the link asked for
         assert (dest / "a.css").is_symlink()

@@ -231,10 +231,13 @@ def _holds(parent: int, name: bytes, src: BinaryIO, link_to: bytes | None) -> bo
     try:
         if link_to is not None:
             return os.readlink(name, dir_fd=parent) == link_to
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+        # Looked at before it is opened: opening a FIFO or a device someone put there could block, or do things.
+        st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        if not stat.S_ISREG(st.st_mode) or st.st_size != os.fstat(src.fileno()).st_size:
+            return False
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=parent)
         with open(fd, "rb", buffering=0) as there:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size != os.fstat(src.fileno()).st_size:
+            if os.fstat(fd).st_ino != st.st_ino:  # swapped since
                 return False
             while True:
                 mine, theirs = src.read(1 << 20), there.read(1 << 20)
