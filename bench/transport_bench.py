@@ -128,8 +128,10 @@ def main() -> None:
         "--tools", default="", help="only these tools, comma-separated labels' first words (fc-transport,rclone,scp)"
     )
     args = p.parse_args()
+    peers = args.tools.split(",") if args.tools else ["rclone", "scp"]
     for tool in ("rclone", "scp", "ssh-keygen", "sshd"):
-        need(tool)
+        if tool in ("ssh-keygen", "sshd") or tool in peers:  # --tools fc-transport --compare-with: no peers needed
+            need(tool)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     n = args.connections
