@@ -65,5 +65,11 @@ CSS_ROUNDS ?= 30
 css-soak: test-deps ## unique names + link_updater: change CSS_ROUNDS bursts (default 30) of a 40-stylesheet site, check no published reference breaks
 	$(RUN) $(PY) bench/css_soak.py --rounds $(CSS_ROUNDS)
 
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: test-deps ## bad lines into every stage, FUZZ_EXAMPLES (default 200) per stage, a new FUZZ_SEED each run
+	FC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FC_FUZZ_SEED=$(FUZZ_SEED) $(PY) -m pytest -q -p no:cacheprovider \
+	  -o addopts="-ra --timeout=0" tests/security/test_fuzz.py
+
 clean: ## remove the virtualenv and caches
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache
