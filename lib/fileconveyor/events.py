@@ -500,7 +500,11 @@ def events_from(lines: Iterable[bytes], on_bad: Callable[[BadLine], None]) -> It
     """
     for lineno, line in enumerate(lines, 1):
         if not line.endswith(b"\n"):
-            on_bad(BadLine(lineno, "incomplete last line (no newline): the writer died mid-line?", line))
+            length = getattr(line, "length", None)  # a streams.LongLine: skipped while it was read
+            if length is not None:
+                on_bad(BadLine(lineno, f"{length} bytes, longer than the line length limit", line))
+            else:
+                on_bad(BadLine(lineno, "incomplete last line (no newline): the writer died mid-line?", line))
             continue
         if not line.strip():
             continue

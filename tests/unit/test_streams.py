@@ -69,3 +69,22 @@ def test_plain_file_input(tmp_path: Path) -> None:
     p = tmp_path / "events.jsonl"
     p.write_bytes(b'{"v":1,"kind":"created","path":"/a"}\n')
     assert list(input_lines(str(p), None)) == [p.read_bytes()]  # type: ignore[arg-type]
+
+
+def test_lines_past_the_limit_come_as_long_lines_wherever_the_chunks_cut(tmp_path: Path) -> None:
+    """A long line is dropped while it is read, in one chunk or across many, and the lines around it are whole."""
+    from fileconveyor.streams import CHUNK, LongLine
+
+    lines = [b"a" * 10, b"b" * 101, b"c" * 100, b"d" * (3 * CHUNK + 7), b"e", b"f" * 150]
+    path = tmp_path / "in"
+    path.write_bytes(b"".join(x + b"\n" for x in lines) + b"g" * 120)  # the last one too long and torn
+    got = list(input_lines(str(path), None, limit=100))  # type: ignore[arg-type]
+    assert [x if not isinstance(x, LongLine) else ("long", x.length) for x in got] == [
+        b"a" * 10 + b"\n",
+        ("long", 101),
+        b"c" * 100 + b"\n",
+        ("long", 3 * CHUNK + 7),
+        b"e\n",
+        ("long", 150),
+        ("long", 120),
+    ]
