@@ -578,6 +578,61 @@ def test_wrong_ftp_password_is_refused_at_start_and_by_check(tmp_path: Path, ftp
     assert check.returncode == 0 and check.stderr == b"", check.stderr.decode()
 
 
+def test_a_renamed_config_carries_on_and_a_copy_says_how_to(tmp_path: Path) -> None:
+    """State is keyed by the config file's path.  Renamed (the old file gone), its state directory moves along and
+    nothing is sent again; copied (both there), the copy starts over and the log names the state to carry on
+    from (--state-dir)."""
+    cfg, _, cdn = local_config(tmp_path)
+    cfg.write_text(cfg.read_text().replace(f"<PERSISTENT_DATA_DB>{tmp_path / 'state'}</PERSISTENT_DATA_DB>", ""))
+    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "states")}
+    log = tmp_path / "fileconveyor.log"
+
+    def run_until_synced(config: Path) -> None:
+        argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(config)]
+        proc = subprocess.Popen(argv, stderr=subprocess.DEVNULL, env=env)
+        try:
+            status = [sys.executable, str(BIN / "fc-conveyor"), "--status", "--json", str(config)]
+
+            def idle() -> bool:
+                st = json.loads(subprocess.run(status, capture_output=True, timeout=30, env=env).stdout)
+                return st["running"] and all(x.get("queue", {}).get("queued", 0) == 0 for x in st["stages"])
+
+            wait_for(lambda: (cdn / "all" / "misc" / "drupal.js").exists(), 60, "the first files", log)
+            wait_for(idle, 60, "every queue empty", log)
+            time.sleep(1)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+
+    run_until_synced(cfg)
+    synced = log.read_text().count("Synced: '")
+    assert synced > 0
+    sent = {p: p.lstat().st_mtime_ns for p in cdn.rglob("*")}
+    renamed = tmp_path / "renamed.xml"
+    cfg.rename(renamed)
+    run_until_synced(renamed)
+    text = log.read_text()
+    assert f"This config file was {cfg} (gone now: moved or renamed): its state moves along" in text
+    assert text.count("Synced: '") == synced  # nothing sent again
+    assert {p: p.lstat().st_mtime_ns for p in cdn.rglob("*")} == sent
+    assert [d.name for d in (tmp_path / "states").iterdir() if d.name.startswith("conveyor-")] == [
+        d.name for d in (tmp_path / "states").iterdir() if d.name.startswith("conveyor-renamed-")
+    ]
+    # a copy: both files exist, so the copy cannot take the state; it says which state to give it
+    copy = tmp_path / "copy.xml"
+    shutil.copy(renamed, copy)
+    argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(copy)]
+    started = subprocess.Popen(argv, stderr=subprocess.DEVNULL, env=env)
+    try:
+        wait_for(lambda: "has its state in" in log.read_text(), 30, "the copy's warning", log)
+    finally:
+        started.send_signal(signal.SIGTERM)
+        started.wait(timeout=60)
+    line = next(ln for ln in log.read_text().splitlines() if "has its state in" in ln)
+    assert f"{renamed.resolve()}, with the same sources and servers, has its state in" in line
+    assert "start this one with --state-dir " in line and "conveyor-renamed-" in line
+
+
 def test_json_without_status_is_a_usage_error(tmp_path: Path) -> None:
     cfg, _, _ = local_config(tmp_path)
     out = subprocess.run(
@@ -587,13 +642,15 @@ def test_json_without_status_is_a_usage_error(tmp_path: Path) -> None:
     assert not (tmp_path / "pid").exists()
 
 
-def test_a_wrong_ftp_password_then_the_right_one_sends_the_processed_files(
+def test_transfers_refused_for_good_then_fixed_send_the_processed_files(
     tmp_path: Path,
     ftp_server: FtpServer,  # noqa: F811
 ) -> None:
-    """Issue 17, finding 2: the processed copies of transfers refused for a wrong password were removed once
-    fc-transport acknowledged them, and the restart after the fix ("2 failed transfer(s) queued again") sent
-    nothing.  Now fc-process keeps the latest copy of each path, and the restart sends every processed file."""
+    """Issue 17, finding 2: the processed copies of transfers refused for good (a wrong password, then) were
+    removed once fc-transport acknowledged them, and the restart after the fix ("2 failed transfer(s) queued
+    again") sent nothing.  Now fc-process keeps the latest copy of each path, and the restart sends every
+    processed file.  A wrong password is refused at start now (finding 9), so the refusal here is one per file:
+    a file on the server where the files' directory must go."""
     site = tmp_path / "site"
     (site / "css").mkdir(parents=True)
     for i in range(2):
@@ -624,20 +681,22 @@ def test_a_wrong_ftp_password_then_the_right_one_sends_the_processed_files(
         return cfg
 
     log = tmp_path / "fileconveyor.log"
-    argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(config("wrong password"))]
+    (ftp_server.files / sub).mkdir()
+    (ftp_server.files / sub / "css").write_text("a file where the files' directory must go")
+    argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(config(PASSWORD))]
     first = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
-        wait_for(lambda: log.exists() and "Fix it, then restart" in log.read_text(), 60, "the refused login", log)
+        wait_for(lambda: log.exists() and "Fix it, then restart" in log.read_text(), 60, "the refused files", log)
         time.sleep(6)  # past fc-process's housekeeping (every 5 s), which released acknowledged work files
     finally:
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=60) == 0
-    assert not (ftp_server.files / sub).exists()
-    config(PASSWORD)
+    assert not list((ftp_server.files / sub).rglob("*.css"))
+    (ftp_server.files / sub / "css").unlink()
     second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
         wait_for(
-            lambda: len(list((ftp_server.files / sub).rglob("*.css"))) == 2 if (ftp_server.files / sub).exists() else 0,
+            lambda: len(list((ftp_server.files / sub).rglob("*.css"))) == 2,
             60,
             "both processed files on the FTP server after the fix",
             log,

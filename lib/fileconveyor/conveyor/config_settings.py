@@ -121,9 +121,7 @@ def parse_settings(
             chains = int(text)
         else:
             error(line, f"<MAX_SIMULTANEOUS_PROCESSORCHAINS> must be a whole number of 1 or more, not {text!r}")
-    # one state directory per config file: two config.xml files in different places never share one
-    digest = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()[:8]
-    state_dir = path("PERSISTENT_DATA_DB", default_state_dir() / f"conveyor-{config_path.stem}-{digest}")
+    state_dir = path("PERSISTENT_DATA_DB", default_state_dir_for(config_path))
     if "PERSISTENT_DATA_DB" in given and state_dir.exists() and not state_dir.is_dir():
         # most likely the original's persistent_data.db: its queue is imported with fc-record --import-queue
         error(
@@ -143,3 +141,10 @@ def parse_settings(
         file_log_level=level("FILE_LOGGER_LEVEL", logging.INFO),
         max_processor_chains=chains,
     )
+
+
+def default_state_dir_for(config_path: Path) -> Path:
+    """One state directory per config file: two config.xml files in different places never share one (a config
+    moved or renamed finds its old one: state_home.py)."""
+    digest = hashlib.sha256(str(config_path.resolve()).encode()).hexdigest()[:8]
+    return default_state_dir() / f"conveyor-{config_path.stem}-{digest}"

@@ -28,6 +28,7 @@ from .. import private
 from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
+from . import state_home
 from .plan import Plan, Proc
 from .render import bin_dir, command_argv
 from .servers import check_access
@@ -431,8 +432,10 @@ class Supervisor:
         self.log.warning(f"File Conveyor is initializing ({self.plan.config.path}, pid {os.getpid()}).")
         for w in self.plan.config.warnings:
             self.log.warning(f"Config: {w}")
+        state_home.find_home(self.plan.config, self.log)  # a moved config.xml takes its state along
         self.prepare()
         self.lock_state_dir()
+        state_home.note(self.plan.config)
         self.wait_for_old_stages()
         self.check_servers()
         for child in self.children:
