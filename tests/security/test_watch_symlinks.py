@@ -244,6 +244,25 @@ def test_follow_symlinks_stays_within_the_followed_directory(fc: Launcher, mode:
     w.close()
 
 
+def test_follow_symlinks_directory_link_repointed_or_removed(fc: Launcher, mode: str, site: Path) -> None:  # noqa: F811
+    """A followed directory link re-pointed elsewhere: what was below it is deleted and what is below
+    the new target created (inotify reports only "a file changed" for a link)."""
+    make_files(site.parent / "v1", ["a.css", "sub/x.css"], age_s=OLD)
+    make_files(site.parent / "v2", ["b.css"], age_s=OLD)
+    os.symlink("../v1", site / "assets")
+    w = Watch(fc, mode, site, "--follow-symlinks")
+    w.first(expect("created", ["assets/a.css", "assets/sub/x.css"]))
+
+    def repoint() -> None:
+        os.symlink("../v2", site.parent / "tmp-link")  # made outside, moved in: one atomic change
+        os.replace(site.parent / "tmp-link", site / "assets")
+
+    w.then(repoint, expect("deleted", ["assets/a.css", "assets/sub/x.css"]) + expect("created", ["assets/b.css"]))
+    w.then(lambda: os.unlink(site / "assets"), expect("deleted", ["assets/b.css"]))
+    w.then(lambda: make_files(site.parent / "v1", ["later.css"]), Counter())  # no longer followed: not watched
+    w.close()
+
+
 # -- end to end ------------------------------------------------------------------------------------
 
 

@@ -143,6 +143,13 @@ class WatchState:
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0]
 
+    def any_below(self, prefix: bytes, lo: bytes, hi: bytes | None) -> bool:
+        """Whether a committed row of a file (not a tombstone) has a key in [lo, hi) (see
+        tree.subtree_range): one index lookup."""
+        end = prefix_of(int.from_bytes(prefix, "big") + 1) if hi is None else prefix + hi
+        sql = "SELECT 1 FROM files WHERE key>=? AND key<? AND kind!=? LIMIT 1"
+        return self.db.execute(sql, (prefix + lo, end, DELETED)).fetchone() is not None
+
     # -- committing ----------------------------------------------------------------
 
     @property

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from inotify_simple import INotify
 from inotify_simple import flags as F
 
+from .tree import subtree_range
+
 if TYPE_CHECKING:
     from ..cli._common import Reporter
     from ..stages.watch import Core, Source
@@ -173,6 +175,7 @@ class InotifyBackend:
         """Turn every event inotify has queued into hints.  Never blocks."""
         core, sources, watches = self.core, self.core.sources, self.watches
         skip_dir = core.filters.skip_dir
+        follow = core.opt.follow_symlinks
         now = time.monotonic()
         for ev in self.ino.read(timeout=0):
             mask = ev.mask
@@ -211,6 +214,12 @@ class InotifyBackend:
                         self._forget(index, rel, remove=True)
                     core.rescan(src, rel)
                     continue
+                came_or_went = mask & (F.CREATE | F.MOVED_TO | F.DELETE | F.MOVED_FROM)
+                if follow and came_or_went and not skip_dir(name, rel) and self._dir_link(src, rel, mask):
+                    # A symlink to a directory made, re-pointed or removed: inotify says "a file", but
+                    # with --follow-symlinks a whole subtree came or went under that name.
+                    self._forget(index, rel, remove=True)
+                    core.rescan(src, rel)
                 if mask & F.CREATE:
                     closed = _created_complete(src.root, rel)
                 elif mask & F.MODIFY:
@@ -220,6 +229,14 @@ class InotifyBackend:
                 else:  # ATTRIB: touch, chmod; nobody told us whether a writer is busy
                     closed = None
                 core.dirty(src, rel, closed, now)
+
+    def _dir_link(self, src: Source, rel: bytes, mask: int) -> bool:
+        """A name that appeared as a symlink to a directory, or went away with files below
+        it in the state (it was one, followed)."""
+        if mask & (F.CREATE | F.MOVED_TO):
+            path = src.root.rstrip(b"/") + b"/" + rel
+            return os.path.islink(path) and os.path.isdir(path)
+        return self.core.state.any_below(src.prefix, *subtree_range(rel))
 
     def _root_gone(self, src: Source) -> None:
         self.reporter.warn(f"source {src.name!r}: {os.fsdecode(src.root)} was moved or deleted")
