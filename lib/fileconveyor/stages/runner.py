@@ -745,7 +745,8 @@ class Runner:
                     if self.tail.active and not self.state.readers():
                         settled = self._settle_output()
                         if settled == "fc":
-                            continue  # a File Conveyor reader showed up: wait for its acknowledgements
+                            self._progress_at = time.monotonic()  # a reader showed up: wait for its acknowledgements
+                            continue
                         if settled == "gone":
                             return Exit.BROKEN_PIPE
                     return self._status()
