@@ -1,8 +1,11 @@
-"""The retry after a wrong password sends the processed files (issue 17, finding 2).
+"""The retry after a failed transfer sends the processed files (issue 17, finding 2).
 
 fc-process used to remove a processed copy as soon as fc-transport acknowledged its line, and a transfer that
-failed (a wrong password) is acknowledged too: the retry (--retry-failed, which fc-conveyor adds at each start)
-found the copies gone, took them for vanished sources and dropped them with an info line.  Now fc-process keeps
+failed for good (a wrong password, a file where a directory must go) is acknowledged too: the retry
+(--retry-failed, which fc-conveyor adds at each start) found the copies gone, took them for vanished sources and
+dropped them with an info line.  (A wrong password at start is now refused before anything is read, by the
+start-up check; a refusal after the start, here a file where the destination's directory must go, takes the
+same path as the issue's wrong password did.)  Now fc-process keeps
 the latest copy of each path until a newer version or the deletion supersedes it, and a copy found missing
 while its source is still there is an error, never dropped quietly."""
 
@@ -32,7 +35,7 @@ def _pipeline(tmp_path: Path, env: dict[str, str], dest: str, *extra: str) -> su
     )
 
 
-def test_retry_after_a_wrong_password_sends_the_processed_files(
+def test_retry_after_a_failed_transfer_sends_the_processed_files(
     ftp_server: FtpServer, tmp_path: Path, env: dict[str, str]
 ) -> None:
     for rel, text in CSS.items():
@@ -40,13 +43,17 @@ def test_retry_after_a_wrong_password_sends_the_processed_files(
         (tmp_path / "site" / rel).write_text(text)
     sub = "retry-" + tmp_path.name[-10:]
     dest = f"ftp://{USER}@127.0.0.1:{ftp_server.port}/{sub}"
-    wrong = _pipeline(tmp_path, {**env, "FC_PASSWORD": "not the password"}, dest)
-    assert "error" in wrong.stderr and not (ftp_server.files / sub).exists(), wrong.stderr
-    # cron runs it again before the password is fixed: nothing new, and fc-transport has acknowledged the failed
+    blocker = ftp_server.files / sub / "css"  # a file where the css directory must go: every transfer fails
+    blocker.parent.mkdir(parents=True)
+    blocker.write_text("in the way")
+    pw = {**env, "FC_PASSWORD": PASSWORD}
+    wrong = _pipeline(tmp_path, pw, dest)
+    assert wrong.returncode == 1 and "--retry-failed" in wrong.stderr, wrong.stderr
+    # cron runs it again before the cause is fixed: nothing new, and fc-transport has acknowledged the failed
     # lines, so fc-process's housekeeping releases what it no longer needs
-    again = _pipeline(tmp_path, {**env, "FC_PASSWORD": "not the password"}, dest)
-    assert not (ftp_server.files / sub).exists(), again.stderr
-    right = _pipeline(tmp_path, {**env, "FC_PASSWORD": PASSWORD}, dest, "--retry-failed")
+    _pipeline(tmp_path, pw, dest)
+    blocker.unlink()
+    right = _pipeline(tmp_path, pw, dest, "--retry-failed")
     assert right.returncode == 0, right.stderr
     sent = sorted(p.name for p in (ftp_server.files / sub).rglob("*.css"))
     assert len(sent) == 3 and all(len(name) == len("s0_") + 32 + len(".css") for name in sent), sent

@@ -552,7 +552,9 @@ class TransportStage(Stage):
             "touch the file to have it processed and sent again"
         )
         with self.lock:
-            self.stats[server].failed += 1
+            stats = self.stats[server]
+            stats.failed += 1
+            stats.first_failure = stats.first_failure or text
         if self.runner is not None:
             self.runner.rep.error(text)
         self.notes[id(item)] = Note(server, path, failed=text)
