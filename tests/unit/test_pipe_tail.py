@@ -2,68 +2,72 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
 
 from fileconveyor.pipe_tail import PipeTail
 
 
-def test_read_upto_counts_only_lines_read_whole() -> None:
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
     r, w = os.pipe()
-    try:
-        tail = PipeTail(w)
-        assert tail.active
-        lines = [b"a" * 9 + b"\n", b"b" * 9 + b"\n", b"c" * 9 + b"\n"]
-        os.write(w, b"".join(lines))
-        tail.wrote([5, 6, 9], [len(x) for x in lines])
-        assert tail.read_upto(9) == 4  # nothing read: not even the first line
-        os.read(r, 15)  # the first line and half the second
-        assert tail.read_upto(9) == 5
-        os.read(r, 5)
-        assert tail.read_upto(9) == 6
-        os.read(r, 10)
-        assert tail.read_upto(9) == 9 and tail.delivered(9, 2) == 9
-        assert not tail.gone()
-    finally:
-        os.close(w)
-        os.close(r)
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
-def test_a_reader_that_closes_before_the_end_took_nothing_of_the_run() -> None:
-    r, w = os.pipe()
-    try:
-        tail = PipeTail(w)
-        os.write(w, b"x\n")
-        tail.wrote([3], [2])
-        os.read(r, 2)  # it read the line, then left before our end (head)
-        os.close(r)
-        assert tail.settle(5.0, lambda: False, lambda: False) == "gone"
-        assert tail.quit_early and tail.delivered(3, 2) == 2
-    finally:
-        os.close(w)
+def send(tail: PipeTail, w: int, lines: dict[int, bytes]) -> None:
+    """Write ``lines`` (seq -> line) into the pipe and tell the tail."""
+    os.write(w, b"".join(lines.values()))
+    tail.wrote(list(lines), [len(x) for x in lines.values()])
 
 
-def test_settle_waits_for_the_reader_then_gives_the_unread_back() -> None:
-    r, w = os.pipe()
-    try:
-        tail = PipeTail(w)
-        os.write(w, b"1\n2\n")
-        tail.wrote([1, 2], [2, 2])
-        started = time.monotonic()
-        assert tail.settle(0.3, lambda: False, lambda: False) == "timeout"  # a reader that does not read
-        assert time.monotonic() - started >= 0.3 and tail.delivered(2, 0) == 0
-        os.read(r, 4)
-        assert tail.settle(5.0, lambda: False, lambda: False) == "read"  # read all, still there (jq)
-        assert tail.delivered(2, 0) == 2
-        os.write(w, b"3\n")
-        tail.wrote([3], [2])
-        assert tail.settle(5.0, lambda: False, lambda: True) == "fc"  # a File Conveyor reader registered
-    finally:
-        os.close(w)
-        os.close(r)
+def test_read_upto_counts_only_lines_read_whole(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    tail = PipeTail(w)
+    assert tail.active
+    send(tail, w, {5: b"a" * 9 + b"\n", 6: b"b" * 9 + b"\n", 9: b"c" * 9 + b"\n"})
+    assert tail.read_upto(9) == 4  # nothing read: not even the first line
+    os.read(r, 15)  # the first line and half the second
+    assert tail.read_upto(9) == 5
+    os.read(r, 5)
+    assert tail.read_upto(9) == 6
+    os.read(r, 10)
+    assert tail.read_upto(9) == 9 and tail.delivered(9, 2) == 9
+    assert not tail.gone()
 
 
-def test_not_a_pipe_is_not_tracked(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_reader_that_closes_before_the_end_took_nothing_of_the_run(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    tail = PipeTail(w)
+    send(tail, w, {3: b"x\n"})
+    os.read(r, 2)  # it read the line, then left before our end (head)
+    os.close(r)
+    assert tail.settle(5.0, lambda: False, lambda: False) == "gone"
+    assert tail.quit_early and tail.delivered(3, 2) == 2
+
+
+def test_settle_waits_for_the_reader_then_gives_the_unread_back(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    tail = PipeTail(w)
+    send(tail, w, {1: b"1\n", 2: b"2\n"})
+    started = time.monotonic()
+    assert tail.settle(0.3, lambda: False, lambda: False) == "timeout"  # a reader that does not read
+    assert time.monotonic() - started >= 0.3 and tail.delivered(2, 0) == 0
+    os.read(r, 4)
+    assert tail.settle(5.0, lambda: False, lambda: False) == "read"  # read all, still there (jq)
+    assert tail.delivered(2, 0) == 2
+    send(tail, w, {3: b"3\n"})
+    assert tail.settle(5.0, lambda: False, lambda: True) == "fc"  # a File Conveyor reader registered
+
+
+def test_not_a_pipe_is_not_tracked(tmp_path: Path) -> None:
     with open(tmp_path / "f", "wb") as f:
         tail = PipeTail(f.fileno())
         assert not tail.active and tail.delivered(7, 1) == 7
