@@ -260,6 +260,8 @@ class Destination:
         self.prefix = f"{label.split()[0]}-{label.split()[-1]}-{self.run_no}"
         if self.where != "s3":
             shutil.rmtree(self.files, ignore_errors=True)
+        if self.where == "ftp":  # pyftpdlib answers 501 (not 550) for a missing directory: rclone gives up
+            self.files.mkdir()
 
     def fc_url(self) -> str:
         n = CONNECTIONS
@@ -604,7 +606,7 @@ def table(results: list[dict], ratios: list[dict], live: list[dict]) -> str:
     for r in results:
         runs = ", ".join(f"{t:.2f}" for t in r["walls"])
         lines.append(
-            f"| {r['set']} | {r['to']} | {r['tool']} | {r['files_s']:,.0f} | {r['mb_s']:.1f} | {r['wall']:.2f} | "
+            f"| {r['set']} | {r['to']} | {r['tool']} | {_num(r['files_s'])} | {_num(r['mb_s'])} | {r['wall']:.2f} | "
             f"{runs} | {r['cpu']:.2f} | {1000 * r['cpu'] / r['files']:.3f} | {r['rss'] / 2**20:.0f} |"
         )
     if ratios:
@@ -630,6 +632,10 @@ def table(results: list[dict], ratios: list[dict], live: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--small", type=int, default=10_000, help="small files (default 10000, 4 KiB, 100 per directory)")
@@ -653,7 +659,9 @@ def main() -> None:
     tree_tools = {"rclone", "lsyncd", "rsync", "scp", "aws"} & {
         t for w in args.to.split(",") for t in tools_for(w, set())
     }
-    for tool in sorted(tree_tools | ({"lsyncd"} if args.live_files else set())):
+    if args.live_files or "lsyncd" in tree_tools:
+        tree_tools |= {"lsyncd", "rsync"}  # lsyncd runs rsync (default.rsync) or cp (default.direct)
+    for tool in sorted(tree_tools):
         need(tool)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
