@@ -371,13 +371,14 @@ def decode(line: bytes) -> Event:
         raise EventError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
     # The fields' types are judged once per shape (names and types, in order): a stream
     # repeats a handful of shapes, so most lines cost one lookup here.
-    shape = (*ev, *map(type, ev.values()))
-    plan = _PLANS.get(shape)
+    shape = (*ev, *map(type, ev.values())) if len(ev) <= MAX_CACHED_FIELDS else None
+    plan = _PLANS.get(shape) if shape is not None else None
     if plan is None:
         plan = _plan(ev)
-        if len(_PLANS) >= 512:  # hostile input can make endless shapes
-            _PLANS.clear()
-        _PLANS[shape] = plan
+        if shape is not None:
+            if len(_PLANS) >= 512:  # hostile input can make endless shapes
+                _PLANS.clear()
+            _PLANS[shape] = plan
     ints, mtime_ns, nested = plan
     for key in ints:
         if not 0 <= ev[key] <= MAX_INT:
@@ -400,6 +401,7 @@ def decode(line: bytes) -> Event:
 
 
 _PLANS: dict[tuple, tuple[tuple[str, ...], bool, bool]] = {}
+MAX_CACHED_FIELDS = 64  # a shape with more fields is judged each time: 512 huge shapes would hold much memory
 
 
 def _plan(ev: Event) -> tuple[tuple[str, ...], bool, bool]:

@@ -125,3 +125,27 @@ def test_fast_encoder_agrees_with_the_general_one(raw: bytes, kind: str, mtime_n
 
 def test_mtime_is_truncated_to_microseconds() -> None:
     assert events.mtime_seconds(1795560937740236999) == 1795560937.740236
+
+
+def test_decode_judges_every_line_not_only_the_first_of_its_shape() -> None:
+    """The type checks are cached per shape of event; the range checks and the rest still run on every line."""
+    good = b'{"v":1,"kind":"created","path":"/a","size":%d,"mtime_ns":"%s","hop":{"from":"/w","epoch":"e","seq":%d}}'
+    assert events.decode(good % (1, b"5", 1))["size"] == 1
+    for line, why in [
+        (good % (2**63, b"5", 1), "out of range"),
+        (good % (1, b"99999999999999999999", 1), "mtime_ns"),
+        (good % (1, b"5", 2**63), "hop.seq"),
+        (
+            b'{"v":1,"kind":"created","path":"/a","size":"1","mtime_ns":"5","hop":{"from":"/w","epoch":"e","seq":1}}',
+            "size",
+        ),
+    ]:
+        with pytest.raises(events.EventError, match=why):
+            events.decode(line)
+
+
+def test_decode_judges_events_with_many_fields_each_time() -> None:
+    fields = ",".join(f'"f{i}":{i}' for i in range(100))
+    assert len(events.decode(b'{"v":1,"kind":"created","path":"/a",%s}' % fields.encode())) == 103
+    with pytest.raises(events.EventError, match="size"):
+        events.decode(b'{"v":1,"kind":"created","path":"/a",%s,"size":-1}' % fields.encode())
