@@ -127,3 +127,16 @@ def test_a_stored_line_that_no_longer_decodes_is_set_aside_not_crashed_on(tmp_pa
     argv = [sys.executable, str(BIN / "fc-record"), "--status", "--state-file", str(stage.state(tmp_path))]
     status = subprocess.run(argv, capture_output=True, timeout=60, env=env(tmp_path))
     assert b"1 set aside (quarantine)" in status.stdout, status.stdout + status.stderr
+    own = stage.run(tmp_path, b"", "--status")  # the stage's own --status, with the options it runs with
+    assert own.returncode == 0 and b"1 set aside (quarantine)" in own.stdout, own.stdout + own.stderr
+
+
+@pytest.mark.parametrize("stage", [s for s in RUNNER_STAGES if s.name != "fc-record"], ids=lambda s: s.name)
+def test_status_finds_the_default_state_file(stage: Stage, tmp_path: Path) -> None:
+    """--status with the options of a run and no --state reads the state file that run chose."""
+    argv = [a for a in stage.argv(tmp_path) if a not in ("--state", str(stage.state(tmp_path)))]
+    run = subprocess.run(argv, input=stage.good(tmp_path, 0), capture_output=True, timeout=60, env=env(tmp_path))
+    assert run.returncode == 0, run.stderr
+    p = subprocess.run([*argv, "--status"], capture_output=True, timeout=60, env=env(tmp_path))
+    assert p.returncode == 0, p.stderr
+    assert str(tmp_path / "state").encode() in p.stdout and b"0 queued" in p.stdout

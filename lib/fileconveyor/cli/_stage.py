@@ -8,6 +8,8 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from ..errors import Exit
+from ..stages.record_status import format_status, state_status
 from ..stages.runner import Options, Stage, run_stage
 from ..state import default_state_dir
 from ._common import Reporter, Stopper, Streams, add_max_line_bytes, seconds
@@ -23,8 +25,17 @@ on, and every event written is committed before it is written; after a kill -9,
 run the same command again and unfinished work is redone (docs/durability.md)."""
 
 
-def add_stage_arguments(p: argparse.ArgumentParser, name: str) -> None:
+def add_stage_arguments(p: argparse.ArgumentParser, name: str, status: bool = True) -> None:
+    """``status``: add --status (fc-record has one of its own)."""
     g = p.add_argument_group("input, output and state")
+    if status:
+        g.add_argument(
+            "--status",
+            dest="stage_status",
+            action="store_true",
+            help="print what waits in the state file (queued, waiting to be retried, failed, set aside) and "
+            "exit; give the options the stage runs with (they choose the default state file)",
+        )
     g.add_argument("--input", metavar="FILE", help="read events from FILE or a named FIFO instead of stdin")
     g.add_argument(
         "--output",
@@ -76,5 +87,10 @@ def run_stage_from_args(
         progress=bool(progress),
         max_line_bytes=args.max_line_bytes,
     )
+    if getattr(args, "stage_status", False):
+        path = str(opts.state_path)
+        io.stdout.write(format_status({"state_files": {path: state_status(path)}}).encode())
+        io.stdout.flush()
+        return Exit.OK
     rep.info(f"state: {opts.state_path}")
     return run_stage(stage, opts, io.stdin, io.stdout, rep, stop)

@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument(
         "--import-queue", metavar="OLD_DB", help="print the old daemon's unsynced queue (persistent_data.db) as events"
     )
-    add_stage_arguments(p, "fc-record")
+    add_stage_arguments(p, "fc-record", status=False)
     return p
 
 
