@@ -41,6 +41,7 @@ except ImportError:  # not a Unix: no pipe tail
 F_GETPIPE_SZ = 1032  # Linux
 GRACE = 0.2  # seconds after our last write a reader that has read everything gets to show it quits (head)
 POLL_MS = 50
+STOP_WAIT = 2.0  # seconds a stop request (SIGTERM, Ctrl-C) still leaves the reader to read what is in the pipe
 
 
 class PipeTail:
@@ -111,12 +112,14 @@ class PipeTail:
         """At the end of our output: wait until the reader has read everything (and GRACE after our last write
         has passed without it quitting), or has gone, or a File Conveyor reader has shown up (its
         acknowledgements decide from then on), at most ``timeout`` s.  Returns "read", "gone", "fc" or
-        "timeout" (then the unread lines are not delivered: ``read_upto``)."""
+        "timeout" (then the unread lines are not delivered: ``read_upto``).  A stop request shortens the wait to
+        STOP_WAIT."""
         if self.fd is None:
             return "read"
         deadline = time.monotonic() + timeout
         poller = select.poll()
         poller.register(self.fd, 0)
+        stopping = False
         while True:
             if self.gone():
                 return "gone"
@@ -125,7 +128,9 @@ class PipeTail:
             now = time.monotonic()
             if unread(self.fd) == 0 and now - self._last_write >= GRACE:
                 return "read"
-            if now >= deadline or should_stop():
+            if not stopping and should_stop():  # a clean stop: the reader still gets a moment to read the rest
+                stopping, deadline = True, min(deadline, now + STOP_WAIT)
+            if now >= deadline:
                 return "timeout"
             poller.poll(POLL_MS)
 

@@ -587,6 +587,10 @@ class Runner:
             self._stop_workers()
             self._commit_late_results()
             self._end_loop()
+            if self.stop.requested and self.tail.active and not self.state.readers():
+                # a clean stop: the reader of our pipe gets a moment to read what is in it (pipe_tail.STOP_WAIT)
+                with contextlib.suppress(Exception):
+                    self._settle_output()
             self.acks.send(self._ack_marks(), force=True)
             self.acks.close()
             self.stage.close()
