@@ -326,6 +326,9 @@ class Acknowledger:
         self._last: dict[str, float] = {}
         self._verified: dict[str, str] = {}  # origin -> the epoch it was shown to have
         self._next_check: dict[str, float] = {}
+        # refused because a process writing our input did not have it open: for good, so that the writer
+        # leaving (a forger closing the pipe) does not let the weaker rule, the epoch alone, accept it later
+        self._refused: set[tuple[str, str]] = set()
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
@@ -345,7 +348,9 @@ class Acknowledger:
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader:
             return False
-        if self._verified.get(origin) != epoch and time.monotonic() < self._next_check.get(origin, 0.0):
+        if self._verified.get(origin) != epoch and (
+            time.monotonic() < self._next_check.get(origin, 0.0) or (origin, epoch) in self._refused
+        ):
             return False
         try:
             conn = self._conns.get(origin)
@@ -383,6 +388,7 @@ class Acknowledger:
             self.info(f"not acknowledging to {origin}: its epoch is not the one our events came with")
             return False
         if self.source is not None and ack_check.writer_holds(self.source, origin) is False:
+            self._refused.add((origin, epoch))
             self.warn(
                 origin,
                 f"not acknowledging to {origin}: no process writing our input has it open (a forged hop?)",
