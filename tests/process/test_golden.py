@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,11 @@ def test_golden(case: str, tmp_path: Path) -> None:
             for tool in tools:
                 require_tool(tool)
     argv = shlex.split((GOLDEN / f"{case}.args").read_text())
-    text = (GOLDEN / f"{case}.in.jsonl").read_text().replace("@SRC@", str(SRC))
+    # @EARLIER@: an earlier fc-process's work folder (beside ours, under the same --work-dir), holding copies of
+    # the text fixtures: fc-process takes a "file" only from such a folder (lib/fileconveyor/sourcefile.py)
+    earlier = tmp_path / "work" / "earlier.db.work"
+    shutil.copytree(SRC / "text", earlier)
+    text = (GOLDEN / f"{case}.in.jsonl").read_text().replace("@SRC@", str(SRC)).replace("@EARLIER@", str(earlier))
     inputs = [json.loads(line) for line in text.splitlines()]
     res = run(tmp_path, argv, text.encode())
     assert res.status in (0, 1), res.stderr

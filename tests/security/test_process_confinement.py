@@ -56,7 +56,9 @@ def test_an_incoming_name_never_leads_outside_the_work_directory(tmp_path: Path,
     assert not (tmp_path / "owned.txt").exists() and not (tmp_path / "outside" / "owned.txt").exists()
 
 
-def test_a_forged_file_outside_the_work_directory_is_read_never_moved_or_deleted(tmp_path: Path) -> None:
+def test_a_forged_file_outside_the_work_directory_is_never_read_moved_or_deleted(tmp_path: Path) -> None:
+    # A "file" is taken only from a *.work folder (lib/fileconveyor/sourcefile.py, issue 16 finding 1): one
+    # elsewhere is refused with an error event, and stays where and what it was.
     (tmp_path / "src").mkdir()
     (tmp_path / "outside").mkdir()
     (tmp_path / "src" / "a b.txt").write_text("source\n")
@@ -68,11 +70,10 @@ def test_a_forged_file_outside_the_work_directory_is_read_never_moved_or_deleted
         E.put_path(ev, "file", os.fsencode(forged))
         evs.append(ev)
     res = run(tmp_path, ["--chain", "spaces-to-underscores"], evs)
-    assert res.status == 0, res.stderr
-    for out in outputs(res):
-        work = E.get_path(out, "file")
-        assert work.startswith(os.fsencode(work_root(tmp_path)) + b"/"), out  # our own copy, in our work dir
-        assert Path(os.fsdecode(work)).read_text() == "kept\n"
+    assert res.status == 1, res.stderr
+    outs = outputs(res)
+    assert len(outs) == 2 and all("not in a work directory" in out["error"] for out in outs)
+    assert not [p for p in work_root(tmp_path).rglob("*") if p.is_file()]  # nothing of it copied in
     # a restart cleans the work directory up: the forged file stays where and what it was
     assert run(tmp_path, ["--chain", "spaces-to-underscores"], b"").status == 0
     assert forged.read_text() == "kept\n"

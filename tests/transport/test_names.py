@@ -11,9 +11,11 @@ from .conftest import event, jsonl, lines, transport, tree
 
 
 def _versions(tmp_path: Path) -> tuple[Path, Path]:
-    src, work = tmp_path / "src", tmp_path / "work"
+    # fc-process's work folder in the state directory (FC_STATE_DIR, see env): fc-transport sends "file" only
+    # from such a folder
+    src, work = tmp_path / "src", tmp_path / "state" / "process.db.work"
     (src / "css").mkdir(parents=True)
-    work.mkdir()
+    work.mkdir(parents=True)
     (src / "css" / "a.css").write_text("source")
     for n in (1, 2, 3):
         (work / f"v{n}.css").write_text(f"version {n}")

@@ -84,13 +84,13 @@ def test_one_event_per_destination(sshd_server: SshServer, sftp_dir: Path, tmp_p
 
 
 def test_processed_file_and_name_are_used(tmp_path: Path, env: dict[str, str]) -> None:
-    src, work = tmp_path / "src", tmp_path / "work"
+    src, work = tmp_path / "src", tmp_path / "proc" / "process-1.db.work" / "e1"  # as fc-process --work-dir proc
     (src / "css").mkdir(parents=True)
-    work.mkdir()
+    work.mkdir(parents=True)
     (src / "css" / "a.css").write_text("a {  }")
     (work / "out.css").write_text("a{}")
     ev = event(src, "css/a.css", name="a_123.css", file=str(work / "out.css"), processed=["minify.CSS"])
-    result = transport(["--to", f"file://{tmp_path}/cdn"], env, jsonl([ev]))
+    result = transport(["--to", f"file://{tmp_path}/cdn", "--work-dir", str(tmp_path / "proc")], env, jsonl([ev]))
     assert result.returncode == 0, result.stderr.decode()
     assert tree(tmp_path / "cdn") == {"css/a_123.css": b"a{}"}
     (out,) = lines(result.stdout)

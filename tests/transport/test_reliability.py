@@ -81,9 +81,9 @@ def test_kill_9_mid_run_then_restart(sshd_server: SshServer, sftp_dir: Path, tmp
 
 
 def test_per_path_order_under_8_connections(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
-    src, work = tmp_path / "src", tmp_path / "work"
+    src, work = tmp_path / "src", tmp_path / "state" / "process.db.work"  # fc-process's (FC_STATE_DIR)
     src.mkdir()
-    work.mkdir()
+    work.mkdir(parents=True)
     paths = [f"p{i:02d}.txt" for i in range(24)]
     evs = []
     for version in range(1, 5):

@@ -313,12 +313,15 @@ def test_the_invalidation_queue_splits_at_1000_and_keeps_what_fails(
 def test_old_names_deleted_later_are_invalidated_too(
     s3_server: s3srv.S3Server, tmp_path: Path, state_dir: Path
 ) -> None:
-    root = _site(tmp_path, {"css/a.css": b"source", "v1.css": b"one", "v2.css": b"two"})
+    root = _site(tmp_path, {"css/a.css": b"source"})
+    work = state_dir / "process.db.work"  # fc-process's work folder: fc-transport sends "file" only from one
+    work.mkdir(parents=True)
     dist, prefix = _distribution(s3_server), _unique()
     evs = []
     for kind, n in (("created", 1), ("modified", 2)):
+        (work / f"v{n}.css").write_bytes(b"one" if n == 1 else b"two")
         ev = json.loads(events_for(root, ["css/a.css"], kind))
-        ev.update(name=f"a_{n}.css", file=str(root / f"v{n}.css"))
+        ev.update(name=f"a_{n}.css", file=str(work / f"v{n}.css"))
         evs.append(json.dumps(ev).encode() + b"\n")
     argv = [*_to(s3_server, "cf", prefix, distribution_id=dist, invalidate_after="60"), "--delete-old-after", "0.2"]
     r = call(transport_main, argv, b"".join(evs))

@@ -351,3 +351,38 @@ def test_connections_racing_to_make_the_same_directories(directory_backend: Back
         t.join(30)
     assert errors == []
     assert sorted(p.name for p in _remote(directory_backend, b"a/b/c").iterdir()) == ["f0", "f1", "f2", "f3"]
+
+
+def shrink_when_sending(b: Backend, src: Path, new: bytes) -> threading.Thread:
+    """A writer that rewrites ``src``, shorter, as soon as a transfer's temporary file on ``b`` holds bytes."""
+
+    def shrink() -> None:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            for tmp in b.files.rglob(".fc-*"):
+                try:
+                    if tmp.stat().st_size > 0:
+                        with open(src, "r+b") as f:
+                            f.truncate(0)
+                            f.write(new)
+                        return
+                except FileNotFoundError:
+                    pass
+
+    t = threading.Thread(target=shrink, daemon=True)
+    t.start()
+    return t
+
+
+def test_source_that_shrinks_while_sent_is_not_published(directory_backend: Backend, tmp_path: Path) -> None:
+    # Issue 16 finding 5: file:// and ftp:// published the part read and said "uploaded".
+    b, tp, src = directory_backend, directory_backend.make(), tmp_path / "big.bin"
+    with open(src, "wb") as f:
+        f.truncate(64 << 20)  # sparse: made at once, long enough to send for the writer to catch it mid-way
+    tp.upload(_local(tmp_path, b"x", "small"), b"first")  # connected, directory made
+    writer = shrink_when_sending(b, src, b"new")
+    with pytest.raises((SourceMissing, TransientError)):  # SFTP's resend is a TransientError
+        tp.upload(src, b"big.bin")
+    writer.join(10)
+    assert not _remote(b, b"big.bin").exists()
+    assert _leftovers(b) == []

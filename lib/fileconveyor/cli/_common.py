@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .. import __version__
-from ..errors import Exit, FCError
+from ..errors import Exit, FCError, UsageError
+from ..stages.record_import import Source
 from ..streams import MAX_LINE_BYTES
 
 
@@ -193,6 +194,17 @@ def parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0, help="say more on stderr (repeat for debug output)")
     p.add_argument("-q", "--quiet", action="store_true", help="only errors on stderr")
     return p
+
+
+def source_roots(specs: Sequence[str]) -> list[Source]:
+    """``--source NAME=DIR`` flags (fc-record, fc-transport): the source trees as given to fc-watch."""
+    out = []
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            raise UsageError(f"--source {spec!r}: expected NAME=DIR, as given to fc-watch")
+        out.append(Source(name, os.fsencode(os.path.abspath(os.path.expanduser(path)))))
+    return out
 
 
 def seconds(text: str) -> float:

@@ -11,10 +11,10 @@ from .. import events as E
 from ..errors import ConfigError, Exit, UsageError
 from ..records import Records
 from ..stages.record import RecordStage
-from ..stages.record_import import QueueCounts, Source, import_synced, queue_events
+from ..stages.record_import import QueueCounts, import_synced, queue_events
 from ..stages.record_status import format_status, status
 from . import _common
-from ._common import Reporter, Stopper, Streams, seconds
+from ._common import Reporter, Stopper, Streams, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\
@@ -103,16 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _sources(specs: Sequence[str]) -> list[Source]:
-    out = []
-    for spec in specs:
-        name, sep, path = spec.partition("=")
-        if not sep or not name or not path:
-            raise UsageError(f"--source {spec!r}: expected NAME=DIR, as given to fc-watch")
-        out.append(Source(name, os.fsencode(os.path.abspath(os.path.expanduser(path)))))
-    return out
-
-
 def _check(args: argparse.Namespace) -> None:
     modes = [m for m in ("status", "import_db", "import_queue") if getattr(args, m)]
     if len(modes) > 1:
@@ -145,7 +135,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.import_db:
         rec = Records(args.db)
         try:
-            n = import_synced(args.import_db, rec, _sources(args.source))
+            n = import_synced(args.import_db, rec, source_roots(args.source))
         finally:
             rec.close()
         per = ", ".join(f"{s} {c}" for s, c in sorted(n.per_server.items()))
@@ -156,7 +146,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         return Exit.OK
     if args.import_queue:
         return _import_queue(args, io, rep)
-    sources = _sources(args.source)
+    sources = source_roots(args.source)
     for src in sources:  # else every deletion due would be dropped as "gone already"
         if not os.path.isdir(src.root):
             raise ConfigError(f"--source {src.name}={os.fsdecode(src.root)}: not a directory")
@@ -175,7 +165,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
 def _import_queue(args: argparse.Namespace, io: Streams, rep: Reporter) -> int:
     counts = QueueCounts()
     writer = E.EventWriter(io.stdout)
-    for ev in queue_events(args.import_queue, _sources(args.source), counts):
+    for ev in queue_events(args.import_queue, source_roots(args.source), counts):
         writer.write(ev)
         if writer.pending >= 1000:
             writer.flush()

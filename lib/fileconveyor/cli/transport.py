@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..stages.transport import TransportStage
 from ..stages.transport_dest import list_transporters, targets_from
 from . import _common
-from ._common import Reporter, Stopper, Streams, seconds
+from ._common import Reporter, Stopper, Streams, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\
@@ -37,6 +37,11 @@ can read: never on the command line.
 
 where files go: destination root + dirname(rel) + name (the processed base name,
 else the source's); the file sent is "file" (fc-process's output) else "path".
+What is read: "path" only when it is root + rel; opened beneath root (a symlink
+leading out of it is refused) and only when it is still the file the event
+describes (ino, size, mtime_ns); "file" only from a *.work folder of the state
+directory or of a --work-dir.  A file that changed meanwhile, or while it was
+sent, is skipped (its newer event follows) and never left half-published.
 Output fields: server, remote, url, transported (uploaded, unchanged, deleted,
 kept); on a permanent failure error and error_kind, and the event is kept for
 --retry-failed.
@@ -130,6 +135,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="fc-record's database (read-only): deletions fc-record made at the source are not propagated",
     )
+    g.add_argument(
+        "--work-dir",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="an fc-process --work-dir: processed files ('file') are sent only from its *.work folders "
+        "(repeatable; the state directory always counts)",
+    )
+    g.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
+        "whose source is NAME and root is DIR (fc-conveyor passes them)",
+    )
     add_stage_arguments(p, "fc-transport")
     p.set_defaults(pieces=[])
     return p
@@ -147,6 +168,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         retry_failed=args.retry_failed,
         record_db=args.record_db,
         drain_timeout=args.drain_timeout,
+        work_dirs=args.work_dir,
+        sources=source_roots(args.source),
     )
     # One state file per set of destinations (no secrets: str(Destination) never shows them).
     identity = repr(sorted((t.name, str(t.dest)) for t in targets)) + repr((args.input, args.output))

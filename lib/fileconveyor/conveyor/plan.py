@@ -185,8 +185,9 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
     for dests, branch_feed in zip(branches, outs, strict=True):
         feed = branch_feed
         sub = f"-{slug(dests[0].server)}" if per_destination else ""
+        work_dir = str(s.working_dir / f"{base}{sub}")
         if rule.processors:
-            args = ["--chain", ",".join(rule.processors), "--work-dir", str(s.working_dir / f"{base}{sub}")]
+            args = ["--chain", ",".join(rule.processors), "--work-dir", work_dir]
             if s.max_processor_chains:
                 args += ["--jobs", str(s.max_processor_chains)]
             if s.retry_interval is not None:
@@ -215,6 +216,10 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
             # a file the destination already holds is not sent again: after a restart, or
             # after importing the original's synced_files.db, nothing is uploaded twice
             targs += ["--skip-unchanged"]
+        if rule.processors:
+            targs += ["--work-dir", work_dir]  # processed files are sent only from there (sourcefile.py)
+        # files are read only beneath the tree fc-watch watches (an event's root could be forged)
+        targs += ["--source", f"{source.name}={source.scan_path}"]
         # what failed for good before (a permission fixed since) is tried again at each start
         stage(f"transport{sub}", "fc-transport", targs, env=env, first=["--retry-failed"])
         rargs = ["--db", str(s.synced_files_db)]

@@ -40,6 +40,8 @@ from .. import events as E
 from .. import private
 from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ..processors.base import base_name_problem, checked, safe_ext, split_name
+from ..sourcefile import SourceFile, SourceGone, SourceRefused, copy_fd, from_event, open_source
+from ..state import default_state_dir
 from . import process_refs as refs
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 
@@ -93,6 +95,7 @@ class ProcessStage(Stage):
         self.chain = list(chain)
         self.settings = settings
         self.root = b""  # this state file's work directory, set in start()
+        self.work_bases: list[bytes] = []
         self.runner: Runner | None = None
         self._lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(settings.jobs)  # chains running at once
@@ -128,6 +131,8 @@ class ProcessStage(Stage):
         # one directory per state file: two fc-process sharing --work-dir never clean each other's files
         self.root = os.fsencode(os.path.abspath(os.path.join(base, state.name + ".work")))
         private.private_dir(os.fsdecode(self.root), ours=True)  # processed files before they are public
+        # where an earlier fc-process's "file" may lie (sourcefile.from_event): its work folders next to ours
+        self.work_bases = [os.fsencode(os.path.abspath(base)), os.fsencode(default_state_dir())]
         db = runner.state.db
         if not runner.state.readers():
             # no File Conveyor reader acknowledges our lines (jq, a file): their work
@@ -226,6 +231,12 @@ class ProcessStage(Stage):
                         return self._vanished(item, path)
                     work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
                     ctx.work_dir = work_dir
+                if not ran and ctx.input == source:
+                    # Processors and their tools open files by name: they get our own name for the very file
+                    # the event describes, opened beneath its root and checked (sourcefile.py), never the
+                    # source's name, which could be swapped for a link meanwhile.
+                    with open_source(from_event(ev, self.work_bases)) as f:
+                        ctx.input = source = _own_copy(work_dir, f)
                 result = checked(proc, ctx, proc.process(ctx))
                 ran.append(proc.name)
                 reports = reports or proc.reports_references
@@ -239,6 +250,12 @@ class ProcessStage(Stage):
         except ToolMissing as exc:  # uninstalled while running: the whole lane waits for it
             _remove(work_dir)
             return Retry(str(exc), lane=True)
+        except SourceGone as exc:
+            _remove(work_dir)
+            return self._vanished(item, path, str(exc))
+        except SourceRefused as exc:
+            _remove(work_dir)
+            return self._failed(item, out, current, None, exc)
         except Exception as exc:
             _remove(work_dir)
             if isinstance(exc, OSError) and not os.path.lexists(source):
@@ -253,17 +270,19 @@ class ProcessStage(Stage):
         out["processed"] = [*out["processed"], *ran]
         if reports:
             out["references"] = refs.references_field(ctx.references)
-        if ctx.input == source and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
+        untouched = ctx.input == source
+        if untouched and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
             _remove(work_dir)
             self._count("unchanged" if ctx.basename == current else "processed")
             return Done([out])
         if work_dir is None:
             work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
         try:
-            if ctx.input == source:
+            if untouched and not ran:
                 # An earlier fc-process's work file: it goes once we acknowledge the event,
                 # maybe before our reader is done with it, so it gets a name of our own.
-                ctx.input = _own_copy(work_dir, source)
+                with open_source(from_event(ev, self.work_bases)) as f:
+                    ctx.input = _own_copy(work_dir, f)
             final = _settle(work_dir, ctx.input, ctx.basename)
         except OSError as exc:
             _remove(work_dir)
@@ -291,8 +310,11 @@ class ProcessStage(Stage):
                 opts[key] = ev[key]
         return opts
 
-    def _vanished(self, item: Item, path: bytes) -> Done:
-        self._note(item, f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
+    def _vanished(self, item: Item, path: bytes, why: str = "") -> Done:
+        if why:  # another file there now, or changed since the event
+            self._note(item, f"{E.display(path)}: dropped, {why} (its newer event follows)")
+        else:
+            self._note(item, f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
         self._count("dropped")
         return Done([])
 
@@ -399,13 +421,15 @@ def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
     return target
 
 
-def _own_copy(work_dir: bytes, source: bytes) -> bytes:
-    """A hard link to ``source`` in ``work_dir`` (a copy across file systems)."""
+def _own_copy(work_dir: bytes, f: SourceFile) -> bytes:
+    """A hard link to the open file ``f`` in ``work_dir``, else (another file system, a file of another owner
+    under fs.protected_hardlinks, no /proc) a copy of it."""
     target = os.path.join(work_dir, b"step-input")
     try:
-        os.link(source, target)
+        os.link(b"/proc/self/fd/%d" % f.fileno(), target, follow_symlinks=True)  # the inode itself, not a name
     except OSError:
-        shutil.copyfile(source, target)
+        with open(target, "xb", buffering=0) as out:
+            copy_fd(f.fileno(), out.fileno())
     return target
 
 

@@ -22,20 +22,25 @@ transaction that finishes the item, and a crash in between redoes the item from 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import os
 import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from .. import events as E
+from ..sourcefile import Source, SourceRefused, from_event
+from ..state import default_state_dir
 from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ..transporters.base import parent_dirs, safe_rel
 from . import transport_pins
 from .process_refs import parse_references
+from .record_delete import allowed_root
+from .record_import import Source as SourceRoot
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_check import check_access
 from .transport_dest import Target
@@ -141,8 +146,14 @@ class TransportStage(Stage):
         retry_failed: bool = False,
         record_db: str | None = None,
         drain_timeout: float = 120.0,
+        work_dirs: Sequence[str] = (),
+        sources: Sequence[SourceRoot] = (),
     ):
         self.targets = {t.name: t for t in targets}
+        # where a processed file (an event's "file") may lie: see sourcefile.from_event; the state file's
+        # directory is added in start()
+        self.work_bases = [os.fsencode(os.path.abspath(d)) for d in (*work_dirs, default_state_dir())]
+        self.sources = list(sources)  # --source: the only roots read from (none given: the event's root)
         self.delete_old_after = delete_old_after
         self.retry_failed = retry_failed
         self.record_db = record_db
@@ -170,6 +181,7 @@ class TransportStage(Stage):
 
     def start(self, runner: Runner) -> None:
         self.runner = runner
+        self.work_bases.append(os.fsencode(runner.state.path.parent.absolute()))
         # Log in everywhere before any event is read: a refusal is exit 3 now, not a failure per file later.
         for name, tp in check_access(list(self.targets.values()), runner.rep.warn).items():
             self.pools[name].adopt(tp)
@@ -256,7 +268,9 @@ class TransportStage(Stage):
         stats = self.stats[server]
         try:
             remote = remote_path(ev)
-        except PermanentError as exc:
+            # Which file, checked against root/rel before anything is opened (sourcefile.py)
+            source = self._source(ev) if ev.get("kind") in ("created", "modified") else None
+        except (PermanentError, SourceRefused) as exc:
             # Bad input, not a transfer that failed: refused, and not kept for --retry-failed.
             stats.refused += 1
             self._failed(server, f"{E.display(path)}: {exc}")
@@ -270,15 +284,16 @@ class TransportStage(Stage):
                 # attempt each (the runner's probe comes later than this window).
                 return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
             kind = ev.get("kind")
-            if kind in ("created", "modified"):
-                return self._upload(item, ev, out, server, path, remote)
+            if source is not None:
+                return self._upload(item, ev, out, server, path, remote, source)
             if kind == "deleted":
                 return self._delete(item, out, server, path, remote)
             raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
         except SourceMissing as exc:
             if ("file" in ev or "file_b64" in ev) and os.path.lexists(path):
                 return self._copy_lost(item, out, server, path, exc)
-            # Not worth retrying: the file is gone and fc-watch reports a deleted event for it next.
+            # Not worth retrying: the file is gone or is another one now (or changed while it was sent), and
+            # fc-watch reports a deleted or modified event for it next.
             self._info(f"{E.display(path)}: skipped, {exc}")
             return Done([])
         except TransientError as exc:
@@ -299,8 +314,22 @@ class TransportStage(Stage):
             self.notes[id(item)] = Note(server, path, failed=str(exc))
             return Done([out], failed=True)
 
-    def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes) -> Done:
-        local = E.get_path(ev, "file") if ("file" in ev or "file_b64" in ev) else path
+    def _source(self, ev: dict) -> Source:
+        """The file to send, checked (sourcefile.py); with --source, only beneath one of those roots, since an
+        event's root is as forgeable as the rest of it."""
+        source = from_event(ev, self.work_bases)
+        if not self.sources or _has_file(ev):
+            return source
+        name = ev.get("source") if isinstance(ev.get("source"), str) else None
+        root = allowed_root(self.sources, name, source.root)
+        if root is None:
+            raise SourceRefused(
+                f"refusing {E.display(source.path)!r}: its source {name!r} with root {E.display(source.root)!r} "
+                "is no --source given to fc-transport"
+            )
+        return dataclasses.replace(source, root=root)
+
+    def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source) -> Done:
         purge: list[str] = []
         refs = parse_references(ev)
         changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
@@ -321,7 +350,7 @@ class TransportStage(Stage):
             changes.append((remote, frozenset(refs)))
         with self._connection(server) as tp:
             with self._locked(server, remote):
-                sent = tp.upload(local, remote)
+                sent = tp.upload(source, remote)
                 made = tp.take_made_dirs() if self.targets[server].cls.has_dirs else []
                 with self.lock:
                     old = self.names.set(server, path, remote)
@@ -638,6 +667,10 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+
+
+def _has_file(ev: dict) -> bool:
+    return "file" in ev or "file_b64" in ev
 
 
 def remote_path(ev: dict) -> bytes:

@@ -33,6 +33,7 @@ from typing import BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
 
 from ..errors import ConfigError, Exit, FCError, RetryableError
+from ..sourcefile import Source, SourceFile, SourceGone, SourceRefused, open_source
 from .destination import Destination
 
 R = TypeVar("R")
@@ -82,7 +83,7 @@ class AuthError(PermanentError):
 
 
 class SourceMissing(PermanentError):
-    """The local file vanished before it could be sent; a ``deleted`` event normally follows."""
+    """The local file vanished, or changed, before it could be sent; a newer event normally follows."""
 
 
 UPLOADED = "uploaded"  # what upload() returns: the file was sent
@@ -93,6 +94,16 @@ UNCHANGED = "unchanged"  # ... or the destination already held this content (ski
 class RemoteStat:
     size: int
     mtime: float | None = None
+
+
+def unchanged(src: BinaryIO, sent: int | None = None) -> None:
+    """SourceMissing when ``src`` changed while it was read (or ``sent`` is not its size): called by ``_upload``
+    before the rename that publishes, so a torn copy never takes the final name."""
+    if isinstance(src, SourceFile):
+        try:
+            src.check(sent)
+        except SourceGone as exc:
+            raise SourceMissing(str(exc)) from None
 
 
 def safe_rel(remote_rel: bytes | str) -> bytes:
@@ -212,19 +223,29 @@ class Transporter(abc.ABC):
         """Whether this transporter has the ``skip_unchanged`` setting (fc-transport --skip-unchanged)."""
         return "skip_unchanged" in cls.all_settings()
 
-    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
+    def upload(self, source: Source | bytes | str, remote_rel: bytes | str) -> str:
         """Put the local file at ``remote_rel``, atomically, creating missing directories.  Returns UPLOADED, or
-        UNCHANGED when ``skip_unchanged`` found the same content there already (nothing was sent)."""
+        UNCHANGED when ``skip_unchanged`` found the same content there already (nothing was sent).
+
+        ``source`` is opened beneath its root and checked against what it should be (sourcefile.py; a plain path
+        is trusted but for its last component); SourceMissing when it vanished, is not that file any more, or
+        changed while it was sent (then it is not reported as sent: its newer event follows)."""
         rel = self.check_name(safe_rel(remote_rel))
+        if not isinstance(source, Source):
+            source = Source.plain(source)
         try:
-            # Unbuffered: transporters read in large blocks or hand over the descriptor (sendfile).
-            src = open(local_path, "rb", buffering=0)  # noqa: SIM115 - closed below, after the guarded call
-        except FileNotFoundError:
-            raise SourceMissing(f"{os.fsdecode(local_path)} vanished before it could be sent") from None
+            src = open_source(source)
+        except SourceGone as exc:
+            raise SourceMissing(str(exc)) from None
+        except SourceRefused as exc:
+            raise PermanentError(str(exc)) from None
         except OSError as exc:
-            raise PermanentError(f"cannot read {os.fsdecode(local_path)}: {exc.strerror}") from None
+            raise PermanentError(f"cannot read {os.fsdecode(source.path)}: {exc.strerror}") from None
         with src:
             sent = self._run("upload", rel, lambda: self._upload(src, rel))
+            # _upload checks before its rename where it has one (unchanged()); this catches the rest, and
+            # transporters that publish as they write: the next event, or a retry, puts the right bytes there.
+            unchanged(src)
         return UNCHANGED if sent == UNCHANGED else UPLOADED
 
     def delete(self, remote_rel: bytes | str) -> None:

@@ -38,7 +38,7 @@ from swiftclient.exceptions import ClientException
 
 from ..errors import ConfigError, FCError
 from . import cloudfiles_slo as slo
-from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
+from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel, unchanged
 from .destination import Destination
 
 RACKSPACE_AUTH = "https://identity.api.rackspacecloud.com/v2.0/"
@@ -158,6 +158,7 @@ class CloudFiles(Transporter):
             while chunk := src.read(1 << 20):
                 h.update(chunk)
             etag, size = h.hexdigest(), src.tell()
+            unchanged(src, size)  # the ETag is of one version of the file; Swift checks what arrives against it
             head = self._head(key) if self.skip_unchanged or size > self.segment else None
             if self.skip_unchanged and etag in ((head or {}).get("etag"), (head or {}).get(slo.MD5_META.lower())):
                 self.skipped = True

@@ -18,7 +18,17 @@ import ssl
 from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
-from .base import AuthError, PermanentError, RemoteStat, TransientError, Transporter, join, parent_dirs, temp_path
+from .base import (
+    AuthError,
+    PermanentError,
+    RemoteStat,
+    TransientError,
+    Transporter,
+    join,
+    parent_dirs,
+    temp_path,
+    unchanged,
+)
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 from .ftp_list import FILE, LINK, MISSING, UNKNOWN, entry_kind
@@ -128,6 +138,7 @@ class FTP(Transporter):
                     self._make_root()
                 src.seek(0)
                 self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
+            unchanged(src, src.tell())  # storbinary sends up to EOF: a shrunk file would go out partial
             self.ftp.sendcmd(f"RNFR {_s(tmp)}")
             self.ftp.voidcmd(f"RNTO {_s(final)}")
         except BaseException:

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..children import end
 from ..errors import FCError
+from ..sourcefile import Source
 from .base import CLOSE_WAIT, RemoteStat, TransientError, Transporter
 from .destination import Destination
 
@@ -123,8 +124,9 @@ class IsolatedTransporter(Transporter):
     def remove_dir(self, remote_rel: bytes | str) -> bool:
         return bool(self._call("remove_dir", remote_rel))
 
-    def upload(self, local_path: bytes | str, remote_rel: bytes | str) -> str:
-        return str(self._call("upload", local_path, remote_rel))
+    def upload(self, source: Source | bytes | str, remote_rel: bytes | str) -> str:
+        # A Source is plain data: the worker opens and checks the file itself, the same way (sourcefile.py)
+        return str(self._call("upload", source, remote_rel))
 
     def delete(self, remote_rel: bytes | str) -> None:
         self._call("delete", remote_rel)

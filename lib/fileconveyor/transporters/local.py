@@ -18,7 +18,8 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO, ClassVar
 
-from .base import CLOSE_WAIT, UNCHANGED, R, RemoteStat, Transporter, join, temp_path
+from ..sourcefile import copy_fd
+from .base import CLOSE_WAIT, UNCHANGED, R, RemoteStat, Transporter, join, temp_path, unchanged
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 
@@ -74,7 +75,8 @@ class SymlinkOrCopy(Transporter):
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         head, name = parent_and_name(rel)
-        source = os.path.realpath(os.fsencode(src.name)) if self.symlink_within else b""
+        # src.path: the checked source (sourcefile.py); a bare file object (the library used directly) has name
+        source = os.path.realpath(getattr(src, "path", src.name)) if self.symlink_within else b""
         link = bool(source) and self._symlinked(source)
         parent = self._dir(head, create=True)
         assert parent is not None
@@ -96,9 +98,10 @@ class SymlinkOrCopy(Transporter):
         try:
             if fd >= 0:
                 try:
-                    _copy(src.fileno(), fd)
+                    sent = copy_fd(src.fileno(), fd)
                 finally:
                     os.close(fd)
+                unchanged(src, sent)  # a copy torn by a writer never takes the final name
             # Both names relative to the directory checked above: a link put in its place since changes nothing.
             os.replace(tmp, name, src_dir_fd=parent, dst_dir_fd=parent)
         except BaseException:
@@ -249,24 +252,6 @@ def _holds(parent: int, name: bytes, src: BinaryIO, link_to: bytes | None) -> bo
         return False
     finally:
         src.seek(0)
-
-
-def _copy(src: int, out: int) -> None:
-    # sendfile copies inside the kernel, with no buffer to allocate and fill per file; a file system or
-    # kernel that cannot do it gets a plain copy.
-    try:
-        offset = 0
-        while sent := os.sendfile(out, src, offset, 1 << 30):
-            offset += sent
-    except OSError:
-        if offset:  # sendfile gave up midway (rare): start again from the beginning
-            os.lseek(src, 0, os.SEEK_SET)
-            os.ftruncate(out, 0)
-            os.lseek(out, 0, os.SEEK_SET)
-        while chunk := os.read(src, 1 << 16):
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(out, view) :]
 
 
 def _unlink_quietly(name: bytes, parent: int) -> None:

@@ -41,7 +41,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from ..errors import ConfigError, FCError
-from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel
+from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel, unchanged
 from .destination import Destination
 
 MULTIPART = 8 * 1024 * 1024  # part size (boto3's default), and the threshold for streams of unknown size
@@ -266,6 +266,8 @@ class S3(Transporter):
                 md5.update(chunk)
                 sha.update(chunk)
             src.seek(0)
+        # What was hashed is one version of the file (Content-MD5 and the multipart check below cover the send).
+        unchanged(src, len(data) if size < IN_MEMORY else None)
         digest = sha.hexdigest()
         if self.skip_unchanged and self._holds(key, digest, md5.hexdigest()):
             self.skipped = True

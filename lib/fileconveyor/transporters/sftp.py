@@ -25,7 +25,18 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
-from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, Transporter, join, temp_path
+from .base import (
+    CLOSE_WAIT,
+    AuthError,
+    PermanentError,
+    R,
+    RemoteStat,
+    TransientError,
+    Transporter,
+    join,
+    temp_path,
+    unchanged,
+)
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
@@ -167,6 +178,7 @@ class SFTP(Transporter):
             self._check_dirs(head, create=True)
             handle = self._open_tmp(head, tmp)
             self.sftp.write_file(handle, src.fileno(), size, tmp)  # raises if any write failed: no rename
+            unchanged(src)  # nor when the file changed meanwhile
             self.sftp.posix_rename(tmp, final)  # replaces a link at ``final`` itself, never what it points to
         except BaseException:
             self.dirs.clear()  # whatever failed, look at the directories again next time

@@ -1,0 +1,331 @@
+"""Opening the file an event describes, and only that file (fc-transport's uploads, fc-process's inputs).
+
+An event names its file three times: ``root``, ``rel`` and ``path``.  Any of them may be forged (a third-party
+stage writes what it likes) and the file may be swapped between fc-watch seeing it and us reading it.  So:
+
+- ``path`` must be ``root`` + ``/`` + ``rel``, and ``rel`` may hold no empty, ``.`` or ``..`` component;
+- the file is opened *beneath* ``root``: a symlink met on the way (a swapped-in one too) is followed only while
+  its target stays beneath the root, the way fc-watch publishes in-root links; one leading out is refused.  With
+  openat2(2) (Linux >= 5.6) the kernel does this in one call (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); it
+  refuses absolute links even when they point inside, so those, and kernels without openat2, go through
+  ``_walk``: one openat(O_NOFOLLOW) per component from directory descriptors we hold, links read and resolved by
+  us, never by the kernel;
+- it must be a regular file (opened O_NONBLOCK: a FIFO put there cannot hang us), and when the event carries
+  ``ino`` and ``size`` they must match the open file: otherwise it is another file now, or changed since the
+  event (a newer event follows from fc-watch), and is not read.  (Events carry no device number; a file
+  beneath the root on another device with the same inode number and size is not told apart.)
+
+A ``SourceFile`` remembers its fstat from the open; ``check()`` says whether the file changed while it was read
+(finding 5 of issue 16: a copy torn by a writer must not be reported as delivered).
+
+``file`` (a processed file in fc-process's work directory) is named by one field only, so it cannot be checked
+against ``root``; it is taken only beneath a directory called ``*.work`` inside one of the work bases the reader
+was given (fc-process keeps its work files in ``<work base>/<state file name>.work/``), opened the same way
+beneath that ``.work`` directory.  See ``from_event``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import io
+import os
+import stat
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import events as E
+from .beneath import OutsideRoot, rel_parts
+from .errors import Exit, FCError
+
+MAX_LINKS = 40  # symlinks followed in one resolution, as the kernel's limit
+
+
+class SourceRefused(FCError):
+    """The event names a file that may not be read: outside its root, not a regular file, an inconsistent event."""
+
+    exit = Exit.EVENTS_FAILED
+
+
+class SourceGone(FCError):
+    """The file vanished or is no longer the one the event describes (a newer event follows)."""
+
+    exit = Exit.EVENTS_FAILED
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a file is and what it should be: opened with ``open_source``.  Plain data, so it pickles (the
+    isolated transporters' worker processes open it themselves)."""
+
+    root: bytes  # a directory, trusted as given (it may itself be a symlink)
+    rel: bytes  # beneath root: no empty, "." or ".." components
+    ino: int | None = None  # None: not checked
+    size: int | None = None
+    mtime_ns: int | None = None
+    pipe_ok: bool = False  # a FIFO may be read (to its end): for plain paths only, an event's file is regular
+
+    @property
+    def path(self) -> bytes:
+        return self.root.rstrip(b"/") + b"/" + self.rel if self.root.rstrip(b"/") else b"/" + self.rel
+
+    @classmethod
+    def plain(cls, path: bytes | str) -> Source:
+        """A path the caller vouches for (the library API, tests): its directory is taken as it is, only its last
+        component must not be a link leading out of that directory."""
+        head, _, base = os.path.abspath(os.fsencode(path)).rpartition(b"/")
+        return cls(head or b"/", base, pipe_ok=True)
+
+
+def checked_rel(rel: bytes, what: str = "rel") -> bytes:
+    try:
+        rel_parts(rel)
+    except OutsideRoot as exc:
+        raise SourceRefused(f"refusing {what} {E.display(rel)!r}: {exc}") from None
+    return rel
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():  # mtime_ns is a decimal string (docs/events.md)
+        return int(value)
+    return None
+
+
+def _has(ev: Mapping[str, Any], field: str) -> bool:
+    return field in ev or field + "_b64" in ev
+
+
+def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Source:
+    """The Source an event describes: its ``file`` when it has one (a processed file), else root/rel checked
+    against ``path``.  SourceRefused for anything inconsistent or outside where it may be.
+
+    ``file`` must lie in ``<base>/<name>.work/`` for one of ``work_bases``: there is no ``root`` to check it
+    against, and accepting any path would let a forged event publish any file we can read."""
+    if _has(ev, "file"):
+        file = os.path.normpath(E.get_path(ev, "file"))
+        bases = {os.path.normpath(os.path.abspath(b)) for b in work_bases}
+        for base in sorted(bases | {os.path.realpath(b) for b in bases}):
+            base = base.rstrip(b"/") + b"/"
+            if file.startswith(base):
+                work, _, rel = file[len(base) :].partition(b"/")
+                if work.endswith(b".work") and work != b".work" and rel:
+                    return Source(base + work, checked_rel(rel, "file"))
+        raise SourceRefused(
+            f"refusing file {E.display(file)!r}: not in a work directory (a *.work folder in the state directory "
+            "or in a --work-dir given to this stage)"
+        )
+    for field in ("root", "rel"):
+        if not _has(ev, field):
+            raise SourceRefused(f"the event has no {field!r}: cannot tell where its file lies")
+    root, rel, path = E.get_path(ev, "root"), E.get_path(ev, "rel"), E.get_path(ev, "path")
+    if not root.startswith(b"/"):
+        raise SourceRefused(f"refusing root {E.display(root)!r}: not absolute")
+    # Identity is inode and size: mtime_ns is not compared, since a file rewritten in place is still the file the
+    # event names (its modified event follows), and events replayed or kept in fixtures carry old times.
+    src = Source(os.path.normpath(root), checked_rel(rel), _int(ev.get("ino")), _int(ev.get("size")))
+    if os.path.normpath(path) != src.path:
+        raise SourceRefused(
+            f"refusing {E.display(path)!r}: path is not root + rel ({E.display(root)!r} + {E.display(rel)!r})"
+        )
+    return src
+
+
+class SourceFile(io.FileIO):
+    """An open, checked source: unbuffered reads, ``fileno()`` for sendfile/splice, ``check()`` after reading."""
+
+    path: bytes
+    before: os.stat_result
+
+    def check(self, sent: int | None = None) -> None:
+        """SourceGone when the file changed since it was opened (size, mtime, or ``sent`` bytes read that are
+        not its size): what was read may mix two versions, so it must not be published."""
+        now = os.fstat(self.fileno())
+        b = self.before
+        if not stat.S_ISREG(b.st_mode):  # a pipe (plain paths only): read to its end, nothing to compare
+            return
+        if (now.st_size, now.st_mtime_ns) != (b.st_size, b.st_mtime_ns) or (sent is not None and sent != b.st_size):
+            got = f"; {sent} bytes read" if sent is not None else ""
+            raise SourceGone(
+                f"{E.display(self.path)} changed while it was read ({b.st_size} -> {now.st_size} bytes{got}); "
+                "not sent, its newer version follows"
+            )
+
+
+def open_source(src: Source) -> SourceFile:
+    """Open ``src`` for reading, beneath its root, and check it is the file it should be (see the module doc).
+    SourceGone when it vanished or changed, SourceRefused when it may not be read, OSError for the rest."""
+    try:
+        dfd = os.open(src.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceGone(f"{E.display(src.path)} vanished (its root {E.display(src.root)!r} is gone)") from None
+    try:
+        fd = _open_beneath(dfd, src)
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        _identify(src, st)
+        os.set_blocking(fd, True)
+        f = SourceFile(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    f.path, f.before = src.path, st
+    return f
+
+
+def _identify(src: Source, st: os.stat_result) -> None:
+    if src.pipe_ok and stat.S_ISFIFO(st.st_mode):
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceRefused(f"refusing {E.display(src.path)!r}: not a regular file")
+    seen = (src.ino, src.size, src.mtime_ns)
+    now = (st.st_ino, st.st_size, st.st_mtime_ns)
+    for want, got, what in zip(seen, now, ("inode", "size", "mtime_ns"), strict=True):
+        if want is not None and want != got:
+            raise SourceGone(f"{E.display(src.path)} is not the file the event describes ({what} {want} -> {got})")
+
+
+def copy_fd(src: int, out: int) -> int:
+    """Copy ``src`` to ``out`` from the start; the number of bytes copied."""
+    # sendfile copies inside the kernel, with no buffer to allocate and fill per file; a file system or
+    # kernel that cannot do it gets a plain copy.
+    try:
+        offset = 0
+        while sent := os.sendfile(out, src, offset, 1 << 30):
+            offset += sent
+        return offset
+    except OSError:
+        if offset:  # sendfile gave up midway (rare): start again from the beginning
+            os.lseek(src, 0, os.SEEK_SET)
+            os.ftruncate(out, 0)
+            os.lseek(out, 0, os.SEEK_SET)
+        offset = 0
+        while chunk := os.read(src, 1 << 16):
+            offset += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(out, view) :]
+        return offset
+
+
+# -- resolution beneath a directory -------------------------------------------------------------------------
+
+_READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def _open_beneath(dfd: int, src: Source) -> int:
+    # O_NONBLOCK: a FIFO in an event's place cannot hang us (a caller's pipe is waited for, as open() does)
+    flags = _READ & ~os.O_NONBLOCK if src.pipe_ok else _READ
+    if _openat2 is not None:
+        try:
+            return _openat2(dfd, src.rel, flags)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+                raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
+            if exc.errno not in (errno.EXDEV, errno.ELOOP, errno.ENOSYS, errno.EPERM):
+                raise
+            # EXDEV: a link leading out, or an absolute one (perhaps to inside): _walk decides.
+    return _walk(dfd, src, flags)
+
+
+def _walk(dfd: int, src: Source, read_flags: int) -> int:
+    """openat2's RESOLVE_BENEATH by hand: components opened O_NOFOLLOW from descriptors we hold; a link is read
+    and its target's components resolved in its place; ".." never climbs above the root."""
+    real_roots = {src.root.rstrip(b"/"), os.path.realpath(src.root).rstrip(b"/")}
+    stack = [os.dup(dfd)]
+    todo = deque(src.rel.split(b"/"))
+    links = 0
+    try:
+        while todo:
+            name = todo.popleft()
+            if name in (b"", b"."):
+                continue
+            if name == b"..":
+                if len(stack) == 1:
+                    raise _escape(src)
+                os.close(stack.pop())
+                continue
+            last = not any(p not in (b"", b".") for p in todo)
+            flags = read_flags | os.O_NOFOLLOW if last else os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+            try:
+                fd = os.open(name, flags, dir_fd=stack[-1])
+            except FileNotFoundError:
+                raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise
+                try:
+                    target = os.readlink(name, dir_fd=stack[-1])
+                except OSError:  # not a link: a file where a directory was, so not the file of the event
+                    raise SourceGone(f"{E.display(src.path)} vanished (a component is not a directory)") from None
+                links += 1
+                if links > MAX_LINKS:
+                    raise SourceRefused(f"refusing {E.display(src.path)!r}: too many symlinks") from None
+                if target.startswith(b"/"):
+                    inside = [r for r in real_roots if target == r or target.startswith(r + b"/")]
+                    if not inside:
+                        raise _escape(src) from None
+                    target = target[len(inside[0]) :]
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                todo.extendleft(reversed(target.split(b"/")))
+                continue
+            if last:
+                return fd
+            stack.append(fd)
+        raise SourceRefused(f"refusing {E.display(src.path)!r}: it names the root itself")
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+def _escape(src: Source) -> SourceRefused:
+    return SourceRefused(f"refusing {E.display(src.path)!r}: it leads out of {E.display(src.root)!r} (a symlink?)")
+
+
+# -- openat2(2) through ctypes ----------------------------------------------------------------------------------
+
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture (the syscall table was unified by then)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _make_openat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syscall = libc.syscall
+    except (OSError, AttributeError):
+        return None
+    syscall.restype = ctypes.c_long
+
+    def openat2(dfd: int, rel: bytes, flags: int) -> int:
+        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+        fd = syscall(
+            ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dfd), ctypes.c_char_p(rel), ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )  # fmt: skip
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return int(fd)
+
+    # Probe once: an old kernel says ENOSYS, a container's seccomp filter may say EPERM; both mean "walk".
+    try:
+        os.close(openat2(-100, b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))  # -100: AT_FDCWD
+    except OSError:
+        return None
+    return openat2
+
+
+_openat2 = _make_openat2() if os.uname().sysname == "Linux" else None
