@@ -49,6 +49,10 @@ class SourceRefused(FCError):
     exit = Exit.EVENTS_FAILED
 
 
+class SourceOutside(SourceRefused):
+    """The way to the file leaves its root (a symlink, or ".." above it)."""
+
+
 class SourceGone(FCError):
     """The file vanished or is no longer the one the event describes (a newer event follows)."""
 
@@ -66,6 +70,9 @@ class Source:
     size: int | None = None
     mtime_ns: int | None = None
     pipe_ok: bool = False  # a FIFO may be read (to its end): for plain paths only, an event's file is regular
+    # fc-watch --follow-symlinks publishes files beneath symlinked directories that lead out of the root: such a
+    # file is read through the links, but only when it is the very file of the event (ino and size known, equal)
+    links_out_ok: bool = False
 
     @property
     def path(self) -> bytes:
@@ -166,6 +173,13 @@ def open_source(src: Source) -> SourceFile:
         raise SourceGone(f"{E.display(src.path)} vanished (its root {E.display(src.root)!r} is gone)") from None
     try:
         fd = _open_beneath(dfd, src)
+    except SourceOutside:
+        if not (src.links_out_ok and src.ino is not None and src.size is not None):
+            raise
+        try:
+            fd = os.open(src.rel, _READ, dir_fd=dfd)  # the kernel follows the links; _identify checks the result
+        except FileNotFoundError:
+            raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
     finally:
         os.close(dfd)
     try:
@@ -286,8 +300,8 @@ def _walk(dfd: int, src: Source, read_flags: int) -> int:
             os.close(fd)
 
 
-def _escape(src: Source) -> SourceRefused:
-    return SourceRefused(f"refusing {E.display(src.path)!r}: it leads out of {E.display(src.root)!r} (a symlink?)")
+def _escape(src: Source) -> SourceOutside:
+    return SourceOutside(f"refusing {E.display(src.path)!r}: it leads out of {E.display(src.root)!r} (a symlink?)")
 
 
 # -- openat2(2) through ctypes ----------------------------------------------------------------------------------

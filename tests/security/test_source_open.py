@@ -126,6 +126,33 @@ def test_in_root_link_is_followed(backend: Backend, site: tuple[Path, Path], tmp
     assert _published(backend) == {"abs.css": b"a { }\n", "rel.css": b"a { }\n"}
 
 
+def test_follow_symlinks_reads_only_the_file_fc_watch_saw(
+    local_backend: Backend, site: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # fc-watch --follow-symlinks publishes files beneath a symlinked directory leading out of the root; fc-transport
+    # --follow-symlinks reads them through it, but only the very file the event names.
+    root, secret = site
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "logo.css").write_bytes(b"logo")
+    (shared / "swapped.css").write_bytes(b"swap")
+    (root / "shared").symlink_to(shared, target_is_directory=True)
+    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "wstate")}
+    scan = subprocess.run(
+        [*fc("fc-watch"), "--follow-symlinks", "--scan-once", str(root)], capture_output=True, env=env
+    )
+    events = [json.loads(line) for line in scan.stdout.splitlines()]
+    events = [ev for ev in events if ev["rel"].startswith("shared/")]
+    assert sorted(ev["rel"] for ev in events) == ["shared/logo.css", "shared/swapped.css"], scan.stderr
+    (shared / "swapped.css").unlink()
+    (shared / "swapped.css").symlink_to(secret)  # after fc-watch saw it
+    out, err = _transport(local_backend, tmp_path, events)
+    assert all("leads out of" in e["error"] for e in out), err  # without the flag: the link out is refused
+    out, err = _transport(local_backend, tmp_path, events, "--follow-symlinks", "--state", str(tmp_path / "t2.db"))
+    assert _published(local_backend) == {"shared/logo.css": b"logo"}, err
+    assert "not the file the event describes" in err
+
+
 def test_shrunk_source_is_not_reported_uploaded(local_backend: Backend, tmp_path: Path) -> None:
     # Through fc-transport: the torn copy is neither published nor reported; the event is left to the newer one
     # (each transporter's part: tests/transporters/test_contract.py, test_source_that_shrinks_while_sent_...).
@@ -212,3 +239,19 @@ def test_fc_process_does_not_process_a_link_out_of_the_root(site: tuple[Path, Pa
     assert len(out) == 1 and "leads out of" in out[0]["error"], r.stderr.decode()
     assert "file" not in out[0]
     assert all(SECRET not in p.read_bytes() for p in work.rglob("*") if p.is_file())
+
+
+def test_fc_process_follow_symlinks(site: tuple[Path, Path], tmp_path: Path) -> None:
+    # As fc-transport's: a file beneath a symlinked directory leading out is processed only with the flag.
+    root, _ = site
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "logo.css").write_bytes(b"logo")
+    (root / "shared").symlink_to(shared, target_is_directory=True)
+    ev = json.dumps(_event(root, "shared/logo.css")).encode() + b"\n"
+    argv = [*fc("fc-process"), "--chain", "unique_filename.MD5", "--work-dir", str(tmp_path / "work")]
+    plain = subprocess.run([*argv, "--state", str(tmp_path / "p1.db")], input=ev, capture_output=True, timeout=60)
+    assert "leads out of" in json.loads(plain.stdout)["error"], plain.stderr.decode()
+    follow = [*argv, "--state", str(tmp_path / "p2.db"), "--follow-symlinks"]
+    done = subprocess.run(follow, input=ev, capture_output=True, timeout=60)
+    assert json.loads(done.stdout)["processed"] == ["unique_filename.MD5"], done.stderr.decode()

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--jobs", type=_common.positive_int, metavar="N", help="files processed at once (default: cores)")
     g.add_argument("--work-dir", metavar="DIR", help="where processed files wait (default: next to the state file)")
     g.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="for fc-watch --follow-symlinks: read a file through a symlink leading out of its root, only when it "
+        "is the file the event names (same ino and size)",
+    )
+    g.add_argument(
         "--retry-delay",
         type=_common.seconds,
         default=5.0,
@@ -169,6 +175,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         options=options,
         retry_delay=args.retry_delay,
         reference_wait=args.reference_wait,
+        follow_symlinks=args.follow_symlinks,
     )
     # the state file is per configuration: jobs, delays and the work dir do not change what is computed
     identity = repr((args.specs, sorted(options.items()), args.input, args.output))

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
         "whose source is NAME and root is DIR (fc-conveyor passes them)",
     )
+    g.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="for fc-watch --follow-symlinks: read a file through a symlink leading out of its root, only when it "
+        "is the file the event names (same ino and size)",
+    )
     add_stage_arguments(p, "fc-transport")
     p.set_defaults(pieces=[])
     return p
@@ -170,6 +176,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         drain_timeout=args.drain_timeout,
         work_dirs=args.work_dir,
         sources=source_roots(args.source),
+        follow_symlinks=args.follow_symlinks,
     )
     # One state file per set of destinations (no secrets: str(Destination) never shows them).
     identity = repr(sorted((t.name, str(t.dest)) for t in targets)) + repr((args.input, args.output))

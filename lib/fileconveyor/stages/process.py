@@ -25,6 +25,7 @@ name), so the transporter deletes the right remote file.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import shutil
@@ -40,6 +41,7 @@ from .. import events as E
 from .. import private
 from ..processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ..processors.base import base_name_problem, checked, safe_ext, split_name
+from ..sourcefile import Source as SourceSpec
 from ..sourcefile import SourceFile, SourceGone, SourceRefused, copy_fd, from_event, open_source
 from ..state import default_state_dir
 from . import process_refs as refs
@@ -85,6 +87,7 @@ class Settings:
     options: dict[str, str] = field(default_factory=dict)  # document_root, base_path, server, synced_db
     retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
     reference_wait: float | None = None  # link_updater: seconds a missing reference is waited for
+    follow_symlinks: bool = False  # as fc-watch's: a link out of the root is read to the event's file (sourcefile)
 
 
 class ProcessStage(Stage):
@@ -235,7 +238,7 @@ class ProcessStage(Stage):
                     # Processors and their tools open files by name: they get our own name for the very file
                     # the event describes, opened beneath its root and checked (sourcefile.py), never the
                     # source's name, which could be swapped for a link meanwhile.
-                    with open_source(from_event(ev, self.work_bases)) as f:
+                    with open_source(self._source(ev)) as f:
                         ctx.input = source = _own_copy(work_dir, f)
                 result = checked(proc, ctx, proc.process(ctx))
                 ran.append(proc.name)
@@ -281,7 +284,7 @@ class ProcessStage(Stage):
             if untouched and not ran:
                 # An earlier fc-process's work file: it goes once we acknowledge the event,
                 # maybe before our reader is done with it, so it gets a name of our own.
-                with open_source(from_event(ev, self.work_bases)) as f:
+                with open_source(self._source(ev)) as f:
                     ctx.input = _own_copy(work_dir, f)
             final = _settle(work_dir, ctx.input, ctx.basename)
         except OSError as exc:
@@ -309,6 +312,12 @@ class ProcessStage(Stage):
             if key not in opts and isinstance(ev.get(key), str):
                 opts[key] = ev[key]
         return opts
+
+    def _source(self, ev: dict) -> SourceSpec:
+        source = from_event(ev, self.work_bases)
+        if self.settings.follow_symlinks and not _has(ev, "file"):
+            source = dataclasses.replace(source, links_out_ok=True)
+        return source
 
     def _vanished(self, item: Item, path: bytes, why: str = "") -> Done:
         if why:  # another file there now, or changed since the event

@@ -148,12 +148,14 @@ class TransportStage(Stage):
         drain_timeout: float = 120.0,
         work_dirs: Sequence[str] = (),
         sources: Sequence[SourceRoot] = (),
+        follow_symlinks: bool = False,
     ):
         self.targets = {t.name: t for t in targets}
         # where a processed file (an event's "file") may lie: see sourcefile.from_event; the state file's
         # directory is added in start()
         self.work_bases = [os.fsencode(os.path.abspath(d)) for d in (*work_dirs, default_state_dir())]
         self.sources = list(sources)  # --source: the only roots read from (none given: the event's root)
+        self.follow_symlinks = follow_symlinks
         self.delete_old_after = delete_old_after
         self.retry_failed = retry_failed
         self.record_db = record_db
@@ -318,6 +320,8 @@ class TransportStage(Stage):
         """The file to send, checked (sourcefile.py); with --source, only beneath one of those roots, since an
         event's root is as forgeable as the rest of it."""
         source = from_event(ev, self.work_bases)
+        if self.follow_symlinks and not _has_file(ev):
+            source = dataclasses.replace(source, links_out_ok=True)
         if not self.sources or _has_file(ev):
             return source
         name = ev.get("source") if isinstance(ev.get("source"), str) else None

@@ -53,7 +53,9 @@ class _Worker:
                     "-c",
                     # sys.path[0] is the current directory for -c: replaced, so that no module lying there
                     # (a paramiko.py in a shared upload directory) runs in the worker.
-                    f"import sys; sys.path[0] = {_LIB!r}; from fileconveyor.transporters.isolated import main; main()",
+                    # SIGINT ignored first: a Ctrl-C while the worker imports is the stage's to handle too.
+                    f"import signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); sys.path[0] = {_LIB!r}; "
+                    "from fileconveyor.transporters.isolated import main; main()",
                     str(theirs.fileno()),
                     str(os.getpid()),
                     str(logging.getLogger("fileconveyor").getEffectiveLevel()),
