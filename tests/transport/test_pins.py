@@ -11,7 +11,10 @@ from .conftest import event, jsonl, lines, transport, tree
 
 
 def _site(tmp_path: Path) -> tuple[Path, Path]:
-    src, work = tmp_path / "src", tmp_path / "work"
+    src, work = (
+        tmp_path / "src",
+        tmp_path / "process.db.work",
+    )  # a work folder fc-transport sends from (next to --state)
     (src / "img").mkdir(parents=True)
     (src / "css").mkdir()
     work.mkdir()
