@@ -89,7 +89,7 @@ class Measure:
     wall: float  # start of the first process to the end of the last (or: until the trees were equal)
     cpu: float  # user + sys of every process, children they reaped included
     rss: int  # sum of each process's own peak RSS, bytes
-    stages: list[dict] = field(default_factory=list)  # per process: argv[0..1], cpu, rss
+    stages: list[dict] = field(default_factory=list)  # per process: its command name, cpu, rss
 
 
 class PeakSampler:
