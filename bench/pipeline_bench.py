@@ -649,7 +649,7 @@ def main() -> None:
     p.add_argument("--live-gap", type=float, default=0.05, help="seconds between live files (default 0.05)")
     p.add_argument("--profile", type=Path, metavar="DIR", help="also profile each stage of the 5-stage shape")
     p.add_argument("--profiler", choices=("py-spy", "cprofile", "strace"), default="py-spy")
-    p.add_argument("--compare-with", type=Path, metavar="CHECKOUT", help="time the fc shapes of this checkout")
+    p.add_argument("--checkout", type=Path, metavar="DIR", help="run the fc shapes from this checkout instead")
     p.add_argument("--quick", action="store_true", help="a smoke run: 1000 small, 3 x 5 MiB, local, 1 round")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-pipeline-bench")
     args = p.parse_args()
@@ -665,7 +665,7 @@ def main() -> None:
         need(tool)
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    bin_dir = (args.compare_with or ROOT) / "bin"
+    bin_dir = (args.checkout or ROOT) / "bin"
     subprocess.run([PY, "-m", "compileall", "-q", str(bin_dir.parent / "lib")], check=True)
     sets = {
         "small": (work / f"src-small-{args.small}", args.small, 4096, 100),
