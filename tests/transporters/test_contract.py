@@ -55,6 +55,19 @@ def test_upload_stat_url(backend: Backend, tp: Transporter, tmp_path: Path) -> N
     assert tp.url(b"css/a b+\xc3\xa9.css") == PUBLIC_URL + "/css/a%20b%2B%C3%A9.css"
 
 
+def test_stat_on_a_new_connection(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
+    """What fc-verify does: stat, on a connection that uploaded nothing, files below the root and in it, in an
+    order where a directory is looked at first (FTP lists it, which left the session in ASCII mode: SIZE refused)."""
+    tp.upload(_local(tmp_path, b"body { }"), b"css/site.css")
+    tp.upload(_local(tmp_path, b"<p>", "i"), b"index.html")
+    fresh = backend.make()
+    try:
+        sizes = [getattr(fresh.stat(rel), "size", None) for rel in (b"css/site.css", b"index.html", b"css/no")]
+        assert sizes == [8, 3, None]
+    finally:
+        fresh.close()
+
+
 def test_overwrite_leaves_no_temporary_files(backend: Backend, tp: Transporter, tmp_path: Path) -> None:
     tp.upload(_local(tmp_path, b"first version, longer", "a"), b"x.txt")
     tp.upload(_local(tmp_path, b"second", "b"), b"x.txt")

@@ -214,7 +214,12 @@ class FTP(Transporter):
         where = join(self.dest.root, above) if above else (self.dest.root or b".")
         lines: list[str] = []
         try:
-            self.ftp.retrlines(f"LIST {_s(where)}", lines.append)
+            try:
+                self.ftp.retrlines(f"LIST {_s(where)}", lines.append)
+            finally:
+                # retrlines switched the session to TYPE A; back to binary (_connect), which SIZE needs: in
+                # ASCII mode pyftpdlib refuses it (550, read as "no such file") and others count CRLF bytes.
+                self.ftp.voidcmd("TYPE I")
         except ftplib.error_perm:
             if create and not above:
                 self._make_root()
