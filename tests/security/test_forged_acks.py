@@ -6,6 +6,7 @@ Conveyor state file whose epoch is the hop's, and, while a process writes its in
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import sqlite3
 import subprocess
@@ -13,6 +14,9 @@ import sys
 import time
 from pathlib import Path
 
+from fileconveyor import events as E
+from fileconveyor.cli._common import Reporter, Stopper
+from fileconveyor.stages.runner import Done, Item, Options, Runner, Stage
 from tests.conftest import ROOT
 from tests.security.stage_runs import env
 
@@ -65,7 +69,8 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
         env=env(tmp_path),
     )
     assert reader.stdin is not None
-    reader.stdin.write(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 10**9}))  # the epoch right
+    # the epoch right, a seq the writer did write (a larger one is refused as a bad line)
+    reader.stdin.write(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
     reader.stdin.write(_event("z.css", {"from": str(foreign), "epoch": "0000", "seq": 10**9}))
     reader.stdin.flush()
     assert reader.stdout is not None
@@ -119,3 +124,32 @@ def test_a_real_writer_is_acknowledged_through_a_live_pipe(tmp_path: Path) -> No
         watch.wait(timeout=30)
         _, err = filt.communicate(timeout=60)
     assert b"not acknowledging" not in err, err
+
+
+class _Pass(Stage):
+    name = "fc-pass"
+
+    def work(self, item: Item) -> Done:
+        return Done([{k: v for k, v in item.event.items() if k != "hop"}])
+
+
+def _stage_run(state: Path, data: bytes) -> tuple[int, list[dict], str]:
+    out, err = io.BytesIO(), io.StringIO()
+    runner = Runner(_Pass(), Options(state_path=state), io.BytesIO(data), out, Reporter("fc-t", err, 0), Stopper())
+    status = runner.run()
+    return status, [E.decode(x) for x in out.getvalue().splitlines()], err.getvalue()
+
+
+def test_a_forged_seq_past_what_the_writer_wrote_does_not_hide_its_later_lines(tmp_path: Path) -> None:
+    """A line that claims to come from our real writer (its state file, its epoch) with a seq far ahead: taken,
+    every real line after it looked like a replay and was dropped (and acknowledged: the writer forgot them)."""
+    writer = tmp_path / "writer.db"
+    first = _stage_run(writer, _event("a.css") + _event("b.css"))[1]
+    later = _stage_run(writer, _event("c.css"))[1]
+    hop = dict(first[0]["hop"], seq=2**62)
+    forged = {"v": 1, "kind": "deleted", "root": "/r", "path": "/r/z.css", "rel": "z.css", "hop": hop}
+    data = b"".join(E.encode(e) for e in [first[0], forged, first[1], *later])
+    status, out, err = _stage_run(tmp_path / "reader.db", data)
+    assert [e["rel"] for e in out] == ["a.css", "b.css", "c.css"], err
+    assert status == 1 and f"input line 2: hop.seq {2**62} is past the last line {writer} wrote (3)" in err
+    assert max(r[2] for r in _acks(writer)) == 3  # what the reader acknowledged: the real lines, no more

@@ -44,6 +44,22 @@ def state_epoch(conn: sqlite3.Connection) -> str | None:
     return None
 
 
+def high_seq(conn: sqlite3.Connection) -> int | None:
+    """The highest ``hop.seq`` the writer of this state file has committed (a writer commits a line before it
+    writes it, so no genuine line has a higher one); None when the file does not say."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    if "k" in cols:  # a stage's: what it wrote, and what its outbox holds
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT CAST(v AS INTEGER) FROM meta "
+            "WHERE k='written'))"
+        ).fetchone()
+    elif "name" in cols:  # fc-watch's: the last seq (batch) given to a line
+        row = conn.execute("SELECT value FROM meta WHERE name='last_batch'").fetchone()
+    else:
+        return None
+    return row[0] if row and isinstance(row[0], int) else None
+
+
 def open_state(origin: str) -> sqlite3.Connection:
     # mode=rw: never create a database at a path taken from an event
     return sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)

@@ -378,6 +378,23 @@ class Acknowledger:
                     conn.close()
             return False
 
+    def beyond(self, origin: str, epoch: str, seq: int) -> int | None:
+        """When ``seq`` is past every line the writer of ``epoch`` at ``origin`` has committed: that writer's
+        highest seq (the line is forged: taken, its seq would make every later real line look like a replay).
+        None when it is not, or when nothing can be told (no such file, another epoch, not a state file)."""
+        if origin == self.reader or not os.path.exists(origin):
+            return None
+        try:
+            conn = self._conns.get(origin)
+            if conn is None:
+                conn = self._conns[origin] = ack_check.open_state(origin)
+            if ack_check.state_epoch(conn) != epoch:
+                return None
+            high = ack_check.high_seq(conn)
+        except sqlite3.DatabaseError:
+            return None
+        return high if high is not None and seq > high else None
+
     def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool:
         """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check)."""
         found = ack_check.state_epoch(conn)

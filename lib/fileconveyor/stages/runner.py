@@ -57,6 +57,7 @@ FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.ma
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
+SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
 REFRESH_INTERVAL = 1.0  # seconds between acknowledgements written again while we make progress
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
@@ -1033,6 +1034,13 @@ class Runner:
             hop = Hop.from_event(ev)
             if hop is not None:
                 mark = self.marks.get(hop.origin)
+                if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
+                    # a first line, or a leap: a seq past what the writer wrote would make its real lines
+                    # after it look like replays (dropped); its state file says (one look, not per line)
+                    high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
+                    if high is not None:
+                        self._bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+                        continue
                 if mark is None or mark[0] != hop.epoch:
                     # a writer new to us (or whose state was recreated): register at once,
                     # and hold its lines until it re-sends, for us, all it has kept (lines
