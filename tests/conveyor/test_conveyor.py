@@ -626,6 +626,8 @@ def test_a_renamed_config_carries_on_and_a_copy_says_how_to(tmp_path: Path) -> N
     assert f"This config file was {cfg} (gone now: moved or renamed): its state moves along" in text
     assert text.count("Synced: '") == expected  # nothing sent again
     assert uploads() == sent
+    # the stages' paths moved along: an acknowledgement to the old place failed and the line came again each start
+    assert "cannot acknowledge" not in text
     assert [d.name for d in (tmp_path / "states").iterdir() if d.name.startswith("conveyor-")] == [
         d.name for d in (tmp_path / "states").iterdir() if d.name.startswith("conveyor-renamed-")
     ]

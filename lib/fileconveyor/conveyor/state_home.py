@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import sqlite3
 from pathlib import Path
 
 from ..state import default_state_dir, lock_holder
@@ -75,6 +76,8 @@ def find_home(config: Config, log: logging.Logger) -> None:
             )
             return
         try:
+            # the paths first: moved, the state must not point at its old place (see repoint)
+            repoint(other, state_dir, log)
             os.rename(other, state_dir)
         except OSError as exc:
             log.warning(f"The state of {old_config} (moved here?) is in {other}; it could not be moved: {exc}")
@@ -84,3 +87,49 @@ def find_home(config: Config, log: logging.Logger) -> None:
             f"to {state_dir}, and the run carries on where it left off."
         )
         return
+
+
+def repoint(old: Path, new: Path, log: logging.Logger) -> None:
+    """Write ``new`` for ``old`` in every path into the state directory that its state files hold.
+
+    The stages name each other by their state files' paths: each line a stage keeps (outbox, inbox, quarantine)
+    carries its writer's (``hop.from``) and fc-process's copy (``file``, in the state directory's work folder);
+    the readers' acknowledgements and high-water marks are keyed by them.  Left pointing at the old directory,
+    every reader's acknowledgement of a line kept from before the move failed ("no such state file"), so its
+    writer replayed it at every start and kept it for days, and a processed copy on its way would not be found.
+    Done before the directory is renamed: interrupted, the next start does it again (the old directory is still
+    there), and after the rename nothing of the old paths is left to rewrite."""
+    pairs = [(f"{old}/", f"{new}/")]
+    escaped = (json.dumps(f"{old}/", ensure_ascii=False)[1:-1], json.dumps(f"{new}/", ensure_ascii=False)[1:-1])
+    if escaped != pairs[0]:
+        pairs.append(escaped)  # as a JSON string in a line (a path with a quote or a backslash)
+    for path in sorted(old.glob("*.db")):
+        try:
+            db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        except sqlite3.Error as exc:
+            log.warning(f"The state file {path} could not be opened to move it along: {exc}")
+            continue
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            for table in tables:
+                for column in [r[1] for r in db.execute(f"PRAGMA table_info({_quoted(table)})")]:
+                    c = _quoted(column)
+                    for was, now in pairs:
+                        # a BLOB stays a BLOB (the stages read lines as bytes), a TEXT a TEXT
+                        db.execute(
+                            f"UPDATE {_quoted(table)} SET {c} = CASE typeof({c}) "
+                            f"WHEN 'blob' THEN CAST(replace(CAST({c} AS TEXT), ?1, ?2) AS BLOB) "
+                            f"ELSE replace({c}, ?1, ?2) END "
+                            f"WHERE typeof({c}) IN ('text', 'blob') AND instr(CAST({c} AS TEXT), ?1) > 0",
+                            (was, now),
+                        )
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.warning(f"The paths in the state file {path} could not be moved along: {exc}")
+        finally:
+            db.close()
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
