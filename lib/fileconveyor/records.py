@@ -15,7 +15,7 @@ so every file has exactly one row per server and a text lookup finds every text 
 
 The file is in WAL mode: readers never wait for fc-record and fc-record never waits for readers (the original's
 "database is locked", issue #149).  It is not locked to one writer: two pipelines (two rules) may record into the
-same file, each write being one short transaction.
+same file, each write being one short transaction (fc-record: one per round of events, see ``Records.item``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,13 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import ConfigError
+from .errors import ConfigError, RetryableError
 from .state import migrate, transaction, translate
 
 SEED_TABLE = (
@@ -173,6 +173,7 @@ class Records:
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self._lost: RetryableError | None = None  # the round's transaction, rolled back under our feet
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -217,6 +218,69 @@ class Records:
     def tx(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT: one record, all or nothing."""
         return transaction(self.db, self.path, "synced-files database")
+
+    @contextlib.contextmanager
+    def item(self) -> Iterator[sqlite3.Connection]:
+        """One record, all or nothing (a savepoint), in the transaction of the whole round, begun here by the
+        first: a round of 2,000 events is one commit, not 2,000 (each is a lock, a page write, a WAL frame).
+        ``commit`` makes the round durable; until then readers see none of it."""
+        if self._lost is not None:
+            raise self._lost
+        db = self.db
+        try:
+            if not db.in_transaction:
+                db.execute("BEGIN IMMEDIATE")
+            db.execute("SAVEPOINT record")
+        except sqlite3.DatabaseError as exc:
+            err = _translate(exc, self.path)
+            if not isinstance(err, RetryableError):
+                raise err from None  # a damaged file: no retry mends it
+            raise self._lose(exc) from None
+        try:
+            yield db
+        except BaseException as exc:
+            try:
+                db.execute("ROLLBACK TO record")
+                db.execute("RELEASE record")
+            except sqlite3.DatabaseError as undo:
+                self._lose(undo)
+            if not db.in_transaction:  # SQLite rolled back the whole transaction (a full disk, an I/O error)
+                self._lose(exc)
+            raise
+        try:
+            db.execute("RELEASE record")
+        except sqlite3.DatabaseError as exc:
+            raise self._lose(exc) from None
+
+    def _lose(self, exc: BaseException) -> RetryableError:
+        """The round's earlier records are gone too: ``commit`` says so, and the round is done again."""
+        with contextlib.suppress(sqlite3.DatabaseError):
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+        if self._lost is None:
+            self._lost = RetryableError(f"synced-files database {self.path}: {exc} (nothing of this round recorded)")
+        return self._lost
+
+    def commit(self) -> None:
+        """Commit the round's records (``item``); RetryableError when they are not all committed."""
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise lost
+        if not self.db.in_transaction:
+            return
+        try:
+            self.db.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            with contextlib.suppress(sqlite3.DatabaseError):
+                self.db.execute("ROLLBACK")
+            raise RetryableError(f"synced-files database {self.path}: {exc} (nothing of this round recorded)") from None
+
+    def rollback(self) -> None:
+        """Drop the round's records that were not committed (a stop between the work and the round's commit)."""
+        self._lost = None
+        with contextlib.suppress(sqlite3.DatabaseError):
+            if self.db is not None and self.db.in_transaction:
+                self.db.execute("ROLLBACK")
 
     def close(self) -> None:
         db = getattr(self, "db", None)

@@ -87,6 +87,7 @@ def test_a_reader_is_never_locked_out_during_10000_writes(tmp_path: Path) -> Non
     # the readers really read while the writes went on, and saw them progress
     for counts in seen.values():
         assert len(counts) > 50
-        assert len({n for n in counts if 0 < n < N}) > 5, "the reader never saw a partial count: no overlap"
+        # fc-record commits a round (up to 2,000 lines) at a time: a few partial counts, not thousands
+        assert len({n for n in counts if 0 < n < N}) >= 2, "the reader never saw a partial count: no overlap"
         assert counts == sorted(counts)  # committed records only ever add up
     assert sqlite3.connect(db).execute("SELECT count(*) FROM synced_files").fetchone() == (N,)

@@ -8,9 +8,11 @@ Per event (one inline lane keyed by path, so the events of a file are applied in
 - an event with ``error``: upsert a ``sync_failures`` row; synced rows are left alone;
 - events without ``server`` (no fc-transport before us) pass through unrecorded.
 
-Each record is one transaction on the synced-files database, a file apart from the stage's state file.  The
-runner commits the stage's progress after we wrote: a kill in between makes the event come again, and writing
-it again changes nothing (upserts), so the database needs no part in the state file's transaction.
+Each record is a savepoint in one transaction per round on the synced-files database, a file apart from the
+stage's state file (``Records.item``); ``flush`` commits it before the runner commits the round's progress to the
+state file.  A kill in between makes the events come again, and writing them again changes nothing (upserts),
+so the database needs no part in the state file's transaction.  A round whose records could not be committed
+is done again, every item of it (``flush`` returns why).
 
 ``--delete-source-after``: see record_delete.py.  The required servers are ``--require-server`` or else every
 server this fc-record has seen (kept in the state file's ``servers_seen``).
@@ -179,7 +181,7 @@ class RecordStage(Stage):
             self.seen.add(server)
             self.new_servers.add(server)
         if "error" in ev:
-            with self.rec.tx() as db:
+            with self.rec.item() as db:
                 Records.fail(db, db_key(path), server if isinstance(server, str) else "", self._failure(ev))
             self.counts["failed"] += 1
             return Done([ev], failed=True)
@@ -215,7 +217,7 @@ class RecordStage(Stage):
         row = synced_row(ev, path)
         version = (row.size, row.mtime_ns, row.ino)
         schedule: Deletion | None = None
-        with self.rec.tx() as db:
+        with self.rec.item() as db:
             Records.upsert(db, row)
             old = self.rec.deletion(row.input_file)
             if old is not None and old.version != version:
@@ -275,7 +277,7 @@ class RecordStage(Stage):
         assert self.rec is not None
         key = db_key(path)
         transported = ev.get("transported")
-        with self.rec.tx() as db:
+        with self.rec.item() as db:
             ours = deleted_by_record(db, ev)
             if transported == "kept" or (ours and transported is None):
                 self.counts["kept"] += 1  # the source was deleted on purpose after sync: the remote copy stays
@@ -291,6 +293,15 @@ class RecordStage(Stage):
             if d is not None and d.deleted_at is None:
                 Records.drop_deletion(db, key)  # the user deleted it before we did
         self.counts["removed"] += 1
+
+    def flush(self) -> str | None:
+        assert self.rec is not None
+        try:
+            self.rec.commit()
+        except RetryableError as exc:
+            self.to_schedule.clear()  # their rows were rolled back: the round, done again, schedules them
+            return str(exc)
+        return None
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
         # Handed to the deleter only now, once the whole round is worked: a failure for another server later in
@@ -338,4 +349,5 @@ class RecordStage(Stage):
                 )
             self.deleter.close()
         if self.rec is not None:
+            self.rec.rollback()  # worked, but the round was never committed to the state file: it comes again
             self.rec.close()

@@ -135,6 +135,13 @@ class Stage:
         Only called when no earlier item of its key is pending."""
         return None
 
+    def flush(self) -> str | None:
+        """Called once per round, after its work and before its commit to the state file: a stage that writes a
+        database of its own in one transaction per round (fc-record) commits it here, so that it is durable
+        before the state file says the round's items are done.  Returns why it could not: every item the
+        round finished is then tried again."""
+        return None
+
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
         """Extra writes into the state file, in the transaction that finishes ``item``.
         Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
@@ -893,6 +900,7 @@ class Runner:
                         continue
                 self.sched.add(item)  # now: a later item of its path in this batch waits for it
                 to_insert.append(item)
+        self._flush(done)
         seq_lines: list[tuple[int, bytes]] = []
         restore = self._snapshot(done, to_insert)
         try:
@@ -971,6 +979,17 @@ class Runner:
         if emitted:
             self._add_emitted(db, emitted, seq_lines)
         self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
+
+    def _flush(self, done: list[tuple[Item, Outcome]]) -> None:
+        """The stage's own writes of this round made durable (Stage.flush), or its finished items retried."""
+        reason = self.stage.flush()
+        if reason is None:
+            return
+        for i, (item, outcome) in enumerate(done):
+            if isinstance(outcome, Done):
+                done[i] = (item, Retry(reason, after=min(60.0, 2.0 * 2 ** min(item.attempts, 5))))
+                if not self.sched.head(item):
+                    self.sched.add_running(item)  # finished at once: now it holds its key until retried
 
     def _snapshot(self, done: list[tuple[Item, Outcome]], to_insert: list[Item]) -> Callable[[], None]:
         """What a round's commit changes in memory, to undo when it is rolled back and done again carefully."""

@@ -1,0 +1,129 @@
+"""fc-record writes a round of events in one transaction of the synced-files database (issue 18), and keeps its
+guarantees: a kill between that commit and the state file's commit replays to the same rows, and a round whose
+records cannot be committed (a full disk) is done again, not passed on as recorded."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fileconveyor import records as records_mod
+from fileconveyor.cli import record as record_cli
+from fileconveyor.stages import runner as runner_mod
+from tests.conftest import ROOT, call
+from tests.durability.test_disk_full import require_namespaces
+from tests.record.conftest import record
+from tests.record.test_concurrency import _events
+
+N = 1000
+
+
+def _rows(db: Path) -> list[tuple]:
+    con = sqlite3.connect(db)
+    try:
+        return con.execute(
+            "SELECT input_file, transported_file_basename, url, server, size, mtime_ns, ino FROM synced_files "
+            "ORDER BY input_file"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def _expected(n: int) -> list[tuple]:
+    rows = []
+    for i in range(n):
+        rel = f"d{i % 50}/f{i}.css"
+        rows.append((f"/srv/www/{rel}", f"f{i}.css", f"https://cdn.example/{rel}", "cdn", i, 10**18 + i, i))
+    return sorted(rows)
+
+
+def test_a_round_of_events_is_one_commit_not_one_per_event(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    statements: list[str] = []
+    connect = records_mod.Records._connect
+
+    def traced(path: Path) -> sqlite3.Connection:
+        db = connect(path)
+        db.set_trace_callback(statements.append)
+        return db
+
+    monkeypatch.setattr(records_mod.Records, "_connect", staticmethod(traced))
+    db = tmp_path / "synced_files.db"
+    data = _events(N)
+    res = record(db, [], tmp_path / "r.db")  # create the file first: its migrations are not the point here
+    assert res.status == 0, res.stderr
+    statements.clear()
+    res = call(record_cli.main, ["--db", str(db), "--state", str(tmp_path / "r.db")], data)
+    assert res.status == 0, res.stderr
+    assert _rows(db) == _expected(N)
+    commits = sum(1 for s in statements if s.strip().upper() == "COMMIT")
+    begins = sum(1 for s in statements if s.strip().upper().startswith("BEGIN"))
+    # 1,000 lines arrive in one or a few rounds (runner.BATCH is 2,000); before: one BEGIN/COMMIT per event
+    assert 1 <= commits <= 10 and begins == commits, (begins, commits)
+    assert len(statements) < 6 * N  # 5 per event (savepoint, upsert, failures cleared, lookup, release)
+
+
+def test_a_kill_after_the_records_commit_and_before_the_state_commit_replays_to_the_same_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crash window between the two databases: the synced-files rows are committed, the state file does not
+    know it; the events come again and the rows end up exactly as after one clean run."""
+    db, state = tmp_path / "synced_files.db", tmp_path / "r.db"
+    data = _events(N)
+    snapshot = runner_mod.Runner._snapshot
+
+    class Killed(BaseException):
+        pass
+
+    def killed(self: runner_mod.Runner, *args: object) -> object:
+        # runs right after Stage.flush, before the state file's transaction: what kill -9 would leave there
+        raise Killed
+
+    monkeypatch.setattr(runner_mod.Runner, "_snapshot", killed)
+    with pytest.raises(Killed):
+        call(record_cli.main, ["--db", str(db), "--state", str(state)], data)
+    first = _rows(db)
+    assert 0 < len(first) <= N  # the round's rows were committed before the "kill"
+    monkeypatch.setattr(runner_mod.Runner, "_snapshot", snapshot)
+    res = call(record_cli.main, ["--db", str(db), "--state", str(state)], data)
+    assert res.status == 0, res.stderr
+    assert _rows(db) == _expected(N)
+    (n,) = sqlite3.connect(db).execute("SELECT count(*) FROM synced_files").fetchone()
+    assert n == N  # upserts: no second row for a replayed event
+
+
+def test_a_full_disk_under_the_records_retries_the_round_and_loses_nothing(tmp_path: Path) -> None:
+    """The synced-files database on a tmpfs that fills up: its commit fails, the round's items are retried (not
+    passed on as recorded), and every row is there once space returns."""
+    require_namespaces()
+    small = tmp_path / "small"
+    small.mkdir()
+    (tmp_path / "in.ndjson").write_bytes(_events(3000))
+    out = tmp_path / "out.ndjson"
+    rec = f"{sys.executable} {ROOT / 'bin' / 'fc-record'}"
+    script = f"""
+    set -u
+    mount -t tmpfs -o size=200k tmpfs {small}
+    {rec} --db {small}/synced_files.db --state {tmp_path}/r.db --input {tmp_path}/in.ndjson \\
+      --output {out} 2> {tmp_path}/r.err &
+    pid=$!
+    sleep 4
+    echo "while-full=$(wc -l < {out} 2>/dev/null || echo 0)"
+    mount -o remount,size=20m {small}
+    wait $pid
+    echo "status=$?"
+    {sys.executable} -c "import sqlite3; c = sqlite3.connect('{small}/synced_files.db'); \
+      print('rows=%d' % c.execute('SELECT count(*) FROM synced_files').fetchone())"
+    """
+    r = subprocess.run(["unshare", "-Urm", "bash", "-c", script], capture_output=True, text=True, timeout=240)
+    err = (tmp_path / "r.err").read_text()
+    report = r.stdout + r.stderr + err
+    assert "status=0" in report, report
+    assert int(report.split("while-full=")[1].split()[0]) < 3000, report  # it really was stuck on space
+    assert "Traceback" not in err, err
+    out_lines = out.read_bytes().splitlines()
+    assert len(out_lines) == 3000 and not [x for x in out_lines if b'"error"' in x], report
+    assert "rows=3000" in report, report
