@@ -4,6 +4,7 @@ synced yet is deferred and rewritten once they are, never failed and never lost.
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import threading
 import time
@@ -19,6 +20,17 @@ EXPECTED = (FIXTURES / "style.expected.css").read_text()
 
 def flags(db: Path, *extra: str) -> list[str]:
     return ["--chain", "link_updater.CSSURLUpdater", "--server", "cdn", "--record-db", str(db), *extra]
+
+
+def synced_as(db: Path, source: Path, name: str) -> str:
+    """``source`` synced to server 'cdn' as ``name`` (the only row): fc-record's part; its URL."""
+    conn = sqlite3.connect(db)
+    conn.execute("CREATE TABLE IF NOT EXISTS synced_files(input_file, transported_file_basename, url, server)")
+    conn.execute("DELETE FROM synced_files")
+    conn.execute("INSERT INTO synced_files VALUES (?, ?, ?, 'cdn')", (str(source), name, f"https://cdn/{name}"))
+    conn.commit()
+    conn.close()
+    return f"https://cdn/{name}"
 
 
 def test_deferred_then_rewritten_in_the_same_run(tmp_path: Path) -> None:
@@ -130,14 +142,7 @@ def test_a_renamed_image_makes_its_stylesheets_processed_again(tmp_path: Path) -
     db = tmp_path / "synced.db"
 
     def synced(data: bytes) -> str:  # what fc-transport and fc-record do with fc-process's output
-        name = f"logo_{hashlib.md5(data).hexdigest()}.png"
-        conn = sqlite3.connect(db)
-        conn.execute("CREATE TABLE IF NOT EXISTS synced_files(input_file, transported_file_basename, url, server)")
-        conn.execute("DELETE FROM synced_files")
-        conn.execute("INSERT INTO synced_files VALUES (?, ?, ?, 'cdn')", (str(logo), name, f"https://cdn/{name}"))
-        conn.commit()
-        conn.close()
-        return f"https://cdn/{name}"
+        return synced_as(db, logo, f"logo_{hashlib.md5(data).hexdigest()}.png")
 
     first_url = synced(b"logo 1")
     argv = ["--chain", "unique_filename.MD5,link_updater.CSSURLUpdater", "--server", "cdn", "--record-db", str(db)]
@@ -158,3 +163,34 @@ def test_a_renamed_image_makes_its_stylesheets_processed_again(tmp_path: Path) -
     new_url = f"https://cdn/logo_{hashlib.md5(b'logo 2').hexdigest()}.png"
     assert content(file_of(out["a.css"])).decode() == f".a{{background:url({new_url})}}"
     assert out["a.css"]["kind"] == "modified" and out["a.css"]["name"].startswith("a_")
+
+
+def test_an_image_renamed_in_the_main_thread_makes_its_stylesheets_processed_again(tmp_path: Path) -> None:
+    """As above with unique_filename.Mtime, a name-only step: the image needs no work directory and is decided
+    in the main thread, which must keep the reference graph all the same."""
+    www = tmp_path / "www"
+    (www / "img").mkdir(parents=True)
+    logo, css = www / "img" / "logo.png", www / "a.css"
+    logo.write_bytes(b"logo")
+    css.write_text(".a{background:url(img/logo.png)}")
+    db = tmp_path / "synced.db"
+
+    def synced(mtime: int) -> str:  # the image's new name reaches the destination (fc-transport, fc-record)
+        os.utime(logo, (mtime, mtime))
+        return synced_as(db, logo, f"logo_{mtime}.png")
+
+    first_url = synced(1_000_000_000)
+    argv = ["--chain", "unique_filename.Mtime,link_updater.CSSURLUpdater", "--server", "cdn", "--record-db", str(db)]
+    argv += ["--document-root", str(www), "--base-path", "/", "--retry-delay", "0.1"]
+    res = run(tmp_path, argv, [event(logo, root=www), event(css, root=www)])
+    assert res.status == 0, res.stderr
+    out = {ev["rel"]: ev for ev in outputs(res)}
+    assert out["img/logo.png"]["name"] == "logo_1000000000.png" and "file" not in out["img/logo.png"]
+    assert content(file_of(out["a.css"])).decode() == f".a{{background:url({first_url})}}"
+    new_url = synced(2_000_000_000)  # only the image changes: a new name
+    res = run(tmp_path, argv, [event(logo, root=www, kind="modified")])
+    assert res.status == 0, res.stderr
+    out = {ev["rel"]: ev for ev in outputs(res)}
+    assert set(out) == {"img/logo.png", "a.css"}
+    assert out["img/logo.png"]["name"] == "logo_2000000000.png"
+    assert content(file_of(out["a.css"])).decode() == f".a{{background:url({new_url})}}"

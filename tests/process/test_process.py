@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -338,3 +340,78 @@ def test_third_party_processor_from_an_entry_point(tmp_path: Path, monkeypatch: 
     (out,) = outputs(res)
     assert content(file_of(out)) == b"HELLO\n" and out["processed"] == ["fcplug.Shout"]
     assert re.search(r"^fcplug\.Shout +- +upper-cases text files", call(main, ["--list"]).stdout.decode(), re.M)
+
+
+def test_a_chain_that_only_renames_needs_no_work_directory_and_no_extra_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: fc-process made and removed a work directory per file, on 32 threads, for a chain that only
+    renames.  Name-only steps are now decided in the main thread; the workers are --jobs, no more."""
+    made: list[bytes] = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(real_mkdtemp(*a, **k)) or made[-1])
+    started: list[str] = []
+    real_start = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda t: started.append(t.name) or real_start(t))
+    d = tmp_path / "src"
+    d.mkdir()
+    files = []
+    for i in range(30):
+        files.append(d / f"file {i}.txt")
+        files[-1].write_text(f"{i}\n")
+    chain = ["--chain", "filename.SpacesToUnderscores,unique_filename.Mtime"]
+    res = run(tmp_path, chain, [event(f) for f in files], jobs=2)
+    assert res.status == 0, res.stderr
+    outs = by_path(outputs(res))
+    for f in files:
+        (out,) = outs[os.fsencode(f)]
+        stem = f.name[:-4].replace(" ", "_")
+        assert out["name"] == f"{stem}_{f.stat().st_mtime_ns // 10**9}.txt"
+        assert out["processed"] == ["filename.SpacesToUnderscores", "unique_filename.Mtime"]
+        assert "file" not in out  # the source itself goes, under its new name
+    assert made == []
+    assert len([n for n in started if re.fullmatch(r"-\d+", n)]) == 2  # the lane's workers: --jobs
+
+
+def test_a_deletion_in_the_same_batch_carries_the_name_decided_just_before(tmp_path: Path) -> None:
+    """A name decided in the main thread is not in the names table until the batch commits: a deletion of the
+    same path read in the same batch must still get it, in this run and the next."""
+    d = tmp_path / "src"
+    d.mkdir()
+    f = d / "a b.txt"
+    f.write_text("x\n")
+    created = event(f)
+    chain = ["--chain", "filename.SpacesToDashes"]
+    res = run(tmp_path, chain, [created, event(f, "deleted"), created])
+    assert res.status == 0, res.stderr
+    assert [(o["kind"], o["name"]) for o in outputs(res)] == [
+        ("created", "a-b.txt"),
+        ("deleted", "a-b.txt"),
+        ("created", "a-b.txt"),
+    ]
+    f.unlink()
+    (later,) = outputs(run(tmp_path, chain, [event(f, "deleted")]))
+    assert later["name"] == "a-b.txt"
+
+
+def test_a_name_only_chain_drops_a_vanished_file_and_refuses_a_link_out_of_the_root(tmp_path: Path) -> None:
+    """The main thread opens the source as a worker would: the same outcomes, without a copy."""
+    d = tmp_path / "src"
+    d.mkdir()
+    gone, kept, secret = d / "gone file.txt", d / "kept file.txt", tmp_path / "secret.txt"
+    for p in (gone, kept, secret):
+        p.write_text("x\n")
+    ev_gone = event(gone)
+    gone.unlink()
+    link = d / "link file.txt"
+    link.symlink_to(secret)
+    ev_link = {**event(kept), "path": str(link), "rel": "link file.txt"}
+    res = run(tmp_path, ["--chain", "filename.SpacesToUnderscores"], [ev_gone, ev_link, event(kept)])
+    assert res.status == 1, res.stderr
+    outs = outputs(res)
+    assert [(o["rel"], o["name"], "error" in o) for o in outs] == [
+        ("link file.txt", "link file.txt", True),
+        ("kept file.txt", "kept_file.txt", False),
+    ]
+    assert outs[0]["error"].startswith("fc-process: ") and "file" not in outs[0]
+    assert "gone file.txt: dropped" in res.stderr or "gone file.txt: vanished" in res.stderr

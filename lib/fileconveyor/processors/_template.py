@@ -37,6 +37,7 @@ class Lowercase(Processor):
     tools = ()  # e.g. (Tool("optipng", "optipng"),): checked at start-up with what to install
     renames = True  # this processor changes the base name
     per_server = False  # True when the output depends on ctx.options["server"]
+    name_only = True  # only the name changes, the content is never read: fc-process needs no work directory
 
     def process(self, ctx: Context) -> Output:
         # Content unchanged, so no copy: the input itself goes on under a new name.

@@ -153,6 +153,10 @@ class Processor:
     renames: ClassVar[bool] = False  # may change the base name
     per_server: ClassVar[bool] = False  # output depends on the destination server
     reports_references: ClassVar[bool] = False  # fills Context.references (the stage keeps the graph)
+    # decides from the name and the event alone: never opens the content, never writes a file, returns
+    # Output(ctx.input, ...); fc-process then runs it in its main thread with no work directory
+    # (ctx.work_dir is empty), as it does for events no processor applies to
+    name_only: ClassVar[bool] = False
     timeout: ClassVar[float] = 300.0  # seconds, per external tool run
 
     def __init__(self, options: Mapping[str, str] | None = None):

@@ -19,6 +19,7 @@ from .base import Context, Output, Processor
 
 class _Replace(Processor):
     renames = True
+    name_only = True
     search: ClassVar[bytes] = b" "
     replace: ClassVar[bytes] = b""
 

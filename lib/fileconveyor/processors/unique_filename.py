@@ -38,6 +38,7 @@ class Mtime(Processor):
     name = "unique_filename.Mtime"
     description = "adds the file's modification time to its name (logo.gif -> logo_1240668971.gif)"
     renames = True
+    name_only = True  # the time comes from the event (or a stat of the source), not from the content
 
     def process(self, ctx: Context) -> Output:
         mtime_ns = ctx.event.get("mtime_ns")

@@ -1,10 +1,11 @@
 """fc-process: run each event's file through a processor chain, in parallel.
 
 One lane keyed by path: events of one path are processed one at a time, in
-order; different paths run concurrently, at most ``jobs`` chains at once (a
-semaphore; the heavy work happens in external tools or C code, which release the
-GIL).  Events no processor applies to (and deleted events) need no slot; with a
-runner that calls ``Stage.quick`` they are finished in the main thread at once.
+order; different paths run concurrently on ``jobs`` worker threads (the heavy
+work happens in external tools or C code, which release the GIL).  Events that
+need no file (deleted events, files no processor applies to, chains of
+``name_only`` processors such as ``filename.*``) are decided in the main thread
+by ``Stage.quick``, in the batch's own commit, with no work directory.
 
 Every event that needs a work file gets its own directory
 ``<work root>/e<random>/``, so concurrent chains on files of the same base name
@@ -65,7 +66,6 @@ MIGRATIONS = [
     refs.MIGRATION,  # the reference graph of CSS files (process_refs.py)
 ]
 
-PASS_THREADS = 32
 RETRY_CAP = 600.0  # seconds: the longest wait between two tries of a deferred event
 ORPHAN_GRACE = 3600.0  # work files of lines no File Conveyor reader acknowledged go after this
 
@@ -101,7 +101,9 @@ class ProcessStage(Stage):
         self.work_bases: list[bytes] = []
         self.runner: Runner | None = None
         self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(settings.jobs)  # chains running at once
+        # path -> the name quick() decided for it, until record() has written it to the names table:
+        # a deleted event later in the same batch must carry it (main thread only)
+        self._pending_names: dict[bytes, bytes] = {}
         self._dirs: dict[Item, bytes] = {}  # item -> its work directory, handed from work() to record()
         # messages for stderr, printed in the main thread: (is an error, text)
         self._notes: dict[Item, list[tuple[bool, str]]] = {}
@@ -112,11 +114,8 @@ class ProcessStage(Stage):
     # -- set-up ----------------------------------------------------------------------
 
     def lanes(self) -> dict[str, int]:
-        # More threads than jobs: the runner keeps at most one item per worker in
-        # flight and commits once per round, so events no processor applies to
-        # (most of a site) need many in flight to be committed in batches.  The
-        # real work is limited to --jobs at a time by ``_slots``.
-        return {"": max(PASS_THREADS, self.settings.jobs)}
+        # Events that need no file never reach a worker (quick()), so the workers are the chains at once.
+        return {"": self.settings.jobs}
 
     def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
         # An incoming name is checked as a processor's is: joined to a work directory,
@@ -163,19 +162,8 @@ class ProcessStage(Stage):
         path = E.get_path(ev, "path")
         current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         work_dir = None
-        if any(proc.applies_to(current) for proc in self.chain):
-            # Set up before taking a slot, while other files' tools run: a slot freed by
-            # one file goes straight into the next file's tool.
-            source = E.get_path(ev, "file") if _has(ev, "file") else path
-            if not os.path.exists(source):
-                return self._vanished(item, path)
-            try:
-                work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
-            except OSError:
-                pass  # _process tries again, and handles the error (a full disk pauses the lane)
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
-        with self._slots:
-            return self._process(item, path, current, out, work_dir)
+        return self._process(item, path, current, out, work_dir)
 
     def quick(self, item: Item) -> Done | None:
         """The outcome of an item that needs no processor (a deleted event, a file no
@@ -185,7 +173,21 @@ class ProcessStage(Stage):
         worker (one commit per batch instead of per round of workers)."""
         assert self.runner is not None
         db = self.runner.state.db
-        return self._quick(item, lambda path: _name_row(db, path))
+
+        def last_name(path: bytes) -> bytes | None:
+            pending = self._pending_names.get(path)
+            return pending if pending is not None else _name_row(db, path)
+
+        done = self._quick(item, last_name)
+        if done is None:
+            done = self._names_only(item, last_name)
+        if done is not None and done.outputs and not done.failed:
+            out = done.outputs[0]
+            # what record() writes to the names table
+            if "error" not in out and (out.get("kind") == "deleted" or out["processed"]):
+                path = E.get_path(out, "path")
+                self._pending_names[path] = E.get_path(out, "name") if out.get("kind") != "deleted" else b""
+        return done
 
     def _quick(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
         ev = item.event
@@ -208,23 +210,65 @@ class ProcessStage(Stage):
             return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
         return None
 
+    def _names_only(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+        """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
+        as a processor's input would be, to find a vanished or refused source, but nothing is copied; None when a
+        step needs the file (a worker runs the whole chain then)."""
+        ev = item.event
+        if _has(ev, "file") or ev.get("kind") == "deleted" or "error" in ev:
+            return None  # an earlier fc-process's work file is taken over in _process (a work dir is needed)
+        path = E.get_path(ev, "path")
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        renamed = False
+        for proc in self.chain:  # after a rename any later step may apply: each must be name_only then
+            if renamed or proc.applies_to(current):
+                if not proc.name_only or proc.reports_references:
+                    return None
+                renamed = renamed or proc.renames
+        out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
+        try:
+            with open_source(self._source(ev)):
+                pass
+        except SourceGone as exc:
+            return self._vanished(item, path, str(exc))
+        except SourceRefused as exc:
+            return self._failed(item, out, current, None, exc)
+        except OSError:
+            return None  # a worker tries again, and tells a vanished file from a failed one
+        ctx = self._context(item, path, current, b"", last_name)
+        ran: list[str] = []
+        proc: Processor | None = None
+        try:
+            for proc in self.chain:
+                if not proc.applies_to(ctx.basename):
+                    continue
+                if not proc.name_only:  # a rename made a content step apply after all
+                    return None
+                result = checked(proc, ctx, proc.process(ctx))
+                if result.path != ctx.input:
+                    raise ProcessorError(f"{proc.name} is name_only but wrote a file")
+                ran.append(proc.name)
+                ctx.basename = result.basename
+        except (RetryLater, ToolMissing):
+            return None  # a worker runs the chain again and defers the event
+        except Exception as exc:
+            return self._failed(item, out, current, proc, exc)
+        finally:
+            self._chain_notes(item, ctx)
+        E.put_path(out, "name", ctx.basename)
+        out["processed"] = [*out["processed"], *ran]
+        self._count("unchanged" if ctx.basename == current else "processed")
+        return Done([out])
+
     def _process(self, item: Item, path: bytes, current: bytes, out: dict, work_dir: bytes | None) -> Outcome:
         """Run the chain; ``work_dir`` is the event's work directory if already made."""
         ev = item.event
         source = E.get_path(ev, "file") if _has(ev, "file") else path
-        ctx = Context(
-            input=source,
-            original=path,
-            basename=current,
-            work_dir=work_dir or b"",
-            event=ev,
-            options=self._options(ev),
-            current_name=self._last_name,
-            waited=self._waited(item.attempts),
-        )
+        ctx = self._context(item, source, current, work_dir or b"", self._last_name)
         ran: list[str] = []
         reports = False  # a processor that reports the references it used ran (link_updater)
         proc: Processor | None = None
+        own = b""  # our own name for the source in the work directory; ``source`` stays the event's file
         try:
             for proc in self.chain:
                 if not proc.applies_to(ctx.basename):
@@ -239,7 +283,7 @@ class ProcessStage(Stage):
                     # the event describes, opened beneath its root and checked (sourcefile.py), never the
                     # source's name, which could be swapped for a link meanwhile.
                     with open_source(self._source(ev)) as f:
-                        ctx.input = source = _own_copy(work_dir, f)
+                        ctx.input = own = _own_copy(work_dir, f)
                 result = checked(proc, ctx, proc.process(ctx))
                 ran.append(proc.name)
                 reports = reports or proc.reports_references
@@ -267,13 +311,12 @@ class ProcessStage(Stage):
                 return Retry(f"work directory: {exc.strerror}", lane=True)
             return self._failed(item, out, current, proc, exc)
         finally:
-            if ctx.notes:
-                self._note(item, *(f"{E.display(path)}: {n}" for n in ctx.notes))
+            self._chain_notes(item, ctx)
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
         if reports:
             out["references"] = refs.references_field(ctx.references)
-        untouched = ctx.input == source
+        untouched = ctx.input in (source, own)
         if untouched and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
             _remove(work_dir)
             self._count("unchanged" if ctx.basename == current else "processed")
@@ -295,6 +338,25 @@ class ProcessStage(Stage):
             self._dirs[item] = work_dir
             self.counts["processed"] += 1
         return Done([out])
+
+    def _context(
+        self, item: Item, source: bytes, current: bytes, work_dir: bytes, last_name: Callable[[bytes], bytes | None]
+    ) -> Context:
+        ev = item.event
+        return Context(
+            input=source,
+            original=E.get_path(ev, "path"),
+            basename=current,
+            work_dir=work_dir,
+            event=ev,
+            options=self._options(ev),
+            current_name=last_name,
+            waited=self._waited(item.attempts),
+        )
+
+    def _chain_notes(self, item: Item, ctx: Context) -> None:
+        if ctx.notes:  # a tool's stderr on success, a processor's warnings: for stderr, in the main thread
+            self._note(item, *(f"{E.display(ctx.original)}: {n}" for n in ctx.notes))
 
     def _delay(self, attempts: int) -> float:
         """The wait before the next try of an event deferred ``attempts`` times."""
@@ -386,6 +448,8 @@ class ProcessStage(Stage):
             if out.get("kind") != "deleted":
                 # the stylesheets that use another name of this file are processed again (docs/css.md)
                 self.runner.enqueue_in(db, refs.dependents(db, path, name))
+            if self._pending_names.get(path) == (b"" if out.get("kind") == "deleted" else name):
+                del self._pending_names[path]  # in the names table from now on
             if out.get("kind") == "deleted" or name == os.path.basename(path):
                 db.execute("DELETE FROM names WHERE path=?", (path,))
             else:
