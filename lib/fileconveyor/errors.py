@@ -48,3 +48,8 @@ class StateError(ConfigError):
 
 class StateBusy(RetryableError):
     """The state file is in use by another running instance."""
+
+
+class Stopped(Exception):
+    """A stop was asked for (SIGTERM, SIGINT) in the middle of long work, such as a scan
+    of a large tree: it unwinds to the command, which ends as after any stop request."""

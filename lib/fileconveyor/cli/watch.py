@@ -11,7 +11,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import ConfigError, Exit, UsageError
+from ..errors import ConfigError, Exit, Stopped, UsageError
 from ..events import EventWriter
 from ..pipe_tail import PipeTail
 from ..stages.watch import Core, Options, Source, run_live
@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--follow-symlinks",
         action="store_true",
-        help="descend into symlinked directories (never into a loop); a symlink to a file is published only "
+        help="descend into symlinked directories (never into a loop, a directory containing the root, "
+        "or /proc, /sys, /dev); a symlink to a file is published only "
         "when it resolves beneath the root or beneath a followed directory's target",
     )
     p.add_argument(
@@ -209,27 +210,31 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             core.on_progress = lambda: progress.update(
                 lambda: f"scanned {c.scanned} files: {c.created} created, {c.modified} modified, {c.deleted} deleted"
             )
-        if args.scan_once:
-            for src in sources:
-                if stop.requested:
-                    break
-                core.scan(src)
-            core.drain(lambda: stop.requested)
-        else:
-            backend = make_backend(args.backend, core, rep, args.interval)
-            rep.info(f"backend: {backend.name}")
-            try:
-                run_live(
-                    core,
-                    backend,
-                    lambda: stop.requested,
-                    [stop.fileno()],
-                    on_ready=lambda: rep.info(
-                        f"ready: catch-up scan done ({core.counts.scanned} files), watching with {backend.name}"
-                    ),
-                )
-            finally:
-                backend.close()
+        core.should_stop = lambda: stop.requested
+        try:
+            if args.scan_once:
+                for src in sources:
+                    if stop.requested:
+                        break
+                    core.scan(src)
+                core.drain(lambda: stop.requested)
+            else:
+                backend = make_backend(args.backend, core, rep, args.interval)
+                rep.info(f"backend: {backend.name}")
+                try:
+                    run_live(
+                        core,
+                        backend,
+                        lambda: stop.requested,
+                        [stop.fileno()],
+                        on_ready=lambda: rep.info(
+                            f"ready: catch-up scan done ({core.counts.scanned} files), watching with {backend.name}"
+                        ),
+                    )
+                finally:
+                    backend.close()
+        except Stopped:
+            pass  # a scan cut short by SIGTERM/SIGINT: end as after any stop (what was sent is in the state)
         progress.done()
         rep.info(
             f"{c.scanned} files scanned, {c.created} created, {c.modified} modified, {c.deleted} deleted "

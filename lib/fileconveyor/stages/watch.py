@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..errors import Stopped
 from ..events import EventWriter, FileEventEncoder
 from ..watchers.links import UNKNOWN, Skipped, resolve
 from ..watchers.tree import Filters, subtree_range, to_key, to_rel
@@ -104,6 +105,7 @@ class Core:
         self.dir_hook: Callable[[Source], Callable[[bytes, bytes], object]] | None = None
         self.apply_note: Callable[[Source, object], None] | None = None
         self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
+        self.should_stop: Callable[[], bool] | None = None  # scans raise errors.Stopped when it says so
         self._encoders: dict[tuple[int, str], FileEventEncoder] = {}
         state.emit = self._write  # rows committed first, then their lines written
 
@@ -280,11 +282,12 @@ class Core:
             int(self.opt.settle * 1e9),
             self.scan_via,
             self.dir_hook(src) if self.dir_hook else None,
+            self.should_stop,
         )
         self.state.commit()  # jobs read committed rows
         jobs = plan(job, self.opt.jobs * 4) if self.opt.jobs > 1 else [job]
         if len(jobs) > 1:
-            batches = run_parallel(jobs, self.opt.jobs, self.between_batches)
+            batches = run_parallel(jobs, self.opt.jobs, self.between_batches, self.should_stop)
         else:
             batches = run_job(job, time.time_ns)
         self._scanning = True
@@ -292,6 +295,8 @@ class Core:
         try:
             for batch in batches:
                 self._apply(src, batch)
+                if self.should_stop is not None and self.should_stop():
+                    raise Stopped  # what is applied is in the state; the rest waits for the next scan
         finally:
             self._scanning = False
             self._touched.clear()

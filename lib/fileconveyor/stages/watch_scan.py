@@ -23,6 +23,7 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 
 from ..children import die_with_parent
+from ..errors import Stopped
 from ..events import FileEventEncoder
 from ..watchers.links import UNKNOWN, resolve
 from ..watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
@@ -46,6 +47,9 @@ class ScanJob:
     settle_ns: int  # files changed more recently than this may still be being written
     via: str
     dir_hook: Callable[[bytes, bytes], object] | None = None  # e.g. add an inotify watch; returns a note
+    # True once a stop was asked for (SIGTERM): the walk raises Stopped at the next
+    # directory, or within 4096 files, so a scan of a huge tree never holds a stop back
+    stop: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -83,7 +87,11 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
     """Merge the walk of the job's range with the state rows of that range."""
     batch = Batch()
 
+    stop = job.stop
+
     def on_dir(rel: bytes, path: bytes) -> None:
+        if stop is not None and stop():
+            raise Stopped
         if job.dir_hook is not None:
             note = job.dir_hook(rel, path)
             if note is not None:
@@ -119,6 +127,8 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
             st = (size, mtime_ns, ino)
             if not scanned & 4095:
                 recent = now_ns() - job.settle_ns
+                if stop is not None and stop():
+                    raise Stopped
             if mtime_ns > recent and not skipped:
                 batch.pending.append((key, st))
                 continue
@@ -257,11 +267,14 @@ def _worker(jobs_taken: Synchronized, out: multiprocessing.Queue, parent: int) -
         os._exit(status)  # never run the parent's atexit handlers or close its SQLite connection
 
 
-def run_parallel(jobs: list[ScanJob], workers: int, between: Callable[[], None] | None) -> Iterator[Batch]:
+def run_parallel(
+    jobs: list[ScanJob], workers: int, between: Callable[[], None] | None, stop: Callable[[], bool] | None = None
+) -> Iterator[Batch]:
     """Run jobs in forked worker processes; yield their batches as they come.
 
     ``between`` is called while waiting (the inotify backend reads its queue there,
-    so a long scan cannot overflow it)."""
+    so a long scan cannot overflow it); ``stop`` too: when it says so, Stopped is
+    raised and the workers are killed."""
     import queue
 
     global _JOBS
@@ -279,6 +292,8 @@ def run_parallel(jobs: list[ScanJob], workers: int, between: Callable[[], None] 
             try:
                 item = out.get(timeout=0.2)
             except queue.Empty:
+                if stop is not None and stop():
+                    raise Stopped from None
                 if between is not None:
                     between()
                 if not any(p.is_alive() for p in procs) and out.empty():

@@ -9,8 +9,12 @@ so a link is treated the way a careful web server treats one:
   the way to it (``--follow-symlinks``).  Otherwise it is *skipped*: never published,
   one warning, and its event says why (docs/events.md, "Symlinks");
 - a symlinked directory is entered only with ``--follow-symlinks``, and never when it
-  leads back into one of its own ancestors (no loops).  Without the flag nothing below
-  it is in the tree; a directory swapped for a symlink is a directory gone;
+  leads back into one of its own ancestors, or to a directory that contains the root
+  or a followed link's target (``parent -> ..``, ``all -> /``: the tree again, then the
+  whole machine), or into a pseudo-filesystem (/proc, /sys, /dev and their kind, where
+  ``/proc/self/root`` leads to / again and files are not content).  Such a link is
+  refused with one warning (``refused_dir``).  Without the flag nothing below it is in
+  the tree; a directory swapped for a symlink is a directory gone;
 - a dangling link, a loop of links, a link to a FIFO or a device: not a file, no event.
 
 Only symlinks cost a realpath(): the lstat that the walk does anyway tells a regular
@@ -20,9 +24,11 @@ is inside by construction.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import stat as stat_mod
+import sys
 from typing import NamedTuple
 
 from ..events import display, join
@@ -48,6 +54,63 @@ def within(real: bytes, bases: tuple[bytes, ...]) -> bool:
 
 def link_inside(path: bytes, bases: tuple[bytes, ...]) -> bool:
     return within(os.path.realpath(path), bases)
+
+
+# Kernel views, not stored files: walking them never ends (/proc/self/root is /) and
+# their "files" are the machine's secrets.  Paths for the usual mounts, statfs magic
+# numbers (linux/magic.h) for the same kinds mounted elsewhere (a chroot's /proc).
+_PSEUDO_DIRS = (b"/proc", b"/sys", b"/dev")
+_PSEUDO_MAGIC = frozenset(
+    {
+        0x9FA0,  # proc
+        0x62656572,  # sysfs
+        0x1CD1,  # devpts
+        0x27E0EB,  # cgroup
+        0x63677270,  # cgroup2
+        0x64626720,  # debugfs
+        0x74726163,  # tracefs
+        0x73636673,  # securityfs
+        0xCAFE4A11,  # bpf
+        0x6E736673,  # nsfs
+        0x42494E4D,  # binfmt_misc
+        0x67596969,  # rpc_pipefs
+        0xDE5E81E4,  # efivarfs
+        0x19800202,  # mqueue
+        0x6165676C,  # pstore
+        0x50495045,  # pipefs
+        0x534F434B,  # sockfs
+    }
+)
+
+
+def _fs_magic(path: bytes) -> int | None:
+    """statfs(2)'s f_type (Linux: the first field, a long); None where unknown."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+        if libc.statfs(path, buf) != 0:
+            return None
+        return ctypes.c_long.from_buffer(buf).value & 0xFFFFFFFF
+    except (OSError, AttributeError):
+        return None
+
+
+def refused_dir(real: bytes, bases: tuple[bytes, ...]) -> str | None:
+    """Why a symlinked directory whose target is ``real`` (a realpath) must not be
+    entered with --follow-symlinks, or None: it contains the root or a followed link's
+    target (``bases``: the walk would go round again), or it is a pseudo-filesystem."""
+    if any(within(b, (real,)) for b in bases):
+        return "which contains the source root or a directory the walk is in (a loop)"
+    if within(real, _PSEUDO_DIRS) or _fs_magic(real) in _PSEUDO_MAGIC:
+        return "on a pseudo-filesystem"
+    return None
+
+
+def refused_message(real: bytes, why: str) -> str:
+    """The strerror of the warning for a refused directory link (reported as unreadable)."""
+    return f"a symlink to {display(real)}, {why}: not followed"
 
 
 def resolve(root: bytes, rel: bytes, follow_symlinks: bool) -> tuple[int, int, int] | Skipped | None:
@@ -82,6 +145,8 @@ def resolve(root: bytes, rel: bytes, follow_symlinks: bool) -> tuple[int, int, i
                     return None  # nor into a loop
                 real = os.path.realpath(path)
                 bases = bases or (os.path.realpath(root),)
+                if refused_dir(real, bases) is not None:
+                    return None  # nor into the root again, nor /proc
                 if not within(real, bases):
                     bases += (real,)
                 ancestors.add(ident)

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from .links import link_inside, within
+from .links import link_inside, refused_dir, refused_message, within
 
 
 def to_key(rel: bytes) -> bytes:
@@ -121,7 +121,8 @@ def walk(
     that file (its target's metadata, ``skipped`` 0); a link to a file outside is
     yielded with ``skipped`` 1 and the link's own metadata, to be reported as not
     published.  Symlinked directories are entered only with ``follow_symlinks``, never
-    into one of their ancestors (no loops).  Directories are opened relative to their
+    into one of their ancestors (no loops), nor into a directory that contains the root
+    or /proc and its kind (links.refused_dir: reported through on_error).  Directories are opened relative to their
     parent's descriptor without following links, so a directory swapped for a symlink
     while the walk runs is not entered.  Directories whose whole subtree lies outside
     [lo, hi) are not listed, which lets several walkers share one tree by key range.
@@ -216,6 +217,11 @@ def walk(
                             ):
                                 continue
                             real = os.path.realpath(base + rel)
+                            why = refused_dir(real, bases)
+                            if why is not None:
+                                if on_error is not None:  # the one warning naming it
+                                    on_error(rel, OSError(errno.ELOOP, refused_message(real, why)))
+                                continue
                             sub = listing(fd, name, rel, ident)
                             if sub is not None:
                                 sub_bases = bases if within(real, bases) else (*bases, real)
@@ -281,6 +287,8 @@ def _open_start(
                 if not follow_symlinks or not stat_mod.S_ISDIR(st.st_mode) or ident in ancestors:
                     break
                 real = os.path.realpath(path)
+                if refused_dir(real, bases) is not None:
+                    break  # the walk of the whole tree said why, once
                 if not within(real, bases):
                     bases += (real,)
             elif not stat_mod.S_ISDIR(st.st_mode):
