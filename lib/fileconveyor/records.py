@@ -38,6 +38,7 @@ SEED_TABLE = (
     "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
 )
 SEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS file_unique_per_server ON synced_files (input_file, server)"
+_SKIPPABLE = ("sync_failures", "source_deletions")  # see Records._empty
 
 # Append-only; PRAGMA user_version counts those applied.  The first one is written with IF NOT EXISTS so that an
 # old daemon's synced_files.db (user_version 0, the seed's table and index) can be used as --db directly.
@@ -174,6 +175,9 @@ class Records:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._lost: RetryableError | None = None  # the round's transaction, rolled back under our feet
+        # Tables that held no row when the round's transaction began: their per-event lookups and deletes are
+        # skipped.  Nobody else can add rows while we hold the write lock, and ``added`` notes what we add.
+        self._empty: set[str] = set()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -230,6 +234,9 @@ class Records:
         try:
             if not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
+                self._empty = {
+                    t for t in _SKIPPABLE if not db.execute(f"SELECT EXISTS(SELECT 1 FROM {t})").fetchone()[0]
+                }
             db.execute("SAVEPOINT record")
         except sqlite3.DatabaseError as exc:
             err = _translate(exc, self.path)
@@ -252,8 +259,17 @@ class Records:
         except sqlite3.DatabaseError as exc:
             raise self._lose(exc) from None
 
+    def may_hold(self, table: str) -> bool:
+        """False when ``table`` (sync_failures, source_deletions) is known to be empty: no need to look in it."""
+        return table not in self._empty
+
+    def added(self, table: str) -> None:
+        """A row was written into ``table`` in this round: it may hold rows now."""
+        self._empty.discard(table)
+
     def _lose(self, exc: BaseException) -> RetryableError:
         """The round's earlier records are gone too: ``commit`` says so, and the round is done again."""
+        self._empty = set()
         with contextlib.suppress(sqlite3.DatabaseError):
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -264,6 +280,7 @@ class Records:
     def commit(self) -> None:
         """Commit the round's records (``item``); RetryableError when they are not all committed."""
         lost, self._lost = self._lost, None
+        self._empty = set()
         if lost is not None:
             raise lost
         if not self.db.in_transaction:
@@ -278,6 +295,7 @@ class Records:
     def rollback(self) -> None:
         """Drop the round's records that were not committed (a stop between the work and the round's commit)."""
         self._lost = None
+        self._empty = set()
         with contextlib.suppress(sqlite3.DatabaseError):
             if self.db is not None and self.db.in_transaction:
                 self.db.execute("ROLLBACK")
@@ -300,7 +318,8 @@ class Records:
     # -- synced rows ------------------------------------------------------------------------------
 
     @staticmethod
-    def upsert(db: sqlite3.Connection, s: Synced, now: float | None = None) -> None:
+    def upsert(db: sqlite3.Connection, s: Synced, now: float | None = None, failures: bool = True) -> None:
+        """Insert or update the row; ``failures``: also clear the file's last failure for that server."""
         db.execute(
             "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
             " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
@@ -330,7 +349,8 @@ class Records:
                 time.time() if now is None else now,
             ),
         )
-        db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (s.input_file, s.server))
+        if failures:
+            db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (s.input_file, s.server))
 
     @staticmethod
     def remove(db: sqlite3.Connection, input_file: str | bytes, server: str) -> None:
@@ -368,6 +388,8 @@ class Records:
     # -- deletions at the source ------------------------------------------------------------------
 
     def deletion(self, input_file: str | bytes) -> Deletion | None:
+        if not self.may_hold("source_deletions"):
+            return None
         row = self.db.execute(
             "SELECT input_file, servers, size, mtime_ns, ino, source, root, rel, scheduled_at, due_at, deleted_at,"
             " event_id, owner FROM source_deletions WHERE input_file=?",

@@ -183,6 +183,7 @@ class RecordStage(Stage):
         if "error" in ev:
             with self.rec.item() as db:
                 Records.fail(db, db_key(path), server if isinstance(server, str) else "", self._failure(ev))
+                self.rec.added("sync_failures")
             self.counts["failed"] += 1
             return Done([ev], failed=True)
         if not isinstance(server, str) or not server:
@@ -218,7 +219,7 @@ class RecordStage(Stage):
         version = (row.size, row.mtime_ns, row.ino)
         schedule: Deletion | None = None
         with self.rec.item() as db:
-            Records.upsert(db, row)
+            Records.upsert(db, row, failures=self.rec.may_hold("sync_failures"))
             old = self.rec.deletion(row.input_file)
             if old is not None and old.version != version:
                 # another version at this path: the old schedule (or the record of our old deletion) is void
@@ -228,6 +229,7 @@ class RecordStage(Stage):
                 schedule = self._schedule(ev, path, row, version)
                 if schedule is not None:
                     Records.put_deletion(db, schedule)
+                    self.rec.added("source_deletions")
         self.counts["recorded"] += 1
         if schedule is not None:
             self.counts["scheduled"] += 1
