@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import ROOT
 from tests.security.test_watch_symlinks import MODES, OLD, Watch
 from tests.watch.conftest import Launcher, fc, leak_mark  # noqa: F401 - fixtures
-from tests.watch.harness import expect, make_files, rel_of, write
+from tests.watch.harness import changes, expect, make_files, rel_of, write
 
 REFUSED = "not followed"
 
@@ -117,3 +117,37 @@ def test_sigterm_during_a_follow_symlinks_scan_with_a_link_to_proc(tmp_path: Pat
     assert took < 5, f"{took:.1f}s after SIGTERM"
     events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [ev["rel"] for ev in events] == ["a.css"], out
+
+
+def test_fc_watch_follow_symlinks_never_follows_a_link_to_an_ancestor_of_the_root(tmp_path: Path) -> None:
+    # the reviewer's reproduction (issue 16, E): the state file is inside the link's target
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.css").write_bytes(b"a")
+    (src / "parent").symlink_to(tmp_path)
+    cmd = [sys.executable, str(ROOT / "bin" / "fc-watch"), "--source", f"s={src}", "--scan-once"]
+    res = subprocess.run(
+        [*cmd, "--follow-symlinks", "--state", str(tmp_path / "w.db")],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
+    )
+    rels = [json.loads(x).get("rel") for x in res.stdout.splitlines()]
+    assert not [r for r in rels if r.startswith("parent/")], rels
+    assert res.returncode == 0 and rels == ["a.css"], res.stderr
+
+
+def test_a_followed_link_repointed_to_an_ancestor_deletes_what_it_published(fc: Launcher, tmp_path: Path) -> None:  # noqa: F811
+    # the scan's judgement of state rows it no longer walks (links.resolve) follows the same rule
+    site = tmp_path / "site"
+    make_files(site, ["a.css"], age_s=OLD)
+    make_files(tmp_path / "elsewhere", ["ok.css"], age_s=OLD)
+    os.symlink("../elsewhere", site / "x")
+    first = fc.scan_once("--follow-symlinks", site)
+    assert first.status == 0 and changes(first.events) == expect("created", ["a.css", "x/ok.css"]), first.stderr
+    os.symlink("..", site / "x.new")
+    os.replace(site / "x.new", site / "x")
+    second = fc.scan_once("--follow-symlinks", site)
+    assert second.status == 0, second.stderr
+    assert changes(second.events) == expect("deleted", ["x/ok.css"]), second.events
+    assert f"{site / 'x'}: a symlink to {tmp_path}, which contains the source root" in second.stderr

@@ -138,9 +138,13 @@ def run_job(job: ScanJob, now_ns: Callable[[], int]) -> Iterator[Batch]:
                 batch.scanned, scanned = scanned, 0
                 yield batch
                 batch = Batch()
+        gone = 0
         while row is not None:
             _gone(job, row, batch, encode)
             row = next(rows, None)
+            gone += 1
+            if not gone & 4095 and stop is not None and stop():
+                raise Stopped  # a huge tree gone (each row costs an lstat): the next scan goes on
     finally:
         rows.close()
     batch.scanned = scanned
