@@ -161,13 +161,13 @@ class ProcessStage(Stage):
         ev = item.event
         path = E.get_path(ev, "path")
         current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
-        work_dir = None
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
-        return self._process(item, path, current, out, work_dir)
+        return self._process(item, path, current, out)
 
     def quick(self, item: Item) -> Done | None:
-        """The outcome of an item that needs no processor (a deleted event, a file no
-        processor applies to), worked out at once in the main thread; None for the rest.
+        """The outcome of an item that needs no file of ours (a deleted event, a file no
+        processor applies to, a chain of name_only steps), worked out at once in the main
+        thread; None for the rest.
 
         For a runner that finishes such items inline instead of handing them to a
         worker (one commit per batch instead of per round of workers)."""
@@ -260,11 +260,12 @@ class ProcessStage(Stage):
         self._count("unchanged" if ctx.basename == current else "processed")
         return Done([out])
 
-    def _process(self, item: Item, path: bytes, current: bytes, out: dict, work_dir: bytes | None) -> Outcome:
-        """Run the chain; ``work_dir`` is the event's work directory if already made."""
+    def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
+        """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
         ev = item.event
         source = E.get_path(ev, "file") if _has(ev, "file") else path
-        ctx = self._context(item, source, current, work_dir or b"", self._last_name)
+        work_dir: bytes | None = None
+        ctx = self._context(item, source, current, b"", self._last_name)
         ran: list[str] = []
         reports = False  # a processor that reports the references it used ran (link_updater)
         proc: Processor | None = None
