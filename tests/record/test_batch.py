@@ -18,7 +18,7 @@ from fileconveyor.cli import record as record_cli
 from fileconveyor.stages import runner as runner_mod
 from tests.conftest import ROOT, call
 from tests.durability.test_disk_full import require_namespaces
-from tests.record.conftest import record
+from tests.record.conftest import make_site, record, transport, watch
 from tests.record.test_concurrency import _events
 
 N = 1000
@@ -146,3 +146,21 @@ def test_a_failure_and_then_a_success_in_one_round_leave_no_failure_row(tmp_path
     failures = con.execute("SELECT input_file FROM sync_failures ORDER BY input_file").fetchall()
     assert failures == [("/srv/www/d2/f2.css",)]  # only the file whose last event failed
     assert len(_rows(db)) == 3
+
+
+def test_a_deletion_scheduled_and_cancelled_in_one_round_leaves_no_schedule(tmp_path: Path) -> None:
+    """source_deletions is empty when the round begins; the schedule fc-record writes for the first event must
+    still be found (and dropped) by the user's deletion later in the same round."""
+    site = make_site(tmp_path)
+    db = tmp_path / "s.db"
+    (a,) = [e for e in watch(site, tmp_path / "w.db") if e["rel"] == "css/a.css"]
+    gone = {k: v for k, v in a.items() if k not in ("size", "mtime_ns", "ino")}
+    gone.update(kind="deleted", id="d" * 32)
+    stream = transport([a], None, "cdn") + transport([gone], None, "cdn")
+    res = record(db, stream, tmp_path / "r.db", "--source", f"site={site}", "--delete-source-after", "3600",
+                 "--require-server", "cdn", "--drain-timeout", "0")  # fmt: skip
+    assert res.status == 0, res.stderr
+    assert (site / "css" / "a.css").exists()  # not due yet, and cancelled
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM source_deletions").fetchone() == (0,)
+    assert con.execute("SELECT count(*) FROM synced_files").fetchone() == (0,)
