@@ -48,6 +48,8 @@ def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
         return
     if not st.st_mode & _OTHERS or st.st_uid != os.geteuid() or stat.S_ISLNK(st.st_mode):
         return
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return  # a device named as an output (/dev/null, owned by root): never ours to change
     with contextlib.suppress(OSError):  # a read-only mount: it stays as it is, as before
         os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
         log.info(

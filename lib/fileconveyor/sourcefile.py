@@ -21,7 +21,8 @@ A ``SourceFile`` remembers its fstat from the open; ``check()`` says whether the
 ``file`` (a processed file in fc-process's work directory) is named by one field only, so it cannot be checked
 against ``root``; it is taken only beneath a directory called ``*.work`` inside one of the work bases the reader
 was given (fc-process keeps its work files in ``<work base>/<state file name>.work/``), opened the same way
-beneath that ``.work`` directory.  See ``from_event``.
+beneath that ``.work`` directory, which must be a real directory (not a symlink), ours, and not writable by
+other users, as fc-process makes it (``work_dir_problem``).  See ``from_event``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,9 @@ class Source:
     # fc-watch --follow-symlinks publishes files beneath symlinked directories that lead out of the root: such a
     # file is read through the links, but only when it is the very file of the event (ino and size known, equal)
     links_out_ok: bool = False
+    # root is an fc-process ``*.work`` folder named by an event's ``file``: opened only when it is a real directory
+    # of ours that no other user can write (work_dir_problem), never through a symlink
+    work: bool = False
 
     @property
     def path(self) -> bytes:
@@ -113,7 +117,8 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
     against ``path``.  SourceRefused for anything inconsistent or outside where it may be.
 
     ``file`` must lie in ``<base>/<name>.work/`` for one of ``work_bases``: there is no ``root`` to check it
-    against, and accepting any path would let a forged event publish any file we can read."""
+    against, and accepting any path would let a forged event publish any file we can read.  That ``*.work``
+    folder is checked when the file is opened (``work_dir_problem``)."""
     if _has(ev, "file"):
         file = os.path.normpath(E.get_path(ev, "file"))
         bases = {os.path.normpath(os.path.abspath(b)) for b in work_bases}
@@ -122,7 +127,7 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
             if file.startswith(base):
                 work, _, rel = file[len(base) :].partition(b"/")
                 if work.endswith(b".work") and work != b".work" and rel:
-                    return Source(base + work, checked_rel(rel, "file"))
+                    return Source(base + work, checked_rel(rel, "file"), work=True)
         raise SourceRefused(
             f"refusing file {E.display(file)!r}: not in a work directory (a *.work folder in the state directory "
             "or in a --work-dir given to this stage)"
@@ -164,13 +169,51 @@ class SourceFile(io.FileIO):
             )
 
 
+def work_dir_problem(st: os.stat_result) -> str | None:
+    """Why a ``*.work`` folder (its fstat, opened without following a symlink) is not fc-process's, or None.
+
+    fc-process creates its work folders 0700 (private.py): one of another owner, or that others may write to,
+    was planted (``/tmp/evil.work`` next to a state file in /tmp) and may hold anything.  (One of ours that
+    others cannot write is ours to use, whoever made it: only we could have put files there.)"""
+    if not stat.S_ISDIR(st.st_mode):
+        return "not a directory (a symlink is never followed there)"
+    if st.st_uid != os.geteuid():
+        return f"owned by uid {st.st_uid}, not by us"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"other users may write to it (mode {stat.S_IMODE(st.st_mode):o}; fc-process makes it 0700)"
+    return None
+
+
+def _open_root(src: Source) -> int:
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+    try:
+        dfd = os.open(src.root, flags | os.O_NOFOLLOW if src.work else flags)
+    except (FileNotFoundError, NotADirectoryError):
+        # O_NOFOLLOW | O_DIRECTORY on a symlink fails with ENOTDIR (or ELOOP): tell it from a vanished folder
+        if src.work and _is_link(src.root):
+            raise SourceRefused(f"refusing file {E.display(src.path)!r}: its work folder is a symlink") from None
+        raise SourceGone(f"{E.display(src.path)} vanished (its root {E.display(src.root)!r} is gone)") from None
+    except OSError as exc:
+        if src.work and exc.errno == errno.ELOOP:
+            raise SourceRefused(f"refusing file {E.display(src.path)!r}: its work folder is a symlink") from None
+        raise
+    if src.work and (why := work_dir_problem(os.fstat(dfd))):
+        os.close(dfd)
+        raise SourceRefused(f"refusing file {E.display(src.path)!r}: its work folder is not fc-process's: {why}")
+    return dfd
+
+
+def _is_link(path: bytes) -> bool:
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
 def open_source(src: Source) -> SourceFile:
     """Open ``src`` for reading, beneath its root, and check it is the file it should be (see the module doc).
     SourceGone when it vanished or changed, SourceRefused when it may not be read, OSError for the rest."""
-    try:
-        dfd = os.open(src.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except (FileNotFoundError, NotADirectoryError):
-        raise SourceGone(f"{E.display(src.path)} vanished (its root {E.display(src.root)!r} is gone)") from None
+    dfd = _open_root(src)
     try:
         fd = _open_beneath(dfd, src)
     except SourceOutside:

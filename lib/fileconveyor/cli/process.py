@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
         "is the file the event names (same ino and size)",
     )
     g.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
+        "whose source is NAME and root is DIR (fc-conveyor passes them)",
+    )
+    g.add_argument(
         "--retry-delay",
         type=_common.seconds,
         default=5.0,
@@ -176,6 +184,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         retry_delay=args.retry_delay,
         reference_wait=args.reference_wait,
         follow_symlinks=args.follow_symlinks,
+        sources=_common.source_roots(args.source),
     )
     # the state file is per configuration: jobs, delays and the work dir do not change what is computed
     identity = repr((args.specs, sorted(options.items()), args.input, args.output))

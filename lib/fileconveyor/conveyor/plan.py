@@ -188,6 +188,8 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
         work_dir = str(s.working_dir / f"{base}{sub}")
         if rule.processors:
             args = ["--chain", ",".join(rule.processors), "--work-dir", work_dir]
+            # files are read only beneath the tree fc-watch watches (an event's root could be forged)
+            args += ["--source", f"{source.name}={source.scan_path}"]
             if s.max_processor_chains:
                 args += ["--jobs", str(s.max_processor_chains)]
             if s.retry_interval is not None:

@@ -7,14 +7,18 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
 1. the file is a File Conveyor state file whose epoch is the hop's ``epoch``: a random
    value found only in that file and in that writer's own output lines, so a forger
    must have read one of those (state files are owner-only);
-2. when our input is a pipe or FIFO that a process still writes to: one of its writers
-   has that state file open, itself or through pass-through processes that read a pipe
-   (fc-tee), found through /proc.  A pipe whose writers have all gone (the writer ended
-   before we read its first line) leaves rule 1 alone; so does a regular file of saved
-   events, which has no writer to ask.
+2. our input is a pipe or FIFO and a process writing into it has that state file open,
+   itself or through pass-through processes that read a pipe (fc-tee), found through /proc.
+   The epoch alone is no proof: it is on every line the writer wrote, so anyone who saw
+   one (a saved events file, a third-party stage downstream of it) knows it.  So a pipe
+   whose writers have all gone gets no acknowledgement (looked at again every few seconds:
+   a FIFO may get a writer again), and neither does a regular file of saved events
+   (``--input FILE``), which has no writer to ask; replaying a saved file needs none.
 
-Both are checked when a writer is first acknowledged to (and again if its epoch
-changes), not per line: a scan of /proc costs a few milliseconds.
+Both are checked when a writer is first acknowledged to (at its first line read, while
+it is still writing; again if its epoch changes), not per line: a scan of /proc costs a
+few milliseconds.  A stage never acknowledges to its own state file, however its path
+is spelled (compared by st_dev and st_ino).
 """
 
 from __future__ import annotations
@@ -72,6 +76,16 @@ def input_ident(fd: int | None = None, path: str | None = None) -> Ident | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if st is not None and stat.S_ISFIFO(st.st_mode) else None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (``/d/./own.db`` and ``/d/own.db``, a hard link, a symlink):
+    compared by identity, since a string compare misses every other spelling."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 
 
 def writer_holds(pipe: Ident, origin: str) -> bool | None:

@@ -346,7 +346,7 @@ class Acknowledger:
         return done
 
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
-        if origin == self.reader:
+        if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False
         if self._verified.get(origin) != epoch and (
             time.monotonic() < self._next_check.get(origin, 0.0) or (origin, epoch) in self._refused
@@ -404,7 +404,19 @@ class Acknowledger:
         if found != epoch:  # the writer's state was made anew since (or the hop is forged): nothing to tell it
             self.info(f"not acknowledging to {origin}: its epoch is not the one our events came with")
             return False
-        if self.source is not None and ack_check.writer_holds(self.source, origin) is False:
+        if self.source is None:
+            # a regular file of saved events (or a terminal): no writer to ask, and its lines, epochs
+            # included, may have been written by anyone; a replayed file needs no acknowledgement anyway
+            self._refused.add((origin, epoch))
+            self.info(f"not acknowledging to {origin}: our input is not a pipe whose writer can be checked")
+            return False
+        holds = ack_check.writer_holds(self.source, origin)
+        if holds is None:
+            # nobody writes our input any more: the epoch alone is no proof (it is on every line the writer
+            # wrote); looked at again later, in case a writer opens our FIFO again
+            self.info(f"not acknowledging to {origin} yet: no process writes our input to check it against")
+            return False
+        if not holds:
             self._refused.add((origin, epoch))
             self.warn(
                 origin,

@@ -46,6 +46,8 @@ from ..sourcefile import Source as SourceSpec
 from ..sourcefile import SourceFile, SourceGone, SourceRefused, copy_fd, from_event, open_source
 from ..state import default_state_dir
 from . import process_refs as refs
+from .record_delete import confined
+from .record_import import Source as SourceRoot
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 
 MIGRATIONS = [
@@ -88,6 +90,7 @@ class Settings:
     retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
     reference_wait: float | None = None  # link_updater: seconds a missing reference is waited for
     follow_symlinks: bool = False  # as fc-watch's: a link out of the root is read to the event's file (sourcefile)
+    sources: list[SourceRoot] = field(default_factory=list)  # --source: the only roots read from (none: the event's)
 
 
 class ProcessStage(Stage):
@@ -380,7 +383,7 @@ class ProcessStage(Stage):
         source = from_event(ev, self.work_bases)
         if self.settings.follow_symlinks and not _has(ev, "file"):
             source = dataclasses.replace(source, links_out_ok=True)
-        return source
+        return confined(source, ev, self.settings.sources, "fc-process")
 
     def _vanished(self, item: Item, path: bytes, why: str = "") -> Done:
         if why:  # another file there now, or changed since the event

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 
 from .. import events as E
+from .. import private
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from ..pipe_tail import PipeTail
@@ -416,7 +417,9 @@ class Runner:
             self.rep.info(f"waiting for a reader on {out}")
             self._out_fd = open_fifo_for_writing(out, lambda: self.stop.requested)
         else:
-            self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            # owner-only: every line carries our epoch, which readers take as a sign that a hop is ours
+            private.private_file(out)
+            self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
 
     def _write(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> None:
         """Write whole lines (``seqs``: theirs, for the pipe tail); a FIFO whose reader left is reopened and the

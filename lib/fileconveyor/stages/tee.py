@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from .. import private
 from ..streams import is_fifo
 
 REOPEN_EVERY = 0.5  # seconds between attempts to reopen an output whose reader is gone
@@ -74,7 +75,9 @@ class Tee:
                 continue
             out.fifo = is_fifo(out.path)
             if not out.fifo:
-                out.fd = os.open(out.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                # owner-only: the lines carry their writer's epoch (stages/ack_check.py)
+                private.private_file(out.path)
+                out.fd = os.open(out.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
         deadline = time.monotonic() + self.first_wait
         waiting = [o for o in self.outputs if o.fifo]
         announced = False

@@ -39,7 +39,7 @@ from ..transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, 
 from ..transporters.base import parent_dirs, safe_rel
 from . import transport_pins
 from .process_refs import parse_references
-from .record_delete import allowed_root
+from .record_delete import confined
 from .record_import import Source as SourceRoot
 from .runner import Done, Item, Outcome, Retry, Runner, Stage
 from .transport_check import check_access
@@ -322,16 +322,7 @@ class TransportStage(Stage):
         source = from_event(ev, self.work_bases)
         if self.follow_symlinks and not _has_file(ev):
             source = dataclasses.replace(source, links_out_ok=True)
-        if not self.sources or _has_file(ev):
-            return source
-        name = ev.get("source") if isinstance(ev.get("source"), str) else None
-        root = allowed_root(self.sources, name, source.root)
-        if root is None:
-            raise SourceRefused(
-                f"refusing {E.display(source.path)!r}: its source {name!r} with root {E.display(source.root)!r} "
-                "is no --source given to fc-transport"
-            )
-        return dataclasses.replace(source, root=root)
+        return confined(source, ev, self.sources, "fc-transport")
 
     def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source) -> Done:
         purge: list[str] = []
