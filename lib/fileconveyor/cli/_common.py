@@ -207,6 +207,18 @@ def source_roots(specs: Sequence[str]) -> list[Source]:
     return out
 
 
+def add_read_sources(g: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--source for the stages that read an event's file (fc-process, fc-transport): the roots they may read."""
+    g.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
+        "whose source is NAME and root is DIR (fc-conveyor passes them)",
+    )
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)

@@ -88,14 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="for fc-watch --follow-symlinks: read a file through a symlink leading out of its root, only when it "
         "is the file the event names (same ino and size)",
     )
-    g.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
-        "whose source is NAME and root is DIR (fc-conveyor passes them)",
-    )
+    _common.add_read_sources(g)
     g.add_argument(
         "--retry-delay",
         type=_common.seconds,

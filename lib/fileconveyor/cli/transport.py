@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ..stages.transport import TransportStage
 from ..stages.transport_dest import list_transporters, targets_from
 from . import _common
-from ._common import Reporter, Stopper, Streams, seconds, source_roots
+from ._common import Reporter, Stopper, Streams, add_read_sources, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\
@@ -143,14 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="an fc-process --work-dir: processed files ('file') are sent only from its *.work folders "
         "(repeatable; the state directory always counts)",
     )
-    g.add_argument(
-        "--source",
-        action="append",
-        default=[],
-        metavar="NAME=DIR",
-        help="a source tree as given to fc-watch (repeatable): files are then read only beneath these, for events "
-        "whose source is NAME and root is DIR (fc-conveyor passes them)",
-    )
+    add_read_sources(g)
     g.add_argument(
         "--follow-symlinks",
         action="store_true",
