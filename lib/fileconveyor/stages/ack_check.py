@@ -14,6 +14,8 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
    whose writers have all gone gets no acknowledgement (looked at again every few seconds:
    a FIFO may get a writer again), and neither does a regular file of saved events
    (``--input FILE``), which has no writer to ask; replaying a saved file needs none.
+   (A library caller that hands the runner an in-memory stream, with no file descriptor,
+   vouches for its lines as for its other arguments: the epoch decides there.)
 
 Both are checked when a writer is first acknowledged to (at its first line read, while
 it is still writing; again if its epoch changes), not per line: a scan of /proc costs a

@@ -359,7 +359,11 @@ class Runner:
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], Counter[int]] = {}
         self.acks = Acknowledger(
-            self.state.origin, lambda key, text: rep.warn_once(key, text), self._input_ident(), rep.info
+            self.state.origin,
+            lambda key, text: rep.warn_once(key, text),
+            self._input_ident(),
+            rep.info,
+            vouched=opts.input in (None, "-") and not has_fd(self.stdin),
         )
         self.replays = Replays(self.state.db, self.state.epoch)  # our readers
         self.holding = Holding(self.acks.session)  # our writers' replays
