@@ -333,10 +333,6 @@ class Acknowledger:
         # refused because a process writing our input did not have it open: for good, so that the writer
         # leaving (a forger closing the pipe) does not let the weaker rule, the epoch alone, accept it later
         self._refused: set[tuple[str, str]] = set()
-        # writers not acknowledged yet only because nobody wrote our input when we looked (a FIFO whose writer
-        # restarts): the runner holds their lines as for a registered writer, so the replay that follows our
-        # acknowledgement, a few seconds later, is not dropped as duplicates of lines taken meanwhile
-        self.awaiting_writer: set[str] = set()
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
@@ -422,10 +418,8 @@ class Acknowledger:
         if holds is None:
             # nobody writes our input any more: the epoch alone is no proof (it is on every line the writer
             # wrote); looked at again later, in case a writer opens our FIFO again
-            self.awaiting_writer.add(origin)
             self.info(f"not acknowledging to {origin} yet: no process writes our input to check it against")
             return False
-        self.awaiting_writer.discard(origin)
         if not holds:
             self._refused.add((origin, epoch))
             self.warn(

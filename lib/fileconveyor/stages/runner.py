@@ -591,7 +591,7 @@ class Runner:
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
-        for origin in self.acks.send(self._ack_marks(), force=True) | self.acks.awaiting_writer:
+        for origin in self.acks.send(self._ack_marks(), force=True):
             self.holding.expect(origin)
         reader = threading.Thread(target=self._read_input, name="input", daemon=True)
         reader.start()
@@ -1076,8 +1076,7 @@ class Runner:
                     # a pipe buffer and one reader's queue.  Older ones are not ours.
                     start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
                     self.marks[hop.origin] = (hop.epoch, start)
-                    sent = self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
-                    if hop.origin in sent or hop.origin in self.acks.awaiting_writer:
+                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
                         self.holding.expect(hop.origin)
                     mark = self.marks[hop.origin]
                 if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
