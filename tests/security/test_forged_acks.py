@@ -85,7 +85,8 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
 
 
 def test_a_forged_hop_from_a_pipe_whose_writer_left_still_needs_the_epoch(tmp_path: Path) -> None:
-    """With no writer left to ask (a pipe closed), nothing is acknowledged (test_acks_unverified.py)."""
+    """With no writer left to ask (a pipe closed), the epoch alone decides (a file of saved events: nothing is
+    acknowledged, test_acks_unverified.py)."""
     other, _epoch = _other_pipeline(tmp_path)
     before = _acks(other)
     forged = _event("x.css", {"from": str(other), "epoch": "0123456789abcdef", "seq": 10**9})

@@ -7,13 +7,14 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
 1. the file is a File Conveyor state file whose epoch is the hop's ``epoch``: a random
    value found only in that file and in that writer's own output lines, so a forger
    must have read one of those (state files are owner-only);
-2. our input is a pipe or FIFO and a process writing into it has that state file open,
-   itself or through pass-through processes that read a pipe (fc-tee), found through /proc.
-   The epoch alone is no proof: it is on every line the writer wrote, so anyone who saw
-   one (a saved events file, a third-party stage downstream of it) knows it.  So a pipe
-   whose writers have all gone gets no acknowledgement (looked at again every few seconds:
-   a FIFO may get a writer again), and neither does a regular file of saved events
-   (``--input FILE``), which has no writer to ask; replaying a saved file needs none.
+2. our input is a pipe or FIFO (a regular file of saved events, ``--input FILE``, gets no
+   acknowledgement at all: it has no writer to ask, anyone may have written it, and replaying
+   a saved file needs none); and while a process still writes into it, one of its writers
+   has that state file open, itself or through pass-through processes that read a pipe
+   (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
+   ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
+   line) leaves rule 1 alone: refusing it would leave such a pipeline never acknowledged.
+   Only processes of ours write into our pipe, and files holding the epoch are owner-only.
    (A library caller that hands the runner an in-memory stream, with no file descriptor,
    vouches for its lines as for its other arguments: the epoch decides there.)
 
