@@ -1,8 +1,9 @@
 """Issue 16 review, finding D: forged acknowledgements still got through when no live writer could be asked (an
-``--input FILE`` of saved events): only the epoch was checked then, and the epoch is on every output line and was
-in ``--output``/fc-tee files created 0644.  A stage also acknowledged to itself when its own state path was spelled
-differently (``/d/./own.db``).  Now a regular input file gets no acknowledgement, a stage's own state is recognised
-by st_dev/st_ino, and output files are owner-only (stages/ack_check.py, docs/durability.md)."""
+``--input FILE`` of saved events any user may write): only the epoch was checked then, and the epoch is on every
+output line and was in ``--output``/fc-tee files created 0644.  A stage also acknowledged to itself when its own
+state path was spelled differently (``/d/./own.db``).  Now an input file others may write gets no acknowledgement,
+a stage's own state is recognised by st_dev/st_ino, and output files are owner-only (stages/ack_check.py,
+docs/durability.md)."""
 
 from __future__ import annotations
 
@@ -42,12 +43,13 @@ def _acks(state: Path) -> list[tuple]:
 
 
 def test_a_saved_events_file_acknowledges_nothing(tmp_path: Path, env: dict[str, str]) -> None:  # noqa: F811
-    # --input FILE: no writer to ask, and anyone may have written the file (epoch included)
+    # --input FILE: no writer to ask, and anyone may have written this file (epoch included)
     good = _site(tmp_path)
     victim = tmp_path / "victim.db"
     subprocess.run([*FILTER, "--state", str(victim)], input=jsonl([good]), capture_output=True, env=env, timeout=60)
     saved = tmp_path / "saved.jsonl"
     saved.write_bytes(jsonl([{**good, "hop": {"from": str(victim), "epoch": _epoch(victim), "seq": 7}}]))
+    saved.chmod(0o666)  # any user may have written it (a file of our own that only we can write is ours)
     p = subprocess.run(
         [*FILTER, "--state", str(tmp_path / "r.db"), "--input", str(saved)], capture_output=True, env=env, timeout=60
     )

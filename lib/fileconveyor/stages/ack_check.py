@@ -7,10 +7,11 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
 1. the file is a File Conveyor state file whose epoch is the hop's ``epoch``: a random
    value found only in that file and in that writer's own output lines, so a forger
    must have read one of those (state files are owner-only);
-2. our input is a pipe or FIFO (a regular file of saved events, ``--input FILE``, gets no
-   acknowledgement at all: it has no writer to ask, anyone may have written it, and replaying
-   a saved file needs none); and while a process still writes into it, one of its writers
-   has that state file open, itself or through pass-through processes that read a pipe
+2. our input is a pipe or FIFO, or a regular file of ours no other user may write (``--input``
+   of what an earlier run wrote with ``--output``, created 0600): a file anyone else could
+   have written gets no acknowledgement at all (replaying a saved file needs none); and
+   while a process still writes into the pipe, one of its writers has that state file open,
+   itself or through pass-through processes that read a pipe
    (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
    ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
    line) leaves rule 1 alone: refusing it would leave such a pipeline never acknowledged.
@@ -89,6 +90,18 @@ def same_file(a: str, b: str) -> bool:
     except OSError:
         return False
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def own_file(fd: int | None = None, path: str | None = None) -> bool:
+    """Whether our input (by fd, or path) is a regular file of ours that no other user may write: lines in it,
+    hops included, were written by us (fc-process --output FILE, read later with --input FILE)."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+    except OSError:
+        return False
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def writer_holds(pipe: Ident, origin: str) -> bool | None:

@@ -322,8 +322,8 @@ class Acknowledger:
         self.warn = warn
         self.info = info
         self.source = source  # the pipe or FIFO we read, when it is one
-        # the input is a stream handed over in-process by the library's caller (no file descriptor): the caller
-        # vouches for its lines as for the rest of its arguments, so the epoch decides (ack_check.py)
+        # the input is a stream handed over in-process by the library's caller (no file descriptor), or a regular
+        # file of ours that others cannot write: its lines are ours, so the epoch decides (ack_check.py)
         self.vouched = vouched
         self._conns: dict[str, sqlite3.Connection] = {}
         self._sent: dict[str, tuple[str, int]] = {}
@@ -409,10 +409,10 @@ class Acknowledger:
             self.info(f"not acknowledging to {origin}: its epoch is not the one our events came with")
             return False
         if self.source is None and not self.vouched:
-            # a regular file of saved events (or a terminal): no writer to ask, and its lines, epochs
-            # included, may have been written by anyone; a replayed file needs no acknowledgement anyway
+            # a file of saved events others may write (or a terminal): no writer to ask, and its lines, epochs
+            # included, may be anyone's; a replayed file needs no acknowledgement anyway
             self._refused.add((origin, epoch))
-            self.info(f"not acknowledging to {origin}: our input is not a pipe whose writer can be checked")
+            self.info(f"not acknowledging to {origin}: our input is neither a pipe nor a file only we can write")
             return False
         # None: nobody writes our pipe any more (a cron `fc-watch --scan-once | awk | fc-filter` whose writer
         # ended before we read): the epoch decides, or such a pipeline would never be acknowledged

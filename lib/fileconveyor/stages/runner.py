@@ -363,7 +363,7 @@ class Runner:
             lambda key, text: rep.warn_once(key, text),
             self._input_ident(),
             rep.info,
-            vouched=opts.input in (None, "-") and not has_fd(self.stdin),
+            vouched=self._input_vouched(),
         )
         self.replays = Replays(self.state.db, self.state.epoch)  # our readers
         self.holding = Holding(self.acks.session)  # our writers' replays
@@ -409,6 +409,12 @@ class Runner:
         if self.opts.input in (None, "-"):
             return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
         return ack_check.input_ident(path=self.opts.input)
+
+    def _input_vouched(self) -> bool:
+        """An in-memory stream from a library caller, or a regular file of ours others cannot write (ack_check)."""
+        if self.opts.input in (None, "-"):
+            return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
+        return ack_check.own_file(path=self.opts.input)
 
     def _open_output(self) -> None:
         out = self.opts.output
