@@ -48,7 +48,7 @@ def test_a_saved_events_file_acknowledges_nothing(tmp_path: Path, env: dict[str,
     victim = tmp_path / "victim.db"
     subprocess.run([*FILTER, "--state", str(victim)], input=jsonl([good]), capture_output=True, env=env, timeout=60)
     saved = tmp_path / "saved.jsonl"
-    saved.write_bytes(jsonl([{**good, "hop": {"from": str(victim), "epoch": _epoch(victim), "seq": 7}}]))
+    saved.write_bytes(jsonl([{**good, "hop": {"from": str(victim), "epoch": _epoch(victim), "seq": 1}}]))
     saved.chmod(0o666)  # any user may have written it (a file of our own that only we can write is ours)
     p = subprocess.run(
         [*FILTER, "--state", str(tmp_path / "r.db"), "--input", str(saved)], capture_output=True, env=env, timeout=60
