@@ -14,7 +14,8 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
    itself or through pass-through processes that read a pipe
    (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
    ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
-   line) leaves rule 1 alone: refusing it would leave such a pipeline never acknowledged.
+   line, or before a pass-through process in between did) leaves rule 1 alone: refusing
+   it would leave such a pipeline never acknowledged.
    Only processes of ours write into our pipe, and files holding the epoch are owner-only.
    (A library caller that hands the runner an in-memory stream, with no file descriptor,
    vouches for its lines as for its other arguments: the epoch decides there.)
@@ -115,13 +116,18 @@ def writer_holds(pipe: Ident, origin: str) -> bool | None:
     fds = _open_files()
     me = os.getpid()
     seen: set[int] = {me}
-    pipes, first = [pipe], True
+    pipes = [pipe]
     for _ in range(MAX_HOPS + 1):
-        writers = {pid for p in pipes for pid, fd in fds.get(p, ()) if pid not in seen and _writes(pid, fd)}
-        if first and not writers:
+        if not pipes:  # the writers read no pipe: they make the lines themselves, without the file
+            return False
+        holding = {pid for p in pipes for pid, fd in fds.get(p, ()) if _writes(pid, fd)}
+        writers = holding - seen
+        if not holding:
+            # Nobody writes any more: into our pipe, or into the pipes the pass-through processes read (fc-watch
+            # ended while `tee` still copies what it wrote). The same as a writer gone before we looked: refusing
+            # here made a real reader behind tee refuse its writer at random, depending on when fc-watch ended.
             return None
-        first = False
-        if not writers:
+        if not writers:  # only processes already looked at (ourselves, say) write there
             return False
         seen |= writers
         if any(pid for pid, _ in fds.get(target, ()) if pid in writers):
