@@ -107,10 +107,12 @@ def test_a_long_but_moving_end_is_not_try_again_later(tmp_path: Path) -> None:
     timeout counted from the end of the input.  It counts from the last progress now."""
     site = tmp_path / "site"
     site.mkdir()
-    for i in range(5):
+    for i in range(10):
         (site / f"f{i}.css").write_text(f"a{i}{{b:c}}\n")
-    slow = shlex.quote("cmd:sh -c 'sleep 1; cat \"$1\"' sh {in}")
-    drain = "--drain-timeout 2"
+    # 10 files at >= 0.5 s each keep fc-process busy >= 5 s after its input ended, well past the 3 s drain timeout,
+    # while each step of progress comes far sooner than 3 s even on a loaded 2-core machine (2 s was not enough).
+    slow = shlex.quote("cmd:sh -c 'sleep 0.5; cat \"$1\"' sh {in}")
+    drain = "--drain-timeout 3"
     script = (
         f"{ROOT}/bin/fc-watch --scan-once site | {ROOT}/bin/fc-filter {drain}"
         f" | {ROOT}/bin/fc-process --jobs 1 {drain} --processor {slow}"
@@ -119,4 +121,4 @@ def test_a_long_but_moving_end_is_not_try_again_later(tmp_path: Path) -> None:
     res = run_shell_pipeline(script, tmp_path, subprocess_env(tmp_path / "state"))
     err = res.stderr.decode()
     assert err.splitlines()[-1] == "0 0 0 0", err  # every stage: done, nothing left for later
-    assert sorted(p.name for p in (tmp_path / "cdn").iterdir()) == [f"f{i}.css" for i in range(5)]
+    assert sorted(p.name for p in (tmp_path / "cdn").iterdir()) == sorted(f"f{i}.css" for i in range(10))
