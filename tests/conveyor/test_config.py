@@ -10,7 +10,7 @@ import pytest
 from fileconveyor import errors
 from fileconveyor.conveyor import config
 from fileconveyor.conveyor.config import Conditions, Destination, load
-from fileconveyor.stages import filter as fc_filter
+from fileconveyor.stages.filter import stage as fc_filter
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SAMPLE = (FIXTURES / "sample.xml").read_text(encoding="utf-8")

@@ -17,7 +17,7 @@ from fileconveyor.cli import transport as transport_cli
 from fileconveyor.conveyor import config, servers
 from fileconveyor.conveyor.config import Server
 from fileconveyor.conveyor.servers import ServerSettingsError, TransportArgs, check, transport_args
-from fileconveyor.stages.transport_dest import Target, targets_from
+from fileconveyor.stages.transport.dest import Target, targets_from
 from tests.conftest import ROOT
 from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server  # noqa: F401 - fixture
 

@@ -4,7 +4,7 @@ From a fresh state, the first run pipes into a reader that fails before it reads
 flags, two unnamed file:// destinations), or into `head`: no File Conveyor stage has ever acknowledged, so what
 fc-watch (or a stage after it) wrote into the pipe used to count as delivered, and the corrected run sent
 nothing.  Now a line counts once its reader has read it from the pipe, and a reader that closes the pipe before
-the end of the output took nothing of that run (lib/fileconveyor/pipe_tail.py)."""
+the end of the output took nothing of that run (lib/fileconveyor/delivery/pipe_tail.py)."""
 
 from __future__ import annotations
 

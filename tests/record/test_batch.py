@@ -15,7 +15,7 @@ import pytest
 from fileconveyor import events as E
 from fileconveyor import records as records_mod
 from fileconveyor.cli import record as record_cli
-from fileconveyor.stages import runner as runner_mod
+from fileconveyor.delivery import runner as runner_mod
 from tests.conftest import ROOT, call
 from tests.durability.test_disk_full import require_namespaces
 from tests.record.conftest import make_site, record, transport, watch

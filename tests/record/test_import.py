@@ -13,7 +13,7 @@ import pytest
 
 from fileconveyor import events as E
 from fileconveyor.cli import record as record_cli
-from fileconveyor.stages.record_import import RefusedPickle, load_item
+from fileconveyor.stages.record.old_daemon import RefusedPickle, load_item
 from tests.conftest import call
 from tests.record.conftest import decode, make_site
 

@@ -2,7 +2,7 @@
 ``--input FILE`` of saved events any user may write): only the epoch was checked then, and the epoch is on every
 output line and was in ``--output``/fc-tee files created 0644.  A stage also acknowledged to itself when its own
 state path was spelled differently (``/d/./own.db``).  Now an input file others may write gets no acknowledgement,
-a stage's own state is recognised by st_dev/st_ino, and output files are owner-only (stages/ack_check.py,
+a stage's own state is recognised by st_dev/st_ino, and output files are owner-only (delivery/ack_check.py,
 docs/durability.md)."""
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Finding 7 of issue 16: a line with a forged ``hop.from`` made a stage write acknowledgement rows into another
 pipeline's state file (which suppresses that pipeline's replays).  A stage now acknowledges only into a File
 Conveyor state file whose epoch is the hop's, and, while a process writes its input pipe, only if that process
-(or one it reads from, like fc-tee) has the file open (stages/ack_check.py, docs/durability.md)."""
+(or one it reads from, like fc-tee) has the file open (delivery/ack_check.py, docs/durability.md)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fileconveyor import events as E
 from fileconveyor.cli._common import Reporter, Stopper
-from fileconveyor.stages.runner import Done, Item, Options, Runner, Stage
+from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
 from tests.conftest import ROOT
 from tests.security.stage_runs import env
 

@@ -82,7 +82,7 @@ def test_a_forged_file_outside_the_work_directory_is_never_read_moved_or_deleted
 
 def test_a_processor_name_and_an_incoming_name_get_the_same_check() -> None:
     from fileconveyor.processors.base import base_name_problem
-    from fileconveyor.stages.process import ProcessStage, Settings
+    from fileconveyor.stages.process.stage import ProcessStage, Settings
 
     stage = ProcessStage([], Settings())
     for raw in (b"/etc/x", b"a/b", b"..", b".", b"", b"a\0b"):
@@ -98,7 +98,7 @@ def test_a_processor_name_and_an_incoming_name_get_the_same_check() -> None:
 @pytest.mark.parametrize("name", [b"/abs/owned.txt", b"x/../../owned.txt", b"../owned.txt"])
 def test_a_line_stored_before_the_check_still_writes_inside_the_work_directory(tmp_path: Path, name: bytes) -> None:
     # an inbox row written by an older version reaches the work unchecked: the final move is confined too
-    from fileconveyor.stages.process import _settle
+    from fileconveyor.stages.process.stage import _settle
 
     work = tmp_path / "work" / "e1"
     work.mkdir(parents=True)

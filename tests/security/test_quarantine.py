@@ -12,9 +12,9 @@ import pytest
 
 from fileconveyor import events as E
 from fileconveyor.cli._common import Reporter, Stopper
-from fileconveyor.stages import quarantine
-from fileconveyor.stages.record_status import state_status
-from fileconveyor.stages.runner import Done, Item, Options, Runner, Stage
+from fileconveyor.delivery import quarantine
+from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
+from fileconveyor.stages.record.status import state_status
 
 
 class Buggy(Stage):

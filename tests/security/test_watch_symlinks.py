@@ -26,7 +26,7 @@ import pytest
 
 from fileconveyor.cli.record import main as record_main
 from fileconveyor.cli.watch import main as watch_main
-from fileconveyor.stages.watch_state import WatchState
+from fileconveyor.stages.watch.state import WatchState
 from tests.conftest import ROOT, call
 from tests.record.test_import import old_queue_db, py2_pickle
 from tests.watch.conftest import BACKENDS, Launcher, fc, leak_mark  # noqa: F401 - fixtures

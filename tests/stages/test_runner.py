@@ -11,9 +11,9 @@ from pathlib import Path
 
 from fileconveyor import events as E
 from fileconveyor.cli._common import Reporter, Stopper
+from fileconveyor.delivery.durable import Acknowledger
+from fileconveyor.delivery.runner import Done, Item, Options, Retry, Runner, Stage
 from fileconveyor.errors import Exit
-from fileconveyor.stages.durable import Acknowledger
-from fileconveyor.stages.runner import Done, Item, Options, Retry, Runner, Stage
 
 
 def ev(rel: str, n: int = 0, **extra: object) -> dict:

@@ -11,8 +11,8 @@ import pytest
 
 from fileconveyor.cli.watch import main
 from fileconveyor.events import FileStat
-from fileconveyor.stages.watch_scan import ScanJob, plan, run_job
-from fileconveyor.stages.watch_state import WatchState
+from fileconveyor.stages.watch.scan import ScanJob, plan, run_job
+from fileconveyor.stages.watch.state import WatchState
 from fileconveyor.watchers.tree import Filters, walk
 from tests.conftest import call
 

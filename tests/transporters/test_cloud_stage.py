@@ -280,7 +280,7 @@ def test_create_distribution_progress_line_on_a_terminal(s3_server: s3srv.S3Serv
 def test_the_invalidation_queue_splits_at_1000_and_keeps_what_fails(
     cf_backend, s3_server: s3srv.S3Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from fileconveyor.stages.transport_purge import Purger
+    from fileconveyor.stages.transport.purge import Purger
     from tests.servers.process import free_port
 
     dist = cf_backend.settings["distribution_id"]

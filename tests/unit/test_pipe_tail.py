@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from fileconveyor.pipe_tail import PipeTail
+from fileconveyor.delivery.pipe_tail import PipeTail
 
 
 @pytest.fixture

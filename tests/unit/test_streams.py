@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 from fileconveyor.cli._common import Stopper
+from fileconveyor.delivery.streams import input_lines, open_fifo_for_writing
 from fileconveyor.events import BadLine, events_from
-from fileconveyor.streams import input_lines, open_fifo_for_writing
 
 
 def _write(path: Path, data: bytes, delay: float = 0.0) -> None:
@@ -73,7 +73,7 @@ def test_plain_file_input(tmp_path: Path) -> None:
 
 def test_lines_past_the_limit_come_as_long_lines_wherever_the_chunks_cut(tmp_path: Path) -> None:
     """A long line is dropped while it is read, in one chunk or across many, and the lines around it are whole."""
-    from fileconveyor.streams import CHUNK, LongLine
+    from fileconveyor.delivery.streams import CHUNK, LongLine
 
     lines = [b"a" * 10, b"b" * 101, b"c" * 100, b"d" * (3 * CHUNK + 7), b"e", b"f" * 150]
     path = tmp_path / "in"

@@ -28,8 +28,8 @@ import pytest
 
 from fileconveyor.errors import ConfigError, Exit
 from fileconveyor.events import EventWriter, decode, get_path
-from fileconveyor.stages.watch import Core, Options, Source
-from fileconveyor.stages.watch_state import WatchState
+from fileconveyor.stages.watch.stage import Core, Options, Source
+from fileconveyor.stages.watch.state import WatchState
 from fileconveyor.watchers import fsevents as fse_mod
 from fileconveyor.watchers.base import make_backend
 from fileconveyor.watchers.fsevents import CreateFlag, EventFlag, FSEventsBackend, translate

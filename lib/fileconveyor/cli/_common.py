@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from .. import __version__
+from ..delivery.streams import MAX_LINE_BYTES
 from ..errors import Exit, FCError, UsageError
-from ..stages.record_import import Source
-from ..streams import MAX_LINE_BYTES
+from ..stages.record.old_daemon import Source
 
 
 @dataclass

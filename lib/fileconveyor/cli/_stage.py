@@ -8,9 +8,9 @@ import argparse
 import hashlib
 from pathlib import Path
 
+from ..delivery.runner import Options, Stage, run_stage
 from ..errors import Exit
-from ..stages.record_status import format_status, state_status
-from ..stages.runner import Options, Stage, run_stage
+from ..stages.record.status import format_status, state_status
 from ..state import default_state_dir
 from ._common import Reporter, Stopper, Streams, add_max_line_bytes, seconds
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..stages.filter import Conditions, FilterStage, parse_size, split_list
+from ..stages.filter.stage import Conditions, FilterStage, parse_size, split_list
 from . import _common
 from ._common import Reporter, Stopper, Streams
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, FCError, UsageError
 from ..processors import PROCESSORS, Processor, ToolMissing, create
-from ..stages.process import ProcessStage, Settings
+from ..stages.process.stage import ProcessStage, Settings
 from . import _common
 from ._common import Reporter, Stopper, Streams
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..delivery.streams import LongLine, has_fd, input_lines
 from ..errors import Exit
-from ..stages.tee import Tee
-from ..streams import LongLine, has_fd, input_lines
+from ..stages.tee.stage import Tee
 from . import _common
 from ._common import Reporter, Stopper, Streams, seconds
 

@@ -7,8 +7,8 @@ import json
 import sys
 from collections.abc import Sequence
 
-from ..stages.transport import TransportStage
-from ..stages.transport_dest import list_transporters, targets_from
+from ..stages.transport.dest import list_transporters, targets_from
+from ..stages.transport.stage import TransportStage
 from . import _common
 from ._common import Reporter, Stopper, Streams, add_read_sources, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 
 from .. import events as E
 from ..errors import Exit
-from ..stages.transport_dest import targets_from
-from ..stages.verify import HTTPChecker, Verifier, deleted_by_us, dumps, open_db
-from ..stages.verify_run import Run
+from ..stages.transport.dest import targets_from
+from ..stages.verify.run import Run
+from ..stages.verify.stage import HTTPChecker, Verifier, deleted_by_us, dumps, open_db
 from . import _common
 from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
 

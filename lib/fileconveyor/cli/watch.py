@@ -1,4 +1,4 @@
-"""fc-watch: flags and wiring.  The logic lives in stages/watch.py and watchers/."""
+"""fc-watch: flags and wiring.  The logic lives in stages/watch/stage.py and watchers/."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..delivery.pipe_tail import PipeTail
+from ..delivery.streams import is_fifo, open_fifo_for_writing
 from ..errors import ConfigError, Exit, Stopped, UsageError
 from ..events import EventWriter
-from ..pipe_tail import PipeTail
-from ..stages.watch import Core, Options, Source, run_live
-from ..stages.watch_state import WatchState
+from ..stages.watch.stage import Core, Options, Source, run_live
+from ..stages.watch.state import WatchState
 from ..state import default_state_dir
-from ..streams import is_fifo, open_fifo_for_writing
 from ..watchers.base import BACKENDS, auto_backend, make_backend
 from ..watchers.links import skipped_message
 from ..watchers.tree import Filters
@@ -182,7 +182,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
         writer = _writer(args.output, io, rep, stop)
         if args.output in (None, "-") and writer.fd is not None:
-            state.tail = PipeTail(writer.fd)  # a reader that is not a File Conveyor stage: see pipe_tail.py
+            state.tail = PipeTail(writer.fd)  # a reader that is not a File Conveyor stage: see delivery/pipe_tail.py
         core = Core(
             sources,
             state,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import errors
-from ..stages.filter import split_list
+from ..stages.filter.stage import split_list
 from .config_settings import Settings
 from .xmltree import Node
 

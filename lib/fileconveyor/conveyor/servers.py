@@ -182,7 +182,7 @@ def check(server: Server, dest_path: str = "") -> TransportArgs:
     """transport_args(), then parsed and the transporter built exactly as fc-transport does at its start, so a
     setting fc-transport would refuse is a config.xml error too.  Nothing is connected."""
     from ..cli.transport import build_parser
-    from ..stages.transport_dest import targets_from
+    from ..stages.transport.dest import targets_from
 
     ta = transport_args(server, dest_path)
     try:
@@ -193,11 +193,11 @@ def check(server: Server, dest_path: str = "") -> TransportArgs:
 
 
 def check_access(servers: Sequence[Server], warn: Callable[[str], None]) -> None:
-    """Log in to every server (stages/transport_check.py), with the secrets its fc-transport gets: ConfigError
+    """Log in to every server (stages/transport/check.py), with the secrets its fc-transport gets: ConfigError
     naming each that refused us; the ones that do not answer are named to ``warn`` (their files will wait)."""
     from ..cli.transport import build_parser
-    from ..stages.transport_check import check_access as check_targets
-    from ..stages.transport_dest import targets_from
+    from ..stages.transport.check import check_access as check_targets
+    from ..stages.transport.dest import targets_from
 
     targets = []
     for server in servers:

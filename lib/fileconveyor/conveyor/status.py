@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..records import has_table, open_readonly
-from ..stages.record_status import state_status, synced_status
+from ..stages.record.status import state_status, synced_status
 from ..state import lock_holder
 from .plan import Plan
 from .supervisor import running_pid, status_path

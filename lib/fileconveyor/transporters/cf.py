@@ -7,7 +7,7 @@ seconds (or until 1,000 are waiting, CloudFront's limit per request) and then go
 
 Two ways to batch them: fc-transport sets ``defer_invalidations`` and takes the paths from
 ``invalidation_paths()`` into its state file, in the transaction that records the upload, and sends them through
-``invalidate()`` (stages/transport_purge.py): a crash loses none.  Used on its own (a library user, the contract
+``invalidate()`` (stages/transport/purge.py): a crash loses none.  Used on its own (a library user, the contract
 suite), the transporter collects them in memory (``Invalidations``) and ``close()`` sends what still waits.
 
 Settings (besides s3's):

@@ -1,7 +1,7 @@
 """The interface every discovery backend implements, and the choice among them.
 
 A backend turns what the operating system reports into hints for the core
-(stages/watch.py): ``core.dirty(source, rel, closed)`` for a file that may have
+(stages/watch/stage.py): ``core.dirty(source, rel, closed)`` for a file that may have
 changed, ``core.rescan(source, rel_dir)`` for a directory to compare again.  It
 never decides what changed: the core does, against the state file.
 """
@@ -15,7 +15,7 @@ from ..errors import UsageError
 
 if TYPE_CHECKING:
     from ..cli._common import Reporter
-    from ..stages.watch import Core
+    from ..stages.watch.stage import Core
 
 
 class Backend(Protocol):

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from types import ModuleType
 
     from ..cli._common import Reporter
-    from ..stages.watch import Core, Source
+    from ..stages.watch.stage import Core, Source
 
 
 class EventFlag(enum.IntFlag):

@@ -24,7 +24,7 @@ from .tree import subtree_range
 
 if TYPE_CHECKING:
     from ..cli._common import Reporter
-    from ..stages.watch import Core, Source
+    from ..stages.watch.stage import Core, Source
 
 MASK = (
     F.CREATE

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..cli._common import Reporter
-    from ..stages.watch import Core
+    from ..stages.watch.stage import Core
 
 
 class PollingBackend:

@@ -1,0 +1,176 @@
+"""Whether a stage may write acknowledgements into the state file an event's ``hop.from`` names.
+
+An acknowledgement tells a writer what it may forget, so a forged ``hop`` (a third-party
+stage may write anything) could make a stage write into another pipeline's state file
+and suppress its replays.  A stage therefore acknowledges to a file only when both hold:
+
+1. the file is a File Conveyor state file whose epoch is the hop's ``epoch``: a random
+   value found only in that file and in that writer's own output lines, so a forger
+   must have read one of those (state files are owner-only);
+2. our input is a pipe or FIFO, or a regular file of ours no other user may write (``--input``
+   of what an earlier run wrote with ``--output``, created 0600): a file anyone else could
+   have written gets no acknowledgement at all (replaying a saved file needs none); and
+   while a process still writes into the pipe, one of its writers has that state file open,
+   itself or through pass-through processes that read a pipe
+   (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
+   ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
+   line, or before a pass-through process in between did) leaves rule 1 alone: refusing
+   it would leave such a pipeline never acknowledged.
+   Only processes of ours write into our pipe, and files holding the epoch are owner-only.
+   (A library caller that hands the runner an in-memory stream, with no file descriptor,
+   vouches for its lines as for its other arguments: the epoch decides there.)
+
+Both are checked when a writer is first acknowledged to (at its first line read, while
+it is still writing; again if its epoch changes), not per line: a scan of /proc costs a
+few milliseconds.  A stage never acknowledges to its own state file, however its path
+is spelled (compared by st_dev and st_ino).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import stat
+from urllib.parse import quote
+
+Ident = tuple[int, int]  # st_dev, st_ino
+MAX_HOPS = 4  # pass-through processes (fc-tee) followed between a writer and us
+
+
+def state_epoch(conn: sqlite3.Connection) -> str | None:
+    """The epoch of a File Conveyor state file (a stage's, or fc-watch's), None for any other database."""
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    if not {"meta", "acks"} <= tables:
+        return None
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    if "k" in cols:  # a stage's state (delivery/durable.py)
+        row = conn.execute("SELECT v FROM meta WHERE k='epoch'").fetchone()
+        return str(row[0]) if row else None
+    if "name" in cols:  # fc-watch's (stages/watch/state.py): an integer, shown in hex on its lines
+        row = conn.execute("SELECT value FROM meta WHERE name='epoch'").fetchone()
+        return format(row[0], "x") if row and isinstance(row[0], int) else None
+    return None
+
+
+def high_seq(conn: sqlite3.Connection) -> int | None:
+    """The highest ``hop.seq`` the writer of this state file has committed (a writer commits a line before it
+    writes it, so no genuine line has a higher one); None when the file does not say."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    if "k" in cols:  # a stage's: what it wrote, and what its outbox holds
+        row = conn.execute(
+            "SELECT max(coalesce((SELECT max(seq) FROM outbox), 0), (SELECT CAST(v AS INTEGER) FROM meta "
+            "WHERE k='written'))"
+        ).fetchone()
+    elif "name" in cols:  # fc-watch's: the last seq (batch) given to a line
+        row = conn.execute("SELECT value FROM meta WHERE name='last_batch'").fetchone()
+    else:
+        return None
+    return row[0] if row and isinstance(row[0], int) else None
+
+
+def open_state(origin: str) -> sqlite3.Connection:
+    # mode=rw: never create a database at a path taken from an event
+    return sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
+
+
+def input_ident(fd: int | None = None, path: str | None = None) -> Ident | None:
+    """The pipe or FIFO a stage reads (by fd, or a FIFO's path); None for anything else."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if st is not None and stat.S_ISFIFO(st.st_mode) else None
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name one file (``/d/./own.db`` and ``/d/own.db``, a hard link, a symlink):
+    compared by identity, since a string compare misses every other spelling."""
+    try:
+        sa, sb = os.stat(a), os.stat(b)
+    except OSError:
+        return False
+    return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
+
+
+def own_file(fd: int | None = None, path: str | None = None) -> bool:
+    """Whether our input (by fd, or path) is a regular file of ours that no other user may write: lines in it,
+    hops included, were written by us (fc-process --output FILE, read later with --input FILE)."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+    except OSError:
+        return False
+    if st is None or not stat.S_ISREG(st.st_mode):
+        return False
+    return st.st_uid == os.geteuid() and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def writer_holds(pipe: Ident, origin: str) -> bool | None:
+    """Whether a process writing into ``pipe`` has ``origin`` open, directly or through pass-through readers of
+    other pipes; None when nobody writes into it any more (nothing can be told)."""
+    try:
+        st = os.stat(origin)
+    except OSError:
+        return False
+    target = (st.st_dev, st.st_ino)
+    fds = _open_files()
+    me = os.getpid()
+    seen: set[int] = {me}
+    pipes = [pipe]
+    for _ in range(MAX_HOPS + 1):
+        if not pipes:  # the writers read no pipe: they make the lines themselves, without the file
+            return False
+        holding = {pid for p in pipes for pid, fd in fds.get(p, ()) if _writes(pid, fd)}
+        writers = holding - seen
+        if not holding:
+            # Nobody writes any more: into our pipe, or into the pipes the pass-through processes read (fc-watch
+            # ended while `tee` still copies what it wrote). The same as a writer gone before we looked: refusing
+            # here made a real reader behind tee refuse its writer at random, depending on when fc-watch ended.
+            return None
+        if not writers:  # only processes already looked at (ourselves, say) write there
+            return False
+        seen |= writers
+        if any(pid for pid, _ in fds.get(target, ()) if pid in writers):
+            return True
+        # the writers may pass lines on (fc-tee): follow the pipes they read
+        pipes = [ident for ident, holders in fds.items() for pid, fd in holders if pid in writers and _reads(pid, fd)]
+    return False
+
+
+def _open_files() -> dict[Ident, list[tuple[int, str]]]:
+    """Every file open in every process we may look at: its identity -> (pid, fd) holding it."""
+    out: dict[Ident, list[tuple[int, str]]] = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        base = f"/proc/{name}/fd"
+        with contextlib.suppress(OSError):
+            for fd in os.listdir(base):
+                with contextlib.suppress(OSError):
+                    st = os.stat(f"{base}/{fd}")
+                    out.setdefault((st.st_dev, st.st_ino), []).append((int(name), fd))
+    return out
+
+
+def _mode(pid: int, fd: str) -> int | None:
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("flags:"):
+                    return int(line.split()[1], 8) & os.O_ACCMODE
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _writes(pid: int, fd: str) -> bool:
+    return _mode(pid, fd) in (os.O_WRONLY, os.O_RDWR)
+
+
+def _reads(pid: int, fd: str) -> bool:
+    try:
+        if not stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/{fd}").st_mode):
+            return False
+    except OSError:
+        return False
+    return _mode(pid, fd) in (os.O_RDONLY, os.O_RDWR)

@@ -1,0 +1,433 @@
+"""Inbox, outbox and acknowledgements: the state every fc stage after fc-watch keeps.
+
+See docs/durability.md for the design.  In short, for a stage S between a writer W
+and a reader R:
+
+- an event read by S is committed to S's **inbox** (or straight to its outbox, when
+  S finishes it at once) before S does anything with it, together with the highest
+  ``hop.seq`` S has taken from W (its *high-water mark*, per writer);
+- S then writes an **acknowledgement** of that mark into W's state file (W's
+  ``acks`` table), so W knows what it may forget;
+- S's output lines are committed to its **outbox**, each with a new ``hop``
+  (``{"from": S's state file, "epoch": ..., "seq": n}``), before they are written;
+- on start (and when a FIFO reader comes back) S re-sends the outbox lines its
+  readers have not acknowledged; R drops those at or below its mark for S.
+
+So every event is, at every moment, in some stage's state file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..state import State
+from . import ack_check, quarantine
+
+MIGRATIONS = [
+    """
+    CREATE TABLE meta(k TEXT PRIMARY KEY, v);
+    INSERT INTO meta(k, v) VALUES ('epoch', lower(hex(randomblob(8)))), ('written', 0);
+    -- work read but not finished; lane/key keep per-path order, not_before the retry time
+    CREATE TABLE inbox(
+        id INTEGER PRIMARY KEY,
+        line BLOB NOT NULL,
+        lane TEXT NOT NULL,
+        key BLOB NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        not_before REAL NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    -- lines committed for our readers, kept until every reader has acknowledged them
+    CREATE TABLE outbox(seq INTEGER PRIMARY KEY, line BLOB NOT NULL);
+    -- per writer we read from: the highest hop.seq taken (duplicates at or below it are dropped)
+    CREATE TABLE upstream(origin TEXT PRIMARY KEY, epoch TEXT NOT NULL, hwm INTEGER NOT NULL, seen REAL NOT NULL);
+    -- written by our readers: the highest seq of ours each one holds safely
+    CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL);
+    -- each stage's own tables, versioned apart from these
+    CREATE TABLE schema_versions(name TEXT PRIMARY KEY, version INTEGER NOT NULL);
+    """,
+    # a reader's process: a new one means the lines the old one held in memory are gone
+    "ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+    quarantine.MIGRATION,
+]
+
+READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)
+MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
+MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
+ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
+
+
+@dataclass(slots=True)
+class Hop:
+    origin: str
+    epoch: str
+    seq: int
+
+    @classmethod
+    def from_event(cls, ev: dict) -> Hop | None:
+        hop = ev.get("hop")
+        if not isinstance(hop, dict):
+            return None
+        origin, epoch, seq = hop.get("from"), hop.get("epoch"), hop.get("seq")
+        if not isinstance(origin, str) or not isinstance(epoch, str) or type(seq) is not int:
+            return None
+        return cls(origin, epoch, seq)
+
+
+class StageState(State):
+    """A stage's state file: the durable tables above plus the stage's own."""
+
+    def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
+        super().__init__(Path(path).absolute(), MIGRATIONS)
+        self.origin = str(self.path)
+        self.epoch = self._meta("epoch")
+        self.written = int(self._meta("written"))
+        (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
+        self.next_seq = max(self.next_seq, self.written + 1)
+        self._migrate_named(name, stage_migrations)
+
+    # -- schema ------------------------------------------------------------------------
+
+    def _meta(self, key: str) -> str:
+        row = self.db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
+        return "" if row is None else str(row[0])
+
+    def _migrate_named(self, name: str, migrations: Sequence[str]) -> None:
+        row = self.db.execute("SELECT version FROM schema_versions WHERE name=?", (name,)).fetchone()
+        version = row[0] if row else 0
+        if version > len(migrations):
+            from ..errors import StateError
+
+            raise StateError(f"state file {self.path} was written by a newer File Conveyor ({name} schema {version})")
+        for number in range(version, len(migrations)):
+            with self.transaction() as db:
+                for stmt in _statements(migrations[number]):
+                    db.execute(stmt)
+                db.execute(
+                    "INSERT INTO schema_versions(name, version) VALUES (?, ?) "
+                    "ON CONFLICT(name) DO UPDATE SET version=excluded.version",
+                    (name, number + 1),
+                )
+
+    # -- reading side --------------------------------------------------------------------
+
+    def load_upstream(self) -> dict[str, tuple[str, int]]:
+        return {o: (e, h) for o, e, h in self.db.execute("SELECT origin, epoch, hwm FROM upstream")}
+
+    def save_upstream(self, db: sqlite3.Connection, marks: dict[str, tuple[str, int]]) -> None:
+        now = time.time()
+        db.executemany(
+            "INSERT INTO upstream(origin, epoch, hwm, seen) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(origin) DO UPDATE SET epoch=excluded.epoch, hwm=excluded.hwm, seen=excluded.seen",
+            [(o, e, h, now) for o, (e, h) in marks.items()],
+        )
+
+    # -- writing side --------------------------------------------------------------------
+
+    def hop(self, tag: list[str] | None = None) -> dict:
+        """The hop of our next output line (a rolled-back transaction leaves a gap: harmless)."""
+        seq = self.next_seq
+        self.next_seq += 1
+        hop = {"from": self.origin, "epoch": self.epoch, "seq": seq}
+        if tag:
+            hop["for"] = tag
+        return hop
+
+    def add_outbox(self, db: sqlite3.Connection, lines: Sequence[tuple[int, bytes]]) -> None:
+        db.executemany("INSERT INTO outbox(seq, line) VALUES (?, ?)", lines)
+
+    def readers(self, now: float | None = None) -> dict[str, int]:
+        return readers(self.db, self.epoch, now)
+
+    def sessions(self) -> dict[str, tuple[str, int]]:
+        return sessions(self.db, self.epoch)
+
+    def replay_from(self) -> int:
+        """The seq after which outbox lines must be sent again."""
+        readers = self.readers()
+        if readers:
+            return min(readers.values())
+        return self.written  # no fc reader: only what was committed but never written
+
+    def outbox_after(self, seq: int, limit: int = 4096) -> Iterable[tuple[int, bytes]]:
+        while True:
+            rows = self.db.execute(
+                "SELECT seq, line FROM outbox WHERE seq>? ORDER BY seq LIMIT ?", (seq, limit)
+            ).fetchall()
+            if not rows:
+                return
+            yield from rows
+            seq = rows[-1][0]
+
+    def mark_written(self, db: sqlite3.Connection, seq: int, rewind: bool = False) -> None:
+        """Record how far our lines count as taken by a reader that does not acknowledge; only forward, but for
+        ``rewind`` (a pipe's reader that left before our end: delivery/pipe_tail.py)."""
+        if seq > self.written or (rewind and seq < self.written):
+            self.written = seq
+            db.execute("UPDATE meta SET v=? WHERE k='written'", (seq,))
+
+    def prune(self) -> tuple[int | None, int]:
+        """Forget outbox lines every reader is done with; returns (the seq up to which
+        File Conveyor readers are done, None when there are none; how many lines were
+        dropped unacknowledged)."""
+        now = time.time()
+        with self.transaction() as db:
+            stale = db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, self.epoch)).rowcount
+            readers = self.readers(now)
+            # Without readers we cannot know whether what we wrote was taken (a reader
+            # may not have read its first line yet), so the last lines are kept for a
+            # reader that shows up; a restart still replays only unwritten lines then.
+            floor = min([*readers.values(), self.written]) if readers else 0
+            db.execute("DELETE FROM outbox WHERE seq<=?", (floor,))
+            # a reader that never acknowledges must not make the file grow for ever
+            cap = min(self.next_seq - 1 - (MAX_UNACKED if readers else MAX_UNCLAIMED), self.written)
+            dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0
+        del stale
+        return (floor if readers else None), (dropped if readers else 0)
+
+
+ACKS_TABLE = (
+    "CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, "
+    "session TEXT NOT NULL DEFAULT '')"
+)
+
+
+def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
+    """Readers of a writer's state file heard from within READER_EXPIRY, with the seq each acknowledged."""
+    now = time.time() if now is None else now
+    rows = db.execute("SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
+    return dict(rows.fetchall())
+
+
+def sessions(db: sqlite3.Connection, epoch: str) -> dict[str, tuple[str, int]]:
+    """Each reader's process token and acknowledged seq."""
+    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (epoch,))
+    return {r: (sess, seq) for r, sess, seq in rows}
+
+
+def hop_prefix(origin: str, epoch: str, tag: list[str] | None = None) -> bytes:
+    """The bytes that turn an encoded event line into one with a hop: line[:-2] + prefix + seq + b"}}\n"."""
+    return (
+        b',"hop":{"from":'
+        + json.dumps(origin, ensure_ascii=False).encode()
+        + b',"epoch":"'
+        + epoch.encode()
+        + (b'","for":' + json.dumps(tag).encode() + b',"seq":' if tag else b'","seq":')
+    )
+
+
+def with_hop(line: bytes, prefix: bytes, seq: int) -> bytes:
+    return line[:-2] + prefix + str(seq).encode() + b"}}\n"
+
+
+class Replays:
+    """Writer side: notices readers that are new or restarted since we last looked
+    (each reader process writes its own session token with its acknowledgements),
+    says where to re-send from, and the tag (``hop.for``) that lines carry for a
+    while after such a replay, so a waiting reader knows its replay has begun."""
+
+    TAG_SECONDS = 30.0
+
+    def __init__(self, db: sqlite3.Connection, epoch: str):
+        self.db = db
+        self.epoch = epoch
+        self.seen: dict[str, tuple[str, int]] = {}  # empty: every reader is new to a starting writer
+        self.tag: list[str] | None = None
+        self._tag_until = 0.0
+
+    def due(self) -> int | None:
+        """The seq to re-send after, if some reader needs it (the tag is set then)."""
+        current = sessions(self.db, self.epoch)
+        fresh = [v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0]]
+        self.seen = current
+        if not fresh:
+            if self.tag and time.monotonic() > self._tag_until:
+                self.tag = None
+            return None
+        self.tag = sorted(sess for sess, _ in fresh)
+        self._tag_until = time.monotonic() + self.TAG_SECONDS
+        return min(seq for _, seq in fresh)
+
+
+class Holding:
+    """Reader side: lines from a writer we just (re)registered with are held until the
+    writer's replay for us begins (a line tagged with our session), then dropped: the
+    replay brings them again, together with any line our previous process had read
+    and lost, in order.  If no replay comes (the writer is not running: a file of
+    saved events, a writer that exited), they are released after AWAIT_SECONDS or at
+    the end of the input and taken as usual."""
+
+    AWAIT_SECONDS = 10.0
+    MAX_HELD = 100_000
+
+    def __init__(self, session: str):
+        self.session = session
+        self.waiting: dict[str, float] = {}  # origin -> deadline
+        self.held: dict[str, list[bytes]] = {}
+
+    def expect(self, origin: str) -> None:
+        self.waiting[origin] = time.monotonic() + self.AWAIT_SECONDS
+        self.held.setdefault(origin, [])
+
+    def take(self, origin: str, hop_for: object, line: bytes) -> bool:
+        """True: go on with this line; False: it is held, not for now."""
+        if origin not in self.waiting:
+            return True
+        if isinstance(hop_for, list) and self.session in hop_for:
+            del self.waiting[origin]
+            self.held.pop(origin, None)  # all of it comes again in the replay
+            return True
+        self.held[origin].append(line)
+        return False
+
+    def release(self, at_end: bool = False) -> list[bytes]:
+        """Lines to take after all: the wait timed out, the input ended, or too many are held."""
+        now = time.monotonic()
+        out: list[bytes] = []
+        for origin in list(self.waiting):
+            if at_end or self.waiting[origin] <= now or len(self.held[origin]) >= self.MAX_HELD:
+                del self.waiting[origin]
+                out.extend(self.held.pop(origin))
+        return out
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+class Acknowledger:
+    """Writes our high-water marks into the state files of the writers we read from, once each
+    such file is shown to be the state of a writer we really read (delivery/ack_check.py)."""
+
+    VERIFY_AGAIN = 2.0  # seconds before a writer that failed the check is looked at again
+
+    def __init__(
+        self,
+        reader: str,
+        warn: Callable[[str, str], None],
+        source: ack_check.Ident | None = None,
+        info: Callable[[str], None] = lambda text: None,
+        vouched: bool = False,
+    ):
+        self.reader = reader
+        self.session = secrets.token_hex(8)
+        self.warn = warn
+        self.info = info
+        self.source = source  # the pipe or FIFO we read, when it is one
+        # the input is a stream handed over in-process by the library's caller (no file descriptor), or a regular
+        # file of ours that others cannot write: its lines are ours, so the epoch decides (ack_check.py)
+        self.vouched = vouched
+        self._conns: dict[str, sqlite3.Connection] = {}
+        self._sent: dict[str, tuple[str, int]] = {}
+        self._last: dict[str, float] = {}
+        self._verified: dict[str, str] = {}  # origin -> the epoch it was shown to have
+        self._next_check: dict[str, float] = {}
+        # refused because a process writing our input did not have it open: for good, so that the writer
+        # leaving (a forger closing the pipe) does not let the weaker rule, the epoch alone, accept it later
+        self._refused: set[tuple[str, str]] = set()
+
+    def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
+        """Acknowledge; returns the writers written to just now."""
+        now = time.monotonic()
+        done = set()
+        for origin, (epoch, hwm) in marks.items():
+            if self._sent.get(origin) == (epoch, hwm) and not force:
+                continue
+            if not force and now - self._last.get(origin, 0.0) < ACK_INTERVAL and origin in self._sent:
+                continue
+            if self._write(origin, epoch, hwm):
+                self._sent[origin] = (epoch, hwm)
+                self._last[origin] = now
+                done.add(origin)
+        return done
+
+    def _write(self, origin: str, epoch: str, hwm: int) -> bool:
+        if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
+            return False
+        if self._verified.get(origin) != epoch and (
+            time.monotonic() < self._next_check.get(origin, 0.0) or (origin, epoch) in self._refused
+        ):
+            return False
+        try:
+            conn = self._conns.get(origin)
+            if conn is None:
+                if not os.path.exists(origin):
+                    self.warn(origin, f"cannot acknowledge to {origin}: no such state file (writer on another host?)")
+                    return False
+                conn = ack_check.open_state(origin)
+                self._conns[origin] = conn
+            if self._verified.get(origin) != epoch and not self._verify(conn, origin, epoch):
+                self._next_check[origin] = time.monotonic() + self.VERIFY_AGAIN
+                return False
+            conn.execute(
+                "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
+                "session=excluded.session",
+                (self.reader, epoch, hwm, time.time(), self.session),
+            )
+            return True
+        except sqlite3.DatabaseError as exc:
+            self.warn(origin, f"cannot acknowledge to {origin}: {exc} (will retry)")
+            conn = self._conns.pop(origin, None)
+            if conn is not None:
+                with contextlib.suppress(sqlite3.DatabaseError):
+                    conn.close()
+            return False
+
+    def beyond(self, origin: str, epoch: str, seq: int) -> int | None:
+        """When ``seq`` is past every line the writer of ``epoch`` at ``origin`` has committed: that writer's
+        highest seq (the line is forged: taken, its seq would make every later real line look like a replay).
+        None when it is not, or when nothing can be told (no such file, another epoch, not a state file)."""
+        if origin == self.reader or not os.path.exists(origin):
+            return None
+        try:
+            conn = self._conns.get(origin)
+            if conn is None:
+                conn = self._conns[origin] = ack_check.open_state(origin)
+            if ack_check.state_epoch(conn) != epoch:
+                return None
+            high = ack_check.high_seq(conn)
+        except sqlite3.DatabaseError:
+            return None
+        return high if high is not None and seq > high else None
+
+    def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool:
+        """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check)."""
+        found = ack_check.state_epoch(conn)
+        if found is None:
+            self.warn(origin, f"not acknowledging to {origin}: not a File Conveyor state file (a forged hop?)")
+            return False
+        if found != epoch:  # the writer's state was made anew since (or the hop is forged): nothing to tell it
+            self.info(f"not acknowledging to {origin}: its epoch is not the one our events came with")
+            return False
+        if self.source is None and not self.vouched:
+            # a file of saved events others may write (or a terminal): no writer to ask, and its lines, epochs
+            # included, may be anyone's; a replayed file needs no acknowledgement anyway
+            self._refused.add((origin, epoch))
+            self.info(f"not acknowledging to {origin}: our input is neither a pipe nor a file only we can write")
+            return False
+        # None: nobody writes our pipe any more (a cron `fc-watch --scan-once | awk | fc-filter` whose writer
+        # ended before we read): the epoch decides, or such a pipeline would never be acknowledged
+        if self.source is not None and ack_check.writer_holds(self.source, origin) is False:
+            self._refused.add((origin, epoch))
+            self.warn(
+                origin,
+                f"not acknowledging to {origin}: no process writing our input has it open (a forged hop?)",
+            )
+            return False
+        self._verified[origin] = epoch
+        return True
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            with contextlib.suppress(sqlite3.DatabaseError):
+                conn.close()
+        self._conns.clear()

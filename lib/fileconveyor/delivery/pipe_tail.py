@@ -1,0 +1,154 @@
+"""What the reader of our stdout pipe has taken, when no File Conveyor stage says so.
+
+A File Conveyor reader acknowledges what it holds (delivery/durable.py), and its
+acknowledgements decide what a writer re-sends.  Any other reader (jq, head, a
+terminal pager, or a File Conveyor stage that failed before it read its first
+line: a typo in its flags) says nothing, and "written into the pipe" is not
+"taken": a pipe buffer holds 64 KiB that the reader may never read.  So, for a
+writer whose stdout is a pipe (docs/durability.md, "A reader that is not a File
+Conveyor stage"):
+
+- a line counts as delivered once the reader has **read** it from the pipe: the
+  bytes still unread (``FIONREAD`` on the write end, Linux) are the last lines
+  written, and they are not;
+- a reader that **closes the pipe before the end of our output** (head after its
+  lines, a stage that failed before or while reading, a crash) took nothing of
+  this run for sure: the writer counts none of this run's lines as delivered,
+  and the next run sends them again;
+- at the end of its output the writer waits for the reader to read what is left
+  (``settle``), and a moment more to see whether it quits before the end.
+
+A terminal, a regular file, or a platform without FIONREAD: written is delivered,
+as before (``active`` is False).
+"""
+
+from __future__ import annotations
+
+import array
+import fcntl
+import os
+import select
+import stat
+import time
+from collections import deque
+from collections.abc import Callable
+
+try:
+    from termios import FIONREAD
+except ImportError:  # not a Unix: no pipe tail
+    FIONREAD = None  # type: ignore[assignment]
+
+F_GETPIPE_SZ = 1032  # Linux
+GRACE = 0.2  # seconds after our last write a reader that has read everything gets to show it quits (head)
+POLL_MS = 50
+STOP_WAIT = 2.0  # seconds a stop request (SIGTERM, Ctrl-C) still leaves the reader to read what is in the pipe
+
+
+class PipeTail:
+    """The lines (seq and size) written into a pipe lately, and how many of their bytes are still unread."""
+
+    def __init__(self, fd: int | None):
+        self.fd = fd if fd is not None and _is_pipe(fd) and unread(fd) is not None else None
+        self.quit_early = False  # the reader closed the pipe before the end of our output
+        self._lines: deque[tuple[int, int]] = deque()
+        self._bytes = 0
+        self._last_write = 0.0
+        self._keep = 1 << 20
+        if self.fd is not None:
+            try:  # lines further back than a full pipe were read for sure: no need to keep them
+                self._keep = max(fcntl.fcntl(self.fd, F_GETPIPE_SZ), 4096)
+            except OSError:
+                pass
+
+    @property
+    def active(self) -> bool:
+        return self.fd is not None
+
+    def wrote(self, seqs: list[int], sizes: list[int]) -> None:
+        """Lines just written (whole), in order."""
+        if self.fd is None:
+            return
+        self._last_write = time.monotonic()
+        lines = self._lines
+        for seq, size in zip(seqs, sizes, strict=True):
+            lines.append((seq, size))
+            self._bytes += size
+        while len(lines) > 1 and self._bytes - lines[0][1] >= self._keep:
+            self._bytes -= lines.popleft()[1]
+
+    def delivered(self, last: int, run_start: int) -> int:
+        """How far lines count as taken: ``last`` (the last written) when not a pipe, what the reader has read
+        of it, or, when the reader left before our end, nothing after ``run_start``."""
+        if self.fd is None:
+            return last
+        if self.quit_early:
+            return min(run_start, last)
+        return self.read_upto(last)
+
+    def read_upto(self, last: int) -> int:
+        """The seq of the last line the reader has read whole; ``last`` when it has read all (or we cannot tell)."""
+        left = unread(self.fd) if self.fd is not None else None
+        if not left:
+            return last
+        seen = 0
+        lines = self._lines
+        for i in range(len(lines) - 1, -1, -1):
+            seen += lines[i][1]
+            if seen >= left:  # line i is (partly) unread: the one before it is the last read whole
+                return lines[i - 1][0] if i > 0 else lines[i][0] - 1
+        return lines[0][0] - 1 if lines else last
+
+    def gone(self) -> bool:
+        """The reader closed its end (we still hold ours: it did not see the end of our output)."""
+        if self.fd is None:
+            return False
+        poller = select.poll()
+        poller.register(self.fd, 0)  # POLLERR is reported whatever is asked
+        if any(ev & select.POLLERR for _, ev in poller.poll(0)):
+            self.quit_early = True
+        return self.quit_early
+
+    def settle(self, timeout: float, should_stop: Callable[[], bool], fc_reader: Callable[[], bool]) -> str:
+        """At the end of our output: wait until the reader has read everything (and GRACE after our last write
+        has passed without it quitting), or has gone, or a File Conveyor reader has shown up (its
+        acknowledgements decide from then on), at most ``timeout`` s.  Returns "read", "gone", "fc" or
+        "timeout" (then the unread lines are not delivered: ``read_upto``).  A stop request shortens the wait to
+        STOP_WAIT."""
+        if self.fd is None:
+            return "read"
+        deadline = time.monotonic() + timeout
+        poller = select.poll()
+        poller.register(self.fd, 0)
+        stopping = False
+        while True:
+            if self.gone():
+                return "gone"
+            if fc_reader():
+                return "fc"
+            now = time.monotonic()
+            if unread(self.fd) == 0 and now - self._last_write >= GRACE:
+                return "read"
+            if not stopping and should_stop():  # a clean stop: the reader still gets a moment to read the rest
+                stopping, deadline = True, min(deadline, now + STOP_WAIT)
+            if now >= deadline:
+                return "timeout"
+            poller.poll(POLL_MS)
+
+
+def unread(fd: int) -> int | None:
+    """Bytes written into the pipe ``fd`` and not read yet; None when this cannot be known."""
+    if FIONREAD is None:
+        return None
+    buf = array.array("i", [0])
+    try:
+        fcntl.ioctl(fd, FIONREAD, buf, True)
+    except OSError:
+        return None
+    return buf[0]
+
+
+def _is_pipe(fd: int) -> bool:
+    try:
+        return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False

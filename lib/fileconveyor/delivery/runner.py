@@ -1,0 +1,1318 @@
+"""The loop every fc stage after fc-watch runs: read, commit, work, commit, write.
+
+A stage (fc-filter, fc-process, fc-transport, fc-record, or a plugin) only says
+what to do with one event (``Stage.work``); the runner does the rest, the same way
+for every stage:
+
+- reads lines (stdin, a file or a FIFO) on a thread, decodes them, reports bad ones;
+- drops replays already taken (``hop`` high-water marks, see delivery/durable.py);
+- splits each event into work items, each on a *lane* (a destination, say) with a
+  *key* (its path): items with the same lane and key run one at a time, in order;
+  everything else runs concurrently, up to each lane's number of workers;
+- commits items to the inbox before working on them and their output to the
+  outbox before writing it, so a kill -9 anywhere loses nothing;
+- retries: an item's ``Retry`` outcome keeps it (durably) until its time comes;
+  a lane-wide retry (a server down) pauses the whole lane with exponential back-off
+  and jitter, then probes with one item, so a down server causes no retry storm
+  and never holds up other lanes;
+- stages whose work is quick and local (no workers) run it inline: an event that
+  is finished at once goes straight to the outbox, in the same transaction that
+  takes it, so a pass-through costs one commit per batch of lines;
+- a lane hands out a few items more than it has workers (AHEAD_PER_WORKER), so its
+  workers never wait for the main thread between two items;
+- a stage's own threads (delayed deletions, CDN invalidations) write events through
+  ``emit`` (outbox first, like any output) and make the end of the input wait for
+  their work through ``add_timed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import os
+import queue
+import random
+import select
+import sqlite3
+import threading
+import time
+import traceback
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, Any, Protocol
+
+from .. import events as E
+from .. import private
+from ..cli._common import Progress, Reporter, Stopper
+from ..errors import Exit
+from . import ack_check, quarantine
+from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
+from .pipe_tail import PipeTail
+from .streams import MAX_LINE_BYTES, LongLine, has_fd, input_lines, is_fifo, open_fifo_for_writing
+
+BATCH = 2000  # lines taken per round
+COALESCE = 0.003  # seconds the loop may wait for more finished items before a commit
+FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
+LANE_BACKOFF_START = 1.0
+LANE_BACKOFF_MAX = 300.0
+PRUNE_INTERVAL = 5.0
+SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
+REFRESH_INTERVAL = 1.0  # seconds between acknowledgements written again while we make progress
+SESSION_CHECK = 0.5  # seconds between looks for restarted readers
+RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
+# Items a lane hands out beyond its workers, per worker: they wait in the lane's queue, so a worker that
+# finishes takes the next at once instead of waiting for the main thread's next round (its commit, for many
+# small files, took longer than a transfer: workers sat idle half the time).  Per-path order is unaffected:
+# only the head of each path's queue is ever handed out.
+AHEAD_PER_WORKER = 4
+
+
+# -- what a stage returns --------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Done:
+    """The item is finished: write these events (none, for a filter that drops it)."""
+
+    outputs: list[dict] = field(default_factory=list)
+    failed: bool = False  # an output carries an ``error`` field
+
+
+@dataclass(slots=True)
+class Retry:
+    """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
+    lane is in trouble (server down): it pauses with back-off instead."""
+
+    reason: str
+    after: float = 0.0
+    lane: bool = False
+
+
+Outcome = Done | Retry
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One unit of work: an event on a lane, ordered by ``key``."""
+
+    event: dict
+    line: bytes  # the event as read (what the inbox stores)
+    lane: str
+    key: bytes
+    order: int
+    id: int | None = None  # inbox row, once committed there
+    attempts: int = 0
+    not_before: float = 0.0  # wall clock
+    last_error: str | None = None
+    hop: Hop | None = None  # where the event came from, for acknowledgements
+    internal: int = 0  # attempts that failed in the stage itself (delivery/quarantine.py)
+
+
+class Stage:
+    """What a stage implements.  Subclasses override ``work`` and maybe the rest."""
+
+    name = "fc-stage"
+    migrations: Sequence[str] = ()  # the stage's own tables, in the same state file
+
+    def lanes(self) -> dict[str, int]:
+        """Lane name -> number of worker threads; 0 runs the work inline."""
+        return {"": 0}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        """The work items of one event: (lane, key, event) each."""
+        return [("", E.get_path(event, "path"), event)]
+
+    def start(self, runner: Runner) -> None:
+        """Called once the state is open, before any work (runner.state is usable)."""
+
+    def work(self, item: Item) -> Outcome:
+        raise NotImplementedError
+
+    def quick(self, item: Item) -> Done | None:
+        """For stages with workers: the outcome of an item that needs no real work (a
+        pass-through), decided at once in the main thread; None hands it to a worker.
+        Only called when no earlier item of its key is pending."""
+        return None
+
+    def flush(self) -> str | None:
+        """Called once per round, after its work and before its commit to the state file: a stage that writes a
+        database of its own in one transaction per round (fc-record) commits it here, so that it is durable
+        before the state file says the round's items are done.  Returns why it could not: every item the
+        round finished is then tried again."""
+        return None
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        """Extra writes into the state file, in the transaction that finishes ``item``.
+        Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
+
+    def released(self, seq: int) -> None:
+        """Every reader of ours is done with our output lines up to ``seq`` (or, with no
+        File Conveyor reader, they were written long enough ago): files they refer to
+        (fc-process's work files) may go."""
+
+    def progress(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+class Timed(Protocol):
+    """Work a stage does at set times on threads of its own (delivery/timed.py), which the end of the input
+    waits for like queued items: fc-transport's delayed deletions of old names, its CDN invalidations."""
+
+    def pending(self) -> int:
+        """How many are left."""
+        ...
+
+    def due_before(self, deadline: float) -> int:
+        """How many of them may be carried out before ``deadline`` (wall clock)."""
+        ...
+
+    def hurry(self) -> None:
+        """The input ended and every item is done: do now what was only waiting for company (a batch)."""
+        ...
+
+
+# -- scheduling: per-lane workers, per-key order ---------------------------------------
+
+
+class Lane:
+    def __init__(self, name: str, workers: int):
+        self.name = name
+        self.workers = workers
+        self.running = 0  # handed out: being worked on, or in ``tasks`` for the next free worker
+        self.ahead = workers * AHEAD_PER_WORKER
+        self.ready: list[tuple[int, Item]] = []  # heads of their key queues, due now
+        self.waiting: list[tuple[float, int, Item]] = []  # heads not due yet
+        self.paused_until = 0.0
+        # set by a worker whose item found the lane in trouble, until the main thread pauses the lane: the
+        # other workers put their queued items back meanwhile instead of knocking too
+        self.trouble = False
+        self.backoff = 0.0
+        self.probing = False
+        self.tasks: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+
+    def capacity(self, now: float) -> int:
+        if now < self.paused_until:
+            return 0
+        # inline lanes (no workers) take all that is due in one round
+        limit = 1 if self.probing else (self.workers + self.ahead if self.workers else 1 << 30)
+        return limit - self.running
+
+
+class Scheduler:
+    """Items in memory, in order; hands out those whose key is free and time is due."""
+
+    def __init__(self, lanes: dict[str, int]):
+        self.lanes = {name: Lane(name, n) for name, n in lanes.items()}
+        self.keys: dict[tuple[str, bytes], deque[Item]] = {}
+        self.count = 0
+        self.retrying = 0
+
+    def add(self, item: Item) -> None:
+        q = self.keys.get((item.lane, item.key))
+        self.count += 1
+        if q is None:
+            self.keys[(item.lane, item.key)] = deque([item])
+            self._push(item)
+        else:
+            q.append(item)
+
+    def _push(self, item: Item) -> None:
+        lane = self.lanes[item.lane]
+        if item.not_before > time.time():
+            heapq.heappush(lane.waiting, (item.not_before, item.order, item))
+        else:
+            heapq.heappush(lane.ready, (item.order, item))
+
+    def add_running(self, item: Item) -> None:
+        """An item already being worked on (inline) that must now hold its key."""
+        self.keys[(item.lane, item.key)] = deque([item])
+        self.count += 1
+        self.lanes[item.lane].running += 1
+
+    def head(self, item: Item) -> bool:
+        q = self.keys.get((item.lane, item.key))
+        return bool(q) and q[0] is item
+
+    def blocked(self, lane: str, key: bytes) -> bool:
+        return (lane, key) in self.keys
+
+    def due(self, now: float) -> Iterable[Item]:
+        """Items to start now, taking lane capacity."""
+        mono = time.monotonic()
+        for lane in self.lanes.values():
+            while lane.waiting and lane.waiting[0][0] <= now:
+                _, order, item = heapq.heappop(lane.waiting)
+                heapq.heappush(lane.ready, (order, item))
+            cap = lane.capacity(mono)
+            while cap > 0 and lane.ready:
+                _, item = heapq.heappop(lane.ready)
+                lane.running += 1
+                cap -= 1
+                yield item
+
+    def put_back(self, item: Item) -> None:
+        """A handed-out item a worker did not start (its lane paused meanwhile): ready again, as it was."""
+        self.lanes[item.lane].running -= 1
+        self._push(item)
+
+    def finished(self, item: Item) -> None:
+        self.count -= 1
+        lane = self.lanes[item.lane]
+        lane.running -= 1
+        lane.backoff = 0.0
+        lane.probing = False
+        q = self.keys[(item.lane, item.key)]
+        q.popleft()
+        if q:
+            self._push(q[0])
+        else:
+            del self.keys[(item.lane, item.key)]
+
+    def retry(self, item: Item, outcome: Retry) -> float:
+        """Put the item back; returns the delay chosen."""
+        lane = self.lanes[item.lane]
+        lane.running -= 1
+        if outcome.lane:
+            mono = time.monotonic()
+            if lane.paused_until <= mono:  # the first failure, or a failed probe: back off further
+                lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
+                # jitter: many stages (or many machines) restarting against one server
+                lane.paused_until = mono + lane.backoff * random.uniform(0.5, 1.0)
+                lane.probing = True
+            lane.trouble = False  # paused now: workers look at paused_until
+            delay = lane.paused_until - mono  # items that were already running wait with the rest
+            item.not_before = 0.0
+        else:
+            delay = outcome.after
+            item.not_before = time.time() + delay
+        self._push(item)
+        return delay
+
+    def next_due(self) -> float | None:
+        """Seconds until something may become ready (None: nothing waiting on time)."""
+        now, mono = time.time(), time.monotonic()
+        waits = []
+        for lane in self.lanes.values():
+            if lane.waiting:
+                waits.append(lane.waiting[0][0] - now)
+            if lane.ready and lane.paused_until > mono:
+                waits.append(lane.paused_until - mono)
+            elif lane.ready and lane.capacity(mono) > 0:
+                waits.append(0.0)
+        return max(0.0, min(waits)) if waits else None
+
+    def running(self) -> int:
+        return sum(lane.running for lane in self.lanes.values())
+
+    def only_waiting(self) -> bool:
+        """Nothing runs or is ready to run: all that is left waits for a retry time."""
+        mono = time.monotonic()
+        return all(lane.running == 0 and (not lane.ready or lane.paused_until > mono) for lane in self.lanes.values())
+
+
+# -- the runner ------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    state_path: Any
+    input: str | None = None  # None/"-": stdin
+    output: str | None = None  # None/"-": stdout; a FIFO path is reopened for each reader
+    drain_timeout: float = 120.0  # after the end of input, how long without progress before giving up (exit 4)
+    max_queue: int = 100_000  # stop reading while this many items are unfinished
+    progress: bool = False
+    max_line_bytes: int = MAX_LINE_BYTES  # a longer line is skipped unread (--max-line-bytes)
+
+
+@dataclass
+class Counters:
+    read: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    written: int = 0
+    failed: int = 0
+    retries: int = 0
+    quarantined: int = 0
+
+
+class Runner:
+    def __init__(self, stage: Stage, opts: Options, stdin: IO[bytes], stdout: IO[bytes], rep: Reporter, stop: Stopper):
+        self.stage = stage
+        self.opts = opts
+        self.stdin = stdin
+        self.stdout = stdout
+        self.rep = rep
+        self.stop = stop
+        self.counts = Counters()
+        self.state = StageState(opts.state_path, stage.migrations, name=stage.name)
+        self.sched = Scheduler(stage.lanes())
+        self.inline = all(n == 0 for n in stage.lanes().values())
+        self._workers = sum(stage.lanes().values())
+        self.marks = self.state.load_upstream()
+        # seqs of events we hold unfinished, per writer: we acknowledge only below them,
+        # so a writer keeps (and fc-process keeps the work files of) what we still need
+        self.held: dict[tuple[str, str], Counter[int]] = {}
+        self.acks = Acknowledger(
+            self.state.origin,
+            lambda key, text: rep.warn_once(key, text),
+            self._input_ident(),
+            rep.info,
+            vouched=self._input_vouched(),
+        )
+        self.replays = Replays(self.state.db, self.state.epoch)  # our readers
+        self.holding = Holding(self.acks.session)  # our writers' replays
+        self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.room = threading.Event()
+        self.room.set()
+        self._order = itertools.count()
+        self._eof = False
+        self._stopping = False
+        self._closed = False
+        self._eof_at = 0.0
+        # the last progress (an item done, a reader acknowledging more): --drain-timeout counts from here, so
+        # a long but moving end (minutes of YUI downstream) is not reported as "try again later"
+        self._progress_at = 0.0
+        self._refreshed_at = 0.0
+        self._next_refresh = 0.0
+        self._behind_acks: dict[str, tuple[int, float]] = {}
+        self._out_fd: int | None = None
+        self._next_prune = 0.0
+        self._next_sessions = 0.0
+        self._next_ack = 0.0
+        self._next_id: int | None = None
+        self._enqueued: list[Item] = []  # queued by Stage.record (enqueue_in), scheduled after the commit
+        # emit(): while the loop runs, events go through self.events and the loop commits them; after it, the
+        # caller commits them itself, under this lock (worker and timed threads may still emit then)
+        self._emit_lock = threading.Lock()
+        self._looping = False
+        self._timed: list[tuple[Timed, str]] = []
+        self._hurried = False
+        self._hurried_works: set[int] = set()
+        self._written_upto = self.state.written  # the seq of the last line written
+        self._run_start = self.state.written
+        self.tail = PipeTail(None)  # stdout a pipe: what its reader has read (delivery/pipe_tail.py)
+        self._started = time.time()
+        self._lineno = 0
+        self._written_log: deque[tuple[float, int]] = deque()
+        self.progress = Progress(rep, opts.progress)
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def _input_ident(self) -> ack_check.Ident | None:
+        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
+        if self.opts.input in (None, "-"):
+            return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
+        return ack_check.input_ident(path=self.opts.input)
+
+    def _input_vouched(self) -> bool:
+        """An in-memory stream from a library caller, or a regular file of ours others cannot write (ack_check)."""
+        if self.opts.input in (None, "-"):
+            return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
+        return ack_check.own_file(path=self.opts.input)
+
+    def _open_output(self) -> None:
+        out = self.opts.output
+        if out in (None, "-"):
+            self._out_fd = None
+            if has_fd(self.stdout):
+                self.tail = PipeTail(self.stdout.fileno())
+            return
+        if is_fifo(out):
+            self.rep.info(f"waiting for a reader on {out}")
+            self._out_fd = open_fifo_for_writing(out, lambda: self.stop.requested)
+        else:
+            # owner-only: every line carries our epoch, which readers take as a sign that a hop is ours
+            private.private_file(out)
+            self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+
+    def _write(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> None:
+        """Write whole lines (``seqs``: theirs, for the pipe tail); a FIFO whose reader left is reopened and the
+        outbox replayed."""
+        if not lines:
+            return
+        data = b"".join(lines)
+        while True:
+            try:
+                if self._out_fd is None:
+                    fd = self.stdout.fileno() if has_fd(self.stdout) else None
+                    if fd is None:
+                        self.stdout.write(data)
+                        self.stdout.flush()
+                        return
+                else:
+                    fd = self._out_fd
+                view = memoryview(data)
+                while view:
+                    try:
+                        view = view[os.write(fd, view) :]
+                    except BlockingIOError:  # a FIFO opened O_NONBLOCK: wait for room
+                        select.select([], [fd], [], 1.0)
+                if seqs and self._out_fd is None:
+                    self.tail.wrote(list(seqs), [len(line) for line in lines])
+                return
+            except BrokenPipeError:
+                if self.opts.output in (None, "-") or not is_fifo(self.opts.output):
+                    self.tail.quit_early = self.tail.active  # left before our end: it took nothing for sure
+                    raise
+                self.rep.warn(f"the reader of {self.opts.output} went away; waiting for a new one")
+                os.close(self._out_fd)  # type: ignore[arg-type]
+                self._open_output()
+                if self._out_fd is None:  # stopped while waiting
+                    raise
+                # everything not acknowledged goes again; the new reader drops what it had
+                data = b"".join(line for _, line in self._replay_lines(self.state.replay_from()))
+                if not data:
+                    return
+
+    def _replay_lines(self, after: int) -> Iterable[tuple[int, bytes]]:
+        """Outbox lines (and their seqs) after ``after``, tagged for the readers the replay is for."""
+        tag = self.replays.tag
+        for seq, line in self.state.outbox_after(after):
+            if tag:
+                try:
+                    ev = E.decode(line)
+                except E.EventError:  # written by an older version that took more: the reader refuses it
+                    yield line
+                    continue
+                ev["hop"]["for"] = tag
+                line = E.encode(ev)
+            yield seq, line
+
+    def _replay(self, after: int | None = None) -> None:
+        """Re-send the outbox after ``after``; by default (at start) after what each
+        reader acknowledged, or, with no File Conveyor reader, what was never written."""
+        if after is None:
+            due = self.replays.due()
+            after = self.state.written if due is None else due
+        batch: list[tuple[int, bytes]] = []
+        n = 0
+        for seq_line in self._replay_lines(after):
+            batch.append(seq_line)
+            if len(batch) >= 4096:
+                self._write([line for _, line in batch], [seq for seq, _ in batch])
+                n += len(batch)
+                batch = []
+        self._write([line for _, line in batch], [seq for seq, _ in batch])
+        n += len(batch)
+        if n:
+            self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
+            self._written_upto = max(self._written_upto, self.state.next_seq - 1)
+            with self.state.transaction() as db:
+                self.state.mark_written(db, self._delivered())
+
+    def _load_inbox(self) -> None:
+        rows = self.state.db.execute(
+            "SELECT id, line, lane, key, attempts, not_before, last_error, internal FROM inbox ORDER BY id"
+        ).fetchall()
+        lanes = self.sched.lanes
+        undecodable: list[tuple[int, bytes, str, bytes, int, str]] = []
+        for rid, line, lane, key, attempts, not_before, last_error, internal in rows:
+            if lane not in lanes:
+                self.rep.warn_once(
+                    f"lane:{lane}", f"{len(rows)} queued item(s) include some for {lane!r}, not configured now: kept"
+                )
+                continue
+            try:
+                ev = E.decode(bytes(line))
+            except E.EventError as exc:  # stored by an older version that took more: never retried, set aside
+                undecodable.append((rid, line, lane, key, attempts, f"stored line is not a valid event: {exc}"))
+                continue
+            item = Item(ev, line, lane, bytes(key), next(self._order), rid, attempts, not_before, last_error)
+            item.internal = internal
+            item.hop = Hop.from_event(ev)
+            self._hold(item)
+            self.sched.add(item)
+        if undecodable:
+            with self.state.transaction() as db:
+                for rid, line, lane, key, attempts, reason in undecodable:
+                    quarantine.put(db, line, lane, key, attempts, reason)
+                    db.execute("DELETE FROM inbox WHERE id=?", (rid,))
+            self.counts.quarantined += len(undecodable)
+            for *_, reason in undecodable:
+                self.rep.error(f"queued item set aside (quarantine table of {self.state.path}): {reason}")
+        if rows:
+            self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
+
+    def enqueue(self, events: Iterable[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> int:
+        """Queue events as if read (used by --retry-failed); committed at once, together
+        with what ``also`` writes in the same transaction."""
+        items = []
+        for ev in events:
+            ev = {k: v for k, v in ev.items() if k != "hop"}
+            items.extend(self._items(ev, E.encode(ev)))
+        with self.state.transaction() as db:
+            self._insert(db, items)
+            if also is not None:
+                also(db)
+        for it in items:
+            self.sched.add(it)
+        return len(items)
+
+    def enqueue_in(self, db: sqlite3.Connection, events: Iterable[dict]) -> None:
+        """From ``Stage.record``: queue events in the transaction that finishes an item, so that a crash keeps
+        both or neither (fc-process queues the CSS files that reference a file that got a new name).  They are
+        scheduled once that transaction is committed."""
+        items = []
+        for ev in events:
+            ev = {k: v for k, v in ev.items() if k != "hop"}
+            items.extend(self._items(ev, E.encode(ev)))
+        self._insert(db, items)
+        self._enqueued.extend(items)
+
+    def emit(self, outputs: Sequence[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+        """Write events no input item produced (an old name deleted later, say): they are committed to the
+        outbox, together with what ``also`` writes in the same transaction, before they are written, like any
+        output.  Callable from any thread: while the loop runs, it commits and writes them in its next round;
+        once it has ended (from Stage.close, or a stage's thread still finishing), they are committed and written
+        at once.  ``emit([], also)`` just commits ``also``."""
+        with self._emit_lock:
+            if self._looping:
+                self.events.put(("emit", (list(outputs), also)))
+                return
+            self._commit_emitted([(list(outputs), also)])
+
+    def add_timed(self, work: Timed, what: str) -> None:
+        """Count ``work`` toward the end of the input: once the input ended and every item is done, the stage
+        goes on while ``work`` has something due within --drain-timeout, then exits 4 (what is left stays for
+        the next run, as queued items do) with a warning: "N <what> ...".  Call from Stage.start.  Work added
+        later is hurried (``hurry``) only once the earlier has nothing more due: add what feeds other work first."""
+        self._timed.append((work, what))
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._open_output()
+        if self._out_fd is None and self.opts.output not in (None, "-"):
+            return Exit.OK  # stopped while waiting for a reader
+        self._replay()
+        self._load_inbox()
+        self.stage.start(self)  # after the inbox is loaded: what it enqueues is queued once
+        self._start_workers()
+        # Tell every writer we know that a new process of ours reads now: lines the
+        # previous one held in memory died with it, and the writer re-sends them;
+        # until that replay begins, what comes from the writer is held.
+        for origin in self.acks.send(self._ack_marks(), force=True):
+            self.holding.expect(origin)
+        reader = threading.Thread(target=self._read_input, name="input", daemon=True)
+        reader.start()
+        self._looping = True
+        try:
+            status = self._loop()
+        finally:
+            self._stop_workers()
+            self._commit_late_results()
+            self._end_loop()
+            if self.stop.requested and self.tail.active and not self.state.readers():
+                # a clean stop: the reader of our pipe gets a moment to read what is in it (pipe_tail.STOP_WAIT)
+                with contextlib.suppress(Exception):
+                    self._settle_output()
+            self.acks.send(self._ack_marks(), force=True)
+            self.acks.close()
+            self.stage.close()
+            self.progress.done(self._progress_text())
+            with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
+                if self._delivered() != self.state.written:
+                    with contextlib.suppress(Exception), self.state.transaction() as db:
+                        self.state.mark_written(db, self._delivered(), rewind=self.tail.quit_early)
+                self.state.close()
+                self._closed = True
+        return status
+
+    def _queued(self, kind: str) -> list[Any]:
+        """Take the payloads of the queued messages of ``kind``; the others stay queued, in their order."""
+        taken, other = [], []
+        while True:
+            try:
+                msg = self.events.get_nowait()
+            except queue.Empty:
+                break
+            (taken if msg[0] == kind else other).append(msg)
+        for msg in other:
+            self.events.put(msg)
+        return [payload for _, payload in taken]
+
+    def _commit_late_results(self) -> None:
+        """Results that came in after the loop stopped (a stop request: items in progress get a grace period):
+        committed and written now, so that work done is not done again by the next run."""
+        done = self._queued("done")
+        if done:
+            with contextlib.suppress(BrokenPipeError):  # a reader gone: the outbox re-sends them next run
+                self._round([], done)
+
+    def _end_loop(self) -> None:
+        """From now on emit() commits by itself; what was emitted and not yet taken by the loop goes now.  Lines
+        nobody takes any more stay queued: their items are in the inbox for the next run."""
+        with self._emit_lock:
+            self._looping = False
+            emitted = self._queued("emit")
+            if emitted:
+                self._commit_emitted(emitted)
+
+    def _commit_emitted(self, emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]]) -> None:
+        """After the loop: commit and write what emit() was given.  Called with _emit_lock held."""
+        if self._closed:
+            self.rep.warn(f"{sum(len(o) for o, _ in emitted)} event(s) came after the state file was closed: lost")
+            return
+        lines: list[tuple[int, bytes]] = []
+        try:
+            with self.state.transaction() as db:
+                self._add_emitted(db, emitted, lines)
+        except Exception as exc:  # a full disk: nothing was committed, and the stage redoes that work next run
+            self.rep.warn(f"could not record {sum(len(o) for o, _ in emitted)} event(s) of our own: {exc}")
+            return
+        if not lines:
+            return
+        try:
+            self._write([line for _, line in lines], [seq for seq, _ in lines])
+        except OSError as exc:
+            self.rep.info(f"{len(lines)} event(s) not written ({exc}); they are in the outbox, re-sent next run")
+            return
+        self.counts.written += len(lines)
+        self._written_upto = lines[-1][0]
+
+    def _add_emitted(
+        self,
+        db: sqlite3.Connection,
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]],
+        lines: list[tuple[int, bytes]],
+    ) -> None:
+        """Inside a transaction: the outbox lines of emitted events (added to ``lines``) and their ``also``."""
+        start = len(lines)
+        for outputs, also in emitted:
+            for ev in outputs:
+                hop = ev["hop"] = self.state.hop(self.replays.tag)
+                lines.append((hop["seq"], E.encode(ev)))
+            if also is not None:
+                also(db)
+        self.state.add_outbox(db, lines[start:])
+
+    def _read_input(self) -> None:
+        try:
+            for line in input_lines(
+                self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
+            ):
+                while not self.room.wait(0.5):
+                    if self.stop.requested:
+                        return
+                self.events.put(("line", line))
+        except OSError as exc:
+            self.events.put(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
+        self.events.put(("eof", None))
+
+    def _loop(self) -> int:
+        while True:
+            if self.stop.requested:
+                return Exit.OK  # the caller turns the signal into 128+n; the inbox keeps the rest
+            timeout = self.sched.next_due()
+            # draining timed work: look again soon (a deletion of an old name that was in use again emits nothing)
+            longest = 0.2 if self._hurried else 1.0
+            timeout = longest if timeout is None else min(timeout + 0.001, longest)
+            lines: list[bytes] = []
+            done: list[tuple[Item, Outcome]] = []
+            emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] = []
+            try:
+                msgs = [self.events.get(timeout=timeout)]
+            except queue.Empty:
+                msgs = []
+            while len(msgs) < BATCH:
+                try:
+                    msgs.append(self.events.get_nowait())
+                except queue.Empty:
+                    break
+            if msgs and len(msgs) <= max(1, self._workers // 2) and all(kind == "done" for kind, _ in msgs):
+                # A few results only: wait a moment for more, so that one commit serves many (workers have
+                # queued work meanwhile).  With one worker too: its next item starts (and holds the GIL until
+                # its request is out) before this thread commits, instead of waiting for the commit.
+                wait_until = time.monotonic() + COALESCE
+                while len(msgs) < max(2, self._workers) and (left := wait_until - time.monotonic()) > 0:
+                    try:
+                        msgs.append(self.events.get(timeout=left))
+                    except queue.Empty:
+                        break
+            for kind, payload in msgs:
+                if kind == "line":
+                    lines.append(payload)
+                elif kind == "done":
+                    done.append(payload)
+                elif kind == "back":
+                    self.sched.put_back(payload)
+                elif kind == "emit":
+                    emitted.append(payload)
+                elif kind == "eof":
+                    self._eof = True
+                    self._eof_at = time.monotonic()
+                elif kind == "error":
+                    self.rep.error(payload)
+                    self._eof = True
+                    self._eof_at = time.monotonic()
+            self._round(lines, done, emitted)
+            released = self.holding.release(at_end=self._eof)
+            if released:
+                self._lineno -= len(released)  # taken again: keep line numbers in messages right
+                self.counts.read -= len(released)  # and counted again: each line is read once
+                self._round(released, [])
+            self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
+            self.progress.update(self._progress_text)
+            if self._eof and self.sched.count == 0:
+                timed = self._timed_left()
+                if timed is not None:
+                    if timed:
+                        continue  # timed work due within the drain time: wait for it
+                    return Exit.RETRY
+                behind = self._readers_behind()
+                if not behind:
+                    if self.tail.active and not self.state.readers():
+                        settled = self._settle_output()
+                        if settled == "fc":
+                            self._progress_at = time.monotonic()  # a reader showed up: wait for its acknowledgements
+                            continue
+                        if settled == "gone":
+                            return Exit.BROKEN_PIPE
+                    return self._status()
+                if self._reader_gone():
+                    self.rep.info("the reader of our output went away; what it missed is re-sent next run")
+                    return Exit.BROKEN_PIPE
+                if self._idle() > self.opts.drain_timeout:
+                    self.rep.warn(
+                        f"{', '.join(behind)} did not acknowledge all our output for {self.opts.drain_timeout:g} s "
+                        f"(--drain-timeout); it stays in "
+                        f"{self.state.path} and is re-sent when {self.stage.name} runs again"
+                    )
+                    return Exit.RETRY
+            if self._eof and self.sched.only_waiting() and self._idle() > self.opts.drain_timeout:
+                self.rep.warn(
+                    f"{self.sched.count} item(s) still waiting to be retried, none done for "
+                    f"{self.opts.drain_timeout:g} s (--drain-timeout); they stay queued in "
+                    f"{self.state.path} and are retried when {self.stage.name} runs again"
+                )
+                return Exit.RETRY
+
+    def _delivered(self) -> int:
+        """How far our output counts as taken when no File Conveyor reader says so (``written`` in the state
+        file): written (a file, a terminal), read from the pipe, or, when the pipe's reader left before our end
+        (head, a stage that failed), nothing of this run."""
+        return self.tail.delivered(self._written_upto, self._run_start)
+
+    def _settle_output(self) -> str:
+        """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we
+        wrote, or has gone (delivery/pipe_tail.py); "fc" when a File Conveyor reader showed up meanwhile."""
+        got = self.tail.settle(self.opts.drain_timeout, lambda: self.stop.requested, lambda: bool(self.state.readers()))
+        if got == "gone":
+            self.rep.info(
+                "the reader of our output closed it before the end (head, a stage that failed?): "
+                "this run's output is re-sent next run"
+            )
+        elif got == "timeout":
+            self.rep.info("the reader of our output did not read all of it; the rest is re-sent next run")
+        with self.state.transaction() as db:
+            self.state.mark_written(db, self._delivered(), rewind=got == "gone")
+        return got
+
+    def _idle(self) -> float:
+        """Seconds since the input ended or, later, since the last progress."""
+        return time.monotonic() - max(self._eof_at, self._progress_at)
+
+    def _timed_left(self) -> bool | None:
+        """After the input and every item: None when no timed work is left; True while some of it is due within
+        the drain time; False when the rest must wait for the next run (said in a warning)."""
+        if not self._timed:
+            return None
+        self._hurried = True
+        left_s = self.opts.drain_timeout - (time.monotonic() - self._eof_at)
+        deadline = time.time() + left_s
+        # hurried in the order they were added, each once those before it have nothing more due: what they do
+        # may feed it (an old name deleted gives a path to invalidate), and one batch then carries it all
+        for i, (work, _) in enumerate(self._timed):
+            if i not in self._hurried_works:
+                if any(w.due_before(deadline) for w, _ in self._timed[:i]):
+                    break
+                self._hurried_works.add(i)
+                work.hurry()
+        left = [(work.pending(), work, what) for work, what in self._timed]
+        left = [(n, work, what) for n, work, what in left if n]
+        if not left:
+            return None
+        if left_s > 0 and any(work.due_before(deadline) for _, work, _ in left):
+            return True
+        for n, _, what in left:
+            self.rep.warn(
+                f"{n} {what} not done within the drain time (--drain-timeout); they stay in {self.state.path} "
+                f"and are done when {self.stage.name} runs again"
+            )
+        return False
+
+    def _readers_behind(self) -> list[str]:
+        """File Conveyor readers that have not acknowledged all we wrote: we wait for them
+        before exiting, re-sending if one restarts, so that a reader killed after our input
+        ended still gets everything."""
+        last = self.state.next_seq - 1
+        # only readers heard from during this run: one that read from us last week
+        # and is gone must not hold up today's run
+        rows = self.state.db.execute(
+            "SELECT reader, seq, at FROM acks WHERE epoch=? AND at>=? AND seq<?",
+            (self.state.epoch, self._started, last),
+        ).fetchall()
+        acks = {r: (seq, at) for r, seq, at in rows}
+        # a reader moving on (a higher mark, or an acknowledgement written again: it finished something) is
+        # progress, however slowly it goes
+        if any(now > self._behind_acks.get(r, now) for r, now in acks.items()):
+            self._progress_at = time.monotonic()
+        self._behind_acks = acks
+        return list(acks)
+
+    def _reader_gone(self) -> bool:
+        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
+        if self.opts.output not in (None, "-") or not has_fd(self.stdout):
+            return False
+        poller = select.poll()
+        poller.register(self.stdout.fileno(), 0)  # POLLERR is reported whatever is asked
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+
+    def _status(self) -> int:
+        c = self.counts
+        return Exit.EVENTS_FAILED if c.failed or c.bad or c.quarantined else Exit.OK
+
+    def _round(
+        self,
+        lines: list[bytes],
+        done: list[tuple[Item, Outcome]],
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None = None,
+    ) -> None:
+        new = self._take(lines)
+        to_insert: list[Item] = new
+        if self.inline:
+            # Work what can be worked now, before the commit: an item finished at once
+            # never needs an inbox row, only its outputs in the outbox.
+            to_insert = []
+            for item in new:
+                if self.sched.blocked(item.lane, item.key):
+                    self.sched.add(item)  # behind an earlier item of its path
+                    to_insert.append(item)
+                    continue
+                outcome = self._work(item)
+                if isinstance(outcome, Retry):
+                    self.sched.add_running(item)  # later items of its path now wait for it
+                done.append((item, outcome))
+            for item in list(self.sched.due(time.time())):
+                done.append((item, self._work(item)))
+        else:
+            # Pass-throughs are finished here, in the batch's own commit, instead of
+            # a round trip through a worker and a commit of their own.
+            to_insert = []
+            for item in new:
+                if not self.sched.blocked(item.lane, item.key):
+                    outcome = self._quick(item)
+                    if outcome is not None:
+                        done.append((item, outcome))
+                        continue
+                self.sched.add(item)  # now: a later item of its path in this batch waits for it
+                to_insert.append(item)
+        self._flush(done)
+        seq_lines: list[tuple[int, bytes]] = []
+        restore = self._snapshot(done, to_insert)
+        try:
+            with self.state.transaction() as db:
+                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
+        except Exception as exc:
+            if not quarantine.is_bug(exc):
+                raise
+            # Something in this round cannot be committed (a stage's bug, an event it cannot carry): again,
+            # item by item, so that only the item at fault waits, and is set aside if it keeps failing.
+            self.rep.debug(traceback.format_exc())
+            restore()
+            seq_lines.clear()
+            self._enqueued.clear()  # rolled back with the rest
+            with self.state.transaction() as db:
+                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=True)
+        for it in self._enqueued:
+            self.sched.add(it)
+        self._enqueued.clear()
+        out = [line for _, line in seq_lines]
+        for item, outcome in done:
+            self._after(item, outcome)
+            if isinstance(outcome, Done):
+                self._progress_at = time.monotonic()
+        self._write(out, [seq for seq, _ in seq_lines])
+        if out:
+            self.counts.written += len(out)
+            self._written_upto = seq_lines[-1][0]
+            self._written_log.append((time.monotonic(), self._written_upto))
+        self._housekeeping(bool(out))
+        if not self.inline:
+            for item in self.sched.due(time.time()):
+                self.sched.lanes[item.lane].tasks.put(item)
+
+    def _commit(
+        self,
+        db: sqlite3.Connection,
+        took_lines: bool,
+        done: list[tuple[Item, Outcome]],
+        to_insert: list[Item],
+        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None,
+        seq_lines: list[tuple[int, bytes]],
+        careful: bool,
+    ) -> None:
+        """A round's writes, inside its transaction.  ``careful``: each finished item in a savepoint of its own;
+        one whose writes raise is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
+        if took_lines:
+            self.state.save_upstream(db, self.marks)
+        finished: list[tuple[int]] = []
+        for i, (item, outcome) in enumerate(done):
+            if not careful:
+                if isinstance(outcome, Done):
+                    self._finish(db, item, outcome, seq_lines, finished)
+                else:
+                    self._retry_row(db, item, outcome, to_insert)
+                continue
+            marks = (len(seq_lines), len(finished), self.counts.failed, len(self._enqueued))
+            db.execute("SAVEPOINT item")
+            try:
+                if isinstance(outcome, Done):
+                    self._finish(db, item, outcome, seq_lines, finished)
+                else:
+                    self._retry_row(db, item, outcome, to_insert)
+            except Exception as exc:
+                if not quarantine.is_bug(exc):
+                    raise
+                db.execute("ROLLBACK TO item")
+                del seq_lines[marks[0] :], finished[marks[1] :], self._enqueued[marks[3] :]
+                self.counts.failed = marks[2]
+                done[i] = (item, self._internal_error(db, item, exc, to_insert))
+            db.execute("RELEASE item")
+        self._insert(db, [it for it in to_insert if it.id is None])
+        if finished:
+            db.executemany("DELETE FROM inbox WHERE id=?", finished)
+        self.state.add_outbox(db, seq_lines)
+        if emitted:
+            self._add_emitted(db, emitted, seq_lines)
+        self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
+
+    def _flush(self, done: list[tuple[Item, Outcome]]) -> None:
+        """The stage's own writes of this round made durable (Stage.flush), or its finished items retried."""
+        reason = self.stage.flush()
+        if reason is None:
+            return
+        for i, (item, outcome) in enumerate(done):
+            if isinstance(outcome, Done):
+                done[i] = (item, Retry(reason, after=min(60.0, 2.0 * 2 ** min(item.attempts, 5))))
+                if not self.sched.head(item):
+                    self.sched.add_running(item)  # finished at once: now it holds its key until retried
+
+    def _snapshot(self, done: list[tuple[Item, Outcome]], to_insert: list[Item]) -> Callable[[], None]:
+        """What a round's commit changes in memory, to undo when it is rolled back and done again carefully."""
+        n_insert = len(to_insert)
+        ids = [(it, it.id) for it in to_insert]
+        retried = [(it, it.id, it.attempts, it.last_error, it.not_before) for it, o in done if isinstance(o, Retry)]
+        counts = (self.counts.failed, self.counts.retries)
+
+        def restore() -> None:
+            del to_insert[n_insert:]
+            for it, rid in ids:
+                it.id = rid
+            for it, rid, attempts, last_error, not_before in retried:
+                it.id, it.attempts, it.last_error, it.not_before = rid, attempts, last_error, not_before
+            self.counts.failed, self.counts.retries = counts
+
+        return restore
+
+    def _internal_error(self, db: sqlite3.Connection, item: Item, exc: Exception, to_insert: list[Item]) -> Outcome:
+        """An item whose commit raised: tried again a little later, set aside after QUARANTINE_AFTER attempts."""
+        item.internal += 1
+        reason = f"internal error: {exc!r}"
+        where = E.display(E.get_path(item.event, "path"))
+        if item.internal >= quarantine.QUARANTINE_AFTER:
+            quarantine.put(db, item.line, item.lane, item.key, item.attempts, reason)
+            if item.id is not None:
+                db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
+            self.counts.quarantined += 1
+            self.rep.error(
+                f"{where}: {reason}; set aside after {item.internal} attempts (the quarantine table of "
+                f"{self.state.path}), not retried"
+            )
+            return Done([])
+        retry = Retry(reason, after=quarantine.FIRST_DELAY * 2 ** (item.internal - 1))
+        self._retry_row(db, item, retry, to_insert)
+        self.counts.retries -= 1  # not a retry the stage asked for
+        if not self.sched.head(item):
+            self.sched.add_running(item)  # it was finished at once: now it holds its key until retried
+        return retry
+
+    # -- taking lines ----------------------------------------------------------------------
+
+    def _take(self, lines: list[bytes]) -> list[Item]:
+        items: list[Item] = []
+        for line in lines:
+            self._lineno += 1
+            if not line.endswith(b"\n"):
+                if isinstance(line, LongLine):
+                    self._bad(f"{line.length} bytes, longer than --max-line-bytes {self.opts.max_line_bytes}", line)
+                else:
+                    self._bad("incomplete last line (no newline): the writer died mid-line?", line)
+                continue
+            if not line.strip():
+                continue
+            try:
+                ev = E.decode(line)
+            except E.EventError as exc:
+                self._bad(str(exc), line)
+                continue
+            self.counts.read += 1
+            hop = Hop.from_event(ev)
+            if hop is not None:
+                mark = self.marks.get(hop.origin)
+                if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
+                    # a first line, or a leap: a seq past what the writer wrote would make its real lines
+                    # after it look like replays (dropped); its state file says (one look, not per line)
+                    high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
+                    if high is not None:
+                        self._bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+                        continue
+                if mark is None or mark[0] != hop.epoch:
+                    # a writer new to us (or whose state was recreated): register at once,
+                    # and hold its lines until it re-sends, for us, all it has kept (lines
+                    # a previous process of ours may have read and lost included)
+                    # Only the last lines before the first one we see can have been meant
+                    # for a process of ours (read and lost before it registered): at most
+                    # a pipe buffer and one reader's queue.  Older ones are not ours.
+                    start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
+                    self.marks[hop.origin] = (hop.epoch, start)
+                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
+                        self.holding.expect(hop.origin)
+                    mark = self.marks[hop.origin]
+                if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
+                    continue
+                if hop.seq <= mark[1]:
+                    self.counts.duplicates += 1
+                    continue
+                self.marks[hop.origin] = (hop.epoch, hop.seq)
+            try:
+                items.extend(self._items(ev, line))
+            except E.EventError as exc:
+                self._bad(str(exc), line)
+            except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
+                self.rep.debug(traceback.format_exc())
+                self._bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
+        return items
+
+    def _items(self, ev: dict, line: bytes) -> list[Item]:
+        hop = Hop.from_event(ev)
+        items = [
+            Item(part, line if part is ev else E.encode(part), lane, key, next(self._order), hop=hop)
+            for lane, key, part in self.stage.split(ev)
+        ]
+        for item in items:
+            self._hold(item)
+        return items
+
+    def _hold(self, item: Item) -> None:
+        if item.hop is not None:
+            self.held.setdefault((item.hop.origin, item.hop.epoch), Counter())[item.hop.seq] += 1
+
+    def _release(self, item: Item) -> None:
+        if item.hop is not None:
+            held = self.held.get((item.hop.origin, item.hop.epoch))
+            if held is not None:
+                held[item.hop.seq] -= 1
+                if held[item.hop.seq] <= 0:
+                    del held[item.hop.seq]
+
+    def _ack_marks(self) -> dict[str, tuple[str, int]]:
+        out = {}
+        for origin, (epoch, hwm) in self.marks.items():
+            held = self.held.get((origin, epoch))
+            out[origin] = (epoch, min(hwm, min(held) - 1) if held else hwm)
+        return out
+
+    def _bad(self, reason: str, line: bytes) -> None:
+        self.counts.bad += 1
+        shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+        self.rep.error(f"input line {self._lineno}: {reason}: {shown!r} (skipped)")
+
+    # -- working -----------------------------------------------------------------------
+
+    def _work(self, item: Item) -> Outcome:
+        try:
+            return self.stage.work(item)
+        except Exception as exc:  # a bug in a stage must not kill the stage: the event fails
+            self.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
+            self.rep.debug(traceback.format_exc())
+            return Done([{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}], failed=True)
+
+    def _quick(self, item: Item) -> Done | None:
+        try:
+            return self.stage.quick(item)
+        except Exception:
+            self.rep.debug(traceback.format_exc())
+            return None  # let the worker try, and fail the event properly if it must
+
+    def _start_workers(self) -> None:
+        for lane in self.sched.lanes.values():
+            for n in range(lane.workers):
+                t = threading.Thread(target=self._worker, args=(lane,), name=f"{lane.name}-{n}", daemon=True)
+                t.start()
+                lane.threads.append(t)
+
+    def _worker(self, lane: Lane) -> None:
+        while True:
+            item = lane.tasks.get()
+            if item is None or self._stopping:
+                return  # what is still queued is in the inbox: the next run does it
+            if lane.trouble or lane.paused_until > time.monotonic():
+                # queued before the lane paused (a server down): back to the scheduler, which probes with one
+                # item after the back-off, instead of every queued item knocking on its own
+                self.events.put(("back", item))
+                continue
+            outcome = self._work(item)
+            if isinstance(outcome, Retry) and outcome.lane:
+                lane.trouble = True  # before the result is posted: the main thread clears it once paused
+            self.events.put(("done", (item, outcome)))
+
+    def _stop_workers(self, grace: float = 10.0) -> None:
+        self._stopping = True
+        for lane in self.sched.lanes.values():
+            for _ in lane.threads:
+                lane.tasks.put(None)
+        deadline = time.monotonic() + grace
+        if self.stop.requested:  # idle workers end at once; say what the others are given, and how to cut it short
+            for lane in self.sched.lanes.values():
+                for t in lane.threads:
+                    t.join(max(0.0, min(0.2, deadline - time.monotonic())))
+            busy = sum(t.is_alive() for lane in self.sched.lanes.values() for t in lane.threads)
+            if busy:
+                self.rep.warn(
+                    f"stopping: {busy} item(s) in progress get up to {grace:g} s to finish (Ctrl-C again: stop "
+                    f"now); the rest stays queued for the next run"
+                )
+        for lane in self.sched.lanes.values():
+            for t in lane.threads:
+                t.join(max(0.0, deadline - time.monotonic()))
+
+    # -- committing --------------------------------------------------------------------
+
+    def _insert(self, db: sqlite3.Connection, items: list[Item]) -> None:
+        if not items:
+            return
+        if self._next_id is None:
+            (self._next_id,) = db.execute("SELECT coalesce(max(id), 0) + 1 FROM inbox").fetchone()
+        for it in items:  # ids given here: one executemany instead of a statement per item
+            it.id = self._next_id
+            self._next_id += 1
+        db.executemany(
+            "INSERT INTO inbox(id, line, lane, key, attempts, not_before, last_error, internal) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error, it.internal) for it in items],
+        )
+
+    def _finish(
+        self,
+        db: sqlite3.Connection,
+        item: Item,
+        outcome: Done,
+        out: list[tuple[int, bytes]],
+        finished: list[tuple[int]],
+    ) -> None:
+        """Add the item's output lines to ``out`` (stored in the outbox once per round), its inbox row to
+        ``finished``."""
+        for ev in outcome.outputs:
+            hop = ev["hop"] = self.state.hop(self.replays.tag)
+            out.append((hop["seq"], E.encode(ev)))
+        self.stage.record(db, item, outcome)
+        if item.id is not None:
+            finished.append((item.id,))
+        if outcome.failed:
+            self.counts.failed += 1
+
+    def _retry_row(self, db: sqlite3.Connection, item: Item, outcome: Retry, inbox_new: list[Item]) -> None:
+        item.attempts += 1
+        item.last_error = outcome.reason
+        item.not_before = 0.0 if outcome.lane else time.time() + outcome.after
+        self.counts.retries += 1
+        if item.id is None:
+            inbox_new.append(item)
+        else:
+            db.execute(
+                "UPDATE inbox SET attempts=?, not_before=?, last_error=?, internal=? WHERE id=?",
+                (item.attempts, item.not_before, outcome.reason, item.internal, item.id),
+            )
+
+    def _after(self, item: Item, outcome: Outcome) -> None:
+        in_sched = self.sched.head(item)
+        if isinstance(outcome, Done):
+            self._release(item)
+            if in_sched:
+                self.sched.finished(item)
+            return
+        lane = self.sched.lanes[item.lane]
+        was_paused = lane.paused_until > time.monotonic()
+        delay = self.sched.retry(item, outcome)
+        if outcome.lane and not was_paused:
+            # a destination down, a disk full: people need to know, once per pause
+            where = f"{item.lane}: " if item.lane else ""
+            self.rep.warn(f"{where}{outcome.reason}; pausing, next try in {delay:.1f}s (work stays queued)")
+        else:
+            self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
+
+    def _housekeeping(self, wrote: bool) -> None:
+        now = time.monotonic()
+        if now >= self._next_ack:  # computing the marks costs: not on every round
+            self._next_ack = now + ACK_INTERVAL
+            self.acks.send(self._ack_marks())
+        if now >= self._next_prune and self._delivered() > self.state.written:
+            with self.state.transaction() as db:
+                self.state.mark_written(db, self._delivered())
+        if now >= self._next_sessions:
+            self._next_sessions = now + SESSION_CHECK
+            self._check_sessions()
+        if now >= self._next_prune:
+            self._next_prune = now + PRUNE_INTERVAL
+            with contextlib.suppress(Exception):
+                floor, dropped = self.state.prune()
+                if floor is None:
+                    # no File Conveyor reader has said what it holds: release what was
+                    # written long ago (a reader that never acknowledges, like jq)
+                    while self._written_log and self._written_log[0][0] < now - RELEASE_GRACE:
+                        floor = min(self._written_log.popleft()[1], self.state.written)
+                if floor:
+                    self.stage.released(floor)
+                if dropped:
+                    self.rep.warn_once(
+                        "unacked",
+                        "no File Conveyor stage is acknowledging this output; old lines are no longer kept for replay",
+                    )
+        if now >= self._next_refresh:
+            # Our acknowledgements are written again, with a fresh time, while we work (an item running or
+            # done) or have nothing left: a writer waiting for us at its end takes that for progress
+            # (--drain-timeout) even while the mark cannot move (YUI on the first file for minutes, items
+            # finishing out of order); with only retries left to wait for, we leave the time alone, and the
+            # writer gives up after its drain timeout.
+            self._next_refresh = now + REFRESH_INTERVAL
+            if self._progress_at > self._refreshed_at or self.sched.count == 0 or not self.sched.only_waiting():
+                self._refreshed_at = now
+                self.acks.send(self._ack_marks(), force=True)
+
+    def _check_sessions(self) -> None:
+        """A reader is new or restarted while we run: re-send what it had not acknowledged."""
+        after = self.replays.due()
+        if after is not None:
+            self._replay(after)
+
+    def _progress_text(self) -> str:
+        c = self.counts
+        extra = self.stage.progress()
+        return (
+            f"{c.read} read, {c.written} written, {self.sched.count} queued"
+            + (f", {c.failed} failed" if c.failed else "")
+            + (f", {c.retries} retries" if c.retries else "")
+            + (f", {extra}" if extra else "")
+        )
+
+
+def run_stage(stage: Stage, opts: Options, stdin: IO[bytes], stdout: IO[bytes], rep: Reporter, stop: Stopper) -> int:
+    runner = Runner(stage, opts, stdin, stdout, rep, stop)
+    return runner.run()

@@ -1,0 +1,522 @@
+"""fc-process: run each event's file through a processor chain, in parallel.
+
+One lane keyed by path: events of one path are processed one at a time, in
+order; different paths run concurrently on ``jobs`` worker threads (the heavy
+work happens in external tools or C code, which release the GIL).  Events that
+need no file (deleted events, files no processor applies to, chains of
+``name_only`` processors such as ``filename.*``) are decided in the main thread
+by ``Stage.quick``, in the batch's own commit, with no work directory.
+
+Every event that needs a work file gets its own directory
+``<work root>/e<random>/``, so concurrent chains on files of the same base name
+never meet.  The final file is moved to ``e.../<name>`` and intermediate steps
+are removed at once; the directory itself stays until the readers of our output
+have acknowledged the line that names it (``released``), recorded in our own
+table ``work_files`` (output seq -> directory), and, for the latest version of
+each path, until a newer version or the path's deletion supersedes it: a
+transfer that failed (a wrong password) and is retried later still finds its
+file.  Directories no row knows of (a kill -9 mid-chain) are removed at start.
+
+Fields added (docs/events.md, "fc-process"): ``name`` on every event, ``file``
+when the content or name changed through a work file, ``processed`` (the names
+of the processors that ran).  A deleted event gets the last name emitted for
+its path (table ``names``, which holds only names that differ from the base
+name), so the transporter deletes the right remote file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ... import events as E
+from ... import private
+from ...delivery.runner import Done, Item, Outcome, Retry, Runner, Stage
+from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
+from ...processors.base import base_name_problem, checked, safe_ext, split_name
+from ...sourcefile import Source as SourceSpec
+from ...sourcefile import SourceFile, SourceGone, SourceRefused, copy_fd, from_event, open_source
+from ...state import default_state_dir
+from ..record.delete import confined
+from ..record.old_daemon import Source as SourceRoot
+from . import refs
+
+MIGRATIONS = [
+    """
+    -- output line seq -> the work directory its "file" lives in, removed once readers are done
+    CREATE TABLE work_files(seq INTEGER PRIMARY KEY, dir BLOB NOT NULL, at REAL NOT NULL);
+    -- the last name emitted for a path, only when it differs from the path's base name
+    CREATE TABLE names(path BLOB PRIMARY KEY, name BLOB NOT NULL);
+    """,
+    # the latest processed copy of each path stays until a newer version or the deletion of the path supersedes
+    # it, not only until the reader acknowledged its line: a transfer that failed (a wrong password) and is
+    # retried later (--retry-failed) still needs it (issue 17, finding 2)
+    """
+    ALTER TABLE work_files ADD COLUMN path BLOB;
+    ALTER TABLE work_files ADD COLUMN current INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX work_files_current ON work_files(path) WHERE current=1;
+    """,
+    refs.MIGRATION,  # the reference graph of CSS files (process_refs.py)
+]
+
+RETRY_CAP = 600.0  # seconds: the longest wait between two tries of a deferred event
+ORPHAN_GRACE = 3600.0  # work files of lines no File Conveyor reader acknowledged go after this
+
+
+def _copy_event(ev: dict) -> dict:
+    out = dict(ev)
+    out.pop("hop", None)  # the runner gives every output line our own hop
+    return out
+
+
+def _has(ev: Mapping, field: str) -> bool:
+    return field in ev or field + "_b64" in ev
+
+
+@dataclass
+class Settings:
+    jobs: int = 1
+    work_dir: str | None = None  # None: next to the state file
+    options: dict[str, str] = field(default_factory=dict)  # document_root, base_path, server, synced_db
+    retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
+    reference_wait: float | None = None  # link_updater: seconds a missing reference is waited for
+    follow_symlinks: bool = False  # as fc-watch's: a link out of the root is read to the event's file (sourcefile)
+    sources: list[SourceRoot] = field(default_factory=list)  # --source: the only roots read from (none: the event's)
+
+
+class ProcessStage(Stage):
+    name = "fc-process"
+    migrations = MIGRATIONS
+
+    def __init__(self, chain: Sequence[Processor], settings: Settings):
+        self.chain = list(chain)
+        self.settings = settings
+        self.root = b""  # this state file's work directory, set in start()
+        self.work_bases: list[bytes] = []
+        self.runner: Runner | None = None
+        self._lock = threading.Lock()
+        # path -> the name quick() decided for it, until record() has written it to the names table:
+        # a deleted event later in the same batch must carry it (main thread only)
+        self._pending_names: dict[bytes, bytes] = {}
+        self._dirs: dict[Item, bytes] = {}  # item -> its work directory, handed from work() to record()
+        # messages for stderr, printed in the main thread: (is an error, text)
+        self._notes: dict[Item, list[tuple[bool, str]]] = {}
+        self._local = threading.local()  # per worker: a read-only connection for the names table
+        self._conns: list[sqlite3.Connection] = []
+        self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
+
+    # -- set-up ----------------------------------------------------------------------
+
+    def lanes(self) -> dict[str, int]:
+        # Events that need no file never reach a worker (quick()), so the workers are the chains at once.
+        return {"": self.settings.jobs}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        # An incoming name is checked as a processor's is: joined to a work directory,
+        # "/tmp/x" or "../x" would put the file outside it.  Refused here, it is a bad line.
+        if _has(event, "name"):
+            problem = base_name_problem(E.get_path(event, "name"))
+            if problem:
+                raise E.EventError(f"field 'name' is not a base name: {problem}")
+        return super().split(event)
+
+    def start(self, runner: Runner) -> None:
+        self.runner = runner
+        state = runner.state.path
+        base = self.settings.work_dir or str(state.parent)
+        # one directory per state file: two fc-process sharing --work-dir never clean each other's files
+        self.root = os.fsencode(os.path.abspath(os.path.join(base, state.name + ".work")))
+        private.private_dir(os.fsdecode(self.root), ours=True)  # processed files before they are public
+        # where an earlier fc-process's "file" may lie (sourcefile.from_event): its work folders next to ours
+        self.work_bases = [os.fsencode(os.path.abspath(base)), os.fsencode(default_state_dir())]
+        db = runner.state.db
+        if not runner.state.readers():
+            # no File Conveyor reader acknowledges our lines (jq, a file): their work
+            # files go after a grace period, as the runner does within one run
+            self._release_rows(db, "at < ? AND current=0", time.time() - ORPHAN_GRACE)
+        known = {bytes(d) for (d,) in db.execute("SELECT dir FROM work_files")}
+        for entry in os.listdir(self.root):
+            path = os.path.join(self.root, entry)
+            if path not in known:  # left by a chain that was running when we were killed
+                _remove(path)
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._conns:
+                conn.close()
+            self._conns.clear()
+
+    # -- work (worker threads) ---------------------------------------------------------
+
+    def work(self, item: Item) -> Outcome:
+        quick = self._quick(item, self._last_name)
+        if quick is not None:
+            return quick
+        ev = item.event
+        path = E.get_path(ev, "path")
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
+        return self._process(item, path, current, out)
+
+    def quick(self, item: Item) -> Done | None:
+        """The outcome of an item that needs no file of ours (a deleted event, a file no
+        processor applies to, a chain of name_only steps), worked out at once in the main
+        thread; None for the rest.
+
+        For a runner that finishes such items inline instead of handing them to a
+        worker (one commit per batch instead of per round of workers)."""
+        assert self.runner is not None
+        db = self.runner.state.db
+
+        def last_name(path: bytes) -> bytes | None:
+            pending = self._pending_names.get(path)
+            return pending if pending is not None else _name_row(db, path)
+
+        done = self._quick(item, last_name)
+        if done is None:
+            done = self._names_only(item, last_name)
+        if done is not None and done.outputs and not done.failed:
+            out = done.outputs[0]
+            # what record() writes to the names table
+            if "error" not in out and (out.get("kind") == "deleted" or out["processed"]):
+                path = E.get_path(out, "path")
+                self._pending_names[path] = E.get_path(out, "name") if out.get("kind") != "deleted" else b""
+        return done
+
+    def _quick(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+        ev = item.event
+        path = E.get_path(ev, "path")
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        if ev.get("kind") == "deleted":
+            out = _copy_event(ev)
+            out.setdefault("processed", [])
+            E.put_path(out, "name", (last_name(path) if not _has(ev, "name") else None) or current)
+            return Done([out])
+        # a processor applies by name, and a later step only after an earlier one renamed;
+        # an earlier fc-process's work file is taken over in _process (a work dir is needed)
+        nothing_applies = not any(proc.applies_to(current) for proc in self.chain) and not _has(ev, "file")
+        if "error" in ev or nothing_applies:
+            out = _copy_event(ev)
+            out.setdefault("processed", [])
+            E.put_path(out, "name", current)
+            if "error" not in ev:
+                self._count("unchanged")
+            return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
+        return None
+
+    def _names_only(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+        """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
+        as a processor's input would be, to find a vanished or refused source, but nothing is copied; None when a
+        step needs the file (a worker runs the whole chain then)."""
+        ev = item.event
+        if _has(ev, "file") or ev.get("kind") == "deleted" or "error" in ev:
+            return None  # an earlier fc-process's work file is taken over in _process (a work dir is needed)
+        path = E.get_path(ev, "path")
+        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
+        renamed = False
+        for proc in self.chain:  # after a rename any later step may apply: each must be name_only then
+            if renamed or proc.applies_to(current):
+                if not proc.name_only or proc.reports_references:
+                    return None
+                renamed = renamed or proc.renames
+        out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
+        try:
+            with open_source(self._source(ev)):
+                pass
+        except SourceGone as exc:
+            return self._vanished(item, path, str(exc))
+        except SourceRefused as exc:
+            return self._failed(item, out, current, None, exc)
+        except OSError:
+            return None  # a worker tries again, and tells a vanished file from a failed one
+        ctx = self._context(item, path, current, b"", last_name)
+        ran: list[str] = []
+        proc: Processor | None = None
+        try:
+            for proc in self.chain:
+                if not proc.applies_to(ctx.basename):
+                    continue
+                if not proc.name_only:  # a rename made a content step apply after all
+                    return None
+                result = checked(proc, ctx, proc.process(ctx))
+                if result.path != ctx.input:
+                    raise ProcessorError(f"{proc.name} is name_only but wrote a file")
+                ran.append(proc.name)
+                ctx.basename = result.basename
+        except (RetryLater, ToolMissing):
+            return None  # a worker runs the chain again and defers the event
+        except Exception as exc:
+            return self._failed(item, out, current, proc, exc)
+        finally:
+            self._chain_notes(item, ctx)
+        E.put_path(out, "name", ctx.basename)
+        out["processed"] = [*out["processed"], *ran]
+        self._count("unchanged" if ctx.basename == current else "processed")
+        return Done([out])
+
+    def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
+        """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
+        ev = item.event
+        source = E.get_path(ev, "file") if _has(ev, "file") else path
+        work_dir: bytes | None = None
+        ctx = self._context(item, source, current, b"", self._last_name)
+        ran: list[str] = []
+        reports = False  # a processor that reports the references it used ran (link_updater)
+        proc: Processor | None = None
+        own = b""  # our own name for the source in the work directory; ``source`` stays the event's file
+        try:
+            for proc in self.chain:
+                if not proc.applies_to(ctx.basename):
+                    continue
+                if work_dir is None:  # the first processor that applies: the file is needed now
+                    if not os.path.exists(source):
+                        return self._vanished(item, path)
+                    work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+                    ctx.work_dir = work_dir
+                if not ran and ctx.input == source:
+                    # Processors and their tools open files by name: they get our own name for the very file
+                    # the event describes, opened beneath its root and checked (sourcefile.py), never the
+                    # source's name, which could be swapped for a link meanwhile.
+                    with open_source(self._source(ev)) as f:
+                        ctx.input = own = _own_copy(work_dir, f)
+                result = checked(proc, ctx, proc.process(ctx))
+                ran.append(proc.name)
+                reports = reports or proc.reports_references
+                ctx.input, ctx.basename = result.path, result.basename
+        except RetryLater as exc:
+            _remove(work_dir)
+            delay = self._delay(item.attempts)
+            with self._lock:
+                self.counts["deferred"] += 1
+            return Retry(f"{exc} (deferred)", after=delay)
+        except ToolMissing as exc:  # uninstalled while running: the whole lane waits for it
+            _remove(work_dir)
+            return Retry(str(exc), lane=True)
+        except SourceGone as exc:
+            _remove(work_dir)
+            return self._vanished(item, path, str(exc))
+        except SourceRefused as exc:
+            _remove(work_dir)
+            return self._failed(item, out, current, None, exc)
+        except Exception as exc:
+            _remove(work_dir)
+            if isinstance(exc, OSError) and not os.path.lexists(source):
+                return self._vanished(item, path)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                return Retry(f"work directory: {exc.strerror}", lane=True)
+            return self._failed(item, out, current, proc, exc)
+        finally:
+            self._chain_notes(item, ctx)
+        E.put_path(out, "name", ctx.basename)
+        out["processed"] = [*out["processed"], *ran]
+        if reports:
+            out["references"] = refs.references_field(ctx.references)
+        untouched = ctx.input in (source, own)
+        if untouched and not _has(ev, "file"):  # content untouched (maybe renamed): send the source
+            _remove(work_dir)
+            self._count("unchanged" if ctx.basename == current else "processed")
+            return Done([out])
+        if work_dir is None:
+            work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+        try:
+            if untouched and not ran:
+                # An earlier fc-process's work file: it goes once we acknowledge the event,
+                # maybe before our reader is done with it, so it gets a name of our own.
+                with open_source(self._source(ev)) as f:
+                    ctx.input = _own_copy(work_dir, f)
+            final = _settle(work_dir, ctx.input, ctx.basename)
+        except OSError as exc:
+            _remove(work_dir)
+            return self._failed(item, out, current, None, exc)
+        E.put_path(out, "file", final)
+        with self._lock:
+            self._dirs[item] = work_dir
+            self.counts["processed"] += 1
+        return Done([out])
+
+    def _context(
+        self, item: Item, source: bytes, current: bytes, work_dir: bytes, last_name: Callable[[bytes], bytes | None]
+    ) -> Context:
+        ev = item.event
+        return Context(
+            input=source,
+            original=E.get_path(ev, "path"),
+            basename=current,
+            work_dir=work_dir,
+            event=ev,
+            options=self._options(ev),
+            current_name=last_name,
+            waited=self._waited(item.attempts),
+        )
+
+    def _chain_notes(self, item: Item, ctx: Context) -> None:
+        if ctx.notes:  # a tool's stderr on success, a processor's warnings: for stderr, in the main thread
+            self._note(item, *(f"{E.display(ctx.original)}: {n}" for n in ctx.notes))
+
+    def _delay(self, attempts: int) -> float:
+        """The wait before the next try of an event deferred ``attempts`` times."""
+        return min(RETRY_CAP, self.settings.retry_delay * 2 ** min(attempts, 20))
+
+    def _waited(self, attempts: int) -> float:
+        """How long an event tried ``attempts`` times has been deferred (by the schedule; restarts not counted)."""
+        return sum(self._delay(n) for n in range(min(attempts, 200)))
+
+    def _options(self, ev: Mapping) -> dict[str, str]:
+        opts = dict(self.settings.options)
+        if self.settings.reference_wait is not None:
+            opts.setdefault("reference_wait", str(self.settings.reference_wait))
+        for key in ("document_root", "base_path"):  # a source may say where it is served from
+            if key not in opts and isinstance(ev.get(key), str):
+                opts[key] = ev[key]
+        return opts
+
+    def _source(self, ev: dict) -> SourceSpec:
+        source = from_event(ev, self.work_bases)
+        if self.settings.follow_symlinks and not _has(ev, "file"):
+            source = dataclasses.replace(source, links_out_ok=True)
+        return confined(source, ev, self.settings.sources, "fc-process")
+
+    def _vanished(self, item: Item, path: bytes, why: str = "") -> Done:
+        if why:  # another file there now, or changed since the event
+            self._note(item, f"{E.display(path)}: dropped, {why} (its newer event follows)")
+        else:
+            self._note(item, f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
+        self._count("dropped")
+        return Done([])
+
+    def _failed(self, item: Item, out: dict, name: bytes, proc: Processor | None, exc: Exception) -> Done:
+        """The event goes on with ``error`` (docs/events.md rule 5): a tool's error or bad
+        input is permanent for this content; an unreadable source is the source's problem."""
+        message = str(exc) if isinstance(exc, ProcessorError) else f"{type(exc).__name__}: {exc}"
+        who = proc.name if proc is not None else "fc-process"
+        if not message.startswith(who):
+            message = f"{who}: {message}"
+        E.put_path(out, "name", name)
+        out["error"] = message
+        out["error_kind"] = "source" if isinstance(exc, OSError) else "permanent"
+        # permanent for this content: an error, not a warning (the file is not published)
+        self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}", error=True)
+        self._count("failed")
+        return Done([out], failed=True)
+
+    def _note(self, item: Item, *texts: str, error: bool = False) -> None:
+        with self._lock:
+            self._notes.setdefault(item, []).extend((error, t) for t in texts)
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self.counts[key] += 1
+
+    def _last_name(self, path: bytes) -> bytes | None:
+        conn = getattr(self._local, "db", None)
+        if conn is None:
+            assert self.runner is not None
+            uri = "file:" + urllib.parse.quote(str(self.runner.state.path)) + "?mode=ro"
+            conn = self._local.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
+            with self._lock:
+                self._conns.append(conn)
+        return _name_row(conn, path)
+
+    # -- main thread -------------------------------------------------------------------
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        with self._lock:
+            work_dir = self._dirs.pop(item, None)
+            notes = self._notes.pop(item, [])
+        assert self.runner is not None
+        for is_error, text in notes:
+            (self.runner.rep.error if is_error else self.runner.rep.warn)(text)
+        for out in outcome.outputs:
+            # a newer version of the path, or its deletion, supersedes the copy kept for the one before
+            db.execute("UPDATE work_files SET current=0 WHERE path=? AND current=1", (E.get_path(out, "path"),))
+            if work_dir is not None and _has(out, "file"):
+                db.execute(
+                    "INSERT INTO work_files(seq, dir, at, path, current) VALUES (?, ?, ?, ?, 1)",
+                    (out["hop"]["seq"], work_dir, time.time(), E.get_path(out, "path")),
+                )
+            if refs.record_references(db, out, item.event):
+                self.runner.enqueue_in(db, refs.outdated(db, E.get_path(out, "path")))
+            if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
+                continue  # nothing ran: no rename now, and none before (a processor applies by name)
+            path = E.get_path(out, "path")
+            name = E.get_path(out, "name")
+            if out.get("kind") != "deleted":
+                # the stylesheets that use another name of this file are processed again (docs/css.md)
+                self.runner.enqueue_in(db, refs.dependents(db, path, name))
+            if self._pending_names.get(path) == (b"" if out.get("kind") == "deleted" else name):
+                del self._pending_names[path]  # in the names table from now on
+            if out.get("kind") == "deleted" or name == os.path.basename(path):
+                db.execute("DELETE FROM names WHERE path=?", (path,))
+            else:
+                db.execute("INSERT OR REPLACE INTO names(path, name) VALUES (?, ?)", (path, name))
+
+    def released(self, seq: int) -> None:
+        if self.runner is not None:
+            with self.runner.state.transaction() as db:
+                self._release_rows(db, "seq <= ? AND current=0", seq)
+
+    def _release_rows(self, db: sqlite3.Connection, where: str, value: float) -> None:
+        rows = db.execute(f"SELECT seq, dir FROM work_files WHERE {where}", (value,)).fetchall()
+        for _, d in rows:
+            _remove(bytes(d))
+        if rows:
+            db.execute(f"DELETE FROM work_files WHERE {where}", (value,))
+
+    def progress(self) -> str:
+        c = self.counts
+        return ", ".join(f"{n} {k}" for k, n in c.items() if n)
+
+
+def _name_row(db: sqlite3.Connection, path: bytes) -> bytes | None:
+    row = db.execute("SELECT name FROM names WHERE path=?", (path,)).fetchone()
+    return bytes(row[0]) if row else None
+
+
+def _settle(work_dir: bytes, produced: bytes, name: bytes) -> bytes:
+    """Move the chain's result to ``<work_dir>/<name>`` and drop the intermediate steps.
+
+    The file keeps its final name where that is a safe, short entry (readers that
+    only look at ``file`` see a sensible name); otherwise ``out<ext>``.
+    """
+    # base_name_problem again: a line stored by an older version reaches here unchecked
+    short = len(name) <= 200 and not name.startswith((b"step-", b".")) and base_name_problem(name) is None
+    target = os.path.join(work_dir, name if short else b"out" + safe_ext(split_name(name)[1]))
+    os.rename(produced, target)
+    for entry in os.listdir(work_dir):
+        path = os.path.join(work_dir, entry)
+        if path != target:
+            _remove(path)
+    return target
+
+
+def _own_copy(work_dir: bytes, f: SourceFile) -> bytes:
+    """A hard link to the open file ``f`` in ``work_dir``, else (another file system, a file of another owner
+    under fs.protected_hardlinks, no /proc) a copy of it."""
+    target = os.path.join(work_dir, b"step-input")
+    try:
+        os.link(b"/proc/self/fd/%d" % f.fileno(), target, follow_symlinks=True)  # the inode itself, not a name
+    except OSError:
+        with open(target, "xb", buffering=0) as out:
+            copy_fd(f.fileno(), out.fileno())
+    return target
+
+
+def _remove(path: bytes | None) -> None:
+    if path is None:
+        return
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass

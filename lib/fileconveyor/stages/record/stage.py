@@ -1,0 +1,355 @@
+"""fc-record: write what fc-transport did into the synced-files database, pass every event on.
+
+Per event (one inline lane keyed by path, so the events of a file are applied in order):
+
+- ``created``/``modified`` with a ``server`` and no ``error``: upsert the (input_file, server) row (records.py);
+- ``deleted``: remove the row, unless the deletion is one fc-record made itself after sync (``transported`` is
+  ``kept``, or the event is that deletion and reached us without an fc-transport deleting anything);
+- an event with ``error``: upsert a ``sync_failures`` row; synced rows are left alone;
+- events without ``server`` (no fc-transport before us) pass through unrecorded.
+
+Each record is a savepoint in one transaction per round on the synced-files database, a file apart from the
+stage's state file (``Records.item``); ``flush`` commits it before the runner commits the round's progress to the
+state file.  A kill in between makes the events come again, and writing them again changes nothing (upserts),
+so the database needs no part in the state file's transaction.  A round whose records could not be committed
+is done again, every item of it (``flush`` returns why).
+
+``--delete-source-after``: see record_delete.py.  The required servers are ``--require-server`` or else every
+server this fc-record has seen (kept in the state file's ``servers_seen``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ... import events as E
+from ...beneath import OutsideRoot, rel_parts
+from ...delivery.runner import Done, Item, Retry, Runner, Stage
+from ...errors import RetryableError
+from ...records import Deletion, Records, Synced, db_key, deleted_by_record
+from .delete import SourceDeleter, allowed_root
+from .old_daemon import Source
+
+NOT_SYNCED = (
+    "skipped",
+    "failed",
+    "deleted",
+    "kept",
+)  # transported values of a created/modified that is not on the server
+
+
+def error_text(err: Any) -> str:
+    """The message of an ``error`` field: a string (fc-transport) or an object with ``message`` (docs/events.md)."""
+    if isinstance(err, dict):
+        return str(err.get("message") or json.dumps(err, ensure_ascii=False))
+    return str(err)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _maybe_path(ev: dict, field: str) -> str | bytes | None:
+    if field not in ev and field + "_b64" not in ev:
+        return None
+    try:
+        return db_key(E.get_path(ev, field))
+    except E.EventError:
+        return None
+
+
+def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:
+    return _int(ev.get("size")), _int(ev.get("mtime_ns")), _int(ev.get("ino"))
+
+
+def synced_row(ev: dict, path: bytes) -> Synced:
+    remote = E.get_path(ev, "remote") if ("remote" in ev or "remote_b64" in ev) else None
+    if remote is not None:
+        basename = remote.rsplit(b"/", 1)[-1]
+    elif "name" in ev or "name_b64" in ev:
+        basename = E.get_path(ev, "name")
+    else:
+        basename = path.rsplit(b"/", 1)[-1]
+    processed = ev.get("processed")
+    return Synced(
+        input_file=db_key(path),
+        basename=db_key(basename),
+        url=str(ev.get("url") or ""),
+        server=str(ev["server"]),
+        remote=db_key(remote) if remote is not None else None,
+        size=_int(ev.get("size")),
+        mtime_ns=_int(ev.get("mtime_ns")),
+        ino=_int(ev.get("ino")),
+        remote_size=_remote_size(ev),
+        hash=ev.get("hash") if isinstance(ev.get("hash"), str) else None,
+        processed=json.dumps(processed) if isinstance(processed, list) and processed else None,
+        source=ev.get("source") if isinstance(ev.get("source"), str) else None,
+        root=_maybe_path(ev, "root"),
+        rel=_maybe_path(ev, "rel"),
+        event_id=ev.get("id") if isinstance(ev.get("id"), str) else None,
+    )
+
+
+def _remote_size(ev: dict) -> int | None:
+    """The size of what was sent: given by fc-transport, or the source's when nothing was processed."""
+    given = _int(ev.get("remote_size"))
+    if given is not None:
+        return given
+    if "file" not in ev and "file_b64" not in ev:
+        return _int(ev.get("size"))
+    try:  # the work file, if fc-process has not removed it yet
+        return os.stat(E.get_path(ev, "file")).st_size
+    except (OSError, E.EventError):
+        return None
+
+
+class RecordStage(Stage):
+    name = "fc-record"
+    migrations = ("CREATE TABLE servers_seen(server TEXT PRIMARY KEY, first_seen REAL NOT NULL)",)
+
+    def __init__(
+        self,
+        db_path: str,
+        *,
+        delete_after: float | None = None,
+        require: Sequence[str] = (),
+        sources: Sequence[Source] = (),
+        drain: float = 120.0,
+        stopped: Callable[[], bool] = lambda: False,
+    ):
+        self.db_path = db_path
+        self.delete_after = delete_after
+        self.require = list(dict.fromkeys(require))
+        self.sources = list(sources)  # the roots --delete-source-after may delete beneath (--source NAME=DIR)
+        self.drain = drain
+        self.stopped = stopped
+        self.rec: Records | None = None
+        self.deleter: SourceDeleter | None = None
+        self.seen: set[str] = set()
+        self.new_servers: set[str] = set()
+        self.to_schedule: list[Deletion] = []
+        self.counts = {"recorded": 0, "removed": 0, "kept": 0, "failed": 0, "unrecorded": 0, "scheduled": 0}
+        self.rep: Any = None
+
+    def lanes(self) -> dict[str, int]:
+        return {"": 0}
+
+    def start(self, runner: Runner) -> None:
+        self.rep = runner.rep
+        self.rec = Records(self.db_path)
+        self.seen = {s for (s,) in runner.state.db.execute("SELECT server FROM servers_seen")}
+        if self.delete_after is not None:
+            self.deleter = SourceDeleter(
+                self.db_path,
+                runner.state.origin,
+                lambda: self.require or sorted(self.seen),
+                self.rep.warn,
+                self.rep.info,
+                self.sources,
+            )
+            self.deleter.start()
+            if not self.require:
+                self.rep.warn_once(
+                    "require",
+                    "--delete-source-after without --require-server: a file is deleted once it is synced to every "
+                    f"server seen so far ({', '.join(sorted(self.seen)) or 'none yet'}); name them to be safe",
+                )
+
+    def work(self, item: Item) -> Done | Retry:
+        try:
+            return self._work(item)
+        except RetryableError as exc:  # the database busy for 30 s (another writer), or a full disk
+            return Retry(str(exc), after=min(60.0, 2.0 * 2 ** min(item.attempts, 5)))
+
+    def _work(self, item: Item) -> Done:
+        ev = item.event
+        path = E.get_path(ev, "path")
+        server = ev.get("server")
+        assert self.rec is not None
+        if isinstance(server, str) and server not in self.seen:
+            self.seen.add(server)
+            self.new_servers.add(server)
+        if "error" in ev:
+            with self.rec.item() as db:
+                Records.fail(db, db_key(path), server if isinstance(server, str) else "", self._failure(ev))
+                self.rec.added("sync_failures")
+            self.counts["failed"] += 1
+            return Done([ev], failed=True)
+        if not isinstance(server, str) or not server:
+            self.counts["unrecorded"] += 1
+            self.rep.warn_once(
+                "no-server",
+                "events without a 'server' field pass through unrecorded: put fc-transport before fc-record",
+            )
+            return Done([ev])
+        if ev.get("kind") == "deleted":
+            self._deleted(ev, path, server)
+        elif isinstance(ev.get("url"), str) and ev.get("transported") not in NOT_SYNCED:
+            self._synced(ev, path, server)
+        else:
+            self.counts["unrecorded"] += 1
+        return Done([ev])
+
+    def _failure(self, ev: dict) -> dict[str, Any]:
+        err = ev["error"]
+        kind = ev.get("error_kind") or (err.get("kind") if isinstance(err, dict) else None)
+        stage = err.get("stage") if isinstance(err, dict) else None
+        return {
+            "kind": ev.get("kind"),
+            "error": error_text(err),
+            "error_kind": kind,
+            "stage": stage,
+            "event_id": ev.get("id"),
+        }
+
+    def _synced(self, ev: dict, path: bytes, server: str) -> None:
+        assert self.rec is not None
+        row = synced_row(ev, path)
+        version = (row.size, row.mtime_ns, row.ino)
+        schedule: Deletion | None = None
+        with self.rec.item() as db:
+            Records.upsert(db, row, failures=self.rec.may_hold("sync_failures"))
+            old = self.rec.deletion(row.input_file)
+            if old is not None and old.version != version:
+                # another version at this path: the old schedule (or the record of our old deletion) is void
+                Records.drop_deletion(db, row.input_file)
+                old = None
+            if self.delete_after is not None and old is None:
+                schedule = self._schedule(ev, path, row, version)
+                if schedule is not None:
+                    Records.put_deletion(db, schedule)
+                    self.rec.added("source_deletions")
+        self.counts["recorded"] += 1
+        if schedule is not None:
+            self.counts["scheduled"] += 1
+            self.to_schedule.append(schedule)
+
+    def _schedule(self, ev: dict, path: bytes, row: Synced, version: tuple) -> Deletion | None:
+        """A deletion to schedule now that ``row`` is recorded, or None (not synced everywhere yet, or unsafe)."""
+        assert self.rec is not None and self.delete_after is not None
+        if None in version or row.rel is None or row.root is None:
+            self.rep.warn_once(
+                "no-version", "events without size, mtime_ns, ino, root and rel are never deleted at the source"
+            )
+            return None
+        root, rel = E.get_path(ev, "root"), E.get_path(ev, "rel")
+        if E.join(root, rel) != path:
+            return None  # path is not root + rel: not a file fc-watch reported, leave it alone
+        try:  # the deleter checks again, on the file system: these only spare a schedule that cannot be carried out
+            rel_parts(rel)
+            if allowed_root(self.sources, row.source, root) is None:
+                raise OutsideRoot(
+                    f"source {row.source!r} with root {E.display(root)} is no --source given to fc-record"
+                )
+        except OutsideRoot as exc:
+            # one warning, not one per forged root: the first one says what to look for
+            self.rep.warn_once("outside", f"{E.display(path)}: never deleted at the source: {exc}")
+            return None
+        required = self.require or sorted(self.seen)
+        synced = self.rec.versions(row.input_file)
+        if any(synced.get(s) != version for s in required):
+            return None
+        now = time.time()
+        return Deletion(
+            row.input_file,
+            list(required),
+            version,
+            row.source,
+            row.root,
+            row.rel,
+            now,
+            now + self.delete_after,
+            None,
+            None,
+            self.deleter.owner if self.deleter else None,
+        )
+
+    def _deleted(self, ev: dict, path: bytes, server: str) -> None:
+        assert self.rec is not None
+        key = db_key(path)
+        transported = ev.get("transported")
+        with self.rec.item() as db:
+            ours = deleted_by_record(db, ev)
+            if transported == "kept" or (ours and transported is None):
+                self.counts["kept"] += 1  # the source was deleted on purpose after sync: the remote copy stays
+                return
+            if ours:
+                self.rep.warn_once(
+                    "not-kept",
+                    "fc-transport deleted the remote copy of a file fc-record deleted at the source after sync: "
+                    f"give fc-transport --record-db {self.db_path}",
+                )
+            Records.remove(db, key, server)
+            d = self.rec.deletion(key)
+            if d is not None and d.deleted_at is None:
+                Records.drop_deletion(db, key)  # the user deleted it before we did
+        self.counts["removed"] += 1
+
+    def flush(self) -> str | None:
+        assert self.rec is not None
+        try:
+            self.rec.commit()
+        except RetryableError as exc:
+            self.to_schedule.clear()  # their rows were rolled back: the round, done again, schedules them
+            return str(exc)
+        return None
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        # Handed to the deleter only now, once the whole round is worked: a failure for another server later in
+        # the same batch has been seen by then, and the deleter checks the servers required at its time.
+        if self.to_schedule and self.deleter is not None:
+            for d in self.to_schedule:
+                self.deleter.add(d.due_at, d.input_file)
+            self.to_schedule.clear()
+        if self.new_servers:
+            now = time.time()
+            db.executemany(
+                "INSERT OR IGNORE INTO servers_seen(server, first_seen) VALUES (?, ?)",
+                [(s, now) for s in self.new_servers],
+            )
+            self.new_servers.clear()
+
+    def progress(self) -> str:
+        c = self.counts
+        text = f"{c['recorded']} recorded, {c['removed']} removed"
+        if c["failed"]:
+            text += f", {c['failed']} failures"
+        if self.deleter is not None:
+            text += f", {self.deleter.pending()} to delete at the source, {self.deleter.deleted} deleted"
+        return text
+
+    def _scheduled(self) -> int:
+        """Deletions of ours still to do, as the database says (the deleter's heap may hold cancelled ones)."""
+        if self.rec is None or self.deleter is None:
+            return 0
+        (n,) = self.rec.db.execute(
+            "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL AND owner=?", (self.deleter.owner,)
+        ).fetchone()
+        return int(n)
+
+    def close(self) -> None:
+        if self.deleter is not None:
+            if not self.stopped():
+                # carry out what falls due while the pipeline drains, as the runner does with its retries
+                self.deleter.wait_due(time.time() + self.drain, self.stopped)
+            left = self._scheduled()
+            if left and self.rep is not None:
+                self.rep.warn(
+                    f"{left} source deletion(s) still scheduled in {self.db_path}; they are carried out when "
+                    "fc-record runs again with the same --state and --delete-source-after"
+                )
+            self.deleter.close()
+        if self.rec is not None:
+            self.rec.rollback()  # worked, but the round was never committed to the state file: it comes again
+            self.rec.close()

@@ -1,0 +1,689 @@
+"""fc-transport: put each file on every destination, take it away again when it is deleted.
+
+One lane per destination, with a pool of as many transporters as the destination's ``connections``
+(transport_pool.py): a slow or dead server only holds up its own lane (the runner pauses it with back-off and
+jitter and probes with one item), never the others.  Connections are reused across files; a transporter
+reconnects by itself after a drop.  Items are keyed by source path, so the events of one path are
+applied in order even with many connections.
+
+What the state file holds besides the runner's inbox and outbox:
+
+- ``remote_names``: (source path, server) -> the remote path last uploaded for it, so a ``deleted`` event
+  removes the right file and a rename (unique_filename) removes the old one;
+- ``failed``: events that failed for good on one server, replayed by ``--retry-failed``;
+- ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py);
+- ``invalidations``: CDN paths (cf://) waiting to be purged, in batches (see transport_purge.py).
+
+The names are also kept in memory (a dict per destination) because worker threads must not use the state
+connection: workers update the dict as soon as a transfer is done, ``record`` writes the rows in the
+transaction that finishes the item, and a crash in between redoes the item from the inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ... import events as E
+from ...delivery.runner import Done, Item, Outcome, Retry, Runner, Stage
+from ...sourcefile import Source, SourceRefused, from_event
+from ...state import default_state_dir
+from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
+from ...transporters.base import parent_dirs, safe_rel
+from ..process.refs import parse_references
+from ..record.delete import confined
+from ..record.old_daemon import Source as SourceRoot
+from . import pins as transport_pins
+from .check import check_access
+from .dest import Target
+from .old import OldFileDeleter, Pending
+from .pool import Pool
+from .purge import Purger
+from .record import RecordDb
+
+ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
+STRIPES = 1024
+TROUBLE_WINDOW = 0.4  # seconds after a transient failure during which a lane's items don't try to connect
+
+MIGRATIONS = [
+    """
+    CREATE TABLE remote_names(path BLOB NOT NULL, server TEXT NOT NULL, remote BLOB NOT NULL,
+                              uploaded_at REAL NOT NULL, PRIMARY KEY(path, server));
+    CREATE TABLE failed(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path BLOB NOT NULL, line BLOB NOT NULL,
+                        error TEXT NOT NULL, at REAL NOT NULL);
+    CREATE INDEX failed_path ON failed(path, server);
+    CREATE TABLE old_deletions(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path BLOB NOT NULL,
+                               remote BLOB NOT NULL, due REAL NOT NULL);
+    """,
+    # the source's fields (source, root, rel) for the event that reports the deletion; NULL in older rows
+    """
+    ALTER TABLE old_deletions ADD COLUMN event BLOB;
+    CREATE TABLE invalidations(id INTEGER PRIMARY KEY, server TEXT NOT NULL, path TEXT NOT NULL, at REAL NOT NULL);
+    """,
+    transport_pins.MIGRATION,  # old names kept while a published stylesheet references them (transport_pins.py)
+    # directories fc-transport created (relative to the destination root): removed when a deletion empties them
+    """
+    CREATE TABLE made_dirs(server TEXT NOT NULL, dir BLOB NOT NULL, PRIMARY KEY(server, dir));
+    """,
+]
+# Fields of an event kept for the one reporting the later deletion of its superseded remote name.
+SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
+
+
+@dataclass
+class Note:
+    """What work() did that record() must write down (keyed by the item)."""
+
+    server: str
+    path: bytes
+    remote: bytes | None = None  # uploaded under this name (None: deleted)
+    superseded: bytes | None = None  # the previous remote name, to delete later
+    failed: str | None = None  # the error, for the failed table
+    changed: bool = True  # the remote name differs from the one in remote_names (or there is none)
+    purge: list[str] = field(default_factory=list)  # CDN paths to invalidate (cf)
+    old_row: int | None = None  # a superseded name deleted later: its old_deletions row, done now
+    source: bytes | None = None  # the source fields of the event (JSON), for a superseded name's deletion later
+    held: bool = False  # the superseded name is pinned by a published stylesheet: kept until released
+    # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
+    pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = field(default_factory=list)
+    released: list[transport_pins.Ref] = field(default_factory=list)  # names no published stylesheet references now
+    made: list[bytes] = field(default_factory=list)  # directories the upload created
+    unmade: list[bytes] = field(default_factory=list)  # directories of ours the deletion emptied, removed
+
+
+SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
+
+
+@dataclass
+class LaneStats:
+    files: int = 0
+    bytes: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    refused: int = 0  # of the failed: names refused as bad input (not kept for --retry-failed)
+    first_failure: str = ""
+    broken: str | None = None  # an AuthError: the destination refuses us
+    trouble_at: float = 0.0  # monotonic time of the last transient failure
+
+
+@dataclass
+class Names:
+    """(server, source path) -> remote name, plus how many paths use each remote name."""
+
+    by_path: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
+    users: Counter[tuple[str, bytes]] = field(default_factory=Counter)
+
+    def set(self, server: str, path: bytes, remote: bytes | None) -> bytes | None:
+        old = self.by_path.pop((server, path), None)
+        if old is not None:
+            self.users[(server, old)] -= 1
+            if self.users[(server, old)] <= 0:
+                del self.users[(server, old)]
+        if remote is not None:
+            self.by_path[(server, path)] = remote
+            self.users[(server, remote)] += 1
+        return old
+
+
+class TransportStage(Stage):
+    name = "fc-transport"
+    migrations = MIGRATIONS
+
+    def __init__(
+        self,
+        targets: list[Target],
+        *,
+        delete_old_after: float = 0.0,
+        retry_failed: bool = False,
+        record_db: str | None = None,
+        drain_timeout: float = 120.0,
+        work_dirs: Sequence[str] = (),
+        sources: Sequence[SourceRoot] = (),
+        follow_symlinks: bool = False,
+    ):
+        self.targets = {t.name: t for t in targets}
+        # where a processed file (an event's "file") may lie: see sourcefile.from_event; the state file's
+        # directory is added in start()
+        self.work_bases = [os.fsencode(os.path.abspath(d)) for d in (*work_dirs, default_state_dir())]
+        self.sources = list(sources)  # --source: the only roots read from (none given: the event's root)
+        self.follow_symlinks = follow_symlinks
+        self.delete_old_after = delete_old_after
+        self.retry_failed = retry_failed
+        self.record_db = record_db
+        self.drain_timeout = drain_timeout
+        self.names = Names()
+        self.pins = transport_pins.Pins()
+        self.lock = threading.Lock()
+        self.stripes = [threading.Lock() for _ in range(STRIPES)]
+        self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
+        self.notes: dict[int, Note] = {}
+        self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
+        self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
+        self.stats = {name: LaneStats() for name in self.targets}
+        self.runner: Runner | None = None
+        self.old: OldFileDeleter | None = None
+        self.purger: Purger | None = None
+        self.recdb = RecordDb(record_db) if record_db else None
+        # url() needs no connection: one unconnected transporter per destination serves every thread
+        self.url_of = {name: t.make() for name, t in self.targets.items()}
+
+    # -- set-up --------------------------------------------------------------------------
+
+    def lanes(self) -> dict[str, int]:
+        return {name: t.connections for name, t in self.targets.items()}
+
+    def start(self, runner: Runner) -> None:
+        self.runner = runner
+        self.work_bases.append(os.fsencode(runner.state.path.parent.absolute()))
+        # Log in everywhere before any event is read: a refusal is exit 3 now, not a failure per file later.
+        for name, tp in check_access(list(self.targets.values()), runner.rep.warn).items():
+            self.pools[name].adopt(tp)
+        db = runner.state.db
+        for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
+            self.names.set(server, bytes(path), bytes(remote))
+        self.pins.load(db)
+        self.made = {(server, bytes(d)) for server, d in db.execute("SELECT server, dir FROM made_dirs")}
+        self.old = OldFileDeleter(
+            self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info, self._old_deleted
+        )
+        rows = db.execute(
+            "SELECT id, server, path, remote, due, event, held FROM old_deletions ORDER BY due"
+        ).fetchall()
+        for rid, server, path, remote, due, source, held in rows:
+            if held and self.pins.pinned(server, bytes(path), bytes(remote)):
+                continue  # a published stylesheet still references it: released when it is published again
+            if server in self.targets:
+                self.old.add(Pending(due, rid, server, bytes(remote), bytes(path), bytes(source or b"")))
+        if rows:
+            runner.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
+        self.old.start()
+        # at the end of the input, the run waits (within --drain-timeout) for deletions falling due meanwhile
+        runner.add_timed(self.old, "superseded remote file(s) to delete (--delete-old-after)")
+        self.purger = Purger(self._make, runner.rep.warn, runner.rep.info)
+        rows = db.execute("SELECT id, server, path FROM invalidations ORDER BY id").fetchall()
+        for rid, server, cdn_path in rows:
+            if server in self.targets:
+                self.purger.add(server, rid, cdn_path)
+        if rows:
+            runner.rep.info(f"{len(rows)} CDN invalidation(s) from an earlier run wait to be sent")
+        self.purger.start()
+        runner.add_timed(self.purger, "CDN invalidation(s) to send")
+        if self.retry_failed:
+            self._replay_failed(runner)
+        self.failed_keys = {(server, bytes(path)) for server, path in db.execute("SELECT server, path FROM failed")}
+
+    def _replay_failed(self, runner: Runner) -> None:
+        db = runner.state.db
+        rows = db.execute("SELECT id, server, line FROM failed ORDER BY id").fetchall()
+        replay, ids, skipped = [], [], 0
+        for rid, server, line in rows:
+            if server not in self.targets:
+                skipped += 1
+                continue
+            try:
+                ev = E.decode(bytes(line))
+            except E.EventError:
+                continue
+            ev[ONLY] = server
+            replay.append(ev)
+            ids.append(rid)
+        # into the inbox and out of the failed list in one transaction
+        runner.enqueue(replay, lambda tx: tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids]))
+        if replay:  # nothing to say when nothing failed: --retry-failed is on at every fc-conveyor start
+            runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
+        if skipped:
+            runner.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
+
+    # -- splitting and working -------------------------------------------------------------
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        path = E.get_path(event, "path")
+        only = event.get(ONLY)
+        if only is not None:
+            return [(only, path, event)] if only in self.targets else []
+        if "error" in event:
+            # failed upstream (fc-process): nothing to send; passed on once, in its path's order
+            return [(next(iter(self.targets)), path, event)]
+        return [(name, path, event) for name in self.targets]
+
+    def quick(self, item: Item) -> Done | None:
+        if "error" in item.event:
+            return Done([{k: v for k, v in item.event.items() if k != "hop"}])
+        return None
+
+    def work(self, item: Item) -> Outcome:
+        if "error" in item.event:
+            return self.quick(item)  # type: ignore[return-value]
+        server = item.lane
+        ev = {k: v for k, v in item.event.items() if k != ONLY and k != "hop"}
+        path = E.get_path(ev, "path")
+        out = {**ev, "server": server}
+        stats = self.stats[server]
+        try:
+            remote = remote_path(ev)
+            # Which file, checked against root/rel before anything is opened (sourcefile.py)
+            source = self._source(ev) if ev.get("kind") in ("created", "modified") else None
+        except (PermanentError, SourceRefused) as exc:
+            # Bad input, not a transfer that failed: refused, and not kept for --retry-failed.
+            stats.refused += 1
+            self._failed(server, f"{E.display(path)}: {exc}")
+            return Done([{**out, "error": str(exc), "error_kind": "permanent"}], failed=True)
+        E.put_path(out, "remote", remote)
+        try:
+            if stats.broken is not None:
+                raise AuthError(stats.broken)
+            if time.monotonic() - stats.trouble_at < TROUBLE_WINDOW:
+                # Items handed out before the runner paused the lane: put them back without a connection
+                # attempt each (the runner's probe comes later than this window).
+                return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
+            kind = ev.get("kind")
+            if source is not None:
+                return self._upload(item, ev, out, server, path, remote, source)
+            if kind == "deleted":
+                return self._delete(item, out, server, path, remote)
+            raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
+        except SourceMissing as exc:
+            if ("file" in ev or "file_b64" in ev) and os.path.lexists(path):
+                return self._copy_lost(item, out, server, path, exc)
+            # Not worth retrying: the file is gone or is another one now (or changed while it was sent), and
+            # fc-watch reports a deleted or modified event for it next.
+            self._info(f"{E.display(path)}: skipped, {exc}")
+            return Done([])
+        except TransientError as exc:
+            stats.trouble_at = time.monotonic()
+            return Retry(str(exc), lane=True)
+        except PermanentError as exc:
+            if isinstance(exc, AuthError) and stats.broken is None:
+                # Every other item would fail the same way: stop knocking (no retry storm), say it once.
+                stats.broken = str(exc)
+                if self.runner is not None:
+                    self.runner.rep.error(f"{exc}; everything for {server} fails until fixed (then --retry-failed)")
+            if stats.broken is None:
+                self._failed(server, str(exc))
+            else:
+                stats.failed += 1
+            out["error"] = str(exc)
+            out["error_kind"] = "permanent"
+            self.notes[id(item)] = Note(server, path, failed=str(exc))
+            return Done([out], failed=True)
+
+    def _source(self, ev: dict) -> Source:
+        """The file to send, checked (sourcefile.py); with --source, only beneath one of those roots, since an
+        event's root is as forgeable as the rest of it."""
+        source = from_event(ev, self.work_bases)
+        if self.follow_symlinks and not _has_file(ev):
+            source = dataclasses.replace(source, links_out_ok=True)
+        return confined(source, ev, self.sources, "fc-transport")
+
+    def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source) -> Done:
+        purge: list[str] = []
+        refs = parse_references(ev)
+        changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
+        released: list[transport_pins.Ref] = []
+        if refs is not None:
+            with self.lock:  # pinned before the stylesheet is visible, in one step with the check
+                stale = self.pins.stale(server, refs, self.names.by_path)
+                if not stale:
+                    before = self.pins.by_css.get((server, remote), frozenset())
+                    self.pins.set(server, remote, before | frozenset(refs))  # its old content is there meanwhile
+            if stale:
+                ref, name = stale[0]
+                self._info(
+                    f"{E.display(path)}: not sent: it references {E.display(name)}, an old name of"
+                    f" {E.display(ref)} (the stylesheet is processed again for its new name)"
+                )
+                return Done([])
+            changes.append((remote, frozenset(refs)))
+        with self._connection(server) as tp:
+            with self._locked(server, remote):
+                sent = tp.upload(source, remote)
+                made = tp.take_made_dirs() if self.targets[server].cls.has_dirs else []
+                with self.lock:
+                    old = self.names.set(server, path, remote)
+                    if refs is not None:
+                        released = self.pins.set(server, remote, refs)
+                    self.made.update((server, d) for d in made)
+            if sent != UNCHANGED:
+                purge += tp.invalidation_paths(remote)
+            superseded = old if old is not None and old != remote else None
+            with self.lock:
+                held = superseded is not None and self.pins.pinned(server, path, superseded)
+            if superseded is not None and not held and not self.delete_old_after:
+                with self._locked(server, superseded):
+                    if not self._in_use(server, superseded):
+                        tp.delete(superseded)  # a TransientError retries the item: uploading again is harmless
+                        purge += tp.invalidation_paths(superseded)
+                        with self.lock:  # an old stylesheet gone: what it referenced may go too
+                            released += self.pins.set(server, superseded, None)
+                            changes.append((superseded, None))
+                superseded = None
+        stats = self.stats[server]
+        if sent == UNCHANGED:
+            stats.unchanged += 1
+        else:
+            stats.files += 1
+            stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
+        out["url"] = tp.url(remote)
+        out["transported"] = sent
+        note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge, held=held)
+        note.made = made
+        note.pin_changes, note.released = changes, released
+        if superseded is not None:
+            note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
+        self.notes[id(item)] = note
+        return Done([out])
+
+    def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
+        with self.lock:
+            known = self.names.by_path.get((server, path))
+        remote = known or remote
+        E.put_path(out, "remote", remote)
+        out["url"] = self.url_of[server].url(remote)
+        if self.recdb is not None and self.recdb.kept(out):
+            # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
+            out["transported"] = "kept"
+            return Done([out])
+        with self._locked(server, remote):
+            with self.lock:  # another source path may have the same remote name: then it stays
+                live = self.names.users.get((server, remote), 0) - (known == remote) > 0
+            purge: list[str] = []
+            note = Note(server, path, purge=purge)
+            if not live:
+                with self._connection(server) as tp:
+                    tp.delete(remote)
+                    purge += tp.invalidation_paths(remote)
+                    note.unmade = self._remove_empty_dirs(tp, server, remote)
+                with self.lock:  # a stylesheet gone references nothing
+                    note.released = self.pins.set(server, remote, None)
+                    note.pin_changes = [(remote, None)]
+            with self.lock:  # only now: a failed delete is retried with the name still known
+                self.names.set(server, path, None)
+        self.stats[server].deleted += 1
+        out["transported"] = "deleted"
+        self.notes[id(item)] = note
+        return Done([out])
+
+    def _remove_empty_dirs(self, tp: Transporter, server: str, remote: bytes) -> list[bytes]:
+        """Remove the directories above ``remote`` that this deletion left empty, deepest first, as long as
+        fc-transport created them (never the root, nor a directory someone else made); the ones removed.
+        A failure here leaves the directory: the file's deletion, done, is what matters."""
+        removed: list[bytes] = []
+        for d in reversed(parent_dirs(remote)):
+            with self.lock:
+                if (server, d) not in self.made:
+                    break
+            try:
+                if not tp.remove_dir(d):
+                    break  # not empty: another file is in it (or arrived meanwhile)
+            except (TransientError, PermanentError) as exc:
+                self._info(f"{exc}: the directory stays")
+                break
+            with self.lock:
+                self.made.discard((server, d))
+            removed.append(d)
+        return removed
+
+    def _old_deleted(self, p: Pending, purge: list[str]) -> None:
+        """The deleter thread deleted a superseded remote name: report it with an event of its own.
+
+        kind ``modified`` (the change that superseded the name), ``transported: "deleted"`` and ``superseded:
+        true``: fc-record passes it on without touching the row of the file's current name, which a ``deleted``
+        event would remove.  Its old_deletions row goes in the transaction that writes the event."""
+        try:
+            ev = E.decode(p.source) if p.source else {}
+        except E.EventError:
+            ev = {}
+        if "path" not in ev and "path_b64" not in ev:
+            ev = {"v": 1, "kind": "modified"}
+            E.put_path(ev, "path", p.path)
+        digest = hashlib.blake2b(b"superseded\0%s\0%s\0%s" % (p.server.encode(), p.path, p.remote), digest_size=16)
+        out = {"v": 1, "id": digest.hexdigest(), "kind": "modified", **{k: ev[k] for k in SOURCE_FIELDS if k in ev}}
+        out["server"] = p.server
+        E.put_path(out, "remote", p.remote)
+        out["url"] = self.url_of[p.server].url(p.remote)
+        out["transported"] = "deleted"
+        out["superseded"] = True
+        note = Note(p.server, p.path, purge=purge, old_row=p.row, pin_changes=[(p.remote, None)])
+        with self.lock:  # an old stylesheet gone: what it referenced may go too
+            note.released = self.pins.set(p.server, p.remote, None)
+        if self.runner is not None:
+            self.runner.emit([out], also=lambda db: self._write_note(db, note, {}))
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        note = self.notes.pop(id(item), None)
+        if note is not None:
+            self._write_note(db, note, item.event)
+        else:
+            self._finished_rows(db)
+
+    def _finished_rows(self, db: sqlite3.Connection) -> None:
+        """Remove the rows the timed threads are done with (deletions without an event, invalidations sent)."""
+        if self.old is not None:
+            done = self.old.take_done()
+            if done:
+                db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
+        if self.purger is not None:
+            sent = self.purger.take_sent()
+            if sent:
+                db.executemany("DELETE FROM invalidations WHERE id=?", [(i,) for i in sent])
+
+    def _write_note(self, db: sqlite3.Connection, note: Note, event: dict) -> None:
+        """The rows of what work() did (``note``) for the item of ``event``."""
+        self._finished_rows(db)
+        if note.made:
+            db.executemany(
+                "INSERT OR IGNORE INTO made_dirs(server, dir) VALUES (?, ?)", [(note.server, d) for d in note.made]
+            )
+        if note.unmade:
+            db.executemany("DELETE FROM made_dirs WHERE server=? AND dir=?", [(note.server, d) for d in note.unmade])
+        if note.purge and self.purger is not None:
+            now = time.time()
+            for cdn_path in note.purge:
+                cur = db.execute(
+                    "INSERT INTO invalidations(server, path, at) VALUES (?, ?, ?)", (note.server, cdn_path, now)
+                )
+                self.purger.add(note.server, int(cur.lastrowid or 0), cdn_path)
+        for css_remote, refs in note.pin_changes:
+            transport_pins.save(db, note.server, css_remote, refs)
+        self._release(db, note.server, note.released)
+        if note.old_row is not None:
+            db.execute("DELETE FROM old_deletions WHERE id=?", (note.old_row,))
+            return
+        key = (note.server, note.path)
+        if note.failed is not None:
+            # the latest failure of a path is the one that matters: replaying it gives the path's final state
+            db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+            self.failed_keys.add(key)
+            line = E.encode({k: v for k, v in event.items() if k not in ("hop", ONLY)})
+            db.execute(
+                "INSERT INTO failed(server, path, line, error, at) VALUES (?, ?, ?, ?, ?)",
+                (note.server, note.path, line, note.failed, time.time()),
+            )
+            return
+        if key in self.failed_keys:  # a set in memory: most items never failed, and this saves a query each
+            self.failed_keys.discard(key)
+            db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+        if note.remote is None:
+            db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
+            return
+        if not note.changed:
+            return
+        db.execute(
+            "INSERT INTO remote_names(path, server, remote, uploaded_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(path, server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
+            (note.path, note.server, note.remote, time.time()),
+        )
+        if self.delete_old_after or note.held or self.pins.count:  # a name in use again is no longer old
+            db.execute("DELETE FROM old_deletions WHERE server=? AND remote=?", (note.server, note.remote))
+        if note.superseded is not None and self.old is not None:
+            due = time.time() + self.delete_old_after
+            cur = db.execute(
+                "INSERT INTO old_deletions(server, path, remote, due, event, held) VALUES (?, ?, ?, ?, ?, ?)",
+                (note.server, note.path, note.superseded, due, note.source, int(note.held)),
+            )
+            if not note.held:
+                self.old.add(
+                    Pending(due, int(cur.lastrowid or 0), note.server, note.superseded, note.path, note.source or b"")
+                )
+
+    def _release(self, db: sqlite3.Connection, server: str, released: list[transport_pins.Ref]) -> None:
+        """Schedule the held old names no published stylesheet references any more."""
+        if not released or self.old is None:
+            return
+        due = time.time() + self.delete_old_after
+        for rid, path, remote, source in transport_pins.held_rows(db, server, released):
+            with self.lock:
+                if self.pins.pinned(server, path, remote):
+                    continue  # pinned again meanwhile
+            db.execute("UPDATE old_deletions SET held=0, due=? WHERE id=?", (due, rid))
+            self.old.add(Pending(due, rid, server, remote, path, source))
+
+    def progress(self) -> str:
+        parts = []
+        for name, s in self.stats.items():
+            text = f"{name}: {s.files} files {_size(s.bytes)}"
+            if s.unchanged:
+                text += f" {s.unchanged} unchanged"
+            if s.deleted:
+                text += f" {s.deleted} deleted"
+            if s.failed:
+                text += f" {s.failed} failed"
+            parts.append(text)
+        waiting = self.old.pending() if self.old is not None else 0
+        if waiting:
+            parts.append(f"{waiting} old to delete")
+        purging = self.purger.pending() if self.purger is not None else 0
+        if purging:
+            parts.append(f"{purging} to invalidate")
+        return ", ".join(parts)
+
+    def _copy_lost(self, item: Item, out: dict, server: str, path: bytes, exc: Exception) -> Done:
+        """The processed copy is gone but the source is not: no deleted event will follow, so this is a file
+        lost, never dropped quietly (it was an info line, and a retry after a wrong password sent nothing)."""
+        text = (
+            f"{E.display(path)}: not sent: its processed copy is gone ({exc}) while the file is still there; "
+            "touch the file to have it processed and sent again"
+        )
+        with self.lock:
+            stats = self.stats[server]
+            stats.failed += 1
+            stats.first_failure = stats.first_failure or text
+        if self.runner is not None:
+            self.runner.rep.error(text)
+        self.notes[id(item)] = Note(server, path, failed=text)
+        return Done([{**out, "error": text, "error_kind": "source"}], failed=True)
+
+    def _failed(self, server: str, text: str) -> None:
+        """A file that failed for good: on stderr for the first few (the event carries every one), and in the
+        summary at the end (close())."""
+        with self.lock:
+            stats = self.stats[server]
+            stats.failed += 1
+            stats.first_failure = stats.first_failure or text
+            shown = stats.failed <= SHOWN_FAILURES
+        if shown and self.runner is not None:
+            self.runner.rep.warn(f"not sent: {text}")
+
+    def _failure_summary(self) -> None:
+        for name, s in self.stats.items():
+            if not s.failed or s.broken is not None or self.runner is None:
+                continue  # a refused login was said once already, and says what to do
+            text = f"{name}: {s.failed} file(s) not sent (first: {s.first_failure})"
+            kept = s.failed - s.refused
+            if kept:
+                text += f"; {kept} kept in the state file: fix the cause, then run fc-transport --retry-failed"
+            self.runner.rep.warn(text)
+
+    def close(self) -> None:
+        self._failure_summary()
+        # The runner's loop has ended: it waited for what fell due within the drain time (add_timed).  A
+        # deletion the thread is carrying out still emits its event (Runner.emit commits it at once now).
+        if self.old is not None:
+            self.old.close()
+        if self.purger is not None:
+            self.purger.close()
+        if self.runner is not None:
+            self.runner.emit([], also=self._finished_rows)  # the rows the threads finished since the last commit
+        for pool in self.pools.values():
+            pool.close()
+        if self.recdb is not None:
+            self.recdb.close()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _connection(self, server: str) -> Iterator[Transporter]:
+        asked = time.monotonic()
+        with self.pools[server].get() as tp:
+            stats = self.stats[server]
+            # What happened while this thread waited for a connection: don't knock again, leave it to the
+            # runner's back-off (a server down) or fail at once (a server that refused us).
+            if stats.broken is not None:
+                raise AuthError(stats.broken)
+            if stats.trouble_at > asked:
+                raise TransientError(f"{self.targets[server].dest}: another connection just failed; backing off")
+            yield tp
+
+    def _make(self, server: str) -> Transporter:
+        return self.targets[server].make()
+
+    def _in_use(self, server: str, remote: bytes) -> bool:
+        return self.names.users.get((server, remote), 0) > 0
+
+    def _stripe(self, server: str, remote: bytes) -> threading.Lock:
+        return self.stripes[hash((server, remote)) % STRIPES]
+
+    def _locked(self, server: str, remote: bytes) -> threading.Lock | _NoLock:
+        # Only needed when a delayed deletion could race an upload of the same name.
+        return self._stripe(server, remote) if self.delete_old_after else _NO_LOCK
+
+    def _info(self, text: str) -> None:
+        if self.runner is not None:
+            self.runner.rep.info(text)
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def _has_file(ev: dict) -> bool:
+    return "file" in ev or "file_b64" in ev
+
+
+def remote_path(ev: dict) -> bytes:
+    """Where the file goes under the destination root: dirname(``rel``) + ``name`` (else the base name of
+    ``rel``); PermanentError for anything that could leave the root."""
+    if "rel" not in ev and "rel_b64" not in ev:
+        raise PermanentError("the event has no 'rel' (path relative to the source root): nowhere to put it")
+    rel = E.get_path(ev, "rel")
+    head, _, base = rel.rpartition(b"/")
+    name = E.get_path(ev, "name") if ("name" in ev or "name_b64" in ev) else base
+    if b"/" in name or name in (b"", b".", b"..") or b"\0" in name:
+        raise PermanentError(f"refusing remote name {name!r}: a base name may not be empty, '.', '..' or hold '/'")
+    return safe_rel(head + b"/" + name if head else name)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024  # type: ignore[assignment]
+    return f"{n} B"
