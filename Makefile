@@ -36,7 +36,7 @@ demo: deps ## the main job on the embedded demo: sync examples/site to a local C
 	@echo "Run 'make demo' again: nothing changed, so nothing is sent. Touch a file in examples/site and see."
 
 test: test-deps ## run the test suite (what CI runs)
-	$(RUN) $(PY) -m pytest -q
+	$(RUN) $(PY) -m pytest -q --durations=30
 
 lint: test-deps ## ruff: lint and format check
 	$(VENV)/bin/ruff check lib tests bench
