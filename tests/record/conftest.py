@@ -131,3 +131,6 @@ def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+from tests.servers.postgres import pg_server, pg_url  # noqa: E402, F401 - fixtures
