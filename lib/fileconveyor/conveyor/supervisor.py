@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import private
+from .. import backoff, private
 from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
@@ -386,7 +386,7 @@ class Supervisor:
             # restart will fix these
             hopeless = code in (Exit.USAGE, Exit.CONFIG) or any("in use by another process" in t for t in child.tail)
             child.config_failures = child.config_failures + 1 if hopeless else 0
-            delay = min(self.settings.restart_interval, 0.5 * 2 ** (child.failures - 1))
+            delay = backoff.delay(child.failures - 1, 0.5, self.settings.restart_interval)
             what = f"exited with status {code}" if code >= 0 else f"was killed by signal {-code}"
             self.log.error(
                 f"Stage {child.proc.name} ({child.proc.label}) {what} after {ran:.1f} s; "

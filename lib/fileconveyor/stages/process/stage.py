@@ -38,8 +38,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from ... import backoff, private
 from ... import events as E
-from ... import private
 from ...delivery.runner import Done, Item, Outcome, Retry, Runner, Stage
 from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
@@ -364,7 +364,7 @@ class ProcessStage(Stage):
 
     def _delay(self, attempts: int) -> float:
         """The wait before the next try of an event deferred ``attempts`` times."""
-        return min(RETRY_CAP, self.settings.retry_delay * 2 ** min(attempts, 20))
+        return backoff.delay(attempts, self.settings.retry_delay, RETRY_CAP)
 
     def _waited(self, attempts: int) -> float:
         """How long an event tried ``attempts`` times has been deferred (by the schedule; restarts not counted)."""

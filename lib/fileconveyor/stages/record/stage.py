@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ... import backoff
 from ... import events as E
 from ...beneath import OutsideRoot, rel_parts
 from ...delivery.runner import Done, Item, Retry, Runner, Stage
@@ -170,7 +171,7 @@ class RecordStage(Stage):
         try:
             return self._work(item)
         except RetryableError as exc:  # the database busy for 30 s (another writer), or a full disk
-            return Retry(str(exc), after=min(60.0, 2.0 * 2 ** min(item.attempts, 5)))
+            return Retry(str(exc), after=backoff.delay(item.attempts, 2.0, 60.0))
 
     def _work(self, item: Item) -> Done:
         ev = item.event

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ... import backoff
 from ...delivery.timed import TimedWork
 from ...transporters import AuthError, PermanentError, TransientError, Transporter
 
@@ -94,7 +95,7 @@ class OldFileDeleter(TimedWork[Pending]):
                 purge = tp.invalidation_paths(p.remote)
             except TransientError as exc:
                 p.tries += 1
-                p.due = time.time() + min(RETRY_MAX, RETRY_START * 2**p.tries)
+                p.due = time.time() + backoff.delay(p.tries, RETRY_START, RETRY_MAX)
                 self.info(f"deleting old {shown}: {exc}; will retry")
                 return True
             except (PermanentError, AuthError) as exc:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ... import backoff
 from ...delivery.timed import TimedWork
 from ...transporters import Transporter
 
@@ -166,7 +167,7 @@ class Purger(TimedWork[None]):
                     # back in front of the queue, in their order, with the rows that came meanwhile
                     s.paths = {p: rows_of for p, rows_of in _merge(paths, rows, s.paths)}
                     s.tries += 1
-                    delay = min(RETRY_MAX, RETRY_START * 2 ** (s.tries - 1))
+                    delay = backoff.delay(s.tries - 1, RETRY_START, RETRY_MAX)
                     s.retry_at = time.monotonic() + delay
                 self.cond.notify_all()
             if error is None:
