@@ -28,317 +28,51 @@ for every stage:
 from __future__ import annotations
 
 import contextlib
-import heapq
-import itertools
 import os
 import queue
-import random
 import select
 import sqlite3
 import threading
 import time
 import traceback
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import IO, Any, Protocol
+from typing import IO, Any
 
 from .. import events as E
 from .. import private
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
-from . import ack_check, quarantine
-from .durable import ACK_INTERVAL, Acknowledger, Holding, Hop, Replays, StageState
+from . import quarantine
+from .durable import ACK_INTERVAL, Hop, Replays, StageState
+from .intake import Intake
+from .lanes import Lane, Scheduler
+from .options import Counters, Options
 from .pipe_tail import PipeTail
-from .streams import MAX_LINE_BYTES, LongLine, has_fd, input_lines, is_fifo, open_fifo_for_writing
+from .stage import Done, Item, Outcome, Retry, Stage, Timed
+from .streams import has_fd, is_fifo, open_fifo_for_writing
+
+__all__ = [  # what the runner's users import from here, as before the split
+    "Done",
+    "Item",
+    "Options",
+    "Outcome",
+    "Retry",
+    "Runner",
+    "Stage",
+    "Timed",
+    "run_stage",
+]
 
 BATCH = 2000  # lines taken per round
 COALESCE = 0.003  # seconds the loop may wait for more finished items before a commit
-FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
-LANE_BACKOFF_START = 1.0
-LANE_BACKOFF_MAX = 300.0
 PRUNE_INTERVAL = 5.0
-SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
 REFRESH_INTERVAL = 1.0  # seconds between acknowledgements written again while we make progress
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
-# Items a lane hands out beyond its workers, per worker: they wait in the lane's queue, so a worker that
-# finishes takes the next at once instead of waiting for the main thread's next round (its commit, for many
-# small files, took longer than a transfer: workers sat idle half the time).  Per-path order is unaffected:
-# only the head of each path's queue is ever handed out.
-AHEAD_PER_WORKER = 4
-
-
-# -- what a stage returns --------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Done:
-    """The item is finished: write these events (none, for a filter that drops it)."""
-
-    outputs: list[dict] = field(default_factory=list)
-    failed: bool = False  # an output carries an ``error`` field
-
-
-@dataclass(slots=True)
-class Retry:
-    """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
-    lane is in trouble (server down): it pauses with back-off instead."""
-
-    reason: str
-    after: float = 0.0
-    lane: bool = False
-
-
-Outcome = Done | Retry
-
-
-@dataclass(slots=True, eq=False)
-class Item:
-    """One unit of work: an event on a lane, ordered by ``key``."""
-
-    event: dict
-    line: bytes  # the event as read (what the inbox stores)
-    lane: str
-    key: bytes
-    order: int
-    id: int | None = None  # inbox row, once committed there
-    attempts: int = 0
-    not_before: float = 0.0  # wall clock
-    last_error: str | None = None
-    hop: Hop | None = None  # where the event came from, for acknowledgements
-    internal: int = 0  # attempts that failed in the stage itself (delivery/quarantine.py)
-
-
-class Stage:
-    """What a stage implements.  Subclasses override ``work`` and maybe the rest."""
-
-    name = "fc-stage"
-    migrations: Sequence[str] = ()  # the stage's own tables, in the same state file
-
-    def lanes(self) -> dict[str, int]:
-        """Lane name -> number of worker threads; 0 runs the work inline."""
-        return {"": 0}
-
-    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
-        """The work items of one event: (lane, key, event) each."""
-        return [("", E.get_path(event, "path"), event)]
-
-    def start(self, runner: Runner) -> None:
-        """Called once the state is open, before any work (runner.state is usable)."""
-
-    def work(self, item: Item) -> Outcome:
-        raise NotImplementedError
-
-    def quick(self, item: Item) -> Done | None:
-        """For stages with workers: the outcome of an item that needs no real work (a
-        pass-through), decided at once in the main thread; None hands it to a worker.
-        Only called when no earlier item of its key is pending."""
-        return None
-
-    def flush(self) -> str | None:
-        """Called once per round, after its work and before its commit to the state file: a stage that writes a
-        database of its own in one transaction per round (fc-record) commits it here, so that it is durable
-        before the state file says the round's items are done.  Returns why it could not: every item the
-        round finished is then tried again."""
-        return None
-
-    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        """Extra writes into the state file, in the transaction that finishes ``item``.
-        Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
-
-    def released(self, seq: int) -> None:
-        """Every reader of ours is done with our output lines up to ``seq`` (or, with no
-        File Conveyor reader, they were written long enough ago): files they refer to
-        (fc-process's work files) may go."""
-
-    def progress(self) -> str:
-        return ""
-
-    def close(self) -> None:
-        pass
-
-
-class Timed(Protocol):
-    """Work a stage does at set times on threads of its own (delivery/timed.py), which the end of the input
-    waits for like queued items: fc-transport's delayed deletions of old names, its CDN invalidations."""
-
-    def pending(self) -> int:
-        """How many are left."""
-        ...
-
-    def due_before(self, deadline: float) -> int:
-        """How many of them may be carried out before ``deadline`` (wall clock)."""
-        ...
-
-    def hurry(self) -> None:
-        """The input ended and every item is done: do now what was only waiting for company (a batch)."""
-        ...
-
-
-# -- scheduling: per-lane workers, per-key order ---------------------------------------
-
-
-class Lane:
-    def __init__(self, name: str, workers: int):
-        self.name = name
-        self.workers = workers
-        self.running = 0  # handed out: being worked on, or in ``tasks`` for the next free worker
-        self.ahead = workers * AHEAD_PER_WORKER
-        self.ready: list[tuple[int, Item]] = []  # heads of their key queues, due now
-        self.waiting: list[tuple[float, int, Item]] = []  # heads not due yet
-        self.paused_until = 0.0
-        # set by a worker whose item found the lane in trouble, until the main thread pauses the lane: the
-        # other workers put their queued items back meanwhile instead of knocking too
-        self.trouble = False
-        self.backoff = 0.0
-        self.probing = False
-        self.tasks: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
-        self.threads: list[threading.Thread] = []
-
-    def capacity(self, now: float) -> int:
-        if now < self.paused_until:
-            return 0
-        # inline lanes (no workers) take all that is due in one round
-        limit = 1 if self.probing else (self.workers + self.ahead if self.workers else 1 << 30)
-        return limit - self.running
-
-
-class Scheduler:
-    """Items in memory, in order; hands out those whose key is free and time is due."""
-
-    def __init__(self, lanes: dict[str, int]):
-        self.lanes = {name: Lane(name, n) for name, n in lanes.items()}
-        self.keys: dict[tuple[str, bytes], deque[Item]] = {}
-        self.count = 0
-        self.retrying = 0
-
-    def add(self, item: Item) -> None:
-        q = self.keys.get((item.lane, item.key))
-        self.count += 1
-        if q is None:
-            self.keys[(item.lane, item.key)] = deque([item])
-            self._push(item)
-        else:
-            q.append(item)
-
-    def _push(self, item: Item) -> None:
-        lane = self.lanes[item.lane]
-        if item.not_before > time.time():
-            heapq.heappush(lane.waiting, (item.not_before, item.order, item))
-        else:
-            heapq.heappush(lane.ready, (item.order, item))
-
-    def add_running(self, item: Item) -> None:
-        """An item already being worked on (inline) that must now hold its key."""
-        self.keys[(item.lane, item.key)] = deque([item])
-        self.count += 1
-        self.lanes[item.lane].running += 1
-
-    def head(self, item: Item) -> bool:
-        q = self.keys.get((item.lane, item.key))
-        return bool(q) and q[0] is item
-
-    def blocked(self, lane: str, key: bytes) -> bool:
-        return (lane, key) in self.keys
-
-    def due(self, now: float) -> Iterable[Item]:
-        """Items to start now, taking lane capacity."""
-        mono = time.monotonic()
-        for lane in self.lanes.values():
-            while lane.waiting and lane.waiting[0][0] <= now:
-                _, order, item = heapq.heappop(lane.waiting)
-                heapq.heappush(lane.ready, (order, item))
-            cap = lane.capacity(mono)
-            while cap > 0 and lane.ready:
-                _, item = heapq.heappop(lane.ready)
-                lane.running += 1
-                cap -= 1
-                yield item
-
-    def put_back(self, item: Item) -> None:
-        """A handed-out item a worker did not start (its lane paused meanwhile): ready again, as it was."""
-        self.lanes[item.lane].running -= 1
-        self._push(item)
-
-    def finished(self, item: Item) -> None:
-        self.count -= 1
-        lane = self.lanes[item.lane]
-        lane.running -= 1
-        lane.backoff = 0.0
-        lane.probing = False
-        q = self.keys[(item.lane, item.key)]
-        q.popleft()
-        if q:
-            self._push(q[0])
-        else:
-            del self.keys[(item.lane, item.key)]
-
-    def retry(self, item: Item, outcome: Retry) -> float:
-        """Put the item back; returns the delay chosen."""
-        lane = self.lanes[item.lane]
-        lane.running -= 1
-        if outcome.lane:
-            mono = time.monotonic()
-            if lane.paused_until <= mono:  # the first failure, or a failed probe: back off further
-                lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
-                # jitter: many stages (or many machines) restarting against one server
-                lane.paused_until = mono + lane.backoff * random.uniform(0.5, 1.0)
-                lane.probing = True
-            lane.trouble = False  # paused now: workers look at paused_until
-            delay = lane.paused_until - mono  # items that were already running wait with the rest
-            item.not_before = 0.0
-        else:
-            delay = outcome.after
-            item.not_before = time.time() + delay
-        self._push(item)
-        return delay
-
-    def next_due(self) -> float | None:
-        """Seconds until something may become ready (None: nothing waiting on time)."""
-        now, mono = time.time(), time.monotonic()
-        waits = []
-        for lane in self.lanes.values():
-            if lane.waiting:
-                waits.append(lane.waiting[0][0] - now)
-            if lane.ready and lane.paused_until > mono:
-                waits.append(lane.paused_until - mono)
-            elif lane.ready and lane.capacity(mono) > 0:
-                waits.append(0.0)
-        return max(0.0, min(waits)) if waits else None
-
-    def running(self) -> int:
-        return sum(lane.running for lane in self.lanes.values())
-
-    def only_waiting(self) -> bool:
-        """Nothing runs or is ready to run: all that is left waits for a retry time."""
-        mono = time.monotonic()
-        return all(lane.running == 0 and (not lane.ready or lane.paused_until > mono) for lane in self.lanes.values())
 
 
 # -- the runner ------------------------------------------------------------------------
-
-
-@dataclass
-class Options:
-    state_path: Any
-    input: str | None = None  # None/"-": stdin
-    output: str | None = None  # None/"-": stdout; a FIFO path is reopened for each reader
-    drain_timeout: float = 120.0  # after the end of input, how long without progress before giving up (exit 4)
-    max_queue: int = 100_000  # stop reading while this many items are unfinished
-    progress: bool = False
-    max_line_bytes: int = MAX_LINE_BYTES  # a longer line is skipped unread (--max-line-bytes)
-
-
-@dataclass
-class Counters:
-    read: int = 0
-    duplicates: int = 0
-    bad: int = 0
-    written: int = 0
-    failed: int = 0
-    retries: int = 0
-    quarantined: int = 0
 
 
 class Runner:
@@ -354,23 +88,9 @@ class Runner:
         self.sched = Scheduler(stage.lanes())
         self.inline = all(n == 0 for n in stage.lanes().values())
         self._workers = sum(stage.lanes().values())
-        self.marks = self.state.load_upstream()
-        # seqs of events we hold unfinished, per writer: we acknowledge only below them,
-        # so a writer keeps (and fc-process keeps the work files of) what we still need
-        self.held: dict[tuple[str, str], Counter[int]] = {}
-        self.acks = Acknowledger(
-            self.state.origin,
-            lambda key, text: rep.warn_once(key, text),
-            self._input_ident(),
-            rep.info,
-            vouched=self._input_vouched(),
-        )
+        self.input = Intake(stage, opts, stdin, self.state, self.counts, rep, stop)  # our writers, our input
         self.replays = Replays(self.state.db, self.state.epoch)  # our readers
-        self.holding = Holding(self.acks.session)  # our writers' replays
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self.room = threading.Event()
-        self.room.set()
-        self._order = itertools.count()
         self._eof = False
         self._stopping = False
         self._closed = False
@@ -398,23 +118,10 @@ class Runner:
         self._run_start = self.state.written
         self.tail = PipeTail(None)  # stdout a pipe: what its reader has read (delivery/pipe_tail.py)
         self._started = time.time()
-        self._lineno = 0
         self._written_log: deque[tuple[float, int]] = deque()
         self.progress = Progress(rep, opts.progress)
 
     # -- set-up ----------------------------------------------------------------------
-
-    def _input_ident(self) -> ack_check.Ident | None:
-        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
-        if self.opts.input in (None, "-"):
-            return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
-        return ack_check.input_ident(path=self.opts.input)
-
-    def _input_vouched(self) -> bool:
-        """An in-memory stream from a library caller, or a regular file of ours others cannot write (ack_check)."""
-        if self.opts.input in (None, "-"):
-            return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
-        return ack_check.own_file(path=self.opts.input)
 
     def _open_output(self) -> None:
         out = self.opts.output
@@ -523,10 +230,10 @@ class Runner:
             except E.EventError as exc:  # stored by an older version that took more: never retried, set aside
                 undecodable.append((rid, line, lane, key, attempts, f"stored line is not a valid event: {exc}"))
                 continue
-            item = Item(ev, line, lane, bytes(key), next(self._order), rid, attempts, not_before, last_error)
+            item = Item(ev, line, lane, bytes(key), next(self.input.order), rid, attempts, not_before, last_error)
             item.internal = internal
             item.hop = Hop.from_event(ev)
-            self._hold(item)
+            self.input.hold(item)
             self.sched.add(item)
         if undecodable:
             with self.state.transaction() as db:
@@ -545,7 +252,7 @@ class Runner:
         items = []
         for ev in events:
             ev = {k: v for k, v in ev.items() if k != "hop"}
-            items.extend(self._items(ev, E.encode(ev)))
+            items.extend(self.input.items(ev, E.encode(ev)))
         with self.state.transaction() as db:
             self._insert(db, items)
             if also is not None:
@@ -561,7 +268,7 @@ class Runner:
         items = []
         for ev in events:
             ev = {k: v for k, v in ev.items() if k != "hop"}
-            items.extend(self._items(ev, E.encode(ev)))
+            items.extend(self.input.items(ev, E.encode(ev)))
         self._insert(db, items)
         self._enqueued.extend(items)
 
@@ -597,9 +304,9 @@ class Runner:
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
-        for origin in self.acks.send(self._ack_marks(), force=True):
-            self.holding.expect(origin)
-        reader = threading.Thread(target=self._read_input, name="input", daemon=True)
+        for origin in self.input.acknowledge(force=True):
+            self.input.holding.expect(origin)
+        reader = threading.Thread(target=self.input.read, args=(self.events.put,), name="input", daemon=True)
         reader.start()
         self._looping = True
         try:
@@ -612,8 +319,8 @@ class Runner:
                 # a clean stop: the reader of our pipe gets a moment to read what is in it (pipe_tail.STOP_WAIT)
                 with contextlib.suppress(Exception):
                     self._settle_output()
-            self.acks.send(self._ack_marks(), force=True)
-            self.acks.close()
+            self.input.acknowledge(force=True)
+            self.input.acks.close()
             self.stage.close()
             self.progress.done(self._progress_text())
             with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
@@ -692,19 +399,6 @@ class Runner:
                 also(db)
         self.state.add_outbox(db, lines[start:])
 
-    def _read_input(self) -> None:
-        try:
-            for line in input_lines(
-                self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
-            ):
-                while not self.room.wait(0.5):
-                    if self.stop.requested:
-                        return
-                self.events.put(("line", line))
-        except OSError as exc:
-            self.events.put(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
-        self.events.put(("eof", None))
-
     def _loop(self) -> int:
         while True:
             if self.stop.requested:
@@ -752,12 +446,10 @@ class Runner:
                     self._eof = True
                     self._eof_at = time.monotonic()
             self._round(lines, done, emitted)
-            released = self.holding.release(at_end=self._eof)
+            released = self.input.held_back(at_end=self._eof)
             if released:
-                self._lineno -= len(released)  # taken again: keep line numbers in messages right
-                self.counts.read -= len(released)  # and counted again: each line is read once
                 self._round(released, [])
-            self.room.set() if self.sched.count < self.opts.max_queue else self.room.clear()
+            self.input.room.set() if self.sched.count < self.opts.max_queue else self.input.room.clear()
             self.progress.update(self._progress_text)
             if self._eof and self.sched.count == 0:
                 timed = self._timed_left()
@@ -884,7 +576,7 @@ class Runner:
         done: list[tuple[Item, Outcome]],
         emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None = None,
     ) -> None:
-        new = self._take(lines)
+        new = self.input.take(lines)
         to_insert: list[Item] = new
         if self.inline:
             # Work what can be worked now, before the commit: an item finished at once
@@ -961,7 +653,7 @@ class Runner:
         """A round's writes, inside its transaction.  ``careful``: each finished item in a savepoint of its own;
         one whose writes raise is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
         if took_lines:
-            self.state.save_upstream(db, self.marks)
+            self.state.save_upstream(db, self.input.marks)
         finished: list[tuple[int]] = []
         for i, (item, outcome) in enumerate(done):
             if not careful:
@@ -1042,97 +734,6 @@ class Runner:
         if not self.sched.head(item):
             self.sched.add_running(item)  # it was finished at once: now it holds its key until retried
         return retry
-
-    # -- taking lines ----------------------------------------------------------------------
-
-    def _take(self, lines: list[bytes]) -> list[Item]:
-        items: list[Item] = []
-        for line in lines:
-            self._lineno += 1
-            if not line.endswith(b"\n"):
-                if isinstance(line, LongLine):
-                    self._bad(f"{line.length} bytes, longer than --max-line-bytes {self.opts.max_line_bytes}", line)
-                else:
-                    self._bad("incomplete last line (no newline): the writer died mid-line?", line)
-                continue
-            if not line.strip():
-                continue
-            try:
-                ev = E.decode(line)
-            except E.EventError as exc:
-                self._bad(str(exc), line)
-                continue
-            self.counts.read += 1
-            hop = Hop.from_event(ev)
-            if hop is not None:
-                mark = self.marks.get(hop.origin)
-                if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
-                    # a first line, or a leap: a seq past what the writer wrote would make its real lines
-                    # after it look like replays (dropped); its state file says (one look, not per line)
-                    high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
-                    if high is not None:
-                        self._bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
-                        continue
-                if mark is None or mark[0] != hop.epoch:
-                    # a writer new to us (or whose state was recreated): register at once,
-                    # and hold its lines until it re-sends, for us, all it has kept (lines
-                    # a previous process of ours may have read and lost included)
-                    # Only the last lines before the first one we see can have been meant
-                    # for a process of ours (read and lost before it registered): at most
-                    # a pipe buffer and one reader's queue.  Older ones are not ours.
-                    start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
-                    self.marks[hop.origin] = (hop.epoch, start)
-                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
-                        self.holding.expect(hop.origin)
-                    mark = self.marks[hop.origin]
-                if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
-                    continue
-                if hop.seq <= mark[1]:
-                    self.counts.duplicates += 1
-                    continue
-                self.marks[hop.origin] = (hop.epoch, hop.seq)
-            try:
-                items.extend(self._items(ev, line))
-            except E.EventError as exc:
-                self._bad(str(exc), line)
-            except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
-                self.rep.debug(traceback.format_exc())
-                self._bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
-        return items
-
-    def _items(self, ev: dict, line: bytes) -> list[Item]:
-        hop = Hop.from_event(ev)
-        items = [
-            Item(part, line if part is ev else E.encode(part), lane, key, next(self._order), hop=hop)
-            for lane, key, part in self.stage.split(ev)
-        ]
-        for item in items:
-            self._hold(item)
-        return items
-
-    def _hold(self, item: Item) -> None:
-        if item.hop is not None:
-            self.held.setdefault((item.hop.origin, item.hop.epoch), Counter())[item.hop.seq] += 1
-
-    def _release(self, item: Item) -> None:
-        if item.hop is not None:
-            held = self.held.get((item.hop.origin, item.hop.epoch))
-            if held is not None:
-                held[item.hop.seq] -= 1
-                if held[item.hop.seq] <= 0:
-                    del held[item.hop.seq]
-
-    def _ack_marks(self) -> dict[str, tuple[str, int]]:
-        out = {}
-        for origin, (epoch, hwm) in self.marks.items():
-            held = self.held.get((origin, epoch))
-            out[origin] = (epoch, min(hwm, min(held) - 1) if held else hwm)
-        return out
-
-    def _bad(self, reason: str, line: bytes) -> None:
-        self.counts.bad += 1
-        shown = line[:200].decode("utf-8", "replace").rstrip("\n")
-        self.rep.error(f"input line {self._lineno}: {reason}: {shown!r} (skipped)")
 
     # -- working -----------------------------------------------------------------------
 
@@ -1244,7 +845,7 @@ class Runner:
     def _after(self, item: Item, outcome: Outcome) -> None:
         in_sched = self.sched.head(item)
         if isinstance(outcome, Done):
-            self._release(item)
+            self.input.release(item)
             if in_sched:
                 self.sched.finished(item)
             return
@@ -1262,7 +863,7 @@ class Runner:
         now = time.monotonic()
         if now >= self._next_ack:  # computing the marks costs: not on every round
             self._next_ack = now + ACK_INTERVAL
-            self.acks.send(self._ack_marks())
+            self.input.acknowledge()
         if now >= self._next_prune and self._delivered() > self.state.written:
             with self.state.transaction() as db:
                 self.state.mark_written(db, self._delivered())
@@ -1294,7 +895,7 @@ class Runner:
             self._next_refresh = now + REFRESH_INTERVAL
             if self._progress_at > self._refreshed_at or self.sched.count == 0 or not self.sched.only_waiting():
                 self._refreshed_at = now
-                self.acks.send(self._ack_marks(), force=True)
+                self.input.acknowledge(force=True)
 
     def _check_sessions(self) -> None:
         """A reader is new or restarted while we run: re-send what it had not acknowledged."""

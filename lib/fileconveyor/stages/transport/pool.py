@@ -1,7 +1,7 @@
 """Connections to one destination, shared by that lane's worker threads.
 
 A lane has as many worker threads as the destination has connections; the runner queues the lane's next items
-ahead of them (runner.AHEAD_PER_WORKER), so a connection that finishes a file starts the next one at once.  (Twice
+ahead of them (lanes.AHEAD_PER_WORKER), so a connection that finishes a file starts the next one at once.  (Twice
 as many threads, the extra ones waiting here with an item, did that before: measured, the extra threads cost more
 in switching than they saved.)  At most ``size`` transporters exist, each reused across files until closed; one
 whose connection dropped reconnects by itself on its next operation.

@@ -1,0 +1,195 @@
+"""The reading side of a hop: lines in, checked, turned into work items.
+
+- reads lines (stdin, a file or a FIFO) on a thread, and stops reading while the runner has too much queued;
+- decodes each line; a bad one is reported with its line number and skipped;
+- drops replays already taken (``hop`` high-water marks per writer, see delivery/durable.py), refuses a
+  ``hop.seq`` past what its writer wrote (a forged line), and holds a writer's lines while it re-sends what a
+  previous process of ours may have read and lost (``Holding``);
+- splits each event into work items (``Stage.split``) and remembers which writer seqs are still unfinished,
+  so that acknowledgements (``Acknowledger``, written into the writer's state file) never pass them.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import traceback
+from collections import Counter
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any
+
+from .. import events as E
+from . import ack_check
+from .durable import Acknowledger, Holding, Hop, StageState
+from .options import Counters, Options
+from .stage import Item, Stage
+from .streams import LongLine, has_fd, input_lines
+
+if TYPE_CHECKING:
+    from ..cli._common import Reporter, Stopper
+
+FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
+SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
+
+
+class Intake:
+    def __init__(
+        self,
+        stage: Stage,
+        opts: Options,
+        stdin: IO[bytes],
+        state: StageState,
+        counts: Counters,
+        rep: Reporter,
+        stop: Stopper,
+    ):
+        self.stage = stage
+        self.opts = opts
+        self.stdin = stdin
+        self.counts = counts
+        self.rep = rep
+        self.stop = stop
+        self.marks = state.load_upstream()
+        # seqs of events we hold unfinished, per writer: we acknowledge only below them,
+        # so a writer keeps (and fc-process keeps the work files of) what we still need
+        self.held: dict[tuple[str, str], Counter[int]] = {}
+        self.acks = Acknowledger(
+            state.origin,
+            lambda key, text: rep.warn_once(key, text),
+            self._input_ident(),
+            rep.info,
+            vouched=self._input_vouched(),
+        )
+        self.holding = Holding(self.acks.session)  # our writers' replays
+        self.room = threading.Event()  # cleared while the runner has too much queued: reading waits
+        self.room.set()
+        self.order = itertools.count()
+        self.lineno = 0
+
+    def _input_ident(self) -> ack_check.Ident | None:
+        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
+        if self.opts.input in (None, "-"):
+            return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
+        return ack_check.input_ident(path=self.opts.input)
+
+    def _input_vouched(self) -> bool:
+        """An in-memory stream from a library caller, or a regular file of ours others cannot write (ack_check)."""
+        if self.opts.input in (None, "-"):
+            return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
+        return ack_check.own_file(path=self.opts.input)
+
+    def read(self, post: Callable[[tuple[str, Any]], None]) -> None:
+        """The reading thread: each line, then the end (or an error), posted to the runner's loop."""
+        try:
+            for line in input_lines(
+                self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
+            ):
+                while not self.room.wait(0.5):
+                    if self.stop.requested:
+                        return
+                post(("line", line))
+        except OSError as exc:
+            post(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
+        post(("eof", None))
+
+    def acknowledge(self, force: bool = False) -> set[str]:
+        """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
+        return self.acks.send(self.ack_marks(), force=force)
+
+    def held_back(self, at_end: bool) -> list[bytes]:
+        """Lines held while their writer re-sent (Holding) that may be taken now; they are counted (and
+        numbered) again when taken."""
+        released = self.holding.release(at_end=at_end)
+        if released:
+            self.lineno -= len(released)  # taken again: keep line numbers in messages right
+            self.counts.read -= len(released)  # and counted again: each line is read once
+        return released
+
+    def take(self, lines: list[bytes]) -> list[Item]:
+        items: list[Item] = []
+        for line in lines:
+            self.lineno += 1
+            if not line.endswith(b"\n"):
+                if isinstance(line, LongLine):
+                    self.bad(f"{line.length} bytes, longer than --max-line-bytes {self.opts.max_line_bytes}", line)
+                else:
+                    self.bad("incomplete last line (no newline): the writer died mid-line?", line)
+                continue
+            if not line.strip():
+                continue
+            try:
+                ev = E.decode(line)
+            except E.EventError as exc:
+                self.bad(str(exc), line)
+                continue
+            self.counts.read += 1
+            hop = Hop.from_event(ev)
+            if hop is not None:
+                mark = self.marks.get(hop.origin)
+                if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
+                    # a first line, or a leap: a seq past what the writer wrote would make its real lines
+                    # after it look like replays (dropped); its state file says (one look, not per line)
+                    high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
+                    if high is not None:
+                        self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+                        continue
+                if mark is None or mark[0] != hop.epoch:
+                    # a writer new to us (or whose state was recreated): register at once,
+                    # and hold its lines until it re-sends, for us, all it has kept (lines
+                    # a previous process of ours may have read and lost included)
+                    # Only the last lines before the first one we see can have been meant
+                    # for a process of ours (read and lost before it registered): at most
+                    # a pipe buffer and one reader's queue.  Older ones are not ours.
+                    start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
+                    self.marks[hop.origin] = (hop.epoch, start)
+                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
+                        self.holding.expect(hop.origin)
+                    mark = self.marks[hop.origin]
+                if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
+                    continue
+                if hop.seq <= mark[1]:
+                    self.counts.duplicates += 1
+                    continue
+                self.marks[hop.origin] = (hop.epoch, hop.seq)
+            try:
+                items.extend(self.items(ev, line))
+            except E.EventError as exc:
+                self.bad(str(exc), line)
+            except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
+                self.rep.debug(traceback.format_exc())
+                self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
+        return items
+
+    def items(self, ev: dict, line: bytes) -> list[Item]:
+        hop = Hop.from_event(ev)
+        items = [
+            Item(part, line if part is ev else E.encode(part), lane, key, next(self.order), hop=hop)
+            for lane, key, part in self.stage.split(ev)
+        ]
+        for item in items:
+            self.hold(item)
+        return items
+
+    def hold(self, item: Item) -> None:
+        if item.hop is not None:
+            self.held.setdefault((item.hop.origin, item.hop.epoch), Counter())[item.hop.seq] += 1
+
+    def release(self, item: Item) -> None:
+        if item.hop is not None:
+            held = self.held.get((item.hop.origin, item.hop.epoch))
+            if held is not None:
+                held[item.hop.seq] -= 1
+                if held[item.hop.seq] <= 0:
+                    del held[item.hop.seq]
+
+    def ack_marks(self) -> dict[str, tuple[str, int]]:
+        out = {}
+        for origin, (epoch, hwm) in self.marks.items():
+            held = self.held.get((origin, epoch))
+            out[origin] = (epoch, min(hwm, min(held) - 1) if held else hwm)
+        return out
+
+    def bad(self, reason: str, line: bytes) -> None:
+        self.counts.bad += 1
+        shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+        self.rep.error(f"input line {self.lineno}: {reason}: {shown!r} (skipped)")

@@ -1,0 +1,123 @@
+"""What a stage implements, and what it returns: the interface between a stage's own logic
+(stages/<command>/stage.py) and the delivery protocol that carries its events (delivery/runner.py).
+
+A stage says what to do with one event (``Stage.work``) and, if it needs them, what its lanes are, how an event
+splits into items, what it writes into the state file with a finished item; the runner does the rest.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from .. import events as E
+from .durable import Hop
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+
+@dataclass(slots=True)
+class Done:
+    """The item is finished: write these events (none, for a filter that drops it)."""
+
+    outputs: list[dict] = field(default_factory=list)
+    failed: bool = False  # an output carries an ``error`` field
+
+
+@dataclass(slots=True)
+class Retry:
+    """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
+    lane is in trouble (server down): it pauses with back-off instead."""
+
+    reason: str
+    after: float = 0.0
+    lane: bool = False
+
+
+Outcome = Done | Retry
+
+
+@dataclass(slots=True, eq=False)
+class Item:
+    """One unit of work: an event on a lane, ordered by ``key``."""
+
+    event: dict
+    line: bytes  # the event as read (what the inbox stores)
+    lane: str
+    key: bytes
+    order: int
+    id: int | None = None  # inbox row, once committed there
+    attempts: int = 0
+    not_before: float = 0.0  # wall clock
+    last_error: str | None = None
+    hop: Hop | None = None  # where the event came from, for acknowledgements
+    internal: int = 0  # attempts that failed in the stage itself (delivery/quarantine.py)
+
+
+class Stage:
+    """What a stage implements.  Subclasses override ``work`` and maybe the rest."""
+
+    name = "fc-stage"
+    migrations: Sequence[str] = ()  # the stage's own tables, in the same state file
+
+    def lanes(self) -> dict[str, int]:
+        """Lane name -> number of worker threads; 0 runs the work inline."""
+        return {"": 0}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        """The work items of one event: (lane, key, event) each."""
+        return [("", E.get_path(event, "path"), event)]
+
+    def start(self, runner: Runner) -> None:
+        """Called once the state is open, before any work (runner.state is usable)."""
+
+    def work(self, item: Item) -> Outcome:
+        raise NotImplementedError
+
+    def quick(self, item: Item) -> Done | None:
+        """For stages with workers: the outcome of an item that needs no real work (a
+        pass-through), decided at once in the main thread; None hands it to a worker.
+        Only called when no earlier item of its key is pending."""
+        return None
+
+    def flush(self) -> str | None:
+        """Called once per round, after its work and before its commit to the state file: a stage that writes a
+        database of its own in one transaction per round (fc-record) commits it here, so that it is durable
+        before the state file says the round's items are done.  Returns why it could not: every item the
+        round finished is then tried again."""
+        return None
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        """Extra writes into the state file, in the transaction that finishes ``item``.
+        Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
+
+    def released(self, seq: int) -> None:
+        """Every reader of ours is done with our output lines up to ``seq`` (or, with no
+        File Conveyor reader, they were written long enough ago): files they refer to
+        (fc-process's work files) may go."""
+
+    def progress(self) -> str:
+        return ""
+
+    def close(self) -> None:
+        pass
+
+
+class Timed(Protocol):
+    """Work a stage does at set times on threads of its own (delivery/timed.py), which the end of the input
+    waits for like queued items: fc-transport's delayed deletions of old names, its CDN invalidations."""
+
+    def pending(self) -> int:
+        """How many are left."""
+        ...
+
+    def due_before(self, deadline: float) -> int:
+        """How many of them may be carried out before ``deadline`` (wall clock)."""
+        ...
+
+    def hurry(self) -> None:
+        """The input ended and every item is done: do now what was only waiting for company (a batch)."""
+        ...
