@@ -13,12 +13,14 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from .. import __version__
 from ..delivery.streams import MAX_LINE_BYTES
 from ..errors import Exit, FCError, UsageError
-from ..stages.record.old_daemon import Source
+
+if TYPE_CHECKING:
+    from ..stages.record.old_daemon import Source
 
 
 @dataclass
@@ -198,6 +200,8 @@ def parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
 
 def source_roots(specs: Sequence[str]) -> list[Source]:
     """``--source NAME=DIR`` flags (fc-record, fc-transport): the source trees as given to fc-watch."""
+    from ..stages.record.old_daemon import Source  # here: what it imports (pickle, ctypes) costs every stage's start
+
     out = []
     for spec in specs:
         name, sep, path = spec.partition("=")

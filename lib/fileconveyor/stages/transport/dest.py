@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 
 from ...errors import ConfigError, UsageError
 from ...transporters import TRANSPORTERS, Destination, Transporter, parse_destination
-from ...transporters.isolated import isolated
 
 MAX_CONNECTIONS = 64  # more than this to one server is a typo, not a plan
 
@@ -32,7 +31,12 @@ class Target:
         return self.dest.name
 
     def make(self) -> Transporter:
-        tp = isolated(self.cls)(self.dest) if self.cls.isolated_for(self.dest) else self.cls(self.dest)
+        if self.cls.isolated_for(self.dest):
+            from ...transporters.isolated import isolated  # multiprocessing: only for a transporter that needs it
+
+            tp = isolated(self.cls)(self.dest)
+        else:
+            tp = self.cls(self.dest)
         tp.defer_invalidations = True  # the stage keeps them in its state file (transport_purge.py)
         return tp
 

@@ -14,13 +14,12 @@ while the job ran (that hint is newer), so a job may run on a snapshot.
 from __future__ import annotations
 
 import array
-import multiprocessing
 import os
 import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ...children import die_with_parent
 from ...errors import Stopped
@@ -28,6 +27,10 @@ from ...events import FileEventEncoder
 from ...watchers.links import UNKNOWN, resolve
 from ...watchers.tree import Filters, WalkHooks, to_key, to_rel, walk
 from .state import DELETED, SKIPPED, SKIPPED_GONE, Row, encode_row, judge, read_rows
+
+if TYPE_CHECKING:  # multiprocessing is imported when a scan runs in parallel, not at every start (15 ms)
+    import multiprocessing
+    from multiprocessing.sharedctypes import Synchronized
 
 BATCH = 4096  # lines per batch handed to the parent
 
@@ -279,6 +282,7 @@ def run_parallel(
     ``between`` is called while waiting (the inotify backend reads its queue there,
     so a long scan cannot overflow it); ``stop`` too: when it says so, Stopped is
     raised and the workers are killed."""
+    import multiprocessing
     import queue
 
     global _JOBS
