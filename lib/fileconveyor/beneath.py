@@ -1,27 +1,46 @@
-"""Reaching a file beneath a root directory without ever leaving it.
+"""Reaching a file beneath a root directory without ever leaving it: the one home of that walk.
 
-A path ``root + "/" + rel`` taken from an event is resolved by the kernel, which
-follows every symlink on the way and every ``..``: a ``rel`` of ``../x``, or a
-directory inside the tree swapped for a symlink, lands outside the root.  Here
-the root is opened once and each directory of ``rel`` is opened relative to the
-previous one with O_NOFOLLOW, so the directory file descriptor handed back is
-really beneath the root, and the last name is looked at and acted on relative to
-it (``fstatat``/``unlinkat`` with that descriptor): a symlink anywhere below the
-root, a ``..`` or an empty step ends the walk instead.
+A path ``root + "/" + rel`` taken from an event is resolved by the kernel, which follows every symlink on the
+way and every ``..``: a ``rel`` of ``../x``, or a directory inside the tree swapped for a symlink, lands outside
+the root.  Here the root is opened once (it may itself be a symlink: it is the user's setting) and everything
+below it is opened relative to a directory descriptor we hold, so what is reached is really beneath the root.
+Three uses, one primitive (``open_dir``: one directory opened relative to the one above, never through a link):
+
+- ``parent_dir(root, rel)``: the directory holding ``rel``, through real directories only; a symlink anywhere
+  below the root, a ``..`` or an empty step ends the walk (fc-record deleting a synced source file);
+- ``open_file(dfd, root, rel, flags)``: a file beneath the root, a symlink on the way followed only while its
+  target stays beneath the root, the way fc-watch publishes in-root links (the sources of fc-transport and
+  fc-process, sourcefile.py).  With openat2(2) (Linux >= 5.6) the kernel does this in one call
+  (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); it refuses absolute links even when they point inside, so those,
+  and kernels without openat2, go through ``_walk``: one openat(O_NOFOLLOW) per component from directory
+  descriptors we hold, links read and resolved by us, never by the kernel;
+- ``open_dir`` itself, for a caller that keeps the descriptors of the directories it walks and makes missing
+  ones (file:// destinations, transporters/local.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import os
+import stat
+from collections import deque
 from collections.abc import Iterator
+from typing import Any
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# O_PATH: a handle for naming things relative to it, which needs no read permission on the directory.
+PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
+MAX_LINKS = 40  # symlinks followed in one resolution, as the kernel's limit
 
 
 class OutsideRoot(ValueError):
     """``rel`` does not name a file beneath the root by plain directories (``..``, a symlink, not a directory)."""
+
+
+class LeadsOut(OutsideRoot):
+    """A symlink or a ``..`` on the way leads out of the root (``open_file``)."""
 
 
 def rel_parts(rel: bytes) -> list[bytes]:
@@ -33,6 +52,20 @@ def rel_parts(rel: bytes) -> list[bytes]:
     return parts
 
 
+def open_dir(name: bytes, parent: int | None = None, flags: int = DIR_FLAGS) -> int:
+    """``name`` opened as a directory.  Relative to ``parent`` a symlink is never followed: OSError ENOTDIR or
+    ELOOP for a link or a non-directory (``is_link`` tells them apart).  With no ``parent``, ``name`` is a root
+    the user named, and a link there is followed.  FileNotFoundError when it is missing."""
+    if parent is None:
+        return os.open(name, flags)
+    return os.open(name, flags | os.O_NOFOLLOW, dir_fd=parent)
+
+
+def is_link(name: bytes, parent: int | None = None) -> bool:
+    """Whether ``name`` (relative to ``parent``) is a symlink itself; OSError when it cannot be looked at."""
+    return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+
+
 @contextlib.contextmanager
 def parent_dir(root: bytes, rel: bytes) -> Iterator[tuple[int, bytes]]:
     """(descriptor of the directory holding ``rel``, its last name), that directory reached from ``root``
@@ -40,11 +73,11 @@ def parent_dir(root: bytes, rel: bytes) -> Iterator[tuple[int, bytes]]:
     below it is followed.  OutsideRoot when the walk meets a symlink or a non-directory; OSError as usual
     (FileNotFoundError: a directory on the way is gone)."""
     *dirs, name = rel_parts(rel)
-    fd = os.open(root, _DIR_FLAGS)
+    fd = open_dir(root)
     try:
         for part in dirs:
             try:
-                nxt = os.open(part, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                nxt = open_dir(part, fd)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     shown = os.fsdecode(part)
@@ -55,3 +88,107 @@ def parent_dir(root: bytes, rel: bytes) -> Iterator[tuple[int, bytes]]:
         yield fd, name
     finally:
         os.close(fd)
+
+
+def open_file(dfd: int, root: bytes, rel: bytes, flags: int) -> int:
+    """``rel`` opened with ``flags`` beneath ``dfd``, the open directory ``root``: a symlink on the way is followed
+    only while its target stays beneath the root.  LeadsOut when the way leaves the root; OutsideRoot when it
+    names no file (too many links, the root itself); FileNotFoundError or NotADirectoryError when it is gone (or a
+    file is where a directory was); OSError for the rest."""
+    if _openat2 is not None:
+        try:
+            return _openat2(dfd, rel, flags)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ELOOP, errno.ENOSYS, errno.EPERM):
+                raise
+            # EXDEV: a link leading out, or an absolute one (perhaps to inside): _walk decides.
+    return _walk(dfd, root, rel, flags)
+
+
+def _walk(dfd: int, root: bytes, rel: bytes, read_flags: int) -> int:
+    """openat2's RESOLVE_BENEATH by hand: components opened O_NOFOLLOW from descriptors we hold; a link is read
+    and its target's components resolved in its place; ".." never climbs above the root."""
+    real_roots = {root.rstrip(b"/"), os.path.realpath(root).rstrip(b"/")}
+    stack = [os.dup(dfd)]
+    todo = deque(rel.split(b"/"))
+    links = 0
+    try:
+        while todo:
+            name = todo.popleft()
+            if name in (b"", b"."):
+                continue
+            if name == b"..":
+                if len(stack) == 1:
+                    raise LeadsOut("'..' above the root")
+                os.close(stack.pop())
+                continue
+            last = not any(p not in (b"", b".") for p in todo)
+            try:
+                fd = os.open(name, read_flags | os.O_NOFOLLOW, dir_fd=stack[-1]) if last else open_dir(name, stack[-1])
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
+                    raise  # FileNotFoundError among them: gone
+                try:
+                    target = os.readlink(name, dir_fd=stack[-1])
+                except OSError:  # not a link: a file where a directory was, so not the file of the event
+                    raise NotADirectoryError(errno.ENOTDIR, "a component is not a directory", name) from None
+                links += 1
+                if links > MAX_LINKS:
+                    raise OutsideRoot("too many symlinks") from None
+                if target.startswith(b"/"):
+                    inside = [r for r in real_roots if target == r or target.startswith(r + b"/")]
+                    if not inside:
+                        raise LeadsOut("an absolute symlink out of the root") from None
+                    target = target[len(inside[0]) :]
+                    while len(stack) > 1:
+                        os.close(stack.pop())
+                todo.extendleft(reversed(target.split(b"/")))
+                continue
+            if last:
+                return fd
+            stack.append(fd)
+        raise OutsideRoot("it names the root itself")
+    finally:
+        for fd in stack:
+            os.close(fd)
+
+
+# -- openat2(2) through ctypes ----------------------------------------------------------------------------------
+
+_SYS_OPENAT2 = 437  # the same number on every Linux architecture (the syscall table was unified by then)
+_RESOLVE_NO_MAGICLINKS = 0x02
+_RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _make_openat2() -> Any:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        syscall = libc.syscall
+    except (OSError, AttributeError):
+        return None
+    syscall.restype = ctypes.c_long
+
+    def openat2(dfd: int, rel: bytes, flags: int) -> int:
+        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+        fd = syscall(
+            ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dfd), ctypes.c_char_p(rel), ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )  # fmt: skip
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        return int(fd)
+
+    # Probe once: an old kernel says ENOSYS, a container's seccomp filter may say EPERM; both mean "walk".
+    try:
+        os.close(openat2(-100, b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))  # -100: AT_FDCWD
+    except OSError:
+        return None
+    return openat2
+
+
+_openat2 = _make_openat2() if os.uname().sysname == "Linux" else None

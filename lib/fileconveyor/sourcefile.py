@@ -4,12 +4,9 @@ An event names its file three times: ``root``, ``rel`` and ``path``.  Any of the
 stage writes what it likes) and the file may be swapped between fc-watch seeing it and us reading it.  So:
 
 - ``path`` must be ``root`` + ``/`` + ``rel``, and ``rel`` may hold no empty, ``.`` or ``..`` component;
-- the file is opened *beneath* ``root``: a symlink met on the way (a swapped-in one too) is followed only while
-  its target stays beneath the root, the way fc-watch publishes in-root links; one leading out is refused.  With
-  openat2(2) (Linux >= 5.6) the kernel does this in one call (RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS); it
-  refuses absolute links even when they point inside, so those, and kernels without openat2, go through
-  ``_walk``: one openat(O_NOFOLLOW) per component from directory descriptors we hold, links read and resolved by
-  us, never by the kernel;
+- the file is opened *beneath* ``root`` (``beneath.open_file``: openat2 RESOLVE_BENEATH, or a walk by hand): a
+  symlink met on the way (a swapped-in one too) is followed only while its target stays beneath the root, the
+  way fc-watch publishes in-root links; one leading out is refused;
 - it must be a regular file (opened O_NONBLOCK: a FIFO put there cannot hang us), and when the event carries
   ``ino`` and ``size`` they must match the open file: otherwise it is another file now, or changed since the
   event (a newer event follows from fc-watch), and is not read.  (Events carry no device number; a file
@@ -27,21 +24,18 @@ other users, as fc-process makes it (``work_dir_problem``).  See ``from_event``.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import io
 import os
 import stat
-from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from . import beneath
 from . import events as E
 from .beneath import OutsideRoot, rel_parts
 from .errors import Exit, FCError
-
-MAX_LINKS = 40  # symlinks followed in one resolution, as the kernel's limit
 
 
 class SourceRefused(FCError):
@@ -185,9 +179,9 @@ def work_dir_problem(st: os.stat_result) -> str | None:
 
 
 def _open_root(src: Source) -> int:
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
     try:
-        dfd = os.open(src.root, flags | os.O_NOFOLLOW if src.work else flags)
+        # a work folder is never taken through a link; a root may be one (the user's setting, or fc-watch's)
+        dfd = os.open(src.root, beneath.DIR_FLAGS | os.O_NOFOLLOW) if src.work else beneath.open_dir(src.root)
     except (FileNotFoundError, NotADirectoryError):
         # O_NOFOLLOW | O_DIRECTORY on a symlink fails with ENOTDIR (or ELOOP): tell it from a vanished folder
         if src.work and _is_link(src.root):
@@ -205,7 +199,7 @@ def _open_root(src: Source) -> int:
 
 def _is_link(path: bytes) -> bool:
     try:
-        return stat.S_ISLNK(os.lstat(path).st_mode)
+        return beneath.is_link(path)
     except OSError:
         return False
 
@@ -272,7 +266,7 @@ def copy_fd(src: int, out: int) -> int:
         return offset
 
 
-# -- resolution beneath a directory -------------------------------------------------------------------------
+# -- resolution beneath a directory (beneath.py) --------------------------------------------------------------
 
 _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
@@ -280,109 +274,15 @@ _READ = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 def _open_beneath(dfd: int, src: Source) -> int:
     # O_NONBLOCK: a FIFO in an event's place cannot hang us (a caller's pipe is waited for, as open() does)
     flags = _READ & ~os.O_NONBLOCK if src.pipe_ok else _READ
-    if _openat2 is not None:
-        try:
-            return _openat2(dfd, src.rel, flags)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ENOTDIR):
-                raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
-            if exc.errno not in (errno.EXDEV, errno.ELOOP, errno.ENOSYS, errno.EPERM):
-                raise
-            # EXDEV: a link leading out, or an absolute one (perhaps to inside): _walk decides.
-    return _walk(dfd, src, flags)
-
-
-def _walk(dfd: int, src: Source, read_flags: int) -> int:
-    """openat2's RESOLVE_BENEATH by hand: components opened O_NOFOLLOW from descriptors we hold; a link is read
-    and its target's components resolved in its place; ".." never climbs above the root."""
-    real_roots = {src.root.rstrip(b"/"), os.path.realpath(src.root).rstrip(b"/")}
-    stack = [os.dup(dfd)]
-    todo = deque(src.rel.split(b"/"))
-    links = 0
     try:
-        while todo:
-            name = todo.popleft()
-            if name in (b"", b"."):
-                continue
-            if name == b"..":
-                if len(stack) == 1:
-                    raise _escape(src)
-                os.close(stack.pop())
-                continue
-            last = not any(p not in (b"", b".") for p in todo)
-            flags = read_flags | os.O_NOFOLLOW if last else os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-            try:
-                fd = os.open(name, flags, dir_fd=stack[-1])
-            except FileNotFoundError:
-                raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
-            except OSError as exc:
-                if exc.errno not in (errno.ELOOP, errno.ENOTDIR, errno.EMLINK):
-                    raise
-                try:
-                    target = os.readlink(name, dir_fd=stack[-1])
-                except OSError:  # not a link: a file where a directory was, so not the file of the event
-                    raise SourceGone(f"{E.display(src.path)} vanished (a component is not a directory)") from None
-                links += 1
-                if links > MAX_LINKS:
-                    raise SourceRefused(f"refusing {E.display(src.path)!r}: too many symlinks") from None
-                if target.startswith(b"/"):
-                    inside = [r for r in real_roots if target == r or target.startswith(r + b"/")]
-                    if not inside:
-                        raise _escape(src) from None
-                    target = target[len(inside[0]) :]
-                    while len(stack) > 1:
-                        os.close(stack.pop())
-                todo.extendleft(reversed(target.split(b"/")))
-                continue
-            if last:
-                return fd
-            stack.append(fd)
-        raise SourceRefused(f"refusing {E.display(src.path)!r}: it names the root itself")
-    finally:
-        for fd in stack:
-            os.close(fd)
+        return beneath.open_file(dfd, src.root, src.rel, flags)
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
+    except beneath.LeadsOut:
+        raise _escape(src) from None
+    except beneath.OutsideRoot as exc:  # too many links, the root itself
+        raise SourceRefused(f"refusing {E.display(src.path)!r}: {exc}") from None
 
 
 def _escape(src: Source) -> SourceOutside:
     return SourceOutside(f"refusing {E.display(src.path)!r}: it leads out of {E.display(src.root)!r} (a symlink?)")
-
-
-# -- openat2(2) through ctypes ----------------------------------------------------------------------------------
-
-_SYS_OPENAT2 = 437  # the same number on every Linux architecture (the syscall table was unified by then)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_BENEATH = 0x08
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-def _make_openat2() -> Any:
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        syscall = libc.syscall
-    except (OSError, AttributeError):
-        return None
-    syscall.restype = ctypes.c_long
-
-    def openat2(dfd: int, rel: bytes, flags: int) -> int:
-        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = syscall(
-            ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dfd), ctypes.c_char_p(rel), ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )  # fmt: skip
-        if fd < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-        return int(fd)
-
-    # Probe once: an old kernel says ENOSYS, a container's seccomp filter may say EPERM; both mean "walk".
-    try:
-        os.close(openat2(-100, b".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC))  # -100: AT_FDCWD
-    except OSError:
-        return None
-    return openat2
-
-
-_openat2 = _make_openat2() if os.uname().sysname == "Linux" else None

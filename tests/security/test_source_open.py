@@ -174,11 +174,11 @@ def test_shrunk_source_is_not_reported_uploaded(local_backend: Backend, tmp_path
 
 @pytest.fixture(params=["openat2", "walk"])
 def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    from fileconveyor import sourcefile
+    from fileconveyor import beneath
 
     if request.param == "walk":
-        monkeypatch.setattr(sourcefile, "_openat2", None)
-    elif sourcefile._openat2 is None:
+        monkeypatch.setattr(beneath, "_openat2", None)
+    elif beneath._openat2 is None:
         pytest.skip("this kernel has no openat2: the walk is what runs here")
     return str(request.param)
 
@@ -198,6 +198,10 @@ def test_resolution_beneath_the_root(resolver: str, site: tuple[Path, Path], tmp
         assert f.read() == b"a { }\n"
     with pytest.raises(SourceGone):
         open_source(Source(b, b"css/none.css"))
+    with pytest.raises(SourceGone):  # a file where a directory was: not the file of the event
+        open_source(Source(b, b"css/a.css/x"))
+    with pytest.raises(SourceRefused):  # the root itself (a Source is built unchecked)
+        open_source(Source(b, b"css/.."))
     os.mkfifo(root / "fifo")  # an event's FIFO is refused at once, not waited on
     with pytest.raises(SourceRefused, match="not a regular file"):
         open_source(Source(b, b"fifo"))

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import BinaryIO, ClassVar
 
+from .. import beneath
 from ..sourcefile import copy_fd
 from .base import CLOSE_WAIT, UNCHANGED, R, RemoteStat, Transporter, join, temp_path, unchanged
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
@@ -203,7 +204,7 @@ class SymlinkOrCopy(Transporter):
                 fd = _open_dir(name, parent)
             return fd
         except NotADirectoryError:
-            if stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+            if beneath.is_link(name, parent):
                 raise link_refused(join(self.root, rel)) from None
             if create:
                 raise not_a_directory(join(self.root, rel)) from None
@@ -213,16 +214,11 @@ class SymlinkOrCopy(Transporter):
         return any(source.startswith(d.rstrip(b"/") + b"/") for d in self.symlink_within)
 
 
-# O_PATH: a handle for naming things relative to it, which needs no read permission on the directory.
-DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
-
-
 def _open_dir(name: bytes, parent: int | None) -> int | None:
-    """``name`` opened as a directory (relative to ``parent``: without following a link), None if missing."""
+    """``name`` opened as a directory (relative to ``parent``: without following a link), None if missing.
+    An O_PATH handle: it names things relative to it, and needs no read permission on the directory."""
     try:
-        if parent is None:
-            return os.open(name, DIR_FLAGS)  # the root: a link there is followed, it is what the user named
-        return os.open(name, DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent)
+        return beneath.open_dir(name, parent, beneath.PATH_FLAGS)
     except FileNotFoundError:
         return None
 
