@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import heapq
 import queue
-import random
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable
 
+from .. import backoff
 from .stage import Item, Retry
 
 LANE_BACKOFF_START = 1.0
@@ -39,7 +39,7 @@ class Lane:
         # set by a worker whose item found the lane in trouble, until the main thread pauses the lane: the
         # other workers put their queued items back meanwhile instead of knocking too
         self.trouble = False
-        self.backoff = 0.0
+        self.pauses = 0  # in a row, since an item last went through: each one twice as long
         self.probing = False
         self.tasks: queue.SimpleQueue[Item | None] = queue.SimpleQueue()
         self.threads: list[threading.Thread] = []
@@ -113,7 +113,7 @@ class Scheduler:
         self.count -= 1
         lane = self.lanes[item.lane]
         lane.running -= 1
-        lane.backoff = 0.0
+        lane.pauses = 0
         lane.probing = False
         q = self.keys[(item.lane, item.key)]
         q.popleft()
@@ -129,9 +129,10 @@ class Scheduler:
         if outcome.lane:
             mono = time.monotonic()
             if lane.paused_until <= mono:  # the first failure, or a failed probe: back off further
-                lane.backoff = min(LANE_BACKOFF_MAX, max(LANE_BACKOFF_START, lane.backoff * 2))
                 # jitter: many stages (or many machines) restarting against one server
-                lane.paused_until = mono + lane.backoff * random.uniform(0.5, 1.0)
+                pause = backoff.delay(lane.pauses, LANE_BACKOFF_START, LANE_BACKOFF_MAX, jitter=True)
+                lane.paused_until = mono + pause
+                lane.pauses += 1
                 lane.probing = True
             lane.trouble = False  # paused now: workers look at paused_until
             delay = lane.paused_until - mono  # items that were already running wait with the rest

@@ -39,8 +39,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
+from .. import backoff, private
 from .. import events as E
-from .. import private
 from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
 from . import quarantine
@@ -692,7 +692,7 @@ class Runner:
             return
         for i, (item, outcome) in enumerate(done):
             if isinstance(outcome, Done):
-                done[i] = (item, Retry(reason, after=min(60.0, 2.0 * 2 ** min(item.attempts, 5))))
+                done[i] = (item, Retry(reason, after=backoff.delay(item.attempts, 2.0, 60.0)))
                 if not self.sched.head(item):
                     self.sched.add_running(item)  # finished at once: now it holds its key until retried
 
@@ -728,7 +728,7 @@ class Runner:
                 f"{self.state.path}), not retried"
             )
             return Done([])
-        retry = Retry(reason, after=quarantine.FIRST_DELAY * 2 ** (item.internal - 1))
+        retry = Retry(reason, after=backoff.delay(item.internal - 1, quarantine.FIRST_DELAY, 60.0))
         self._retry_row(db, item, retry, to_insert)
         self.counts.retries -= 1  # not a retry the stage asked for
         if not self.sched.head(item):
