@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from fileconveyor import events as E
-from fileconveyor.cli._common import Reporter, Stopper
 from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
+from fileconveyor.report import Reporter
+from fileconveyor.stopping import Stopper
 from tests.conftest import ROOT
 from tests.security.stage_runs import env
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from fileconveyor import events as E
-from fileconveyor.cli._common import Reporter, Stopper
 from fileconveyor.delivery import quarantine
 from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
+from fileconveyor.report import Reporter
 from fileconveyor.stages.record.status import state_status
+from fileconveyor.stopping import Stopper
 
 
 class Buggy(Stage):

@@ -10,10 +10,11 @@ import time
 from pathlib import Path
 
 from fileconveyor import events as E
-from fileconveyor.cli._common import Reporter, Stopper
 from fileconveyor.delivery.durable import Acknowledger
 from fileconveyor.delivery.runner import Done, Item, Options, Retry, Runner, Stage
 from fileconveyor.errors import Exit
+from fileconveyor.report import Reporter
+from fileconveyor.stopping import Stopper
 
 
 def ev(rel: str, n: int = 0, **extra: object) -> dict:

@@ -7,9 +7,9 @@ import threading
 import time
 from pathlib import Path
 
-from fileconveyor.cli._common import Stopper
 from fileconveyor.delivery.streams import input_lines, open_fifo_for_writing
 from fileconveyor.events import BadLine, events_from
+from fileconveyor.stopping import Stopper
 
 
 def _write(path: Path, data: bytes, delay: float = 0.0) -> None:

@@ -4,12 +4,9 @@ where exceptions become an error message and an exit status."""
 from __future__ import annotations
 
 import argparse
-import logging
 import os
-import signal
 import sqlite3
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +15,8 @@ from typing import IO, TYPE_CHECKING
 from .. import __version__
 from ..delivery.streams import MAX_LINE_BYTES
 from ..errors import Exit, FCError, UsageError
+from ..report import Reporter, route_logging
+from ..stopping import Stopper
 
 if TYPE_CHECKING:
     from ..stages.record.old_daemon import Source
@@ -30,158 +29,6 @@ class Streams:
     stdin: IO[bytes] = field(default_factory=lambda: sys.stdin.buffer)
     stdout: IO[bytes] = field(default_factory=lambda: sys.stdout.buffer)
     stderr: IO[str] = field(default_factory=lambda: sys.stderr)
-
-
-class Reporter:
-    """Messages for people, on stderr, as ``fc-x: level: text``."""
-
-    def __init__(self, prog: str, stderr: IO[str], verbosity: int = 0):
-        self.prog = prog
-        self.stderr = stderr
-        self.verbosity = verbosity
-        self._once: set[str] = set()
-        self._progress_shown = False
-
-    def _emit(self, text: str) -> None:
-        if self._progress_shown:
-            self.stderr.write("\r\x1b[K")
-            self._progress_shown = False
-        self.stderr.write(text + "\n")
-        self.stderr.flush()
-
-    def error(self, text: str) -> None:
-        self._emit(f"{self.prog}: error: {text}")
-
-    def warn(self, text: str) -> None:
-        if self.verbosity >= 0:
-            self._emit(f"{self.prog}: warning: {text}")
-
-    def warn_once(self, key: str, text: str) -> None:
-        if key not in self._once:
-            self._once.add(key)
-            self.warn(text)
-
-    def info(self, text: str) -> None:
-        """Shown with --verbose."""
-        if self.verbosity >= 1:
-            self._emit(f"{self.prog}: {text}")
-
-    def debug(self, text: str) -> None:
-        if self.verbosity >= 2:
-            self._emit(f"{self.prog}: debug: {text}")
-
-    def progress(self, text: str) -> None:
-        """A line redrawn in place; only call when stderr is a terminal."""
-        self.stderr.write(f"\r\x1b[K{self.prog}: {text}")
-        self.stderr.flush()
-        self._progress_shown = True
-
-    def end_progress(self) -> None:
-        if self._progress_shown:
-            self.stderr.write("\n")
-            self.stderr.flush()
-            self._progress_shown = False
-
-
-class _ToReporter(logging.Handler):
-    def __init__(self, reporter: Reporter):
-        super().__init__()
-        self.reporter = reporter
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            self.reporter.error(text)
-        elif record.levelno >= logging.WARNING:
-            self.reporter.warn(text)
-        elif record.levelno >= logging.INFO:
-            self.reporter.info(text)
-        else:
-            self.reporter.debug(text)
-
-
-def route_logging(reporter: Reporter) -> None:
-    """File Conveyor's own library messages (``logging.getLogger(__name__)`` in its modules) go out as the
-    program's messages: ``fc-transport: warning: ...``, quieted by -q, more with -v; not bare lines."""
-    logger = logging.getLogger("fileconveyor")
-    for old in [h for h in logger.handlers if isinstance(h, _ToReporter)]:
-        logger.removeHandler(old)
-    logger.addHandler(_ToReporter(reporter))
-    logger.setLevel(LEVELS.get(reporter.verbosity, logging.DEBUG))
-    logger.propagate = False
-
-
-LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}  # verbosity (-q, default, -v) -> level
-
-
-def verbosity_of(level: int) -> int:
-    """The verbosity whose messages pass ``level`` (a worker process gets the parent's level)."""
-    return next((v for v, lv in LEVELS.items() if lv == level), 2)
-
-
-class Progress:
-    """Throttled progress on stderr when it is a terminal (or when forced)."""
-
-    def __init__(self, reporter: Reporter, enabled: bool, interval: float = 0.2):
-        self.reporter = reporter
-        self.enabled = enabled
-        self.interval = interval
-        self._next = 0.0
-
-    def update(self, text_fn: Callable[[], str]) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now >= self._next:
-            self._next = now + self.interval
-            self.reporter.progress(text_fn())
-
-    def done(self, text: str | None = None) -> None:
-        if self.enabled:
-            if text:
-                self.reporter.progress(text)
-            self.reporter.end_progress()
-
-
-class Stopper:
-    """Turns SIGTERM/SIGINT into a flag that loops check, plus a file descriptor that
-    becomes readable, so a loop sleeping in poll() wakes up at once."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._r, self._w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self._old: dict[int, object] = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    def fileno(self) -> int:
-        return self._r
-
-    def request(self, signum: int = signal.SIGTERM) -> None:
-        if self.signum is None:
-            self.signum = signum
-        try:
-            os.write(self._w, b"x")
-        except OSError:
-            pass
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: stop waiting for a clean end
-        self.request(signum)
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            self._old[sig] = signal.signal(sig, self._handler)
-
-    def uninstall(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)  # type: ignore[arg-type]
-        self._old.clear()
-        os.close(self._r)
-        os.close(self._w)
 
 
 def parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 from ..delivery.runner import Options, Stage, run_stage
 from ..errors import Exit
+from ..report import Reporter
 from ..stages.record.status import format_status, state_status
 from ..state import default_state_dir
-from ._common import Reporter, Stopper, Streams, add_max_line_bytes, seconds
+from ..stopping import Stopper
+from ._common import Streams, add_max_line_bytes, seconds
 
 STAGE_EPILOG_IO = """\
 input and output: events come from stdin (or --input FILE|FIFO) and go to stdout

@@ -16,8 +16,10 @@ from ..conveyor import render, status
 from ..conveyor.servers import check_access
 from ..conveyor.supervisor import Supervisor, make_logger
 from ..errors import ConfigError, Exit
+from ..report import Reporter
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams
+from ._common import Streams
 
 DESCRIPTION = """\
 Run a File Conveyor config.xml (the original daemon's file, unchanged) as pipelines

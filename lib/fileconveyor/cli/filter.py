@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..report import Reporter
 from ..stages.filter.stage import Conditions, FilterStage, parse_size, split_list
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams
+from ._common import Streams
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\

@@ -8,9 +8,11 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, FCError, UsageError
 from ..processors import PROCESSORS, Processor, ToolMissing, create
+from ..report import Reporter
 from ..stages.process.stage import ProcessStage, Settings
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams
+from ._common import Streams
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\

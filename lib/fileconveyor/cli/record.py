@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from .. import events as E
 from ..errors import ConfigError, Exit, UsageError
 from ..records import Records
+from ..report import Reporter
 from ..stages.record.old_daemon import QueueCounts, import_synced, queue_events
 from ..stages.record.stage import RecordStage
 from ..stages.record.status import format_status, status
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams, seconds, source_roots
+from ._common import Streams, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\

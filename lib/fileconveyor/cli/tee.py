@@ -7,9 +7,11 @@ from collections.abc import Sequence
 
 from ..delivery.streams import LongLine, has_fd, input_lines
 from ..errors import Exit
+from ..report import Reporter
 from ..stages.tee.stage import Tee
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams, seconds
+from ._common import Streams, seconds
 
 DESCRIPTION = """\
 Copy every event line from stdin (or --input) to each --output, unchanged: one

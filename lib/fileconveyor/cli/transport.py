@@ -7,10 +7,12 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ..report import Reporter
 from ..stages.transport.dest import list_transporters, targets_from
 from ..stages.transport.stage import TransportStage
+from ..stopping import Stopper
 from . import _common
-from ._common import Reporter, Stopper, Streams, add_read_sources, seconds, source_roots
+from ._common import Streams, add_read_sources, seconds, source_roots
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
 DESCRIPTION = """\

@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from .. import events as E
 from ..errors import Exit
+from ..report import Progress, Reporter
 from ..stages.transport.dest import targets_from
 from ..stages.verify.run import Run
 from ..stages.verify.stage import HTTPChecker, Verifier, deleted_by_us, dumps, open_db
+from ..stopping import Stopper
 from . import _common
-from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
+from ._common import Streams, positive_int, seconds
 
 DESCRIPTION = """\
 Check every file in fc-record's database: at its destination (the transporter's own

@@ -15,14 +15,16 @@ from ..delivery.pipe_tail import PipeTail
 from ..delivery.streams import is_fifo, open_fifo_for_writing
 from ..errors import ConfigError, Exit, Stopped, UsageError
 from ..events import EventWriter
+from ..report import Progress, Reporter
 from ..stages.watch.stage import Core, Options, Source, run_live
 from ..stages.watch.state import WatchState
 from ..state import default_state_dir
+from ..stopping import Stopper
 from ..watchers.base import BACKENDS, auto_backend, make_backend
 from ..watchers.links import skipped_message
 from ..watchers.tree import Filters
 from . import _common
-from ._common import Progress, Reporter, Stopper, Streams, positive_int, seconds
+from ._common import Streams, positive_int, seconds
 
 PROG = "fc-watch"
 SETTLE_TIMEOUT = 30.0  # at the end, how long to wait for a reader that is not a File Conveyor stage to read

@@ -57,8 +57,15 @@ _HOST_LABEL = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$")
 
 @dataclass(frozen=True)
 class TransportArgs:
-    args: list[str]  # for fc-transport
+    # fc-transport's destination flags in command-line order, as its parser gives them to targets_from:
+    # ("to", URL), ("url", BASE), ("set", "KEY=VALUE")...
+    pieces: list[tuple[str, str]]
     env: dict[str, str]  # secrets, for fc-transport's environment
+
+    @property
+    def args(self) -> list[str]:
+        """The pieces as fc-transport's arguments (``--to URL --url BASE --set k=v``)."""
+        return [arg for flag, value in self.pieces for arg in (f"--{flag.replace('_', '-')}", value)]
 
 
 class ServerSettingsError(ConfigError):
@@ -170,23 +177,22 @@ def transport_args(server: Server, dest_path: str) -> TransportArgs:
     if server.max_connections:
         sets["connections"] = str(server.max_connections)
     to += ("&" if "?" in to else "?") + urlencode({"name": server.name})
-    args = ["--to", to]
+    pieces = [("to", to)]
     if url:
-        args += ["--url", url]
-    for key, value in sets.items():
-        args += ["--set", f"{key}={value}"]
-    return TransportArgs(args, env)
+        pieces.append(("url", url))
+    pieces += [("set", f"{key}={value}") for key, value in sets.items()]
+    return TransportArgs(pieces, env)
 
 
 def check(server: Server, dest_path: str = "") -> TransportArgs:
-    """transport_args(), then parsed and the transporter built exactly as fc-transport does at its start, so a
-    setting fc-transport would refuse is a config.xml error too.  Nothing is connected."""
-    from ..cli.transport import build_parser
+    """transport_args(), and the transporter built from its pieces exactly as fc-transport does at its start (its
+    parser turns ``args`` back into these pieces: tests/conveyor/test_servers.py), so a setting fc-transport would
+    refuse is a config.xml error too.  Nothing is connected."""
     from ..stages.transport.dest import targets_from
 
     ta = transport_args(server, dest_path)
     try:
-        targets_from(build_parser().parse_args(ta.args).pieces)
+        targets_from(ta.pieces)
     except FCError as exc:
         raise ServerSettingsError([str(exc)]) from None
     return ta
@@ -195,14 +201,13 @@ def check(server: Server, dest_path: str = "") -> TransportArgs:
 def check_access(servers: Sequence[Server], warn: Callable[[str], None]) -> None:
     """Log in to every server (stages/transport/check.py), with the secrets its fc-transport gets: ConfigError
     naming each that refused us; the ones that do not answer are named to ``warn`` (their files will wait)."""
-    from ..cli.transport import build_parser
     from ..stages.transport.check import check_access as check_targets
     from ..stages.transport.dest import targets_from
 
     targets = []
     for server in servers:
         ta = transport_args(server, "")
-        targets += targets_from(build_parser().parse_args(ta.args).pieces, env={**os.environ, **ta.env})
+        targets += targets_from(ta.pieces, env={**os.environ, **ta.env})
     for tp in check_targets(targets, warn).values():
         tp.close()
 

@@ -26,7 +26,8 @@ from .stage import Item, Stage
 from .streams import LongLine, has_fd, input_lines
 
 if TYPE_CHECKING:
-    from ..cli._common import Reporter, Stopper
+    from ..report import Reporter
+    from ..stopping import Stopper
 
 FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
 SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file

@@ -41,8 +41,9 @@ from typing import IO, Any
 
 from .. import backoff, private
 from .. import events as E
-from ..cli._common import Progress, Reporter, Stopper
 from ..errors import Exit
+from ..report import Progress, Reporter
+from ..stopping import Stopper
 from . import quarantine
 from .durable import ACK_INTERVAL, Hop, Replays, StageState
 from .intake import Intake

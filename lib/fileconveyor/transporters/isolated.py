@@ -175,7 +175,7 @@ def main() -> None:
     # never reads: a tenth of a second of every worker's start-up, times the connections.
     sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the stage decides
-    from ..cli._common import Reporter, route_logging, verbosity_of
+    from ..report import Reporter, route_logging, verbosity_of
 
     # Library warnings (trusting an unknown host key) read like the stage's own, at the stage's verbosity.
     route_logging(Reporter("fc-transport", sys.stderr, verbosity_of(int(sys.argv[3]))))

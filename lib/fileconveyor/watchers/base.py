@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..errors import UsageError
 
 if TYPE_CHECKING:
-    from ..cli._common import Reporter
+    from ..report import Reporter
     from ..stages.watch.stage import Core
 
 

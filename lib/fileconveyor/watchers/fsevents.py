@@ -32,7 +32,7 @@ from .tree import Filters
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from ..cli._common import Reporter
+    from ..report import Reporter
     from ..stages.watch.stage import Core, Source
 
 

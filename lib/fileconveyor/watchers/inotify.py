@@ -23,7 +23,7 @@ from inotify_simple import flags as F
 from .tree import subtree_range
 
 if TYPE_CHECKING:
-    from ..cli._common import Reporter
+    from ..report import Reporter
     from ..stages.watch.stage import Core, Source
 
 MASK = (

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from ..cli._common import Reporter
+    from ..report import Reporter
     from ..stages.watch.stage import Core
 
 
