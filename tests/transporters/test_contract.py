@@ -326,6 +326,27 @@ def test_directory_replaced_by_a_symlink_is_noticed(
     _untouched(outside)
 
 
+def test_remove_dir_removes_only_an_empty_real_directory(directory_backend: Backend, tmp_path: Path) -> None:
+    """What fc-transport asks once a deletion may have emptied a directory it made: True when the directory is
+    gone, False when it stays (not empty, a link, or beneath a link); never anything through a link."""
+    outside = _outside(directory_backend)
+    (outside / "empty").mkdir()  # what a link could lead an rmdir to
+    tp, src = directory_backend.make(), _local(tmp_path, b"x")
+    tp.upload(src, b"full/x.txt")
+    tp.upload(src, b"emptied/y.txt")
+    tp.delete(b"emptied/y.txt")
+    _remote(directory_backend, b"link").symlink_to(outside / "empty", target_is_directory=True)
+    _remote(directory_backend, b"full/up").symlink_to(outside, target_is_directory=True)
+    assert tp.remove_dir(b"full") is False and _remote(directory_backend, b"full/x.txt").is_file()
+    assert tp.remove_dir(b"emptied") is True and not _remote(directory_backend, b"emptied").exists()
+    assert tp.remove_dir(b"emptied") is True  # gone already
+    assert tp.remove_dir(b"link") is False and _remote(directory_backend, b"link").is_symlink()
+    assert tp.remove_dir(b"full/up/empty") is False
+    assert (outside / "empty").is_dir()
+    tp.upload(src, b"emptied/z.txt")  # the connection still works, and the directory is made again
+    assert _remote(directory_backend, b"emptied/z.txt").read_bytes() == b"x"
+
+
 def test_links_at_the_file_name_are_replaced_not_followed(directory_backend: Backend, tmp_path: Path) -> None:
     outside = _outside(directory_backend)
     tp = directory_backend.make()

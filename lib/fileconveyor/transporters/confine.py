@@ -11,6 +11,10 @@ may be a link: that is where the user asked the files to go.
 What has been found to be a real directory is remembered for DIR_TTL seconds per connection, so that a batch of
 files in one directory pays for the look once; after that it is looked at again, so a directory replaced by a
 link (or a root link switched to a new release) is noticed within that time.
+
+``CheckedDirs`` is the walk down those directories for the transporters that look over the wire (ftp, sftp):
+what they remember, what a link or a file in the way means, and removing an empty directory; each says only
+what one entry is (``_entry_kind``) and how the server removes a directory (``_remove_dir``).
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
-from .base import PermanentError
+from .base import PermanentError, Transporter, join
+from .destination import Destination
 
 V = TypeVar("V")
+
+# What an entry below the root is.  UNKNOWN: the server's answer cannot tell (an FTP listing not in ls's format);
+# it is taken as a directory, as FTP always did (README).
+DIR, FILE, LINK, MISSING, UNKNOWN = "dir", "file", "link", "missing", "unknown"
 
 DIR_TTL = 2.0  # seconds a directory found to be a real directory is trusted without a new look
 DIR_LIMIT = 64  # directories remembered per connection (file:// holds a descriptor for each)
@@ -79,3 +88,53 @@ def link_refused(path: bytes) -> PermanentError:
 
 def not_a_directory(path: bytes) -> PermanentError:
     return PermanentError(f"{os.fsdecode(path)!r} is in the way: it is a file, not a directory")
+
+
+class CheckedDirs(Transporter):
+    """A transporter that looks at each directory below the root over the wire before writing or deleting
+    beneath it (ftp: a listing of the one above, sftp: lstat)."""
+
+    has_dirs = True
+
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        self.dirs: DirCache[bool] = DirCache()  # directories below the root found real
+
+    def _entry_kind(self, rel: bytes, create: bool) -> str:
+        """What directory ``rel`` (below the root) is: DIR, FILE, LINK, MISSING or UNKNOWN; when ``create``, a
+        missing one is made first (and added to ``made_dirs``)."""
+        raise NotImplementedError
+
+    def _remove_dir(self, path: bytes) -> bool:
+        """Remove the directory ``path``; False when the server refuses (not empty, or not allowed)."""
+        raise NotImplementedError
+
+    def _check_dirs(self, rel: bytes, create: bool) -> bool:
+        """Whether each directory of ``rel`` below the root is a real directory (remembered for DIR_TTL); missing
+        ones are made when ``create``, else the answer is False.  A link where a directory should be:
+        PermanentError.  The server resolves the path again at each request: a directory swapped for a link in
+        between is a race neither protocol gives a way to close (README)."""
+        if not rel or self.dirs.get(rel):
+            return True
+        if not self._check_dirs(parent_and_name(rel)[0], create):
+            return False
+        kind = self._entry_kind(rel, create)
+        if kind == LINK:
+            raise link_refused(join(self.dest.root, rel))
+        if kind == FILE and create:
+            raise not_a_directory(join(self.dest.root, rel))
+        if kind in (FILE, MISSING):
+            return False
+        self.dirs.put(rel, True)  # a directory, or an answer that cannot tell (UNKNOWN)
+        return True
+
+    def _rmdir(self, rel: bytes) -> bool:
+        self.dirs.clear()  # what was remembered of it goes too: it is looked at afresh, just before
+        try:
+            if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
+                return True
+            return self._remove_dir(join(self.dest.root, rel))
+        except PermanentError:  # a link where the directory was: not ours to remove
+            return False
+        finally:
+            self.dirs.clear()

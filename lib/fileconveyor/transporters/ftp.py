@@ -18,20 +18,9 @@ import ssl
 from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
-from .base import (
-    AuthError,
-    PermanentError,
-    RemoteStat,
-    TransientError,
-    Transporter,
-    join,
-    parent_dirs,
-    temp_path,
-    unchanged,
-)
-from .confine import DirCache, link_refused, not_a_directory, parent_and_name
-from .destination import Destination
-from .ftp_list import FILE, LINK, MISSING, UNKNOWN, entry_kind
+from .base import AuthError, PermanentError, RemoteStat, TransientError, join, parent_dirs, temp_path, unchanged
+from .confine import MISSING, UNKNOWN, CheckedDirs, parent_and_name
+from .ftp_list import entry_kind
 
 
 class _FTP_TLS(ftplib.FTP_TLS):
@@ -44,8 +33,9 @@ class _FTP_TLS(ftplib.FTP_TLS):
         return conn, size
 
 
-class FTP(Transporter):
-    """Uploads over FTP or explicit FTPS, to a temporary name then RNFR/RNTO."""
+class FTP(CheckedDirs):
+    """Uploads over FTP or explicit FTPS, to a temporary name then RNFR/RNTO; each directory below the root is
+    checked in the listing of the one above (ftp_list.py, confine.py)."""
 
     name = "ftp"
     schemes = ("ftp", "ftps")
@@ -54,12 +44,7 @@ class FTP(Transporter):
         "ca_file": "PEM file of the certificate authorities trusted for FTPS (default: the system's)",
         "passive": "no: use active mode (default yes)",
     }
-    has_dirs = True
     default_connections = 2  # many FTP servers limit connections per user to a handful
-
-    def __init__(self, dest: Destination):
-        super().__init__(dest)
-        self.dirs: DirCache[bool] = DirCache()  # directories below the root a listing showed real (confine.py)
 
     def _connect(self) -> None:
         tls = self.dest.scheme == "ftps" or self.dest.flag("tls")
@@ -155,19 +140,11 @@ class FTP(Transporter):
             if self._stat(rel) is not None:  # 550 means both "no such file" and "not allowed"
                 raise
 
-    def _rmdir(self, rel: bytes) -> bool:
-        self.dirs.clear()
+    def _remove_dir(self, path: bytes) -> bool:
         try:
-            if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
-                return True
-        except PermanentError:  # a link where the directory was: not ours to remove
-            return False
-        try:
-            self.ftp.voidcmd(f"RMD {_s(join(self.dest.root, rel))}")
+            self.ftp.voidcmd(f"RMD {_s(path)}")
         except ftplib.error_perm:  # 550: not empty (or not allowed)
             return False
-        finally:
-            self.dirs.clear()
         return True
 
     def _stat(self, rel: bytes) -> RemoteStat | None:
@@ -179,20 +156,13 @@ class FTP(Transporter):
             return None
         return RemoteStat(int(reply.split()[1]))
 
-    def _check_dirs(self, rel: bytes, create: bool) -> bool:
-        """Whether each directory of ``rel`` below the root is a real directory, as far as the listing of the
-        one above shows (see ftp_list.py; remembered for a while, see confine.py); missing ones are made when
-        ``create``, else the answer is False.  A link where a directory should be: PermanentError."""
-        if not rel or self.dirs.get(rel):
-            return True
+    def _entry_kind(self, rel: bytes, create: bool) -> str:
+        """As far as the listing of the directory above shows (ftp_list.py)."""
         above, name = parent_and_name(rel)
-        if not self._check_dirs(above, create):
-            return False
-        path = join(self.dest.root, rel)
         kind = self._kind(above, name, create)
         if kind in (MISSING, UNKNOWN) and create:
             try:
-                self.ftp.voidcmd(f"MKD {_s(path)}")
+                self.ftp.voidcmd(f"MKD {_s(join(self.dest.root, rel))}")
                 self.made_dirs.append(rel)
             except ftplib.error_perm:
                 pass  # 550 is both "exists" (another connection made it) and "cannot": the listing says
@@ -200,14 +170,7 @@ class FTP(Transporter):
                 # Still not listed: a name the server hides (vsftpd hides dot names): the STOR will tell.
                 kind = self._kind(above, name, create)
                 kind = UNKNOWN if kind == MISSING else kind
-        if kind == LINK:
-            raise link_refused(path)
-        if kind == FILE and create:
-            raise not_a_directory(path)
-        if kind in (FILE, MISSING):
-            return False
-        self.dirs.put(rel, True)  # a directory, or a listing that cannot tell (documented in the README)
-        return True
+        return kind
 
     def _kind(self, above: bytes, name: bytes, create: bool) -> str:
         """What ``name`` is in directory ``above`` (below the root), from a LIST of ``above``."""

@@ -8,7 +8,7 @@ That is what the ftp transporter checks a directory with before writing beneath 
 
 from __future__ import annotations
 
-DIR, FILE, LINK, MISSING, UNKNOWN = "dir", "file", "link", "missing", "unknown"
+from .confine import DIR, FILE, LINK, MISSING, UNKNOWN
 
 UNIX_TYPES = "-dlbcps"  # the first character of an ``ls -l`` line: the file's type
 

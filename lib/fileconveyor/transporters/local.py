@@ -20,7 +20,7 @@ from typing import BinaryIO, ClassVar
 
 from .. import beneath
 from ..sourcefile import copy_fd
-from .base import CLOSE_WAIT, UNCHANGED, R, RemoteStat, Transporter, join, temp_path, unchanged
+from .base import CLOSE_WAIT, UNCHANGED, PermanentError, R, RemoteStat, Transporter, join, temp_path, unchanged
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 
@@ -144,7 +144,10 @@ class SymlinkOrCopy(Transporter):
     def _rmdir(self, rel: bytes) -> bool:
         head, name = parent_and_name(rel)
         self.dirs.clear()  # the directory's own descriptor goes too: one held open is no reason to keep it
-        parent = self._dir(head, create=False)
+        try:
+            parent = self._dir(head, create=False)
+        except PermanentError:  # a link on the way: nothing beneath it is ours to remove (as ftp and sftp)
+            return False
         if parent is None:
             return True
         try:

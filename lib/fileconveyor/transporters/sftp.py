@@ -25,19 +25,8 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
-from .base import (
-    CLOSE_WAIT,
-    AuthError,
-    PermanentError,
-    R,
-    RemoteStat,
-    TransientError,
-    Transporter,
-    join,
-    temp_path,
-    unchanged,
-)
-from .confine import DirCache, link_refused, not_a_directory, parent_and_name
+from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, join, temp_path, unchanged
+from .confine import DIR, FILE, LINK, MISSING, CheckedDirs, parent_and_name
 from .destination import Destination
 from .sftp_client import SFTPSession, SourceChanged
 
@@ -45,8 +34,9 @@ if TYPE_CHECKING:
     import paramiko
 
 
-class SFTP(Transporter):
-    """Uploads over SFTP, host key checked, to a temporary name then posix-rename."""
+class SFTP(CheckedDirs):
+    """Uploads over SFTP, host key checked, to a temporary name then posix-rename; each directory below the root
+    is checked by lstat (confine.py)."""
 
     name = "sftp"
     schemes = ("sftp",)
@@ -59,7 +49,6 @@ class SFTP(Transporter):
         "else paramiko; openssh or paramiko to choose",
     }
     default_connections = 4  # OpenSSH's MaxStartups/MaxSessions tolerate this; more rarely helps
-    has_dirs = True
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
@@ -73,7 +62,6 @@ class SFTP(Transporter):
         # for it, so that it never closes pipes under a running upload (their fd numbers could be reused by a
         # file opened meanwhile, and the upload would write its stream into that file).
         self._busy = threading.RLock()
-        self.dirs: DirCache[bool] = DirCache()  # directories below the root found real by lstat (confine.py)
 
     @classmethod
     def isolated_for(cls, dest: Destination) -> bool:
@@ -212,21 +200,17 @@ class SFTP(Transporter):
             raise
 
     def _rmdir(self, rel: bytes) -> bool:
-        self.dirs.clear()
         try:
-            if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
-                return True
-            self.sftp.rmdir(join(self.dest.root, rel))
+            return super()._rmdir(rel)
         except FileNotFoundError:
             return True
-        except PermanentError:  # a link where the directory was: not ours to remove
-            return False
         except OSError as exc:
             if self._plain_failure(exc) or isinstance(exc, PermissionError):
                 return False  # "Failure": not empty, all SFTP v3 says
             raise
-        finally:
-            self.dirs.clear()
+
+    def _remove_dir(self, path: bytes) -> bool:
+        self.sftp.rmdir(path)
         return True
 
     def _stat(self, rel: bytes) -> RemoteStat | None:
@@ -238,35 +222,20 @@ class SFTP(Transporter):
             return None
         return RemoteStat(st.size or 0, st.mtime)
 
-    def _check_dirs(self, rel: bytes, create: bool) -> bool:
-        """Whether each directory of ``rel`` below the root is a real directory, by lstat (remembered for a
-        while, see confine.py); missing ones are made when ``create``, else the answer is False.  A link
-        where a directory should be: PermanentError.  The server resolves the path again at each request: a
-        directory swapped for a link in between is a race SFTP gives no way to close (README)."""
-        if not rel or self.dirs.get(rel):
-            return True
-        above, _ = parent_and_name(rel)
-        if not self._check_dirs(above, create):
-            return False
+    def _entry_kind(self, rel: bytes, create: bool) -> str:
+        """By lstat."""
         path = join(self.dest.root, rel)
         try:
             mode = self.sftp.lstat(path).mode
         except FileNotFoundError:
             if not create:
-                return False
-            if self._mkdir(path, top=not above):
+                return MISSING
+            if self._mkdir(path, top=not parent_and_name(rel)[0]):
                 self.made_dirs.append(rel)
             mode = self.sftp.lstat(path).mode
         if mode is None:
             raise PermanentError(f"the server does not say whether {os.fsdecode(path)!r} is a link: not writing there")
-        if stat.S_ISLNK(mode):
-            raise link_refused(path)
-        if not stat.S_ISDIR(mode):
-            if create:
-                raise not_a_directory(path)
-            return False
-        self.dirs.put(rel, True)
-        return True
+        return LINK if stat.S_ISLNK(mode) else DIR if stat.S_ISDIR(mode) else FILE
 
     def _mkdir(self, path: bytes, top: bool) -> bool:
         """Make ``path``, and when it is ``top`` (just below the root) the root too, if missing; whether this
