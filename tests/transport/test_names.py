@@ -95,11 +95,11 @@ def test_deletion_made_by_fc_record_is_kept(tmp_path: Path, env: dict[str, str])
     assert transport(args, env, jsonl(evs)).returncode == 0
     # fc-record deleted a.css after sync and noted the id of the deleted event fc-watch reports for it
     records = Records(record)
-    with records.tx() as db:
+    with records.tx():
         now = time.time()
         path = str(src / "css/a.css")
-        Records.put_deletion(
-            db, Deletion(path, ["cdn"], (6, 1, 1), "site", str(src), "css/a.css", now, now, now, "e-record", "t")
+        records.put_deletion(
+            Deletion(path, ["cdn"], (6, 1, 1), "site", str(src), "css/a.css", now, now, now, "e-record", "t")
         )
     records.close()
     evs = [

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, FCError, UsageError
 from ..processors import PROCESSORS, Processor, ToolMissing, create
+from ..records import is_url, locate, open_reader
 from ..report import Reporter
 from ..stages.process.stage import ProcessStage, Settings
 from ..stopping import Stopper
@@ -100,7 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("link_updater.CSSURLUpdater (run one fc-process per destination server)")
     g.add_argument("--server", metavar="NAME", help="the destination server this fc-process processes for")
-    g.add_argument("--record-db", metavar="FILE", help="fc-record's database (read only) with the synced URLs")
+    g.add_argument(
+        "--record-db",
+        metavar="FILE|URL",
+        help="fc-record's database (a file or a postgresql:// URL, read only) with the synced URLs",
+    )
     g.add_argument("--document-root", metavar="DIR", help="the directory root-relative URLs start from")
     g.add_argument("--base-path", metavar="PATH", help="the URL path the source is served at, e.g. /site/")
     g.add_argument(
@@ -158,6 +163,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
     if per_server and not args.record_db:
         raise UsageError(f"{', '.join(per_server)} looks URLs up in fc-record's database: give --record-db FILE")
+    if args.record_db and is_url(args.record_db):
+        open_reader(args.record_db).close()  # a refused login stops us now (exit 3), not every stylesheet later
     if args.base_path is not None and not args.base_path.startswith("/"):
         raise UsageError(f"--base-path {args.base_path!r}: a URL path starts with / (e.g. /site/)")
     if args.document_root is not None and not os.path.isdir(args.document_root):
@@ -166,7 +173,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         k: v
         for k, v in {
             "server": args.server,
-            "synced_db": os.path.abspath(args.record_db) if args.record_db else None,
+            "synced_db": locate(args.record_db) if args.record_db else None,
             "document_root": os.path.abspath(args.document_root) if args.document_root else None,
             "base_path": args.base_path,
         }.items()

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from .. import events as E
 from ..errors import ConfigError, Exit, UsageError
-from ..records import Records
+from ..records import locate, open_writer, shown
 from ..report import Reporter
 from ..stages.record.old_daemon import QueueCounts, import_synced, queue_events
 from ..stages.record.stage import RecordStage
@@ -24,13 +24,16 @@ Record where each file went (fc-transport's events) in a SQLite database that ke
 the original File Conveyor's table synced_files(input_file, transported_file_basename,
 url, server), and pass every event on.  Web applications (the Drupal CDN module),
 fc-process's CSS URL updater and fc-verify read it; WAL mode means they never see
-"database is locked" while fc-record writes."""
+"database is locked" while fc-record writes.  With --db postgresql://... the same
+tables live in PostgreSQL, one record that fc-record on many hosts writes and every
+host reads (docs/scale-out.md)."""
 
 EPILOG = f"""\
 examples:
   fc-watch --scan-once site | fc-transport --to file:///srv/cdn --url https://cdn.example/ \\
       | fc-record --db synced_files.db
   sqlite3 synced_files.db 'SELECT * FROM synced_files'
+  PGPASSFILE=/etc/fileconveyor/pgpass ... | fc-record --db postgresql://fc@db.example/cdn
   ... | fc-transport --to sftp://cdn/www --record-db synced.db | fc-record --db synced.db \\
       --delete-source-after 3600 --require-server cdn --source site=/srv/www
   fc-record --status --db synced.db --state-file ~/.local/state/fileconveyor/transport-*.db --json
@@ -39,7 +42,9 @@ examples:
 
 recording: created/modified events with a server and a url upsert the row of
 (input_file, server); deleted events remove it; events with an "error" field go to
-the table sync_failures and leave synced rows alone.
+the table sync_failures and leave synced rows alone.  An event with an integer
+"order" is applied only if no later one (larger order) was applied for that file
+and server; an older one changes nothing (counted as "older than recorded").
 
 deleting sources after sync: with --delete-source-after SECONDS, a file is deleted
 at the source that long after its version is synced to every --require-server
@@ -53,13 +58,19 @@ remote copies instead of propagating the deletion (transported "kept").
 {STAGE_EPILOG_IO}
 
 exit status: 0 done, 1 some events carried an error (recorded as failures) or input
-lines were bad, 2 usage, 3 configuration (database, state file), 4 try again later,
+lines were bad, 2 usage, 3 configuration (database, state file, a login refused),
+4 try again later (the database server down or busy),
 130/143 stopped by a signal (state committed), 141 the reader of stdout went away."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _common.parser("fc-record", DESCRIPTION, EPILOG)
-    p.add_argument("--db", metavar="FILE", help="the synced-files database (created if missing)")
+    p.add_argument(
+        "--db",
+        metavar="FILE|URL",
+        help="the synced-files database: a SQLite file (created if missing) or a postgresql://[user@]host[:port]/"
+        "dbname URL (its tables are created; give the password in PGPASSFILE or PGPASSWORD, not in the URL)",
+    )
     g = p.add_argument_group("deleting sources after sync")
     g.add_argument(
         "--delete-source-after",
@@ -123,7 +134,7 @@ def _check(args: argparse.Namespace) -> None:
     if args.import_queue and not args.source:
         raise UsageError("--import-queue needs --source NAME=DIR for each source tree (events carry root and rel)")
     if not args.db and not args.import_queue and not (args.status and (args.state_file or args.state)):
-        raise UsageError("give --db FILE, the synced-files database")
+        raise UsageError("give --db FILE or --db postgresql://..., the synced-files database")
 
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
@@ -135,16 +146,15 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         io.stdout.flush()
         return Exit.OK
     if args.import_db:
-        rec = Records(args.db)
+        rec = open_writer(args.db)
         try:
             n = import_synced(args.import_db, rec, source_roots(args.source))
         finally:
             rec.close()
         per = ", ".join(f"{s} {c}" for s, c in sorted(n.per_server.items()))
         if not args.quiet:
-            io.stderr.write(
-                f"fc-record: imported {n.imported} row(s) ({per or 'none'}); {n.kept} already in {args.db} kept\n"
-            )
+            kept = f"{n.kept} already in {shown(args.db)} kept"
+            io.stderr.write(f"fc-record: imported {n.imported} row(s) ({per or 'none'}); {kept}\n")
         return Exit.OK
     if args.import_queue:
         return _import_queue(args, io, rep)
@@ -153,14 +163,14 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         if not os.path.isdir(src.root):
             raise ConfigError(f"--source {src.name}={os.fsdecode(src.root)}: not a directory")
     stage = RecordStage(
-        os.path.abspath(args.db),
+        locate(args.db),
         delete_after=args.delete_source_after,
         require=args.require_server,
         sources=sources,
         drain=args.drain_timeout,
         stopped=lambda: stop.requested,
     )
-    identity = repr((os.path.abspath(args.db), args.input, args.output))
+    identity = repr((shown(locate(args.db)), args.input, args.output))  # a new password keeps the state
     return run_stage_from_args(stage, args, io, rep, stop, identity)
 
 

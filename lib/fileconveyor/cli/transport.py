@@ -134,8 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--record-db",
-        metavar="FILE",
-        help="fc-record's database (read-only): deletions fc-record made at the source are not propagated",
+        metavar="FILE|URL",
+        help="fc-record's database, a file or a postgresql:// URL (read-only): deletions fc-record made at the "
+        "source are not propagated",
     )
     g.add_argument(
         "--work-dir",

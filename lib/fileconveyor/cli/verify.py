@@ -55,7 +55,12 @@ class _Ordered(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _common.parser("fc-verify", DESCRIPTION, EPILOG)
-    p.add_argument("--db", required=True, metavar="FILE", help="fc-record's synced-files database (read only)")
+    p.add_argument(
+        "--db",
+        required=True,
+        metavar="FILE|URL",
+        help="fc-record's synced-files database, a file or a postgresql:// URL (read only)",
+    )
     g = p.add_argument_group("destinations, as given to fc-transport (their files are checked by stat)")
     g.add_argument("--to", action=_Ordered, metavar="URL", help="a destination (repeatable), e.g. sftp://u@host/dir")
     g.add_argument("--url", action=_Ordered, metavar="BASE", help="the public base URL of the --to before it")

@@ -13,7 +13,7 @@ Options (the processor's own, else the stage's):
   the original: when ``document_root + base_path`` is a directory, the URL path is
   appended to document_root; otherwise (a "logical" base path made with
   symlinks) the part after base_path is.
-- ``synced_db``: fc-record's SQLite file, read only: table
+- ``synced_db``: fc-record's record (a SQLite file or a postgresql:// URL), read only: table
   ``synced_files(input_file, transported_file_basename, url, server)``, where
   input_file is the absolute source path (text; a BLOB of the raw bytes when the
   path is not UTF-8).  Both the path as written and its realpath are looked up.
@@ -49,9 +49,10 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
 import urllib.parse
 
+from ..errors import RetryableError
+from ..records import Reader, db_key, exists, open_reader
 from . import css_urls
 from .base import Context, Output, Processor, ProcessorError, RetryLater
 
@@ -93,33 +94,24 @@ def with_suffix(url: str, suffix: str) -> str:
     return url + suffix
 
 
-def _key(path: bytes) -> str | bytes:
-    """input_file as stored: UTF-8 text, or the raw bytes (a BLOB) for a name that is not UTF-8."""
-    try:
-        return path.decode("utf-8")
-    except UnicodeDecodeError:
-        return path
-
-
 class SyncedFiles:
     """Read-only lookups in fc-record's synced_files table."""
 
     def __init__(self, path: str | None):
         self.path = path
-        self.db: sqlite3.Connection | None = None
+        self.db: Reader | None = None
 
     def url(self, file: bytes, server: str) -> tuple[str, bytes] | None:
         """(url, transported base name) of ``file`` on ``server``, or None."""
-        if not self.path or not os.path.exists(self.path):
+        if not self.path or not exists(self.path):
             return None  # nothing synced yet
-        if self.db is None:
-            uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
-            self.db = sqlite3.connect(uri, uri=True, timeout=30)
-        for key in dict.fromkeys([_key(file), _key(os.path.realpath(file))]):
-            row = self.db.execute(
-                "SELECT url, transported_file_basename FROM synced_files WHERE input_file = ? AND server = ?",
-                (key, server),
-            ).fetchone()
+        try:
+            if self.db is None:
+                self.db = open_reader(self.path)
+            rows = [self.db.url(key, server) for key in dict.fromkeys([db_key(file), db_key(os.path.realpath(file))])]
+        except RetryableError as exc:  # the database server down or busy: the stylesheet waits
+            raise RetryLater(str(exc)) from None
+        for row in rows:
             if row is not None:
                 name = row[1]
                 return str(row[0]), name if isinstance(name, bytes) else str(name or "").encode()

@@ -30,7 +30,7 @@ from typing import Any
 from ... import events as E
 from ...beneath import OutsideRoot, parent_dir
 from ...delivery.timed import TimedWork
-from ...records import Deletion, Records, key_bytes
+from ...records import Deletion, key_bytes, open_writer
 from ...sourcefile import Source as FileSource
 from ...sourcefile import SourceRefused
 from .old_daemon import Source
@@ -89,17 +89,14 @@ class SourceDeleter(TimedWork["str | bytes"]):
         sources: Sequence[Source] = (),
     ):
         super().__init__()
-        self.rec = Records(db_path)  # its own connection: the main thread's stays free for records
+        self.rec = open_writer(db_path)  # its own connection: the main thread's stays free for records
         self.owner, self.required, self.warn, self.info = owner, required, warn, info
         self.sources = list(sources)  # the only roots it deletes beneath
         self.deleted = 0
 
     def start(self) -> None:
         """Load our pending rows (and finish deletions a kill interrupted), then start the thread."""
-        rows = self.rec.db.execute(
-            "SELECT input_file, due_at, deleted_at FROM source_deletions WHERE owner=?", (self.owner,)
-        ).fetchall()
-        for input_file, due_at, deleted_at in rows:
+        for input_file, due_at, deleted_at in self.rec.owned(self.owner):
             if deleted_at is None:
                 self.add(due_at, input_file)
             else:
@@ -124,7 +121,7 @@ class SourceDeleter(TimedWork["str | bytes"]):
     def _delete(self, input_file: str | bytes) -> None:
         path = key_bytes(input_file)
         shown = E.display(path)
-        with self.rec.tx() as db:
+        with self.rec.tx():
             d = self.rec.deletion(input_file)
             if d is None or d.deleted_at is not None or d.owner != self.owner:
                 return  # unscheduled meanwhile (a new version, the user's deletion), or done
@@ -133,12 +130,12 @@ class SourceDeleter(TimedWork["str | bytes"]):
                 return
             why = self._why_not(d, path)
             if why:
-                Records.drop_deletion(db, input_file, d.version)
+                self.rec.drop_deletion(input_file, d.version)
                 self._refused(shown, why)
                 return
             d.deleted_at = time.time()
             d.event_id = deleted_event_id(d)
-            Records.put_deletion(db, d)
+            self.rec.put_deletion(d)
         # committed first: a deleted event arriving at fc-transport must find the row
         self._unlink(d, path)
 
@@ -185,8 +182,8 @@ class SourceDeleter(TimedWork["str | bytes"]):
             self.warn(f"cannot delete {shown} at the source: {exc.strerror}; not retried")
             why = ""
         if why is not None:
-            with self.rec.tx() as db:
-                Records.drop_deletion(db, d.input_file, d.version)
+            with self.rec.tx():
+                self.rec.drop_deletion(d.input_file, d.version)
             if why:
                 self._refused(shown, why)
             return
@@ -208,8 +205,8 @@ class SourceDeleter(TimedWork["str | bytes"]):
             self._unlink(d, key_bytes(input_file))
         elif not why.startswith(("it is gone", "cannot stat")):
             # another file now (or one we may not delete): the old record must not hide its deletion
-            with self.rec.tx() as db:
-                Records.drop_deletion(db, input_file, d.version)
+            with self.rec.tx():
+                self.rec.drop_deletion(input_file, d.version)
 
 
 def _not_that_version(d: Deletion, st: os.stat_result) -> str | None:

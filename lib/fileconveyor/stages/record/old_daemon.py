@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ... import events as E
 from ...errors import ConfigError
-from ...records import Records, columns, db_key, has_table, open_readonly
+from ...records import Record, Synced, columns, db_key, has_table, open_readonly
 from ...watchers.links import OUTSIDE, UNKNOWN, Skipped, resolve
 
 OLD_KINDS = {1: "created", 2: "modified", 4: "deleted"}
@@ -99,7 +99,7 @@ class ImportCounts:
     per_server: dict[str, int] = field(default_factory=dict)
 
 
-def import_synced(old_path: str, rec: Records, sources: Sequence[Source]) -> ImportCounts:
+def import_synced(old_path: str, rec: Record, sources: Sequence[Source]) -> ImportCounts:
     old = open_readonly(old_path)
     old.text_factory = bytes  # the daemon stored Python 2 str: take the exact bytes
     try:
@@ -111,7 +111,7 @@ def import_synced(old_path: str, rec: Records, sources: Sequence[Source]) -> Imp
     finally:
         old.close()
     counts = ImportCounts()
-    with rec.tx() as db:
+    with rec.tx():
         for input_file, basename, url, server in rows:
             if input_file is None or server is None:
                 continue
@@ -120,20 +120,16 @@ def import_synced(old_path: str, rec: Records, sources: Sequence[Source]) -> Imp
             found = find_source(sources, path)
             source, rel = (found[0].name, db_key(found[1])) if found else (None, None)
             root = db_key(found[0].root) if found else None
-            cur = db.execute(
-                "INSERT INTO synced_files(input_file, transported_file_basename, url, server, source, root, rel)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(input_file, server) DO NOTHING",
-                (
-                    db_key(path),
-                    db_key(_raw(basename or b"")),
-                    _raw(url or b"").decode("utf-8", "replace"),
-                    srv,
-                    source,
-                    root,
-                    rel,
-                ),
+            row = Synced(
+                db_key(path),
+                db_key(_raw(basename or b"")),
+                _raw(url or b"").decode("utf-8", "replace"),
+                srv,
+                source=source,
+                root=root,
+                rel=rel,
             )
-            if cur.rowcount:
+            if rec.import_row(row):
                 counts.imported += 1
                 counts.per_server[srv] = counts.per_server.get(srv, 0) + 1
             else:

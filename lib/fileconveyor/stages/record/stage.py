@@ -8,13 +8,18 @@ Per event (one inline lane keyed by path, so the events of a file are applied in
 - an event with ``error``: upsert a ``sync_failures`` row; synced rows are left alone;
 - events without ``server`` (no fc-transport before us) pass through unrecorded.
 
-Each record is a savepoint in one transaction per round on the synced-files database, a file apart from the
-stage's state file (``Records.item``); ``flush`` commits it before the runner commits the round's progress to the
-state file.  A kill in between makes the events come again, and writing them again changes nothing (upserts),
-so the database needs no part in the state file's transaction.  A round whose records could not be committed
-is done again, every item of it (``flush`` returns why).
+Each record is a savepoint in one transaction per round on the synced-files database (a file, or PostgreSQL:
+records/), apart from the stage's state file (``Record.item``); ``flush`` commits it before the runner commits
+the round's progress to the state file.  A kill in between makes the events come again, and writing them again
+changes nothing (upserts), so the database needs no part in the state file's transaction.  A round whose records
+could not be committed is done again, every item of it (``flush`` returns why).
 
-``--delete-source-after``: see record_delete.py.  The required servers are ``--require-server`` or else every
+An event with an ``order`` (a non-negative integer: a later event of the same path has a larger one; set where
+events of a path may arrive out of order, as from many workers) is applied only when no later one was applied
+for that file and server (``Record.claim``): an older event never overwrites a newer one, it is passed on and
+counted ``stale``.  Events without ``order`` are applied as they come.
+
+``--delete-source-after``: see delete.py.  The required servers are ``--require-server`` or else every
 server this fc-record has seen (kept in the state file's ``servers_seen``).
 """
 
@@ -32,7 +37,7 @@ from ... import events as E
 from ...beneath import OutsideRoot, rel_parts
 from ...delivery.runner import Done, Item, Retry, Runner, Stage
 from ...errors import RetryableError
-from ...records import Deletion, Records, Synced, db_key, deleted_by_record
+from ...records import Deletion, Record, Synced, db_key, deleted_by_record, open_writer, shown
 from .delete import SourceDeleter, allowed_root
 from .old_daemon import Source
 
@@ -68,6 +73,12 @@ def _maybe_path(ev: dict, field: str) -> str | bytes | None:
         return db_key(E.get_path(ev, field))
     except E.EventError:
         return None
+
+
+def _order(ev: dict) -> int | None:
+    """The event's ``order`` (see above), None when it has none.  A malformed one counts as none."""
+    value = ev.get("order")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= E.MAX_INT else None
 
 
 def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:
@@ -135,12 +146,12 @@ class RecordStage(Stage):
         self.sources = list(sources)  # the roots --delete-source-after may delete beneath (--source NAME=DIR)
         self.drain = drain
         self.stopped = stopped
-        self.rec: Records | None = None
+        self.rec: Record | None = None
         self.deleter: SourceDeleter | None = None
         self.seen: set[str] = set()
         self.new_servers: set[str] = set()
         self.to_schedule: list[Deletion] = []
-        self.counts = {"recorded": 0, "removed": 0, "kept": 0, "failed": 0, "unrecorded": 0, "scheduled": 0}
+        self.counts = {"recorded": 0, "removed": 0, "kept": 0, "failed": 0, "unrecorded": 0, "scheduled": 0, "stale": 0}
         self.rep: Any = None
 
     def lanes(self) -> dict[str, int]:
@@ -148,7 +159,7 @@ class RecordStage(Stage):
 
     def start(self, runner: Runner) -> None:
         self.rep = runner.rep
-        self.rec = Records(self.db_path)
+        self.rec = open_writer(self.db_path)
         self.seen = {s for (s,) in runner.state.db.execute("SELECT server FROM servers_seen")}
         if self.delete_after is not None:
             self.deleter = SourceDeleter(
@@ -181,9 +192,14 @@ class RecordStage(Stage):
         if isinstance(server, str) and server not in self.seen:
             self.seen.add(server)
             self.new_servers.add(server)
+        order = _order(ev)
+        recorded = "error" in ev or (isinstance(server, str) and bool(server))
+        if order is not None and recorded and not self._fresh(path, server if isinstance(server, str) else "", order):
+            self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
+            return Done([ev])
         if "error" in ev:
-            with self.rec.item() as db:
-                Records.fail(db, db_key(path), server if isinstance(server, str) else "", self._failure(ev))
+            with self.rec.item():
+                self.rec.fail(db_key(path), server if isinstance(server, str) else "", self._failure(ev))
                 self.rec.added("sync_failures")
             self.counts["failed"] += 1
             return Done([ev], failed=True)
@@ -202,6 +218,11 @@ class RecordStage(Stage):
             self.counts["unrecorded"] += 1
         return Done([ev])
 
+    def _fresh(self, path: bytes, server: str, order: int) -> bool:
+        assert self.rec is not None
+        with self.rec.item():
+            return self.rec.claim(db_key(path), server, order)
+
     def _failure(self, ev: dict) -> dict[str, Any]:
         err = ev["error"]
         kind = ev.get("error_kind") or (err.get("kind") if isinstance(err, dict) else None)
@@ -219,17 +240,17 @@ class RecordStage(Stage):
         row = synced_row(ev, path)
         version = (row.size, row.mtime_ns, row.ino)
         schedule: Deletion | None = None
-        with self.rec.item() as db:
-            Records.upsert(db, row, failures=self.rec.may_hold("sync_failures"))
+        with self.rec.item():
+            self.rec.upsert(row, failures=self.rec.may_hold("sync_failures"))
             old = self.rec.deletion(row.input_file)
             if old is not None and old.version != version:
                 # another version at this path: the old schedule (or the record of our old deletion) is void
-                Records.drop_deletion(db, row.input_file)
+                self.rec.drop_deletion(row.input_file)
                 old = None
             if self.delete_after is not None and old is None:
                 schedule = self._schedule(ev, path, row, version)
                 if schedule is not None:
-                    Records.put_deletion(db, schedule)
+                    self.rec.put_deletion(schedule)
                     self.rec.added("source_deletions")
         self.counts["recorded"] += 1
         if schedule is not None:
@@ -280,8 +301,8 @@ class RecordStage(Stage):
         assert self.rec is not None
         key = db_key(path)
         transported = ev.get("transported")
-        with self.rec.item() as db:
-            ours = deleted_by_record(db, ev)
+        with self.rec.item():
+            ours = deleted_by_record(self.rec, ev)
             if transported == "kept" or (ours and transported is None):
                 self.counts["kept"] += 1  # the source was deleted on purpose after sync: the remote copy stays
                 return
@@ -289,12 +310,12 @@ class RecordStage(Stage):
                 self.rep.warn_once(
                     "not-kept",
                     "fc-transport deleted the remote copy of a file fc-record deleted at the source after sync: "
-                    f"give fc-transport --record-db {self.db_path}",
+                    f"give fc-transport --record-db {shown(self.db_path)}",
                 )
-            Records.remove(db, key, server)
+            self.rec.remove(key, server)
             d = self.rec.deletion(key)
             if d is not None and d.deleted_at is None:
-                Records.drop_deletion(db, key)  # the user deleted it before we did
+                self.rec.drop_deletion(key)  # the user deleted it before we did
         self.counts["removed"] += 1
 
     def flush(self) -> str | None:
@@ -324,6 +345,8 @@ class RecordStage(Stage):
     def progress(self) -> str:
         c = self.counts
         text = f"{c['recorded']} recorded, {c['removed']} removed"
+        if c["stale"]:
+            text += f", {c['stale']} older than recorded (not applied)"
         if c["failed"]:
             text += f", {c['failed']} failures"
         if self.deleter is not None:
@@ -334,10 +357,7 @@ class RecordStage(Stage):
         """Deletions of ours still to do, as the database says (the deleter's heap may hold cancelled ones)."""
         if self.rec is None or self.deleter is None:
             return 0
-        (n,) = self.rec.db.execute(
-            "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL AND owner=?", (self.deleter.owner,)
-        ).fetchone()
-        return int(n)
+        return self.rec.scheduled(self.deleter.owner)
 
     def close(self) -> None:
         if self.deleter is not None:
@@ -347,7 +367,7 @@ class RecordStage(Stage):
             left = self._scheduled()
             if left and self.rep is not None:
                 self.rep.warn(
-                    f"{left} source deletion(s) still scheduled in {self.db_path}; they are carried out when "
+                    f"{left} source deletion(s) still scheduled in {shown(self.db_path)}; they are carried out when "
                     "fc-record runs again with the same --state and --delete-source-after"
                 )
             self.deleter.close()

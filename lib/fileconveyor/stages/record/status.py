@@ -1,4 +1,4 @@
-"""``fc-record --status``: counts from the synced-files database and the queue depth of stage state files.
+"""``fc-record --status``: counts from the synced-files record and the queue depth of stage state files.
 
 Everything is opened read only, so it is safe on a running pipeline.
 """
@@ -11,31 +11,21 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import ConfigError
-from ...records import has_table, open_readonly
+from ...records import has_table, locate, open_reader, open_readonly, shown
 
 
-def synced_status(db_path: str) -> dict[str, Any]:
-    db = open_readonly(db_path)
+def synced_status(target: str) -> dict[str, Any]:
+    """Counts from the record (a file or a postgresql:// URL, shown without its password)."""
+    db = open_reader(target)
     try:
-        out: dict[str, Any] = {"db": os.path.abspath(db_path), "synced": {}, "failed": {}}
-        if has_table(db, "synced_files"):
-            out["synced"] = dict(
-                db.execute("SELECT server, count(*) FROM synced_files GROUP BY server ORDER BY server")
-            )
-        if has_table(db, "sync_failures"):
-            out["failed"] = dict(
-                db.execute("SELECT server, count(*) FROM sync_failures GROUP BY server ORDER BY server")
-            )
-        scheduled = deleted = 0
-        if has_table(db, "source_deletions"):
-            scheduled, deleted = db.execute(
-                "SELECT count(*) - count(deleted_at), count(deleted_at) FROM source_deletions"
-            ).fetchone()
-        out["scheduled_deletions"] = scheduled
-        out["deleted_at_source"] = deleted
-        return out
-    except sqlite3.DatabaseError as exc:
-        raise ConfigError(f"{db_path}: {exc}") from None
+        scheduled, deleted = db.deletions()
+        return {
+            "db": shown(locate(target)),
+            "synced": db.synced_by_server(),
+            "failed": db.failed_by_server(),
+            "scheduled_deletions": scheduled,
+            "deleted_at_source": deleted,
+        }
     finally:
         db.close()
 

@@ -2,7 +2,7 @@
 
 fc-record can delete source files once they are synced (the original's fileDeletionDelayAfterSync); fc-watch
 then reports them ``deleted`` like any other deletion.  Propagating that deletion would remove the only copy
-left, on the server, so fc-transport asks fc-record's database (read-only, with fc-record's own test,
+left, on the server, so fc-transport asks fc-record's record (read-only, with fc-record's own test,
 records.deleted_by_record) and, when fc-record deleted exactly that version, keeps the remote file and emits
 ``transported: "kept"``.
 """
@@ -10,34 +10,36 @@ records.deleted_by_record) and, when fc-record deleted exactly that version, kee
 from __future__ import annotations
 
 import contextlib
-import os
-import sqlite3
 import threading
-from urllib.parse import quote
 
-from ...records import deleted_by_record
+from ...errors import RetryableError
+from ...records import Reader, deleted_by_record, exists, is_url, open_reader
+from ...transporters.base import TransientError
 
 
 class RecordDb:
-    """fc-record's database, opened read-only on first use (it may not exist yet when we start)."""
+    """fc-record's record, opened read-only on first use (a file may not exist yet when we start).  A
+    postgresql:// one is opened at once, so a refused login stops the command before any event (exit 3)."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, target: str):
+        self.target = target
         self.lock = threading.Lock()  # one connection, shared by the worker threads
-        self.conn: sqlite3.Connection | None = None
+        self.conn: Reader | None = open_reader(target) if is_url(target) else None
 
     def kept(self, event: dict) -> bool:
         """Whether ``event`` (a ``deleted`` event) reports a deletion fc-record made after sync."""
         with self.lock:
-            if self.conn is None:
-                if not os.path.exists(self.path):
-                    return False  # fc-record has not run yet: it deleted nothing
-                uri = f"file:{quote(os.path.abspath(self.path))}?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
-            return deleted_by_record(self.conn, event)
+            try:
+                if self.conn is None:
+                    if not exists(self.target):
+                        return False  # fc-record has not run yet: it deleted nothing
+                    self.conn = open_reader(self.target)
+                return deleted_by_record(self.conn, event)
+            except RetryableError as exc:  # the database server down: the deletion waits, as for a destination
+                raise TransientError(f"--record-db: {exc}") from None
 
     def close(self) -> None:
         if self.conn is not None:
-            with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(Exception):
                 self.conn.close()
             self.conn = None

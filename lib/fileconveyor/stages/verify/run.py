@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ... import events as E
+from ...records import Reader
 from .stage import Finding, Verifier, extra_files, processed_names, read_rows, repair_event, run_checks
 
 
@@ -22,10 +22,10 @@ class Run:
     _known: dict[str, set[bytes]] = field(default_factory=dict)
 
     def check(
-        self, db: sqlite3.Connection, servers: Sequence[str], jobs: int, stopped: Callable[[], bool]
+        self, db: Reader, servers: Sequence[str], jobs: int, stopped: Callable[[], bool]
     ) -> Iterator[dict | None]:
         """Check every row; yields a report line per problem (None for rows that are well, or with --repair)."""
-        (self.total,) = db.execute("SELECT count(*) FROM synced_files").fetchone()
+        self.total = db.count()
         self._known = {name: set() for name in self.verifier.targets}
         for f in run_checks(self.verifier, read_rows(db, servers), jobs):
             if stopped():

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -32,12 +31,10 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from ... import events as E
-from ...records import columns, has_table, key_bytes, open_readonly
+from ...records import Reader, key_bytes, open_reader
 from ...transporters import Destination, TransientError, Transporter, for_destination
 from ...transporters.base import PermanentError
 from .http import HTTPChecker, Remote
-
-EXTRA_COLUMNS = ("remote", "size", "mtime_ns", "ino", "remote_size", "processed", "source", "root", "rel")
 
 
 @dataclass(slots=True)
@@ -91,22 +88,13 @@ class Finding:
         return out
 
 
-def read_rows(db: sqlite3.Connection, servers: Sequence[str] = ()) -> Iterator[Row]:
-    have = columns(db, "synced_files")
-    extra = ", ".join(c if c in have else "NULL" for c in EXTRA_COLUMNS)
-    sql = f"SELECT input_file, transported_file_basename, url, server, {extra} FROM synced_files"
-    args: list[str] = []
-    if servers:
-        sql += f" WHERE server IN ({', '.join('?' * len(servers))})"
-        args = list(servers)
-    for values in db.execute(sql + " ORDER BY server, input_file", args):
+def read_rows(db: Reader, servers: Sequence[str] = ()) -> Iterator[Row]:
+    for values in db.rows(servers):
         yield Row(*values)
 
 
-def deleted_by_us(db: sqlite3.Connection) -> set[str | bytes]:
-    if not has_table(db, "source_deletions"):
-        return set()
-    return {k for (k,) in db.execute("SELECT input_file FROM source_deletions WHERE deleted_at IS NOT NULL")}
+def deleted_by_us(db: Reader) -> set[str | bytes]:
+    return db.deleted_by_us()
 
 
 @dataclass
@@ -246,13 +234,14 @@ def processed_names(findings: list[Finding]) -> bool:
     return any(f.row.processed or (f.row.remote_size is not None and not f.row.unprocessed) for f in findings)
 
 
-def open_db(path: str) -> sqlite3.Connection:
-    db = open_readonly(path)
-    if not has_table(db, "synced_files"):
+def open_db(target: str) -> Reader:
+    """The record (a file or a postgresql:// URL), read only; ConfigError when it has no synced_files table."""
+    db = open_reader(target)
+    if not db.has_synced():
         db.close()
         from ...errors import ConfigError
 
-        raise ConfigError(f"{path}: no synced_files table (is it fc-record's database?)")
+        raise ConfigError(f"{db.name}: no synced_files table (is it fc-record's database?)")
     return db
 
 

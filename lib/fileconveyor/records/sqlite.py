@@ -1,4 +1,5 @@
-"""The synced-files database: File Conveyor's contract with web applications.
+"""The synced-files record in SQLite (the embedded default; postgres.py is the shared one): File Conveyor's
+contract with web applications.
 
 fc-record writes it; the Drupal CDN module, fc-process's CSS URL updater, fc-verify, fc-transport (``--record-db``)
 and people with ``sqlite3`` read it.  It keeps the seed's table exactly, so existing readers work unchanged::
@@ -25,14 +26,14 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from .errors import ConfigError, RetryableError
-from .state import migrate, transaction, translate
+from ..errors import ConfigError, RetryableError
+from ..state import migrate, transaction, translate
+from .model import EXTRA_COLUMNS, Deletion, Synced, Version
 
 SEED_TABLE = (
     "CREATE TABLE IF NOT EXISTS synced_files(input_file text, transported_file_basename text, url text, server text)"
@@ -83,21 +84,16 @@ MIGRATIONS = [
         owner TEXT                     -- the fc-record state file that scheduled it
     );
     """,
+    # the fence: the order of the last event applied per file and server (events with an "order" field)
+    """
+    CREATE TABLE IF NOT EXISTS record_order(
+        input_file NOT NULL,
+        server TEXT NOT NULL,
+        event_order INTEGER NOT NULL,
+        PRIMARY KEY(input_file, server)
+    );
+    """,
 ]
-
-Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
-
-
-def db_key(path: bytes) -> str | bytes:
-    """``input_file`` as stored: UTF-8 text, or the raw bytes for a name that is not UTF-8."""
-    try:
-        return path.decode("utf-8")
-    except UnicodeDecodeError:
-        return path
-
-
-def key_bytes(value: str | bytes) -> bytes:
-    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
 def _uri(path: str | os.PathLike[str], mode: str) -> str:
@@ -115,7 +111,8 @@ def open_readonly(
     if not os.path.exists(path):
         raise ConfigError(f"{what} {os.fspath(path)}: no such file")
     try:
-        db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout, isolation_level=None)
+        # any thread may use it (fc-transport's workers share one, under a lock)
+        db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=timeout, isolation_level=None, check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlite3.DatabaseError as exc:
@@ -131,49 +128,12 @@ def columns(db: sqlite3.Connection, table: str) -> set[str]:
     return {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
 
 
-@dataclass(slots=True)
-class Synced:
-    """One synced_files row as fc-record writes it."""
-
-    input_file: str | bytes
-    basename: str | bytes
-    url: str
-    server: str
-    remote: str | bytes | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    ino: int | None = None
-    remote_size: int | None = None
-    hash: str | None = None
-    processed: str | None = None
-    source: str | None = None
-    root: str | bytes | None = None
-    rel: str | bytes | None = None
-    event_id: str | None = None
-
-
-@dataclass(slots=True)
-class Deletion:
-    """A source_deletions row."""
-
-    input_file: str | bytes
-    servers: list[str]
-    version: Version
-    source: str | None
-    root: str | bytes | None
-    rel: str | bytes | None
-    scheduled_at: float
-    due_at: float
-    deleted_at: float | None
-    event_id: str | None
-    owner: str | None
-
-
 class Records:
     """The writer's connection: one short transaction per change."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
+        self.name = str(self.path)  # what messages call it
         self._lost: RetryableError | None = None  # the round's transaction, rolled back under our feet
         # Tables that held no row when the round's transaction began: their per-event lookups and deletes are
         # skipped.  Nobody else can add rows while we hold the write lock, and ``added`` notes what we add.
@@ -317,9 +277,9 @@ class Records:
 
     # -- synced rows ------------------------------------------------------------------------------
 
-    @staticmethod
-    def upsert(db: sqlite3.Connection, s: Synced, now: float | None = None, failures: bool = True) -> None:
+    def upsert(self, s: Synced, now: float | None = None, failures: bool = True) -> None:
         """Insert or update the row; ``failures``: also clear the file's last failure for that server."""
+        db = self.db
         db.execute(
             "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
             " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
@@ -352,14 +312,13 @@ class Records:
         if failures:
             db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (s.input_file, s.server))
 
-    @staticmethod
-    def remove(db: sqlite3.Connection, input_file: str | bytes, server: str) -> None:
+    def remove(self, input_file: str | bytes, server: str) -> None:
+        db = self.db
         db.execute("DELETE FROM synced_files WHERE input_file=? AND server=?", (input_file, server))
         db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (input_file, server))
 
-    @staticmethod
-    def fail(db: sqlite3.Connection, input_file: str | bytes, server: str, fields: Mapping[str, Any]) -> None:
-        db.execute(
+    def fail(self, input_file: str | bytes, server: str, fields: Mapping[str, Any]) -> None:
+        self.db.execute(
             "INSERT INTO sync_failures(input_file, server, kind, error, error_kind, stage, event_id, failed_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(input_file, server) DO UPDATE SET kind=excluded.kind,"
             " error=excluded.error, error_kind=excluded.error_kind, stage=excluded.stage,"
@@ -375,6 +334,44 @@ class Records:
                 time.time(),
             ),
         )
+
+    def claim(self, input_file: str | bytes, server: str, order: int) -> bool:
+        """The fence: note ``order`` as the last applied for the file and server, unless a later one was applied
+        (False: the event is older than what the record holds, and must change nothing)."""
+        return (
+            self.db.execute(
+                "INSERT INTO record_order(input_file, server, event_order) VALUES (?, ?, ?)"
+                " ON CONFLICT(input_file, server) DO UPDATE SET event_order=excluded.event_order"
+                " WHERE excluded.event_order >= record_order.event_order RETURNING 1",
+                (input_file, server, order),
+            ).fetchone()
+            is not None
+        )
+
+    def import_row(self, s: Synced) -> bool:
+        """Insert an old daemon's row unless the file has one for that server already (True: inserted)."""
+        cur = self.db.execute(
+            "INSERT INTO synced_files(input_file, transported_file_basename, url, server, source, root, rel)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(input_file, server) DO NOTHING",
+            (s.input_file, s.basename, s.url, s.server, s.source, s.root, s.rel),
+        )
+        return bool(cur.rowcount)
+
+    def owned(self, owner: str) -> list[tuple[str | bytes, float, float | None]]:
+        """(input_file, due_at, deleted_at) of the source deletions ``owner`` scheduled."""
+        return self.db.execute(
+            "SELECT input_file, due_at, deleted_at FROM source_deletions WHERE owner=?", (owner,)
+        ).fetchall()
+
+    def scheduled(self, owner: str) -> int:
+        """Deletions ``owner`` scheduled and has not carried out."""
+        (n,) = self.db.execute(
+            "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL AND owner=?", (owner,)
+        ).fetchone()
+        return int(n)
+
+    def deletion_mark(self, input_file: str | bytes) -> tuple[float | None, str | None] | None:
+        return deletion_mark(self.db, input_file)
 
     def versions(self, input_file: str | bytes) -> dict[str, Version]:
         """server -> the source version synced there, for one file."""
@@ -399,9 +396,8 @@ class Records:
             return None
         return Deletion(row[0], json.loads(row[1]), (row[2], row[3], row[4]), *row[5:])
 
-    @staticmethod
-    def put_deletion(db: sqlite3.Connection, d: Deletion) -> None:
-        db.execute(
+    def put_deletion(self, d: Deletion) -> None:
+        self.db.execute(
             "INSERT OR REPLACE INTO source_deletions(input_file, servers, size, mtime_ns, ino, source, root, rel,"
             " scheduled_at, due_at, deleted_at, event_id, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -419,9 +415,9 @@ class Records:
             ),
         )
 
-    @staticmethod
-    def drop_deletion(db: sqlite3.Connection, input_file: str | bytes, version: Version | None = None) -> None:
+    def drop_deletion(self, input_file: str | bytes, version: Version | None = None) -> None:
         """Forget a schedule or a past deletion (of ``version`` only, when given)."""
+        db = self.db
         if version is None:
             db.execute("DELETE FROM source_deletions WHERE input_file=?", (input_file,))
         else:
@@ -431,28 +427,75 @@ class Records:
             )
 
 
-def deleted_by_record(db: sqlite3.Connection, event: Mapping[str, Any]) -> bool:
-    """Whether a ``deleted`` event reports a deletion fc-record made after sync (fc-transport's --record-db check).
+class SqliteReader:
+    """A read-only connection for the record's readers (fc-verify, --record-db, --status): never creates it."""
 
-    True when source_deletions has a row for the event's path with ``deleted_at`` set and either the event's
-    ``id`` equals the row's ``event_id`` (the id fc-watch gives the deletion of exactly the version fc-record
-    deleted) or, for an event without an id, no file is at that path now.  A file the user recreated and deleted
-    again has another id, so its deletion is propagated as usual.
-    """
-    from . import events as E
+    def __init__(self, path: str | os.PathLike[str]):
+        self.path = os.path.abspath(path)
+        self.name = self.path
+        self.db = open_readonly(path)
 
-    if event.get("kind") != "deleted":
-        return False
-    path = E.get_path(dict(event), "path")
+    def close(self) -> None:
+        self.db.close()
+
+    def _rows(self, table: str, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
+        """Rows of ``sql``, none when ``table`` is missing (a database older than the table)."""
+        try:
+            return self.db.execute(sql, args).fetchall() if has_table(self.db, table) else []
+        except sqlite3.DatabaseError as exc:
+            raise ConfigError(f"{self.path}: {exc}") from None
+
+    def has_synced(self) -> bool:
+        return has_table(self.db, "synced_files")
+
+    def count(self) -> int:
+        return int(self._rows("synced_files", "SELECT count(*) FROM synced_files")[0][0]) if self.has_synced() else 0
+
+    def synced_by_server(self) -> dict[str, int]:
+        return dict(self._rows("synced_files", "SELECT server, count(*) FROM synced_files GROUP BY server ORDER BY 1"))
+
+    def failed_by_server(self) -> dict[str, int]:
+        return dict(
+            self._rows("sync_failures", "SELECT server, count(*) FROM sync_failures GROUP BY server ORDER BY 1")
+        )
+
+    def deletions(self) -> tuple[int, int]:
+        """(scheduled, done) source deletions."""
+        rows = self._rows(
+            "source_deletions", "SELECT count(*) - count(deleted_at), count(deleted_at) FROM source_deletions"
+        )
+        return (int(rows[0][0]), int(rows[0][1])) if rows else (0, 0)
+
+    def rows(self, servers: Sequence[str] = ()) -> Iterator[tuple]:
+        """(input_file, basename, url, server, *EXTRA_COLUMNS) of every row (of ``servers``), by server and file."""
+        have = columns(self.db, "synced_files")
+        extra = ", ".join(c if c in have else "NULL" for c in EXTRA_COLUMNS)
+        sql = f"SELECT input_file, transported_file_basename, url, server, {extra} FROM synced_files"
+        if servers:
+            sql += f" WHERE server IN ({', '.join('?' * len(servers))})"
+        yield from self.db.execute(sql + " ORDER BY server, input_file", list(servers))
+
+    def deleted_by_us(self) -> set[str | bytes]:
+        """The files fc-record deleted at the source after sync."""
+        sql = "SELECT input_file FROM source_deletions WHERE deleted_at IS NOT NULL"
+        return {k for (k,) in self._rows("source_deletions", sql)}
+
+    def deletion_mark(self, input_file: str | bytes) -> tuple[float | None, str | None] | None:
+        return deletion_mark(self.db, input_file)
+
+    def url(self, input_file: str | bytes, server: str) -> tuple[str, str | bytes] | None:
+        """(url, transported base name) of the file on ``server``: the CSS URL updater's lookup."""
+        return self.db.execute(
+            "SELECT url, transported_file_basename FROM synced_files WHERE input_file = ? AND server = ?",
+            (input_file, server),
+        ).fetchone()
+
+
+def deletion_mark(db: sqlite3.Connection, input_file: str | bytes) -> tuple[float | None, str | None] | None:
+    """(deleted_at, event_id) of the file's source_deletions row, None without one."""
     try:
-        row = db.execute(
-            "SELECT deleted_at, event_id FROM source_deletions WHERE input_file=?", (db_key(path),)
+        return db.execute(
+            "SELECT deleted_at, event_id FROM source_deletions WHERE input_file=?", (input_file,)
         ).fetchone()
     except sqlite3.OperationalError:  # no such table: an old database, nothing deleted by us
-        return False
-    if row is None or row[0] is None:
-        return False
-    eid = event.get("id")
-    if isinstance(eid, str) and row[1]:
-        return eid == row[1]
-    return not os.path.lexists(path)
+        return None

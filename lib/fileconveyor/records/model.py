@@ -1,0 +1,81 @@
+"""What the synced-files record holds, whichever database keeps it (sqlite.py, postgres.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
+
+# The columns fc-verify reads after the seed's four (input_file, transported_file_basename, url, server).
+EXTRA_COLUMNS = ("remote", "size", "mtime_ns", "ino", "remote_size", "processed", "source", "root", "rel")
+
+
+def db_key(path: bytes) -> str | bytes:
+    """``input_file`` as stored: UTF-8 text, or the raw bytes for a name that is not UTF-8."""
+    try:
+        return path.decode("utf-8")
+    except UnicodeDecodeError:
+        return path
+
+
+def key_bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
+
+
+@dataclass(slots=True)
+class Synced:
+    """One synced_files row as fc-record writes it."""
+
+    input_file: str | bytes
+    basename: str | bytes
+    url: str
+    server: str
+    remote: str | bytes | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    ino: int | None = None
+    remote_size: int | None = None
+    hash: str | None = None
+    processed: str | None = None
+    source: str | None = None
+    root: str | bytes | None = None
+    rel: str | bytes | None = None
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Deletion:
+    """A source_deletions row."""
+
+    input_file: str | bytes
+    servers: list[str]
+    version: Version
+    source: str | None
+    root: str | bytes | None
+    rel: str | bytes | None
+    scheduled_at: float
+    due_at: float
+    deleted_at: float | None
+    event_id: str | None
+    owner: str | None
+
+
+def deleted_by_record(mark: tuple[float | None, str | None] | None, event: Mapping[str, Any]) -> bool:
+    """Whether a ``deleted`` event reports a deletion fc-record made after sync (fc-transport's --record-db check),
+    given ``mark``, the (deleted_at, event_id) of the path's source_deletions row (None: no row).
+
+    True when ``deleted_at`` is set and either the event's ``id`` equals the row's ``event_id`` (the id fc-watch
+    gives the deletion of exactly the version fc-record deleted) or, for an event without an id, no file is at
+    that path now.  A file the user recreated and deleted again has another id, so its deletion is propagated.
+    """
+    from .. import events as E
+
+    if mark is None or mark[0] is None:
+        return False
+    eid = event.get("id")
+    if isinstance(eid, str) and mark[1]:
+        return eid == mark[1]
+    return not os.path.lexists(E.get_path(dict(event), "path"))

@@ -1,0 +1,518 @@
+"""The synced-files record in PostgreSQL (``--db postgresql://...``): one record that many hosts write and read.
+
+The tables are SQLite's (sqlite.py), so the Drupal CDN module's ``SELECT url, server FROM synced_files WHERE
+input_file = ?`` reads them unchanged, with one difference SQLite's loose typing hid: PostgreSQL's text cannot hold
+a name that is not UTF-8, so every path column has a ``bytea`` twin (``input_file_bytes``, ...) with the exact bytes,
+and the text column holds the name (UTF-8) or, for such a name, a readable form (``\\xff``).  Rows are keyed by the
+bytes, so two names that read alike never share a row.
+
+Many fc-record processes may write at once (one per worker host): each round of events is one transaction, a
+row's write locks it until the commit, and the order fence (``claim``, the ``record_order`` table) is checked and
+moved under that lock, so an older event never overwrites what a newer one wrote, whoever commits first.
+
+A password in the URL is a secret: messages show the URL without it (``shown``).  libpq's own ways are better:
+``PGPASSFILE`` (or ``~/.pgpass``), ``PGPASSWORD``, ``PGSERVICE``; psycopg reads them.  psycopg (``pip install
+'fileconveyor[postgresql]'``) is imported only when a URL is used, so SQLite needs nothing more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ..errors import ConfigError, FCError, RetryableError, StateError
+from .model import EXTRA_COLUMNS, Deletion, Synced, Version, db_key, key_bytes
+
+SCHEMES = ("postgresql://", "postgres://")
+_LOCK = 0x46435265636F7264  # pg_advisory_xact_lock key ("FCRecord"): one fc-record migrates at a time
+LOCK_TIMEOUT_MS = 30_000  # a row another writer holds this long: the round is retried (SQLite's busy timeout)
+
+# Append-only, as SQLite's; fc_record_schema counts those applied.
+MIGRATIONS = [
+    """
+    CREATE TABLE IF NOT EXISTS synced_files(
+        input_file text NOT NULL,           -- the seed's four columns first, as the Drupal CDN module reads them
+        transported_file_basename text,
+        url text,
+        server text NOT NULL,
+        remote text, size bigint, mtime_ns bigint, ino bigint, remote_size bigint, hash text, processed text,
+        source text, root text, rel text, event_id text, synced_at double precision,
+        input_file_bytes bytea NOT NULL,    -- the exact names: text cannot hold one that is not UTF-8
+        basename_bytes bytea, remote_bytes bytea, root_bytes bytea, rel_bytes bytea,
+        PRIMARY KEY (input_file_bytes, server)
+    );
+    CREATE INDEX IF NOT EXISTS synced_files_input_file ON synced_files (input_file, server);
+    CREATE TABLE IF NOT EXISTS sync_failures(
+        input_file text NOT NULL,
+        server text NOT NULL,
+        kind text, error text, error_kind text, stage text, event_id text,
+        failed_at double precision NOT NULL,
+        failures integer NOT NULL DEFAULT 1,
+        input_file_bytes bytea NOT NULL,
+        PRIMARY KEY (input_file_bytes, server)
+    );
+    CREATE TABLE IF NOT EXISTS source_deletions(
+        input_file text NOT NULL,
+        servers text NOT NULL,
+        size bigint, mtime_ns bigint, ino bigint,
+        source text, root text, rel text,
+        scheduled_at double precision NOT NULL,
+        due_at double precision NOT NULL,
+        deleted_at double precision,
+        event_id text,
+        owner text,
+        input_file_bytes bytea PRIMARY KEY, root_bytes bytea, rel_bytes bytea
+    );
+    CREATE TABLE IF NOT EXISTS record_order(
+        input_file_bytes bytea NOT NULL,
+        server text NOT NULL,
+        event_order bigint NOT NULL,
+        PRIMARY KEY (input_file_bytes, server)
+    );
+    """,
+]
+
+
+def is_url(target: object) -> bool:
+    return isinstance(target, str) and target.startswith(SCHEMES)
+
+
+def shown(url: str) -> str:
+    """The URL without its password (in the netloc or as ``?password=``): what messages may print."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, _, hostport = netloc.rpartition("@")
+            netloc = userinfo.partition(":")[0] + "@" + hostport
+        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "postgresql://(unreadable URL)"
+
+
+def _driver() -> Any:
+    try:
+        import psycopg
+    except ImportError:
+        raise ConfigError(
+            "a postgresql:// record needs psycopg: pip install 'fileconveyor[postgresql]' (or psycopg[binary])"
+        ) from None
+    return psycopg
+
+
+def _secrets(url: str) -> list[str]:
+    from urllib.parse import unquote
+
+    parts = urlsplit(url)
+    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    return [s for s in found if s]
+
+
+def translate(exc: Exception, url: str) -> Exception:
+    """An FCError for a driver error: a login refused or no such database is configuration (exit 3), a server
+    down, restarting, a deadlock or a lock held too long is worth a retry (exit 4).  Anything else (a bug in
+    our SQL) is returned as it is.  The message is one line and never holds the password."""
+    text = " ".join(str(exc).split())
+    for secret in _secrets(url):
+        text = text.replace(secret, "***")
+    where = shown(url)
+    state = getattr(exc, "sqlstate", None) or ""
+    psycopg = _driver()
+    if state.startswith("28") or "password" in text or "authentication" in text:
+        return ConfigError(f"{where}: login refused: {text} (give the password in PGPASSFILE or PGPASSWORD)")
+    if state == "3D000" or ("does not exist" in text and "database" in text):
+        return ConfigError(f"{where}: {text} (create it first: createdb)")
+    if state == "42501":
+        return ConfigError(f"{where}: {text} (grant this user the rights fc-record needs: docs/scale-out.md)")
+    if isinstance(exc, psycopg.ProgrammingError) and not state:
+        return ConfigError(f"{where}: {text}")  # a bad URL or option, found before any server was asked
+    if (
+        not state
+        or state.startswith(("08", "40", "53", "57"))
+        or state == "55P03"
+        or isinstance(exc, psycopg.OperationalError)
+    ):
+        return RetryableError(f"{where}: {text} (try again later)")
+    return exc
+
+
+def connect(url: str, read_only: bool = False) -> Any:
+    """A connection in autocommit mode (transactions are begun explicitly); FCError when there is none."""
+    psycopg = _driver()
+    options = f"-c lock_timeout={LOCK_TIMEOUT_MS}"
+    if read_only:
+        options += " -c default_transaction_read_only=on"
+    try:
+        return psycopg.connect(
+            url, autocommit=True, connect_timeout=10, application_name="fileconveyor", options=options
+        )
+    except psycopg.Error as exc:
+        raise translate(exc, url) from None
+
+
+def _text(value: str | bytes | None) -> str | None:
+    """What a text column holds: the name, or a readable form of one that is not UTF-8."""
+    if value is None or isinstance(value, str):
+        return value
+    return value.decode("utf-8", "backslashreplace")
+
+
+def _raw(value: str | bytes | None) -> bytes | None:
+    return None if value is None else key_bytes(value)
+
+
+def _name(text: str | None, raw: bytes | None) -> str | bytes | None:
+    """A name read back as SQLite's rows give it: text when UTF-8, else the bytes."""
+    return db_key(bytes(raw)) if raw is not None else text
+
+
+class _Conn:
+    """One connection and the translation of its errors."""
+
+    def __init__(self, url: str, read_only: bool):
+        self.url, self.read_only = url, read_only
+        self.name = shown(url)
+        self.conn: Any = None
+        self.conn = connect(url, read_only)
+
+    def x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        psycopg = _driver()
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = connect(self.url, self.read_only)
+            return self.conn.execute(sql, params)
+        except psycopg.Error as exc:
+            raise translate(exc, self.url) from None
+
+    def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+
+
+class PgRecord(_Conn):
+    """The writer (fc-record): one transaction per round of events, a savepoint per event (as sqlite.Records)."""
+
+    def __init__(self, url: str):
+        super().__init__(url, read_only=False)
+        self._lost: RetryableError | None = None
+        try:
+            with self.tx():
+                self._migrate()
+        except BaseException:
+            self.close()
+            raise
+
+    def _migrate(self) -> None:
+        self.x("SELECT pg_advisory_xact_lock(%s)", (_LOCK,))
+        self.x("CREATE TABLE IF NOT EXISTS fc_record_schema(version integer NOT NULL)")
+        row = self.x("SELECT max(version) FROM fc_record_schema").fetchone()
+        version = row[0] or 0
+        if version > len(MIGRATIONS):
+            raise StateError(
+                f"synced-files database {self.name} was written by a newer File Conveyor "
+                f"(schema {version}, this one knows {len(MIGRATIONS)}); upgrade"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            self.x(MIGRATIONS[number])
+            self.x("DELETE FROM fc_record_schema")
+            self.x("INSERT INTO fc_record_schema(version) VALUES (%s)", (number + 1,))
+
+    def _in_tx(self) -> bool:
+        psycopg = _driver()
+        return self.conn is not None and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+    @contextlib.contextmanager
+    def tx(self) -> Iterator[PgRecord]:
+        """BEGIN ... COMMIT: one change, all or nothing (the deleter's, an import's)."""
+        self.x("BEGIN")
+        try:
+            yield self
+        except BaseException:
+            self._rollback()
+            raise
+        try:
+            self.x("COMMIT")
+        except FCError:
+            self._rollback()
+            raise
+
+    @contextlib.contextmanager
+    def item(self) -> Iterator[PgRecord]:
+        """One record, all or nothing (a savepoint), in the transaction of the whole round, begun by the first."""
+        if self._lost is not None:
+            raise self._lost
+        try:
+            if not self._in_tx():
+                self.x("BEGIN")
+            self.x("SAVEPOINT record")
+        except RetryableError as exc:
+            raise self._lose(exc) from None
+        try:
+            yield self
+        except BaseException as exc:
+            try:
+                self.x("ROLLBACK TO SAVEPOINT record")
+                self.x("RELEASE SAVEPOINT record")
+            except FCError as undo:
+                raise self._lose(undo) from None
+            if not self._in_tx():  # the connection went with the round
+                raise self._lose(exc) from None
+            raise
+        try:
+            self.x("RELEASE SAVEPOINT record")
+        except FCError as exc:
+            raise self._lose(exc) from None
+
+    def may_hold(self, table: str) -> bool:
+        return True  # other writers may add rows at any time: always look
+
+    def added(self, table: str) -> None:
+        pass
+
+    def _lose(self, exc: BaseException) -> RetryableError:
+        self._rollback()
+        if self._lost is None:
+            self._lost = RetryableError(f"synced-files database {self.name}: {exc} (nothing of this round recorded)")
+        return self._lost
+
+    def _rollback(self) -> None:
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(Exception):
+                self.conn.execute("ROLLBACK")
+
+    def commit(self) -> None:
+        lost, self._lost = self._lost, None
+        if lost is not None:
+            raise lost
+        if not self._in_tx():
+            return
+        try:
+            self.x("COMMIT")
+        except FCError as exc:
+            self._rollback()
+            raise RetryableError(f"synced-files database {self.name}: {exc} (nothing of this round recorded)") from None
+
+    def rollback(self) -> None:
+        self._lost = None
+        self._rollback()
+
+    # -- synced rows ------------------------------------------------------------------------------
+
+    def upsert(self, s: Synced, now: float | None = None, failures: bool = True) -> None:
+        cols = (
+            "input_file, transported_file_basename, url, server, remote, size, mtime_ns, ino, remote_size, hash,"
+            " processed, source, root, rel, event_id, synced_at, input_file_bytes, basename_bytes, remote_bytes,"
+            " root_bytes, rel_bytes"
+        )
+        update = ", ".join(f"{c}=excluded.{c}" for c in cols.replace(" ", "").split(",")[1:] if c != "server")
+        self.x(
+            f"INSERT INTO synced_files({cols}) VALUES ({', '.join(['%s'] * 21)})"
+            f" ON CONFLICT (input_file_bytes, server) DO UPDATE SET input_file=excluded.input_file, {update}",
+            (
+                _text(s.input_file), _text(s.basename), s.url, s.server, _text(s.remote), s.size, s.mtime_ns, s.ino,
+                s.remote_size, s.hash, s.processed, s.source, _text(s.root), _text(s.rel), s.event_id,
+                time.time() if now is None else now,
+                key_bytes(s.input_file), _raw(s.basename), _raw(s.remote), _raw(s.root), _raw(s.rel),
+            ),
+        )  # fmt: skip
+        if failures:
+            self.x(
+                "DELETE FROM sync_failures WHERE input_file_bytes=%s AND server=%s", (key_bytes(s.input_file), s.server)
+            )
+
+    def remove(self, input_file: str | bytes, server: str) -> None:
+        key = key_bytes(input_file)
+        self.x("DELETE FROM synced_files WHERE input_file_bytes=%s AND server=%s", (key, server))
+        self.x("DELETE FROM sync_failures WHERE input_file_bytes=%s AND server=%s", (key, server))
+
+    def fail(self, input_file: str | bytes, server: str, fields: Mapping[str, Any]) -> None:
+        self.x(
+            "INSERT INTO sync_failures(input_file, server, kind, error, error_kind, stage, event_id, failed_at,"
+            " input_file_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (input_file_bytes, server)"
+            " DO UPDATE SET kind=excluded.kind, error=excluded.error, error_kind=excluded.error_kind,"
+            " stage=excluded.stage, event_id=excluded.event_id, failed_at=excluded.failed_at,"
+            " failures=sync_failures.failures+1",
+            (
+                _text(input_file), server, fields.get("kind"), fields.get("error"), fields.get("error_kind"),
+                fields.get("stage"), fields.get("event_id"), time.time(), key_bytes(input_file),
+            ),
+        )  # fmt: skip
+
+    def claim(self, input_file: str | bytes, server: str, order: int) -> bool:
+        """The fence (see sqlite.Records.claim).  The row stays locked until the round commits, so a writer
+        with an older event waits and then sees the newer order."""
+        return (
+            self.x(
+                "INSERT INTO record_order(input_file_bytes, server, event_order) VALUES (%s, %s, %s)"
+                " ON CONFLICT (input_file_bytes, server) DO UPDATE SET event_order=excluded.event_order"
+                " WHERE record_order.event_order <= excluded.event_order RETURNING 1",
+                (key_bytes(input_file), server, order),
+            ).fetchone()
+            is not None
+        )
+
+    def import_row(self, s: Synced) -> bool:
+        cur = self.x(
+            "INSERT INTO synced_files(input_file, transported_file_basename, url, server, source, root, rel,"
+            " input_file_bytes, basename_bytes, root_bytes, rel_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s) ON CONFLICT (input_file_bytes, server) DO NOTHING",
+            (
+                _text(s.input_file), _text(s.basename), s.url, s.server, s.source, _text(s.root), _text(s.rel),
+                key_bytes(s.input_file), _raw(s.basename), _raw(s.root), _raw(s.rel),
+            ),
+        )  # fmt: skip
+        return bool(cur.rowcount)
+
+    def versions(self, input_file: str | bytes) -> dict[str, Version]:
+        rows = self.x(
+            "SELECT server, size, mtime_ns, ino FROM synced_files WHERE input_file_bytes=%s", (key_bytes(input_file),)
+        )
+        return {server: (size, mtime_ns, ino) for server, size, mtime_ns, ino in rows}
+
+    # -- deletions at the source ------------------------------------------------------------------
+
+    def deletion(self, input_file: str | bytes) -> Deletion | None:
+        # FOR UPDATE: the row stays ours until the transaction ends (the deleter checks, then marks it)
+        row = self.x(
+            "SELECT input_file_bytes, servers, size, mtime_ns, ino, source, root, root_bytes, rel, rel_bytes,"
+            " scheduled_at, due_at, deleted_at, event_id, owner FROM source_deletions WHERE input_file_bytes=%s"
+            + (" FOR UPDATE" if self._in_tx() else ""),
+            (key_bytes(input_file),),
+        ).fetchone()
+        if row is None:
+            return None
+        return Deletion(
+            db_key(bytes(row[0])), json.loads(row[1]), (row[2], row[3], row[4]), row[5],
+            _name(row[6], row[7]), _name(row[8], row[9]), *row[10:],
+        )  # fmt: skip
+
+    def put_deletion(self, d: Deletion) -> None:
+        cols = (
+            "input_file, servers, size, mtime_ns, ino, source, root, rel, scheduled_at, due_at, deleted_at, event_id,"
+            " owner, input_file_bytes, root_bytes, rel_bytes"
+        )
+        update = ", ".join(f"{c}=excluded.{c}" for c in cols.replace(" ", "").split(",") if c != "input_file_bytes")
+        self.x(
+            f"INSERT INTO source_deletions({cols}) VALUES ({', '.join(['%s'] * 16)})"
+            f" ON CONFLICT (input_file_bytes) DO UPDATE SET {update}",
+            (
+                _text(d.input_file), json.dumps(sorted(d.servers)), *d.version, d.source, _text(d.root),
+                _text(d.rel), d.scheduled_at, d.due_at, d.deleted_at, d.event_id, d.owner,
+                key_bytes(d.input_file), _raw(d.root), _raw(d.rel),
+            ),
+        )  # fmt: skip
+
+    def drop_deletion(self, input_file: str | bytes, version: Version | None = None) -> None:
+        if version is None:
+            self.x("DELETE FROM source_deletions WHERE input_file_bytes=%s", (key_bytes(input_file),))
+        else:
+            self.x(
+                "DELETE FROM source_deletions WHERE input_file_bytes=%s AND size IS NOT DISTINCT FROM %s"
+                " AND mtime_ns IS NOT DISTINCT FROM %s AND ino IS NOT DISTINCT FROM %s",
+                (key_bytes(input_file), *version),
+            )
+
+    def owned(self, owner: str) -> list[tuple[str | bytes, float, float | None]]:
+        rows = self.x("SELECT input_file_bytes, due_at, deleted_at FROM source_deletions WHERE owner=%s", (owner,))
+        return [(db_key(bytes(k)), due, done) for k, due, done in rows]
+
+    def scheduled(self, owner: str) -> int:
+        sql = "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL AND owner=%s"
+        return int(self.x(sql, (owner,)).fetchone()[0])
+
+    def deletion_mark(self, input_file: str | bytes) -> tuple[float | None, str | None] | None:
+        sql = "SELECT deleted_at, event_id FROM source_deletions WHERE input_file_bytes=%s"
+        return self.x(sql, (key_bytes(input_file),)).fetchone()
+
+
+class PgReader(_Conn):
+    """A read-only connection for the record's readers (fc-verify, --record-db, --status)."""
+
+    def __init__(self, url: str):
+        super().__init__(url, read_only=True)
+        self._tables: set[str] | None = None
+
+    def _has(self, table: str) -> bool:
+        if self._tables is None or table not in self._tables:  # fc-record may create them after we start
+            names = ("synced_files", "sync_failures", "source_deletions")
+            rows = self.x("SELECT t FROM unnest(%s::text[]) t WHERE to_regclass(t) IS NOT NULL", (list(names),))
+            self._tables = {t for (t,) in rows}
+        return table in self._tables
+
+    def has_synced(self) -> bool:
+        return self._has("synced_files")
+
+    def count(self) -> int:
+        return int(self.x("SELECT count(*) FROM synced_files").fetchone()[0]) if self.has_synced() else 0
+
+    def synced_by_server(self) -> dict[str, int]:
+        if not self.has_synced():
+            return {}
+        return dict(self.x("SELECT server, count(*) FROM synced_files GROUP BY server ORDER BY 1").fetchall())
+
+    def failed_by_server(self) -> dict[str, int]:
+        if not self._has("sync_failures"):
+            return {}
+        return dict(self.x("SELECT server, count(*) FROM sync_failures GROUP BY server ORDER BY 1").fetchall())
+
+    def deletions(self) -> tuple[int, int]:
+        if not self._has("source_deletions"):
+            return 0, 0
+        sql = "SELECT count(*) - count(deleted_at), count(deleted_at) FROM source_deletions"
+        scheduled, done = self.x(sql).fetchone()
+        return int(scheduled), int(done)
+
+    def rows(self, servers: Sequence[str] = ()) -> Iterator[tuple]:
+        """As sqlite.SqliteReader.rows: names as text, or bytes when not UTF-8."""
+        names = {"remote", "root", "rel"}
+        extra = ", ".join(f"{c}, {c}_bytes" if c in names else c for c in EXTRA_COLUMNS)
+        sql = (
+            f"SELECT input_file_bytes, transported_file_basename, basename_bytes, url, server, {extra}"
+            " FROM synced_files"
+        )
+        args: list[Any] = []
+        if servers:
+            sql += " WHERE server = ANY(%s)"
+            args.append(list(servers))
+        for r in self.x(sql + " ORDER BY server, input_file_bytes", args):
+            out: list[Any] = [db_key(bytes(r[0])), _name(r[1], r[2]), r[3], r[4]]
+            i = 5
+            for c in EXTRA_COLUMNS:
+                if c in names:
+                    out.append(_name(r[i], r[i + 1]))
+                    i += 2
+                else:
+                    out.append(r[i])
+                    i += 1
+            yield tuple(out)
+
+    def deleted_by_us(self) -> set[str | bytes]:
+        if not self._has("source_deletions"):
+            return set()
+        rows = self.x("SELECT input_file_bytes FROM source_deletions WHERE deleted_at IS NOT NULL")
+        return {db_key(bytes(k)) for (k,) in rows}
+
+    def deletion_mark(self, input_file: str | bytes) -> tuple[float | None, str | None] | None:
+        if not self._has("source_deletions"):
+            return None
+        sql = "SELECT deleted_at, event_id FROM source_deletions WHERE input_file_bytes=%s"
+        return self.x(sql, (key_bytes(input_file),)).fetchone()
+
+    def url(self, input_file: str | bytes, server: str) -> tuple[str, str | bytes] | None:
+        if not self.has_synced():
+            return None
+        row = self.x(
+            "SELECT url, transported_file_basename, basename_bytes FROM synced_files"
+            " WHERE input_file_bytes = %s AND server = %s",
+            (key_bytes(input_file), server),
+        ).fetchone()
+        return None if row is None else (row[0], _name(row[1], row[2]))
