@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,21 @@ def _as_owner() -> tuple[list[str], int, int]:
     unavailable("no postgres or nobody user to run PostgreSQL as (it refuses to run as root)")
 
 
+def _ready(pg: PgServer, timeout: float = 30) -> None:
+    """The port listens before the cluster takes logins ("the database system is starting up")."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            pg.admin().close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[PgServer]:
     try:
@@ -112,8 +128,10 @@ def pg_server() -> Iterator[PgServer]:
                 "-c", "max_connections=200", "-c", "shared_buffers=32MB"]  # fmt: skip
         server = ServerProcess("postgres", argv, port, d / "postgres.log")
         server.start(timeout=30)
+        pg = PgServer(server, sock, data)
         try:
-            yield PgServer(server, sock, data)
+            _ready(pg)
+            yield pg
         finally:
             if server.proc is not None:  # a fast shutdown, so no shared memory is left behind
                 server.proc.send_signal(signal.SIGINT)

@@ -81,8 +81,16 @@ def is_url(target: object) -> bool:
     return isinstance(target, str) and target.startswith(SCHEMES)
 
 
+def _ambiguous(url: str) -> bool:
+    """More than one '@': a password written without percent-encoding, which no parser splits the same way
+    (libpq and urllib disagree), so no part of the URL can be shown without risking a piece of it."""
+    return url.count("@") > 1
+
+
 def shown(url: str) -> str:
     """The URL without its password (in the netloc or as ``?password=``): what messages may print."""
+    if _ambiguous(url):
+        return "postgresql://(a URL with more than one '@', not shown)"
     try:
         parts = urlsplit(url)
         netloc = parts.netloc
@@ -177,6 +185,11 @@ class _Conn:
     """One connection and the translation of its errors."""
 
     def __init__(self, url: str, read_only: bool):
+        if _ambiguous(url):
+            raise ConfigError(
+                "a postgresql:// URL with more than one '@': percent-encode the password (@ is %40, / is %2F, "
+                ": is %3A) or, better, leave it out and put it in PGPASSFILE (docs/scale-out.md)"
+            )
         self.url, self.read_only = url, read_only
         self.name = shown(url)
         self.conn: Any = None

@@ -1,0 +1,261 @@
+"""fc-record --db postgresql://...: the same record as SQLite's, in a real PostgreSQL (tests/servers/postgres.py),
+read the way its readers read it: the Drupal CDN module's plain SQL, fc-verify, --status."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import psycopg
+import pytest
+
+from fileconveyor import events as E
+from fileconveyor.cli import record as record_cli
+from fileconveyor.cli import verify as verify_cli
+from fileconveyor.records import open_reader
+from tests.conftest import call
+from tests.record.conftest import BIN, lines, make_site, transport, watch
+from tests.servers.postgres import PASSWORD, USER, PgServer
+from tests.servers.process import free_port
+
+SYNCED = (
+    "input_file, transported_file_basename, url, server, remote, size, mtime_ns, ino, remote_size, hash, processed,"
+    " source, root, rel, event_id"
+)
+
+
+def record(db: str, events: list[dict], state: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return call(record_cli.main, ["--db", db, "--state", str(state), *extra], lines(events))
+
+
+def changes(site: Path, w: Path) -> list[dict]:
+    """Real fc-watch events over two rounds, sent to two servers, with a failure: creates, a modify, a delete."""
+    first = watch(site, w)
+    evs = transport(first, None) + transport(first, None, "ftp", "ftp://mirror/")
+    (site / "css" / "a.css").write_text("body { color: blue }\n")
+    (site / "index.html").unlink()
+    second = watch(site, w)
+    evs += transport(second, None)
+    failed = {**transport(second[:1], None, "ftp", "ftp://mirror/")[0], "error": "530 login", "error_kind": "permanent"}
+    return [*evs, failed]
+
+
+def pg_rows(url: str, sql: str, args: tuple = ()) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return sorted(conn.execute(sql, args).fetchall(), key=repr)
+
+
+def test_same_rows_as_sqlite_and_the_drupal_query_reads_them(tmp_path: Path, pg_url: str) -> None:
+    site = make_site(tmp_path)
+    evs = changes(site, tmp_path / "w.db")
+    lite = tmp_path / "synced_files.db"
+    assert record(str(lite), evs, tmp_path / "r1.db").status == 1  # 1: one event carried an error
+    res = record(pg_url, evs, tmp_path / "r2.db")
+    assert res.status == 1, res.stderr
+
+    sqlite_db, pg_db = open_reader(str(lite)), open_reader(pg_url)
+    try:
+        assert list(pg_db.rows()) == list(sqlite_db.rows())
+        assert pg_db.count() == sqlite_db.count() == 7  # 4 files on cdn (one deleted, none new), 4 on ftp
+        assert pg_db.failed_by_server() == sqlite_db.failed_by_server() == {"ftp": 1}
+    finally:
+        sqlite_db.close()
+        pg_db.close()
+    import sqlite3
+
+    con = sqlite3.connect(lite)
+    want = sorted(con.execute(f"SELECT {SYNCED} FROM synced_files").fetchall(), key=repr)
+    con.close()
+    assert pg_rows(pg_url, f"SELECT {SYNCED} FROM synced_files") == want
+
+    # the Drupal CDN module's query, unchanged (its ? is psycopg's %s), on the seed's columns
+    a_css = str(site / "css" / "a.css")
+    found = pg_rows(pg_url, "SELECT url, server FROM synced_files WHERE input_file = %s", (a_css,))
+    assert found == [("ftp://mirror/css/a.css", "ftp"), ("http://cdn.example/css/a.css", "cdn")]
+    cols = [r[0] for r in pg_rows(pg_url, "SELECT column_name, ordinal_position FROM information_schema.columns"
+                                          " WHERE table_name = 'synced_files' AND ordinal_position <= 4")]  # fmt: skip
+    assert sorted(cols) == sorted(["input_file", "transported_file_basename", "url", "server"])
+
+
+def test_a_name_that_is_not_utf8_is_kept_exactly(tmp_path: Path, pg_url: str) -> None:
+    site = make_site(tmp_path)
+    raw = os.fsencode(site) + b"/caf\xe9 \xff.css"
+    with open(raw, "wb") as f:
+        f.write(b"p{}")
+    cdn = tmp_path / "cdn"
+    cdn.mkdir()
+    evs = []
+    for ev in watch(site, tmp_path / "w.db"):  # what fc-transport does for a local folder, by the exact names
+        rel = E.get_path(ev, "rel")
+        dest = os.fsencode(cdn) + b"/" + rel
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copyfile(E.get_path(ev, "path"), dest)
+        ev = {k: v for k, v in ev.items() if k != "hop"}
+        E.put_path(ev, "remote", rel)
+        evs.append({**ev, "server": "cdn", "url": cdn.as_uri() + "/" + quote(rel), "transported": "uploaded"})
+    res = record(pg_url, evs, tmp_path / "r.db")
+    assert res.status == 0, res.stderr
+    (text, exact, rel) = pg_rows(
+        pg_url, "SELECT input_file, input_file_bytes, rel_bytes FROM synced_files WHERE input_file_bytes = %s", (raw,)
+    )[0]
+    assert bytes(exact) == raw and bytes(rel) == b"caf\xe9 \xff.css"
+    assert text.endswith("/caf\\xe9 \\xff.css")  # a readable form in the text column, never a wrong UTF-8 name
+    db = open_reader(pg_url)
+    try:
+        assert raw in [r[0] for r in db.rows()]  # read back as the bytes, as SQLite gives them
+    finally:
+        db.close()
+    # fc-verify finds it at its destination by its exact name
+    out = call(verify_cli.main, ["--db", pg_url, "--to", f"file://{cdn}?name=cdn", "--check", "stat"])
+    assert out.status == 0, out.stderr
+    assert "5 ok" in out.stderr
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_older_event_never_overwrites_a_newer_one(tmp_path: Path, backend: str, pg_server: PgServer) -> None:
+    db = str(tmp_path / "s.db") if backend == "sqlite" else pg_server.url(pg_server.new_database())
+    site = make_site(tmp_path)
+    a, b = (e for e in transport(watch(site, tmp_path / "w.db"), None) if e["rel"] in ("css/a.css", "css/b.css"))
+
+    def at(ev: dict, order: int, **changes: object) -> dict:
+        return {**ev, "order": order, "url": f"{ev['url']}?v={order}", **changes}
+
+    gone = {**a, "kind": "deleted", "transported": "deleted", "order": 3}
+    evs = [at(a, 2), at(a, 1), at(b, 5), gone, at(a, 2), at(b, 4), {**at(b, 4), "error": "late", "error_kind": "x"}]
+    res = record(db, evs, tmp_path / "r.db")
+    assert res.status == 0, res.stderr  # the late failure is older than the success recorded: not a failure now
+    assert [json.loads(x).get("order") for x in res.stdout.splitlines()] == [2, 1, 5, 3, 2, 4, 4]  # all passed on
+    reader = open_reader(db)
+    try:
+        assert [(r[0], r[2]) for r in reader.rows()] == [(b["path"], b["url"] + "?v=5")]
+        assert reader.failed_by_server() == {}
+    finally:
+        reader.close()
+    # the same order again (a replay) is applied: at least once delivery stays idempotent, not refused
+    assert record(db, [at(b, 5, url="http://cdn.example/again")], tmp_path / "r.db").status == 0
+    reader = open_reader(db)
+    try:
+        assert [r[2] for r in reader.rows()] == ["http://cdn.example/again"]
+    finally:
+        reader.close()
+
+
+def test_two_fc_record_processes_write_one_database(tmp_path: Path, pg_url: str) -> None:
+    """Two hosts' fc-record at once, each with part of every path's events in any order: the newest wins."""
+    rng = random.Random(19)
+    per = {0: [], 1: []}  # type: dict[int, list[dict]]
+    final = {}
+    for i in range(300):
+        path = f"/srv/www/d{i % 7}/f{i}.css"
+        for order in range(1, 5):
+            kind = "deleted" if order == 4 and i % 5 == 0 else ("created" if order == 1 else "modified")
+            ev = {"v": 1, "kind": kind, "path": path, "server": "cdn", "order": order, "size": order,
+                  "url": f"https://cdn.example/f{i}.css?v={order}", "transported": "uploaded"}  # fmt: skip
+            if kind == "deleted":
+                ev["transported"] = "deleted"
+            per[rng.randrange(2)].append(ev)
+        final[path] = None if i % 5 == 0 else f"https://cdn.example/f{i}.css?v=4"
+    for evs in per.values():
+        rng.shuffle(evs)
+    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(BIN / "fc-record"), "--db", pg_url, "--state", str(tmp_path / f"r{k}.db")],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        for k in per
+    ]
+    for proc, k in zip(procs, per, strict=True):
+        assert proc.stdin is not None
+        proc.stdin.write(lines(per[k]))
+        proc.stdin.close()
+    for proc in procs:
+        assert proc.wait(120) == 0, proc.stderr.read().decode() if proc.stderr else ""
+    got = dict(pg_rows(pg_url, "SELECT input_file, url FROM synced_files"))
+    assert got == {p: u for p, u in final.items() if u is not None}
+    assert pg_rows(pg_url, "SELECT count(*), min(event_order) FROM record_order") == [(300, 4)]
+
+
+def test_a_password_is_never_printed(tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    name = pg_url.rsplit("/", 1)[1]
+    wrong = pg_server.url(name, password="s3cr3t-Wrong")
+    res = call(record_cli.main, ["--db", wrong, "--state", str(tmp_path / "r.db")], b"")
+    assert res.status == 3, res.stderr
+    assert "s3cr3t" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert "login refused" in res.stderr and f"postgresql://{USER}@127.0.0.1:{pg_server.port}/{name}" in res.stderr
+    for argv in (["--status", "--db", pg_url, "--json"], ["--status", "--db", pg_url]):
+        res = call(record_cli.main, argv)
+        assert res.status == 0, res.stderr
+        assert PASSWORD not in res.stdout.decode() + res.stderr and "pg%40ss" not in res.stdout.decode()
+    st = json.loads(call(record_cli.main, ["--status", "--db", pg_url, "--json"]).stdout)
+    assert st["db"] == f"postgresql://{USER}@127.0.0.1:{pg_server.port}/{name}"
+    assert st["synced"] == {}  # no fc-record has made the tables yet: nothing synced, not an error
+    out = call(verify_cli.main, ["--db", wrong])
+    assert out.status == 3 and "s3cr3t" not in out.stderr
+
+
+def test_the_password_from_pgpassfile(tmp_path: Path, pg_server: PgServer, pg_url: str, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    name = pg_url.rsplit("/", 1)[1]
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:{name}:{USER}:{PASSWORD.replace(':', chr(92) + ':')}\n")
+    passfile.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(passfile))
+    site = make_site(tmp_path)
+    evs = transport(watch(site, tmp_path / "w.db"), None)
+    res = record(pg_server.url(name, password=None), evs, tmp_path / "r.db")
+    assert res.status == 0, res.stderr
+    assert pg_rows(pg_url, "SELECT count(*) FROM synced_files") == [(4,)]
+
+
+def test_a_password_not_percent_encoded_is_refused_unshown(tmp_path: Path, pg_server: PgServer) -> None:
+    raw = f"postgresql://{USER}:{PASSWORD}@127.0.0.1:{pg_server.port}/postgres"  # '@' and '/' as they are
+    res = call(record_cli.main, ["--db", raw, "--state", str(tmp_path / "r.db")], b"")
+    assert res.status == 3 and "percent-encode" in res.stderr
+    assert not any(piece in res.stderr for piece in (PASSWORD, "pg@", "@ss", "ss:w", "w/rd", "127.0.0.1"))
+
+
+def test_a_server_down_is_try_again_later(tmp_path: Path) -> None:
+    down = f"postgresql://{USER}:{quote(PASSWORD, safe='')}@127.0.0.1:{free_port()}/nothing"
+    res = call(record_cli.main, ["--db", down, "--state", str(tmp_path / "r.db")], b"")
+    assert res.status == 4, res.stderr
+    assert "Connection refused" in res.stderr and quote(PASSWORD, safe="") not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    assert call(verify_cli.main, ["--db", down]).status == 4
+    assert call(record_cli.main, ["--status", "--db", down]).status == 4
+
+
+def test_the_pipeline_into_postgresql_then_fc_verify(tmp_path: Path, pg_server: PgServer, pg_url: str) -> None:
+    """As a worker host runs it: the password in PGPASSFILE, the URL in every command, fc-verify reads it."""
+    from tests.record.test_pipeline import SITE, files_of, sh
+
+    name = pg_url.rsplit("/", 1)[1]
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"127.0.0.1:{pg_server.port}:*:{USER}:{PASSWORD.replace(':', chr(92) + ':')}\n")
+    passfile.chmod(0o600)
+    url = pg_server.url(name, password=None)
+    cdn = tmp_path / "cdn"
+    env = f"export PGPASSFILE={passfile}; "
+    sh(
+        env + f"fc-watch --scan-once {SITE} | fc-transport --to file://{cdn} --url https://cdn.example/"
+        f" --record-db {url} | fc-record --db {url}",
+        tmp_path,
+    )
+    assert files_of(cdn) == files_of(SITE)
+    rows = pg_rows(pg_url, "SELECT input_file, url, server FROM synced_files")
+    assert sorted(r[0] for r in rows) == sorted(str(SITE / rel) for rel in files_of(SITE))
+    out = sh(env + f"fc-verify --db {url} --to file://{cdn}?name=file --check stat", tmp_path)
+    assert f"{len(rows)} ok" in out.stderr
+    (cdn / "misc" / "drupal.js").unlink()
+    out = sh(env + f"fc-verify --db {url} --to file://{cdn}?name=file --check stat", tmp_path, check=False)
+    assert out.returncode == 1 and '"problem":"missing"' in out.stdout
+    status = sh(env + f"fc-record --status --db {url}", tmp_path).stdout
+    assert f"{len(rows)} synced file record(s)" in status and "  file  " in status
