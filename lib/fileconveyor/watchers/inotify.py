@@ -1,7 +1,9 @@
 """inotify (Linux), through inotify-simple.
 
 One watch per directory, added *before* the directory is listed, so a file
-created meanwhile is either listed or reported.  What inotify cannot promise is
+created meanwhile is either listed or reported (a parallel scan's workers add
+watches on our descriptor and name their directories in their next batch: an
+event that comes first waits for that note).  What inotify cannot promise is
 covered by rescans against the state: a queue overflow rescans every source; a
 directory created, moved in, moved out or deleted rescans that subtree; a
 directory that cannot be watched because fs.inotify.max_user_watches is reached
@@ -17,7 +19,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from inotify_simple import INotify
+from inotify_simple import Event, INotify
 from inotify_simple import flags as F
 
 from .tree import subtree_range
@@ -41,6 +43,8 @@ MASK = (
 )
 MAX_WATCHES_FILE = "/proc/sys/fs/inotify/max_user_watches"
 USERNS_WATCHES_FILE = "/proc/sys/user/max_inotify_watches"
+# Events kept during a scan for watches whose notes have not come yet; beyond this, a rescan instead
+MAX_EARLY_EVENTS = 100_000
 
 
 class InotifyBackend:
@@ -56,6 +60,12 @@ class InotifyBackend:
         # more when sources nest or a followed symlink shows one directory twice.
         self.watches: dict[int, list[tuple[int, bytes]]] = {}
         self.polled: dict[tuple[int, bytes], None] = {}  # subtrees polled: watch limit reached
+        # Events of watches added by a scan's worker processes (they share our inotify descriptor) that we
+        # read before the batch carrying the watch's note: handled once the note is applied (_apply_note).
+        # Dropped, they lost whatever happened in that directory between the listing and the note: a file
+        # created or changed just after fc-watch started was never reported (the chaos test's lost file).
+        self._early: dict[int, list[Event]] = {}
+        self._early_count = 0
         self.lost_roots: set[int] = set()  # sources whose root went away
         self._next_poll = time.monotonic() + self.interval
         core.via = "inotify"
@@ -96,6 +106,10 @@ class InotifyBackend:
         # dropped when it moved (MOVED_FROM), so nothing stale stays here.
         if (src.index, rel) not in targets:
             targets.append((src.index, rel))
+        early = self._early.pop(wd, None)
+        if early:
+            self._early_count -= len(early)
+            self._handle(early)
 
     def _limit_reached(self, src: Source, rel: bytes) -> None:
         limit = _read_int(MAX_WATCHES_FILE)
@@ -173,19 +187,29 @@ class InotifyBackend:
 
     def _read(self) -> None:
         """Turn every event inotify has queued into hints.  Never blocks."""
+        if self._early and not self.core.scanning:
+            # the scan is over and every note applied: these watches are not ours (one we removed)
+            self._early.clear()
+            self._early_count = 0
+        self._handle(self.ino.read(timeout=0))
+
+    def _handle(self, events: list[Event]) -> None:
         core, sources, watches = self.core, self.core.sources, self.watches
         skip_dir = core.filters.skip_dir
         follow = core.opt.follow_symlinks
         now = time.monotonic()
-        for ev in self.ino.read(timeout=0):
+        for ev in events:
             mask = ev.mask
             if mask & F.Q_OVERFLOW:
-                self.reporter.warn("inotify queue overflowed: rescanning every source so no change is lost")
-                core.distrust_pending()
-                core.rescan_all()
+                self._overflowed()
                 continue
             targets = watches.get(ev.wd)
             if not targets:
+                if core.scanning:  # a watch a scan worker added, its note still on the way: keep it until then
+                    self._early.setdefault(ev.wd, []).append(ev)
+                    self._early_count += 1
+                    if self._early_count > MAX_EARLY_EVENTS:
+                        self._overflowed()
                 continue
             if mask & F.IGNORED:
                 del watches[ev.wd]
@@ -229,6 +253,14 @@ class InotifyBackend:
                 else:  # ATTRIB: touch, chmod; nobody told us whether a writer is busy
                     closed = None
                 core.dirty(src, rel, closed, now)
+
+    def _overflowed(self) -> None:
+        """Events were lost (the kernel's queue, or too many kept for notes): compare every source again."""
+        self.reporter.warn("inotify queue overflowed: rescanning every source so no change is lost")
+        self._early.clear()
+        self._early_count = 0
+        self.core.distrust_pending()
+        self.core.rescan_all()
 
     def _dir_link(self, src: Source, rel: bytes, mask: int) -> bool:
         """A name that appeared as a symlink to a directory, or went away with files below

@@ -178,6 +178,12 @@ class Core:
     def pending_count(self) -> int:
         return len(self._pending)
 
+    @property
+    def scanning(self) -> bool:
+        """A scan is being applied: its worker processes may have added watches (dir_hook) whose notes
+        (apply_note) come with a later batch."""
+        return self._scanning
+
     def tick(self, now: float | None = None) -> None:
         """Run queued rescans, then emit every pending path whose time has come."""
         while self._rescans:
