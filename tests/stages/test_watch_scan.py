@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import json
 import os
+from multiprocessing.context import ForkProcess
 from pathlib import Path
 
 import pytest
 
 from fileconveyor.cli.watch import main
 from fileconveyor.events import FileStat
+from fileconveyor.stages.watch import scan
 from fileconveyor.stages.watch.scan import ScanJob, plan, run_job
 from fileconveyor.stages.watch.state import WatchState
 from fileconveyor.watchers.tree import Filters, walk
@@ -41,7 +43,9 @@ def scan_ids(root: Path, state: Path, jobs: int) -> list[dict]:
     return [json.loads(line) for line in r.stdout.splitlines()]
 
 
-def test_parallel_scan_equals_sequential(tmp_path: Path) -> None:
+def test_parallel_scan_equals_sequential(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "PARALLEL_FROM", 0)  # this small tree in worker processes all the same
+    forked = forks(monkeypatch)
     root = tmp_path / "site"
     root.mkdir()
     make_tree(root)
@@ -66,6 +70,34 @@ def test_parallel_scan_equals_sequential(tmp_path: Path) -> None:
         ("modified", "d1/s01/deep/f1-1.txt"),
     ]
     assert sorted(e["id"] for e in one) == sorted(e["id"] for e in many)
+    assert len(forked) == 2 * 3  # two scans, each in 3 workers
+
+
+def forks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The scan worker processes started (forked), as the scans run."""
+    real, started = ForkProcess.start, []
+
+    def start(self: ForkProcess) -> None:
+        started.append(self.name)
+        real(self)
+
+    monkeypatch.setattr(ForkProcess, "start", start)
+    return started
+
+
+def test_small_tree_is_scanned_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker process costs an interpreter's memory (fc-watch --scan-once of 10,000 files: 75 MB with two
+    workers): a tree that looks small from the jobs already run is scanned without forking."""
+    forked = forks(monkeypatch)
+    root = tmp_path / "site"
+    root.mkdir()
+    make_tree(root)
+    assert len(plan(_job(root, tmp_path / "x.db"), 3 * 4)) > 2  # would be split
+    assert len(scan_ids(root, tmp_path / "one.db", 3)) == 40 * 5 + 2
+    assert forked == []
+    monkeypatch.setattr(scan, "PARALLEL_FROM", 40)  # the first job's files times the jobs reach it
+    assert len(scan_ids(root, tmp_path / "two.db", 3)) == 40 * 5 + 2
+    assert len(forked) == 3
 
 
 def _job(root: Path, db: Path, settle_ns: int = 0) -> ScanJob:

@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=_default_jobs(),
         metavar="N",
-        help=f"processes that scan a large tree together (default on Linux: number of cores, here {_default_jobs()})",
+        help=f"processes that scan a large tree together (default on Linux: number of cores, here {_default_jobs()}); "
+        "a tree smaller than about 50,000 files is scanned in one process",
     )
     p.add_argument(
         "--output",

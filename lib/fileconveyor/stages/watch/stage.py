@@ -25,7 +25,7 @@ from ...errors import Stopped
 from ...events import EventWriter, FileEventEncoder
 from ...watchers.links import UNKNOWN, Skipped, resolve
 from ...watchers.tree import Filters, subtree_range, to_key, to_rel
-from .scan import Batch, ScanJob, plan, run_job, run_parallel
+from .scan import Batch, ScanJob, plan, run_jobs
 from .state import CREATED, DELETED, MODIFIED, SKIPPED, SKIPPED_GONE, WatchState, encode_row, judge
 
 if TYPE_CHECKING:
@@ -292,10 +292,7 @@ class Core:
         )
         self.state.commit()  # jobs read committed rows
         jobs = plan(job, self.opt.jobs * 4) if self.opt.jobs > 1 else [job]
-        if len(jobs) > 1:
-            batches = run_parallel(jobs, self.opt.jobs, self.between_batches, self.should_stop)
-        else:
-            batches = run_job(job, time.time_ns)
+        batches = run_jobs(jobs, self.opt.jobs, self.between_batches, self.should_stop)
         self._scanning = True
         self._touched.clear()
         try:
