@@ -36,6 +36,7 @@ from urllib.parse import quote
 
 Ident = tuple[int, int]  # st_dev, st_ino
 MAX_HOPS = 4  # pass-through processes (fc-tee) followed between a writer and us
+STARTING = 10.0  # seconds: a writer this young may not have opened its state file yet
 
 
 def state_epoch(conn: sqlite3.Connection) -> str | None:
@@ -134,6 +135,30 @@ def writer_holds(pipe: Ident, origin: str) -> bool | None:
             return True
         # the writers may pass lines on (fc-tee): follow the pipes they read
         pipes = [ident for ident, holders in fds.items() for pid, fd in holders if pid in writers and _reads(pid, fd)]
+    return False
+
+
+def writer_starting(pipe: Ident) -> bool:
+    """Whether a process writing into ``pipe`` started less than STARTING seconds ago.  A pipeline restarted as
+    a whole starts every stage at once: a reader that registers with a writer it knows from its state file
+    (before any line) may look while that writer is still importing, its state file not open yet.  That is
+    no forgery: the reader looks again a little later instead of refusing the writer for the run."""
+    try:
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return False
+    for pid, fd in _open_files().get(pipe, ()):
+        if pid == os.getpid() or not _writes(pid, fd):
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                started = int(f.read().rpartition(")")[2].split()[19]) / ticks
+        except (OSError, ValueError, IndexError):
+            continue
+        if uptime - started < STARTING:
+            return True
     return False
 
 

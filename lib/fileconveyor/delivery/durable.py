@@ -308,6 +308,7 @@ class Acknowledger:
     such file is shown to be the state of a writer we really read (delivery/ack_check.py)."""
 
     VERIFY_AGAIN = 2.0  # seconds before a writer that failed the check is looked at again
+    VERIFY_STARTING = 0.2  # the same, for a writer that had just started (ack_check.writer_starting)
 
     def __init__(
         self,
@@ -333,6 +334,7 @@ class Acknowledger:
         # refused because a process writing our input did not have it open: for good, so that the writer
         # leaving (a forger closing the pipe) does not let the weaker rule, the epoch alone, accept it later
         self._refused: set[tuple[str, str]] = set()
+        self._starting: set[tuple[str, str]] = set()  # writers whose process had just started when looked at
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
@@ -364,9 +366,12 @@ class Acknowledger:
                     return False
                 conn = ack_check.open_state(origin)
                 self._conns[origin] = conn
-            if self._verified.get(origin) != epoch and not self._verify(conn, origin, epoch):
-                self._next_check[origin] = time.monotonic() + self.VERIFY_AGAIN
-                return False
+            if self._verified.get(origin) != epoch:
+                verified = self._verify(conn, origin, epoch)
+                if not verified:
+                    again = self.VERIFY_AGAIN if verified is False else self.VERIFY_STARTING
+                    self._next_check[origin] = time.monotonic() + again
+                    return False
             conn.execute(
                 "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
@@ -399,8 +404,9 @@ class Acknowledger:
             return None
         return high if high is not None and seq > high else None
 
-    def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool:
-        """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check)."""
+    def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool | None:
+        """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check); None:
+        not yet known (the writer has just started), looked at again soon."""
         found = ack_check.state_epoch(conn)
         if found is None:
             self.warn(origin, f"not acknowledging to {origin}: not a File Conveyor state file (a forged hop?)")
@@ -416,7 +422,17 @@ class Acknowledger:
             return False
         # None: nobody writes our pipe any more (a cron `fc-watch --scan-once | awk | fc-filter` whose writer
         # ended before we read): the epoch decides, or such a pipeline would never be acknowledged
-        if self.source is not None and ack_check.writer_holds(self.source, origin) is False:
+        held = ack_check.writer_holds(self.source, origin) if self.source is not None else None
+        if held is None and (origin, epoch) in self._starting:
+            # a writer we waited for left without ever showing the file open: its word is not taken now
+            held = False
+        if held is False:
+            if ack_check.writer_starting(self.source):  # type: ignore[arg-type]
+                # a pipeline restarted as a whole: the writer may not have opened its state yet (ack_check); it
+                # must show it open later, while it writes (a young forger that leaves is not let in)
+                self._starting.add((origin, epoch))
+                self.info(f"not acknowledging to {origin} yet: the process writing our input has just started")
+                return None
             self._refused.add((origin, epoch))
             self.warn(
                 origin,

@@ -1,0 +1,236 @@
+"""The broker hop: File Conveyor events through a NATS JetStream stream, between hosts.
+
+Everything fc-publish and fc-consume know about NATS is here (issue 18: another kind of hop is one module):
+
+- the address: ``nats://[user:password@]host:port/STREAM`` (STREAM defaults to FC);
+- the stream: subjects ``STREAM.p.<k>``, one per partition, kept on disk (file storage), work-queue retention
+  (a message goes once its partition's consumer acknowledged it), duplicates dropped by ``Nats-Msg-Id`` within
+  the duplicate window; the number of partitions is written in the stream's description, so both ends agree;
+- partitions: the CRC-32 of an event's path modulo the number of partitions, so all events of one path go
+  through one partition, in order, to the one consumer that owns it;
+- the message id: the event's ``id`` with the writer's epoch and seq (``hop``): fc-watch re-sends a line
+  unchanged (same id, same seq), which the server then drops; a file deleted and restored with the same
+  metadata has an id seen before, but not with the same seq, so it is not taken for a duplicate;
+- the upstream order (``Fc-Epoch``, ``Fc-Seq`` headers): fc-consume's per-path fence compares them, since a
+  line re-published after the duplicate window comes later in the stream than newer events of its path.
+
+The client (nats-py) is asyncio; ``Broker`` runs one connection on an event loop in a thread of its own, so
+the stages, which are threads, call it with ``call``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+import threading
+import zlib
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+from .. import events as E
+from ..errors import ConfigError, UsageError
+
+DEFAULT_STREAM = "FC"
+DEFAULT_PARTITIONS = 8
+MAX_PARTITIONS = 1024
+HEADER_ID = "Nats-Msg-Id"
+HEADER_EPOCH = "Fc-Epoch"
+HEADER_SEQ = "Fc-Seq"
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_PARTITIONS = re.compile(r"partitions=(\d+)")
+
+T = TypeVar("T")
+
+
+class StreamMissing(Exception):
+    """The stream is not there (yet): fc-consume waits for fc-publish to make it."""
+
+
+@dataclass(frozen=True)
+class Target:
+    servers: str  # nats://host:port, with user:password@ when given
+    stream: str
+    shown: str  # the address without the password, for messages
+
+
+def parse_url(url: str) -> Target:
+    """``nats://[user:password@]host[:port][/STREAM]``; a usage error otherwise."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("nats", "tls") or not parts.hostname:
+        raise UsageError(f"{url!r}: not a broker address (nats://HOST:PORT/STREAM)")
+    stream = unquote(parts.path.strip("/")) or DEFAULT_STREAM
+    if not _NAME.match(stream):
+        raise UsageError(f"{url!r}: stream name {stream!r}: letters, digits, - and _ only")
+    if parts.query or parts.fragment:
+        raise UsageError(f"{url!r}: no ?query or #fragment in a broker address")
+    try:
+        port = parts.port or 4222
+    except ValueError:
+        raise UsageError(f"{url!r}: not a valid port") from None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    auth = parts.netloc.rpartition("@")[0]
+    servers = f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}"
+    shown = f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}:{port}/{stream}"
+    return Target(servers, stream, shown)
+
+
+def parse_partitions(text: str, total: int | None = None) -> list[int]:
+    """``0-3,6`` -> [0, 1, 2, 3, 6]; checked against ``total`` when known."""
+    out: set[int] = set()
+    for part in text.split(","):
+        lo, sep, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi) if sep else int(lo)
+        except ValueError:
+            raise UsageError(f"--partitions {text!r}: write numbers and ranges, e.g. 0-3,6") from None
+        if a < 0 or b < a:
+            raise UsageError(f"--partitions {text!r}: {part.strip()!r} is not a range")
+        out.update(range(a, b + 1))
+    if total is not None and max(out) >= total:
+        raise ConfigError(f"--partitions {text}: the stream has {total} partitions (0 to {total - 1})")
+    return sorted(out)
+
+
+def partition_of(path: bytes, partitions: int) -> int:
+    """Stable across processes and hosts (Python's hash() is not)."""
+    return zlib.crc32(path) % partitions
+
+
+def subject(stream: str, partition: int) -> str:
+    return f"{stream}.p.{partition}"
+
+
+def consumer_name(stream: str, partition: int) -> str:
+    return f"fc-{stream}-p{partition}"
+
+
+def message_id(ev: dict, line: bytes) -> str:
+    """What makes a re-sent line a duplicate the server drops, and nothing else (see the module's text)."""
+    hop = ev.get("hop") if isinstance(ev.get("hop"), dict) else None
+    if hop is not None and isinstance(ev.get("id"), str):
+        return f"{ev['id']}-{hop.get('epoch')}-{hop.get('seq')}"
+    return hashlib.sha256(line).hexdigest()[:32]
+
+
+def upstream_order(ev: dict) -> dict[str, str]:
+    """The headers that carry the writer's order of a line (for fc-consume's per-path fence)."""
+    hop = ev.get("hop")
+    if isinstance(hop, dict) and isinstance(hop.get("epoch"), str) and type(hop.get("seq")) is int:
+        return {HEADER_EPOCH: hop["epoch"], HEADER_SEQ: str(hop["seq"])}
+    return {}
+
+
+def payload(ev: dict) -> bytes:
+    """The event as published: without the hop of the publisher's host (fc-consume writes its own)."""
+    return E.encode({k: v for k, v in ev.items() if k != "hop"})
+
+
+def _client() -> Any:
+    try:
+        import nats
+    except ImportError:
+        raise ConfigError("the NATS client is not installed: pip install 'fileconveyor[nats]' (nats-py)") from None
+    return nats
+
+
+class Broker:
+    """One connection to a NATS server, on an asyncio loop in a thread of its own."""
+
+    def __init__(self, target: Target, timeout: float = 5.0):
+        self.target = target
+        self.timeout = timeout
+        self.nats = _client()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="nats", daemon=True)
+        self._thread.start()
+        self.nc: Any = None
+        self.js: Any = None
+        self.partitions: int | None = None
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run ``coro`` on the broker's loop and wait for it (``timeout``: seconds, default the broker's)."""
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(self.timeout * 2 if timeout is None else timeout)
+        except TimeoutError:
+            fut.cancel()
+            raise
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` on the broker's loop without waiting (acknowledgements: losing one costs a redelivery)."""
+        asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def connect(self) -> None:
+        if self.nc is not None and not self.nc.is_closed:
+            return
+        self.nc = await self.nats.connect(
+            self.target.servers,
+            connect_timeout=2,
+            reconnect_time_wait=0.5,
+            max_reconnect_attempts=-1,  # a broker restarting is waited for, with the work kept
+            allow_reconnect=True,
+            error_cb=_ignore,
+            disconnected_cb=_ignore_cb,
+            reconnected_cb=_ignore_cb,
+            closed_cb=_ignore_cb,
+        )
+        self.js = self.nc.jetstream(timeout=self.timeout)
+
+    async def ensure_stream(self, partitions: int | None, duplicate_window: float = 120.0, create: bool = True) -> int:
+        """The stream's number of partitions; a missing stream is made (``create``: with ``partitions``, or the
+        default) or is an error the caller waits out (StreamMissing).  A stream made with another number is a
+        configuration error: events of one path would go through two partitions."""
+        await self.connect()
+        from nats.js import api
+        from nats.js.errors import NotFoundError
+
+        try:
+            info = await self.js.stream_info(self.target.stream)
+        except NotFoundError:
+            if not create:
+                raise StreamMissing(
+                    f"{self.target.shown}: the stream does not exist yet (fc-publish makes it)"
+                ) from None
+            n = partitions or DEFAULT_PARTITIONS
+            config = api.StreamConfig(
+                name=self.target.stream,
+                subjects=[f"{self.target.stream}.p.*"],
+                storage=api.StorageType.FILE,
+                retention=api.RetentionPolicy.WORK_QUEUE,
+                duplicate_window=duplicate_window,
+                description=f"File Conveyor events, partitions={n}",
+            )
+            info = await self.js.add_stream(config)
+        found = _PARTITIONS.search(info.config.description or "")
+        if found is None:
+            raise ConfigError(
+                f"{self.target.shown}: the stream was not made by File Conveyor (no partitions=N in its description)"
+            )
+        n = int(found.group(1))
+        if partitions is not None and partitions != n:
+            raise ConfigError(f"{self.target.shown}: the stream has {n} partitions, not {partitions} (--partitions)")
+        self.partitions = n
+        return n
+
+    def close(self) -> None:
+        async def _close() -> None:
+            if self.nc is not None and not self.nc.is_closed:
+                await self.nc.close()
+
+        try:
+            self.call(_close(), timeout=5)
+        except Exception:  # closing a connection that is down: nothing is pending that matters
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(2)
+
+
+async def _ignore(exc: Exception) -> None:
+    """nats-py logs connection trouble itself; the stages report what it costs them (a retry)."""
+
+
+async def _ignore_cb() -> None:
+    pass

@@ -1,0 +1,238 @@
+"""fc-consume's input: messages pulled from the partitions it owns, as event lines for the common runner.
+
+One durable pull consumer per partition (``fc-STREAM-pK``), explicit acknowledgements.  Each message
+becomes the event it carries plus a field ``fc_broker`` (partition, stream sequence, the reply subject
+that acknowledges it, and the writer's order from the publisher's headers), which the stage takes off
+again; a payload that is not a valid event is reported and terminated (never redelivered), as a bad line
+is skipped.
+
+The feed is an iterable of lines with no file descriptor: the runner reads it as it reads an in-memory
+stream (delivery/streams.py), and its end (``--idle-exit``) is the end of the input.  While a message is
+held (read and not yet emitted, or emitted and not yet acknowledged by the next stage) the feed tells the
+server it is in progress (``+WPI``) every third of the ack wait, so a slow destination does not make it
+redeliver; a consumer that dies stops doing so, and its messages come again after the ack wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ... import events as E
+from ...delivery import nats_hop as N
+from ...errors import ConfigError
+
+FIELD = "fc_broker"  # the message's identity on the line between the feed and the stage
+END = b""  # queued by the feed when the input ends (--idle-exit)
+
+
+class Feed:
+    def __init__(
+        self,
+        broker: N.Broker,
+        partitions: str | None,
+        ack_wait: float,
+        max_pending: int,
+        idle_exit: float | None,
+        rep: Any,
+        batch: int = 256,
+    ):
+        self.broker = broker
+        self.spec = partitions
+        self.ack_wait = ack_wait
+        self.max_pending = max_pending
+        self.idle_exit = idle_exit
+        self.rep = rep
+        self.batch = batch
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.lock = threading.Lock()
+        self.held: dict[tuple[int, int], str] = {}  # (partition, stream seq) -> reply subject, until acknowledged
+        self.partitions: list[int] = []
+        self.stopping = False
+        self.last_message = time.monotonic()
+        self.bad = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- the runner's side ---------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[bytes]:
+        while True:
+            line = self.lines.get()
+            if line == END:
+                return
+            yield line
+
+    # -- the stage's side ----------------------------------------------------------------
+
+    def hold(self, key: tuple[int, int], reply: str) -> None:
+        with self.lock:
+            self.held[key] = reply
+
+    def ack(self, keys: list[tuple[int, int]], wait: bool = False) -> None:
+        """Acknowledge these messages; without waiting unless ``wait`` (at the end): an acknowledgement the
+        server loses makes it deliver the message again, which the stage's fence drops."""
+        with self.lock:
+            replies = [r for r in (self.held.pop(k, None) for k in keys) if r]
+        if not replies:
+            return
+        if wait:
+            try:
+                self.broker.call(self._send(replies, b"+ACK"), timeout=10)
+            except Exception:  # the server gone: it redelivers them, the fence drops them
+                pass
+        else:
+            self.broker.submit(self._send(replies, b"+ACK"))
+
+    # -- the broker's side ---------------------------------------------------------------
+
+    def start(self, on_ready: Callable[[int, list[int]], None]) -> None:
+        """Wait for the stream (made by fc-publish), then pull from each partition we own."""
+        self.broker.submit(self._main(on_ready))
+
+    async def _main(self, on_ready: Callable[[int, list[int]], None]) -> None:
+        warned = False
+        while not self.stopping:
+            try:
+                total = await self.broker.ensure_stream(None, create=False)
+                break
+            except ConfigError as exc:
+                self.rep.error(str(exc))
+                self.stop(end=True)
+                return
+            except Exception as exc:
+                if not warned:
+                    self.rep.warn(f"{self.broker.target.shown}: not ready yet ({exc or type(exc).__name__}); waiting")
+                    warned = True
+                await asyncio.sleep(1.0)
+        else:
+            return
+        self.partitions = N.parse_partitions(self.spec, total) if self.spec else list(range(total))
+        on_ready(total, self.partitions)
+        self.last_message = time.monotonic()
+        self._tasks = [asyncio.ensure_future(self._pull(k)) for k in self.partitions]
+        self._tasks.append(asyncio.ensure_future(self._in_progress()))
+        if self.idle_exit is not None:
+            self._tasks.append(asyncio.ensure_future(self._watch_idle()))
+
+    async def _subscribe(self, k: int) -> Any:
+        from nats.js import api
+
+        stream, name = self.broker.target.stream, N.consumer_name(self.broker.target.stream, k)
+        config = api.ConsumerConfig(
+            durable_name=name,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            filter_subject=N.subject(stream, k),
+            ack_wait=self.ack_wait,
+            max_ack_pending=self.max_pending,
+            max_deliver=-1,  # redelivered until acknowledged: an event is never given up on
+        )
+        try:  # made, or updated to this run's --ack-wait and --max-pending
+            await self.broker.js.add_consumer(stream, config)
+        except Exception as exc:  # an update the server refuses: the consumer as it is still serves
+            self.rep.warn_once(f"consumer:{k}", f"partition {k}: consumer {name} kept as it is ({exc})")
+        return await self.broker.js.pull_subscribe_bind(durable=name, stream=stream)
+
+    async def _pull(self, k: int) -> None:
+        import nats.errors
+
+        sub = None
+        failures = 0
+        while not self.stopping:
+            # read no further ahead than the runner takes: what waits here is held (in progress) too
+            if self.lines.qsize() > 4 * self.batch:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                if sub is None:
+                    sub = await self._subscribe(k)
+                msgs = await sub.fetch(self.batch, timeout=1.0)
+                failures = 0
+            except (nats.errors.TimeoutError, asyncio.TimeoutError):
+                continue
+            except Exception as exc:  # the server restarting: the subscription is made again
+                failures += 1
+                if failures == 3:
+                    self.rep.warn(f"{self.broker.target.shown}: partition {k}: {exc or type(exc).__name__}; retrying")
+                if sub is not None:
+                    try:
+                        await sub.unsubscribe()
+                    except Exception:
+                        pass
+                sub = None
+                await asyncio.sleep(min(2.0, 0.2 * failures))
+                continue
+            for msg in msgs:
+                self._take(k, msg)
+
+    def _take(self, k: int, msg: Any) -> None:
+        self.last_message = time.monotonic()
+        try:
+            sseq = int(msg.metadata.sequence.stream)
+            ev = E.decode(msg.data)
+        except (E.EventError, ValueError, AttributeError) as exc:
+            self.bad += 1
+            self.rep.error(f"partition {k}: a message that is not an event ({exc}): terminated, not redelivered")
+            if msg.reply:
+                self.broker.submit(self._send([msg.reply], b"+TERM"))
+            return
+        headers = msg.headers or {}
+        try:
+            oseq = int(headers.get(N.HEADER_SEQ, "-1"))
+        except ValueError:
+            oseq = -1
+        ev.pop("hop", None)  # a hop of the publisher's host (or a forged one): never acknowledged to from here
+        ev[FIELD] = {"p": k, "sseq": sseq, "reply": msg.reply, "epoch": headers.get(N.HEADER_EPOCH, ""), "oseq": oseq}
+        self.hold((k, sseq), msg.reply)
+        self.lines.put(E.encode(ev))
+
+    async def _in_progress(self) -> None:
+        every = max(0.2, self.ack_wait / 3)
+        while not self.stopping:
+            await asyncio.sleep(every)
+            with self.lock:
+                replies = list(self.held.values())
+            await self._send(replies, b"+WPI")
+
+    async def _watch_idle(self) -> None:
+        assert self.idle_exit is not None
+        while not self.stopping:
+            await asyncio.sleep(0.2)
+            if time.monotonic() - self.last_message > self.idle_exit and self.lines.empty():
+                self.rep.info(f"no new message for {self.idle_exit:g} s (--idle-exit): finishing")
+                self.stop(end=True)
+
+    async def _send(self, replies: list[str], verb: bytes) -> None:
+        nc = self.broker.nc
+        if nc is None or not nc.is_connected:
+            return  # not now; the in-progress loop or the redelivery comes back to it
+        try:
+            for reply in replies:
+                await nc.publish(reply, verb)
+            await nc.flush(timeout=5)
+        except Exception:  # lost with the connection: redelivered later, dropped by the fence
+            pass
+
+    def close(self) -> None:
+        """Stop pulling and wait for the pulls to end (before the connection closes)."""
+        self.stopping = True
+
+        async def _cancel() -> None:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+        try:
+            self.broker.call(_cancel(), timeout=5)
+        except Exception:
+            pass
+
+    def stop(self, end: bool = False) -> None:
+        """Stop pulling; ``end``: and end the input (what was queued before is still taken)."""
+        self.stopping = True
+        if end:
+            self.lines.put(END)

@@ -1,0 +1,185 @@
+"""fc-consume: events from the partitions of a NATS JetStream stream, written for the next local stage.
+
+fc-consume is a File Conveyor writer like any stage (its lines carry its ``hop``, it keeps them in its
+outbox until the next stage acknowledges them, it re-sends them to a reader that restarts), built on the
+common runner; its input is the broker (feed.py).  What it adds:
+
+- **acknowledging the broker only once the next stage has acknowledged the line.**  Each emitted line's
+  seq is stored with the message it came from (``consume_pending``, in the transaction that puts the line
+  in the outbox); once every reader is done with our lines up to a seq (``released``), those messages are
+  acknowledged to the server.  Until then the feed keeps them in progress, so a slow destination does not
+  make the server redeliver them.
+- **never the same message twice to the reader.**  A message redelivered while we still hold it (our
+  process restarted, the ack wait passed) is in ``consume_pending``: it is not emitted again (our outbox
+  re-sends the line if the reader needs it).
+- **a per-path fence.**  ``consume_fence`` keeps, per path, the order of the last event emitted: the
+  writer's epoch and seq from the publisher (fc-watch's order), else the stream sequence.  An event that is
+  not newer (a redelivery whose acknowledgement the server lost, a line re-published after the duplicate
+  window) is dropped and acknowledged: it can never overtake the newer event of its path.
+
+The fence lives in this state file, so one state file per set of partitions: run a partition's consumer
+with the same --state wherever it runs (static assignment: --partitions).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ... import events as E
+from ...delivery import nats_hop as N
+from ...delivery.runner import Done, Item, Outcome, Runner, Stage
+from .feed import FIELD, Feed
+
+RELEASE_EVERY = 0.3  # seconds between looks at what the next stage has acknowledged
+
+MIGRATIONS: Sequence[str] = (
+    """
+    CREATE TABLE consume_pending(seq INTEGER PRIMARY KEY, part INTEGER NOT NULL, sseq INTEGER NOT NULL,
+                                 reply TEXT NOT NULL);
+    CREATE UNIQUE INDEX consume_pending_msg ON consume_pending(part, sseq);
+    CREATE TABLE consume_fence(path BLOB PRIMARY KEY, epoch TEXT NOT NULL, oseq INTEGER NOT NULL,
+                               part INTEGER NOT NULL, sseq INTEGER NOT NULL);
+    """,
+)
+
+
+def newer(old: tuple[str, int, int, int], new: tuple[str, int, int, int]) -> bool:
+    """Is ``new`` (epoch, writer seq, partition, stream seq) after ``old`` for one path?  The writer's order
+    when both come from the same writer's life, else the stream's (one partition per path: one order)."""
+    o_epoch, o_seq, o_part, o_sseq = old
+    n_epoch, n_seq, n_part, n_sseq = new
+    if n_epoch and n_epoch == o_epoch and n_seq >= 0 and o_seq >= 0:
+        return n_seq > o_seq
+    if n_part != o_part:  # the stream was made again with other partitions: nothing to compare
+        return True
+    return n_sseq > o_sseq
+
+
+class ConsumeStage(Stage):
+    name = "fc-consume"
+    migrations = MIGRATIONS
+
+    def __init__(self, broker: N.Broker, feed: Feed):
+        self.broker = broker
+        self.feed = feed
+        self.runner: Runner | None = None
+        self.db: sqlite3.Connection | None = None
+        self.pending: dict[tuple[int, int], int] = {}  # (partition, stream seq) -> our seq, until released
+        self.fence: dict[bytes, tuple[str, int, int, int]] = {}  # this round's, before its commit
+        self.round: set[tuple[int, int]] = set()  # messages emitted this round, before its commit
+        self.meta: dict[int, tuple[tuple[int, int], str, tuple[str, int, int, int] | None]] = {}
+        self.emitted = 0
+        self._next_release = 0.0
+        self.fenced = 0
+        self.again = 0
+
+    def start(self, runner: Runner) -> None:
+        self.runner = runner
+        self.db = runner.state.db
+        for seq, part, sseq, reply in self.db.execute("SELECT seq, part, sseq, reply FROM consume_pending"):
+            self.pending[(part, sseq)] = seq
+            self.feed.hold((part, sseq), reply)  # kept in progress, acknowledged once released
+        if self.pending:
+            runner.rep.info(f"{len(self.pending)} message(s) emitted before, waiting for the next stage")
+        self.feed.start(self._ready)
+
+    def _ready(self, total: int, partitions: list[int]) -> None:
+        assert self.runner is not None
+        shown = ",".join(map(str, partitions))
+        self.runner.rep.info(f"{self.broker.target.shown}: {total} partitions, consuming {shown}")
+
+    def work(self, item: Item) -> Outcome:
+        ev = dict(item.event)
+        meta = ev.pop(FIELD, None)
+        if not isinstance(meta, dict):  # not from our feed (an event can only come from it): nothing to do
+            return Done([])
+        key = (int(meta["p"]), int(meta["sseq"]))
+        reply = str(meta["reply"])
+        if key in self.pending or key in self.round:
+            # delivered again while we hold it: the reader has it (or gets it from our outbox)
+            self.again += 1
+            self.meta[id(item)] = (key, reply, None)
+            return Done([])
+        path = E.get_path(ev, "path")
+        order = (str(meta["epoch"]), int(meta["oseq"]), key[0], key[1])
+        last = self._last(path)
+        if last is not None and not newer(last, order):
+            self.fenced += 1
+            self.feed.ack([key])  # the newer event of its path is ours already (committed)
+            return Done([])
+        self.fence[path] = order
+        self.round.add(key)
+        self.meta[id(item)] = (key, reply, order)
+        return Done([ev])
+
+    def _last(self, path: bytes) -> tuple[str, int, int, int] | None:
+        if path in self.fence:
+            return self.fence[path]
+        assert self.db is not None
+        row = self.db.execute("SELECT epoch, oseq, part, sseq FROM consume_fence WHERE path=?", (path,)).fetchone()
+        return None if row is None else (row[0], row[1], row[2], row[3])
+
+    def flush(self) -> str | None:
+        # every work() of the round is done and its commit (record) comes next: from then on the state file
+        # has the fence, and the next round reads it there
+        self.fence.clear()
+        self.round.clear()
+        now = time.monotonic()
+        if self.pending and now >= self._next_release and self.runner is not None:
+            # the runner says what its readers released only every few seconds (state pruning); the server
+            # holds the messages until we acknowledge them (--max-pending), so look at their marks more often
+            self._next_release = now + RELEASE_EVERY
+            readers = self.runner.state.readers()
+            if readers:
+                self.released(min(readers.values()))
+        return None
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        meta = self.meta.pop(id(item), None)
+        if meta is None:
+            return
+        key, reply, order = meta
+        if order is None:  # a redelivery of a message we hold: its newest reply subject acknowledges it
+            db.execute("UPDATE consume_pending SET reply=? WHERE part=? AND sseq=?", (reply, *key))
+            self.feed.hold(key, reply)
+            return
+        seq = outcome.outputs[0]["hop"]["seq"]
+        db.execute(
+            "INSERT OR REPLACE INTO consume_pending(seq, part, sseq, reply) VALUES (?, ?, ?, ?)", (seq, *key, reply)
+        )
+        db.execute(
+            "INSERT INTO consume_fence(path, epoch, oseq, part, sseq) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT(path) DO UPDATE SET epoch=excluded.epoch, oseq=excluded.oseq, part=excluded.part, "
+            "sseq=excluded.sseq",
+            (E.get_path(item.event, "path"), *order),
+        )
+        self.pending[key] = seq
+        self.emitted += 1
+
+    def released(self, seq: int, wait: bool = False) -> None:
+        """The next stage is done with our lines up to ``seq``: their messages are acknowledged to the server."""
+        done = [key for key, s in self.pending.items() if s <= seq]
+        if not done or self.runner is None:
+            return
+        self.feed.ack(done, wait)
+        with self.runner.state.transaction() as db:
+            db.execute("DELETE FROM consume_pending WHERE seq<=?", (seq,))
+        for key in done:
+            del self.pending[key]
+
+    def progress(self) -> str:
+        return f"{self.emitted} emitted, {len(self.pending)} awaiting the next stage, {self.fenced} stale dropped"
+
+    def close(self) -> None:
+        if self.runner is not None and self.pending:
+            readers = self.runner.state.readers()
+            if readers:
+                self.released(min(readers.values()), wait=True)
+        self.feed.close()
+        self.broker.close()
+
+    def counts(self) -> dict[str, Any]:
+        return {"emitted": self.emitted, "fenced": self.fenced, "again": self.again}

@@ -1,0 +1,329 @@
+"""fc-publish and fc-consume against a real nats-server (tests/servers/nats.py): events cross the broker
+into fc-transport file://, and kills of fc-consume or of the server lose nothing and reorder no path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from fileconveyor import events as E
+from fileconveyor.delivery import nats_hop as N
+from tests.conftest import ROOT
+from tests.servers.nats import NatsServer
+
+
+def fc(name: str, *args: str) -> list[str]:
+    return [sys.executable, str(ROOT / "bin" / name), *args]
+
+
+def tree(d: Path) -> dict[bytes, bytes]:
+    out = {}
+    for dirpath, _, files in os.walk(os.fsencode(d)):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            out[os.path.relpath(p, os.fsencode(d))] = Path(os.fsdecode(p)).read_bytes()
+    return out
+
+
+def stream_state(server: NatsServer, stream: str = "FC") -> tuple[int, int]:
+    """(messages kept in the stream, messages delivered and not acknowledged) on the server."""
+
+    async def look() -> tuple[int, int]:
+        import nats
+
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            unacked = 0
+            for k in range(N.MAX_PARTITIONS):
+                try:
+                    unacked += (await js.consumer_info(stream, N.consumer_name(stream, k))).num_ack_pending
+                except Exception:
+                    break
+            return info.state.messages, unacked
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
+def scan_and_publish(tmp: Path, src: Path, url: str, *extra: str, timeout: float = 60) -> list[bytes]:
+    """One fc-watch --scan-once run into fc-publish; returns nothing but asserts both ended well."""
+    watch = subprocess.Popen(
+        fc("fc-watch", "--scan-once", "--state", str(tmp / "watch.db"), str(src)),
+        stdout=subprocess.PIPE,
+        stderr=(tmp / "watch.err").open("ab"),
+    )
+    pub = subprocess.run(
+        fc("fc-publish", "--state", str(tmp / "publish.db"), *extra, url),
+        stdin=watch.stdout,
+        stderr=(tmp / "publish.err").open("ab"),
+        timeout=timeout,
+    )
+    assert watch.stdout is not None
+    watch.stdout.close()
+    assert watch.wait(timeout) == 0, (tmp / "watch.err").read_text()
+    assert pub.returncode == 0, (tmp / "publish.err").read_text()
+    return []
+
+
+def start_workers(
+    tmp: Path, src: Path, dest: Path, url: str, *extra: str, idle: float = 3.0
+) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+    """fc-consume | fc-transport file://dest, with state files in tmp (the same ones each time)."""
+    consume = subprocess.Popen(
+        fc("fc-consume", "-v", "--idle-exit", str(idle), "--state", str(tmp / "consume.db"), *extra, url),
+        stdout=subprocess.PIPE,
+        stderr=(tmp / "consume.err").open("ab"),
+    )
+    transport = subprocess.Popen(
+        fc(
+            "fc-transport",
+            "--state",
+            str(tmp / "transport.db"),
+            "--source",
+            f"src={src}",
+            "--to",
+            f"file://{dest}",
+        ),
+        stdin=consume.stdout,
+        stdout=(tmp / "transport.out").open("ab"),
+        stderr=(tmp / "transport.err").open("ab"),
+    )
+    assert consume.stdout is not None
+    consume.stdout.close()
+    return consume, transport
+
+
+def finish(procs: Sequence[subprocess.Popen[bytes]], tmp: Path, timeout: float = 60) -> None:
+    for p in procs:
+        assert p.wait(timeout) == 0, (tmp / "consume.err").read_text() + (tmp / "transport.err").read_text()
+
+
+def lines_of(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_bytes().splitlines() if x.strip()] if path.exists() else []
+
+
+def order_broken(published: list[dict], applied: list[dict]) -> list[bytes]:
+    """Paths whose events fc-transport applied in an order other than the order fc-watch wrote them:
+    an older event after a newer one (a repeat of the same event is allowed: at least once)."""
+    rank = {}
+    for i, ev in enumerate(published):
+        rank[(E.get_path(ev, "path"), ev["id"])] = i
+    last: dict[bytes, int] = {}
+    broken = []
+    for ev in applied:
+        path = E.get_path(ev, "path")
+        r = rank[(path, ev["id"])]
+        if r < last.get(path, -1):
+            broken.append(path)
+        last[path] = max(r, last.get(path, -1))
+    return broken
+
+
+def written(state: Path) -> int:
+    """The last line a stage's state file counts as written."""
+    with sqlite3.connect(state) as db:
+        return int(db.execute("SELECT v FROM meta WHERE k='written'").fetchone()[0])
+
+
+def make_src(tmp: Path, n: int) -> Path:
+    src = tmp / "src"
+    (src / "sub dir").mkdir(parents=True)
+    for i in range(n):
+        (src / ("sub dir" if i % 3 == 0 else "") / f"f{i}.txt").write_text(f"file {i}\n")
+    (src / os.fsdecode(b"caf\xe9.txt")).write_bytes(b"not utf-8 name\n")  # exact bytes cross the broker
+    return src
+
+
+def watch_lines(tmp: Path, src: Path) -> list[dict]:
+    """What fc-watch wrote so far, in order, as the test's record of the order of events (a second fc-watch
+    run on a copy of its state would write new ones: read them from fc-publish's input instead)."""
+    return lines_of(tmp / "published.jsonl")
+
+
+def scan_publish_record(tmp: Path, src: Path, url: str, *extra: str) -> None:
+    """scan_and_publish, keeping a copy of the lines fc-watch wrote (tee), for the order check."""
+    watch = subprocess.Popen(
+        fc("fc-watch", "--scan-once", "--state", str(tmp / "watch.db"), str(src)),
+        stdout=subprocess.PIPE,
+        stderr=(tmp / "watch.err").open("ab"),
+    )
+    assert watch.stdout is not None
+    data = watch.stdout.read()
+    assert watch.wait(60) == 0
+    with (tmp / "published.jsonl").open("ab") as f:
+        f.write(data)
+    pub = subprocess.run(
+        fc("fc-publish", "--state", str(tmp / "publish.db"), *extra, url),
+        input=data,
+        stderr=(tmp / "publish.err").open("ab"),
+        timeout=60,
+    )
+    assert pub.returncode == 0, (tmp / "publish.err").read_text()
+
+
+def churn(src: Path, rnd: int) -> None:
+    """Round 2 and 3 of changes: several events per path in the stream (modified, deleted, created again)."""
+    files = sorted(p for p in src.rglob("f*.txt"))
+    for i, p in enumerate(files):
+        if i % 4 == rnd % 4:
+            p.unlink()
+        elif i % 3 == 0:
+            p.write_text(f"round {rnd} {p.name}\n" * (rnd + 1))
+    for i in range(0, 60, 7):  # recreated after a deletion (or new)
+        p = src / f"f{i}.txt"
+        if not p.exists():
+            p.write_text(f"again {rnd}\n")
+
+
+# -- tests -----------------------------------------------------------------------------------
+
+
+def test_events_cross_the_broker_into_file_transport(tmp_path: Path, nats_server: NatsServer) -> None:
+    src = make_src(tmp_path, 40)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    scan_and_publish(tmp_path, src, url, "--partitions", "4")
+    assert stream_state(nats_server)[0] == 41  # stored, not consumed yet
+    finish(start_workers(tmp_path, src, dest, url, idle=1.5), tmp_path)
+    assert tree(dest) == tree(src)
+    # acknowledged to the server once fc-transport acknowledged them: the work queue is empty
+    assert stream_state(nats_server) == (0, 0)
+
+
+def test_resent_lines_are_duplicates_the_server_drops(tmp_path: Path, nats_server: NatsServer) -> None:
+    src = make_src(tmp_path, 30)
+    out = subprocess.run(
+        fc("fc-watch", "--scan-once", "--state", str(tmp_path / "w.db"), str(src)), capture_output=True, check=True
+    ).stdout
+    url = nats_server.stream_url()
+    for run in (1, 2):  # the second as a publisher that lost its state: the server drops every line
+        res = subprocess.run(
+            fc("fc-publish", "--progress", "--state", str(tmp_path / f"p{run}.db"), url),
+            input=out,
+            capture_output=True,
+            timeout=60,
+        )
+        assert res.returncode == 0, res.stderr
+        assert stream_state(nats_server)[0] == 31
+    assert "31 dropped by the server as duplicates" in res.stderr.decode()
+
+
+def test_message_ids_tell_a_resend_from_a_restored_file() -> None:
+    line = b'{"v":1}\n'
+    ev = {"id": "a" * 32, "hop": {"from": "/w.db", "epoch": "e1", "seq": 5}}
+    assert N.message_id(ev, line) == N.message_id({**ev}, line)
+    # deleted and restored with the same metadata: the same event id, a later line of fc-watch
+    assert N.message_id(ev, line) != N.message_id({**ev, "hop": {**ev["hop"], "seq": 9}}, line)
+
+
+def test_consumer_killed_mid_run_loses_nothing_and_keeps_each_path_in_order(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    src = make_src(tmp_path, 400)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    scan_publish_record(tmp_path, src, url, "--partitions", "4")
+    for rnd in (2, 3):
+        churn(src, rnd)
+        scan_publish_record(tmp_path, src, url)
+    published = watch_lines(tmp_path, src)
+    total = len(published)
+    # --max-pending: the server hands out no more than that per partition before acknowledgements come back,
+    # so the kill finds messages read, emitted and not acknowledged, and others not read yet
+    workers = ("--ack-wait", "1", "--max-pending", "40")
+    consume, transport = start_workers(tmp_path, src, dest, url, *workers)
+    out = tmp_path / "transport.out"
+    deadline = time.monotonic() + 30
+    while len(lines_of(out)) < total // 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    consume.send_signal(signal.SIGKILL)
+    at_kill = len(lines_of(out))
+    consume.wait()
+    transport.wait(60)  # its input ended: it finishes what it has and acknowledges it
+    assert at_kill < total, "the kill came after the end: the test proved nothing"
+    emitted = written(tmp_path / "consume.db")
+    assert emitted < total, "everything was emitted before the kill: the test proved nothing"
+    finish(start_workers(tmp_path, src, dest, url, *workers), tmp_path)
+    assert written(tmp_path / "consume.db") > emitted
+    assert tree(dest) == tree(src)
+    assert order_broken(published, lines_of(out)) == []
+    assert stream_state(nats_server) == (0, 0)
+
+
+def test_a_stale_copy_later_in_the_stream_never_overtakes_the_newer_event(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """fc-watch's line for a deletion, published again after the server's duplicate window (a writer
+    that lost its acknowledgement and replays): it comes after the path's newer creation in the stream.
+    The fence drops it; without it the file would be deleted at the destination."""
+    src = tmp_path / "src"
+    src.mkdir()
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    (src / "p.css").write_text("one\n")
+    scan_publish_record(tmp_path, src, url, "--duplicate-window", "1")
+    (src / "p.css").unlink()
+    scan_publish_record(tmp_path, src, url)
+    deletion = (tmp_path / "published.jsonl").read_bytes().splitlines(keepends=True)[-1]
+    assert json.loads(deletion)["kind"] == "deleted"
+    (src / "p.css").write_text("two\n")
+    scan_publish_record(tmp_path, src, url)
+    time.sleep(1.5)  # past the duplicate window
+    res = subprocess.run(
+        fc("fc-publish", "--state", str(tmp_path / "again.db"), url), input=deletion, capture_output=True, timeout=30
+    )
+    assert res.returncode == 0, res.stderr
+    assert stream_state(nats_server)[0] == 4  # created, deleted, created, deleted again
+    finish(start_workers(tmp_path, src, dest, url, idle=1.5), tmp_path)
+    assert tree(dest) == {b"p.css": b"two\n"}
+    assert "1 stale dropped" in (tmp_path / "consume.err").read_text() or stream_state(nats_server) == (0, 0)
+
+
+def test_nats_server_killed_and_restarted_loses_nothing(tmp_path: Path, nats_server: NatsServer) -> None:
+    src = make_src(tmp_path, 300)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    scan_publish_record(tmp_path, src, url, "--partitions", "4")
+    # the server dies: fc-publish waits with the lines unacknowledged, and goes on once it is back
+    nats_server.kill()
+    churn(src, 2)
+    watch = subprocess.Popen(
+        fc("fc-watch", "--scan-once", "--state", str(tmp_path / "watch.db"), str(src)),
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "watch.err").open("ab"),
+    )
+    pub = subprocess.Popen(
+        fc("fc-publish", "--timeout", "1", "--state", str(tmp_path / "publish.db"), url),
+        stdin=watch.stdout,
+        stderr=(tmp_path / "publish.err").open("ab"),
+    )
+    assert watch.stdout is not None
+    watch.stdout.close()
+    time.sleep(1.5)
+    assert pub.poll() is None  # still waiting for the server
+    nats_server.start()
+    assert pub.wait(60) == 0, (tmp_path / "publish.err").read_text()
+    assert watch.wait(60) == 0
+    # and dies again while the workers consume
+    consume, transport = start_workers(tmp_path, src, dest, url, "--ack-wait", "2", idle=4)
+    out = tmp_path / "transport.out"
+    deadline = time.monotonic() + 30
+    while len(lines_of(out)) < 100 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    nats_server.kill()
+    time.sleep(0.5)
+    nats_server.start()
+    finish((consume, transport), tmp_path)
+    assert tree(dest) == tree(src)
+    assert stream_state(nats_server) == (0, 0)
