@@ -238,3 +238,37 @@ def test_another_user_can_read_the_database_while_no_fc_record_runs(tmp_path: Pa
         assert int(out.stdout) > 0
     finally:
         shutil.rmtree(shared)
+
+
+def test_a_row_read_is_the_row_written(tmp_path: Path) -> None:
+    """records.Synced is the one synced_files row type: what fc-record writes is what fc-verify reads back (every
+    field, non-UTF-8 names as their bytes); a database with the seed's four columns only reads the rest as None."""
+    from fileconveyor.records import Synced, open_reader
+
+    written = Synced(
+        b"/site/caf\xe9.css", "caf.css", "http://cdn/caf.css", "cdn", "css/caf.css", 10, 123, 7, 12, "sha256:ab",
+        '["x.Y"]', "site", "/site", b"caf\xe9.css", "ev-1",
+    )  # fmt: skip
+    plain = Synced("/site/b.css", "b.css", "http://cdn/b.css", "cdn")
+    rec = Records(tmp_path / "s.db")
+    with rec.tx():
+        rec.upsert(written)
+        rec.upsert(plain)
+    rec.close()
+    reader = open_reader(str(tmp_path / "s.db"))
+    try:
+        assert [Synced.read(r) for r in reader.rows()] == [plain, written]
+        assert [Synced.read(r) for r in reader.rows(["elsewhere"])] == []
+    finally:
+        reader.close()
+    assert written.path == b"/site/caf\xe9.css" and not written.unprocessed
+    seed = sqlite3.connect(tmp_path / "seed.db")
+    seed.execute("CREATE TABLE synced_files(input_file text, transported_file_basename text, url text, server text)")
+    seed.execute("INSERT INTO synced_files VALUES ('/a.css', 'a.css', 'http://cdn/a.css', 'cdn')")
+    seed.commit()
+    seed.close()
+    reader = open_reader(str(tmp_path / "seed.db"))
+    try:
+        assert [Synced.read(r) for r in reader.rows()] == [Synced("/a.css", "a.css", "http://cdn/a.css", "cdn")]
+    finally:
+        reader.close()

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
 
-# The columns fc-verify reads after the seed's four (input_file, transported_file_basename, url, server).
-EXTRA_COLUMNS = ("remote", "size", "mtime_ns", "ino", "remote_size", "processed", "source", "root", "rel")
+# The columns Reader.rows gives after the seed's four (input_file, transported_file_basename, url, server): the
+# rest of Synced's fields, so that a row read is the row written.
+EXTRA_COLUMNS = (
+    "remote", "size", "mtime_ns", "ino", "remote_size", "hash", "processed", "source", "root", "rel", "event_id",
+)  # fmt: skip
 
 
 def db_key(path: bytes) -> str | bytes:
@@ -27,7 +30,8 @@ def key_bytes(value: str | bytes) -> bytes:
 
 @dataclass(slots=True)
 class Synced:
-    """One synced_files row as fc-record writes it."""
+    """One synced_files row: what fc-record writes (``upsert``), the old daemon's import adds (``import_row``) and
+    fc-verify reads (``Reader.rows``, through ``read``)."""
 
     input_file: str | bytes
     basename: str | bytes
@@ -44,6 +48,20 @@ class Synced:
     root: str | bytes | None = None
     rel: str | bytes | None = None
     event_id: str | None = None
+
+    @classmethod
+    def read(cls, values: Sequence[Any]) -> Synced:
+        """A row as ``Reader.rows`` gives it: the seed's four columns, then EXTRA_COLUMNS."""
+        return cls(*values[:4], **dict(zip(EXTRA_COLUMNS, values[4:], strict=True)))
+
+    @property
+    def path(self) -> bytes:
+        return key_bytes(self.input_file)
+
+    @property
+    def unprocessed(self) -> bool:
+        """Whether the remote file is the source's bytes (so sizes and hashes compare with the source)."""
+        return self.processed is None and self.remote_size is not None and self.remote_size == self.size
 
 
 @dataclass(slots=True)

@@ -31,41 +31,15 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from ... import events as E
-from ...records import Reader, key_bytes, open_reader
+from ...records import Reader, Synced, key_bytes, open_reader
 from ...transporters import Destination, TransientError, Transporter, for_destination
 from ...transporters.base import PermanentError
 from .http import HTTPChecker, Remote
 
 
 @dataclass(slots=True)
-class Row:
-    input_file: str | bytes
-    basename: str | bytes
-    url: str
-    server: str
-    remote: str | bytes | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    ino: int | None = None
-    remote_size: int | None = None
-    processed: str | None = None
-    source: str | None = None
-    root: str | bytes | None = None
-    rel: str | bytes | None = None
-
-    @property
-    def path(self) -> bytes:
-        return key_bytes(self.input_file)
-
-    @property
-    def unprocessed(self) -> bool:
-        """Whether the remote file is the source's bytes (so sizes and hashes compare with the source)."""
-        return self.processed is None and self.remote_size is not None and self.remote_size == self.size
-
-
-@dataclass(slots=True)
 class Finding:
-    row: Row
+    row: Synced
     problem: str | None  # None: all well
     check: str
     detail: str = ""
@@ -88,9 +62,9 @@ class Finding:
         return out
 
 
-def read_rows(db: Reader, servers: Sequence[str] = ()) -> Iterator[Row]:
+def read_rows(db: Reader, servers: Sequence[str] = ()) -> Iterator[Synced]:
     for values in db.rows(servers):
-        yield Row(*values)
+        yield Synced.read(values)
 
 
 def deleted_by_us(db: Reader) -> set[str | bytes]:
@@ -126,7 +100,7 @@ class Verifier:
                 self._all.append(tp)
         return tp
 
-    def remote_path(self, row: Row) -> bytes | None:
+    def remote_path(self, row: Synced) -> bytes | None:
         if row.remote:
             return key_bytes(row.remote)
         dest = self.targets.get(row.server)
@@ -138,7 +112,7 @@ class Verifier:
             return head + b"/" + name if head else name
         return None
 
-    def look(self, row: Row) -> tuple[str, Remote]:
+    def look(self, row: Synced) -> tuple[str, Remote]:
         use_stat = row.server in self.targets and self.method in ("auto", "stat")
         if self.method == "stat" and not use_stat:
             return "stat", Remote(None, error=f"no --to for server {row.server!r}")
@@ -157,7 +131,7 @@ class Verifier:
 
     # -- judging --------------------------------------------------------------------------------
 
-    def check(self, row: Row) -> Finding:
+    def check(self, row: Synced) -> Finding:
         try:
             st: os.stat_result | None = os.stat(row.path)
         except FileNotFoundError:
@@ -249,7 +223,7 @@ def dumps(obj: dict) -> bytes:
     return (json.dumps(obj, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def run_checks(verifier: Verifier, rows: Iterator[Row], jobs: int) -> Iterator[Finding]:
+def run_checks(verifier: Verifier, rows: Iterator[Synced], jobs: int) -> Iterator[Finding]:
     """Check rows on ``jobs`` threads; findings come back in the rows' order (a steady, diffable report)."""
     from collections import deque
     from concurrent.futures import Future, ThreadPoolExecutor
