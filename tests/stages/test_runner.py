@@ -11,7 +11,8 @@ from pathlib import Path
 
 from fileconveyor import events as E
 from fileconveyor.delivery.durable import Acknowledger
-from fileconveyor.delivery.runner import Done, Item, Options, Retry, Runner, Stage
+from fileconveyor.delivery.lanes import Scheduler
+from fileconveyor.delivery.runner import Done, Item, Options, Retry, Runner, Stage, StageContext
 from fileconveyor.errors import Exit
 from fileconveyor.report import Reporter
 from fileconveyor.stopping import Stopper
@@ -214,7 +215,7 @@ def test_a_crashing_stage_fails_the_event_not_the_run(tmp_path: Path) -> None:
 
 class Later(Stage):
     """Each event's work finishes at once; a timed thread of the stage emits one more event per event, ``delay``
-    seconds later, with a row of its own written in the same transaction (Runner.emit and Runner.add_timed), and
+    seconds later, with a row of its own written in the same transaction (StageContext.emit and add_timed), and
     one more from close(), after the loop has ended."""
 
     name = "fc-test"
@@ -225,15 +226,15 @@ class Later(Stage):
         self.timers: list[threading.Timer] = []
         self.lock = threading.Lock()
         self.due: dict[int, float] = {}  # n -> when its later event is emitted (wall clock)
-        self.runner: Runner | None = None
+        self.ctx: StageContext | None = None
         self.emitters: set[str] = set()
 
     def lanes(self) -> dict[str, int]:
         return {"": 2}
 
-    def start(self, runner: Runner) -> None:
-        self.runner = runner
-        runner.add_timed(self, "later event(s)")
+    def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        ctx.add_timed(self, "later event(s)")
 
     def work(self, item: Item) -> Done:
         n = item.event["n"]
@@ -246,9 +247,9 @@ class Later(Stage):
         return Done([item.event])
 
     def _fire(self, n: int) -> None:
-        assert self.runner is not None
+        assert self.ctx is not None
         self.emitters.add(threading.current_thread().name)
-        self.runner.emit([ev(f"later{n}", n)], also=lambda db: db.execute("INSERT INTO later(n) VALUES (?)", (n,)))
+        self.ctx.emit([ev(f"later{n}", n)], also=lambda db: db.execute("INSERT INTO later(n) VALUES (?)", (n,)))
         with self.lock:
             del self.due[n]
 
@@ -267,8 +268,8 @@ class Later(Stage):
     def close(self) -> None:
         for timer in self.timers:
             timer.cancel()
-        assert self.runner is not None
-        self.runner.emit([ev("closing", 99)], also=lambda db: db.execute("INSERT INTO later(n) VALUES (99)"))
+        assert self.ctx is not None
+        self.ctx.emit([ev("closing", 99)], also=lambda db: db.execute("INSERT INTO later(n) VALUES (99)"))
 
 
 def test_events_emitted_by_a_stage_thread_and_from_close_are_committed_and_written(tmp_path: Path) -> None:
@@ -351,3 +352,39 @@ def test_the_drain_timeout_counts_from_the_last_progress_not_the_end_of_input(tm
     status, _, err = run(Pass(), lines([ev("g", 1)]), w, drain_timeout=0.5)
     assert status == Exit.RETRY and "did not acknowledge all our output" in err
     assert time.monotonic() - started < 5
+
+
+class Payload(Stage):
+    """Hands what work() did to record() in its outcome, and keeps what start() was given."""
+
+    name = "fc-test"
+    migrations = ("CREATE TABLE done(rel TEXT PRIMARY KEY, said TEXT NOT NULL)",)
+
+    def __init__(self) -> None:
+        self.ctx: object = None
+
+    def lanes(self) -> dict[str, int]:
+        return {"": 2}
+
+    def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+
+    def work(self, item: Item) -> Done:
+        return Done([item.event], payload=f"worked on {item.event['rel']} in {threading.current_thread().name}")
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        db.execute("INSERT INTO done(rel, said) VALUES (?, ?)", (item.event["rel"], outcome.payload))
+
+
+def test_a_stage_gets_a_context_not_the_runner_and_its_work_reaches_record_in_the_outcome(tmp_path: Path) -> None:
+    stage = Payload()
+    status, out, err = run(stage, lines([ev(f"f{n}") for n in range(20)]), tmp_path / "s.db")
+    assert status == Exit.OK, err
+    assert len(out) == 20
+    # what the stage may use, and nothing that leads to the runner's insides (its state, scheduler, queues)
+    assert isinstance(stage.ctx, StageContext) and not isinstance(stage.ctx, Runner)
+    assert not any(isinstance(getattr(stage.ctx, f), Runner | Scheduler) for f in StageContext.__slots__)
+    with sqlite3.connect(tmp_path / "s.db") as db:
+        said = dict(db.execute("SELECT rel, said FROM done"))
+    assert sorted(said) == sorted(f"f{n}" for n in range(20))
+    assert all(text.startswith(f"worked on {rel} in -") for rel, text in said.items())  # a worker's (lane "")

@@ -50,7 +50,7 @@ from .intake import Intake
 from .lanes import Lane, Scheduler
 from .options import Counters, Options
 from .pipe_tail import PipeTail
-from .stage import Done, Item, Outcome, Retry, Stage, Timed
+from .stage import Also, Done, Item, Outcome, Retry, Stage, StageContext, Timed
 from .streams import has_fd, is_fifo, open_fifo_for_writing
 
 __all__ = [  # what the runner's users import from here, as before the split
@@ -61,6 +61,7 @@ __all__ = [  # what the runner's users import from here, as before the split
     "Retry",
     "Runner",
     "Stage",
+    "StageContext",
     "Timed",
     "run_stage",
 ]
@@ -247,7 +248,7 @@ class Runner:
         if rows:
             self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
 
-    def enqueue(self, events: Iterable[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> int:
+    def enqueue(self, events: Iterable[dict], also: Also | None = None) -> int:
         """Queue events as if read (used by --retry-failed); committed at once, together
         with what ``also`` writes in the same transaction."""
         items = []
@@ -273,7 +274,7 @@ class Runner:
         self._insert(db, items)
         self._enqueued.extend(items)
 
-    def emit(self, outputs: Sequence[dict], also: Callable[[sqlite3.Connection], None] | None = None) -> None:
+    def emit(self, outputs: Sequence[dict], also: Also | None = None) -> None:
         """Write events no input item produced (an old name deleted later, say): they are committed to the
         outbox, together with what ``also`` writes in the same transaction, before they are written, like any
         output.  Callable from any thread: while the loop runs, it commits and writes them in its next round;
@@ -292,6 +293,20 @@ class Runner:
         later is hurried (``hurry``) only once the earlier has nothing more due: add what feeds other work first."""
         self._timed.append((work, what))
 
+    def _context(self) -> StageContext:
+        """What the stage may ask of us (delivery/stage.py), and no more."""
+        return StageContext(
+            rep=self.rep,
+            state_path=self.state.path,
+            db=self.state.db,
+            transaction=self.state.transaction,
+            has_readers=lambda: bool(self.state.readers()),
+            emit=self.emit,
+            enqueue=self.enqueue,
+            enqueue_in=self.enqueue_in,
+            add_timed=self.add_timed,
+        )
+
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
@@ -300,7 +315,7 @@ class Runner:
             return Exit.OK  # stopped while waiting for a reader
         self._replay()
         self._load_inbox()
-        self.stage.start(self)  # after the inbox is loaded: what it enqueues is queued once
+        self.stage.start(self._context())  # after the inbox is loaded: what it enqueues is queued once
         self._start_workers()
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
@@ -362,7 +377,7 @@ class Runner:
             if emitted:
                 self._commit_emitted(emitted)
 
-    def _commit_emitted(self, emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]]) -> None:
+    def _commit_emitted(self, emitted: list[tuple[list[dict], Also | None]]) -> None:
         """After the loop: commit and write what emit() was given.  Called with _emit_lock held."""
         if self._closed:
             self.rep.warn(f"{sum(len(o) for o, _ in emitted)} event(s) came after the state file was closed: lost")
@@ -387,7 +402,7 @@ class Runner:
     def _add_emitted(
         self,
         db: sqlite3.Connection,
-        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]],
+        emitted: list[tuple[list[dict], Also | None]],
         lines: list[tuple[int, bytes]],
     ) -> None:
         """Inside a transaction: the outbox lines of emitted events (added to ``lines``) and their ``also``."""
@@ -410,7 +425,7 @@ class Runner:
             timeout = longest if timeout is None else min(timeout + 0.001, longest)
             lines: list[bytes] = []
             done: list[tuple[Item, Outcome]] = []
-            emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] = []
+            emitted: list[tuple[list[dict], Also | None]] = []
             try:
                 msgs = [self.events.get(timeout=timeout)]
             except queue.Empty:
@@ -575,7 +590,7 @@ class Runner:
         self,
         lines: list[bytes],
         done: list[tuple[Item, Outcome]],
-        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None = None,
+        emitted: list[tuple[list[dict], Also | None]] | None = None,
     ) -> None:
         new = self.input.take(lines)
         to_insert: list[Item] = new
@@ -647,7 +662,7 @@ class Runner:
         took_lines: bool,
         done: list[tuple[Item, Outcome]],
         to_insert: list[Item],
-        emitted: list[tuple[list[dict], Callable[[sqlite3.Connection], None] | None]] | None,
+        emitted: list[tuple[list[dict], Also | None]] | None,
         seq_lines: list[tuple[int, bytes]],
         careful: bool,
     ) -> None:

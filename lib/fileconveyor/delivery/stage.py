@@ -2,21 +2,25 @@
 (stages/<command>/stage.py) and the delivery protocol that carries its events (delivery/runner.py).
 
 A stage says what to do with one event (``Stage.work``) and, if it needs them, what its lanes are, how an event
-splits into items, what it writes into the state file with a finished item; the runner does the rest.
+splits into items, what it writes into the state file with a finished item; the runner does the rest.  What a
+stage may ask of the delivery is its ``StageContext``, given to ``Stage.start``: never the runner itself, so that
+another kind of hop can carry the same stages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
 from .. import events as E
+from ..report import Reporter
 from .durable import Hop
 
-if TYPE_CHECKING:
-    from .runner import Runner
+Also = Callable[[sqlite3.Connection], None]  # more writes, in the transaction that commits events
 
 
 @dataclass(slots=True)
@@ -25,6 +29,9 @@ class Done:
 
     outputs: list[dict] = field(default_factory=list)
     failed: bool = False  # an output carries an ``error`` field
+    # what work() did that record() writes into the state file (fc-transport's new remote name, fc-process's
+    # work directory): it travels with the outcome to the commit, and comes again if that commit is redone
+    payload: Any = None
 
 
 @dataclass(slots=True)
@@ -71,8 +78,8 @@ class Stage:
         """The work items of one event: (lane, key, event) each."""
         return [("", E.get_path(event, "path"), event)]
 
-    def start(self, runner: Runner) -> None:
-        """Called once the state is open, before any work (runner.state is usable)."""
+    def start(self, ctx: StageContext) -> None:
+        """Called once the state is open, before any work: ``ctx`` is what the stage may ask of the delivery."""
 
     def work(self, item: Item) -> Outcome:
         raise NotImplementedError
@@ -91,8 +98,9 @@ class Stage:
         return None
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        """Extra writes into the state file, in the transaction that finishes ``item``.
-        Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now."""
+        """Extra writes into the state file, in the transaction that finishes ``item``, from what ``work`` said
+        (``outcome.payload``).  Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now.
+        May be called again with the same outcome when the transaction is rolled back and redone."""
 
     def released(self, seq: int) -> None:
         """Every reader of ours is done with our output lines up to ``seq`` (or, with no
@@ -121,3 +129,32 @@ class Timed(Protocol):
     def hurry(self) -> None:
         """The input ended and every item is done: do now what was only waiting for company (a batch)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class StageContext:
+    """All a stage gets from the delivery (``Stage.start``): the runner itself stays out of reach, so a stage
+    cannot come to depend on how a hop works.
+
+    - ``rep``: messages for people (any thread);
+    - ``state_path``: the state file (a stage keeps its own files next to it);
+    - ``db``: the state file's connection, for reading in the main thread (start, quick, record), and
+      ``transaction()`` for a stage's own writes outside ``record`` (fc-process's released work files);
+    - ``has_readers()``: whether a File Conveyor stage reads (and acknowledges) our output;
+    - ``emit(outputs, also=None)``: events no input item produced (an old name deleted later), committed to the
+      outbox with what ``also`` writes, then written; from any thread (Runner.emit);
+    - ``enqueue(events, also=None)``: events queued as if read, committed at once (--retry-failed);
+    - ``enqueue_in(db, events)``: from ``record``, events queued in the transaction that finishes an item;
+    - ``add_timed(work, what)``: from ``start``, work on the stage's own threads that the end of the input waits
+      for (Runner.add_timed).
+    """
+
+    rep: Reporter
+    state_path: Path
+    db: sqlite3.Connection
+    transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
+    has_readers: Callable[[], bool]
+    emit: Callable[..., None]
+    enqueue: Callable[..., int]
+    enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None]
+    add_timed: Callable[[Timed, str], None]

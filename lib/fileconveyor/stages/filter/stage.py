@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ... import events as E
-from ...delivery.runner import Done, Item, Runner, Stage
+from ...delivery.stage import Done, Item, Stage, StageContext
 from ...errors import UsageError
 
 # characters the original refused in list items; kept so a config.xml valid there is valid here
@@ -128,8 +128,8 @@ class FilterStage(Stage):
         self.roots: dict[bytes, list[str]] = {}  # source root -> the absolute --paths entries outside it
         self.warn: Callable[[str], None] = lambda text: None
 
-    def start(self, runner: Runner) -> None:
-        self.warn = runner.rep.warn
+    def start(self, ctx: StageContext) -> None:
+        self.warn = ctx.rep.warn
 
     def _check_root(self, ev: dict) -> None:
         """Warn once per source root about absolute --paths entries outside it: they silently matched nothing."""

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from ... import backoff, private
 from ... import events as E
-from ...delivery.runner import Done, Item, Outcome, Retry, Runner, Stage
+from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
 from ...sourcefile import Source as SourceSpec
@@ -83,6 +83,18 @@ def _has(ev: Mapping, field: str) -> bool:
 
 
 @dataclass
+class _Attempt:
+    """What one try at an item did that record() needs (``Done.payload``): the work directory its file is in,
+    and messages for stderr (printed in the main thread, once)."""
+
+    work_dir: bytes | None = None
+    said: list[tuple[bool, str]] = field(default_factory=list)  # (is an error, text)
+
+    def note(self, *texts: str, error: bool = False) -> None:
+        self.said.extend((error, text) for text in texts)
+
+
+@dataclass
 class Settings:
     jobs: int = 1
     work_dir: str | None = None  # None: next to the state file
@@ -102,14 +114,11 @@ class ProcessStage(Stage):
         self.settings = settings
         self.root = b""  # this state file's work directory, set in start()
         self.work_bases: list[bytes] = []
-        self.runner: Runner | None = None
+        self.ctx: StageContext | None = None
         self._lock = threading.Lock()
         # path -> the name quick() decided for it, until record() has written it to the names table:
         # a deleted event later in the same batch must carry it (main thread only)
         self._pending_names: dict[bytes, bytes] = {}
-        self._dirs: dict[Item, bytes] = {}  # item -> its work directory, handed from work() to record()
-        # messages for stderr, printed in the main thread: (is an error, text)
-        self._notes: dict[Item, list[tuple[bool, str]]] = {}
         self._local = threading.local()  # per worker: a read-only connection for the names table
         self._conns: list[sqlite3.Connection] = []
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
@@ -129,17 +138,17 @@ class ProcessStage(Stage):
                 raise E.EventError(f"field 'name' is not a base name: {problem}")
         return super().split(event)
 
-    def start(self, runner: Runner) -> None:
-        self.runner = runner
-        state = runner.state.path
+    def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        state = ctx.state_path
         base = self.settings.work_dir or str(state.parent)
         # one directory per state file: two fc-process sharing --work-dir never clean each other's files
         self.root = os.fsencode(os.path.abspath(os.path.join(base, state.name + ".work")))
         private.private_dir(os.fsdecode(self.root), ours=True)  # processed files before they are public
         # where an earlier fc-process's "file" may lie (sourcefile.from_event): its work folders next to ours
         self.work_bases = [os.fsencode(os.path.abspath(base)), os.fsencode(default_state_dir())]
-        db = runner.state.db
-        if not runner.state.readers():
+        db = ctx.db
+        if not ctx.has_readers():
             # no File Conveyor reader acknowledges our lines (jq, a file): their work
             # files go after a grace period, as the runner does within one run
             self._release_rows(db, "at < ? AND current=0", time.time() - ORPHAN_GRACE)
@@ -165,7 +174,17 @@ class ProcessStage(Stage):
         path = E.get_path(ev, "path")
         current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
-        return self._process(item, path, current, out)
+        attempt = _Attempt()
+        return self._outcome(self._process(item, attempt, path, current, out), attempt)
+
+    def _outcome(self, outcome: Outcome, attempt: _Attempt) -> Outcome:
+        """``outcome`` carrying what record() needs of ``attempt``; a retry's messages are said now."""
+        if isinstance(outcome, Done):
+            outcome.payload = attempt
+        elif self.ctx is not None:
+            for is_error, text in attempt.said:
+                (self.ctx.rep.error if is_error else self.ctx.rep.warn)(text)
+        return outcome
 
     def quick(self, item: Item) -> Done | None:
         """The outcome of an item that needs no file of ours (a deleted event, a file no
@@ -174,8 +193,8 @@ class ProcessStage(Stage):
 
         For a runner that finishes such items inline instead of handing them to a
         worker (one commit per batch instead of per round of workers)."""
-        assert self.runner is not None
-        db = self.runner.state.db
+        assert self.ctx is not None
+        db = self.ctx.db
 
         def last_name(path: bytes) -> bytes | None:
             pending = self._pending_names.get(path)
@@ -183,7 +202,10 @@ class ProcessStage(Stage):
 
         done = self._quick(item, last_name)
         if done is None:
-            done = self._names_only(item, last_name)
+            attempt = _Attempt()
+            done = self._names_only(item, attempt, last_name)
+            if done is not None:  # (None: a worker runs the whole chain again, and says what it says)
+                done.payload = attempt
         if done is not None and done.outputs and not done.failed:
             out = done.outputs[0]
             # what record() writes to the names table
@@ -213,7 +235,7 @@ class ProcessStage(Stage):
             return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
         return None
 
-    def _names_only(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+    def _names_only(self, item: Item, attempt: _Attempt, last_name: Callable[[bytes], bytes | None]) -> Done | None:
         """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
         as a processor's input would be, to find a vanished or refused source, but nothing is copied; None when a
         step needs the file (a worker runs the whole chain then)."""
@@ -233,9 +255,9 @@ class ProcessStage(Stage):
             with open_source(self._source(ev)):
                 pass
         except SourceGone as exc:
-            return self._vanished(item, path, str(exc))
+            return self._vanished(attempt, path, str(exc))
         except SourceRefused as exc:
-            return self._failed(item, out, current, None, exc)
+            return self._failed(attempt, out, current, None, exc)
         except OSError:
             return None  # a worker tries again, and tells a vanished file from a failed one
         ctx = self._context(item, path, current, b"", last_name)
@@ -255,15 +277,15 @@ class ProcessStage(Stage):
         except (RetryLater, ToolMissing):
             return None  # a worker runs the chain again and defers the event
         except Exception as exc:
-            return self._failed(item, out, current, proc, exc)
+            return self._failed(attempt, out, current, proc, exc)
         finally:
-            self._chain_notes(item, ctx)
+            self._chain_notes(attempt, ctx)
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
         self._count("unchanged" if ctx.basename == current else "processed")
         return Done([out])
 
-    def _process(self, item: Item, path: bytes, current: bytes, out: dict) -> Outcome:
+    def _process(self, item: Item, attempt: _Attempt, path: bytes, current: bytes, out: dict) -> Outcome:
         """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
         ev = item.event
         source = E.get_path(ev, "file") if _has(ev, "file") else path
@@ -279,7 +301,7 @@ class ProcessStage(Stage):
                     continue
                 if work_dir is None:  # the first processor that applies: the file is needed now
                     if not os.path.exists(source):
-                        return self._vanished(item, path)
+                        return self._vanished(attempt, path)
                     work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
                     ctx.work_dir = work_dir
                 if not ran and ctx.input == source:
@@ -303,19 +325,19 @@ class ProcessStage(Stage):
             return Retry(str(exc), lane=True)
         except SourceGone as exc:
             _remove(work_dir)
-            return self._vanished(item, path, str(exc))
+            return self._vanished(attempt, path, str(exc))
         except SourceRefused as exc:
             _remove(work_dir)
-            return self._failed(item, out, current, None, exc)
+            return self._failed(attempt, out, current, None, exc)
         except Exception as exc:
             _remove(work_dir)
             if isinstance(exc, OSError) and not os.path.lexists(source):
-                return self._vanished(item, path)
+                return self._vanished(attempt, path)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 return Retry(f"work directory: {exc.strerror}", lane=True)
-            return self._failed(item, out, current, proc, exc)
+            return self._failed(attempt, out, current, proc, exc)
         finally:
-            self._chain_notes(item, ctx)
+            self._chain_notes(attempt, ctx)
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
         if reports:
@@ -336,10 +358,10 @@ class ProcessStage(Stage):
             final = _settle(work_dir, ctx.input, ctx.basename)
         except OSError as exc:
             _remove(work_dir)
-            return self._failed(item, out, current, None, exc)
+            return self._failed(attempt, out, current, None, exc)
         E.put_path(out, "file", final)
+        attempt.work_dir = work_dir
         with self._lock:
-            self._dirs[item] = work_dir
             self.counts["processed"] += 1
         return Done([out])
 
@@ -358,9 +380,9 @@ class ProcessStage(Stage):
             waited=self._waited(item.attempts),
         )
 
-    def _chain_notes(self, item: Item, ctx: Context) -> None:
+    def _chain_notes(self, attempt: _Attempt, ctx: Context) -> None:
         if ctx.notes:  # a tool's stderr on success, a processor's warnings: for stderr, in the main thread
-            self._note(item, *(f"{E.display(ctx.original)}: {n}" for n in ctx.notes))
+            attempt.note(*(f"{E.display(ctx.original)}: {n}" for n in ctx.notes))
 
     def _delay(self, attempts: int) -> float:
         """The wait before the next try of an event deferred ``attempts`` times."""
@@ -385,15 +407,15 @@ class ProcessStage(Stage):
             source = dataclasses.replace(source, links_out_ok=True)
         return confined(source, ev, self.settings.sources, "fc-process")
 
-    def _vanished(self, item: Item, path: bytes, why: str = "") -> Done:
+    def _vanished(self, attempt: _Attempt, path: bytes, why: str = "") -> Done:
         if why:  # another file there now, or changed since the event
-            self._note(item, f"{E.display(path)}: dropped, {why} (its newer event follows)")
+            attempt.note(f"{E.display(path)}: dropped, {why} (its newer event follows)")
         else:
-            self._note(item, f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
+            attempt.note(f"{E.display(path)}: vanished before it was processed; dropped (its deletion follows)")
         self._count("dropped")
         return Done([])
 
-    def _failed(self, item: Item, out: dict, name: bytes, proc: Processor | None, exc: Exception) -> Done:
+    def _failed(self, attempt: _Attempt, out: dict, name: bytes, proc: Processor | None, exc: Exception) -> Done:
         """The event goes on with ``error`` (docs/events.md rule 5): a tool's error or bad
         input is permanent for this content; an unreadable source is the source's problem."""
         message = str(exc) if isinstance(exc, ProcessorError) else f"{type(exc).__name__}: {exc}"
@@ -404,13 +426,9 @@ class ProcessStage(Stage):
         out["error"] = message
         out["error_kind"] = "source" if isinstance(exc, OSError) else "permanent"
         # permanent for this content: an error, not a warning (the file is not published)
-        self._note(item, f"{E.display(E.get_path(out, 'path'))}: {message}", error=True)
+        attempt.note(f"{E.display(E.get_path(out, 'path'))}: {message}", error=True)
         self._count("failed")
         return Done([out], failed=True)
-
-    def _note(self, item: Item, *texts: str, error: bool = False) -> None:
-        with self._lock:
-            self._notes.setdefault(item, []).extend((error, t) for t in texts)
 
     def _count(self, key: str) -> None:
         with self._lock:
@@ -419,8 +437,8 @@ class ProcessStage(Stage):
     def _last_name(self, path: bytes) -> bytes | None:
         conn = getattr(self._local, "db", None)
         if conn is None:
-            assert self.runner is not None
-            uri = "file:" + urllib.parse.quote(str(self.runner.state.path)) + "?mode=ro"
+            assert self.ctx is not None
+            uri = "file:" + urllib.parse.quote(str(self.ctx.state_path)) + "?mode=ro"
             conn = self._local.db = sqlite3.connect(uri, uri=True, timeout=30, check_same_thread=False)
             with self._lock:
                 self._conns.append(conn)
@@ -429,12 +447,12 @@ class ProcessStage(Stage):
     # -- main thread -------------------------------------------------------------------
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        with self._lock:
-            work_dir = self._dirs.pop(item, None)
-            notes = self._notes.pop(item, [])
-        assert self.runner is not None
-        for is_error, text in notes:
-            (self.runner.rep.error if is_error else self.runner.rep.warn)(text)
+        attempt = outcome.payload if isinstance(outcome.payload, _Attempt) else _Attempt()
+        work_dir = attempt.work_dir
+        said, attempt.said = attempt.said, []  # once, even when this transaction is rolled back and redone
+        assert self.ctx is not None
+        for is_error, text in said:
+            (self.ctx.rep.error if is_error else self.ctx.rep.warn)(text)
         for out in outcome.outputs:
             # a newer version of the path, or its deletion, supersedes the copy kept for the one before
             db.execute("UPDATE work_files SET current=0 WHERE path=? AND current=1", (E.get_path(out, "path"),))
@@ -444,14 +462,14 @@ class ProcessStage(Stage):
                     (out["hop"]["seq"], work_dir, time.time(), E.get_path(out, "path")),
                 )
             if refs.record_references(db, out, item.event):
-                self.runner.enqueue_in(db, refs.outdated(db, E.get_path(out, "path")))
+                self.ctx.enqueue_in(db, refs.outdated(db, E.get_path(out, "path")))
             if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
                 continue  # nothing ran: no rename now, and none before (a processor applies by name)
             path = E.get_path(out, "path")
             name = E.get_path(out, "name")
             if out.get("kind") != "deleted":
                 # the stylesheets that use another name of this file are processed again (docs/css.md)
-                self.runner.enqueue_in(db, refs.dependents(db, path, name))
+                self.ctx.enqueue_in(db, refs.dependents(db, path, name))
             if self._pending_names.get(path) == (b"" if out.get("kind") == "deleted" else name):
                 del self._pending_names[path]  # in the names table from now on
             if out.get("kind") == "deleted" or name == os.path.basename(path):
@@ -460,8 +478,8 @@ class ProcessStage(Stage):
                 db.execute("INSERT OR REPLACE INTO names(path, name) VALUES (?, ?)", (path, name))
 
     def released(self, seq: int) -> None:
-        if self.runner is not None:
-            with self.runner.state.transaction() as db:
+        if self.ctx is not None:
+            with self.ctx.transaction() as db:
                 self._release_rows(db, "seq <= ? AND current=0", seq)
 
     def _release_rows(self, db: sqlite3.Connection, where: str, value: float) -> None:

@@ -35,7 +35,7 @@ from typing import Any
 from ... import backoff
 from ... import events as E
 from ...beneath import OutsideRoot, rel_parts
-from ...delivery.runner import Done, Item, Retry, Runner, Stage
+from ...delivery.stage import Done, Item, Retry, Stage, StageContext
 from ...errors import RetryableError
 from ...records import Deletion, Record, Synced, db_key, deleted_by_record, open_writer, shown
 from .delete import SourceDeleter, allowed_root
@@ -157,14 +157,14 @@ class RecordStage(Stage):
     def lanes(self) -> dict[str, int]:
         return {"": 0}
 
-    def start(self, runner: Runner) -> None:
-        self.rep = runner.rep
+    def start(self, ctx: StageContext) -> None:
+        self.rep = ctx.rep
         self.rec = open_writer(self.db_path)
-        self.seen = {s for (s,) in runner.state.db.execute("SELECT server FROM servers_seen")}
+        self.seen = {s for (s,) in ctx.db.execute("SELECT server FROM servers_seen")}
         if self.delete_after is not None:
             self.deleter = SourceDeleter(
                 self.db_path,
-                runner.state.origin,
+                str(ctx.state_path),  # the owner of the deletions it schedules: this stage
                 lambda: self.require or sorted(self.seen),
                 self.rep.warn,
                 self.rep.info,

@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ... import events as E
-from ...delivery.runner import Done, Item, Outcome, Retry, Runner, Stage
+from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...sourcefile import Source, SourceRefused, from_event
 from ...state import default_state_dir
 from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
@@ -165,11 +165,10 @@ class TransportStage(Stage):
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
-        self.notes: dict[int, Note] = {}
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
-        self.runner: Runner | None = None
+        self.ctx: StageContext | None = None
         self.old: OldFileDeleter | None = None
         self.purger: Purger | None = None
         self.recdb = RecordDb(record_db) if record_db else None
@@ -181,20 +180,18 @@ class TransportStage(Stage):
     def lanes(self) -> dict[str, int]:
         return {name: t.connections for name, t in self.targets.items()}
 
-    def start(self, runner: Runner) -> None:
-        self.runner = runner
-        self.work_bases.append(os.fsencode(runner.state.path.parent.absolute()))
+    def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.work_bases.append(os.fsencode(ctx.state_path.parent.absolute()))
         # Log in everywhere before any event is read: a refusal is exit 3 now, not a failure per file later.
-        for name, tp in check_access(list(self.targets.values()), runner.rep.warn).items():
+        for name, tp in check_access(list(self.targets.values()), ctx.rep.warn).items():
             self.pools[name].adopt(tp)
-        db = runner.state.db
+        db = ctx.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
         self.pins.load(db)
         self.made = {(server, bytes(d)) for server, d in db.execute("SELECT server, dir FROM made_dirs")}
-        self.old = OldFileDeleter(
-            self._make, self._in_use, self._stripe, runner.rep.warn, runner.rep.info, self._old_deleted
-        )
+        self.old = OldFileDeleter(self._make, self._in_use, self._stripe, ctx.rep.warn, ctx.rep.info, self._old_deleted)
         rows = db.execute(
             "SELECT id, server, path, remote, due, event, held FROM old_deletions ORDER BY due"
         ).fetchall()
@@ -204,25 +201,25 @@ class TransportStage(Stage):
             if server in self.targets:
                 self.old.add(Pending(due, rid, server, bytes(remote), bytes(path), bytes(source or b"")))
         if rows:
-            runner.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
+            ctx.rep.info(f"{len(rows)} superseded remote file(s) wait to be deleted")
         self.old.start()
         # at the end of the input, the run waits (within --drain-timeout) for deletions falling due meanwhile
-        runner.add_timed(self.old, "superseded remote file(s) to delete (--delete-old-after)")
-        self.purger = Purger(self._make, runner.rep.warn, runner.rep.info)
+        ctx.add_timed(self.old, "superseded remote file(s) to delete (--delete-old-after)")
+        self.purger = Purger(self._make, ctx.rep.warn, ctx.rep.info)
         rows = db.execute("SELECT id, server, path FROM invalidations ORDER BY id").fetchall()
         for rid, server, cdn_path in rows:
             if server in self.targets:
                 self.purger.add(server, rid, cdn_path)
         if rows:
-            runner.rep.info(f"{len(rows)} CDN invalidation(s) from an earlier run wait to be sent")
+            ctx.rep.info(f"{len(rows)} CDN invalidation(s) from an earlier run wait to be sent")
         self.purger.start()
-        runner.add_timed(self.purger, "CDN invalidation(s) to send")
+        ctx.add_timed(self.purger, "CDN invalidation(s) to send")
         if self.retry_failed:
-            self._replay_failed(runner)
+            self._replay_failed(ctx)
         self.failed_keys = {(server, bytes(path)) for server, path in db.execute("SELECT server, path FROM failed")}
 
-    def _replay_failed(self, runner: Runner) -> None:
-        db = runner.state.db
+    def _replay_failed(self, ctx: StageContext) -> None:
+        db = ctx.db
         rows = db.execute("SELECT id, server, line FROM failed ORDER BY id").fetchall()
         replay, ids, skipped = [], [], 0
         for rid, server, line in rows:
@@ -237,11 +234,11 @@ class TransportStage(Stage):
             replay.append(ev)
             ids.append(rid)
         # into the inbox and out of the failed list in one transaction
-        runner.enqueue(replay, lambda tx: tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids]))
+        ctx.enqueue(replay, lambda tx: tx.executemany("DELETE FROM failed WHERE id=?", [(i,) for i in ids]))
         if replay:  # nothing to say when nothing failed: --retry-failed is on at every fc-conveyor start
-            runner.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
+            ctx.rep.warn(f"--retry-failed: {len(replay)} failed transfer(s) queued again")
         if skipped:
-            runner.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
+            ctx.rep.warn(f"--retry-failed: {skipped} failed on destinations not given now; kept for later")
 
     # -- splitting and working -------------------------------------------------------------
 
@@ -305,16 +302,15 @@ class TransportStage(Stage):
             if isinstance(exc, AuthError) and stats.broken is None:
                 # Every other item would fail the same way: stop knocking (no retry storm), say it once.
                 stats.broken = str(exc)
-                if self.runner is not None:
-                    self.runner.rep.error(f"{exc}; everything for {server} fails until fixed (then --retry-failed)")
+                if self.ctx is not None:
+                    self.ctx.rep.error(f"{exc}; everything for {server} fails until fixed (then --retry-failed)")
             if stats.broken is None:
                 self._failed(server, str(exc))
             else:
                 stats.failed += 1
             out["error"] = str(exc)
             out["error_kind"] = "permanent"
-            self.notes[id(item)] = Note(server, path, failed=str(exc))
-            return Done([out], failed=True)
+            return Done([out], failed=True, payload=Note(server, path, failed=str(exc)))
 
     def _source(self, ev: dict) -> Source:
         """The file to send, checked (sourcefile.py); with --source, only beneath one of those roots, since an
@@ -379,8 +375,7 @@ class TransportStage(Stage):
         note.pin_changes, note.released = changes, released
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
-        self.notes[id(item)] = note
-        return Done([out])
+        return Done([out], payload=note)
 
     def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
         with self.lock:
@@ -409,8 +404,7 @@ class TransportStage(Stage):
                 self.names.set(server, path, None)
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
-        self.notes[id(item)] = note
-        return Done([out])
+        return Done([out], payload=note)
 
     def _remove_empty_dirs(self, tp: Transporter, server: str, remote: bytes) -> list[bytes]:
         """Remove the directories above ``remote`` that this deletion left empty, deepest first, as long as
@@ -455,14 +449,14 @@ class TransportStage(Stage):
         note = Note(p.server, p.path, purge=purge, old_row=p.row, pin_changes=[(p.remote, None)])
         with self.lock:  # an old stylesheet gone: what it referenced may go too
             note.released = self.pins.set(p.server, p.remote, None)
-        if self.runner is not None:
-            self.runner.emit([out], also=lambda db: self._write_note(db, note, {}))
+        if self.ctx is not None:
+            self.ctx.emit([out], also=lambda db: self._write_note(db, note, {}))
 
     # -- recording -----------------------------------------------------------------------
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        note = self.notes.pop(id(item), None)
-        if note is not None:
+        note = outcome.payload
+        if isinstance(note, Note):
             self._write_note(db, note, item.event)
         else:
             self._finished_rows(db)
@@ -579,10 +573,11 @@ class TransportStage(Stage):
             stats = self.stats[server]
             stats.failed += 1
             stats.first_failure = stats.first_failure or text
-        if self.runner is not None:
-            self.runner.rep.error(text)
-        self.notes[id(item)] = Note(server, path, failed=text)
-        return Done([{**out, "error": text, "error_kind": "source"}], failed=True)
+        if self.ctx is not None:
+            self.ctx.rep.error(text)
+        return Done(
+            [{**out, "error": text, "error_kind": "source"}], failed=True, payload=Note(server, path, failed=text)
+        )
 
     def _failed(self, server: str, text: str) -> None:
         """A file that failed for good: on stderr for the first few (the event carries every one), and in the
@@ -592,29 +587,29 @@ class TransportStage(Stage):
             stats.failed += 1
             stats.first_failure = stats.first_failure or text
             shown = stats.failed <= SHOWN_FAILURES
-        if shown and self.runner is not None:
-            self.runner.rep.warn(f"not sent: {text}")
+        if shown and self.ctx is not None:
+            self.ctx.rep.warn(f"not sent: {text}")
 
     def _failure_summary(self) -> None:
         for name, s in self.stats.items():
-            if not s.failed or s.broken is not None or self.runner is None:
+            if not s.failed or s.broken is not None or self.ctx is None:
                 continue  # a refused login was said once already, and says what to do
             text = f"{name}: {s.failed} file(s) not sent (first: {s.first_failure})"
             kept = s.failed - s.refused
             if kept:
                 text += f"; {kept} kept in the state file: fix the cause, then run fc-transport --retry-failed"
-            self.runner.rep.warn(text)
+            self.ctx.rep.warn(text)
 
     def close(self) -> None:
         self._failure_summary()
         # The runner's loop has ended: it waited for what fell due within the drain time (add_timed).  A
-        # deletion the thread is carrying out still emits its event (Runner.emit commits it at once now).
+        # deletion the thread is carrying out still emits its event (StageContext.emit commits it at once now).
         if self.old is not None:
             self.old.close()
         if self.purger is not None:
             self.purger.close()
-        if self.runner is not None:
-            self.runner.emit([], also=self._finished_rows)  # the rows the threads finished since the last commit
+        if self.ctx is not None:
+            self.ctx.emit([], also=self._finished_rows)  # the rows the threads finished since the last commit
         for pool in self.pools.values():
             pool.close()
         if self.recdb is not None:
@@ -649,8 +644,8 @@ class TransportStage(Stage):
         return self._stripe(server, remote) if self.delete_old_after else _NO_LOCK
 
     def _info(self, text: str) -> None:
-        if self.runner is not None:
-            self.runner.rep.info(text)
+        if self.ctx is not None:
+            self.ctx.rep.info(text)
 
 
 class _NoLock:
