@@ -259,3 +259,78 @@ def test_the_pipeline_into_postgresql_then_fc_verify(tmp_path: Path, pg_server: 
     assert out.returncode == 1 and '"problem":"missing"' in out.stdout
     status = sh(env + f"fc-record --status --db {url}", tmp_path).stdout
     assert f"{len(rows)} synced file record(s)" in status and "  file  " in status
+
+
+def test_source_deletion_after_sync_with_the_shared_record(tmp_path: Path, pg_url: str) -> None:
+    """--delete-source-after keeps its schedule in PostgreSQL; fc-transport's --record-db test reads it there."""
+    from fileconveyor.records import deleted_by_record
+
+    site = make_site(tmp_path)
+    wstate = tmp_path / "w.db"
+    by = {e["rel"]: e for e in watch(site, wstate)}
+    a, b = by["css/a.css"], by["css/b.css"]
+    stream = transport([a], None, "cdn") + transport([a], None, "ftp") + transport([b], None, "cdn")
+    res = record(pg_url, stream, tmp_path / "r.db", "--source", f"site={site}", "--delete-source-after", "0.2",
+                 "--require-server", "cdn", "--require-server", "ftp", "--drain-timeout", "10")  # fmt: skip
+    assert res.status == 0, res.stderr
+    assert not (site / "css" / "a.css").exists()
+    assert (site / "css" / "b.css").exists(), "synced to cdn only: must stay"
+    ((servers, deleted, eid),) = pg_rows(
+        pg_url, "SELECT servers, deleted_at IS NOT NULL, event_id FROM source_deletions"
+    )
+    assert (servers, deleted) == ('["cdn", "ftp"]', True)
+    gone = watch(site, wstate)
+    assert [(e["kind"], e["rel"], e["id"]) for e in gone] == [("deleted", "css/a.css", eid)]
+    reader = open_reader(pg_url)
+    try:
+        assert deleted_by_record(reader, gone[0])
+        assert reader.deletions() == (0, 1)
+    finally:
+        reader.close()
+    # the deletion, kept on the servers by fc-transport, keeps the rows
+    kept = [dict(e, transported="kept") for e in transport(gone, None, "cdn") + transport(gone, None, "ftp")]
+    assert (
+        record(pg_url, kept, tmp_path / "r.db", "--source", f"site={site}", "--delete-source-after", "0.2").status == 0
+    )
+    assert len(pg_rows(pg_url, "SELECT 1 FROM synced_files WHERE input_file = %s", (a["path"],))) == 2
+
+
+def test_a_connection_lost_mid_round_loses_the_round_whole_then_reconnects(tmp_path: Path, pg_url: str) -> None:
+    from fileconveyor.errors import RetryableError
+    from fileconveyor.records import Synced, open_writer
+
+    rec = open_writer(pg_url)
+    try:
+        with rec.item():
+            rec.upsert(Synced("/srv/a", "a", "https://cdn/a", "cdn"))
+        rec.commit()
+        with rec.item():
+            rec.upsert(Synced("/srv/b", "b", "https://cdn/b", "cdn"))  # in the round's open transaction
+        with psycopg.connect(pg_url, autocommit=True) as admin:  # what a server restart does to the connection
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'fileconveyor'"
+            )
+        with pytest.raises(RetryableError), rec.item():
+            rec.upsert(Synced("/srv/c", "c", "https://cdn/c", "cdn"))
+        with pytest.raises(RetryableError, match="nothing of this round recorded"):
+            rec.commit()
+        assert pg_rows(pg_url, "SELECT input_file FROM synced_files") == [("/srv/a",)]  # b went with the round
+        for name in ("b", "c"):  # the round again, on a new connection
+            with rec.item():
+                rec.upsert(Synced(f"/srv/{name}", name, f"https://cdn/{name}", "cdn"))
+        rec.commit()
+    finally:
+        rec.close()
+    assert pg_rows(pg_url, "SELECT input_file FROM synced_files") == [("/srv/a",), ("/srv/b",), ("/srv/c",)]
+
+
+def test_import_a_sqlite_record_into_postgresql(tmp_path: Path, pg_url: str) -> None:
+    site = make_site(tmp_path)
+    lite = tmp_path / "synced_files.db"
+    assert record(str(lite), transport(watch(site, tmp_path / "w.db"), None), tmp_path / "r.db").status == 0
+    res = call(record_cli.main, ["--db", pg_url, "--import-db", str(lite), "--source", f"site={site}"])
+    assert res.status == 0, res.stderr
+    assert "imported 4 row(s) (cdn 4)" in res.stderr and "pg@ss" not in res.stderr
+    got = pg_rows(pg_url, "SELECT input_file, transported_file_basename, url, server, source, rel FROM synced_files")
+    assert (str(site / "css" / "a.css"), "a.css", "http://cdn.example/css/a.css", "cdn", "site", "css/a.css") in got
+    assert len(got) == 4

@@ -195,11 +195,17 @@ class _Conn:
         self.conn: Any = None
         self.conn = connect(url, read_only)
 
+    def ensure(self) -> None:
+        """A connection again after one was lost (a server restart): only between transactions."""
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(self.url, self.read_only)
+
     def x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         psycopg = _driver()
+        if self.conn is None or self.conn.closed:
+            # never reconnect here: a statement of a transaction would run outside it, on a new connection
+            raise RetryableError(f"{self.name}: the connection was lost (try again later)")
         try:
-            if self.conn is None or self.conn.closed:
-                self.conn = connect(self.url, self.read_only)
             return self.conn.execute(sql, params)
         except psycopg.Error as exc:
             raise translate(exc, self.url) from None
@@ -217,6 +223,7 @@ class PgRecord(_Conn):
     def __init__(self, url: str):
         super().__init__(url, read_only=False)
         self._lost: RetryableError | None = None
+        self._open = False  # a transaction is open: tx's, or the round's (item ... commit)
         try:
             with self.tx():
                 self._migrate()
@@ -239,14 +246,12 @@ class PgRecord(_Conn):
             self.x("DELETE FROM fc_record_schema")
             self.x("INSERT INTO fc_record_schema(version) VALUES (%s)", (number + 1,))
 
-    def _in_tx(self) -> bool:
-        psycopg = _driver()
-        return self.conn is not None and self.conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
-
     @contextlib.contextmanager
     def tx(self) -> Iterator[PgRecord]:
         """BEGIN ... COMMIT: one change, all or nothing (the deleter's, an import's)."""
+        self.ensure()
         self.x("BEGIN")
+        self._open = True
         try:
             yield self
         except BaseException:
@@ -257,6 +262,7 @@ class PgRecord(_Conn):
         except FCError:
             self._rollback()
             raise
+        self._open = False
 
     @contextlib.contextmanager
     def item(self) -> Iterator[PgRecord]:
@@ -264,8 +270,10 @@ class PgRecord(_Conn):
         if self._lost is not None:
             raise self._lost
         try:
-            if not self._in_tx():
+            if not self._open:
+                self.ensure()
                 self.x("BEGIN")
+                self._open = True
             self.x("SAVEPOINT record")
         except RetryableError as exc:
             raise self._lose(exc) from None
@@ -277,7 +285,7 @@ class PgRecord(_Conn):
                 self.x("RELEASE SAVEPOINT record")
             except FCError as undo:
                 raise self._lose(undo) from None
-            if not self._in_tx():  # the connection went with the round
+            if self.conn is None or self.conn.closed:  # the connection went, and the round with it
                 raise self._lose(exc) from None
             raise
         try:
@@ -298,6 +306,7 @@ class PgRecord(_Conn):
         return self._lost
 
     def _rollback(self) -> None:
+        self._open = False
         if self.conn is not None and not self.conn.closed:
             with contextlib.suppress(Exception):
                 self.conn.execute("ROLLBACK")
@@ -306,10 +315,11 @@ class PgRecord(_Conn):
         lost, self._lost = self._lost, None
         if lost is not None:
             raise lost
-        if not self._in_tx():
+        if not self._open:
             return
         try:
             self.x("COMMIT")
+            self._open = False
         except FCError as exc:
             self._rollback()
             raise RetryableError(f"synced-files database {self.name}: {exc} (nothing of this round recorded)") from None
@@ -398,7 +408,7 @@ class PgRecord(_Conn):
         row = self.x(
             "SELECT input_file_bytes, servers, size, mtime_ns, ino, source, root, root_bytes, rel, rel_bytes,"
             " scheduled_at, due_at, deleted_at, event_id, owner FROM source_deletions WHERE input_file_bytes=%s"
-            + (" FOR UPDATE" if self._in_tx() else ""),
+            + (" FOR UPDATE" if self._open else ""),
             (key_bytes(input_file),),
         ).fetchone()
         if row is None:
@@ -453,6 +463,10 @@ class PgReader(_Conn):
     def __init__(self, url: str):
         super().__init__(url, read_only=True)
         self._tables: set[str] | None = None
+
+    def x(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        self.ensure()  # each read stands alone (autocommit): a new connection after a lost one is safe
+        return super().x(sql, params)
 
     def _has(self, table: str) -> bool:
         if self._tables is None or table not in self._tables:  # fc-record may create them after we start
