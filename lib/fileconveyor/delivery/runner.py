@@ -300,7 +300,7 @@ class Runner:
             state_path=self.state.path,
             db=self.state.db,
             transaction=self.state.transaction,
-            has_readers=lambda: bool(self.state.readers()),
+            readers=self.state.readers,
             emit=self.emit,
             enqueue=self.enqueue,
             enqueue_in=self.enqueue_in,

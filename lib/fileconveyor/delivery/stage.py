@@ -140,7 +140,7 @@ class StageContext:
     - ``state_path``: the state file (a stage keeps its own files next to it);
     - ``db``: the state file's connection, for reading in the main thread (start, quick, record), and
       ``transaction()`` for a stage's own writes outside ``record`` (fc-process's released work files);
-    - ``has_readers()``: whether a File Conveyor stage reads (and acknowledges) our output;
+    - ``readers()``: how far each File Conveyor stage reading our output has acknowledged it (our seq);
     - ``emit(outputs, also=None)``: events no input item produced (an old name deleted later), committed to the
       outbox with what ``also`` writes, then written; from any thread (Runner.emit);
     - ``enqueue(events, also=None)``: events queued as if read, committed at once (--retry-failed);
@@ -153,7 +153,7 @@ class StageContext:
     state_path: Path
     db: sqlite3.Connection
     transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
-    has_readers: Callable[[], bool]
+    readers: Callable[[], dict[str, int]]
     emit: Callable[..., None]
     enqueue: Callable[..., int]
     enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None]

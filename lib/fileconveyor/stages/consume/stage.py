@@ -30,7 +30,7 @@ from typing import Any
 
 from ... import events as E
 from ...delivery import nats_hop as N
-from ...delivery.runner import Done, Item, Outcome, Runner, Stage
+from ...delivery.stage import Done, Item, Outcome, Stage, StageContext
 from .feed import FIELD, Feed
 
 RELEASE_EVERY = 0.3  # seconds between looks at what the next stage has acknowledged
@@ -65,31 +65,30 @@ class ConsumeStage(Stage):
     def __init__(self, broker: N.Broker, feed: Feed):
         self.broker = broker
         self.feed = feed
-        self.runner: Runner | None = None
+        self.ctx: StageContext | None = None
         self.db: sqlite3.Connection | None = None
         self.pending: dict[tuple[int, int], int] = {}  # (partition, stream seq) -> our seq, until released
         self.fence: dict[bytes, tuple[str, int, int, int]] = {}  # this round's, before its commit
         self.round: set[tuple[int, int]] = set()  # messages emitted this round, before its commit
-        self.meta: dict[int, tuple[tuple[int, int], str, tuple[str, int, int, int] | None]] = {}
         self.emitted = 0
         self._next_release = 0.0
         self.fenced = 0
         self.again = 0
 
-    def start(self, runner: Runner) -> None:
-        self.runner = runner
-        self.db = runner.state.db
+    def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
+        self.db = ctx.db
         for seq, part, sseq, reply in self.db.execute("SELECT seq, part, sseq, reply FROM consume_pending"):
             self.pending[(part, sseq)] = seq
             self.feed.hold((part, sseq), reply)  # kept in progress, acknowledged once released
         if self.pending:
-            runner.rep.info(f"{len(self.pending)} message(s) emitted before, waiting for the next stage")
+            ctx.rep.info(f"{len(self.pending)} message(s) emitted before, waiting for the next stage")
         self.feed.start(self._ready)
 
     def _ready(self, total: int, partitions: list[int]) -> None:
-        assert self.runner is not None
+        assert self.ctx is not None
         shown = ",".join(map(str, partitions))
-        self.runner.rep.info(f"{self.broker.target.shown}: {total} partitions, consuming {shown}")
+        self.ctx.rep.info(f"{self.broker.target.shown}: {total} partitions, consuming {shown}")
 
     def work(self, item: Item) -> Outcome:
         ev = dict(item.event)
@@ -101,8 +100,7 @@ class ConsumeStage(Stage):
         if key in self.pending or key in self.round:
             # delivered again while we hold it: the reader has it (or gets it from our outbox)
             self.again += 1
-            self.meta[id(item)] = (key, reply, None)
-            return Done([])
+            return Done([], payload=(key, reply, None))
         path = E.get_path(ev, "path")
         order = (str(meta["epoch"]), int(meta["oseq"]), key[0], key[1])
         last = self._last(path)
@@ -112,8 +110,7 @@ class ConsumeStage(Stage):
             return Done([])
         self.fence[path] = order
         self.round.add(key)
-        self.meta[id(item)] = (key, reply, order)
-        return Done([ev])
+        return Done([ev], payload=(key, reply, order))
 
     def _last(self, path: bytes) -> tuple[str, int, int, int] | None:
         if path in self.fence:
@@ -128,20 +125,19 @@ class ConsumeStage(Stage):
         self.fence.clear()
         self.round.clear()
         now = time.monotonic()
-        if self.pending and now >= self._next_release and self.runner is not None:
+        if self.pending and now >= self._next_release and self.ctx is not None:
             # the runner says what its readers released only every few seconds (state pruning); the server
             # holds the messages until we acknowledge them (--max-pending), so look at their marks more often
             self._next_release = now + RELEASE_EVERY
-            readers = self.runner.state.readers()
+            readers = self.ctx.readers()
             if readers:
                 self.released(min(readers.values()))
         return None
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        meta = self.meta.pop(id(item), None)
-        if meta is None:
+        if outcome.payload is None:  # not from our feed, or fenced
             return
-        key, reply, order = meta
+        key, reply, order = outcome.payload
         if order is None:  # a redelivery of a message we hold: its newest reply subject acknowledges it
             db.execute("UPDATE consume_pending SET reply=? WHERE part=? AND sseq=?", (reply, *key))
             self.feed.hold(key, reply)
@@ -162,10 +158,10 @@ class ConsumeStage(Stage):
     def released(self, seq: int, wait: bool = False) -> None:
         """The next stage is done with our lines up to ``seq``: their messages are acknowledged to the server."""
         done = [key for key, s in self.pending.items() if s <= seq]
-        if not done or self.runner is None:
+        if not done or self.ctx is None:
             return
         self.feed.ack(done, wait)
-        with self.runner.state.transaction() as db:
+        with self.ctx.transaction() as db:
             db.execute("DELETE FROM consume_pending WHERE seq<=?", (seq,))
         for key in done:
             del self.pending[key]
@@ -174,8 +170,8 @@ class ConsumeStage(Stage):
         return f"{self.emitted} emitted, {len(self.pending)} awaiting the next stage, {self.fenced} stale dropped"
 
     def close(self) -> None:
-        if self.runner is not None and self.pending:
-            readers = self.runner.state.readers()
+        if self.ctx is not None and self.pending:
+            readers = self.ctx.readers()
             if readers:
                 self.released(min(readers.values()), wait=True)
         self.feed.close()

@@ -148,7 +148,7 @@ class ProcessStage(Stage):
         # where an earlier fc-process's "file" may lie (sourcefile.from_event): its work folders next to ours
         self.work_bases = [os.fsencode(os.path.abspath(base)), os.fsencode(default_state_dir())]
         db = ctx.db
-        if not ctx.has_readers():
+        if not ctx.readers():
             # no File Conveyor reader acknowledges our lines (jq, a file): their work
             # files go after a grace period, as the runner does within one run
             self._release_rows(db, "at < ? AND current=0", time.time() - ORPHAN_GRACE)

@@ -20,7 +20,7 @@ from typing import Any
 
 from ... import events as E
 from ...delivery import nats_hop as N
-from ...delivery.runner import Done, Item, Outcome, Runner, Stage
+from ...delivery.stage import Done, Item, Outcome, Stage, StageContext
 from ...errors import ConfigError
 
 
@@ -38,8 +38,8 @@ class PublishStage(Stage):
         self.duplicates = 0
         self.rep: Any = None
 
-    def start(self, runner: Runner) -> None:
-        self.rep = runner.rep
+    def start(self, ctx: StageContext) -> None:
+        self.rep = ctx.rep
         self.broker = N.Broker(self.target, self.timeout)
         try:  # a stream made with another number of partitions is said at once; a server down is waited for
             self.broker.call(self.broker.ensure_stream(self.want_partitions, self.duplicate_window))
