@@ -1,5 +1,7 @@
 """The package's layering, read from its source: the library never imports ``cli/`` (the commands parse flags
-and wire library parts; a library module that needs a command's parser or messages has the wrong home)."""
+and wire library parts; a library module that needs a command's parser or messages has the wrong home), and a
+stage (stages/) knows the delivery only by its interface (delivery/stage.py: Stage, Done, StageContext...), never
+the runner, so that another kind of hop carries the same stages."""
 
 from __future__ import annotations
 
@@ -47,6 +49,17 @@ def _cli_imports_outside_cli() -> list[str]:
 
 def test_the_library_never_imports_cli() -> None:
     assert _cli_imports_outside_cli() == []
+
+
+def test_stages_never_import_the_runner() -> None:
+    found = []
+    for path in sorted((PACKAGE / "stages").rglob("*.py")):
+        found += [
+            f"{path.relative_to(PACKAGE)}:{line} imports {name}"
+            for line, name in _imported(path)
+            if name.split(".")[:3] == ["fileconveyor", "delivery", "runner"]
+        ]
+    assert found == []
 
 
 def test_the_check_sees_every_form_of_import(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,7 @@ superseded remote names (``--delete-old-after``) and fc-record's deletion of syn
 source files (``--delete-source-after``).  The schedule itself lives in a table of the
 stage (or of the synced-files database), so a restart loses nothing: this only keeps
 the pending items in time order and carries them out when due.  A stage hands it to its runner
-(``Runner.add_timed``) so that the end of the input waits, within --drain-timeout, for what falls due."""
+(``StageContext.add_timed``) so that the end of the input waits, within --drain-timeout, for what falls due."""
 
 from __future__ import annotations
 

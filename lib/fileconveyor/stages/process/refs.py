@@ -12,7 +12,7 @@ The graph lives in fc-process's state file (docs/css.md):
 
 Both are written by ``record`` in the transaction that commits the stylesheet's output.  When an output gives a
 path a name that the graph's rows for it do not have, the stylesheets referencing it are queued again in that
-same transaction (``Runner.enqueue_in``): a kill -9 keeps both or neither.  The event that carries a
+same transaction (``StageContext.enqueue_in``): a kill -9 keeps both or neither.  The event that carries a
 stylesheet's references on to fc-transport (field ``references``) lets fc-transport keep an old name until no
 published stylesheet uses it (transport_pins.py).
 """
