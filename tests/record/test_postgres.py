@@ -334,3 +334,46 @@ def test_import_a_sqlite_record_into_postgresql(tmp_path: Path, pg_url: str) -> 
     got = pg_rows(pg_url, "SELECT input_file, transported_file_basename, url, server, source, rel FROM synced_files")
     assert (str(site / "css" / "a.css"), "a.css", "http://cdn.example/css/a.css", "cdn", "site", "css/a.css") in got
     assert len(got) == 4
+
+
+def test_the_css_url_updater_reads_the_shared_record(tmp_path: Path, pg_url: str) -> None:
+    """fc-process's link_updater (--record-db URL): the same stylesheet as with SQLite; the server down waits."""
+    from fileconveyor.processors import RetryLater
+    from fileconveyor.processors.link_updater import CSSURLUpdater
+    from fileconveyor.records import Synced, open_writer
+    from tests.processors.conftest import read, step
+    from tests.processors.test_link_updater import ASSETS, FIXTURES, SITE, cdn, options
+
+    opts = {**options(tmp_path / "unused.db"), "synced_db": pg_url}
+    with pytest.raises(RetryLater):  # fc-record has not made its tables yet: nothing is synced
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w0", options=opts)
+    rec = open_writer(pg_url)
+    try:
+        for rel, url, server in [cdn(a) for a in ASSETS] + [cdn(a, "other") for a in ASSETS]:
+            with rec.item():
+                rec.upsert(Synced(str(SITE / rel), os.path.basename(rel), url, server))
+        rec.commit()
+    finally:
+        rec.close()
+    out, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=opts)
+    assert read(out.path).decode() == (FIXTURES / "style.expected.css").read_text()
+    down = {**opts, "synced_db": f"postgresql://{USER}@127.0.0.1:{free_port()}/x"}
+    with pytest.raises(RetryLater, match="Connection refused"):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w2", options=down)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://fc:s3cret@db.example:5432/cdn", "postgresql://fc@db.example:5432/cdn"),
+        ("postgres://fc:s%40cret@db/cdn?sslmode=require", "postgres://fc@db/cdn?sslmode=require"),
+        ("postgresql://db/cdn?user=fc&password=s3cret&sslmode=require", "postgresql://db/cdn?user=fc&sslmode=require"),
+        ("postgresql://fc:s@cret@db/cdn", "postgresql://(a URL with more than one '@', not shown)"),
+        ("postgresql:///cdn?host=/run/postgresql&password=x#f", "postgresql:///cdn?host=/run/postgresql#f"),
+        ("postgresql://[::1]:5433/cdn?passwor%64=x", "postgresql://[::1]:5433/cdn"),
+    ],
+)
+def test_what_messages_show_of_a_url(url: str, shown: str) -> None:
+    from fileconveyor.records import shown as show
+
+    assert show(url) == shown

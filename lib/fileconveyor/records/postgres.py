@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import ConfigError, FCError, RetryableError, StateError
 from .model import EXTRA_COLUMNS, Deletion, Synced, Version, db_key, key_bytes
@@ -93,14 +93,19 @@ def shown(url: str) -> str:
         return "postgresql://(a URL with more than one '@', not shown)"
     try:
         parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, _, hostport = netloc.rpartition("@")
-            netloc = userinfo.partition(":")[0] + "@" + hostport
-        query = urlencode([(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"])
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "postgresql://(unreadable URL)"
+    start = len(parts.scheme) + 3  # after "scheme://"
+    netloc = parts.netloc
+    userinfo, at, hostport = netloc.rpartition("@")
+    if at:  # only the user stays of "user:password@"
+        url = url[:start] + userinfo.partition(":")[0] + "@" + hostport + url[start + len(netloc) :]
+    if parts.query:
+        head, _, query = url.partition("?")
+        query, hash_, fragment = query.partition("#")
+        kept = [p for p in query.split("&") if unquote(p.partition("=")[0]) != "password"]
+        url = head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+    return url
 
 
 def _driver() -> Any:
@@ -114,8 +119,6 @@ def _driver() -> Any:
 
 
 def _secrets(url: str) -> list[str]:
-    from urllib.parse import unquote
-
     parts = urlsplit(url)
     found = [v for k, v in parse_qsl(parts.query) if k == "password"]
     if parts.password:
@@ -190,7 +193,7 @@ class _Conn:
                 "a postgresql:// URL with more than one '@': percent-encode the password (@ is %40, / is %2F, "
                 ": is %3A) or, better, leave it out and put it in PGPASSFILE (docs/scale-out.md)"
             )
-        self.url, self.read_only = url, read_only
+        self.target, self.read_only = url, read_only  # not "url": Reader.url is the lookup
         self.name = shown(url)
         self.conn: Any = None
         self.conn = connect(url, read_only)
@@ -198,7 +201,7 @@ class _Conn:
     def ensure(self) -> None:
         """A connection again after one was lost (a server restart): only between transactions."""
         if self.conn is None or self.conn.closed:
-            self.conn = connect(self.url, self.read_only)
+            self.conn = connect(self.target, self.read_only)
 
     def x(self, sql: str, params: Sequence[Any] = ()) -> Any:
         psycopg = _driver()
@@ -208,7 +211,7 @@ class _Conn:
         try:
             return self.conn.execute(sql, params)
         except psycopg.Error as exc:
-            raise translate(exc, self.url) from None
+            raise translate(exc, self.target) from None
 
     def close(self) -> None:
         if self.conn is not None:
