@@ -568,7 +568,7 @@ def _line_of(func: str, rel: str, code: str) -> str:
 
 
 WAITS = {
-    _line_of("Runner._worker", "delivery/runner.py", "item = lane.tasks.get()"),
+    _line_of("Workers._run", "delivery/lanes.py", "item = lane.tasks.get()"),
     _line_of("Runner._loop", "delivery/runner.py", "msgs = [self.events.get(timeout=timeout)]"),
     _line_of("Runner._loop", "delivery/runner.py", "msgs.append(self.events.get(timeout=left))"),  # coalescing
     _line_of("read_lines", "delivery/streams.py", "ready = dict(poller.poll())"),

@@ -1,9 +1,9 @@
 """Scheduling: per-lane workers, per-key order.
 
 Items with the same lane and key (a destination and a path, say) run one at a time, in order; everything else
-runs concurrently, up to each lane's number of workers.  A lane-wide retry (a server down) pauses the whole lane
-with exponential back-off and jitter, then probes with one item, so a down server causes no retry storm and never
-holds up other lanes.
+runs concurrently, up to each lane's number of worker threads (``Workers``).  A lane-wide retry (a server down)
+pauses the whole lane with exponential back-off and jitter, then probes with one item, so a down server causes
+no retry storm and never holds up other lanes.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from .. import backoff
-from .stage import Item, Retry
+from ..report import Reporter
+from .stage import Item, Outcome, Retry
 
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
@@ -163,3 +165,67 @@ class Scheduler:
         """Nothing runs or is ready to run: all that is left waits for a retry time."""
         mono = time.monotonic()
         return all(lane.running == 0 and (not lane.ready or lane.paused_until > mono) for lane in self.lanes.values())
+
+
+class Workers:
+    """The lanes' worker threads: each takes what its lane hands out, works it (``work``) and posts the outcome
+    to the runner's loop (``post``: ("done", (item, outcome)), or ("back", item) for an item its lane paused
+    for meanwhile)."""
+
+    def __init__(
+        self,
+        sched: Scheduler,
+        work: Callable[[Item], Outcome],
+        post: Callable[[tuple[str, Any]], None],
+        rep: Reporter,
+    ):
+        self.sched = sched
+        self.work = work
+        self.post = post
+        self.rep = rep
+        self.stopping = False
+
+    def start(self) -> None:
+        for lane in self.sched.lanes.values():
+            for n in range(lane.workers):
+                t = threading.Thread(target=self._run, args=(lane,), name=f"{lane.name}-{n}", daemon=True)
+                t.start()
+                lane.threads.append(t)
+
+    def _run(self, lane: Lane) -> None:
+        while True:
+            item = lane.tasks.get()
+            if item is None or self.stopping:
+                return  # what is still queued is in the inbox: the next run does it
+            if lane.trouble or lane.paused_until > time.monotonic():
+                # queued before the lane paused (a server down): back to the scheduler, which probes with one
+                # item after the back-off, instead of every queued item knocking on its own
+                self.post(("back", item))
+                continue
+            outcome = self.work(item)
+            if isinstance(outcome, Retry) and outcome.lane:
+                lane.trouble = True  # before the result is posted: the main thread clears it once paused
+            self.post(("done", (item, outcome)))
+
+    def stop(self, signalled: bool, grace: float = 10.0) -> None:
+        """Idle workers end at once; those in the middle of an item get ``grace`` seconds to finish it (said,
+        when ``signalled``: how long, and how to cut it short)."""
+        self.stopping = True
+        lanes = self.sched.lanes.values()
+        for lane in lanes:
+            for _ in lane.threads:
+                lane.tasks.put(None)
+        deadline = time.monotonic() + grace
+        if signalled:
+            for lane in lanes:
+                for t in lane.threads:
+                    t.join(max(0.0, min(0.2, deadline - time.monotonic())))
+            busy = sum(t.is_alive() for lane in lanes for t in lane.threads)
+            if busy:
+                self.rep.warn(
+                    f"stopping: {busy} item(s) in progress get up to {grace:g} s to finish (Ctrl-C again: stop "
+                    f"now); the rest stays queued for the next run"
+                )
+        for lane in lanes:
+            for t in lane.threads:
+                t.join(max(0.0, deadline - time.monotonic()))

@@ -47,7 +47,7 @@ from ..stopping import Stopper
 from . import quarantine
 from .durable import ACK_INTERVAL, Hop, Replays, StageState
 from .intake import Intake
-from .lanes import Lane, Scheduler
+from .lanes import Scheduler, Workers
 from .options import Counters, Options
 from .pipe_tail import PipeTail
 from .stage import Also, Done, Item, Outcome, Retry, Stage, StageContext, Timed
@@ -93,8 +93,8 @@ class Runner:
         self.input = Intake(stage, opts, stdin, self.state, self.counts, rep, stop)  # our writers, our input
         self.replays = Replays(self.state.db, self.state.epoch)  # our readers
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self.workers = Workers(self.sched, self._work, self.events.put, rep)
         self._eof = False
-        self._stopping = False
         self._closed = False
         self._eof_at = 0.0
         # the last progress (an item done, a reader acknowledging more): --drain-timeout counts from here, so
@@ -316,7 +316,7 @@ class Runner:
         self._replay()
         self._load_inbox()
         self.stage.start(self._context())  # after the inbox is loaded: what it enqueues is queued once
-        self._start_workers()
+        self.workers.start()
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
@@ -328,7 +328,7 @@ class Runner:
         try:
             status = self._loop()
         finally:
-            self._stop_workers()
+            self.workers.stop(self.stop.requested)
             self._commit_late_results()
             self._end_loop()
             if self.stop.requested and self.tail.active and not self.state.readers():
@@ -767,48 +767,6 @@ class Runner:
         except Exception:
             self.rep.debug(traceback.format_exc())
             return None  # let the worker try, and fail the event properly if it must
-
-    def _start_workers(self) -> None:
-        for lane in self.sched.lanes.values():
-            for n in range(lane.workers):
-                t = threading.Thread(target=self._worker, args=(lane,), name=f"{lane.name}-{n}", daemon=True)
-                t.start()
-                lane.threads.append(t)
-
-    def _worker(self, lane: Lane) -> None:
-        while True:
-            item = lane.tasks.get()
-            if item is None or self._stopping:
-                return  # what is still queued is in the inbox: the next run does it
-            if lane.trouble or lane.paused_until > time.monotonic():
-                # queued before the lane paused (a server down): back to the scheduler, which probes with one
-                # item after the back-off, instead of every queued item knocking on its own
-                self.events.put(("back", item))
-                continue
-            outcome = self._work(item)
-            if isinstance(outcome, Retry) and outcome.lane:
-                lane.trouble = True  # before the result is posted: the main thread clears it once paused
-            self.events.put(("done", (item, outcome)))
-
-    def _stop_workers(self, grace: float = 10.0) -> None:
-        self._stopping = True
-        for lane in self.sched.lanes.values():
-            for _ in lane.threads:
-                lane.tasks.put(None)
-        deadline = time.monotonic() + grace
-        if self.stop.requested:  # idle workers end at once; say what the others are given, and how to cut it short
-            for lane in self.sched.lanes.values():
-                for t in lane.threads:
-                    t.join(max(0.0, min(0.2, deadline - time.monotonic())))
-            busy = sum(t.is_alive() for lane in self.sched.lanes.values() for t in lane.threads)
-            if busy:
-                self.rep.warn(
-                    f"stopping: {busy} item(s) in progress get up to {grace:g} s to finish (Ctrl-C again: stop "
-                    f"now); the rest stays queued for the next run"
-                )
-        for lane in self.sched.lanes.values():
-            for t in lane.threads:
-                t.join(max(0.0, deadline - time.monotonic()))
 
     # -- committing --------------------------------------------------------------------
 
