@@ -351,6 +351,10 @@ class Acknowledger:
                 done.add(origin)
         return done
 
+    def behind(self, marks: dict[str, tuple[str, int]]) -> bool:
+        """Whether one of ``marks`` differs from what was last written to its writer."""
+        return any(self._sent.get(origin) != mark for origin, mark in marks.items())
+
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False

@@ -97,6 +97,10 @@ class Intake:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
         return self.acks.send(self.ack_marks(), force=force)
 
+    def unacknowledged(self) -> bool:
+        """Whether a writer has not been told how far we are now."""
+        return self.acks.behind(self.ack_marks())
+
     def held_back(self, at_end: bool) -> list[bytes]:
         """Lines held while their writer re-sent (Holding) that may be taken now; they are counted (and
         numbered) again when taken."""

@@ -72,6 +72,13 @@ PRUNE_INTERVAL = 5.0
 REFRESH_INTERVAL = 1.0  # seconds between acknowledgements written again while we make progress
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
+# A stage with nothing left to do acknowledges what it took at once, not at its next ACK_INTERVAL: a writer at the
+# end of its input waits for that before it exits, and each hop of a pipeline waited up to a second for it.
+# Only once its input has been quiet this long: a live stream of files keeps the ACK_INTERVAL pace.
+IDLE_ACK_QUIET = 0.05
+# A stage whose input ended, waiting for its readers' acknowledgements: looks again after END_POLL seconds,
+# doubled up to END_POLL_MAX while nothing moves (PRAGMA data_version first: one cheap read when nothing did).
+END_POLL, END_POLL_MAX = 0.005, 0.1
 
 
 # -- the runner ------------------------------------------------------------------------
@@ -122,6 +129,11 @@ class Runner:
         self._started = time.time()
         self._written_log: deque[tuple[float, int]] = deque()
         self.progress = Progress(rep, opts.progress)
+        self._line_at = 0.0  # when the last input line came (IDLE_ACK_QUIET)
+        self._wake_at: float | None = None  # the loop looks again by then (an idle acknowledgement is due)
+        self._end_poll = END_POLL  # at the end: how soon to look for our readers' acknowledgements again
+        # PRAGMA data_version and our last seq when the acknowledgements were last read
+        self._data_version: tuple[int, int] | None = None
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -422,6 +434,10 @@ class Runner:
             timeout = self.sched.next_due()
             # draining timed work: look again soon (a deletion of an old name that was in use again emits nothing)
             longest = 0.2 if self._hurried else 1.0
+            if self._eof and self.sched.count == 0:
+                longest = min(longest, self._end_poll)  # waiting for our readers: see END_POLL
+            if self._wake_at is not None:
+                longest = max(0.001, min(longest, self._wake_at - time.monotonic()))
             timeout = longest if timeout is None else min(timeout + 0.001, longest)
             lines: list[bytes] = []
             done: list[tuple[Item, Outcome]] = []
@@ -445,8 +461,11 @@ class Runner:
                         msgs.append(self.events.get(timeout=left))
                     except queue.Empty:
                         break
+            if msgs and self._eof and self.sched.count == 0:
+                self._end_poll = END_POLL  # an emit, a late result: look again soon
             for kind, payload in msgs:
                 if kind == "line":
+                    self._line_at = time.monotonic()
                     lines.append(payload)
                 elif kind == "done":
                     done.append(payload)
@@ -474,6 +493,7 @@ class Runner:
                         continue  # timed work due within the drain time: wait for it
                     return Exit.RETRY
                 behind = self._readers_behind()
+                self._end_poll = min(END_POLL_MAX, self._end_poll * 2)
                 if not behind:
                     if self.tail.active and not self.state.readers():
                         settled = self._settle_output()
@@ -560,6 +580,10 @@ class Runner:
         before exiting, re-sending if one restarts, so that a reader killed after our input
         ended still gets everything."""
         last = self.state.next_seq - 1
+        (version,) = self.state.db.execute("PRAGMA data_version").fetchone()  # changes when another process writes
+        if (version, last) == self._data_version:
+            return list(self._behind_acks)
+        self._data_version = version, last
         # only readers heard from during this run: one that read from us last week
         # and is gone must not hold up today's run
         rows = self.state.db.execute(
@@ -569,8 +593,10 @@ class Runner:
         acks = {r: (seq, at) for r, seq, at in rows}
         # a reader moving on (a higher mark, or an acknowledgement written again: it finished something) is
         # progress, however slowly it goes
-        if any(now > self._behind_acks.get(r, now) for r, now in acks.items()):
+        moved = any(now > self._behind_acks.get(r, now) for r, now in acks.items())
+        if moved or acks.keys() < self._behind_acks.keys():
             self._progress_at = time.monotonic()
+            self._end_poll = END_POLL
         self._behind_acks = acks
         return list(acks)
 
@@ -625,8 +651,11 @@ class Runner:
         seq_lines: list[tuple[int, bytes]] = []
         restore = self._snapshot(done, to_insert)
         try:
-            with self.state.transaction() as db:
-                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
+            # nothing to commit (a pass of the loop that found nothing): no write transaction, which would also
+            # make a reader's acknowledgement into our state file wait for the lock
+            if lines or done or emitted or to_insert or self._delivered() > self.state.written:
+                with self.state.transaction() as db:
+                    self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
         except Exception as exc:
             if not quarantine.is_bug(exc):
                 raise
@@ -835,9 +864,16 @@ class Runner:
 
     def _housekeeping(self, wrote: bool) -> None:
         now = time.monotonic()
+        self._wake_at = None
         if now >= self._next_ack:  # computing the marks costs: not on every round
             self._next_ack = now + ACK_INTERVAL
             self.input.acknowledge()
+        elif self.sched.count == 0 and self.input.unacknowledged():
+            if now - self._line_at >= IDLE_ACK_QUIET:  # all done, input quiet: a writer may be waiting for this
+                self._next_ack = now + ACK_INTERVAL
+                self.input.acknowledge(force=True)
+            else:
+                self._wake_at = self._line_at + IDLE_ACK_QUIET
         if now >= self._next_prune and self._delivered() > self.state.written:
             with self.state.transaction() as db:
                 self.state.mark_written(db, self._delivered())
