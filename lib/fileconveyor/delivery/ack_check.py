@@ -70,6 +70,17 @@ def high_seq(conn: sqlite3.Connection) -> int | None:
     return row[0] if row and isinstance(row[0], int) else None
 
 
+def run_info(conn: sqlite3.Connection) -> dict[str, object] | None:
+    """When the writer of this state file began its current run, and its last seq before (delivery/runs.py)."""
+    cols = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
+    key, value = ("k", "v") if "k" in cols else ("name", "value") if "name" in cols else (None, None)
+    if key is None:
+        return None
+    rows = conn.execute(f"SELECT {key}, {value} FROM meta WHERE {key} IN ('run_boot', 'run_at', 'run_seq0')")
+    info = dict(rows.fetchall())
+    return info if len(info) == 3 else None
+
+
 def open_state(origin: str) -> sqlite3.Connection:
     # mode=rw: never create a database at a path taken from an event
     return sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..state import State
-from . import ack_check, quarantine
+from . import ack_check, quarantine, runs
 
 MIGRATIONS = [
     """
@@ -93,6 +93,11 @@ class StageState(State):
         (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
         self.next_seq = max(self.next_seq, self.written + 1)
         self._migrate_named(name, stage_migrations)
+        with self.transaction() as db:  # before any line of this run is written (delivery/runs.py)
+            db.executemany(
+                "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                runs.current(self.next_seq - 1).items(),
+            )
 
     # -- schema ------------------------------------------------------------------------
 
@@ -242,11 +247,19 @@ class Replays:
         self.seen: dict[str, tuple[str, int]] = {}  # empty: every reader is new to a starting writer
         self.tag: list[str] | None = None
         self._tag_until = 0.0
+        self._looked = False  # due() has run once (at our start)
 
     def due(self) -> int | None:
         """The seq to re-send after, if some reader needs it (the tag is set then)."""
         current = sessions(self.db, self.epoch)
-        fresh = [v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0]]
+        # A session marked "-" is a reader process that knows it lost nothing (Acknowledger.lost_nothing): not
+        # re-sent to when it shows up.  At our start every reader counts, marked or not: what a reader has not
+        # acknowledged (lines of our last run that never reached it, say) goes again.
+        quiet = self._looked
+        self._looked = True
+        fresh = [
+            v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0] and not (quiet and v[0].startswith("-"))
+        ]
         self.seen = current
         if not fresh:
             if self.tag and time.monotonic() > self._tag_until:
@@ -276,6 +289,11 @@ class Holding:
     def expect(self, origin: str) -> None:
         self.waiting[origin] = time.monotonic() + self.AWAIT_SECONDS
         self.held.setdefault(origin, [])
+
+    def cancel(self, origin: str) -> list[bytes]:
+        """Nothing to wait for from ``origin`` after all: the lines held so far, to take now."""
+        self.waiting.pop(origin, None)
+        return self.held.pop(origin, [])
 
     def take(self, origin: str, hop_for: object, line: bytes) -> bool:
         """True: go on with this line; False: it is held, not for now."""
@@ -335,6 +353,9 @@ class Acknowledger:
         # leaving (a forger closing the pipe) does not let the weaker rule, the epoch alone, accept it later
         self._refused: set[tuple[str, str]] = set()
         self._starting: set[tuple[str, str]] = set()  # writers whose process had just started when looked at
+        self._quiet: set[str] = set()  # writers told that we need no replay (lost_nothing)
+        self._started_ns = runs.reader_start()
+        self._boot = runs.boot_id()
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
@@ -376,11 +397,12 @@ class Acknowledger:
                     again = self.VERIFY_AGAIN if verified is False else self.VERIFY_STARTING
                     self._next_check[origin] = time.monotonic() + again
                     return False
+            session = "-" + self.session if origin in self._quiet else self.session
             conn.execute(
                 "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
                 "session=excluded.session",
-                (self.reader, epoch, hwm, time.time(), self.session),
+                (self.reader, epoch, hwm, time.time(), session),
             )
             return True
         except sqlite3.DatabaseError as exc:
@@ -390,6 +412,26 @@ class Acknowledger:
                 with contextlib.suppress(sqlite3.DatabaseError):
                     conn.close()
             return False
+
+    def lost_nothing(self, origin: str, epoch: str, mark: int | None) -> bool:
+        """Whether no process before ours can have read a line of the writer of ``epoch`` at ``origin`` that we
+        have not taken (delivery/runs.py), ``mark`` being what we took of that epoch.  Then our acknowledgements
+        to it say so (their session marked "-"): it re-sends nothing for us, and we hold nothing."""
+        if origin == self.reader or not os.path.exists(origin):
+            return False
+        try:
+            conn = self._conns.get(origin)
+            if conn is None:
+                conn = self._conns[origin] = ack_check.open_state(origin)
+            if ack_check.state_epoch(conn) != epoch:
+                return False
+            run = ack_check.run_info(conn)
+        except sqlite3.DatabaseError:
+            return False
+        if not runs.nothing_lost(run, self._started_ns, self._boot, mark):
+            return False
+        self._quiet.add(origin)
+        return True
 
     def beyond(self, origin: str, epoch: str, seq: int) -> int | None:
         """When ``seq`` is past every line the writer of ``epoch`` at ``origin`` has committed: that writer's

@@ -66,6 +66,7 @@ class Intake:
         self.room.set()
         self.order = itertools.count()
         self.lineno = 0
+        self._met: set[str] = set()  # writers whose first line this process has seen
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
@@ -131,6 +132,8 @@ class Intake:
             hop = Hop.from_event(ev)
             if hop is not None:
                 mark = self.marks.get(hop.origin)
+                if hop.origin not in self._met and self._first_line(hop, mark):
+                    mark = self.marks[hop.origin]
                 if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
                     # a first line, or a leap: a seq past what the writer wrote would make its real lines
                     # after it look like replays (dropped); its state file says (one look, not per line)
@@ -157,7 +160,7 @@ class Intake:
                     continue
                 self.marks[hop.origin] = (hop.epoch, hop.seq)
             try:
-                items.extend(self.items(ev, line))
+                items.extend(self.items(ev, line, hop))
             except E.EventError as exc:
                 self.bad(str(exc), line)
             except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
@@ -165,8 +168,25 @@ class Intake:
                 self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
         return items
 
-    def items(self, ev: dict, line: bytes) -> list[Item]:
-        hop = Hop.from_event(ev)
+    def _first_line(self, hop: Hop, mark: tuple[str, int] | None) -> bool:
+        """The first line of a writer in this process: when no process before ours can have read one of its
+        lines we have not taken (Acknowledger.lost_nothing: a fresh pipeline, a cron run whose reader took
+        everything), there is nothing to hold or replay: True, and the writer is registered with that."""
+        self._met.add(hop.origin)
+        known = mark is not None and mark[0] == hop.epoch
+        if not known and self.acks.beyond(hop.origin, hop.epoch, hop.seq) is not None:
+            return False  # a seq past what the writer wrote: refused below
+        if not self.acks.lost_nothing(hop.origin, hop.epoch, mark[1] if known and mark else None):
+            return False
+        self.holding.cancel(hop.origin)  # registered at our start (a writer we knew): nothing to wait for
+        if not known:
+            self.marks[hop.origin] = (hop.epoch, hop.seq - 1)  # earlier lines went elsewhere (a filter between)
+        self.acks.send({hop.origin: self.marks[hop.origin]}, force=True)
+        return True
+
+    def items(self, ev: dict, line: bytes, hop: Hop | None = None) -> list[Item]:
+        if hop is None:
+            hop = Hop.from_event(ev)
         items = [
             Item(part, line if part is ev else E.encode(part), lane, key, next(self.order), hop=hop)
             for lane, key, part in self.stage.split(ev)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ...delivery import runs
 from ...delivery.durable import ACKS_TABLE, Replays, hop_prefix, readers, with_hop
 from ...delivery.pipe_tail import PipeTail
 from ...events import FileEventEncoder
@@ -98,6 +99,11 @@ class WatchState:
         self._hop_tag: list[str] | None = None
         self._hop = hop_prefix(str(self.state.path), self.epoch)
         self._next_session_check = time.monotonic() + SESSION_CHECK
+        with self.state.transaction() as db:  # before any line of this run is written (delivery/runs.py)
+            db.executemany(
+                "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+                runs.current(self.batch).items(),
+            )
         if meta["tombstones"]:
             self._drop_acknowledged_tombstones()
 
