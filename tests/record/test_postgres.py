@@ -377,3 +377,56 @@ def test_what_messages_show_of_a_url(url: str, shown: str) -> None:
     from fileconveyor.records import shown as show
 
     assert show(url) == shown
+
+
+def test_postgresql_killed_and_restarted_under_a_running_fc_record(tmp_path: Path, pg_server: PgServer) -> None:
+    """kill -9 of the database server mid-stream: fc-record retries, loses nothing, and records every event once
+    the server is back (the rounds that failed are done again: records are upserts)."""
+    import time
+
+    from fileconveyor.records import open_writer
+    from tests.servers.postgres import _ready
+
+    url = pg_server.url(pg_server.new_database())
+    open_writer(url).close()  # the tables, so the test can count rows from the start
+    events = [
+        {
+            "v": 1,
+            "kind": "created",
+            "path": f"/srv/www/f{i}.css",
+            "server": "cdn",
+            "url": f"https://cdn/f{i}.css",
+            "transported": "uploaded",
+        }
+        for i in range(600)
+    ]
+    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
+    log = open(tmp_path / "fc-record.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, str(BIN / "fc-record"), "--db", url, "--state", str(tmp_path / "r.db"), "-v"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=log, env=env,
+    )  # fmt: skip
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(lines(events[:300]))
+        proc.stdin.flush()
+        deadline = time.monotonic() + 30
+        while pg_rows(url, "SELECT count(*) FROM synced_files") != [(300,)]:
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.05)
+        pg_server.process.kill()  # kill -9, the server and its children
+        proc.stdin.write(lines(events[300:]))
+        proc.stdin.flush()
+        time.sleep(1.5)  # rounds fail meanwhile: connection refused
+        assert proc.poll() is None, "fc-record must wait for the server, not exit"
+    finally:
+        if not pg_server.process.running:
+            pg_server.process.start(timeout=30)
+            _ready(pg_server)
+    proc.stdin.close()
+    status = proc.wait(90)
+    log.close()
+    err = (tmp_path / "fc-record.log").read_text()
+    assert status == 0, err
+    assert "server closed the connection unexpectedly" in err and "retry in" in err  # it did meet the outage
+    assert pg_rows(url, "SELECT count(*), count(DISTINCT input_file) FROM synced_files") == [(600, 600)], err
