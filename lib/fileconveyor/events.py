@@ -293,6 +293,26 @@ class EventWriter:
                 view = memoryview(data)  # whole lines for the new reader; it drops what it had
 
 
+def rehop(line: bytes, old: object, hop: dict) -> bytes | None:
+    """``line``, an event line as read, with its ``hop`` replaced by ``hop``: the event passes on as it came,
+    bytes and all, without being encoded again.  ``old`` is the hop the line was decoded with (``MISSING``: it
+    had none).  None when the old hop is not the line's last member as we would encode it (then the caller
+    encodes the event).  Exact: a line ending in ``,"hop":<that object>}`` has it as its top-level object's last
+    member (a ``"`` after a ``,`` starts a key, and the ``}`` before the newline closes the line's object)."""
+    if not line.endswith(b"}\n"):
+        return None
+    tail = b',"hop":' + json.dumps(hop, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"}\n"
+    if old is MISSING:
+        return None if line[:-2].rstrip(b" \t\r\n").endswith(b"{") else line[:-2] + tail
+    if type(old) is not dict:
+        return None
+    before = b',"hop":' + json.dumps(old, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"}\n"
+    return line[: -len(before)] + tail if line.endswith(before) else None
+
+
+MISSING = object()  # rehop: the line had no hop
+
+
 # -- reading -------------------------------------------------------------------------
 
 

@@ -824,8 +824,10 @@ class Runner:
         """Add the item's output lines to ``out`` (stored in the outbox once per round), its inbox row to
         ``finished``."""
         for ev in outcome.outputs:
+            old = ev.get("hop", E.MISSING)
             hop = ev["hop"] = self.state.hop(self.replays.tag)
-            out.append((hop["seq"], E.encode(ev)))
+            line = E.rehop(item.line, old, hop) if outcome.unchanged and ev is item.event else None
+            out.append((hop["seq"], line if line is not None else E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
             finished.append((item.id,))

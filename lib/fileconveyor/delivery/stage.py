@@ -29,6 +29,9 @@ class Done:
 
     outputs: list[dict] = field(default_factory=list)
     failed: bool = False  # an output carries an ``error`` field
+    # ``outputs`` is ``[item.event]``, not changed by the stage: its line is written as read, with only its hop
+    # replaced (events.rehop), instead of encoding the event again (fc-filter, fc-record)
+    unchanged: bool = False
     # what work() did that record() writes into the state file (fc-transport's new remote name, fc-process's
     # work directory): it travels with the outcome to the commit, and comes again if that commit is redone
     payload: Any = None

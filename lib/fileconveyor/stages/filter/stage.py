@@ -153,7 +153,7 @@ class FilterStage(Stage):
             self._check_root(item.event)
         if self.conditions.matches(item.event) != self.invert:
             self.passed += 1
-            return Done([item.event])
+            return Done([item.event], unchanged=True)
         self.dropped += 1
         return Done([])
 

@@ -1,0 +1,56 @@
+"""Lines passed through (issue 18, ranked change 5): a stage that does not change an event writes the line it
+read with only its ``hop`` replaced (events.rehop), not the event encoded again; and where that cannot be done
+exactly, the event is encoded as before."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+from fileconveyor import events as E
+from fileconveyor.cli._common import Reporter, Stopper
+from fileconveyor.delivery.runner import Options, Runner
+from fileconveyor.stages.filter.stage import Conditions, FilterStage
+
+NEW = {"from": "/s/f.db", "epoch": "e2", "seq": 7}
+OLD = {"from": "/s/w.db", "epoch": "e1", "seq": 3}
+
+
+def test_the_hop_is_replaced_and_the_rest_passes_as_read() -> None:
+    line = (
+        b'{"v":1,"kind":"created","path":"/r/caf\\u00e9","x":[1.50,{"y":null}],"hop":'
+        + json.dumps(OLD, separators=(",", ":")).encode()
+        + b"}\n"
+    )
+    out = E.rehop(line, E.decode(line)["hop"], NEW)
+    assert out is not None and out.startswith(b'{"v":1,"kind":"created","path":"/r/caf\\u00e9","x":[1.50,{"y":null}],')
+    assert E.decode(out) == {**E.decode(line), "hop": NEW}
+
+
+def test_a_line_without_hop_gets_one() -> None:
+    line = b'{"v":1,"kind":"created","path":"/r/a"}\n'
+    out = E.rehop(line, E.MISSING, NEW)
+    assert out is not None and E.decode(out) == {"v": 1, "kind": "created", "path": "/r/a", "hop": NEW}
+
+
+def test_anything_else_is_encoded_again() -> None:
+    hop_first = b'{"hop":' + json.dumps(OLD, separators=(",", ":")).encode() + b',"v":1,"kind":"created","path":"/a"}\n'
+    nested_last = b'{"v":1,"kind":"created","path":"/a","hop":' + json.dumps(OLD).encode() + b"}\n"  # spaces
+    assert E.rehop(hop_first, OLD, NEW) is None
+    assert E.rehop(nested_last, OLD, NEW) is None
+    assert E.rehop(b'{"v":1,"kind":"created","path":"/a","hop":null}\n', None, NEW) is None
+    assert E.rehop(b'{"v":1,"kind":"created","path":"/a"}', E.MISSING, NEW) is None  # no newline
+
+
+def test_fc_filter_passes_the_line_it_read(tmp_path: Path) -> None:
+    # JSON that an encoder would write differently: an escaped non-ASCII name, a float with a trailing zero
+    line = b'{"v":1,"id":"i","kind":"created","source":"s","root":"/r","path":"/r/caf\\u00e9.bin","n":2.50}\n'
+    out = io.BytesIO()
+    stage = FilterStage(Conditions(extensions=["bin"]))
+    opts = Options(state_path=tmp_path / "f.db")
+    status = Runner(stage, opts, io.BytesIO(line), out, Reporter("fc-filter", io.StringIO()), Stopper()).run()
+    assert status == 0
+    written = out.getvalue()
+    assert written.startswith(line[:-2] + b',"hop":{')  # as read, the hop added at its end
+    assert E.decode(written)["path"] == "/r/café.bin"
