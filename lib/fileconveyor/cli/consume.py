@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-exit",
         type=seconds,
         metavar="SECONDS",
-        help="end the input after SECONDS without a new message, then finish as a stage whose input ended "
-        "(cron runs, tests); default: run until stopped",
+        help="end the input once SECONDS have passed with no new message and none held unacknowledged, then "
+        "finish as a stage whose input ended (cron runs, tests); default: run until stopped",
     )
     add_stage_arguments(p, "fc-consume")
     return p

@@ -16,6 +16,7 @@ redeliver; a consumer that dies stops doing so, and its messages come again afte
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -186,6 +187,11 @@ class Feed:
         except ValueError:
             oseq = -1
         ev.pop("hop", None)  # a hop of the publisher's host (or a forged one): never acknowledged to from here
+        if "order" not in ev:
+            # for fc-record's fence (stages/record/stage.py): when the server stored it, in microseconds; the events
+            # of a path are stored in their order, and a stale copy stored later never gets past our fence
+            with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
+                ev["order"] = round(msg.metadata.timestamp.timestamp() * 1_000_000)
         ev[FIELD] = {"p": k, "sseq": sseq, "reply": msg.reply, "epoch": headers.get(N.HEADER_EPOCH, ""), "oseq": oseq}
         self.hold((k, sseq), msg.reply)
         self.lines.put(E.encode(ev))
@@ -202,6 +208,9 @@ class Feed:
         assert self.idle_exit is not None
         while not self.stopping:
             await asyncio.sleep(0.2)
+            with self.lock:
+                if self.held:  # not idle while we hold messages: acknowledging them lets the server send more
+                    self.last_message = time.monotonic()
             if time.monotonic() - self.last_message > self.idle_exit and self.lines.empty():
                 self.rep.info(f"no new message for {self.idle_exit:g} s (--idle-exit): finishing")
                 self.stop(end=True)

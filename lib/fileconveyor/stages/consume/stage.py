@@ -138,9 +138,9 @@ class ConsumeStage(Stage):
         if outcome.payload is None:  # not from our feed, or fenced
             return
         key, reply, order = outcome.payload
-        if order is None:  # a redelivery of a message we hold: its newest reply subject acknowledges it
+        if order is None:  # a redelivery of a message we hold: its newest reply subject acknowledges it (the
+            # feed holds it already; released in this round's flush, the row is gone and this changes nothing)
             db.execute("UPDATE consume_pending SET reply=? WHERE part=? AND sseq=?", (reply, *key))
-            self.feed.hold(key, reply)
             return
         seq = outcome.outputs[0]["hop"]["seq"]
         db.execute(
