@@ -4,12 +4,16 @@ that the destination and the record database converge to exactly the source tree
 
     bench/chaos.py --rounds 200 --files 3000 [--seed N] [--work DIR]
 
-Prints rounds, kills per stage, files lost and wrong (both must be 0), duplicate
-uploads, and the time to converge after the last restart; exit status 1 on loss."""
+Prints rounds, kills per stage, files lost and wrong (both must be 0), uploads, and
+the time to converge after the last restart; exit status 1 on loss.  With inotifywait
+(Debian: inotify-tools) it also watches the destination and charges each duplicate
+upload (the same bytes sent again under the same name) to the kills before it: which
+stage, and whether the file was in flight in it (tests/durability/chaos_dupes.py)."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +36,13 @@ def main() -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="fc-chaos-"))
     started = time.monotonic()
     report = chaos.run(
-        work, args.rounds, args.files, args.seed, args.converge_timeout, say=lambda t: print(t, file=sys.stderr)
+        work,
+        args.rounds,
+        args.files,
+        args.seed,
+        args.converge_timeout,
+        say=lambda t: print(t, file=sys.stderr),
+        trace=shutil.which("inotifywait") is not None,
     )
     print(f"chaos: {report.summary()}; {time.monotonic() - started:.0f}s in all; work dir {work}")
     if not report.ok:

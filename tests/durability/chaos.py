@@ -23,6 +23,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.durability.chaos_dupes import Dupes, Kill, UploadTrace, attribute, pending
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / "bin"
 STAGES = ("watch", "filter", "process", "transport", "record")
@@ -38,6 +40,8 @@ class Report:
     leftovers: list[str] = field(default_factory=list)  # temporary upload files left at the destination
     record_wrong: list[str] = field(default_factory=list)  # record database disagrees with the destination
     uploads: Counter[str] = field(default_factory=Counter)  # per file, from fc-record's output
+    rewritten: int = 0  # fc-record output lines written again (same hop.seq): not uploads
+    dupes: Dupes | None = None  # duplicate uploads seen at the destination, per kill kind (trace=True)
     converge_seconds: float = 0.0
     stderr_tail: str = ""
 
@@ -52,8 +56,10 @@ class Report:
             f"rounds {self.rounds}; kills {dict(self.kills)}; files at the end {self.files}; "
             f"lost {len(self.lost)}; extra {len(self.extra)}; record wrong {len(self.record_wrong)}; "
             f"temp leftovers {len(self.leftovers)}; uploads per file: median {per_file[len(per_file) // 2]}, "
-            f"max {per_file[-1]}, duplicate uploads {dup}; "
+            f"max {per_file[-1]}, re-uploads of a path (new content included) {dup}; "
             f"converged {self.converge_seconds:.1f}s after the last restart"
+            + (f"; record lines re-written {self.rewritten}" if self.rewritten else "")
+            + (f"\ntraced: {self.dupes.summary()}" if self.dupes is not None else "")
         )
 
 
@@ -261,13 +267,27 @@ def record_view(db: Path, dest: Path) -> set[str]:
 
 
 def run(
-    work: Path, rounds: int, files: int, seed: int = 1, converge_timeout: float = 120.0, say=lambda text: None
+    work: Path,
+    rounds: int,
+    files: int,
+    seed: int = 1,
+    converge_timeout: float = 120.0,
+    say=lambda text: None,
+    trace: bool = False,
 ) -> Report:
+    """``trace``: watch the destination (inotifywait) and charge each duplicate upload to the kills before it
+    (chaos_dupes.py)."""
     rng = random.Random(seed)
     pipe = Pipeline(work)
     mut = Mutator(pipe.src, rng)
     mut.populate(files)
     report = Report()
+    tracer, kills = None, []
+    if trace:
+        for d in pipe.src.iterdir():  # made now, so that no upload lands before its directory is watched
+            if d.is_dir():
+                (pipe.dest / d.name).mkdir(exist_ok=True)
+        tracer = UploadTrace(pipe.dest)
     pipe.start_all()
     last_restart = time.monotonic()
     try:
@@ -280,6 +300,12 @@ def run(
             for v in victims:
                 pipe.kill(v)
                 report.kills[v] += 1
+            if tracer is not None:
+                held = set()
+                for v in victims:
+                    if v in ("process", "transport"):  # the stages that keep an inbox
+                        held |= pending(pipe.state / f"{v}.db", expected_name)
+                kills.append(Kill(time.monotonic(), tuple(victims), held))
             time.sleep(rng.uniform(0.0, 0.3))
             for v in victims:
                 pipe.start(v)
@@ -311,12 +337,22 @@ def run(
         report.extra = sorted(set(got) - set(want))
         report.leftovers = temps
         report.record_wrong = sorted(recorded ^ set(want))
+        if tracer is not None:
+            time.sleep(0.5)  # the last inotify events
+            report.dupes = attribute(tracer.stop(), kills, len(STAGES))
+            tracer = None
         if pipe.out.exists():
+            seqs = set()
             for line in pipe.out.read_bytes().splitlines():
                 try:
                     ev = json.loads(line)
                 except ValueError:
                     continue
+                seq = (ev.get("hop") or {}).get("seq")
+                if seq is not None and seq in seqs:
+                    report.rewritten += 1  # fc-record wrote this line again after a kill: not an upload
+                    continue
+                seqs.add(seq)
                 if ev.get("transported") == "uploaded":
                     report.uploads[ev.get("rel", "?")] += 1
         if not report.ok:
@@ -325,4 +361,6 @@ def run(
             )
     finally:
         pipe.stop_all()
+        if tracer is not None:
+            tracer.stop()
     return report
