@@ -95,6 +95,17 @@ def test_s3_skip_unchanged(s3_backend: Backend, tmp_path: Path) -> None:
     assert (s3_backend.files / "a.js").read_bytes() == b"var a = 2;"
 
 
+def test_s3_look_first_skips_what_is_there_once(s3_backend: Backend, tmp_path: Path) -> None:
+    """upload(look_first=True) (fc-transport's retry of work a killed process may have done) checks as
+    skip_unchanged would, for that call only."""
+    src = tmp_path / "a.js"
+    src.write_bytes(b"var a = 1;")
+    tp = _plain(s3_backend)
+    assert tp.upload(src, b"a.js", look_first=True) == "uploaded"  # not there yet
+    assert tp.upload(src, b"a.js", look_first=True) == "unchanged"
+    assert tp.upload(src, b"a.js") == "uploaded"  # the setting is off again
+
+
 def test_s3_big_file_skip_unchanged_uses_the_stored_hash(
     s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path
 ) -> None:
@@ -310,6 +321,15 @@ def test_cloudfiles_skip_unchanged(cloudfiles_backend: Backend, tmp_path: Path) 
     tp.upload(src, b"a")
     assert not tp.skipped  # type: ignore[attr-defined]
     assert (cloudfiles_backend.files / "a").read_bytes() == b"two"
+
+
+def test_cloudfiles_look_first_skips_what_is_there_once(cloudfiles_backend: Backend, tmp_path: Path) -> None:
+    src = tmp_path / "a"
+    src.write_bytes(b"one")
+    tp = cloudfiles_backend.make()
+    assert tp.upload(src, b"a", look_first=True) == "uploaded"
+    assert tp.upload(src, b"a", look_first=True) == "unchanged"
+    assert tp.upload(src, b"a") == "uploaded"
 
 
 def test_cloudfiles_large_file_goes_up_in_segments(cloudfiles_backend: Backend, tmp_path: Path) -> None:

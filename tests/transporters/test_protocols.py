@@ -107,6 +107,20 @@ def test_key_passphrase_from_environment(sftp_backend: Backend, sshd_server: Ssh
     assert (sftp_backend.files / "a").read_bytes() == b"locked"
 
 
+def test_local_look_first_leaves_the_same_bytes_alone_once(tmp_path: Path) -> None:
+    """upload(look_first=True): as skip_unchanged, for that call only (sftp and ftp cannot tell: they send)."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a.css").write_bytes(b"aaaa")
+    with for_destination(parse_destination(f"file://{dest}")) as tp:
+        assert tp.upload(src / "a.css", b"a.css", look_first=True) == "uploaded"
+        ino = (dest / "a.css").stat().st_ino
+        assert tp.upload(src / "a.css", b"a.css", look_first=True) == "unchanged"
+        assert (dest / "a.css").stat().st_ino == ino
+        assert tp.upload(src / "a.css", b"a.css") == "uploaded"
+        assert (dest / "a.css").stat().st_ino != ino
+
+
 def test_local_skip_unchanged_compares_bytes_and_links(tmp_path: Path) -> None:
     from fileconveyor.transporters import for_destination, parse_destination
 

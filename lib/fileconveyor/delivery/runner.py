@@ -246,6 +246,7 @@ class Runner:
                 continue
             item = Item(ev, line, lane, bytes(key), next(self.input.order), rid, attempts, not_before, last_error)
             item.internal = internal
+            item.recovered = True
             item.hop = Hop.from_event(ev)
             self.input.hold(item)
             self.sched.add(item)

@@ -65,6 +65,7 @@ class Item:
     last_error: str | None = None
     hop: Hop | None = None  # where the event came from, for acknowledgements
     internal: int = 0  # attempts that failed in the stage itself (delivery/quarantine.py)
+    recovered: bool = False  # from the inbox at start: a killed process may have done it, not recorded it
 
 
 class Stage:

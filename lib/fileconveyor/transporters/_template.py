@@ -46,7 +46,7 @@ class Example(Transporter):
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         final = join(self.dest.root, rel)
-        if self.dest.flag("skip_unchanged"):
+        if self.skip_unchanged:
             data = src.read()
             if self.conn.get(final) == data:
                 return UNCHANGED  # nothing sent: the event says transported "unchanged"

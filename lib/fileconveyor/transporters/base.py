@@ -13,7 +13,8 @@ Subclasses implement ``_connect``, ``_close``, ``_upload``, ``_delete``, ``_stat
 ``classify`` for their library's exceptions.  ``_upload`` must be atomic: write ``temp_path(final)`` in the same
 directory, then rename it over the final name, so a reader never sees a partial file.  A transporter that can
 tell, cheaply and for sure, that the destination already holds the same content (setting ``skip_unchanged``)
-returns ``UNCHANGED`` from ``_upload`` instead of sending it again.
+returns ``UNCHANGED`` from ``_upload`` instead of sending it again; its ``_upload`` reads ``self.skip_unchanged``,
+which ``upload(..., look_first=True)`` turns on for one call (a retry of work a killed process may have done).
 
 A CDN in front of the destination (cf) says which paths to purge after a change (``invalidation_paths``) and
 purges a batch of them (``invalidate``); fc-transport keeps them in its state file until they are sent.
@@ -172,6 +173,7 @@ class Transporter(abc.ABC):
         # the transporter must not purge on its own.
         self.defer_invalidations = False
         self.invalidate_after = 0.0  # seconds paths may wait for others to fill a batch
+        self.skip_unchanged = dest.flag("skip_unchanged")  # read by _upload where the transporter can tell
 
     @classmethod
     def isolated_for(cls, dest: Destination) -> bool:
@@ -223,9 +225,11 @@ class Transporter(abc.ABC):
         """Whether this transporter has the ``skip_unchanged`` setting (fc-transport --skip-unchanged)."""
         return "skip_unchanged" in cls.all_settings()
 
-    def upload(self, source: Source | bytes | str, remote_rel: bytes | str) -> str:
+    def upload(self, source: Source | bytes | str, remote_rel: bytes | str, look_first: bool = False) -> str:
         """Put the local file at ``remote_rel``, atomically, creating missing directories.  Returns UPLOADED, or
         UNCHANGED when ``skip_unchanged`` found the same content there already (nothing was sent).
+        ``look_first``: look for it this once as if ``skip_unchanged`` were set (where the transporter has it):
+        the upload may have been done by a process killed before it could record it.
 
         ``source`` is opened beneath its root and checked against what it should be (sourcefile.py; a plain path
         is trusted but for its last component); SourceMissing when it vanished, is not that file any more, or
@@ -241,11 +245,16 @@ class Transporter(abc.ABC):
             raise PermanentError(str(exc)) from None
         except OSError as exc:
             raise PermanentError(f"cannot read {os.fsdecode(source.path)}: {exc.strerror}") from None
-        with src:
-            sent = self._run("upload", rel, lambda: self._upload(src, rel))
-            # _upload checks before its rename where it has one (unchanged()); this catches the rest, and
-            # transporters that publish as they write: the next event, or a retry, puts the right bytes there.
-            unchanged(src)
+        setting = self.skip_unchanged
+        self.skip_unchanged = setting or (look_first and self.can_skip_unchanged())
+        try:
+            with src:
+                sent = self._run("upload", rel, lambda: self._upload(src, rel))
+                # _upload checks before its rename where it has one (unchanged()); this catches the rest, and
+                # transporters that publish as they write: the next event, or a retry, puts the right bytes there.
+                unchanged(src)
+        finally:
+            self.skip_unchanged = setting
         return UNCHANGED if sent == UNCHANGED else UPLOADED
 
     def delete(self, remote_rel: bytes | str) -> None:

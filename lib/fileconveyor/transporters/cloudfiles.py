@@ -79,7 +79,6 @@ class CloudFiles(Transporter):
         if version not in ("1", "1.0", "2", "2.0", "3"):
             raise ConfigError(f"{dest}: auth_version must be 1, 2 or 3")
         self.auth_version = version[0]
-        self.skip_unchanged = dest.flag("skip_unchanged")
         try:
             self.segment = int(float(dest.settings.get("segment_mb", SEGMENT_MB)) * (1 << 20))
         except ValueError:

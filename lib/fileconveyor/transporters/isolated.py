@@ -126,9 +126,9 @@ class IsolatedTransporter(Transporter):
     def remove_dir(self, remote_rel: bytes | str) -> bool:
         return bool(self._call("remove_dir", remote_rel))
 
-    def upload(self, source: Source | bytes | str, remote_rel: bytes | str) -> str:
+    def upload(self, source: Source | bytes | str, remote_rel: bytes | str, look_first: bool = False) -> str:
         # A Source is plain data: the worker opens and checks the file itself, the same way (sourcefile.py)
-        return str(self._call("upload", source, remote_rel))
+        return str(self._call("upload", source, remote_rel, look_first))
 
     def delete(self, remote_rel: bytes | str) -> None:
         self._call("delete", remote_rel)

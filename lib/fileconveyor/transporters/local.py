@@ -39,7 +39,6 @@ class SymlinkOrCopy(Transporter):
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
-        self.skip_unchanged = dest.flag("skip_unchanged")
         # Directory rel -> a descriptor of it, opened beneath the root without following links (confine.py).
         self.dirs: DirCache[int] = DirCache(os.close)
         self._busy = threading.RLock()  # held during an operation: see close()

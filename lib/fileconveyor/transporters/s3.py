@@ -150,7 +150,6 @@ class S3(Transporter):
             raise ConfigError(f"{dest}: endpoint_url must be an http:// or https:// URL")
         acl = dest.settings.get("acl", "public-read")
         self.acl = None if acl.lower() in ("", "none", "no", "off") else acl
-        self.skip_unchanged = dest.flag("skip_unchanged")
         presign = dest.settings.get("presign", "")
         try:
             self.presign = int(presign) if presign else 0

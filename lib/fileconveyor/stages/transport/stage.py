@@ -341,14 +341,16 @@ class TransportStage(Stage):
             changes.append((remote, frozenset(refs)))
         with self._connection(server) as tp:
             with self._locked(server, remote):
-                sent = tp.upload(source, remote)
+                # an item from the inbox at start may have been sent by a process killed before it recorded
+                # that: where the transporter can tell, the destination is looked at before sending again
+                sent = tp.upload(source, remote, look_first=item.recovered)
                 made = tp.take_made_dirs() if self.targets[server].cls.has_dirs else []
                 with self.lock:
                     old = self.names.set(server, path, remote)
                     if refs is not None:
                         released = self.pins.set(server, remote, refs)
                     self.made.update((server, d) for d in made)
-            if sent != UNCHANGED:
+            if sent != UNCHANGED or item.recovered:  # the killed process's purge was not recorded either
                 purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
             with self.lock:
