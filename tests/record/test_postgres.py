@@ -434,3 +434,29 @@ def test_postgresql_killed_and_restarted_under_a_running_fc_record(tmp_path: Pat
     assert status == 0, err
     assert "server closed the connection unexpectedly" in err and "retry in" in err  # it did meet the outage
     assert pg_rows(url, "SELECT count(*), count(DISTINCT input_file) FROM synced_files") == [(600, 600)], err
+
+
+def test_a_busy_state_file_names_its_holder_without_the_password(tmp_path: Path, pg_url: str) -> None:
+    """The second copy of a stage names the first one's command line (from /proc): never the password in it."""
+    import time
+
+    from fileconveyor.state import lock_holder
+
+    env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
+    state = tmp_path / "r.db"
+    argv = [sys.executable, str(BIN / "fc-record"), f"--db={pg_url}", "--state", str(state)]
+    first = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while lock_holder(state) != first.pid:  # it holds its state file now
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.05)
+        second = subprocess.run(argv, input=b"", capture_output=True, env=env, timeout=60)
+        err = second.stderr.decode()
+        assert second.returncode == 4 and "in use by another process" in err, err
+        assert "fc-record --db=postgresql://fc@127.0.0.1" in err
+        assert PASSWORD not in err and quote(PASSWORD, safe="") not in err
+    finally:
+        assert first.stdin is not None
+        first.stdin.close()
+        first.wait(60)

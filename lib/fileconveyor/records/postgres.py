@@ -108,6 +108,14 @@ def shown(url: str) -> str:
     return url
 
 
+def hide_secrets(arg: str) -> str:
+    """A command-line argument as it may be shown: a URL (or ``--db=URL``) without its password."""
+    flag, eq, value = arg.partition("=")
+    if eq and is_url(value) and not is_url(arg):
+        return flag + "=" + shown(value)
+    return shown(arg) if is_url(arg) else arg
+
+
 def _driver() -> Any:
     try:
         import psycopg
