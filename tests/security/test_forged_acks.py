@@ -155,3 +155,21 @@ def test_a_forged_seq_past_what_the_writer_wrote_does_not_hide_its_later_lines(t
     assert [e["rel"] for e in out] == ["a.css", "b.css", "c.css"], err
     assert status == 1 and f"input line 2: hop.seq {2**62} is past the last line {writer} wrote (3)" in err
     assert max(r[2] for r in _acks(writer)) == 3  # what the reader acknowledged: the real lines, no more
+
+
+def test_an_acknowledgement_costs_the_writer_no_fsync(tmp_path: Path) -> None:
+    """The connection a reader writes acknowledgements with commits as the writer's own does (WAL, NORMAL):
+    with SQLite's default (FULL) every acknowledgement was an fdatasync of the writer's WAL in the reader's main
+    loop, with the writer's lock held meanwhile (issue 18: live latency)."""
+    from fileconveyor.delivery import ack_check
+    from fileconveyor.delivery.durable import StageState
+
+    writer = StageState(tmp_path / "w.db")
+    conn = ack_check.open_state(str(tmp_path / "w.db"))
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL: no fsync at commit in WAL mode
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # the writer checkpoints, not us
+    finally:
+        conn.close()
+        writer.close()

@@ -63,7 +63,7 @@ def two_filters(tmp_path: Path, n: int = 50) -> tuple[float, float, str, str]:
 
 def test_a_writer_exits_as_soon_as_its_reader_has_acknowledged(tmp_path: Path) -> None:
     last_line, exited, _, _ = two_filters(tmp_path)
-    # the reader acknowledges once idle (IDLE_ACK_QUIET, 50 ms), the writer looks every 5-100 ms; before, the
+    # the reader acknowledges once idle (IDLE_ACK_QUIET, 0.1 s), the writer looks every 5-100 ms; before, the
     # writer looked once a second and the reader acknowledged at its next round: 1-2 s after the last line
     assert exited - last_line < 0.6
 

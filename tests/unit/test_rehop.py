@@ -54,3 +54,16 @@ def test_fc_filter_passes_the_line_it_read(tmp_path: Path) -> None:
     written = out.getvalue()
     assert written.startswith(line[:-2] + b',"hop":{')  # as read, the hop added at its end
     assert E.decode(written)["path"] == "/r/café.bin"
+
+
+def test_fc_record_passes_the_line_it_read(tmp_path: Path) -> None:
+    from fileconveyor.cli.record import main
+    from tests.conftest import call
+
+    line = (
+        b'{"v":1,"id":"i","kind":"created","source":"s","root":"/r","path":"/r/caf\\u00e9.bin","rel":"caf\\u00e9.bin",'
+        b'"server":"srv","url":"http://cdn/caf\\u00e9.bin","transported":"uploaded","n":2.50}\n'
+    )
+    got = call(main, ["--db", str(tmp_path / "synced.db"), "--state", str(tmp_path / "r.db")], line)
+    assert got.status == 0, got.stderr
+    assert got.stdout.startswith(line[:-2] + b',"hop":{')  # recorded, and passed on as read

@@ -74,8 +74,9 @@ SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
 # A stage with nothing left to do acknowledges what it took at once, not at its next ACK_INTERVAL: a writer at the
 # end of its input waits for that before it exits, and each hop of a pipeline waited up to a second for it.
-# Only once its input has been quiet this long: a live stream of files keeps the ACK_INTERVAL pace.
-IDLE_ACK_QUIET = 0.05
+# Only once its input has been quiet this long: a live stream of files keeps the ACK_INTERVAL pace (each
+# acknowledgement is a write into the writer's state file, which the writer's own commits wait for).
+IDLE_ACK_QUIET = 0.1
 # A stage whose input ended, waiting for its readers' acknowledgements: looks again after END_POLL seconds,
 # doubled up to END_POLL_MAX while nothing moves (PRAGMA data_version first: one cheap read when nothing did).
 END_POLL, END_POLL_MAX = 0.005, 0.1

@@ -196,27 +196,27 @@ class RecordStage(Stage):
         recorded = "error" in ev or (isinstance(server, str) and bool(server))
         if order is not None and recorded and not self._fresh(path, server if isinstance(server, str) else "", order):
             self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
-            return Done([ev])
+            return Done([ev], unchanged=True)
         if "error" in ev:
             with self.rec.item():
                 self.rec.fail(db_key(path), server if isinstance(server, str) else "", self._failure(ev))
                 self.rec.added("sync_failures")
             self.counts["failed"] += 1
-            return Done([ev], failed=True)
+            return Done([ev], failed=True, unchanged=True)
         if not isinstance(server, str) or not server:
             self.counts["unrecorded"] += 1
             self.rep.warn_once(
                 "no-server",
                 "events without a 'server' field pass through unrecorded: put fc-transport before fc-record",
             )
-            return Done([ev])
+            return Done([ev], unchanged=True)
         if ev.get("kind") == "deleted":
             self._deleted(ev, path, server)
         elif isinstance(ev.get("url"), str) and ev.get("transported") not in NOT_SYNCED:
             self._synced(ev, path, server)
         else:
             self.counts["unrecorded"] += 1
-        return Done([ev])
+        return Done([ev], unchanged=True)
 
     def _fresh(self, path: bytes, server: str, order: int) -> bool:
         assert self.rec is not None
