@@ -11,7 +11,6 @@ from pathlib import Path
 from ..delivery.runner import Options, Stage, run_stage
 from ..errors import Exit
 from ..report import Reporter
-from ..stages.record.status import format_status, state_status
 from ..state import default_state_dir
 from ..stopping import Stopper
 from ._common import Streams, add_max_line_bytes, seconds
@@ -90,6 +89,8 @@ def run_stage_from_args(
         max_line_bytes=args.max_line_bytes,
     )
     if getattr(args, "stage_status", False):
+        from ..stages.record.status import format_status, state_status  # the records package: only for --status
+
         path = str(opts.state_path)
         io.stdout.write(format_status({"state_files": {path: state_status(path)}}).encode())
         io.stdout.flush()
