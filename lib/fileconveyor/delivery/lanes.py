@@ -22,11 +22,13 @@ from .stage import Item, Outcome, Retry
 
 LANE_BACKOFF_START = 1.0
 LANE_BACKOFF_MAX = 300.0
-# Items a lane hands out beyond its workers, per worker: they wait in the lane's queue, so a worker that
-# finishes takes the next at once instead of waiting for the main thread's next round (its commit, for many
-# small files, took longer than a transfer: workers sat idle half the time).  Per-path order is unaffected:
-# only the head of each path's queue is ever handed out.
+# Items a lane hands out beyond its workers, per worker, and at least AHEAD_MIN: they wait in the lane's queue,
+# so a worker that finishes takes the next at once instead of waiting for the main thread's next round (its
+# commit, for many small files, took longer than a transfer: workers sat idle half the time).  AHEAD_MIN is two
+# of the runner's big rounds (runner.ROUND_ITEMS): workers go on while one round gathers and commits.  Per-path
+# order is unaffected: only the head of each path's queue is ever handed out.
 AHEAD_PER_WORKER = 4
+AHEAD_MIN = 512
 
 
 class Lane:
@@ -34,7 +36,7 @@ class Lane:
         self.name = name
         self.workers = workers
         self.running = 0  # handed out: being worked on, or in ``tasks`` for the next free worker
-        self.ahead = workers * AHEAD_PER_WORKER
+        self.ahead = max(workers * AHEAD_PER_WORKER, AHEAD_MIN)
         self.ready: list[tuple[int, Item]] = []  # heads of their key queues, due now
         self.waiting: list[tuple[float, int, Item]] = []  # heads not due yet
         self.paused_until = 0.0
