@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
 SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
+# Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow
+# reader of ours, the lines of a fast writer would otherwise pile up in memory (about 0.5 KB each).
+LINES_AHEAD = 1024
 
 
 class Intake:
@@ -80,13 +83,20 @@ class Intake:
             return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
         return ack_check.own_file(path=self.opts.input)
 
-    def read(self, post: Callable[[tuple[str, Any]], None]) -> None:
-        """The reading thread: each line, then the end (or an error), posted to the runner's loop."""
+    def read(self, post: Callable[[tuple[str, Any]], None], backlog: Callable[[], int] = lambda: 0) -> None:
+        """The reading thread: each line, then the end (or an error), posted to the runner's loop; waits while
+        the runner has enough queued (``room``) or ``backlog()`` (messages posted, not taken) reaches LINES_AHEAD."""
         try:
             for line in input_lines(
                 self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
             ):
-                while not self.room.wait(0.5):
+                while True:
+                    if backlog() >= LINES_AHEAD:
+                        self.room.clear()  # the loop sets it again after its next round
+                        if backlog() < LINES_AHEAD:
+                            self.room.set()
+                    if self.room.wait(0.5):
+                        break
                     if self.stop.requested:
                         return
                 post(("line", line))

@@ -343,7 +343,9 @@ class Runner:
         # until that replay begins, what comes from the writer is held.
         for origin in self.input.acknowledge(force=True):
             self.input.holding.expect(origin)
-        reader = threading.Thread(target=self.input.read, args=(self.events.put,), name="input", daemon=True)
+        reader = threading.Thread(
+            target=self.input.read, args=(self.events.put, self.events.qsize), name="input", daemon=True
+        )
         reader.start()
         self._looping = True
         try:
@@ -485,7 +487,10 @@ class Runner:
             released = self.input.held_back(at_end=self._eof)
             if released:
                 self._round(released, [])
-            self.input.room.set() if self.sched.count < self.opts.max_queue else self.input.room.clear()
+            if self.sched.count < self.opts.max_queue and not self.sched.enough():
+                self.input.room.set()
+            else:
+                self.input.room.clear()
             self.progress.update(self._progress_text)
             if self._eof and self.sched.count == 0:
                 timed = self._timed_left()
