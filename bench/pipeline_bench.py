@@ -570,7 +570,7 @@ def _line_of(func: str, rel: str, code: str) -> str:
 WAITS = {
     _line_of("Workers._run", "delivery/lanes.py", "item = lane.tasks.get()"),
     _line_of("Runner._loop", "delivery/runner.py", "msgs = [self.events.get(timeout=timeout)]"),
-    _line_of("Runner._loop", "delivery/runner.py", "msgs.append(self.events.get(timeout=left))"),  # coalescing
+    _line_of("Runner._gather", "delivery/runner.py", "time.sleep(min(POLL, left))"),  # gathering a round
     _line_of("read_lines", "delivery/streams.py", "ready = dict(poller.poll())"),
 } - {""}
 WAITING = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (", "Connection._recv (")
