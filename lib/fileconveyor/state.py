@@ -58,7 +58,7 @@ def _command(pid: str) -> str:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except (OSError, ValueError):
         return ""
-    from .records.postgres import hide_secrets  # not at the top: records imports this module
+    from .records.pg_connect import hide_secrets  # not at the top: records imports this module
 
     argv = [hide_secrets(a) for a in argv]  # another's --db postgresql://user:password@... never shown
     # the interpreter and the launcher's path say little: from the fc-* command on

@@ -1,5 +1,6 @@
 """The synced-files record: File Conveyor's contract with web applications, in SQLite (a file, the default:
-sqlite.py) or PostgreSQL (a ``postgresql://`` URL, shared by many hosts: postgres.py).
+sqlite.py, sqlite_reader.py) or PostgreSQL (a ``postgresql://`` URL, shared by many hosts: postgres.py,
+pg_reader.py, pg_connect.py).
 
 fc-record writes it (``open_writer``); fc-verify, fc-transport's and fc-process's ``--record-db`` and
 ``fc-record --status`` read it (``open_reader``).  Each takes the same target: a path or a URL.  Both keep the
@@ -18,9 +19,10 @@ from typing import Any, Protocol
 
 from . import model
 from .model import EXTRA_COLUMNS, Deletion, Synced, Version, db_key, key_bytes
-from .postgres import is_url
-from .postgres import shown as _shown_url
-from .sqlite import MIGRATIONS, Records, SqliteReader, columns, has_table, open_readonly
+from .pg_connect import is_url
+from .pg_connect import shown as _shown_url
+from .sqlite import MIGRATIONS, Records, columns, has_table, open_readonly
+from .sqlite_reader import SqliteReader
 
 __all__ = [
     "EXTRA_COLUMNS",
@@ -114,7 +116,7 @@ def open_writer(target: str) -> Record:
 
 def open_reader(target: str) -> Reader:
     if is_url(target):
-        from .postgres import PgReader
+        from .pg_reader import PgReader
 
         return PgReader(target)
     return SqliteReader(target)
