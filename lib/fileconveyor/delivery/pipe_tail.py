@@ -19,13 +19,16 @@ Conveyor stage"):
   (``settle``), and a moment more to see whether it quits before the end.
 
 A terminal, a regular file, or a platform without FIONREAD: written is delivered,
-as before (``active`` is False).
+as before (``active`` is False).  A regular file says itself how far it got
+(``written_in_file``): a process of ours killed after appending lines and before
+recording them as written would otherwise have them appended again.
 """
 
 from __future__ import annotations
 
 import array
 import fcntl
+import json
 import os
 import select
 import stat
@@ -150,5 +153,46 @@ def unread(fd: int) -> int | None:
 def _is_pipe(fd: int) -> bool:
     try:
         return stat.S_ISFIFO(os.fstat(fd).st_mode)
+    except OSError:
+        return False
+
+
+def written_in_file(path: str, origin: str, epoch: str, window: int = 1 << 16) -> int | None:
+    """The ``hop.seq`` of the last whole line at the end of the regular file ``path`` (our ``--output``, appended
+    to in order) when that line is ours (``origin`` and ``epoch``), else None.  Only the last ``window`` bytes
+    are read; a torn last line (killed mid-write) is passed over (``torn_end`` ends it)."""
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - window))
+            tail = f.read(window)
+    except OSError:
+        return None
+    lines = tail.split(b"\n")[:-1]  # the part after the last newline is not a whole line
+    for line in reversed(lines[1:] if size > window else lines):  # the first may be cut by the window
+        if not line.strip():
+            continue
+        try:
+            hop = json.loads(line).get("hop")
+        except (ValueError, AttributeError):
+            return None
+        if isinstance(hop, dict) and hop.get("from") == origin and hop.get("epoch") == epoch:
+            seq = hop.get("seq")
+            return seq if type(seq) is int else None
+        return None
+    return None
+
+
+def torn_end(path: str) -> bool:
+    """Whether the regular file ``path`` ends in the middle of a line: the next line appended would be glued to
+    it and lost with it."""
+    try:
+        with open(path, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode) or f.seek(0, os.SEEK_END) == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
     except OSError:
         return False

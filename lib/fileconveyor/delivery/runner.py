@@ -51,7 +51,7 @@ from .durable import ACK_INTERVAL, Hop, Replays, StageState
 from .intake import Intake
 from .lanes import Scheduler, Workers
 from .options import Counters, Options
-from .pipe_tail import PipeTail
+from .pipe_tail import PipeTail, torn_end, written_in_file
 from .stage import Also, Done, Item, Outcome, Retry, Stage, StageContext, Timed
 from .streams import has_fd, is_fifo, open_fifo_for_writing
 
@@ -159,6 +159,11 @@ class Runner:
             # owner-only: every line carries our epoch, which readers take as a sign that a hop is ours
             private.private_file(out)
             self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            upto = written_in_file(out, self.state.origin, self.state.epoch)
+            if torn_end(out):  # a process killed mid-line: the torn part stays a (bad) line of its own
+                os.write(self._out_fd, b"\n")
+            if upto is not None and self._written_upto < upto < self.state.next_seq:
+                self._written_upto = upto  # appended by a process of ours killed before it recorded them
 
     def _write(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> None:
         """Write whole lines (``seqs``: theirs, for the pipe tail); a FIFO whose reader left is reopened and the
@@ -218,7 +223,7 @@ class Runner:
         reader acknowledged, or, with no File Conveyor reader, what was never written."""
         if after is None:
             due = self.replays.due()
-            after = self.state.written if due is None else due
+            after = max(self.state.written, self._written_upto) if due is None else due
         batch: list[tuple[int, bytes]] = []
         n = 0
         for seq_line in self._replay_lines(after):
