@@ -8,7 +8,8 @@ work that was really in flight).
 - ``attribute`` calls an upload a duplicate when the destination already held those bytes under that name (the
   previous upload of the name had the same hash, no deletion in between), and charges it to the kills between
   the two uploads: which stages, and whether the file was in flight in one of them (an ``inbox`` row for that
-  name and size) or only sent again because something else (an acknowledgement, a replay) lagged.
+  name and size: taken, and, since its first upload is there, sent but not yet recorded as done) or only sent
+  again because something else (an acknowledgement, a replay, fc-watch's written mark) lagged.
 """
 
 from __future__ import annotations
@@ -121,7 +122,7 @@ class Dupes:
 
     def summary(self) -> str:
         kinds = sorted({k for k, _ in self.by_kill}, key=lambda k: (-self._of(k), k))
-        parts = [f"{k} {self._of(k)} ({self.by_kill[k, True]} in flight)" for k in kinds]
+        parts = [f"{k} {self._of(k)} ({self.by_kill[k, True]} unrecorded in a killed stage)" for k in kinds]
         top = max(self.per_name.values(), default=0)
         return (
             f"uploads seen {self.uploads}, duplicates {self.total} (at most {top} for one name); "
