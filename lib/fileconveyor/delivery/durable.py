@@ -376,6 +376,10 @@ class Acknowledger:
         """Whether one of ``marks`` differs from what was last written to its writer."""
         return any(self._sent.get(origin) != mark for origin, mark in marks.items())
 
+    def reached(self, origin: str) -> bool:
+        """Whether an acknowledgement of ours got through to ``origin`` in this run."""
+        return origin in self._sent
+
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False

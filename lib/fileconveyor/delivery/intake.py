@@ -65,6 +65,9 @@ class Intake:
             vouched=self._input_vouched(),
         )
         self.holding = Holding(self.acks.session)  # our writers' replays
+        # writers whose lines we took without their replay (our acknowledgements to them failed all through the
+        # hold): the mark we had then, which we acknowledge and store until one gets through (see register)
+        self.unreplayed: dict[str, tuple[str, int]] = {}
         self.room = threading.Event()  # cleared while the runner has too much queued: reading waits
         self.room.set()
         self.order = itertools.count()
@@ -104,9 +107,35 @@ class Intake:
             post(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
         post(("eof", None))
 
+    def register(self) -> None:
+        """At start: tell every writer we know that a new process of ours reads now (the lines the previous one
+        had read and not stored died with it: the writer re-sends them), and hold each one's lines until that
+        replay begins, whether or not this first acknowledgement got through.  It can fail ("database is
+        locked" after 0.5 s, a check that refuses, a writer on another host: warnings only); taking lines then
+        would move our mark past the lost ones, and the replay our acknowledgement asks for once it gets through
+        would start after them (fc-watch re-sends nothing else: its FIFO reopen only repeats the block it was
+        writing).  The cost of holding: up to Holding.AWAIT_SECONDS at start for a writer our acknowledgements
+        do not reach (a warning says so when that wait ends), instead of lines lost."""
+        self.acknowledge(force=True)
+        for origin in self.marks:
+            self.holding.expect(origin)
+
     def acknowledge(self, force: bool = False) -> set[str]:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
-        return self.acks.send(self.ack_marks(), force=force)
+        done = self.acks.send(self.ack_marks(), force=force)
+        for origin in done & self.unreplayed.keys():
+            # the first acknowledgement to get through after we took lines without a replay: it said the mark we
+            # had then, so the writer re-sends from there (what we took since comes again: duplicates, no loss)
+            epoch, before = self.unreplayed.pop(origin)
+            if self.marks.get(origin, ("",))[0] == epoch:
+                self.marks[origin] = (epoch, before)
+                self.holding.expect(origin)
+        return done
+
+    def stored_marks(self) -> dict[str, tuple[str, int]]:
+        """The marks to commit: a writer's stays where it was while it has not re-sent what a previous process
+        of ours may have lost, so the next process asks for that again."""
+        return {**self.marks, **self.unreplayed}
 
     def unacknowledged(self) -> bool:
         """Whether a writer has not been told how far we are now."""
@@ -115,7 +144,21 @@ class Intake:
     def held_back(self, at_end: bool) -> list[bytes]:
         """Lines held while their writer re-sent (Holding) that may be taken now; they are counted (and
         numbered) again when taken."""
+        held = {origin: len(self.holding.held.get(origin, ())) for origin in self.holding.waiting}
         released = self.holding.release(at_end=at_end)
+        for origin, n in held.items():
+            # Taken without a replay from a writer our acknowledgements never reached (after AWAIT_SECONDS, or
+            # too many held): pinned (see acknowledge, stored_marks).  Not at the end of the input: no writer is
+            # left to re-send then (a pipe's replays from its acknowledgements when it runs again; a FIFO's input
+            # never ends), and a pin would make each cron run whose acknowledgement was refused (its writer gone
+            # before it was checked) take the last run's lines again.
+            if n and not at_end and origin not in self.holding.waiting and not self.acks.reached(origin):
+                if origin in self.marks:
+                    self.unreplayed.setdefault(origin, self.marks[origin])
+                self.rep.warn(
+                    f"taking {n} line(s) of {origin} without its replay: our acknowledgements do not reach it; "
+                    "what a previous process of ours read and had not stored is asked for again once one does"
+                )
         if released:
             self.lineno -= len(released)  # taken again: keep line numbers in messages right
             self.counts.read -= len(released)  # and counted again: each line is read once
@@ -158,10 +201,12 @@ class Intake:
                     # Only the last lines before the first one we see can have been meant
                     # for a process of ours (read and lost before it registered): at most
                     # a pipe buffer and one reader's queue.  Older ones are not ours.
+                    # (Held whether or not this acknowledgement gets through: see register.)
                     start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
                     self.marks[hop.origin] = (hop.epoch, start)
-                    if hop.origin in self.acks.send({hop.origin: (hop.epoch, start)}, force=True):
-                        self.holding.expect(hop.origin)
+                    self.unreplayed.pop(hop.origin, None)  # of its old epoch
+                    self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
+                    self.holding.expect(hop.origin)
                     mark = self.marks[hop.origin]
                 if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
                     continue
@@ -222,6 +267,7 @@ class Intake:
         for origin, (epoch, hwm) in self.marks.items():
             held = self.held.get((origin, epoch))
             out[origin] = (epoch, min(hwm, min(held) - 1) if held else hwm)
+        out.update(self.unreplayed)
         return out
 
     def bad(self, reason: str, line: bytes) -> None:

@@ -346,8 +346,7 @@ class Runner:
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
-        for origin in self.input.acknowledge(force=True):
-            self.input.holding.expect(origin)
+        self.input.register()
         reader = threading.Thread(
             target=self.input.read, args=(self.events.put, self.events.qsize), name="input", daemon=True
         )
@@ -735,7 +734,7 @@ class Runner:
         """A round's writes, inside its transaction.  ``careful``: each finished item in a savepoint of its own;
         one whose writes raise is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
         if took_lines:
-            self.state.save_upstream(db, self.input.marks)
+            self.state.save_upstream(db, self.input.stored_marks())
         finished: list[tuple[int]] = []
         for i, (item, outcome) in enumerate(done):
             if not careful:
