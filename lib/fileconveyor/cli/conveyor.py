@@ -11,11 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..conveyor import config as C
+from ..conveyor import config_scale as scale
 from ..conveyor import plan as P
 from ..conveyor import render, status
 from ..conveyor.servers import check_access
 from ..conveyor.supervisor import Supervisor, make_logger
 from ..errors import ConfigError, Exit
+from ..records import is_url
 from ..report import Reporter
 from ..stopping import Stopper
 from . import _common
@@ -39,6 +41,8 @@ examples:
   fc-conveyor --print config.xml > run.sh     # the same pipelines as a shell script
   fc-conveyor --supervisord config.xml > /etc/supervisor/conf.d/fileconveyor.conf
   fc-conveyor --systemd config.xml            # systemd user units (one per stage)
+  fc-conveyor --role publisher config.xml     # the storage host: fc-watch ... | fc-publish <BROKER>
+  fc-conveyor --role worker --partitions 0-3 config.xml   # a worker: fc-consume | fc-process | ...
 
 settings: the original settings.py constants go in an optional <settings> element of
 config.xml, one child each, e.g. <settings><PID_FILE>/run/fc/fc.pid</PID_FILE></settings>:
@@ -48,7 +52,9 @@ config.xml, one child each, e.g. <settings><PID_FILE>/run/fc/fc.pid</PID_FILE></
   RESTART_INTERVAL (10: longest wait before restarting a dead stage), RETRY_INTERVAL
   (first wait before retrying a deferred file; default 5, doubling each time),
   CONSOLE_LOGGER_LEVEL (WARNING),
-  FILE_LOGGER_LEVEL (INFO), MAX_SIMULTANEOUS_PROCESSORCHAINS (fc-process --jobs).
+  FILE_LOGGER_LEVEL (INFO), MAX_SIMULTANEOUS_PROCESSORCHAINS (fc-process --jobs),
+  BROKER (nats://HOST:PORT/STREAM, for --role), BROKER_PARTITIONS (fc-publish --partitions);
+  SYNCED_FILES_DB may be a postgresql:// URL (its password: better in ~/.pgpass).
   The options below override them.  Relative paths are relative to config.xml.
 
 secrets: passwords and keys in config.xml are handed to the stages through their
@@ -85,7 +91,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pid-file", type=Path, metavar="FILE", help="the PID file (default ~/.fileconveyor.pid)")
     g.add_argument("--log-file", type=Path, metavar="FILE", help="the log file (default: next to the config)")
     g.add_argument("--state-dir", type=Path, metavar="DIR", help="where the stages' state files and FIFOs live")
-    g.add_argument("--db", type=Path, metavar="FILE", help="the synced-files database (SYNCED_FILES_DB)")
+    g.add_argument(
+        "--db", metavar="FILE|URL", help="the synced-files database (SYNCED_FILES_DB): a file or postgresql:// URL"
+    )
+    r = p.add_argument_group("beyond one machine (docs/scale-out.md; <BROKER> in <settings>)")
+    r.add_argument(
+        "--role",
+        choices=P.ROLES,
+        help="run one side of the broker on this host: publisher (fc-watch [| fc-filter] | fc-publish, per source) "
+        "or worker (fc-consume | the rules' stages); default: every stage here",
+    )
+    r.add_argument(
+        "--partitions",
+        metavar="LIST",
+        help="with --role worker: the partitions of each source's stream this worker owns, e.g. 0-3 (default all)",
+    )
     return p
 
 
@@ -99,10 +119,11 @@ def load(args: argparse.Namespace) -> C.Config:
             ("pid_file", args.pid_file),
             ("log_file", args.log_file),
             ("state_dir", args.state_dir),
-            ("synced_files_db", args.db),
         )
         if v is not None
     }
+    if args.db is not None:  # a URL stays as written: a Path would fold its '//'
+        over["synced_files_db"] = args.db if is_url(args.db) else Path(args.db).expanduser().absolute()
     if args.state_dir is not None and config.settings.working_dir.is_relative_to(config.settings.state_dir):
         over["working_dir"] = over["state_dir"] / config.settings.working_dir.relative_to(config.settings.state_dir)
     if over:
@@ -120,7 +141,11 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         io.stderr.write(f"{exc}\n")
         rep.error("the config file has errors (above); nothing was started. Fix them and run again.")
         return Exit.CONFIG
-    plan = P.build(config)
+    problem = scale.role_problem(config, args.role, args.partitions)
+    if problem:
+        rep.error(problem[1])
+        return problem[0]
+    plan = P.build(config, role=args.role or P.ALL, partitions=args.partitions)
     if args.check:
         for w in config.warnings:
             rep.warn(w)

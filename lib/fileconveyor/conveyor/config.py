@@ -23,6 +23,7 @@ from pathlib import Path
 from .. import private
 from . import servers as srv
 from .config_rules import rules as parse_rules
+from .config_scale import holds_secret
 from .config_settings import Settings, parse_settings
 from .config_types import Check, Conditions, Config, ConfigError, Destination, Rule, Server, Source
 from .xmltree import Node, XMLSyntaxError, parse
@@ -59,7 +60,8 @@ def load(path: Path, *, base_dir: Path | None = None) -> Config:
     servers = _servers(c, sections["servers"], sources)
     rules = parse_rules(c, sections["rules"], sources, servers)
     settings = parse_settings(sections["settings"], path, c.base, c.error, c.warn)
-    _private_if_secret(c, path, servers)
+    settings_node = sections["settings"]
+    _private_if_secret(c, path, servers, settings, settings_node.line if settings_node is not None else 0)
     used = {r.source for r in rules}
     for s in sources:
         if s.name not in used:
@@ -157,17 +159,21 @@ def _servers(c: Check, node: Node | None, sources: list[Source]) -> dict[str, Se
     return servers
 
 
-def _private_if_secret(c: Check, path: Path, servers: dict[str, Server]) -> None:
+def _private_if_secret(
+    c: Check, path: Path, servers: dict[str, Server], settings: Settings, settings_line: int
+) -> None:
     """A password in a file every user can read is everyone's: refused, as fc-transport refuses such a --config
     (the original's config.xml always held its passwords: migrating users are told the one command to run)."""
-    holders = [s for s in servers.values() if any(s.settings.get(k) for k in srv.SECRET_SETTINGS)]
+    holders = [s.line for s in servers.values() if any(s.settings.get(k) for k in srv.SECRET_SETTINGS)]
+    if holds_secret(settings.synced_files_db):
+        holders.append(settings_line)
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     problem = private.secret_problem(path, mode) if holders else None
     if problem:
-        c.error(holders[0].line, problem)
+        c.error(holders[0], problem)
 
 
 def with_settings(config: Config, **changes: object) -> Config:

@@ -11,6 +11,7 @@ accepted with a warning saying why; any other name is an error.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import logging
 import math
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..state import default_state_dir
+from .config_scale import broker_url, record_target
 from .xmltree import Node
 
 
@@ -28,13 +30,15 @@ class Settings:
     pid_file: Path
     log_file: Path
     state_dir: Path  # the stages' state files (PERSISTENT_DATA_DB's successor)
-    synced_files_db: Path
+    synced_files_db: Path | str  # a file, or a postgresql:// URL as written (its password too: never shown)
     working_dir: Path  # fc-process's work files; never wiped, unlike the original's
     restart_interval: float
     retry_interval: float | None  # None: fc-process's own default (5 s, doubling)
     console_log_level: int
     file_log_level: int
     max_processor_chains: int | None  # MAX_SIMULTANEOUS_PROCESSORCHAINS -> fc-process --jobs; None: its default
+    broker: str | None = None  # BROKER: nats://HOST:PORT/STREAM, for fc-conveyor --role publisher|worker
+    broker_partitions: int | None = None  # BROKER_PARTITIONS: fc-publish --partitions when it makes a stream
 
 
 OBSOLETE = {
@@ -57,6 +61,8 @@ KNOWN = (
     "CONSOLE_LOGGER_LEVEL",
     "FILE_LOGGER_LEVEL",
     "MAX_SIMULTANEOUS_PROCESSORCHAINS",
+    "BROKER",
+    "BROKER_PARTITIONS",
 )
 
 
@@ -73,7 +79,9 @@ def parse_settings(
         if child.tag in OBSOLETE:
             warn(child.line, f"<{child.tag}> no longer applies and is ignored: {OBSOLETE[child.tag]}")
         elif child.tag not in KNOWN:
-            error(child.line, f"unknown setting <{child.tag}>; known: {', '.join(KNOWN)}")
+            close = difflib.get_close_matches(child.tag.upper(), KNOWN, n=1, cutoff=0.75)
+            hint = f"did you mean <{close[0]}>? " if close else ""
+            error(child.line, f"unknown setting <{child.tag}>; {hint}known: {', '.join(KNOWN)}")
         elif child.tag in given:
             error(child.line, f"<{child.tag}> given twice (first on line {given[child.tag][1]})")
         elif child.children:
@@ -114,13 +122,7 @@ def parse_settings(
             return default
         return value
 
-    chains = None
-    if "MAX_SIMULTANEOUS_PROCESSORCHAINS" in given:
-        text, line = given["MAX_SIMULTANEOUS_PROCESSORCHAINS"]
-        if text.isdigit() and int(text) > 0:
-            chains = int(text)
-        else:
-            error(line, f"<MAX_SIMULTANEOUS_PROCESSORCHAINS> must be a whole number of 1 or more, not {text!r}")
+    chains = _whole(given, "MAX_SIMULTANEOUS_PROCESSORCHAINS", error)
     state_dir = path("PERSISTENT_DATA_DB", default_state_dir_for(config_path))
     if "PERSISTENT_DATA_DB" in given and state_dir.exists() and not state_dir.is_dir():
         # most likely the original's persistent_data.db: its queue is imported with fc-record --import-queue
@@ -133,14 +135,26 @@ def parse_settings(
         pid_file=path("PID_FILE", Path(os.path.expanduser("~/.fileconveyor.pid"))),
         log_file=path("LOG_FILE", base / "fileconveyor.log"),
         state_dir=state_dir,
-        synced_files_db=path("SYNCED_FILES_DB", base / "synced_files.db"),
+        synced_files_db=record_target(given, base, error) or path("SYNCED_FILES_DB", base / "synced_files.db"),
         working_dir=path("WORKING_DIR", state_dir / "work"),
         restart_interval=number("RESTART_INTERVAL", 10.0),
         retry_interval=number("RETRY_INTERVAL", None),
         console_log_level=level("CONSOLE_LOGGER_LEVEL", logging.WARNING),
         file_log_level=level("FILE_LOGGER_LEVEL", logging.INFO),
         max_processor_chains=chains,
+        broker=broker_url(given, error),
+        broker_partitions=_whole(given, "BROKER_PARTITIONS", error),
     )
+
+
+def _whole(given: dict[str, tuple[str, int]], key: str, error: Callable[[int, str], None]) -> int | None:
+    if key not in given:
+        return None
+    text, line = given[key]
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    error(line, f"<{key}> must be a whole number of 1 or more, not {text!r}")
+    return None
 
 
 def default_state_dir_for(config_path: Path) -> Path:

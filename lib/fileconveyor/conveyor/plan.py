@@ -15,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config, Rule, Source
+from .config_scale import split_password
+from .config_scale import stream_url as scale_stream_url
 from .servers import transport_args
 
 CSS_UPDATER = "link_updater.CSSURLUpdater"
+ALL, PUBLISHER, WORKER = "all", "publisher", "worker"
+ROLES = (PUBLISHER, WORKER)
 # transporters that can tell, cheaply, that the destination holds a file's content already
 SKIP_UNCHANGED = {"symlink_or_copy", "s3", "cf", "cloudfiles", "mosso", "cumulus"}
 
@@ -60,12 +64,19 @@ class Plan:
     config: Config
     procs: list[Proc]
     fifo_dir: Path
+    role: str = ALL  # ALL: the one-machine pipelines; PUBLISHER or WORKER: one side of the broker
+
+    @property
+    def record_used(self) -> bool:
+        """Whether these stages read or write the synced-files record (a publisher's do not)."""
+        return self.role != PUBLISHER
 
     @property
     def group(self) -> str:
         """The name of the whole (supervisord group, systemd target): one per config file."""
         stem = slug(self.config.path.stem)
-        return "fileconveyor" if stem == "config" else f"fileconveyor-{stem}"
+        name = "fileconveyor" if stem == "config" else f"fileconveyor-{stem}"
+        return name if self.role == ALL else f"{name}-{self.role}"  # both roles' units can live on one host
 
     @property
     def fifos(self) -> list[Path]:
@@ -85,7 +96,10 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "x"
 
 
-def build(config: Config, *, verbose: int = 0) -> Plan:
+def build(config: Config, *, role: str = ALL, partitions: str | None = None) -> Plan:
+    """The stages of ``role``: ALL (every stage on this host), PUBLISHER (fc-watch, and fc-filter where a source
+    has one rule, then fc-publish: one stream per source) or WORKER (fc-consume of each source's stream, with
+    ``partitions`` of it, then the rules' stages).  The caller has checked that a role has its broker."""
     s = config.settings
     fifo_dir = s.state_dir / "fifo"
     procs: list[Proc] = []
@@ -93,23 +107,17 @@ def build(config: Config, *, verbose: int = 0) -> Plan:
         rules = [r for r in config.rules if r.source == source.name]
         if not rules:
             continue  # validated: the loader warns about a source no rule uses
-        watch_out = fifo_dir / f"{slug(source.name)}.fifo"
-        watch = Proc(
-            name=f"{slug(source.name)}-watch",
-            command="fc-watch",
-            args=[
-                "--source",
-                f"{source.name}={source.scan_path}",
-                *(["--ignore-dirs", ":".join(config.ignored_dirs)] if config.ignored_dirs else []),
-                "--state",
-                str(s.state_dir / f"{slug(source.name)}-watch.db"),
-            ],
-            outputs=[watch_out],
-            state=s.state_dir / f"{slug(source.name)}-watch.db",
-            label=f"source {source.name}",
-        )
-        procs.append(watch)
-        inputs = [watch_out]
+        head_out = fifo_dir / f"{slug(source.name)}.fifo"
+        # A source with one rule is filtered before the broker: what no rule wants never crosses it.
+        filter_first = role != ALL and len(rules) == 1 and rules[0].conditions is not None
+        if role == WORKER:
+            procs.append(_consume(config, source, head_out, partitions))
+        else:
+            procs.append(_watch(config, source, head_out))
+        if role == PUBLISHER:
+            procs.extend(_publish(config, source, rules[0] if filter_first else None, head_out, fifo_dir))
+            continue
+        inputs = [head_out]
         if len(rules) > 1:
             inputs = [fifo_dir / f"{slug(source.name)}-r{i}.fifo" for i in range(1, len(rules) + 1)]
             procs.append(
@@ -117,18 +125,89 @@ def build(config: Config, *, verbose: int = 0) -> Plan:
                     name=f"{slug(source.name)}-tee",
                     command="fc-tee",
                     args=[],
-                    input=watch_out,
+                    input=head_out,
                     outputs=inputs,
                     label=f"source {source.name}: one copy per rule",
                 )
             )
         for i, (rule, feed) in enumerate(zip(rules, inputs, strict=True), start=1):
-            procs.extend(_rule(config, source, rule, i, feed, fifo_dir))
-    return Plan(config, procs, fifo_dir)
+            procs.extend(_rule(config, source, rule, i, feed, fifo_dir, filtered=filter_first))
+    return Plan(config, procs, fifo_dir, role)
 
 
-def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fifo_dir: Path) -> list[Proc]:
+def stream_url(config: Config, source: Source) -> str:
+    broker = config.settings.broker
+    assert broker is not None, "checked by the caller (config_scale.role_problem): a role needs <BROKER>"
+    return scale_stream_url(broker, source.name)
+
+
+def _watch(config: Config, source: Source, out: Path) -> Proc:
+    state = config.settings.state_dir / f"{slug(source.name)}-watch.db"
+    args = ["--source", f"{source.name}={source.scan_path}"]
+    if config.ignored_dirs:
+        args += ["--ignore-dirs", ":".join(config.ignored_dirs)]
+    return Proc(
+        name=f"{slug(source.name)}-watch",
+        command="fc-watch",
+        args=[*args, "--state", str(state)],
+        outputs=[out],
+        state=state,
+        label=f"source {source.name}",
+    )
+
+
+def _consume(config: Config, source: Source, out: Path, partitions: str | None) -> Proc:
+    state = config.settings.state_dir / f"{slug(source.name)}-consume.db"
+    args = ["--partitions", partitions] if partitions else []
+    return Proc(
+        name=f"{slug(source.name)}-consume",
+        command="fc-consume",
+        args=[*args, stream_url(config, source), "--state", str(state)],
+        outputs=[out],
+        state=state,
+        label=f"source {source.name} from the broker",
+    )
+
+
+def _publish(config: Config, source: Source, rule: Rule | None, feed: Path, fifo_dir: Path) -> list[Proc]:
     s = config.settings
+    procs: list[Proc] = []
+    base = slug(source.name)
+    if rule is not None:  # the source's one rule's filter, before the broker
+        out = fifo_dir / f"{base}-r1-filter.fifo"
+        state = s.state_dir / f"{base}-r1-filter.db"
+        procs.append(
+            Proc(
+                f"{base}-r1-filter",
+                "fc-filter",
+                [*_filter_args(rule), "--state", str(state)],
+                input=feed,
+                outputs=[out],
+                state=state,
+                label=f"rule {rule.label!r}",
+            )
+        )
+        feed = out
+    args = ["--partitions", str(s.broker_partitions)] if s.broker_partitions else []
+    state = s.state_dir / f"{base}-publish.db"
+    procs.append(
+        Proc(
+            f"{base}-publish",
+            "fc-publish",
+            [*args, stream_url(config, source), "--state", str(state)],
+            input=feed,
+            state=state,
+            label=f"source {source.name} to the broker",
+        )
+    )
+    return procs
+
+
+def _rule(
+    config: Config, source: Source, rule: Rule, index: int, feed: Path, fifo_dir: Path, *, filtered: bool = False
+) -> list[Proc]:
+    s = config.settings
+    record, record_env = split_password(s.synced_files_db)  # its password goes in the environment, not on argv
     base = f"{slug(source.name)}-r{index}"
     label = f"rule {rule.label!r}"
     procs: list[Proc] = []
@@ -162,7 +241,7 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
         if out:
             feed = out
 
-    if rule.conditions is not None:
+    if rule.conditions is not None and not filtered:
         stage("filter", "fc-filter", _filter_args(rule))
     # CSSURLUpdater writes each server's URLs into the CSS, so its output differs per
     # destination: one fc-process (and fc-transport) per destination then.
@@ -195,12 +274,12 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
             if s.retry_interval is not None:
                 args += ["--retry-delay", f"{s.retry_interval:g}"]
             if CSS_UPDATER in rule.processors:
-                args += ["--server", dests[0].server, "--record-db", str(s.synced_files_db)]
+                args += ["--server", dests[0].server, "--record-db", record]
                 if source.document_root:
                     args += ["--document-root", str(source.document_root)]
                 if source.base_path:
                     args += ["--base-path", source.base_path]
-            stage(f"process{sub}", "fc-process", args)
+            stage(f"process{sub}", "fc-process", args, env=record_env if CSS_UPDATER in rule.processors else None)
         targs: list[str] = []
         env: dict[str, str] = {}
         for d in dests:
@@ -213,7 +292,8 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
             env.update(ta.env)
         if rule.deletion_delay is not None:
             # deletions fc-record makes at the source must not be propagated (the rule's intent)
-            targs += ["--record-db", str(s.synced_files_db)]
+            targs += ["--record-db", record]
+            env.update(record_env)
         if all(config.servers[d.server].transporter in SKIP_UNCHANGED for d in dests):
             # a file the destination already holds is not sent again: after a restart, or
             # after importing the original's synced_files.db, nothing is uploaded twice
@@ -224,14 +304,14 @@ def _rule(config: Config, source: Source, rule: Rule, index: int, feed: Path, fi
         targs += ["--source", f"{source.name}={source.scan_path}"]
         # what failed for good before (a permission fixed since) is tried again at each start
         stage(f"transport{sub}", "fc-transport", targs, env=env, first=["--retry-failed"])
-        rargs = ["--db", str(s.synced_files_db)]
+        rargs = ["--db", record]
         if rule.deletion_delay is not None:
             rargs += ["--delete-source-after", str(rule.deletion_delay)]
             for d in rule.destinations:
                 rargs += ["--require-server", d.server]
             # the tree fc-watch watches, which fc-record deletes beneath (an event cannot say where)
             rargs += ["--source", f"{source.name}={source.scan_path}"]
-        stage(f"record{sub}", "fc-record", rargs, last=True)
+        stage(f"record{sub}", "fc-record", rargs, env=record_env, last=True)
     return procs
 
 

@@ -9,7 +9,8 @@ import sqlite3
 import time
 from typing import Any
 
-from ..errors import ConfigError
+from .. import records
+from ..errors import ConfigError, RetryableError
 from ..records import has_table, open_readonly
 from ..stages.record.status import state_status, synced_status
 from ..state import lock_holder
@@ -63,8 +64,12 @@ def gather(plan: Plan) -> dict[str, Any]:
         "status_age_seconds": round(time.time() - sup["at"], 1) if live else None,
         "stages": stages,
     }
-    if s.synced_files_db.exists():
-        out["synced"] = synced_status(str(s.synced_files_db))
+    target = str(s.synced_files_db)
+    if plan.record_used and records.exists(target):
+        try:  # a URL as written (its password too): synced_status shows it without
+            out["synced"] = synced_status(target)
+        except (ConfigError, RetryableError) as exc:  # a shared record's server down or refusing us
+            out["synced"] = {"db": records.shown(target), "note": str(exc)}
     return out
 
 
@@ -122,7 +127,9 @@ def format_status(st: dict[str, Any]) -> str:
                 text += f", {q['quarantined']} set aside (quarantine)"
         lines.append(text + f"   [{x['label']}]")
     syn = st.get("synced")
-    if syn:
+    if syn and "note" in syn:
+        lines.append(f"{syn['db']}: cannot be read now: {syn['note']}")
+    elif syn:
         lines.append(f"{syn['db']}: {sum(syn['synced'].values())} synced file(s)")
         for server, n in syn["synced"].items():
             failed = syn["failed"].get(server)

@@ -29,7 +29,7 @@ from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
 from . import state_home
-from .plan import Plan, Proc
+from .plan import PUBLISHER, Plan, Proc
 from .render import bin_dir, command_argv
 from .servers import check_access
 
@@ -212,12 +212,14 @@ class Supervisor:
 
     def prepare(self) -> None:
         s = self.settings
-        for setting, d, mine in (
+        dirs = [
             ("PERSISTENT_DATA_DB (--state-dir)", s.state_dir, True),
             ("PERSISTENT_DATA_DB (--state-dir)", self.plan.fifo_dir, True),
             ("WORKING_DIR", s.working_dir, True),
-            ("SYNCED_FILES_DB (--db)", s.synced_files_db.parent, False),  # the web server reads the database
-        ):
+        ]
+        if self.plan.record_used and isinstance(s.synced_files_db, Path):  # not a postgresql:// URL
+            dirs.append(("SYNCED_FILES_DB (--db)", s.synced_files_db.parent, False))  # the web server reads it
+        for setting, d, mine in dirs:
             try:
                 if mine:  # owner-only: state files, FIFOs and work files are File Conveyor's private data
                     private.private_dir(d)
@@ -276,6 +278,8 @@ class Supervisor:
 
     def check_servers(self) -> None:
         """Log in to every server as its fc-transport will: a refusal is exit 3 before any stage starts."""
+        if self.plan.role == PUBLISHER:
+            return  # its workers log in to the servers
         servers = list(self.plan.config.servers.values())
         check_access(servers, lambda text: self.log.warning(f"Server connection test: {text}"))
         for server in servers:

@@ -1,0 +1,123 @@
+"""config.xml's settings for running beyond one machine (docs/scale-out.md): the broker and a shared record.
+
+    <settings>
+      <BROKER>nats://broker:4222/FC</BROKER>                        <!-- fc-conveyor --role publisher|worker -->
+      <BROKER_PARTITIONS>8</BROKER_PARTITIONS>                      <!-- when fc-publish makes a stream -->
+      <SYNCED_FILES_DB>postgresql://fc@db.example/cdn</SYNCED_FILES_DB>
+    </settings>
+
+A password is a secret.  In the record's URL it is taken out of every command line (``ps`` shows those, and
+--print, --supervisord and --systemd print them) and handed to the stages as libpq's ``PGPASSWORD`` in their
+environment, named, never printed; ``~/.pgpass`` (``PGPASSFILE``) is better still.  fc-publish and fc-consume
+take their credentials only in the URL, so a broker URL with a user or password is refused: it would be on every
+command line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from ..delivery.nats_hop import parse_partitions, parse_url
+from ..errors import Exit, FCError, UsageError
+from ..records import is_url, shown
+
+if TYPE_CHECKING:
+    from .config_types import Config
+
+PASSWORD_VAR = "PGPASSWORD"  # libpq's own: psycopg reads it when the URL has no password
+
+
+def broker_url(given: dict[str, tuple[str, int]], error: Callable[[int, str], None]) -> str | None:
+    """<BROKER>, checked as fc-publish checks it; its problems go to ``error``, never showing a password."""
+    if "BROKER" not in given:
+        return None
+    text, line = given["BROKER"]
+    if not text:
+        error(line, "<BROKER> is empty; give the broker's address, e.g. nats://broker:4222/FC")
+        return None
+    try:
+        parts = urlsplit(text)
+        userinfo = "@" in parts.netloc
+    except ValueError:
+        userinfo = False
+    if userinfo:
+        error(
+            line,
+            "<BROKER> holds a user or password (not shown): fc-publish and fc-consume would get it on their "
+            "command line, which every user can read (ps); give the broker's address without it",
+        )
+        return None
+    try:
+        parse_url(text)
+    except UsageError as exc:
+        error(line, f"<BROKER>: {exc}")
+        return None
+    return text
+
+
+def record_target(given: dict[str, tuple[str, int]], base: Path, error: Callable[[int, str], None]) -> str | None:
+    """<SYNCED_FILES_DB> when it is a postgresql:// URL (a file path is the caller's), else None."""
+    if "SYNCED_FILES_DB" not in given:
+        return None
+    text, line = given["SYNCED_FILES_DB"]
+    if not is_url(text):
+        return None
+    if shown(text).startswith("postgresql://("):  # two '@' (a password not percent-encoded), or unreadable
+        error(line, f"<SYNCED_FILES_DB> {shown(text)}: percent-encode the password ('@' is %40) or use ~/.pgpass")
+        return None
+    return text
+
+
+def split_password(target: Path | str) -> tuple[str, dict[str, str]]:
+    """The record as the stages get it on their command line, and the environment that carries its password."""
+    if not is_url(str(target)):
+        return str(target), {}
+    url = str(target)
+    parts = urlsplit(url)
+    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
+    if parts.password:
+        found.append(unquote(parts.password))
+    return shown(url), ({PASSWORD_VAR: found[0]} if found else {})
+
+
+def holds_secret(target: Path | str) -> bool:
+    return bool(split_password(target)[1])
+
+
+def stream_url(broker: str, source: str) -> str:
+    """Each source's events go through a stream of their own, STREAM-SOURCE: a worker's stages check an event's
+    source (--source), and a stream's partitions are per path of one tree."""
+    head, _, stream = broker.rstrip("/").rpartition("/")
+    if head.endswith(":/"):  # no /STREAM in the URL: fc-publish's default
+        head, stream = broker.rstrip("/"), "FC"
+    return f"{head}/{stream}-{source}"
+
+
+def role_problem(config: Config, role: str | None, partitions: str | None) -> tuple[int, str] | None:
+    """Why ``role`` cannot run from ``config``: (exit status, one line naming what is missing), or None."""
+    if partitions is not None and role != "worker":
+        return Exit.USAGE, "--partitions goes with --role worker"
+    if role is None:
+        return None
+    broker = config.settings.broker
+    if broker is None:
+        return Exit.CONFIG, (
+            f"{config.path}: --role {role} needs the broker's address: add <BROKER>nats://HOST:4222/FC</BROKER> "
+            f"to <settings>"
+        )
+    for source in config.sources:
+        stream = stream_url(broker, source.name).rpartition("/")[2]
+        if len(stream) > 64:
+            return (
+                Exit.CONFIG,
+                f"{config.path}: stream {stream} (<BROKER>'s, '-', source {source.name}) is over 64 characters",
+            )
+    if partitions is not None:
+        try:
+            parse_partitions(partitions, config.settings.broker_partitions)
+        except FCError as exc:
+            return exc.exit, str(exc)
+    return None
