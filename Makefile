@@ -10,7 +10,7 @@ DEMO_OUT ?= $(CURDIR)/.cache/demo
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps demo test lint check bench chaos css-soak clean
+.PHONY: help deps test-deps demo test lint check bench chaos scale-chaos scale-bench css-soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,15 @@ ROUNDS ?= 200
 FILES ?= 3000
 chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
 	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
+
+SCALE_ROUNDS ?= 40
+SCALE_FILES ?= 2000
+scale-chaos: test-deps ## fc-publish, 3 fc-consume workers and nats-server killed -9 for SCALE_ROUNDS rounds over SCALE_FILES files; nothing lost
+	$(RUN) $(PY) bench/scale_chaos.py --rounds $(SCALE_ROUNDS) --files $(SCALE_FILES)
+
+SCALE_BENCH_FILES ?= 400
+scale-bench: test-deps ## files/s through the broker hop with 1, 2 and 4 workers doing 50 ms per file; CPU per event
+	$(RUN) $(PY) bench/scale_bench.py --files $(SCALE_BENCH_FILES)
 
 CSS_ROUNDS ?= 30
 css-soak: test-deps ## unique names + link_updater: change CSS_ROUNDS bursts (default 30) of a 40-stylesheet site, check no published reference breaks
