@@ -23,7 +23,7 @@ examples:
   fc-watch /srv/www | fc-filter --extensions css:js | fc-publish --partitions 16 nats://broker/FC
 
 the stream: made on first use (file storage, work-queue retention) with subjects
-STREAM.p.0 ... STREAM.p.N-1; each event goes to the partition of its path (CRC-32 of
+STREAM.p.0 ... STREAM.p.N-1; each event goes to the partition of its path (a hash of
 the path modulo N), so the events of one path keep their order.  The number of
 partitions is fixed when the stream is made; fc-consume reads it from the stream.
 

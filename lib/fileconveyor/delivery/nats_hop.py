@@ -6,8 +6,10 @@ Everything fc-publish and fc-consume know about NATS is here (issue 18: another 
 - the stream: subjects ``STREAM.p.<k>``, one per partition, kept on disk (file storage), work-queue retention
   (a message goes once its partition's consumer acknowledged it), duplicates dropped by ``Nats-Msg-Id`` within
   the duplicate window; the number of partitions is written in the stream's description, so both ends agree;
-- partitions: the CRC-32 of an event's path modulo the number of partitions, so all events of one path go
-  through one partition, in order, to the one consumer that owns it;
+- partitions: a hash of an event's path (BLAKE2b, 64 bits) modulo the number of partitions, so all events of one
+  path go through one partition, in order, to the one consumer that owns it (CRC-32 was tried first: it is
+  linear, so numbered names can fall into partitions in a regular pattern: f00000.txt to f00399.txt went
+  60/40/60/40..., one of 4 workers getting 30%; a cryptographic hash spreads any names like a random one);
 - the message id: the event's ``id`` with the writer's epoch and seq (``hop``): fc-watch re-sends a line
   unchanged (same id, same seq), which the server then drops; a file deleted and restored with the same
   metadata has an id seen before, but not with the same seq, so it is not taken for a duplicate;
@@ -24,7 +26,6 @@ import asyncio
 import hashlib
 import re
 import threading
-import zlib
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -96,7 +97,7 @@ def parse_partitions(text: str, total: int | None = None) -> list[int]:
 
 def partition_of(path: bytes, partitions: int) -> int:
     """Stable across processes and hosts (Python's hash() is not)."""
-    return zlib.crc32(path) % partitions
+    return int.from_bytes(hashlib.blake2b(path, digest_size=8).digest(), "big") % partitions
 
 
 def subject(stream: str, partition: int) -> str:
