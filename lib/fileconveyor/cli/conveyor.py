@@ -149,7 +149,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.check:
         for w in config.warnings:
             rep.warn(w)
-        check_access(list(config.servers.values()), rep.warn)  # a refusal: exit 3, "valid" it is not
+        if plan.role != P.PUBLISHER:  # a storage host's stages send nothing: its workers log in
+            check_access(list(config.servers.values()), rep.warn)  # a refusal: exit 3, "valid" it is not
         io.stdout.write(
             f"{config.path}: valid. {len(config.sources)} source(s), {len(config.servers)} server(s), "
             f"{len(config.rules)} rule(s): {len(plan.procs)} stage process(es).\n".encode()

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from .config_scale import PASSWORD_VAR
-from .plan import ALL, Plan, Proc
+from .plan import ALL, WORKER, Plan, Proc
 
 RECORD_SECRET = "the synced-files database (SYNCED_FILES_DB)"
 
@@ -105,7 +105,9 @@ def shell(plan: Plan) -> str:
     lines = [
         "#!/usr/bin/env bash",
         f"# File Conveyor pipelines, {header(plan)}.",
-        "# Live until Ctrl-C; add --scan-once to fc-watch for one pass (cron): the script",
+        "# Live until Ctrl-C; add --scan-once to fc-watch for one pass (cron): the script"
+        if plan.role != WORKER
+        else "# Live until Ctrl-C; add --idle-exit SECONDS to fc-consume for one pass (cron): the script",
         "# then ends when every branch is done, with the worst exit status of them all.",
         "set -uo pipefail",
     ]
