@@ -33,7 +33,7 @@ FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.ma
 SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
 # Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow
 # reader of ours, the lines of a fast writer would otherwise pile up in memory (about 0.5 KB each).
-LINES_AHEAD = 1024
+LINES_AHEAD = 512
 
 
 class Intake:

@@ -29,11 +29,11 @@ LANE_BACKOFF_MAX = 300.0
 # order is unaffected: only the head of each path's queue is ever handed out.
 AHEAD_PER_WORKER = 4
 AHEAD_MIN = 512
-# Items of a lane with workers from which reading waits (Scheduler.enough): many rounds of work, while each
+# Items of a lane with workers from which reading waits (Scheduler.enough): two rounds of work, while each
 # item in memory costs about 4 KB (fc-transport read 10,000 events at once: 75 MB, 29 MB without them).  A
 # paused lane's items and those waiting for their retry time do not count, so a dead server or a file to be
 # tried later never stops the other lanes' reading (Options.max_queue still caps them all).
-READ_AHEAD = 2 * AHEAD_MIN
+READ_AHEAD = AHEAD_MIN
 
 
 class Lane:
