@@ -250,6 +250,17 @@ def test_publisher_and_worker_from_one_config_fill_the_shared_record(
         st = conveyor("--status", "--json", "--role", "worker", "--state-dir", tmp_path / "worker" / "state", cfg)
         status = json.loads(st.stdout)
         assert status["synced"]["synced"] == {"cdn": 4} and not any(s in st.stdout for s in SECRETS)
+        texts = {
+            role: conveyor("--status", "--role", role, "--state-dir", tmp_path / role / "state", cfg).stdout
+            for role in ("worker", "publisher")
+        }
+        assert (
+            "  site-consume " in texts["worker"]
+            and "/roles_" in texts["worker"]
+            and "4 synced file(s)" in texts["worker"]
+        )
+        assert "  img-publish " in texts["publisher"] and "synced" not in texts["publisher"]  # no record there
+        assert all(line.split()[1] == "running" for line in texts["publisher"].splitlines()[1:])
     finally:
         for p in (publisher, worker):
             p.send_signal(signal.SIGTERM)
@@ -273,3 +284,15 @@ def test_the_record_url_on_one_machine_and_its_password_kept_private(tmp_path: P
     cfg = make_config(tmp_path, None, "postgresql://fc:p@ss@db.example/cdn")
     out = conveyor("--print", cfg)
     assert out.returncode == 3 and "<SYNCED_FILES_DB>" in out.stderr and "p@ss" not in out.stderr
+
+
+def test_the_record_password_is_taken_out_of_the_url_in_either_place() -> None:
+    from fileconveyor.conveyor.config_scale import split_password
+
+    assert split_password("postgresql://fc@h/cdn?sslmode=require&password=x%40y") == (
+        "postgresql://fc@h/cdn?sslmode=require",
+        {"PGPASSWORD": "x@y"},
+    )
+    assert split_password("postgresql://fc:a%3Ab@h:5433/cdn") == ("postgresql://fc@h:5433/cdn", {"PGPASSWORD": "a:b"})
+    assert split_password("postgresql://fc@h/cdn") == ("postgresql://fc@h/cdn", {})  # ~/.pgpass, PGPASSFILE
+    assert split_password(Path("/srv/fc/synced_files.db")) == ("/srv/fc/synced_files.db", {})

@@ -18,11 +18,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import urlsplit
 
 from ..delivery.nats_hop import parse_partitions, parse_url
 from ..errors import Exit, FCError, UsageError
 from ..records import is_url, shown
+from ..records.pg_connect import password as pg_password
 
 if TYPE_CHECKING:
     from .config_types import Config
@@ -76,11 +77,8 @@ def split_password(target: Path | str) -> tuple[str, dict[str, str]]:
     if not is_url(str(target)):
         return str(target), {}
     url = str(target)
-    parts = urlsplit(url)
-    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
-    if parts.password:
-        found.append(unquote(parts.password))
-    return shown(url), ({PASSWORD_VAR: found[0]} if found else {})
+    secret = pg_password(url)
+    return shown(url), ({PASSWORD_VAR: secret} if secret else {})
 
 
 def holds_secret(target: Path | str) -> bool:

@@ -69,6 +69,16 @@ def _driver() -> Any:
     return psycopg
 
 
+def password(url: str) -> str | None:
+    """The password the URL carries (``?password=`` or in its user part, decoded), or None: what fc-conveyor
+    hands the stages as ``PGPASSWORD`` instead of putting it on their command lines."""
+    parts = urlsplit(url)
+    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
+    if parts.password:
+        found.append(unquote(parts.password))
+    return found[0] if found and found[0] else None
+
+
 def _secrets(url: str) -> list[str]:
     parts = urlsplit(url)
     found = [v for k, v in parse_qsl(parts.query) if k == "password"]
