@@ -23,6 +23,7 @@ the stages, which are threads, call it with ``call``.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import re
 import threading
@@ -156,7 +157,7 @@ class Broker:
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(self.timeout * 2 if timeout is None else timeout)
-        except TimeoutError:
+        except concurrent.futures.TimeoutError:  # not the built-in TimeoutError before Python 3.11
             fut.cancel()
             raise
 

@@ -187,11 +187,12 @@ class Feed:
         except ValueError:
             oseq = -1
         ev.pop("hop", None)  # a hop of the publisher's host (or a forged one): never acknowledged to from here
-        if "order" not in ev:
-            # for fc-record's fence (stages/record/stage.py): when the server stored it, in microseconds; the events
-            # of a path are stored in their order, and a stale copy stored later never gets past our fence
-            with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
-                ev["order"] = round(msg.metadata.timestamp.timestamp() * 1_000_000)
+        # for fc-record's fence (stages/record/stage.py): when the server stored it, in microseconds.  The events of
+        # a path are stored in their order (one partition) and a stale copy stored later never gets past our
+        # fence; an ``order`` from before the hop (anyone's) is replaced: this one is the path's order from here
+        ev.pop("order", None)
+        with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
+            ev["order"] = round(msg.metadata.timestamp.timestamp() * 1_000_000)
         ev[FIELD] = {"p": k, "sseq": sseq, "reply": msg.reply, "epoch": headers.get(N.HEADER_EPOCH, ""), "oseq": oseq}
         self.hold((k, sseq), msg.reply)
         self.lines.put(E.encode(ev))
