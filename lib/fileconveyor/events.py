@@ -273,6 +273,12 @@ class EventWriter:
         """The file descriptor lines go to (None: an in-memory stream)."""
         return self._fd
 
+    def _close_fd(self) -> None:
+        if not self.stream.closed and self.stream.fileno() == self._fd:
+            self.stream.close()
+        elif self._fd is not None and self._fd >= 0:
+            os.close(self._fd)
+
     def flush(self) -> None:
         if not self._buf:
             return
@@ -289,6 +295,10 @@ class EventWriter:
             except BrokenPipeError:
                 if self.reopen is None:
                     raise
+                # Our old end goes first: a FIFO's pipe, with what the last reader left unread in it (half a
+                # line, often), lives while one end is open, and the next reader would read that glued to ours.
+                self._close_fd()
+                self._fd = -1  # stopped while waiting (reopen raises): no write may reach a reused number
                 self._fd = self.reopen()
                 view = memoryview(data)  # whole lines for the new reader; it drops what it had
 
