@@ -234,7 +234,7 @@ def test_message_ids_tell_a_resend_from_a_restored_file() -> None:
 def test_consumer_killed_mid_run_loses_nothing_and_keeps_each_path_in_order(
     tmp_path: Path, nats_server: NatsServer
 ) -> None:
-    src = make_src(tmp_path, 200)
+    src = make_src(tmp_path, 120)
     dest = tmp_path / "dest"
     url = nats_server.stream_url()
     data = scan(tmp_path, src)
