@@ -35,6 +35,8 @@ def main() -> int:
     args = p.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="fc-chaos-"))
     started = time.monotonic()
+    if shutil.which("inotifywait") is None:
+        print("chaos: no inotifywait (Debian: inotify-tools): duplicate uploads are not traced", file=sys.stderr)
     report = chaos.run(
         work,
         args.rounds,

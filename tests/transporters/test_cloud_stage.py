@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import boto3
@@ -185,6 +186,42 @@ def test_pending_invalidations_survive_kill_9(s3_server: s3srv.S3Server, tmp_pat
     assert [sorted(b) for b in _invalidated(s3_server, dist)] == [sorted(f"/{prefix}/{rel}" for rel in rels)]
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM invalidations").fetchone() == (0,)
+
+
+def test_work_taken_over_from_a_killed_run_is_not_sent_again_but_still_purged(
+    s3_server: s3srv.S3Server, tmp_path: Path, state_dir: Path
+) -> None:
+    """What a kill between the uploads and their commit leaves: the objects in the bucket, the events still in the
+    inbox, no invalidation rows (they are written in that commit).  The restart looks first (no PUT, events say
+    "unchanged") and still sends the purge, since nothing recorded the killed run's."""
+    rels = [f"css/{i}.css" for i in range(5)]
+    root = _site(tmp_path, {rel: rel.encode() for rel in rels})
+    dist, prefix = _distribution(s3_server), _unique()
+    state = tmp_path / "t.db"
+    argv = [*_to(s3_server, "cf", prefix, distribution_id=dist, invalidate_after="0"), "--state", str(state)]
+    first = call(transport_main, argv, events_for(root, rels))
+    assert first.status == 0, first.stderr
+    server = {ev["server"] for ev in _out(first.stdout).values()}.pop()
+    keys = {rel: f"{s3srv.BUCKET}/{prefix}/{rel}" for rel in rels}
+    writes = {rel: s3_server.writes(key) for rel, key in keys.items()}
+    with sqlite3.connect(state) as db:  # the commit of the uploads undone: the events back in the inbox
+        db.executemany(
+            "INSERT INTO inbox(line, lane, key) VALUES (?, ?, ?)",
+            [
+                (line + b"\n", server, str(root / rel).encode())
+                for rel, line in zip(rels, events_for(root, rels).splitlines(), strict=True)
+            ],
+        )
+    purged = len(_invalidated(s3_server, dist))
+
+    again = call(transport_main, argv, b"")
+    assert again.status == 0, again.stderr
+    assert {rel: ev["transported"] for rel, ev in _out(again.stdout).items()} == dict.fromkeys(rels, "unchanged")
+    assert {rel: s3_server.writes(key) for rel, key in keys.items()} == writes  # not one PUT
+    # each path purged once by each run (in as many requests as items came together)
+    purges = Counter(path for batch in _invalidated(s3_server, dist) for path in batch)
+    assert len(_invalidated(s3_server, dist)) > purged
+    assert purges == dict.fromkeys((f"/{prefix}/{rel}" for rel in rels), 2)
 
 
 # -- create-distribution ----------------------------------------------------------------------------
