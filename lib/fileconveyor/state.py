@@ -58,9 +58,11 @@ def _command(pid: str) -> str:
             argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
     except (OSError, ValueError):
         return ""
+    from .delivery.nats_hop import hide_secrets as broker_secrets
     from .records.pg_connect import hide_secrets  # not at the top: records imports this module
 
-    argv = [hide_secrets(a) for a in argv]  # another's --db postgresql://user:password@... never shown
+    # another's --db postgresql://user:password@... or nats://user:password@... (or token@) never shown
+    argv = [broker_secrets(hide_secrets(a)) for a in argv]
     # the interpreter and the launcher's path say little: from the fc-* command on
     start = next((i for i, a in enumerate(argv) if os.path.basename(a).startswith("fc-")), 0)
     text = " ".join([os.path.basename(argv[start]), *argv[start + 1 :]]) if argv else ""

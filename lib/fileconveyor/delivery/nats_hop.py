@@ -3,9 +3,10 @@
 Everything fc-publish and fc-consume know about NATS is here (issue 18: another kind of hop is one module):
 
 - the address: ``nats://[user:password@]host:port/STREAM`` (STREAM defaults to FC);
-- the stream: subjects ``STREAM.p.<k>``, one per partition, kept on disk (file storage), work-queue retention
-  (a message goes once its partition's consumer acknowledged it), duplicates dropped by ``Nats-Msg-Id`` within
-  the duplicate window; the number of partitions is written in the stream's description, so both ends agree;
+- the stream: subjects ``STREAM.p.<k>``, one per partition and only those (a message to any other is refused),
+  kept on disk (file storage), work-queue retention (a message goes once its partition's consumer acknowledged
+  it), duplicates dropped by ``Nats-Msg-Id`` within the duplicate window; the number of partitions is written in
+  the stream's description, so both ends agree;
 - partitions: a hash of an event's path (BLAKE2b, 64 bits) modulo the number of partitions, so all events of one
   path go through one partition, in order, to the one consumer that owns it (CRC-32 was tried first: it is
   linear, so numbered names can fall into partitions in a regular pattern: f00000.txt to f00399.txt went
@@ -75,8 +76,24 @@ def parse_url(url: str) -> Target:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     auth = parts.netloc.rpartition("@")[0]
     servers = f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}"
-    shown = f"{parts.scheme}://{parts.username + '@' if parts.username else ''}{host}:{port}/{stream}"
-    return Target(servers, stream, shown)
+    return Target(servers, stream, hide_secrets(f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}/{stream}"))
+
+
+_USERINFO = re.compile(r"^((?:nats|tls)://)([^@/?#]*)@")
+
+
+def hide_secrets(arg: str) -> str:
+    """A broker URL (or a command-line argument ``--flag=URL``) as messages may show it: ``user:password@``
+    keeps only the user, and a lone ``token@`` (NATS token authentication) is not shown at all."""
+
+    def hide(m: re.Match[str]) -> str:
+        user, colon, _ = m.group(2).partition(":")
+        return m.group(1) + (user + "@" if colon else "***@")
+
+    flag, eq, value = arg.partition("=")
+    if eq and _USERINFO.match(value) and not _USERINFO.match(arg):
+        return flag + "=" + _USERINFO.sub(hide, value)
+    return _USERINFO.sub(hide, arg)
 
 
 def parse_partitions(text: str, total: int | None = None) -> list[int]:
@@ -199,7 +216,9 @@ class Broker:
             n = partitions or DEFAULT_PARTITIONS
             config = api.StreamConfig(
                 name=self.target.stream,
-                subjects=[f"{self.target.stream}.p.*"],
+                # each partition's subject, not STREAM.p.*: a message published to STREAM.p.99 or STREAM.p.x
+                # (by anything but fc-publish) is refused, instead of kept for ever where no consumer reads
+                subjects=[subject(self.target.stream, k) for k in range(n)],
                 storage=api.StorageType.FILE,
                 retention=api.RetentionPolicy.WORK_QUEUE,
                 duplicate_window=duplicate_window,

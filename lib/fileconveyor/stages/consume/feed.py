@@ -174,10 +174,16 @@ class Feed:
         self.last_message = time.monotonic()
         try:
             sseq = int(msg.metadata.sequence.stream)
+        except (ValueError, AttributeError, TypeError):
+            sseq = None
+        try:
+            if sseq is None:
+                raise ValueError("no stream sequence")
             ev = E.decode(msg.data)
-        except (E.EventError, ValueError, AttributeError) as exc:
+        except (E.EventError, ValueError) as exc:
             self.bad += 1
-            self.rep.error(f"partition {k}: a message that is not an event ({exc}): terminated, not redelivered")
+            where = f"partition {k}, stream seq {sseq}" if sseq is not None else f"partition {k}"
+            self.rep.error(f"{where}: a message that is not an event ({exc}): terminated, not redelivered")
             if msg.reply:
                 self.broker.submit(self._send([msg.reply], b"+TERM"))
             return
