@@ -329,3 +329,41 @@ def test_nats_server_killed_and_restarted_loses_nothing(tmp_path: Path, nats_ser
     finish((consume, transport), tmp_path)
     assert tree(dest) == tree(src)
     assert stream_state(nats_server) == (0, 0)
+
+
+def test_a_slow_next_stage_is_waited_for_without_redeliveries(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Each file takes 0.4 s in fc-process (one at a time), the ack wait is 1 s: the messages wait far longer
+    than that for the next stage, and fc-consume's in-progress acknowledgements keep the server from
+    delivering any of them again."""
+    src = make_src(tmp_path, 7)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    scan_and_publish(tmp_path, src, url, "--partitions", "2")
+    step = 'cmd:sh -c "sleep 0.4; cat \\"$1\\"" sh {in}'
+    consume = subprocess.Popen(
+        fc("fc-consume", "-v", "--idle-exit", "1", "--ack-wait", "1", "--state", str(tmp_path / "c.db"), url),
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "consume.err").open("ab"),
+    )
+    process = subprocess.Popen(
+        fc("fc-process", "--jobs", "1", "--processor", step, "--state", str(tmp_path / "p.db")),
+        stdin=consume.stdout,
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "process.err").open("ab"),
+    )
+    transport = subprocess.Popen(
+        fc("fc-transport", "--state", str(tmp_path / "t.db"), "--to", f"file://{dest}"),
+        stdin=process.stdout,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "transport.err").open("ab"),
+    )
+    assert consume.stdout is not None and process.stdout is not None
+    consume.stdout.close()
+    process.stdout.close()
+    for p in (consume, process, transport):
+        assert p.wait(60) == 0, (tmp_path / "consume.err").read_text() + (tmp_path / "process.err").read_text()
+    assert tree(dest) == tree(src)
+    err = (tmp_path / "consume.err").read_text()
+    assert "8 emitted, " in err
+    assert ", 0 delivered again by the server" in err  # 16 without the in-progress acknowledgements
+    assert stream_state(nats_server) == (0, 0)

@@ -56,6 +56,7 @@ class Feed:
         self.stopping = False
         self.last_message = time.monotonic()
         self.bad = 0
+        self.redelivered = 0  # messages the server delivered more than once (the ack wait passed, a restart)
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- the runner's side ---------------------------------------------------------------
@@ -176,6 +177,9 @@ class Feed:
             sseq = int(msg.metadata.sequence.stream)
         except (ValueError, AttributeError, TypeError):
             sseq = None
+        with contextlib.suppress(ValueError, AttributeError, TypeError):
+            if int(msg.metadata.num_delivered) > 1:
+                self.redelivered += 1
         try:
             if sseq is None:
                 raise ValueError("no stream sequence")

@@ -167,9 +167,14 @@ class ConsumeStage(Stage):
             del self.pending[key]
 
     def progress(self) -> str:
-        return f"{self.emitted} emitted, {len(self.pending)} awaiting the next stage, {self.fenced} stale dropped"
+        return (
+            f"{self.emitted} emitted, {len(self.pending)} awaiting the next stage, {self.fenced} stale dropped, "
+            f"{self.feed.redelivered} delivered again by the server"
+        )
 
     def close(self) -> None:
+        if self.ctx is not None:
+            self.ctx.rep.info(self.progress())
         if self.ctx is not None and self.pending:
             readers = self.ctx.readers()
             if readers:
