@@ -11,13 +11,35 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from fileconveyor import events as E
 from fileconveyor.delivery import nats_hop as N
 from tests.conftest import ROOT
 from tests.servers.nats import NatsServer
+
+_started: list[subprocess.Popen[bytes]] = []
+
+
+def spawn(argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+    """subprocess.Popen, killed at the end of the test if still running (a failed test leaves no worker behind)."""
+    proc = subprocess.Popen(argv, **kwargs)
+    _started.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _no_leftovers() -> Iterator[None]:
+    yield
+    while _started:
+        proc = _started.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def fc(name: str, *args: str) -> list[str]:
@@ -58,7 +80,7 @@ def stream_state(server: NatsServer, stream: str = "FC") -> tuple[int, int]:
 
 def scan_and_publish(tmp: Path, src: Path, url: str, *extra: str, timeout: float = 60) -> None:
     """fc-watch --scan-once piped into fc-publish (fc-publish acknowledges to fc-watch through the pipe)."""
-    watch = subprocess.Popen(
+    watch = spawn(
         fc("fc-watch", "--scan-once", "--state", str(tmp / "watch.db"), str(src)),
         stdout=subprocess.PIPE,
         stderr=(tmp / "watch.err").open("ab"),
@@ -79,12 +101,12 @@ def start_workers(
     tmp: Path, src: Path, dest: Path, url: str, *extra: str, idle: float = 3.0
 ) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
     """fc-consume | fc-transport file://dest, with state files in tmp (the same ones each time)."""
-    consume = subprocess.Popen(
+    consume = spawn(
         fc("fc-consume", "-v", "--idle-exit", str(idle), "--state", str(tmp / "consume.db"), *extra, url),
         stdout=subprocess.PIPE,
         stderr=(tmp / "consume.err").open("ab"),
     )
-    transport = subprocess.Popen(
+    transport = spawn(
         fc(
             "fc-transport",
             "--state",
@@ -300,12 +322,12 @@ def test_nats_server_killed_and_restarted_loses_nothing(tmp_path: Path, nats_ser
     # the server dies: fc-publish waits with the lines unacknowledged, and goes on once it is back
     nats_server.kill()
     churn(src, 2)
-    watch = subprocess.Popen(
+    watch = spawn(
         fc("fc-watch", "--scan-once", "--state", str(tmp_path / "watch.db"), str(src)),
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "watch.err").open("ab"),
     )
-    pub = subprocess.Popen(
+    pub = spawn(
         fc("fc-publish", "--timeout", "1", "--state", str(tmp_path / "publish.db"), url),
         stdin=watch.stdout,
         stderr=(tmp_path / "publish.err").open("ab"),
@@ -340,18 +362,18 @@ def test_a_slow_next_stage_is_waited_for_without_redeliveries(tmp_path: Path, na
     url = nats_server.stream_url()
     scan_and_publish(tmp_path, src, url, "--partitions", "2")
     step = 'cmd:sh -c "sleep 0.4; cat \\"$1\\"" sh {in}'
-    consume = subprocess.Popen(
+    consume = spawn(
         fc("fc-consume", "-v", "--idle-exit", "1", "--ack-wait", "1", "--state", str(tmp_path / "c.db"), url),
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "consume.err").open("ab"),
     )
-    process = subprocess.Popen(
+    process = spawn(
         fc("fc-process", "--jobs", "1", "--processor", step, "--state", str(tmp_path / "p.db")),
         stdin=consume.stdout,
         stdout=subprocess.PIPE,
         stderr=(tmp_path / "process.err").open("ab"),
     )
-    transport = subprocess.Popen(
+    transport = spawn(
         fc("fc-transport", "--state", str(tmp_path / "t.db"), "--to", f"file://{dest}"),
         stdin=process.stdout,
         stdout=subprocess.DEVNULL,
