@@ -33,7 +33,9 @@ def test_deleted_removes_the_name_last_uploaded(tmp_path: Path, env: dict[str, s
     first = transport(args, env, jsonl([_version(src, work, 1, "created")]))
     assert first.returncode == 0, first.stderr.decode()
     assert tree(tmp_path / "cdn") == {"css/a_1.css": b"version 1"}
-    # the deleted event carries no name: fc-transport's state knows it
+    # the deleted event carries no name: fc-transport's state knows it (and the file is gone at the source: a
+    # deletion of one still there deletes nothing, tests/security/test_forged_deletions.py)
+    (src / "css" / "a.css").unlink()
     gone = transport(args, env, jsonl([event(src, "css/a.css", "deleted"), event(src, "css/never.css", "deleted")]))
     assert gone.returncode == 0, gone.stderr.decode()
     assert tree(tmp_path / "cdn") == {}
@@ -102,6 +104,8 @@ def test_deletion_made_by_fc_record_is_kept(tmp_path: Path, env: dict[str, str])
             Deletion(path, ["cdn"], (6, 1, 1), "site", str(src), "css/a.css", now, now, now, "e-record", "t")
         )
     records.close()
+    for name in ("a.css", "b.css"):  # gone at the source, as a deletion says (one still there deletes nothing)
+        (src / "css" / name).unlink()
     evs = [
         event(src, "css/a.css", "deleted", id="e-record"),  # fc-record's deletion: kept on the server
         event(src, "css/b.css", "deleted", id="e-user"),  # the user's: propagated

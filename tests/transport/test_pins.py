@@ -51,6 +51,7 @@ def test_old_name_kept_until_the_stylesheets_using_it_are_published_again(tmp_pa
     assert res.returncode == 0, res.stderr.decode()
     assert set(tree(cdn)) == {"img/x_1.png", "img/x_2.png", "css/a_2.css", "css/b_1.css"}
     # b.css deleted: nothing references x_1.png now, and it goes, reported like any old name
+    (src / "css" / "b.css").unlink()
     res = transport(args, env, jsonl([event(src, "css/b.css", "deleted")]))
     assert res.returncode == 0, res.stderr.decode()
     assert set(tree(cdn)) == {"img/x_2.png", "css/a_2.css"}

@@ -200,11 +200,14 @@ def test_directories_emptied_by_deletions_are_removed_if_we_made_them(
     )
     assert up.returncode == 0, up.stderr.decode()
     assert (files / "a" / "b" / "c.txt").is_file()
+    (site / "a/b/c.txt").unlink()  # deleted at the source (a deletion of a file still there deletes nothing)
     gone = transport(["--to", spec, *state], env, jsonl([event(site, "a/b/c.txt", "deleted")]))
     assert gone.returncode == 0, gone.stderr.decode()
     assert not (files / "a" / "b").exists() and (files / "a" / "d.txt").is_file()  # a still holds d.txt
     # a later run (the made directories are in the state file) empties the rest
     rest = [event(site, r, "deleted") for r in ("a/d.txt", "theirs/e.txt")]
+    for r in ("a/d.txt", "theirs/e.txt"):
+        (site / r).unlink()
     gone = transport(["--to", spec, *state], env, jsonl(rest))
     assert gone.returncode == 0, gone.stderr.decode()
     assert not (files / "a").exists()

@@ -146,11 +146,13 @@ def test_many_changes_make_one_invalidation_request(s3_server: s3srv.S3Server, t
     dist, prefix = _distribution(s3_server), _unique()
     argv = [*_to(s3_server, "cf", prefix, distribution_id=dist, invalidate_after="60"), "--state", str(tmp_path / "t")]
     before = s3_server.stats()["invalidations"]
-    r = call(transport_main, argv, events_for(root, rels) + events_for(root, rels[:5], "deleted"))
+    # deletions of files gone at the source (one still there deletes nothing)
+    gone = [f"old/{i:03}.png" for i in range(5)]
+    r = call(transport_main, argv, events_for(root, rels) + events_for(root, gone, "deleted"))
     assert r.status == 0, r.stderr
     assert len(r.stdout.splitlines()) == n + 5
     assert s3_server.stats()["invalidations"] - before == 1  # 65 changes, one request, sent at the end of the run
-    assert [sorted(b) for b in _invalidated(s3_server, dist)] == [sorted(f"/{prefix}/{rel}" for rel in rels)]
+    assert [sorted(b) for b in _invalidated(s3_server, dist)] == [sorted(f"/{prefix}/{rel}" for rel in rels + gone)]
     with sqlite3.connect(tmp_path / "t") as db:
         assert db.execute("SELECT count(*) FROM invalidations").fetchone() == (0,)
 

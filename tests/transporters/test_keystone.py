@@ -92,6 +92,7 @@ def test_upload_fetch_delete_with_keystone_v3(keystone_swift: KeystoneSwift, tmp
     assert head["content-length"] == str(len(files["css/a b.css"])) and head["content-type"] == "text/css"
     assert conn.url == server.storage_url
 
+    (root / "css/a b.css").unlink()  # gone at the source (a deletion of a file still there deletes nothing)
     gone = _transport(dest, events_for(root, ["css/a b.css"], "deleted"), tmp_path)
     assert gone.returncode == 0, gone.stderr.decode()
     assert [json.loads(line)["transported"] for line in gone.stdout.splitlines()] == ["deleted"]

@@ -26,6 +26,7 @@ import dataclasses
 import hashlib
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections import Counter
@@ -269,6 +270,9 @@ class TransportStage(Stage):
             remote = remote_path(ev)
             # Which file, checked against root/rel before anything is opened (sourcefile.py)
             source = self._source(ev) if ev.get("kind") in ("created", "modified") else None
+            if ev.get("kind") == "deleted" and self._still_there(ev):
+                self._warn(f"{E.display(path)}: not deleted: the file is still at the source (a stale or forged event)")
+                return Done([])
         except (PermanentError, SourceRefused) as exc:
             # Bad input, not a transfer that failed: refused, and not kept for --retry-failed.
             stats.refused += 1
@@ -319,6 +323,23 @@ class TransportStage(Stage):
         if self.follow_symlinks and not _has_file(ev):
             source = dataclasses.replace(source, links_out_ok=True)
         return confined(source, ev, self.sources, "fc-transport")
+
+    def _still_there(self, ev: dict) -> bool:
+        """For a deletion: is its file still at the source?  Its source checked against --source first, as for an
+        upload (SourceRefused): a deletion is as forgeable as the rest of an event.  Only a regular file counts
+        (one replaced by a directory or a link is gone as far as the destination is concerned)."""
+        plain = {k: v for k, v in ev.items() if k not in ("file", "file_b64")}  # the source's name, not a work copy
+        try:
+            found = from_event(plain)
+        except SourceRefused:
+            if self.sources:
+                raise
+            return False  # a hand-written deletion (no root) without --source: nothing to check it against
+        source = confined(found, ev, self.sources, "fc-transport")
+        try:
+            return stat.S_ISREG(os.lstat(source.path).st_mode)
+        except OSError:
+            return False
 
     def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source) -> Done:
         purge: list[str] = []
@@ -648,6 +669,10 @@ class TransportStage(Stage):
     def _info(self, text: str) -> None:
         if self.ctx is not None:
             self.ctx.rep.info(text)
+
+    def _warn(self, text: str) -> None:
+        if self.ctx is not None:
+            self.ctx.rep.warn(text)
 
 
 class _NoLock:
