@@ -14,11 +14,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 VERSION = 1
 KINDS = ("created", "modified", "deleted")
@@ -222,85 +221,6 @@ def encode(event: Event) -> bytes:
     # ensure_ascii=False keeps names readable; lone surrogates cannot occur because
     # undecodable names travel as *_b64 (put_path), so the UTF-8 encode is safe.
     return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-
-
-class EventWriter:
-    """Writes event lines to a binary stream: whole lines, in order, when flushed.
-
-    Lines are held until flush(): a stage writes them only once what they stand
-    for is committed to its state file (see docs/durability.md), and a block of
-    lines costs one write(2) instead of one each.  Live stages flush after every
-    round of work, so a line waits for one commit, not for a full block.
-
-    Raises BrokenPipeError when the reader has gone; the CLI layer turns that into
-    a quiet exit.  Lines go to the file descriptor with os.write, looping over
-    partial writes: a BufferedWriter whose large write is cut short by a departing
-    reader reports success (seen with CPython 3.11), and a line believed written
-    but lost would be recorded as done.
-    """
-
-    def __init__(self, stream: IO[bytes], reopen: Callable[[], int] | None = None):
-        self.stream = stream
-        # For a named FIFO: called when the reader went away; returns a new file
-        # descriptor once another reader has it open (the lines are written again).
-        self.reopen = reopen
-        self.count = 0
-        self._buf: list[bytes] = []
-        try:
-            stream.flush()
-            self._fd: int | None = stream.fileno()
-        except (AttributeError, OSError, ValueError):  # in-memory streams (tests)
-            self._fd = None
-
-    def write(self, event: Event) -> None:
-        self.write_line(encode(event))
-
-    def write_line(self, line: bytes) -> None:
-        """Queue one encoded event line (from encode() or a FileEventEncoder)."""
-        self._buf.append(line)
-        self.count += 1
-
-    def write_lines(self, lines: list[bytes]) -> None:
-        self._buf.extend(lines)
-        self.count += len(lines)
-
-    @property
-    def pending(self) -> int:
-        return len(self._buf)
-
-    @property
-    def fd(self) -> int | None:
-        """The file descriptor lines go to (None: an in-memory stream)."""
-        return self._fd
-
-    def _close_fd(self) -> None:
-        if not self.stream.closed and self.stream.fileno() == self._fd:
-            self.stream.close()
-        elif self._fd is not None and self._fd >= 0:
-            os.close(self._fd)
-
-    def flush(self) -> None:
-        if not self._buf:
-            return
-        data = b"".join(self._buf)
-        self._buf.clear()
-        if self._fd is None:
-            self.stream.write(data)
-            self.stream.flush()
-            return
-        view = memoryview(data)
-        while view:
-            try:
-                view = view[os.write(self._fd, view) :]
-            except BrokenPipeError:
-                if self.reopen is None:
-                    raise
-                # Our old end goes first: a FIFO's pipe, with what the last reader left unread in it (half a
-                # line, often), lives while one end is open, and the next reader would read that glued to ours.
-                self._close_fd()
-                self._fd = -1  # stopped while waiting (reopen raises): no write may reach a reused number
-                self._fd = self.reopen()
-                view = memoryview(data)  # whole lines for the new reader; it drops what it had
 
 
 def rehop(line: bytes, old: object, hop: dict) -> bytes | None:

@@ -5,9 +5,12 @@
 - synchronous=NORMAL: in WAL mode a process crash loses nothing that was
   committed; only a power cut may lose the last transactions.  FC_SYNC=FULL
   trades speed for that too.
-- Migrations are an append-only list of SQL scripts per stage; PRAGMA
-  user_version records how many have run.  Never edit a released migration:
-  append a new one.
+- Migrations are an append-only list per state file (``migrate``, the one
+  mechanism every database of File Conveyor uses): each an SQL script, or a
+  function for a step that depends on what an older file holds.  PRAGMA
+  user_version records how many have run; a stage's own tables in a shared
+  file (a *part*) count in ``schema_versions`` instead.  Never change what a
+  released migration does to a file: append a new one.
 - An exclusive lock file next to the database keeps a second instance of the
   same stage from working on the same state.
 - Owner-only (private.py): the file, its -wal/-shm, the lock and a directory
@@ -21,11 +24,14 @@ import errno
 import fcntl
 import os
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 from . import private
 from .errors import RetryableError, StateBusy, StateError
+
+# An SQL script, or a function that runs statements (never executescript: it commits) in the migration's transaction.
+Migration = str | Callable[[sqlite3.Connection], None]
 
 # The lock is on the open file, which a forked child shares: a scan worker that
 # outlived a killed fc-watch would keep the state file locked.  Children drop it.
@@ -94,7 +100,14 @@ def lock_holder(path: Path) -> int | None:
 class State:
     """An open state file.  Use as a context manager; ``db`` is the connection."""
 
-    def __init__(self, path: Path, migrations: Sequence[str], *, lock: bool = True):
+    def __init__(
+        self,
+        path: Path,
+        migrations: Sequence[Migration],
+        *,
+        lock: bool = True,
+        parts: Mapping[str, Sequence[Migration]] | None = None,
+    ):
         self.path = Path(path)
         self._lock_fd: int | None = None
         try:
@@ -110,7 +123,9 @@ class State:
             sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
             self.db.execute(f"PRAGMA synchronous={sync}")
             self.db.execute("PRAGMA busy_timeout=30000")
-            self._migrate(migrations)
+            migrate(self.db, migrations, f"state file {self.path}")
+            for name, part in (parts or {}).items():
+                migrate(self.db, part, f"state file {self.path}", part=name)
         except sqlite3.DatabaseError as exc:
             self.close()
             raise translate(exc, self.path) from None
@@ -141,9 +156,6 @@ class State:
         self._lock_fd = fd
         _LOCK_FDS.add(fd)
 
-    def _migrate(self, migrations: Sequence[str]) -> None:
-        migrate(self.db, migrations, f"state file {self.path}")
-
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, rolled back on error, SQLite errors translated."""
         return transaction(self.db, self.path)
@@ -166,23 +178,48 @@ class State:
         self.close()
 
 
-def migrate(db: sqlite3.Connection, migrations: Sequence[str], what: str) -> None:
-    """Run the migrations ``db`` has not had yet; PRAGMA user_version counts them."""
-    (version,) = db.execute("PRAGMA user_version").fetchone()
+def migrate(db: sqlite3.Connection, migrations: Sequence[Migration], what: str, part: str | None = None) -> None:
+    """Run the migrations ``db`` has not had yet, each in its own transaction: a crash midway leaves the previous
+    version, never half of the next.  PRAGMA user_version counts them, or, for a ``part`` (the tables of one stage
+    in a state file whose main list is the delivery tables'), its row in ``schema_versions``."""
+    if part is not None:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_versions(name TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        row = db.execute("SELECT version FROM schema_versions WHERE name=?", (part,)).fetchone()
+        version = row[0] if row else 0
+    else:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
     if version > len(migrations):
+        schema = f"{part} schema" if part is not None else "schema"
         raise StateError(
             f"{what} was written by a newer File Conveyor "
-            f"(schema {version}, this one knows {len(migrations)}); upgrade, or use another file"
+            f"({schema} {version}, this one knows {len(migrations)}); upgrade, or use another file"
         )
     for number in range(version, len(migrations)):
-        # One script per migration, inside its own transaction: a crash midway
-        # leaves the previous schema version, never half of the new one.
+        step = migrations[number]
+        if part is not None:
+            done = (
+                f"INSERT INTO schema_versions(name, version) VALUES ({_sql_text(part)}, {number + 1}) "
+                "ON CONFLICT(name) DO UPDATE SET version=excluded.version"
+            )
+        else:
+            done = f"PRAGMA user_version={number + 1}"
         try:
-            db.executescript("BEGIN IMMEDIATE;" + migrations[number] + f";PRAGMA user_version={number + 1};COMMIT;")
-        except sqlite3.DatabaseError:
+            if isinstance(step, str):
+                # executescript commits first, so the transaction is part of the script
+                db.executescript(f"BEGIN IMMEDIATE;{step};{done};COMMIT;")
+            else:
+                db.execute("BEGIN IMMEDIATE")
+                step(db)
+                db.execute(done)
+                db.execute("COMMIT")
+        except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise
+
+
+def _sql_text(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ outside file's bytes in the destination.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shlex
@@ -26,6 +27,7 @@ import pytest
 
 from fileconveyor.cli.record import main as record_main
 from fileconveyor.cli.watch import main as watch_main
+from fileconveyor.delivery.writer import stdout_writer
 from fileconveyor.stages.watch.state import WatchState
 from tests.conftest import ROOT, call
 from tests.record.test_import import old_queue_db, py2_pickle
@@ -342,13 +344,13 @@ def test_a_restart_sends_skipped_events_again_as_they_were(site: Path, tmp_path:
         ("deleted", "page.css", "symlink-outside-root"),
         ("created", "innocent.css", "symlink-outside-root"),
     }
-    replayed: list[bytes] = []
-    ws = WatchState(state, emit=replayed.extend)
+    replayed = io.BytesIO()
+    ws = WatchState(state, stdout_writer(replayed))
     try:
         ws.replay(after=0)
     finally:
         ws.close()
-    again = [json.loads(line) for line in replayed]
+    again = [json.loads(line) for line in replayed.getvalue().splitlines()]
 
     def same(ev: Event) -> Event:
         return {k: v for k, v in ev.items() if k not in ("via", "hop")}

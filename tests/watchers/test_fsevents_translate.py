@@ -26,8 +26,9 @@ from typing import Any, ClassVar
 
 import pytest
 
+from fileconveyor.delivery.writer import stdout_writer
 from fileconveyor.errors import ConfigError, Exit
-from fileconveyor.events import EventWriter, decode, get_path
+from fileconveyor.events import decode, get_path
 from fileconveyor.stages.watch.stage import Core, Options, Source
 from fileconveyor.stages.watch.state import WatchState
 from fileconveyor.watchers import fsevents as fse_mod
@@ -390,8 +391,8 @@ def test_hints_reach_the_real_core_as_events(fake_macfsevents: type[FakeObserver
     (root / "old").mkdir(parents=True)
     (root / "old/a.txt").write_text("a")
     out = io.BytesIO()
-    state = WatchState(tmp_path / "w.db")
-    core = Core([Source("site", os.fsencode(root))], state, EventWriter(out), Filters(), Options(settle=0))
+    state = WatchState(tmp_path / "w.db", stdout_writer(out))
+    core = Core([Source("site", os.fsencode(root))], state, Filters(), Options(settle=0))
     backend = FSEventsBackend(core, FakeReporter(), 1.0)
     try:
         backend.start()  # catch-up scan: old/a.txt is new to the state

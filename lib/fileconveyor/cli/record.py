@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 from .. import events as E
+from ..delivery.writer import stdout_writer
 from ..errors import ConfigError, Exit, UsageError
 from ..records import locate, open_writer, shown
 from ..report import Reporter
@@ -176,9 +177,9 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
 
 def _import_queue(args: argparse.Namespace, io: Streams, rep: Reporter) -> int:
     counts = QueueCounts()
-    writer = E.EventWriter(io.stdout)
+    writer = stdout_writer(io.stdout)
     for ev in queue_events(args.import_queue, source_roots(args.source), counts):
-        writer.write(ev)
+        writer.add(E.encode(ev))
         if writer.pending >= 1000:
             writer.flush()
     writer.flush()

@@ -69,11 +69,10 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if len(set(args.output)) != len(args.output):
         rep.error("an --output is given twice: each line would be written to it twice")
         return Exit.USAGE
-    stdout_fd = io.stdout.fileno() if has_fd(io.stdout) else None
-    if "-" in args.output and stdout_fd is None:
+    if "-" in args.output and not has_fd(io.stdout):
         rep.error("--output - needs a real stdout")
         return Exit.USAGE
-    tee = Tee(args.output, stdout_fd, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
+    tee = Tee(args.output, io.stdout, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
     torn = 0
     try:
         tee.open_all()

@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from .. import events as E
+from ..delivery.writer import stdout_writer
 from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stages.transport.dest import targets_from
@@ -103,11 +104,11 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     run = Run(verifier, args.repair)
     show = args.progress if args.progress is not None else (not args.quiet and io.stderr.isatty())
     progress = Progress(rep, bool(show))
-    out = E.EventWriter(io.stdout)
+    out = stdout_writer(io.stdout)
     try:
         for report in run.check(db, args.server, args.jobs, lambda: stop.requested):
             if report is not None:
-                out.write_line(dumps(report))
+                out.add(dumps(report))
                 out.flush()
             progress.update(run.progress)
     finally:
@@ -116,9 +117,9 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.find_extra:
         for report in run.extras(rep.warn):
             if not args.repair:
-                out.write_line(dumps(report))
+                out.add(dumps(report))
     for ev in run.repairs():
-        out.write(ev)
+        out.add(E.encode(ev))
     out.flush()
     if run.unfixable:
         rep.warn(f"{run.unfixable} problem file(s) cannot be repaired by events (no source root/rel recorded)")

@@ -1,33 +1,26 @@
-"""fc-watch: flags and wiring.  The logic lives in stages/watch/stage.py and watchers/."""
+"""fc-watch: flags and wiring.  The logic lives in stages/watch/ (run.py: from start to end) and watchers/."""
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import re
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..delivery.pipe_tail import PipeTail
-from ..delivery.streams import is_fifo, open_fifo_for_writing
-from ..errors import ConfigError, Exit, Stopped, UsageError
-from ..events import EventWriter
+from ..errors import ConfigError, UsageError
 from ..report import Progress, Reporter
-from ..stages.watch.stage import Core, Options, Source, run_live
-from ..stages.watch.state import WatchState
+from ..stages.watch.run import Config, default_state_path, watch
+from ..stages.watch.stage import Options, Source
 from ..state import default_state_dir
 from ..stopping import Stopper
-from ..watchers.base import BACKENDS, auto_backend, make_backend
-from ..watchers.links import skipped_message
+from ..watchers.base import BACKENDS, auto_backend
 from ..watchers.tree import Filters
 from . import _common
 from ._common import Streams, positive_int, seconds
 
 PROG = "fc-watch"
-SETTLE_TIMEOUT = 30.0  # at the end, how long to wait for a reader that is not a File Conveyor stage to read
 DESCRIPTION = """\
 Discover every file that is created, modified or deleted under one or more source
 trees and print one JSON event per line on stdout (format: docs/events.md).
@@ -163,115 +156,20 @@ def parse_sources(specs: Sequence[str], plain: Sequence[str]) -> list[Source]:
     return sources
 
 
-def default_state_path(sources: Sequence[Source]) -> Path:
-    h = hashlib.sha256()
-    for s in sorted(sources, key=lambda s: s.name):
-        h.update(s.name.encode() + b"\0" + s.root + b"\0")
-    return default_state_dir() / f"watch-{sources[0].name}-{h.hexdigest()[:12]}.db"
-
-
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
     sources = parse_sources(args.source, args.paths)
-    filters = Filters.build(args.ignore_dirs.split(":") if args.ignore_dirs else [], args.exclude)
-    state_path = args.state or default_state_path(sources)
-    state = WatchState(state_path)
-    try:
-        for src in sources:
-            src.prefix, old = state.bind_source(src.name, src.root)
-            if old is not None:
-                rep.warn(f"source {src.name!r} was {os.fsdecode(old)}, now {os.fsdecode(src.root)}: starting it afresh")
-        opts = Options(
-            settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks, jobs=args.jobs
-        )
-        writer = _writer(args.output, io, rep, stop)
-        if args.output in (None, "-") and writer.fd is not None:
-            state.tail = PipeTail(writer.fd)  # a reader that is not a File Conveyor stage: see delivery/pipe_tail.py
-        core = Core(
-            sources,
-            state,
-            writer,
-            filters,
-            opts,
-            on_unreadable=lambda src, rel, exc: rep.warn_once(
-                f"unreadable:{src.index}:{rel!r}",
-                f"cannot read {os.fsdecode(os.path.join(src.root, rel))}: {exc.strerror}; skipping it",
-            ),
-            on_skipped=lambda src, rel, published: rep.warn(skipped_message(src.root, rel, published)),
-        )
-        replayed = state.replay()
-        if replayed:
-            # routine, not a crash: the last run's reader did not take them all (it stopped, or acknowledges later)
-            rep.info(f"re-sent {replayed} event(s) the last run's reader did not take (or acknowledge)")
-        show = args.progress if args.progress is not None else _isatty(io.stderr)
-        progress = Progress(rep, bool(show))
-        started = time.monotonic()
-        rep.info(f"state: {state_path}")
-        for src in sources:
-            rep.info(f"source {src.name!r}: {os.fsdecode(src.root)}")
-        c = core.counts
-        if progress.enabled:
-            core.on_progress = lambda: progress.update(
-                lambda: f"scanned {c.scanned} files: {c.created} created, {c.modified} modified, {c.deleted} deleted"
-            )
-        core.should_stop = lambda: stop.requested
-        try:
-            if args.scan_once:
-                for src in sources:
-                    if stop.requested:
-                        break
-                    core.scan(src)
-                core.drain(lambda: stop.requested)
-            else:
-                backend = make_backend(args.backend, core, rep, args.interval)
-                rep.info(f"backend: {backend.name}")
-                try:
-                    run_live(
-                        core,
-                        backend,
-                        lambda: stop.requested,
-                        [stop.fileno()],
-                        on_ready=lambda: rep.info(
-                            f"ready: catch-up scan done ({core.counts.scanned} files), watching with {backend.name}"
-                        ),
-                    )
-                finally:
-                    backend.close()
-        except Stopped:
-            pass  # a scan cut short by SIGTERM/SIGINT: end as after any stop (what was sent is in the state)
-        progress.done()
-        rep.info(
-            f"{c.scanned} files scanned, {c.created} created, {c.modified} modified, {c.deleted} deleted "
-            + (f"({c.skipped} symlink(s) leading outside, not published) " if c.skipped else "")
-            + f"in {time.monotonic() - started:.1f}s"
-        )
-        state.commit()
-        if not state.settle_output(SETTLE_TIMEOUT, lambda: stop.requested):
-            rep.info(
-                "the reader of our output closed it before the end (head, a stage that failed?): "
-                "this run's events are sent again next run"
-            )
-            return Exit.BROKEN_PIPE
-    finally:
-        state.close()
-    return Exit.OK
-
-
-def _writer(output: str | None, io: Streams, rep: Reporter, stop: Stopper) -> EventWriter:
-    if output in (None, "-"):
-        return EventWriter(io.stdout)
-    assert output is not None
-    if not is_fifo(output):
-        return EventWriter(open(output, "ab"))
-
-    def wait_for_reader() -> int:
-        rep.info(f"waiting for a reader on {output}")
-        fd = open_fifo_for_writing(output, lambda: stop.requested, blocking=True)
-        if fd is None:
-            raise BrokenPipeError(f"stopped while waiting for a reader on {output}")
-        return fd
-
-    fd = wait_for_reader()
-    return EventWriter(os.fdopen(fd, "wb", buffering=0), reopen=wait_for_reader)
+    cfg = Config(
+        sources,
+        Filters.build(args.ignore_dirs.split(":") if args.ignore_dirs else [], args.exclude),
+        Options(settle=args.settle, open_wait=args.open_wait, follow_symlinks=args.follow_symlinks, jobs=args.jobs),
+        args.state or default_state_path(sources),
+        args.output,
+        args.scan_once,
+        args.backend,
+        args.interval,
+    )
+    show = args.progress if args.progress is not None else _isatty(io.stderr)
+    return watch(cfg, io.stdout, rep, Progress(rep, bool(show)), lambda: stop.requested, stop.fileno())
 
 
 def _isatty(stream: object) -> bool:

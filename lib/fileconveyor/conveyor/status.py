@@ -10,8 +10,9 @@ import time
 from typing import Any
 
 from .. import records
+from ..delivery import acks
 from ..errors import ConfigError, RetryableError
-from ..records import has_table, open_readonly
+from ..records import open_readonly
 from ..stages.record.status import state_status, synced_status
 from ..state import lock_holder
 from .plan import Plan
@@ -81,7 +82,7 @@ def watch_status(path: str) -> dict[str, Any]:
         try:
             (files,) = db.execute("SELECT count(*) FROM files WHERE kind<>?", (ord("d"),)).fetchone()
             (last,) = db.execute("SELECT value FROM meta WHERE name='last_batch'").fetchone()
-            (acked,) = db.execute("SELECT min(seq) FROM acks").fetchone() if has_table(db, "acks") else (None,)
+            acked = acks.lowest(db)
         finally:
             db.close()
     except (ConfigError, sqlite3.DatabaseError, TypeError) as exc:

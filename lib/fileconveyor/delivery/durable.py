@@ -28,10 +28,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..state import State
-from . import ack_check, quarantine, runs
+from ..state import Migration, State
+from . import ack_check, acks, quarantine, runs
 
-MIGRATIONS = [
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE meta(k TEXT PRIMARY KEY, v);
     INSERT INTO meta(k, v) VALUES ('epoch', lower(hex(randomblob(8)))), ('written', 0);
@@ -49,17 +49,13 @@ MIGRATIONS = [
     CREATE TABLE outbox(seq INTEGER PRIMARY KEY, line BLOB NOT NULL);
     -- per writer we read from: the highest hop.seq taken (duplicates at or below it are dropped)
     CREATE TABLE upstream(origin TEXT PRIMARY KEY, epoch TEXT NOT NULL, hwm INTEGER NOT NULL, seen REAL NOT NULL);
-    -- written by our readers: the highest seq of ours each one holds safely
-    CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL);
-    -- each stage's own tables, versioned apart from these
-    CREATE TABLE schema_versions(name TEXT PRIMARY KEY, version INTEGER NOT NULL);
     """,
-    # a reader's process: a new one means the lines the old one held in memory are gone
-    "ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''",
+    # written by our readers: the highest seq of ours each one holds safely (delivery/acks.py).  Released as the
+    # first migration's acks table, then this one's ALTER adding its session: acks.migrate does either.
+    acks.migrate,
     quarantine.MIGRATION,
 ]
 
-READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten (with a warning)
 MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
 MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
@@ -86,13 +82,12 @@ class StageState(State):
     """A stage's state file: the durable tables above plus the stage's own."""
 
     def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
-        super().__init__(Path(path).absolute(), MIGRATIONS)
+        super().__init__(Path(path).absolute(), MIGRATIONS, parts={name: stage_migrations})
         self.origin = str(self.path)
         self.epoch = self._meta("epoch")
         self.written = int(self._meta("written"))
         (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
         self.next_seq = max(self.next_seq, self.written + 1)
-        self._migrate_named(name, stage_migrations)
         with self.transaction() as db:  # before any line of this run is written (delivery/runs.py)
             db.executemany(
                 "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
@@ -104,23 +99,6 @@ class StageState(State):
     def _meta(self, key: str) -> str:
         row = self.db.execute("SELECT v FROM meta WHERE k=?", (key,)).fetchone()
         return "" if row is None else str(row[0])
-
-    def _migrate_named(self, name: str, migrations: Sequence[str]) -> None:
-        row = self.db.execute("SELECT version FROM schema_versions WHERE name=?", (name,)).fetchone()
-        version = row[0] if row else 0
-        if version > len(migrations):
-            from ..errors import StateError
-
-            raise StateError(f"state file {self.path} was written by a newer File Conveyor ({name} schema {version})")
-        for number in range(version, len(migrations)):
-            with self.transaction() as db:
-                for stmt in _statements(migrations[number]):
-                    db.execute(stmt)
-                db.execute(
-                    "INSERT INTO schema_versions(name, version) VALUES (?, ?) "
-                    "ON CONFLICT(name) DO UPDATE SET version=excluded.version",
-                    (name, number + 1),
-                )
 
     # -- reading side --------------------------------------------------------------------
 
@@ -150,10 +128,7 @@ class StageState(State):
         db.executemany("INSERT INTO outbox(seq, line) VALUES (?, ?)", lines)
 
     def readers(self, now: float | None = None) -> dict[str, int]:
-        return readers(self.db, self.epoch, now)
-
-    def sessions(self) -> dict[str, tuple[str, int]]:
-        return sessions(self.db, self.epoch)
+        return acks.readers(self.db, self.epoch, now)
 
     def replay_from(self) -> int:
         """The seq after which outbox lines must be sent again."""
@@ -185,7 +160,7 @@ class StageState(State):
         dropped unacknowledged)."""
         now = time.time()
         with self.transaction() as db:
-            stale = db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, self.epoch)).rowcount
+            acks.forget_stale(db, self.epoch, now)
             readers = self.readers(now)
             # Without readers we cannot know whether what we wrote was taken (a reader
             # may not have read its first line yet), so the last lines are kept for a
@@ -195,27 +170,7 @@ class StageState(State):
             # a reader that never acknowledges must not make the file grow for ever
             cap = min(self.next_seq - 1 - (MAX_UNACKED if readers else MAX_UNCLAIMED), self.written)
             dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0
-        del stale
         return (floor if readers else None), (dropped if readers else 0)
-
-
-ACKS_TABLE = (
-    "CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, at REAL NOT NULL, "
-    "session TEXT NOT NULL DEFAULT '')"
-)
-
-
-def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
-    """Readers of a writer's state file heard from within READER_EXPIRY, with the seq each acknowledged."""
-    now = time.time() if now is None else now
-    rows = db.execute("SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
-    return dict(rows.fetchall())
-
-
-def sessions(db: sqlite3.Connection, epoch: str) -> dict[str, tuple[str, int]]:
-    """Each reader's process token and acknowledged seq."""
-    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (epoch,))
-    return {r: (sess, seq) for r, sess, seq in rows}
 
 
 def hop_prefix(origin: str, epoch: str, tag: list[str] | None = None) -> bytes:
@@ -231,43 +186,6 @@ def hop_prefix(origin: str, epoch: str, tag: list[str] | None = None) -> bytes:
 
 def with_hop(line: bytes, prefix: bytes, seq: int) -> bytes:
     return line[:-2] + prefix + str(seq).encode() + b"}}\n"
-
-
-class Replays:
-    """Writer side: notices readers that are new or restarted since we last looked
-    (each reader process writes its own session token with its acknowledgements),
-    says where to re-send from, and the tag (``hop.for``) that lines carry for a
-    while after such a replay, so a waiting reader knows its replay has begun."""
-
-    TAG_SECONDS = 30.0
-
-    def __init__(self, db: sqlite3.Connection, epoch: str):
-        self.db = db
-        self.epoch = epoch
-        self.seen: dict[str, tuple[str, int]] = {}  # empty: every reader is new to a starting writer
-        self.tag: list[str] | None = None
-        self._tag_until = 0.0
-        self._looked = False  # due() has run once (at our start)
-
-    def due(self) -> int | None:
-        """The seq to re-send after, if some reader needs it (the tag is set then)."""
-        current = sessions(self.db, self.epoch)
-        # A session marked "-" is a reader process that knows it lost nothing (Acknowledger.lost_nothing): not
-        # re-sent to when it shows up.  At our start every reader counts, marked or not: what a reader has not
-        # acknowledged (lines of our last run that never reached it, say) goes again.
-        quiet = self._looked
-        self._looked = True
-        fresh = [
-            v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0] and not (quiet and v[0].startswith("-"))
-        ]
-        self.seen = current
-        if not fresh:
-            if self.tag and time.monotonic() > self._tag_until:
-                self.tag = None
-            return None
-        self.tag = sorted(sess for sess, _ in fresh)
-        self._tag_until = time.monotonic() + self.TAG_SECONDS
-        return min(seq for _, seq in fresh)
 
 
 class Holding:
@@ -315,10 +233,6 @@ class Holding:
                 del self.waiting[origin]
                 out.extend(self.held.pop(origin))
         return out
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 class Acknowledger:
@@ -402,12 +316,7 @@ class Acknowledger:
                     self._next_check[origin] = time.monotonic() + again
                     return False
             session = "-" + self.session if origin in self._quiet else self.session
-            conn.execute(
-                "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
-                "session=excluded.session",
-                (self.reader, epoch, hwm, time.time(), session),
-            )
+            acks.record(conn, self.reader, epoch, hwm, session)
             return True
         except sqlite3.DatabaseError as exc:
             self.warn(origin, f"cannot acknowledge to {origin}: {exc} (will retry)")

@@ -47,7 +47,8 @@ from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
 from . import quarantine
-from .durable import ACK_INTERVAL, Hop, Replays, StageState
+from .acks import Replays, behind
+from .durable import ACK_INTERVAL, Hop, StageState
 from .intake import Intake
 from .lanes import Scheduler, Workers
 from .options import Counters, Options
@@ -622,11 +623,7 @@ class Runner:
         self._data_version = version, last
         # only readers heard from during this run: one that read from us last week
         # and is gone must not hold up today's run
-        rows = self.state.db.execute(
-            "SELECT reader, seq, at FROM acks WHERE epoch=? AND at>=? AND seq<?",
-            (self.state.epoch, self._started, last),
-        ).fetchall()
-        acks = {r: (seq, at) for r, seq, at in rows}
+        acks = behind(self.state.db, self.state.epoch, self._started, last)
         # a reader moving on (a higher mark, or an acknowledgement written again: it finished something) is
         # progress, however slowly it goes
         moved = any(now > self._behind_acks.get(r, now) for r, now in acks.items())

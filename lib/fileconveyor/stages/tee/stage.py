@@ -20,69 +20,59 @@ line from a writer cannot ask that writer for anything.
 
 from __future__ import annotations
 
-import errno
-import os
-import select
-import stat
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import IO
 
-from ... import private
-from ...delivery.streams import is_fifo
-
-REOPEN_EVERY = 0.5  # seconds between attempts to reopen an output whose reader is gone
+from ...delivery.writer import Output, Writer
 
 
 @dataclass
-class Output:
-    path: str
-    fd: int | None = None
-    fifo: bool = False
-    seen_reader: bool = False  # a reader had it open once: from then on, a gone reader is skipped
-    next_try: float = 0.0
+class Branch:
+    """One output and what went to it."""
+
+    writer: Writer
     written: int = 0
     skipped: int = 0
-    gone_since: float | None = None
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def path(self) -> str:
+        return self.writer.output.path or "-"
 
 
 class Tee:
     def __init__(
         self,
         paths: Iterable[str],
-        stdout_fd: int | None,
+        stdout: IO[bytes] | None,
         warn: Callable[[str], None],
         info: Callable[[str], None],
         should_stop: Callable[[], bool],
         first_wait: float = 30.0,
     ):
-        self.outputs = [Output(p) for p in paths]
-        self.stdout_fd = stdout_fd
+        # "skip": an output whose reader is gone is not waited for (delivery/writer.py); it is opened again
+        # every REOPEN_EVERY s, and its writer re-sends what its new reader lacks
+        self.outputs = [
+            Branch(Writer(Output(p, stdout), "skip", should_stop=should_stop, warn=warn, info=info)) for p in paths
+        ]
         self.warn = warn
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
-        self._started = time.monotonic()
 
     # -- opening ---------------------------------------------------------------------
 
     def open_all(self) -> None:
-        """Open regular files at once; wait up to ``first_wait`` for every FIFO's first reader."""
+        """Open stdout and regular files at once; wait up to ``first_wait`` for every FIFO's first reader."""
+        waiting = []
         for out in self.outputs:
-            if out.path == "-":
-                out.fd = self.stdout_fd
-                continue
-            out.fifo = is_fifo(out.path)
-            if not out.fifo:
-                # owner-only: the lines carry their writer's epoch (delivery/ack_check.py)
-                private.private_file(out.path)
-                out.fd = os.open(out.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            if not out.writer.open(wait=False):
+                waiting.append(out)
         deadline = time.monotonic() + self.first_wait
-        waiting = [o for o in self.outputs if o.fifo]
         announced = False
         while waiting and not self.should_stop():
-            waiting = [o for o in waiting if not self._try_open(o)]
+            waiting = [o for o in waiting if not o.writer.open(wait=False)]
             if not waiting:
                 break
             if time.monotonic() >= deadline:
@@ -98,69 +88,23 @@ class Tee:
                 announced = True
             time.sleep(0.05)
 
-    def _try_open(self, out: Output) -> bool:
-        try:
-            fd = os.open(out.path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in (errno.ENXIO, errno.ENOENT):  # no reader (yet); FIFO not made yet
-                return False
-            raise
-        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
-            os.close(fd)
-            raise OSError(errno.EINVAL, f"{out.path} is no longer a FIFO")
-        # Blocking writes: a slow reader slows us down rather than losing lines.
-        os.set_blocking(fd, True)
-        out.fd = fd
-        if out.gone_since is not None:
-            self.warn(f"{out.path}: a reader is back after {time.monotonic() - out.gone_since:.0f} s")
-            out.gone_since = None
-        out.seen_reader = True
-        return True
-
     # -- writing ---------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
         """Write whole lines to every output that has a reader."""
-        now = time.monotonic()
+        n = data.count(b"\n")
         for out in self.outputs:
-            if out.fd is None:
-                if out.fifo and now >= out.next_try and self._try_open(out):
-                    pass
-                else:
-                    out.skipped += data.count(b"\n")
-                    out.next_try = max(out.next_try, now + REOPEN_EVERY) if out.next_try <= now else out.next_try
-                    continue
-            assert out.fd is not None
-            try:
-                _write_all(out.fd, data)
-                out.written += data.count(b"\n")
-            except BrokenPipeError:
-                if not out.fifo:
-                    raise
-                os.close(out.fd)
-                out.fd = None
-                out.gone_since = time.monotonic()
-                out.next_try = out.gone_since + REOPEN_EVERY
-                out.skipped += data.count(b"\n")
-                self.warn(f"{out.path}: the reader went away; skipping it until a new one opens it")
+            if out.writer.send([data]):
+                out.written += n
+            else:
+                out.skipped += n
 
     def close(self) -> None:
         for out in self.outputs:
-            if out.fd is not None and out.fd != self.stdout_fd:
-                os.close(out.fd)
-            out.fd = None
+            out.writer.close()
 
     def summary(self) -> str:
         return "; ".join(
             f"{o.path}: {o.written} line(s)" + (f", {o.skipped} skipped without a reader" if o.skipped else "")
             for o in self.outputs
         )
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except BlockingIOError:  # stdout may be non-blocking: wait for room
-            select.select([], [fd], [], 1.0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import Stopped
-from ...events import EventWriter, FileEventEncoder
+from ...events import FileEventEncoder
 from ...watchers.links import UNKNOWN, Skipped, resolve
 from ...watchers.tree import Filters, subtree_range, to_key, to_rel
 from .scan import Batch, ScanJob, plan, run_jobs
@@ -76,7 +76,6 @@ class Core:
         self,
         sources: list[Source],
         state: WatchState,
-        writer: EventWriter,
         filters: Filters,
         options: Options,
         on_unreadable: Callable[[Source, bytes, OSError], None] | None = None,
@@ -84,7 +83,6 @@ class Core:
     ):
         self.sources = sources
         self.state = state
-        self.writer = writer
         self.filters = filters
         self.opt = options
         self.on_unreadable = on_unreadable
@@ -107,7 +105,6 @@ class Core:
         self.between_batches: Callable[[], None] | None = None  # e.g. read the inotify queue
         self.should_stop: Callable[[], bool] | None = None  # scans raise errors.Stopped when it says so
         self._encoders: dict[tuple[int, str], FileEventEncoder] = {}
-        state.emit = self._write  # rows committed first, then their lines written
 
     # -- hints from backends ---------------------------------------------------------
 
@@ -234,10 +231,6 @@ class Core:
         )
         if kind is not None:
             self._emit(kind, src, key, tuple(cur))
-
-    def _write(self, lines: list[bytes]) -> None:
-        self.writer.write_lines(lines)
-        self.writer.flush()
 
     def _emit(self, kind: int, src: Source, key: bytes, st: tuple[int, int, int], via: str | None = None) -> None:
         # stdout first, state second: a crash in between re-emits, it never loses.

@@ -28,11 +28,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ...delivery import runs
-from ...delivery.durable import ACKS_TABLE, Replays, hop_prefix, readers, with_hop
+from ...delivery import acks, runs
+from ...delivery.acks import Replays, readers
+from ...delivery.durable import hop_prefix, with_hop
 from ...delivery.pipe_tail import PipeTail
+from ...delivery.writer import Writer
 from ...events import FileEventEncoder
-from ...state import State
+from ...state import Migration, State
 from ...watchers.links import OUTSIDE
 
 CREATED, MODIFIED, DELETED = b"cmd"  # kinds, as stored
@@ -43,8 +45,17 @@ KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted", SKIP
 Row = tuple[int, int, int, int]  # size, mtime_ns, ino, kind
 Pending = tuple[int, int, int, int, bytes]  # a row and its event line, not committed yet
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
+_NO_TAIL = PipeTail(None)
 
-MIGRATIONS = [
+
+def _hops(db: sqlite3.Connection) -> None:
+    """Hop acknowledgements from readers (docs/durability.md); from here on, "batch" numbers are per line: the
+    hop.seq of the row's last event."""
+    acks.migrate(db)
+    db.execute("INSERT INTO meta VALUES ('epoch', abs(random()) % 9007199254740991), ('tombstones', 0)")
+
+
+MIGRATIONS: list[Migration] = [
     """
     CREATE TABLE sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, root BLOB NOT NULL);
     CREATE TABLE files(
@@ -58,12 +69,7 @@ MIGRATIONS = [
     CREATE TABLE meta(name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('last_batch', 0), ('written_batch', 0);
     """,
-    # hop acknowledgements from readers (docs/durability.md); from here on, "batch"
-    # numbers are per line: the hop.seq of the row's last event
-    ACKS_TABLE
-    + """;
-    INSERT INTO meta VALUES ('epoch', abs(random()) % 9007199254740991), ('tombstones', 0);
-    """,
+    _hops,
 ]
 
 
@@ -71,16 +77,12 @@ class WatchState:
     """Rows of the state file plus an overlay of writes not committed yet."""
 
     def __init__(
-        self,
-        path: Path,
-        commit_every: int = 4096,
-        commit_interval: float = 0.5,
-        emit: Callable[[list[bytes]], None] | None = None,
+        self, path: Path, writer: Writer | None = None, commit_every: int = 4096, commit_interval: float = 0.5
     ):
         self.state = State(Path(path).absolute(), MIGRATIONS)
-        # Called right after each commit with the event lines of the rows just
-        # committed: rows first, lines second; see the module docstring.
-        self.emit = emit or (lambda lines: None)
+        # Writes the event lines of the rows just committed, right after each commit: rows first, lines second
+        # (see the module docstring).  None: a state opened only to be read or made.
+        self.writer = writer
         self.db = self.state.db
         self.path = path
         self._overlay: dict[bytes, Pending] = {}  # full key -> row and line, not committed yet
@@ -92,8 +94,6 @@ class WatchState:
         self.batch = meta["last_batch"]  # the last seq given to a line
         self.written = meta["written_batch"]  # in memory: written; in the file: delivered (see _delivered)
         self.run_start = self.written
-        # what the reader of a stdout pipe has read, when no File Conveyor reader acknowledges (delivery/pipe_tail.py)
-        self.tail = PipeTail(None)
         self.epoch = format(meta["epoch"], "x")
         self.replays = Replays(self.db, self.epoch)
         self._hop_tag: list[str] | None = None
@@ -195,14 +195,18 @@ class WatchState:
         self._tombstones.extend(gone)
         self.check_readers()
 
+    @property
+    def tail(self) -> PipeTail:
+        """What the reader of a stdout pipe has read, when no File Conveyor reader acknowledges
+        (delivery/pipe_tail.py)."""
+        return self.writer.tail if self.writer is not None else _NO_TAIL
+
     def _send(self, lines: list[bytes], seqs: list[int]) -> None:
-        """Have the lines written, noting them for the pipe tail."""
-        try:
-            self.emit(lines)
-        except BrokenPipeError:
-            self.tail.quit_early = self.tail.active  # the reader left before our end: it took nothing for sure
-            raise
-        self.tail.wrote(seqs, [len(line) for line in lines])
+        if not lines:
+            return
+        if self.writer is None:
+            raise RuntimeError("a WatchState opened without a writer has no output for its lines")
+        self.writer.send(lines, seqs)
 
     def _delivered(self) -> int:
         """How far lines count as taken when no File Conveyor reader says so: written (a file, a terminal), read
@@ -286,7 +290,7 @@ class WatchState:
         return self.replay(after) if after is not None else 0
 
     def _retag(self) -> None:
-        """Lines carry hop.for for a while after a replay (see durable.Replays)."""
+        """Lines carry hop.for for a while after a replay (see acks.Replays)."""
         if self.replays.tag != self._hop_tag:
             self._hop_tag = self.replays.tag
             self._hop = hop_prefix(str(self.state.path), self.epoch, self._hop_tag)

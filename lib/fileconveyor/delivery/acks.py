@@ -1,0 +1,119 @@
+"""The ``acks`` table: what each reader of a writer holds safely, in the writer's own state file.
+
+Every writer keeps one (a stage's state file, delivery/durable.py, and fc-watch's, stages/watch/state.py): one
+row per reader, written by the reader (durable.Acknowledger, once delivery/ack_check.py has shown the file is its
+writer's), read by the writer to know what it may forget and what to re-send.  This module is the only code that
+knows the table: its definition, its migration, and every query on it.  docs/durability.md says why each column is
+there.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten
+
+TABLE = (
+    "CREATE TABLE acks(\n"
+    "    reader TEXT PRIMARY KEY,             -- the reader's state file\n"
+    "    epoch TEXT NOT NULL,                 -- the writer's epoch the reader read lines of\n"
+    "    seq INTEGER NOT NULL,                -- the highest hop.seq it no longer needs\n"
+    "    at REAL NOT NULL,                    -- when it said so (unix time)\n"
+    "    session TEXT NOT NULL DEFAULT ''     -- its process: a new one lost what the old one held in memory\n"
+    ")"
+)
+
+
+def migrate(db: sqlite3.Connection) -> None:
+    """The migration that gives a state file its acks table, or the ``session`` column an older table lacks (state
+    files of stages written before sessions existed).  Runs inside the caller's migration transaction."""
+    cols = {row[1] for row in db.execute("PRAGMA table_info(acks)")}
+    if not cols:
+        db.execute(TABLE)
+    elif "session" not in cols:
+        db.execute("ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''")
+
+
+# -- the reader's side ------------------------------------------------------------------
+
+
+def record(conn: sqlite3.Connection, reader: str, epoch: str, seq: int, session: str) -> None:
+    """Write a reader's acknowledgement into its writer's state file (one statement: autocommit)."""
+    conn.execute(
+        "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
+        "session=excluded.session",
+        (reader, epoch, seq, time.time(), session),
+    )
+
+
+# -- the writer's side ------------------------------------------------------------------
+
+
+def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
+    """Readers heard from within READER_EXPIRY, with the seq each acknowledged."""
+    now = time.time() if now is None else now
+    rows = db.execute("SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
+    return dict(rows.fetchall())
+
+
+def sessions(db: sqlite3.Connection, epoch: str) -> dict[str, tuple[str, int]]:
+    """Each reader's process token and acknowledged seq."""
+    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (epoch,))
+    return {r: (sess, seq) for r, sess, seq in rows}
+
+
+def behind(db: sqlite3.Connection, epoch: str, since: float, last: int) -> dict[str, tuple[int, float]]:
+    """Readers heard from since ``since`` that have not acknowledged up to ``last``: their seq and time."""
+    rows = db.execute("SELECT reader, seq, at FROM acks WHERE epoch=? AND at>=? AND seq<?", (epoch, since, last))
+    return {r: (seq, at) for r, seq, at in rows}
+
+
+def forget_stale(db: sqlite3.Connection, epoch: str, now: float) -> int:
+    """Drop readers silent for READER_EXPIRY, and those of another epoch (inside the caller's transaction)."""
+    return db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, epoch)).rowcount
+
+
+def lowest(db: sqlite3.Connection) -> int | None:
+    """The lowest seq any reader acknowledged (None: no reader, or no acks table: not a writer's state)."""
+    if db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='acks'").fetchone() is None:
+        return None
+    return db.execute("SELECT min(seq) FROM acks").fetchone()[0]
+
+
+class Replays:
+    """Writer side: notices readers that are new or restarted since we last looked
+    (each reader process writes its own session token with its acknowledgements),
+    says where to re-send from, and the tag (``hop.for``) that lines carry for a
+    while after such a replay, so a waiting reader knows its replay has begun."""
+
+    TAG_SECONDS = 30.0
+
+    def __init__(self, db: sqlite3.Connection, epoch: str):
+        self.db = db
+        self.epoch = epoch
+        self.seen: dict[str, tuple[str, int]] = {}  # empty: every reader is new to a starting writer
+        self.tag: list[str] | None = None
+        self._tag_until = 0.0
+        self._looked = False  # due() has run once (at our start)
+
+    def due(self) -> int | None:
+        """The seq to re-send after, if some reader needs it (the tag is set then)."""
+        current = sessions(self.db, self.epoch)
+        # A session marked "-" is a reader process that knows it lost nothing (Acknowledger.lost_nothing): not
+        # re-sent to when it shows up.  At our start every reader counts, marked or not: what a reader has not
+        # acknowledged (lines of our last run that never reached it, say) goes again.
+        quiet = self._looked
+        self._looked = True
+        fresh = [
+            v for r, v in current.items() if self.seen.get(r, ("",))[0] != v[0] and not (quiet and v[0].startswith("-"))
+        ]
+        self.seen = current
+        if not fresh:
+            if self.tag and time.monotonic() > self._tag_until:
+                self.tag = None
+            return None
+        self.tag = sorted(sess for sess, _ in fresh)
+        self._tag_until = time.monotonic() + self.TAG_SECONDS
+        return min(seq for _, seq in fresh)

@@ -1,0 +1,242 @@
+"""The writing side of a hop: whole event lines to stdout, a regular file or a named FIFO.
+
+Every writer of File Conveyor writes through here: fc-watch, every stage (delivery/runner.py), fc-tee, fc-verify
+and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writing side"):
+
+- **Whole lines, or an error.**  Lines go to the file descriptor with os.write, looping over partial writes and
+  waiting for room on a non-blocking descriptor: a BufferedWriter whose large write is cut short by a departing
+  reader reports success (seen with CPython 3.11), and a line believed written but lost would be recorded as done.
+- **A reader that went away is always noticed**: BrokenPipeError (the commands ignore SIGPIPE and exit 141).
+- **stdout a pipe**: what its reader has read is followed (``Output.tail``, delivery/pipe_tail.py), for readers
+  that are not File Conveyor stages; one that closes the pipe before our end marks ``tail.quit_early``.
+- **A named FIFO outlives its reader** (supervisord restarts one stage at a time).  When the reader goes, the
+  writer either waits for the next one and gives it what ``resend`` says (a stage: its outbox after what its
+  readers acknowledged; fc-watch: the same lines, its replays follow when the new reader registers), or, for
+  ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and opens the FIFO again
+  every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).
+- **A regular file** is appended to and created owner-only (an existing one of ours is tightened): every line
+  carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import stat
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import IO
+
+from .. import private
+from .pipe_tail import PipeTail
+from .streams import has_fd, is_fifo
+
+REOPEN_EVERY = 0.5  # seconds between attempts to open a FIFO whose reader is gone (skip mode)
+WAIT_POLL = 0.1  # seconds between attempts to open a FIFO while waiting for its reader
+
+
+class Output:
+    """One destination of lines: stdout (path None or "-"), a named FIFO, or a regular file (appended)."""
+
+    def __init__(self, path: str | None, stdout: IO[bytes] | None = None):
+        self.path = None if path in (None, "-") else path
+        self.stdout = stdout
+        self.fifo = self.path is not None and is_fifo(self.path)
+        self.fd: int | None = None
+        self.tail = PipeTail(None)  # stdout a pipe: what its reader has read
+        self._stream: IO[bytes] | None = None  # stdout without a file descriptor (an in-memory stream)
+
+    @property
+    def name(self) -> str:
+        return self.path or "stdout"
+
+    @property
+    def is_open(self) -> bool:
+        return self.fd is not None or self._stream is not None
+
+    def open(self, should_stop: Callable[[], bool] | None = None) -> bool:
+        """Open it; a FIFO once a reader has it open, waiting for one until ``should_stop`` (None: one attempt).
+        False when a FIFO has no reader (stopped while waiting, or at the one attempt)."""
+        if self.path is None:
+            stdout = self.stdout
+            if stdout is not None and has_fd(stdout):
+                stdout.flush()  # what the stream buffered goes before our lines
+                self.fd = stdout.fileno()
+                self.tail = PipeTail(self.fd)
+            else:
+                self._stream = stdout
+            return True
+        if not self.fifo:
+            private.private_file(self.path)  # owner-only: the lines carry our epoch
+            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            return True
+        while True:
+            fd = _open_fifo(self.path)
+            if fd is not None:
+                self.fd = fd
+                return True
+            if should_stop is None or should_stop():
+                return False
+            time.sleep(WAIT_POLL)
+
+    def write(self, data: bytes) -> None:
+        """All of ``data``, or an exception (BrokenPipeError: the reader has gone)."""
+        if self._stream is not None:
+            self._stream.write(data)
+            self._stream.flush()
+            return
+        fd = self.fd
+        if fd is None:
+            raise BrokenPipeError(errno.EPIPE, f"{self.name} is not open")
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view) :]
+            except BlockingIOError:  # a non-blocking stdout: wait for room
+                select.select([], [fd], [], 1.0)
+
+    def reader_gone(self) -> bool:
+        """A pipe or FIFO whose reader has closed its end (we still hold ours)."""
+        if self.fd is None or not (self.fifo or self.tail.active):
+            return False
+        poller = select.poll()
+        poller.register(self.fd, 0)  # POLLERR is reported whatever is asked
+        return any(ev & select.POLLERR for _, ev in poller.poll(0))
+
+    def close(self) -> None:
+        """Close what we opened (stdout stays open: it is the process's)."""
+        if self.fd is not None and self.path is not None:
+            os.close(self.fd)
+        self.fd = None
+
+
+class Writer:
+    """Writes whole lines to an Output; what happens when a FIFO's reader goes is ``on_gone``:
+
+    - "wait": wait for the next reader (until ``should_stop``: then BrokenPipeError) and write to it what
+      ``resend()`` gives (None: the same lines);
+    - "skip": go on without it (the lines are not written there; ``send`` returns False), and open it again
+      every REOPEN_EVERY s.
+
+    stdout and regular files raise BrokenPipeError either way.  ``warn`` is told when a FIFO's reader goes or comes
+    back, ``info`` when we wait for one."""
+
+    def __init__(
+        self,
+        output: Output,
+        on_gone: str = "wait",
+        resend: Callable[[], Iterable[bytes]] | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+        warn: Callable[[str], None] = lambda text: None,
+        info: Callable[[str], None] = lambda text: None,
+    ):
+        assert on_gone in ("wait", "skip")
+        self.output = output
+        self.on_gone = on_gone
+        self.resend = resend
+        self.should_stop = should_stop
+        self.warn = warn
+        self.info = info
+        self.gone_since: float | None = None
+        self._next_try = 0.0
+        self._buf: list[bytes] = []
+
+    @property
+    def tail(self) -> PipeTail:
+        return self.output.tail
+
+    def open(self, wait: bool = True) -> bool:
+        """Open the output (a FIFO: once a reader has it; ``wait`` False: one attempt).  False when it has none."""
+        if self.output.fifo and wait and not self.output.open(None):
+            self.info(f"waiting for a reader on {self.output.name}")
+        return self.output.is_open or self.output.open(self.should_stop if wait else None)
+
+    def send(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> bool:
+        """Write whole lines (``seqs``: theirs, for the pipe tail).  False: skipped, the FIFO has no reader."""
+        if not lines:
+            return True
+        out = self.output
+        data = b"".join(lines)
+        while True:
+            if not out.is_open and not self._reopen():
+                return False
+            try:
+                out.write(data)
+            except BrokenPipeError:
+                if not out.fifo:
+                    out.tail.quit_early = out.tail.active  # it left before our end: it took nothing for sure
+                    raise
+                out.close()
+                self.gone_since = time.monotonic()
+                if self.on_gone == "skip":
+                    self._next_try = self.gone_since + REOPEN_EVERY
+                    self.warn(f"{out.name}: the reader went away; skipping it until a new one opens it")
+                    return False
+                self.warn(f"the reader of {out.name} went away; waiting for a new one")
+                if not out.open(self.should_stop):
+                    raise BrokenPipeError(errno.EPIPE, f"stopped while waiting for a reader on {out.name}") from None
+                self._back()
+                if self.resend is not None:
+                    data = b"".join(self.resend())  # everything the new reader may lack: it drops what it had
+                    if not data:
+                        return True
+                continue
+            if seqs:
+                out.tail.wrote(list(seqs), [len(line) for line in lines])
+            return True
+
+    def _reopen(self) -> bool:
+        """Skip mode: open a FIFO whose reader had gone, at most every REOPEN_EVERY s."""
+        now = time.monotonic()
+        if self.on_gone != "skip" or now < self._next_try:
+            return False
+        self._next_try = now + REOPEN_EVERY
+        if not self.output.open(None):
+            return False
+        self._back()
+        return True
+
+    def _back(self) -> None:
+        if self.gone_since is not None:
+            self.warn(f"{self.output.name}: a reader is back after {time.monotonic() - self.gone_since:.0f} s")
+            self.gone_since = None
+
+    # -- buffered: lines held until flush() (fc-verify, fc-record --import-queue) -------------
+
+    def add(self, line: bytes) -> None:
+        self._buf.append(line)
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf)
+
+    def flush(self) -> None:
+        lines, self._buf = self._buf, []
+        self.send(lines)
+
+    def close(self) -> None:
+        self.output.close()
+
+
+def stdout_writer(stdout: IO[bytes]) -> Writer:
+    """A writer to the process's stdout (opened: nothing to wait for)."""
+    writer = Writer(Output(None, stdout))
+    writer.open()
+    return writer
+
+
+def _open_fifo(path: str) -> int | None:
+    """A FIFO opened for writing, with blocking writes (a slow reader slows us down, never loses lines); None
+    when no reader has it open (or it is not there yet)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENXIO, errno.ENOENT):  # no reader yet; FIFO not made yet
+            return None
+        raise
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, f"{path} is no longer a FIFO")
+    os.set_blocking(fd, True)
+    return fd
