@@ -90,3 +90,24 @@ def test_output_files_are_owner_only(tmp_path: Path, env: dict[str, str]) -> Non
     assert out.stat().st_mode & 0o777 == 0o600
     assert tee_out.stat().st_mode & 0o777 == 0o600
     assert b'"epoch"' in tee_out.read_bytes()
+
+
+def test_fc_watch_output_file_is_owner_only(tmp_path: Path, env: dict[str, str]) -> None:  # noqa: F811
+    # fc-watch's lines carry its epoch too; its --output FILE was created with the umask's mode (0644) before it
+    # wrote through the one writer of delivery/writer.py, like the stages' and fc-tee's files
+    _site(tmp_path)
+    out = tmp_path / "watch.jsonl"
+    watch = [sys.executable, str(ROOT / "bin" / "fc-watch"), "--scan-once", "--settle", "0"]
+    old = os.umask(0o022)
+    try:
+        p = subprocess.run(
+            [*watch, "--state", str(tmp_path / "w.db"), "--output", str(out), str(tmp_path / "src")],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+    finally:
+        os.umask(old)
+    assert p.returncode == 0, p.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert b'"epoch"' in out.read_bytes()
