@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from fileconveyor.delivery.streams import input_lines, open_fifo_for_writing
+from fileconveyor.delivery.streams import input_lines
 from fileconveyor.events import BadLine, events_from
 from fileconveyor.stopping import Stopper
 
@@ -39,30 +39,6 @@ def test_fifo_reader_survives_writer_restarts_and_drops_torn_lines(tmp_path: Pat
     stop.uninstall()
     assert [e["path"] for e in got] == ["/a", "/b"]
     assert len(bad) == 1 and "newline" in bad[0].reason and bad[0].text.startswith(b'{"v":1')
-
-
-def test_open_fifo_for_writing_waits_for_a_reader(tmp_path: Path) -> None:
-    fifo = tmp_path / "out.fifo"
-    os.mkfifo(fifo)
-    flag = {"stop": False}
-    start = time.monotonic()
-    threading.Timer(0.3, lambda: flag.update(stop=True)).start()
-    assert open_fifo_for_writing(str(fifo), lambda: flag["stop"], poll=0.02) is None  # nobody read: gave up on stop
-    assert time.monotonic() - start >= 0.25
-    received: list[bytes] = []
-
-    def reader() -> None:
-        with open(fifo, "rb") as f:
-            received.append(f.read())
-
-    t = threading.Thread(target=reader)
-    t.start()
-    fd = open_fifo_for_writing(str(fifo), lambda: False, poll=0.02)
-    assert fd is not None
-    os.write(fd, b"hello\n")
-    os.close(fd)
-    t.join(5)
-    assert received == [b"hello\n"]
 
 
 def test_plain_file_input(tmp_path: Path) -> None:

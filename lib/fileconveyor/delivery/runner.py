@@ -30,31 +30,26 @@ for every stage:
 from __future__ import annotations
 
 import contextlib
-import os
 import queue
-import select
 import sqlite3
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
 
-from .. import backoff, private
+from .. import backoff
 from .. import events as E
 from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
 from . import quarantine
-from .acks import Replays, behind
 from .durable import ACK_INTERVAL, Hop, StageState
 from .intake import Intake
 from .lanes import Scheduler, Workers
 from .options import Counters, Options
-from .pipe_tail import PipeTail, torn_end, written_in_file
+from .sending import Sending
 from .stage import Also, Done, Item, Outcome, Retry, Stage, StageContext, Timed
-from .streams import has_fd, is_fifo, open_fifo_for_writing
 
 __all__ = [  # what the runner's users import from here, as before the split
     "Done",
@@ -107,7 +102,7 @@ class Runner:
         self.inline = all(n == 0 for n in stage.lanes().values())
         self._workers = sum(stage.lanes().values())
         self.input = Intake(stage, opts, stdin, self.state, self.counts, rep, stop)  # our writers, our input
-        self.replays = Replays(self.state.db, self.state.epoch)  # our readers
+        self.output = Sending(self.state, opts.output, stdout, rep, lambda: self.stop.requested)  # our readers
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.workers = Workers(self.sched, self._work, self.events.put, rep)
         self._eof = False
@@ -118,8 +113,6 @@ class Runner:
         self._progress_at = 0.0
         self._refreshed_at = 0.0
         self._next_refresh = 0.0
-        self._behind_acks: dict[str, tuple[int, float]] = {}
-        self._out_fd: int | None = None
         self._next_prune = 0.0
         self._next_sessions = 0.0
         self._next_ack = 0.0
@@ -132,114 +125,12 @@ class Runner:
         self._timed: list[tuple[Timed, str]] = []
         self._hurried = False
         self._hurried_works: set[int] = set()
-        self._written_upto = self.state.written  # the seq of the last line written
-        self._run_start = self.state.written
-        self.tail = PipeTail(None)  # stdout a pipe: what its reader has read (delivery/pipe_tail.py)
-        self._started = time.time()
-        self._written_log: deque[tuple[float, int]] = deque()
         self.progress = Progress(rep, opts.progress)
         self._line_at = 0.0  # when the last input line came (IDLE_ACK_QUIET)
         self._wake_at: float | None = None  # the loop looks again by then (an idle acknowledgement is due)
         self._end_poll = END_POLL  # at the end: how soon to look for our readers' acknowledgements again
-        # PRAGMA data_version and our last seq when the acknowledgements were last read
-        self._data_version: tuple[int, int] | None = None
 
     # -- set-up ----------------------------------------------------------------------
-
-    def _open_output(self) -> None:
-        out = self.opts.output
-        if out in (None, "-"):
-            self._out_fd = None
-            if has_fd(self.stdout):
-                self.tail = PipeTail(self.stdout.fileno())
-            return
-        if is_fifo(out):
-            self.rep.info(f"waiting for a reader on {out}")
-            self._out_fd = open_fifo_for_writing(out, lambda: self.stop.requested)
-        else:
-            # owner-only: every line carries our epoch, which readers take as a sign that a hop is ours
-            private.private_file(out)
-            self._out_fd = os.open(out, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
-            upto = written_in_file(out, self.state.origin, self.state.epoch)
-            if torn_end(out):  # a process killed mid-line: the torn part stays a (bad) line of its own
-                os.write(self._out_fd, b"\n")
-            if upto is not None and self._written_upto < upto < self.state.next_seq:
-                self._written_upto = upto  # appended by a process of ours killed before it recorded them
-
-    def _write(self, lines: Sequence[bytes], seqs: Sequence[int] = ()) -> None:
-        """Write whole lines (``seqs``: theirs, for the pipe tail); a FIFO whose reader left is reopened and the
-        outbox replayed."""
-        if not lines:
-            return
-        data = b"".join(lines)
-        while True:
-            try:
-                if self._out_fd is None:
-                    fd = self.stdout.fileno() if has_fd(self.stdout) else None
-                    if fd is None:
-                        self.stdout.write(data)
-                        self.stdout.flush()
-                        return
-                else:
-                    fd = self._out_fd
-                view = memoryview(data)
-                while view:
-                    try:
-                        view = view[os.write(fd, view) :]
-                    except BlockingIOError:  # a FIFO opened O_NONBLOCK: wait for room
-                        select.select([], [fd], [], 1.0)
-                if seqs and self._out_fd is None:
-                    self.tail.wrote(list(seqs), [len(line) for line in lines])
-                return
-            except BrokenPipeError:
-                if self.opts.output in (None, "-") or not is_fifo(self.opts.output):
-                    self.tail.quit_early = self.tail.active  # left before our end: it took nothing for sure
-                    raise
-                self.rep.warn(f"the reader of {self.opts.output} went away; waiting for a new one")
-                os.close(self._out_fd)  # type: ignore[arg-type]
-                self._open_output()
-                if self._out_fd is None:  # stopped while waiting
-                    raise
-                # everything not acknowledged goes again; the new reader drops what it had
-                data = b"".join(line for _, line in self._replay_lines(self.state.replay_from()))
-                if not data:
-                    return
-
-    def _replay_lines(self, after: int) -> Iterable[tuple[int, bytes]]:
-        """Outbox lines (and their seqs) after ``after``, tagged for the readers the replay is for."""
-        tag = self.replays.tag
-        for seq, line in self.state.outbox_after(after):
-            if tag:
-                try:
-                    ev = E.decode(line)
-                except E.EventError:  # written by an older version that took more: the reader refuses it
-                    yield line
-                    continue
-                ev["hop"]["for"] = tag
-                line = E.encode(ev)
-            yield seq, line
-
-    def _replay(self, after: int | None = None) -> None:
-        """Re-send the outbox after ``after``; by default (at start) after what each
-        reader acknowledged, or, with no File Conveyor reader, what was never written."""
-        if after is None:
-            due = self.replays.due()
-            after = max(self.state.written, self._written_upto) if due is None else due
-        batch: list[tuple[int, bytes]] = []
-        n = 0
-        for seq_line in self._replay_lines(after):
-            batch.append(seq_line)
-            if len(batch) >= 4096:
-                self._write([line for _, line in batch], [seq for seq, _ in batch])
-                n += len(batch)
-                batch = []
-        self._write([line for _, line in batch], [seq for seq, _ in batch])
-        n += len(batch)
-        if n:
-            self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
-            self._written_upto = max(self._written_upto, self.state.next_seq - 1)
-            with self.state.transaction() as db:
-                self.state.mark_written(db, self._delivered())
 
     def _load_inbox(self) -> None:
         rows = self.state.db.execute(
@@ -337,10 +228,9 @@ class Runner:
     # -- the loop ----------------------------------------------------------------------
 
     def run(self) -> int:
-        self._open_output()
-        if self._out_fd is None and self.opts.output not in (None, "-"):
+        if not self.output.open():
             return Exit.OK  # stopped while waiting for a reader
-        self._replay()
+        self.output.replay()
         self._load_inbox()
         self.stage.start(self._context())  # after the inbox is loaded: what it enqueues is queued once
         self.workers.start()
@@ -359,19 +249,20 @@ class Runner:
             self.workers.stop(self.stop.requested)
             self._commit_late_results()
             self._end_loop()
-            if self.stop.requested and self.tail.active and not self.state.readers():
+            if self.stop.requested and self.output.must_settle():
                 # a clean stop: the reader of our pipe gets a moment to read what is in it (pipe_tail.STOP_WAIT)
                 with contextlib.suppress(Exception):
-                    self._settle_output()
+                    self.output.settle(self.opts.drain_timeout)
             self.input.acknowledge(force=True)
             self.input.acks.close()
             self.stage.close()
             self.progress.done(self._progress_text())
             with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
-                if self._delivered() != self.state.written:
+                if self.output.delivered() != self.state.written:
                     with contextlib.suppress(Exception), self.state.transaction() as db:
-                        self.state.mark_written(db, self._delivered(), rewind=self.tail.quit_early)
+                        self.state.mark_written(db, self.output.delivered(), rewind=self.output.tail.quit_early)
                 self.state.close()
+                self.output.close()
                 self._closed = True
         return status
 
@@ -420,12 +311,11 @@ class Runner:
         if not lines:
             return
         try:
-            self._write([line for _, line in lines], [seq for seq, _ in lines])
+            self.output.send(lines)
         except OSError as exc:
             self.rep.info(f"{len(lines)} event(s) not written ({exc}); they are in the outbox, re-sent next run")
             return
         self.counts.written += len(lines)
-        self._written_upto = lines[-1][0]
 
     def _add_emitted(
         self,
@@ -437,7 +327,7 @@ class Runner:
         start = len(lines)
         for outputs, also in emitted:
             for ev in outputs:
-                hop = ev["hop"] = self.state.hop(self.replays.tag)
+                hop = ev["hop"] = self.state.hop(self.output.tag)
                 lines.append((hop["seq"], E.encode(ev)))
             if also is not None:
                 also(db)
@@ -503,18 +393,21 @@ class Runner:
                     if timed:
                         continue  # timed work due within the drain time: wait for it
                     return Exit.RETRY
-                behind = self._readers_behind()
+                behind, moved = self.output.behind()
+                if moved:
+                    self._progress_at = time.monotonic()
+                    self._end_poll = END_POLL
                 self._end_poll = min(END_POLL_MAX, self._end_poll * 2)
                 if not behind:
-                    if self.tail.active and not self.state.readers():
-                        settled = self._settle_output()
+                    if self.output.must_settle():
+                        settled = self.output.settle(self.opts.drain_timeout)
                         if settled == "fc":
                             self._progress_at = time.monotonic()  # a reader showed up: wait for its acknowledgements
                             continue
                         if settled == "gone":
                             return Exit.BROKEN_PIPE
                     return self._status()
-                if self._reader_gone():
+                if self.output.reader_gone():
                     self.rep.info("the reader of our output went away; what it missed is re-sent next run")
                     return Exit.BROKEN_PIPE
                 if self._idle() > self.opts.drain_timeout:
@@ -558,27 +451,6 @@ class Runner:
             back += msg[0] == "back"
             line = line or msg[0] == "line"
 
-    def _delivered(self) -> int:
-        """How far our output counts as taken when no File Conveyor reader says so (``written`` in the state
-        file): written (a file, a terminal), read from the pipe, or, when the pipe's reader left before our end
-        (head, a stage that failed), nothing of this run."""
-        return self.tail.delivered(self._written_upto, self._run_start)
-
-    def _settle_output(self) -> str:
-        """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we
-        wrote, or has gone (delivery/pipe_tail.py); "fc" when a File Conveyor reader showed up meanwhile."""
-        got = self.tail.settle(self.opts.drain_timeout, lambda: self.stop.requested, lambda: bool(self.state.readers()))
-        if got == "gone":
-            self.rep.info(
-                "the reader of our output closed it before the end (head, a stage that failed?): "
-                "this run's output is re-sent next run"
-            )
-        elif got == "timeout":
-            self.rep.info("the reader of our output did not read all of it; the rest is re-sent next run")
-        with self.state.transaction() as db:
-            self.state.mark_written(db, self._delivered(), rewind=got == "gone")
-        return got
-
     def _idle(self) -> float:
         """Seconds since the input ended or, later, since the last progress."""
         return time.monotonic() - max(self._eof_at, self._progress_at)
@@ -611,35 +483,6 @@ class Runner:
                 f"and are done when {self.stage.name} runs again"
             )
         return False
-
-    def _readers_behind(self) -> list[str]:
-        """File Conveyor readers that have not acknowledged all we wrote: we wait for them
-        before exiting, re-sending if one restarts, so that a reader killed after our input
-        ended still gets everything."""
-        last = self.state.next_seq - 1
-        (version,) = self.state.db.execute("PRAGMA data_version").fetchone()  # changes when another process writes
-        if (version, last) == self._data_version:
-            return list(self._behind_acks)
-        self._data_version = version, last
-        # only readers heard from during this run: one that read from us last week
-        # and is gone must not hold up today's run
-        acks = behind(self.state.db, self.state.epoch, self._started, last)
-        # a reader moving on (a higher mark, or an acknowledgement written again: it finished something) is
-        # progress, however slowly it goes
-        moved = any(now > self._behind_acks.get(r, now) for r, now in acks.items())
-        if moved or acks.keys() < self._behind_acks.keys():
-            self._progress_at = time.monotonic()
-            self._end_poll = END_POLL
-        self._behind_acks = acks
-        return list(acks)
-
-    def _reader_gone(self) -> bool:
-        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
-        if self.opts.output not in (None, "-") or not has_fd(self.stdout):
-            return False
-        poller = select.poll()
-        poller.register(self.stdout.fileno(), 0)  # POLLERR is reported whatever is asked
-        return any(ev & select.POLLERR for _, ev in poller.poll(0))
 
     def _status(self) -> int:
         c = self.counts
@@ -686,7 +529,7 @@ class Runner:
         try:
             # nothing to commit (a pass of the loop that found nothing): no write transaction, which would also
             # make a reader's acknowledgement into our state file wait for the lock
-            if lines or done or emitted or to_insert or self._delivered() > self.state.written:
+            if lines or done or emitted or to_insert or self.output.delivered() > self.state.written:
                 with self.state.transaction() as db:
                     self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
         except Exception as exc:
@@ -703,17 +546,13 @@ class Runner:
         for it in self._enqueued:
             self.sched.add(it)
         self._enqueued.clear()
-        out = [line for _, line in seq_lines]
         for item, outcome in done:
             self._after(item, outcome)
             if isinstance(outcome, Done):
                 self._progress_at = time.monotonic()
-        self._write(out, [seq for seq, _ in seq_lines])
-        if out:
-            self.counts.written += len(out)
-            self._written_upto = seq_lines[-1][0]
-            self._written_log.append((time.monotonic(), self._written_upto))
-        self._housekeeping(bool(out))
+        self.output.send(seq_lines)
+        self.counts.written += len(seq_lines)
+        self._housekeeping(bool(seq_lines))
         if not self.inline:
             for item in self.sched.due(time.time()):
                 self.sched.lanes[item.lane].tasks.put(item)
@@ -761,7 +600,7 @@ class Runner:
         self.state.add_outbox(db, seq_lines)
         if emitted:
             self._add_emitted(db, emitted, seq_lines)
-        self.state.mark_written(db, self._delivered())  # lines of earlier rounds are out (or read)
+        self.state.mark_written(db, self.output.delivered())  # lines of earlier rounds are out (or read)
 
     def _flush(self, done: list[tuple[Item, Outcome]]) -> None:
         """The stage's own writes of this round made durable (Stage.flush), or its finished items retried."""
@@ -858,7 +697,7 @@ class Runner:
         ``finished``."""
         for ev in outcome.outputs:
             old = ev.get("hop", E.MISSING)
-            hop = ev["hop"] = self.state.hop(self.replays.tag)
+            hop = ev["hop"] = self.state.hop(self.output.tag)
             line = E.rehop(item.line, old, hop) if outcome.unchanged and ev is item.event else None
             out.append((hop["seq"], line if line is not None else E.encode(ev)))
         self.stage.record(db, item, outcome)
@@ -909,12 +748,12 @@ class Runner:
                 self.input.acknowledge(force=True)
             else:
                 self._wake_at = self._line_at + IDLE_ACK_QUIET
-        if now >= self._next_prune and self._delivered() > self.state.written:
+        if now >= self._next_prune and self.output.delivered() > self.state.written:
             with self.state.transaction() as db:
-                self.state.mark_written(db, self._delivered())
+                self.state.mark_written(db, self.output.delivered())
         if now >= self._next_sessions:
             self._next_sessions = now + SESSION_CHECK
-            self._check_sessions()
+            self.output.check_readers()
         if now >= self._next_prune:
             self._next_prune = now + PRUNE_INTERVAL
             with contextlib.suppress(Exception):
@@ -922,8 +761,9 @@ class Runner:
                 if floor is None:
                     # no File Conveyor reader has said what it holds: release what was
                     # written long ago (a reader that never acknowledges, like jq)
-                    while self._written_log and self._written_log[0][0] < now - RELEASE_GRACE:
-                        floor = min(self._written_log.popleft()[1], self.state.written)
+                    log = self.output.log
+                    while log and log[0][0] < now - RELEASE_GRACE:
+                        floor = min(log.popleft()[1], self.state.written)
                 if floor:
                     self.stage.released(floor)
                 if dropped:
@@ -941,12 +781,6 @@ class Runner:
             if self._progress_at > self._refreshed_at or self.sched.count == 0 or not self.sched.only_waiting():
                 self._refreshed_at = now
                 self.input.acknowledge(force=True)
-
-    def _check_sessions(self) -> None:
-        """A reader is new or restarted while we run: re-send what it had not acknowledged."""
-        after = self.replays.due()
-        if after is not None:
-            self._replay(after)
 
     def _progress_text(self) -> str:
         c = self.counts

@@ -8,7 +8,6 @@ middle by a dying writer is reported and dropped, never taken as an event.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import stat
@@ -134,21 +133,3 @@ def has_fd(stream: IO[bytes]) -> bool:
         return True
     except (OSError, ValueError, AttributeError):
         return False
-
-
-def open_fifo_for_writing(
-    path: str, should_stop: Callable[[], bool], poll: float = 0.1, blocking: bool = False
-) -> int | None:
-    """Open a FIFO for writing once a reader has it open; None if stopped first.
-    ``blocking``: writes then wait for room instead of raising BlockingIOError."""
-    while not should_stop():
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            if blocking:
-                os.set_blocking(fd, True)
-            return fd
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:  # ENXIO: no reader yet
-                raise
-        time.sleep(poll)
-    return None

@@ -15,7 +15,9 @@ and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writ
   ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and opens the FIFO again
   every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).
 - **A regular file** is appended to and created owner-only (an existing one of ours is tightened): every line
-  carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).
+  carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).  One
+  that ends mid-line (a writer killed while writing) is given the newline first: the torn part stays a bad line
+  of its own instead of being glued to our first line.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
 from .. import private
-from .pipe_tail import PipeTail
+from .pipe_tail import PipeTail, torn_end
 from .streams import has_fd, is_fifo
 
 REOPEN_EVERY = 0.5  # seconds between attempts to open a FIFO whose reader is gone (skip mode)
@@ -70,6 +72,8 @@ class Output:
         if not self.fifo:
             private.private_file(self.path)  # owner-only: the lines carry our epoch
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            if torn_end(self.path):  # a process killed mid-line: the torn part stays a (bad) line of its own
+                self.write(b"\n")
             return True
         while True:
             fd = _open_fifo(self.path)
@@ -97,8 +101,8 @@ class Output:
                 select.select([], [fd], [], 1.0)
 
     def reader_gone(self) -> bool:
-        """A pipe or FIFO whose reader has closed its end (we still hold ours)."""
-        if self.fd is None or not (self.fifo or self.tail.active):
+        """A pipe, FIFO or socket whose reader has closed its end (we still hold ours)."""
+        if self.fd is None:
             return False
         poller = select.poll()
         poller.register(self.fd, 0)  # POLLERR is reported whatever is asked

@@ -29,9 +29,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ...delivery import acks, runs
-from ...delivery.acks import Replays, readers
 from ...delivery.durable import hop_prefix, with_hop
-from ...delivery.pipe_tail import PipeTail
+from ...delivery.sending import Sender
 from ...delivery.writer import Writer
 from ...events import FileEventEncoder
 from ...state import Migration, State
@@ -45,7 +44,6 @@ KIND_NAMES = {CREATED: "created", MODIFIED: "modified", DELETED: "deleted", SKIP
 Row = tuple[int, int, int, int]  # size, mtime_ns, ino, kind
 Pending = tuple[int, int, int, int, bytes]  # a row and its event line, not committed yet
 SESSION_CHECK = 0.5  # seconds between looks for restarted readers
-_NO_TAIL = PipeTail(None)
 
 
 def _hops(db: sqlite3.Connection) -> None:
@@ -80,9 +78,6 @@ class WatchState:
         self, path: Path, writer: Writer | None = None, commit_every: int = 4096, commit_interval: float = 0.5
     ):
         self.state = State(Path(path).absolute(), MIGRATIONS)
-        # Writes the event lines of the rows just committed, right after each commit: rows first, lines second
-        # (see the module docstring).  None: a state opened only to be read or made.
-        self.writer = writer
         self.db = self.state.db
         self.path = path
         self._overlay: dict[bytes, Pending] = {}  # full key -> row and line, not committed yet
@@ -92,10 +87,11 @@ class WatchState:
         self._last_commit = time.monotonic()
         meta = dict(self.db.execute("SELECT name, value FROM meta"))
         self.batch = meta["last_batch"]  # the last seq given to a line
-        self.written = meta["written_batch"]  # in memory: written; in the file: delivered (see _delivered)
-        self.run_start = self.written
         self.epoch = format(meta["epoch"], "x")
-        self.replays = Replays(self.db, self.epoch)
+        # Writes the event lines of the rows just committed, right after each commit: rows first, lines second
+        # (see the module docstring).  None: a state opened only to be read or made.  Its ``last`` is how far
+        # lines are written; the file's written_batch, how far they are delivered (Sender.delivered).
+        self.out = Sender(writer, self.db, self.epoch, meta["written_batch"])
         self._hop_tag: list[str] | None = None
         self._hop = hop_prefix(str(self.state.path), self.epoch)
         self._next_session_check = time.monotonic() + SESSION_CHECK
@@ -190,40 +186,23 @@ class WatchState:
             db.execute("UPDATE meta SET value=? WHERE name='last_batch'", (last,))
         self.batch = last
         self._overlay.clear()
-        self._send(lines, [r[5] for r in rows])
-        self.written = last  # recorded by the next transaction (or close)
+        self.out.write(lines, [r[5] for r in rows])
+        self.out.last = last  # recorded by the next transaction (or close)
         self._tombstones.extend(gone)
         self.check_readers()
 
-    @property
-    def tail(self) -> PipeTail:
-        """What the reader of a stdout pipe has read, when no File Conveyor reader acknowledges
-        (delivery/pipe_tail.py)."""
-        return self.writer.tail if self.writer is not None else _NO_TAIL
-
-    def _send(self, lines: list[bytes], seqs: list[int]) -> None:
-        if not lines:
-            return
-        if self.writer is None:
-            raise RuntimeError("a WatchState opened without a writer has no output for its lines")
-        self.writer.send(lines, seqs)
-
-    def _delivered(self) -> int:
-        """How far lines count as taken when no File Conveyor reader says so: written (a file, a terminal), read
-        from the pipe, or, when the pipe's reader left before our end (head), nothing of this run."""
-        return self.tail.delivered(self.written, self.run_start)
-
     def _floor(self) -> int:
         """Lines up to here are safe with every reader (or delivered, with no File Conveyor reader)."""
-        acked = readers(self.db, self.epoch)
+        out = self.out
+        acked = out.readers()
         if acked:
-            return min([*acked.values(), self._delivered()])
+            return min([*acked.values(), out.delivered()])
         # into a pipe, the run's tombstones stay until its end: a reader quitting early undoes the whole run
-        return min(self.run_start, self.written) if self.tail.active else self.written
+        return min(out.run_start, out.last) if out.tail.active else out.last
 
     def _mark_written(self, db: sqlite3.Connection) -> None:
         """Record how far lines are delivered, and drop the tombstones every reader has."""
-        db.execute("UPDATE meta SET value=? WHERE name='written_batch'", (self._delivered(),))
+        db.execute("UPDATE meta SET value=? WHERE name='written_batch'", (self.out.delivered(),))
         if self._tombstones:
             floor = self._floor()
             done = [(k, DELETED, seq) for k, seq in self._tombstones if seq <= floor]
@@ -243,8 +222,8 @@ class WatchState:
         reader acknowledged, or after what was written when no File Conveyor reader is
         known): same events, same ids, same seq, ``"via":"replay"``.  Returns how many."""
         if after is None:
-            due = self.replays.due()
-            after = self.written if due is None else due
+            due = self.out.replays.due()
+            after = self.out.last if due is None else due
         self._retag()
         if after >= self.batch:
             return 0
@@ -270,10 +249,10 @@ class WatchState:
             n += 1
             seqs.append(seq)
             if len(lines) >= 4096:
-                self._send(lines, seqs)
+                self.out.write(lines, seqs)
                 lines, seqs = [], []
-        self._send(lines, seqs)
-        self.written = self.batch
+        self.out.write(lines, seqs)
+        self.out.last = self.batch
         with self.state.transaction() as db:
             self._mark_written(db)
         return n
@@ -285,23 +264,23 @@ class WatchState:
         if now < self._next_session_check:
             return 0
         self._next_session_check = now + SESSION_CHECK
-        after = self.replays.due()
+        after = self.out.replays.due()
         self._retag()
         return self.replay(after) if after is not None else 0
 
     def _retag(self) -> None:
         """Lines carry hop.for for a while after a replay (see acks.Replays)."""
-        if self.replays.tag != self._hop_tag:
-            self._hop_tag = self.replays.tag
+        if self.out.tag != self._hop_tag:
+            self._hop_tag = self.out.tag
             self._hop = hop_prefix(str(self.state.path), self.epoch, self._hop_tag)
 
     def settle_output(self, timeout: float, should_stop: Callable[[], bool]) -> bool:
         """At the end of our output into a pipe no File Conveyor reader has acknowledged: wait (at most
         ``timeout`` s) until its reader has read it or gone.  False when the reader left before our end: this
         run's lines are not delivered, and the next run sends them again."""
-        if not self.tail.active or readers(self.db, self.epoch):
+        if not self.out.must_settle():
             return True
-        got = self.tail.settle(timeout, should_stop, lambda: bool(readers(self.db, self.epoch)))
+        got = self.out.wait_read(timeout, should_stop)
         with self.state.transaction() as db:
             self._mark_written(db)
         return got != "gone"

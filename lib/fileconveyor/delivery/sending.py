@@ -1,0 +1,223 @@
+"""The writing side of a writer with a state file: its lines written, replays, how far its output is delivered.
+
+``Sender`` is what fc-watch (stages/watch/state.py, whose lines are re-made from its rows) and every stage
+share; ``Sending`` is a stage's, whose lines are in its outbox.  A writer commits each line first (a row, or the
+outbox), then hands it here, to be written through the one writer (delivery/writer.py).  What the writing side of
+docs/durability.md needs:
+
+- the outbox re-sent at start, to a reader that is new or restarted (acks.Replays: twice a second), and to the
+  next reader of an --output FIFO whose reader went away;
+- ``delivered``: how far the output counts as taken when no File Conveyor reader says so (the ``written`` mark of
+  the state file): written (a file, a terminal), read from a stdout pipe (delivery/pipe_tail.py), or, when that
+  pipe's reader left before our end, nothing of this run;
+- at the end: ``settle`` (the reader of a stdout pipe reads what is left) and ``behind`` (the File Conveyor
+  readers heard from during this run that have not acknowledged everything yet).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import IO
+
+from .. import events as E
+from ..report import Reporter
+from . import acks
+from .acks import Replays, behind
+from .durable import StageState
+from .pipe_tail import PipeTail, written_in_file
+from .writer import Output, Writer
+
+REPLAY_BATCH = 4096  # outbox lines per write of a replay
+
+
+class Sender:
+    """Lines through a Writer (None: a state opened only to be read), the readers that are new or restarted
+    (acks.Replays), and ``delivered``: how far lines count as taken when no File Conveyor reader says so."""
+
+    def __init__(self, writer: Writer | None, db: sqlite3.Connection, epoch: str, written: int):
+        self.writer = writer
+        self.db = db
+        self.epoch = epoch
+        self.replays = Replays(db, epoch)  # our readers
+        self.last = written  # the seq of the last line written
+        self.run_start = written  # what the last run delivered
+
+    @property
+    def tail(self) -> PipeTail:
+        """What the reader of a stdout pipe has read (delivery/pipe_tail.py)."""
+        return self.writer.tail if self.writer is not None else _NO_TAIL
+
+    @property
+    def tag(self) -> list[str] | None:
+        """hop.for of our lines for now: the readers a replay was for (acks.Replays)."""
+        return self.replays.tag
+
+    def write(self, lines: list[bytes], seqs: list[int]) -> None:
+        """Write committed lines (new ones, or a replay's) whole; raises BrokenPipeError when the reader of
+        stdout has gone."""
+        if not lines:
+            return
+        if self.writer is None:
+            raise RuntimeError("a state opened without a writer has no output for its lines")
+        self.writer.send(lines, seqs)
+
+    def readers(self) -> dict[str, int]:
+        return acks.readers(self.db, self.epoch)
+
+    def delivered(self) -> int:
+        """How far our output counts as taken when no File Conveyor reader says so (the ``written`` mark of the
+        state file): written (a file, a terminal), read from the pipe, or, when the pipe's reader left before
+        our end (head, a stage that failed), nothing of this run."""
+        return self.tail.delivered(self.last, self.run_start)
+
+    def must_settle(self) -> bool:
+        """Our output is a stdout pipe and no File Conveyor reader acknowledges it: the end waits for its reader."""
+        return self.tail.active and not self.readers()
+
+    def wait_read(self, timeout: float, should_stop: Callable[[], bool]) -> str:
+        """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we
+        wrote, or has gone; "read", "gone", "timeout", or "fc" when a File Conveyor reader showed up meanwhile
+        (its acknowledgements decide from then on).  PipeTail.settle says more."""
+        return self.tail.settle(timeout, should_stop, lambda: bool(self.readers()))
+
+
+_NO_TAIL = PipeTail(None)
+
+
+class Sending(Sender):
+    """A stage's writing side (delivery/runner.py): its outbox lines, and the end of its output."""
+
+    def __init__(
+        self,
+        state: StageState,
+        output: str | None,
+        stdout: IO[bytes],
+        rep: Reporter,
+        should_stop: Callable[[], bool],
+    ):
+        # a FIFO whose reader went away: the next reader gets everything not acknowledged; it drops what it had
+        writer = Writer(
+            Output(output, stdout),
+            "wait",
+            resend=lambda: (line for _, line in self._outbox(self.state.replay_from())),
+            should_stop=should_stop,
+            warn=rep.warn,
+            info=rep.info,
+        )
+        super().__init__(writer, state.db, state.epoch, state.written)
+        self.writer: Writer = writer
+        self.state = state
+        self.rep = rep
+        self.should_stop = should_stop
+        self.started = time.time()
+        self.log: deque[tuple[float, int]] = deque()  # (when, last seq) of each write, for releasing unacknowledged
+        self._behind: dict[str, tuple[int, float]] = {}
+        self._data_version: tuple[int, int] | None = None  # PRAGMA data_version and our last seq at the last look
+
+    def open(self) -> bool:
+        """Open our output (an --output FIFO: once a reader has it); False when stopped while waiting."""
+        out = self.writer.output
+        if out.path is not None and not out.fifo:
+            # a regular file says how far a run of ours killed before it recorded it got: those lines are not
+            # appended again
+            upto = written_in_file(out.path, self.state.origin, self.state.epoch)
+            if upto is not None and self.last < upto < self.state.next_seq:
+                self.last = upto
+        return self.writer.open()
+
+    def send(self, seq_lines: list[tuple[int, bytes]]) -> None:
+        """Write lines committed to the outbox (raises BrokenPipeError when the reader of stdout has gone)."""
+        if not seq_lines:
+            return
+        self.write([line for _, line in seq_lines], [seq for seq, _ in seq_lines])
+        self.last = seq_lines[-1][0]
+        self.log.append((time.monotonic(), self.last))
+
+    # -- replays -------------------------------------------------------------------------
+
+    def _outbox(self, after: int) -> Iterable[tuple[int, bytes]]:
+        """Outbox lines (and their seqs) after ``after``, tagged for the readers the replay is for."""
+        tag = self.replays.tag
+        for seq, line in self.state.outbox_after(after):
+            if tag:
+                try:
+                    ev = E.decode(line)
+                except E.EventError:  # written by an older version that took more: the reader refuses it
+                    yield seq, line
+                    continue
+                ev["hop"]["for"] = tag
+                line = E.encode(ev)
+            yield seq, line
+
+    def replay(self, after: int | None = None) -> None:
+        """Re-send the outbox after ``after``; by default (at start) after what each reader acknowledged, or, with
+        no File Conveyor reader, what was never written."""
+        if after is None:
+            due = self.replays.due()
+            after = max(self.state.written, self.last) if due is None else due
+        batch: list[tuple[int, bytes]] = []
+        n = 0
+        for seq_line in self._outbox(after):
+            batch.append(seq_line)
+            if len(batch) >= REPLAY_BATCH:
+                self.write([line for _, line in batch], [seq for seq, _ in batch])
+                n += len(batch)
+                batch = []
+        self.write([line for _, line in batch], [seq for seq, _ in batch])
+        n += len(batch)
+        if n:
+            self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
+            self.last = max(self.last, self.state.next_seq - 1)
+            with self.state.transaction() as db:
+                self.state.mark_written(db, self.delivered())
+
+    def check_readers(self) -> None:
+        """A reader is new or restarted while we run: re-send what it had not acknowledged."""
+        after = self.replays.due()
+        if after is not None:
+            self.replay(after)
+
+    # -- how far the output is taken --------------------------------------------------------
+
+    def settle(self, timeout: float) -> str:
+        """The end, with no File Conveyor reader: wait until the reader of our stdout pipe has read what we
+        wrote, or has gone (delivery/pipe_tail.py); "fc" when a File Conveyor reader showed up meanwhile."""
+        got = self.wait_read(timeout, self.should_stop)
+        if got == "gone":
+            self.rep.info(
+                "the reader of our output closed it before the end (head, a stage that failed?): "
+                "this run's output is re-sent next run"
+            )
+        elif got == "timeout":
+            self.rep.info("the reader of our output did not read all of it; the rest is re-sent next run")
+        with self.state.transaction() as db:
+            self.state.mark_written(db, self.delivered(), rewind=got == "gone")
+        return got
+
+    def behind(self) -> tuple[list[str], bool]:
+        """File Conveyor readers that have not acknowledged all we wrote (we wait for them before exiting,
+        re-sending if one restarts, so that a reader killed after our input ended still gets everything), and
+        whether they moved on since the last look (a higher mark, an acknowledgement written again: it finished
+        something; or one fewer behind): progress, however slowly it goes."""
+        last = self.state.next_seq - 1
+        (version,) = self.db.execute("PRAGMA data_version").fetchone()  # changes when another process writes
+        if (version, last) == self._data_version:
+            return list(self._behind), False
+        self._data_version = version, last
+        # only readers heard from during this run: one that read from us last week and is gone must not hold up
+        # today's run
+        acks = behind(self.db, self.epoch, self.started, last)
+        moved = any(now > self._behind.get(r, now) for r, now in acks.items()) or acks.keys() < self._behind.keys()
+        self._behind = acks
+        return list(acks), moved
+
+    def reader_gone(self) -> bool:
+        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
+        out = self.writer.output
+        return out.path is None and out.reader_gone()
+
+    def close(self) -> None:
+        self.writer.close()
