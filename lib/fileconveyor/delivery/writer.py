@@ -62,7 +62,9 @@ class Output:
         False when a FIFO has no reader (stopped while waiting, or at the one attempt)."""
         if self.path is None:
             stdout = self.stdout
-            if stdout is not None and has_fd(stdout):
+            if stdout is None:
+                raise ValueError("an output to stdout needs the stream")
+            if has_fd(stdout):
                 stdout.flush()  # what the stream buffered goes before our lines
                 self.fd = stdout.fileno()
                 self.tail = PipeTail(self.fd)
@@ -163,8 +165,8 @@ class Writer:
         out = self.output
         data = b"".join(lines)
         while True:
-            if not out.is_open and not self._reopen():
-                return False
+            if not out.is_open and self.on_gone == "skip" and not self._reopen():
+                return False  # (wait: the write below finds it closed, and waits for a reader)
             try:
                 out.write(data)
             except BrokenPipeError:
