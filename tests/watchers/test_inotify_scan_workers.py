@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fileconveyor.events import EventWriter, decode, get_path
+from fileconveyor.delivery.writer import stdout_writer
+from fileconveyor.events import decode, get_path
 from fileconveyor.report import Reporter
 from fileconveyor.stages.watch import scan
 from fileconveyor.stages.watch.stage import Core, Options, Source
@@ -34,10 +35,10 @@ def test_event_read_before_its_watch_note_is_not_lost(tmp_path: Path, monkeypatc
     read_after_late, hook_pid = tmp_path / "read-after-late", tmp_path / "hook-pid"
 
     out = io.BytesIO()
-    state = WatchState(tmp_path / "w.db")
+    state = WatchState(tmp_path / "w.db", stdout_writer(out))
     src = Source("site", os.fsencode(root))
     src.prefix, _ = state.bind_source(src.name, src.root)
-    core = Core([src], state, EventWriter(out), Filters(), Options(settle=0.05, jobs=2))
+    core = Core([src], state, Filters(), Options(settle=0.05, jobs=2))
     backend = InotifyBackend(core, Reporter("fc-watch", io.StringIO()), 1.0)
     real_hook, real_between = core.dir_hook, core.between_batches
     assert real_hook is not None and real_between is not None
