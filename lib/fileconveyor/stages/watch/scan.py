@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # multiprocessing is imported when a scan runs in parallel, n
     import multiprocessing
     from multiprocessing.sharedctypes import Synchronized
 
-BATCH = 4096  # lines per batch handed to the parent
+BATCH = 1024  # lines per batch handed to the parent
 # Files (estimated) from which a scan is worth worker processes: below, forking costs more than it saves.  Each
 # worker holds an interpreter and its state (about 25 MB); a tree of 10,000 files takes about 0.2 s in one process.
 PARALLEL_FROM = 50_000

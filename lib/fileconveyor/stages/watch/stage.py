@@ -332,7 +332,7 @@ class Core:
             self.dirty(src, to_rel(key), None)
             self._pending[k].last_stat = st
         c.scanned += batch.scanned
-        if state.dirty >= 4096:
+        if state.dirty >= state.commit_every:
             state.maybe_commit()
         if self.on_progress is not None:
             self.on_progress()

@@ -75,7 +75,7 @@ class WatchState:
     """Rows of the state file plus an overlay of writes not committed yet."""
 
     def __init__(
-        self, path: Path, writer: Writer | None = None, commit_every: int = 4096, commit_interval: float = 0.5
+        self, path: Path, writer: Writer | None = None, commit_every: int = 1024, commit_interval: float = 0.5
     ):
         self.state = State(Path(path).absolute(), MIGRATIONS)
         self.db = self.state.db
