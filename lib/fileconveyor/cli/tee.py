@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..delivery.streams import LongLine, has_fd, input_lines
+from ..delivery.streams import has_fd, input_lines
 from ..errors import Exit
 from ..report import Reporter
 from ..stages.tee.stage import Tee
@@ -73,26 +73,9 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         rep.error("--output - needs a real stdout")
         return Exit.USAGE
     tee = Tee(args.output, io.stdout, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
-    torn = 0
-    try:
-        tee.open_all()
-        lines = input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
-        for lineno, line in enumerate(lines, 1):
-            if not line.endswith(b"\n"):
-                torn += 1
-                if isinstance(line, LongLine):
-                    rep.error(
-                        f"input line {lineno}: {line.length} bytes, longer than --max-line-bytes "
-                        f"{args.max_line_bytes}: {line[:200]!r} (skipped)"
-                    )
-                else:
-                    rep.error(f"incomplete last line from the writer dropped: {line[:200]!r}")
-                continue
-            tee.write(line)
-    finally:
-        tee.close()
-    rep.info(tee.summary())
-    return Exit.EVENTS_FAILED if torn else Exit.OK
+    # a generator: the input is opened when the first line is asked for, once the outputs are
+    lines = input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
+    return tee.run(lines, rep.error, args.max_line_bytes)
 
 
 def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:

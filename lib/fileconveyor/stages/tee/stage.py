@@ -25,7 +25,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
+from ...delivery.streams import LongLine
 from ...delivery.writer import Output, Writer
+from ...errors import Exit
 
 
 @dataclass
@@ -60,6 +62,30 @@ class Tee:
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
+
+    def run(self, lines: Iterable[bytes], error: Callable[[str], None], max_line_bytes: int) -> int:
+        """Open the outputs, then copy every whole line of ``lines`` (read only then) to them; a torn last line
+        or one longer than ``max_line_bytes`` (a LongLine) is reported to ``error`` and dropped.  Returns the exit
+        status."""
+        torn = 0
+        try:
+            self.open_all()
+            for lineno, line in enumerate(lines, 1):
+                if not line.endswith(b"\n"):
+                    torn += 1
+                    if isinstance(line, LongLine):
+                        error(
+                            f"input line {lineno}: {line.length} bytes, longer than --max-line-bytes "
+                            f"{max_line_bytes}: {line[:200]!r} (skipped)"
+                        )
+                    else:
+                        error(f"incomplete last line from the writer dropped: {line[:200]!r}")
+                    continue
+                self.write(line)
+        finally:
+            self.close()
+        self.info(self.summary())
+        return Exit.EVENTS_FAILED if torn else Exit.OK
 
     # -- opening ---------------------------------------------------------------------
 
