@@ -36,7 +36,8 @@ output: events go to stdout (or --output FILE|FIFO), one JSON object per line, w
 a hop of this stage (docs/durability.md): the next stage acknowledges them here.
 
 exit status: 0 done (--idle-exit), 2 usage, 3 configuration (a stream not made by
-File Conveyor, the NATS client not installed), 4 the next stage did not acknowledge
+File Conveyor, --partitions it does not have, a partition another process already
+consumes, the NATS client not installed), 4 the next stage did not acknowledge
 within --drain-timeout, 130/143 stopped by a signal, 141 the reader went away."""
 
 
@@ -82,7 +83,10 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     broker = N.Broker(target)
     feed = Feed(broker, args.partitions, args.ack_wait, args.max_pending, args.idle_exit, rep)
     stage = ConsumeStage(broker, feed)
-    return run_stage_from_args(stage, args, Streams(feed, io.stdout, io.stderr), rep, stop, identity)  # type: ignore[arg-type]
+    status = run_stage_from_args(stage, args, Streams(feed, io.stdout, io.stderr), rep, stop, identity)  # type: ignore[arg-type]
+    if feed.failure is not None:  # the stream is not what this worker was told (said once the stage is closed)
+        raise feed.failure
+    return status
 
 
 def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:

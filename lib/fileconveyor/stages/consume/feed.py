@@ -29,6 +29,7 @@ from ...errors import ConfigError
 
 FIELD = "fc_broker"  # the message's identity on the line between the feed and the stage
 END = b""  # queued by the feed when the input ends (--idle-exit)
+PULL_WAIT = 1.0  # seconds a pull request waits on the server for messages
 
 
 class Feed:
@@ -56,6 +57,7 @@ class Feed:
         self.stopping = False
         self.last_message = time.monotonic()
         self.bad = 0
+        self.failure: ConfigError | None = None  # why the feed ended on its own (fc-consume's exit status 3)
         self.redelivered = 0  # messages the server delivered more than once (the ack wait passed, a restart)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -102,8 +104,7 @@ class Feed:
                 total = await self.broker.ensure_stream(None, create=False)
                 break
             except ConfigError as exc:
-                self.rep.error(str(exc))
-                self.stop(end=True)
+                self._refuse(exc)
                 return
             except Exception as exc:
                 if not warned:
@@ -112,7 +113,11 @@ class Feed:
                 await asyncio.sleep(1.0)
         else:
             return
-        self.partitions = N.parse_partitions(self.spec, total) if self.spec else list(range(total))
+        try:
+            self.partitions = N.parse_partitions(self.spec, total) if self.spec else list(range(total))
+        except ConfigError as exc:  # raised in this task, it was seen by nobody: the worker waited for ever
+            self._refuse(exc)
+            return
         on_ready(total, self.partitions)
         self.last_message = time.monotonic()
         self._tasks = [asyncio.ensure_future(self._pull(k)) for k in self.partitions]
@@ -120,7 +125,12 @@ class Feed:
         if self.idle_exit is not None:
             self._tasks.append(asyncio.ensure_future(self._watch_idle()))
 
-    async def _subscribe(self, k: int) -> Any:
+    def _refuse(self, exc: ConfigError) -> None:
+        """A configuration that pulling cannot fix: the input ends, and fc-consume exits with it (status 3)."""
+        self.failure = exc
+        self.stop(end=True)
+
+    async def _subscribe(self, k: int, first: bool = False) -> Any:
         from nats.js import api
 
         stream, name = self.broker.target.stream, N.consumer_name(self.broker.target.stream, k)
@@ -137,13 +147,30 @@ class Feed:
             await self.broker.js.add_consumer(stream, config)
         except Exception as exc:  # an update the server refuses: the consumer as it is still serves
             self.rep.warn_once(f"consumer:{k}", f"partition {k}: consumer {name} kept as it is ({exc})")
+        if first:
+            await self._nobody_else(stream, name, k)
         return await self.broker.js.pull_subscribe_bind(durable=name, stream=stream)
+
+    async def _nobody_else(self, stream: str, name: str, k: int) -> None:
+        """Another fc-consume pulling from this partition would take half its messages: the events of a path
+        split between two workers, each with its own fence, are applied out of order.  Its pull requests are
+        seen on the server (a killed one's expire within PULL_WAIT): ConfigError while they stay."""
+        for look in range(3):
+            if not (await self.broker.js.consumer_info(stream, name)).num_waiting:
+                return
+            if look < 2:
+                await asyncio.sleep(PULL_WAIT)
+        raise ConfigError(
+            f"{self.broker.target.shown}: partition {k} is being consumed by another process (consumer {name} has "
+            "its pull requests): give each partition to one worker (--partitions)"
+        )
 
     async def _pull(self, k: int) -> None:
         import nats.errors
 
         sub = None
         failures = 0
+        first = True  # only then: later, a pull of ours from before a reconnection may still be waiting
         while not self.stopping:
             # read no further ahead than the runner takes: what waits here is held (in progress) too
             if self.lines.qsize() > 4 * self.batch:
@@ -151,11 +178,14 @@ class Feed:
                 continue
             try:
                 if sub is None:
-                    sub = await self._subscribe(k)
-                msgs = await sub.fetch(self.batch, timeout=1.0)
+                    sub, first = await self._subscribe(k, first), False
+                msgs = await sub.fetch(self.batch, timeout=PULL_WAIT)
                 failures = 0
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
                 continue
+            except ConfigError as exc:
+                self._refuse(exc)
+                return
             except Exception as exc:  # the server restarting: the subscription is made again
                 failures += 1
                 if failures == 3:

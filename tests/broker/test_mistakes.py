@@ -1,0 +1,70 @@
+"""A careless user's mistakes with the broker, against a real nats-server: each is said, with an exit status that
+tells a supervisor not to retry blindly, instead of a worker that waits for ever doing nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+
+from tests.broker.test_broker import fc, make_src, scan_and_publish
+from tests.servers.nats import NatsServer
+
+
+def consume(tmp: Path, url: str, *extra: str, timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        fc("fc-consume", "--idle-exit", "2", "--state", str(tmp / "consume.db"), *extra, url),
+        capture_output=True,
+        timeout=timeout,
+    )
+
+
+def test_partitions_the_stream_does_not_have_are_a_configuration_error(tmp_path: Path, nats_server: NatsServer) -> None:
+    """fc-consume --partitions 8-9 on a stream of 8 partitions (0 to 7): it pulled nothing and said nothing, for
+    ever (the error was raised in a task of the event loop nobody looked at)."""
+    scan_and_publish(tmp_path, make_src(tmp_path, 1), nats_server.stream_url())
+    res = consume(tmp_path, nats_server.stream_url(), "--partitions", "6-9")
+    assert res.returncode == 3, res.stderr
+    assert b"the stream has 8 partitions" in res.stderr
+
+
+def test_a_stream_not_made_by_file_conveyor_is_a_configuration_error(tmp_path: Path, nats_server: NatsServer) -> None:
+    """A typo that names another application's stream: said, and exit 3 (it was exit 0, as if all was done)."""
+
+    async def make() -> None:
+        import nats
+
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(name="ORDERS", subjects=["orders.>"])
+        await nc.close()
+
+    asyncio.run(make())
+    res = consume(tmp_path, nats_server.stream_url("ORDERS"))
+    assert res.returncode == 3, res.stderr
+    assert b"not made by File Conveyor" in res.stderr
+
+
+def test_a_second_worker_on_the_same_partitions_is_refused(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Two workers given the same partition share its consumer: the server hands each half the messages, so
+    events of one path go to two workers (two fences) and are applied out of order.  The second one is refused
+    (exit 3); the first goes on."""
+    url = nats_server.stream_url()
+    scan_and_publish(tmp_path, make_src(tmp_path, 1), url)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = subprocess.Popen(
+        fc("fc-consume", "-v", "--partitions", "0-3", "--state", str(tmp_path / "a" / "consume.db"), url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert first.stderr is not None
+        while b"consuming" not in first.stderr.readline():  # pulling from now on
+            assert first.poll() is None
+        res = consume(tmp_path / "b", url, "--partitions", "3-5")
+        assert res.returncode == 3, res.stderr
+        assert b"partition 3 is being consumed by another process" in res.stderr
+        assert first.poll() is None  # the first one goes on
+    finally:
+        first.terminate()
+        first.communicate(timeout=30)
