@@ -6,6 +6,7 @@ import argparse
 from collections.abc import Sequence
 
 from ..delivery import nats_hop as N
+from ..delivery.nats_leases import Leases
 from ..errors import UsageError
 from ..stages.consume.feed import Feed
 from ..stages.consume.stage import ConsumeStage
@@ -26,11 +27,16 @@ examples:
   fc-consume nats://broker:4222/FC | fc-process ... | fc-transport ... | fc-record ...
   fc-consume --partitions 0-3 nats://broker/FC | ...     # worker 1 of 2 (8 partitions)
   fc-consume --partitions 4-7 nats://broker/FC | ...     # worker 2 of 2
+  fc-consume --partitions auto nats://broker/FC | ...    # on every worker: leases
 
 partitions: the stream has N of them (fc-publish --partitions, 8 by default), each
 with one durable consumer fc-STREAM-pK on the server.  Give each partition to exactly
 one worker (--partitions; default all of them), and keep its --state with it: the
-per-path fence that drops stale redeliveries lives there.
+per-path fence that drops stale redeliveries lives there.  Or run every worker with
+--partitions auto: each takes free partitions up to its fair share by leases in the
+key-value bucket fc-STREAM-leases (--lease), and the fence is shared in fc-STREAM-fence,
+so the partitions of a worker that dies for good are taken over by the others within
+the lease and a third of it.
 
 output: events go to stdout (or --output FILE|FIFO), one JSON object per line, with
 a hop of this stage (docs/durability.md): the next stage acknowledges them here.
@@ -45,7 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = _common.parser("fc-consume", DESCRIPTION, EPILOG)
     p.add_argument("url", metavar="nats://HOST:PORT/STREAM", help="the server and the stream (default stream FC)")
     g = p.add_argument_group("the broker")
-    g.add_argument("--partitions", metavar="LIST", help="the partitions this worker owns, e.g. 0-3,6 (default all)")
+    g.add_argument(
+        "--partitions",
+        metavar="LIST",
+        help="the partitions this worker owns, e.g. 0-3,6 (default all); 'auto': a fair share, by leases",
+    )
+    g.add_argument(
+        "--lease",
+        type=seconds,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --partitions auto, when the lease bucket is made: how long a lease lasts unrenewed (default "
+        "15; renewed every third of it; a dead worker's partitions are taken over within 4/3 of it)",
+    )
     g.add_argument(
         "--ack-wait",
         type=seconds,
@@ -77,11 +95,17 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if args.input is not None:
         raise UsageError("--input: fc-consume reads the broker, not a file")
     target = N.parse_url(args.url)
-    if args.partitions:
+    auto = args.partitions == "auto"
+    if args.partitions and not auto:
         N.parse_partitions(args.partitions)  # a usage error now, not once connected
+    if auto and args.lease < 0.3:
+        raise UsageError("--lease: at least 0.3 seconds")
     identity = repr((target.servers.rpartition("@")[2], target.stream, args.partitions, args.output))
     broker = N.Broker(target)
-    feed = Feed(broker, args.partitions, args.ack_wait, args.max_pending, args.idle_exit, rep)
+    leases = Leases(broker, args.lease) if auto else None
+    feed = Feed(
+        broker, None if auto else args.partitions, args.ack_wait, args.max_pending, args.idle_exit, rep, leases=leases
+    )
     stage = ConsumeStage(broker, feed)
     status = run_stage_from_args(stage, args, Streams(feed, io.stdout, io.stderr), rep, stop, identity)  # type: ignore[arg-type]
     if feed.failure is not None:  # the stream is not what this worker was told (said once the stage is closed)

@@ -11,6 +11,11 @@ stream (delivery/streams.py), and its end (``--idle-exit``) is the end of the in
 held (read and not yet emitted, or emitted and not yet acknowledged by the next stage) the feed tells the
 server it is in progress (``+WPI``) every third of the ack wait, so a slow destination does not make it
 redeliver; a consumer that dies stops doing so, and its messages come again after the ack wait.
+
+With ``--partitions auto`` the partitions pulled are those whose lease this worker holds
+(delivery/nats_leases.py), looked at every third of the lease: a partition gained starts a pull, one lost
+stops it at once, and nothing of a partition no longer ours is acknowledged or kept in progress (its new
+owner gets the messages again after the ack wait).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 
 from ... import events as E
 from ...delivery import nats_hop as N
+from ...delivery.nats_leases import Leases
 from ...errors import ConfigError
 
 FIELD = "fc_broker"  # the message's identity on the line between the feed and the stage
@@ -42,6 +48,7 @@ class Feed:
         idle_exit: float | None,
         rep: Any,
         batch: int = 256,
+        leases: Leases | None = None,
     ):
         self.broker = broker
         self.spec = partitions
@@ -50,6 +57,9 @@ class Feed:
         self.idle_exit = idle_exit
         self.rep = rep
         self.batch = batch
+        self.leases = leases
+        self.owned: frozenset[int] = frozenset()  # with leases: the partitions ours now (read from any thread)
+        self.draining: set[int] = set()  # with leases: more than our share, given back once none is held
         self.lines: queue.Queue[bytes] = queue.Queue()
         self.lock = threading.Lock()
         self.held: dict[tuple[int, int], str] = {}  # (partition, stream seq) -> reply subject, until acknowledged
@@ -60,6 +70,7 @@ class Feed:
         self.failure: ConfigError | None = None  # why the feed ended on its own (fc-consume's exit status 3)
         self.redelivered = 0  # messages the server delivered more than once (the ack wait passed, a restart)
         self._tasks: list[asyncio.Task[None]] = []
+        self._pulls: dict[int, asyncio.Task[None]] = {}
 
     # -- the runner's side ---------------------------------------------------------------
 
@@ -76,11 +87,16 @@ class Feed:
         with self.lock:
             self.held[key] = reply
 
+    def owns(self, partition: int) -> bool:
+        """Is this partition ours now?  Always, for a static assignment (--partitions LIST)."""
+        return self.leases is None or partition in self.owned
+
     def ack(self, keys: list[tuple[int, int]], wait: bool = False) -> None:
         """Acknowledge these messages; without waiting unless ``wait`` (at the end): an acknowledgement the
-        server loses makes it deliver the message again, which the stage's fence drops."""
+        server loses makes it deliver the message again, which the stage's fence drops.  Never for a partition
+        whose lease we lost: its new owner has the messages, and decides."""
         with self.lock:
-            replies = [r for r in (self.held.pop(k, None) for k in keys) if r]
+            replies = [r for k in keys if (r := self.held.pop(k, None)) and self.owns(k[0])]
         if not replies:
             return
         if wait:
@@ -113,14 +129,25 @@ class Feed:
                 await asyncio.sleep(1.0)
         else:
             return
-        try:
-            self.partitions = N.parse_partitions(self.spec, total) if self.spec else list(range(total))
-        except ConfigError as exc:  # raised in this task, it was seen by nobody: the worker waited for ever
-            self._refuse(exc)
-            return
-        on_ready(total, self.partitions)
         self.last_message = time.monotonic()
-        self._tasks = [asyncio.ensure_future(self._pull(k)) for k in self.partitions]
+        if self.leases is not None:
+            try:
+                lease = await self.leases.open()
+            except Exception as exc:
+                self._refuse(ConfigError(f"{self.broker.target.shown}: the lease bucket: {exc or type(exc).__name__}"))
+                return
+            on_ready(total, [])
+            self.rep.info(f"worker {self.leases.worker}: leases of {lease:g} s, renewed every {lease / 3:g} s")
+            self._tasks = [asyncio.ensure_future(self._hold_leases(total))]
+        else:
+            try:
+                self.partitions = N.parse_partitions(self.spec, total) if self.spec else list(range(total))
+            except ConfigError as exc:  # raised in this task, it was seen by nobody: the worker waited for ever
+                self._refuse(exc)
+                return
+            on_ready(total, self.partitions)
+            self._pulls = {k: asyncio.ensure_future(self._pull(k)) for k in self.partitions}
+            self._tasks = list(self._pulls.values())
         self._tasks.append(asyncio.ensure_future(self._in_progress()))
         if self.idle_exit is not None:
             self._tasks.append(asyncio.ensure_future(self._watch_idle()))
@@ -129,6 +156,52 @@ class Feed:
         """A configuration that pulling cannot fix: the input ends, and fc-consume exits with it (status 3)."""
         self.failure = exc
         self.stop(end=True)
+
+    async def _hold_leases(self, total: int) -> None:
+        """Every third of the lease: renew, take, give back (nats_leases.Leases.beat); pulls follow."""
+        assert self.leases is not None
+        while not self.stopping:
+            try:
+                gained, lost, excess = await self.leases.beat(total)
+            except Exception as exc:  # the server away: the renewals retry, a lease unrenewed too long is lost
+                gained, lost, excess = [], [], []
+                self.rep.warn_once("leases", f"{self.broker.target.shown}: leases: {exc or type(exc).__name__}")
+            for k in lost:
+                self.rep.warn(f"partition {k}: lease lost (not renewed in time, or taken): no longer pulled")
+                self._drop(k)
+            for k in gained:
+                self.rep.info(f"partition {k}: lease taken, pulling")
+                self.owned = self.owned | {k}
+                self._pulls[k] = asyncio.ensure_future(self._pull(k))
+            self.partitions = sorted(self.owned)
+            for k in excess:
+                if k not in self.draining:
+                    self.rep.info(f"partition {k}: more than our share, given back once its messages are done")
+                    self.draining.add(k)
+                    self._stop_pull(k)
+            for k in list(self.draining):
+                with self.lock:
+                    busy = any(p == k for p, _ in self.held)
+                if not busy:
+                    self.draining.discard(k)
+                    self._drop(k)
+                    await self.leases.release(k)
+            await asyncio.sleep(self.leases.interval)
+
+    def _stop_pull(self, k: int) -> None:
+        task = self._pulls.pop(k, None)
+        if task is not None:
+            task.cancel()
+
+    def _drop(self, k: int) -> None:
+        """Partition ``k`` is not ours: not pulled, and what we hold of it neither acknowledged nor kept in
+        progress (its lines already emitted stay with the next stages; the new owner's fence decides)."""
+        self._stop_pull(k)
+        self.draining.discard(k)
+        self.owned = self.owned - {k}
+        with self.lock:
+            for key in [key for key in self.held if key[0] == k]:
+                del self.held[key]
 
     async def _subscribe(self, k: int, first: bool = False) -> Any:
         from nats.js import api
@@ -203,6 +276,8 @@ class Feed:
 
     def _take(self, k: int, msg: Any) -> None:
         self.last_message = time.monotonic()
+        if not self.owns(k):  # fetched as the lease was lost: the new owner gets it
+            return
         try:
             sseq = int(msg.metadata.sequence.stream)
         except (ValueError, AttributeError, TypeError):
@@ -242,7 +317,7 @@ class Feed:
         while not self.stopping:
             await asyncio.sleep(every)
             with self.lock:
-                replies = list(self.held.values())
+                replies = [r for (k, _), r in self.held.items() if self.owns(k)]
             await self._send(replies, b"+WPI")
 
     async def _watch_idle(self) -> None:
@@ -272,9 +347,12 @@ class Feed:
         self.stopping = True
 
         async def _cancel() -> None:
-            for task in self._tasks:
+            tasks = self._tasks + list(self._pulls.values())
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.leases is not None:  # given back at once rather than after the lease: the others take them
+                await self.leases.release_all()
 
         try:
             self.broker.call(_cancel(), timeout=5)

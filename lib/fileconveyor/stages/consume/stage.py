@@ -17,8 +17,11 @@ common runner; its input is the broker (feed.py).  What it adds:
   not newer (a redelivery whose acknowledgement the server lost, a line re-published after the duplicate
   window) is dropped and acknowledged: it can never overtake the newer event of its path.
 
-The fence lives in this state file, so one state file per set of partitions: run a partition's consumer
-with the same --state wherever it runs (static assignment: --partitions).
+With a static assignment (--partitions LIST) the fence lives in this state file only: run a partition's
+consumer with the same --state wherever it runs.  With leases (--partitions auto) each path's last *applied*
+order (the next stage acknowledged it) is also written to the broker's fence bucket before the message is
+acknowledged, and read from there too, so it survives a change of owner (delivery/nats_leases.py); written
+at emission it would make a new owner drop an event the dead owner emitted but never got applied.
 """
 
 from __future__ import annotations
@@ -42,6 +45,12 @@ MIGRATIONS: Sequence[str] = (
     CREATE UNIQUE INDEX consume_pending_msg ON consume_pending(part, sseq);
     CREATE TABLE consume_fence(path BLOB PRIMARY KEY, epoch TEXT NOT NULL, oseq INTEGER NOT NULL,
                                part INTEGER NOT NULL, sseq INTEGER NOT NULL);
+    """,
+    # the path and order of each message held, for the shared fence (--partitions auto) once it is applied
+    """
+    ALTER TABLE consume_pending ADD COLUMN path BLOB;
+    ALTER TABLE consume_pending ADD COLUMN epoch TEXT;
+    ALTER TABLE consume_pending ADD COLUMN oseq INTEGER;
     """,
 )
 
@@ -68,6 +77,7 @@ class ConsumeStage(Stage):
         self.ctx: StageContext | None = None
         self.db: sqlite3.Connection | None = None
         self.pending: dict[tuple[int, int], int] = {}  # (partition, stream seq) -> our seq, until released
+        self.applied: dict[tuple[int, int], tuple[bytes, tuple[str, int, int, int]]] = {}  # -> path, order
         self.fence: dict[bytes, tuple[str, int, int, int]] = {}  # this round's, before its commit
         self.round: set[tuple[int, int]] = set()  # messages emitted this round, before its commit
         self.emitted = 0
@@ -78,8 +88,11 @@ class ConsumeStage(Stage):
     def start(self, ctx: StageContext) -> None:
         self.ctx = ctx
         self.db = ctx.db
-        for seq, part, sseq, reply in self.db.execute("SELECT seq, part, sseq, reply FROM consume_pending"):
+        rows = self.db.execute("SELECT seq, part, sseq, reply, path, epoch, oseq FROM consume_pending")
+        for seq, part, sseq, reply, path, epoch, oseq in rows:
             self.pending[(part, sseq)] = seq
+            if path is not None:
+                self.applied[(part, sseq)] = (path, (epoch, oseq, part, sseq))
             self.feed.hold((part, sseq), reply)  # kept in progress, acknowledged once released
         if self.pending:
             ctx.rep.info(f"{len(self.pending)} message(s) emitted before, waiting for the next stage")
@@ -87,7 +100,7 @@ class ConsumeStage(Stage):
 
     def _ready(self, total: int, partitions: list[int]) -> None:
         assert self.ctx is not None
-        shown = ",".join(map(str, partitions))
+        shown = ",".join(map(str, partitions)) if self.feed.leases is None else "those whose lease we hold"
         self.ctx.rep.info(f"{self.broker.target.shown}: {total} partitions, consuming {shown}")
 
     def work(self, item: Item) -> Outcome:
@@ -97,6 +110,8 @@ class ConsumeStage(Stage):
             return Done([])
         key = (int(meta["p"]), int(meta["sseq"]))
         reply = str(meta["reply"])
+        if not self.feed.owns(key[0]):  # the lease was lost since it was read: the new owner applies it
+            return Done([])
         if key in self.pending or key in self.round:
             # delivered again while we hold it: the reader has it (or gets it from our outbox)
             self.again += 1
@@ -117,7 +132,14 @@ class ConsumeStage(Stage):
             return self.fence[path]
         assert self.db is not None
         row = self.db.execute("SELECT epoch, oseq, part, sseq FROM consume_fence WHERE path=?", (path,)).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3])
+        local = None if row is None else (row[0], row[1], row[2], row[3])
+        if self.feed.leases is None:
+            return local
+        # another owner may have applied a newer one since (or we are new): the shared fence, whichever is later
+        shared = self.broker.call(self.feed.leases.fence_get(path))
+        if local is None or (shared is not None and newer(local, shared)):
+            return shared
+        return local
 
     def flush(self) -> str | None:
         # every work() of the round is done and its commit (record) comes next: from then on the state file
@@ -143,16 +165,20 @@ class ConsumeStage(Stage):
             db.execute("UPDATE consume_pending SET reply=? WHERE part=? AND sseq=?", (reply, *key))
             return
         seq = outcome.outputs[0]["hop"]["seq"]
+        path = E.get_path(item.event, "path")
         db.execute(
-            "INSERT OR REPLACE INTO consume_pending(seq, part, sseq, reply) VALUES (?, ?, ?, ?)", (seq, *key, reply)
+            "INSERT OR REPLACE INTO consume_pending(seq, part, sseq, reply, path, epoch, oseq) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (seq, *key, reply, path, order[0], order[1]),
         )
         db.execute(
             "INSERT INTO consume_fence(path, epoch, oseq, part, sseq) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(path) DO UPDATE SET epoch=excluded.epoch, oseq=excluded.oseq, part=excluded.part, "
             "sseq=excluded.sseq",
-            (E.get_path(item.event, "path"), *order),
+            (path, *order),
         )
         self.pending[key] = seq
+        self.applied[key] = (path, order)
         self.emitted += 1
 
     def released(self, seq: int, wait: bool = False) -> None:
@@ -160,11 +186,24 @@ class ConsumeStage(Stage):
         done = [key for key, s in self.pending.items() if s <= seq]
         if not done or self.ctx is None:
             return
+        if self.feed.leases is not None:
+            # the shared fence first: a message acknowledged before it was stored could come back (an
+            # acknowledgement the server lost) to a new owner that cannot tell it was applied
+            items = [self.applied[k] for k in sorted(done, key=self.pending.__getitem__) if k in self.applied]
+            items = [(path, order) for path, order in items if self.feed.owns(order[2])]
+            try:
+                self.broker.call(self.feed.leases.fence_put(items))
+            except Exception as exc:  # not stored: not acknowledged either; tried again at the next look
+                self.ctx.rep.warn_once(
+                    "fence", f"{self.broker.target.shown}: the shared fence: {exc or type(exc).__name__}"
+                )
+                return
         self.feed.ack(done, wait)
         with self.ctx.transaction() as db:
             db.execute("DELETE FROM consume_pending WHERE seq<=?", (seq,))
         for key in done:
             del self.pending[key]
+            self.applied.pop(key, None)
 
     def progress(self) -> str:
         return (

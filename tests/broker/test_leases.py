@@ -1,0 +1,242 @@
+"""fc-consume --partitions auto against a real nats-server: partitions shared by leases in a key-value bucket,
+a worker killed for good has its partitions taken over within lease + lease/3, and the per-path fence follows
+the partition to its new owner."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+from fileconveyor import events as E
+from fileconveyor.delivery import nats_hop as N
+from fileconveyor.delivery import nats_leases as L
+from tests.broker.test_broker import (
+    fc,
+    lines_of,
+    make_src,
+    publish,
+    scan,
+    scan_publish_record,
+    spawn,
+    stream_state,
+    tree,
+)
+from tests.servers.nats import NatsServer
+
+LEASE = 2.0  # seconds: short, so a takeover takes seconds
+
+
+def owners(server: NatsServer, stream: str = "FC") -> dict[int, str]:
+    """partition -> the worker holding its lease now, read from the bucket on the server."""
+
+    async def look() -> dict[int, str]:
+        import nats
+        from nats.js.errors import BucketNotFoundError, NoKeysError
+
+        nc = await nats.connect(server.url)
+        try:
+            kv = await nc.jetstream().key_value(L.lease_bucket(stream))
+            out = {}
+            for key in await kv.keys():
+                if key.startswith("p."):
+                    out[int(key[2:])] = json.loads((await kv.get(key)).value)["worker"]
+            return out
+        except (BucketNotFoundError, NoKeysError):
+            return {}
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
+def worker(tmp: Path, name: str, src: Path, dest: Path, url: str, *extra: str) -> list[subprocess.Popen[bytes]]:
+    """fc-consume --partitions auto | fc-transport file://dest, state files and logs named after the worker."""
+    consume = spawn(
+        fc(
+            "fc-consume",
+            "-v",
+            "--partitions",
+            "auto",
+            "--lease",
+            str(LEASE),
+            "--ack-wait",
+            "2",
+            "--state",
+            str(tmp / f"{name}-consume.db"),
+            *extra,
+            url,
+        ),
+        stdout=subprocess.PIPE,
+        stderr=(tmp / f"{name}-consume.err").open("ab"),
+    )
+    transport = spawn(
+        fc(
+            "fc-transport",
+            "--state",
+            str(tmp / f"{name}-transport.db"),
+            "--source",
+            f"src={src}",
+            "--to",
+            f"file://{dest}",
+        ),
+        stdin=consume.stdout,
+        stdout=(tmp / f"{name}-transport.out").open("ab"),
+        stderr=(tmp / f"{name}-transport.err").open("ab"),
+    )
+    assert consume.stdout is not None
+    consume.stdout.close()
+    return [consume, transport]
+
+
+def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.05) -> float:  # type: ignore[no-untyped-def]
+    """Seconds until check() is true; an assertion error after timeout."""
+    start = time.monotonic()
+    while not check():
+        assert time.monotonic() - start < timeout, f"not within {timeout} s: {what}"
+        time.sleep(every)
+    return time.monotonic() - start
+
+
+def pid_of(tmp: Path, name: str) -> str:
+    """The worker id fc-consume printed ('worker HOST-PID-XXXXXX: leases of ...')."""
+    found: list[str] = []
+
+    def printed() -> bool:
+        for line in (tmp / f"{name}-consume.err").read_text().splitlines():
+            if ": leases of " in line:
+                found.append(line.split("worker ", 1)[1].split(":", 1)[0])
+                return True
+        return False
+
+    wait_for(f"{name} started", printed)
+    return found[0]
+
+
+def test_two_workers_share_the_partitions_and_one_killed_for_good_is_taken_over(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    src = make_src(tmp_path, 120)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    publish(tmp_path, url, scan(tmp_path, src), "--partitions", "4")
+    a = worker(tmp_path, "a", src, dest, url)
+    b = worker(tmp_path, "b", src, dest, url)
+    wa, wb = pid_of(tmp_path, "a"), pid_of(tmp_path, "b")
+    # started together: each sees the other before taking any, and takes its fair share (2 of 4)
+    wait_for("all 4 partitions owned", lambda: len(owners(nats_server)) == 4)
+    held = sorted(owners(nats_server).values())
+    assert held == sorted([wa, wa, wb, wb]), held
+    wait_for("the first events at the destination", lambda: tree(dest) == tree(src))
+    # a kills itself for good (SIGKILL, never restarted) with its pipeline; then more changes come
+    for p in a:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    killed = time.monotonic()
+    mine = [k for k, w in owners(nats_server).items() if w == wa]
+    assert len(mine) == 2
+    wait_for("b owns all 4", lambda: owners(nats_server) == dict.fromkeys(range(4), wb), every=0.02)
+    took = time.monotonic() - killed
+    # the bound: the lease (last renewal at most a third of it before the kill) plus one look of b's, with
+    # 0.5 s for a busy machine; never before the lease could have run out (0.67 s after the kill at best)
+    assert LEASE / 3 <= took <= LEASE + LEASE / 3 + 0.5, took
+    for k in mine:
+        assert f"partition {k}: lease taken, pulling" in (tmp_path / "b-consume.err").read_text()
+    (src / "after.txt").write_text("after the kill\n")
+    (src / "f1.txt").write_text("changed after the kill\n")
+    (src / "f2.txt").unlink()
+    publish(tmp_path, url, scan(tmp_path, src))
+    wait_for("everything at the destination", lambda: tree(dest) == tree(src))
+    wait_for("every message acknowledged", lambda: stream_state(nats_server) == (0, 0))
+    b[0].send_signal(signal.SIGTERM)
+    assert b[0].wait(20) == 143
+    # b gave its leases back as it stopped: nobody owns a partition now
+    assert owners(nats_server) == {}
+    print(f"takeover after {took:.2f} s (lease {LEASE} s)")
+
+
+def test_a_stale_redelivery_after_a_takeover_is_fenced(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Worker a applies p.css's creation, deletion and re-creation, then dies for good.  The deletion comes again
+    (re-published after the duplicate window) and worker b, new, with a state of its own, takes the partition
+    over: it reads the path's fence from the broker and drops the stale deletion."""
+    src = tmp_path / "src"
+    src.mkdir()
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    (src / "p.css").write_text("one\n")
+    scan_publish_record(tmp_path, src, url, "--duplicate-window", "1", "--partitions", "2")
+    (src / "p.css").unlink()
+    scan_publish_record(tmp_path, src, url)
+    deletion = (tmp_path / "published.jsonl").read_bytes().splitlines(keepends=True)[-1]
+    assert json.loads(deletion)["kind"] == "deleted"
+    (src / "p.css").write_text("two\n")
+    scan_publish_record(tmp_path, src, url)
+    a = worker(tmp_path, "a", src, dest, url)
+    wait_for("a applied all three", lambda: stream_state(nats_server) == (0, 0) and tree(dest) == tree(src))
+    for p in a:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    time.sleep(1.2)  # past the duplicate window
+    publish(tmp_path, url, deletion, state="again.db")
+    assert stream_state(nats_server)[0] == 1
+    b = worker(tmp_path, "b", src, dest, url, "--idle-exit", str(2 * LEASE + 1))
+    assert b[0].wait(30) == 0, (tmp_path / "b-consume.err").read_text()
+    assert b[1].wait(30) == 0, (tmp_path / "b-transport.err").read_text()
+    assert tree(dest) == {b"p.css": b"two\n"}
+    assert "0 emitted, 0 awaiting the next stage, 1 stale dropped" in (tmp_path / "b-consume.err").read_text()
+    assert lines_of(tmp_path / "b-transport.out") == []
+    assert stream_state(nats_server) == (0, 0)  # the stale copy was acknowledged
+
+
+def test_a_lease_lost_stops_the_pulls_of_its_partition(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Someone else holds partition 0's lease (the test writes it, as a worker would that took it over): the
+    worker's next renewal fails, it stops pulling partition 0 at once and takes none of its messages."""
+    src = make_src(tmp_path, 40)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    publish(tmp_path, url, b"", "--partitions", "2")  # makes the stream (2 partitions)
+    a = worker(tmp_path, "a", src, dest, url, "--idle-exit", "60")
+    wa = pid_of(tmp_path, "a")
+    wait_for("a owns both", lambda: owners(nats_server) == {0: wa, 1: wa})
+    stop = threading.Event()
+
+    def hold_partition_0() -> None:
+        async def run() -> None:
+            import nats
+
+            nc = await nats.connect(nats_server.url)
+            kv = await nc.jetstream().key_value(L.lease_bucket("FC"))
+            while not stop.is_set():
+                await kv.put("p.0", json.dumps({"worker": "thief"}).encode())
+                await asyncio.sleep(0.3)
+            await kv.delete("p.0")
+            await nc.close()
+
+        asyncio.run(run())
+
+    thief = threading.Thread(target=hold_partition_0)
+    thief.start()
+    try:
+        err = tmp_path / "a-consume.err"
+        wait_for("a saw it lost partition 0", lambda: "partition 0: lease lost" in err.read_text(), timeout=LEASE * 2)
+        published = scan(tmp_path, src)
+        publish(tmp_path, url, published)
+        in_0 = sum(1 for ev in lines_of(tmp_path / "published.jsonl") if N.partition_of(E.get_path(ev, "path"), 2) == 0)
+        assert 0 < in_0 < 41
+        wait_for("partition 1's events applied", lambda: stream_state(nats_server)[0] == in_0)
+        time.sleep(1.0)
+        assert stream_state(nats_server) == (in_0, 0)  # partition 0's are untouched: never pulled
+        assert owners(nats_server)[0] == "thief"
+    finally:
+        stop.set()
+        thief.join(10)
+    # the thief gave it back: a takes it again and applies the rest
+    wait_for("a owns partition 0 again", lambda: owners(nats_server).get(0) == wa, timeout=LEASE * 3)
+    wait_for("everything at the destination", lambda: tree(dest) == tree(src))
+    for p in a:
+        p.send_signal(signal.SIGTERM)
+    assert a[0].wait(20) == 143
