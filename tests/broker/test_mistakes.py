@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import time
 from pathlib import Path
 
+from fileconveyor.delivery import nats_hop as N
 from tests.broker.test_broker import fc, make_src, scan_and_publish
 from tests.servers.nats import NatsServer
 
@@ -17,6 +19,21 @@ def consume(tmp: Path, url: str, *extra: str, timeout: float = 30) -> subprocess
         capture_output=True,
         timeout=timeout,
     )
+
+
+def pulling(server: NatsServer, consumer: str) -> bool:
+    async def look() -> bool:
+        import nats
+
+        nc = await nats.connect(server.url)
+        try:
+            return (await nc.jetstream().consumer_info("FC", consumer)).num_waiting > 0
+        except Exception:
+            return False
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
 
 
 def test_partitions_the_stream_does_not_have_are_a_configuration_error(tmp_path: Path, nats_server: NatsServer) -> None:
@@ -59,8 +76,12 @@ def test_a_second_worker_on_the_same_partitions_is_refused(tmp_path: Path, nats_
     )
     try:
         assert first.stderr is not None
-        while b"consuming" not in first.stderr.readline():  # pulling from now on
+        while b"consuming" not in first.stderr.readline():
             assert first.poll() is None
+        deadline = time.monotonic() + 20
+        while not pulling(nats_server, N.consumer_name("FC", 3)):  # its pull requests are on the server
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
         res = consume(tmp_path / "b", url, "--partitions", "3-5")
         assert res.returncode == 3, res.stderr
         assert b"partition 3 is being consumed by another process" in res.stderr

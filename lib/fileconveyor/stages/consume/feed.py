@@ -227,12 +227,17 @@ class Feed:
     async def _nobody_else(self, stream: str, name: str, k: int) -> None:
         """Another fc-consume pulling from this partition would take half its messages: the events of a path
         split between two workers, each with its own fence, are applied out of order.  Its pull requests are
-        seen on the server (a killed one's expire within PULL_WAIT): ConfigError while they stay."""
-        for look in range(3):
-            if not (await self.broker.js.consumer_info(stream, name)).num_waiting:
+        seen on the server (a killed one's expire within PULL_WAIT): ConfigError if they are there after that.
+        A live puller leaves a gap of milliseconds between its requests: two looks apart without one are enough."""
+        start, idle_looks = time.monotonic(), 0
+        while True:
+            waiting = (await self.broker.js.consumer_info(stream, name)).num_waiting
+            idle_looks = 0 if waiting else idle_looks + 1
+            if idle_looks == 2:
                 return
-            if look < 2:
-                await asyncio.sleep(PULL_WAIT)
+            if waiting and time.monotonic() - start > PULL_WAIT * 1.2:
+                break
+            await asyncio.sleep(0.2)
         raise ConfigError(
             f"{self.broker.target.shown}: partition {k} is being consumed by another process (consumer {name} has "
             "its pull requests): give each partition to one worker (--partitions)"
@@ -252,6 +257,7 @@ class Feed:
             try:
                 if sub is None:
                     sub, first = await self._subscribe(k, first), False
+                    self.last_message = time.monotonic()  # --idle-exit counts from when we pull
                 msgs = await sub.fetch(self.batch, timeout=PULL_WAIT)
                 failures = 0
             except (nats.errors.TimeoutError, asyncio.TimeoutError):
