@@ -35,7 +35,7 @@ import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .. import backoff
@@ -44,12 +44,14 @@ from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
 from . import quarantine
-from .durable import ACK_INTERVAL, Hop, StageState
+from .durable import ACK_INTERVAL, StageState
+from .inbox import Inbox
 from .intake import Intake
 from .lanes import Scheduler, Workers
 from .options import Counters, Options
 from .sending import Sending
 from .stage import Also, Done, Item, Outcome, Retry, Stage, StageContext, Timed
+from .timed import TimedWaits
 
 __all__ = [  # what the runner's users import from here, as before the split
     "Done",
@@ -105,6 +107,7 @@ class Runner:
         self.output = Sending(self.state, opts.output, stdout, rep, lambda: self.stop.requested)  # our readers
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.workers = Workers(self.sched, self._work, self.events.put, rep)
+        self.inbox = Inbox(self.state, self.sched, self.input, self.counts, rep)
         self._eof = False
         self._closed = False
         self._eof_at = 0.0
@@ -116,81 +119,17 @@ class Runner:
         self._next_prune = 0.0
         self._next_sessions = 0.0
         self._next_ack = 0.0
-        self._next_id: int | None = None
-        self._enqueued: list[Item] = []  # queued by Stage.record (enqueue_in), scheduled after the commit
         # emit(): while the loop runs, events go through self.events and the loop commits them; after it, the
         # caller commits them itself, under this lock (worker and timed threads may still emit then)
         self._emit_lock = threading.Lock()
         self._looping = False
-        self._timed: list[tuple[Timed, str]] = []
-        self._hurried = False
-        self._hurried_works: set[int] = set()
+        self.timed = TimedWaits(rep, self.state.path, stage.name)  # the stage's own timed work (add_timed)
         self.progress = Progress(rep, opts.progress)
         self._line_at = 0.0  # when the last input line came (IDLE_ACK_QUIET)
         self._wake_at: float | None = None  # the loop looks again by then (an idle acknowledgement is due)
         self._end_poll = END_POLL  # at the end: how soon to look for our readers' acknowledgements again
 
     # -- set-up ----------------------------------------------------------------------
-
-    def _load_inbox(self) -> None:
-        rows = self.state.db.execute(
-            "SELECT id, line, lane, key, attempts, not_before, last_error, internal FROM inbox ORDER BY id"
-        ).fetchall()
-        lanes = self.sched.lanes
-        undecodable: list[tuple[int, bytes, str, bytes, int, str]] = []
-        for rid, line, lane, key, attempts, not_before, last_error, internal in rows:
-            if lane not in lanes:
-                self.rep.warn_once(
-                    f"lane:{lane}", f"{len(rows)} queued item(s) include some for {lane!r}, not configured now: kept"
-                )
-                continue
-            try:
-                ev = E.decode(bytes(line))
-            except E.EventError as exc:  # stored by an older version that took more: never retried, set aside
-                undecodable.append((rid, line, lane, key, attempts, f"stored line is not a valid event: {exc}"))
-                continue
-            item = Item(ev, line, lane, bytes(key), next(self.input.order), rid, attempts, not_before, last_error)
-            item.internal = internal
-            item.recovered = True
-            item.hop = Hop.from_event(ev)
-            self.input.hold(item)
-            self.sched.add(item)
-        if undecodable:
-            with self.state.transaction() as db:
-                for rid, line, lane, key, attempts, reason in undecodable:
-                    quarantine.put(db, line, lane, key, attempts, reason)
-                    db.execute("DELETE FROM inbox WHERE id=?", (rid,))
-            self.counts.quarantined += len(undecodable)
-            for *_, reason in undecodable:
-                self.rep.error(f"queued item set aside (quarantine table of {self.state.path}): {reason}")
-        if rows:
-            self.rep.info(f"resuming {len(rows)} unfinished item(s) from {self.state.path}")
-
-    def enqueue(self, events: Iterable[dict], also: Also | None = None) -> int:
-        """Queue events as if read (used by --retry-failed); committed at once, together
-        with what ``also`` writes in the same transaction."""
-        items = []
-        for ev in events:
-            ev = {k: v for k, v in ev.items() if k != "hop"}
-            items.extend(self.input.items(ev, E.encode(ev)))
-        with self.state.transaction() as db:
-            self._insert(db, items)
-            if also is not None:
-                also(db)
-        for it in items:
-            self.sched.add(it)
-        return len(items)
-
-    def enqueue_in(self, db: sqlite3.Connection, events: Iterable[dict]) -> None:
-        """From ``Stage.record``: queue events in the transaction that finishes an item, so that a crash keeps
-        both or neither (fc-process queues the CSS files that reference a file that got a new name).  They are
-        scheduled once that transaction is committed."""
-        items = []
-        for ev in events:
-            ev = {k: v for k, v in ev.items() if k != "hop"}
-            items.extend(self.input.items(ev, E.encode(ev)))
-        self._insert(db, items)
-        self._enqueued.extend(items)
 
     def emit(self, outputs: Sequence[dict], also: Also | None = None) -> None:
         """Write events no input item produced (an old name deleted later, say): they are committed to the
@@ -204,13 +143,6 @@ class Runner:
                 return
             self._commit_emitted([(list(outputs), also)])
 
-    def add_timed(self, work: Timed, what: str) -> None:
-        """Count ``work`` toward the end of the input: once the input ended and every item is done, the stage
-        goes on while ``work`` has something due within --drain-timeout, then exits 4 (what is left stays for
-        the next run, as queued items do) with a warning: "N <what> ...".  Call from Stage.start.  Work added
-        later is hurried (``hurry``) only once the earlier has nothing more due: add what feeds other work first."""
-        self._timed.append((work, what))
-
     def _context(self) -> StageContext:
         """What the stage may ask of us (delivery/stage.py), and no more."""
         return StageContext(
@@ -220,9 +152,9 @@ class Runner:
             transaction=self.state.transaction,
             readers=self.state.readers,
             emit=self.emit,
-            enqueue=self.enqueue,
-            enqueue_in=self.enqueue_in,
-            add_timed=self.add_timed,
+            enqueue=self.inbox.enqueue,
+            enqueue_in=self.inbox.enqueue_in,
+            add_timed=self.timed.add,
         )
 
     # -- the loop ----------------------------------------------------------------------
@@ -231,7 +163,7 @@ class Runner:
         if not self.output.open():
             return Exit.OK  # stopped while waiting for a reader
         self.output.replay()
-        self._load_inbox()
+        self.inbox.load()
         self.stage.start(self._context())  # after the inbox is loaded: what it enqueues is queued once
         self.workers.start()
         # Tell every writer we know that a new process of ours reads now: lines the
@@ -339,7 +271,7 @@ class Runner:
                 return Exit.OK  # the caller turns the signal into 128+n; the inbox keeps the rest
             timeout = self.sched.next_due()
             # draining timed work: look again soon (a deletion of an old name that was in use again emits nothing)
-            longest = 0.2 if self._hurried else 1.0
+            longest = 0.2 if self.timed.hurried else 1.0
             if self._eof and self.sched.count == 0:
                 longest = min(longest, self._end_poll)  # waiting for our readers: see END_POLL
             if self._wake_at is not None:
@@ -388,7 +320,7 @@ class Runner:
                 self.input.room.clear()
             self.progress.update(self._progress_text)
             if self._eof and self.sched.count == 0:
-                timed = self._timed_left()
+                timed = self.timed.left(self.opts.drain_timeout, self._eof_at)
                 if timed is not None:
                     if timed:
                         continue  # timed work due within the drain time: wait for it
@@ -455,35 +387,6 @@ class Runner:
         """Seconds since the input ended or, later, since the last progress."""
         return time.monotonic() - max(self._eof_at, self._progress_at)
 
-    def _timed_left(self) -> bool | None:
-        """After the input and every item: None when no timed work is left; True while some of it is due within
-        the drain time; False when the rest must wait for the next run (said in a warning)."""
-        if not self._timed:
-            return None
-        self._hurried = True
-        left_s = self.opts.drain_timeout - (time.monotonic() - self._eof_at)
-        deadline = time.time() + left_s
-        # hurried in the order they were added, each once those before it have nothing more due: what they do
-        # may feed it (an old name deleted gives a path to invalidate), and one batch then carries it all
-        for i, (work, _) in enumerate(self._timed):
-            if i not in self._hurried_works:
-                if any(w.due_before(deadline) for w, _ in self._timed[:i]):
-                    break
-                self._hurried_works.add(i)
-                work.hurry()
-        left = [(work.pending(), work, what) for work, what in self._timed]
-        left = [(n, work, what) for n, work, what in left if n]
-        if not left:
-            return None
-        if left_s > 0 and any(work.due_before(deadline) for _, work, _ in left):
-            return True
-        for n, _, what in left:
-            self.rep.warn(
-                f"{n} {what} not done within the drain time (--drain-timeout); they stay in {self.state.path} "
-                f"and are done when {self.stage.name} runs again"
-            )
-        return False
-
     def _status(self) -> int:
         c = self.counts
         return Exit.EVENTS_FAILED if c.failed or c.bad or c.quarantined else Exit.OK
@@ -540,12 +443,12 @@ class Runner:
             self.rep.debug(traceback.format_exc())
             restore()
             seq_lines.clear()
-            self._enqueued.clear()  # rolled back with the rest
+            self.inbox.enqueued.clear()  # rolled back with the rest
             with self.state.transaction() as db:
                 self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=True)
-        for it in self._enqueued:
+        for it in self.inbox.enqueued:
             self.sched.add(it)
-        self._enqueued.clear()
+        self.inbox.enqueued.clear()
         for item, outcome in done:
             self._after(item, outcome)
             if isinstance(outcome, Done):
@@ -577,24 +480,24 @@ class Runner:
                 if isinstance(outcome, Done):
                     self._finish(db, item, outcome, seq_lines, finished)
                 else:
-                    self._retry_row(db, item, outcome, to_insert)
+                    self.inbox.retry(db, item, outcome, to_insert)
                 continue
-            marks = (len(seq_lines), len(finished), self.counts.failed, len(self._enqueued))
+            marks = (len(seq_lines), len(finished), self.counts.failed, len(self.inbox.enqueued))
             db.execute("SAVEPOINT item")
             try:
                 if isinstance(outcome, Done):
                     self._finish(db, item, outcome, seq_lines, finished)
                 else:
-                    self._retry_row(db, item, outcome, to_insert)
+                    self.inbox.retry(db, item, outcome, to_insert)
             except Exception as exc:
                 if not quarantine.is_bug(exc):
                     raise
                 db.execute("ROLLBACK TO item")
-                del seq_lines[marks[0] :], finished[marks[1] :], self._enqueued[marks[3] :]
+                del seq_lines[marks[0] :], finished[marks[1] :], self.inbox.enqueued[marks[3] :]
                 self.counts.failed = marks[2]
-                done[i] = (item, self._internal_error(db, item, exc, to_insert))
+                done[i] = (item, self.inbox.set_aside(db, item, exc, to_insert))
             db.execute("RELEASE item")
-        self._insert(db, [it for it in to_insert if it.id is None])
+        self.inbox.insert(db, [it for it in to_insert if it.id is None])
         if finished:
             db.executemany("DELETE FROM inbox WHERE id=?", finished)
         self.state.add_outbox(db, seq_lines)
@@ -630,28 +533,6 @@ class Runner:
 
         return restore
 
-    def _internal_error(self, db: sqlite3.Connection, item: Item, exc: Exception, to_insert: list[Item]) -> Outcome:
-        """An item whose commit raised: tried again a little later, set aside after QUARANTINE_AFTER attempts."""
-        item.internal += 1
-        reason = f"internal error: {exc!r}"
-        where = E.display(E.get_path(item.event, "path"))
-        if item.internal >= quarantine.QUARANTINE_AFTER:
-            quarantine.put(db, item.line, item.lane, item.key, item.attempts, reason)
-            if item.id is not None:
-                db.execute("DELETE FROM inbox WHERE id=?", (item.id,))
-            self.counts.quarantined += 1
-            self.rep.error(
-                f"{where}: {reason}; set aside after {item.internal} attempts (the quarantine table of "
-                f"{self.state.path}), not retried"
-            )
-            return Done([])
-        retry = Retry(reason, after=backoff.delay(item.internal - 1, quarantine.FIRST_DELAY, 60.0))
-        self._retry_row(db, item, retry, to_insert)
-        self.counts.retries -= 1  # not a retry the stage asked for
-        if not self.sched.head(item):
-            self.sched.add_running(item)  # it was finished at once: now it holds its key until retried
-        return retry
-
     # -- working -----------------------------------------------------------------------
 
     def _work(self, item: Item) -> Outcome:
@@ -670,20 +551,6 @@ class Runner:
             return None  # let the worker try, and fail the event properly if it must
 
     # -- committing --------------------------------------------------------------------
-
-    def _insert(self, db: sqlite3.Connection, items: list[Item]) -> None:
-        if not items:
-            return
-        if self._next_id is None:
-            (self._next_id,) = db.execute("SELECT coalesce(max(id), 0) + 1 FROM inbox").fetchone()
-        for it in items:  # ids given here: one executemany instead of a statement per item
-            it.id = self._next_id
-            self._next_id += 1
-        db.executemany(
-            "INSERT INTO inbox(id, line, lane, key, attempts, not_before, last_error, internal) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error, it.internal) for it in items],
-        )
 
     def _finish(
         self,
@@ -705,19 +572,6 @@ class Runner:
             finished.append((item.id,))
         if outcome.failed:
             self.counts.failed += 1
-
-    def _retry_row(self, db: sqlite3.Connection, item: Item, outcome: Retry, inbox_new: list[Item]) -> None:
-        item.attempts += 1
-        item.last_error = outcome.reason
-        item.not_before = 0.0 if outcome.lane else time.time() + outcome.after
-        self.counts.retries += 1
-        if item.id is None:
-            inbox_new.append(item)
-        else:
-            db.execute(
-                "UPDATE inbox SET attempts=?, not_before=?, last_error=?, internal=? WHERE id=?",
-                (item.attempts, item.not_before, outcome.reason, item.internal, item.id),
-            )
 
     def _after(self, item: Item, outcome: Outcome) -> None:
         in_sched = self.sched.head(item)

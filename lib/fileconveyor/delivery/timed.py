@@ -11,7 +11,11 @@ import heapq
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Generic, TypeVar
+
+from ..report import Reporter
+from .stage import Timed
 
 T = TypeVar("T")
 
@@ -93,3 +97,51 @@ class TimedWork(Generic[T]):
                     self._n += 1
                     heapq.heappush(self.heap, (again, self._n, item))
                 self.cond.notify_all()
+
+
+class TimedWaits:
+    """The stage's timed work that the end of the input waits for (``StageContext.add_timed``)."""
+
+    def __init__(self, rep: Reporter, state_path: Path, stage_name: str):
+        self.rep = rep
+        self.state_path = state_path
+        self.stage_name = stage_name
+        self.works: list[tuple[Timed, str]] = []
+        self.hurried = False  # the input ended and every item is done: draining what is left
+        self.hurried_works: set[int] = set()
+
+    def add(self, work: Timed, what: str) -> None:
+        """Count ``work`` toward the end of the input: once the input ended and every item is done, the stage
+        goes on while ``work`` has something due within --drain-timeout, then exits 4 (what is left stays for
+        the next run, as queued items do) with a warning: "N <what> ...".  Call from Stage.start.  Work added
+        later is hurried (``hurry``) only once the earlier has nothing more due: add what feeds other work first."""
+        self.works.append((work, what))
+
+    def left(self, drain_timeout: float, eof_at: float) -> bool | None:
+        """After the input and every item: None when no timed work is left; True while some of it is due within
+        the drain time; False when the rest must wait for the next run (said in a warning)."""
+        if not self.works:
+            return None
+        self.hurried = True
+        left_s = drain_timeout - (time.monotonic() - eof_at)
+        deadline = time.time() + left_s
+        # hurried in the order they were added, each once those before it have nothing more due: what they do
+        # may feed it (an old name deleted gives a path to invalidate), and one batch then carries it all
+        for i, (work, _) in enumerate(self.works):
+            if i not in self.hurried_works:
+                if any(w.due_before(deadline) for w, _ in self.works[:i]):
+                    break
+                self.hurried_works.add(i)
+                work.hurry()
+        left = [(work.pending(), work, what) for work, what in self.works]
+        left = [(n, work, what) for n, work, what in left if n]
+        if not left:
+            return None
+        if left_s > 0 and any(work.due_before(deadline) for _, work, _ in left):
+            return True
+        for n, _, what in left:
+            self.rep.warn(
+                f"{n} {what} not done within the drain time (--drain-timeout); they stay in {self.state_path} "
+                f"and are done when {self.stage_name} runs again"
+            )
+        return False
