@@ -9,14 +9,17 @@ reads them.  psycopg (``pip install 'fileconveyor[postgresql]'``) is imported on
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from ..errors import ConfigError, RetryableError
 from .model import db_key, key_bytes
 
 SCHEMES = ("postgresql://", "postgres://")
+# libpq's words for an option it cannot take (a port that is no number, sslmode=bogus): no retry helps
+_BAD_OPTION = re.compile(r"invalid (?:\w+ )?value|invalid connection option|invalid URI")
 LOCK_TIMEOUT_MS = 30_000  # a row another writer holds this long: the round is retried (SQLite's busy timeout)
 
 
@@ -30,25 +33,29 @@ def _ambiguous(url: str) -> bool:
     return url.count("@") > 1
 
 
+def _split(url: str) -> tuple[str, str, str | None, str]:
+    """(``scheme://``, user, password as written or None, the rest after the '@').  Everything before the one '@'
+    is the user part, whatever it holds: a password with '#', '?' or '/' not percent-encoded is one to libpq,
+    while urllib would take the rest for a fragment, a query or a path and show it."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, after = rest.rpartition("@")
+    if not at:
+        return scheme + sep, "", None, rest
+    user, colon, secret = userinfo.partition(":")
+    return scheme + sep, user, secret if colon else None, after
+
+
 def shown(url: str) -> str:
-    """The URL without its password (in the netloc or as ``?password=``): what messages may print."""
+    """The URL without its password (in the user part or as ``?password=``): what messages may print."""
     if _ambiguous(url):
         return "postgresql://(a URL with more than one '@', not shown)"
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "postgresql://(unreadable URL)"
-    start = len(parts.scheme) + 3  # after "scheme://"
-    netloc = parts.netloc
-    userinfo, at, hostport = netloc.rpartition("@")
-    if at:  # only the user stays of "user:password@"
-        url = url[:start] + userinfo.partition(":")[0] + "@" + hostport + url[start + len(netloc) :]
-    if parts.query:
-        head, _, query = url.partition("?")
+    scheme, user, _, rest = _split(url)
+    if "?" in rest:
+        head, _, query = rest.partition("?")
         query, hash_, fragment = query.partition("#")
         kept = [p for p in query.split("&") if unquote(p.partition("=")[0]) != "password"]
-        url = head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
-    return url
+        rest = head + ("?" + "&".join(kept) if kept else "") + hash_ + fragment
+    return scheme + (user + "@" if user else "") + rest
 
 
 def hide_secrets(arg: str) -> str:
@@ -72,19 +79,24 @@ def _driver() -> Any:
 def password(url: str) -> str | None:
     """The password the URL carries (``?password=`` or in its user part, decoded), or None: what fc-conveyor
     hands the stages as ``PGPASSWORD`` instead of putting it on their command lines."""
-    parts = urlsplit(url)
-    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
-    if parts.password:
-        found.append(unquote(parts.password))
+    found = _query_passwords(url)
+    secret = _split(url)[2]
+    if secret:
+        found.append(unquote(secret))
     return found[0] if found and found[0] else None
 
 
+def _query_passwords(url: str) -> list[str]:
+    query = _split(url)[3].partition("?")[2].partition("#")[0]
+    return [v for k, v in parse_qsl(query) if k == "password"]
+
+
 def _secrets(url: str) -> list[str]:
-    parts = urlsplit(url)
-    found = [v for k, v in parse_qsl(parts.query) if k == "password"]
-    if parts.password:
-        found += [parts.password, unquote(parts.password)]
-    return [s for s in found if s]
+    found = _query_passwords(url)
+    secret = _split(url)[2]
+    if secret:
+        found += [secret, unquote(secret)]
+    return sorted((s for s in found if s), key=len, reverse=True)  # the longest first: no piece of one left
 
 
 def translate(exc: Exception, url: str) -> Exception:
@@ -103,7 +115,7 @@ def translate(exc: Exception, url: str) -> Exception:
         return ConfigError(f"{where}: {text} (create it first: createdb)")
     if state == "42501":
         return ConfigError(f"{where}: {text} (grant this user the rights fc-record needs: docs/scale-out.md)")
-    if isinstance(exc, psycopg.ProgrammingError) and not state:
+    if not state and (isinstance(exc, psycopg.ProgrammingError) or _BAD_OPTION.search(text)):
         return ConfigError(f"{where}: {text}")  # a bad URL or option, found before any server was asked
     if (
         not state
@@ -127,6 +139,8 @@ def connect(url: str, read_only: bool = False) -> Any:
         )
     except psycopg.Error as exc:
         raise translate(exc, url) from None
+    except (ValueError, UnicodeError) as exc:  # psycopg reading the URL (a database name not UTF-8, ...)
+        raise ConfigError(f"{shown(url)}: not a URL psycopg can read ({type(exc).__name__})") from None
 
 
 def _text(value: str | bytes | None) -> str | None:
