@@ -240,3 +240,62 @@ def test_a_lease_lost_stops_the_pulls_of_its_partition(tmp_path: Path, nats_serv
     for p in a:
         p.send_signal(signal.SIGTERM)
     assert a[0].wait(20) == 143
+
+
+def test_what_a_dead_owner_emitted_but_never_got_applied_is_applied_by_the_next(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The shared fence holds what the next stages *applied*: worker a emits every event to a reader that never
+    acknowledges (cat), and dies for good; worker b takes the partitions over and applies them all.  A fence
+    written when a line is emitted would make b drop every one of them as stale."""
+    src = make_src(tmp_path, 30)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    publish(tmp_path, url, scan(tmp_path, src), "--partitions", "2")
+    total = len(lines_of(tmp_path / "published.jsonl"))
+    a = spawn(
+        fc(
+            "fc-consume",
+            "--partitions",
+            "auto",
+            "--lease",
+            str(LEASE),
+            "--ack-wait",
+            "2",
+            "--state",
+            str(tmp_path / "a.db"),
+            url,
+        ),
+        stdout=(tmp_path / "a.out").open("ab"),  # a file: nobody ever acknowledges these lines
+        stderr=(tmp_path / "a-consume.err").open("ab"),
+    )
+    wait_for("a emitted every event", lambda: len(lines_of(tmp_path / "a.out")) == total)
+    assert stream_state(nats_server) == (total, total)  # delivered to a, none acknowledged
+    a.send_signal(signal.SIGKILL)
+    a.wait()
+    b = worker(tmp_path, "b", src, dest, url)
+    wait_for("b applied them all", lambda: tree(dest) == tree(src))
+    wait_for("every message acknowledged", lambda: stream_state(nats_server) == (0, 0))
+    b[0].send_signal(signal.SIGTERM)
+    assert b[0].wait(20) == 143
+
+
+def test_a_worker_that_joins_gets_its_share(tmp_path: Path, nats_server: NatsServer) -> None:
+    """a alone takes all 4 partitions; b starts later: a gives back what is more than its share (2), b takes it."""
+    src = make_src(tmp_path, 20)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    publish(tmp_path, url, b"", "--partitions", "4")
+    a = worker(tmp_path, "a", src, dest, url)
+    wa = pid_of(tmp_path, "a")
+    wait_for("a owns all 4", lambda: owners(nats_server) == dict.fromkeys(range(4), wa))
+    b = worker(tmp_path, "b", src, dest, url)
+    wb = pid_of(tmp_path, "b")
+    wait_for("2 each", lambda: sorted(owners(nats_server).values()) == sorted([wa, wa, wb, wb]), timeout=4 * LEASE)
+    assert "more than our share, given back" in (tmp_path / "a-consume.err").read_text()
+    publish(tmp_path, url, scan(tmp_path, src))
+    wait_for("everything at the destination", lambda: tree(dest) == tree(src))
+    assert lines_of(tmp_path / "a-transport.out") and lines_of(tmp_path / "b-transport.out")  # both worked
+    for p in (a[0], b[0]):
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(20) == 143
