@@ -18,6 +18,7 @@ from urllib.parse import quote
 import pytest
 
 from fileconveyor.conveyor import config as C
+from fileconveyor.conveyor import config_scale as S
 from fileconveyor.conveyor import plan as P
 from tests.conftest import ROOT, require_tool
 from tests.conveyor.test_conveyor import wait_for
@@ -100,6 +101,9 @@ def test_each_role_runs_its_side_of_the_broker(tmp_path: Path) -> None:
     assert ("site-r2-record", "fc-record") in names and ("img-r1-record", "fc-record") in names
     consume = {p.name: p for p in work.procs}["img-consume"]
     assert consume.args[:3] == ["--partitions", "0-1", "nats://broker:4222/FC-img"]
+    auto = {p.name: p for p in P.build(config, role=P.WORKER, partitions="auto").procs}["img-consume"]
+    assert auto.args[:3] == ["--partitions", "auto", "nats://broker:4222/FC-img"]  # leases: each its share
+    assert S.role_problem(config, "worker", "auto") is None and S.role_problem(config, "worker", "4") is not None
     for p in work.procs:
         assert not any(s in a for a in p.args for s in SECRETS), p.argv  # never on a command line (ps)
         if p.command == "fc-record":

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--partitions",
         metavar="LIST",
-        help="with --role worker: the partitions of each source's stream this worker owns, e.g. 0-3 (default all)",
+        help="with --role worker: the partitions of each source's stream this worker owns, e.g. 0-3 (default all); "
+        "'auto': a fair share of each, by leases on the broker (fc-consume --partitions auto)",
     )
     return p
 

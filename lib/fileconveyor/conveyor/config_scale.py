@@ -113,7 +113,7 @@ def role_problem(config: Config, role: str | None, partitions: str | None) -> tu
                 Exit.CONFIG,
                 f"{config.path}: stream {stream} (<BROKER>'s, '-', source {source.name}) is over 64 characters",
             )
-    if partitions is not None:
+    if partitions is not None and partitions != "auto":  # auto: fc-consume takes its share by leases
         try:
             parse_partitions(partitions, config.settings.broker_partitions)
         except FCError as exc:
