@@ -89,3 +89,29 @@ def test_a_second_worker_on_the_same_partitions_is_refused(tmp_path: Path, nats_
     finally:
         first.terminate()
         first.communicate(timeout=30)
+
+
+def test_a_typo_in_the_stream_name_is_said(tmp_path: Path, nats_server: NatsServer) -> None:
+    """fc-publish makes a missing stream: with a misspelt name, its events go where no worker reads (fc-watch has
+    them acknowledged).  The other File Conveyor streams of the server are named, at both ends."""
+    scan_and_publish(tmp_path, make_src(tmp_path, 1), nats_server.stream_url("FC"))
+    pub = subprocess.run(
+        fc("fc-publish", "--state", str(tmp_path / "p2.db"), nats_server.stream_url("FCC")),
+        input=b"",
+        capture_output=True,
+        timeout=30,
+    )
+    assert pub.returncode == 0, pub.stderr
+    assert b"made the stream (8 partitions); other File Conveyor streams on this server: FC\n" in pub.stderr
+    worker = subprocess.Popen(
+        fc("fc-consume", "--state", str(tmp_path / "c.db"), nats_server.stream_url("FCX")),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert worker.stderr is not None
+        line = worker.stderr.readline()
+        assert b"does not exist yet" in line and b"other File Conveyor streams on this server: FC, FCC" in line
+    finally:
+        worker.terminate()
+        worker.communicate(timeout=30)

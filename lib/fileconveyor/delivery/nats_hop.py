@@ -28,7 +28,7 @@ import concurrent.futures
 import hashlib
 import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -155,12 +155,23 @@ def _client() -> Any:
     return nats
 
 
+def _quiet(text: str) -> None:
+    pass
+
+
 class Broker:
     """One connection to a NATS server, on an asyncio loop in a thread of its own."""
 
-    def __init__(self, target: Target, timeout: float = 5.0):
+    def __init__(
+        self,
+        target: Target,
+        timeout: float = 5.0,
+        say: Callable[[str], None] = _quiet,
+        inform: Callable[[str], None] = _quiet,
+    ):
         self.target = target
         self.timeout = timeout
+        self.say, self.inform = say, inform  # a warning, and what only -v shows
         self.nats = _client()
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="nats", daemon=True)
@@ -209,9 +220,10 @@ class Broker:
         try:
             info = await self.js.stream_info(self.target.stream)
         except NotFoundError:
+            others = await self._others()
             if not create:
                 raise StreamMissing(
-                    f"{self.target.shown}: the stream does not exist yet (fc-publish makes it)"
+                    f"{self.target.shown}: the stream does not exist yet (fc-publish makes it){others}"
                 ) from None
             n = partitions or DEFAULT_PARTITIONS
             config = api.StreamConfig(
@@ -225,6 +237,8 @@ class Broker:
                 description=f"File Conveyor events, partitions={n}",
             )
             info = await self.js.add_stream(config)
+            # a typo in the stream's name makes a stream no worker reads: said where the user looks
+            (self.say if others else self.inform)(f"{self.target.shown}: made the stream ({n} partitions){others}")
         found = _PARTITIONS.search(info.config.description or "")
         if found is None:
             raise ConfigError(
@@ -235,6 +249,18 @@ class Broker:
             raise ConfigError(f"{self.target.shown}: the stream has {n} partitions, not {partitions} (--partitions)")
         self.partitions = n
         return n
+
+    async def _others(self) -> str:
+        """ "; other File Conveyor streams on this server: A, B" (for a name that may be a typo), or ""."""
+        try:
+            names = sorted(
+                i.config.name
+                for i in await self.js.streams_info()
+                if _PARTITIONS.search(i.config.description or "") and i.config.name != self.target.stream
+            )
+        except Exception:  # not allowed to list them (accounts), or not now: only a hint is lost
+            return ""
+        return f"; other File Conveyor streams on this server: {', '.join(names)}" if names else ""
 
     def close(self) -> None:
         async def _close() -> None:

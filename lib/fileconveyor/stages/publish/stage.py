@@ -40,7 +40,7 @@ class PublishStage(Stage):
 
     def start(self, ctx: StageContext) -> None:
         self.rep = ctx.rep
-        self.broker = N.Broker(self.target, self.timeout)
+        self.broker = N.Broker(self.target, self.timeout, say=self.rep.warn, inform=self.rep.info)
         try:  # a stream made with another number of partitions is said at once; a server down is waited for
             self.broker.call(self.broker.ensure_stream(self.want_partitions, self.duplicate_window))
         except ConfigError:
