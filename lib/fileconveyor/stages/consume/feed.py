@@ -248,7 +248,10 @@ class Feed:
 
         sub = None
         failures = 0
-        first = True  # only then: later, a pull of ours from before a reconnection may still be waiting
+        # another puller is looked for at the first subscription only (later, a pull of ours from before a
+        # reconnection may still be waiting), and with static --partitions only: with leases, the lease says whose
+        # it is (an owner that lost it stops pulling), and a refusal would end the worker's other partitions too
+        first = self.leases is None
         while not self.stopping:
             # read no further ahead than the runner takes: what waits here is held (in progress) too
             if self.lines.qsize() > 4 * self.batch:
