@@ -280,13 +280,28 @@ class Feed:
                 sub = None
                 await asyncio.sleep(min(2.0, 0.2 * failures))
                 continue
-            for msg in msgs:
-                self._take(k, msg)
+            taken = [ev for ev in (self._take(k, msg) for msg in msgs) if ev is not None]
+            if self.leases is not None and taken:
+                # the shared fence of each path, read here for the batch at once (one round trip per event
+                # from the stage costs more); only we write it while we own the partition, and the stage's own
+                # fence has what we emitted since
+                paths = [E.get_path(ev, "path") for ev in taken]
+                fences = await asyncio.gather(*map(self.leases.fence_get, paths), return_exceptions=True)
+                for ev, fence in zip(taken, fences, strict=True):
+                    if not isinstance(fence, BaseException):  # else the stage reads it again itself
+                        ev[FIELD]["fence"] = fence
+                if not self.owns(k):
+                    continue
+            for ev in taken:
+                meta = ev[FIELD]
+                self.hold((k, meta["sseq"]), meta["reply"])
+                self.lines.put(E.encode(ev))
 
-    def _take(self, k: int, msg: Any) -> None:
+    def _take(self, k: int, msg: Any) -> dict | None:
+        """The event a message carries, with FIELD (held and queued by the caller); None if there is none."""
         self.last_message = time.monotonic()
         if not self.owns(k):  # fetched as the lease was lost: the new owner gets it
-            return
+            return None
         try:
             sseq = int(msg.metadata.sequence.stream)
         except (ValueError, AttributeError, TypeError):
@@ -304,7 +319,7 @@ class Feed:
             self.rep.error(f"{where}: a message that is not an event ({exc}): terminated, not redelivered")
             if msg.reply:
                 self.broker.submit(self._send([msg.reply], b"+TERM"))
-            return
+            return None
         headers = msg.headers or {}
         try:
             oseq = int(headers.get(N.HEADER_SEQ, "-1"))
@@ -318,8 +333,7 @@ class Feed:
         with contextlib.suppress(AttributeError, TypeError, ValueError, OverflowError):
             ev["order"] = round(msg.metadata.timestamp.timestamp() * 1_000_000)
         ev[FIELD] = {"p": k, "sseq": sseq, "reply": msg.reply, "epoch": headers.get(N.HEADER_EPOCH, ""), "oseq": oseq}
-        self.hold((k, sseq), msg.reply)
-        self.lines.put(E.encode(ev))
+        return ev
 
     async def _in_progress(self) -> None:
         every = max(0.2, self.ack_wait / 3)

@@ -36,6 +36,7 @@ from ...delivery import nats_hop as N
 from ...delivery.stage import Done, Item, Outcome, Stage, StageContext
 from .feed import FIELD, Feed
 
+NOT_READ = object()  # the shared fence of a message the feed could not read
 RELEASE_EVERY = 0.3  # seconds between looks at what the next stage has acknowledged
 
 MIGRATIONS: Sequence[str] = (
@@ -118,7 +119,7 @@ class ConsumeStage(Stage):
             return Done([], payload=(key, reply, None))
         path = E.get_path(ev, "path")
         order = (str(meta["epoch"]), int(meta["oseq"]), key[0], key[1])
-        last = self._last(path)
+        last = self._last(path, meta.get("fence", NOT_READ))
         if last is not None and not newer(last, order):
             self.fenced += 1
             self.feed.ack([key])  # the newer event of its path is ours already (committed)
@@ -127,7 +128,9 @@ class ConsumeStage(Stage):
         self.round.add(key)
         return Done([ev], payload=(key, reply, order))
 
-    def _last(self, path: bytes) -> tuple[str, int, int, int] | None:
+    def _last(self, path: bytes, fetched: Any = NOT_READ) -> tuple[str, int, int, int] | None:
+        """The order of the path's last event: ours (this round's, the state file's) or, with leases, the shared
+        fence (``fetched``: read by the feed with the message), whichever is later."""
         if path in self.fence:
             return self.fence[path]
         assert self.db is not None
@@ -136,7 +139,10 @@ class ConsumeStage(Stage):
         if self.feed.leases is None:
             return local
         # another owner may have applied a newer one since (or we are new): the shared fence, whichever is later
-        shared = self.broker.call(self.feed.leases.fence_get(path))
+        if fetched is NOT_READ:  # the feed's read failed: now, from here
+            shared = self.broker.call(self.feed.leases.fence_get(path))
+        else:
+            shared = None if fetched is None else (str(fetched[0]), int(fetched[1]), int(fetched[2]), int(fetched[3]))
         if local is None or (shared is not None and newer(local, shared)):
             return shared
         return local
