@@ -108,3 +108,28 @@ def test_a_forked_child_does_not_keep_the_state_locked(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
         os.close(r)
         os.close(w)
+
+
+def test_a_stage_state_file_is_checkpointed_by_a_thread_not_by_its_commits(tmp_path: Path) -> None:
+    """SQLite checkpoints inside the commit that crosses 1,000 pages: two or three fsyncs in a stage's main loop,
+    which a live file waited for (issue 18).  A stage's state file is checkpointed by a thread of its own."""
+    import os
+    import time
+
+    from fileconveyor.delivery.durable import StageState
+    from fileconveyor.state import CHECKPOINT_COMMITS
+
+    st = StageState(tmp_path / "s.db")
+    try:
+        assert st.db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0  # commits never checkpoint
+        size = os.path.getsize(tmp_path / "s.db")
+        for i in range(CHECKPOINT_COMMITS + 20):  # far below 1,000 pages: SQLite alone would not checkpoint yet
+            with st.transaction() as db:
+                st.add_outbox(db, [(i + 1, b"x" * 2000)])
+        deadline = time.monotonic() + 10
+        while os.path.getsize(tmp_path / "s.db") <= size and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert os.path.getsize(tmp_path / "s.db") > size  # the pages reached the database file
+        assert st.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == CHECKPOINT_COMMITS + 20
+    finally:
+        st.close()

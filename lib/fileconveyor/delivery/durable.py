@@ -82,7 +82,7 @@ class StageState(State):
     """A stage's state file: the durable tables above plus the stage's own."""
 
     def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
-        super().__init__(Path(path).absolute(), MIGRATIONS, parts={name: stage_migrations})
+        super().__init__(Path(path).absolute(), MIGRATIONS, parts={name: stage_migrations}, checkpoints=True)
         self.origin = str(self.path)
         self.epoch = self._meta("epoch")
         self.written = int(self._meta("written"))
