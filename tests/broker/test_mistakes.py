@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -113,5 +114,30 @@ def test_a_typo_in_the_stream_name_is_said(tmp_path: Path, nats_server: NatsServ
         line = worker.stderr.readline()
         assert b"does not exist yet" in line and b"other File Conveyor streams on this server: FC, FCC" in line
     finally:
+        worker.terminate()
+        worker.communicate(timeout=30)
+
+
+def test_idle_exit_waiting_for_a_reader_that_never_acknowledges_is_said(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """fc-consume --idle-exit --output events.jsonl (to have a look): no File Conveyor stage reads the file, so
+    nothing acknowledges the lines and the run waits for ever.  It did so saying nothing."""
+    scan_and_publish(tmp_path, make_src(tmp_path, 1), nats_server.stream_url())
+    out = tmp_path / "events.jsonl"
+    worker = subprocess.Popen(
+        fc("fc-consume", "--idle-exit", "1", "--state", str(tmp_path / "c.db"), "--output", str(out), nats_server.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    guard = threading.Timer(30, worker.terminate)  # the old code said nothing: readline() would wait for ever
+    guard.start()
+    try:
+        assert worker.stderr is not None
+        line = worker.stderr.readline()  # after ~6 s (the wait is max(--idle-exit, 5 s))
+        assert b"not acknowledged by the next stage" in line, line
+        assert out.stat().st_size > 0 and worker.poll() is None
+    finally:
+        guard.cancel()
         worker.terminate()
         worker.communicate(timeout=30)

@@ -345,11 +345,23 @@ class Feed:
 
     async def _watch_idle(self) -> None:
         assert self.idle_exit is not None
+        held, since = 0, time.monotonic()  # how many we hold, unchanged since when
         while not self.stopping:
             await asyncio.sleep(0.2)
             with self.lock:
                 if self.held:  # not idle while we hold messages: acknowledging them lets the server send more
                     self.last_message = time.monotonic()
+                now_held = len(self.held)
+            if now_held != held:
+                held, since = now_held, time.monotonic()
+            elif held and self.lines.empty() and time.monotonic() - since > max(self.idle_exit, 5.0):
+                # a plain --output file, or `| cat`, never acknowledges: the run would wait for ever, saying nothing
+                self.rep.warn_once(
+                    "idle-held",
+                    f"--idle-exit: {held} message(s) emitted, not acknowledged by the next stage for "
+                    f"{time.monotonic() - since:.0f} s: is a File Conveyor stage reading our output? (a plain file or "
+                    "a program such as cat never acknowledges; fc-consume waits for it before finishing)",
+                )
             if time.monotonic() - self.last_message > self.idle_exit and self.lines.empty():
                 self.rep.info(f"no new message for {self.idle_exit:g} s (--idle-exit): finishing")
                 self.stop(end=True)
