@@ -17,6 +17,7 @@ import pytest
 
 from fileconveyor.transporters import PermanentError, TransientError
 from fileconveyor.transporters import sftp_client as sc
+from fileconveyor.transporters.base import CLOSE_WAIT
 from fileconveyor.transporters.sftp import _encrypted
 from tests.servers.process import children
 from tests.servers.sshd import SshServer
@@ -223,21 +224,46 @@ def test_close_from_another_thread_waits_for_the_upload_then_ends_it(
     for pid in servers:  # the server stops answering: the upload hangs in a wait of up to 30 s
         with contextlib.suppress(ProcessLookupError):  # one that ended meanwhile (another test's) is no matter
             os.kill(pid, signal.SIGSTOP)
+    # The upload's use of the pipes, seen from inside (under the connection's lock): when it began, how it ended.
+    inside = threading.Event()
+    failed: list[BaseException] = []
+    send = tp._upload  # type: ignore[attr-defined]
+
+    def watched(*args: object) -> object:
+        inside.set()
+        try:
+            return send(*args)
+        except BaseException as exc:
+            failed.append(exc)
+            raise
+
+    tp._upload = watched  # type: ignore[attr-defined]
     errors: list[BaseException] = []
     thread = threading.Thread(target=lambda: _capture(errors, lambda: tp.upload(src, b"big")))
     try:
         thread.start()
-        time.sleep(0.5)
+        # Not a fixed sleep: under load the thread may not have reached the pipes yet, and close() would then
+        # end an idle connection instead (the upload opening a fresh one after it).
+        assert inside.wait(30), "the upload never started sending"
+        time.sleep(0.3)  # into its wait on the stopped server
         started = time.monotonic()
         tp.close()
         took = time.monotonic() - started
-        assert not thread.is_alive()  # the upload was over before the connection was closed
+        # When close() returns, the upload has failed and let go of the connection, whose pipes are closed and
+        # whose ssh is reaped.  (The thread itself may still be unwinding: closing its source file, returning;
+        # is_alive() here raced with that under load, and said nothing about the pipes.)
+        assert failed, "close() returned while the upload was still in its data path"
+        assert tp._busy.acquire(blocking=False), "close() returned while the upload held the connection"  # type: ignore[attr-defined]
+        tp._busy.release()  # type: ignore[attr-defined]
+        proc = tp.pipe.proc  # type: ignore[attr-defined]
+        assert proc.stdin.closed and proc.stdout.closed and proc.returncode is not None
     finally:
         for pid in servers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGCONT)
         thread.join(30)
-    assert 0.5 < took < 10  # CLOSE_WAIT (1 s), then ssh ended: not the 30 s timeout
+    assert not thread.is_alive()
+    assert CLOSE_WAIT - 0.05 < took < 10  # CLOSE_WAIT (1 s) for the upload, then ssh ended: not the 30 s timeout
     assert len(errors) == 1 and isinstance(errors[0], TransientError), errors
 
 

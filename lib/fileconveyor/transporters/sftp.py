@@ -81,6 +81,8 @@ class SFTP(CheckedDirs):
                 self.pipe.proc.kill()
             elif self.client is not None:
                 self.client.close()
+            # No time limit: the upload, failing, closes the pipes itself under the lock; returning before it
+            # let go could hand their fd numbers to a file opened meanwhile, whatever the load.
             self._busy.acquire()
         try:
             super().close()
