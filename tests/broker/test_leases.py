@@ -306,3 +306,28 @@ def test_a_worker_that_joins_gets_its_share(tmp_path: Path, nats_server: NatsSer
     for p in (a[0], b[0]):
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 143
+
+
+def test_the_broker_down_longer_than_the_lease_the_worker_takes_its_partitions_again(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """nats-server killed for twice the lease: the worker cannot renew, counts its leases as lost (no longer
+    pulled nor acknowledged: someone else may have them by now), and takes them again once the server is back."""
+    src = make_src(tmp_path, 30)
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    publish(tmp_path, url, b"", "--partitions", "2")
+    a = worker(tmp_path, "a", src, dest, url)
+    wa = pid_of(tmp_path, "a")
+    wait_for("a owns both", lambda: owners(nats_server) == {0: wa, 1: wa})
+    nats_server.kill()
+    time.sleep(2 * LEASE)
+    nats_server.start()
+    err = tmp_path / "a-consume.err"
+    wait_for("a saw its leases lost", lambda: err.read_text().count(": lease lost") == 2, timeout=4 * LEASE)
+    wait_for("a owns both again", lambda: owners(nats_server) == {0: wa, 1: wa}, timeout=4 * LEASE)
+    publish(tmp_path, url, scan(tmp_path, src))
+    wait_for("everything at the destination", lambda: same_tree(dest, src))
+    wait_for("every message acknowledged", lambda: stream_state(nats_server) == (0, 0))
+    a[0].send_signal(signal.SIGTERM)
+    assert a[0].wait(20) == 143

@@ -69,6 +69,13 @@ class Leases:
     def interval(self) -> float:
         return self.lease / 3
 
+    def fresh(self, k: int) -> bool:
+        """Is our lease of ``k`` sure to be still valid?  Counted from before the renewal was sent, and a third
+        of the lease short of its end: the server may only have written it later, and forgets it a lease after.
+        Read from any thread (a dict read)."""
+        at = self.renewed.get(k)
+        return at is not None and time.monotonic() - at < self.lease - self.interval
+
     async def open(self) -> float:
         """Both buckets, made when missing; the lease length is the bucket's (the first worker's --lease)."""
         from nats.js import api
@@ -114,13 +121,15 @@ class Leases:
         for k in lost:
             self.owned.pop(k, None)
             self.renewed.pop(k, None)
-        await self.kv.put(f"w.{self.worker}", self._value())
-        if self.beats == 1:  # one round for workers started together to see each other before taking any
-            return [], lost, []
-        try:
+        try:  # the lost ones are said whatever happens next: they must stop being pulled now
+            await self.kv.put(f"w.{self.worker}", self._value())
+            if self.beats == 1:  # one round for workers started together to see each other before taking any
+                return [], lost, []
             keys = set(await self.kv.keys())
         except NoKeysError:
             keys = set()
+        except Exception:  # the server away: nothing taken this round
+            return [], lost, []
         live = max(1, sum(1 for key in keys if key.startswith("w.")))
         share = math.ceil(total / live)
         gained = []
@@ -133,8 +142,9 @@ class Leases:
             if k in self.owned or f"p.{k}" in keys:
                 continue
             with contextlib.suppress(KeyWrongLastSequenceError):
+                sent = time.monotonic()
                 self.owned[k] = await self.kv.create(f"p.{k}", self._value())
-                self.renewed[k] = time.monotonic()
+                self.renewed[k] = sent
                 gained.append(k)
         excess = sorted(self.owned)[share:] if len(self.owned) > share else []
         return gained, lost, excess

@@ -89,7 +89,7 @@ class Feed:
 
     def owns(self, partition: int) -> bool:
         """Is this partition ours now?  Always, for a static assignment (--partitions LIST)."""
-        return self.leases is None or partition in self.owned
+        return self.leases is None or (partition in self.owned and self.leases.fresh(partition))
 
     def ack(self, keys: list[tuple[int, int]], wait: bool = False) -> None:
         """Acknowledge these messages; without waiting unless ``wait`` (at the end): an acknowledgement the
@@ -161,6 +161,7 @@ class Feed:
         """Every third of the lease: renew, take, give back (nats_leases.Leases.beat); pulls follow."""
         assert self.leases is not None
         while not self.stopping:
+            began = time.monotonic()
             try:
                 gained, lost, excess = await self.leases.beat(total)
             except Exception as exc:  # the server away: the renewals retry, a lease unrenewed too long is lost
@@ -186,7 +187,8 @@ class Feed:
                     self.draining.discard(k)
                     self._drop(k)
                     await self.leases.release(k)
-            await asyncio.sleep(self.leases.interval)
+            # every third of the lease from start to start: a slow round does not eat the margin (fresh())
+            await asyncio.sleep(max(0.05, self.leases.interval - (time.monotonic() - began)))
 
     def _stop_pull(self, k: int) -> None:
         task = self._pulls.pop(k, None)
@@ -254,7 +256,7 @@ class Feed:
         first = self.leases is None
         while not self.stopping:
             # read no further ahead than the runner takes: what waits here is held (in progress) too
-            if self.lines.qsize() > 4 * self.batch:
+            if self.lines.qsize() > 4 * self.batch or not self.owns(k):  # or a renewal overdue: wait for it
                 await asyncio.sleep(0.05)
                 continue
             try:
