@@ -113,9 +113,9 @@ class Intake:
         replay begins, whether or not this first acknowledgement got through.  It can fail ("database is
         locked" after 0.5 s, a check that refuses, a writer on another host: warnings only); taking lines then
         would move our mark past the lost ones, and the replay our acknowledgement asks for once it gets through
-        would start after them (fc-watch re-sends nothing else: its FIFO reopen only repeats the block it was
-        writing).  The cost of holding: up to Holding.AWAIT_SECONDS at start for a writer our acknowledgements
-        do not reach (a warning says so when that wait ends), instead of lines lost."""
+        would start after them (fc-watch re-sends nothing else: its FIFO reopen re-sends from the
+        acknowledgements it has).  The cost of holding: up to Holding.AWAIT_SECONDS at start for a writer our
+        acknowledgements do not reach (a warning says so when that wait ends), instead of lines lost."""
         self.acknowledge(force=True)
         for origin in self.marks:
             self.holding.expect(origin)

@@ -11,7 +11,7 @@ and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writ
   that are not File Conveyor stages; one that closes the pipe before our end marks ``tail.quit_early``.
 - **A named FIFO outlives its reader** (supervisord restarts one stage at a time).  When the reader goes, the
   writer either waits for the next one and gives it what ``resend`` says (a stage: its outbox after what its
-  readers acknowledged; fc-watch: the same lines, its replays follow when the new reader registers), or, for
+  readers acknowledged; fc-watch: its rows after what its readers acknowledged, or with none the same lines), or, for
   ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and opens the FIFO again
   every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).
 - **A regular file** is appended to and created owner-only (an existing one of ours is tightened): every line
@@ -121,7 +121,7 @@ class Writer:
     """Writes whole lines to an Output; what happens when a FIFO's reader goes is ``on_gone``:
 
     - "wait": wait for the next reader (until ``should_stop``: then BrokenPipeError) and write to it what
-      ``resend()`` gives (None: the same lines);
+      ``resend()`` gives (no ``resend``, or one that returns None: the same lines);
     - "skip": go on without it (the lines are not written there; ``send`` returns False), and open it again
       every REOPEN_EVERY s.
 
@@ -183,8 +183,9 @@ class Writer:
                 if not out.open(self.should_stop):
                     raise BrokenPipeError(errno.EPIPE, f"stopped while waiting for a reader on {out.name}") from None
                 self._back()
-                if self.resend is not None:
-                    data = b"".join(self.resend())  # everything the new reader may lack: it drops what it had
+                again = self.resend() if self.resend is not None else None
+                if again is not None:
+                    data = b"".join(again)  # everything the new reader may lack: it drops what it had
                     if not data:
                         return True
                 continue

@@ -60,9 +60,12 @@ def watch(
 ) -> int:
     """Run fc-watch; the exit status."""
     output = Output(cfg.output, stdout)
-    # A FIFO's reader that goes is waited for, and given the same lines again; it registers as a new reader
-    # at once, and check_readers re-sends it the rest of what it had not acknowledged.
-    writer = Writer(output, "wait", should_stop=should_stop, warn=rep.warn, info=rep.info)
+    # A FIFO's reader that goes is waited for, and given what our readers did not acknowledge (WatchState.resend);
+    # one that is a File Conveyor reader registers as a new reader at once, and check_readers re-sends it the
+    # rest of what it had not acknowledged.
+    writer = Writer(
+        output, "wait", resend=lambda: state.resend(), should_stop=should_stop, warn=rep.warn, info=rep.info
+    )
     state = WatchState(cfg.state_path, writer)
     try:
         for src in cfg.sources:

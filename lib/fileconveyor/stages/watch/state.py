@@ -227,25 +227,13 @@ class WatchState:
         self._retag()
         if after >= self.batch:
             return 0
-        sources = {prefix_of(i): (name, bytes(root)) for i, name, root in self.db.execute("SELECT * FROM sources")}
-        encoders: dict[bytes, FileEventEncoder] = {}
         lines: list[bytes] = []
         seqs: list[int] = []
         n = 0
-        # A full scan, but only after a crash or a reader's restart: no index on batch keeps inserts cheap.
-        rows = self.db.execute("SELECT * FROM files WHERE batch>? ORDER BY batch", (after,))
-        for key, size, mtime_ns, ino, kind, seq in rows:
-            prefix, rel_key = key[:4], key[4:]
-            if prefix not in sources:
-                continue
-            encode = encoders.get(prefix)
-            if encode is None:
-                encode = encoders[prefix] = FileEventEncoder(*sources[prefix], "replay")
+        for seq, line, key, kind in self._lines_after(after):
             if kind == DELETED:
                 self._tombstones.append((key, seq))
-            lines.append(
-                with_hop(encode_row(encode, kind, rel_key.replace(b"\0", b"/"), size, mtime_ns, ino), self._hop, seq)
-            )
+            lines.append(line)
             n += 1
             seqs.append(seq)
             if len(lines) >= 4096:
@@ -256,6 +244,33 @@ class WatchState:
         with self.state.transaction() as db:
             self._mark_written(db)
         return n
+
+    def _lines_after(self, after: int) -> Iterator[tuple[int, bytes, bytes, int]]:
+        """The lines of the committed rows after seq ``after``, in seq order: (seq, line, key, kind)."""
+        sources = {prefix_of(i): (name, bytes(root)) for i, name, root in self.db.execute("SELECT * FROM sources")}
+        encoders: dict[bytes, FileEventEncoder] = {}
+        # A full scan, but only after a crash or a reader's restart: no index on batch keeps inserts cheap.
+        rows = self.db.execute("SELECT * FROM files WHERE batch>? ORDER BY batch", (after,))
+        for key, size, mtime_ns, ino, kind, seq in rows:
+            prefix, rel_key = key[:4], key[4:]
+            if prefix not in sources:
+                continue
+            encode = encoders.get(prefix)
+            if encode is None:
+                encode = encoders[prefix] = FileEventEncoder(*sources[prefix], "replay")
+            line = encode_row(encode, kind, rel_key.replace(b"\0", b"/"), size, mtime_ns, ino)
+            yield seq, with_hop(line, self._hop, seq), key, kind
+
+    def resend(self) -> Iterator[bytes] | None:
+        """What the next reader of our --output FIFO gets when the last one went away: the lines after what our
+        File Conveyor readers acknowledged (None, with no such reader: the block being written again).  The
+        FIFO's reader may be fc-tee, whose readers stay the same processes and so never register again: what
+        the dead fc-tee had read and not passed on, and what it left in our pipe (gone with our old end), must
+        come again from here, before any newer line moves their marks past it."""
+        acked = self.out.readers()
+        if not acked:
+            return None
+        return (line for _, line, _, _ in self._lines_after(min(acked.values())))
 
     def check_readers(self) -> int:
         """A reader is new or restarted while we run: re-send what it had not acknowledged
