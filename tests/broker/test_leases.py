@@ -149,8 +149,9 @@ def test_two_workers_share_the_partitions_and_one_killed_for_good_is_taken_over(
     wait_for("b owns all 4", lambda: owners(nats_server) == dict.fromkeys(range(4), wb), every=0.02)
     took = time.monotonic() - killed
     # the bound: the lease (last renewal at most a third of it before the kill) plus one look of b's, with
-    # 0.5 s for a busy machine; never before the lease could have run out (0.67 s after the kill at best)
-    assert LEASE / 3 <= took <= LEASE + LEASE / 3 + 0.5, took
+    # 1 s for a busy machine (2 cores shared: one run in four went past +0.5 s); never before the lease could
+    # have run out (0.67 s after the kill at best)
+    assert LEASE / 3 <= took <= LEASE + LEASE / 3 + 1.0, took
     for k in mine:
         assert f"partition {k}: lease taken, pulling" in (tmp_path / "b-consume.err").read_text()
     (src / "after.txt").write_text("after the kill\n")
