@@ -36,7 +36,7 @@ def owners(server: NatsServer, stream: str = "FC") -> dict[int, str]:
 
     async def look() -> dict[int, str]:
         import nats
-        from nats.js.errors import BucketNotFoundError, NoKeysError
+        from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NoKeysError
 
         nc = await nats.connect(server.url)
         try:
@@ -44,7 +44,10 @@ def owners(server: NatsServer, stream: str = "FC") -> dict[int, str]:
             out = {}
             for key in await kv.keys():
                 if key.startswith("p."):
-                    out[int(key[2:])] = json.loads((await kv.get(key)).value)["worker"]
+                    try:
+                        out[int(key[2:])] = json.loads((await kv.get(key)).value)["worker"]
+                    except KeyNotFoundError:  # given back (deleted) since it was listed
+                        pass
             return out
         except (BucketNotFoundError, NoKeysError):
             return {}
