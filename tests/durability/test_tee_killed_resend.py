@@ -2,7 +2,8 @@
 fc-watch and has not written on (its reader is slow), with more in fc-watch's pipe: the reader behind fc-tee is
 never restarted, so it never registers again, and only fc-watch can give those lines again.  It must, when its
 FIFO's next reader comes, from what its File Conveyor readers acknowledged, before any newer line: repeating only
-the block it was writing let the reader's mark jump past the lost lines (the CI run's "branch b lost 89")."""
+the block it was writing let the reader's mark jump past the lost lines (the CI run's "branch b lost 89").  When
+fc-watch wrote nothing while fc-tee was replaced, it cannot know: the reader, whose FIFO's writer went, asks."""
 
 from __future__ import annotations
 
@@ -15,10 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT
 
 BIN = ROOT / "bin"
-N = 600  # about 200 KB of lines: more than fc-tee's output pipe holds, so fc-tee is stuck holding some
+N = 600  # about 200 KB of lines: more than the pipes hold, so fc-watch waits on its write while fc-tee holds some
+N_IDLE = 180  # more than fc-tee's output pipe holds, less than both pipes: fc-watch has written them all
 
 
 def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
@@ -47,7 +51,13 @@ def query(db: Path, sql: str) -> int:
         conn.close()
 
 
-def test_lines_a_killed_fc_tee_held_come_again_from_fc_watch(tmp_path: Path) -> None:
+@pytest.mark.parametrize("idle", [False, True], ids=["watch-writing", "watch-idle"])
+def test_lines_a_killed_fc_tee_held_come_again_from_fc_watch(tmp_path: Path, idle: bool) -> None:
+    """watch-writing: fc-watch is in the middle of a write when fc-tee dies (it sees the reader go, and re-sends
+    from the acknowledgements to the next one).  watch-idle: fc-watch has written everything and writes nothing
+    until the next fc-tee has opened its FIFO, so it never sees a reader go: the reader behind fc-tee, whose
+    input FIFO's writer went and came back, asks for the replay itself (a new session, as after a restart)."""
+    n = N_IDLE if idle else N
     site = tmp_path / "site"
     site.mkdir()
     (site / "first.css").write_text("x")
@@ -86,7 +96,7 @@ def test_lines_a_killed_fc_tee_held_come_again_from_fc_watch(tmp_path: Path) -> 
         assert wait_for(lambda: "first.css" in rels())
         assert wait_for(lambda: query(wdb, "SELECT max(seq) FROM acks") >= 1)  # b acknowledged to fc-watch
         procs["b"].send_signal(signal.SIGSTOP)  # a slow reader: fc-tee fills its pipe, then holds what it read
-        for i in range(N):
+        for i in range(n):
             (site / f"file-with-a-longish-name-{i:04d}.css").write_text("x")
         # fc-watch commits, then writes until the pipes are full (it waits on its write there): fc-tee has read
         # what fits, and is blocked writing to b
@@ -97,11 +107,17 @@ def test_lines_a_killed_fc_tee_held_come_again_from_fc_watch(tmp_path: Path) -> 
         time.sleep(1.5)
         procs["tee"].kill()
         procs["tee"].wait()
-        procs["b"].send_signal(signal.SIGCONT)
-        (site / "last.css").write_text("x")  # fc-watch writes again: its reader is gone
-        assert wait_for(lambda: b"went away" in werr.read_bytes()), werr.read_text()
-        procs["tee"] = tee()
-        want = {"first.css", "last.css", *(f"file-with-a-longish-name-{i:04d}.css" for i in range(N))}
+        if idle:
+            procs["tee"] = tee()  # at once: fc-watch, writing nothing meanwhile, cannot see its reader change
+            procs["b"].send_signal(signal.SIGCONT)
+            time.sleep(1.0)
+            (site / "last.css").write_text("x")
+        else:
+            procs["b"].send_signal(signal.SIGCONT)
+            (site / "last.css").write_text("x")  # fc-watch writes again: its reader is gone
+            assert wait_for(lambda: b"went away" in werr.read_bytes()), werr.read_text()
+            procs["tee"] = tee()
+        want = {"first.css", "last.css", *(f"file-with-a-longish-name-{i:04d}.css" for i in range(n))}
         wait_for(lambda: rels() >= want)
         assert len(want - rels()) == 0, f"lost {len(want - rels())}: {sorted(want - rels())[:5]}"
     finally:

@@ -271,6 +271,11 @@ class Acknowledger:
         self._started_ns = runs.reader_start()
         self._boot = runs.boot_id()
 
+    def renew(self) -> None:
+        """A new session, as a restarted reader's: writers re-send what we did not acknowledge (Intake.renew)."""
+        self.session = secrets.token_hex(8)
+        self._quiet.clear()
+
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
         """Acknowledge; returns the writers written to just now."""
         now = time.monotonic()

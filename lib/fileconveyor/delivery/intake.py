@@ -91,7 +91,12 @@ class Intake:
         the runner has enough queued (``room``) or ``backlog()`` (messages posted, not taken) reaches LINES_AHEAD."""
         try:
             for line in input_lines(
-                self.opts.input, self.stdin, self.stop.fileno(), lambda: self.stop.requested, self.opts.max_line_bytes
+                self.opts.input,
+                self.stdin,
+                self.stop.fileno(),
+                lambda: self.stop.requested,
+                self.opts.max_line_bytes,
+                on_reopen=lambda: post(("writer", None)),
             ):
                 while True:
                     if backlog() >= LINES_AHEAD:
@@ -119,6 +124,16 @@ class Intake:
         self.acknowledge(force=True)
         for origin in self.marks:
             self.holding.expect(origin)
+
+    def renew(self) -> None:
+        """Every writer of our input FIFO went and the next will open it: a restarted writer, or fc-tee killed
+        between us and our writer, with lines it had read and not passed on, and more left in its own input pipe,
+        which our writer cannot know were lost (its reader did not change) and which are never re-sent
+        otherwise, the first newer line moving our mark past them.  As at a restart: a new session, told to
+        every writer we know (each re-sends what we did not acknowledge), their lines held until that replay."""
+        self.acks.renew()
+        self.holding.session = self.acks.session
+        self.register()
 
     def acknowledge(self, force: bool = False) -> set[str]:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""

@@ -303,6 +303,8 @@ class Runner:
                     self.sched.put_back(payload)
                 elif kind == "emit":
                     emitted.append(payload)
+                elif kind == "writer":  # our input FIFO's writers all went: lines between may be lost
+                    self.input.renew()
                 elif kind == "eof":
                     self._eof = True
                     self._eof_at = time.monotonic()

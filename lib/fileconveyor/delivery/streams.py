@@ -98,10 +98,11 @@ def input_lines(
     wake_fd: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     limit: int = MAX_LINE_BYTES,
+    on_reopen: Callable[[], None] | None = None,
 ) -> Iterator[bytes]:
     """Lines from stdin (path None or "-"), a regular file, or a FIFO (reopened for
-    each new writer until ``should_stop``); lines longer than ``limit`` bytes come as
-    LongLine."""
+    each new writer until ``should_stop``; ``on_reopen`` is called when writers that
+    wrote something all went); lines longer than ``limit`` bytes come as LongLine."""
     if path in (None, "-"):
         fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
         if fd is None:  # an in-memory stream (tests)
@@ -120,10 +121,15 @@ def input_lines(
     while not should_stop():
         # O_NONBLOCK: opening does not wait for a writer, so a stop request is seen.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        got = False
         try:
-            yield from read_lines(fd, wake_fd, limit)
+            for line in read_lines(fd, wake_fd, limit):
+                got = True
+                yield line
         finally:
             os.close(fd)
+        if got and on_reopen is not None and not should_stop():
+            on_reopen()
         time.sleep(0.05)  # the writer went away: wait for the next one
 
 

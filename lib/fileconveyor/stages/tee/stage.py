@@ -10,7 +10,9 @@ not acknowledged (docs/durability.md).  That is what makes dropping safe:
   writer it is new, and the writer re-sends what it missed, through fc-tee, to
   everyone (the others drop lines they already had);
 - fc-tee itself killed: the writer's FIFO loses its reader, and the writer
-  re-sends what was not acknowledged when fc-tee comes back.
+  re-sends what was not acknowledged when fc-tee comes back; each reader, whose
+  FIFO's writer went, asks for it too (a new session), for a writer that wrote
+  nothing meanwhile and so never saw fc-tee go.
 
 What is never dropped: a line for a reader that is there but slow.  fc-tee waits
 for it (back-pressure), as tee(1) does; a reader that has not opened its FIFO yet
