@@ -481,9 +481,11 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
         arrivals.wait(f"f{n - 1:05d}.bin", 30)
         time.sleep(0.5)
         missing = [k for k in closed if k not in arrivals.seen]
-        if missing:
+        if missing and tool != "lsyncd":
             raise SystemExit(f"live, {tool}: {len(missing)} files never arrived\n{log.read_text()[-3000:]}")
-        in_order = [arrivals.seen[k] - closed[k] for k in closed]  # in the order written: periodic stalls show
+        # a peer that misses files (lsyncd's direct mode did: 28 of 1,000 in one run) is reported as it is, its
+        # latencies taken over the files that arrived; File Conveyor missing one is a failure of the run
+        in_order = [arrivals.seen[k] - closed[k] for k in closed if k in arrivals.seen]  # in the order written
         lat = sorted(in_order)
     finally:
         for p in procs:
@@ -498,6 +500,7 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
         "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "max_ms": lat[-1] * 1000,
         "over_50ms": sum(x > 0.05 for x in lat),
+        "never_arrived": len(missing),
         "slow": [(i, round(x * 1000, 1)) for i, x in enumerate(in_order) if x > 0.02],  # (file number, ms)
     }
 
@@ -737,7 +740,12 @@ def main() -> None:
     if args.live_files:
         for tool in ("fc 3-stage", "lsyncd"):
             live.append(live_run(tool, work, args.live_files, args.live_gap, bin_dir))
-            print(f"  live {tool}: median {live[-1]['median_ms']:.1f} ms, p99 {live[-1]['p99_ms']:.1f} ms", flush=True)
+            print(
+                f"  live {tool}: median {live[-1]['median_ms']:.1f} ms, p99 {live[-1]['p99_ms']:.1f} ms,"
+                f" max {live[-1]['max_ms']:.1f} ms, over 50 ms {live[-1]['over_50ms']},"
+                f" never arrived {live[-1]['never_arrived']}",
+                flush=True,
+            )
     others = meter.other_share()
     if args.profile:
         profile(work, sets["small"][0], args.profile, args.profiler)
