@@ -335,13 +335,9 @@ class Acknowledger:
         """Whether no process before ours can have read a line of the writer of ``epoch`` at ``origin`` that we
         have not taken (delivery/runs.py), ``mark`` being what we took of that epoch.  Then our acknowledgements
         to it say so (their session marked "-"): it re-sends nothing for us, and we hold nothing."""
-        if origin == self.reader or not os.path.exists(origin):
-            return False
         try:
-            conn = self._conns.get(origin)
+            conn = self._writer_state(origin, epoch)
             if conn is None:
-                conn = self._conns[origin] = ack_check.open_state(origin)
-            if ack_check.state_epoch(conn) != epoch:
                 return False
             run = ack_check.run_info(conn)
         except sqlite3.DatabaseError:
@@ -355,18 +351,25 @@ class Acknowledger:
         """When ``seq`` is past every line the writer of ``epoch`` at ``origin`` has committed: that writer's
         highest seq (the line is forged: taken, its seq would make every later real line look like a replay).
         None when it is not, or when nothing can be told (no such file, another epoch, not a state file)."""
-        if origin == self.reader or not os.path.exists(origin):
-            return None
         try:
-            conn = self._conns.get(origin)
+            conn = self._writer_state(origin, epoch)
             if conn is None:
-                conn = self._conns[origin] = ack_check.open_state(origin)
-            if ack_check.state_epoch(conn) != epoch:
                 return None
             high = ack_check.high_seq(conn)
         except sqlite3.DatabaseError:
             return None
         return high if high is not None and seq > high else None
+
+    def _writer_state(self, origin: str, epoch: str) -> sqlite3.Connection | None:
+        """A read-only connection to the state file of the writer of ``epoch`` at ``origin`` (kept for the next
+        question), or None when there is none to ask: ourselves, no such file, or another epoch there now.
+        Raises sqlite3.DatabaseError when the file cannot be read as a state file."""
+        if origin == self.reader or not os.path.exists(origin):
+            return None
+        conn = self._conns.get(origin)
+        if conn is None:
+            conn = self._conns[origin] = ack_check.open_state(origin)
+        return conn if ack_check.state_epoch(conn) == epoch else None
 
     def _verify(self, conn: sqlite3.Connection, origin: str, epoch: str) -> bool | None:
         """Whether ``origin`` is the state file of the writer of ``epoch`` that we read from (ack_check); None:
