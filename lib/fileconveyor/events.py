@@ -12,12 +12,13 @@ bytes in base64.  So a reader takes ``X_b64`` when it is there, else ``X``.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
 from typing import Any, NamedTuple
+
+from .digests import blake2b
 
 VERSION = 1
 KINDS = ("created", "modified", "deleted")
@@ -90,7 +91,7 @@ def event_id(source: str, rel: bytes, kind: str, size: int, mtime_ns: int, ino: 
         mtime_ns,
         ino,
     )
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return blake2b(data, digest_size=16).hexdigest()
 
 
 # -- building ------------------------------------------------------------------------
@@ -173,7 +174,7 @@ class FileEventEncoder:
         except UnicodeDecodeError:
             return self._general(kind, rel, size, mtime_ns, ino)
         data = b"%s\0%s\0%s\0%d\0%d\0%d" % (self._source_b, rel, kind.encode(), size, mtime_ns, ino)
-        eid = hashlib.blake2b(data, digest_size=16).hexdigest()
+        eid = blake2b(data, digest_size=16).hexdigest()
         line = self._open + eid + heads[kind] + rel_j[1:] + ',"rel":' + rel_j
         if kind != "deleted":
             us = mtime_ns // 1000

@@ -19,6 +19,9 @@ from tests.conftest import ROOT
 
 # importlib.metadata reads every installed distribution (20-80 ms of CPU); multiprocessing 15 ms
 NEVER_AT_START = ("importlib.metadata", "multiprocessing", "email")
+# hashlib loads OpenSSL's libcrypto and sets up its digests: about 5 MB of RSS in each stage of a pipeline, for
+# blake2b and sha256 that Python has built in (fileconveyor/digests.py); secrets and hmac import hashlib
+NO_OPENSSL = ("hashlib", "_hashlib", "secrets", "hmac")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 
@@ -45,7 +48,10 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
     return sorted(
         m
         for m in modules
-        if m.split(".")[0] in NOT_THIS_RUN or m.startswith(NEVER_AT_START) or (bool(other) and m.startswith(other))
+        if m.split(".")[0] in NOT_THIS_RUN
+        or m.startswith(NEVER_AT_START)
+        or m in NO_OPENSSL
+        or (bool(other) and m.startswith(other))
     )
 
 

@@ -5,10 +5,10 @@ how long to keep retrying once the input has ended."""
 from __future__ import annotations
 
 import argparse
-import hashlib
 from pathlib import Path
 
 from ..delivery.runner import Options, Stage, run_stage
+from ..digests import sha256
 from ..errors import Exit
 from ..report import Reporter
 from ..state import default_state_dir
@@ -70,7 +70,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, name: str, status: bool = Tr
 
 def default_state(name: str, identity: str) -> Path:
     """One state file per distinct configuration, so two rules' stages never share one."""
-    digest = hashlib.sha256(identity.encode()).hexdigest()[:12]
+    digest = sha256(identity.encode()).hexdigest()[:12]
     return default_state_dir() / f"{name.removeprefix('fc-')}-{digest}.db"
 
 

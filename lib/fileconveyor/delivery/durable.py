@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -251,7 +250,7 @@ class Acknowledger:
         vouched: bool = False,
     ):
         self.reader = reader
-        self.session = secrets.token_hex(8)
+        self.session = os.urandom(8).hex()  # as secrets.token_hex(8), without hashlib
         self.warn = warn
         self.info = info
         self.source = source  # the pipe or FIFO we read, when it is one
@@ -273,7 +272,7 @@ class Acknowledger:
 
     def renew(self) -> None:
         """A new session, as a restarted reader's: writers re-send what we did not acknowledge (Intake.renew)."""
-        self.session = secrets.token_hex(8)
+        self.session = os.urandom(8).hex()  # as secrets.token_hex(8), without hashlib
         self._quiet.clear()
 
     def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import abc
 import errno
-import hashlib
 import os
 import socket
 import time
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
 
+from ..digests import blake2b
 from ..errors import ConfigError, Exit, FCError, RetryableError
 from ..sourcefile import Source, SourceFile, SourceGone, SourceRefused, open_source
 from .destination import Destination
@@ -136,7 +136,7 @@ def temp_path(final: bytes) -> bytes:
     redone upload writes over the same temporary file instead of leaving the first one behind for ever.
     fc-transport never uploads one remote name twice at the same time (per-path order), so they never clash."""
     head, _, _ = final.rpartition(b"/")
-    name = b".fc-" + hashlib.blake2b(final, digest_size=8).hexdigest().encode() + b".tmp"
+    name = b".fc-" + blake2b(final, digest_size=8).hexdigest().encode() + b".tmp"
     return head + b"/" + name if head else name
 
 

@@ -19,13 +19,13 @@ published stylesheet uses it (transport_pins.py).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
 from collections.abc import Iterable
 
 from ... import events as E
+from ...digests import blake2b
 
 MIGRATION = """
     CREATE TABLE css_refs(css BLOB NOT NULL, ref BLOB NOT NULL, name BLOB NOT NULL, PRIMARY KEY(css, ref));
@@ -109,7 +109,7 @@ def _again(rows: list[tuple[bytes, bytes]]) -> list[dict]:
             ev["size"] = st.st_size
         if "mtime_ns" in ev:
             ev["mtime_ns"] = str(st.st_mtime_ns) if isinstance(ev["mtime_ns"], str) else st.st_mtime_ns
-        digest = hashlib.blake2b(b"css-dependent\0%s\0%d" % (bytes(css), time.time_ns()), digest_size=16)
+        digest = blake2b(b"css-dependent\0%s\0%d" % (bytes(css), time.time_ns()), digest_size=16)
         ev["id"] = digest.hexdigest()
         events.append(ev)
     return events

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import os
 import sqlite3
 import stat
@@ -35,6 +34,7 @@ from dataclasses import dataclass, field
 
 from ... import events as E
 from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
+from ...digests import blake2b
 from ...sourcefile import Source, SourceRefused, from_event
 from ...state import default_state_dir
 from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
@@ -462,7 +462,7 @@ class TransportStage(Stage):
         if "path" not in ev and "path_b64" not in ev:
             ev = {"v": 1, "kind": "modified"}
             E.put_path(ev, "path", p.path)
-        digest = hashlib.blake2b(b"superseded\0%s\0%s\0%s" % (p.server.encode(), p.path, p.remote), digest_size=16)
+        digest = blake2b(b"superseded\0%s\0%s\0%s" % (p.server.encode(), p.path, p.remote), digest_size=16)
         out = {"v": 1, "id": digest.hexdigest(), "kind": "modified", **{k: ev[k] for k in SOURCE_FIELDS if k in ev}}
         out["server"] = p.server
         E.put_path(out, "remote", p.remote)

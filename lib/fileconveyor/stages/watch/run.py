@@ -9,7 +9,6 @@ what it wrote (or has gone: then this run's lines count as not delivered and go 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import IO
 
 from ...delivery.writer import Output, Writer
+from ...digests import sha256
 from ...errors import Exit, Stopped
 from ...report import Progress, Reporter
 from ...state import default_state_dir
@@ -44,7 +44,7 @@ class Config:
 
 def default_state_path(sources: Sequence[Source]) -> Path:
     """One state file per set of sources (names and roots), under the default state directory."""
-    h = hashlib.sha256()
+    h = sha256()
     for s in sorted(sources, key=lambda s: s.name):
         h.update(s.name.encode() + b"\0" + s.root + b"\0")
     return default_state_dir() / f"watch-{sources[0].name}-{h.hexdigest()[:12]}.db"
