@@ -4,7 +4,6 @@ extra files, redirects, server errors, HTTPS with an untrusted and a trusted cer
 from __future__ import annotations
 
 import base64
-import datetime
 import http.server
 import os
 import sqlite3
@@ -17,6 +16,7 @@ import pytest
 from fileconveyor.cli import verify as verify_cli
 from tests.conftest import call
 from tests.record.conftest import decode, make_site, record, transport, watch
+from tests.servers.certs import self_signed
 
 
 def synced(tmp_path: Path, cdn: Path, base: str) -> tuple[Path, Path, list[dict]]:
@@ -169,34 +169,7 @@ def test_progress_and_usage(tmp_path: Path, http_root: tuple[Path, str]) -> None
 @pytest.fixture
 def https_root(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An HTTPS server with a certificate from a CA made here: (folder, base URL, CA file)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    pem = tmp_path / "cert.pem"
-    pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile = tmp_path / "key.pem"
-    keyfile.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    pem, keyfile = self_signed(tmp_path)
     cdn = tmp_path / "cdn"
     cdn.mkdir()
     from tests.record.conftest import _Quiet
