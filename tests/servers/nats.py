@@ -41,7 +41,10 @@ class NatsServer:
         self.process.start()
 
 
-def start_nats(d: Path) -> NatsServer:
+def start_nats(d: Path, config: str | None = None) -> NatsServer:
+    """``config``: the text of a configuration file (users, permissions) for ``-c``, its ``STORE`` replaced by the
+    store directory (nats-server refuses ``-sd`` beside a ``store_dir``); the port and address given on the command
+    line win over its own."""
     binary = require_tool("nats-server", "the broker tests run a real one")
     if importlib.util.find_spec("nats") is None:
         unavailable("nats-py is not installed (pip install -e '.[test]' installs it)")
@@ -49,6 +52,9 @@ def start_nats(d: Path) -> NatsServer:
     store.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [binary, "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1"]
+    if config is not None:
+        (d / "nats-server.conf").write_text(config.replace("STORE", str(store)))
+        argv = [binary, "-c", str(d / "nats-server.conf"), "-p", str(port), "-a", "127.0.0.1"]
     server = NatsServer(ServerProcess("nats-server", argv, port, d / "nats-server.log"), store)
     server.start()
     return server

@@ -11,6 +11,8 @@ from ..errors import UsageError
 from ..stages.consume.feed import Feed
 from ..stages.consume.stage import ConsumeStage
 from . import _common
+from ._broker import EPILOG as AUTH_EPILOG
+from ._broker import add_auth_arguments, auth_from_args
 from ._common import Reporter, Stopper, Streams, positive_int, seconds
 from ._stage import add_stage_arguments, run_stage_from_args
 
@@ -22,7 +24,7 @@ its line (fc-transport: uploaded), so a kill of any worker process or of the ser
 loses nothing; a redelivered message is never written twice, and an older event of a
 path never overtakes a newer one."""
 
-EPILOG = """\
+EPILOG = f"""\
 examples:
   fc-consume nats://broker:4222/FC | fc-process ... | fc-transport ... | fc-record ...
   fc-consume --partitions 0-3 nats://broker/FC | ...     # worker 1 of 2 (8 partitions)
@@ -40,6 +42,8 @@ the lease and a third of it.
 
 output: events go to stdout (or --output FILE|FIFO), one JSON object per line, with
 a hop of this stage (docs/durability.md): the next stage acknowledges them here.
+
+{AUTH_EPILOG}
 
 exit status: 0 done (--idle-exit), 2 usage, 3 configuration (a stream not made by
 File Conveyor, --partitions it does not have, a partition another process already
@@ -87,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="end the input once SECONDS have passed with no new message and none held unacknowledged, then "
         "finish as a stage whose input ended (cron runs, tests); default: run until stopped",
     )
+    add_auth_arguments(p)
     add_stage_arguments(p, "fc-consume")
     return p
 
@@ -101,10 +106,18 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if auto and args.lease < 0.3:
         raise UsageError("--lease: at least 0.3 seconds")
     identity = repr((target.servers.rpartition("@")[2], target.stream, args.partitions, args.output))
-    broker = N.Broker(target)
+    credentials, keys = auth_from_args(args, target)
+    broker = N.Broker(target, credentials=credentials)
     leases = Leases(broker, args.lease) if auto else None
     feed = Feed(
-        broker, None if auto else args.partitions, args.ack_wait, args.max_pending, args.idle_exit, rep, leases=leases
+        broker,
+        None if auto else args.partitions,
+        args.ack_wait,
+        args.max_pending,
+        args.idle_exit,
+        rep,
+        leases=leases,
+        keys=keys,
     )
     stage = ConsumeStage(broker, feed)
     status = run_stage_from_args(stage, args, Streams(feed, io.stdout, io.stderr), rep, stop, identity)  # type: ignore[arg-type]

@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from ..delivery import nats_hop as N
 from ..stages.publish.stage import PublishStage
 from . import _common
+from ._broker import EPILOG as AUTH_EPILOG
+from ._broker import add_auth_arguments, auth_from_args
 from ._common import Reporter, Stopper, Streams, positive_int, seconds
 from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
 
@@ -26,6 +28,8 @@ the stream: made on first use (file storage, work-queue retention) with subjects
 STREAM.p.0 ... STREAM.p.N-1; each event goes to the partition of its path (a hash of
 the path modulo N), so the events of one path keep their order.  The number of
 partitions is fixed when the stream is made; fc-consume reads it from the stream.
+
+{AUTH_EPILOG}
 
 {STAGE_EPILOG_IO}
 
@@ -68,13 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long to wait for the server to confirm a round of events before trying it again (default 5)",
     )
+    add_auth_arguments(p)
     add_stage_arguments(p, "fc-publish")
     return p
 
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
     target = N.parse_url(args.url)
-    stage = PublishStage(target, args.partitions, args.duplicate_window, args.timeout)
+    credentials, keys = auth_from_args(args, target)
+    stage = PublishStage(target, args.partitions, args.duplicate_window, args.timeout, credentials, keys)
     identity = repr((target.servers.rpartition("@")[2], target.stream, args.input, args.output))
     return run_stage_from_args(stage, args, io, rep, stop, identity)
 

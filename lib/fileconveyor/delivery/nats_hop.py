@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
 import re
 import threading
@@ -35,6 +36,7 @@ from urllib.parse import unquote, urlsplit
 
 from .. import events as E
 from ..errors import ConfigError, UsageError
+from .nats_auth import Credentials
 
 DEFAULT_STREAM = "FC"
 DEFAULT_PARTITIONS = 8
@@ -57,6 +59,7 @@ class Target:
     servers: str  # nats://host:port, with user:password@ when given
     stream: str
     shown: str  # the address without the password, for messages
+    has_auth: bool = False  # the URL names a user, password or token (then the environment's are not read)
 
 
 def parse_url(url: str) -> Target:
@@ -76,7 +79,8 @@ def parse_url(url: str) -> Target:
     host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
     auth = parts.netloc.rpartition("@")[0]
     servers = f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}"
-    return Target(servers, stream, hide_secrets(f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}/{stream}"))
+    shown = hide_secrets(f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}/{stream}")
+    return Target(servers, stream, shown, bool(auth))
 
 
 _USERINFO = re.compile(r"^((?:nats|tls)://)([^@/?#]*)@")
@@ -168,8 +172,10 @@ class Broker:
         timeout: float = 5.0,
         say: Callable[[str], None] = _quiet,
         inform: Callable[[str], None] = _quiet,
+        credentials: Credentials | None = None,
     ):
         self.target = target
+        self.credentials = credentials or Credentials()
         self.timeout = timeout
         self.say, self.inform = say, inform  # a warning, and what only -v shows
         self.nats = _client()
@@ -179,6 +185,7 @@ class Broker:
         self.nc: Any = None
         self.js: Any = None
         self.partitions: int | None = None
+        self._refused = False  # the server said "Authorization Violation" while connecting
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         """Run ``coro`` on the broker's loop and wait for it (``timeout``: seconds, default the broker's)."""
@@ -196,18 +203,42 @@ class Broker:
     async def connect(self) -> None:
         if self.nc is not None and not self.nc.is_closed:
             return
-        self.nc = await self.nats.connect(
-            self.target.servers,
-            connect_timeout=2,
-            reconnect_time_wait=0.5,
-            max_reconnect_attempts=-1,  # a broker restarting is waited for, with the work kept
-            allow_reconnect=True,
-            error_cb=_ignore,
-            disconnected_cb=_ignore_cb,
-            reconnected_cb=_ignore_cb,
-            closed_cb=_ignore_cb,
+        self._refused = False
+        task = asyncio.ensure_future(
+            self.nats.connect(
+                self.target.servers,
+                connect_timeout=2,
+                reconnect_time_wait=0.5,
+                max_reconnect_attempts=-1,  # a broker restarting is waited for, with the work kept
+                allow_reconnect=True,
+                error_cb=self._error,
+                disconnected_cb=_ignore_cb,
+                reconnected_cb=_ignore_cb,
+                closed_cb=_ignore_cb,
+                **self.credentials.options,
+            )
         )
+        while not task.done():
+            await asyncio.wait([task], timeout=0.1)
+            if self._refused and not task.done():
+                # nats-py tries a refused login again for ever, as it does a server that is down: it never
+                # gets better, so it is said (exit 3) instead of waited for in silence
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                how = self.credentials.how if self.credentials.how != "none" else "no credentials given"
+                raise ConfigError(
+                    f"{self.target.shown}: the server refused the login ({how}): check the user and password "
+                    "(NATS_USER, NATS_PASSWORD), the token (NATS_TOKEN) or the key file (--nkey, --creds)"
+                )
+        self.nc = task.result()
         self.js = self.nc.jetstream(timeout=self.timeout)
+
+    async def _error(self, exc: Exception) -> None:
+        """nats-py logs connection trouble itself; the stages report what it costs them (a retry).  A login the
+        server refuses is remembered: connect() says it."""
+        if "authorization violation" in str(exc).lower() or type(exc).__name__ == "AuthorizationError":
+            self._refused = True
 
     async def ensure_stream(self, partitions: int | None, duplicate_window: float = 120.0, create: bool = True) -> int:
         """The stream's number of partitions; a missing stream is made (``create``: with ``partitions``, or the
@@ -273,10 +304,6 @@ class Broker:
             pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(2)
-
-
-async def _ignore(exc: Exception) -> None:
-    """nats-py logs connection trouble itself; the stages report what it costs them (a retry)."""
 
 
 async def _ignore_cb() -> None:

@@ -30,6 +30,7 @@ from typing import Any
 
 from ... import events as E
 from ...delivery import nats_hop as N
+from ...delivery.nats_auth import Keys
 from ...delivery.nats_leases import Leases
 from ...errors import ConfigError
 
@@ -49,8 +50,10 @@ class Feed:
         rep: Any,
         batch: int = 256,
         leases: Leases | None = None,
+        keys: Keys | None = None,
     ):
         self.broker = broker
+        self.keys = keys  # with keys, only messages one of them signed are applied (nats_auth.py)
         self.spec = partitions
         self.ack_wait = ack_wait
         self.max_pending = max_pending
@@ -67,6 +70,7 @@ class Feed:
         self.stopping = False
         self.last_message = time.monotonic()
         self.bad = 0
+        self.refused = 0  # not signed by one of our keys
         self.failure: ConfigError | None = None  # why the feed ended on its own (fc-consume's exit status 3)
         self.redelivered = 0  # messages the server delivered more than once (the ack wait passed, a restart)
         self._tasks: list[asyncio.Task[None]] = []
@@ -311,16 +315,22 @@ class Feed:
         with contextlib.suppress(ValueError, AttributeError, TypeError):
             if int(msg.metadata.num_delivered) > 1:
                 self.redelivered += 1
+        where = f"partition {k}, stream seq {sseq}" if sseq is not None else f"partition {k}"
+        # before anything of it is read: an unsigned message's headers (Fc-Epoch, Fc-Seq) would move the fence
+        why = None if self.keys is None else self.keys.check(msg.subject, msg.headers, msg.data)
+        if why is not None:
+            self.refused += 1
+            self.rep.error(f"{where}: a message {why}: terminated, not applied")
+            self._terminate(msg)
+            return None
         try:
             if sseq is None:
                 raise ValueError("no stream sequence")
             ev = E.decode(msg.data)
         except (E.EventError, ValueError) as exc:
             self.bad += 1
-            where = f"partition {k}, stream seq {sseq}" if sseq is not None else f"partition {k}"
             self.rep.error(f"{where}: a message that is not an event ({exc}): terminated, not redelivered")
-            if msg.reply:
-                self.broker.submit(self._send([msg.reply], b"+TERM"))
+            self._terminate(msg)
             return None
         headers = msg.headers or {}
         try:
@@ -336,6 +346,11 @@ class Feed:
             ev["order"] = round(msg.metadata.timestamp.timestamp() * 1_000_000)
         ev[FIELD] = {"p": k, "sseq": sseq, "reply": msg.reply, "epoch": headers.get(N.HEADER_EPOCH, ""), "oseq": oseq}
         return ev
+
+    def _terminate(self, msg: Any) -> None:
+        """The server never delivers this message again (and the partition goes on)."""
+        if msg.reply:
+            self.broker.submit(self._send([msg.reply], b"+TERM"))
 
     async def _in_progress(self) -> None:
         every = max(0.2, self.ack_wait / 3)

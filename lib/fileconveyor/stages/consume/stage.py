@@ -212,10 +212,11 @@ class ConsumeStage(Stage):
             self.applied.pop(key, None)
 
     def progress(self) -> str:
-        return (
+        text = (
             f"{self.emitted} emitted, {len(self.pending)} awaiting the next stage, {self.fenced} stale dropped, "
             f"{self.feed.redelivered} delivered again by the server"
         )
+        return text if self.feed.keys is None else f"{text}, {self.feed.refused} refused (not signed by our keys)"
 
     def close(self) -> None:
         if self.ctx is not None:

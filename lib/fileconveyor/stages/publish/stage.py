@@ -20,6 +20,7 @@ from typing import Any
 
 from ... import events as E
 from ...delivery import nats_hop as N
+from ...delivery.nats_auth import HEADER_SIG, Credentials, Keys
 from ...delivery.stage import Done, Item, Outcome, Stage, StageContext
 from ...errors import ConfigError
 
@@ -27,8 +28,18 @@ from ...errors import ConfigError
 class PublishStage(Stage):
     name = "fc-publish"
 
-    def __init__(self, target: N.Target, partitions: int | None, duplicate_window: float, timeout: float = 5.0):
+    def __init__(
+        self,
+        target: N.Target,
+        partitions: int | None,
+        duplicate_window: float,
+        timeout: float = 5.0,
+        credentials: Credentials | None = None,
+        keys: Keys | None = None,
+    ):
         self.target = target
+        self.credentials = credentials
+        self.keys = keys  # each message signed with the first (nats_auth.py), when given
         self.want_partitions = partitions
         self.duplicate_window = duplicate_window
         self.timeout = timeout
@@ -40,7 +51,9 @@ class PublishStage(Stage):
 
     def start(self, ctx: StageContext) -> None:
         self.rep = ctx.rep
-        self.broker = N.Broker(self.target, self.timeout, say=self.rep.warn, inform=self.rep.info)
+        self.broker = N.Broker(
+            self.target, self.timeout, say=self.rep.warn, inform=self.rep.info, credentials=self.credentials
+        )
         try:  # a stream made with another number of partitions is said at once; a server down is waited for
             self.broker.call(self.broker.ensure_stream(self.want_partitions, self.duplicate_window))
         except ConfigError:
@@ -81,9 +94,11 @@ class PublishStage(Stage):
         assert b.partitions is not None
         futures = []
         for path, data, headers in batch:
-            k = N.partition_of(path, b.partitions)
+            subj = N.subject(self.target.stream, N.partition_of(path, b.partitions))
+            if self.keys is not None:  # over the subject too: a copy moved to another partition or stream fails
+                headers = {**headers, HEADER_SIG: self.keys.sign(subj, headers, data)}
             # one after another: the order of this connection's messages is the stream's order
-            futures.append(await b.js.publish_async(N.subject(self.target.stream, k), data, headers=dict(headers)))
+            futures.append(await b.js.publish_async(subj, data, headers=dict(headers)))
         return list(await asyncio.wait_for(asyncio.gather(*futures), self.timeout * 2))
 
     def progress(self) -> str:

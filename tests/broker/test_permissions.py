@@ -1,0 +1,128 @@
+"""The server's permissions, from examples/nats-server.conf as shipped, against a real nats-server: the
+publisher's user may publish events, a worker's may not (its publish is refused and nothing is stored), and the
+whole pipeline (fc-publish, fc-consume with leases and the shared fence) works with exactly these rights; the
+credentials come from the environment or an nkey seed file, never the command line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.broker.test_broker import fc, finish, make_src, scan_and_publish, start_workers, tree
+from tests.broker.test_trust import publish_raw
+from tests.conftest import ROOT
+from tests.servers.nats import NatsServer, start_nats
+
+PUB_PW, WORK_PW = "pub-Pw:1@x", "work-Pw#2/y"
+
+
+def nkey_pair() -> tuple[str, str]:
+    """A user nkey made here: (seed, public key)."""
+    import nkeys
+
+    seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
+    return seed.decode(), nkeys.from_seed(bytearray(seed)).public_key.decode()
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[tuple[NatsServer, str]]:
+    """nats-server with the example's users (passwords and store put in) and an nkey user with the worker's
+    rights; yields the server and the nkey seed."""
+    seed, public = nkey_pair()
+    text = (ROOT / "examples" / "nats-server.conf").read_text()
+    text = text.replace("listen: 0.0.0.0:4222\n", "").replace("store_dir: /var/lib/nats", "store_dir: STORE")
+    text = re.sub(r'"\$2a\$11\$REPLACE[^"]*PUBLISHERS[^"]*"', f'"{PUB_PW}"', text)
+    text = re.sub(r'"\$2a\$11\$REPLACE[^"]*WORKERS[^"]*"', f'"{WORK_PW}"', text)
+    text = text.replace("  ]\n}", f"    {{ nkey: {public}, permissions: $WORKER }}\n  ]\n}}")
+    server = start_nats(tmp_path / "nats", text)
+    yield server, seed
+    server.kill()
+
+
+def test_a_workers_credentials_cannot_inject_an_event(tmp_path: Path, secured: tuple[NatsServer, str]) -> None:
+    server, _ = secured
+    src = make_src(tmp_path, 1)
+    url = server.stream_url()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("NATS_USER", "publisher")
+        mp.setenv("NATS_PASSWORD", PUB_PW)
+        scan_and_publish(tmp_path, src, url)
+    assert stream_state_as(server, "publisher", PUB_PW) == 2
+    event = b'{"v":1,"id":"x","kind":"created","source":"s","root":"/srv","path":"/srv/x"}'
+    refused = publish_raw(server, "FC.p.0", event, {}, user="worker", password=WORK_PW)
+    assert refused is not None
+    assert publish_raw(server, "FC.p.0", event, {}, user="publisher", password=PUB_PW) is None  # the test can fail
+    assert stream_state_as(server, "publisher", PUB_PW) == 3  # the worker's never stored
+    log = (tmp_path / "nats" / "nats-server.log").read_text()
+    assert 'Publish Violation - User "worker", Subject "FC.p.0"' in log
+    assert log.count("Violation") == 1, log  # fc-publish needed no right it lacks
+
+
+@pytest.mark.parametrize("login", ["password", "nkey"])
+def test_the_pipeline_works_with_these_permissions(
+    tmp_path: Path, secured: tuple[NatsServer, str], monkeypatch: pytest.MonkeyPatch, login: str
+) -> None:
+    """Leases and the shared fence (--partitions auto) too: the worker's rights cover the key-value buckets."""
+    server, seed = secured
+    src = make_src(tmp_path, 12)
+    dest = tmp_path / "dest"
+    url = server.stream_url()
+    monkeypatch.setenv("NATS_USER", "publisher")
+    monkeypatch.setenv("NATS_PASSWORD", PUB_PW)
+    scan_and_publish(tmp_path, src, url, "--partitions", "2")
+    if login == "password":
+        monkeypatch.setenv("NATS_USER", "worker")
+        monkeypatch.setenv("NATS_PASSWORD", WORK_PW)
+        auth: tuple[str, ...] = ()
+    else:
+        monkeypatch.delenv("NATS_USER")
+        monkeypatch.delenv("NATS_PASSWORD")
+        (tmp_path / "worker.nk").write_text(seed + "\n")
+        (tmp_path / "worker.nk").chmod(0o600)
+        auth = ("--nkey", str(tmp_path / "worker.nk"))
+    finish(start_workers(tmp_path, src, dest, url, *auth, "--partitions", "auto", "--lease", "1", idle=1.5), tmp_path)
+    assert tree(dest) == tree(src)
+    assert stream_state_as(server, "publisher", PUB_PW) == 0  # every message acknowledged
+    log = (tmp_path / "nats" / "nats-server.log").read_text()
+    assert "Violation" not in log, log
+
+
+def stream_state_as(server: NatsServer, user: str, password: str) -> int:
+    import asyncio
+
+    async def look() -> int:
+        import nats
+
+        nc = await nats.connect(server.url, user=user, password=password)
+        try:
+            return (await nc.jetstream().stream_info("FC")).state.messages
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
+@pytest.mark.parametrize("command", ["fc-publish", "fc-consume"])
+def test_wrong_credentials_are_a_configuration_error(
+    tmp_path: Path, secured: tuple[NatsServer, str], command: str
+) -> None:
+    """nats-py tries a refused login again for ever: fc-publish said 'not reachable yet' and waited (exit 0 on
+    an empty input, for ever on events), fc-consume waited in silence.  Now: exit 3, the password not shown."""
+    server, _ = secured
+    env = {**os.environ, "NATS_USER": "publisher", "NATS_PASSWORD": "not-the-Pw-42"}
+    res = subprocess.run(
+        fc(command, "--state", str(tmp_path / "s.db"), server.stream_url()),
+        input=b"",
+        capture_output=True,
+        timeout=60,
+        env=env,
+    )
+    err = res.stderr.decode()
+    assert res.returncode == 3, err
+    assert "refused the login (user publisher (NATS_PASSWORD))" in err
+    assert "not-the-Pw-42" not in err

@@ -1,0 +1,78 @@
+"""Trust of the broker hop against a real nats-server: signed messages (a forged one, whatever its headers, is
+reported with its partition and stream sequence, terminated, and never moves the per-path fence), and
+credentials that never appear on a command line or in a message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+from fileconveyor.delivery import nats_hop as N
+from tests.broker.test_broker import finish, lines_of, scan_publish_record, start_workers, stream_state, tree
+from tests.servers.nats import NatsServer
+
+KEY = "kW3n8Yw1c0m5tq4C1C0q5oRZ2yH0Qv6xq9l3G6b2c8E="
+
+
+def key_file(tmp: Path, *keys: str) -> str:
+    path = tmp / "broker.keys"
+    path.write_text("# fc-publish signs with the first\n" + "".join(k + "\n" for k in keys))
+    path.chmod(0o600)
+    return str(path)
+
+
+def publish_raw(server: NatsServer, subject: str, data: bytes, headers: dict[str, str], **auth: str) -> str | None:
+    """Publish as another client with publish rights would: None when the server stored it, else the error."""
+
+    async def go() -> str | None:
+        import nats
+
+        nc = await nats.connect(server.url, **auth)
+        try:
+            await nc.jetstream().publish(subject, data, timeout=2, headers=headers)
+            return None
+        except Exception as exc:
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            await nc.close()
+
+    return asyncio.run(go())
+
+
+def test_a_forged_seq_never_moves_the_fence_of_a_signed_stream(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Unsigned, the fence trusts Fc-Epoch/Fc-Seq: a message with the publisher's epoch and seq 10**9 made the
+    worker drop the path's next real event (the destination kept 'one', fc-consume said '2 stale dropped').
+    Signed, the forged message (and one with a wrong signature) is reported with its partition and stream
+    sequence, terminated, and the real event after it is applied."""
+    src = tmp_path / "src"
+    src.mkdir()
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    keys = ("--key-file", key_file(tmp_path, KEY))
+    (src / "p.css").write_text("one\n")
+    scan_publish_record(tmp_path, src, url, *keys)
+    real = lines_of(tmp_path / "published.jsonl")[0]
+    path = real["path"]
+    k = N.partition_of(path.encode(), N.DEFAULT_PARTITIONS)
+    forged = json.dumps({**real, "id": "f" * 32, "kind": "modified"}).encode()
+    order = {N.HEADER_EPOCH: real["hop"]["epoch"], N.HEADER_SEQ: str(10**9)}
+    assert publish_raw(nats_server, N.subject("FC", k), forged, {N.HEADER_ID: "forged-1", **order}) is None
+    wrong = {N.HEADER_ID: "forged-2", **order, "Fc-Sig": "0" * 12 + ":" + "ab" * 32}
+    assert publish_raw(nats_server, N.subject("FC", k), forged, wrong) is None
+    workers = start_workers(tmp_path, src, dest, url, *keys, idle=3)
+    deadline = time.monotonic() + 30
+    while (tree(dest) != {b"p.css": b"one\n"} or stream_state(nats_server) != (0, 0)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tree(dest) == {b"p.css": b"one\n"}
+    # the path's next real event, while the worker runs
+    (src / "p.css").write_text("two\n")
+    scan_publish_record(tmp_path, src, url, *keys)
+    finish(workers, tmp_path)
+    err = (tmp_path / "consume.err").read_text()
+    assert tree(dest) == {b"p.css": b"two\n"}, err
+    assert f"partition {k}, stream seq 2: a message not signed (no Fc-Sig header): terminated" in err, err
+    assert f"partition {k}, stream seq 3: a message signed with a key this worker does not have" in err, err
+    assert "2 emitted, 0 awaiting the next stage, 0 stale dropped" in err  # the real ones, none fenced
+    assert stream_state(nats_server) == (0, 0)  # terminated: not kept, not redelivered
