@@ -361,6 +361,12 @@ def test_the_css_url_updater_reads_the_shared_record(tmp_path: Path, pg_url: str
         rec.close()
     out, _ = step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w", options=opts)
     assert read(out.path).decode() == (FIXTURES / "style.expected.css").read_text()
+    # one login per worker thread, not one per stylesheet (each is an authentication and a server process)
+    sessions = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+    before = pg_rows(pg_url, sessions)[0][0]
+    for k in range(3):
+        step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / f"again{k}", options=opts)
+    assert pg_rows(pg_url, sessions)[0][0] - before == 1  # pg_rows' own login: the stylesheets made none
     down = {**opts, "synced_db": f"postgresql://{USER}@127.0.0.1:{free_port()}/x"}
     with pytest.raises(RetryLater, match="Connection refused"):
         step(CSSURLUpdater(), SITE / "css" / "style.css", tmp_path / "w2", options=down)

@@ -49,10 +49,11 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import urllib.parse
 
 from ..errors import RetryableError
-from ..records import Reader, db_key, exists, open_reader
+from ..records import Reader, db_key, exists, is_url, open_reader
 from . import css_urls
 from .base import Context, Output, Processor, ProcessorError, RetryLater
 
@@ -94,12 +95,20 @@ def with_suffix(url: str, suffix: str) -> str:
     return url + suffix
 
 
+# A postgresql:// record's reader per worker thread, kept from one stylesheet to the next: a login per stylesheet
+# costs a round of authentication and a server process each.  Its reads stand alone (autocommit) and it reconnects
+# after a lost connection, so keeping it is safe; a SQLite file is opened per stylesheet (cheap, and a file
+# replaced since is seen).
+_shared = threading.local()
+
+
 class SyncedFiles:
     """Read-only lookups in fc-record's synced_files table."""
 
     def __init__(self, path: str | None):
         self.path = path
         self.db: Reader | None = None
+        self.kept = bool(path) and is_url(path or "")
 
     def url(self, file: bytes, server: str) -> tuple[str, bytes] | None:
         """(url, transported base name) of ``file`` on ``server``, or None."""
@@ -107,7 +116,7 @@ class SyncedFiles:
             return None  # nothing synced yet
         try:
             if self.db is None:
-                self.db = open_reader(self.path)
+                self.db = self._open(self.path)
             rows = [self.db.url(key, server) for key in dict.fromkeys([db_key(file), db_key(os.path.realpath(file))])]
         except RetryableError as exc:  # the database server down or busy: the stylesheet waits
             raise RetryLater(str(exc)) from None
@@ -117,8 +126,16 @@ class SyncedFiles:
                 return str(row[0]), name if isinstance(name, bytes) else str(name or "").encode()
         return None
 
+    def _open(self, path: str) -> Reader:
+        if not self.kept:
+            return open_reader(path)
+        readers: dict[str, Reader] = _shared.__dict__.setdefault("readers", {})
+        if path not in readers:
+            readers[path] = open_reader(path)
+        return readers[path]
+
     def close(self) -> None:
-        if self.db is not None:
+        if self.db is not None and not self.kept:
             self.db.close()
 
 
