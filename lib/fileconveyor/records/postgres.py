@@ -8,7 +8,9 @@ bytes, so two names that read alike never share a row.
 
 Many fc-record processes may write at once (one per worker host): each round of events is one transaction, a
 row's write locks it until the commit, and the order fence (``claim``, the ``record_order`` table) is checked and
-moved under that lock, so an older event never overwrites what a newer one wrote, whoever commits first.
+moved under that lock, so an older event never overwrites what a newer one wrote, whoever commits first.  A round
+first takes a file's advisory lock (``_hold``) and never waits for one while it holds others: rows locked one
+event after another, in the order each writer's events come, deadlocked two writers sharing files.
 
 The connection, the URL and what may be shown of it: pg_connect.py; the readers: pg_reader.py.
 """
@@ -21,11 +23,22 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..digests import blake2b
 from ..errors import FCError, RetryableError, StateError
 from .model import Deletion, Synced, Version, db_key, key_bytes
 from .pg_connect import _Conn, _name, _raw, _text
 
 _LOCK = 0x46435265636F7264  # pg_advisory_xact_lock key ("FCRecord"): one fc-record migrates at a time
+_FILES = 0x4643  # the first key of a file's advisory lock (pg_advisory_xact_lock(int, int)); the second: _file_lock
+# A round's advisory locks take PostgreSQL's shared lock table (max_locks_per_transaction x max_connections,
+# 6,400 by default, for every session): past this many, the round commits what it has and goes on.
+MAX_HELD = 200
+
+
+def _file_lock(key: bytes) -> int:
+    """The second key of a file's advisory lock: 32 bits of a hash of its name (two files sharing one only wait
+    for each other, which is never a deadlock here: see PgRecord._hold)."""
+    return int.from_bytes(blake2b(key, digest_size=4).digest(), "big", signed=True)
 
 
 # Append-only, as SQLite's; fc_record_schema counts those applied.
@@ -81,6 +94,8 @@ class PgRecord(_Conn):
         super().__init__(url, read_only=False)
         self._lost: RetryableError | None = None
         self._open = False  # a transaction is open: tx's, or the round's (item ... commit)
+        self._in_item = False  # in item(): the round's savepoint is open
+        self._held: set[int] = set()  # the files' advisory locks this round's transaction holds (_hold)
         try:
             with self.tx():
                 self._migrate()
@@ -134,21 +149,49 @@ class PgRecord(_Conn):
             self.x("SAVEPOINT record")
         except RetryableError as exc:
             raise self._lose(exc) from None
+        self._in_item, before = True, set(self._held)
         try:
             yield self
         except BaseException as exc:
+            self._in_item = False
             try:
                 self.x("ROLLBACK TO SAVEPOINT record")
                 self.x("RELEASE SAVEPOINT record")
             except FCError as undo:
                 raise self._lose(undo) from None
+            self._held &= before  # the rollback released the locks taken since the savepoint
             if self.conn is None or self.conn.closed:  # the connection went, and the round with it
                 raise self._lose(exc) from None
             raise
+        self._in_item = False
         try:
             self.x("RELEASE SAVEPOINT record")
         except FCError as exc:
             raise self._lose(exc) from None
+
+    def _hold(self, key: bytes) -> None:
+        """The file's advisory lock for the round, taken before any of its rows.  Each writer locks rows in the order
+        its events come, so two writers sharing files deadlocked (PostgreSQL broke one round after a second, done
+        again after a back-off, and again).  A round never waits while it holds a lock: when another writer holds
+        this one (or the round holds MAX_HELD), it commits what it wrote so far, every event of it complete (a
+        round done again changes nothing: upserts and the order fence), then waits holding none.  tx() takes
+        none: the deleter's writes one file, and an import's would fill the lock table."""
+        if not self._in_item:
+            return
+        lock = _file_lock(key)
+        if lock in self._held:
+            return
+        if (
+            len(self._held) >= MAX_HELD
+            or not self.x("SELECT pg_try_advisory_xact_lock(%s, %s)", (_FILES, lock)).fetchone()[0]
+        ):
+            if self._held:
+                self.x("COMMIT")
+                self._held.clear()
+                self.x("BEGIN")
+                self.x("SAVEPOINT record")
+            self.x("SELECT pg_advisory_xact_lock(%s, %s)", (_FILES, lock))
+        self._held.add(lock)
 
     def may_hold(self, table: str) -> bool:
         return True  # other writers may add rows at any time: always look
@@ -164,6 +207,7 @@ class PgRecord(_Conn):
 
     def _rollback(self) -> None:
         self._open = False
+        self._held.clear()
         if self.conn is not None and not self.conn.closed:
             with contextlib.suppress(Exception):
                 self.conn.execute("ROLLBACK")
@@ -177,6 +221,7 @@ class PgRecord(_Conn):
         try:
             self.x("COMMIT")
             self._open = False
+            self._held.clear()
         except FCError as exc:
             self._rollback()
             raise RetryableError(f"synced-files database {self.name}: {exc} (nothing of this round recorded)") from None
@@ -188,6 +233,7 @@ class PgRecord(_Conn):
     # -- synced rows ------------------------------------------------------------------------------
 
     def upsert(self, s: Synced, now: float | None = None, failures: bool = True) -> None:
+        self._hold(key_bytes(s.input_file))
         cols = (
             "input_file, transported_file_basename, url, server, remote, size, mtime_ns, ino, remote_size, hash,"
             " processed, source, root, rel, event_id, synced_at, input_file_bytes, basename_bytes, remote_bytes,"
@@ -211,10 +257,12 @@ class PgRecord(_Conn):
 
     def remove(self, input_file: str | bytes, server: str) -> None:
         key = key_bytes(input_file)
+        self._hold(key)
         self.x("DELETE FROM synced_files WHERE input_file_bytes=%s AND server=%s", (key, server))
         self.x("DELETE FROM sync_failures WHERE input_file_bytes=%s AND server=%s", (key, server))
 
     def fail(self, input_file: str | bytes, server: str, fields: Mapping[str, Any]) -> None:
+        self._hold(key_bytes(input_file))
         self.x(
             "INSERT INTO sync_failures(input_file, server, kind, error, error_kind, stage, event_id, failed_at,"
             " input_file_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (input_file_bytes, server)"
@@ -230,6 +278,7 @@ class PgRecord(_Conn):
     def claim(self, input_file: str | bytes, server: str, order: int) -> bool:
         """The fence (see sqlite.Records.claim).  The row stays locked until the round commits, so a writer
         with an older event waits and then sees the newer order."""
+        self._hold(key_bytes(input_file))
         return (
             self.x(
                 "INSERT INTO record_order(input_file_bytes, server, event_order) VALUES (%s, %s, %s)"
@@ -241,6 +290,7 @@ class PgRecord(_Conn):
         )
 
     def import_row(self, s: Synced) -> bool:
+        self._hold(key_bytes(s.input_file))
         cur = self.x(
             "INSERT INTO synced_files(input_file, transported_file_basename, url, server, source, root, rel,"
             " input_file_bytes, basename_bytes, root_bytes, rel_bytes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
@@ -262,6 +312,7 @@ class PgRecord(_Conn):
 
     def deletion(self, input_file: str | bytes) -> Deletion | None:
         # FOR UPDATE: the row stays ours until the transaction ends (the deleter checks, then marks it)
+        self._hold(key_bytes(input_file))
         row = self.x(
             "SELECT input_file_bytes, servers, size, mtime_ns, ino, source, root, root_bytes, rel, rel_bytes,"
             " scheduled_at, due_at, deleted_at, event_id, owner FROM source_deletions WHERE input_file_bytes=%s"
@@ -281,6 +332,7 @@ class PgRecord(_Conn):
             " owner, input_file_bytes, root_bytes, rel_bytes"
         )
         update = ", ".join(f"{c}=excluded.{c}" for c in cols.replace(" ", "").split(",") if c != "input_file_bytes")
+        self._hold(key_bytes(d.input_file))
         self.x(
             f"INSERT INTO source_deletions({cols}) VALUES ({', '.join(['%s'] * 16)})"
             f" ON CONFLICT (input_file_bytes) DO UPDATE SET {update}",
@@ -292,6 +344,7 @@ class PgRecord(_Conn):
         )  # fmt: skip
 
     def drop_deletion(self, input_file: str | bytes, version: Version | None = None) -> None:
+        self._hold(key_bytes(input_file))
         if version is None:
             self.x("DELETE FROM source_deletions WHERE input_file_bytes=%s", (key_bytes(input_file),))
         else:

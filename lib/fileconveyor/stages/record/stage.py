@@ -323,7 +323,13 @@ class RecordStage(Stage):
         try:
             self.rec.commit()
         except RetryableError as exc:
-            self.to_schedule.clear()  # their rows were rolled back: the round, done again, schedules them
+            # Their rows were rolled back, or committed early (a PostgreSQL round that met another writer commits
+            # what it has: records/postgres.py), and the round done again finds those and schedules none: the
+            # deleter is told of all, and a row not there when it is due is one it leaves alone.
+            if self.deleter is not None:
+                for d in self.to_schedule:
+                    self.deleter.add(d.due_at, d.input_file)
+            self.to_schedule.clear()
             return str(exc)
         return None
 
