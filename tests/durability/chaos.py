@@ -209,8 +209,16 @@ class Mutator:
         d.mkdir(parents=True, exist_ok=True)
         name = f"{self.rng.choice(self.NAMES)} {self.n}.txt"
         tmp = d / f".{name}.part"
-        tmp.write_bytes(os.urandom(self.rng.randrange(1, 4096)))
+        tmp.write_bytes(self.content())
         tmp.rename(d / name)
+
+    def content(self) -> bytes:
+        """A new file's bytes (bench/scale_chaos.py's VersionedMutator stamps a version in them)."""
+        return os.urandom(self.rng.randrange(1, 4096))
+
+    def modify(self, f: Path) -> None:
+        with f.open("ab") as fh:
+            fh.write(os.urandom(self.rng.randrange(1, 512)))
 
     def step(self) -> None:
         files = self._files()
@@ -221,8 +229,7 @@ class Mutator:
         f = self.rng.choice(files)
         try:
             if op < 0.65:
-                with f.open("ab") as fh:
-                    fh.write(os.urandom(self.rng.randrange(1, 512)))
+                self.modify(f)
             elif op < 0.85:
                 f.rename(f.with_name(f"moved {self.n} {f.name}"))
                 self.n += 1

@@ -42,6 +42,7 @@ class Upload:
     digest: str | None  # None: a deletion (or the file was gone before it could be read)
     ino: int = 0
     size: int = 0
+    head: bytes = b""  # the first bytes of what arrived (bench/scale_chaos.py reads a version there)
 
 
 class UploadTrace:
@@ -80,7 +81,8 @@ class UploadTrace:
             except OSError:
                 self.seen.append(Upload(now, rel, "?"))  # replaced or deleted already: an upload, content unknown
                 continue
-            self.seen.append(Upload(now, rel, hashlib.blake2b(data, digest_size=8).hexdigest(), ino, len(data)))
+            digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+            self.seen.append(Upload(now, rel, digest, ino, len(data), data[:16]))
 
     def stop(self) -> list[Upload]:
         self.proc.terminate()

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -96,8 +97,9 @@ def _ready(pg: PgServer, timeout: float = 30) -> None:
             time.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
+@contextmanager
+def cluster() -> Iterator[PgServer]:
+    """A new cluster, stopped and removed on exit (the fixture below; bench/scale_chaos.py outside pytest)."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -143,6 +145,12 @@ def pg_server() -> Iterator[PgServer]:
             server.stop()
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    with cluster() as pg:
+        yield pg
 
 
 @pytest.fixture
