@@ -61,10 +61,11 @@ FILES ?= 3000
 chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
 	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
 
-SCALE_ROUNDS ?= 40
+SCALE_ROUNDS ?= 60
 SCALE_FILES ?= 2000
-scale-chaos: test-deps ## fc-publish, 3 fc-consume workers and nats-server killed -9 for SCALE_ROUNDS rounds over SCALE_FILES files; nothing lost
-	$(RUN) $(PY) bench/scale_chaos.py --rounds $(SCALE_ROUNDS) --files $(SCALE_FILES)
+SCALE_PARTITIONS ?= auto
+scale-chaos: test-deps ## 3 workers (fc-consume|fc-process|fc-transport|fc-record on PostgreSQL), nats-server, fc-publish, fc-watch killed -9 for SCALE_ROUNDS rounds over SCALE_FILES files, one worker for good; nothing lost, order held
+	$(RUN) $(PY) bench/scale_chaos.py --rounds $(SCALE_ROUNDS) --files $(SCALE_FILES) --partitions $(SCALE_PARTITIONS)
 
 SCALE_BENCH_FILES ?= 400
 scale-bench: test-deps ## files/s through the broker hop with 1, 2 and 4 workers doing 50 ms per file; CPU per event

@@ -221,7 +221,9 @@ class ProcessStage(Stage):
         if ev.get("kind") == "deleted":
             out = _copy_event(ev)
             out.setdefault("processed", [])
-            E.put_path(out, "name", (last_name(path) if not _has(ev, "name") else None) or current)
+            if not _has(ev, "name"):
+                current = last_name(path) or self._name_by_name(item, path, current, last_name)
+            E.put_path(out, "name", current)
             return Done([out])
         # a processor applies by name, and a later step only after an earlier one renamed;
         # an earlier fc-process's work file is taken over in _process (a work dir is needed)
@@ -234,6 +236,25 @@ class ProcessStage(Stage):
                 self._count("unchanged")
             return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
         return None
+
+    def _name_by_name(
+        self, item: Item, path: bytes, current: bytes, last_name: Callable[[bytes], bytes | None]
+    ) -> bytes:
+        """The name the chain's name-only renames give a deleted path we never named: another worker processed
+        its file (fc-consume's partition moved, docs/scale-out.md), and without it the transporter deleted the
+        base name while the renamed file stayed at the destination for good.  A step that renames by content
+        ends it: that name is known only where the file was processed."""
+        ctx = self._context(item, path, current, b"", last_name)
+        for proc in self.chain:
+            if not proc.renames or not proc.applies_to(ctx.basename):
+                continue
+            if not proc.name_only or proc.reports_references:
+                break
+            try:
+                ctx.basename = checked(proc, ctx, proc.process(ctx)).basename
+            except Exception:  # a processor that wants more than the name: as before, the base name
+                break
+        return ctx.basename
 
     def _names_only(self, item: Item, attempt: _Attempt, last_name: Callable[[bytes], bytes | None]) -> Done | None:
         """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
