@@ -38,7 +38,7 @@ from urllib.parse import unquote
 
 from tests.broker.test_leases import owners
 from tests.durability.chaos import Mutator, dest_tree, expected_name
-from tests.durability.chaos_dupes import Upload, UploadTrace
+from tests.durability.chaos_dupes import Dupes, Kill, Upload, UploadTrace, attribute
 from tests.servers.nats import NatsServer
 from tests.servers.process import ServerProcess, free_port
 
@@ -101,8 +101,7 @@ class Report:
     older: list[str] = field(default_factory=list)  # an upload of a lower version than the name had
     resurrected: list[str] = field(default_factory=list)  # an upload after the name's deletion
     uploads: int = 0
-    duplicates: int = 0  # uploads of the bytes the name already had
-    most: int = 0  # most duplicates of one name
+    dupes: Dupes = field(default_factory=Dupes)  # uploads of the bytes the name already had, per kills between
     takeover: float | None = None  # seconds from a worker's death to its partitions all owned by the others
     converge_seconds: float = 0.0
     seconds: float = 0.0
@@ -120,8 +119,8 @@ class Report:
             f"{self.rounds} rounds, {WORKERS} workers, {PARTITIONS} partitions ({self.mode}); kills: {kills}; "
             f"files at the end {self.files}; lost {len(self.lost)}; extra {len(self.extra)}; wrong {len(self.wrong)}; "
             f"record wrong {len(self.record_wrong)}; order violations {len(self.older) + len(self.resurrected)} "
-            f"(older version {len(self.older)}, after deletion {len(self.resurrected)}); uploads {self.uploads}, "
-            f"duplicate uploads {self.duplicates} (at most {self.most} of one name); takeover {took}; "
+            f"(older version {len(self.older)}, after deletion {len(self.resurrected)}); duplicate uploads: "
+            f"{self.dupes.summary()}; takeover {took}; "
             f"converged {self.converge_seconds:.1f}s after the last restart; {self.seconds:.0f}s in all"
         )
 
@@ -240,27 +239,20 @@ def record_mismatches(db_url: str, src: Path, got: dict[str, bytes]) -> list[str
 
 def check_order(uploads: list[Upload], report: Report) -> None:
     """Each name's versions, as they landed, never go down; nothing lands after the name was deleted."""
-    last: dict[str, tuple[int | None, str | None]] = {}  # name -> (version, digest) of its last upload
+    last: dict[str, int | None] = {}  # name -> highest version landed
     deleted: set[str] = set()
-    per_name: Counter[str] = Counter()
     for up in sorted(uploads, key=lambda u: u.at):
         if up.digest is None:
             deleted.add(up.name)
             last.pop(up.name, None)
             continue
-        report.uploads += 1
         if up.name in deleted:
             report.resurrected.append(up.name)
         v = version(up.head)
-        prev_v, prev_digest = last.get(up.name, (None, None))
-        if v is not None and prev_v is not None and v < prev_v:
-            report.older.append(f"{up.name}: v{v} after v{prev_v}")
-        if up.digest != "?" and up.digest == prev_digest:
-            per_name[up.name] += 1
-        top = v if prev_v is None else prev_v if v is None else max(v, prev_v)
-        last[up.name] = (top, up.digest)
-    report.duplicates = sum(per_name.values())
-    report.most = max(per_name.values(), default=0)
+        prev = last.get(up.name)
+        if v is not None and prev is not None and v < prev:
+            report.older.append(f"{up.name}: v{v} after v{prev}")
+        last[up.name] = v if prev is None else prev if v is None else max(v, prev)
 
 
 def run(
@@ -286,6 +278,7 @@ def run(
                     (c.dest / d.name / sub.name).mkdir(exist_ok=True)
     report = Report(mode=mode)
     tracer = UploadTrace(c.dest)
+    kills: list[Kill] = []
     c.start_all()
     doomed = rounds * 2 // 3 if mode == "auto" else -1  # the round whose end kills a worker for good
 
@@ -307,11 +300,13 @@ def run(
             )
             report.kills[kind] += 1
             c.kill(victim)
+            kills.append(Kill(time.monotonic(), (kind,)))
             time.sleep(rng.uniform(0.0, 0.5))
             c.start(victim)
             say(f"round {rnd + 1}: killed {victim}")
             report.rounds = rnd + 1
             if rnd == doomed:
+                kills.append(Kill(time.monotonic(), ("worker",)))
                 report.takeover = takeover(c, mutate, say)
         c.restart_exited(say)
         last = time.monotonic()
@@ -335,6 +330,7 @@ def run(
     report.wrong = sorted(k for k in want if k in got and got[k] != want[k])
     report.record_wrong = record_mismatches(db_url, c.src, got)
     check_order(uploads, report)
+    report.dupes = attribute(uploads, kills, len(KINDS) + 1)
     report.seconds = time.monotonic() - started
     return report
 
