@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -22,7 +23,7 @@ from fileconveyor.conveyor import config_scale as S
 from fileconveyor.conveyor import plan as P
 from tests.conftest import ROOT, require_tool
 from tests.conveyor.test_conveyor import wait_for
-from tests.servers.nats import NatsServer, nats_server  # noqa: F401 - fixture
+from tests.servers.nats import NatsServer, start_nats
 from tests.servers.postgres import PASSWORD, PgServer, pg_server  # noqa: F401 - fixture
 
 BIN = ROOT / "bin"
@@ -178,8 +179,9 @@ def test_a_role_without_a_broker_is_a_configuration_error(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("broker", "partitions", "says"),
     [
-        ("nats://fc:hunter2@broker/FC", None, "holds a user or password (not shown)"),
-        ("nats://s3cr3t-token@broker/FC", None, "holds a user or password (not shown)"),
+        ("nats://fc:hunter2@broker/F.C", None, "'nats://fc@broker/F.C': stream name"),
+        ("nats://s3cr3t-token@broker:x/FC", None, "'nats://***@broker:x/FC': not a valid broker address"),
+        ("http://fc:hunter2@broker/FC", None, "'http://fc@broker/FC': not a broker address"),
         ("http://broker/FC", None, "not a broker address"),
         ("nats://broker/F.C", None, "stream name"),
         ("nats://broker/FC", "7", "the stream has 4 partitions"),
@@ -194,18 +196,31 @@ def test_a_wrong_broker_is_refused_without_showing_its_secret(
     assert "hunter2" not in out.stderr and "s3cr3t" not in out.stderr
 
 
+BROKER_PW = "nats-Pw:@/9"
+
+
+@pytest.fixture
+def nats_with_login(tmp_path: Path) -> Iterator[NatsServer]:
+    """nats-server that takes only user fc with BROKER_PW."""
+    config = f'jetstream {{ store_dir: STORE }}\nauthorization {{ user: fc, password: "{BROKER_PW}" }}\n'
+    server = start_nats(tmp_path / "nats", config)
+    yield server
+    server.kill()
+
+
 def test_publisher_and_worker_from_one_config_fill_the_shared_record(
     tmp_path: Path,
-    nats_server: NatsServer,  # noqa: F811
+    nats_with_login: NatsServer,
     pg_server: PgServer,  # noqa: F811
 ) -> None:
     """Both roles from one config.xml (each with its own state directory and PID file, as on two hosts): files
     written into the sources reach the destination through nats-server, and the record in PostgreSQL names each;
-    the record's password is in no process's command line."""
+    neither the record's password nor the broker's is in any process's command line."""
     import psycopg
 
     url = pg_server.url(pg_server.new_database("roles"))
-    cfg = make_config(tmp_path, nats_server.stream_url("FC"), url)
+    broker = nats_with_login.stream_url("FC").replace("nats://", f"nats://fc:{quote(BROKER_PW, safe='')}@")
+    cfg = make_config(tmp_path, broker, url)
     site, img, cdn = tmp_path / "site", tmp_path / "img", tmp_path / "cdn"
     (site / "css" / "a.css").write_text("body { color: red }\n")
     (site / "index.html").write_text("<p>hi</p>\n")
@@ -250,7 +265,7 @@ def test_publisher_and_worker_from_one_config_fill_the_shared_record(
             if str(tmp_path) in cmd:
                 cmdlines.append(cmd)
         assert any("fc-record" in c for c in cmdlines) and any("fc-publish" in c for c in cmdlines)
-        assert not any(s in c for c in cmdlines for s in SECRETS)
+        assert not any(s in c for c in cmdlines for s in (*SECRETS, BROKER_PW, quote(BROKER_PW, safe="")))
         st = conveyor("--status", "--json", "--role", "worker", "--state-dir", tmp_path / "worker" / "state", cfg)
         status = json.loads(st.stdout)
         assert status["synced"]["synced"] == {"cdn": 4} and not any(s in st.stdout for s in SECRETS)
@@ -300,3 +315,37 @@ def test_the_record_password_is_taken_out_of_the_url_in_either_place() -> None:
     assert split_password("postgresql://fc:a%3Ab@h:5433/cdn") == ("postgresql://fc@h:5433/cdn", {"PGPASSWORD": "a:b"})
     assert split_password("postgresql://fc@h/cdn") == ("postgresql://fc@h/cdn", {})  # ~/.pgpass, PGPASSFILE
     assert split_password(Path("/srv/fc/synced_files.db")) == ("/srv/fc/synced_files.db", {})
+
+
+def test_the_brokers_login_goes_by_environment_never_on_a_command_line(tmp_path: Path) -> None:
+    """<BROKER> with a user and password (or a token): fc-publish and fc-consume get them as NATS_USER and
+    NATS_PASSWORD (NATS_TOKEN) in their environment, the URL without them on their command line; the printed
+    units name the variables; the files of <BROKER_KEY_FILE>, <BROKER_NKEY> are passed by name.  (It was refused:
+    fc-publish and fc-consume took credentials only in the URL, on every command line.)"""
+    secret = "hunter2:@/x"
+    broker = f"nats://fc:{quote(secret, safe='')}@broker:4222/FC"
+    cfg = make_config(tmp_path, broker, None)
+    text = cfg.read_text().replace(
+        "</settings>",
+        f"<BROKER_KEY_FILE>{tmp_path / 'keys'}</BROKER_KEY_FILE><BROKER_NKEY>nk.seed</BROKER_NKEY></settings>",
+    )
+    cfg.write_text(text)
+    config = C.load(cfg)
+    for role in ("publisher", "worker"):
+        heads = [p for p in P.build(config, role=role).procs if p.command in ("fc-publish", "fc-consume")]
+        assert len(heads) == 2
+        for p in heads:
+            assert p.env == {"NATS_USER": "fc", "NATS_PASSWORD": secret}
+            assert "nats://broker:4222/FC-" in " ".join(p.args) and not any("hunter2" in a for a in p.args)
+            assert p.args[p.args.index("--key-file") + 1] == str(tmp_path / "keys")
+            assert p.args[p.args.index("--nkey") + 1] == str(tmp_path / "nk.seed")
+        for mode in ("--supervisord", "--systemd", "--print"):
+            out = conveyor(mode, "--role", role, cfg)
+            assert out.returncode == 0, out.stderr
+            assert "hunter2" not in out.stdout and "NATS_PASSWORD" in out.stdout, out.stdout
+    token = P.build(C.load(make_config(tmp_path, "nats://s3cr3t-tok@broker/FC", None)), role=P.WORKER).procs
+    assert [p.env for p in token if p.command == "fc-consume"] == [{"NATS_TOKEN": "s3cr3t-tok"}] * 2
+    # a config holding the broker's password is refused while other users can read it
+    cfg.chmod(0o644)
+    out = conveyor("--print", "--role", "worker", cfg)
+    assert out.returncode == 3 and "chmod 600" in out.stderr and "hunter2" not in out.stderr

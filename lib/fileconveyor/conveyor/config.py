@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import private
 from . import servers as srv
 from .config_rules import rules as parse_rules
-from .config_scale import holds_secret
+from .config_scale import holds_secret, split_broker
 from .config_settings import Settings, parse_settings
 from .config_types import Check, Conditions, Config, ConfigError, Destination, Rule, Server, Source
 from .xmltree import Node, XMLSyntaxError, parse
@@ -165,7 +165,7 @@ def _private_if_secret(
     """A password in a file every user can read is everyone's: refused, as fc-transport refuses such a --config
     (the original's config.xml always held its passwords: migrating users are told the one command to run)."""
     holders = [s.line for s in servers.values() if any(s.settings.get(k) for k in srv.SECRET_SETTINGS)]
-    if holds_secret(settings.synced_files_db):
+    if holds_secret(settings.synced_files_db) or (settings.broker and split_broker(settings.broker)[1]):
         holders.append(settings_line)
     try:
         mode = path.stat().st_mode

@@ -8,9 +8,10 @@
 
 A password is a secret.  In the record's URL it is taken out of every command line (``ps`` shows those, and
 --print, --supervisord and --systemd print them) and handed to the stages as libpq's ``PGPASSWORD`` in their
-environment, named, never printed; ``~/.pgpass`` (``PGPASSFILE``) is better still.  fc-publish and fc-consume
-take their credentials only in the URL, so a broker URL with a user or password is refused: it would be on every
-command line.
+environment, named, never printed; ``~/.pgpass`` (``PGPASSFILE``) is better still.  The broker's user and
+password (or token) in <BROKER> go the same way, as ``NATS_USER``/``NATS_PASSWORD`` (``NATS_TOKEN``), which
+fc-publish and fc-consume read (delivery/nats_auth.py); <BROKER_NKEY>, <BROKER_CREDS> and <BROKER_KEY_FILE> name
+files, given to them as --nkey, --creds and --key-file.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from ..delivery import nats_auth as A
 from ..delivery.nats_hop import parse_partitions, parse_url
 from ..errors import Exit, FCError, UsageError
 from ..records import is_url, shown
@@ -38,18 +40,6 @@ def broker_url(given: dict[str, tuple[str, int]], error: Callable[[int, str], No
     text, line = given["BROKER"]
     if not text:
         error(line, "<BROKER> is empty; give the broker's address, e.g. nats://broker:4222/FC")
-        return None
-    try:
-        parts = urlsplit(text)
-        userinfo = "@" in parts.netloc
-    except ValueError:
-        userinfo = False
-    if userinfo:
-        error(
-            line,
-            "<BROKER> holds a user or password (not shown): fc-publish and fc-consume would get it on their "
-            "command line, which every user can read (ps); give the broker's address without it",
-        )
         return None
     try:
         parse_url(text)
@@ -83,6 +73,20 @@ def split_password(target: Path | str) -> tuple[str, dict[str, str]]:
 
 def holds_secret(target: Path | str) -> bool:
     return bool(split_password(target)[1])
+
+
+def split_broker(broker: str) -> tuple[str, dict[str, str]]:
+    """<BROKER> as the stages get it on their command line (no user, password or token), and the environment
+    that carries those (fc-publish and fc-consume read it when the URL has none)."""
+    parts = urlsplit(broker)
+    auth, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return broker, {}
+    clean = parts._replace(netloc=host).geturl()
+    user, colon, password = auth.partition(":")
+    if not colon:  # nats://TOKEN@host: NATS's token form
+        return clean, {A.TOKEN_VAR: unquote(user)}
+    return clean, {A.USER_VAR: unquote(user), A.PASSWORD_VAR: unquote(password)}
 
 
 def stream_url(broker: str, source: str) -> str:

@@ -39,6 +39,9 @@ class Settings:
     max_processor_chains: int | None  # MAX_SIMULTANEOUS_PROCESSORCHAINS -> fc-process --jobs; None: its default
     broker: str | None = None  # BROKER: nats://HOST:PORT/STREAM, for fc-conveyor --role publisher|worker
     broker_partitions: int | None = None  # BROKER_PARTITIONS: fc-publish --partitions when it makes a stream
+    broker_key_file: Path | None = None  # BROKER_KEY_FILE: fc-publish/fc-consume --key-file (signed messages)
+    broker_nkey: Path | None = None  # BROKER_NKEY: --nkey, the login's nkey seed file
+    broker_creds: Path | None = None  # BROKER_CREDS: --creds, the login's credentials file
 
 
 OBSOLETE = {
@@ -63,6 +66,9 @@ KNOWN = (
     "MAX_SIMULTANEOUS_PROCESSORCHAINS",
     "BROKER",
     "BROKER_PARTITIONS",
+    "BROKER_KEY_FILE",
+    "BROKER_NKEY",
+    "BROKER_CREDS",
 )
 
 
@@ -144,6 +150,9 @@ def parse_settings(
         max_processor_chains=chains,
         broker=broker_url(given, error),
         broker_partitions=_whole(given, "BROKER_PARTITIONS", error),
+        broker_key_file=path("BROKER_KEY_FILE", Path()) if "BROKER_KEY_FILE" in given else None,
+        broker_nkey=path("BROKER_NKEY", Path()) if "BROKER_NKEY" in given else None,
+        broker_creds=path("BROKER_CREDS", Path()) if "BROKER_CREDS" in given else None,
     )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config, Rule, Source
-from .config_scale import split_password
+from .config_scale import split_broker, split_password
 from .config_scale import stream_url as scale_stream_url
 from .servers import transport_args
 
@@ -136,9 +136,22 @@ def build(config: Config, *, role: str = ALL, partitions: str | None = None) -> 
 
 
 def stream_url(config: Config, source: Source) -> str:
+    """The source's stream, as fc-publish and fc-consume get it on their command line: without <BROKER>'s user,
+    password or token (broker_env)."""
     broker = config.settings.broker
     assert broker is not None, "checked by the caller (config_scale.role_problem): a role needs <BROKER>"
-    return scale_stream_url(broker, source.name)
+    return scale_stream_url(split_broker(broker)[0], source.name)
+
+
+def broker_args_env(config: Config) -> tuple[list[str], dict[str, str]]:
+    """fc-publish's and fc-consume's flags for their login and signing keys (files: their names only), and the
+    environment that carries <BROKER>'s user and password or token, never their command line."""
+    s = config.settings
+    args: list[str] = []
+    for flag, path in (("--key-file", s.broker_key_file), ("--nkey", s.broker_nkey), ("--creds", s.broker_creds)):
+        if path is not None:
+            args += [flag, str(path)]
+    return args, split_broker(s.broker)[1] if s.broker else {}
 
 
 def _watch(config: Config, source: Source, out: Path) -> Proc:
@@ -159,10 +172,12 @@ def _watch(config: Config, source: Source, out: Path) -> Proc:
 def _consume(config: Config, source: Source, out: Path, partitions: str | None) -> Proc:
     state = config.settings.state_dir / f"{slug(source.name)}-consume.db"
     args = ["--partitions", partitions] if partitions else []
+    auth, env = broker_args_env(config)
     return Proc(
         name=f"{slug(source.name)}-consume",
         command="fc-consume",
-        args=[*args, stream_url(config, source), "--state", str(state)],
+        args=[*args, *auth, stream_url(config, source), "--state", str(state)],
+        env=env,
         outputs=[out],
         state=state,
         label=f"source {source.name} from the broker",
@@ -189,12 +204,14 @@ def _publish(config: Config, source: Source, rule: Rule | None, feed: Path, fifo
         )
         feed = out
     args = ["--partitions", str(s.broker_partitions)] if s.broker_partitions else []
+    auth, env = broker_args_env(config)
     state = s.state_dir / f"{base}-publish.db"
     procs.append(
         Proc(
             f"{base}-publish",
             "fc-publish",
-            [*args, stream_url(config, source), "--state", str(state)],
+            [*args, *auth, stream_url(config, source), "--state", str(state)],
+            env=env,
             input=feed,
             state=state,
             label=f"source {source.name} to the broker",

@@ -63,36 +63,39 @@ class Target:
 
 
 def parse_url(url: str) -> Target:
-    """``nats://[user:password@]host[:port][/STREAM]``; a usage error otherwise."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("nats", "tls") or not parts.hostname:
-        raise UsageError(f"{url!r}: not a broker address (nats://HOST:PORT/STREAM)")
+    """``nats://[user:password@]host[:port][/STREAM]``; a usage error otherwise, which never shows the password."""
+    said = repr(hide_secrets(url))
+    try:
+        parts = urlsplit(url)
+        hostname, port = parts.hostname, parts.port or 4222
+    except ValueError:
+        raise UsageError(f"{said}: not a valid broker address (nats://HOST:PORT/STREAM)") from None
+    if parts.scheme not in ("nats", "tls") or not hostname:
+        raise UsageError(f"{said}: not a broker address (nats://HOST:PORT/STREAM)")
     stream = unquote(parts.path.strip("/")) or DEFAULT_STREAM
     if not _NAME.match(stream):
-        raise UsageError(f"{url!r}: stream name {stream!r}: letters, digits, - and _ only")
+        raise UsageError(f"{said}: stream name {stream!r}: letters, digits, - and _ only")
     if parts.query or parts.fragment:
-        raise UsageError(f"{url!r}: no ?query or #fragment in a broker address")
-    try:
-        port = parts.port or 4222
-    except ValueError:
-        raise UsageError(f"{url!r}: not a valid port") from None
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        raise UsageError(f"{said}: no ?query or #fragment in a broker address")
+    host = f"[{hostname}]" if ":" in hostname else hostname
     auth = parts.netloc.rpartition("@")[0]
     servers = f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}"
     shown = hide_secrets(f"{parts.scheme}://{auth + '@' if auth else ''}{host}:{port}/{stream}")
     return Target(servers, stream, shown, bool(auth))
 
 
-_USERINFO = re.compile(r"^((?:nats|tls)://)([^@/?#]*)@")
+_USERINFO = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)@")  # any scheme: a mistyped one too
 
 
 def hide_secrets(arg: str) -> str:
     """A broker URL (or a command-line argument ``--flag=URL``) as messages may show it: ``user:password@``
-    keeps only the user, and a lone ``token@`` (NATS token authentication) is not shown at all."""
+    keeps only the user, and a lone ``token@`` of a nats:// or tls:// URL (NATS token authentication) is not
+    shown at all.  Any scheme: a mistyped one (``http://``) is said in an error message too."""
 
     def hide(m: re.Match[str]) -> str:
         user, colon, _ = m.group(2).partition(":")
-        return m.group(1) + (user + "@" if colon else "***@")
+        token = not colon and m.group(1).lower() in ("nats://", "tls://")
+        return m.group(1) + ("***@" if token else user + "@")
 
     flag, eq, value = arg.partition("=")
     if eq and _USERINFO.match(value) and not _USERINFO.match(arg):
