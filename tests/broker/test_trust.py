@@ -8,7 +8,11 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
+from fileconveyor.delivery import nats_auth as A
 from fileconveyor.delivery import nats_hop as N
+from fileconveyor.errors import ConfigError, UsageError
 from tests.broker.test_broker import finish, lines_of, scan_publish_record, start_workers, stream_state, tree
 from tests.servers.nats import NatsServer
 
@@ -72,3 +76,42 @@ def test_a_forged_seq_never_moves_the_fence_of_a_signed_stream(tmp_path: Path, n
     assert f"partition {k}, stream seq 3: a message signed with a key this worker does not have" in err, err
     assert "1 emitted, 0 awaiting the next stage, 0 stale dropped" in err  # the real one, not fenced
     assert stream_state(nats_server) == (0, 0)  # terminated: not kept, not redelivered
+
+
+@pytest.mark.parametrize(
+    "url", ["http://fc:hunter2@broker/FC", "nats://fc:hunter2@broker/F.C", "nats://fc:hun@ter2@broker:x/FC"]
+)
+def test_a_wrong_broker_url_is_said_without_its_password(url: str) -> None:
+    """fc-publish and fc-consume said such a URL whole in their usage error (stderr, logs)."""
+    with pytest.raises(UsageError) as caught:
+        N.parse_url(url)
+    assert "hunter2" not in str(caught.value) and "ter2" not in str(caught.value)
+    assert "fc@broker" in str(caught.value)
+
+
+def test_signatures_cover_subject_headers_and_payload() -> None:
+    keys = A.Keys((b"k" * 32, b"old-key-" * 4))
+    headers = {N.HEADER_ID: "id-1", N.HEADER_EPOCH: "e1", N.HEADER_SEQ: "7"}
+    signed = {**headers, A.HEADER_SIG: keys.sign("FC.p.3", headers, b"{}")}
+    assert keys.check("FC.p.3", signed, b"{}") is None
+    assert keys.check("FC.p.4", signed, b"{}") == f"a wrong signature (key {keys.ids[0]})"  # another partition
+    assert keys.check("FC.p.3", {**signed, N.HEADER_SEQ: "70"}, b"{}") is not None
+    assert keys.check("FC.p.3", signed, b"{ }") is not None
+    # rotation: a worker that has the old key too accepts what it signed
+    old = A.Keys((b"old-key-" * 4,))
+    by_old = {**headers, A.HEADER_SIG: old.sign("FC.p.3", headers, b"{}")}
+    assert keys.check("FC.p.3", by_old, b"{}") is None
+    assert "does not have" in (A.Keys((b"k" * 32,)).check("FC.p.3", by_old, b"{}") or "")
+
+
+def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path: Path) -> None:
+    path = key_file(tmp_path, KEY, "second-key-0123456789")
+    assert A.load_keys(path, env={}) == A.Keys((KEY.encode(), b"second-key-0123456789"))
+    assert A.load_keys(None, env={A.KEYS_VAR: f"{KEY} second-key-0123456789"}) == A.load_keys(path, env={})
+    assert A.load_keys(None, env={}) is None
+    Path(path).chmod(0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        A.load_keys(path, env={})
+    with pytest.raises(ConfigError, match="fewer than 16"):
+        A.load_keys(None, env={A.KEYS_VAR: "short"})
+    assert KEY not in repr(A.load_keys(None, env={A.KEYS_VAR: KEY}))
