@@ -11,7 +11,6 @@ the original File Conveyor's ``package.Class`` form works too.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import importlib.util
 import sys
@@ -48,6 +47,8 @@ class Registry(Generic[T]):
 
     def did_you_mean(self, name: str) -> str:
         """``did you mean X? `` for a near miss of a known name (or alias), else ""."""
+        import difflib  # for a mistake only: not loaded by every stage that looks a name up
+
         known = [*self.names(), *self.aliases]
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.75)
         # Two letters swapped (fpt for ftp) in a short name scores below the cutoff: taken as a near miss too.

@@ -22,6 +22,8 @@ NEVER_AT_START = ("importlib.metadata", "multiprocessing", "email")
 # hashlib loads OpenSSL's libcrypto and sets up its digests: about 5 MB of RSS in each stage of a pipeline, for
 # blake2b and sha256 that Python has built in (fileconveyor/digests.py); secrets and hmac import hashlib
 NO_OPENSSL = ("hashlib", "_hashlib", "secrets", "hmac")
+# for a mistake (difflib: did you mean), an old daemon's database (pickle) or a connection (socket) only
+NOT_LOCAL = ("difflib", "pickle", "socket")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 
@@ -51,6 +53,7 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
         if m.split(".")[0] in NOT_THIS_RUN
         or m.startswith(NEVER_AT_START)
         or m in NO_OPENSSL
+        or m in NOT_LOCAL
         or (bool(other) and m.startswith(other))
     )
 

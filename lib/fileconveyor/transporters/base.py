@@ -25,7 +25,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
-import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -302,13 +302,15 @@ class Transporter(abc.ABC):
         if isinstance(exc, FCError):
             return exc
         text = str(exc) or type(exc).__name__
-        if isinstance(exc, (TimeoutError, socket.timeout)):
+        if isinstance(exc, TimeoutError):  # socket.timeout too: an alias of it since Python 3.10
             return TransientError(f"timed out after {self.timeout:g} s")
         if isinstance(exc, ConnectionRefusedError):
             return TransientError(f"connection refused by {self.dest.host}:{self.dest.port or 'default port'}")
         if isinstance(exc, (EOFError, ConnectionError)):
             return TransientError(f"connection lost: {text}")
-        if isinstance(exc, socket.gaierror):
+        # gaierror comes only from socket, imported by whatever connects: a local copy does not load it at all
+        socket = sys.modules.get("socket")
+        if socket is not None and isinstance(exc, socket.gaierror):
             return TransientError(f"cannot resolve {self.dest.host}: {exc.strerror}")
         if isinstance(exc, PermissionError):
             return PermanentError(f"permission denied: {text}")

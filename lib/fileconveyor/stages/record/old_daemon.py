@@ -16,8 +16,8 @@ numbers) can come out; the result must then be a (path, event) tuple, or the ite
 
 from __future__ import annotations
 
+import functools
 import io
-import pickle
 import sqlite3
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -36,12 +36,20 @@ class RefusedPickle(ValueError):
     """An item that is not a plain (path, event) tuple."""
 
 
-class _PlainUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> object:
-        raise RefusedPickle(f"it asks for {module}.{name}; only plain tuples, strings and numbers are accepted")
+@functools.cache
+def _plain_unpickler() -> type:
+    """The Unpickler class that refuses classes and persistent ids.  Made on first use: pickle (0.5 MB) is for
+    --import alone, and fc-transport and fc-record import this module for ``Source`` on every run."""
+    import pickle
 
-    def persistent_load(self, pid: object) -> object:
-        raise RefusedPickle("it uses a persistent id; only plain tuples, strings and numbers are accepted")
+    class PlainUnpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> object:
+            raise RefusedPickle(f"it asks for {module}.{name}; only plain tuples, strings and numbers are accepted")
+
+        def persistent_load(self, pid: object) -> object:
+            raise RefusedPickle("it uses a persistent id; only plain tuples, strings and numbers are accepted")
+
+    return PlainUnpickler
 
 
 def load_item(data: bytes) -> tuple[bytes, int]:
@@ -52,7 +60,7 @@ def load_item(data: bytes) -> tuple[bytes, int]:
         raise RefusedPickle(f"{len(data)} bytes is too large for a (path, event) tuple")
     try:
         # encoding="bytes": a Python 2 str (what the daemon pickled for a path) comes back as its exact bytes
-        value = _PlainUnpickler(io.BytesIO(bytes(data)), encoding="bytes").load()
+        value = _plain_unpickler()(io.BytesIO(bytes(data)), encoding="bytes").load()
     except RefusedPickle:
         raise
     except Exception as exc:  # truncated or garbled data: refused like any other bad item
