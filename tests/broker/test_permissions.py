@@ -16,7 +16,7 @@ import pytest
 from tests.broker.test_broker import fc, finish, make_src, scan_and_publish, start_workers, tree
 from tests.broker.test_trust import publish_raw
 from tests.conftest import ROOT
-from tests.servers.nats import NatsServer, start_nats
+from tests.servers.nats import NatsServer, operator_mode, start_nats
 
 PUB_PW, WORK_PW = "pub-Pw:1@x", "work-Pw#2/y"
 
@@ -126,3 +126,23 @@ def test_wrong_credentials_are_a_configuration_error(
     assert res.returncode == 3, err
     assert "refused the login (user publisher (NATS_PASSWORD))" in err
     assert "not-the-Pw-42" not in err
+
+
+def test_a_credentials_file_logs_in(tmp_path: Path) -> None:
+    """--creds: a user JWT and its seed (operator mode), read by nats-py; a file others may read is refused."""
+    config, creds = operator_mode()
+    server = start_nats(tmp_path / "nats", config)
+    try:
+        (tmp_path / "fc.creds").write_text(creds)
+        (tmp_path / "fc.creds").chmod(0o600)
+        auth = ("--creds", str(tmp_path / "fc.creds"))
+        src, dest, url = make_src(tmp_path, 5), tmp_path / "dest", server.stream_url()
+        scan_and_publish(tmp_path, src, url, *auth)
+        finish(start_workers(tmp_path, src, dest, url, *auth, idle=1), tmp_path)
+        assert tree(dest) == tree(src)
+        (tmp_path / "fc.creds").chmod(0o644)
+        res = subprocess.run(fc("fc-consume", *auth, url), capture_output=True, timeout=60)
+        assert res.returncode == 3 and b"chmod 600" in res.stderr, res.stderr
+        assert b"SEED" not in res.stderr
+    finally:
+        server.kill()

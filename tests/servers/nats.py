@@ -66,3 +66,52 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = start_nats(tmp_path / "nats")
     yield server
     server.kill()
+
+
+def operator_mode() -> tuple[str, str]:
+    """A configuration for nats-server in operator mode (accounts and users as signed JWTs, as NGS or a
+    `nsc`-managed server has them) and the text of a user's credentials file for it (its JWT and nkey seed):
+    (config with STORE for the store, credentials).  The JWTs are made here, signed with nkeys made here."""
+    import base64
+    import json
+    import os
+    import time
+
+    import nkeys
+
+    from fileconveyor.digests import sha256
+
+    def b64(b: bytes) -> str:
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+
+    def pair(prefix: int) -> tuple[str, str, object]:
+        seed = nkeys.encode_seed(os.urandom(32), prefix)
+        kp = nkeys.from_seed(bytearray(seed))
+        return seed.decode(), kp.public_key.decode(), kp
+
+    def jwt(signer: object, iss: str, sub: str, name: str, nats: dict) -> str:
+        claims = {"iat": int(time.time()), "iss": iss, "name": name, "sub": sub, "nats": nats}
+        claims["jti"] = base64.b32encode(sha256(json.dumps(claims).encode()).digest()).decode().rstrip("=")
+        signed = f"{b64(json.dumps({'typ': 'JWT', 'alg': 'ed25519-nkey'}).encode())}.{b64(json.dumps(claims).encode())}"
+        return f"{signed}.{b64(signer.sign(signed.encode()))}"  # type: ignore[attr-defined]
+
+    _, op_pub, op = pair(nkeys.PREFIX_BYTE_OPERATOR)
+    _, acc_pub, acc = pair(nkeys.PREFIX_BYTE_ACCOUNT)
+    _, sys_pub, _ = pair(nkeys.PREFIX_BYTE_ACCOUNT)  # JetStream needs a system account
+    user_seed, user_pub, _ = pair(nkeys.PREFIX_BYTE_USER)
+    unlimited = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True, "conn": -1}
+    jetstream = {"mem_storage": -1, "disk_storage": -1, "streams": -1, "consumer": -1}
+    account = {"limits": {**unlimited, "leaf": -1, **jetstream}, "type": "account", "version": 2}
+    user = {"pub": {}, "sub": {}, "subs": -1, "data": -1, "payload": -1, "type": "user", "version": 2}
+    config = (
+        f"operator: {jwt(op, op_pub, op_pub, 'op', {'type': 'operator', 'version': 2})}\n"
+        f"system_account: {sys_pub}\nresolver: MEMORY\nresolver_preload: {{\n"
+        f"  {acc_pub}: {jwt(op, op_pub, acc_pub, 'fc', account)}\n"
+        f"  {sys_pub}: {jwt(op, op_pub, sys_pub, 'SYS', {'type': 'account', 'version': 2})}\n}}\n"
+        "jetstream { store_dir: STORE }\n"
+    )
+    creds = (
+        f"-----BEGIN NATS USER JWT-----\n{jwt(acc, acc_pub, user_pub, 'fc', user)}\n------END NATS USER JWT------\n\n"
+        f"-----BEGIN USER NKEY SEED-----\n{user_seed}\n------END USER NKEY SEED------\n"
+    )
+    return config, creds
