@@ -6,14 +6,19 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 
+from fileconveyor.delivery.stage import Done, Item
+from fileconveyor.stages.transport.dest import targets_from
+from fileconveyor.stages.transport.stage import TransportStage
 from tests.conftest import ROOT
 from tests.servers.ftpd import ftp_server  # noqa: F401 - fixture
 from tests.servers.sshd import SshServer, sshd_server  # noqa: F401 - fixture
@@ -85,3 +90,21 @@ def file_argv(spec: str, tmp_path: Path, evs: list[dict]) -> tuple[list[str], Pa
     out = tmp_path / "out.jsonl"
     argv = [*fc("fc-transport"), "--to", spec, "--input", str(tmp_path / "in.jsonl"), "--output", str(out)]
     return [*argv, "--state", str(tmp_path / "t.db")], out
+
+
+class FaultAfter(TransportStage):
+    """fc-transport to ``spec`` whose bookkeeping raises once, just after record() did its part for the first
+    item for which ``when`` holds: the round's commit is rolled back after that record() and redone item by item
+    (tests of what record() does outside the state file: test_redone_commit.py)."""
+
+    def __init__(self, spec: str, when: Callable[[TransportStage, Done], bool], **settings: Any) -> None:
+        super().__init__(targets_from([("to", spec)]), **settings)
+        self.when = when
+        self.raised = False
+
+    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        due = not self.raised and self.when(self, outcome)
+        super().record(db, item, outcome)
+        if due:
+            self.raised = True
+            raise OverflowError("a bug in the stage's bookkeeping")

@@ -23,12 +23,13 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..state import Migration, State
 from . import ack_check, acks, quarantine, runs
+from .effects import Effects
 
 MIGRATIONS: list[Migration] = [
     """
@@ -81,6 +82,7 @@ class StageState(State):
     """A stage's state file: the durable tables above plus the stage's own."""
 
     def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
+        self.effects = Effects()  # what a transaction changes outside the file (record's after_commit)
         super().__init__(Path(path).absolute(), MIGRATIONS, parts={name: stage_migrations}, checkpoints=True)
         self.origin = str(self.path)
         self.epoch = self._meta("epoch")
@@ -92,6 +94,12 @@ class StageState(State):
                 "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
                 runs.current(self.next_seq - 1).items(),
             )
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """State.transaction, with the effects registered inside it done after its COMMIT or ROLLBACK."""
+        with self.effects.transaction(super().transaction) as db:
+            yield db
 
     # -- schema ------------------------------------------------------------------------
 

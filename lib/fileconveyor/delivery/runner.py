@@ -100,6 +100,7 @@ class Runner:
         self.stop = stop
         self.counts = Counters()
         self.state = StageState(opts.state_path, stage.migrations, name=stage.name)
+        self.state.effects.on_error = self._effect_failed
         self.sched = Scheduler(stage.lanes())
         self.inline = all(n == 0 for n in stage.lanes().values())
         self._workers = sum(stage.lanes().values())
@@ -143,6 +144,11 @@ class Runner:
                 return
             self._commit_emitted([(list(outputs), also)])
 
+    def _effect_failed(self, exc: BaseException) -> None:
+        """A stage's after_commit or on_rollback raised: a bug of the stage, said; the commit stands."""
+        self.rep.error(f"{self.stage.name}: unexpected failure after a commit: {exc}")
+        self.rep.debug("".join(traceback.format_exception(exc)))
+
     def _context(self) -> StageContext:
         """What the stage may ask of us (delivery/stage.py), and no more."""
         return StageContext(
@@ -155,6 +161,8 @@ class Runner:
             enqueue=self.inbox.enqueue,
             enqueue_in=self.inbox.enqueue_in,
             add_timed=self.timed.add,
+            after_commit=self.state.effects.after_commit,
+            on_rollback=self.state.effects.on_rollback,
         )
 
     # -- the loop ----------------------------------------------------------------------
@@ -485,20 +493,18 @@ class Runner:
                     self.inbox.retry(db, item, outcome, to_insert)
                 continue
             marks = (len(seq_lines), len(finished), self.counts.failed, len(self.inbox.enqueued))
-            db.execute("SAVEPOINT item")
             try:
-                if isinstance(outcome, Done):
-                    self._finish(db, item, outcome, seq_lines, finished)
-                else:
-                    self.inbox.retry(db, item, outcome, to_insert)
+                with self.state.effects.savepoint(db):  # the item's writes and its stage's effects, or neither
+                    if isinstance(outcome, Done):
+                        self._finish(db, item, outcome, seq_lines, finished)
+                    else:
+                        self.inbox.retry(db, item, outcome, to_insert)
             except Exception as exc:
                 if not quarantine.is_bug(exc):
                     raise
-                db.execute("ROLLBACK TO item")
                 del seq_lines[marks[0] :], finished[marks[1] :], self.inbox.enqueued[marks[3] :]
                 self.counts.failed = marks[2]
                 done[i] = (item, self.inbox.set_aside(db, item, exc, to_insert))
-            db.execute("RELEASE item")
         self.inbox.insert(db, [it for it in to_insert if it.id is None])
         if finished:
             db.executemany("DELETE FROM inbox WHERE id=?", finished)

@@ -104,7 +104,9 @@ class Stage:
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
         """Extra writes into the state file, in the transaction that finishes ``item``, from what ``work`` said
         (``outcome.payload``).  Each output event in ``outcome.outputs`` carries its ``hop`` (with our seq) by now.
-        May be called again with the same outcome when the transaction is rolled back and redone."""
+        May be called again with the same outcome when the transaction is rolled back and redone: what it
+        changes outside the file goes through ``StageContext.after_commit`` (done once the rows are in) and
+        ``on_rollback`` (what it took from memory, given back), never straight away."""
 
     def released(self, seq: int) -> None:
         """Every reader of ours is done with our output lines up to ``seq`` (or, with no
@@ -150,7 +152,9 @@ class StageContext:
     - ``enqueue(events, also=None)``: events queued as if read, committed at once (--retry-failed);
     - ``enqueue_in(db, events)``: from ``record``, events queued in the transaction that finishes an item;
     - ``add_timed(work, what)``: from ``start``, work on the stage's own threads that the end of the input waits
-      for (Runner.add_timed).
+      for (Runner.add_timed);
+    - ``after_commit(effect)`` / ``on_rollback(effect)``: from ``record`` or an ``also``, what to do in memory
+      once the transaction has committed, or to give back if it is rolled back (delivery/effects.py).
     """
 
     rep: Reporter
@@ -162,3 +166,5 @@ class StageContext:
     enqueue: Callable[..., int]
     enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None]
     add_timed: Callable[[Timed, str], None]
+    after_commit: Callable[[Callable[[], None]], None]
+    on_rollback: Callable[[Callable[[], None]], None]

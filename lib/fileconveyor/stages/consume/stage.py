@@ -183,6 +183,10 @@ class ConsumeStage(Stage):
             "sseq=excluded.sseq",
             (path, *order),
         )
+        assert self.ctx is not None  # known once the line is committed: a redone commit gives it another seq
+        self.ctx.after_commit(lambda: self._emitted(key, seq, path, order))
+
+    def _emitted(self, key: tuple[int, int], seq: int, path: bytes, order: tuple[str, int, int, int]) -> None:
         self.pending[key] = seq
         self.applied[key] = (path, order)
         self.emitted += 1

@@ -153,11 +153,13 @@ class RecordStage(Stage):
         self.to_schedule: list[Deletion] = []
         self.counts = {"recorded": 0, "removed": 0, "kept": 0, "failed": 0, "unrecorded": 0, "scheduled": 0, "stale": 0}
         self.rep: Any = None
+        self.ctx: StageContext | None = None
 
     def lanes(self) -> dict[str, int]:
         return {"": 0}
 
     def start(self, ctx: StageContext) -> None:
+        self.ctx = ctx
         self.rep = ctx.rep
         self.rec = open_writer(self.db_path)
         self.seen = {s for (s,) in ctx.db.execute("SELECT server FROM servers_seen")}
@@ -342,11 +344,12 @@ class RecordStage(Stage):
             self.to_schedule.clear()
         if self.new_servers:
             now = time.time()
+            new, self.new_servers = self.new_servers, set()
             db.executemany(
-                "INSERT OR IGNORE INTO servers_seen(server, first_seen) VALUES (?, ?)",
-                [(s, now) for s in self.new_servers],
+                "INSERT OR IGNORE INTO servers_seen(server, first_seen) VALUES (?, ?)", [(s, now) for s in new]
             )
-            self.new_servers.clear()
+            assert self.ctx is not None  # rolled back (a round redone item by item): written by the next record
+            self.ctx.on_rollback(lambda: self.new_servers.update(new))
 
     def progress(self) -> str:
         c = self.counts

@@ -69,6 +69,11 @@ class OldFileDeleter(TimedWork[Pending]):
             done, self.done = self.done, []
         return done
 
+    def give_back(self, rows: list[int]) -> None:
+        """Rows taken (take_done) by a transaction that was rolled back: still to remove."""
+        with self.cond:
+            self.done[:0] = rows
+
     def close(self) -> None:
         super().close()
         for tp in self.transporters.values():

@@ -87,6 +87,11 @@ class Purger(TimedWork[None]):
             rows, self.sent_rows = self.sent_rows, []
         return rows
 
+    def give_back(self, rows: list[int]) -> None:
+        """Rows taken (take_sent) by a transaction that was rolled back: still to remove."""
+        with self.cond:
+            self.sent_rows[:0] = rows
+
     def flush(self, timeout: float, stop: Callable[[], bool]) -> None:
         """Send everything that waits now; return once sent, or after ``timeout``, or when a send failed."""
         deadline = time.monotonic() + timeout

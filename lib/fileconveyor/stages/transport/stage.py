@@ -485,18 +485,25 @@ class TransportStage(Stage):
             self._finished_rows(db)
 
     def _finished_rows(self, db: sqlite3.Connection) -> None:
-        """Remove the rows the timed threads are done with (deletions without an event, invalidations sent)."""
+        """Remove the rows the timed threads are done with (deletions without an event, invalidations sent); if
+        the transaction is rolled back, the threads get them back, for the transaction that does it again."""
+        assert self.ctx is not None
         if self.old is not None:
             done = self.old.take_done()
             if done:
                 db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
+                self.ctx.on_rollback(lambda old=self.old: old.give_back(done))
         if self.purger is not None:
             sent = self.purger.take_sent()
             if sent:
                 db.executemany("DELETE FROM invalidations WHERE id=?", [(i,) for i in sent])
+                self.ctx.on_rollback(lambda purger=self.purger: purger.give_back(sent))
 
     def _write_note(self, db: sqlite3.Connection, note: Note, event: dict) -> None:
-        """The rows of what work() did (``note``) for the item of ``event``."""
+        """The rows of what work() did (``note``) for the item of ``event``.  The threads and the sets in memory
+        learn of them only once they are committed (``after_commit``): a rolled-back commit, done again, must
+        not hand them an id that no row has, nor the same path twice."""
+        assert self.ctx is not None
         self._finished_rows(db)
         if note.made:
             db.executemany(
@@ -506,11 +513,19 @@ class TransportStage(Stage):
             db.executemany("DELETE FROM made_dirs WHERE server=? AND dir=?", [(note.server, d) for d in note.unmade])
         if note.purge and self.purger is not None:
             now = time.time()
+            rows = []
             for cdn_path in note.purge:
                 cur = db.execute(
                     "INSERT INTO invalidations(server, path, at) VALUES (?, ?, ?)", (note.server, cdn_path, now)
                 )
-                self.purger.add(note.server, int(cur.lastrowid or 0), cdn_path)
+                rows.append((int(cur.lastrowid or 0), cdn_path))
+            purger = self.purger
+
+            def to_purge() -> None:
+                for rid, cdn_path in rows:
+                    purger.add(note.server, rid, cdn_path)
+
+            self.ctx.after_commit(to_purge)
         for css_remote, refs in note.pin_changes:
             transport_pins.save(db, note.server, css_remote, refs)
         self._release(db, note.server, note.released)
@@ -521,7 +536,7 @@ class TransportStage(Stage):
         if note.failed is not None:
             # the latest failure of a path is the one that matters: replaying it gives the path's final state
             db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
-            self.failed_keys.add(key)
+            self.ctx.after_commit(lambda: self.failed_keys.add(key))
             line = E.encode({k: v for k, v in event.items() if k not in ("hop", ONLY)})
             db.execute(
                 "INSERT INTO failed(server, path, line, error, at) VALUES (?, ?, ?, ?, ?)",
@@ -529,8 +544,8 @@ class TransportStage(Stage):
             )
             return
         if key in self.failed_keys:  # a set in memory: most items never failed, and this saves a query each
-            self.failed_keys.discard(key)
             db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
+            self.ctx.after_commit(lambda: self.failed_keys.discard(key))
         if note.remote is None:
             db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
             return
@@ -550,21 +565,30 @@ class TransportStage(Stage):
                 (note.server, note.path, note.superseded, due, note.source, int(note.held)),
             )
             if not note.held:
-                self.old.add(
-                    Pending(due, int(cur.lastrowid or 0), note.server, note.superseded, note.path, note.source or b"")
-                )
+                rid = int(cur.lastrowid or 0)
+                later = Pending(due, rid, note.server, note.superseded, note.path, note.source or b"")
+                self.ctx.after_commit(lambda old=self.old: old.add(later))
 
     def _release(self, db: sqlite3.Connection, server: str, released: list[transport_pins.Ref]) -> None:
         """Schedule the held old names no published stylesheet references any more."""
-        if not released or self.old is None:
+        if not released or self.old is None or self.ctx is None:
             return
         due = time.time() + self.delete_old_after
+        later = []
         for rid, path, remote, source in transport_pins.held_rows(db, server, released):
             with self.lock:
                 if self.pins.pinned(server, path, remote):
                     continue  # pinned again meanwhile
             db.execute("UPDATE old_deletions SET held=0, due=? WHERE id=?", (due, rid))
-            self.old.add(Pending(due, rid, server, remote, path, source))
+            later.append(Pending(due, rid, server, remote, path, source))
+        old = self.old
+
+        def to_delete() -> None:
+            for p in later:
+                old.add(p)
+
+        if later:
+            self.ctx.after_commit(to_delete)
 
     def progress(self) -> str:
         parts = []
