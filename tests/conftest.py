@@ -63,3 +63,14 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     d = tmp_path / "state"
     monkeypatch.setenv("FC_STATE_DIR", str(d))
     return d
+
+
+def held_for(seconds: float, verb: str) -> list[str]:
+    """The command line of ``fc-<verb>`` (as ``bin/fc-<verb>`` runs it) whose wait for a writer's replay is
+    ``seconds`` instead of 10 (delivery/durable.Holding.AWAIT_SECONDS): for a test whose writer never replays (its
+    acknowledgement refused or locked out) and that waits for the lines to be taken all the same."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from fileconveyor.delivery.durable import Holding; "
+        f"Holding.AWAIT_SECONDS = {float(seconds)!r}; from fileconveyor.cli.{verb} import main; sys.exit(main())"
+    )
+    return [sys.executable, "-c", code, str(ROOT / "lib")]

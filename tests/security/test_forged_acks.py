@@ -18,7 +18,7 @@ from fileconveyor import events as E
 from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
 from fileconveyor.report import Reporter
 from fileconveyor.stopping import Stopper
-from tests.conftest import ROOT
+from tests.conftest import ROOT, held_for
 from tests.security.stage_runs import env
 
 FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
@@ -61,9 +61,10 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
     with sqlite3.connect(foreign) as db:
         db.execute("CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT, seq INTEGER, at REAL, session TEXT)")
     db.close()
-    # the writer of our pipe stays there (the forger): the forged line must not pass for one of its own lines
+    # the writer of our pipe stays there (the forger): the forged line must not pass for one of its own lines.  No
+    # acknowledgement reaches a writer, so the lines are held for a replay that never comes: 1 s, not 10.
     reader = subprocess.Popen(
-        [*FILTER, "--state", str(tmp_path / "ours.db")],
+        [*held_for(1.0, "filter"), "--state", str(tmp_path / "ours.db")],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
