@@ -118,6 +118,7 @@ def test_a_broker_password_is_not_shown_when_the_state_file_is_busy(tmp_path: Pa
         assert second.returncode != 0 and "in use" in err, err
         assert "s3cr3t" not in err
         assert "fc@127.0.0.1" in err  # the holder is still named, with its user
+        assert "password or token is in the URL" in err and "NATS_PASSWORD" in err  # where it belongs, said
     finally:
         first.terminate()
         first.communicate(timeout=30)

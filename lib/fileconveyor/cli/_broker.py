@@ -7,6 +7,7 @@ import argparse
 
 from ..delivery import nats_auth as A
 from ..delivery.nats_hop import Target
+from ..report import Reporter
 
 EPILOG = f"""\
 credentials: in the URL (nats://USER:PASSWORD@HOST/STREAM, visible to ps), or better
@@ -35,5 +36,10 @@ def add_auth_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def auth_from_args(args: argparse.Namespace, target: Target) -> tuple[A.Credentials, A.Keys | None]:
+def auth_from_args(args: argparse.Namespace, target: Target, rep: Reporter) -> tuple[A.Credentials, A.Keys | None]:
+    if target.has_auth:  # it works; where it is seen is said once, at start
+        rep.warn(
+            f"{target.shown}: the broker's password or token is in the URL, which every user of this machine sees "
+            f"(ps): give it in {A.USER_VAR}/{A.PASSWORD_VAR} or {A.TOKEN_VAR} instead"
+        )
     return A.credentials(target.has_auth, args.creds, args.nkey), A.load_keys(args.key_file)

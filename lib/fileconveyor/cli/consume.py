@@ -106,7 +106,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if auto and args.lease < 0.3:
         raise UsageError("--lease: at least 0.3 seconds")
     identity = repr((target.servers.rpartition("@")[2], target.stream, args.partitions, args.output))
-    credentials, keys = auth_from_args(args, target)
+    credentials, keys = auth_from_args(args, target, rep)
     broker = N.Broker(target, credentials=credentials)
     leases = Leases(broker, args.lease) if auto else None
     feed = Feed(

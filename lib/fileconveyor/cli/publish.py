@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
     target = N.parse_url(args.url)
-    credentials, keys = auth_from_args(args, target)
+    credentials, keys = auth_from_args(args, target, rep)
     stage = PublishStage(target, args.partitions, args.duplicate_window, args.timeout, credentials, keys)
     identity = repr((target.servers.rpartition("@")[2], target.stream, args.input, args.output))
     return run_stage_from_args(stage, args, io, rep, stop, identity)

@@ -22,6 +22,7 @@ so a message signed with a key a worker lacks is told apart from a forged one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import os
@@ -33,6 +34,9 @@ from typing import Any
 from .. import private
 from ..errors import ConfigError
 
+HEADER_ID = "Nats-Msg-Id"
+HEADER_EPOCH = "Fc-Epoch"
+HEADER_SEQ = "Fc-Seq"
 HEADER_SIG = "Fc-Sig"
 KEYS_VAR = "FC_BROKER_KEYS"
 USER_VAR, PASSWORD_VAR, TOKEN_VAR = "NATS_USER", "NATS_PASSWORD", "NATS_TOKEN"
@@ -110,11 +114,15 @@ class Keys:
 
     @property
     def ids(self) -> list[str]:
-        return [key_id(k) for k in self.secrets]
+        return list(self._by_id)
+
+    @functools.cached_property
+    def _by_id(self) -> dict[str, bytes]:
+        return {key_id(k): k for k in self.secrets}
 
     def sign(self, subject: str, headers: Mapping[str, str], data: bytes) -> str:
-        key = self.secrets[0]
-        return f"{key_id(key)}:{_mac(key, subject, headers, data)}"
+        kid = next(iter(self._by_id))  # the first key's
+        return f"{kid}:{_mac(self._by_id[kid], subject, headers, data)}"
 
     def check(self, subject: str, headers: Mapping[str, str] | None, data: bytes) -> str | None:
         """None when one of our keys signed exactly this message; else why not, for the report."""
@@ -122,12 +130,12 @@ class Keys:
         if not given:
             return f"not signed (no {HEADER_SIG} header)"
         kid, _, mac = given.partition(":")
-        for key in self.secrets:
-            if key_id(key) == kid:
-                if hmac.compare_digest(mac, _mac(key, subject, headers or {}, data)):
-                    return None
-                return f"a wrong signature (key {kid})"
-        return f"signed with a key this worker does not have (key {kid[:16]!r}; ours: {', '.join(self.ids)})"
+        key = self._by_id.get(kid)
+        if key is None:
+            return f"signed with a key this worker does not have (key {kid[:16]!r}; ours: {', '.join(self.ids)})"
+        if hmac.compare_digest(mac, _mac(key, subject, headers or {}, data)):
+            return None
+        return f"a wrong signature (key {kid})"
 
 
 def key_id(key: bytes) -> str:
@@ -136,8 +144,6 @@ def key_id(key: bytes) -> str:
 
 
 def _mac(key: bytes, subject: str, headers: Mapping[str, str], data: bytes) -> str:
-    from .nats_hop import HEADER_EPOCH, HEADER_ID, HEADER_SEQ  # nats_hop uses this module
-
     h = hmac.new(key, _VERSION, hashlib.sha256)
     for part in (subject, headers.get(HEADER_ID, ""), headers.get(HEADER_EPOCH, ""), headers.get(HEADER_SEQ, "")):
         raw = part.encode()

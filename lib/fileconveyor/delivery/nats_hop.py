@@ -36,14 +36,11 @@ from urllib.parse import unquote, urlsplit
 
 from .. import events as E
 from ..errors import ConfigError, UsageError
-from .nats_auth import Credentials
+from .nats_auth import HEADER_EPOCH, HEADER_ID, HEADER_SEQ, Credentials  # noqa: F401  (N.HEADER_*)
 
 DEFAULT_STREAM = "FC"
 DEFAULT_PARTITIONS = 8
 MAX_PARTITIONS = 1024
-HEADER_ID = "Nats-Msg-Id"
-HEADER_EPOCH = "Fc-Epoch"
-HEADER_SEQ = "Fc-Seq"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PARTITIONS = re.compile(r"partitions=(\d+)")
 
@@ -221,19 +218,22 @@ class Broker:
                 **self.credentials.options,
             )
         )
-        while not task.done():
-            await asyncio.wait([task], timeout=0.1)
-            if self._refused and not task.done():
-                # nats-py tries a refused login again for ever, as it does a server that is down: it never
-                # gets better, so it is said (exit 3) instead of waited for in silence
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=0.1)
+                if self._refused and not task.done():
+                    # nats-py tries a refused login again for ever, as it does a server that is down: it never
+                    # gets better, so it is said (exit 3) instead of waited for in silence
+                    how = self.credentials.how if self.credentials.how != "none" else "no credentials given"
+                    raise ConfigError(
+                        f"{self.target.shown}: the server refused the login ({how}): check the user and password "
+                        "(NATS_USER, NATS_PASSWORD), the token (NATS_TOKEN) or the key file (--nkey, --creds)"
+                    )
+        finally:  # refused, or our caller gave up waiting (cancelled): the attempt ends with us
+            if not task.done():
                 task.cancel()
                 with contextlib.suppress(BaseException):
                     await task
-                how = self.credentials.how if self.credentials.how != "none" else "no credentials given"
-                raise ConfigError(
-                    f"{self.target.shown}: the server refused the login ({how}): check the user and password "
-                    "(NATS_USER, NATS_PASSWORD), the token (NATS_TOKEN) or the key file (--nkey, --creds)"
-                )
         self.nc = task.result()
         self.js = self.nc.jetstream(timeout=self.timeout)
 
