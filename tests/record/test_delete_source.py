@@ -154,7 +154,13 @@ def test_a_file_modified_after_scheduling_waits_for_its_new_version(tmp_path: Pa
         a_css.write_text("a new version, not synced yet\n")
         assert rows(db, "SELECT deleted_at FROM source_deletions") == [(None,)], "the machine is too slow for this test"
         ((due,),) = rows(db, "SELECT due_at FROM source_deletions")
-        time.sleep(max(0.0, due - time.time()) + 1.0)  # past the due time
+        # past the due time, the deleter has decided: the row dropped (refused) or marked deleted
+        wait_for(
+            lambda: (
+                time.time() > due
+                and rows(db, "SELECT count(*) FROM source_deletions WHERE deleted_at IS NULL") == [(0,)]
+            )
+        )
         assert a_css.exists(), "a version that was never synced was deleted"
         assert rows(db, "SELECT count(*) FROM source_deletions") == [(0,)]
         # the new version is synced: now it goes, after the delay
