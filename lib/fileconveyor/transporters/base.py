@@ -155,6 +155,10 @@ class Transporter(abc.ABC):
     default_connections: ClassVar[int] = 1
     invalidation_batch: ClassVar[int] = 1000  # at most this many paths per invalidate() call
     has_dirs: ClassVar[bool] = False  # real directories, made on upload (file, ftp, sftp), not key prefixes
+    # True: an operation on a small file is a few system calls of microseconds each (a local folder).  Threads
+    # doing those at once spend more on handing the interpreter lock to each other, at every call, than on the
+    # work: fc-transport's connections to such a destination take turns on small files (stages/transport/turns.py).
+    takes_turns: ClassVar[bool] = False
 
     def __init__(self, dest: Destination):
         known = self.all_settings()

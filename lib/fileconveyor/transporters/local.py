@@ -36,6 +36,7 @@ class SymlinkOrCopy(Transporter):
     }
     default_connections = 4  # local disks gain little beyond a few parallel copies
     has_dirs = True
+    takes_turns = True  # see Transporter.takes_turns: parallel copies of small files cost more than they gain
 
     def __init__(self, dest: Destination):
         super().__init__(dest)

@@ -49,6 +49,7 @@ from .old import OldFileDeleter, Pending
 from .pool import Pool
 from .purge import Purger
 from .record import RecordDb
+from .turns import Turns
 
 ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
 STRIPES = 1024
@@ -166,6 +167,7 @@ class TransportStage(Stage):
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
+        self.turns = Turns(name for name, t in self.targets.items() if t.cls.takes_turns and t.connections > 1)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
@@ -259,6 +261,13 @@ class TransportStage(Stage):
         return None
 
     def work(self, item: Item) -> Outcome:
+        turn = self.turns.lock_for(item)  # a small file to a local folder: one worker at a time (turns.py)
+        if turn is None:
+            return self._work(item)
+        with turn:
+            return self._work(item)
+
+    def _work(self, item: Item) -> Outcome:
         if "error" in item.event:
             return self.quick(item)  # type: ignore[return-value]
         server = item.lane
