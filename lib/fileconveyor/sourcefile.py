@@ -148,6 +148,11 @@ class SourceFile(io.FileIO):
     path: bytes
     before: os.stat_result
 
+    @property
+    def known_size(self) -> int | None:
+        """The size of a regular file when it was opened (a pipe: None, read to its end)."""
+        return self.before.st_size if stat.S_ISREG(self.before.st_mode) else None
+
     def check(self, sent: int | None = None) -> None:
         """SourceGone when the file changed since it was opened (size, mtime, or ``sent`` bytes read that are
         not its size): what was read may mix two versions, so it must not be published."""
@@ -243,13 +248,19 @@ def _identify(src: Source, st: os.stat_result) -> None:
             raise SourceGone(f"{E.display(src.path)} is not the file the event describes ({what} {want} -> {got})")
 
 
-def copy_fd(src: int, out: int) -> int:
-    """Copy ``src`` to ``out`` from the start; the number of bytes copied."""
+def copy_fd(src: int, out: int, size: int | None = None) -> int:
+    """Copy ``src`` to ``out`` from the start; the number of bytes copied.  ``size``: what the file held when it
+    was opened (SourceFile.known_size): the copy stops there instead of asking once more to be told it ended (a
+    system call per file, of about fifteen for a small one); a file that grew meanwhile is the caller's
+    check to tell (SourceFile.check), as one that changed while it was read."""
     # sendfile copies inside the kernel, with no buffer to allocate and fill per file; a file system or
     # kernel that cannot do it gets a plain copy.
     try:
         offset = 0
-        while sent := os.sendfile(out, src, offset, 1 << 30):
+        while size is None or offset < size:
+            sent = os.sendfile(out, src, offset, 1 << 30)
+            if not sent:
+                break
             offset += sent
         return offset
     except OSError:

@@ -169,6 +169,30 @@ def test_shrunk_source_is_not_reported_uploaded(local_backend: Backend, tmp_path
     assert _published(local_backend) == {}
 
 
+def test_source_that_grows_after_it_is_opened_is_not_published(
+    local_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The local copy stops at the size the file had when it was opened (copy_fd's size, one system call less per
+    # file): a file that grew meanwhile must still be caught before its copy takes the final name.
+    from fileconveyor.transporters import SourceMissing, base
+
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"x" * 4096)
+    opened = base.open_source
+
+    def open_then_grow(src: Source) -> object:
+        f = opened(src)
+        with open(root / "a.bin", "ab") as w:
+            w.write(b"more")
+        return f
+
+    monkeypatch.setattr(base, "open_source", open_then_grow)
+    with pytest.raises(SourceMissing, match="changed while it was read"):
+        local_backend.make().upload(Source(os.fsencode(root), b"a.bin"), b"a.bin")
+    assert [p.name for p in local_backend.files.rglob("*") if p.is_file()] == []  # no copy, no temporary file
+
+
 # -- the module itself, on both resolution paths (openat2, and the walk for kernels without it) ---------------
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import BinaryIO, ClassVar
 
 from .. import beneath
-from ..sourcefile import copy_fd
+from ..sourcefile import SourceFile, copy_fd
 from .base import CLOSE_WAIT, UNCHANGED, PermanentError, R, RemoteStat, Transporter, join, temp_path, unchanged
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
@@ -99,7 +99,7 @@ class SymlinkOrCopy(Transporter):
         try:
             if fd >= 0:
                 try:
-                    sent = copy_fd(src.fileno(), fd)
+                    sent = copy_fd(src.fileno(), fd, src.known_size if isinstance(src, SourceFile) else None)
                 finally:
                     os.close(fd)
                 unchanged(src, sent)  # a copy torn by a writer never takes the final name
