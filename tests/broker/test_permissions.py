@@ -52,22 +52,22 @@ def test_a_workers_credentials_cannot_inject_an_event(tmp_path: Path, secured: t
         mp.setenv("NATS_USER", "publisher")
         mp.setenv("NATS_PASSWORD", PUB_PW)
         scan_and_publish(tmp_path, src, url)
-    assert stream_state_as(server, "publisher", PUB_PW) == 2
+    assert stream_state_as(server, user="publisher", password=PUB_PW) == 2
     event = b'{"v":1,"id":"x","kind":"created","source":"s","root":"/srv","path":"/srv/x"}'
     refused = publish_raw(server, "FC.p.0", event, {}, user="worker", password=WORK_PW)
     assert refused is not None
     assert publish_raw(server, "FC.p.0", event, {}, user="publisher", password=PUB_PW) is None  # the test can fail
-    assert stream_state_as(server, "publisher", PUB_PW) == 3  # the worker's never stored
+    assert stream_state_as(server, user="publisher", password=PUB_PW) == 3  # the worker's never stored
     log = (tmp_path / "nats" / "nats-server.log").read_text()
     assert 'Publish Violation - User "worker", Subject "FC.p.0"' in log
     assert log.count("Violation") == 1, log  # fc-publish needed no right it lacks
 
 
-@pytest.mark.parametrize("login", ["password", "nkey"])
 def test_the_pipeline_works_with_these_permissions(
-    tmp_path: Path, secured: tuple[NatsServer, str], monkeypatch: pytest.MonkeyPatch, login: str
+    tmp_path: Path, secured: tuple[NatsServer, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Leases and the shared fence (--partitions auto) too: the worker's rights cover the key-value buckets."""
+    """The publisher logs in with NATS_USER/NATS_PASSWORD, the worker with an nkey seed file and the worker's
+    rights; with leases and the shared fence (--partitions auto) too: those rights cover the key-value buckets."""
     server, seed = secured
     src = make_src(tmp_path, 12)
     dest = tmp_path / "dest"
@@ -75,30 +75,26 @@ def test_the_pipeline_works_with_these_permissions(
     monkeypatch.setenv("NATS_USER", "publisher")
     monkeypatch.setenv("NATS_PASSWORD", PUB_PW)
     scan_and_publish(tmp_path, src, url, "--partitions", "2")
-    if login == "password":
-        monkeypatch.setenv("NATS_USER", "worker")
-        monkeypatch.setenv("NATS_PASSWORD", WORK_PW)
-        auth: tuple[str, ...] = ()
-    else:
-        monkeypatch.delenv("NATS_USER")
-        monkeypatch.delenv("NATS_PASSWORD")
-        (tmp_path / "worker.nk").write_text(seed + "\n")
-        (tmp_path / "worker.nk").chmod(0o600)
-        auth = ("--nkey", str(tmp_path / "worker.nk"))
+    monkeypatch.delenv("NATS_USER")
+    monkeypatch.delenv("NATS_PASSWORD")
+    (tmp_path / "worker.nk").write_text(seed + "\n")
+    (tmp_path / "worker.nk").chmod(0o600)
+    auth = ("--nkey", str(tmp_path / "worker.nk"))
     finish(start_workers(tmp_path, src, dest, url, *auth, "--partitions", "auto", "--lease", "1", idle=1.5), tmp_path)
     assert tree(dest) == tree(src)
-    assert stream_state_as(server, "publisher", PUB_PW) == 0  # every message acknowledged
+    assert stream_state_as(server, user="publisher", password=PUB_PW) == 0  # every message acknowledged
     log = (tmp_path / "nats" / "nats-server.log").read_text()
     assert "Violation" not in log, log
 
 
-def stream_state_as(server: NatsServer, user: str, password: str) -> int:
+def stream_state_as(server: NatsServer, **login: str) -> int:
+    """How many messages stream FC holds, asked with this login."""
     import asyncio
 
     async def look() -> int:
         import nats
 
-        nc = await nats.connect(server.url, user=user, password=password)
+        nc = await nats.connect(server.url, **login)
         try:
             return (await nc.jetstream().stream_info("FC")).state.messages
         finally:
@@ -136,12 +132,10 @@ def test_a_credentials_file_logs_in(tmp_path: Path) -> None:
         (tmp_path / "fc.creds").write_text(creds)
         (tmp_path / "fc.creds").chmod(0o600)
         auth = ("--creds", str(tmp_path / "fc.creds"))
-        src, dest, url = make_src(tmp_path, 5), tmp_path / "dest", server.stream_url()
-        scan_and_publish(tmp_path, src, url, *auth)
-        finish(start_workers(tmp_path, src, dest, url, *auth, idle=1), tmp_path)
-        assert tree(dest) == tree(src)
+        scan_and_publish(tmp_path, make_src(tmp_path, 5), server.stream_url(), *auth)
+        assert stream_state_as(server, user_credentials=auth[1]) == 6  # the stream made, the events stored
         (tmp_path / "fc.creds").chmod(0o644)
-        res = subprocess.run(fc("fc-consume", *auth, url), capture_output=True, timeout=60)
+        res = subprocess.run(fc("fc-consume", *auth, server.stream_url()), capture_output=True, timeout=60)
         assert res.returncode == 3 and b"chmod 600" in res.stderr, res.stderr
         assert b"SEED" not in res.stderr
     finally:
