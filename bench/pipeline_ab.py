@@ -5,9 +5,13 @@ On a machine that other work loads, figures of one tool taken minutes apart diff
 alternated round by round (before, after, before, after, ...) share the load.  Each checkout is a tree with bin/
 and lib/ (an exported commit: ``git archive COMMIT | tar -x -C DIR``, with ``.venv`` linked), so that commits
 landing meanwhile change nothing.  Prints, per run, files/s, CPU and peak RSS of the whole pipeline and of each
-stage (CPU seconds / MB), and writes every run as JSON.
+stage (CPU seconds / MB), and writes every run as JSON.  ``--peers rclone`` runs pipeline_bench.py's peers in the
+same rounds, so each fc figure has its ratio to a peer taken under the same load; ``--set large`` is the set of
+20 files of 20 MiB.
 
     .venv/bin/python bench/pipeline_ab.py --co before=/tmp/before --co after=/tmp/after --shapes 3,5 --rounds 3
+    .venv/bin/python bench/pipeline_ab.py --co before=/tmp/b --co after=/tmp/a --shapes 3 --to sftp --set large \\
+        --peers rclone
 """
 
 from __future__ import annotations
@@ -15,11 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import tempfile
 from pathlib import Path
 
-from benchlib import CpuMeter, make_tree
-from pipeline_bench import Destination, one_run
+from benchlib import ROOT, CpuMeter, make_tree
+from pipeline_bench import Destination, one_run, tools_for
 
 
 def main() -> None:
@@ -29,35 +34,56 @@ def main() -> None:
     )
     p.add_argument("--shapes", default="3,5", help="3, 5 or both (default)")
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--files", type=int, default=10_000, help="small files of 4 KiB, 100 per directory")
+    p.add_argument("--set", default="small", choices=("small", "large"), help="small (default) or large files")
+    p.add_argument("--files", type=int, help="how many (default: 10,000 small files of 4 KiB, 20 large of 20 MiB)")
+    p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MiB (default 20)")
+    p.add_argument("--peers", default="", help="peers run in the same rounds: rclone, scp, lsyncd, aws (default none)")
     p.add_argument("--to", default="local", choices=("local", "sftp", "ftp", "s3"))
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-pipeline-ab")
     p.add_argument("--out", type=Path, help="every run as JSON")
     args = p.parse_args()
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    tree = work / f"src-small-{args.files}"
-    make_tree(tree, args.files, 4096, 100)
+    if args.set == "small":
+        count, size = args.files or 10_000, 4096
+        tree = work / f"src-small-{count}"
+    else:
+        count, size = args.files or 20, args.large_mb * 2**20
+        tree = work / f"src-large-{count}x{args.large_mb}"
+    make_tree(tree, count, size, 100)
     checkouts = [c.split("=", 1) for c in args.co]
+    wanted = set(filter(None, args.peers.split(",")))
+    peers = [t for t in tools_for(args.to, wanted) if not t.startswith("fc")] if wanted else []
     dest = Destination(args.to, work, dict(os.environ))
     meter = CpuMeter()
     runs = []
     try:
         for r in range(args.rounds):
-            for shape in args.shapes.split(","):
-                for label, d in checkouts:
-                    m = one_run(f"fc {shape}-stage", dest, tree, args.files, 4096, work, Path(d) / "bin")
-                    per = " ".join(f"{s['cmd'][3:]}={s['cpu']:.2f}/{s['rss'] / 2**20:.0f}" for s in m.stages)
-                    print(
-                        f"r{r} {shape}-stage {label:8} {m.wall:6.2f} s {args.files / m.wall:6.0f} files/s "
-                        f"CPU {m.cpu:6.2f} s RSS {m.rss / 2**20:4.0f} MB | {per}",
-                        flush=True,
-                    )
-                    runs.append({"round": r, "shape": shape, "label": label, "wall": m.wall, "cpu": m.cpu,
-                                 "rss": m.rss, "stages": m.stages})  # fmt: skip
+            todo = [
+                (f"{shape}-stage", label, Path(d) / "bin") for shape in args.shapes.split(",") for label, d in checkouts
+            ]
+            todo += [(peer, peer, ROOT / "bin") for peer in peers]
+            for what, label, bin_dir in todo:
+                tool = f"fc {what}" if what.endswith("-stage") else what
+                m = one_run(tool, dest, tree, count, size, work, bin_dir)
+                per = " ".join(f"{s['cmd'][3:]}={s['cpu']:.2f}/{s['rss'] / 2**20:.0f}" for s in m.stages)
+                print(
+                    f"r{r} {what:8} {label:8} {m.wall:6.2f} s {count / m.wall:6.0f} files/s "
+                    f"{count * size / 1e6 / m.wall:6.0f} MB/s CPU {m.cpu:6.2f} s RSS {m.rss / 2**20:4.0f} MB | {per}",
+                    flush=True,
+                )
+                runs.append({"round": r, "shape": what, "label": label, "wall": m.wall, "cpu": m.cpu,
+                             "rss": m.rss, "stages": m.stages})  # fmt: skip
     finally:
         dest.stop()
     print(f"other work took {meter.other_share():.0%} of the machine's CPU meanwhile")
+    medians: dict[tuple[str, str], float] = {}
+    for key in dict.fromkeys((x["shape"], x["label"]) for x in runs):
+        medians[key] = statistics.median(x["wall"] for x in runs if (x["shape"], x["label"]) == key)
+    best = min((w for (shape, _), w in medians.items() if not shape.endswith("-stage")), default=None)
+    for (shape, label), wall in medians.items():
+        ratio = f"  {best / wall:.2f} of the best peer's speed" if best and shape.endswith("-stage") else ""
+        print(f"median {shape:8} {label:8} {wall:6.2f} s{ratio}")
     if args.out:
         args.out.write_text(json.dumps(runs, indent=1))
 

@@ -99,13 +99,16 @@ class Scripted:
         self.fail_recv: BaseException | None = None
 
     def sendall(self, data: bytes) -> None:
-        self.sent.append(data)
-        kind = data[4]
-        rid = struct.unpack(">I", data[5:9])[0] if kind != sc.INIT else 0
-        reply = self.answer[kind]
-        packets = reply(rid) if callable(reply) else reply  # type: ignore[operator]
-        for packet in packets:
-            self.inbox += struct.pack(">I", len(packet)) + packet
+        while data:  # one write may hold several requests (create_small)
+            n = struct.unpack(">I", data[:4])[0] + 4
+            request, data = data[:n], data[n:]
+            self.sent.append(request)
+            kind = request[4]
+            rid = struct.unpack(">I", request[5:9])[0] if kind != sc.INIT else 0
+            reply = self.answer[kind]
+            packets = reply(rid) if callable(reply) else reply  # type: ignore[operator]
+            for packet in packets:
+                self.inbox += struct.pack(">I", len(packet)) + packet
 
     def recv(self, n: int) -> bytes:
         if self.fail_recv:
@@ -329,3 +332,101 @@ def test_write_size_leaves_room_in_the_servers_longest_packet() -> None:
     version = [VERSION[0] + sc._string(b"limits@openssh.com") + sc._string(b"1")]
     s = sc.SFTPSession(Scripted({sc.INIT: version, sc.EXTENDED: limits}))
     assert 32768 <= s.write_size <= 65536 - 29 - 256
+
+
+def test_small_files_go_in_two_round_trips(sftp_backend: Backend, tmp_path: Path) -> None:
+    """A file that fits one write: OPEN, WRITE and CLOSE in one write to ssh (to the handle OpenSSH gives
+    again), then the rename; each round trip is a wake-up of ssh, sshd and its SFTP server (was three).  The
+    first file of a session, whose handle is not known yet, and a file larger than one write go the plain way."""
+    tp = sftp_backend.make()
+    tp.connect()
+    session = tp.sftp  # type: ignore[attr-defined]
+    sends: list[int] = []
+    send = session._sendall
+    session._sendall = lambda data: (sends.append(len(data)), send(data))[1]
+    for name, size in [("first", 10), ("a", 4096), ("empty", 0), ("b", 100), ("big", session.write_size + 1)]:
+        src = tmp_path / name
+        src.write_bytes(os.urandom(size))
+        sends.clear()
+        tp.upload(src, f"d/{name}")
+        assert (sftp_backend.files / "d" / name).read_bytes() == src.read_bytes()
+        if name in ("a", "empty", "b"):
+            assert len(sends) == 2, (name, sends)  # the burst, the rename
+        else:
+            assert len(sends) >= 4, (name, sends)  # open; write (data spliced), close; rename
+    assert not list((sftp_backend.files / "d").glob(".fc-*"))
+    assert not session._replies
+
+
+class NewHandles(Scripted):
+    """A server that gives a new handle at each OPEN, and takes writes and closes on the last one it gave only;
+    ``written``: the bytes each handle got."""
+
+    def __init__(self) -> None:
+        super().__init__({sc.INIT: VERSION, sc.OPEN: self._open, sc.WRITE: self._write, sc.CLOSE: self._close})
+        self.given: list[bytes] = []
+        self.written: dict[bytes, bytes] = {}
+
+    def _open(self, rid: int) -> list[bytes]:
+        self.given.append(b"h%d" % len(self.given))
+        return [bytes([sc.HANDLE]) + struct.pack(">I", rid) + sc._string(self.given[-1])]
+
+    def _on_handle(self, rid: int) -> tuple[sc._Reader, bytes] | None:
+        r = sc._Reader(self.sent[-1][9:])
+        handle = r.string()
+        return (r, handle) if self.given and handle == self.given[-1] else None
+
+    def _write(self, rid: int) -> list[bytes]:
+        found = self._on_handle(rid)
+        if found is None:
+            return [_status(rid, sc.FAILURE, b"bad handle")]
+        r, handle = found
+        r.u64()
+        self.written[handle] = self.written.get(handle, b"") + r.string()
+        return [_status(rid, sc.OK)]
+
+    def _close(self, rid: int) -> list[bytes]:
+        return [_status(rid, sc.OK if self._on_handle(rid) else sc.FAILURE)]
+
+
+def test_a_server_that_gives_new_handles_gets_each_file_whole(tmp_path: Path) -> None:
+    """The guess misses (this server gives a new handle each time): the writes to the guessed handle fail on the
+    server, touching nothing; the file is written again through the handle the OPEN gave, and the session stops
+    guessing."""
+    src = tmp_path / "a"
+    src.write_bytes(b"x" * 1000)
+    ch = NewHandles()
+    s = sc.SFTPSession(ch)
+    with open(src, "rb") as f:
+        assert not s.create_small(b"/d/a", f.fileno(), 1000)  # no guess yet: nothing sent
+        assert len(ch.sent) == 1  # the hello
+        s.write_file(s.open_write(b"/d/a", exclusive=True), f.fileno(), 1000)
+        assert s.create_small(b"/d/b", f.fileno(), 1000)  # guessed h0, got h1: written again through h1
+        assert ch.written == {b"h0": b"x" * 1000, b"h1": b"x" * 1000}
+        assert not s.create_small(b"/d/c", f.fileno(), 1000)  # no more guessing on this session
+    assert not s._replies
+
+
+def test_a_failed_small_write_raises_and_leaves_no_reply_behind(tmp_path: Path) -> None:
+    """The guess was right but the write failed (a full disk): create_small raises, so the caller never renames,
+    and the next file goes the plain way (the handle's close was not seen to succeed)."""
+    src = tmp_path / "a"
+    src.write_bytes(b"x" * 10)
+
+    def handle(rid: int) -> list[bytes]:
+        return [bytes([sc.HANDLE]) + struct.pack(">I", rid) + sc._string(b"h")]
+
+    ok = lambda rid: [_status(rid, sc.OK)]  # noqa: E731
+    answer: dict[int, object] = {sc.INIT: VERSION, sc.OPEN: handle, sc.WRITE: ok, sc.CLOSE: ok}
+    s = sc.SFTPSession(Scripted(answer))
+    with open(src, "rb") as f:
+        s.write_file(s.open_write(b"/a", exclusive=True), f.fileno(), 10)
+        answer[sc.WRITE] = lambda rid: [_status(rid, sc.FAILURE, b"No space left on device")]
+        with pytest.raises(OSError, match="No space left"):
+            s.create_small(b"/b", f.fileno(), 10)
+        assert not s._replies and not s.broken
+        assert not s.create_small(b"/c", f.fileno(), 10)
+        answer[sc.OPEN] = lambda rid: [_status(rid, sc.NO_SUCH_FILE)]  # a failed OPEN: the plain way says why
+        s._guess = b"h"
+        assert not s.create_small(b"/c", f.fileno(), 10)
+        assert not s._replies

@@ -166,8 +166,9 @@ class SFTP(CheckedDirs):
         size = st.st_size if stat.S_ISREG(st.st_mode) else None  # None: a pipe, read to its end
         try:
             self._check_dirs(head, create=True)
-            handle = self._open_tmp(head, tmp)
-            self.sftp.write_file(handle, src.fileno(), size, tmp)  # raises if any write failed: no rename
+            if size is None or not self.sftp.create_small(tmp, src.fileno(), size):
+                handle = self._open_tmp(head, tmp)
+                self.sftp.write_file(handle, src.fileno(), size, tmp)  # raises if any write failed: no rename
             unchanged(src)  # nor when the file changed meanwhile
             self.sftp.posix_rename(tmp, final)  # replaces a link at ``final`` itself, never what it points to
         except BaseException:

@@ -7,14 +7,17 @@ write requests sent ahead of their replies.  Doing it ourselves means
 - the file's bytes go from the page cache to ssh's pipe with splice(2), never through Python (``send_file``);
 - writes as large as the server takes (``limits@openssh.com``: 255 KB for OpenSSH), so a 20 MB file is 80
   requests, not 640;
+- a small file (one write) in two round trips, not three: its OPEN, WRITE and CLOSE go together, to the handle
+  OpenSSH will give (``create_small``), then the rename; on a 2-core machine each round trip is a wake-up of ssh,
+  sshd and the SFTP server, most of the time a small file takes;
 - every reply checked: paramiko's close() skipped the replies to the last pipelined writes, so a failed write
   (a full disk) could go unnoticed, and waited for all writes before sending the close.
 
 The channel is anything with ``sendall(bytes)`` and ``recv(n) -> bytes`` (b"" at the end), optionally
-``send_file(fd, offset, count)``: sftp_openssh.PipeChannel (ssh's pipes) or a paramiko Channel.  Errors are
-OSError like the os module's: FileNotFoundError, PermissionError, an OSError with no errno for the server's
-generic "Failure"; EOFError when the channel ends.  Protocol: draft-ietf-secsh-filexfer-02, and OpenSSH's
-PROTOCOL.sftp for the extensions.
+``send_file(fd, offset, count)`` and ``wait_readable()``: sftp_openssh.PipeChannel (ssh's pipes) or a paramiko
+Channel.  Errors are OSError like the os module's: FileNotFoundError, PermissionError, an OSError with no errno
+for the server's generic "Failure"; EOFError when the channel ends.  Protocol: draft-ietf-secsh-filexfer-02, and
+OpenSSH's PROTOCOL.sftp for the extensions.
 """
 
 from __future__ import annotations
@@ -139,6 +142,11 @@ class SFTPSession:
         self._buf = bytearray()
         self._next_id = 0
         self._replies: dict[int, tuple[int, _Reader]] = {}  # answered out of order, kept until asked for
+        # The handle the next OPEN will most likely get: the last one closed without error (OpenSSH reuses
+        # it), or None while that is unknown, or after a guess missed once (a server that makes new ones).
+        self._guess: bytes | None = None
+        self._guessing = True
+        self._wait_readable: Callable[[], None] | None = getattr(channel, "wait_readable", None)
         self.extensions = self._init()
         # ``max_write``: what the channel carries in one piece (paramiko: one SSH packet); the server may allow less.
         self.write_size = min(self._server_write_size(), max_write or MAX_WRITE)
@@ -186,13 +194,27 @@ class SFTPSession:
             raise
         self.broken = False
 
-    def _send(self, kind: int, payload: bytes) -> int:
+    def _packet(self, kind: int, *fields: bytes) -> tuple[int, bytes]:
+        """A request's id, and the request framed (to send now, or with others in one write)."""
         rid = self._next_id = (self._next_id + 1) & 0xFFFFFFFF
-        self._sendall(HEAD.pack(len(payload) + 5, kind, rid) + payload)
+        payload = b"".join(fields)
+        return rid, HEAD.pack(len(payload) + 5, kind, rid) + payload
+
+    def _send(self, kind: int, payload: bytes) -> int:
+        rid, packet = self._packet(kind, payload)
+        self._sendall(packet)
         return rid
 
-    def _reply(self, rid: int) -> tuple[int, _Reader]:
-        """The reply to request ``rid`` (OpenSSH answers in order; the protocol does not promise it)."""
+    def _reply(self, rid: int, fresh: bool = False) -> tuple[int, _Reader]:
+        """The reply to request ``rid`` (OpenSSH answers in order; the protocol does not promise it).
+        ``fresh``: sent just now, with no earlier reply due, so nothing can have come yet: wait for the channel
+        before reading (a read that finds nothing is one more system call, and in a thread one more hand-over
+        of the GIL: a small file waits three times)."""
+        if fresh and not self._buf and rid not in self._replies and self._wait_readable is not None:
+            self._usable()
+            self.broken = True  # as in _recv_exact: a timeout leaves a reply to come, out of step
+            self._wait_readable()
+            self.broken = False
         while rid not in self._replies:
             kind, r = self._read_packet()
             try:
@@ -201,9 +223,9 @@ class SFTPSession:
                 raise ProtocolError("truncated SFTP reply") from None
         return self._replies.pop(rid)
 
-    def _status(self, rid: int, path: bytes | None = None) -> None:
+    def _status(self, rid: int, path: bytes | None = None, fresh: bool = False) -> None:
         """Wait for request ``rid``'s status; raise unless it is OK."""
-        kind, r = self._reply(rid)
+        kind, r = self._reply(rid, fresh)
         self._check(kind, r, path, STATUS)
 
     def _check(self, kind: int, r: _Reader, path: bytes | None, expected: int) -> None:
@@ -254,9 +276,55 @@ class SFTPSession:
         something is there already (a link included, which is then never written through)."""
         flags = WRITE_FLAG | CREATE | (EXCL if exclusive else TRUNCATE)
         rid = self._send(OPEN, _string(path) + U32.pack(flags) + U32.pack(0))
-        kind, r = self._reply(rid)
+        self._guess = None  # a handle is open from here until write_file closes it
+        kind, r = self._reply(rid, fresh=True)
         self._check(kind, r, path, HANDLE)
         return r.string()
+
+    def create_small(self, path: bytes, fd: int, size: int) -> bool:
+        """Create ``path`` (exclusive, as open_write), write the ``size`` bytes of ``fd`` and close it, in one
+        round trip: the OPEN, the WRITE and the CLOSE go together, the two last to the handle this OPEN will
+        most likely get (``_guess``).  False, with nothing created, when it cannot be done that way (no guess,
+        a file larger than one write, or the OPEN failed: the caller then opens the plain way, which says
+        why); raises, like write_file, when the write or the close failed.
+
+        Safe when the guess misses: no other handle of this session is open (a guess is only kept while every
+        handle was closed without error), so writes and the close to the guessed handle fail on the server,
+        touching nothing; the file is then written through the handle the OPEN gave, and guessing stops."""
+        guess = self._guess
+        if guess is None or size > self.write_size:
+            return False
+        data = _pread_exact(fd, size, 0)  # before anything is sent: a file that shrank sends nothing
+        rid, opening = self._packet(OPEN, _string(path), U32.pack(WRITE_FLAG | CREATE | EXCL), U32.pack(0))
+        pending: deque[int] = deque()
+        packets = [opening]
+        if size:
+            wid, write = self._packet(WRITE, _string(guess), U64.pack(0), U32.pack(size), data)
+            pending.append(wid)
+            packets.append(write)
+        cid, close = self._packet(CLOSE, _string(guess))
+        pending.append(cid)
+        packets.append(close)
+        self._guess = None  # until this file's handle is closed without error
+        self._sendall(b"".join(packets))
+        kind, r = self._reply(rid, fresh=True)
+        try:
+            self._check(kind, r, path, HANDLE)
+            handle = r.string()
+        except (OSError, EOFError, struct.error):
+            handle = None
+        if handle != guess:  # the OPEN failed (writes and close failed with it), or gave another handle
+            for wid in pending:
+                with contextlib.suppress(OSError, EOFError):
+                    self._status(wid)
+            if handle is None:
+                return False
+            self._guessing = False
+            self.write_file(handle, fd, size, path)
+            return True
+        self._statuses(pending, path)
+        self._guess = handle
+        return True
 
     def write_file(self, handle: bytes, fd: int, size: int | None, path: bytes | None = None) -> None:
         """Write the first ``size`` bytes of ``fd`` (None: up to its end, for a pipe) through ``handle`` as
@@ -299,6 +367,8 @@ class SFTPSession:
             raise
         pending.append(self._send(CLOSE, _string(handle)))  # with the writes' replies still to come: one wait
         self._statuses(pending, path)
+        if self._guessing:
+            self._guess = handle
 
     def _statuses(self, pending: deque[int], path: bytes | None) -> None:
         """Wait for every request in ``pending``; raise the first failure once all are answered, so that no
@@ -316,16 +386,18 @@ class SFTPSession:
 
     def posix_rename(self, old: bytes, new: bytes) -> None:
         """Rename ``old`` over ``new`` atomically (OpenSSH's posix-rename: plain SFTP rename refuses to replace)."""
-        self._status(self._send(EXTENDED, _string(b"posix-rename@openssh.com") + _string(old) + _string(new)), new)
+        self._status(
+            self._send(EXTENDED, _string(b"posix-rename@openssh.com") + _string(old) + _string(new)), new, True
+        )
 
     def remove(self, path: bytes) -> None:
-        self._status(self._send(REMOVE, _string(path)), path)
+        self._status(self._send(REMOVE, _string(path)), path, True)
 
     def mkdir(self, path: bytes) -> None:
-        self._status(self._send(MKDIR, _string(path) + U32.pack(0)), path)
+        self._status(self._send(MKDIR, _string(path) + U32.pack(0)), path, True)
 
     def rmdir(self, path: bytes) -> None:
-        self._status(self._send(RMDIR, _string(path)), path)
+        self._status(self._send(RMDIR, _string(path)), path, True)
 
     def stat(self, path: bytes) -> Attrs:
         return self._attrs(STAT, path)
@@ -335,7 +407,7 @@ class SFTPSession:
         return self._attrs(LSTAT, path)
 
     def _attrs(self, request: int, path: bytes) -> Attrs:
-        kind, r = self._reply(self._send(request, _string(path)))
+        kind, r = self._reply(self._send(request, _string(path)), fresh=True)
         self._check(kind, r, path, ATTRS)
         try:
             return r.attrs()

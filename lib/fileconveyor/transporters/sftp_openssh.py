@@ -105,6 +105,10 @@ class PipeChannel:
             except BlockingIOError:
                 self._wait(self._r, select.POLLIN)
 
+    def wait_readable(self) -> None:
+        """Until there is something to read (at most the timeout)."""
+        self._wait(self._r, select.POLLIN)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
