@@ -56,10 +56,21 @@ def _secrets(plan: Plan) -> dict[str, str]:
 
 
 def _record_note(plan: Plan, comment: str) -> list[str]:
-    """Where the record's password should live instead of config.xml (said wherever it is named)."""
-    if PASSWORD_VAR not in _secrets(plan):
-        return []
+    """Where the record's and the broker's passwords should live instead of config.xml (said wherever they are
+    named)."""
+    secrets = _secrets(plan)
+    out = []
+    if any(var in secrets for var in BROKER_VARS):
+        out += [
+            f"{comment} The broker's login (BROKER) is not printed: fc-publish and fc-consume get it as",
+            f"{comment} {' / '.join(v for v in BROKER_VARS if v in secrets)}.  Better: an nkey seed file "
+            f"(BROKER_NKEY) or a",
+            f"{comment} credentials file (BROKER_CREDS), mode 0600, and BROKER without a user.",
+        ]
+    if PASSWORD_VAR not in secrets:
+        return out
     return [
+        *out,
         f"{comment} The synced-files database's password (SYNCED_FILES_DB) is not printed: the stages get it as",
         f"{comment} {PASSWORD_VAR}.  Better: leave it out of config.xml and put it in ~/.pgpass (or the file",
         f"{comment} PGPASSFILE names; mode 0600) of the user the stages run as.",
