@@ -133,3 +133,16 @@ def test_a_stage_state_file_is_checkpointed_by_a_thread_not_by_its_commits(tmp_p
         assert st.db.execute("SELECT count(*) FROM outbox").fetchone()[0] == CHECKPOINT_COMMITS + 20
     finally:
         st.close()
+
+
+def test_state_files_and_the_records_database_keep_a_small_page_cache(tmp_path: Path) -> None:
+    """SQLite's default cache, 2 MB per connection, filled up in every stage of a pipeline (issue 18, memory)."""
+    from fileconveyor.records.sqlite import Records
+
+    with State(tmp_path / "s.db", MIGRATIONS) as s:
+        assert s.db.execute("PRAGMA cache_size").fetchone()[0] == -512
+    records = Records(tmp_path / "synced.db")
+    try:
+        assert records.db.execute("PRAGMA cache_size").fetchone()[0] == -512
+    finally:
+        records.close()

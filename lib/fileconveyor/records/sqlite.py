@@ -32,7 +32,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConfigError, RetryableError
-from ..state import migrate, transaction, translate
+from ..state import migrate, small_cache, transaction, translate
 from .model import Deletion, Synced, Version
 
 SEED_TABLE = (
@@ -155,6 +155,7 @@ class Records:
     def _connect(path: Path) -> sqlite3.Connection:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")
+        small_cache(db)
         db.execute("PRAGMA journal_mode=WAL")
         sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
         db.execute(f"PRAGMA synchronous={sync}")
