@@ -37,23 +37,25 @@ def test_server_down_then_back(sshd_server: SshServer, sftp_dir: Path, tmp_path:
     evs = _files(src, 20)
     server = sshd_server.process
     server.kill()
+    errors = tmp_path / "transport.err"
     try:
         proc = subprocess.Popen(
             [*fc("fc-transport"), "-v", "--to", sftp_spec(sshd_server, sftp_dir), "--drain-timeout", "60"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=errors.open("wb"),
             env=env,
         )
         assert proc.stdin is not None
         proc.stdin.write(jsonl(evs))
         proc.stdin.flush()
-        time.sleep(3)  # the events queue while the server is down
+        _wait(lambda: b"pausing" in errors.read_bytes())  # the events queue while the server is down
         assert proc.poll() is None
         assert tree(sftp_dir) == {}
     finally:
         server.start()
-    out, err = proc.communicate(timeout=90)  # closes stdin: the end of the input
+    out, _ = proc.communicate(timeout=90)  # closes stdin: the end of the input
+    err = errors.read_bytes()
     assert proc.returncode == 0, err.decode()
     assert tree(sftp_dir) == tree(src)
     assert sorted(ev["rel"] for ev in lines(out)) == sorted(ev["rel"] for ev in evs)
