@@ -47,8 +47,9 @@ a hop of this stage (docs/durability.md): the next stage acknowledges them here.
 
 exit status: 0 done (--idle-exit), 2 usage, 3 configuration (a stream not made by
 File Conveyor, --partitions it does not have, a partition another process already
-consumes, the NATS client not installed), 4 the next stage did not acknowledge
-within --drain-timeout, 130/143 stopped by a signal, 141 the reader went away."""
+consumes, the NATS client not installed, a login the server refuses, a key file
+others may read), 4 the next stage did not acknowledge within --drain-timeout,
+130/143 stopped by a signal, 141 the reader went away."""
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -34,9 +34,9 @@ partitions is fixed when the stream is made; fc-consume reads it from the stream
 {STAGE_EPILOG_IO}
 
 exit status: 0 done, 1 some input lines were bad, 2 usage, 3 configuration (a stream
-with another number of partitions, the NATS client not installed), 4 try again later
-(the server did not confirm everything within --drain-timeout), 130/143 stopped by a
-signal."""
+with another number of partitions, the NATS client not installed, a login the server
+refuses, a key file others may read), 4 try again later (the server did not confirm
+everything within --drain-timeout), 130/143 stopped by a signal."""
 
 
 def _partitions(text: str) -> int:
