@@ -67,7 +67,7 @@ SCALE_PARTITIONS ?= auto
 scale-chaos: test-deps ## 3 workers (fc-consume|fc-process|fc-transport|fc-record on PostgreSQL), nats-server, fc-publish, fc-watch killed -9 for SCALE_ROUNDS rounds over SCALE_FILES files, one worker for good; nothing lost, order held
 	$(RUN) $(PY) bench/scale_chaos.py --rounds $(SCALE_ROUNDS) --files $(SCALE_FILES) --partitions $(SCALE_PARTITIONS)
 
-SCALE_BENCH_FILES ?= 400
+SCALE_BENCH_FILES ?= 2000
 scale-bench: test-deps ## files/s through the broker hop with 1, 2 and 4 workers doing 50 ms per file; CPU per event
 	$(RUN) $(PY) bench/scale_bench.py --files $(SCALE_BENCH_FILES)
 
