@@ -102,6 +102,7 @@ class Report:
     resurrected: list[str] = field(default_factory=list)  # an upload after the name's deletion
     uploads: int = 0
     dupes: Dupes = field(default_factory=Dupes)  # uploads of the bytes the name already had, per kills between
+    leases_lost: int = 0  # "lease lost" warnings: a live fc-consume stopped pulling a partition it held
     takeover: float | None = None  # seconds from a worker's death to its partitions all owned by the others
     converge_seconds: float = 0.0
     seconds: float = 0.0
@@ -119,9 +120,24 @@ class Report:
             f"{self.rounds} rounds, {WORKERS} workers, {PARTITIONS} partitions ({self.mode}); kills: {kills}; "
             f"files at the end {self.files}; lost {len(self.lost)}; extra {len(self.extra)}; wrong {len(self.wrong)}; "
             f"record wrong {len(self.record_wrong)}; order violations {len(self.older) + len(self.resurrected)} "
-            f"(older version {len(self.older)}, after deletion {len(self.resurrected)}); duplicate uploads: "
-            f"{self.dupes.summary()}; takeover {took}; "
+            f"(older version {len(self.older)}, after deletion {len(self.resurrected)}); {self.duplicates()}; "
+            f"leases lost by live workers {self.leases_lost}; takeover {took}; "
             f"converged {self.converge_seconds:.1f}s after the last restart; {self.seconds:.0f}s in all"
+        )
+
+    def duplicates(self) -> str:
+        """Uploads of the bytes a name already had, told apart by the kills between the two: none, one kind (which),
+        or several (two uploads of a name far apart)."""
+        d = self.dupes
+        none = d.of("no kill")
+        single = Counter({k: d.of(k) for k, _ in d.by_kill if k != "no kill" and "+" not in k})
+        several = d.total - none - sum(single.values())
+        kinds = ", ".join(f"{k} {n}" for k, n in single.most_common())
+        return (
+            f"uploads {d.uploads}, duplicate uploads {d.total} (at most {max(d.per_name.values(), default=0)} "
+            f"of one name; no kill between {none}; one kind of kill between {sum(single.values())}"
+            + (f": {kinds}" if kinds else "")
+            + f"; several kinds between {several})"
         )
 
 
@@ -152,6 +168,8 @@ class Cluster:
     def command(self, name: str) -> list[str]:
         st, ff = self.state, self.fifos
         fc = [sys.executable, str(BIN / f"fc-{name.rstrip('0123456789')}"), "-q", "--state", f"{st}/{name}.db"]
+        if name.startswith("consume"):
+            fc.remove("-q")  # its warnings say when a live worker lost a lease (counted at the end)
         if name == "watch":
             return [*fc, "--settle", "0.05", "--output", str(ff["watch"]), str(self.src)]
         if name == "publish":
@@ -331,6 +349,9 @@ def run(
     report.record_wrong = record_mismatches(db_url, c.src, got)
     check_order(uploads, report)
     report.dupes = attribute(uploads, kills, len(KINDS) + 1)
+    for k in range(WORKERS):
+        err = work / f"consume{k}.err"
+        report.leases_lost += err.read_bytes().count(b": lease lost") if err.exists() else 0
     report.seconds = time.monotonic() - started
     return report
 

@@ -123,15 +123,15 @@ class Dupes:
         return sum(self.by_kill.values())
 
     def summary(self) -> str:
-        kinds = sorted({k for k, _ in self.by_kill}, key=lambda k: (-self._of(k), k))
-        parts = [f"{k} {self._of(k)} ({self.by_kill[k, True]} unrecorded in a killed stage)" for k in kinds]
+        kinds = sorted({k for k, _ in self.by_kill}, key=lambda k: (-self.of(k), k))
+        parts = [f"{k} {self.of(k)} ({self.by_kill[k, True]} unrecorded in a killed stage)" for k in kinds]
         top = max(self.per_name.values(), default=0)
         return (
             f"uploads seen {self.uploads}, duplicates {self.total} (at most {top} for one name); "
             f"after kills of: {', '.join(parts) or '-'}"
         )
 
-    def _of(self, kind: str) -> int:
+    def of(self, kind: str) -> int:
         return self.by_kill[kind, True] + self.by_kill[kind, False]
 
 

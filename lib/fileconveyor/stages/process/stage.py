@@ -21,7 +21,9 @@ Fields added (docs/events.md, "fc-process"): ``name`` on every event, ``file``
 when the content or name changed through a work file, ``processed`` (the names
 of the processors that ran).  A deleted event gets the last name emitted for
 its path (table ``names``, which holds only names that differ from the base
-name), so the transporter deletes the right remote file.
+name), so the transporter deletes the right remote file; a path never named
+here (another worker processed it) gets what the chain's name-only steps make
+of its base name.
 """
 
 from __future__ import annotations
