@@ -337,7 +337,9 @@ def _wait(proc: subprocess.Popen[bytes], deadline: float, argv: Sequence[str | b
 def _own_names(stderr: str, ctx: Context) -> str:
     """``stderr`` with the staged copies' paths (``<work>/step-3-in.js``) replaced by the
     file's own name: a tool names the file it read, which means nothing to the user."""
-    if not ctx.work_dir:
+    if not ctx.work_dir or os.fsdecode(ctx.work_dir) not in stderr:
+        # nothing to replace (a quiet tool): no pattern compiled, which was the CPU of a regex per file (each work
+        # directory is new, so re's cache never had it)
         return stderr
     staged = re.escape(os.fsdecode(ctx.work_dir)) + r"/(?:step-[^/\s]*/)?(?:step-\d+-)?in(?:\.[A-Za-z0-9_]+)?\b"
     return re.sub(staged, lambda _: display(ctx.basename), stderr)
