@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +101,12 @@ def cpu_by_kind(before: dict[int, tuple[str, float, float]], after: dict[int, tu
         if kind == "fc-process":
             total["step"] += reaped - reaped0
     return total
+
+
+def messages_in(monitor: int) -> int:
+    """Messages the server has taken in from its clients since it started (its monitoring endpoint)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{monitor}/varz", timeout=10) as f:
+        return int(json.load(f)["in_msgs"])
 
 
 def ready(url: str, deadline: float, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -240,9 +247,9 @@ def table(rows: list[tuple[int, dict]], files: int, delay: float) -> None:
     print()
     print(
         "| workers | files/s | speed-up | ideal (busiest) | first file | steady files/s per worker | publish | "
-        "fc-publish | broker | fc-consume | fc-process | step (sh) | fc-transport | load |"
+        "fc-publish | broker | fc-consume | fc-process | step (sh) | fc-transport | broker msgs in/event | load |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for workers, r in rows:
         rate = files / r["elapsed"]
         w, c = r["workers"], r["cpu"]
@@ -254,7 +261,7 @@ def table(rows: list[tuple[int, dict]], files: int, delay: float) -> None:
             f"{max(x['first'] for x in w):.2f} s | {min(x['rate'] for x in w):.1f}-{max(x['rate'] for x in w):.1f} | "
             f"{r['published']:.2f} s | "
             + " | ".join(f"{x / files * 1e3:.2f} ms" for x in cpu)
-            + f" | {r['load']:.1f} |"
+            + f" | {r['broker_msgs'] / files:.1f} | {r['load']:.1f} |"
         )
     counts = [w for w, _ in rows]
     if len(set(counts)) < len(counts):
@@ -280,7 +287,8 @@ def main() -> int:
     port = free_port()
     store = work / "nats-store"
     store.mkdir(parents=True, exist_ok=True)
-    argv = ["nats-server", "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1"]
+    monitor = free_port()  # the server's /varz: the messages it took in (events, acknowledgements, "in progress")
+    argv = ["nats-server", "-js", "-sd", str(store), "-p", str(port), "-a", "127.0.0.1", "-m", str(monitor)]
     server = ServerProcess("nats-server", argv, port, work / "nats-server.log")
     server.start()
     assert server.proc is not None
@@ -293,10 +301,11 @@ def main() -> int:
     print(f"load average before: {os.getloadavg()[0]:.1f}", file=sys.stderr)
     try:
         for n, workers in enumerate(counts):
-            broker_before = sum(cpu_times(server.proc.pid))
+            broker_before, msgs_before = sum(cpu_times(server.proc.pid)), messages_in(monitor)
             url = f"nats://127.0.0.1:{port}/FC{n}"
             r = run(work / f"run{n}-{workers}w", src, url, workers, args.files, args.delay)
             r["broker_cpu"] = sum(cpu_times(server.proc.pid)) - broker_before
+            r["broker_msgs"] = messages_in(monitor) - msgs_before
             r["load"] = os.getloadavg()[0]
             rows.append((workers, r))
             w = r["workers"]
