@@ -24,9 +24,10 @@ NEVER_AT_START = ("importlib.metadata", "multiprocessing", "email")
 NO_OPENSSL = ("hashlib", "_hashlib", "secrets", "hmac")
 # for a mistake (difflib: did you mean), an old daemon's database (pickle) or a connection (socket) only
 NOT_LOCAL = ("difflib", "pickle", "socket")
-# argparse imports shutil (with bz2 and lzma, 0.6 MB) for the terminal's width, which cli/_common.py finds itself;
-# only fc-process uses shutil (its work files)
-SHUTIL_USERS = ("process",)
+# module -> the stages whose runs use it.  argparse imports shutil (with bz2 and lzma, 0.6 MB) for the terminal's
+# width, which cli/_common.py finds itself; random is for back-off jitter, after a failure; fc-process's work files
+# use both (tempfile)
+ONLY_IN = {"shutil": ("process",), "random": ("process",)}
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 
@@ -57,7 +58,7 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
         or m.startswith(NEVER_AT_START)
         or m in NO_OPENSSL
         or m in NOT_LOCAL
-        or (m == "shutil" and bool(stage) and stage not in SHUTIL_USERS)
+        or (m in ONLY_IN and bool(stage) and stage not in ONLY_IN[m])
         or (bool(other) and m.startswith(other))
     )
 
