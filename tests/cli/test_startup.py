@@ -26,8 +26,8 @@ NO_OPENSSL = ("hashlib", "_hashlib", "secrets", "hmac")
 NOT_LOCAL = ("difflib", "pickle", "socket")
 # module -> the stages whose runs use it.  argparse imports shutil (with bz2 and lzma, 0.6 MB) for the terminal's
 # width, which cli/_common.py finds itself; random is for back-off jitter, after a failure; fc-process's work files
-# use both (tempfile)
-ONLY_IN = {"shutil": ("process",), "random": ("process",)}
+# use both (tempfile); ctypes is for openat2 (beneath.py), which fc-watch and fc-filter do not call
+ONLY_IN = {"shutil": ("process",), "random": ("process",), "ctypes": ("process", "transport", "record")}
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 

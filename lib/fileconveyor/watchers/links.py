@@ -24,7 +24,6 @@ is inside by construction.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat as stat_mod
@@ -87,6 +86,8 @@ def _fs_magic(path: bytes) -> int | None:
     """statfs(2)'s f_type (Linux: the first field, a long); None where unknown."""
     if not sys.platform.startswith("linux"):
         return None
+    import ctypes  # here: only a followed directory link needs it, and fc-watch does not load it otherwise
+
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
