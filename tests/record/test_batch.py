@@ -15,7 +15,7 @@ import pytest
 from fileconveyor import events as E
 from fileconveyor import records as records_mod
 from fileconveyor.cli import record as record_cli
-from fileconveyor.delivery import runner as runner_mod
+from fileconveyor.delivery import commit as commit_mod
 from tests.conftest import ROOT, call
 from tests.durability.test_disk_full import require_namespaces
 from tests.record.conftest import make_site, record, transport, watch
@@ -77,21 +77,21 @@ def test_a_kill_after_the_records_commit_and_before_the_state_commit_replays_to_
     know it; the events come again and the rows end up exactly as after one clean run."""
     db, state = tmp_path / "synced_files.db", tmp_path / "r.db"
     data = _events(N)
-    snapshot = runner_mod.Runner._snapshot
+    snapshot = commit_mod.Commit._snapshot
 
     class Killed(BaseException):
         pass
 
-    def killed(self: runner_mod.Runner, *args: object) -> object:
+    def killed(self: commit_mod.Commit, *args: object) -> object:
         # runs right after Stage.flush, before the state file's transaction: what kill -9 would leave there
         raise Killed
 
-    monkeypatch.setattr(runner_mod.Runner, "_snapshot", killed)
+    monkeypatch.setattr(commit_mod.Commit, "_snapshot", killed)
     with pytest.raises(Killed):
         call(record_cli.main, ["--db", str(db), "--state", str(state)], data)
     first = _rows(db)
     assert 0 < len(first) <= N  # the round's rows were committed before the "kill"
-    monkeypatch.setattr(runner_mod.Runner, "_snapshot", snapshot)
+    monkeypatch.setattr(commit_mod.Commit, "_snapshot", snapshot)
     res = call(record_cli.main, ["--db", str(db), "--state", str(state)], data)
     assert res.status == 0, res.stderr
     assert _rows(db) == _expected(N)

@@ -4,7 +4,7 @@ it is rolled back.
 A stage's ``record`` (and an ``also`` given to ``emit``) writes rows in the transaction that finishes its items,
 and often has more to do in memory: hand a new ``invalidations`` row to the thread that sends it, forget the
 ``old_deletions`` rows a thread finished once their DELETE is in.  Done at once, those changes outlive a
-rollback: when a round's commit fails and is redone item by item (delivery/runner.py), the thread held the id
+rollback: when a round's commit fails and is redone item by item (delivery/commit.py), the thread held the id
 of an INSERT that no longer existed and got the same path again from the redo (a second CDN purge), and the
 rows whose DELETE was rolled back were forgotten, so they came back on the next start and their work was
 done again.  So a stage says what to do when the transaction commits (``after_commit``) and how to give back

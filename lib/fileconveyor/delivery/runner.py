@@ -10,7 +10,8 @@ for every stage:
   *key* (its path): items with the same lane and key run one at a time, in order;
   everything else runs concurrently, up to each lane's number of workers;
 - commits items to the inbox before working on them and their output to the
-  outbox before writing it, so a kill -9 anywhere loses nothing;
+  outbox before writing it, so a kill -9 anywhere loses nothing (the commit of a
+  round, and its redo item by item, are delivery/commit.py's);
 - retries: an item's ``Retry`` outcome keeps it (durably) until its time comes;
   a lane-wide retry (a server down) pauses the whole lane with exponential back-off
   and jitter, then probes with one item, so a down server causes no retry storm
@@ -31,11 +32,10 @@ from __future__ import annotations
 
 import contextlib
 import queue
-import sqlite3
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO, Any
 
 from .. import backoff
@@ -43,7 +43,7 @@ from .. import events as E
 from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
-from . import quarantine
+from .commit import Commit, Emitted
 from .durable import ACK_INTERVAL, StageState
 from .inbox import Inbox
 from .intake import Intake
@@ -109,6 +109,7 @@ class Runner:
         self.events: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
         self.workers = Workers(self.sched, self._work, self.events.put, rep)
         self.inbox = Inbox(self.state, self.sched, self.input, self.counts, rep)
+        self.commit = Commit(self.state, stage, self.inbox, self.input, self.output, self.counts, rep)
         self._eof = False
         self._closed = False
         self._eof_at = 0.0
@@ -236,15 +237,13 @@ class Runner:
             if emitted:
                 self._commit_emitted(emitted)
 
-    def _commit_emitted(self, emitted: list[tuple[list[dict], Also | None]]) -> None:
+    def _commit_emitted(self, emitted: Emitted) -> None:
         """After the loop: commit and write what emit() was given.  Called with _emit_lock held."""
         if self._closed:
             self.rep.warn(f"{sum(len(o) for o, _ in emitted)} event(s) came after the state file was closed: lost")
             return
-        lines: list[tuple[int, bytes]] = []
         try:
-            with self.state.transaction() as db:
-                self._add_emitted(db, emitted, lines)
+            lines = self.commit.emitted(emitted)
         except Exception as exc:  # a full disk: nothing was committed, and the stage redoes that work next run
             self.rep.warn(f"could not record {sum(len(o) for o, _ in emitted)} event(s) of our own: {exc}")
             return
@@ -256,22 +255,6 @@ class Runner:
             self.rep.info(f"{len(lines)} event(s) not written ({exc}); they are in the outbox, re-sent next run")
             return
         self.counts.written += len(lines)
-
-    def _add_emitted(
-        self,
-        db: sqlite3.Connection,
-        emitted: list[tuple[list[dict], Also | None]],
-        lines: list[tuple[int, bytes]],
-    ) -> None:
-        """Inside a transaction: the outbox lines of emitted events (added to ``lines``) and their ``also``."""
-        start = len(lines)
-        for outputs, also in emitted:
-            for ev in outputs:
-                hop = ev["hop"] = self.state.hop(self.output.tag)
-                lines.append((hop["seq"], E.encode(ev)))
-            if also is not None:
-                also(db)
-        self.state.add_outbox(db, lines[start:])
 
     def _loop(self) -> int:
         while True:
@@ -287,7 +270,7 @@ class Runner:
             timeout = longest if timeout is None else min(timeout + 0.001, longest)
             lines: list[bytes] = []
             done: list[tuple[Item, Outcome]] = []
-            emitted: list[tuple[list[dict], Also | None]] = []
+            emitted: Emitted = []
             try:
                 msgs = [self.events.get(timeout=timeout)]
             except queue.Empty:
@@ -405,7 +388,7 @@ class Runner:
         self,
         lines: list[bytes],
         done: list[tuple[Item, Outcome]],
-        emitted: list[tuple[list[dict], Also | None]] | None = None,
+        emitted: Emitted | None = None,
     ) -> None:
         new = self.input.take(lines)
         to_insert: list[Item] = new
@@ -437,25 +420,7 @@ class Runner:
                 self.sched.add(item)  # now: a later item of its path in this batch waits for it
                 to_insert.append(item)
         self._flush(done)
-        seq_lines: list[tuple[int, bytes]] = []
-        restore = self._snapshot(done, to_insert)
-        try:
-            # nothing to commit (a pass of the loop that found nothing): no write transaction, which would also
-            # make a reader's acknowledgement into our state file wait for the lock
-            if lines or done or emitted or to_insert or self.output.delivered() > self.state.written:
-                with self.state.transaction() as db:
-                    self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=False)
-        except Exception as exc:
-            if not quarantine.is_bug(exc):
-                raise
-            # Something in this round cannot be committed (a stage's bug, an event it cannot carry): again,
-            # item by item, so that only the item at fault waits, and is set aside if it keeps failing.
-            self.rep.debug(traceback.format_exc())
-            restore()
-            seq_lines.clear()
-            self.inbox.enqueued.clear()  # rolled back with the rest
-            with self.state.transaction() as db:
-                self._commit(db, bool(lines), done, to_insert, emitted, seq_lines, careful=True)
+        seq_lines = self.commit.round(bool(lines), done, to_insert, emitted or [])
         for it in self.inbox.enqueued:
             self.sched.add(it)
         self.inbox.enqueued.clear()
@@ -470,49 +435,6 @@ class Runner:
             for item in self.sched.due(time.time()):
                 self.sched.lanes[item.lane].tasks.put(item)
 
-    def _commit(
-        self,
-        db: sqlite3.Connection,
-        took_lines: bool,
-        done: list[tuple[Item, Outcome]],
-        to_insert: list[Item],
-        emitted: list[tuple[list[dict], Also | None]] | None,
-        seq_lines: list[tuple[int, bytes]],
-        careful: bool,
-    ) -> None:
-        """A round's writes, inside its transaction.  ``careful``: each finished item in a savepoint of its own;
-        one whose writes raise is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
-        if took_lines:
-            self.state.save_upstream(db, self.input.stored_marks())
-        finished: list[tuple[int]] = []
-        for i, (item, outcome) in enumerate(done):
-            if not careful:
-                if isinstance(outcome, Done):
-                    self._finish(db, item, outcome, seq_lines, finished)
-                else:
-                    self.inbox.retry(db, item, outcome, to_insert)
-                continue
-            marks = (len(seq_lines), len(finished), self.counts.failed, len(self.inbox.enqueued))
-            try:
-                with self.state.effects.savepoint(db):  # the item's writes and its stage's effects, or neither
-                    if isinstance(outcome, Done):
-                        self._finish(db, item, outcome, seq_lines, finished)
-                    else:
-                        self.inbox.retry(db, item, outcome, to_insert)
-            except Exception as exc:
-                if not quarantine.is_bug(exc):
-                    raise
-                del seq_lines[marks[0] :], finished[marks[1] :], self.inbox.enqueued[marks[3] :]
-                self.counts.failed = marks[2]
-                done[i] = (item, self.inbox.set_aside(db, item, exc, to_insert))
-        self.inbox.insert(db, [it for it in to_insert if it.id is None])
-        if finished:
-            db.executemany("DELETE FROM inbox WHERE id=?", finished)
-        self.state.add_outbox(db, seq_lines)
-        if emitted:
-            self._add_emitted(db, emitted, seq_lines)
-        self.state.mark_written(db, self.output.delivered())  # lines of earlier rounds are out (or read)
-
     def _flush(self, done: list[tuple[Item, Outcome]]) -> None:
         """The stage's own writes of this round made durable (Stage.flush), or its finished items retried."""
         reason = self.stage.flush()
@@ -523,23 +445,6 @@ class Runner:
                 done[i] = (item, Retry(reason, after=backoff.delay(item.attempts, 2.0, 60.0)))
                 if not self.sched.head(item):
                     self.sched.add_running(item)  # finished at once: now it holds its key until retried
-
-    def _snapshot(self, done: list[tuple[Item, Outcome]], to_insert: list[Item]) -> Callable[[], None]:
-        """What a round's commit changes in memory, to undo when it is rolled back and done again carefully."""
-        n_insert = len(to_insert)
-        ids = [(it, it.id) for it in to_insert]
-        retried = [(it, it.id, it.attempts, it.last_error, it.not_before) for it, o in done if isinstance(o, Retry)]
-        counts = (self.counts.failed, self.counts.retries)
-
-        def restore() -> None:
-            del to_insert[n_insert:]
-            for it, rid in ids:
-                it.id = rid
-            for it, rid, attempts, last_error, not_before in retried:
-                it.id, it.attempts, it.last_error, it.not_before = rid, attempts, last_error, not_before
-            self.counts.failed, self.counts.retries = counts
-
-        return restore
 
     # -- working -----------------------------------------------------------------------
 
@@ -558,28 +463,7 @@ class Runner:
             self.rep.debug(traceback.format_exc())
             return None  # let the worker try, and fail the event properly if it must
 
-    # -- committing --------------------------------------------------------------------
-
-    def _finish(
-        self,
-        db: sqlite3.Connection,
-        item: Item,
-        outcome: Done,
-        out: list[tuple[int, bytes]],
-        finished: list[tuple[int]],
-    ) -> None:
-        """Add the item's output lines to ``out`` (stored in the outbox once per round), its inbox row to
-        ``finished``."""
-        for ev in outcome.outputs:
-            old = ev.get("hop", E.MISSING)
-            hop = ev["hop"] = self.state.hop(self.output.tag)
-            line = E.rehop(item.line, old, hop) if outcome.unchanged and ev is item.event else None
-            out.append((hop["seq"], line if line is not None else E.encode(ev)))
-        self.stage.record(db, item, outcome)
-        if item.id is not None:
-            finished.append((item.id,))
-        if outcome.failed:
-            self.counts.failed += 1
+    # -- after the commit --------------------------------------------------------------
 
     def _after(self, item: Item, outcome: Outcome) -> None:
         in_sched = self.sched.head(item)
