@@ -67,11 +67,13 @@ from benchlib import (
     Sshd,
     bucket_listing,
     check_copy,
+    clear_set_aside,
     free_port,
     make_tree,
     need,
     rss_of,
     s3srv,
+    set_aside,
     start_s3,
 )
 
@@ -258,18 +260,8 @@ class Destination:
         """An empty destination for the next run (S3: a new prefix, moto keeps what it stored)."""
         self.run_no += 1
         self.prefix = f"{label.split()[0]}-{label.split()[-1]}-{self.run_no}"
-        if self.where != "s3" and self.files.exists():
-            if _holds_many(self.files, SET_ASIDE_FILES):
-                # Set aside, deleted at the end (stop): on ext4 without a journal (this machine's disk) the kernel
-                # skips, at each new inode, every inode freed within about the last minute, reading its inode
-                # table block to tell: the previous run's 10,000 files deleted just before made every tool's file
-                # creation 4x dearer in the kernel (0.45 -> 1.7-2.5 s of system time for 10,000 files), which
-                # is why each tool's first round was its fastest.
-                trash = self.work / "set-aside"
-                trash.mkdir(exist_ok=True)
-                self.files.rename(trash / f"{self.files.name}-{os.getpid()}-{self.run_no}")
-            else:
-                shutil.rmtree(self.files)
+        if self.where != "s3":
+            set_aside(self.files, self.work)  # not deleted now: see benchlib.set_aside
         if self.where == "ftp":  # pyftpdlib answers 501 (not 550) for a missing directory: rclone gives up
             self.files.mkdir()
 
@@ -315,20 +307,7 @@ class Destination:
             self.sshd.stop()
         if self.server:
             self.server.stop()
-        shutil.rmtree(self.work / "set-aside", ignore_errors=True)
-
-
-SET_ASIDE_FILES = 1000  # a destination holding this many files is set aside after its run, not deleted (fresh)
-
-
-def _holds_many(top: Path, n: int) -> bool:
-    """Whether ``top`` holds at least ``n`` files (the walk stops there)."""
-    seen = 0
-    for _, _, files in os.walk(top):
-        seen += len(files)
-        if seen >= n:
-            return True
-    return False
+        clear_set_aside(self.work)
 
 
 # -- the tools ---------------------------------------------------------------------------------

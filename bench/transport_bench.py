@@ -34,7 +34,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from benchlib import PY, ROOT, Sshd, check_copy, make_tree, need, remove_state, run
+from benchlib import PY, ROOT, Sshd, check_copy, clear_set_aside, make_tree, need, remove_state, run, set_aside
 
 
 def add_set_arguments(p: argparse.ArgumentParser) -> None:
@@ -157,7 +157,7 @@ def main() -> None:
                 state = work / "transport-state.db"
 
                 def clean(dest: Path = dest, state: Path = state) -> None:
-                    shutil.rmtree(dest, ignore_errors=True)
+                    set_aside(dest, work)  # not deleted now: see benchlib.set_aside
                     remove_state(state)
 
                 spec = (
@@ -200,6 +200,7 @@ def main() -> None:
                 print(f"{name:5} {where:5} fc-transport / rclone throughput: {base / results['fc-transport']:.2f}")
     finally:
         sshd.stop()
+        clear_set_aside(work)
     report(args, rows)
 
 
