@@ -8,20 +8,26 @@ work per file, and the CPU the broker and each kind of worker process spend per 
 
 The 50 ms step stands for a slow destination or an image optimiser: one file at a time per worker, so a
 worker does at most 20 files per second and the speed-up with more workers is the broker hop's.  The workers
-are started (and idle) before the events are published; the clock runs from the publish until the last file
-is at the destination.  A new stream per run, one nats-server for all.
+and fc-publish (a long-running reader behind fc-watch in use) are started first, and the bench waits until
+every partition has a pull waiting on the server; the clock runs from the moment the events are handed to
+fc-publish until the last file is at the destination.  The events are fc-watch's without its ``hop``: the
+bench writes them, and fc-publish would wait (10 s) for that fc-watch to replay them.  A new stream per run,
+one nats-server for all, one source tree for all (the same shares in every run with N workers).
 
 Why 2,000 files: a path's partition is a hash, so each worker's share of the files is a random draw, and the
-run lasts as long as the busiest worker.  With 400 files the busiest of 4 workers has 110 of them about one
-run in three (at best 3.6x, whatever the hop does); more partitions do not help (each file still picks a
-worker at random), more files do: the spread of a share grows as the square root of the files, its size as
-the files.  The table says what each run's draw allows ("ideal": files / the busiest worker's files), so the
-hop's own cost is the gap between the two.
+run lasts as long as the busiest worker.  With 400 files the busiest of 4 workers has 110 of them in half the
+runs (at best 3.64x, whatever the hop does; 3.42x one run in ten); more partitions do not help (each file still
+picks a worker at random), more files do: the spread of a share grows as the square root of the files, its
+size as the files.  With 2,000 the busiest has 521 in half the runs (3.84x; 3.72x one run in ten).  The table
+says what each run's draw allows ("ideal": files / the busiest worker's files), so the hop's own cost is the
+gap between the two.
 
 Also printed, per run: when each worker's first file reached the destination (the fixed latency of the hop:
 pull, three stages' start of work, the acknowledgements) and its files per second from its first file to its
-last (the steady rate, which the 50 ms caps at 20), and the CPU per event of the broker (nats-server, from
-/proc), of fc-consume, fc-process (its own, and the step it runs: sh, sleep, cat) and fc-transport.
+last (the steady rate, which the 50 ms caps at 20); the CPU per event of fc-publish, of the broker
+(nats-server, from /proc), of fc-consume, fc-process (its own, and the step it runs: sh, sleep, cat) and
+fc-transport; and the messages the broker took in per event (its /varz: events, pulls, acknowledgements and
+fc-consume's "in progress" signs for every message it holds, every third of the ack wait).
 
     bench/scale_bench.py [--files 2000] [--workers 1,2,4] [--delay 0.05]
     bench/scale_bench.py --workers 1,4,1,4      # interleaved rounds on a loaded machine; medians at the end
@@ -152,7 +158,7 @@ class Arrivals(threading.Thread):
             time.sleep(0.01)
 
 
-def run(work: Path, src: Path, url: str, workers: int, files: int, delay: float) -> dict:
+def run(work: Path, src: Path, url: str, workers: int, files: int, delay: float, consume: list[str]) -> dict:
     dest = work / "dest"
     dest.mkdir(parents=True)
     scanned = subprocess.run(
@@ -173,7 +179,7 @@ def run(work: Path, src: Path, url: str, workers: int, files: int, delay: float)
         st.mkdir()
         q = shlex.join
         script = (
-            f"{q([sys.executable, str(BIN / 'fc-consume'), '-q', '--partitions', ','.join(map(str, share))])}"
+            f"{q([sys.executable, str(BIN / 'fc-consume'), '-q', *consume, '--partitions', ','.join(map(str, share))])}"
             f" --state {st}/c.db {url}"
             f" | {q([sys.executable, str(BIN / 'fc-process'), '-q', '--jobs', '1', '--processor', step])}"
             f" --state {st}/p.db"
@@ -279,6 +285,7 @@ def main() -> int:
     p.add_argument("--workers", default="1,2,4", help="one run per number, in this order (e.g. 1,4,1,4)")
     p.add_argument("--delay", type=float, default=0.05, help="seconds of work per file in each worker")
     p.add_argument("--work", type=Path)
+    p.add_argument("--max-pending", type=int, help="fc-consume --max-pending (default: fc-consume's)")
     args = p.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     if any(w < 1 or PARTITIONS % w for w in counts):
@@ -303,7 +310,8 @@ def main() -> int:
         for n, workers in enumerate(counts):
             broker_before, msgs_before = sum(cpu_times(server.proc.pid)), messages_in(monitor)
             url = f"nats://127.0.0.1:{port}/FC{n}"
-            r = run(work / f"run{n}-{workers}w", src, url, workers, args.files, args.delay)
+            consume = ["--max-pending", str(args.max_pending)] if args.max_pending else []
+            r = run(work / f"run{n}-{workers}w", src, url, workers, args.files, args.delay, consume)
             r["broker_cpu"] = sum(cpu_times(server.proc.pid)) - broker_before
             r["broker_msgs"] = messages_in(monitor) - msgs_before
             r["load"] = os.getloadavg()[0]
