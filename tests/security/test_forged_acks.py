@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
+import select
 import sqlite3
 import subprocess
 import sys
@@ -127,6 +129,44 @@ def test_a_real_writer_is_acknowledged_through_a_live_pipe(tmp_path: Path) -> No
         watch.wait(timeout=30)
         _, err = filt.communicate(timeout=60)
     assert b"not acknowledging" not in err, err
+
+
+def test_a_writer_that_ended_behind_a_young_pass_through_is_still_acknowledged(tmp_path: Path) -> None:
+    """A cron `fc-watch --scan-once | fc-filter` of a small tree: fc-filter first looked while the process
+    writing its pipe was young and had no state file open (a pipeline starting), then that process ended
+    without ever showing it.  fc-filter refused fc-watch for the run ("a forged hop?"), so fc-watch kept
+    re-sending.  fc-watch's state now says which pipe its run writes into, and that pipe is ours."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.css").write_text("a")
+    wstate, fstate = tmp_path / "w.db", tmp_path / "f.db"
+    r, w = os.pipe()
+    try:
+        # fc-watch alone would wait 30 s for a reader to acknowledge: it goes (killed) once its line is written
+        watch = subprocess.Popen([*WATCH, "--scan-once", "--state", str(wstate), str(site)], stdout=w)
+        assert select.select([r], [], [], 60)[0], "fc-watch wrote nothing"
+        time.sleep(0.2)
+        watch.kill()
+        watch.wait(timeout=30)
+        # the line waits in the pipe; its one writer left is young (writer_starting) and has no state file open
+        young = subprocess.Popen(["sleep", "1.5"], stdout=w)
+        os.close(w)
+        w = -1
+        filt = subprocess.run(
+            [*held_for(1, "filter"), "--state", str(fstate)],
+            stdin=r,
+            capture_output=True,
+            env=env(tmp_path),
+            timeout=60,
+        )
+        young.wait(timeout=30)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+    assert filt.returncode == 0, filt.stderr
+    assert b"not acknowledging" not in filt.stderr, filt.stderr
+    assert [(row[0], row[2]) for row in _acks(wstate)] == [(str(fstate), 1)]
 
 
 class _Pass(Stage):

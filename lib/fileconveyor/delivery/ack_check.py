@@ -32,6 +32,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+from typing import IO
 from urllib.parse import quote
 
 Ident = tuple[int, int]  # st_dev, st_ino
@@ -72,13 +73,36 @@ def high_seq(conn: sqlite3.Connection) -> int | None:
 
 def run_info(conn: sqlite3.Connection) -> dict[str, object] | None:
     """When the writer of this state file began its current run, and its last seq before (delivery/runs.py)."""
+    info = _meta(conn, ("run_boot", "run_at", "run_seq0"))
+    return info if len(info) == 3 else None
+
+
+def _meta(conn: sqlite3.Connection, names: tuple[str, ...]) -> dict[str, object]:
+    """These entries of a state file's meta table: a stage's (k, v) or fc-watch's (name, value)."""
     cols = {row[1] for row in conn.execute("PRAGMA table_info(meta)")}
     key, value = ("k", "v") if "k" in cols else ("name", "value") if "name" in cols else (None, None)
     if key is None:
+        return {}
+    marks = ", ".join("?" * len(names))
+    return dict(conn.execute(f"SELECT {key}, {value} FROM meta WHERE {key} IN ({marks})", names).fetchall())
+
+
+def writes_into(conn: sqlite3.Connection, pipe: Ident) -> bool:
+    """Whether the writer of this state file said, as its current run began, that its lines go into ``pipe``
+    (runs.current).  A pipe we still hold open is the only one with its st_ino, so a writer that ended before
+    we looked (a cron ``fc-watch --scan-once`` of a small tree) is still known as ours."""
+    return _meta(conn, ("run_out",)).get("run_out") == f"{pipe[0]}:{pipe[1]}"
+
+
+def output_ident(path: str | None, stdout: IO[bytes] | None) -> Ident | None:
+    """The pipe or FIFO a writer's lines go to: ``path`` (a FIFO) or ``stdout`` ("-" or None); None for
+    anything else."""
+    if path not in (None, "-"):
+        return input_ident(path=path)
+    try:
+        return input_ident(fd=stdout.fileno()) if stdout is not None else None
+    except (OSError, ValueError, AttributeError):  # an in-memory stream
         return None
-    rows = conn.execute(f"SELECT {key}, {value} FROM meta WHERE {key} IN ('run_boot', 'run_at', 'run_seq0')")
-    info = dict(rows.fetchall())
-    return info if len(info) == 3 else None
 
 
 def open_state(origin: str) -> sqlite3.Connection:

@@ -81,7 +81,14 @@ class Hop:
 class StageState(State):
     """A stage's state file: the durable tables above plus the stage's own."""
 
-    def __init__(self, path: Path, stage_migrations: Sequence[str] = (), *, name: str = "stage"):
+    def __init__(
+        self,
+        path: Path,
+        stage_migrations: Sequence[str] = (),
+        *,
+        name: str = "stage",
+        out: ack_check.Ident | None = None,
+    ):
         self.effects = Effects()  # what a transaction changes outside the file (record's after_commit)
         super().__init__(Path(path).absolute(), MIGRATIONS, parts={name: stage_migrations}, checkpoints=True)
         self.origin = str(self.path)
@@ -92,7 +99,7 @@ class StageState(State):
         with self.transaction() as db:  # before any line of this run is written (delivery/runs.py)
             db.executemany(
                 "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                runs.current(self.next_seq - 1).items(),
+                runs.current(self.next_seq - 1, out).items(),
             )
 
     @contextlib.contextmanager
@@ -394,6 +401,11 @@ class Acknowledger:
             self._refused.add((origin, epoch))
             self.info(f"not acknowledging to {origin}: our input is neither a pipe nor a file only we can write")
             return False
+        if self.source is not None and ack_check.writes_into(conn, self.source):
+            # its run said it writes into our pipe (runs.current), whether it still does or ended before we
+            # looked: a cron `fc-watch --scan-once | fc-filter` of a small tree, which used to be refused
+            self._verified[origin] = epoch
+            return True
         # None: nobody writes our pipe any more (a cron `fc-watch --scan-once | awk | fc-filter` whose writer
         # ended before we read): the epoch decides, or such a pipeline would never be acknowledged
         held = ack_check.writer_holds(self.source, origin) if self.source is not None else None

@@ -43,6 +43,7 @@ from .. import events as E
 from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
+from . import ack_check
 from .commit import Commit, Emitted
 from .durable import ACK_INTERVAL, StageState
 from .inbox import Inbox
@@ -99,7 +100,8 @@ class Runner:
         self.rep = rep
         self.stop = stop
         self.counts = Counters()
-        self.state = StageState(opts.state_path, stage.migrations, name=stage.name)
+        out = ack_check.output_ident(opts.output, stdout)  # our readers may ask our state file (runs.current)
+        self.state = StageState(opts.state_path, stage.migrations, name=stage.name, out=out)
         self.state.effects.on_error = self._effect_failed
         self.sched = Scheduler(stage.lanes())
         self.inline = all(n == 0 for n in stage.lanes().values())

@@ -62,9 +62,11 @@ def reader_start() -> int | None:
     return process_start_ns()
 
 
-def current(last_seq: int) -> dict[str, str | int]:
-    """What a writer records when it opens its state file: this boot, now, and the last seq given before."""
-    return {"run_boot": boot_id() or "", "run_at": now_ns(), "run_seq0": last_seq}
+def current(last_seq: int, out: tuple[int, int] | None = None) -> dict[str, str | int]:
+    """What a writer records when it opens its state file: this boot, now, the last seq given before, and the
+    pipe or FIFO its lines go to (``out``: st_dev, st_ino; ack_check.writes_into asks it)."""
+    where = f"{out[0]}:{out[1]}" if out is not None else ""
+    return {"run_boot": boot_id() or "", "run_at": now_ns(), "run_seq0": last_seq, "run_out": where}
 
 
 def nothing_lost(run: dict[str, object] | None, started_ns: int | None, boot: str | None, mark: int | None) -> bool:

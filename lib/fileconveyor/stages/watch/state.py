@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ...delivery import acks, runs
+from ...delivery import ack_check, acks, runs
 from ...delivery.durable import hop_prefix, with_hop
 from ...delivery.sending import Sender
 from ...delivery.writer import Writer
@@ -95,10 +95,12 @@ class WatchState:
         self._hop_tag: list[str] | None = None
         self._hop = hop_prefix(str(self.state.path), self.epoch)
         self._next_session_check = time.monotonic() + SESSION_CHECK
+        # where our lines go: a reader may ask it of our state file after we ended (ack_check.writes_into)
+        out = ack_check.output_ident(writer.output.path, writer.output.stdout) if writer is not None else None
         with self.state.transaction() as db:  # before any line of this run is written (delivery/runs.py)
             db.executemany(
                 "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                runs.current(self.batch).items(),
+                runs.current(self.batch, out).items(),
             )
         if meta["tombstones"]:
             self._drop_acknowledged_tombstones()
