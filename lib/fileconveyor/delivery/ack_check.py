@@ -15,7 +15,9 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
    (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
    ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
    line, or before a pass-through process in between did) leaves rule 1 alone: refusing
-   it would leave such a pipeline never acknowledged.
+   it would leave such a pipeline never acknowledged.  A writer's state file also says which pipe or FIFO its
+   current run writes into (``run_out``, recorded before its first line: runs.current); when that is our
+   input, the writer is ours whether it still runs or not (``writes_into``).
    Only processes of ours write into our pipe, and files holding the epoch are owner-only.
    (A library caller that hands the runner an in-memory stream, with no file descriptor,
    vouches for its lines as for its other arguments: the epoch decides there.)
