@@ -330,12 +330,19 @@ def run(
         last = time.monotonic()
         want = expected(c.src)
         report.files = len(want)
+        told = last
         while True:
             got, _ = dest_tree(c.dest)
-            if got == want and not record_mismatches(db_url, c.src, got):
+            record = record_mismatches(db_url, c.src, got) if got == want else []
+            if got == want and not record:
                 break
             if time.monotonic() - last > converge_timeout:
                 break
+            if time.monotonic() - told > 10:  # what a slow convergence waits for
+                told = time.monotonic()
+                missing = [k for k in want if got.get(k) != want[k]]
+                say(f"{told - last:.0f}s: waiting for {len(missing)} file(s) ({missing[:3]}), "
+                    f"{len(set(got) - set(want))} extra, {len(record)} record mismatch(es) {record[:3]}")  # fmt: skip
             c.restart_exited(say)
             time.sleep(0.5)
         report.converge_seconds = time.monotonic() - last
