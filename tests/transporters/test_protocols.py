@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,3 +279,33 @@ def test_openssh_engine_finds_default_keys_in_home(
     tp.upload(src, b"a")
     assert tp.pipe is not None  # type: ignore[attr-defined]
     assert (sftp_backend.files / "a").read_bytes() == b"from home"
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "ftps"])
+def test_ftp_sends_files_and_pipes_whole_without_a_type_per_file(
+    scheme: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The session is binary from the login on: no TYPE I (a round trip) before each file, as ftplib's
+    storbinary sent.  A regular file goes by sendfile(2) over plain FTP; a pipe (which sendfile would take
+    for empty: its size is 0) and FTPS go through Python; every one arrives whole."""
+    backend: Backend = request.getfixturevalue(f"{scheme}_backend")
+    backend.files.mkdir(parents=True, exist_ok=True)
+    tp = backend.make()
+    tp.connect()
+    sent: list[str] = []
+    putcmd = tp.ftp.putcmd  # type: ignore[attr-defined]
+    tp.ftp.putcmd = lambda line: (sent.append(line.split()[0]), putcmd(line))[1]  # type: ignore[attr-defined]
+    files = {name: os.urandom(size) for name, size in [("empty", 0), ("small", 5), ("big", 3 << 20)]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        tp.upload(tmp_path / name, name.encode())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    piped = os.urandom(2 << 20)
+    writer = threading.Thread(target=fifo.write_bytes, args=(piped,))  # opens when the upload does
+    writer.start()
+    tp.upload(fifo, b"piped")
+    writer.join(10)
+    for name, data in [*files.items(), ("piped", piped)]:
+        assert (backend.files / name).read_bytes() == data, name
+    assert sent.count("STOR") == 4 and "TYPE" not in sent, sent

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ftplib
 import io
+import os
 import ssl
+import stat
 from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
@@ -113,7 +115,7 @@ class FTP(CheckedDirs):
             # so that a link planted there is not written through.
             self._remove_quietly(tmp)
             try:
-                self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
+                sent = self._store(tmp, src)
             except ftplib.error_perm:
                 # Most likely a missing directory (the root, or one gone since it was checked): make, retry.
                 self.dirs.clear()
@@ -122,14 +124,33 @@ class FTP(CheckedDirs):
                 else:
                     self._make_root()
                 src.seek(0)
-                self.ftp.storbinary(f"STOR {_s(tmp)}", src, 1 << 16)
-            unchanged(src, src.tell())  # storbinary sends up to EOF: a shrunk file would go out partial
+                sent = self._store(tmp, src)
+            unchanged(src, sent)  # _store sends up to EOF: a shrunk file would go out partial
             self.ftp.sendcmd(f"RNFR {_s(tmp)}")
             self.ftp.voidcmd(f"RNTO {_s(final)}")
         except BaseException:
             self.dirs.clear()
             self._remove_quietly(tmp)
             raise
+
+    def _store(self, path: bytes, src: BinaryIO) -> int:
+        """STOR ``src`` from where it is to its end; how many bytes went.  Not ftplib's storbinary: that sends
+        TYPE I before every file (a round trip; the session is binary from _connect on, and _kind sets it back
+        after a LIST) and copies the file through Python 64 KB at a time, where a plain data connection takes a
+        regular file with sendfile(2), from the page cache (20 files of 20 MB: 0.75 s against rclone's 0.50)."""
+        regular = stat.S_ISREG(os.fstat(src.fileno()).st_mode)
+        with self.ftp.transfercmd(f"STOR {_s(path)}") as conn:
+            if regular and not isinstance(conn, ssl.SSLSocket):  # TLS encrypts in user space: no sendfile
+                sent = conn.sendfile(src, src.tell())  # to the end of the file
+            else:  # a pipe (sendfile would take its size, 0, as empty), or TLS (its sendfile sends 8 KB at a time)
+                sent = 0
+                while block := src.read(1 << 16):
+                    conn.sendall(block)
+                    sent += len(block)
+                if isinstance(conn, ssl.SSLSocket):
+                    conn.unwrap()  # the TLS close_notify: the server's sign that the file is complete
+        self.ftp.voidresp()
+        return sent
 
     def _delete(self, rel: bytes) -> None:
         if not self._check_dirs(parent_and_name(rel)[0], create=False):
