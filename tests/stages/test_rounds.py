@@ -74,6 +74,18 @@ def test_a_lone_result_is_committed_at_once(tmp_path: Path, monkeypatch: pytest.
     assert stage.recorded_at["only"] - stage.worked_at["only"] < 2.0
 
 
+def test_results_of_slow_items_are_not_held_for_company(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One worker, items slower than ROUND_WAIT (fc-process --jobs 1 and a 50 ms tool): the next item is queued
+    in the lane, which counted as running, so each result waited ROUND_WAIT for company that came only after it,
+    its line that much later (25 ms a file), the main thread polling every 2 ms meanwhile."""
+    monkeypatch.setattr(runner, "ROUND_WAIT", 0.5)
+    stage = Rounds(workers=1, pause=0.7)
+    status, out, _ = run(stage, lines([ev(f"f{i}", i) for i in range(5)]), tmp_path / "s.db")
+    assert status == Exit.OK and len(out) == 5
+    held = sorted(stage.recorded_at[f"f{i}"] - stage.worked_at[f"f{i}"] for i in range(1, 5))
+    assert held[len(held) // 2] < 0.3, held  # the old code: 0.5 s each
+
+
 def test_a_slow_item_does_not_hold_back_the_results_of_others(tmp_path: Path) -> None:
     class OneSlow(Rounds):
         def work(self, item: Item) -> Done:

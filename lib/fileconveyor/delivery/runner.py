@@ -132,6 +132,7 @@ class Runner:
         self._line_at = 0.0  # when the last input line came (IDLE_ACK_QUIET)
         self._wake_at: float | None = None  # the loop looks again by then (an idle acknowledgement is due)
         self._end_poll = END_POLL  # at the end: how soon to look for our readers' acknowledgements again
+        self._result_at = 0.0  # when the last result was taken (_gather)
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -356,11 +357,19 @@ class Runner:
         """Results came in: while more items are running, gather theirs too before the round commits (ROUND_ITEMS,
         ROUND_WAIT).  The round goes at once when nothing more is in flight, or when a line comes that an idle
         worker could start: live events are not held back.  Looked for every POLL seconds instead of waiting on
-        the queue: a wake-up of this thread per result cost more than the commits it saved."""
+        the queue: a wake-up of this thread per result cost more than the commits it saved.
+
+        Not for a lone result when the one before came more than ROUND_WAIT ago: items slower than that
+        (fc-process --jobs 1 and a 50 ms tool) have their next one queued in the lane, which counts as running,
+        and each result waited the whole ROUND_WAIT for company that came after it, polling meanwhile."""
+        now = time.monotonic()
         done = sum(kind == "done" for kind, _ in msgs)
         back = sum(kind == "back" for kind, _ in msgs)
         line = any(kind == "line" for kind, _ in msgs)
-        deadline = time.monotonic() + ROUND_WAIT
+        last, self._result_at = self._result_at, now
+        if done == 1 and now - last > ROUND_WAIT:
+            return
+        deadline = now + ROUND_WAIT
         while len(msgs) < BATCH:
             running = self.sched.running() - done - back
             if running <= 0 or done >= ROUND_ITEMS or (line and running < self._workers):
@@ -374,7 +383,9 @@ class Runner:
                 time.sleep(min(POLL, left))
                 continue
             msgs.append(msg)
-            done += msg[0] == "done"
+            if msg[0] == "done":
+                done += 1
+                self._result_at = time.monotonic()
             back += msg[0] == "back"
             line = line or msg[0] == "line"
 
