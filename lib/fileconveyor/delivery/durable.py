@@ -316,9 +316,11 @@ class Acknowledger:
     def _write(self, origin: str, epoch: str, hwm: int) -> bool:
         if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False
-        if self._verified.get(origin) != epoch and (
-            time.monotonic() < self._next_check.get(origin, 0.0) or (origin, epoch) in self._refused
-        ):
+        unverified = self._verified.get(origin) != epoch
+        paused = unverified and time.monotonic() < self._next_check.get(origin, 0.0)
+        if unverified and (origin, epoch) in self._refused:
+            return False
+        if paused and (origin, epoch) not in self._starting:
             return False
         try:
             conn = self._conns.get(origin)
@@ -328,7 +330,13 @@ class Acknowledger:
                     return False
                 conn = ack_check.open_state(origin)
                 self._conns[origin] = conn
-            if self._verified.get(origin) != epoch:
+            if unverified:
+                # A writer found starting is looked at again after VERIFY_STARTING, but not later than its state
+                # saying that its run writes into our pipe (one read, no scan of /proc).  Under load it opened its
+                # state just after a look, wrote its lines and ended within that pause; every acknowledgement
+                # until our end, the last one too, was dropped, and it kept all it wrote for a reader that had it.
+                if paused and not (self.source is not None and ack_check.writes_into(conn, self.source)):
+                    return False
                 verified = self._verify(conn, origin, epoch)
                 if not verified:
                     again = self.VERIFY_AGAIN if verified is False else self.VERIFY_STARTING
