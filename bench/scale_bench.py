@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shlex
@@ -173,51 +174,52 @@ def run(work: Path, src: Path, url: str, workers: int, files: int, delay: float,
     owner = {p: k for k, share in enumerate(shares(workers)) for p in share}
     worker_of = {ev["rel"]: owner[partition_of(os.fsencode(ev["path"]), PARTITIONS)] for ev in evs}
     step = f'cmd:sh -c "sleep {delay}; cat \\"$1\\"" sh {{in}}'
-    shells = []
-    for k, share in enumerate(shares(workers)):
-        st = work / f"w{k}"
-        st.mkdir()
-        q = shlex.join
-        script = (
-            f"{q([sys.executable, str(BIN / 'fc-consume'), '-q', *consume, '--partitions', ','.join(map(str, share))])}"
-            f" --state {st}/c.db {url}"
-            f" | {q([sys.executable, str(BIN / 'fc-process'), '-q', '--jobs', '1', '--processor', step])}"
-            f" --state {st}/p.db"
-            f" | {q([sys.executable, str(BIN / 'fc-transport'), '-q', '--to', f'file://{dest}'])} --state {st}/t.db"
-            f" > /dev/null 2>{st}/err"
-        )
-        shells.append(subprocess.Popen(["bash", "-c", script], start_new_session=True))
-    # fc-publish is a long-running reader behind fc-watch: started, connected and the stream made before the clock
-    publisher = subprocess.Popen(
-        [
-            sys.executable,
-            str(BIN / "fc-publish"),
-            "-q",
-            "--partitions",
-            str(PARTITIONS),
-            "--state",
-            str(work / "pub.db"),
-            url,
-        ],
-        stdin=subprocess.PIPE,
-        stderr=(work / "publish.err").open("wb"),
-    )
-    ready(url, time.monotonic() + 120, [*shells, publisher])
-    cpu_before = workers_cpu(shells)  # their start-up is not the events' cost
-    publish_before = sum(cpu_times(publisher.pid))
+    shells: list[subprocess.Popen[bytes]] = []
+    publisher: subprocess.Popen[bytes] | None = None
     arrivals = Arrivals(dest)
-    arrivals.start()
-    t0 = time.monotonic()
-    assert publisher.stdin is not None
-    publisher.stdin.write(events)
-    publisher.stdin.close()
-    _, status, usage = os.wait4(publisher.pid, 0)  # its CPU, which /proc no longer has once it is reaped
-    publisher.returncode = os.waitstatus_to_exitcode(status)
-    published = time.monotonic() - t0
-    if publisher.returncode != 0:
-        raise RuntimeError(f"fc-publish failed: see {work}/publish.err")
-    cpu_publish = usage.ru_utime + usage.ru_stime - publish_before
-    try:
+    try:  # whatever fails (the workers never pulling, fc-publish failing), nothing of this run is left running
+        for k, share in enumerate(shares(workers)):
+            st = work / f"w{k}"
+            st.mkdir()
+            q, part = shlex.join, ",".join(map(str, share))
+            script = (
+                f"{q([sys.executable, str(BIN / 'fc-consume'), '-q', *consume, '--partitions', part])}"
+                f" --state {st}/c.db {url}"
+                f" | {q([sys.executable, str(BIN / 'fc-process'), '-q', '--jobs', '1', '--processor', step])}"
+                f" --state {st}/p.db"
+                f" | {q([sys.executable, str(BIN / 'fc-transport'), '-q', '--to', f'file://{dest}'])} --state {st}/t.db"
+                f" > /dev/null 2>{st}/err"
+            )
+            shells.append(subprocess.Popen(["bash", "-c", script], start_new_session=True))
+        # fc-publish is a long-running reader behind fc-watch: started, connected and the stream made before the clock
+        publisher = subprocess.Popen(
+            [
+                sys.executable,
+                str(BIN / "fc-publish"),
+                "-q",
+                "--partitions",
+                str(PARTITIONS),
+                "--state",
+                str(work / "pub.db"),
+                url,
+            ],
+            stdin=subprocess.PIPE,
+            stderr=(work / "publish.err").open("wb"),
+        )
+        ready(url, time.monotonic() + 120, [*shells, publisher])
+        cpu_before = workers_cpu(shells)  # their start-up is not the events' cost
+        publish_before = sum(cpu_times(publisher.pid))
+        arrivals.start()
+        t0 = time.monotonic()
+        assert publisher.stdin is not None
+        publisher.stdin.write(events)
+        publisher.stdin.close()
+        _, status, usage = os.wait4(publisher.pid, 0)  # its CPU, which /proc no longer has once it is reaped
+        publisher.returncode = os.waitstatus_to_exitcode(status)
+        published = time.monotonic() - t0
+        if publisher.returncode != 0:
+            raise RuntimeError(f"fc-publish failed: see {work}/publish.err")
+        cpu_publish = usage.ru_utime + usage.ru_stime - publish_before
         while len(arrivals.seen) < files:
             time.sleep(0.02)
             if any(p.poll() is not None for p in shells) or time.monotonic() - t0 > 60 + files * delay * 4:
@@ -226,8 +228,12 @@ def run(work: Path, src: Path, url: str, workers: int, files: int, delay: float,
         cpu = cpu_by_kind(cpu_before, workers_cpu(shells))
     finally:
         arrivals.stopping = True
+        if publisher is not None and publisher.returncode is None:
+            publisher.kill()
+            publisher.wait()
         for p in shells:
-            os.killpg(p.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
         for p in shells:
             p.wait(30)
     per_worker = []
