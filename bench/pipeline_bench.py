@@ -631,12 +631,8 @@ def table(results: list[dict], ratios: list[dict], live: list[dict]) -> str:
     if ratios:
         lines += ["", "| set | to | best peer | fc 3-stage / best | fc 5-stage / best |", "|---|---|---|---:|---:|"]
         for r in ratios:
-            three, five = r.get("fc 3-stage"), r.get("fc 5-stage")
-            lines.append(
-                f"| {r['set']} | {r['to']} | {r['best']} | {three:.2f} | {five:.2f} |"
-                if three is not None and five is not None
-                else f"| {r['set']} | {r['to']} | {r['best']} | {three or ''} | {five or ''} |"
-            )
+            three, five = (f"{x:.2f}" if x is not None else "" for x in (r.get("fc 3-stage"), r.get("fc 5-stage")))
+            lines.append(f"| {r['set']} | {r['to']} | {r['best']} | {three} | {five} |")  # one shape run: one ratio
     if live:
         lines += [
             "",
