@@ -214,3 +214,72 @@ def test_an_acknowledgement_costs_the_writer_no_fsync(tmp_path: Path) -> None:
     finally:
         conn.close()
         writer.close()
+
+
+def _writer_into(tmp_path: Path, out: int) -> tuple[Path, str]:
+    """Another pipeline's stage, run once with its lines going into ``out`` (its state's run_out names that pipe
+    or FIFO), ended: its state file and epoch."""
+    other = tmp_path / "other.db"
+    p = subprocess.run(
+        [*FILTER, "--state", str(other), "--drain-timeout", "0.2"],
+        input=_event("a.css"),
+        stdout=out,
+        stderr=subprocess.PIPE,
+        env=env(tmp_path),
+    )
+    assert p.returncode in (0, 4), p.stderr  # 4: its line unacknowledged (nobody reads yet), kept for next run
+    with sqlite3.connect(other) as db:
+        (epoch,) = db.execute("SELECT v FROM meta WHERE k='epoch'").fetchone()
+    db.close()
+    return other, epoch
+
+
+def _forge_into(tmp_path: Path, r: int, w: int, other: Path, epoch: str) -> bytes:
+    """The writer's own line taken out of the pipe, then a forged one naming its state written by us (who do not
+    hold that state file open) while fc-filter reads; fc-filter's stderr."""
+    assert os.read(r, 65536).count(b"\n") == 1  # the real line, read by someone else
+    os.write(w, _event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
+    reader = subprocess.Popen(
+        [*held_for(1, "filter"), "--state", str(tmp_path / "ours.db")],
+        stdin=r,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(tmp_path),
+    )
+    os.close(r)
+    assert reader.stdout is not None
+    assert reader.stdout.readline()  # taken (and judged) while we still hold the pipe
+    os.close(w)
+    _out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err.decode()
+    return err
+
+
+def test_a_fifo_others_may_write_gets_no_acknowledgement_for_a_writer_that_wrote_there(tmp_path: Path) -> None:
+    """A writer's state says its run wrote into a FIFO (run_out), and it ended.  Anyone may open that FIFO
+    (mode 0666): a line written there naming the writer's state, its epoch right, was acknowledged into that
+    state (the writer then forgets lines its reader never had).  A FIFO another user may write is now as a file
+    of saved events others may write: nothing is acknowledged."""
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o666)
+    w = os.open(fifo, os.O_RDWR)  # the other user, holding the FIFO open
+    r = os.open(fifo, os.O_RDONLY)
+    other, epoch = _writer_into(tmp_path, w)
+    err = _forge_into(tmp_path, r, w, other, epoch)
+    assert _acks(other) == [], err.decode()
+    assert b"is a FIFO other users may write into" in err, err
+
+
+def test_a_run_out_written_on_another_boot_does_not_vouch_for_our_pipe(tmp_path: Path) -> None:
+    """Pipe inode numbers start again at every boot: a state whose last run, before a reboot, wrote into a pipe
+    of the number ours has now (here: the very pipe, its run_boot another boot's) proves nothing about the lines
+    in our pipe.  The process writing it is asked, as before run_out: it does not hold that state open."""
+    r, w = os.pipe()
+    other, epoch = _writer_into(tmp_path, w)
+    with sqlite3.connect(other) as db:
+        db.execute("UPDATE meta SET v='00000000-0000-0000-0000-000000000000' WHERE k='run_boot'")
+    db.close()
+    err = _forge_into(tmp_path, r, w, other, epoch)
+    assert _acks(other) == [], err.decode()
+    assert b"no process writing our input has it open (a forged hop?)" in err, err

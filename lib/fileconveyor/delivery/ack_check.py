@@ -89,11 +89,14 @@ def _meta(conn: sqlite3.Connection, names: tuple[str, ...]) -> dict[str, object]
     return dict(conn.execute(f"SELECT {key}, {value} FROM meta WHERE {key} IN ({marks})", names).fetchall())
 
 
-def writes_into(conn: sqlite3.Connection, pipe: Ident) -> bool:
-    """Whether the writer of this state file said, as its current run began, that its lines go into ``pipe``
-    (runs.current).  A pipe we still hold open is the only one with its st_ino, so a writer that ended before
-    we looked (a cron ``fc-watch --scan-once`` of a small tree) is still known as ours."""
-    return _meta(conn, ("run_out",)).get("run_out") == f"{pipe[0]}:{pipe[1]}"
+def writes_into(conn: sqlite3.Connection, pipe: Ident, boot: str | None) -> bool:
+    """Whether the writer of this state file said, as its current run began on this boot (``boot``), that its
+    lines go into ``pipe`` (runs.current).  A pipe we still hold open is the only one with its st_ino, so a
+    writer that ended before we looked (a cron ``fc-watch --scan-once`` of a small tree) is still known as
+    ours.  Only on this boot: pipe inode numbers start again at each boot, so a run_out written before one may
+    name the pipe we read now."""
+    info = _meta(conn, ("run_out", "run_boot"))
+    return bool(boot) and info.get("run_boot") == boot and info.get("run_out") == f"{pipe[0]}:{pipe[1]}"
 
 
 def output_ident(path: str | None, stdout: IO[bytes] | None) -> Ident | None:
@@ -126,6 +129,35 @@ def input_ident(fd: int | None = None, path: str | None = None) -> Ident | None:
     except OSError:
         return None
     return (st.st_dev, st.st_ino) if st is not None and stat.S_ISFIFO(st.st_mode) else None
+
+
+def others_may_write(fd: int | None = None, path: str | None = None) -> bool:
+    """Whether a FIFO on a filesystem (by fd, or path) may be opened for writing by another user: not ours, or
+    group- or world-writable.  Such a user could write lines, hops included, into our input, as into a file of
+    saved events others may write; our writer's state saying it writes there (run_out) proves nothing then.  A
+    pipe (pipefs) has no path to open: only the processes holding it write into it."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+    except OSError:
+        return False
+    if st is None or not stat.S_ISFIFO(st.st_mode) or st.st_dev == _pipefs_dev():
+        return False
+    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+
+
+_pipefs: list[int] = []
+
+
+def _pipefs_dev() -> int:
+    """The st_dev of pipes made by pipe(2): one pseudo-filesystem for all of them."""
+    if not _pipefs:
+        r, w = os.pipe()
+        try:
+            _pipefs.append(os.fstat(r).st_dev)
+        finally:
+            os.close(r)
+            os.close(w)
+    return _pipefs[0]
 
 
 def same_file(a: str, b: str) -> bool:

@@ -409,7 +409,7 @@ class Acknowledger:
             self._refused.add((origin, epoch))
             self.info(f"not acknowledging to {origin}: our input is neither a pipe nor a file only we can write")
             return False
-        if self.source is not None and ack_check.writes_into(conn, self.source):
+        if self.source is not None and ack_check.writes_into(conn, self.source, self._boot):
             # its run said it writes into our pipe (runs.current), whether it still does or ended before we
             # looked: a cron `fc-watch --scan-once | fc-filter` of a small tree, which used to be refused
             self._verified[origin] = epoch

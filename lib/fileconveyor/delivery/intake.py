@@ -75,10 +75,27 @@ class Intake:
         self._met: set[str] = set()  # writers whose first line this process has seen
 
     def _input_ident(self) -> ack_check.Ident | None:
-        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end."""
+        """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
+        a FIFO another user may write (ack_check.others_may_write): as a file of saved events others may write,
+        nothing is acknowledged to the writers its lines name."""
         if self.opts.input in (None, "-"):
-            return ack_check.input_ident(fd=self.stdin.fileno()) if has_fd(self.stdin) else None
+            fd = self.stdin.fileno() if has_fd(self.stdin) else None
+            if fd is None:
+                return None
+            if ack_check.others_may_write(fd=fd):
+                self._shared_fifo("stdin")
+                return None
+            return ack_check.input_ident(fd=fd)
+        if ack_check.others_may_write(path=self.opts.input):
+            self._shared_fifo(self.opts.input)
+            return None
         return ack_check.input_ident(path=self.opts.input)
+
+    def _shared_fifo(self, name: str) -> None:
+        self.rep.warn(
+            f"our input {name} is a FIFO other users may write into: its writers get no acknowledgement (and "
+            "re-send what this run took); make it owner-only (mkfifo -m 600)"
+        )
 
     def _input_vouched(self) -> bool:
         """An in-memory stream from a library caller, or a regular file of ours others cannot write (ack_check)."""
