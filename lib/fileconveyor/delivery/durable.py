@@ -335,7 +335,7 @@ class Acknowledger:
                 # saying that its run writes into our pipe (one read, no scan of /proc).  Under load it opened its
                 # state just after a look, wrote its lines and ended within that pause; every acknowledgement
                 # until our end, the last one too, was dropped, and it kept all it wrote for a reader that had it.
-                if paused and not (self.source is not None and ack_check.writes_into(conn, self.source)):
+                if paused and not (self.source is not None and ack_check.writes_into(conn, self.source, self._boot)):
                     return False
                 verified = self._verify(conn, origin, epoch)
                 if not verified:
