@@ -115,3 +115,27 @@ def test_keys_come_from_an_owner_only_file_or_the_environment(tmp_path: Path) ->
     with pytest.raises(ConfigError, match="fewer than 16"):
         A.load_keys(None, env={A.KEYS_VAR: "short"})
     assert KEY not in repr(A.load_keys(None, env={A.KEYS_VAR: KEY}))
+
+
+def test_a_signature_with_non_ascii_text_is_a_wrong_one(tmp_path: Path, nats_server: NatsServer) -> None:
+    """A client with publish rights put text other than hex after the key id in Fc-Sig ('0f..:é'):
+    hmac.compare_digest refuses to compare such strings (TypeError), which fc-consume took for a bug of its own
+    at every delivery of the message.  It is a wrong signature: reported, terminated, the real event applied."""
+    src = tmp_path / "src"
+    src.mkdir()
+    dest = tmp_path / "dest"
+    url = nats_server.stream_url()
+    keys = ("--key-file", key_file(tmp_path, KEY))
+    (src / "p.css").write_text("one\n")
+    scan_publish_record(tmp_path, src, url, *keys)
+    real = lines_of(tmp_path / "published.jsonl")[0]
+    k = N.partition_of(real["path"].encode(), N.DEFAULT_PARTITIONS)
+    forged = json.dumps({**real, "id": "f" * 32, "kind": "modified"}).encode()
+    kid = A.key_id(KEY.encode())
+    headers = {N.HEADER_ID: "forged-1", N.HEADER_EPOCH: real["hop"]["epoch"], N.HEADER_SEQ: "2", "Fc-Sig": kid + ":é"}
+    assert publish_raw(nats_server, N.subject("FC", k), forged, headers) is None
+    finish(start_workers(tmp_path, src, dest, url, *keys, idle=1), tmp_path)
+    err = (tmp_path / "consume.err").read_text()
+    assert tree(dest) == {b"p.css": b"one\n"}, err
+    assert f"partition {k}, stream seq 2: a message a wrong signature (key {kid})" in err, err
+    assert stream_state(nats_server) == (0, 0), err  # terminated: not kept, not redelivered
