@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from fileconveyor.delivery import nats_auth as A
 from fileconveyor.delivery import nats_hop as N
 from fileconveyor.errors import ConfigError, UsageError
 from tests.broker.test_broker import finish, lines_of, scan_publish_record, start_workers, stream_state, tree
+from tests.conftest import ROOT
 from tests.servers.nats import NatsServer
 
 KEY = "kW3n8Yw1c0m5tq4C1C0q5oRZ2yH0Qv6xq9l3G6b2c8E="
@@ -139,3 +142,25 @@ def test_a_signature_with_non_ascii_text_is_a_wrong_one(tmp_path: Path, nats_ser
     assert tree(dest) == {b"p.css": b"one\n"}, err
     assert f"partition {k}, stream seq 2: a message a wrong signature (key {kid})" in err, err
     assert stream_state(nats_server) == (0, 0), err  # terminated: not kept, not redelivered
+
+
+def test_a_failure_of_ours_while_pulling_ends_fc_consume_with_status_5(tmp_path: Path, nats_server: NatsServer) -> None:
+    """A bug met while taking a message (here: the signature check made to raise, as the non-ASCII signature
+    did) ended the partition's puller unseen: nothing of that partition applied, and fc-consume exited 0 at
+    --idle-exit.  It now says so and exits 5; the message, not acknowledged, is delivered again next run."""
+    src = tmp_path / "src"
+    src.mkdir()
+    url = nats_server.stream_url()
+    keys = ("--key-file", key_file(tmp_path, KEY))
+    (src / "p.css").write_text("one\n")
+    scan_publish_record(tmp_path, src, url, *keys)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv.pop(1)); from fileconveyor.delivery import nats_auth; "
+        "nats_auth.Keys.check = lambda *a: 1 / 0; from fileconveyor.cli.consume import main; sys.exit(main())"
+    )
+    state = str(tmp_path / "c.db")
+    argv = [sys.executable, "-c", code, str(ROOT / "lib"), "--idle-exit", "1", "--state", state, *keys, url]
+    p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+    assert p.returncode == 5, p.stderr.decode()
+    assert b"unexpected failure while pulling: division by zero" in p.stderr, p.stderr
+    assert stream_state(nats_server)[0] == 1  # kept: delivered again to the next run

@@ -71,7 +71,8 @@ class Feed:
         self.last_message = time.monotonic()
         self.bad = 0
         self.refused = 0  # not signed by one of our keys
-        self.failure: ConfigError | None = None  # why the feed ended on its own (fc-consume's exit status 3)
+        # why the feed ended on its own: a ConfigError (fc-consume's exit status 3), or a bug of ours (5)
+        self.failure: Exception | None = None
         self.redelivered = 0  # messages the server delivered more than once (the ack wait passed, a restart)
         self._tasks: list[asyncio.Task[None]] = []
         self._pulls: dict[int, asyncio.Task[None]] = {}
@@ -250,6 +251,18 @@ class Feed:
         )
 
     async def _pull(self, k: int) -> None:
+        """Pull partition ``k`` until we stop.  A failure of ours in it (a bug: a message our code cannot take)
+        ends the feed and fc-consume with it (exit 5): the task ended unseen, its partition no longer pulled and
+        the worker exiting 0 at --idle-exit with that partition's events never applied."""
+        try:
+            await self._pulling(k)
+        except Exception as exc:
+            self.rep.error(f"partition {k}: unexpected failure while pulling: {exc or type(exc).__name__}")
+            if self.failure is None:
+                self.failure = exc
+            self.stop(end=True)
+
+    async def _pulling(self, k: int) -> None:
         import nats.errors
 
         sub = None
