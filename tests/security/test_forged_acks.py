@@ -283,3 +283,31 @@ def test_a_run_out_written_on_another_boot_does_not_vouch_for_our_pipe(tmp_path:
     err = _forge_into(tmp_path, r, w, other, epoch)
     assert _acks(other) == [], err.decode()
     assert b"no process writing our input has it open (a forged hop?)" in err, err
+
+
+def test_which_fifos_other_users_may_write(tmp_path: Path) -> None:
+    """ack_check.others_may_write on real FIFOs: ours and owner-only, or writable by our user-private group
+    (umask 002) only, are ours; world-writable, another group's, or another user's are not; a pipe is ours."""
+    from fileconveyor.delivery import ack_check
+
+    fifo = tmp_path / "f.fifo"
+    os.mkfifo(fifo)
+    os.chmod(fifo, 0o600)
+    assert not ack_check.others_may_write(path=str(fifo))
+    os.chmod(fifo, 0o602)
+    assert ack_check.others_may_write(path=str(fifo))
+    r, w = os.pipe()
+    try:
+        assert not ack_check.others_may_write(fd=r)
+    finally:
+        os.close(r)
+        os.close(w)
+    if os.geteuid() != 0:
+        return  # chown to another user or group needs root
+    os.chmod(fifo, 0o660)
+    assert not ack_check.others_may_write(path=str(fifo))  # root's group, no other member
+    os.chown(fifo, 0, 65534)
+    assert ack_check.others_may_write(path=str(fifo))
+    os.chown(fifo, 65534, 0)
+    os.chmod(fifo, 0o600)
+    assert ack_check.others_may_write(path=str(fifo))

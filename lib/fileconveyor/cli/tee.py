@@ -22,7 +22,7 @@ written to again."""
 
 EPILOG = """\
 examples:
-  mkfifo css.fifo videos.fifo
+  mkfifo -m 600 watch.fifo css.fifo videos.fifo
   fc-watch --output watch.fifo /srv/www &
   fc-tee --input watch.fifo --output css.fifo --output videos.fifo &
   fc-filter --input css.fifo --extensions css:js | fc-transport --to file:///srv/cdn ... &

@@ -135,7 +135,7 @@ def shell(plan: Plan) -> str:
     if fanned:
         lines += [
             "fifos=$(mktemp -d) && trap 'rm -rf \"$fifos\"' EXIT",
-            "mkfifo " + " ".join(f'"$fifos/{n}"' for n in fanned),
+            "mkfifo -m 600 " + " ".join(f'"$fifos/{n}"' for n in fanned),
         ]
     lines.append("pids=()")
     for label, fed, cmds in segments:

@@ -132,17 +132,33 @@ def input_ident(fd: int | None = None, path: str | None = None) -> Ident | None:
 
 
 def others_may_write(fd: int | None = None, path: str | None = None) -> bool:
-    """Whether a FIFO on a filesystem (by fd, or path) may be opened for writing by another user: not ours, or
-    group- or world-writable.  Such a user could write lines, hops included, into our input, as into a file of
-    saved events others may write; our writer's state saying it writes there (run_out) proves nothing then.  A
-    pipe (pipefs) has no path to open: only the processes holding it write into it."""
+    """Whether a FIFO on a filesystem (by fd, or path) may be opened for writing by another user: not ours,
+    world-writable, or writable by a group with other members.  Such a user could write lines, hops included,
+    into our input, as into a file of saved events others may write; our writer's state saying it writes there
+    (run_out) proves nothing then.  A pipe (pipefs) has no path to open: only the processes holding it write
+    into it.  A group of our own (the user-private group that umask 002 makes FIFOs writable by) is no other
+    user."""
     try:
         st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
     except OSError:
         return False
     if st is None or not stat.S_ISFIFO(st.st_mode) or st.st_dev == _pipefs_dev():
         return False
-    return st.st_uid != os.geteuid() or bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH))
+    if st.st_uid != os.geteuid() or st.st_mode & stat.S_IWOTH:
+        return True
+    return bool(st.st_mode & stat.S_IWGRP) and not _own_group(st.st_gid)
+
+
+def _own_group(gid: int) -> bool:
+    """Whether group ``gid`` is our primary group and names no member (a user-private group)."""
+    if gid != os.getegid():
+        return False
+    import grp  # only for a group-writable FIFO
+
+    try:
+        return not grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
 
 
 _pipefs: list[int] = []
