@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -164,3 +166,37 @@ def test_a_failure_of_ours_while_pulling_ends_fc_consume_with_status_5(tmp_path:
     assert p.returncode == 5, p.stderr.decode()
     assert b"unexpected failure while pulling: division by zero" in p.stderr, p.stderr
     assert stream_state(nats_server)[0] == 1  # kept: delivered again to the next run
+
+
+def test_a_key_file_is_read_once_and_must_be_a_file_or_a_pipe(tmp_path: Path) -> None:
+    """--key-file was opened once to check it and again to read it: a FIFO fed by `cat keys > fifo` lost its
+    writer to the first open and fc-consume waited at start for ever.  It is opened once now; a device (here one
+    as /dev/zero, owner-only) is refused instead of being read without end, as is a file too large for keys."""
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo, 0o600)
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from fileconveyor.delivery import nats_auth as A; "
+        "print(A.load_keys(sys.argv[2], env={}).ids)"
+    )
+    loader = subprocess.Popen(
+        [sys.executable, "-c", code, str(ROOT / "lib"), str(fifo)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        with open(fifo, "w") as w:  # waits for the loader's open, as `cat keys > fifo` does
+            w.write(KEY + "\n")
+        out, err = loader.communicate(timeout=10)
+    finally:
+        loader.kill()
+        loader.wait()
+    assert loader.returncode == 0, err.decode()
+    assert out.decode().strip() == repr([A.key_id(KEY.encode())])
+    if os.geteuid() == 0:  # mknod needs root
+        zero = tmp_path / "zero"
+        os.mknod(zero, stat.S_IFCHR | 0o600, os.makedev(1, 5))
+        with pytest.raises(ConfigError, match="not a regular file or a pipe"):
+            A.load_keys(str(zero), env={})
+    big = tmp_path / "big.keys"
+    big.write_bytes((KEY + "\n").encode() * 2000)
+    big.chmod(0o600)
+    with pytest.raises(ConfigError, match="not a file of keys"):
+        A.load_keys(str(big), env={})

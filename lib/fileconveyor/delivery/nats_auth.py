@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,6 +104,34 @@ def _secret_file(path: str, flag: str) -> None:
         raise ConfigError(f"{flag}: {problem}")
 
 
+MAX_KEY_FILE = 64 * 1024  # bytes: a few keys and comments; more is some other file named by mistake
+
+
+def _read_key_file(path: str) -> bytes:
+    """The text of a key file, checked on the file read (opened once: a FIFO fed by ``cat keys > fifo``, or
+    ``<(...)``, is read, where a first open to check it took the writer's only chance; a path swapped between a
+    check and the read is not read): a regular file or a pipe, owner-only, at most MAX_KEY_FILE bytes (a device
+    such as /dev/zero is never read without end)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as exc:
+        raise ConfigError(f"--key-file {path}: {exc.strerror or exc}") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
+            raise ConfigError(f"--key-file {path}: not a regular file or a pipe")
+        problem = private.secret_problem(path, st.st_mode)
+        if problem:
+            raise ConfigError(f"--key-file: {problem}")
+        try:
+            text = f.read(MAX_KEY_FILE + 1)
+        except OSError as exc:
+            raise ConfigError(f"--key-file {path}: {exc.strerror or exc}") from None
+    if len(text) > MAX_KEY_FILE:
+        raise ConfigError(f"--key-file {path}: more than {MAX_KEY_FILE // 1024} KiB: not a file of keys")
+    return text
+
+
 # -- signed messages ---------------------------------------------------------------------
 
 
@@ -159,12 +188,7 @@ def load_keys(path: str | None, env: Mapping[str, str] | None = None) -> Keys | 
     ``FC_BROKER_KEYS``; None when neither is given (messages are neither signed nor checked)."""
     env = os.environ if env is None else env
     if path:
-        _secret_file(path, "--key-file")
-        try:
-            with open(path, "rb") as f:
-                text = f.read()
-        except OSError as exc:
-            raise ConfigError(f"--key-file {path}: {exc.strerror or exc}") from None
+        text = _read_key_file(path)
         where = f"--key-file {path}"
         found = [line.strip() for line in text.splitlines()]
         secrets = [k for k in found if k and not k.startswith(b"#")]
