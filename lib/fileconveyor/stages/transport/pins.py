@@ -11,7 +11,9 @@ scheduled like any old name (``--delete-old-after``, at once by default).  A sty
 old name nothing keeps (fc-process made it before the file's new name came) is not sent: its next version,
 with the new name, follows.  An old stylesheet kept because
 another stylesheet imports it keeps what it references in turn.  Everything is written in the transaction that
-records the upload or deletion, so a kill -9 redoes it and finds the same pins.
+records the upload or deletion, so a kill -9 redoes it and finds the same pins; a stylesheet's pins are also
+committed before it is sent (``TransportStage._pin_ahead``): killed after the upload and before that transaction,
+the stylesheet stays published, and its line may come again only after a change that supersedes a name it uses.
 """
 
 from __future__ import annotations

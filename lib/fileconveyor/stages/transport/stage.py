@@ -168,6 +168,7 @@ class TransportStage(Stage):
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
         self.turns = Turns(name for name, t in self.targets.items() if t.cls.takes_turns and t.connections > 1)
+        self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
@@ -355,12 +356,14 @@ class TransportStage(Stage):
         refs = parse_references(ev)
         changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
         released: list[transport_pins.Ref] = []
+        ahead: frozenset[transport_pins.Ref] = frozenset()
         if refs is not None:
             with self.lock:  # pinned before the stylesheet is visible, in one step with the check
                 stale = self.pins.stale(server, refs, self.names.by_path)
                 if not stale:
                     before = self.pins.by_css.get((server, remote), frozenset())
-                    self.pins.set(server, remote, before | frozenset(refs))  # its old content is there meanwhile
+                    ahead = before | frozenset(refs)
+                    self.pins.set(server, remote, ahead)  # its old content is there meanwhile
             if stale:
                 ref, name = stale[0]
                 self._info(
@@ -369,6 +372,7 @@ class TransportStage(Stage):
                 )
                 return Done([])
             changes.append((remote, frozenset(refs)))
+            self._pin_ahead(server, remote, ahead)
         with self._connection(server) as tp:
             with self._locked(server, remote):
                 # an item from the inbox at start may have been sent by a process killed before it recorded
@@ -408,6 +412,29 @@ class TransportStage(Stage):
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
         return Done([out], payload=note)
+
+    def _pin_ahead(self, server: str, css: bytes, refs: frozenset[transport_pins.Ref]) -> None:
+        """The pins of a stylesheet about to be sent, committed to the state file before it is visible at the
+        destination.  Written only with the round's commit, they died with a process killed between the upload
+        and that commit: the stylesheet stayed published, and the next run, not knowing what it references,
+        deleted such an old name at once (tests/durability/test_css_soak.py saw it).  Its own connection per
+        worker thread: the main loop's is its own; the round's commit then writes the exact pins."""
+        assert self.ctx is not None
+        conn = getattr(self._ahead, "conn", None)
+        try:
+            if conn is None:
+                conn = sqlite3.connect(self.ctx.state_path, timeout=30, isolation_level=None)
+                conn.execute("PRAGMA synchronous=NORMAL")  # as the state's own: WAL, a process crash loses nothing
+                self._ahead.conn = conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                transport_pins.save(conn, server, css, refs)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        except sqlite3.Error as exc:  # the state file busy past the timeout: the stylesheet waits, unsent
+            raise TransientError(f"recording what the stylesheet references: {exc}") from None
 
     def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
         with self.lock:
