@@ -49,22 +49,29 @@ def publish_raw(server: NatsServer, subject: str, data: bytes, headers: dict[str
     return asyncio.run(go())
 
 
-def test_a_forged_seq_never_moves_the_fence_of_a_signed_stream(tmp_path: Path, nats_server: NatsServer) -> None:
-    """Unsigned, the fence trusts Fc-Epoch/Fc-Seq: a message with the publisher's epoch and seq 10**9 made the
-    worker drop the path's next real event (the destination kept 'one', fc-consume said '2 stale dropped').
-    Signed, the forged message (and one with a wrong signature) is reported with its partition and stream
-    sequence, terminated, and the real event after it is applied."""
+def _one_signed_event(
+    tmp_path: Path, nats_server: NatsServer
+) -> tuple[Path, Path, str, tuple[str, str], dict, int, bytes]:
+    """p.css ("one") published signed: (source, destination, stream URL, the key flag, the published event, its
+    partition, and a forged copy of it with another id)."""
     src = tmp_path / "src"
     src.mkdir()
-    dest = tmp_path / "dest"
     url = nats_server.stream_url()
     keys = ("--key-file", key_file(tmp_path, KEY))
     (src / "p.css").write_text("one\n")
     scan_publish_record(tmp_path, src, url, *keys)
     real = lines_of(tmp_path / "published.jsonl")[0]
-    path = real["path"]
-    k = N.partition_of(path.encode(), N.DEFAULT_PARTITIONS)
+    k = N.partition_of(real["path"].encode(), N.DEFAULT_PARTITIONS)
     forged = json.dumps({**real, "id": "f" * 32, "kind": "modified"}).encode()
+    return src, tmp_path / "dest", url, keys, real, k, forged
+
+
+def test_a_forged_seq_never_moves_the_fence_of_a_signed_stream(tmp_path: Path, nats_server: NatsServer) -> None:
+    """Unsigned, the fence trusts Fc-Epoch/Fc-Seq: a message with the publisher's epoch and seq 10**9 made the
+    worker drop the path's next real event (the destination kept 'one', fc-consume said '2 stale dropped').
+    Signed, the forged message (and one with a wrong signature) is reported with its partition and stream
+    sequence, terminated, and the real event after it is applied."""
+    src, dest, url, keys, real, k, forged = _one_signed_event(tmp_path, nats_server)
     order = {N.HEADER_EPOCH: real["hop"]["epoch"], N.HEADER_SEQ: str(10**9)}
     assert publish_raw(nats_server, N.subject("FC", k), forged, {N.HEADER_ID: "forged-1", **order}) is None
     wrong = {N.HEADER_ID: "forged-2", **order, "Fc-Sig": "0" * 12 + ":" + "ab" * 32}
@@ -126,16 +133,7 @@ def test_a_signature_with_non_ascii_text_is_a_wrong_one(tmp_path: Path, nats_ser
     """A client with publish rights put text other than hex after the key id in Fc-Sig ('0f..:é'):
     hmac.compare_digest refuses to compare such strings (TypeError), which fc-consume took for a bug of its own
     at every delivery of the message.  It is a wrong signature: reported, terminated, the real event applied."""
-    src = tmp_path / "src"
-    src.mkdir()
-    dest = tmp_path / "dest"
-    url = nats_server.stream_url()
-    keys = ("--key-file", key_file(tmp_path, KEY))
-    (src / "p.css").write_text("one\n")
-    scan_publish_record(tmp_path, src, url, *keys)
-    real = lines_of(tmp_path / "published.jsonl")[0]
-    k = N.partition_of(real["path"].encode(), N.DEFAULT_PARTITIONS)
-    forged = json.dumps({**real, "id": "f" * 32, "kind": "modified"}).encode()
+    src, dest, url, keys, real, k, forged = _one_signed_event(tmp_path, nats_server)
     kid = A.key_id(KEY.encode())
     headers = {N.HEADER_ID: "forged-1", N.HEADER_EPOCH: real["hop"]["epoch"], N.HEADER_SEQ: "2", "Fc-Sig": kid + ":é"}
     assert publish_raw(nats_server, N.subject("FC", k), forged, headers) is None
