@@ -148,12 +148,7 @@ def test_a_failure_of_ours_while_pulling_ends_fc_consume_with_status_5(tmp_path:
     """A bug met while taking a message (here: the signature check made to raise, as the non-ASCII signature
     did) ended the partition's puller unseen: nothing of that partition applied, and fc-consume exited 0 at
     --idle-exit.  It now says so and exits 5; the message, not acknowledged, is delivered again next run."""
-    src = tmp_path / "src"
-    src.mkdir()
-    url = nats_server.stream_url()
-    keys = ("--key-file", key_file(tmp_path, KEY))
-    (src / "p.css").write_text("one\n")
-    scan_publish_record(tmp_path, src, url, *keys)
+    _, _, url, keys, _, _, _ = _one_signed_event(tmp_path, nats_server)
     code = (
         "import sys; sys.path.insert(0, sys.argv.pop(1)); from fileconveyor.delivery import nats_auth; "
         "nats_auth.Keys.check = lambda *a: 1 / 0; from fileconveyor.cli.consume import main; sys.exit(main())"
