@@ -26,18 +26,35 @@ DIR_MODE = 0o700
 _OTHERS = stat.S_IRWXG | stat.S_IRWXO
 
 
-def secret_problem(path: str | os.PathLike[str], mode: int) -> str | None:
-    """Why a file holding a secret (a password, a key's passphrase) with ``mode`` may not be used, or None.
+def secret_problem(path: str | os.PathLike[str], st: os.stat_result) -> str | None:
+    """Why a file holding a secret (a password, a key) with status ``st`` may not be used, or None.
 
-    fc-transport's ``--config`` and fc-conveyor's config.xml both refuse such a file (exit 3): a password in a file
-    every user can read is everyone's."""
-    if not mode & _OTHERS:
-        return None
+    fc-transport's ``--config``, fc-conveyor's config.xml and the broker's key and credential files all refuse such
+    a file (exit 3).  Two ways a secret is not ours alone: a file other users can read is everyone's, and a file
+    another user owns is theirs to rewrite (as root, a config owned by www-data would let whoever runs the web
+    server choose what root deletes and where it logs in; OpenSSH's StrictModes refuses such files alike).  The
+    owner must be the user running File Conveyor, or root."""
     shown = os.fspath(path)
-    return (
-        f"{shown} holds a password or key and other users can access it (mode {stat.S_IMODE(mode):o}); "
-        f"run: chmod 600 {shown}"
-    )
+    if st.st_mode & _OTHERS:
+        return (
+            f"{shown} holds a password or key and other users can access it (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run: chmod 600 {shown}"
+        )
+    if st.st_uid not in (os.geteuid(), 0):
+        return (
+            f"{shown} holds a password or key and belongs to another user (uid {st.st_uid}), who could rewrite it; "
+            f"run: chown {_user_name(os.geteuid())} {shown}"
+        )
+    return None
+
+
+def _user_name(uid: int) -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(uid).pw_name
+    except (ImportError, KeyError):
+        return str(uid)
 
 
 def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:

@@ -185,5 +185,49 @@ def test_fc_conveyor_and_fc_transport_say_the_same(tmp_path: Path) -> None:
         load(cfg)
     with pytest.raises(Exception) as transport:
         read_config(conf)
-    assert conveyor.value.errors[0][1] == private.secret_problem(cfg, 0o100644)
-    assert str(transport.value) == private.secret_problem(conf, 0o100644)
+    assert conveyor.value.errors[0][1] == private.secret_problem(cfg, cfg.stat())
+    assert str(transport.value) == private.secret_problem(conf, conf.stat())
+    assert "chmod 600" in str(transport.value)
+
+
+def _status(mode: int, uid: int) -> os.stat_result:
+    return os.stat_result((stat.S_IFREG | mode, 1, 1, 1, uid, 0, 10, 0, 0, 0))
+
+
+def test_a_secret_file_another_user_owns_is_refused() -> None:
+    """An owner-only file another user owns is theirs to rewrite: as root, a config owned by www-data would let
+    whoever runs the web server pick the folders root deletes in and the servers it logs in to."""
+    from fileconveyor import private
+
+    me = os.geteuid()
+    other = 4242 if me != 4242 else 4343
+    assert private.secret_problem("c", _status(0o600, me)) is None
+    assert private.secret_problem("c", _status(0o600, 0)) is None  # root's own files are trusted, as OpenSSH does
+    problem = private.secret_problem("c", _status(0o600, other))
+    assert problem is not None and f"belongs to another user (uid {other})" in problem and "run: chown" in problem
+    assert "chmod 600" in (private.secret_problem("c", _status(0o640, me)) or "")
+
+
+def test_fc_transport_and_the_broker_refuse_key_and_config_files_another_user_owns(tmp_path: Path) -> None:
+    """The same files, end to end: fc-transport's --config and fc-publish's --key-file (root only: only root can
+    give a file away)."""
+    from fileconveyor.delivery import nats_auth
+    from fileconveyor.errors import ConfigError
+    from fileconveyor.transporters.destination import read_config
+
+    conf = tmp_path / "dest.conf"
+    conf.write_text("to = ftp://u@127.0.0.1/\npassword = hunter2\n")
+    keys = tmp_path / "keys"
+    keys.write_text("0123456789abcdef0123456789abcdef\n")
+    for f in (conf, keys):
+        f.chmod(0o600)
+    assert read_config(conf)["password"] == "hunter2"
+    assert nats_auth.load_keys(str(keys), env={}) is not None
+    if os.geteuid() != 0:
+        return  # the refusal itself is test_a_secret_file_another_user_owns_is_refused's
+    for f in (conf, keys):
+        os.chown(f, 65534, 65534)
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        read_config(conf)
+    with pytest.raises(ConfigError, match="belongs to another user"):
+        nats_auth.load_keys(str(keys), env={})

@@ -168,10 +168,10 @@ def _private_if_secret(
     if holds_secret(settings.synced_files_db) or (settings.broker and split_broker(settings.broker)[1]):
         holders.append(settings_line)
     try:
-        mode = path.stat().st_mode
+        st = path.stat()
     except OSError:
         return
-    problem = private.secret_problem(path, mode) if holders else None
+    problem = private.secret_problem(path, st) if holders else None
     if problem:
         c.error(holders[0], problem)
 

@@ -99,7 +99,7 @@ def _secret_file(path: str, flag: str) -> None:
             pass
     except OSError as exc:
         raise ConfigError(f"{flag} {path}: {exc.strerror or exc}") from None
-    problem = private.secret_problem(path, st.st_mode)
+    problem = private.secret_problem(path, st)
     if problem:
         raise ConfigError(f"{flag}: {problem}")
 
@@ -120,7 +120,7 @@ def _read_key_file(path: str) -> bytes:
         st = os.fstat(fd)
         if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
             raise ConfigError(f"--key-file {path}: not a regular file or a pipe")
-        problem = private.secret_problem(path, st.st_mode)
+        problem = private.secret_problem(path, st)
         if problem:
             raise ConfigError(f"--key-file: {problem}")
         try:

@@ -127,7 +127,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, str]:
     """``key = value`` lines (``#`` starts a comment line); refuses secrets in a file others can read."""
     try:
         with open(path, encoding="utf-8") as f:
-            mode = os.fstat(f.fileno()).st_mode
+            st = os.fstat(f.fileno())
             lines = f.read().splitlines()
     except OSError as exc:
         raise ConfigError(f"cannot read destination config {os.fspath(path)}: {exc.strerror}") from None
@@ -140,7 +140,7 @@ def read_config(path: str | os.PathLike[str]) -> dict[str, str]:
         if not sep or not key.strip():
             raise ConfigError(f"{os.fspath(path)}:{number}: expected 'key = value'")
         values[key.strip()] = value.strip()
-    problem = private.secret_problem(path, mode) if any(k in values for k in SECRET_KEYS) else None
+    problem = private.secret_problem(path, st) if any(k in values for k in SECRET_KEYS) else None
     if problem:
         raise ConfigError(problem)
     return values
