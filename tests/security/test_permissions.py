@@ -22,7 +22,7 @@ import pytest
 
 from fileconveyor.cli.filter import main as filter_main
 from fileconveyor.cli.process import main as process_main
-from fileconveyor.conveyor.supervisor import make_logger
+from fileconveyor.conveyor.logs import make_logger
 from tests.conftest import ROOT, call
 from tests.conveyor.test_config import RULES, SOURCES
 from tests.conveyor.test_config import write as write_config
@@ -231,3 +231,19 @@ def test_fc_transport_and_the_broker_refuse_key_and_config_files_another_user_ow
         read_config(conf)
     with pytest.raises(ConfigError, match="belongs to another user"):
         nats_auth.load_keys(str(keys), env={})
+
+
+def test_the_pid_file_is_never_written_through_a_planted_symlink(tmp_path: Path) -> None:
+    """The PID file's temporary name is guessable (our pid): in a directory others can write, a symlink planted
+    there made fc-conveyor (often root) truncate and overwrite the file it points to."""
+    from fileconveyor.conveyor.pidfile import PidFile
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    pid_file = tmp_path / "fc.pid"
+    (tmp_path / f".fc.pid.{os.getpid()}").symlink_to(victim)
+    PidFile(pid_file).write()
+    assert victim.read_text() == "precious\n"
+    assert pid_file.read_text() == f"{os.getpid()}\n" and not pid_file.is_symlink()
+    assert stat.S_IMODE(pid_file.stat().st_mode) == 0o600
+    assert not (tmp_path / f".fc.pid.{os.getpid()}").exists()

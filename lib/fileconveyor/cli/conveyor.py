@@ -14,8 +14,9 @@ from ..conveyor import config as C
 from ..conveyor import config_scale as scale
 from ..conveyor import plan as P
 from ..conveyor import render, status
+from ..conveyor.logs import make_logger
 from ..conveyor.servers import check_access
-from ..conveyor.supervisor import Supervisor, make_logger
+from ..conveyor.supervisor import Supervisor
 from ..errors import ConfigError, Exit
 from ..records import is_url
 from ..report import Reporter

@@ -15,8 +15,9 @@ from ..errors import ConfigError, RetryableError
 from ..records import open_readonly
 from ..stages.record.status import state_status, synced_status
 from ..state import lock_holder
+from .pidfile import running_pid
 from .plan import Plan
-from .supervisor import running_pid, status_path
+from .supervisor import status_path
 
 
 def gather(plan: Plan) -> dict[str, Any]:

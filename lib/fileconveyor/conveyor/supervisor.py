@@ -22,18 +22,18 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .. import backoff, private
 from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
 from . import state_home
+from .logs import level_of
+from .pidfile import AlreadyRunning, PidFile
 from .plan import PUBLISHER, Plan, Proc
 from .render import bin_dir, command_argv
 from .servers import check_access
 
-LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
 STABLE_AFTER = 30.0  # a stage that ran this long before dying starts its back-off afresh
 GIVE_UP_AFTER = 5  # consecutive usage/configuration exits: restarting cannot help
 STOP_GRACE = 25.0
@@ -42,110 +42,6 @@ STATUS_FILE = "conveyor-status.json"
 
 def status_path(plan: Plan) -> Path:
     return plan.config.settings.state_dir / STATUS_FILE
-
-
-# -- logging ---------------------------------------------------------------------------
-
-
-LOG_BACKUPS = 5
-
-
-class _PrivateLog(logging.handlers.RotatingFileHandler):
-    """The log names every file synced and every failure: owner-only, each new file after a rotation too."""
-
-    def _open(self) -> Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
-        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
-
-
-def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:
-    log = logging.getLogger("FileConveyor")
-    log.handlers.clear()
-    log.propagate = False
-    log.setLevel(min(file_level, console_level))
-    fmt = logging.Formatter(LOG_FORMAT)
-    private.private_dir(log_file.parent)
-    for n in range(LOG_BACKUPS + 1):  # written by an older version with the umask's mode
-        private.tighten(f"{log_file}.{n}" if n else log_file)
-    fh = _PrivateLog(log_file, maxBytes=5 * 1024 * 1024, backupCount=LOG_BACKUPS)
-    fh.setLevel(file_level)
-    fh.setFormatter(fmt)
-    log.addHandler(fh)
-    if console:
-        ch = logging.StreamHandler()
-        ch.setLevel(console_level)
-        ch.setFormatter(fmt)
-        log.addHandler(ch)
-    return log
-
-
-def level_of(line: str) -> int:
-    """A stage's stderr line ("fc-x: error: ...") as a log level."""
-    head = line.split(": ", 2)
-    kind = head[1] if len(head) > 1 else ""
-    return {"error": logging.ERROR, "warning": logging.WARNING, "debug": logging.DEBUG}.get(kind, logging.INFO)
-
-
-class AlreadyRunning(ConfigError):
-    """Another fc-conveyor (or another supervisor's stages) runs this config: exit 4."""
-
-    exit = Exit.RETRY
-
-
-# -- PID file --------------------------------------------------------------------------
-
-
-class PidFile:
-    """The file the Drupal CDN module (and `kill -TERM $(cat ...)`) reads.  Mode 0600,
-    re-created if someone deletes it, removed at exit only if it is still ours."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def acquire(self) -> None:
-        other = running_pid(self.path)
-        if other is not None and other != os.getpid():
-            raise AlreadyRunning(f"File Conveyor is already running with this PID file (pid {other}): {self.path}")
-        self.write()
-
-    def write(self) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            os.replace(tmp, self.path)
-        except OSError as exc:
-            raise ConfigError(f"PID_FILE (--pid-file): cannot write {self.path}: {exc.strerror}") from None
-
-    def refresh(self) -> None:
-        if not self.path.exists():
-            self.write()
-
-    def release(self) -> None:
-        with contextlib.suppress(OSError):
-            if self.path.read_text().strip() == str(os.getpid()):
-                self.path.unlink()
-
-
-def running_pid(path: Path) -> int | None:
-    """The pid in a PID file if that process is alive and is fc-conveyor."""
-    try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return pid  # no /proc (macOS): trust the live pid
-    return pid if b"conveyor" in cmdline else None
 
 
 # -- the supervisor ----------------------------------------------------------------------

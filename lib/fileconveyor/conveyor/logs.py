@@ -1,0 +1,51 @@
+"""fc-conveyor's log: the original daemon's format, owner-only files that rotate, and each stage's stderr line
+read as a log level."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+from pathlib import Path
+from typing import Any
+
+from .. import private
+
+LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
+LOG_BACKUPS = 5
+
+
+class _PrivateLog(logging.handlers.RotatingFileHandler):
+    """The log names every file synced and every failure: owner-only, each new file after a rotation too."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:
+    log = logging.getLogger("FileConveyor")
+    log.handlers.clear()
+    log.propagate = False
+    log.setLevel(min(file_level, console_level))
+    fmt = logging.Formatter(LOG_FORMAT)
+    private.private_dir(log_file.parent)
+    for n in range(LOG_BACKUPS + 1):  # written by an older version with the umask's mode
+        private.tighten(f"{log_file}.{n}" if n else log_file)
+    fh = _PrivateLog(log_file, maxBytes=5 * 1024 * 1024, backupCount=LOG_BACKUPS)
+    fh.setLevel(file_level)
+    fh.setFormatter(fmt)
+    log.addHandler(fh)
+    if console:
+        ch = logging.StreamHandler()
+        ch.setLevel(console_level)
+        ch.setFormatter(fmt)
+        log.addHandler(ch)
+    return log
+
+
+def level_of(line: str) -> int:
+    """A stage's stderr line ("fc-x: error: ...") as a log level."""
+    head = line.split(": ", 2)
+    kind = head[1] if len(head) > 1 else ""
+    return {"error": logging.ERROR, "warning": logging.WARNING, "debug": logging.DEBUG}.get(kind, logging.INFO)

@@ -1,0 +1,82 @@
+"""fc-conveyor's PID file: the file the Drupal CDN module (and `kill -TERM $(cat ...)`) reads, and the check that
+one config is not run twice."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from ..errors import ConfigError, Exit
+
+
+class AlreadyRunning(ConfigError):
+    """Another fc-conveyor (or another supervisor's stages) runs this config: exit 4."""
+
+    exit = Exit.RETRY
+
+
+class PidFile:
+    """The file the Drupal CDN module (and `kill -TERM $(cat ...)`) reads.  Mode 0600,
+    re-created if someone deletes it, removed at exit only if it is still ours."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> None:
+        other = running_pid(self.path)
+        if other is not None and other != os.getpid():
+            raise AlreadyRunning(f"File Conveyor is already running with this PID file (pid {other}): {self.path}")
+        self.write()
+
+    def write(self) -> None:
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = _create(tmp)
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{os.getpid()}\n")
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            raise ConfigError(f"PID_FILE (--pid-file): cannot write {self.path}: {exc.strerror}") from None
+
+    def refresh(self) -> None:
+        if not self.path.exists():
+            self.write()
+
+    def release(self) -> None:
+        with contextlib.suppress(OSError):
+            if self.path.read_text().strip() == str(os.getpid()):
+                self.path.unlink()
+
+
+def _create(tmp: Path) -> int:
+    """A new file at ``tmp``, never through what is already there: the PID file may live in a directory others
+    can write (/tmp, /var/run of a shared host), where its temporary name (our pid: guessable) could be a symlink
+    planted to make us truncate another file.  A leftover entry is removed (the link itself) and the name made
+    afresh."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(tmp, flags, 0o600)
+    except FileExistsError:
+        os.unlink(tmp)
+        return os.open(tmp, flags, 0o600)
+
+
+def running_pid(path: Path) -> int | None:
+    """The pid in a PID file if that process is alive and is fc-conveyor."""
+    try:
+        pid = int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return pid  # no /proc (macOS): trust the live pid
+    return pid if b"conveyor" in cmdline else None
