@@ -127,6 +127,8 @@ def test_a_stage_state_written_by_the_old_code_opens_and_ends_like_a_new_one(
         assert st.epoch == epoch  # the same state, not a new one
         assert st.next_seq == 8
         assert st.db.execute("SELECT reader, seq, session FROM acks").fetchall() == [("/r.db", 5, "")]
+        # a reader from before end-to-end acknowledgements said no through: read as its seq (acks.throughs)
+        assert st.db.execute("SELECT through FROM acks").fetchall() == [(None,)]
     StageState(tmp_path / "new.db", PROCESS_MIGRATIONS, name="fc-process").close()
     assert _schema(old) == _schema(tmp_path / "new.db")
     # and opening again runs nothing twice

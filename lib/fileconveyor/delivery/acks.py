@@ -20,32 +20,55 @@ TABLE = (
     "    epoch TEXT NOT NULL,                 -- the writer's epoch the reader read lines of\n"
     "    seq INTEGER NOT NULL,                -- the highest hop.seq it no longer needs\n"
     "    at REAL NOT NULL,                    -- when it said so (unix time)\n"
-    "    session TEXT NOT NULL DEFAULT ''     -- its process: a new one lost what the old one held in memory\n"
+    "    session TEXT NOT NULL DEFAULT '',    -- its process: a new one lost what the old one held in memory\n"
+    "    through INTEGER                      -- the highest seq of ours done by it and every stage after it\n"
     ")"
 )
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """The migration that gives a state file its acks table, or the ``session`` column an older table lacks (state
-    files of stages written before sessions existed).  Runs inside the caller's migration transaction."""
+    """The migration that gives a state file its acks table, or the columns an older table lacks: ``session``
+    (state files of stages written before sessions existed), ``through`` (before end-to-end acknowledgements:
+    NULL, which the writer reads as the reader's ``seq``, what such a reader meant).  Runs inside the caller's
+    migration transaction; listed again in a file's migrations for each column added since."""
     cols = {row[1] for row in db.execute("PRAGMA table_info(acks)")}
     if not cols:
         db.execute(TABLE)
-    elif "session" not in cols:
+        return
+    if "session" not in cols:
         db.execute("ALTER TABLE acks ADD COLUMN session TEXT NOT NULL DEFAULT ''")
+    if "through" not in cols:
+        db.execute("ALTER TABLE acks ADD COLUMN through INTEGER")
 
 
 # -- the reader's side ------------------------------------------------------------------
 
 
-def record(conn: sqlite3.Connection, reader: str, epoch: str, seq: int, session: str) -> None:
-    """Write a reader's acknowledgement into its writer's state file (one statement: autocommit)."""
-    conn.execute(
-        "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
-        "session=excluded.session",
-        (reader, epoch, seq, time.time(), session),
-    )
+def record(
+    conn: sqlite3.Connection, reader: str, epoch: str, seq: int, session: str, through: int | None = None
+) -> None:
+    """Write a reader's acknowledgement into its writer's state file (one statement: autocommit).  ``through``
+    None: not known in this process yet; the row keeps what an earlier one said (for the same epoch), or 0."""
+    values = {"r": reader, "e": epoch, "s": seq, "at": time.time(), "sess": session, "t": through}
+    try:
+        conn.execute(
+            "INSERT INTO acks(reader, epoch, seq, at, session, through) "
+            "VALUES (:r, :e, :s, :at, :sess, coalesce(:t, 0)) "
+            "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
+            "session=excluded.session, "
+            "through=CASE WHEN acks.epoch=excluded.epoch THEN coalesce(:t, acks.through, 0) ELSE coalesce(:t, 0) END",
+            values,
+        )
+    except sqlite3.OperationalError as exc:
+        if "through" not in str(exc):
+            raise
+        # a writer of an older File Conveyor (its file not migrated yet): it knows no through, and never asks
+        conn.execute(
+            "INSERT INTO acks(reader, epoch, seq, at, session) VALUES (:r, :e, :s, :at, :sess) "
+            "ON CONFLICT(reader) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq, at=excluded.at, "
+            "session=excluded.session",
+            values,
+        )
 
 
 # -- the writer's side ------------------------------------------------------------------
@@ -55,6 +78,16 @@ def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dic
     """Readers heard from within READER_EXPIRY, with the seq each acknowledged."""
     now = time.time() if now is None else now
     rows = db.execute("SELECT reader, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
+    return dict(rows.fetchall())
+
+
+def throughs(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
+    """Readers heard from within READER_EXPIRY, with the seq up to which each one and every File Conveyor stage
+    after it are done with our lines (a reader from before ``through`` existed: its ``seq``)."""
+    now = time.time() if now is None else now
+    rows = db.execute(
+        "SELECT reader, coalesce(through, seq) FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY)
+    )
     return dict(rows.fetchall())
 
 

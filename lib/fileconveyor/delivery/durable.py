@@ -54,6 +54,7 @@ MIGRATIONS: list[Migration] = [
     # first migration's acks table, then this one's ALTER adding its session: acks.migrate does either.
     acks.migrate,
     quarantine.MIGRATION,
+    acks.migrate,  # acks.through: end-to-end acknowledgements (delivery/through.py)
 ]
 
 MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
@@ -143,6 +144,10 @@ class StageState(State):
 
     def readers(self, now: float | None = None) -> dict[str, int]:
         return acks.readers(self.db, self.epoch, now)
+
+    def throughs(self) -> dict[str, int]:
+        """How far each reader and every stage after it are done with our lines (delivery/through.py)."""
+        return acks.throughs(self.db, self.epoch)
 
     def replay_from(self) -> int:
         """The seq after which outbox lines must be sent again."""
@@ -273,7 +278,7 @@ class Acknowledger:
         # file of ours that others cannot write: its lines are ours, so the epoch decides (ack_check.py)
         self.vouched = vouched
         self._conns: dict[str, sqlite3.Connection] = {}
-        self._sent: dict[str, tuple[str, int]] = {}
+        self._sent: dict[str, tuple[str, int, int | None]] = {}  # origin -> epoch, mark, through
         self._last: dict[str, float] = {}
         self._verified: dict[str, str] = {}  # origin -> the epoch it was shown to have
         self._next_check: dict[str, float] = {}
@@ -290,30 +295,36 @@ class Acknowledger:
         self.session = os.urandom(8).hex()  # as secrets.token_hex(8), without hashlib
         self._quiet.clear()
 
-    def send(self, marks: dict[str, tuple[str, int]], force: bool = False) -> set[str]:
-        """Acknowledge; returns the writers written to just now."""
+    def send(
+        self, marks: dict[str, tuple[str, int]], force: bool = False, through: dict[str, int | None] | None = None
+    ) -> set[str]:
+        """Acknowledge ``marks`` and, per writer, ``through`` (delivery/through.py: None or missing, not known in
+        this process: the writer's row keeps what it had); returns the writers written to just now.  A through
+        that moved is written even when the mark did not."""
         now = time.monotonic()
         done = set()
+        through = through or {}
         for origin, (epoch, hwm) in marks.items():
-            if self._sent.get(origin) == (epoch, hwm) and not force:
+            sent = (epoch, hwm, through.get(origin))
+            if self._sent.get(origin) == sent and not force:
                 continue
             if not force and now - self._last.get(origin, 0.0) < ACK_INTERVAL and origin in self._sent:
                 continue
-            if self._write(origin, epoch, hwm):
-                self._sent[origin] = (epoch, hwm)
+            if self._write(origin, epoch, hwm, sent[2]):
+                self._sent[origin] = sent
                 self._last[origin] = now
                 done.add(origin)
         return done
 
     def behind(self, marks: dict[str, tuple[str, int]]) -> bool:
         """Whether one of ``marks`` differs from what was last written to its writer."""
-        return any(self._sent.get(origin) != mark for origin, mark in marks.items())
+        return any(self._sent.get(origin, ())[:2] != mark for origin, mark in marks.items())
 
     def reached(self, origin: str) -> bool:
         """Whether an acknowledgement of ours got through to ``origin`` in this run."""
         return origin in self._sent
 
-    def _write(self, origin: str, epoch: str, hwm: int) -> bool:
+    def _write(self, origin: str, epoch: str, hwm: int, through: int | None = None) -> bool:
         if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False
         unverified = self._verified.get(origin) != epoch
@@ -343,7 +354,7 @@ class Acknowledger:
                     self._next_check[origin] = time.monotonic() + again
                     return False
             session = "-" + self.session if origin in self._quiet else self.session
-            acks.record(conn, self.reader, epoch, hwm, session)
+            acks.record(conn, self.reader, epoch, hwm, session, through)
             return True
         except sqlite3.DatabaseError as exc:
             self.warn(origin, f"cannot acknowledge to {origin}: {exc} (will retry)")

@@ -24,6 +24,7 @@ from .durable import Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
 from .stage import Item, Stage
 from .streams import LongLine, has_fd, input_lines
+from .through import Through
 
 if TYPE_CHECKING:
     from ..report import Reporter
@@ -54,6 +55,7 @@ class Intake:
         self.rep = rep
         self.stop = stop
         self.marks = state.load_upstream()
+        self.through = Through(state)  # how far each writer's lines are done by the stages after us too
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], Counter[int]] = {}
@@ -154,7 +156,8 @@ class Intake:
 
     def acknowledge(self, force: bool = False) -> set[str]:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
-        done = self.acks.send(self.ack_marks(), force=force)
+        marks = self.ack_marks()
+        done = self.acks.send(marks, force=force, through=self.through.compute(marks))
         for origin in done & self.unreplayed.keys():
             # the first acknowledgement to get through after we took lines without a replay: it said the mark we
             # had then, so the writer re-sends from there (what we took since comes again: duplicates, no loss)

@@ -161,6 +161,7 @@ class Runner:
             db=self.state.db,
             transaction=self.state.transaction,
             readers=self.state.readers,
+            throughs=self.state.throughs,
             emit=self.emit,
             enqueue=self.inbox.enqueue,
             enqueue_in=self.inbox.enqueue_in,

@@ -147,6 +147,7 @@ class StageContext:
     - ``db``: the state file's connection, for reading in the main thread (start, quick, record), and
       ``transaction()`` for a stage's own writes outside ``record`` (fc-process's released work files);
     - ``readers()``: how far each File Conveyor stage reading our output has acknowledged it (our seq);
+    - ``throughs()``: how far each of them *and every stage after it* are done with it (delivery/through.py);
     - ``emit(outputs, also=None)``: events no input item produced (an old name deleted later), committed to the
       outbox with what ``also`` writes, then written; from any thread (Runner.emit);
     - ``enqueue(events, also=None)``: events queued as if read, committed at once (--retry-failed);
@@ -162,6 +163,7 @@ class StageContext:
     db: sqlite3.Connection
     transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
     readers: Callable[[], dict[str, int]]
+    throughs: Callable[[], dict[str, int]]
     emit: Callable[..., None]
     enqueue: Callable[..., int]
     enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None]

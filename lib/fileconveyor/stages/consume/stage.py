@@ -4,11 +4,12 @@ fc-consume is a File Conveyor writer like any stage (its lines carry its ``hop``
 outbox until the next stage acknowledges them, it re-sends them to a reader that restarts), built on the
 common runner; its input is the broker (feed.py).  What it adds:
 
-- **acknowledging the broker only once the next stage has acknowledged the line.**  Each emitted line's
-  seq is stored with the message it came from (``consume_pending``, in the transaction that puts the line
-  in the outbox); once every reader is done with our lines up to a seq (``released``), those messages are
-  acknowledged to the server.  Until then the feed keeps them in progress, so a slow destination does not
-  make the server redeliver them.
+- **acknowledging the broker only once the last local stage has the line.**  Each emitted line's seq is
+  stored with the message it came from (``consume_pending``, in the transaction that puts the line in the
+  outbox); once every reader, and every File Conveyor stage after it, is done with our lines up to a seq
+  (their ``through``, delivery/through.py: fc-record has recorded what fc-transport uploaded of them), those
+  messages are acknowledged to the server.  Until then the feed keeps them in progress, so a slow
+  destination does not make the server redeliver them, and a worker lost for good leaves them to another.
 - **never the same message twice to the reader.**  A message redelivered while we still hold it (our
   process restarted, the ack wait passed) is in ``consume_pending``: it is not emitted again (our outbox
   re-sends the line if the reader needs it).
@@ -157,9 +158,9 @@ class ConsumeStage(Stage):
             # the runner says what its readers released only every few seconds (state pruning); the server
             # holds the messages until we acknowledge them (--max-pending), so look at their marks more often
             self._next_release = now + RELEASE_EVERY
-            readers = self.ctx.readers()
-            if readers:
-                self.released(min(readers.values()))
+            through = self.ctx.throughs()
+            if through:
+                self._acknowledge(min(through.values()))
         return None
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
@@ -191,8 +192,17 @@ class ConsumeStage(Stage):
         self.applied[key] = (path, order)
         self.emitted += 1
 
-    def released(self, seq: int, wait: bool = False) -> None:
-        """The next stage is done with our lines up to ``seq``: their messages are acknowledged to the server."""
+    def released(self, seq: int) -> None:
+        """The runner: our readers are done with our lines up to ``seq`` (or, with no File Conveyor reader, they
+        were written long ago).  With readers, what counts is how far they and every stage after them are
+        (``through``): a worker lost for good takes what its later stages held with it, which the server must
+        still deliver to another (docs/scale-out.md)."""
+        through = self.ctx.throughs() if self.ctx is not None else {}
+        self._acknowledge(min(through.values()) if through else seq)
+
+    def _acknowledge(self, seq: int, wait: bool = False) -> None:
+        """Every File Conveyor stage after us is done with our lines up to ``seq``: their messages are
+        acknowledged to the server."""
         done = [key for key, s in self.pending.items() if s <= seq]
         if not done or self.ctx is None:
             return
@@ -226,9 +236,9 @@ class ConsumeStage(Stage):
         if self.ctx is not None:
             self.ctx.rep.info(self.progress())
         if self.ctx is not None and self.pending:
-            readers = self.ctx.readers()
-            if readers:
-                self.released(min(readers.values()), wait=True)
+            through = self.ctx.throughs()
+            if through:
+                self._acknowledge(min(through.values()), wait=True)
         self.feed.close()
         self.broker.close()
 

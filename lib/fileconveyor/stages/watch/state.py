@@ -68,6 +68,7 @@ MIGRATIONS: list[Migration] = [
     INSERT INTO meta VALUES ('last_batch', 0), ('written_batch', 0);
     """,
     _hops,
+    acks.migrate,  # acks.through: end-to-end acknowledgements (delivery/through.py)
 ]
 
 

@@ -1,0 +1,78 @@
+"""End-to-end acknowledgements (delivery/through.py, acks.record/throughs): what a stage says is done by it and
+every stage after it, from its own readers' rows in its state file."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from fileconveyor.delivery import acks
+from fileconveyor.delivery.durable import StageState
+from fileconveyor.delivery.through import Through
+
+
+def reader_says(st: StageState, reader: str, seq: int, through: int | None) -> None:
+    acks.record(st.db, reader, st.epoch, seq, "s", through)
+
+
+def made(st: StageState, n: int) -> None:
+    """``n`` output lines committed (their seqs taken)."""
+    for _ in range(n):
+        st.hop()
+
+
+def test_the_last_stage_is_through_at_its_mark(tmp_path: Path) -> None:
+    with StageState(tmp_path / "s.db") as st:
+        made(st, 3)
+        t = Through(st)
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 7}  # nothing reads us: the end of the chain
+
+
+def test_through_waits_for_the_readers_to_be_through_what_we_made(tmp_path: Path) -> None:
+    with StageState(tmp_path / "s.db") as st:
+        reader_says(st, "/r.db", 0, 0)
+        t = Through(st)
+        made(st, 3)  # our seqs 1-3, from the writer's lines up to 5
+        assert t.compute({"/w.db": ("e", 5)}) == {"/w.db": None}  # not known yet: the row keeps what it had
+        made(st, 2)  # 4-5 from lines up to 9 (finished out of order: the step covers all we made by then)
+        assert t.compute({"/w.db": ("e", 9)}) == {"/w.db": None}
+        reader_says(st, "/r.db", 5, 2)  # the reader has them all, the stage after it only 1-2
+        assert t.compute({"/w.db": ("e", 9)}) == {"/w.db": None}
+        reader_says(st, "/r.db", 5, 3)
+        assert t.compute({"/w.db": ("e", 9)}) == {"/w.db": 5}
+        reader_says(st, "/r.db", 5, 5)
+        assert t.compute({"/w.db": ("e", 9)}) == {"/w.db": 9}
+        # lines filtered out make nothing: through follows the mark once the readers are through what we made
+        assert t.compute({"/w.db": ("e", 12)}) == {"/w.db": 12}
+
+
+def test_through_is_the_slowest_readers(tmp_path: Path) -> None:
+    with StageState(tmp_path / "s.db") as st:
+        reader_says(st, "/a.db", 0, 0)
+        reader_says(st, "/b.db", 0, 0)
+        t = Through(st)
+        made(st, 4)
+        t.compute({"/w.db": ("e", 4)})
+        reader_says(st, "/a.db", 4, 4)
+        reader_says(st, "/b.db", 4, 3)  # b has them, what comes after b does not (yet)
+        assert t.compute({"/w.db": ("e", 4)}) == {"/w.db": None}
+        acks.record(st.db, "/b.db", st.epoch, 4, "s")  # a restarted b, its through not known yet
+        assert t.compute({"/w.db": ("e", 4)}) == {"/w.db": None}  # the row keeps b's through
+        st.db.execute("UPDATE acks SET through=NULL WHERE reader='/b.db'")  # a reader from before through: its seq
+        assert t.compute({"/w.db": ("e", 4)}) == {"/w.db": 4}
+
+
+def test_a_writer_keeps_the_through_of_a_restarted_reader_until_it_knows_more(tmp_path: Path) -> None:
+    with StageState(tmp_path / "w.db") as w:
+        acks.record(w.db, "/r.db", w.epoch, 10, "one", 8)
+        acks.record(w.db, "/r.db", w.epoch, 10, "two", None)  # restarted: not known in this process yet
+        assert acks.throughs(w.db, w.epoch) == {"/r.db": 8}
+        acks.record(w.db, "/r.db", "other", 3, "two", None)  # the writer's state made anew: nothing is through
+        assert acks.throughs(w.db, "other") == {"/r.db": 0}
+
+
+def test_a_writer_of_an_older_version_takes_the_acknowledgement_without_through(tmp_path: Path) -> None:
+    db = sqlite3.connect(tmp_path / "old.db", isolation_level=None)
+    db.execute("CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT, seq INTEGER, at REAL, session TEXT)")
+    acks.record(db, "/r.db", "e", 5, "s", 4)
+    assert db.execute("SELECT reader, seq FROM acks").fetchall() == [("/r.db", 5)]
