@@ -311,3 +311,45 @@ def test_which_fifos_other_users_may_write(tmp_path: Path) -> None:
     os.chown(fifo, 65534, 0)
     os.chmod(fifo, 0o600)
     assert ack_check.others_may_write(path=str(fifo))
+
+
+def test_a_writers_run_next_vouches_only_for_the_pipes_its_readers_wrote_into(tmp_path: Path) -> None:
+    """A writer says as it ends which pipes the processes reading it write into (run_next): a reader of one of
+    those knows it as its own after it ended.  A young process in another pipe, holding no state file, that
+    leaves after the reader looked is still refused, and run_next from another boot vouches for nothing."""
+    from fileconveyor.delivery import ack_check, runs
+    from fileconveyor.delivery.durable import Acknowledger, StageState
+
+    w_r, w_w = os.pipe()  # the writer's output, read by a pass-through into `next_`
+    n_r, n_w = os.pipe()
+    r, w = os.pipe()  # our input: the forger's
+    passing = subprocess.Popen(["cat"], stdin=w_r, stdout=n_w)
+    forger = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL, stdout=w)
+    for fd in (w_r, n_w, w):
+        os.close(fd)
+    try:
+        origin = tmp_path / "w.db"
+        state = StageState(origin, out=ack_check.input_ident(w_w))
+        epoch = state.epoch
+        state.close()
+        conn = ack_check.open_state(str(origin))
+        next_ = ack_check.input_ident(n_r)
+        assert next_ is not None and ack_check.writes_into(conn, next_, runs.boot_id())
+        assert not ack_check.writes_into(conn, next_, "00000000-0000-0000-0000-000000000000")
+        conn.close()
+        warned: list[str] = []
+        reader = Acknowledger(str(tmp_path / "r.db"), lambda key, text: warned.append(text), ack_check.input_ident(r))
+        reader.VERIFY_STARTING = 0.0
+        assert reader.send({str(origin): (epoch, 1)}, force=True) == set()  # young: looked at again
+        forger.kill()
+        forger.wait(timeout=30)
+        assert reader.send({str(origin): (epoch, 1)}, force=True) == set()  # it left without showing the file
+        reader.close()
+        assert _acks(origin) == []
+        assert any("no process writing our input has it open" in text for text in warned), warned
+    finally:
+        for proc in (forger, passing):
+            proc.kill()
+            proc.wait(timeout=30)
+        for fd in (w_w, n_r, r):
+            os.close(fd)

@@ -17,7 +17,10 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
    line, or before a pass-through process in between did) leaves rule 1 alone: refusing
    it would leave such a pipeline never acknowledged.  A writer's state file also says which pipe or FIFO its
    current run writes into (``run_out``, recorded before its first line: runs.current); when that is our
-   input, the writer is ours whether it still runs or not (``writes_into``).
+   input, the writer is ours whether it still runs or not (``writes_into``); so is it when our input is one of
+   the pipes that the processes reading its output wrote into as it ended (``run_next``, recorded before it let
+   go of its state file: ``downstream``), behind a pass-through that was then at its end too (tee, having closed
+   its input at EOF, still holds its outputs: a process that makes lines without the state file, as a forger).
    Only processes of ours write into our pipe, and files holding the epoch are owner-only.
    (A library caller that hands the runner an in-memory stream, with no file descriptor,
    vouches for its lines as for its other arguments: the epoch decides there.)
@@ -90,13 +93,16 @@ def _meta(conn: sqlite3.Connection, names: tuple[str, ...]) -> dict[str, object]
 
 
 def writes_into(conn: sqlite3.Connection, pipe: Ident, boot: str | None) -> bool:
-    """Whether the writer of this state file said, as its current run began on this boot (``boot``), that its
-    lines go into ``pipe`` (runs.current).  A pipe we still hold open is the only one with its st_ino, so a
-    writer that ended before we looked (a cron ``fc-watch --scan-once`` of a small tree) is still known as
-    ours.  Only on this boot: pipe inode numbers start again at each boot, so a run_out written before one may
-    name the pipe we read now."""
-    info = _meta(conn, ("run_out", "run_boot"))
-    return bool(boot) and info.get("run_boot") == boot and info.get("run_out") == f"{pipe[0]}:{pipe[1]}"
+    """Whether the writer of this state file said, in its current run on this boot (``boot``), that its lines
+    go into ``pipe``: its own output (runs.current), or a pipe the processes reading it wrote into as it ended
+    (runs.ending).  A pipe we still hold open is the only one with its st_ino, so a writer that ended before we
+    looked (a cron ``fc-watch --scan-once`` of a small tree) is still known as ours.  Only on this boot: pipe
+    inode numbers start again at each boot, so a run_out written before one may name the pipe we read now."""
+    info = _meta(conn, ("run_out", "run_next", "run_boot"))
+    if not boot or info.get("run_boot") != boot:
+        return False
+    name = f"{pipe[0]}:{pipe[1]}"
+    return info.get("run_out") == name or name in str(info.get("run_next") or "").split()
 
 
 def output_ident(path: str | None, stdout: IO[bytes] | None) -> Ident | None:
@@ -230,6 +236,29 @@ def writer_holds(pipe: Ident, origin: str) -> bool | None:
     return False
 
 
+def downstream(pipe: Ident) -> list[Ident]:
+    """The pipes and FIFOs that the processes reading ``pipe`` write into, and those that the readers of these
+    write into in turn (pass-through processes: tee, fc-tee, awk, a next stage), up to MAX_HOPS: where the lines
+    of a writer into ``pipe`` go on, seen from its side.  It asks while it still holds ``pipe`` (runs.ending), so
+    the readers cannot have seen its end and closed their input yet.  The same chain as ``writer_holds`` follows
+    from a reader's side: a process on it could pass the writer's lines to that reader, or forge lines there."""
+    fds = _open_files()
+    seen: set[int] = {os.getpid()}
+    found: list[Ident] = []
+    pipes = [pipe]
+    for _ in range(MAX_HOPS):
+        readers = {pid for p in pipes for pid, fd in fds.get(p, ()) if _reads(pid, fd)} - seen
+        if not readers:
+            break
+        seen |= readers
+        pipes = []
+        for ident, holders in fds.items():
+            if ident != pipe and ident not in found and any(p in readers and _writes_pipe(p, fd) for p, fd in holders):
+                found.append(ident)
+                pipes.append(ident)
+    return found
+
+
 def writer_starting(pipe: Ident) -> bool:
     """Whether a process writing into ``pipe`` started less than STARTING seconds ago.  A pipeline restarted as
     a whole starts every stage at once: a reader that registers with a writer it knows from its state file
@@ -285,9 +314,15 @@ def _writes(pid: int, fd: str) -> bool:
 
 
 def _reads(pid: int, fd: str) -> bool:
+    return _fifo(pid, fd) and _mode(pid, fd) in (os.O_RDONLY, os.O_RDWR)
+
+
+def _writes_pipe(pid: int, fd: str) -> bool:
+    return _fifo(pid, fd) and _writes(pid, fd)
+
+
+def _fifo(pid: int, fd: str) -> bool:
     try:
-        if not stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/{fd}").st_mode):
-            return False
+        return stat.S_ISFIFO(os.stat(f"/proc/{pid}/fd/{fd}").st_mode)
     except OSError:
         return False
-    return _mode(pid, fd) in (os.O_RDONLY, os.O_RDWR)

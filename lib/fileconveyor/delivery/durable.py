@@ -97,10 +97,21 @@ class StageState(State):
         self.written = int(self._meta("written"))
         (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
         self.next_seq = max(self.next_seq, self.written + 1)
-        with self.transaction() as db:  # before any line of this run is written (delivery/runs.py)
+        self._out = out
+        self._set_meta(runs.current(self.next_seq - 1, out))  # before any line of this run is written (runs.py)
+
+    def close(self) -> None:
+        """Close the file, saying first where our lines went on (runs.ending): our output stays open until the
+        process's exit, and a reader that looks meanwhile finds us without the file."""
+        if self._out is not None and getattr(self, "db", None) is not None:
+            with contextlib.suppress(sqlite3.Error, OSError):  # at worst a reader refuses us: a replay, next run
+                self._set_meta(runs.ending(self._out))
+        super().close()
+
+    def _set_meta(self, items: dict[str, str | int]) -> None:
+        with self.transaction() as db:
             db.executemany(
-                "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
-                runs.current(self.next_seq - 1, out).items(),
+                "INSERT INTO meta(k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v", items.items()
             )
 
     @contextlib.contextmanager
@@ -428,6 +439,12 @@ class Acknowledger:
         # None: nobody writes our pipe any more (a cron `fc-watch --scan-once | awk | fc-filter` whose writer
         # ended before we read): the epoch decides, or such a pipeline would never be acknowledged
         held = ack_check.writer_holds(self.source, origin) if self.source is not None else None
+        if held is not True and self.source is not None and ack_check.writes_into(conn, self.source, self._boot):
+            # read again after the scan: a writer says where its lines went on before it lets go of its state
+            # (runs.ending), so one the scan found at its end without the file, or behind a pass-through at its
+            # end (tee, its input closed at EOF), has said so by now; refused, it re-sent everything next run
+            self._verified[origin] = epoch
+            return True
         if held is None and (origin, epoch) in self._starting:
             # a writer we waited for left without ever showing the file open: its word is not taken now
             held = False

@@ -20,6 +20,8 @@ from __future__ import annotations
 import os
 import time
 
+from . import ack_check
+
 MARGIN_NS = 20_000_000  # a run must begin this long after our process did (two clock ticks of /proc's start time)
 KEYS = ("run_boot", "run_at", "run_seq0")
 
@@ -64,9 +66,21 @@ def reader_start() -> int | None:
 
 def current(last_seq: int, out: tuple[int, int] | None = None) -> dict[str, str | int]:
     """What a writer records when it opens its state file: this boot, now, the last seq given before, and the
-    pipe or FIFO its lines go to (``out``: st_dev, st_ino; ack_check.writes_into asks it)."""
+    pipe or FIFO its lines go to (``out``: st_dev, st_ino; ack_check.writes_into asks it); the last run's
+    ``ending`` is cleared (its pipes are gone, and their numbers may come again)."""
     where = f"{out[0]}:{out[1]}" if out is not None else ""
-    return {"run_boot": boot_id() or "", "run_at": now_ns(), "run_seq0": last_seq, "run_out": where}
+    return {"run_boot": boot_id() or "", "run_at": now_ns(), "run_seq0": last_seq, "run_out": where, "run_next": ""}
+
+
+def ending(out: tuple[int, int] | None) -> dict[str, str]:
+    """What a writer whose lines go into pipe or FIFO ``out`` records as it ends, before it lets go of its state
+    file: the pipes its lines went on into through the processes reading it (ack_check.downstream).  From then
+    until its exit it still holds ``out`` without the state file, as a forger would, and the pass-through behind
+    it (tee) then closes its input and holds only its outputs: a reader that looks only then knows it by this
+    (ack_check.writes_into).  Nothing for another output (a file, none): no reader asks."""
+    if out is None:
+        return {}
+    return {"run_next": " ".join(f"{dev}:{ino}" for dev, ino in ack_check.downstream(out))}
 
 
 def nothing_lost(run: dict[str, object] | None, started_ns: int | None, boot: str | None, mark: int | None) -> bool:

@@ -97,12 +97,9 @@ class WatchState:
         self._hop = hop_prefix(str(self.state.path), self.epoch)
         self._next_session_check = time.monotonic() + SESSION_CHECK
         # where our lines go: a reader may ask it of our state file after we ended (ack_check.writes_into)
-        out = ack_check.output_ident(writer.output.path, writer.output.stdout) if writer is not None else None
+        self._where = ack_check.output_ident(writer.output.path, writer.output.stdout) if writer is not None else None
         with self.state.transaction() as db:  # before any line of this run is written (delivery/runs.py)
-            db.executemany(
-                "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
-                runs.current(self.batch, out).items(),
-            )
+            self._set_meta(db, runs.current(self.batch, self._where))
         if meta["tombstones"]:
             self._drop_acknowledged_tombstones()
 
@@ -306,11 +303,22 @@ class WatchState:
     def close(self) -> None:
         if self.state.db is not None:
             try:
+                # where our lines went on, said before we let go of the file (our stdout stays open until our
+                # exit, tee's outputs after it): our readers behind tee know us by it (runs.ending)
+                ending = runs.ending(self._where)  # a scan of /proc: not inside the transaction
                 with self.state.transaction() as db:
                     self._mark_written(db)
+                    self._set_meta(db, ending)
             except Exception:  # closing after a failure: the next start replays instead
                 pass
         self.state.close()
+
+    @staticmethod
+    def _set_meta(db: sqlite3.Connection, items: dict[str, str | int]) -> None:
+        db.executemany(
+            "INSERT INTO meta(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value=excluded.value",
+            items.items(),
+        )
 
 
 def judge(old: int | None, same: bool, skipped: bool) -> int | None:
