@@ -217,11 +217,38 @@ def join(root: bytes, rel: bytes) -> bytes:
 # -- writing -------------------------------------------------------------------------
 
 
+# json.dumps with these arguments builds a new encoder on every call; every stage encodes lines, so one is kept.
+# ensure_ascii=False keeps names readable; lone surrogates cannot occur because undecodable names travel as
+# *_b64 (put_path), so the UTF-8 encode is safe.
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def encode(event: Event) -> bytes:
     """One event as one line of bytes, newline included."""
-    # ensure_ascii=False keeps names readable; lone surrogates cannot occur because
-    # undecodable names travel as *_b64 (put_path), so the UTF-8 encode is safe.
-    return (json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+    return (_encoder.encode(event) + "\n").encode("utf-8")
+
+
+_HOP_HEADS: dict[tuple[str, str], bytes] = {}  # (from, epoch) -> the JSON of a hop up to its seq
+
+
+def hop_json(hop: dict) -> bytes:
+    """``hop`` as ``encode`` writes it (UTF-8).  A hop of the usual shape (from, epoch, seq, in that order) is
+    built from its writer's part, kept per writer: a stage passing lines on writes and compares two hops per
+    line, and json.dumps of each cost more than the rest of passing the line on."""
+    if len(hop) == 3:
+        origin, epoch, seq = hop.get("from"), hop.get("epoch"), hop.get("seq")
+        if type(origin) is str and type(epoch) is str and type(seq) is int and tuple(hop) == _HOP_KEYS:
+            head = _HOP_HEADS.get((origin, epoch))
+            if head is None:
+                if len(_HOP_HEADS) >= 256:  # forged hops could name endless writers
+                    _HOP_HEADS.clear()
+                head = f'{{"from":{_json_str(origin)},"epoch":{_json_str(epoch)},"seq":'.encode()
+                _HOP_HEADS[(origin, epoch)] = head
+            return b"%s%d}" % (head, seq)
+    return _encoder.encode(hop).encode("utf-8")
+
+
+_HOP_KEYS = ("from", "epoch", "seq")
 
 
 def rehop(line: bytes, old: object, hop: dict) -> bytes | None:
@@ -232,12 +259,12 @@ def rehop(line: bytes, old: object, hop: dict) -> bytes | None:
     member (a ``"`` after a ``,`` starts a key, and the ``}`` before the newline closes the line's object)."""
     if not line.endswith(b"}\n"):
         return None
-    tail = b',"hop":' + json.dumps(hop, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"}\n"
+    tail = b',"hop":' + hop_json(hop) + b"}\n"
     if old is MISSING:
         return None if line[:-2].rstrip(b" \t\r\n").endswith(b"{") else line[:-2] + tail
     if type(old) is not dict:
         return None
-    before = b',"hop":' + json.dumps(old, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"}\n"
+    before = b',"hop":' + hop_json(old) + b"}\n"
     return line[: -len(before)] + tail if line.endswith(before) else None
 
 

@@ -8,6 +8,9 @@ import io
 import json
 from pathlib import Path
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from fileconveyor import events as E
 from fileconveyor.cli._common import Reporter, Stopper
 from fileconveyor.delivery.runner import Options, Runner
@@ -67,3 +70,25 @@ def test_fc_record_passes_the_line_it_read(tmp_path: Path) -> None:
     got = call(main, ["--db", str(tmp_path / "synced.db"), "--state", str(tmp_path / "r.db")], line)
     assert got.status == 0, got.stderr
     assert got.stdout.startswith(line[:-2] + b',"hop":{')  # recorded, and passed on as read
+
+
+@given(
+    st.text(),
+    st.text(),
+    st.integers(min_value=0, max_value=E.MAX_INT),
+    st.one_of(st.none(), st.lists(st.text(), max_size=3)),
+    st.booleans(),
+)
+def test_a_hop_is_written_as_the_json_encoder_writes_it(origin: str, epoch: str, seq: int, tag, reorder: bool) -> None:
+    """hop_json builds the usual hop from its writer's cached part: byte for byte what json.dumps writes, for
+    any names (non-ASCII, quotes, control characters), and any other shape (a tag, another order) encoded."""
+    hop: dict = {"from": origin, "epoch": epoch, "seq": seq}
+    if tag is not None:
+        hop["for"] = tag
+    if reorder:
+        hop = dict(reversed(hop.items()))
+    want = json.dumps(hop, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert E.hop_json(hop) == want
+    assert E.hop_json(hop) == want  # the second time from the cache
+    odd = {**hop, "seq": True}  # a bool is no seq: encoded as it is
+    assert E.hop_json(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

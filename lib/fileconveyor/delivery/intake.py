@@ -286,8 +286,12 @@ class Intake:
         return items
 
     def hold(self, item: Item) -> None:
-        if item.hop is not None:
-            self.held.setdefault((item.hop.origin, item.hop.epoch), Counter())[item.hop.seq] += 1
+        hop = item.hop
+        if hop is not None:
+            held = self.held.get((hop.origin, hop.epoch))
+            if held is None:  # not setdefault: that built a Counter for every line
+                held = self.held[(hop.origin, hop.epoch)] = Counter()
+            held[hop.seq] += 1
 
     def release(self, item: Item) -> None:
         if item.hop is not None:

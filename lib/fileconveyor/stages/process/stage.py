@@ -70,6 +70,13 @@ MIGRATIONS = [
     refs.MIGRATION,  # the reference graph of CSS files (process_refs.py)
 ]
 
+# record()'s tables, and how start() asks whether one holds rows (css_refs: the reference graph, refs.py)
+_MAY_HOLD = {
+    "work_files": "SELECT EXISTS(SELECT 1 FROM work_files WHERE current=1)",
+    "css_refs": "SELECT EXISTS(SELECT 1 FROM css_refs) OR EXISTS(SELECT 1 FROM css_events)",
+    "names": "SELECT EXISTS(SELECT 1 FROM names)",
+}
+
 RETRY_CAP = 600.0  # seconds: the longest wait between two tries of a deferred event
 ORPHAN_GRACE = 3600.0  # work files of lines no File Conveyor reader acknowledged go after this
 
@@ -123,6 +130,10 @@ class ProcessStage(Stage):
         self._pending_names: dict[bytes, bytes] = {}
         self._local = threading.local()  # per worker: a read-only connection for the names table
         self._conns: list[sqlite3.Connection] = []
+        # Our tables that may hold rows (_MAY_HOLD): record() skips its per-event look-ups and deletes in the others.
+        # Only this process writes its state file (its lock), and a table leaves this set never, so a rolled-back
+        # insert only costs a needless look-up later.
+        self._may_hold: set[str] = set(_MAY_HOLD)
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
 
     # -- set-up ----------------------------------------------------------------------
@@ -155,6 +166,7 @@ class ProcessStage(Stage):
             # files go after a grace period, as the runner does within one run
             self._release_rows(db, "at < ? AND current=0", time.time() - ORPHAN_GRACE)
         known = {bytes(d) for (d,) in db.execute("SELECT dir FROM work_files")}
+        self._may_hold = {name for name, query in _MAY_HOLD.items() if db.execute(query).fetchone()[0]}
         for entry in os.listdir(self.root):
             path = os.path.join(self.root, entry)
             if path not in known:  # left by a chain that was running when we were killed
@@ -200,7 +212,9 @@ class ProcessStage(Stage):
 
         def last_name(path: bytes) -> bytes | None:
             pending = self._pending_names.get(path)
-            return pending if pending is not None else _name_row(db, path)
+            if pending is not None or "names" not in self._may_hold:
+                return pending
+            return _name_row(db, path)
 
         done = self._quick(item, last_name)
         if done is None:
@@ -476,28 +490,36 @@ class ProcessStage(Stage):
         assert self.ctx is not None
         for is_error, text in said:
             (self.ctx.rep.error if is_error else self.ctx.rep.warn)(text)
+        may = self._may_hold
         for out in outcome.outputs:
-            # a newer version of the path, or its deletion, supersedes the copy kept for the one before
-            db.execute("UPDATE work_files SET current=0 WHERE path=? AND current=1", (E.get_path(out, "path"),))
+            path = E.get_path(out, "path")
+            deleted = out.get("kind") == "deleted"
+            if "work_files" in may:
+                # a newer version of the path, or its deletion, supersedes the copy kept for the one before
+                db.execute("UPDATE work_files SET current=0 WHERE path=? AND current=1", (path,))
             if work_dir is not None and _has(out, "file"):
+                may.add("work_files")
                 db.execute(
                     "INSERT INTO work_files(seq, dir, at, path, current) VALUES (?, ?, ?, ?, 1)",
-                    (out["hop"]["seq"], work_dir, time.time(), E.get_path(out, "path")),
+                    (out["hop"]["seq"], work_dir, time.time(), path),
                 )
-            if refs.record_references(db, out, item.event):
-                self.ctx.enqueue_in(db, refs.outdated(db, E.get_path(out, "path")))
-            if "error" in out or (not out["processed"] and out.get("kind") != "deleted"):
+            # (a stylesheet's references, or the deletion of one that had some: the rest has nothing to write)
+            if ("references" in out or (deleted and "css_refs" in may)) and refs.record_references(db, out, item.event):
+                may.add("css_refs")
+                self.ctx.enqueue_in(db, refs.outdated(db, path))
+            if "error" in out or (not out["processed"] and not deleted):
                 continue  # nothing ran: no rename now, and none before (a processor applies by name)
-            path = E.get_path(out, "path")
             name = E.get_path(out, "name")
-            if out.get("kind") != "deleted":
+            if not deleted and "css_refs" in may:
                 # the stylesheets that use another name of this file are processed again (docs/css.md)
                 self.ctx.enqueue_in(db, refs.dependents(db, path, name))
-            if self._pending_names.get(path) == (b"" if out.get("kind") == "deleted" else name):
+            if self._pending_names.get(path) == (b"" if deleted else name):
                 del self._pending_names[path]  # in the names table from now on
-            if out.get("kind") == "deleted" or name == os.path.basename(path):
-                db.execute("DELETE FROM names WHERE path=?", (path,))
+            if deleted or name == os.path.basename(path):
+                if "names" in may:
+                    db.execute("DELETE FROM names WHERE path=?", (path,))
             else:
+                may.add("names")
                 db.execute("INSERT OR REPLACE INTO names(path, name) VALUES (?, ?)", (path, name))
 
     def released(self, seq: int) -> None:

@@ -1,0 +1,49 @@
+"""What fc-process does per event of a chain that only renames (issue 18: the pipeline's per-line CPU)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from fileconveyor.delivery.stage import StageContext
+from fileconveyor.stages.process.stage import ProcessStage
+
+from .conftest import event, outputs, run
+
+OWN_TABLES = re.compile(r"\b(names|work_files|css_refs|css_events)\b")
+
+
+def test_a_rename_only_chain_asks_no_empty_table_about_each_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """record() updated the work copies, looked for stylesheets referencing the file and deleted its old name,
+    three statements per event, in tables that held no row.  Tables empty at the start and not written since
+    are asked nothing; a name that differs from the base name is still kept, and carried by a later deletion."""
+    statements: list[str] = []
+    real_start = ProcessStage.start
+
+    def start(self: ProcessStage, ctx: StageContext) -> None:
+        real_start(self, ctx)
+        ctx.db.set_trace_callback(statements.append)
+
+    monkeypatch.setattr(ProcessStage, "start", start)
+    d = tmp_path / "src"
+    d.mkdir()
+    files = [d / f"f{i:03d}.txt" for i in range(100)] + [d / "a b.txt"]
+    for f in files:
+        f.write_text("x\n")
+    chain = ["--chain", "filename.SpacesToUnderscores"]
+    res = run(tmp_path, chain, [event(f) for f in files])
+    assert res.status == 0, res.stderr
+    assert [o["name"] for o in outputs(res)] == [f.name.replace(" ", "_") for f in files]
+    own = [s for s in statements if OWN_TABLES.search(s)]
+    assert len(own) == 1 and own[0].startswith("INSERT OR REPLACE INTO names"), own  # a b.txt's new name
+    statements.clear()
+    (files[-1]).unlink()
+    res = run(tmp_path, chain, [event(files[-1], "deleted"), event(files[0], "modified")])
+    assert res.status == 0, res.stderr
+    assert [(o["kind"], o["name"]) for o in outputs(res)] == [("deleted", "a_b.txt"), ("modified", "f000.txt")]
+    # the names table holds a row now: it is asked (and the deleted name forgotten)
+    assert any(s.startswith("DELETE FROM names") for s in statements)
