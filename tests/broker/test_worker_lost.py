@@ -88,6 +88,8 @@ def test_a_worker_lost_for_good_leaves_what_it_had_not_finished_to_another(
     publish(tmp_path, url, scan(tmp_path, src), "--partitions", "2")
     a = worker(tmp_path, "a", src, dest, record, url)
     wait_for("worker a records the first files", lambda: len(recorded(record)) == 4)
+    # through the whole chain, back to fc-consume: their messages acknowledged (the stream keeps none)
+    wait_for("the first messages acknowledged", lambda: stream_state(nats_server) == (0, 0), every=0.25)
 
     # a stage of worker a stops (a slow database or destination, a stuck host); the rest of a goes on
     os.kill(a[stuck].pid, signal.SIGSTOP)
