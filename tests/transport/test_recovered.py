@@ -2,8 +2,10 @@
 and used to send it again (the chaos run's duplicate uploads, issue 18).  Now, where the transporter can tell
 (``skip_unchanged``: file://, S3, Cloud Files), it looks at the destination first: the same bytes there are not
 sent again (``"transported": "unchanged"``); different bytes (the killed process had not sent them yet) are.
-Real runner, real fc-transport to a local folder, real state file; the kill is a real ``_exit`` of a forked
-process between the upload and the commit."""
+The same for small files to a local folder, which the runner's main thread copies before the commit that takes
+their lines (no inbox row, stages/transport/turns.py): their writer sends the lines again, and they come back as
+recovered work.  Real runner, real fc-watch, real fc-transport to a local folder, real state file; the kill is a
+real ``_exit`` of a forked process between the upload and the commit."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import io
 import multiprocessing
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 
 from fileconveyor import events as E
@@ -18,9 +21,10 @@ from fileconveyor.delivery.runner import Done, Item, Options, Runner
 from fileconveyor.report import Reporter
 from fileconveyor.stages.transport.dest import targets_from
 from fileconveyor.stages.transport.stage import TransportStage
+from fileconveyor.stages.transport.turns import TURN_MAX_SIZE
 from fileconveyor.stopping import Stopper
 
-from .conftest import event, jsonl
+from .conftest import event, fc, jsonl
 
 
 class KilledBeforeCommit(TransportStage):
@@ -42,8 +46,9 @@ def test_an_upload_done_but_not_recorded_is_not_sent_again(tmp_path: Path) -> No
     src.mkdir()
     dest.mkdir()
     for name in ("same.txt", "other.txt"):
-        (src / name).write_bytes(name.encode() * 100)
-    spec = [("to", f"file://{dest}")]
+        # large enough for a worker thread (turns.py): its item has an inbox row before the upload
+        (src / name).write_bytes(name.encode() * (TURN_MAX_SIZE // 8))
+    spec = [("to", f"file://{dest}?connections=1")]  # one worker: same.txt is sent before the first commit
     data = jsonl([event(src, "same.txt"), event(src, "other.txt")])
     child = multiprocessing.get_context("fork").Process(
         target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
@@ -51,7 +56,7 @@ def test_an_upload_done_but_not_recorded_is_not_sent_again(tmp_path: Path) -> No
     child.start()
     child.join(60)
     assert child.exitcode == 137
-    assert (dest / "same.txt").read_bytes() == b"same.txt" * 100, "the killed process uploaded nothing"
+    assert (dest / "same.txt").read_bytes() == (src / "same.txt").read_bytes(), "the killed process uploaded nothing"
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (2,)  # nothing recorded as done
     (dest / "other.txt").write_bytes(b"an older version")  # as if the kill came before this one was sent
@@ -62,10 +67,54 @@ def test_an_upload_done_but_not_recorded_is_not_sent_again(tmp_path: Path) -> No
     sent = {ev["rel"]: ev["transported"] for ev in map(E.decode, out.splitlines())}
     assert sent == {"same.txt": "unchanged", "other.txt": "uploaded"}
     assert (dest / "same.txt").stat().st_ino == before  # not written again
-    assert (dest / "other.txt").read_bytes() == b"other.txt" * 100
+    assert (dest / "other.txt").read_bytes() == (src / "other.txt").read_bytes()
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (0,)
         assert db.execute("SELECT count(*) FROM remote_names").fetchone() == (2,)
+
+
+def test_a_small_copy_made_at_once_but_not_recorded_is_not_made_again(tmp_path: Path) -> None:
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
+    src.mkdir()
+    dest.mkdir()
+    names = [f"f{i}.txt" for i in range(6)]
+    for name in names:
+        (src / name).write_bytes(name.encode() * 100)
+    # lines with the hop of a real writer: what the killed process took, its writer sends again
+    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
+    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    spec = [("to", f"file://{dest}")]
+    child = multiprocessing.get_context("fork").Process(
+        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 137
+    assert sorted(p.name for p in dest.iterdir()) == names, "the killed process copied them all"
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM inbox").fetchone() == (0,)  # copied at once: no inbox rows
+        assert db.execute("SELECT coalesce(max(hwm), 0) FROM upstream").fetchone() == (0,)  # nor the lines taken
+    (dest / "f1.txt").write_bytes(b"an older version")  # as if the kill came before this one was copied
+    inodes = {name: (dest / name).stat().st_ino for name in names}
+
+    status, out, err = run(TransportStage(targets_from(spec)), state, data)
+    assert status == 0, err
+    sent = {ev["rel"]: ev["transported"] for ev in map(E.decode, out.splitlines())}
+    assert sent == {name: "uploaded" if name == "f1.txt" else "unchanged" for name in names}
+    assert {name: (dest / name).stat().st_ino for name in names if name != "f1.txt"} == {
+        name: ino for name, ino in inodes.items() if name != "f1.txt"
+    }, "not written again"
+    assert all((dest / name).read_bytes() == (src / name).read_bytes() for name in names)
+
+    # the next lines of that writer are new work: copied as usual, not looked at first
+    (src / "f0.txt").write_bytes(b"new content")
+    (dest / "f9.txt").write_bytes(b"x")
+    (src / "f9.txt").write_bytes(b"x")
+    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    status, out, err = run(TransportStage(targets_from(spec)), state, data)
+    assert status == 0, err
+    sent = {ev["rel"]: ev["transported"] for ev in map(E.decode, out.splitlines())}
+    assert sent == {"f0.txt": "uploaded", "f9.txt": "uploaded"}
 
 
 def test_a_fresh_event_is_sent_even_when_the_destination_holds_it(tmp_path: Path) -> None:

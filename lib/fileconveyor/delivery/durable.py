@@ -55,6 +55,11 @@ MIGRATIONS: list[Migration] = [
     acks.migrate,
     quarantine.MIGRATION,
     acks.migrate,  # acks.through: end-to-end acknowledgements (delivery/through.py)
+    # per writer: the highest hop.seq whose work may have begun before the commit that takes its line (a stage
+    # that works items at once in the main thread: Stage.quick_works); see Intake.begin_work
+    """
+    CREATE TABLE working(origin TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL);
+    """,
 ]
 
 MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
@@ -137,6 +142,16 @@ class StageState(State):
             "INSERT INTO upstream(origin, epoch, hwm, seen) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(origin) DO UPDATE SET epoch=excluded.epoch, hwm=excluded.hwm, seen=excluded.seen",
             [(o, e, h, now) for o, (e, h) in marks.items()],
+        )
+
+    def load_working(self) -> dict[str, tuple[str, int]]:
+        return {o: (e, s) for o, e, s in self.db.execute("SELECT origin, epoch, seq FROM working")}
+
+    def save_working(self, db: sqlite3.Connection, marks: dict[str, tuple[str, int]]) -> None:
+        db.executemany(
+            "INSERT INTO working(origin, epoch, seq) VALUES (?, ?, ?) "
+            "ON CONFLICT(origin) DO UPDATE SET epoch=excluded.epoch, seq=excluded.seq",
+            [(o, e, s) for o, (e, s) in marks.items()],
         )
 
     # -- writing side --------------------------------------------------------------------

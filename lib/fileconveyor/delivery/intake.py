@@ -5,6 +5,8 @@
 - drops replays already taken (``hop`` high-water marks per writer, see delivery/durable.py), refuses a
   ``hop.seq`` past what its writer wrote (a forged line), and holds a writer's lines while it re-sends what a
   previous process of ours may have read and lost (``Holding``);
+- marks as ``recovered`` the items of lines a killed process of ours may have worked on before it could commit
+  them (``begin_work``: a stage that works items at once, Stage.quick_works), so the stage looks before redoing;
 - splits each event into work items (``Stage.split``) and remembers which writer seqs are still unfinished,
   so that acknowledgements (``Acknowledger``, written into the writer's state file) never pass them.
 """
@@ -54,8 +56,13 @@ class Intake:
         self.counts = counts
         self.rep = rep
         self.stop = stop
+        self.state = state
         self.marks = state.load_upstream()
         self.through = Through(state)  # how far each writer's lines are done by the stages after us too
+        # per writer, how far our lines' work may have begun before their commit (begin_work): as the last
+        # process left it (lines up to there that come again may be done already), and as stored now
+        self.was_working = state.load_working()
+        self.working = dict(self.was_working)
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], Counter[int]] = {}
@@ -250,7 +257,7 @@ class Intake:
                     continue
                 self.marks[hop.origin] = (hop.epoch, hop.seq)
             try:
-                items.extend(self.items(ev, line, hop))
+                items.extend(self.items(ev, line, hop, recovered=self._maybe_done(hop)))
             except E.EventError as exc:
                 self.bad(str(exc), line)
             except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
@@ -274,13 +281,41 @@ class Intake:
         self.acks.send({hop.origin: self.marks[hop.origin]}, force=True)
         return True
 
-    def items(self, ev: dict, line: bytes, hop: Hop | None = None) -> list[Item]:
+    def _maybe_done(self, hop: Hop | None) -> bool:
+        """Whether a killed process of ours may have worked on this line before it could commit it."""
+        if hop is None or not self.was_working:
+            return False
+        mark = self.was_working.get(hop.origin)
+        return mark is not None and mark[0] == hop.epoch and hop.seq <= mark[1]
+
+    def begin_work(self, items: list[Item]) -> None:
+        """Before the stage works ``items`` at once, ahead of the commit that takes their lines: how far each
+        writer's lines go, committed, so that after a kill before that commit the lines the writer sends again
+        are marked ``recovered`` (the stage looks at the destination before redoing them).  One small
+        transaction per round, only when a mark moves."""
+        moved: dict[str, tuple[str, int]] = {}
+        for item in items:
+            hop = item.hop
+            if hop is None:
+                continue
+            mark = moved.get(hop.origin) or self.working.get(hop.origin)
+            if mark is None or mark[0] != hop.epoch or mark[1] < hop.seq:
+                moved[hop.origin] = (hop.epoch, hop.seq)
+        if moved:
+            with self.state.transaction() as db:
+                self.state.save_working(db, moved)
+            self.working.update(moved)
+
+    def items(self, ev: dict, line: bytes, hop: Hop | None = None, recovered: bool = False) -> list[Item]:
         if hop is None:
             hop = Hop.from_event(ev)
         items = [
             Item(part, line if part is ev else E.encode(part), lane, key, next(self.order), hop=hop)
             for lane, key, part in self.stage.split(ev)
         ]
+        if recovered:
+            for item in items:
+                item.recovered = True
         for item in items:
             self.hold(item)
         return items

@@ -18,7 +18,10 @@ for every stage:
   and never holds up other lanes;
 - stages whose work is quick and local (no workers) run it inline: an event that
   is finished at once goes straight to the outbox, in the same transaction that
-  takes it, so a pass-through costs one commit per batch of lines;
+  takes it, so a pass-through costs one commit per batch of lines; a stage with
+  workers may do the same for items cheaper to work than to hand off (a small
+  local copy: Stage.quick_works), after a commit of how far its lines go, so that
+  a kill before the round's commit redoes them looking first (Intake.begin_work);
 - a lane hands out items well ahead of its workers (lanes.AHEAD_MIN), so its
   workers never wait for the main thread between two items, and a round with
   workers gathers results while others run (ROUND_ITEMS, ROUND_WAIT): one commit
@@ -425,6 +428,8 @@ class Runner:
             # Pass-throughs are finished here, in the batch's own commit, instead of
             # a round trip through a worker and a commit of their own.
             to_insert = []
+            if new and self.stage.quick_works:
+                self.input.begin_work(new)  # quick() may copy files before this round's commit
             for item in new:
                 if not self.sched.blocked(item.lane, item.key):
                     outcome = self._quick(item)

@@ -73,6 +73,10 @@ class Stage:
 
     name = "fc-stage"
     migrations: Sequence[str] = ()  # the stage's own tables, in the same state file
+    # quick() may do real work, with effects outside the state file (fc-transport's small copies to a local
+    # folder), before the commit that takes the item's line: the runner then commits how far its lines go first
+    # (Intake.begin_work), and after a kill the lines sent again up to there come as ``recovered`` items
+    quick_works = False
 
     def lanes(self) -> dict[str, int]:
         """Lane name -> number of worker threads; 0 runs the work inline."""
@@ -91,7 +95,8 @@ class Stage:
     def quick(self, item: Item) -> Done | None:
         """For stages with workers: the outcome of an item that needs no real work (a
         pass-through), decided at once in the main thread; None hands it to a worker.
-        Only called when no earlier item of its key is pending."""
+        Only called when no earlier item of its key is pending.  With ``quick_works``, it may
+        also do an item's work at once (a small local copy) when that costs less than the hand-off."""
         return None
 
     def flush(self) -> str | None:

@@ -167,7 +167,9 @@ class TransportStage(Stage):
         self.lock = threading.Lock()
         self.stripes = [threading.Lock() for _ in range(STRIPES)]
         self.pools = {name: Pool(t.make, t.connections) for name, t in self.targets.items()}
-        self.turns = Turns(name for name, t in self.targets.items() if t.cls.takes_turns and t.connections > 1)
+        self.turns = Turns((name, t.connections) for name, t in self.targets.items() if t.cls.takes_turns)
+        self.quick_works = bool(self.turns.lanes)  # small files to a local folder: copied in quick() (turns.py)
+        self.main_tps: dict[str, Transporter] = {}  # the main thread's own, for the items it works (turns.py)
         self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
@@ -259,14 +261,33 @@ class TransportStage(Stage):
     def quick(self, item: Item) -> Done | None:
         if "error" in item.event:
             return Done([{k: v for k, v in item.event.items() if k != "hop"}])
+        if not self.turns.in_main(item):
+            return None
+        # a small file to a local folder: copied now, by this thread, with a transporter of its own (turns.py)
+        server = item.lane
+        tp = self.main_tps.get(server)
+        if tp is None:
+            tp = self.main_tps[server] = self.targets[server].make()
+        self.turns.main.tp = tp
+        try:
+            outcome = self._work(item)
+        finally:
+            self.turns.main.tp = None
+        if isinstance(outcome, Done):
+            return outcome
+        self.turns.off.add(server)  # a worker tries it again, and the lane's next ones, until one gets through
         return None
 
     def work(self, item: Item) -> Outcome:
         turn = self.turns.lock_for(item)  # a small file to a local folder: one worker at a time (turns.py)
         if turn is None:
-            return self._work(item)
-        with turn:
-            return self._work(item)
+            outcome = self._work(item)
+        else:
+            with turn:
+                outcome = self._work(item)
+        if item.lane in self.turns.off and isinstance(outcome, Done) and not outcome.failed:
+            self.turns.off.discard(item.lane)
+        return outcome
 
     def _work(self, item: Item) -> Outcome:
         if "error" in item.event:
@@ -695,6 +716,8 @@ class TransportStage(Stage):
             self.ctx.emit([], also=self._finished_rows)  # the rows the threads finished since the last commit
         for pool in self.pools.values():
             pool.close()
+        for tp in self.main_tps.values():
+            tp.close()
         if self.recdb is not None:
             self.recdb.close()
 
@@ -702,6 +725,10 @@ class TransportStage(Stage):
 
     @contextlib.contextmanager
     def _connection(self, server: str) -> Iterator[Transporter]:
+        own = getattr(self.turns.main, "tp", None)
+        if own is not None:  # the main thread working an item itself (quick): its own transporter
+            yield own
+            return
         asked = time.monotonic()
         with self.pools[server].get() as tp:
             stats = self.stats[server]

@@ -1,16 +1,27 @@
-"""Worker threads of a local destination take turns on small files.
+"""Small files to a local folder: copied by the main thread at once, or by one worker thread at a time.
 
 A copy of a 4 KiB file into a local folder is about fifteen system calls of microseconds each, and Python releases
-its interpreter lock (the GIL) around every one.  With four worker threads copying at once, each of those calls
-hands the lock to another thread and takes it back after: measured on 10,000 files, 90 futex calls per file
-(one worker: under one) and most of fc-transport's CPU time, on two cores more than the copies themselves.  So
-the workers of a destination whose transporter says ``takes_turns`` (transporters/local.py) work small items one
-at a time: the others wait on one lock, which costs a wake-up per item, not one per system call.  Large files
-(TURN_MAX_SIZE and up) and items whose size the event does not give keep running side by side: their copies are
-long calls in the kernel, which parallel connections do overlap.
+its interpreter lock (the GIL) around every one.  Two ways that cost more than the copy:
 
-The turn is a matter of speed only: what an item does, and its order with respect to other items of its path
-(the runner's keys), is the same with or without it.
+- Worker threads copying at once hand the lock to each other at every call and take it back after: with four,
+  90 futex calls per file (one worker: under one), most of fc-transport's CPU time on an idle machine.  So the
+  workers of a destination whose transporter says ``takes_turns`` (transporters/local.py) work small items one
+  at a time (``lock_for``): the others wait on one lock, a wake-up per item, not one per system call.
+- The hand-off itself: the runner's main thread queues the item, a worker takes it, posts its outcome, the main
+  thread gathers it, and the item has an inbox row written and deleted in between.  So a small item whose path
+  has nothing pending is copied by the main thread when it takes the line (``Stage.quick``), like fc-filter's
+  work: its outcome goes to the outbox in the commit that takes the line.  A kill before that commit leaves the
+  line unacknowledged, and its writer sends it again; the runner committed how far the round's lines went
+  before the copies (``Stage.quick_works``, Intake.begin_work), so it comes back ``recovered`` and the copy
+  looks at the destination first (``look_first``): the same bytes there are not written again, as for a
+  worker's item found in the inbox.  The main thread has a transporter of its own, so that workers busy with
+  large files never hold it up.  Anything but a finished outcome (a full disk, say) is left to a worker, which
+  retries it the usual way, and the main thread leaves that destination to its workers until one of them gets a
+  file through.
+
+Large files (TURN_MAX_SIZE and up) and items whose size the event does not give go to the workers, side by
+side: their copies are long calls in the kernel, which parallel connections do overlap.  None of this changes
+what an item does or its order among the items of its path (the runner's keys).
 """
 
 from __future__ import annotations
@@ -20,20 +31,33 @@ from collections.abc import Iterable
 
 from ...delivery.stage import Item
 
-TURN_MAX_SIZE = 256 * 1024  # bytes: from here on the copy itself outweighs the hand-offs of the lock
+TURN_MAX_SIZE = 256 * 1024  # bytes: from here on the copy itself outweighs the hand-offs
 
 
 class Turns:
-    def __init__(self, lanes: Iterable[str]):
-        self.locks = {lane: threading.Lock() for lane in lanes}
+    def __init__(self, lanes: Iterable[tuple[str, int]]):
+        """``lanes``: (name, worker threads) of the destinations whose transporter takes turns."""
+        lanes = list(lanes)
+        self.lanes = {name for name, _ in lanes}
+        self.locks = {name: threading.Lock() for name, n in lanes if n > 1}
+        # lanes whose last attempt in the main thread did not finish: left to the workers until one succeeds
+        self.off: set[str] = set()
+        self.main = threading.local()  # .tp: the main thread's own transporter while it works an item
+
+    def small(self, item: Item) -> bool:
+        if item.lane not in self.lanes:
+            return False
+        ev = item.event
+        if ev.get("kind") == "deleted":
+            return True
+        size = ev.get("size")
+        return type(size) is int and 0 <= size < TURN_MAX_SIZE
 
     def lock_for(self, item: Item) -> threading.Lock | None:
         """The lock ``item``'s worker holds while working it, or None: it runs beside the others."""
         lock = self.locks.get(item.lane)
-        if lock is None:
-            return None
-        ev = item.event
-        if ev.get("kind") == "deleted":
-            return lock
-        size = ev.get("size")
-        return lock if type(size) is int and 0 <= size < TURN_MAX_SIZE else None
+        return lock if lock is not None and self.small(item) else None
+
+    def in_main(self, item: Item) -> bool:
+        """Whether the main thread works ``item`` itself (Stage.quick)."""
+        return item.lane not in self.off and self.small(item)
