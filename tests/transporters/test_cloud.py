@@ -3,15 +3,18 @@ headers, ACLs and the URLs a plain HTTP GET fetches, skip_unchanged, batched Clo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import boto3
+import botocore.auth
 import pytest
 
 from fileconveyor.errors import ConfigError
@@ -119,6 +122,52 @@ def test_s3_big_file_skip_unchanged_uses_the_stored_hash(
     assert (s3_backend.files / "big.bin").read_bytes() == src.read_bytes()
     key = s3_backend.spec.rsplit("/", 1)[1] + "/big.bin"
     assert _s3_client(s3_server).head_object(Bucket=s3srv.BUCKET, Key=key)["ETag"].endswith('-2"')
+
+
+def test_s3_a_put_is_signed_with_the_hash_of_its_one_read(
+    s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A PUT's signature carries the SHA-256 of its body (x-amz-content-sha256: the store refuses another body);
+    # botocore hashed the file for it once more after the transporter's own pass (for the fc-sha256 metadata)
+    # and an MD5 pass for Content-MD5: 3 passes over each file.  Now one: the metadata's hash is the signed one.
+    # A multipart upload's parts are still hashed by botocore, part by part.
+    tp = _plain(s3_backend, multipart_mb="5")
+    assert isinstance(tp, S3)
+    real, hashed = botocore.auth.sha256, []
+
+    class Counting:  # botocore's sha256, counting the bytes it hashes
+        def __init__(self, data: bytes = b"") -> None:
+            self.h = real(data)
+            hashed.append(len(data))
+
+        def update(self, data: bytes) -> None:
+            hashed.append(len(data))
+            self.h.update(data)
+
+        def __getattr__(self, name: str) -> Any:  # digest, digest_size...: hmac uses it too
+            return getattr(self.h, name)
+
+    monkeypatch.setattr(botocore.auth, "sha256", Counting)
+    sent: list[tuple[str, dict[str, str]]] = []
+
+    def seen(request: Any, event_name: str, **kwargs: Any) -> None:
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        sent.append((event_name.rsplit(".", 1)[1], headers))
+
+    tp.client().meta.events.register("before-send.s3", seen)
+    files = {"small.txt": b"tiny", "mid.bin": os.urandom(2 << 20), "big.bin": os.urandom(6 << 20)}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        tp.upload(tmp_path / name, name.encode())
+        assert (s3_backend.files / name).read_bytes() == data
+        if name == "mid.bin":
+            assert sum(hashed) < 1 << 16  # requests' canonical forms only, not the 2 MiB body
+    puts = [h for op, h in sent if op == "PutObject"]
+    assert [h["x-amz-content-sha256"] for h in puts] == [hashlib.sha256(files[n]).hexdigest() for n in files][:2]
+    assert all("content-md5" not in h for h in puts)
+    parts = [h for op, h in sent if op == "UploadPart"]
+    assert [h["x-amz-content-sha256"] for h in parts] == [hashlib.sha256(files["big.bin"]).hexdigest()]
+    assert sum(hashed) > 6 << 20  # that one, botocore hashed
 
 
 def test_s3_upload_from_a_pipe_is_streamed(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:
