@@ -47,9 +47,13 @@ def rel_parts(rel: bytes) -> list[bytes]:
     """The names of ``rel``, a relative path under a root; OutsideRoot for an absolute path, an empty,
     ``.`` or ``..`` step, or a NUL byte (no file beneath a root is named so by fc-watch)."""
     parts = rel.split(b"/")
-    if not rel or rel.startswith(b"/") or b"\0" in rel or any(p in (b"", b".", b"..") for p in parts):
+    # (an absolute or empty rel has an empty step too)
+    if b"\0" in rel or not _BAD_STEPS.isdisjoint(parts):
         raise OutsideRoot("not a plain relative path (empty, absolute, or with an empty, '.' or '..' step)")
     return parts
+
+
+_BAD_STEPS = frozenset((b"", b".", b".."))
 
 
 def open_dir(name: bytes, parent: int | None = None, flags: int = DIR_FLAGS) -> int:

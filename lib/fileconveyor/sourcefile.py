@@ -134,12 +134,20 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
         raise SourceRefused(f"refusing root {E.display(root)!r}: not absolute")
     # Identity is inode and size: mtime_ns is not compared, since a file rewritten in place is still the file the
     # event names (its modified event follows), and events replayed or kept in fixtures carry old times.
-    src = Source(os.path.normpath(root), checked_rel(rel), _int(ev.get("ino")), _int(ev.get("size")))
-    if os.path.normpath(path) != src.path:
+    src = Source(_normpath(root), checked_rel(rel), _int(ev.get("ino")), _int(ev.get("size")))
+    if _normpath(path) != src.path:
         raise SourceRefused(
             f"refusing {E.display(path)!r}: path is not root + rel ({E.display(root)!r} + {E.display(rel)!r})"
         )
     return src
+
+
+def _normpath(path: bytes) -> bytes:
+    """os.path.normpath of an absolute path, which is most often normal already: an empty, "." or ".." step
+    shows as "//" or "/.", a trailing slash at the end; without them normpath would give ``path`` back."""
+    if b"//" in path or b"/." in path or path.endswith(b"/"):
+        return os.path.normpath(path)
+    return path
 
 
 class SourceFile(io.FileIO):
@@ -212,6 +220,24 @@ def _is_link(path: bytes) -> bool:
 def open_source(src: Source) -> SourceFile:
     """Open ``src`` for reading, beneath its root, and check it is the file it should be (see the module doc).
     SourceGone when it vanished or changed, SourceRefused when it may not be read, OSError for the rest."""
+    fd, st = _open_checked(src)
+    try:
+        os.set_blocking(fd, True)
+        f = SourceFile(fd, "rb", closefd=True)
+    except BaseException:
+        os.close(fd)
+        raise
+    f.path, f.before = src.path, st
+    return f
+
+
+def check_source(src: Source) -> None:
+    """Raise what ``open_source`` would, for a caller that reads nothing (fc-process's chains that only
+    rename): the file is opened and checked the same way, then closed."""
+    os.close(_open_checked(src)[0])
+
+
+def _open_checked(src: Source) -> tuple[int, os.stat_result]:
     dfd = _open_root(src)
     try:
         fd = _open_beneath(dfd, src)
@@ -227,13 +253,10 @@ def open_source(src: Source) -> SourceFile:
     try:
         st = os.fstat(fd)
         _identify(src, st)
-        os.set_blocking(fd, True)
-        f = SourceFile(fd, "rb", closefd=True)
     except BaseException:
         os.close(fd)
         raise
-    f.path, f.before = src.path, st
-    return f
+    return fd, st
 
 
 def _identify(src: Source, st: os.stat_result) -> None:

@@ -137,8 +137,10 @@ class PgRecord(_Conn):
         self._open = False
 
     @contextlib.contextmanager
-    def item(self) -> Iterator[PgRecord]:
-        """One record, all or nothing (a savepoint), in the transaction of the whole round, begun by the first."""
+    def item(self, alone: bool = False) -> Iterator[PgRecord]:
+        """One record, all or nothing (a savepoint), in the transaction of the whole round, begun by the first.
+        (``alone`` changes nothing here: a failed statement aborts a PostgreSQL transaction, the savepoint
+        keeps the round's other records.)"""
         if self._lost is not None:
             raise self._lost
         try:

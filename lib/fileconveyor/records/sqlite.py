@@ -185,10 +185,14 @@ class Records:
         return transaction(self.db, self.path, "synced-files database")
 
     @contextlib.contextmanager
-    def item(self) -> Iterator[sqlite3.Connection]:
+    def item(self, alone: bool = False) -> Iterator[sqlite3.Connection]:
         """One record, all or nothing (a savepoint), in the transaction of the whole round, begun here by the
         first: a round of 2,000 events is one commit, not 2,000 (each is a lock, a page write, a WAL frame).
-        ``commit`` makes the round durable; until then readers see none of it."""
+        ``commit`` makes the round durable; until then readers see none of it.
+
+        ``alone``: the record is one statement, which SQLite undoes by itself when it fails (a statement is
+        atomic; an error that rolls back the whole transaction is found below): no savepoint, whose two
+        statements cost more than the record's own (fc-record's usual upsert)."""
         if self._lost is not None:
             raise self._lost
         db = self.db
@@ -198,7 +202,8 @@ class Records:
                 self._empty = {
                     t for t in _SKIPPABLE if not db.execute(f"SELECT EXISTS(SELECT 1 FROM {t})").fetchone()[0]
                 }
-            db.execute("SAVEPOINT record")
+            if not alone:
+                db.execute("SAVEPOINT record")
         except sqlite3.DatabaseError as exc:
             err = _translate(exc, self.path)
             if not isinstance(err, RetryableError):
@@ -207,14 +212,17 @@ class Records:
         try:
             yield db
         except BaseException as exc:
-            try:
-                db.execute("ROLLBACK TO record")
-                db.execute("RELEASE record")
-            except sqlite3.DatabaseError as undo:
-                self._lose(undo)
+            if not alone:
+                try:
+                    db.execute("ROLLBACK TO record")
+                    db.execute("RELEASE record")
+                except sqlite3.DatabaseError as undo:
+                    self._lose(undo)
             if not db.in_transaction:  # SQLite rolled back the whole transaction (a full disk, an I/O error)
                 self._lose(exc)
             raise
+        if alone:
+            return
         try:
             db.execute("RELEASE record")
         except sqlite3.DatabaseError as exc:

@@ -46,7 +46,7 @@ from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
 from ...sourcefile import Source as SourceSpec
-from ...sourcefile import SourceFile, SourceGone, SourceRefused, copy_fd, from_event, open_source
+from ...sourcefile import SourceFile, SourceGone, SourceRefused, check_source, copy_fd, from_event, open_source
 from ...state import default_state_dir
 from ..record.delete import confined
 from ..record.old_daemon import Source as SourceRoot
@@ -89,6 +89,12 @@ def _copy_event(ev: dict) -> dict:
 
 def _has(ev: Mapping, field: str) -> bool:
     return field in ev or field + "_b64" in ev
+
+
+def _names(ev: Mapping) -> tuple[bytes, bytes]:
+    """An event's path, and the name its file has so far (``name``, given by an earlier step, or its base name)."""
+    path = E.get_path(ev, "path")
+    return path, (E.get_path(ev, "name") if _has(ev, "name") else path[path.rfind(b"/") + 1 :])
 
 
 @dataclass
@@ -181,12 +187,11 @@ class ProcessStage(Stage):
     # -- work (worker threads) ---------------------------------------------------------
 
     def work(self, item: Item) -> Outcome:
-        quick = self._quick(item, self._last_name)
+        ev = item.event
+        path, current = _names(ev)
+        quick = self._quick(item, self._last_name, path, current)
         if quick is not None:
             return quick
-        ev = item.event
-        path = E.get_path(ev, "path")
-        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
         attempt = _Attempt()
         return self._outcome(self._process(item, attempt, path, current, out), attempt)
@@ -216,24 +221,24 @@ class ProcessStage(Stage):
                 return pending
             return _name_row(db, path)
 
-        done = self._quick(item, last_name)
+        path, current = _names(item.event)
+        done = self._quick(item, last_name, path, current)
         if done is None:
             attempt = _Attempt()
-            done = self._names_only(item, attempt, last_name)
+            done = self._names_only(item, attempt, last_name, path, current)
             if done is not None:  # (None: a worker runs the whole chain again, and says what it says)
                 done.payload = attempt
         if done is not None and done.outputs and not done.failed:
             out = done.outputs[0]
             # what record() writes to the names table
             if "error" not in out and (out.get("kind") == "deleted" or out["processed"]):
-                path = E.get_path(out, "path")
                 self._pending_names[path] = E.get_path(out, "name") if out.get("kind") != "deleted" else b""
         return done
 
-    def _quick(self, item: Item, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+    def _quick(
+        self, item: Item, last_name: Callable[[bytes], bytes | None], path: bytes, current: bytes
+    ) -> Done | None:
         ev = item.event
-        path = E.get_path(ev, "path")
-        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         if ev.get("kind") == "deleted":
             out = _copy_event(ev)
             out.setdefault("processed", [])
@@ -272,15 +277,20 @@ class ProcessStage(Stage):
                 break
         return ctx.basename
 
-    def _names_only(self, item: Item, attempt: _Attempt, last_name: Callable[[bytes], bytes | None]) -> Done | None:
+    def _names_only(
+        self,
+        item: Item,
+        attempt: _Attempt,
+        last_name: Callable[[bytes], bytes | None],
+        path: bytes,
+        current: bytes,
+    ) -> Done | None:
         """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
         as a processor's input would be, to find a vanished or refused source, but nothing is copied; None when a
         step needs the file (a worker runs the whole chain then)."""
         ev = item.event
         if _has(ev, "file") or ev.get("kind") == "deleted" or "error" in ev:
             return None  # an earlier fc-process's work file is taken over in _process (a work dir is needed)
-        path = E.get_path(ev, "path")
-        current = E.get_path(ev, "name") if _has(ev, "name") else os.path.basename(path)
         renamed = False
         for proc in self.chain:  # after a rename any later step may apply: each must be name_only then
             if renamed or proc.applies_to(current):
@@ -289,8 +299,7 @@ class ProcessStage(Stage):
                 renamed = renamed or proc.renames
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
         try:
-            with open_source(self._source(ev)):
-                pass
+            check_source(self._source(ev))
         except SourceGone as exc:
             return self._vanished(attempt, path, str(exc))
         except SourceRefused as exc:
@@ -427,6 +436,8 @@ class ProcessStage(Stage):
 
     def _waited(self, attempts: int) -> float:
         """How long an event tried ``attempts`` times has been deferred (by the schedule; restarts not counted)."""
+        if not attempts:
+            return 0.0
         return sum(self._delay(n) for n in range(min(attempts, 200)))
 
     def _options(self, ev: Mapping) -> dict[str, str]:

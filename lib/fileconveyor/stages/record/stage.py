@@ -105,12 +105,27 @@ def synced_row(ev: dict, path: bytes) -> Synced:
         ino=_int(ev.get("ino")),
         remote_size=_remote_size(ev),
         hash=ev.get("hash") if isinstance(ev.get("hash"), str) else None,
-        processed=json.dumps(processed) if isinstance(processed, list) and processed else None,
+        processed=_processed_json(processed) if isinstance(processed, list) and processed else None,
         source=ev.get("source") if isinstance(ev.get("source"), str) else None,
         root=_maybe_path(ev, "root"),
         rel=_maybe_path(ev, "rel"),
         event_id=ev.get("id") if isinstance(ev.get("id"), str) else None,
     )
+
+
+_PROCESSED: dict[tuple, str] = {}  # a chain's processor names -> their JSON: a few chains, every line
+
+
+def _processed_json(processed: list) -> str:
+    if not all(type(name) is str for name in processed):
+        return json.dumps(processed)
+    key = tuple(processed)
+    text = _PROCESSED.get(key)
+    if text is None:
+        if len(_PROCESSED) >= 256:  # forged lines could name endless chains
+            _PROCESSED.clear()
+        text = _PROCESSED[key] = json.dumps(processed)
+    return text
 
 
 def _remote_size(ev: dict) -> int | None:
@@ -240,6 +255,13 @@ class RecordStage(Stage):
     def _synced(self, ev: dict, path: bytes, server: str) -> None:
         assert self.rec is not None
         row = synced_row(ev, path)
+        rec = self.rec
+        if self.delete_after is None and not rec.may_hold("sync_failures") and not rec.may_hold("source_deletions"):
+            # no failure to clear, no deletion to void or schedule: the upsert is the whole record
+            with rec.item(alone=True):
+                rec.upsert(row, failures=False)
+            self.counts["recorded"] += 1
+            return
         version = (row.size, row.mtime_ns, row.ino)
         schedule: Deletion | None = None
         with self.rec.item():
