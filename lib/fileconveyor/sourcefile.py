@@ -231,14 +231,41 @@ def open_source(src: Source) -> SourceFile:
     return f
 
 
-def check_source(src: Source) -> None:
+def check_source(src: Source, roots: Roots | None = None) -> None:
     """Raise what ``open_source`` would, for a caller that reads nothing (fc-process's chains that only
-    rename): the file is opened and checked the same way, then closed."""
-    os.close(_open_checked(src)[0])
+    rename): the file is opened and checked the same way, then closed.  ``roots``: see Roots."""
+    os.close(_open_checked(src, roots)[0])
 
 
-def _open_checked(src: Source) -> tuple[int, os.stat_result]:
-    dfd = _open_root(src)
+class Roots:
+    """Root directories held open for a batch of events by a caller that opens many files beneath the same roots
+    (fc-process's rename-only chains): each root is opened once per batch instead of once per file.  Only the
+    root's own resolution is shared (it is trusted as given, links and all: ``_open_root``); every file is still
+    resolved beneath it on its own, by the same walk.  A ``*.work`` folder is never kept: it is checked per file.
+    ``close`` at the end of the batch."""
+
+    MAX = 64  # roots kept at once (events may name endless roots): all closed past it
+
+    def __init__(self) -> None:
+        self.fds: dict[bytes, int] = {}
+
+    def open(self, src: Source) -> int:
+        fd = self.fds.get(src.root)
+        if fd is None:
+            if len(self.fds) >= self.MAX:
+                self.close()
+            fd = self.fds[src.root] = _open_root(src)
+        return fd
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, {}
+        for fd in fds.values():
+            os.close(fd)
+
+
+def _open_checked(src: Source, roots: Roots | None = None) -> tuple[int, os.stat_result]:
+    kept = roots is not None and not src.work  # (a work folder: opened and checked each time)
+    dfd = roots.open(src) if kept and roots is not None else _open_root(src)
     try:
         fd = _open_beneath(dfd, src)
     except SourceOutside:
@@ -249,7 +276,8 @@ def _open_checked(src: Source) -> tuple[int, os.stat_result]:
         except FileNotFoundError:
             raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
     finally:
-        os.close(dfd)
+        if not kept:
+            os.close(dfd)
     try:
         st = os.fstat(fd)
         _identify(src, st)

@@ -47,3 +47,39 @@ def test_a_rename_only_chain_asks_no_empty_table_about_each_event(
     assert [(o["kind"], o["name"]) for o in outputs(res)] == [("deleted", "a_b.txt"), ("modified", "f000.txt")]
     # the names table holds a row now: it is asked (and the deleted name forgotten)
     assert any(s.startswith("DELETE FROM names") for s in statements)
+
+
+def test_a_rename_only_chain_opens_each_root_once_per_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The main thread opened the source root again for each file it checked; the root is now kept open for
+    the round (sourcefile.Roots), and each file is still opened beneath it on its own: a symlink out of the
+    root is refused and a vanished file dropped as before (test_process.py checks those outcomes too)."""
+    from fileconveyor import sourcefile
+
+    roots_opened: list[bytes] = []
+    real_open_root = sourcefile._open_root
+
+    def open_root(src: sourcefile.Source) -> int:
+        roots_opened.append(src.root)
+        return real_open_root(src)
+
+    monkeypatch.setattr(sourcefile, "_open_root", open_root)
+    d = tmp_path / "src"
+    (d / "sub").mkdir(parents=True)
+    files = [d / "sub" / f"f {i}.txt" for i in range(200)]
+    for f in files:
+        f.write_text("x\n")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s\n")
+    (d / "sub" / "link.txt").symlink_to(secret)
+    gone = d / "sub" / "gone.txt"
+    gone.write_text("x\n")
+    events = [event(f, root=d) for f in files] + [event(gone, root=d)]
+    events.append({**event(files[0], root=d), "path": str(d / "sub" / "link.txt"), "rel": "sub/link.txt"})
+    gone.unlink()
+    res = run(tmp_path, ["--chain", "filename.SpacesToUnderscores"], events)
+    assert res.status == 1, res.stderr  # the link: failed
+    outs = outputs(res)
+    assert [o["name"] for o in outs[:200]] == [f.name.replace(" ", "_") for f in files]
+    assert [(o["rel"], "error" in o) for o in outs[200:]] == [("sub/link.txt", True)]
+    assert "gone.txt: dropped" in res.stderr
+    assert 1 <= len(roots_opened) <= 5, len(roots_opened)  # once per round, not per file (before: 202)

@@ -45,8 +45,8 @@ from ... import events as E
 from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
+from ...sourcefile import Roots, SourceFile, SourceGone, SourceRefused, check_source, copy_fd, from_event, open_source
 from ...sourcefile import Source as SourceSpec
-from ...sourcefile import SourceFile, SourceGone, SourceRefused, check_source, copy_fd, from_event, open_source
 from ...state import default_state_dir
 from ..record.delete import confined
 from ..record.old_daemon import Source as SourceRoot
@@ -140,6 +140,7 @@ class ProcessStage(Stage):
         # Only this process writes its state file (its lock), and a table leaves this set never, so a rolled-back
         # insert only costs a needless look-up later.
         self._may_hold: set[str] = set(_MAY_HOLD)
+        self._roots = Roots()  # the sources' roots, opened once per round for quick() (main thread only)
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
 
     # -- set-up ----------------------------------------------------------------------
@@ -178,7 +179,12 @@ class ProcessStage(Stage):
             if path not in known:  # left by a chain that was running when we were killed
                 _remove(path)
 
+    def flush(self) -> str | None:
+        self._roots.close()  # the end of a round's quick(): roots are opened again in the next
+        return None
+
     def close(self) -> None:
+        self._roots.close()
         with self._lock:
             for conn in self._conns:
                 conn.close()
@@ -299,7 +305,7 @@ class ProcessStage(Stage):
                 renamed = renamed or proc.renames
         out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
         try:
-            check_source(self._source(ev))
+            check_source(self._source(ev), self._roots)
         except SourceGone as exc:
             return self._vanished(attempt, path, str(exc))
         except SourceRefused as exc:
