@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=20_000,
         metavar="N",
         help="when a partition's consumer is made: messages delivered and not yet acknowledged, at most "
-        "(default 20000)",
+        "(default 20000); a message counts until the worker's last stage has its line",
     )
     g.add_argument(
         "--idle-exit",

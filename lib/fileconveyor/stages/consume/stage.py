@@ -20,7 +20,7 @@ common runner; its input is the broker (feed.py).  What it adds:
 
 With a static assignment (--partitions LIST) the fence lives in this state file only: run a partition's
 consumer with the same --state wherever it runs.  With leases (--partitions auto) each path's last *applied*
-order (the next stage acknowledged it) is also written to the broker's fence bucket before the message is
+order (the worker's last stage has it) is also written to the broker's fence bucket before the message is
 acknowledged, and read from there too, so it survives a change of owner (delivery/nats_leases.py); written
 at emission it would make a new owner drop an event the dead owner emitted but never got applied.
 """
@@ -38,7 +38,7 @@ from ...delivery.stage import Done, Item, Outcome, Stage, StageContext
 from .feed import FIELD, Feed
 
 NOT_READ = object()  # the shared fence of a message the feed could not read
-RELEASE_EVERY = 0.3  # seconds between looks at what the next stage has acknowledged
+RELEASE_EVERY = 0.3  # seconds between looks at how far the stages after us are (their ``through``)
 
 MIGRATIONS: Sequence[str] = (
     """
