@@ -91,16 +91,17 @@ class Conditions:
     def matches(self, ev: dict) -> bool:
         rel = E.get_path(ev, "rel") if ("rel" in ev or "rel_b64" in ev) else None
         path = E.get_path(ev, "path")
+        if self._suffixes:
+            name = path[path.rfind(b"/") + 1 :].decode("utf-8", "surrogateescape")
+            if not self.case_sensitive:
+                name = name.lower()
+            # the dot must not be the name's first character: ".css" is a hidden file, not a CSS file (so the
+            # name without its first character must end with the suffix)
+            if not name[1:].endswith(self._suffixes):
+                return False
         if self._rel_prefixes or self._abs_prefixes:
             ok = (rel is not None and rel.startswith(self._rel_prefixes)) or path.startswith(self._abs_prefixes)
             if not ok:
-                return False
-        if self._suffixes:
-            name = path.rsplit(b"/", 1)[-1].decode("utf-8", "surrogateescape")
-            if not self.case_sensitive:
-                name = name.lower()
-            # the dot must not be the name's first character: ".css" is a hidden file, not a CSS file
-            if not any(name.endswith(s) and len(name) > len(s) for s in self._suffixes):
                 return False
         if self._ignored:
             dirs = (rel if rel is not None else path).split(b"/")[:-1]
