@@ -6,6 +6,8 @@ import io
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fileconveyor import events
 from fileconveyor.events import BadLine, EventError, FileStat
@@ -149,3 +151,26 @@ def test_decode_judges_events_with_many_fields_each_time() -> None:
     assert len(events.decode(b'{"v":1,"kind":"created","path":"/a",%s}' % fields.encode())) == 103
     with pytest.raises(events.EventError, match="size"):
         events.decode(b'{"v":1,"kind":"created","path":"/a",%s,"size":-1}' % fields.encode())
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+_TEXT = st.sampled_from(["", " ", "\n", "\t\r\n", "x", ",", "}", "\u2028", "\x0b", "1e400", "NaN"])
+
+
+@given(_JSON, _TEXT, _TEXT, st.booleans())
+def test_lines_parse_as_the_json_decoder_parses_them(value: object, before: str, after: str, pretty: bool) -> None:
+    """events._parse scans a line directly when it is one JSON value with nothing but JSON white space after it,
+    and hands anything else to the decoder: the same value, or a refusal, as json with the same hooks."""
+    text = before + json.dumps(value, indent=1 if pretty else None) + after
+    reference = json.JSONDecoder(parse_float=events._finite, parse_constant=events._no_constant)
+    try:
+        want = reference.decode(text)
+    except ValueError:
+        with pytest.raises(EventError, match="not valid JSON"):
+            events._parse(text.encode())
+        return
+    assert events._parse(text.encode()) == want
