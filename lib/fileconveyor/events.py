@@ -15,6 +15,7 @@ import base64
 import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from json.encoder import c_make_encoder  # type: ignore[attr-defined]  # None without the C accelerator
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
 from typing import Any, NamedTuple
 
@@ -221,11 +222,19 @@ def join(root: bytes, rel: bytes) -> bytes:
 # ensure_ascii=False keeps names readable; lone surrogates cannot occur because undecodable names travel as
 # *_b64 (put_path), so the UTF-8 encode is safe.
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+# What _encoder.encode builds on every call (the C encoder, with a dict to find cycles), built once: an event
+# is a tree (parsed from a line, or made by our code), so no cycle check.  None without the C accelerator.
+_c_encode = (
+    c_make_encoder(None, _encoder.default, _json_str, None, ":", ",", False, False, True)
+    if c_make_encoder is not None
+    else None
+)
 
 
 def encode(event: Event) -> bytes:
     """One event as one line of bytes, newline included."""
-    return (_encoder.encode(event) + "\n").encode("utf-8")
+    text = "".join(_c_encode(event, 0)) if _c_encode is not None else _encoder.encode(event)
+    return (text + "\n").encode("utf-8")
 
 
 _HOP_HEADS: dict[tuple[str, str], bytes] = {}  # (from, epoch) -> the JSON of a hop up to its seq

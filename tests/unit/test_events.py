@@ -174,3 +174,19 @@ def test_lines_parse_as_the_json_decoder_parses_them(value: object, before: str,
             events._parse(text.encode())
         return
     assert events._parse(text.encode()) == want
+
+
+_EVENT = st.dictionaries(st.text(max_size=4), _JSON, max_size=6)
+
+
+@given(_EVENT)
+def test_encode_writes_what_json_dumps_writes(event: dict) -> None:
+    """encode keeps one C encoder for every line instead of json.dumps building one per call: the same bytes,
+    floats, non-ASCII and control characters included."""
+    want = json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n"
+    assert events.encode(event) == want.encode("utf-8")
+
+
+def test_encode_refuses_what_json_cannot_write() -> None:
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        events.encode({"v": 1, "x": b"bytes"})
