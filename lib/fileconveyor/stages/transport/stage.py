@@ -404,7 +404,8 @@ class TransportStage(Stage):
                     old = self.names.set(server, path, remote)
                     if refs is not None:
                         released = self.pins.set(server, remote, refs)
-                    self.made.update((server, d) for d in made)
+                    if made:
+                        self.made.update((server, d) for d in made)
             if sent != UNCHANGED or item.recovered:  # the killed process's purge was not recorded either
                 purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
