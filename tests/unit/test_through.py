@@ -8,7 +8,7 @@ from pathlib import Path
 
 from fileconveyor.delivery import acks
 from fileconveyor.delivery.durable import StageState
-from fileconveyor.delivery.through import Through
+from fileconveyor.delivery.through import FIRST_READER_WAIT, Through
 
 
 def reader_says(st: StageState, reader: str, seq: int, through: int | None) -> None:
@@ -22,10 +22,32 @@ def made(st: StageState, n: int) -> None:
 
 
 def test_the_last_stage_is_through_at_its_mark(tmp_path: Path) -> None:
+    now = [100.0]
     with StageState(tmp_path / "s.db") as st:
+        t = Through(st, clock=lambda: now[0])
+        assert t.compute({"/w.db": ("e", 2)}) == {"/w.db": 2}  # made nothing (filtered): nothing to wait for
         made(st, 3)
-        t = Through(st)
-        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 7}  # nothing reads us: the end of the chain
+        # output and no reader row: a reader may still be starting (its first line not read yet); a worker lost
+        # now must leave these lines to the broker, so they are not through yet
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 2}
+        now[0] += FIRST_READER_WAIT - 0.1
+        assert t.compute({"/w.db": ("e", 8)}) == {"/w.db": 2}
+        now[0] += 0.2
+        assert t.compute({"/w.db": ("e", 8)}) == {"/w.db": 8}  # nothing reads us: the end of the chain
+
+
+def test_a_first_reader_that_registers_in_time_is_waited_for(tmp_path: Path) -> None:
+    now = [100.0]
+    with StageState(tmp_path / "s.db") as st:
+        t = Through(st, clock=lambda: now[0])
+        made(st, 3)
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": None}
+        now[0] += 1.0
+        reader_says(st, "/r.db", 3, 0)  # the reader's first acknowledgement: it has them, the stage after it not
+        now[0] += FIRST_READER_WAIT
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": None}  # waits for the reader, however long
+        reader_says(st, "/r.db", 3, 3)
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 7}
 
 
 def test_through_waits_for_the_readers_to_be_through_what_we_made(tmp_path: Path) -> None:

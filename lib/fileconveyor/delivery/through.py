@@ -15,20 +15,32 @@ so far (H).  Each (M, H) is a step; once our readers are through H, M is through
 lines as well (fc-transport finishes out of order; a filtered line makes none): through then waits a little
 longer, never less.  Nothing of this is stored: after a restart the first step is the stored mark with our
 highest seq then, and until it is through the writer's row keeps what our previous process had said.
+
+Which stage is the last is learnt, not told: a reader says it is one by acknowledging.  A brand-new reader has not
+yet (it is still starting, or has not read its first line), so a stage that has made output but has no reader row
+waits FIRST_READER_WAIT before it takes itself for the end of the chain: lost with the whole host in that time, the
+lines are delivered again by the broker instead of being counted done.  A stage writing into a file, a terminal or
+jq is the end of the chain after that wait; a stage that made no output (every line filtered out) at once.
 """
 
 from __future__ import annotations
 
+import time
 from collections import deque
+from collections.abc import Callable
 
 from .durable import StageState
+
+FIRST_READER_WAIT = 10.0  # seconds a stage with output and no reader row waits for a reader to say it is one
 
 
 class Through:
     """Per writer: the steps (our mark for it, our highest output seq then) not yet through our readers."""
 
-    def __init__(self, state: StageState):
+    def __init__(self, state: StageState, clock: Callable[[], float] = time.monotonic):
         self.state = state
+        self.clock = clock
+        self.alone_since: float | None = None  # when we first had output and no reader row
         self.steps: dict[str, deque[list[int]]] = {}
         self.epochs: dict[str, str] = {}
         self.done: dict[str, int] = {}  # through, as known in this process
@@ -38,8 +50,8 @@ class Through:
         if not marks:
             return {}
         below = self.state.throughs()
-        limit = min(below.values()) if below else None  # None: no reader of ours acknowledges, we are the last
         high = self.state.next_seq - 1
+        limit = min(below.values()) if below else self._alone(high)  # None: we are the last stage
         out: dict[str, int | None] = {}
         for origin, (epoch, mark) in marks.items():
             if self.epochs.get(origin) != epoch:  # a writer new to us, or its state made anew
@@ -62,3 +74,12 @@ class Through:
                     self.done[origin] = max(self.done.get(origin, 0), steps.popleft()[0])
             out[origin] = self.done.get(origin)
         return out
+
+    def _alone(self, high: int) -> int | None:
+        """With no reader row: 0 (nothing we made is through) while a reader may still be starting, else None."""
+        if high <= 0:
+            return None  # we made nothing: nothing to wait for
+        now = self.clock()
+        if self.alone_since is None:
+            self.alone_since = now
+        return 0 if now - self.alone_since < FIRST_READER_WAIT else None
