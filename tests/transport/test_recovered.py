@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from fileconveyor import events as E
+from fileconveyor.delivery.intake import WORKING_AHEAD
 from fileconveyor.delivery.runner import Done, Item, Options, Runner
 from fileconveyor.report import Reporter
 from fileconveyor.stages.transport.dest import targets_from
@@ -106,15 +107,35 @@ def test_a_small_copy_made_at_once_but_not_recorded_is_not_made_again(tmp_path: 
     }, "not written again"
     assert all((dest / name).read_bytes() == (src / name).read_bytes() for name in names)
 
-    # the next lines of that writer are new work: copied as usual, not looked at first
+    # the next lines of that writer: copied (looked at first while within WORKING_AHEAD of the mark)
     (src / "f0.txt").write_bytes(b"new content")
-    (dest / "f9.txt").write_bytes(b"x")
     (src / "f9.txt").write_bytes(b"x")
     data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
     status, out, err = run(TransportStage(targets_from(spec)), state, data)
     assert status == 0, err
     sent = {ev["rel"]: ev["transported"] for ev in map(E.decode, out.splitlines())}
     assert sent == {"f0.txt": "uploaded", "f9.txt": "uploaded"}
+    assert (dest / "f0.txt").read_bytes() == b"new content" and (dest / "f9.txt").read_bytes() == b"x"
+
+
+def test_the_working_mark_reaches_ahead_of_the_lines_taken(tmp_path: Path) -> None:
+    """The mark goes WORKING_AHEAD seqs beyond the round's lines: one line per round (a live stream) costs no
+    transaction of its own for it, only the round's commit."""
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
+    src.mkdir()
+    (src / "a.txt").write_bytes(b"a")
+    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
+    first = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    (src / "b.txt").write_bytes(b"b")
+    second = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, _, err = run(stage, state, first + second)
+    assert status == 0, err
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "b.txt"]
+    with sqlite3.connect(state) as db:
+        (origin, seq), *more = db.execute("SELECT origin, seq FROM working").fetchall()
+    assert not more and origin == str(tmp_path / "w.db")
+    assert seq == 1 + WORKING_AHEAD, "written once, for the first line"
 
 
 def test_a_fresh_event_is_sent_even_when_the_destination_holds_it(tmp_path: Path) -> None:

@@ -37,6 +37,11 @@ SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against 
 # Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow
 # reader of ours, the lines of a fast writer would otherwise pile up in memory (about 0.5 KB each).
 LINES_AHEAD = 512
+# begin_work: the mark goes this many seqs beyond the round's last line, so that the rounds after it need no
+# transaction of their own until their lines pass it (a live stream: one per 1,024 lines, not one per line).
+# After a kill, up to that many lines that no process of ours had taken are looked at first too: a look at the
+# destination each, never a file lost or sent twice.
+WORKING_AHEAD = 1024
 
 
 class Intake:
@@ -292,7 +297,7 @@ class Intake:
         """Before the stage works ``items`` at once, ahead of the commit that takes their lines: how far each
         writer's lines go, committed, so that after a kill before that commit the lines the writer sends again
         are marked ``recovered`` (the stage looks at the destination before redoing them).  One small
-        transaction per round, only when a mark moves."""
+        transaction, only when a line is past the mark committed (WORKING_AHEAD)."""
         moved: dict[str, tuple[str, int]] = {}
         for item in items:
             hop = item.hop
@@ -300,7 +305,7 @@ class Intake:
                 continue
             mark = moved.get(hop.origin) or self.working.get(hop.origin)
             if mark is None or mark[0] != hop.epoch or mark[1] < hop.seq:
-                moved[hop.origin] = (hop.epoch, hop.seq)
+                moved[hop.origin] = (hop.epoch, hop.seq + WORKING_AHEAD)
         if moved:
             with self.state.transaction() as db:
                 self.state.save_working(db, moved)
