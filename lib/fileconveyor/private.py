@@ -3,7 +3,8 @@
 State files hold every path and event of a tree (file names of a site not yet published, a stage's queue), work
 directories hold processed files before they are public, the log names them all, and a config file may hold
 passwords.  So File Conveyor creates them owner-only (files 0600, directories 0700) whatever the umask, and
-tightens files of its own that an older version (or a umask of 022) left readable by others, saying so at -v.
+tightens files of its own that an older version (or a umask of 022) left readable by others, saying so at -v;
+and a named FIFO of ours that lines go through is made unreadable by others (``fifo_unreadable``).
 Directories are only tightened when they are File Conveyor's own (its state directory and what is beneath it,
 fc-process's ``*.work``): a directory a user named may be shared (``/tmp``) and is only ever created 0700.
 
@@ -75,6 +76,29 @@ def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
             stat.S_IMODE(st.st_mode) & mode,
             stat.S_IMODE(st.st_mode),
         )
+
+
+def fifo_unreadable(path: str | os.PathLike[str] | None = None, fd: int | None = None) -> None:
+    """Take read access away from group and others on a named FIFO of ours (by ``path`` or ``fd``) that our
+    lines go through.  Another user's process reading it takes lines out unseen, and our reader, finding a gap in
+    its writer's seqs, takes them for lines a filter in between dropped and acknowledges past them: those files
+    are never sent.  Write access is left as it is: a reader refuses to acknowledge through a FIFO others may
+    write (ack_check.others_may_write), which a process of theirs may have opened already, so it must still see
+    it.  Anything else (a pipe, 0600 already; a file, a terminal, another user's FIFO) is left alone."""
+    try:
+        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+    except OSError:
+        return
+    readable = stat.S_IRGRP | stat.S_IROTH
+    if st is None or not stat.S_ISFIFO(st.st_mode) or not st.st_mode & readable or st.st_uid != os.geteuid():
+        return
+    mode = stat.S_IMODE(st.st_mode) & ~readable
+    with contextlib.suppress(OSError):  # a read-only mount: as before
+        if fd is not None:
+            os.fchmod(fd, mode)
+        elif path is not None:
+            os.chmod(path, mode)
+        log.info("made FIFO %s unreadable by others (mode %o, was %o)", path or f"fd {fd}", mode, st.st_mode & 0o777)
 
 
 def private_file(path: str | os.PathLike[str]) -> None:

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import events as E
+from .. import private
 from . import ack_check
 from .durable import Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
@@ -99,10 +100,14 @@ class Intake:
             if ack_check.others_may_write(fd=fd):
                 self._shared_fifo("stdin")
                 return None
+            private.fifo_unreadable(fd=fd)  # a FIFO of ours others may read: see below
             return ack_check.input_ident(fd=fd)
         if ack_check.others_may_write(path=self.opts.input):
             self._shared_fifo(self.opts.input)
             return None
+        # A FIFO of ours that others may read: unreadable by them from now on, as its writer makes it (writer.py):
+        # a line another user's process takes out of it is a gap we would acknowledge past (files never sent)
+        private.fifo_unreadable(self.opts.input)
         return ack_check.input_ident(path=self.opts.input)
 
     def _shared_fifo(self, name: str) -> None:

@@ -13,7 +13,9 @@ and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writ
   writer either waits for the next one and gives it what ``resend`` says (a stage: its outbox after what its
   readers acknowledged; fc-watch: its rows after what its readers acknowledged, or with none the same lines), or, for
   ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and opens the FIFO again
-  every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).
+  every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).  A
+  FIFO of ours is made unreadable by others before it is opened (as stdout redirected into one): another user
+  reading it would take lines unseen, which our reader takes for lines a filter dropped (``private.fifo_unreadable``).
 - **A regular file** is appended to and created owner-only (an existing one of ours is tightened): every line
   carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).  One
   that ends mid-line (a writer killed while writing) is given the newline first: the torn part stays a bad line
@@ -67,6 +69,7 @@ class Output:
             if has_fd(stdout):
                 stdout.flush()  # what the stream buffered goes before our lines
                 self.fd = stdout.fileno()
+                private.fifo_unreadable(fd=self.fd)  # `> fifo`: as a FIFO named with --output, below
                 self.tail = PipeTail(self.fd)
             else:
                 self._stream = stdout
@@ -77,6 +80,10 @@ class Output:
             if torn_end(self.path):  # a process killed mid-line: the torn part stays a (bad) line of its own
                 self.write(b"\n")
             return True
+        # Unreadable by others before it is opened: another user who can open a FIFO for reading takes lines out
+        # of it unseen, and our reader, finding a gap in the seqs, takes them for lines a filter in between
+        # dropped and acknowledges past them: those files are never sent (nor sent again).
+        private.fifo_unreadable(self.path)
         while True:
             fd = _open_fifo(self.path)
             if fd is not None:

@@ -1,0 +1,125 @@
+"""A named FIFO that other users may open for reading loses files: each line read by such a process (``cat FIFO``
+by any local user, when it is 0644, as plain ``mkfifo`` makes it under umask 022) is taken out of the FIFO
+unseen, and the real reader, finding a gap in the writer's seqs, takes it for lines a filter in between dropped
+(``tail -n``, grep) and acknowledges past them: the writer forgets them and never sends them again.  Measured
+before the fix (fc-watch --scan-once of 300 files into a 0644 FIFO read by fc-filter and, as user nobody,
+``head -c 30000``): fc-filter got 246 lines and acknowledged 300; a second fc-watch run sent nothing more.
+
+So a writer makes a FIFO of its own unreadable by others before it opens it, and a stage reading one does at its
+start (private.fifo_unreadable): whoever opens it for reading afterwards is our own user."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from fileconveyor.delivery.writer import Output
+from tests.conftest import ROOT
+
+WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
+FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+def _fifo(path: Path, mode: int) -> Path:
+    os.mkfifo(path)
+    os.chmod(path, mode)  # whatever the umask
+    return path
+
+
+def test_a_fifo_we_write_into_is_made_unreadable_by_others_before_it_is_opened(tmp_path: Path) -> None:
+    fifo = _fifo(tmp_path / "out.fifo", 0o644)
+    got: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            got.append(f.read())
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    out = Output(str(fifo))
+    assert out.open(lambda: False)
+    assert _mode(fifo) == 0o600
+    out.write(b"x\n")
+    out.close()
+    t.join(5)
+    assert got == [b"x\n"]
+
+    # stdout redirected into one (`fc-watch > FIFO`): tightened through the descriptor
+    other = _fifo(tmp_path / "stdout.fifo", 0o664)
+    fd = os.open(other, os.O_RDWR)  # holds both ends: no open blocks
+    with os.fdopen(fd, "wb", closefd=True) as stdout:
+        assert Output(None, stdout).open()
+        assert _mode(other) == 0o620  # write access is left to the reader's own check (others_may_write)
+
+    # an anonymous pipe is left as it is (0600 already); so is another user's FIFO (not ours to change)
+    r, w = os.pipe()
+    try:
+        with os.fdopen(os.dup(w), "wb") as stdout:
+            assert Output(None, stdout).open()
+    finally:
+        os.close(r)
+        os.close(w)
+    if os.geteuid() == 0:
+        theirs = _fifo(tmp_path / "theirs.fifo", 0o644)
+        os.chown(theirs, 65534, 65534)
+        fd = os.open(theirs, os.O_RDWR)
+        try:
+            out = Output(str(theirs))
+            assert out.open(lambda: False)
+            out.close()
+        finally:
+            os.close(fd)
+        assert _mode(theirs) == 0o644
+
+
+def test_fc_watch_into_a_fifo_others_could_read_leaves_it_unreadable_by_them(tmp_path: Path) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(20):
+        (site / f"f{i}.txt").write_text(str(i))
+    fifo = _fifo(tmp_path / "events.fifo", 0o644)
+    lines: list[bytes] = []
+
+    def read() -> None:
+        with open(fifo, "rb") as f:
+            lines.extend(f.read().splitlines())
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    r = subprocess.run(
+        [*WATCH, "--scan-once", "--output", str(fifo), "--state", str(tmp_path / "w.db"), str(site)],
+        capture_output=True,
+        timeout=60,
+    )
+    t.join(10)
+    assert r.returncode == 0, r.stderr
+    assert len(lines) == 20
+    assert _mode(fifo) == 0o600
+
+
+def test_a_stage_reading_a_fifo_others_could_read_makes_it_unreadable_by_them(tmp_path: Path) -> None:
+    # the reader usually starts first: from then on no other user can open it to take lines out
+    fifo = _fifo(tmp_path / "in.fifo", 0o644)
+    filt = subprocess.Popen(
+        [*FILTER, "--input", str(fifo), "--state", str(tmp_path / "f.db")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while _mode(fifo) != 0o600 and time.monotonic() < deadline and filt.poll() is None:
+            time.sleep(0.05)
+        assert _mode(fifo) == 0o600
+    finally:
+        filt.terminate()  # a FIFO's input never ends
+        _, err = filt.communicate(timeout=60)
+    assert filt.returncode in (0, -15, 143), err
