@@ -3,6 +3,7 @@ headers, ACLs and the URLs a plain HTTP GET fetches, skip_unchanged, batched Clo
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -15,6 +16,7 @@ from urllib.parse import urlencode
 
 import boto3
 import botocore.auth
+import botocore.awsrequest
 import pytest
 
 from fileconveyor.errors import ConfigError
@@ -168,6 +170,47 @@ def test_s3_a_put_is_signed_with_the_hash_of_its_one_read(
     parts = [h for op, h in sent if op == "UploadPart"]
     assert [h["x-amz-content-sha256"] for h in parts] == [hashlib.sha256(files["big.bin"]).hexdigest()]
     assert sum(hashed) > 6 << 20  # that one, botocore hashed
+
+
+def test_s3_a_put_to_aws_asks_the_store_to_check_the_hash_of_its_one_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # To AWS over HTTPS botocore signs no body: a file body went with a CRC32 trailer of what botocore read while
+    # sending, and nothing tied it to the SHA-256 of our read (the fc-sha256 metadata) since Content-MD5 was
+    # dropped (d5a6231): a file rewritten in between, size and mtime kept, was stored under the old hash.  The
+    # request is built and signed for real, and answered before it leaves (no AWS here): its checksum header
+    # must be our read's SHA-256, which AWS checks against the body it receives.
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 40)
+    tp = for_destination(parse_destination("s3://bucket/pfx?region=us-east-1", env={}))
+    assert isinstance(tp, S3)
+    sent: list[dict[str, str]] = []
+
+    def answer(request: Any, **kwargs: Any) -> Any:
+        sent.append({k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()})
+        return botocore.awsrequest.AWSResponse(request.url, 200, {"ETag": '"e"'}, _NoBody())
+
+    tp.client().meta.events.register_first("before-send.s3", answer)
+    try:
+        for name, data in {"small.txt": b"tiny", "mid.bin": os.urandom(2 << 20)}.items():
+            (tmp_path / name).write_bytes(data)
+            tp.upload(tmp_path / name, name.encode())
+            put = sent[-1]
+            digest = hashlib.sha256(data)
+            assert put["x-amz-checksum-sha256"] == base64.b64encode(digest.digest()).decode(), put
+            assert put["x-amz-meta-fc-sha256"] == digest.hexdigest()
+            assert "x-amz-trailer" not in put
+    finally:
+        tp.close()
+
+
+class _NoBody:
+    def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return iter([b""])
 
 
 def test_s3_upload_from_a_pipe_is_streamed(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ one is aborted).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import mimetypes
 import os
@@ -99,6 +100,11 @@ def default_region(profile: str | None) -> str | None:
         return _session(profile).region_name  # type: ignore[no-any-return]
 
 
+def _aws(dest: Destination) -> bool:
+    """Whether ``dest`` is AWS itself (no endpoint_url): the store that has the checksums boto3 sends."""
+    return "endpoint_url" not in dest.settings
+
+
 def client_config(dest: Destination, timeout: float, **extra: Any) -> Config:
     """Timeouts, few retries (fc-transport retries with back-off itself) and the addressing style."""
     style = dest.settings.get("addressing_style", "auto")
@@ -106,7 +112,7 @@ def client_config(dest: Destination, timeout: float, **extra: Any) -> Config:
         raise ConfigError(f"{dest}: addressing_style must be auto, path or virtual, not {style!r}")
     # Stores other than AWS often lack the CRC checksums boto3 sends by default since 2025 (uploads then fail
     # with a 400): ask for them only where the protocol requires them.
-    checksums = "when_supported" if "endpoint_url" not in dest.settings else "when_required"
+    checksums = "when_supported" if _aws(dest) else "when_required"
     return Config(
         connect_timeout=timeout,
         read_timeout=timeout,
@@ -280,6 +286,13 @@ class S3(Transporter):
             # (x-amz-content-sha256), so the store checks that what arrived is what we hashed: another version of
             # the file is refused.  Multipart below ~64 MiB costs more requests than its parallel parts save.
             body = data if size < IN_MEMORY else src
+            if _aws(self.dest):
+                # Over HTTPS botocore signs no body (a CRC32 trailer of what it reads while sending instead): the
+                # same SHA-256 as a checksum header, which AWS checks, so a file rewritten after our read (same
+                # size and mtime: the check after the send misses it) is refused, not stored under a wrong hash.
+                # It was Content-MD5 of our read before d5a6231.  Other stores often lack these checksums: there
+                # the signature carries the hash (no checksum header: botocore signs the body, _payload_hash).
+                extra = {**extra, "ChecksumSHA256": base64.b64encode(sha.digest()).decode()}
             client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         else:
             client.upload_fileobj(src, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
