@@ -37,6 +37,7 @@ import contextlib
 import os
 import sqlite3
 import stat
+from collections.abc import Sequence
 from typing import IO
 from urllib.parse import quote
 
@@ -242,6 +243,13 @@ def downstream(pipe: Ident) -> list[Ident]:
     of a writer into ``pipe`` go on, seen from its side.  It asks while it still holds ``pipe`` (runs.ending), so
     the readers cannot have seen its end and closed their input yet.  The same chain as ``writer_holds`` follows
     from a reader's side: a process on it could pass the writer's lines to that reader, or forge lines there."""
+    return chain(pipe)[0]
+
+
+def chain(pipe: Ident, holding: Sequence[str] = ()) -> tuple[list[Ident], dict[str, set[int]]]:
+    """``downstream`` (the pipes after ``pipe``), and for each file of ``holding`` the processes that read
+    ``pipe`` or one of those pipes and have that file open: a reader's state file, the process that owes a writer
+    into ``pipe`` its acknowledgements (delivery/sending.py: ``close_early``)."""
     fds = _open_files()
     seen: set[int] = {os.getpid()}
     found: list[Ident] = []
@@ -256,7 +264,13 @@ def downstream(pipe: Ident) -> list[Ident]:
             if ident != pipe and ident not in found and any(p in readers and _writes_pipe(p, fd) for p, fd in holders):
                 found.append(ident)
                 pipes.append(ident)
-    return found
+    seen.discard(os.getpid())
+    owners: dict[str, set[int]] = {}
+    for path in holding:
+        with contextlib.suppress(OSError):
+            st = os.stat(path)
+            owners[path] = {pid for pid, _ in fds.get((st.st_dev, st.st_ino), ()) if pid in seen}
+    return found, owners
 
 
 def writer_starting(pipe: Ident) -> bool:

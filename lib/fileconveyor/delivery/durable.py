@@ -103,15 +103,23 @@ class StageState(State):
         (self.next_seq,) = self.db.execute("SELECT coalesce(max(seq), 0) + 1 FROM outbox").fetchone()
         self.next_seq = max(self.next_seq, self.written + 1)
         self._out = out
+        self._ended = False  # runs.ending said already (end_output)
         self._set_meta(runs.current(self.next_seq - 1, out))  # before any line of this run is written (runs.py)
 
     def close(self) -> None:
         """Close the file, saying first where our lines went on (runs.ending): our output stays open until the
         process's exit, and a reader that looks meanwhile finds us without the file."""
-        if self._out is not None and getattr(self, "db", None) is not None:
+        if self._out is not None and not self._ended and getattr(self, "db", None) is not None:
             with contextlib.suppress(sqlite3.Error, OSError):  # at worst a reader refuses us: a replay, next run
                 self._set_meta(runs.ending(self._out))
         super().close()
+
+    def end_output(self, after: list[ack_check.Ident]) -> None:
+        """Say where our lines went on (runs.ending) now, before we close our output ahead of the state file
+        (sending.Sending.close_early): its readers may be gone by the time we close the file."""
+        if self._out is not None:
+            self._set_meta(runs.ending(self._out, after))
+            self._ended = True
 
     def _set_meta(self, items: dict[str, str | int]) -> None:
         with self.transaction() as db:

@@ -43,7 +43,9 @@ except ImportError:  # not a Unix: no pipe tail
 
 F_GETPIPE_SZ = 1032  # Linux
 GRACE = 0.2  # seconds after our last write a reader that has read everything gets to show it quits (head)
-POLL_MS = 50
+# settle looks again after POLL_MS, doubled up to POLL_MAX_MS: a File Conveyor reader registers within
+# milliseconds of reading our first line (at our end with a fresh pipeline), and it was waited for 25 ms on average
+POLL_MS, POLL_MAX_MS = 5, 50
 STOP_WAIT = 2.0  # seconds a stop request (SIGTERM, Ctrl-C) still leaves the reader to read what is in the pipe
 
 
@@ -57,6 +59,7 @@ class PipeTail:
         self._bytes = 0
         self._last_write = 0.0
         self._keep = 1 << 20
+        self._left: int | None = None  # bytes unread when we let go of the pipe (detach)
         if self.fd is not None:
             try:  # lines further back than a full pipe were read for sure: no need to keep them
                 self._keep = max(fcntl.fcntl(self.fd, F_GETPIPE_SZ), 4096)
@@ -82,15 +85,22 @@ class PipeTail:
     def delivered(self, last: int, run_start: int) -> int:
         """How far lines count as taken: ``last`` (the last written) when not a pipe, what the reader has read
         of it, or, when the reader left before our end, nothing after ``run_start``."""
-        if self.fd is None:
-            return last
         if self.quit_early:
             return min(run_start, last)
+        if self.fd is None and self._left is None:
+            return last
         return self.read_upto(last)
+
+    def detach(self) -> None:
+        """We close our end of the pipe before our exit (sending.Sending.close_early): what was unread then is
+        counted as unread from now on (its reader may read it later: a lower ``delivered``, a replay at worst)."""
+        if self.fd is not None:
+            self._left = unread(self.fd)
+            self.fd = None
 
     def read_upto(self, last: int) -> int:
         """The seq of the last line the reader has read whole; ``last`` when it has read all (or we cannot tell)."""
-        left = unread(self.fd) if self.fd is not None else None
+        left = unread(self.fd) if self.fd is not None else self._left
         if not left:
             return last
         seen = 0
@@ -123,6 +133,7 @@ class PipeTail:
         poller = select.poll()
         poller.register(self.fd, 0)
         stopping = False
+        wait = POLL_MS
         while True:
             if self.gone():
                 return "gone"
@@ -135,7 +146,8 @@ class PipeTail:
                 stopping, deadline = True, min(deadline, now + STOP_WAIT)
             if now >= deadline:
                 return "timeout"
-            poller.poll(POLL_MS)
+            poller.poll(wait)
+            wait = min(POLL_MAX_MS, wait * 2)
 
 
 def unread(fd: int) -> int | None:

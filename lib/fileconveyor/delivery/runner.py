@@ -83,7 +83,8 @@ SESSION_CHECK = 0.5  # seconds between looks for restarted readers
 RELEASE_GRACE = 3600.0  # seconds after which written lines no reader acknowledged are released
 # A stage with nothing left to do acknowledges what it took at once, not at its next ACK_INTERVAL: a writer at the
 # end of its input waits for that before it exits, and each hop of a pipeline waited up to a second for it.
-# Only once its input has been quiet this long: a live stream of files keeps the ACK_INTERVAL pace (each
+# At the end of its input (a writer into a pipe closes it before it waits: Sending.close_early), or once its
+# input has been quiet this long: a live stream of files keeps the ACK_INTERVAL pace (each
 # acknowledgement is a write into the writer's state file, which the writer's own commits wait for).
 IDLE_ACK_QUIET = 0.1
 # A stage whose input ended, waiting for its readers' acknowledgements: looks again after END_POLL seconds,
@@ -117,6 +118,7 @@ class Runner:
         self.commit = Commit(self.state, stage, self.inbox, self.input, self.output, self.counts, rep)
         self._eof = False
         self._closed = False
+        self._let_go = False  # our stdout pipe closed ahead of our readers' last acknowledgements (close_early)
         self._eof_at = 0.0
         # the last progress (an item done, a reader acknowledging more): --drain-timeout counts from here, so
         # a long but moving end (minutes of YUI downstream) is not reported as "try again later"
@@ -339,6 +341,10 @@ class Runner:
                         if settled == "gone":
                             return Exit.BROKEN_PIPE
                     return self._status()
+                if not self._let_go and self.output.close_early(behind):
+                    # our readers see our end now, not after their input was quiet (IDLE_ACK_QUIET), hop by hop
+                    self._let_go = True
+                    self._end_poll = END_POLL
                 if self.output.reader_gone():
                     self.rep.info("the reader of our output went away; what it missed is re-sent next run")
                     return Exit.BROKEN_PIPE
@@ -508,7 +514,8 @@ class Runner:
             self._next_ack = now + ACK_INTERVAL
             self.input.acknowledge()
         elif self.sched.count == 0 and self.input.unacknowledged():
-            if now - self._line_at >= IDLE_ACK_QUIET:  # all done, input quiet: a writer may be waiting for this
+            # all done and the input ended, or quiet for a while: a writer may be waiting for this
+            if self._eof or now - self._line_at >= IDLE_ACK_QUIET:
                 self._next_ack = now + ACK_INTERVAL
                 self.input.acknowledge(force=True)
             else:

@@ -72,15 +72,17 @@ def current(last_seq: int, out: tuple[int, int] | None = None) -> dict[str, str 
     return {"run_boot": boot_id() or "", "run_at": now_ns(), "run_seq0": last_seq, "run_out": where, "run_next": ""}
 
 
-def ending(out: tuple[int, int] | None) -> dict[str, str]:
+def ending(out: tuple[int, int] | None, after: list[tuple[int, int]] | None = None) -> dict[str, str]:
     """What a writer whose lines go into pipe or FIFO ``out`` records as it ends, before it lets go of its state
     file: the pipes its lines went on into through the processes reading it (ack_check.downstream).  From then
     until its exit it still holds ``out`` without the state file, as a forger would, and the pass-through behind
     it (tee) then closes its input and holds only its outputs: a reader that looks only then knows it by this
-    (ack_check.writes_into).  Nothing for another output (a file, none): no reader asks."""
+    (ack_check.writes_into).  Nothing for another output (a file, none): no reader asks.  ``after``: those pipes,
+    when the writer has just looked them up itself (ack_check.chain)."""
     if out is None:
         return {}
-    return {"run_next": " ".join(f"{dev}:{ino}" for dev, ino in ack_check.downstream(out))}
+    pipes = ack_check.downstream(out) if after is None else after
+    return {"run_next": " ".join(f"{dev}:{ino}" for dev, ino in pipes)}
 
 
 def nothing_lost(run: dict[str, object] | None, started_ns: int | None, boot: str | None, mark: int | None) -> bool:

@@ -11,11 +11,15 @@ docs/durability.md needs:
   the state file): written (a file, a terminal), read from a stdout pipe (delivery/pipe_tail.py), or, when that
   pipe's reader left before our end, nothing of this run;
 - at the end: ``settle`` (the reader of a stdout pipe reads what is left) and ``behind`` (the File Conveyor
-  readers heard from during this run that have not acknowledged everything yet).
+  readers heard from during this run that have not acknowledged everything yet), and ``close_early``: a stdout
+  pipe let go of before we wait for their acknowledgements, so that they see the end of our output at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import select
 import sqlite3
 import time
 from collections import deque
@@ -24,7 +28,7 @@ from typing import IO
 
 from .. import events as E
 from ..report import Reporter
-from . import acks
+from . import ack_check, acks
 from .acks import Replays, behind
 from .durable import StageState
 from .pipe_tail import PipeTail, written_in_file
@@ -116,6 +120,7 @@ class Sending(Sender):
         self.log: deque[tuple[float, int]] = deque()  # (when, last seq) of each write, for releasing unacknowledged
         self._behind: dict[str, tuple[int, float]] = {}
         self._data_version: tuple[int, int] | None = None  # PRAGMA data_version and our last seq at the last look
+        self._watch: list[int] | None = None  # close_early: pidfds of the processes that may still acknowledge
 
     def open(self) -> bool:
         """Open our output (an --output FIFO: once a reader has it); False when stopped while waiting."""
@@ -175,7 +180,10 @@ class Sending(Sender):
                 self.state.mark_written(db, self.delivered())
 
     def check_readers(self) -> None:
-        """A reader is new or restarted while we run: re-send what it had not acknowledged."""
+        """A reader is new or restarted while we run: re-send what it had not acknowledged.  Not once our output
+        is closed (close_early): as for a writer that has exited, the reader takes what it holds at its end."""
+        if self._watch is not None:
+            return
         after = self.replays.due()
         if after is not None:
             self.replay(after)
@@ -215,9 +223,77 @@ class Sending(Sender):
         return list(acks), moved
 
     def reader_gone(self) -> bool:
-        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next)."""
+        """stdout is a pipe whose reader has exited (a FIFO given with --output waits for the next); once we have
+        closed it (close_early): every reader that owed us acknowledgements has exited."""
+        if self._watch is not None:
+            if not self._watch:
+                return True
+            poller = select.poll()
+            for fd in self._watch:
+                poller.register(fd, select.POLLIN)  # a pidfd is readable once its process has exited
+            return len(poller.poll(0)) == len(self._watch)
         out = self.writer.output
         return out.path is None and out.reader_gone()
 
+    def close_early(self, behind: list[str]) -> bool:
+        """At our end, before waiting for the acknowledgements of our File Conveyor readers ``behind`` (their
+        state files): let go of a stdout that is an anonymous pipe, so that its reader sees the end of our output
+        now and acknowledges at its end, instead of after its input has been quiet for a while
+        (runner.IDLE_ACK_QUIET), each hop of a pipeline in turn.  Such a pipe has no next reader to re-send to (a
+        named FIFO has: kept open, as is a pipe whose lines go on into a named FIFO, through fc-tee say).  A reader
+        that dies before acknowledging is seen by its process's exit (a pidfd on each process that reads our pipe,
+        or the pipes after it, and has a reader's state file open: a pass-through like awk ends at our end while
+        the stage after it still works, and the shell reading the last stage's output does not acknowledge), and
+        costs what it did before: exit 141, the rest re-sent next run.  Before letting go, says where our lines
+        went on (runs.ending: the readers may be gone by the time the state file closes).  False: kept open (one
+        of ``behind`` not found reading our lines, a process we may not watch)."""
+        if self._watch is not None:
+            return True
+        out = self.writer.output
+        fd = out.fd
+        if out.path is not None or fd is None or not behind or not hasattr(os, "pidfd_open"):
+            return False
+        try:
+            if not os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:"):
+                return False
+            st = os.fstat(fd)
+        except OSError:
+            return False
+        after, owners = ack_check.chain((st.st_dev, st.st_ino), behind)
+        if any(dev != st.st_dev for dev, _ in after):  # a named FIFO after us: its reader may be re-sent to
+            return False
+        if any(not owners.get(reader) for reader in behind):  # a reader we cannot see: wait as before
+            return False
+        watch: list[int] = []
+        for pid in set().union(*owners.values()):
+            try:
+                watch.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                continue  # already gone
+            except OSError:  # cannot watch it: wait as before, holding the pipe
+                for pidfd in watch:
+                    os.close(pidfd)
+                return False
+        try:
+            self.state.end_output(after)
+        except sqlite3.Error:
+            for pidfd in watch:
+                os.close(pidfd)
+            return False
+        self.writer.tail.detach()
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(devnull, fd)  # fd stays valid for the process's stdout object; the pipe is let go of
+        finally:
+            os.close(devnull)
+        out.fd = None  # a write from now on raises BrokenPipeError (what is committed is re-sent next run)
+        self._watch = watch
+        return True
+
     def close(self) -> None:
+        if self._watch is not None:
+            for pidfd in self._watch:
+                with contextlib.suppress(OSError):
+                    os.close(pidfd)
+            self._watch = []
         self.writer.close()
