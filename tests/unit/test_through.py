@@ -3,6 +3,7 @@ every stage after it, from its own readers' rows in its state file."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -21,9 +22,20 @@ def made(st: StageState, n: int) -> None:
         st.hop()
 
 
+def _pipe() -> tuple[int, int]:
+    """The identity of a real pipe, as a stage writing into one has it (runs.current, ack_check.output_ident)."""
+    r, w = os.pipe()
+    try:
+        st = os.fstat(w)
+        return st.st_dev, st.st_ino
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 def test_the_last_stage_is_through_at_its_mark(tmp_path: Path) -> None:
     now = [100.0]
-    with StageState(tmp_path / "s.db") as st:
+    with StageState(tmp_path / "s.db", out=_pipe()) as st:
         t = Through(st, clock=lambda: now[0])
         assert t.compute({"/w.db": ("e", 2)}) == {"/w.db": 2}  # made nothing (filtered): nothing to wait for
         made(st, 3)
@@ -38,7 +50,7 @@ def test_the_last_stage_is_through_at_its_mark(tmp_path: Path) -> None:
 
 def test_a_first_reader_that_registers_in_time_is_waited_for(tmp_path: Path) -> None:
     now = [100.0]
-    with StageState(tmp_path / "s.db") as st:
+    with StageState(tmp_path / "s.db", out=_pipe()) as st:
         t = Through(st, clock=lambda: now[0])
         made(st, 3)
         assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": None}
@@ -48,6 +60,36 @@ def test_a_first_reader_that_registers_in_time_is_waited_for(tmp_path: Path) -> 
         assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": None}  # waits for the reader, however long
         reader_says(st, "/r.db", 3, 3)
         assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 7}
+
+
+def test_a_stage_writing_into_no_pipe_or_fifo_is_the_last_at_once(tmp_path: Path) -> None:
+    # a file, /dev/null, a terminal: no File Conveyor stage reads it as it is written, so none can be starting
+    # (a worker's fc-record > /dev/null: its writer's broker acknowledgements are not held back for the wait)
+    with StageState(tmp_path / "s.db") as st:
+        t = Through(st, clock=lambda: 100.0)
+        made(st, 3)
+        assert t.compute({"/w.db": ("e", 7)}) == {"/w.db": 7}
+
+
+def test_the_first_reader_wait_outlasts_fc_tees_wait_for_its_readers(tmp_path: Path) -> None:
+    """fc-tee gives its FIFOs' readers up to --first-wait (30 s) to come, and a reader behind it gets no line, so
+    no chance to say it is one, meanwhile: fc-watch | fc-filter | fc-tee --output a.fifo --output b.fifo with
+    b's reader missing, fc-filter said at 10 s that all 50 lines were through while a's reader had none (a worker
+    lost then: fc-consume had acknowledged them to the broker, and nobody ever got them)."""
+    from fileconveyor.cli.tee import build_parser
+
+    tee_wait = build_parser().parse_args(["--output", "x"]).first_wait
+    assert tee_wait + 5 < FIRST_READER_WAIT
+    now = [100.0]
+    with StageState(tmp_path / "s.db", out=_pipe()) as st:
+        t = Through(st, clock=lambda: now[0])
+        made(st, 50)
+        assert t.compute({"/w.db": ("e", 50)}) == {"/w.db": None}
+        now[0] += tee_wait + 1  # fc-tee gives up on b: a's reader gets its first line and registers
+        assert t.compute({"/w.db": ("e", 50)}) == {"/w.db": None}
+        reader_says(st, "/a.db", 0, 0)
+        now[0] += FIRST_READER_WAIT
+        assert t.compute({"/w.db": ("e", 50)}) == {"/w.db": None}
 
 
 def test_through_waits_for_the_readers_to_be_through_what_we_made(tmp_path: Path) -> None:

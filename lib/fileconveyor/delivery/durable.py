@@ -106,6 +106,11 @@ class StageState(State):
         self._ended = False  # runs.ending said already (end_output)
         self._set_meta(runs.current(self.next_seq - 1, out))  # before any line of this run is written (runs.py)
 
+    @property
+    def out(self) -> ack_check.Ident | None:
+        """The pipe or FIFO our lines go into; None for anything else (a file, /dev/null, a terminal)."""
+        return self._out
+
     def close(self) -> None:
         """Close the file, saying first where our lines went on (runs.ending): our output stays open until the
         process's exit, and a reader that looks meanwhile finds us without the file."""

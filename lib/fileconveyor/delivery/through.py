@@ -19,8 +19,9 @@ highest seq then, and until it is through the writer's row keeps what our previo
 Which stage is the last is learnt, not told: a reader says it is one by acknowledging.  A brand-new reader has not
 yet (it is still starting, or has not read its first line), so a stage that has made output but has no reader row
 waits FIRST_READER_WAIT before it takes itself for the end of the chain: lost with the whole host in that time, the
-lines are delivered again by the broker instead of being counted done.  A stage writing into a file, a terminal or
-jq is the end of the chain after that wait; a stage that made no output (every line filtered out) at once.
+lines are delivered again by the broker instead of being counted done.  A stage writing into a pipe read by jq is
+the end of the chain after that wait; one writing into no pipe or FIFO (a file, /dev/null, a terminal: no File
+Conveyor stage reads it as it is written) or that made no output (every line filtered out) at once.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from collections.abc import Callable
 
 from .durable import StageState
 
-FIRST_READER_WAIT = 10.0  # seconds a stage with output and no reader row waits for a reader to say it is one
+# seconds a stage whose lines go into a pipe or FIFO, with output and no reader row, waits for a reader to say it
+# is one: longer than fc-tee's --first-wait (30 s), during which a reader behind it gets no line to register on
+# (fc-filter | fc-tee a b with b's reader missing: at 10 s fc-filter said all its lines were through while the
+# stage reading a had none of them yet)
+FIRST_READER_WAIT = 40.0
 
 
 class Through:
@@ -79,6 +84,8 @@ class Through:
         """With no reader row: 0 (nothing we made is through) while a reader may still be starting, else None."""
         if high <= 0:
             return None  # we made nothing: nothing to wait for
+        if self.state.out is None:
+            return None  # our lines go into no pipe or FIFO (a file, /dev/null, a terminal): no reader is starting
         now = self.clock()
         if self.alone_since is None:
             self.alone_since = now
