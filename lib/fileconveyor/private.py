@@ -78,6 +78,25 @@ def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
         )
 
 
+def foreign_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why an existing file meant to hold our private data (a state file, its -wal or -shm) may not be used, or
+    None (ours, or not there).  In a directory others may write (``--state /tmp/x.db``) another user can make it
+    first, and it stays theirs: they could then write its ``acks`` table (a reader's acknowledgement: the writer
+    forgets lines no reader has, and fc-consume acknowledges to the broker messages nobody applied), its outbox
+    or its queue, and read every path in it."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    if st.st_uid != os.geteuid():
+        shown = os.fspath(path)
+        return (
+            f"{shown} belongs to another user (uid {st.st_uid}), who could rewrite it; remove it, or keep state "
+            "files in a directory only you can write"
+        )
+    return None
+
+
 def fifo_unreadable(path: str | os.PathLike[str] | None = None, fd: int | None = None) -> None:
     """Take read access away from group and others on a named FIFO of ours (by ``path`` or ``fd``) that our
     lines go through.  Another user's process reading it takes lines out unseen, and our reader, finding a gap in

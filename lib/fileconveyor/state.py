@@ -168,6 +168,11 @@ class State:
         if lock:
             self._lock()
         private.private_file(self.path)  # before SQLite makes it 0644; its -wal and -shm take its mode
+        for part in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
+            problem = private.foreign_problem(part)  # another user made it first (a directory others may write)
+            if problem:
+                State.close(self)  # the lock only (a subclass's close expects an open file)
+                raise StateError(f"state file {problem}")
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

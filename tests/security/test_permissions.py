@@ -247,3 +247,35 @@ def test_the_pid_file_is_never_written_through_a_planted_symlink(tmp_path: Path)
     assert pid_file.read_text() == f"{os.getpid()}\n" and not pid_file.is_symlink()
     assert stat.S_IMODE(pid_file.stat().st_mode) == 0o600
     assert not (tmp_path / f".fc.pid.{os.getpid()}").exists()
+
+
+@pytest.mark.parametrize("part", ["", "-wal"])
+def test_a_state_file_another_user_made_first_is_refused(tmp_path: Path, part: str) -> None:
+    """``--state /tmp/x.db``: in a directory others may write, another user can make the file (or its -wal) first,
+    0666; it stayed theirs and was used, and they could then write its acks table: a row with seq and through
+    999,999 (measured: written by uid 65534 after fc-filter had made its tables there), with which the writer
+    forgets lines no reader has and fc-consume acknowledges to the broker messages nobody applied.  Now: exit 3."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)  # as /tmp
+    state = shared / "f.db"
+    planted = Path(f"{state}{part}")
+    planted.write_bytes(b"")
+    planted.chmod(0o666)
+    if os.geteuid() == 0:
+        os.chown(planted, 65534, 65534)  # another user's
+    line = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "fc-filter"), "--state", str(state)],
+        input=line,
+        capture_output=True,
+        timeout=60,
+    )
+    if os.geteuid() != 0:
+        assert r.returncode == 0, r.stderr  # our own file: used, and made owner-only
+        assert stat.S_IMODE(state.stat().st_mode) == 0o600
+        return
+    assert r.returncode == 3, r.stderr
+    assert b"belongs to another user (uid 65534)" in r.stderr, r.stderr
+    assert r.stdout == b""
+    assert planted.stat().st_size == 0  # nothing of ours written into it
