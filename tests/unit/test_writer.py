@@ -83,6 +83,29 @@ def test_a_stdout_pipe_closed_by_its_reader_is_a_broken_pipe_and_quit_early(tmp_
         assert writer.tail.quit_early  # nothing of this run counts as delivered
 
 
+def test_a_released_stdout_pipe_ends_its_readers_input_while_we_still_run(tmp_path: Path) -> None:
+    """Output.release (a stage's exit, Sending.close_early): the reader sees the end now, not at our exit; what
+    it had not read counts as not delivered; a line written after is an error, never a silent loss."""
+    r, w = os.pipe()
+    with os.fdopen(w, "wb") as stdout:
+        writer = Writer(Output(None, stdout))
+        writer.open()
+        writer.send([b"one\n", b"two\n"], [1, 2])
+        assert writer.output.release()
+        assert os.read(r, 100) == b"one\ntwo\n" and os.read(r, 100) == b""  # EOF: nobody else holds it
+        assert writer.tail.delivered(2, 0) == 0  # unread when let go of: not counted as delivered
+        with pytest.raises(BrokenPipeError):
+            writer.send([b"three\n"], [3])
+        assert os.fstat(stdout.fileno())  # the process's stdout still has a valid descriptor
+        assert not writer.output.release()  # once
+    os.close(r)
+    path = tmp_path / "out"
+    regular = Output(str(path))
+    regular.open()
+    assert not regular.release()  # a file is not let go of early: nothing waits for its end
+    regular.close()
+
+
 def test_wait_mode_gives_the_next_reader_of_a_fifo_what_resend_says(tmp_path: Path) -> None:
     fifo = tmp_path / "out.fifo"
     os.mkfifo(fifo)

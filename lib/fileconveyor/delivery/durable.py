@@ -119,10 +119,11 @@ class StageState(State):
                 self._set_meta(runs.ending(self._out))
         super().close()
 
-    def end_output(self, after: list[ack_check.Ident]) -> None:
-        """Say where our lines went on (runs.ending) now, before we close our output ahead of the state file
-        (sending.Sending.close_early): its readers may be gone by the time we close the file."""
-        if self._out is not None:
+    def end_output(self, after: list[ack_check.Ident] | None = None) -> None:
+        """Say where our lines went on (runs.ending; ``after``: those pipes, just looked up) now, before we close
+        our output ahead of the state file (sending.Sending: close_early, release): its readers may be gone by the
+        time we close the file."""
+        if self._out is not None and not self._ended:
             self._set_meta(runs.ending(self._out, after))
             self._ended = True
 

@@ -211,6 +211,7 @@ class Runner:
                 if self.output.delivered() != self.state.written:
                     with contextlib.suppress(Exception), self.state.transaction() as db:
                         self.state.mark_written(db, self.output.delivered(), rewind=self.output.tail.quit_early)
+                self.output.release()  # our reader sees our end now, not after the file is closed and we exited
                 self.state.close()
                 self.output.close()
                 self._closed = True

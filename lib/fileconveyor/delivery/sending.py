@@ -280,15 +280,20 @@ class Sending(Sender):
             for pidfd in watch:
                 os.close(pidfd)
             return False
-        self.writer.tail.detach()
-        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.dup2(devnull, fd)  # fd stays valid for the process's stdout object; the pipe is let go of
-        finally:
-            os.close(devnull)
-        out.fd = None  # a write from now on raises BrokenPipeError (what is committed is re-sent next run)
+        out.release()  # a write from now on raises BrokenPipeError (what is committed is re-sent next run)
         self._watch = watch
         return True
+
+    def release(self) -> None:
+        """At our exit, after our last line and acknowledgement: let go of a stdout pipe now (Output.release),
+        once we have said where our lines went on (runs.ending), rather than after the state file is closed
+        and the interpreter has finished: the next stage sees its end ~20 ms sooner, at every hop."""
+        out = self.writer.output
+        if self._watch is not None or out.path is not None or out.fd is None:
+            return
+        with contextlib.suppress(sqlite3.Error, OSError):
+            self.state.end_output()
+        out.release()
 
     def close(self) -> None:
         if self._watch is not None:

@@ -117,6 +117,28 @@ class Output:
         poller.register(self.fd, 0)  # POLLERR is reported whatever is asked
         return any(ev & select.POLLERR for _, ev in poller.poll(0))
 
+    def release(self) -> bool:
+        """Let go of a stdout that is a pipe or FIFO before the process's exit (after the last line, and after
+        the writer said where its lines go on: runs.ending): its reader sees the end of our output now, not after
+        our state file is closed and the interpreter has finished.  The descriptor stays valid (/dev/null), for
+        the process's stdout object; a write from now on raises BrokenPipeError.  False: nothing let go of."""
+        fd = self.fd
+        if self.path is not None or fd is None:
+            return False
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                return False
+        except OSError:
+            return False
+        self.tail.detach()
+        devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.dup2(devnull, fd)
+        finally:
+            os.close(devnull)
+        self.fd = None
+        return True
+
     def close(self) -> None:
         """Close what we opened (stdout stays open: it is the process's)."""
         if self.fd is not None and self.path is not None:

@@ -311,6 +311,10 @@ class WatchState:
                     self._set_meta(db, ending)
             except Exception:  # closing after a failure: the next start replays instead
                 pass
+            else:
+                if self.out.writer is not None:
+                    # our reader sees our end now, not after the file is closed and the interpreter has finished
+                    self.out.writer.output.release()
         self.state.close()
 
     @staticmethod
