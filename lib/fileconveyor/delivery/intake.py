@@ -316,6 +316,20 @@ class Intake:
                 self.state.save_working(db, moved)
             self.working.update(moved)
 
+    def end_work(self) -> None:
+        """At a clean end: the working marks come back to the lines really taken.  Left WORKING_AHEAD beyond
+        them, the next run's first lines (fc-watch's seqs go on across runs) came as ``recovered``, and a file
+        touched with the same bytes was reported unchanged instead of sent."""
+        back = {
+            origin: (epoch, self.marks[origin][1])
+            for origin, (epoch, seq) in self.working.items()
+            if origin in self.marks and self.marks[origin][0] == epoch and self.marks[origin][1] < seq
+        }
+        if back:
+            with self.state.transaction() as db:
+                self.state.save_working(db, back)
+            self.working.update(back)
+
     def items(self, ev: dict, line: bytes, hop: Hop | None = None, recovered: bool = False) -> list[Item]:
         if hop is None:
             hop = Hop.from_event(ev)

@@ -205,6 +205,8 @@ class Runner:
                     self.output.settle(self.opts.drain_timeout)
             self.input.acknowledge(force=True)
             self.input.acks.close()
+            with contextlib.suppress(Exception):  # a full disk: the next run looks first at a few more lines
+                self.input.end_work()
             self.stage.close()
             self.progress.done(self._progress_text())
             with self._emit_lock:  # a stage's thread that outlived close() must not find a closed database
