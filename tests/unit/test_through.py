@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fileconveyor.delivery import acks
 from fileconveyor.delivery.durable import StageState
-from fileconveyor.delivery.through import FIRST_READER_WAIT, Through
+from fileconveyor.delivery.through import FIRST_READER_WAIT, QUICK_READER_WAIT, Through
 
 
 def reader_says(st: StageState, reader: str, seq: int, through: int | None) -> None:
@@ -90,6 +90,29 @@ def test_the_first_reader_wait_outlasts_fc_tees_wait_for_its_readers(tmp_path: P
         reader_says(st, "/a.db", 0, 0)
         now[0] += FIRST_READER_WAIT
         assert t.compute({"/w.db": ("e", 50)}) == {"/w.db": None}
+
+
+def test_a_reader_that_read_our_lines_and_said_nothing_is_no_stage(tmp_path: Path) -> None:
+    """A worker's fc-record into supervisord's log pipe, or into jq: what it wrote is read out of the pipe and no
+    reader ever registers.  It is the last stage once QUICK_READER_WAIT has passed with the pipe read empty, not
+    after FIRST_READER_WAIT (its writer's broker acknowledgements, an --idle-exit worker's run, waited 40 s); while
+    our lines stay unread in the pipe (a reader still starting, fc-tee waiting for its FIFOs) it waits on."""
+    r, w = os.pipe()
+    try:
+        st_pipe = os.fstat(w)
+        now = [100.0]
+        with StageState(tmp_path / "s.db", out=(st_pipe.st_dev, st_pipe.st_ino)) as st:
+            t = Through(st, clock=lambda: now[0])
+            made(st, 3)
+            os.write(w, b'{"line": 1}\n')
+            assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None}
+            now[0] += QUICK_READER_WAIT + 1
+            assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None}  # unread: a reader may still be starting
+            os.read(r, 100)
+            assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": 3}  # read, and nobody said it is a reader
+    finally:
+        os.close(r)
+        os.close(w)
 
 
 def test_through_waits_for_the_readers_to_be_through_what_we_made(tmp_path: Path) -> None:

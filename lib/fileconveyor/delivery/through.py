@@ -26,6 +26,10 @@ Conveyor stage reads it as it is written) or that made no output (every line fil
 
 from __future__ import annotations
 
+import array
+import fcntl
+import os
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -37,6 +41,10 @@ from .durable import StageState
 # (fc-filter | fc-tee a b with b's reader missing: at 10 s fc-filter said all its lines were through while the
 # stage reading a had none of them yet)
 FIRST_READER_WAIT = 40.0
+# ... but once what we wrote has been read out of the pipe and nobody said it is a reader for this long, what
+# reads us is no File Conveyor stage (jq, a log pipe of supervisord, a script): one registers on its first line
+# (fc-tee reads nothing before its outputs are open, so behind it our lines stay in the pipe and the long wait holds)
+QUICK_READER_WAIT = 5.0
 
 
 class Through:
@@ -46,6 +54,7 @@ class Through:
         self.state = state
         self.clock = clock
         self.alone_since: float | None = None  # when we first had output and no reader row
+        self._out_fd: int | None = None  # our descriptor of state.out (found once; -1: none)
         self.steps: dict[str, deque[list[int]]] = {}
         self.epochs: dict[str, str] = {}
         self.done: dict[str, int] = {}  # through, as known in this process
@@ -89,4 +98,38 @@ class Through:
         now = self.clock()
         if self.alone_since is None:
             self.alone_since = now
-        return 0 if now - self.alone_since < FIRST_READER_WAIT else None
+        waited = now - self.alone_since
+        if waited >= FIRST_READER_WAIT or (waited >= QUICK_READER_WAIT and self._unread() == 0):
+            return None
+        return 0
+
+    def _unread(self) -> int | None:
+        """Bytes written into our output pipe that nobody has read yet; None: not known (taken as some)."""
+        if self._out_fd is None:
+            self._out_fd = _fd_of(self.state.out)
+        if self._out_fd < 0:
+            return None
+        buf = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._out_fd, termios.FIONREAD, buf, True)
+        except OSError:
+            return None
+        return buf[0]
+
+
+def _fd_of(ident: tuple[int, int] | None) -> int:
+    """Our descriptor of the pipe or FIFO ``ident`` (-1: none): stdout, or the FIFO --output opened."""
+    if ident is None:
+        return -1
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = [1]  # no /proc (macOS): stdout
+    for fd in fds:
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) == ident:
+            return fd
+    return -1
