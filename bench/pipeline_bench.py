@@ -6,6 +6,8 @@ Not run by `make test`.  One run measures, side by side and interleaved (round 1
 - "fc 3-stage": ``fc-watch --scan-once SRC | fc-transport --to URL | fc-record --db DB``;
 - "fc 5-stage": ``fc-watch --scan-once SRC | fc-filter --extensions bin | fc-process --chain
   filename.SpacesToUnderscores | fc-transport --to URL | fc-record --db DB``;
+- "floor 3-stage" and "floor 5-stage" (local folder only): bench/floor.py, the same shapes in Python with nothing
+  but the work itself (no durability, no checks): what Python and five processes cost, apart from what fc adds;
 - the peers where they apply: ``rclone copy --transfers 4`` (every destination; SFTP with disable_hashcheck),
   lsyncd ``default.rsync`` (local folder: from its start until the trees are equal), ``scp -r`` (SFTP) and
   ``aws s3 sync`` (S3, the AWS CLI from .cache/awscli as `make bench` installs it);
@@ -58,6 +60,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+import floor
 from benchlib import (
     BUCKET,
     PY,
@@ -355,8 +358,18 @@ def wait_for_log(log: Path, pattern: str, timeout: float) -> None:
 
 def tools_for(where: str, wanted: set[str]) -> list[str]:
     tools = ["fc 3-stage", "fc 5-stage", "rclone"]
-    tools += {"local": ["lsyncd"], "sftp": ["scp"], "s3": ["aws"]}.get(where, [])
-    return [t for t in tools if not wanted or t.split()[-1] in wanted or t in wanted]
+    tools += {"local": ["lsyncd", "floor 3-stage", "floor 5-stage"], "sftp": ["scp"], "s3": ["aws"]}.get(where, [])
+    # "3-stage" is fc's shape, "floor" both of the floor's, "floor 3-stage" one of them
+    return [
+        t
+        for t in tools
+        if not wanted or t in wanted or t.split()[0] in wanted or (t.startswith("fc") and t.split()[-1] in wanted)
+    ]
+
+
+def is_peer(tool: str) -> bool:
+    """A tool users would pick instead (the ratios' reference), not fc or the floor."""
+    return tool.split()[0] not in ("fc", "floor")
 
 
 def one_run(tool: str, dest: Destination, tree: Path, count: int, size: int, work: Path, bin_dir: Path) -> Measure:
@@ -370,6 +383,8 @@ def one_run(tool: str, dest: Destination, tree: Path, count: int, size: int, wor
     until = None
     if tool.startswith("fc"):
         stages = fc_stages(tool.split()[1][0], tree, dest.fc_url(), state / "synced.db", bin_dir)
+    elif tool.startswith("floor"):
+        stages = floor.argv(tool.split()[1][0], str(tree), str(dest.files), str(state / "floor.db"))
     elif tool == "rclone":
         rclone = ["rclone", "--config", "/dev/null", "copy", "--transfers", str(CONNECTIONS)]
         stages = [[*rclone, "--checkers", str(CONNECTIONS), str(tree), dest.rclone_remote()]]
@@ -629,10 +644,13 @@ def table(results: list[dict], ratios: list[dict], live: list[dict]) -> str:
             f"{runs} | {r['cpu']:.2f} | {1000 * r['cpu'] / r['files']:.3f} | {r['rss'] / 2**20:.0f} |"
         )
     if ratios:
-        lines += ["", "| set | to | best peer | fc 3-stage / best | fc 5-stage / best |", "|---|---|---|---:|---:|"]
-        for r in ratios:
-            three, five = (f"{x:.2f}" if x is not None else "" for x in (r.get("fc 3-stage"), r.get("fc 5-stage")))
-            lines.append(f"| {r['set']} | {r['to']} | {r['best']} | {three} | {five} |")  # one shape run: one ratio
+        shapes = ["fc 3-stage", "fc 5-stage"]
+        shapes += [s for s in ("floor 3-stage", "floor 5-stage") if any(s in r for r in ratios)]
+        lines += ["", "| set | to | best peer | " + " | ".join(f"{s} / best" for s in shapes) + " |"]
+        lines += ["|---|---|---|" + "---:|" * len(shapes)]
+        for r in ratios:  # a shape not run: an empty cell
+            cells = " | ".join(f"{r[s]:.2f}" if r.get(s) is not None else "" for s in shapes)
+            lines.append(f"| {r['set']} | {r['to']} | {r['best']} | {cells} |")
     if live:
         lines += [
             "",
@@ -658,7 +676,7 @@ def main() -> None:
     p.add_argument("--large-mb", type=int, default=20, help="size of a large file in MiB (default 20)")
     p.add_argument("--sets", default="small,large", help="small, large or both (default)")
     p.add_argument("--to", default="local,sftp,ftp,s3", help="destinations: local,sftp,ftp,s3 (default all)")
-    p.add_argument("--tools", default="", help="only these: 3-stage,5-stage,rclone,lsyncd,scp,aws (default all)")
+    p.add_argument("--tools", default="", help="only these: 3-stage,5-stage,floor,rclone,lsyncd,scp,aws (default all)")
     p.add_argument("--repeat", type=int, default=3, help="rounds, median reported (default 3; 0: no batch runs)")
     p.add_argument("--live-files", type=int, default=1000, help="files of the live mode (default 1000; 0: no live)")
     p.add_argument("--live-gap", type=float, default=0.05, help="seconds between live files (default 0.05)")
@@ -725,12 +743,12 @@ def main() -> None:
                         "runs": [asdict(x) for x in ms],
                     }
                     results.append(row)
-                    if not tool.startswith("fc") and (best_peer is None or wall < best_peer["wall"]):
+                    if is_peer(tool) and (best_peer is None or wall < best_peer["wall"]):
                         best_peer = row
                 if best_peer is not None:
                     r = {"set": name, "to": where, "best": f"{best_peer['tool']} {best_peer['files_s']:,.0f} files/s"}
                     for row in results[-len(runs) :]:
-                        if row["tool"].startswith("fc"):
+                        if not is_peer(row["tool"]):
                             r[row["tool"]] = best_peer["wall"] / row["wall"]
                     ratios.append(r)
         finally:
