@@ -78,22 +78,70 @@ def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
         )
 
 
-def foreign_problem(path: str | os.PathLike[str]) -> str | None:
-    """Why an existing file meant to hold our private data (a state file, its -wal or -shm) may not be used, or
-    None (ours, or not there).  In a directory others may write (``--state /tmp/x.db``) another user can make it
-    first, and it stays theirs: they could then write its ``acks`` table (a reader's acknowledgement: the writer
-    forgets lines no reader has, and fc-consume acknowledges to the broker messages nobody applied), its outbox
-    or its queue, and read every path in it."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if st.st_uid != os.geteuid():
+def foreign_problem(
+    path: str | os.PathLike[str], st: os.stat_result | None = None, *, root_ok: bool = False
+) -> str | None:
+    """Why an existing file meant to hold our private data (a state file, its -wal or -shm; fc-conveyor's log,
+    whose status ``st`` it has opened, with ``root_ok``) may not be used, or None (ours, or not there).  In a
+    directory others may write (``--state /tmp/x.db``) another user can make it first, and it stays theirs: they
+    could then write its ``acks`` table (a reader's acknowledgement: the writer forgets lines no reader has, and
+    fc-consume acknowledges to the broker messages nobody applied), its outbox or its queue, and read every path
+    in it."""
+    if st is None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+    if st.st_uid != os.geteuid() and not (root_ok and st.st_uid == 0):
         shown = os.fspath(path)
         return (
             f"{shown} belongs to another user (uid {st.st_uid}), who could rewrite it; remove it, or keep state "
             "files in a directory only you can write"
         )
+    return None
+
+
+def link_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file of ours at ``path`` (fc-conveyor's log, appended to as root) may not be opened through the
+    symlinks on its way, or None.  The kernel's fs.protected_symlinks, for every directory: a symlink is followed
+    only when its directory is not writable by others (group or other write bits, or another owner than us or
+    root), or is sticky (``/tmp``) and the link belongs to us or to the directory's owner.  Otherwise anyone who
+    can write there could plant a link, and we would append to whatever it points at (``/etc/shadow``).
+    Links that vanish meanwhile are no problem of this check: the open that follows says what it finds."""
+    todo = list(reversed(Path(os.getcwd(), path).parts[1:]))
+    here, followed = "/", 0
+    while todo:
+        name = todo.pop()
+        if name == "..":
+            here = os.path.dirname(here)  # ``here`` has no symlinks: its parent is the real one
+            continue
+        step = os.path.join(here, name)
+        try:
+            st = os.lstat(step)
+        except OSError:
+            return None  # missing: made by us (private_dir, O_CREAT), not followed
+        if not stat.S_ISLNK(st.st_mode):
+            here = step
+            continue
+        try:
+            dir_st, target = os.stat(here), os.readlink(step)
+        except OSError:
+            return None
+        others = bool(dir_st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or dir_st.st_uid not in (os.geteuid(), 0)
+        sticky_ok = bool(dir_st.st_mode & stat.S_ISVTX) and st.st_uid in (dir_st.st_uid, os.geteuid())
+        if others and not sticky_ok:
+            return (
+                f"{os.fspath(path)}: will not follow symlink {step} (owner uid {st.st_uid}): its directory {here} "
+                f"can be written by others (mode {stat.S_IMODE(dir_st.st_mode):o}, owner uid {dir_st.st_uid}), "
+                "who could point it anywhere; name the link's target instead, or keep the link in a directory "
+                "only you can write"
+            )
+        followed += 1
+        if followed > 40:
+            return None  # a loop: the open fails with ELOOP
+        if target.startswith("/"):
+            here = "/"
+        todo.extend(reversed([part for part in Path(target).parts if part != "/"]))
     return None
 
 

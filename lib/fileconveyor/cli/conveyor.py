@@ -178,6 +178,9 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         console = min(console, logging.INFO if args.verbose == 1 else logging.DEBUG)
     try:
         log = make_logger(s.log_file, s.file_log_level, console)
+    except ConfigError as exc:  # a symlink others could have planted, another user's file
+        rep.error(f"LOG_FILE (--log-file): {exc}")
+        return Exit.CONFIG
     except OSError as exc:
         rep.error(f"LOG_FILE (--log-file): cannot write {s.log_file}: {exc.strerror}")
         return Exit.CONFIG

@@ -3,6 +3,7 @@ read as a log level."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import logging.handlers
 import os
@@ -10,17 +11,44 @@ from pathlib import Path
 from typing import Any
 
 from .. import private
+from ..errors import ConfigError
 
 LOG_FORMAT = "%(asctime)s - %(name)-25s - %(levelname)-8s - %(message)s"
 LOG_BACKUPS = 5
 
 
+class LogRefused(ConfigError):
+    """The log's path leads through a symlink others could have planted, or to another user's file."""
+
+
 class _PrivateLog(logging.handlers.RotatingFileHandler):
-    """The log names every file synced and every failure: owner-only, each new file after a rotation too."""
+    """The log names every file synced and every failure: owner-only, each new file after a rotation too.
+
+    fc-conveyor often runs as root and its log may be in a directory others can write (``/tmp``, a shared log
+    directory): a symlink there is followed only as the kernel's fs.protected_symlinks would (private.link_problem),
+    and a file another user owns is refused (they could read and rewrite it), at every open, rotations too."""
 
     def _open(self) -> Any:
-        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
-        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        name, flags = self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+        for follow in (False, True):
+            if problem := private.link_problem(name):
+                raise LogRefused(problem)
+            try:
+                fd = os.open(name, flags | (0 if follow else os.O_NOFOLLOW), private.FILE_MODE)
+                break
+            except OSError as exc:
+                if follow or exc.errno != errno.ELOOP:
+                    raise
+                # A symlink (planted since the check, maybe): checked again, then followed.  It cannot change in
+                # between: the check passed, so no one else may replace it.
+        try:
+            problem = private.foreign_problem(name, os.fstat(fd), root_ok=True)
+            if problem:
+                raise LogRefused(problem)
+            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
 
 
 def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:
