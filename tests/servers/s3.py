@@ -12,6 +12,8 @@ suite needs from a real store:
   progress shows as FILES/<bucket>/<dir>/.fc-multipart-<upload id>, growing as parts arrive, and disappears when
   the upload is completed or aborted: the S3 counterpart of a temporary file, so "no .fc-* leftovers" means
   "no abandoned multipart upload";
+- digests: a PUT (an object, a part) whose body does not match its Content-MD5, x-amz-checksum-sha256 or signed
+  x-amz-content-sha256 is refused with AWS's 400 BadDigest or XAmzContentSHA256Mismatch (moto checks none);
 - a request counter: ``GET /__fc__/stats`` answers {"writes": {"bucket/key": n}, "invalidations": n}, the object
   writes (PUT/POST) and CloudFront CreateInvalidation requests that succeeded, so a test can prove that nothing
   was sent (``stats()``); moto's own ``/moto-api/`` (state transitions) passes without credentials.
@@ -22,6 +24,9 @@ with its buckets created again and FILES cleared to match.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
 import json
 import os
 import re
@@ -95,6 +100,10 @@ class Gate:
                 tee = environ["wsgi.input"] = Tee(environ["wsgi.input"], part_file)
             except OSError:
                 pass  # a file where the view needs a directory: nothing to show
+        if is_s3 and key and method == "PUT" and self.mirror and (refused := self._bad_digest(environ)):
+            if tee is not None:
+                tee.close()
+            return self._refuse(start_response, *refused, status="400 Bad Request")
         status, capture = capturing(start_response)
         try:
             body = list(self.app(environ, capture))  # moto does all its work here, before the reply is sent
@@ -120,10 +129,35 @@ class Gate:
         start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
         return iter([body])
 
-    def _refuse(self, start_response: Callable[..., Any], code: str, message: str) -> Iterator[bytes]:
+    def _refuse(
+        self, start_response: Callable[..., Any], code: str, message: str, status: str = "403 Forbidden"
+    ) -> Iterator[bytes]:
         body = _xml_error(code, message)
-        start_response("403 Forbidden", [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
+        start_response(status, [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))])
         return iter([body])
+
+    def _bad_digest(self, environ: dict[str, Any]) -> tuple[str, str] | None:
+        """The error code and message AWS answers a PUT (an object, a part) whose body does not match the digests
+        its headers give (Content-MD5, x-amz-checksum-sha256, the signed x-amz-content-sha256), or None; moto
+        checks none of them.  The body is read here (through the part's Tee: the view still grows as it comes)
+        and handed on to moto from memory."""
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+        if not length:
+            return None
+        data = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(data)
+        md5, checksum = environ.get("HTTP_CONTENT_MD5"), environ.get("HTTP_X_AMZ_CHECKSUM_SHA256")
+        signed = environ.get("HTTP_X_AMZ_CONTENT_SHA256", "")
+        if md5 and md5 != base64.b64encode(hashlib.md5(data).digest()).decode():
+            return "BadDigest", "The Content-MD5 you specified did not match what we received."
+        if checksum and checksum != base64.b64encode(hashlib.sha256(data).digest()).decode():
+            return "BadDigest", "The SHA256 you specified did not match the calculated checksum."
+        if re.fullmatch(r"[0-9a-f]{64}", signed) and signed != hashlib.sha256(data).hexdigest():
+            return (
+                "XAmzContentSHA256Mismatch",
+                "The provided 'x-amz-content-sha256' header does not match what was computed.",
+            )
+        return None
 
     def _public(self, bucket: str, key: str) -> bool:
         try:

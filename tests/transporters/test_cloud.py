@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import threading
@@ -211,6 +212,35 @@ def test_s3_a_put_to_aws_asks_the_store_to_check_the_hash_of_its_one_read(
 class _NoBody:
     def stream(self, *args: Any, **kwargs: Any) -> Any:
         return iter([b""])
+
+
+@pytest.mark.parametrize(
+    ("spoil", "code"), [("content-md5", "BadDigest"), ("body", "XAmzContentSHA256Mismatch")], ids=["md5", "body"]
+)
+def test_s3_a_body_spoiled_on_its_way_is_retried_not_given_up(
+    s3_backend: Backend, tmp_path: Path, spoil: str, code: str
+) -> None:
+    # A body that does not match its digest was damaged on its way (or the file rewritten while it was sent): the
+    # store refuses it (400 BadDigest, XAmzContentSHA256Mismatch) and the next try sends it whole.  It was a
+    # permanent failure: the file was never sent again.  Spoiled after botocore built and signed the request.
+    tp = s3_backend.make()
+    assert isinstance(tp, S3)
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"the real content")
+
+    def spoil_it(request: Any, **kwargs: Any) -> None:
+        if spoil == "body":
+            request.body = io.BytesIO(b"X" + request.body.getvalue()[1:])  # same length, one byte off
+        else:
+            request.headers["Content-MD5"] = base64.b64encode(hashlib.md5(b"other").digest()).decode()
+
+    tp.client().meta.events.register("before-send.s3.PutObject", spoil_it)
+    with pytest.raises(TransientError, match=code):
+        tp.upload(src, b"a.txt")
+    assert not (s3_backend.files / "a.txt").exists()  # the store refused it: nothing wrong was published
+    tp.client().meta.events.unregister("before-send.s3.PutObject", spoil_it)
+    tp.upload(src, b"a.txt")
+    assert (s3_backend.files / "a.txt").read_bytes() == b"the real content"
 
 
 def test_s3_upload_from_a_pipe_is_streamed(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:

@@ -60,6 +60,11 @@ AUTH_CODES = {
     "403",  # HEAD replies carry no body, hence no code: the bare status
 }
 TRANSIENT_CODES = {
+    # A body that does not match its digest (Content-MD5, x-amz-checksum-*, the signed SHA-256) or its length was
+    # damaged on its way, or the file was rewritten while it was sent: the next try sends it whole.
+    "BadDigest",
+    "IncompleteBody",
+    "XAmzContentSHA256Mismatch",
     "InternalError",
     "OperationAborted",
     "RequestTimeout",
