@@ -133,7 +133,7 @@ def test_s3_a_put_is_signed_with_the_hash_of_its_one_read(
     # A PUT's signature carries the SHA-256 of its body (x-amz-content-sha256: the store refuses another body);
     # botocore hashed the file for it once more after the transporter's own pass (for the fc-sha256 metadata)
     # and an MD5 pass for Content-MD5: 3 passes over each file.  Now one: the metadata's hash is the signed one.
-    # A multipart upload's parts are still hashed by botocore, part by part.
+    # A multipart upload's parts are signed with the hashes of the parts of that same read (one more pass there).
     tp = _plain(s3_backend, multipart_mb="5")
     assert isinstance(tp, S3)
     real, hashed = botocore.auth.sha256, []
@@ -170,7 +170,21 @@ def test_s3_a_put_is_signed_with_the_hash_of_its_one_read(
     assert all("content-md5" not in h for h in puts)
     parts = [h for op, h in sent if op == "UploadPart"]
     assert [h["x-amz-content-sha256"] for h in parts] == [hashlib.sha256(files["big.bin"]).hexdigest()]
-    assert sum(hashed) > 6 << 20  # that one, botocore hashed
+    assert sum(hashed) < 1 << 16  # that one, our read hashed: botocore did not
+
+
+def _to_aws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, settings: str) -> S3:
+    """An s3:// transporter to AWS itself (no endpoint_url) with made-up credentials: its requests must be
+    answered before they leave (there is no AWS here)."""
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 40)
+    tp = for_destination(parse_destination("s3://bucket/pfx?region=us-east-1" + settings, env={}))
+    assert isinstance(tp, S3)
+    return tp
 
 
 def test_s3_a_put_to_aws_asks_the_store_to_check_the_hash_of_its_one_read(
@@ -181,14 +195,7 @@ def test_s3_a_put_to_aws_asks_the_store_to_check_the_hash_of_its_one_read(
     # dropped (d5a6231): a file rewritten in between, size and mtime kept, was stored under the old hash.  The
     # request is built and signed for real, and answered before it leaves (no AWS here): its checksum header
     # must be our read's SHA-256, which AWS checks against the body it receives.
-    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x" * 40)
-    tp = for_destination(parse_destination("s3://bucket/pfx?region=us-east-1", env={}))
-    assert isinstance(tp, S3)
+    tp = _to_aws(tmp_path, monkeypatch, "")
     sent: list[dict[str, str]] = []
 
     def answer(request: Any, **kwargs: Any) -> Any:
@@ -210,8 +217,56 @@ def test_s3_a_put_to_aws_asks_the_store_to_check_the_hash_of_its_one_read(
 
 
 class _NoBody:
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
+
     def stream(self, *args: Any, **kwargs: Any) -> Any:
-        return iter([b""])
+        return iter([self.body])
+
+
+def test_s3_a_multipart_upload_to_aws_asks_the_store_to_check_each_part_of_our_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # To AWS each part went with a CRC32 trailer of what botocore read while sending it: nothing tied the parts
+    # to our read (the fc-sha256 metadata).  Now the upload is a SHA256 one and each part's checksum header is
+    # the SHA-256 of that part of our read, which AWS checks (BadDigest), and CompleteMultipartUpload lists them
+    # (the object's checksum is their composite).  Built and signed for real, answered before leaving (no AWS).
+    tp = _to_aws(tmp_path, monkeypatch, "&multipart_mb=5")
+    sent: list[tuple[str, dict[str, str], bytes]] = []
+
+    def answer(request: Any, event_name: str, **kwargs: Any) -> Any:
+        op = event_name.rsplit(".", 1)[1]
+        headers = {k.lower(): v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+        body = request.body if isinstance(request.body, bytes) else b""
+        sent.append((op, headers, body))
+        reply, xml = {"ETag": '"e"'}, b""
+        if op == "CreateMultipartUpload":
+            xml = b"<InitiateMultipartUploadResult><Key>pfx/big.bin</Key><UploadId>u1</UploadId>"
+            xml += b"</InitiateMultipartUploadResult>"
+        elif op == "UploadPart" and "x-amz-checksum-sha256" in headers:
+            reply["x-amz-checksum-sha256"] = headers["x-amz-checksum-sha256"]  # what AWS checked and echoes
+        elif op == "CompleteMultipartUpload":
+            xml = b'<CompleteMultipartUploadResult><Key>pfx/big.bin</Key><ETag>"e-2"</ETag>'
+            xml += b"</CompleteMultipartUploadResult>"
+        return botocore.awsrequest.AWSResponse(request.url, 200, reply, _NoBody(xml))
+
+    tp.client().meta.events.register_first("before-send.s3", answer)
+    data = os.urandom(12 << 20)
+    (tmp_path / "big.bin").write_bytes(data)
+    try:
+        tp.upload(tmp_path / "big.bin", b"big.bin")
+    finally:
+        tp.close()
+    ops = [op for op, _, _ in sent]
+    assert ops == ["CreateMultipartUpload", "UploadPart", "UploadPart", "CompleteMultipartUpload"], ops
+    assert sent[0][1]["x-amz-checksum-algorithm"] == "SHA256"
+    assert sent[0][1]["x-amz-meta-fc-sha256"] == hashlib.sha256(data).hexdigest()
+    want = [base64.b64encode(hashlib.sha256(part).digest()).decode() for part in (data[: 8 << 20], data[8 << 20 :])]
+    parts = sorted((h for op, h, _ in sent if op == "UploadPart"), key=lambda h: h["content-length"], reverse=True)
+    assert [h["x-amz-checksum-sha256"] for h in parts] == want
+    assert all("x-amz-trailer" not in h for h in parts)
+    complete = sent[-1][2].decode()
+    assert all(f"<ChecksumSHA256>{w}</ChecksumSHA256>" in complete for w in want), complete
 
 
 @pytest.mark.parametrize(
@@ -241,6 +296,41 @@ def test_s3_a_body_spoiled_on_its_way_is_retried_not_given_up(
     tp.client().meta.events.unregister("before-send.s3.PutObject", spoil_it)
     tp.upload(src, b"a.txt")
     assert (s3_backend.files / "a.txt").read_bytes() == b"the real content"
+
+
+def test_s3_a_multipart_upload_of_a_file_rewritten_after_our_read_is_refused(
+    s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path
+) -> None:
+    # A big file goes as parts that botocore reads while sending, after our read hashed it for the object's
+    # fc-sha256: rewritten in between with size and mtime kept (the check after the send misses it), the other
+    # version was published under our read's hash, a mix of both if it changed half-way.  Each part now goes
+    # with the hash of that part of our read, which the store checks: refused, nothing published, sent again.
+    tp = s3_backend.make(multipart_mb="5")
+    assert isinstance(tp, S3)
+    src = tmp_path / "big.bin"
+    old, new = os.urandom(12 << 20), os.urandom(1 << 20)
+    src.write_bytes(old)
+    before = src.stat()
+
+    def rewrite(**kwargs: Any) -> None:  # after our read, before the parts are read
+        with open(src, "r+b") as f:
+            f.seek(9 << 20)  # the second part
+            f.write(new)
+        os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    tp.client().meta.events.register("before-send.s3.CreateMultipartUpload", rewrite)
+    with pytest.raises(TransientError, match="XAmzContentSHA256Mismatch"):
+        tp.upload(src, b"big.bin")
+    assert not (s3_backend.files / "big.bin").exists()
+    assert not [p for p in s3_backend.files.rglob(".fc-multipart-*")]  # aborted
+    tp.client().meta.events.unregister("before-send.s3.CreateMultipartUpload", rewrite)
+    tp.upload(src, b"big.bin")
+    now = src.read_bytes()
+    assert (s3_backend.files / "big.bin").read_bytes() == now
+    key = s3_backend.spec.rsplit("/", 1)[1] + "/big.bin"
+    head = _s3_client(s3_server).head_object(Bucket=s3srv.BUCKET, Key=key)
+    assert head["Metadata"]["fc-sha256"] == hashlib.sha256(now).hexdigest()
+    assert head["ETag"].endswith('-2"')
 
 
 def test_s3_upload_from_a_pipe_is_streamed(s3_backend: Backend, s3_server: s3srv.S3Server, tmp_path: Path) -> None:

@@ -19,7 +19,8 @@ Credentials come only from boto3's own chain: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCES
 
 An S3 PUT publishes the object only once it is complete, so uploads are atomic without a temporary name; files
 of 64 MiB or more (and streams from pipes) go as multipart uploads (several parts at once; an interrupted
-one is aborted).
+one is aborted).  What arrives is checked against fc-transport's one read of the file (the SHA-256 it stores as
+``fc-sha256``): one PUT carries that hash, each part the hash of its part of that read (_part_hash).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ import botocore.handlers
 import botocore.utils
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
+from s3transfer.utils import ChunksizeAdjuster
 
 from ..errors import ConfigError, FCError
 from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel, unchanged
@@ -176,6 +178,7 @@ class S3(Transporter):
             multipart_threshold=min(self.threshold, MULTIPART), multipart_chunksize=MULTIPART, max_concurrency=4
         )
         self.skipped = False  # whether the last upload found the content already there (skip_unchanged)
+        self._parts: dict[str, list[bytes]] = {}  # key -> SHA-256 of each part of our read, for _part_hash
         self._client: Any = None
         self._region: str | None = None
 
@@ -195,6 +198,7 @@ class S3(Transporter):
             client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
             client.meta.events.register("before-call.s3", _expect_for_large_bodies)
             client.meta.events.register("before-parameter-build.s3.PutObject", _known_body_hash)
+            client.meta.events.register("before-parameter-build.s3.UploadPart", self._part_hash)
             self._client = client
         return self._client
 
@@ -272,11 +276,14 @@ class S3(Transporter):
         # an object some other tool uploaded (skip_unchanged): it is the slowest pass (32 ms per 20 MiB here).
         md5 = hashlib.md5(usedforsecurity=False) if self.skip_unchanged else None
         sha = hashlib.sha256()
+        parts = _PartHashes(ChunksizeAdjuster().adjust_chunksize(MULTIPART, size)) if size >= self.threshold else None
         data = _read_all(src) if size < IN_MEMORY else b""
         for chunk in [data] if size < IN_MEMORY else iter(lambda: src.read(1 << 20), b""):
             sha.update(chunk)
             if md5:
                 md5.update(chunk)
+            if parts:
+                parts.update(chunk)
         if size >= IN_MEMORY:
             src.seek(0)
         # What was hashed is one version of the file (the signed hash and the multipart check below cover the send).
@@ -300,8 +307,29 @@ class S3(Transporter):
                 extra = {**extra, "ChecksumSHA256": base64.b64encode(sha.digest()).decode()}
             client.put_object(Bucket=self.bucket, Key=key, Body=body, **extra)
         else:
-            client.upload_fileobj(src, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+            # Each part goes with the SHA-256 of that part of our read (_part_hash), which the store checks: a
+            # file rewritten after our read (size and mtime kept) or a part damaged on its way is refused before
+            # the object is complete, never published under the fc-sha256 of another version.  To AWS as the
+            # part's checksum header (SHA256 checksums: the object's is the composite of its parts'), elsewhere
+            # as the signed hash, as for one PUT.
+            if _aws(self.dest):
+                extra = {**extra, "ChecksumAlgorithm": "SHA256"}
+            self._parts[key] = parts.digests() if parts else []
+            try:
+                client.upload_fileobj(src, self.bucket, key, ExtraArgs=extra, Config=self.transfer)
+            finally:
+                self._parts.pop(key, None)
         return None
+
+    def _part_hash(self, params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
+        """An UploadPart of ours: the SHA-256 of that part of our read, as its checksum (AWS) or signed hash."""
+        digests, number = self._parts.get(params.get("Key", "")), params.get("PartNumber")
+        if not digests or not isinstance(number, int) or not 1 <= number <= len(digests):
+            return  # a stream from a pipe: not read before, botocore hashes what it sends
+        digest = digests[number - 1]
+        context[KNOWN_SHA256] = digest.hex()
+        if _aws(self.dest):
+            params["ChecksumSHA256"] = base64.b64encode(digest).decode()
 
     def _holds(self, key: str, digest: str, md5: str | None) -> bool:
         """Whether the bucket's object at ``key`` has this content (our metadata hash, else a plain PUT's ETag)."""
@@ -414,6 +442,27 @@ class _FullReads:
             chunks.append(chunk)
             left -= len(chunk)
         return b"".join(chunks)
+
+
+class _PartHashes:
+    """The SHA-256 of each ``size``-byte part of what is fed to it: s3transfer's parts (same ChunksizeAdjuster)."""
+
+    def __init__(self, size: int):
+        self.size, self.left, self.sha = size, size, hashlib.sha256()
+        self.done: list[bytes] = []
+
+    def update(self, chunk: bytes) -> None:
+        view = memoryview(chunk)
+        while len(view) >= self.left:  # this chunk ends a part
+            self.sha.update(view[: self.left])
+            view, self.left = view[self.left :], self.size
+            self.done.append(self.sha.digest())
+            self.sha = hashlib.sha256()
+        self.sha.update(view)
+        self.left -= len(view)
+
+    def digests(self) -> list[bytes]:
+        return self.done + ([self.sha.digest()] if self.left < self.size else [])
 
 
 def _read_all(src: BinaryIO) -> bytes:
