@@ -155,3 +155,43 @@ def test_a_paused_lane_does_not_stop_the_others_from_reading(tmp_path: Path, mon
     status, out, _ = run(stage, lines([ev(f"f{i}", i) for i in range(n)]), tmp_path / "s.db")
     assert status == Exit.OK and len(out) == n
     assert stage.up_all_done_while_down
+
+
+def test_lines_from_a_pipe_reach_the_loop_a_batch_per_read(tmp_path: Path) -> None:
+    """The reading thread posted a message per line: each a queue put and get, a look at the queue's size and
+    at the room event, and the GIL passed between the threads, which cost more than a pass-through's work on the
+    line.  Now what one read brought goes as one message (in pieces of LINES_AHEAD / 8 lines at most)."""
+    import io
+    import os
+
+    from fileconveyor.delivery.runner import Options, Runner
+    from fileconveyor.report import Reporter
+    from fileconveyor.stopping import Stopper
+
+    n = 2000
+    data = lines([ev(f"f{i}", i) for i in range(n)])
+    r, w = os.pipe()
+    feeder = threading.Thread(target=lambda: (os.write(w, data), os.close(w)))
+    feeder.start()
+    with os.fdopen(r, "rb") as stdin:
+        runner = Runner(
+            Rounds(),
+            Options(state_path=tmp_path / "s.db"),
+            stdin,
+            io.BytesIO(),
+            Reporter("fc-t", io.StringIO(), 1),
+            Stopper(),
+        )
+        msgs: list[tuple[str, object]] = []
+
+        def post(msg: tuple[str, object]) -> None:
+            msgs.append(msg)
+            if msg[0] == "lines":
+                runner.input.taken += len(msg[1])  # type: ignore[arg-type]  # as the loop does
+
+        runner.input.read(post)
+        runner.state.close()
+    feeder.join(10)
+    got = [x for kind, payload in msgs if kind != "eof" for x in (payload if kind == "lines" else [payload])]
+    assert b"".join(got) == data
+    assert len(msgs) <= n // 20, len(msgs)  # was 2,001: one per line

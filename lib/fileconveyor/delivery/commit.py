@@ -50,6 +50,7 @@ class Commit:
     output: Sending  # the hop tag of our lines, and what is delivered
     counts: Counters
     rep: Reporter
+    _null: bool = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or
@@ -97,6 +98,7 @@ class Commit:
     ) -> None:
         """A round's writes.  ``careful``: each finished item in a savepoint of its own; one whose writes raise
         is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
+        self._null = self.output.discards
         if took_lines:
             self.state.save_upstream(db, self.intake.stored_marks())
         finished: list[tuple[int]] = []
@@ -117,7 +119,8 @@ class Commit:
         self.inbox.insert(db, [it for it in to_insert if it.id is None])
         if finished:
             db.executemany("DELETE FROM inbox WHERE id=?", finished)
-        self.state.add_outbox(db, lines)
+        if not self._null:
+            self.state.add_outbox(db, lines)
         if emitted:
             self._add_emitted(db, emitted, lines)
         self.state.mark_written(db, self.output.delivered())  # lines of earlier rounds are out (or read)
@@ -137,7 +140,10 @@ class Commit:
         # its output lines into ``lines`` (stored in the outbox once per round), its inbox row into ``finished``
         for ev in outcome.outputs:
             old = ev.get("hop", E.MISSING)
-            hop = ev["hop"] = self.state.hop(self.output.tag)
+            hop = ev["hop"] = self.state.hop(self.output.tag)  # with no line too: Stage.record may use its seq
+            if self._null:
+                lines.append((hop["seq"], b""))
+                continue
             line = E.rehop(item.line, old, hop) if outcome.unchanged and ev is item.event else None
             lines.append((hop["seq"], line if line is not None else E.encode(ev)))
         self.stage.record(db, item, outcome)
@@ -149,13 +155,15 @@ class Commit:
     def _add_emitted(self, db: sqlite3.Connection, emitted: Emitted, lines: Lines) -> None:
         """The outbox lines of emitted events (added to ``lines``) and what their ``also`` writes."""
         start = len(lines)
+        null = self.output.discards
         for outputs, also in emitted:
             for ev in outputs:
                 hop = ev["hop"] = self.state.hop(self.output.tag)
-                lines.append((hop["seq"], E.encode(ev)))
+                lines.append((hop["seq"], b"" if null else E.encode(ev)))
             if also is not None:
                 also(db)
-        self.state.add_outbox(db, lines[start:])
+        if not null:
+            self.state.add_outbox(db, lines[start:])
 
     def _snapshot(self, done: Results, to_insert: list[Item]) -> Callable[[], None]:
         """What a round's commit changes in memory, to undo when it is rolled back and done again carefully."""

@@ -26,7 +26,7 @@ from . import ack_check
 from .durable import Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
 from .stage import Item, Stage
-from .streams import LongLine, has_fd, input_lines
+from .streams import LongLine, has_fd, input_batches
 from .through import Through
 
 if TYPE_CHECKING:
@@ -87,6 +87,10 @@ class Intake:
         self.room.set()
         self.order = itertools.count()
         self.lineno = 0
+        # lines the reading thread posted, and lines the loop took out of its queue (each counter written by one
+        # thread only): reading waits while LINES_AHEAD are in between
+        self.posted = 0
+        self.taken = 0
         self._met: set[str] = set()  # writers whose first line this process has seen
 
     def _input_ident(self) -> ack_check.Ident | None:
@@ -122,11 +126,13 @@ class Intake:
             return not has_fd(self.stdin) or ack_check.own_file(fd=self.stdin.fileno())
         return ack_check.own_file(path=self.opts.input)
 
-    def read(self, post: Callable[[tuple[str, Any]], None], backlog: Callable[[], int] = lambda: 0) -> None:
-        """The reading thread: each line, then the end (or an error), posted to the runner's loop; waits while
-        the runner has enough queued (``room``) or ``backlog()`` (messages posted, not taken) reaches LINES_AHEAD."""
+    def read(self, post: Callable[[tuple[str, Any]], None]) -> None:
+        """The reading thread: lines a batch at a time (what one read brought, in pieces of LINES_AHEAD / 8 at
+        most), then the end (or an error), posted to the runner's loop as ("lines", [...]); waits while the runner
+        has enough queued (``room``) or LINES_AHEAD lines are posted and not yet taken (``taken``).  A message per
+        line cost more than deciding the line: the queue, the wake-ups and the GIL passed between the threads."""
         try:
-            for line in input_lines(
+            for batch in input_batches(
                 self.opts.input,
                 self.stdin,
                 self.stop.fileno(),
@@ -134,16 +140,20 @@ class Intake:
                 self.opts.max_line_bytes,
                 on_reopen=lambda: post(("writer", None)),
             ):
-                while True:
-                    if backlog() >= LINES_AHEAD:
-                        self.room.clear()  # the loop sets it again after its next round
-                        if backlog() < LINES_AHEAD:
-                            self.room.set()
-                    if self.room.wait(0.5):
-                        break
-                    if self.stop.requested:
-                        return
-                post(("line", line))
+                piece = max(1, LINES_AHEAD // 8)
+                for start in range(0, len(batch), piece):
+                    lines = batch[start : start + piece] if len(batch) > piece else batch
+                    while True:
+                        if self.posted - self.taken >= LINES_AHEAD:
+                            self.room.clear()  # the loop sets it again after its next round
+                            if self.posted - self.taken < LINES_AHEAD:
+                                self.room.set()
+                        if self.room.wait(0.5):
+                            break
+                        if self.stop.requested:
+                            return
+                    self.posted += len(lines)  # (this thread's counter; ``taken`` is the loop's)
+                    post(("lines", lines))
         except OSError as exc:
             post(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
         post(("eof", None))

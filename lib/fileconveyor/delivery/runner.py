@@ -188,9 +188,7 @@ class Runner:
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
         self.input.register()
-        reader = threading.Thread(
-            target=self.input.read, args=(self.events.put, self.events.qsize), name="input", daemon=True
-        )
+        reader = threading.Thread(target=self.input.read, args=(self.events.put,), name="input", daemon=True)
         reader.start()
         self._looping = True
         try:
@@ -287,19 +285,23 @@ class Runner:
                 msgs = [self.events.get(timeout=timeout)]
             except queue.Empty:
                 msgs = []
-            while len(msgs) < BATCH:
+            n = len(msgs[0][1]) if msgs and msgs[0][0] == "lines" else 0
+            while len(msgs) < BATCH and n < BATCH:  # lines come in batches: BATCH lines, or messages, a round
                 try:
-                    msgs.append(self.events.get_nowait())
+                    msg = self.events.get_nowait()
                 except queue.Empty:
                     break
+                msgs.append(msg)
+                if msg[0] == "lines":
+                    n += len(msg[1])
             if not self.inline and any(kind == "done" for kind, _ in msgs):
                 self._gather(msgs)
             if msgs and self._eof and self.sched.count == 0:
                 self._end_poll = END_POLL  # an emit, a late result: look again soon
             for kind, payload in msgs:
-                if kind == "line":
+                if kind == "lines":
                     self._line_at = time.monotonic()
-                    lines.append(payload)
+                    lines.extend(payload)
                 elif kind == "done":
                     done.append(payload)
                 elif kind == "back":
@@ -315,6 +317,7 @@ class Runner:
                     self.rep.error(payload)
                     self._eof = True
                     self._eof_at = time.monotonic()
+            self.input.taken += len(lines)
             self._round(lines, done, emitted)
             released = self.input.held_back(at_end=self._eof)
             if released:
@@ -378,7 +381,7 @@ class Runner:
         now = time.monotonic()
         done = sum(kind == "done" for kind, _ in msgs)
         back = sum(kind == "back" for kind, _ in msgs)
-        line = any(kind == "line" for kind, _ in msgs)
+        line = any(kind == "lines" for kind, _ in msgs)
         last, self._result_at = self._result_at, now
         if done == 1 and now - last > ROUND_WAIT:
             return
@@ -400,7 +403,7 @@ class Runner:
                 done += 1
                 self._result_at = time.monotonic()
             back += msg[0] == "back"
-            line = line or msg[0] == "line"
+            line = line or msg[0] == "lines"
 
     def _idle(self) -> float:
         """Seconds since the input ended or, later, since the last progress."""

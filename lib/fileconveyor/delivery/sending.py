@@ -133,11 +133,18 @@ class Sending(Sender):
                 self.last = upto
         return self.writer.open()
 
+    @property
+    def discards(self) -> bool:
+        """Our output is the null device: no line of ours can ever be read, so none is encoded, stored in the
+        outbox or written (delivery/commit.py); the loop and its commits go on as for any output."""
+        return self.writer.output.null
+
     def send(self, seq_lines: list[tuple[int, bytes]]) -> None:
         """Write lines committed to the outbox (raises BrokenPipeError when the reader of stdout has gone)."""
         if not seq_lines:
             return
-        self.write([line for _, line in seq_lines], [seq for seq, _ in seq_lines])
+        if not self.writer.output.null:
+            self.write([line for _, line in seq_lines], [seq for seq, _ in seq_lines])
         self.last = seq_lines[-1][0]
         self.log.append((time.monotonic(), self.last))
 

@@ -45,6 +45,13 @@ def read_lines(fd: int, wake_fd: int | None = None, limit: int = MAX_LINE_BYTES)
     """Lines from a file descriptor, each with its newline; a torn last line comes
     without one, a line longer than ``limit`` as a LongLine (never held whole in
     memory).  Returns at end of input, or when ``wake_fd`` becomes readable."""
+    for batch in read_batches(fd, wake_fd, limit):
+        yield from batch
+
+
+def read_batches(fd: int, wake_fd: int | None = None, limit: int = MAX_LINE_BYTES) -> Iterator[list[bytes]]:
+    """read_lines, a list of lines per read (never empty): a stage's reader hands them on a batch at a time,
+    not a queue message per line (delivery/intake.py)."""
     poller = select.poll()
     poller.register(fd, select.POLLIN | select.POLLHUP)
     if wake_fd is not None:
@@ -61,29 +68,30 @@ def read_lines(fd: int, wake_fd: int | None = None, limit: int = MAX_LINE_BYTES)
             continue
         if not data:
             if skipping is not None:
-                yield skipping
+                yield [skipping]
             elif buf:
-                yield buf  # no newline: the writer died mid-line
+                yield [buf]  # no newline: the writer died mid-line
             return
+        out: list[bytes] = []
         if skipping is not None:
             end = data.find(b"\n")
             if end < 0:
                 skipping.length += len(data)
                 continue
             skipping.length += end
-            yield skipping
+            out.append(skipping)
             skipping, data = None, data[end + 1 :]
         buf += data
         if b"\n" in data:
             *lines, buf = buf.split(b"\n")
             if len(data) + len(lines[0]) > limit:  # only then can one of them be too long
-                for line in lines:
-                    yield line + b"\n" if len(line) <= limit else LongLine(line, len(line))
+                out.extend(line + b"\n" if len(line) <= limit else LongLine(line, len(line)) for line in lines)
             else:
-                for line in lines:
-                    yield line + b"\n"
+                out.extend([line + b"\n" for line in lines])
         if len(buf) > limit:
             skipping, buf = LongLine(buf, len(buf)), b""
+        if out:
+            yield out
 
 
 def _limited(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
@@ -103,18 +111,32 @@ def input_lines(
     """Lines from stdin (path None or "-"), a regular file, or a FIFO (reopened for
     each new writer until ``should_stop``; ``on_reopen`` is called when writers that
     wrote something all went); lines longer than ``limit`` bytes come as LongLine."""
+    for batch in input_batches(path, stdin, wake_fd, should_stop, limit, on_reopen):
+        yield from batch
+
+
+def input_batches(
+    path: str | None,
+    stdin: IO[bytes],
+    wake_fd: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    limit: int = MAX_LINE_BYTES,
+    on_reopen: Callable[[], None] | None = None,
+) -> Iterator[list[bytes]]:
+    """input_lines, a list of lines at a time (what one read brought; never empty)."""
     if path in (None, "-"):
         fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
-        if fd is None:  # an in-memory stream (tests)
-            yield from _limited(stdin, limit)
+        if fd is None:  # an in-memory stream (tests): a line at a time, as it may come live
+            for line in _limited(stdin, limit):
+                yield [line]
             return
-        yield from read_lines(fd, wake_fd, limit)
+        yield from read_batches(fd, wake_fd, limit)
         return
     assert path is not None
     if not is_fifo(path):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            yield from read_lines(fd, None, limit)
+            yield from read_batches(fd, None, limit)
         finally:
             os.close(fd)
         return
@@ -123,9 +145,9 @@ def input_lines(
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         got = False
         try:
-            for line in read_lines(fd, wake_fd, limit):
+            for batch in read_batches(fd, wake_fd, limit):
                 got = True
-                yield line
+                yield batch
         finally:
             os.close(fd)
         if got and on_reopen is not None and not should_stop():

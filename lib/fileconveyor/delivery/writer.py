@@ -49,6 +49,9 @@ class Output:
         self.fifo = self.path is not None and is_fifo(self.path)
         self.fd: int | None = None
         self.tail = PipeTail(None)  # stdout a pipe: what its reader has read
+        # the null device: what is written there nobody can ever read, so there is nothing to keep for a replay
+        # (Sending.discards: a last stage `> /dev/null` stores and encodes no output line)
+        self.null = False
         self._stream: IO[bytes] | None = None  # stdout without a file descriptor (an in-memory stream)
 
     @property
@@ -71,12 +74,14 @@ class Output:
                 self.fd = stdout.fileno()
                 private.fifo_unreadable(fd=self.fd)  # `> fifo`: as a FIFO named with --output, below
                 self.tail = PipeTail(self.fd)
+                self.null = is_null(self.fd)
             else:
                 self._stream = stdout
             return True
         if not self.fifo:
             private.private_file(self.path)  # owner-only: the lines carry our epoch
             self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            self.null = is_null(self.fd)
             if torn_end(self.path):  # a process killed mid-line: the torn part stays a (bad) line of its own
                 self.write(b"\n")
             return True
@@ -260,6 +265,15 @@ def stdout_writer(stdout: IO[bytes]) -> Writer:
     writer = Writer(Output(None, stdout))
     writer.open()
     return writer
+
+
+def is_null(fd: int) -> bool:
+    """Whether ``fd`` is the null device (a character device that is /dev/null's), where lines go to nobody."""
+    try:
+        st = os.fstat(fd)
+        return stat.S_ISCHR(st.st_mode) and st.st_rdev == os.stat(os.devnull).st_rdev
+    except OSError:
+        return False
 
 
 def _open_fifo(path: str) -> int | None:
