@@ -47,10 +47,13 @@ def consume_into_record(tmp: Path, url: str) -> tuple[int, str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
+    # fc-record's lines into /dev/null, not a pipe read by this test (no File Conveyor stage): it is the end of the
+    # chain at once, instead of after delivery/through.QUICK_READER_WAIT (5 s) of nobody registering as its reader
     record = subprocess.run(
         fc("fc-record", "--state", str(tmp / "record.db"), "--db", str(tmp / "synced.db")),
         stdin=consume.stdout,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         timeout=60,
     )
     assert consume.stdout is not None and consume.stderr is not None
