@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
@@ -26,6 +29,8 @@ def die_with_parent(parent: int, sig: int = signal.SIGKILL) -> None:
 
 def end(proc: subprocess.Popen[bytes], wait: float) -> None:
     """Give ``proc`` ``wait`` seconds to exit on its own (its input closed), then kill it; reaped either way."""
+    import subprocess  # not at the top: fc-watch's scan workers use this module, and no subprocess
+
     try:
         proc.wait(wait)
     except subprocess.TimeoutExpired:

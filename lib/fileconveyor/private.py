@@ -15,12 +15,11 @@ umask's mode for it.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import stat
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from .report import log_info
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -70,7 +69,8 @@ def tighten(path: str | os.PathLike[str], mode: int = FILE_MODE) -> None:
         return  # a device named as an output (/dev/null, owned by root): never ours to change
     with contextlib.suppress(OSError):  # a read-only mount: it stays as it is, as before
         os.chmod(path, stat.S_IMODE(st.st_mode) & mode)
-        log.info(
+        log_info(
+            __name__,
             "made %s owner-only (mode %o, was %o): it holds File Conveyor's private data",
             os.fspath(path),
             stat.S_IMODE(st.st_mode) & mode,
@@ -165,7 +165,13 @@ def fifo_unreadable(path: str | os.PathLike[str] | None = None, fd: int | None =
             os.fchmod(fd, mode)
         elif path is not None:
             os.chmod(path, mode)
-        log.info("made FIFO %s unreadable by others (mode %o, was %o)", path or f"fd {fd}", mode, st.st_mode & 0o777)
+        log_info(
+            __name__,
+            "made FIFO %s unreadable by others (mode %o, was %o)",
+            path or f"fd {fd}",
+            mode,
+            st.st_mode & 0o777,
+        )
 
 
 def private_file(path: str | os.PathLike[str]) -> None:

@@ -4,10 +4,13 @@ the runner, transporter worker processes) and by cli/, which creates the Reporte
 
 from __future__ import annotations
 
-import logging
+import sys
 import time
 from collections.abc import Callable
 from typing import IO
+
+# logging's levels, here so that a program that never logs never imports logging (a few ms of every start-up)
+ERROR, WARNING, INFO, DEBUG = 40, 30, 20, 10
 
 
 class Reporter:
@@ -61,35 +64,66 @@ class Reporter:
             self._progress_shown = False
 
 
-class _ToReporter(logging.Handler):
-    def __init__(self, reporter: Reporter):
-        super().__init__()
-        self.reporter = reporter
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage()
-        if record.levelno >= logging.ERROR:
-            self.reporter.error(text)
-        elif record.levelno >= logging.WARNING:
-            self.reporter.warn(text)
-        elif record.levelno >= logging.INFO:
-            self.reporter.info(text)
-        else:
-            self.reporter.debug(text)
-
-
 def route_logging(reporter: Reporter) -> None:
-    """File Conveyor's own library messages (``logging.getLogger(__name__)`` in its modules) go out as the
-    program's messages: ``fc-transport: warning: ...``, quieted by -q, more with -v; not bare lines."""
+    """File Conveyor's own library messages (``get_logger(__name__)`` in its modules) go out as the
+    program's messages: ``fc-transport: warning: ...``, quieted by -q, more with -v; not bare lines.  Until a
+    module asks for its logger (or something imported logging), nothing can log: logging is not imported here."""
+    global _routed
+    _routed = reporter
+    if "logging" in sys.modules:
+        _route(reporter)
+
+
+def get_logger(name: str):  # -> logging.Logger (not imported at module level: see route_logging)
+    """The logger of a library module (``get_logger(__name__)``), routed to the reporter of route_logging."""
+    import logging
+
+    if _routed is not None and _applied is not _routed:
+        _route(_routed)
+    return logging.getLogger(name)
+
+
+def log_info(name: str, fmt: str, *args: object) -> None:
+    """``get_logger(name).info(fmt, *args)``, but without importing logging when nothing could show the message:
+    logging not imported yet (so no handler of an application's) and our reporter quieter than -v."""
+    if "logging" not in sys.modules and (_routed is None or _routed.verbosity < 1):
+        return
+    get_logger(name).info(fmt, *args)
+
+
+_routed: Reporter | None = None  # the reporter route_logging was given
+_applied: Reporter | None = None  # the one the "fileconveyor" logger's handler reports to
+
+
+def _route(reporter: Reporter) -> None:
+    import logging
+
+    global _applied
+
+    class ToReporter(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            text = record.getMessage()
+            if record.levelno >= ERROR:
+                reporter.error(text)
+            elif record.levelno >= WARNING:
+                reporter.warn(text)
+            elif record.levelno >= INFO:
+                reporter.info(text)
+            else:
+                reporter.debug(text)
+
     logger = logging.getLogger("fileconveyor")
-    for old in [h for h in logger.handlers if isinstance(h, _ToReporter)]:
+    for old in [h for h in logger.handlers if getattr(h, "fc_reporter", False)]:
         logger.removeHandler(old)
-    logger.addHandler(_ToReporter(reporter))
-    logger.setLevel(LEVELS.get(reporter.verbosity, logging.DEBUG))
+    handler = ToReporter()
+    handler.fc_reporter = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    logger.setLevel(LEVELS.get(reporter.verbosity, DEBUG))
     logger.propagate = False
+    _applied = reporter
 
 
-LEVELS = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}  # verbosity (-q, default, -v) -> level
+LEVELS = {-1: ERROR, 0: WARNING, 1: INFO}  # verbosity (-q, default, -v) -> level
 
 
 def verbosity_of(level: int) -> int:

@@ -27,7 +27,17 @@ NOT_LOCAL = ("difflib", "pickle", "socket")
 # module -> the stages whose runs use it.  argparse imports shutil (with bz2 and lzma, 0.6 MB) for the terminal's
 # width, which cli/_common.py finds itself; random is for back-off jitter, after a failure; fc-process's work files
 # use both (tempfile); ctypes is for openat2 (beneath.py), which fc-watch and fc-filter do not call
-ONLY_IN = {"shutil": ("process",), "random": ("process",), "ctypes": ("process", "transport", "record")}
+ONLY_IN = {
+    "shutil": ("process",),
+    "random": ("process",),
+    "ctypes": ("process", "transport", "record"),
+    "subprocess": ("process",),  # a processor's tool; children.py's end() and fc-watch's scan workers need none
+}
+# logging (with traceback, string and textwrap: 3-7 ms of each start) for a run that logs only: the library's
+# loggers come from report.get_logger, and an info message nobody can see (-v not given) imports nothing
+# (private.tighten of a state directory made 0755 by mkdir, as the benchmarks do); traceback for a failure;
+# platform (2 ms) told fc-watch the system, which sys.platform says
+ON_DEMAND = ("logging", "traceback", "platform")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 
@@ -43,9 +53,18 @@ def imported(argv: list[str], tmp_path: Path, stdin: bytes = b"") -> set[str]:
 
 
 # what only other stages use: the records database (fc-record, fc-transport --record-db, --status), plugins
+# and what only some runs of a stage use: an old daemon's import and --status (fc-record), --record-db
+# (fc-transport, fc-process), --delete-source-after (fc-record); the --source roots are fileconveyor.roots
 OTHER_STAGES = {
     "watch": ("fileconveyor.records", "fileconveyor.processors", "fileconveyor.transporters"),
     "filter": ("fileconveyor.records", "fileconveyor.processors", "fileconveyor.transporters"),
+    "transport": ("fileconveyor.records", "fileconveyor.stages.record"),
+    "process": ("fileconveyor.records", "fileconveyor.stages.record"),
+    "record": (
+        "fileconveyor.stages.record.old_daemon",
+        "fileconveyor.stages.record.delete",
+        "fileconveyor.stages.record.status",
+    ),
 }
 
 
@@ -58,6 +77,7 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
         or m.startswith(NEVER_AT_START)
         or m in NO_OPENSSL
         or m in NOT_LOCAL
+        or m in ON_DEMAND
         or (m in ONLY_IN and bool(stage) and stage not in ONLY_IN[m])
         or (bool(other) and m.startswith(other))
     )
@@ -76,6 +96,8 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
 def test_a_stage_run_imports_only_what_it_uses(tmp_path: Path, stage: str, args: list[str]) -> None:
     (tmp_path / "src").mkdir()
     (tmp_path / "dest").mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state").chmod(0o755)  # as mkdir leaves it: the stage makes it owner-only, and says so with -v
     names = {"src": tmp_path / "src", "dest": tmp_path / "dest", "db": tmp_path / "synced.db"}
     modules = imported([str(ROOT / "bin" / f"fc-{stage}"), *(a.format(**names) for a in args)], tmp_path)
     assert "fileconveyor.events" in modules  # the check sees the stage's own imports

@@ -14,8 +14,8 @@ import pytest
 
 from fileconveyor import events as E
 from fileconveyor.records import Records
+from fileconveyor.roots import Source
 from fileconveyor.stages.record.delete import SourceDeleter
-from fileconveyor.stages.record.old_daemon import Source
 from tests.record.conftest import make_site, record, transport, watch
 
 NOW = ("--delete-source-after", "0", "--require-server", "cdn", "--drain-timeout", "10")

@@ -7,7 +7,6 @@ import argparse
 import os
 import sqlite3
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
@@ -19,7 +18,7 @@ from ..report import Reporter, route_logging
 from ..stopping import Stopper
 
 if TYPE_CHECKING:
-    from ..stages.record.old_daemon import Source
+    from ..roots import Source
 
 
 @dataclass
@@ -71,7 +70,7 @@ def parser(prog: str, description: str, epilog: str) -> argparse.ArgumentParser:
 
 def source_roots(specs: Sequence[str]) -> list[Source]:
     """``--source NAME=DIR`` flags (fc-record, fc-transport): the source trees as given to fc-watch."""
-    from ..stages.record.old_daemon import Source  # here: what it imports (pickle, ctypes) costs every stage's start
+    from ..roots import Source
 
     out = []
     for spec in specs:
@@ -183,6 +182,8 @@ def run(
         reporter.error(f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}")
         return Exit.RETRY
     except Exception:  # a bug: say so plainly, with the traceback for the report
+        import traceback  # only on a failure: not a cost of every start
+
         reporter.error("unexpected failure (this is a bug, please report it):\n" + traceback.format_exc())
         return Exit.FATAL
     finally:

@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError, FCError, UsageError
 from ..processors import PROCESSORS, Processor, ToolMissing, create
-from ..records import is_url, locate, open_reader
 from ..report import Reporter
 from ..stages.process.stage import ProcessStage, Settings
 from ..stopping import Stopper
@@ -163,6 +162,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
     if per_server and not args.record_db:
         raise UsageError(f"{', '.join(per_server)} looks URLs up in fc-record's database: give --record-db FILE")
+    if args.record_db:  # the records package for the runs that read it only (start-up time)
+        from ..records import is_url, locate, open_reader
     if args.record_db and is_url(args.record_db):
         open_reader(args.record_db).close()  # a refused login stops us now (exit 3), not every stylesheet later
     if args.base_path is not None and not args.base_path.startswith("/"):

@@ -12,9 +12,7 @@ from ..delivery.writer import stdout_writer
 from ..errors import ConfigError, Exit, UsageError
 from ..records import locate, open_writer, shown
 from ..report import Reporter
-from ..stages.record.old_daemon import QueueCounts, import_synced, queue_events
 from ..stages.record.stage import RecordStage
-from ..stages.record.status import format_status, status
 from ..stopping import Stopper
 from . import _common
 from ._common import Streams, seconds, source_roots
@@ -141,12 +139,16 @@ def _check(args: argparse.Namespace) -> None:
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
     _check(args)
     if args.status:
+        from ..stages.record.status import format_status, status  # modes of their own: not every run's imports
+
         st = status(args.db, [*([str(args.state)] if args.state else []), *args.state_file])
         text = json.dumps(st, indent=2) + "\n" if args.json else format_status(st)
         io.stdout.write(text.encode())
         io.stdout.flush()
         return Exit.OK
     if args.import_db:
+        from ..stages.record.old_daemon import import_synced
+
         rec = open_writer(args.db)
         try:
             n = import_synced(args.import_db, rec, source_roots(args.source))
@@ -176,6 +178,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
 
 
 def _import_queue(args: argparse.Namespace, io: Streams, rep: Reporter) -> int:
+    from ..stages.record.old_daemon import QueueCounts, queue_events
+
     counts = QueueCounts()
     writer = stdout_writer(io.stdout)
     for ev in queue_events(args.import_queue, source_roots(args.source), counts):

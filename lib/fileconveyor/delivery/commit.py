@@ -20,7 +20,6 @@ ids, retry counts: ``_snapshot``), and what the stage did outside the file waits
 from __future__ import annotations
 
 import sqlite3
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,6 +67,8 @@ class Commit:
             if not quarantine.is_bug(exc):
                 raise
             # Something in this round cannot be committed: again, item by item
+            import traceback  # only on a failure: not a cost of every start
+
             self.rep.debug(traceback.format_exc())
             restore()
             lines.clear()

@@ -18,7 +18,6 @@ import contextlib
 import sqlite3
 import sys
 import threading
-import traceback
 from collections.abc import Callable, Iterable, Iterator
 
 Effect = Callable[[], None]
@@ -26,6 +25,8 @@ Begun = contextlib.AbstractContextManager[sqlite3.Connection]
 
 
 def _print(exc: BaseException) -> None:
+    import traceback  # only on a failure: not a cost of every start
+
     traceback.print_exception(exc, file=sys.stderr)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-import traceback
 from collections import Counter
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -281,6 +280,8 @@ class Intake:
             except E.EventError as exc:
                 self.bad(str(exc), line)
             except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
+                import traceback  # only on a failure: not a cost of every start
+
                 self.rep.debug(traceback.format_exc())
                 self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
         return items

@@ -37,7 +37,6 @@ import contextlib
 import queue
 import threading
 import time
-import traceback
 from collections.abc import Sequence
 from typing import IO, Any
 
@@ -156,6 +155,8 @@ class Runner:
     def _effect_failed(self, exc: BaseException) -> None:
         """A stage's after_commit or on_rollback raised: a bug of the stage, said; the commit stands."""
         self.rep.error(f"{self.stage.name}: unexpected failure after a commit: {exc}")
+        import traceback  # only on a failure: not a cost of every start
+
         self.rep.debug("".join(traceback.format_exception(exc)))
 
     def _context(self) -> StageContext:
@@ -484,6 +485,8 @@ class Runner:
             return self.stage.work(item)
         except Exception as exc:  # a bug in a stage must not kill the stage: the event fails
             self.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
+            import traceback  # only on a failure: not a cost of every start
+
             self.rep.debug(traceback.format_exc())
             return Done([{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}], failed=True)
 
@@ -491,6 +494,8 @@ class Runner:
         try:
             return self.stage.quick(item)
         except Exception:
+            import traceback  # only on a failure: not a cost of every start
+
             self.rep.debug(traceback.format_exc())
             return None  # let the worker try, and fail the event properly if it must
 

@@ -22,7 +22,6 @@ The distribution's origin is the bucket's root: object ``static/a.css`` is https
 
 from __future__ import annotations
 
-import logging
 import threading
 import uuid
 from collections.abc import Callable
@@ -32,11 +31,12 @@ from urllib.parse import quote
 import botocore.exceptions as bce
 
 from ..errors import ConfigError, FCError
+from ..report import get_logger
 from .base import PermanentError, TransientError, safe_rel
 from .destination import Destination
 from .s3 import S3, _code, _default_url, client_config, make_client
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MAX_PATHS = 1000  # CloudFront's limit of paths in one invalidation request
 TRANSIENT_CODES = {"TooManyInvalidationsInProgress", "Throttling", "ServiceUnavailable", "InternalError"}
 

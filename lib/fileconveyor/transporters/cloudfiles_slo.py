@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 from typing import Any, BinaryIO
 
 from swiftclient.exceptions import ClientException
 
+from ..report import get_logger
 from .base import TransientError
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 MD5_META = "X-Object-Meta-Fc-Md5"
 SLO = "x-static-large-object"
 

@@ -18,7 +18,6 @@ is killed with -9.
 from __future__ import annotations
 
 import functools
-import logging
 import os
 import pickle
 import signal
@@ -33,6 +32,7 @@ from typing import Any
 
 from ..children import end
 from ..errors import FCError
+from ..report import get_logger
 from ..sourcefile import Source
 from .base import CLOSE_WAIT, RemoteStat, TransientError, Transporter
 from .destination import Destination
@@ -58,7 +58,7 @@ class _Worker:
                     "from fileconveyor.transporters.isolated import main; main()",
                     str(theirs.fileno()),
                     str(os.getpid()),
-                    str(logging.getLogger("fileconveyor").getEffectiveLevel()),
+                    str(get_logger("fileconveyor").getEffectiveLevel()),
                 ],
                 pass_fds=(theirs.fileno(),),
                 stdin=subprocess.DEVNULL,

@@ -8,17 +8,17 @@ The SFTP requests themselves go through sftp_client over the SSH channel, as the
 from __future__ import annotations
 
 import getpass
-import logging
 import os
 
 import paramiko
 from paramiko.ssh_exception import NoValidConnectionsError
 
 from ..errors import FCError
+from ..report import get_logger
 from .base import AuthError, PermanentError, TransientError
 from .destination import Destination
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 # What an SFTP write request adds around its data, with room for a long handle: the request and its data go in
 # one SSH packet (a 32 KB write did not fit, and paramiko then sent each as a big packet and a tiny one).
 WRITE_ROOM = 128

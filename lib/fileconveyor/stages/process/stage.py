@@ -45,11 +45,11 @@ from ... import events as E
 from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMissing
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
+from ...roots import Source as SourceRoot
+from ...roots import confined
 from ...sourcefile import Roots, SourceFile, SourceGone, SourceRefused, check_source, copy_fd, from_event, open_source
 from ...sourcefile import Source as SourceSpec
 from ...state import default_state_dir
-from ..record.delete import confined
-from ..record.old_daemon import Source as SourceRoot
 from . import refs
 
 MIGRATIONS = [

@@ -20,50 +20,18 @@ identity (regular file, size, mtime, inode) is checked on the entry itself just 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from ... import events as E
 from ...beneath import OutsideRoot, parent_dir
 from ...delivery.timed import TimedWork
 from ...records import Deletion, key_bytes, open_writer
-from ...sourcefile import Source as FileSource
-from ...sourcefile import SourceRefused
-from .old_daemon import Source
+from ...roots import Source, allowed_root
 
 OUTSIDE = "not beneath its source root"
-
-
-def allowed_root(sources: Sequence[Source], source: str | None, root: bytes | None) -> bytes | None:
-    """The root of ``sources`` a file of an event with this ``source`` and ``root`` may be deleted beneath:
-    the one of that name whose directory is ``root`` (the same path, or the same directory once resolved).
-    None when there is none: such a file is never deleted."""
-    if source is None or root is None:
-        return None
-    for src in sources:
-        if src.name == source and (src.root == root or os.path.realpath(src.root) == os.path.realpath(root)):
-            return src.root
-    return None
-
-
-def confined(source: FileSource, ev: Mapping[str, Any], sources: Sequence[Source], who: str) -> FileSource:
-    """``source`` (an event's file, sourcefile.from_event) re-rooted at the ``--source`` it belongs to; with no
-    ``--source`` given, or for a processed ``file`` (checked by its work folder instead), as it is.
-    SourceRefused for a root that is none of them: an event's root is as forgeable as the rest of it."""
-    if not sources or source.work:
-        return source
-    name = ev.get("source") if isinstance(ev.get("source"), str) else None
-    root = allowed_root(sources, name, source.root)
-    if root is None:
-        raise SourceRefused(
-            f"refusing {E.display(source.path)!r}: its source {name!r} with root {E.display(source.root)!r} "
-            f"is no --source given to {who}"
-        )
-    return dataclasses.replace(source, root=root)
 
 
 def deleted_event_id(d: Deletion) -> str | None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ... import events as E
 from ...errors import ConfigError
 from ...records import Record, Synced, columns, db_key, has_table, open_readonly
+from ...roots import Source, find_source
 from ...watchers.links import OUTSIDE, UNKNOWN, Skipped, resolve
 
 OLD_KINDS = {1: "created", 2: "modified", 4: "deleted"}
@@ -75,26 +76,6 @@ def load_item(data: bytes) -> tuple[bytes, int]:
     if type(event) is not int:
         raise RefusedPickle(f"the event is {type(event).__name__}, not a number")
     return path, event
-
-
-@dataclass
-class Source:
-    name: str
-    root: bytes
-
-    def rel(self, path: bytes) -> bytes | None:
-        root = self.root.rstrip(b"/") + b"/"
-        return path[len(root) :] if path.startswith(root) and len(path) > len(root) else None
-
-
-def find_source(sources: Sequence[Source], path: bytes) -> tuple[Source, bytes] | None:
-    """The source whose root holds ``path`` (the deepest one), with the path relative to it."""
-    best = None
-    for src in sources:
-        rel = src.rel(path)
-        if rel is not None and (best is None or len(src.root) > len(best[0].root)):
-            best = (src, rel)
-    return best
 
 
 # -- synced_files.db ---------------------------------------------------------------------------

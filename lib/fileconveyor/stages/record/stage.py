@@ -30,7 +30,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ... import backoff
 from ... import events as E
@@ -38,8 +38,10 @@ from ...beneath import OutsideRoot, rel_parts
 from ...delivery.stage import Done, Item, Retry, Stage, StageContext
 from ...errors import RetryableError
 from ...records import Deletion, Record, Synced, db_key, deleted_by_record, open_writer, shown
-from .delete import SourceDeleter, allowed_root
-from .old_daemon import Source
+from ...roots import Source, allowed_root
+
+if TYPE_CHECKING:
+    from .delete import SourceDeleter
 
 NOT_SYNCED = (
     "skipped",
@@ -179,6 +181,8 @@ class RecordStage(Stage):
         self.rec = open_writer(self.db_path)
         self.seen = {s for (s,) in ctx.db.execute("SELECT server FROM servers_seen")}
         if self.delete_after is not None:
+            from .delete import SourceDeleter  # only for --delete-source-after runs (start-up time)
+
             self.deleter = SourceDeleter(
                 self.db_path,
                 str(ctx.state_path),  # the owner of the deletions it schedules: this stage

@@ -31,25 +31,28 @@ import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ... import events as E
 from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...digests import blake2b
+from ...roots import Source as SourceRoot
+from ...roots import confined
 from ...sourcefile import Source, SourceRefused, from_event
 from ...state import default_state_dir
 from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ...transporters.base import parent_dirs, safe_rel
 from ..process.refs import parse_references
-from ..record.delete import confined
-from ..record.old_daemon import Source as SourceRoot
 from . import pins as transport_pins
 from .check import check_access
 from .dest import Target
 from .old import OldFileDeleter, Pending
 from .pool import Pool
 from .purge import Purger
-from .record import RecordDb
 from .turns import Turns
+
+if TYPE_CHECKING:
+    from .record import RecordDb
 
 ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
 STRIPES = 1024
@@ -177,7 +180,11 @@ class TransportStage(Stage):
         self.ctx: StageContext | None = None
         self.old: OldFileDeleter | None = None
         self.purger: Purger | None = None
-        self.recdb = RecordDb(record_db) if record_db else None
+        self.recdb: RecordDb | None = None
+        if record_db:  # the records package only for the runs that read one (start-up time)
+            from .record import RecordDb
+
+            self.recdb = RecordDb(record_db)
         # url() needs no connection: one unconnected transporter per destination serves every thread
         self.url_of = {name: t.make() for name, t in self.targets.items()}
 
