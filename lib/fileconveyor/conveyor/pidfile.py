@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from pathlib import Path
 
+from .. import private
 from ..errors import ConfigError, Exit
 
 
@@ -46,7 +48,7 @@ class PidFile:
 
     def release(self) -> None:
         with contextlib.suppress(OSError):
-            if self.path.read_text().strip() == str(os.getpid()):
+            if _read(self.path) == str(os.getpid()):
                 self.path.unlink()
 
 
@@ -63,11 +65,32 @@ def _create(tmp: Path) -> int:
         return os.open(tmp, flags, 0o600)
 
 
+def _read(path: Path) -> str | None:
+    """What a PID file says, or None when it is no file of ours to believe.  In a directory others can write
+    (/tmp, a shared /var/run) another user may have put anything there: a FIFO (reading it waited for ever: no
+    fc-conveyor started, --status hung), a link to /dev/zero (read to the end of memory), or a file of theirs
+    naming a process of theirs called "conveyor" (AlreadyRunning for ever), or one that `kill -TERM $(cat ...)`
+    should not kill.  Only a regular file, not through a symlink, ours or root's, and its first few bytes."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or private.foreign_problem(path, st, root_ok=True):
+            return None
+        return os.read(fd, 64).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def running_pid(path: Path) -> int | None:
     """The pid in a PID file if that process is alive and is fc-conveyor."""
     try:
-        pid = int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
+        pid = int((_read(path) or "").split()[0])
+    except (ValueError, IndexError):
         return None
     try:
         os.kill(pid, 0)
