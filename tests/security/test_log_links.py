@@ -20,8 +20,7 @@ import pytest
 from fileconveyor.conveyor.logs import LogRefused, make_logger
 from tests.conftest import ROOT
 from tests.conveyor.test_config import minimal, write
-
-OTHER = 65534  # nobody
+from tests.security.shared_dirs import as_other, made
 
 
 @pytest.fixture
@@ -41,25 +40,13 @@ def opened() -> Iterator[list[logging.Logger]]:
             log.removeHandler(h)
 
 
-def _shared(path: Path, mode: int) -> Path:
-    path.mkdir()
-    path.chmod(mode)  # past the umask
-    return path
-
-
-def _as_other(link: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("making a file another user's needs root")
-    os.lchown(link, OTHER, OTHER)
-
-
 def test_fc_conveyor_refuses_a_log_symlink_another_user_planted_in_a_sticky_directory(
     tmp_path: Path, victim: Path
 ) -> None:
-    tmp = _shared(tmp_path / "tmp", 0o1777)  # as /tmp
+    tmp = made(tmp_path / "tmp", 0o1777)  # as /tmp
     log_file = tmp / "fileconveyor.log"
     log_file.symlink_to(victim)
-    _as_other(log_file)
+    as_other(log_file)
     conf = write(tmp_path, minimal())
     r = subprocess.run(
         [sys.executable, str(ROOT / "bin" / "fc-conveyor"), str(conf), "--log-file", str(log_file)],
@@ -77,7 +64,7 @@ def test_a_log_symlink_of_ours_in_a_directory_others_may_write_is_not_followed(
     tmp_path: Path, victim: Path, opened: list[logging.Logger]
 ) -> None:
     # Not sticky: anyone may replace the link, whoever made it.
-    shared = _shared(tmp_path / "shared", 0o777)
+    shared = made(tmp_path / "shared", 0o777)
     (shared / "fc.log").symlink_to(victim)
     with pytest.raises(LogRefused, match=r"can be written by others \(mode 777"):
         opened.append(make_logger(shared / "fc.log", logging.INFO, logging.ERROR, console=False))
@@ -85,9 +72,9 @@ def test_a_log_symlink_of_ours_in_a_directory_others_may_write_is_not_followed(
 
 
 def test_a_planted_directory_symlink_on_the_logs_way_is_not_followed(tmp_path: Path, victim: Path) -> None:
-    tmp = _shared(tmp_path / "tmp", 0o1777)
+    tmp = made(tmp_path / "tmp", 0o1777)
     (tmp / "fc").symlink_to(victim.parent)  # /tmp/fc/fileconveyor.log -> the victim's directory
-    _as_other(tmp / "fc")
+    as_other(tmp / "fc")
     with pytest.raises(LogRefused, match="will not follow symlink"):
         make_logger(tmp / "fc" / "victim", logging.INFO, logging.ERROR, console=False)
     assert victim.read_text() == "precious\n"
@@ -96,7 +83,7 @@ def test_a_planted_directory_symlink_on_the_logs_way_is_not_followed(tmp_path: P
 def test_a_link_planted_before_a_rotation_is_not_followed(
     tmp_path: Path, victim: Path, opened: list[logging.Logger]
 ) -> None:
-    tmp = _shared(tmp_path / "tmp", 0o1777)
+    tmp = made(tmp_path / "tmp", 0o1777)
     log_file = tmp / "fileconveyor.log"
     log = make_logger(log_file, logging.INFO, logging.ERROR, console=False)
     opened.append(log)
@@ -106,7 +93,7 @@ def test_a_link_planted_before_a_rotation_is_not_followed(
     handler.stream = None  # type: ignore[assignment]
     os.rename(log_file, f"{log_file}.1")  # what doRollover does, then the planted link in the gap
     log_file.symlink_to(victim)
-    _as_other(log_file)
+    as_other(log_file)
     with pytest.raises(LogRefused):
         handler._open()
     assert victim.read_text() == "precious\n"
@@ -115,8 +102,8 @@ def test_a_link_planted_before_a_rotation_is_not_followed(
 @pytest.mark.parametrize("where", ["private", "sticky"])
 def test_a_deliberate_log_symlink_is_followed(tmp_path: Path, where: str, opened: list[logging.Logger]) -> None:
     # /var/log/fileconveyor.log -> /srv/logs/fc.log: a directory only we write, or a sticky one with our link.
-    target = _shared(tmp_path / "logs", 0o700) / "fc.log"
-    here = _shared(tmp_path / "var", 0o755 if where == "private" else 0o1777)
+    target = made(tmp_path / "logs", 0o700) / "fc.log"
+    here = made(tmp_path / "var", 0o755 if where == "private" else 0o1777)
     (here / "fileconveyor.log").symlink_to(target)
     log = make_logger(here / "fileconveyor.log", logging.INFO, logging.ERROR, console=False)
     opened.append(log)
@@ -126,11 +113,11 @@ def test_a_deliberate_log_symlink_is_followed(tmp_path: Path, where: str, opened
 
 
 def test_a_log_file_another_user_owns_is_refused(tmp_path: Path) -> None:
-    tmp = _shared(tmp_path / "tmp", 0o1777)
+    tmp = made(tmp_path / "tmp", 0o1777)
     log_file = tmp / "fileconveyor.log"
     log_file.write_text("")
     log_file.chmod(0o666)  # made first by another user: theirs to read and rewrite
-    _as_other(log_file)
+    as_other(log_file)
     with pytest.raises(LogRefused, match=r"belongs to another user \(uid 65534\)"):
         make_logger(log_file, logging.INFO, logging.ERROR, console=False)
     assert log_file.read_text() == ""

@@ -15,19 +15,11 @@ from pathlib import Path
 import pytest
 
 from fileconveyor.conveyor.pidfile import PidFile, running_pid
-
-OTHER = 65534  # nobody
-
-
-def _sticky(tmp_path: Path) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    d.chmod(0o1777)  # as /tmp
-    return d
+from tests.security.shared_dirs import as_other, made
 
 
 def test_a_fifo_planted_as_the_pid_file_does_not_hold_fc_conveyor(tmp_path: Path) -> None:
-    pid_file = _sticky(tmp_path) / "fc.pid"
+    pid_file = made(tmp_path / "tmp") / "fc.pid"
     os.mkfifo(pid_file, 0o666)
     found: list[int | None] = []
     t = threading.Thread(target=lambda: found.append(running_pid(pid_file)), daemon=True)
@@ -43,7 +35,7 @@ def test_a_fifo_planted_as_the_pid_file_does_not_hold_fc_conveyor(tmp_path: Path
 
 
 def test_a_pid_file_through_a_symlink_is_not_read(tmp_path: Path) -> None:
-    d = _sticky(tmp_path)
+    d = made(tmp_path / "tmp")
     real = tmp_path / "real.pid"
     real.write_text(f"{os.getpid()}\n")
     (d / "fc.pid").symlink_to(real)  # to /dev/zero it would be read to the end of memory
@@ -51,13 +43,11 @@ def test_a_pid_file_through_a_symlink_is_not_read(tmp_path: Path) -> None:
 
 
 def test_a_pid_file_another_user_wrote_does_not_stop_fc_conveyor(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("making a file another user's needs root")
-    pid_file = _sticky(tmp_path) / "fc.pid"
+    pid_file = made(tmp_path / "tmp") / "fc.pid"
     theirs = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "conveyor"])
     try:
         pid_file.write_text(f"{theirs.pid}\n")
-        os.chown(pid_file, OTHER, OTHER)
+        as_other(pid_file)
         assert running_pid(pid_file) is None
         PidFile(pid_file).acquire()  # was: AlreadyRunning (exit 4), at every start
         assert pid_file.read_text() == f"{os.getpid()}\n"

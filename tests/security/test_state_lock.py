@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.security.shared_dirs import as_other, made
 
 LINE = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
 
@@ -26,21 +27,14 @@ def _filter(state: Path) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def _shared(tmp_path: Path) -> Path:
-    d = tmp_path / "tmp"
-    d.mkdir()
-    d.chmod(0o1777)  # as /tmp
-    return d
-
-
 def test_a_symlink_planted_as_the_state_lock_is_not_written_through(tmp_path: Path) -> None:
     victim = tmp_path / "victim"
     victim.write_text("precious\n")
-    state = _shared(tmp_path) / "f.db"
+    state = made(tmp_path / "tmp") / "f.db"
     lock = Path(f"{state}.lock")
     lock.symlink_to(victim)
     if os.geteuid() == 0:
-        os.lchown(lock, 65534, 65534)  # another user's link, as in /tmp
+        as_other(lock)  # another user's link, as in /tmp
     r = _filter(state)
     assert r.returncode == 3, r.stderr
     assert b"fc-filter: error: cannot open lock file" in r.stderr and b"it is a symlink" in r.stderr, r.stderr
@@ -52,16 +46,14 @@ def test_a_symlink_planted_as_the_state_lock_is_not_written_through(tmp_path: Pa
 def test_a_state_lock_another_user_made_first_is_refused(tmp_path: Path, what: str) -> None:
     # Theirs, they could hold its flock (every start: "already running") and write there the pid the message
     # tells you to kill.
-    if os.geteuid() != 0:
-        pytest.skip("making a file another user's needs root")
-    state = _shared(tmp_path) / "f.db"
+    state = made(tmp_path / "tmp") / "f.db"
     lock = Path(f"{state}.lock")
     if what == "fifo":
         os.mkfifo(lock, 0o666)
     else:
         lock.write_text("1\n")
         lock.chmod(0o666)
-    os.chown(lock, 65534, 65534)
+    as_other(lock)
     r = _filter(state)
     assert r.returncode == 3, r.stderr
     assert b"lock file" in r.stderr and b"belongs to another user (uid 65534)" in r.stderr, r.stderr

@@ -1,0 +1,26 @@
+"""Directories others may write (``/tmp``, a shared log or run directory) and what another user leaves there, for
+the tests of files File Conveyor makes at a path the user named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+OTHER = 65534  # nobody
+STICKY = 0o1777  # as /tmp
+
+
+def made(path: Path, mode: int = STICKY) -> Path:
+    """Directory ``path`` with exactly ``mode`` (past the umask)."""
+    path.mkdir()
+    path.chmod(mode)
+    return path
+
+
+def as_other(path: Path) -> None:
+    """Make ``path`` (a symlink itself, not what it names) another user's; needs root."""
+    if os.geteuid() != 0:
+        pytest.skip("making a file another user's needs root")
+    os.lchown(path, OTHER, OTHER)
