@@ -9,10 +9,12 @@ only: they run before anything is known to be installed.
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import os
 import sys
+import threading
 
 from .errors import Exit
 
@@ -86,4 +88,32 @@ def launch(command: str, script: str) -> int:
         )
         return Exit.CONFIG
     main = importlib.import_module(f"fileconveyor.cli.{command}").main
-    return int(main())
+    return exit_now(int(main()))
+
+
+def exit_now(status: int) -> int:
+    """End the program with ``status`` once its command returned: its work is done and its files are closed, so
+    the interpreter's teardown (freeing every module and object one by one: 15-20 ms of CPU, at the end of every
+    stage of a pipeline, the last one's on the pipeline's time) is skipped.  What a normal exit does besides is
+    done first: the atexit handlers (logging's flush, coverage's data) and the flush of stdout and stderr.  Returns
+    (for the normal exit, sys.exit) when a thread that is not a daemon still runs, which a normal exit waits for, or
+    when a flush fails (Python's own exit reports that)."""
+    main = threading.main_thread()
+    if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
+        return status
+    run_exitfuncs = getattr(atexit, "_run_exitfuncs", None)
+    if run_exitfuncs is None or not _flushed():
+        return status
+    run_exitfuncs()
+    _flushed()  # what a handler wrote; a failure now would be reported by no one either
+    os._exit(status)
+
+
+def _flushed() -> bool:
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        return False
+    return True
