@@ -101,6 +101,31 @@ def foreign_problem(
     return None
 
 
+class NotOurs(Exception):
+    """What open_own found at a path: a symlink, another user's file, or no regular file (the message says)."""
+
+
+def open_own(path: str | os.PathLike[str], flags: int) -> int:
+    """Open (creating it 0600) a file of ours that we write into, such as a lock file that gets our pid: never
+    through a symlink, and NotOurs when what is there belongs to another user or is no regular file.  In a
+    directory others may write (``--state /tmp/x.db``), another user's link planted at its name made us truncate
+    and overwrite the file it named (as root: any file), and a file of theirs could be locked by them for ever."""
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    except OSError:
+        if os.path.islink(path):  # ELOOP, or EACCES for another user's link in a sticky directory
+            raise NotOurs(f"{os.fspath(path)} is a symlink; remove it") from None
+        raise
+    st = os.fstat(fd)
+    problem = foreign_problem(path, st)
+    if problem is None and not stat.S_ISREG(st.st_mode):
+        problem = f"{os.fspath(path)} is not a regular file; remove it"
+    if problem:
+        os.close(fd)
+        raise NotOurs(problem)
+    return fd
+
+
 def link_problem(path: str | os.PathLike[str]) -> str | None:
     """Why a file of ours at ``path`` (fc-conveyor's log, appended to as root) may not be opened through the
     symlinks on its way, or None.  The kernel's fs.protected_symlinks, for every directory: a symlink is followed

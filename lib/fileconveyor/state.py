@@ -25,7 +25,6 @@ import errno
 import fcntl
 import os
 import sqlite3
-import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -193,17 +192,12 @@ class State:
 
     def _lock(self) -> None:
         lock_path = str(self.path) + ".lock"
-        # Never through a symlink, nor another user's file: we truncate and write it, and in a directory others
-        # may write (--state /tmp/x.db) a link planted there made us overwrite what it named (/etc/passwd, as root).
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, private.FILE_MODE)
+            fd = private.open_own(lock_path, os.O_RDWR)  # truncated and written below: never through a symlink
+        except private.NotOurs as exc:
+            raise StateError(f"lock file {exc}") from None
         except OSError as exc:
-            why = "it is a symlink (remove it)" if os.path.islink(lock_path) else exc.strerror  # ELOOP, or EACCES
-            raise StateError(f"cannot open lock file {lock_path}: {why}") from None
-        problem = private.foreign_problem(lock_path, st := os.fstat(fd))
-        if problem or not stat.S_ISREG(st.st_mode):
-            os.close(fd)
-            raise StateError(f"lock file {problem or f'{lock_path} is not a regular file (remove it)'}")
+            raise StateError(f"cannot open lock file {lock_path}: {exc.strerror}") from None
         private.tighten(lock_path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

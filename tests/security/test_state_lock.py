@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
+from tests.conveyor.test_config import minimal, write
 from tests.security.shared_dirs import as_other, made
 
 LINE = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
@@ -37,7 +38,7 @@ def test_a_symlink_planted_as_the_state_lock_is_not_written_through(tmp_path: Pa
         as_other(lock)  # another user's link, as in /tmp
     r = _filter(state)
     assert r.returncode == 3, r.stderr
-    assert b"fc-filter: error: cannot open lock file" in r.stderr and b"it is a symlink" in r.stderr, r.stderr
+    assert b"fc-filter: error: lock file " in r.stderr and b"f.db.lock is a symlink; remove it" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"  # was: the stage's pid, the rest truncated
     assert r.stdout == b""
 
@@ -59,3 +60,32 @@ def test_a_state_lock_another_user_made_first_is_refused(tmp_path: Path, what: s
     assert b"lock file" in r.stderr and b"belongs to another user (uid 65534)" in r.stderr, r.stderr
     if what == "file":
         assert lock.read_text() == "1\n"
+
+
+def test_a_symlink_planted_as_fc_conveyors_state_directory_lock_is_not_written_through(tmp_path: Path) -> None:
+    # fc-conveyor's own lock (STATE_DIR/conveyor.lock), truncated and given its pid the same way.
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    state_dir = made(tmp_path / "tmp")
+    (state_dir / "conveyor.lock").symlink_to(victim)
+    if os.geteuid() == 0:
+        as_other(state_dir / "conveyor.lock")
+    conf = write(tmp_path, minimal())
+    argv = [
+        str(conf),
+        "--state-dir",
+        str(state_dir),
+        "--log-file",
+        str(tmp_path / "log"),
+        "--pid-file",
+        str(tmp_path / "pid"),
+    ]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], stderr=subprocess.PIPE)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # it ran: stop it, then fail on what it did
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert victim.read_text() == "precious\n"  # was: fc-conveyor's pid, the rest truncated
+    assert proc.returncode == 3, err
+    assert b"ERROR    - PERSISTENT_DATA_DB (--state-dir): lock file " in err and b"is a symlink" in err, err

@@ -135,7 +135,10 @@ class Supervisor:
         """One fc-conveyor per state directory, whatever its PID file: a second one would
         only fight the first for every stage's state file."""
         path = self.settings.state_dir / "conveyor.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fd = private.open_own(path, os.O_RDWR)  # truncated and written below: never through a symlink
+        except private.NotOurs as exc:
+            raise ConfigError(f"PERSISTENT_DATA_DB (--state-dir): lock file {exc}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
