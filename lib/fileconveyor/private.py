@@ -126,6 +126,30 @@ def open_own(path: str | os.PathLike[str], flags: int) -> int:
     return fd
 
 
+def open_append(path: str | os.PathLike[str]) -> int:
+    """Open (creating it 0600) a file we append to at a path the user named: fc-conveyor's log, a stage's
+    ``--output FILE``.  Symlinks on its way are followed only as the kernel's fs.protected_symlinks would
+    (link_problem), and a file another user owns (root aside: /dev/null) is refused: NotOurs.  In /tmp another
+    user's link made us append to whatever it named (as root: any file)."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    for follow in (False, True):
+        if problem := link_problem(path):
+            raise NotOurs(problem)
+        try:
+            fd = os.open(path, flags | (0 if follow else os.O_NOFOLLOW), FILE_MODE)
+            break
+        except OSError:
+            if follow or not os.path.islink(path):  # ELOOP, or EACCES for another user's link in a sticky dir
+                raise
+            # a symlink (planted since the check, maybe): checked again, then followed; once it passed the check
+            # nobody else may replace it
+    problem = foreign_problem(path, os.fstat(fd), root_ok=True)
+    if problem:
+        os.close(fd)
+        raise NotOurs(problem)
+    return fd
+
+
 def link_problem(path: str | os.PathLike[str]) -> str | None:
     """Why a file of ours at ``path`` (fc-conveyor's log, appended to as root) may not be opened through the
     symlinks on its way, or None.  The kernel's fs.protected_symlinks, for every directory: a symlink is followed

@@ -24,3 +24,18 @@ def as_other(path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("making a file another user's needs root")
     os.lchown(path, OTHER, OTHER)
+
+
+PRECIOUS = "precious\n"
+
+
+def planted(tmp_path: Path, name: str) -> tuple[Path, Path]:
+    """A victim file holding PRECIOUS, and a symlink to it at ``name`` in a directory as /tmp, another user's when
+    we are root (as one user can do to another in /tmp)."""
+    victim = tmp_path / "victim"
+    victim.write_text(PRECIOUS)
+    link = made(tmp_path / "tmp") / name
+    link.symlink_to(victim)
+    if os.geteuid() == 0:
+        os.lchown(link, OTHER, OTHER)
+    return victim, link

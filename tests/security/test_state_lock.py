@@ -1,7 +1,10 @@
-"""A state file's ``.lock`` in a directory others may write (``--state /tmp/x.db``): the stage truncates it and
-writes its pid there.  It was opened following symlinks: another user's link planted at that name made the stage
-overwrite the file it named (measured: the victim held the stage's pid, and nothing else, afterwards).  Now a
-link there, a file another user owns, or anything but a regular file is refused (exit 3) and left as it is."""
+"""Files of ours at paths in a directory others may write (``--state /tmp/x.db``, ``--output /tmp/e.jsonl``).
+
+A state file's ``.lock`` (and fc-conveyor's ``conveyor.lock``) is truncated and given the pid, an output file
+appended to: both were opened following symlinks, and another user's link planted at that name made the stage
+overwrite (measured: the victim held the stage's pid, and nothing else) or append to the file it named.  Now a
+lock that is a link, another user's file or no regular file is refused (exit 3) and left as it is, and an output
+path goes through a symlink only as the kernel's fs.protected_symlinks would (private.open_append)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.conveyor.test_config import minimal, write
-from tests.security.shared_dirs import as_other, made
+from tests.security.shared_dirs import as_other, made, planted
 
 LINE = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
 
@@ -29,14 +32,8 @@ def _filter(state: Path) -> subprocess.CompletedProcess[bytes]:
 
 
 def test_a_symlink_planted_as_the_state_lock_is_not_written_through(tmp_path: Path) -> None:
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    state = made(tmp_path / "tmp") / "f.db"
-    lock = Path(f"{state}.lock")
-    lock.symlink_to(victim)
-    if os.geteuid() == 0:
-        as_other(lock)  # another user's link, as in /tmp
-    r = _filter(state)
+    victim, lock = planted(tmp_path, "f.db.lock")
+    r = _filter(lock.parent / "f.db")
     assert r.returncode == 3, r.stderr
     assert b"fc-filter: error: lock file " in r.stderr and b"f.db.lock is a symlink; remove it" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"  # was: the stage's pid, the rest truncated
@@ -64,12 +61,8 @@ def test_a_state_lock_another_user_made_first_is_refused(tmp_path: Path, what: s
 
 def test_a_symlink_planted_as_fc_conveyors_state_directory_lock_is_not_written_through(tmp_path: Path) -> None:
     # fc-conveyor's own lock (STATE_DIR/conveyor.lock), truncated and given its pid the same way.
-    victim = tmp_path / "victim"
-    victim.write_text("precious\n")
-    state_dir = made(tmp_path / "tmp")
-    (state_dir / "conveyor.lock").symlink_to(victim)
-    if os.geteuid() == 0:
-        as_other(state_dir / "conveyor.lock")
+    victim, link = planted(tmp_path, "conveyor.lock")
+    state_dir = link.parent
     conf = write(tmp_path, minimal())
     argv = [
         str(conf),
@@ -89,3 +82,24 @@ def test_a_symlink_planted_as_fc_conveyors_state_directory_lock_is_not_written_t
     assert victim.read_text() == "precious\n"  # was: fc-conveyor's pid, the rest truncated
     assert proc.returncode == 3, err
     assert b"ERROR    - PERSISTENT_DATA_DB (--state-dir): lock file " in err and b"is a symlink" in err, err
+
+
+def test_an_output_file_through_a_planted_symlink_is_refused(tmp_path: Path) -> None:
+    # `--output /tmp/events.jsonl`: another user's link there made the stage append its lines to what it named.
+    victim, link = planted(tmp_path, "events.jsonl")
+    argv = ["--state", str(tmp_path / "f.db"), "--output", str(link)]
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-filter"), *argv], input=LINE, capture_output=True)
+    assert victim.read_text() == "precious\n"  # was: precious, then our line
+    assert r.returncode == 3, r.stderr
+    assert r.stderr.startswith(b"fc-filter: error: --output: ") and b"will not follow symlink" in r.stderr, r.stderr
+
+
+def test_an_output_file_through_our_own_link_in_our_directory_is_written(tmp_path: Path) -> None:
+    target = tmp_path / "spool" / "events.jsonl"
+    target.parent.mkdir()
+    mine = made(tmp_path / "mine", 0o755)
+    (mine / "events.jsonl").symlink_to(target)
+    argv = ["--state", str(tmp_path / "f.db"), "--output", str(mine / "events.jsonl")]
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-filter"), *argv], input=LINE, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert b'"rel":"x.txt"' in target.read_bytes()

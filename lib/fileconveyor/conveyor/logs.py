@@ -3,10 +3,8 @@ read as a log level."""
 
 from __future__ import annotations
 
-import errno
 import logging
 import logging.handlers
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,26 +27,11 @@ class _PrivateLog(logging.handlers.RotatingFileHandler):
     and a file another user owns is refused (they could read and rewrite it), at every open, rotations too."""
 
     def _open(self) -> Any:
-        name, flags = self.baseFilename, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        for follow in (False, True):
-            if problem := private.link_problem(name):
-                raise LogRefused(problem)
-            try:
-                fd = os.open(name, flags | (0 if follow else os.O_NOFOLLOW), private.FILE_MODE)
-                break
-            except OSError as exc:
-                if follow or exc.errno != errno.ELOOP:
-                    raise
-                # A symlink (planted since the check, maybe): checked again, then followed.  It cannot change in
-                # between: the check passed, so no one else may replace it.
         try:
-            problem = private.foreign_problem(name, os.fstat(fd), root_ok=True)
-            if problem:
-                raise LogRefused(problem)
-            return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
-        except BaseException:
-            os.close(fd)
-            raise
+            fd = private.open_append(self.baseFilename)
+        except private.NotOurs as exc:
+            raise LogRefused(str(exc)) from None
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
 
 
 def make_logger(log_file: Path, file_level: int, console_level: int, console: bool = True) -> logging.Logger:

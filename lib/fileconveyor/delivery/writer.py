@@ -16,7 +16,8 @@ and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writ
   every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).  A
   FIFO of ours is made unreadable by others before it is opened (as stdout redirected into one): another user
   reading it would take lines unseen, which our reader takes for lines a filter dropped (``private.fifo_unreadable``).
-- **A regular file** is appended to and created owner-only (an existing one of ours is tightened): every line
+- **A regular file** is appended to and created owner-only (an existing one of ours is tightened; a symlink on
+  its way followed only as fs.protected_symlinks would, another user's file refused: private.open_append): every line
   carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).  One
   that ends mid-line (a writer killed while writing) is given the newline first: the torn part stays a bad line
   of its own instead of being glued to our first line.
@@ -33,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import IO
 
 from .. import private
+from ..errors import ConfigError
 from .pipe_tail import PipeTail, torn_end
 from .streams import has_fd, is_fifo
 
@@ -80,7 +82,10 @@ class Output:
             return True
         if not self.fifo:
             private.private_file(self.path)  # owner-only: the lines carry our epoch
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, private.FILE_MODE)
+            try:  # in /tmp: not through another user's symlink, nor into their file
+                self.fd = private.open_append(self.path)
+            except private.NotOurs as exc:
+                raise ConfigError(f"--output: {exc}") from None
             self.null = is_null(self.fd)
             if torn_end(self.path):  # a process killed mid-line: the torn part stays a (bad) line of its own
                 self.write(b"\n")
