@@ -95,8 +95,8 @@ def foreign_problem(
     if st.st_uid != os.geteuid() and not (root_ok and st.st_uid == 0):
         shown = os.fspath(path)
         return (
-            f"{shown} belongs to another user (uid {st.st_uid}), who could rewrite it; remove it, or keep state "
-            "files in a directory only you can write"
+            f"{shown} belongs to another user (uid {st.st_uid}), who could rewrite it; remove it, or keep File "
+            "Conveyor's files in a directory only you can write"
         )
     return None
 
