@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Iterator
@@ -72,3 +73,23 @@ def test_not_a_pipe_is_not_tracked(tmp_path: Path) -> None:
         tail = PipeTail(f.fileno())
         assert not tail.active and tail.delivered(7, 1) == 7
         assert tail.settle(5.0, lambda: False, lambda: False) == "read"
+
+
+def test_a_reader_registering_soon_after_our_end_is_seen_within_10_ms(pipe: tuple[int, int]) -> None:
+    """At our end the next stage may still be starting; it registers a few ms after it reads our lines.  settle
+    looks at most every 10 ms during its first second (it backed off to 50 ms: up to 50 ms more on every short
+    run's end, the next stage seeing our end only after it)."""
+    _, w = pipe
+    tail = PipeTail(w)
+    os.write(w, b"x\n")
+    tail.wrote([1], [2])
+    looks: list[float] = []
+
+    def fc_reader() -> bool:
+        looks.append(time.monotonic())
+        return len(looks) > 1 and looks[-1] - looks[0] >= 0.4
+
+    assert tail.settle(5.0, lambda: False, fc_reader) == "fc"
+    gaps = sorted(b - a for a, b in itertools.pairwise(looks))
+    # poll(10) sleeps 10 ms or a little more; a loaded machine stretches a few gaps, not the typical one
+    assert gaps[len(gaps) // 2] < 0.02, gaps

@@ -44,8 +44,11 @@ except ImportError:  # not a Unix: no pipe tail
 F_GETPIPE_SZ = 1032  # Linux
 GRACE = 0.2  # seconds after our last write a reader that has read everything gets to show it quits (head)
 # settle looks again after POLL_MS, doubled up to POLL_MAX_MS: a File Conveyor reader registers within
-# milliseconds of reading our first line (at our end with a fresh pipeline), and it was waited for 25 ms on average
-POLL_MS, POLL_MAX_MS = 5, 50
+# milliseconds of reading our first line (at our end with a fresh pipeline), and it was waited for 25 ms on average.
+# For the first FAST_FOR seconds at most every POLL_FAST_MAX_MS: the stage after us may still be starting (its
+# imports, its state file) when our lines are written, and it registers a few ms after that; a 50 ms look put up to
+# 50 ms on the end of a short run (fc-watch --scan-once of a few files: the next stage sees our end only after it).
+POLL_MS, POLL_FAST_MAX_MS, POLL_MAX_MS, FAST_FOR = 5, 10, 50, 1.0
 STOP_WAIT = 2.0  # seconds a stop request (SIGTERM, Ctrl-C) still leaves the reader to read what is in the pipe
 
 
@@ -129,7 +132,8 @@ class PipeTail:
         STOP_WAIT."""
         if self.fd is None:
             return "read"
-        deadline = time.monotonic() + timeout
+        started = time.monotonic()
+        deadline = started + timeout
         poller = select.poll()
         poller.register(self.fd, 0)
         stopping = False
@@ -147,7 +151,7 @@ class PipeTail:
             if now >= deadline:
                 return "timeout"
             poller.poll(wait)
-            wait = min(POLL_MAX_MS, wait * 2)
+            wait = min(POLL_FAST_MAX_MS if now - started < FAST_FOR else POLL_MAX_MS, wait * 2)
 
 
 def unread(fd: int) -> int | None:
