@@ -101,6 +101,27 @@ def foreign_problem(
     return None
 
 
+def replace_file(path: str | os.PathLike[str], data: bytes, tmp: str | os.PathLike[str] | None = None) -> None:
+    """Put ``data`` at ``path`` whole (mode 0600, a temporary file renamed over it), never writing through what
+    is already there: in a directory others may write (/tmp, a shared state or run directory) the temporary name
+    (``tmp``, default ``path`` + ".tmp": guessable) could be a symlink planted to make us truncate and overwrite
+    another file (as root: any).  A leftover entry there is removed (the link itself) and the name made afresh."""
+    tmp = tmp if tmp is not None else f"{os.fspath(path)}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(tmp, flags, FILE_MODE)
+    except FileExistsError:
+        os.unlink(tmp)
+        fd = os.open(tmp, flags, FILE_MODE)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
 class NotOurs(Exception):
     """What open_own found at a path: a symlink, another user's file, or no regular file (the message says)."""
 

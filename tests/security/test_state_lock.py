@@ -8,16 +8,18 @@ path goes through a symlink only as the kernel's fs.protected_symlinks would (pr
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT
 from tests.conveyor.test_config import minimal, write
-from tests.security.shared_dirs import as_other, made, planted
+from tests.security.shared_dirs import PRECIOUS, as_other, made, planted
 
 LINE = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
 
@@ -103,3 +105,35 @@ def test_an_output_file_through_our_own_link_in_our_directory_is_written(tmp_pat
     r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-filter"), *argv], input=LINE, capture_output=True)
     assert r.returncode == 0, r.stderr
     assert b'"rel":"x.txt"' in target.read_bytes()
+
+
+def test_fc_conveyors_status_and_config_marks_are_not_written_through_planted_links(tmp_path: Path) -> None:
+    # STATE_DIR/conveyor-status.json and config.json are written as NAME.tmp renamed over NAME: guessable names,
+    # at which another user's links made fc-conveyor truncate and overwrite the files they named.
+    victim, link = planted(tmp_path, "conveyor-status.json.tmp")
+    state_dir = link.parent
+    other = tmp_path / "victim2"
+    other.write_text(PRECIOUS)
+    (state_dir / "config.tmp").symlink_to(other)
+    conf = write(tmp_path, minimal())
+    argv = [
+        str(conf),
+        "--state-dir",
+        str(state_dir),
+        "--log-file",
+        str(tmp_path / "log"),
+        "--pid-file",
+        str(tmp_path / "pid"),
+    ]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not (state_dir / "conveyor-status.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    assert victim.read_text() == PRECIOUS and other.read_text() == PRECIOUS  # was: the status, the config mark
+    assert json.loads((state_dir / "conveyor-status.json").read_text())["pid"] == proc.pid, err
+    assert json.loads((state_dir / "config.json").read_text())["config"] == str(conf.resolve())
+    assert not (state_dir / "config.tmp").exists()

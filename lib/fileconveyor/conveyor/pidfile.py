@@ -35,10 +35,7 @@ class PidFile:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = _create(tmp)
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{os.getpid()}\n")
-            os.replace(tmp, self.path)
+            private.replace_file(self.path, f"{os.getpid()}\n".encode(), tmp)
         except OSError as exc:
             raise ConfigError(f"PID_FILE (--pid-file): cannot write {self.path}: {exc.strerror}") from None
 
@@ -50,19 +47,6 @@ class PidFile:
         with contextlib.suppress(OSError):
             if _read(self.path) == str(os.getpid()):
                 self.path.unlink()
-
-
-def _create(tmp: Path) -> int:
-    """A new file at ``tmp``, never through what is already there: the PID file may live in a directory others
-    can write (/tmp, /var/run of a shared host), where its temporary name (our pid: guessable) could be a symlink
-    planted to make us truncate another file.  A leftover entry is removed (the link itself) and the name made
-    afresh."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        return os.open(tmp, flags, 0o600)
-    except FileExistsError:
-        os.unlink(tmp)
-        return os.open(tmp, flags, 0o600)
 
 
 def _read(path: Path) -> str | None:

@@ -24,6 +24,7 @@ import os
 import sqlite3
 from pathlib import Path
 
+from .. import private
 from ..state import default_state_dir, lock_holder
 from .config_settings import default_state_dir_for
 from .config_types import Config
@@ -48,9 +49,7 @@ def note(config: Config) -> None:
             return
     except (OSError, ValueError):
         pass
-    tmp = mark.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data) + "\n")
-    os.replace(tmp, mark)
+    private.replace_file(mark, (json.dumps(data) + "\n").encode(), mark.with_suffix(".tmp"))
 
 
 def find_home(config: Config, log: logging.Logger) -> None:

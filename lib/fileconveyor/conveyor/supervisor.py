@@ -420,8 +420,5 @@ class Supervisor:
                 }
             )
         doc = {"pid": os.getpid(), "config": str(self.plan.config.path), "at": time.time(), "stages": stages}
-        path = status_path(self.plan)
-        tmp = path.with_name(path.name + ".tmp")
-        with contextlib.suppress(OSError):
-            tmp.write_text(json.dumps(doc, indent=1))
-            os.replace(tmp, path)
+        with contextlib.suppress(OSError):  # never through a link planted at its temporary name
+            private.replace_file(status_path(self.plan), json.dumps(doc, indent=1).encode())
