@@ -61,21 +61,19 @@ def test_a_state_lock_another_user_made_first_is_refused(tmp_path: Path, what: s
         assert lock.read_text() == "1\n"
 
 
+def _conveyor(conf: Path, state_dir: Path) -> subprocess.Popen[bytes]:
+    """fc-conveyor running ``conf`` with its state in ``state_dir``, its log and PID file next to ``conf``."""
+    d = conf.parent
+    argv = [str(conf), "--state-dir", str(state_dir), "--log-file", str(d / "log"), "--pid-file", str(d / "pid")]
+    return subprocess.Popen([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], stderr=subprocess.PIPE)
+
+
 def test_a_symlink_planted_as_fc_conveyors_state_directory_lock_is_not_written_through(tmp_path: Path) -> None:
     # fc-conveyor's own lock (STATE_DIR/conveyor.lock), truncated and given its pid the same way.
     victim, link = planted(tmp_path, "conveyor.lock")
     state_dir = link.parent
     conf = write(tmp_path, minimal())
-    argv = [
-        str(conf),
-        "--state-dir",
-        str(state_dir),
-        "--log-file",
-        str(tmp_path / "log"),
-        "--pid-file",
-        str(tmp_path / "pid"),
-    ]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], stderr=subprocess.PIPE)
+    proc = _conveyor(conf, state_dir)
     try:
         _, err = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:  # it ran: stop it, then fail on what it did
@@ -116,16 +114,7 @@ def test_fc_conveyors_status_and_config_marks_are_not_written_through_planted_li
     other.write_text(PRECIOUS)
     (state_dir / "config.tmp").symlink_to(other)
     conf = write(tmp_path, minimal())
-    argv = [
-        str(conf),
-        "--state-dir",
-        str(state_dir),
-        "--log-file",
-        str(tmp_path / "log"),
-        "--pid-file",
-        str(tmp_path / "pid"),
-    ]
-    proc = subprocess.Popen([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], stderr=subprocess.PIPE)
+    proc = _conveyor(conf, state_dir)
     try:
         deadline = time.monotonic() + 30
         while not (state_dir / "conveyor-status.json").exists() and time.monotonic() < deadline:
