@@ -312,6 +312,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
 _CONTAINERS = (dict, list)
 HOP_KEYS = frozenset(("from", "epoch", "seq", "for"))
 MAX_INT = (1 << 63) - 1  # what SQLite stores as an INTEGER; every count, size and seq fits
+_MAX_INT_TEXT = str(MAX_INT)  # 19 digits
 MAX_DEPTH = 32  # nesting of objects and arrays; a real event has 3 (the event, its hop, hop.for)
 
 
@@ -391,7 +392,9 @@ def decode(line: bytes) -> Event:
             raise EventError(f"field {key!r} is out of range (0 to {MAX_INT}): {_short(ev[key])}")
     if mtime_ns:
         value = ev["mtime_ns"]
-        quick = type(value) is str and 0 < len(value) < 19 and value.isdigit() and value.isascii()
+        # (19 digits, today's times in ns, compared as text: digit strings of one length sort as their numbers)
+        quick = type(value) is str and 0 < len(value) <= 19 and value.isdigit() and value.isascii()
+        quick = quick and (len(value) < 19 or value <= _MAX_INT_TEXT)
         if not quick and not _small_int(value):
             raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
     if nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:

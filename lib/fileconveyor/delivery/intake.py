@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections import Counter
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
@@ -33,6 +32,7 @@ if TYPE_CHECKING:
     from ..stopping import Stopper
 
 FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
+_BLANK = frozenset(b" \t\r\n\f\v")  # a line's first byte that may begin a blank line
 SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
 # Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow
 # reader of ours, the lines of a fast writer would otherwise pile up in memory (about 0.5 KB each).
@@ -70,7 +70,7 @@ class Intake:
         self.working = dict(self.was_working)
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
-        self.held: dict[tuple[str, str], Counter[int]] = {}
+        self.held: dict[tuple[str, str], dict[int, int]] = {}
         self.acks = Acknowledger(
             state.origin,
             lambda key, text: rep.warn_once(key, text),
@@ -235,7 +235,7 @@ class Intake:
                 else:
                     self.bad("incomplete last line (no newline): the writer died mid-line?", line)
                 continue
-            if not line.strip():
+            if line[0] in _BLANK and not line.strip():  # (a strip per line copied every line)
                 continue
             try:
                 ev = E.decode(line)
@@ -269,7 +269,7 @@ class Intake:
                     self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
                     self.holding.expect(hop.origin)
                     mark = self.marks[hop.origin]
-                if not self.holding.take(hop.origin, ev["hop"].get("for"), line):
+                if hop.origin in self.holding.waiting and not self.holding.take(hop.origin, ev["hop"].get("for"), line):
                     continue
                 if hop.seq <= mark[1]:
                     self.counts.duplicates += 1
@@ -344,32 +344,35 @@ class Intake:
     def items(self, ev: dict, line: bytes, hop: Hop | None = None, recovered: bool = False) -> list[Item]:
         if hop is None:
             hop = Hop.from_event(ev)
+        order = self.order
         items = [
-            Item(part, line if part is ev else E.encode(part), lane, key, next(self.order), hop=hop)
+            Item(part, line if part is ev else E.encode(part), lane, key, next(order), hop=hop, recovered=recovered)
             for lane, key, part in self.stage.split(ev)
         ]
-        if recovered:
+        if hop is not None:
             for item in items:
-                item.recovered = True
-        for item in items:
-            self.hold(item)
+                self.hold(item)
         return items
 
+    # A plain dict of counts, not a Counter: its missing keys and deletions are Python code, twice per line.
     def hold(self, item: Item) -> None:
         hop = item.hop
         if hop is not None:
             held = self.held.get((hop.origin, hop.epoch))
-            if held is None:  # not setdefault: that built a Counter for every line
-                held = self.held[(hop.origin, hop.epoch)] = Counter()
-            held[hop.seq] += 1
+            if held is None:
+                held = self.held[(hop.origin, hop.epoch)] = {}
+            held[hop.seq] = held.get(hop.seq, 0) + 1
 
     def release(self, item: Item) -> None:
-        if item.hop is not None:
-            held = self.held.get((item.hop.origin, item.hop.epoch))
+        hop = item.hop
+        if hop is not None:
+            held = self.held.get((hop.origin, hop.epoch))
             if held is not None:
-                held[item.hop.seq] -= 1
-                if held[item.hop.seq] <= 0:
-                    del held[item.hop.seq]
+                n = held.get(hop.seq, 0) - 1
+                if n > 0:
+                    held[hop.seq] = n
+                else:
+                    held.pop(hop.seq, None)
 
     def ack_marks(self) -> dict[str, tuple[str, int]]:
         out = {}

@@ -456,10 +456,11 @@ class Runner:
         for it in self.inbox.enqueued:
             self.sched.add(it)
         self.inbox.enqueued.clear()
+        progress = False
         for item, outcome in done:
-            self._after(item, outcome)
-            if isinstance(outcome, Done):
-                self._progress_at = time.monotonic()
+            progress = self._after(item, outcome) or progress
+        if progress:
+            self._progress_at = time.monotonic()
         self.output.send(seq_lines)
         self.counts.written += len(seq_lines)
         self._housekeeping(bool(seq_lines))
@@ -501,13 +502,13 @@ class Runner:
 
     # -- after the commit --------------------------------------------------------------
 
-    def _after(self, item: Item, outcome: Outcome) -> None:
-        in_sched = self.sched.head(item)
+    def _after(self, item: Item, outcome: Outcome) -> bool:
+        """After the commit: the item finished (True) or is to be retried (False)."""
         if isinstance(outcome, Done):
             self.input.release(item)
-            if in_sched:
+            if self.sched.head(item):
                 self.sched.finished(item)
-            return
+            return True
         lane = self.sched.lanes[item.lane]
         was_paused = lane.paused_until > time.monotonic()
         delay = self.sched.retry(item, outcome)
@@ -517,6 +518,7 @@ class Runner:
             self.rep.warn(f"{where}{outcome.reason}; pausing, next try in {delay:.1f}s (work stays queued)")
         else:
             self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
+        return False
 
     def _housekeeping(self, wrote: bool) -> None:
         now = time.monotonic()

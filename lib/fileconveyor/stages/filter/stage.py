@@ -74,6 +74,8 @@ class Conditions:
                 self._regex = re.compile(self.pattern)
             except re.error as exc:
                 raise UsageError(f"--pattern {self.pattern!r}: not a valid regular expression: {exc}") from None
+        # the conditions after the extension look at the path's bytes (or rel's): without them, none is made
+        self._needs_bytes = bool(self._rel_prefixes or self._abs_prefixes or self._ignored or self._regex)
         if self.min_size is not None and self.max_size is not None and self.min_size > self.max_size:
             raise UsageError(
                 f"--min-size {self.min_size} is larger than --max-size {self.max_size}: nothing would pass"
@@ -89,16 +91,25 @@ class Conditions:
         return [p[:-1].decode("utf-8", "surrogateescape") for p in self._abs_prefixes if not p.startswith(base)]
 
     def matches(self, ev: dict) -> bool:
-        rel = E.get_path(ev, "rel") if ("rel" in ev or "rel_b64" in ev) else None
-        path = E.get_path(ev, "path")
+        text = ev.get("path") if "path_b64" not in ev else None  # a plain string, as most are
+        path = E.get_path(ev, "path") if type(text) is not str or self._needs_bytes else b""
         if self._suffixes:
-            name = path[path.rfind(b"/") + 1 :].decode("utf-8", "surrogateescape")
+            # the base name's text: of a plain string path, itself (events.decode refused what UTF-8 cannot carry)
+            if type(text) is str:
+                name = text[text.rfind("/") + 1 :]
+            else:
+                name = path[path.rfind(b"/") + 1 :].decode("utf-8", "surrogateescape")
             if not self.case_sensitive:
                 name = name.lower()
             # the dot must not be the name's first character: ".css" is a hidden file, not a CSS file (so the
             # name without its first character must end with the suffix)
             if not name[1:].endswith(self._suffixes):
                 return False
+        if not self._needs_bytes:
+            if "rel_b64" in ev:
+                E.get_path(ev, "rel")  # raises for bad base64, as when rel is looked at
+            return self._size_ok(ev)
+        rel = E.get_path(ev, "rel") if ("rel" in ev or "rel_b64" in ev) else None
         if self._rel_prefixes or self._abs_prefixes:
             ok = (rel is not None and rel.startswith(self._rel_prefixes)) or path.startswith(self._abs_prefixes)
             if not ok:
@@ -109,6 +120,9 @@ class Conditions:
                 return False
         if self._regex is not None and not self._regex.match(path.decode("utf-8", "surrogateescape")):
             return False
+        return self._size_ok(ev)
+
+    def _size_ok(self, ev: dict) -> bool:
         size = ev.get("size")
         if ev.get("kind") != "deleted" and isinstance(size, int):
             if self.min_size is not None and size < self.min_size:

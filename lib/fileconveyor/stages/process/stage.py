@@ -303,7 +303,8 @@ class ProcessStage(Stage):
                 if not proc.name_only or proc.reports_references:
                     return None
                 renamed = renamed or proc.renames
-        out = {**_copy_event(ev), "processed": list(ev.get("processed", []))}
+        out = _copy_event(ev)
+        out["processed"] = list(ev.get("processed", []))  # (in place when there, at the end when not)
         try:
             check_source(self._source(ev), self._roots)
         except SourceGone as exc:

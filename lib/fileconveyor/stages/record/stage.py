@@ -59,6 +59,8 @@ def error_text(err: Any) -> str:
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is int:  # the usual case first (a bool is no int here: its type is bool)
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -72,9 +74,26 @@ def _maybe_path(ev: dict, field: str) -> str | bytes | None:
     if field not in ev and field + "_b64" not in ev:
         return None
     try:
-        return db_key(E.get_path(ev, field))
+        return _key(ev, field)
     except E.EventError:
         return None
+
+
+def _key(ev: dict, field: str) -> str | bytes:
+    """db_key(E.get_path(ev, field)), without the round trip through bytes for a plain string (events.decode has
+    refused every string UTF-8 cannot carry, so the bytes would decode to the same text)."""
+    if field + "_b64" not in ev:
+        value = ev.get(field)
+        if type(value) is str:
+            return value
+    return db_key(E.get_path(ev, field))
+
+
+def _base(key: str | bytes) -> str | bytes:
+    """The last component of a key as db_key gives it; of the bytes of a name that is not UTF-8, db_key's own."""
+    if isinstance(key, str):
+        return key.rsplit("/", 1)[-1]
+    return db_key(key.rsplit(b"/", 1)[-1])
 
 
 def _order(ev: dict) -> int | None:
@@ -87,31 +106,34 @@ def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:
     return _int(ev.get("size")), _int(ev.get("mtime_ns")), _int(ev.get("ino"))
 
 
-def synced_row(ev: dict, path: bytes) -> Synced:
-    remote = E.get_path(ev, "remote") if ("remote" in ev or "remote_b64" in ev) else None
+def synced_row(ev: dict) -> Synced:
+    """The row of a synced event.  Every line fc-record records comes here: the fields are read as they are
+    when they are the usual plain strings (_key), not through bytes and back."""
+    remote = _key(ev, "remote") if ("remote" in ev or "remote_b64" in ev) else None
+    input_file = _key(ev, "path")
     if remote is not None:
-        basename = remote.rsplit(b"/", 1)[-1]
+        basename = _base(remote)
     elif "name" in ev or "name_b64" in ev:
-        basename = E.get_path(ev, "name")
+        basename = _key(ev, "name")
     else:
-        basename = path.rsplit(b"/", 1)[-1]
-    processed = ev.get("processed")
+        basename = _base(input_file)
+    processed, hash_, source, event_id = ev.get("processed"), ev.get("hash"), ev.get("source"), ev.get("id")
     return Synced(
-        input_file=db_key(path),
-        basename=db_key(basename),
+        input_file=input_file,
+        basename=basename,
         url=str(ev.get("url") or ""),
         server=str(ev["server"]),
-        remote=db_key(remote) if remote is not None else None,
+        remote=remote,
         size=_int(ev.get("size")),
         mtime_ns=_int(ev.get("mtime_ns")),
         ino=_int(ev.get("ino")),
         remote_size=_remote_size(ev),
-        hash=ev.get("hash") if isinstance(ev.get("hash"), str) else None,
+        hash=hash_ if isinstance(hash_, str) else None,
         processed=_processed_json(processed) if isinstance(processed, list) and processed else None,
-        source=ev.get("source") if isinstance(ev.get("source"), str) else None,
+        source=source if isinstance(source, str) else None,
         root=_maybe_path(ev, "root"),
         rel=_maybe_path(ev, "rel"),
-        event_id=ev.get("id") if isinstance(ev.get("id"), str) else None,
+        event_id=event_id if isinstance(event_id, str) else None,
     )
 
 
@@ -258,7 +280,7 @@ class RecordStage(Stage):
 
     def _synced(self, ev: dict, path: bytes, server: str) -> None:
         assert self.rec is not None
-        row = synced_row(ev, path)
+        row = synced_row(ev)
         rec = self.rec
         if self.delete_after is None and not rec.may_hold("sync_failures") and not rec.may_hold("source_deletions"):
             # no failure to clear, no deletion to void or schedule: the upsert is the whole record
