@@ -46,10 +46,18 @@ from s3transfer.utils import ChunksizeAdjuster
 from ..errors import ConfigError, FCError
 from .base import UNCHANGED, AuthError, PermanentError, RemoteStat, TransientError, Transporter, safe_rel, unchanged
 from .destination import Destination
+from .s3_body import (
+    HASH_KEY,
+    KNOWN_SHA256,
+    FullReads,
+    PartHashes,
+    expect_for_large_bodies,
+    known_body_hash,
+    read_all,
+)
 
 MULTIPART = 8 * 1024 * 1024  # part size (boto3's default), and the threshold for streams of unknown size
 IN_MEMORY = 1024 * 1024  # files below this are read at once and sent from memory
-HASH_KEY = "fc-sha256"  # object metadata holding the content's SHA-256, for skip_unchanged
 AUTH_CODES = {
     "AccessDenied",
     "AllAccessDisabled",
@@ -196,8 +204,8 @@ class S3(Transporter):
             # botocore asks "Expect: 100-continue" before every body, and waits for the store's go-ahead: one
             # more round trip per file, a good part of a small file's time.  Only a large body is worth it.
             client.meta.events.unregister("before-call.s3", botocore.handlers.add_expect_header)
-            client.meta.events.register("before-call.s3", _expect_for_large_bodies)
-            client.meta.events.register("before-parameter-build.s3.PutObject", _known_body_hash)
+            client.meta.events.register("before-call.s3", expect_for_large_bodies)
+            client.meta.events.register("before-parameter-build.s3.PutObject", known_body_hash)
             client.meta.events.register("before-parameter-build.s3.UploadPart", self._part_hash)
             self._client = client
         return self._client
@@ -268,16 +276,16 @@ class S3(Transporter):
         self.skipped = False
         if not src.seekable():  # a pipe: stream it, no hash (we cannot read it twice)
             client.upload_fileobj(
-                _FullReads(src), self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer
+                FullReads(src), self.bucket, key, ExtraArgs=self.extra_args(key, None), Config=self.transfer
             )
             return None
         size = os.fstat(src.fileno()).st_size
-        # SHA-256 for the metadata and for the signature (_known_body_hash); MD5 only to compare with the ETag of
+        # SHA-256 for the metadata and for the signature (known_body_hash); MD5 only to compare with the ETag of
         # an object some other tool uploaded (skip_unchanged): it is the slowest pass (32 ms per 20 MiB here).
         md5 = hashlib.md5(usedforsecurity=False) if self.skip_unchanged else None
         sha = hashlib.sha256()
-        parts = _PartHashes(ChunksizeAdjuster().adjust_chunksize(MULTIPART, size)) if size >= self.threshold else None
-        data = _read_all(src) if size < IN_MEMORY else b""
+        parts = PartHashes(ChunksizeAdjuster().adjust_chunksize(MULTIPART, size)) if size >= self.threshold else None
+        data = read_all(src) if size < IN_MEMORY else b""
         for chunk in [data] if size < IN_MEMORY else iter(lambda: src.read(1 << 20), b""):
             sha.update(chunk)
             if md5:
@@ -424,87 +432,3 @@ def _code(exc: bce.ClientError) -> str:
 def _default_url(dest: Destination) -> str:
     # What parse_destination makes when no --url was given: the spec itself.
     return str(dest).rstrip("/") + "/"
-
-
-class _FullReads:
-    """read(n) that returns n bytes unless the stream ends.  s3transfer takes a short first read from a pipe
-    (64 KiB) for "smaller than the multipart threshold": it then holds the whole stream in memory for one PUT,
-    and short reads later make parts below S3's 5 MiB minimum (EntityTooSmall)."""
-
-    def __init__(self, raw: BinaryIO):
-        self.raw = raw
-
-    def read(self, n: int = -1) -> bytes:
-        if n < 0:
-            return _read_all(self.raw)
-        chunks, left = [], n
-        while left > 0 and (chunk := self.raw.read(left)):
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-
-
-class _PartHashes:
-    """The SHA-256 of each ``size``-byte part of what is fed to it: s3transfer's parts (same ChunksizeAdjuster)."""
-
-    def __init__(self, size: int):
-        self.size, self.left, self.sha = size, size, hashlib.sha256()
-        self.done: list[bytes] = []
-
-    def update(self, chunk: bytes) -> None:
-        view = memoryview(chunk)
-        while len(view) >= self.left:  # this chunk ends a part
-            self.sha.update(view[: self.left])
-            view, self.left = view[self.left :], self.size
-            self.done.append(self.sha.digest())
-            self.sha = hashlib.sha256()
-        self.sha.update(view)
-        self.left -= len(view)
-
-    def digests(self) -> list[bytes]:
-        return self.done + ([self.sha.digest()] if self.left < self.size else [])
-
-
-def _read_all(src: BinaryIO) -> bytes:
-    chunks = []
-    while chunk := src.read(1 << 20):  # unbuffered: read() may return less than asked
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-KNOWN_SHA256 = "fc_body_sha256"  # a request's context: the SHA-256 of its body, hashed by _upload
-
-
-def _known_body_hash(params: dict[str, Any], context: dict[str, Any], **kwargs: Any) -> None:
-    """Our PutObject carries its body's SHA-256 as metadata (_upload hashed the body it sends); the signature
-    signs the same hash (x-amz-content-sha256), which botocore would compute with one more pass over the file."""
-    digest = (params.get("Metadata") or {}).get(HASH_KEY)
-    if digest:
-        context[KNOWN_SHA256] = digest
-
-
-def _payload_hash(self: Any, request: Any) -> str:
-    """S3SigV4Auth.payload, taking the hash _known_body_hash found where the body is to be signed.  A wrong hash
-    cannot slip through: the store checks the body against the signed one and refuses the upload."""
-    known = request.context.get(KNOWN_SHA256)
-    if known and not self._is_streaming_checksum_payload(request) and self._should_sha256_sign_payload(request):
-        return str(known)
-    return _botocore_payload(self, request)  # type: ignore[no-any-return]
-
-
-_signer = botocore.auth.S3SigV4Auth
-_botocore_payload = getattr(_signer, "_fc_botocore_payload", _signer.payload)  # this module imported again
-_signer._fc_botocore_payload = _botocore_payload  # type: ignore[attr-defined]
-if all(hasattr(_signer, n) for n in ("_is_streaming_checksum_payload", "_should_sha256_sign_payload")):
-    _signer.payload = _payload_hash  # type: ignore[method-assign]
-# (else a botocore that works differently: it hashes the body itself, as it always did; only slower)
-
-
-EXPECT_ABOVE = 1 << 20  # bytes: a body above this asks the store first (a refusal then costs no upload)
-
-
-def _expect_for_large_bodies(model: Any, params: dict[str, Any], **kwargs: Any) -> None:
-    body = params.get("body")
-    large = hasattr(body, "read") and (botocore.utils.determine_content_length(body) or 0) > EXPECT_ABOVE
-    if large and model.http.get("method") in ("PUT", "POST"):
-        params["headers"]["Expect"] = "100-continue"
