@@ -334,6 +334,10 @@ class Runner:
                     if timed:
                         continue  # timed work due within the drain time: wait for it
                     return Exit.RETRY
+                if not self.events.empty():
+                    # timed work's line (an old name deleted: its event) put after this round took its messages,
+                    # and before that work said it was done: written once our output is let go, it was exit 141
+                    continue
                 behind, moved = self.output.behind()
                 if moved:
                     self._progress_at = time.monotonic()
