@@ -18,6 +18,7 @@ So every event is, at every moment, in some stage's state file.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import os
@@ -63,6 +64,12 @@ MIGRATIONS: list[Migration] = [
 ]
 
 MAX_UNACKED = 1_000_000  # outbox lines kept for a reader that stopped acknowledging
+# A reader new to us asks, on its first line, for the lines before it (intake.py): at most this many.
+FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
+# Lines every reader acknowledged are kept this long (and at most FIRST_CONTACT_WINDOW of them) for a reader that
+# has not registered yet: behind fc-tee, a branch whose reader started after fc-tee's --first-wait got none of
+# them, and no reader we knew was missing them (a typo in that branch's first run lost them for good).
+RETAIN_ACKED = 3600.0
 MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
 
@@ -104,6 +111,7 @@ class StageState(State):
         self.next_seq = max(self.next_seq, self.written + 1)
         self._out = out
         self._ended = False  # runs.ending said already (end_output)
+        self._made: collections.deque[tuple[float, int]] = collections.deque()  # (time, our last seq then)
         self._set_meta(runs.current(self.next_seq - 1, out))  # before any line of this run is written (runs.py)
 
     @property
@@ -213,11 +221,23 @@ class StageState(State):
             self.written = seq
             db.execute("UPDATE meta SET v=? WHERE k='written'", (seq,))
 
-    def prune(self) -> tuple[int | None, int]:
-        """Forget outbox lines every reader is done with; returns (the seq up to which
-        File Conveyor readers are done, None when there are none; how many lines were
-        dropped unacknowledged)."""
-        now = time.time()
+    def _retained(self, now: float) -> int:
+        """The seq up to which acknowledged lines may go: those made RETAIN_ACKED seconds ago or more (after a
+        restart, when ours were made is not known: none until RETAIN_ACKED from it), and those before the last
+        FIRST_CONTACT_WINDOW (a new reader asks for no more)."""
+        made = self._made
+        if not made or now - made[-1][0] >= 1.0:
+            made.append((now, self.next_seq - 1))
+        while len(made) > 1 and now - made[1][0] >= RETAIN_ACKED:
+            made.popleft()
+        old = made[0][1] if now - made[0][0] >= RETAIN_ACKED else 0
+        return max(old, self.next_seq - 1 - FIRST_CONTACT_WINDOW)
+
+    def prune(self, now: float | None = None) -> tuple[int | None, int]:
+        """Forget outbox lines every reader is done with (kept a while for a reader yet to come: RETAIN_ACKED);
+        returns (the seq up to which File Conveyor readers are done, None when there are none; how many lines
+        were dropped unacknowledged)."""
+        now = time.time() if now is None else now
         with self.transaction() as db:
             acks.forget_stale(db, self.epoch, now)
             readers = self.readers(now)
@@ -225,7 +245,7 @@ class StageState(State):
             # may not have read its first line yet), so the last lines are kept for a
             # reader that shows up; a restart still replays only unwritten lines then.
             floor = min([*readers.values(), self.written]) if readers else 0
-            db.execute("DELETE FROM outbox WHERE seq<=?", (floor,))
+            db.execute("DELETE FROM outbox WHERE seq<=?", (min(floor, self._retained(now)),))
             # a reader that never acknowledges must not make the file grow for ever
             cap = min(self.next_seq - 1 - (MAX_UNACKED if readers else MAX_UNCLAIMED), self.written)
             dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from .. import events as E
 from .. import private
 from . import ack_check
-from .durable import Acknowledger, Holding, Hop, StageState
+from .durable import FIRST_CONTACT_WINDOW, Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
 from .stage import Item, Stage
 from .streams import LongLine, has_fd, input_batches
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from ..report import Reporter
     from ..stopping import Stopper
 
-FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.max_queue) of lines
 _BLANK = frozenset(b" \t\r\n\f\v")  # a line's first byte that may begin a blank line
 SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
 # Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow

@@ -232,6 +232,10 @@ class Writer:
                 out.tail.wrote(list(seqs), [len(line) for line in lines])
             return True
 
+    def reopen(self) -> bool:
+        """Skip mode: open a FIFO without a reader (gone, or never there), at most every REOPEN_EVERY s."""
+        return self._reopen()
+
     def _reopen(self) -> bool:
         """Skip mode: open a FIFO whose reader had gone, at most every REOPEN_EVERY s."""
         now = time.monotonic()

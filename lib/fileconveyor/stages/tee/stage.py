@@ -14,6 +14,14 @@ not acknowledged (docs/durability.md).  That is what makes dropping safe:
   FIFO's writer went, asks for it too (a new session), for a writer that wrote
   nothing meanwhile and so never saw fc-tee go.
 
+A reader that comes late (its FIFO opened after ``first_wait``, or after its
+predecessor went) while no line arrives is sent the last line fc-tee passed on,
+within REOPEN_EVERY: on that line a File Conveyor reader registers with the
+line's writer, which sends it what it missed (docs/durability.md, "A reader
+that comes late"); a reader that had it drops it by ``hop.seq``.  Without it a
+late branch got nothing until the next change, and the writer, holding no line
+for a reader it had never heard of, could have forgotten them by then.
+
 What is never dropped: a line for a reader that is there but slow.  fc-tee waits
 for it (back-pressure), as tee(1) does; a reader that has not opened its FIFO yet
 at start is waited for too (``first_wait``), since a reader that never saw a
@@ -22,13 +30,14 @@ line from a writer cannot ask that writer for anything.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
 from ...delivery.streams import LongLine
-from ...delivery.writer import Output, Writer
+from ...delivery.writer import REOPEN_EVERY, Output, Writer
 from ...errors import Exit
 
 
@@ -64,14 +73,19 @@ class Tee:
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
+        self.last: bytes | None = None  # the last line passed on, for a reader that comes while none arrives
+        self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
+        self._done = threading.Event()
 
     def run(self, lines: Iterable[bytes], error: Callable[[str], None], max_line_bytes: int) -> int:
         """Open the outputs, then copy every whole line of ``lines`` (read only then) to them; a torn last line
         or one longer than ``max_line_bytes`` (a LongLine) is reported to ``error`` and dropped.  Returns the exit
         status."""
         torn = 0
+        idle = threading.Thread(target=self._late_readers, name="late-readers", daemon=True)
         try:
             self.open_all()
+            idle.start()
             for lineno, line in enumerate(lines, 1):
                 if not line.endswith(b"\n"):
                     torn += 1
@@ -85,6 +99,9 @@ class Tee:
                     continue
                 self.write(line)
         finally:
+            self._done.set()
+            if idle.is_alive():
+                idle.join()
             self.close()
         self.info(self.summary())
         return Exit.EVENTS_FAILED if torn else Exit.OK
@@ -121,11 +138,24 @@ class Tee:
     def write(self, data: bytes) -> None:
         """Write whole lines to every output that has a reader."""
         n = data.count(b"\n")
-        for out in self.outputs:
-            if out.writer.send([data]):
-                out.written += n
-            else:
-                out.skipped += n
+        with self._lock:
+            for out in self.outputs:
+                if out.writer.send([data]):
+                    out.written += n
+                else:
+                    out.skipped += n
+            self.last = data[data.rfind(b"\n", 0, -1) + 1 :]
+
+    def _late_readers(self) -> None:
+        """While no line arrives: give an output whose reader came since the last line (a late first reader, or
+        one back after its predecessor went) that last line, for it to register on (the module's doc)."""
+        while not self._done.wait(REOPEN_EVERY):
+            with self._lock:
+                if self.last is None:
+                    continue
+                for out in self.outputs:
+                    if not out.writer.output.is_open and out.writer.reopen() and out.writer.send([self.last]):
+                        self.info(f"{out.path}: a reader came; sent it the last line, for it to ask for the rest")
 
     def close(self) -> None:
         for out in self.outputs:

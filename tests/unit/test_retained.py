@@ -1,0 +1,63 @@
+"""Lines every reader acknowledged are kept a while for a reader yet to register (durable.RETAIN_ACKED): behind
+fc-tee, a branch whose reader starts after fc-tee's --first-wait asks for them on its first line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fileconveyor.delivery import acks, durable
+from fileconveyor.delivery.durable import RETAIN_ACKED, StageState
+
+
+def kept(st: StageState) -> list[int]:
+    return [seq for (seq,) in st.db.execute("SELECT seq FROM outbox ORDER BY seq")]
+
+
+def make(st: StageState, n: int) -> None:
+    with st.transaction() as db:
+        st.add_outbox(db, [(st.hop()["seq"], b"{}\n") for _ in range(n)])
+        st.mark_written(db, st.next_seq - 1)
+
+
+def test_acknowledged_lines_stay_for_retain_acked_then_go(tmp_path: Path) -> None:
+    t = 1_000_000.0
+    with StageState(tmp_path / "s.db") as st:
+        make(st, 10)
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)  # the one reader we know has all ten
+        assert st.prune(t) == (10, 0)
+        assert kept(st) == list(range(1, 11))  # kept: a reader behind fc-tee may not have registered yet
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)  # (acknowledgements are renewed while it lives)
+        t += RETAIN_ACKED / 2
+        make(st, 5)
+        acks.record(st.db, "/a.db", st.epoch, 15, "s", 15)
+        st.prune(t)
+        assert kept(st) == list(range(1, 16))
+        t += RETAIN_ACKED / 2
+        acks.record(st.db, "/a.db", st.epoch, 15, "s", 15)
+        st.prune(t)
+        assert kept(st) == list(range(11, 16))  # the first ten were made RETAIN_ACKED ago
+        t += RETAIN_ACKED / 2
+        acks.record(st.db, "/a.db", st.epoch, 15, "s", 15)
+        st.prune(t)
+        assert kept(st) == []
+
+
+def test_unacknowledged_lines_are_never_forgotten_for_their_age(tmp_path: Path) -> None:
+    t = 1_000_000.0
+    with StageState(tmp_path / "s.db") as st:
+        make(st, 10)
+        acks.record(st.db, "/a.db", st.epoch, 4, "s", 4)
+        st.prune(t)
+        t += 2 * RETAIN_ACKED
+        acks.record(st.db, "/a.db", st.epoch, 4, "s", 4)
+        st.prune(t)
+        assert kept(st) == list(range(5, 11))
+
+
+def test_at_most_the_first_contact_window_is_kept(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(durable, "FIRST_CONTACT_WINDOW", 3)  # a new reader asks for 3 lines back: keep no more
+    with StageState(tmp_path / "s.db") as st:
+        make(st, 10)
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)
+        st.prune(1_000_000.0)
+        assert kept(st) == [8, 9, 10]
