@@ -50,6 +50,7 @@ class Commit:
     counts: Counters
     rep: Reporter
     _null: bool = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
+    _tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or
@@ -99,7 +100,7 @@ class Commit:
     ) -> None:
         """A round's writes.  ``careful``: each finished item in a savepoint of its own; one whose writes raise
         is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
-        self._null = self.output.discards
+        self._null, self._tag = self.output.discards, self.output.tag
         if took_lines:
             self.state.save_upstream(db, self.intake.stored_marks())
         finished: list[tuple[int]] = []
@@ -141,7 +142,7 @@ class Commit:
         # its output lines into ``lines`` (stored in the outbox once per round), its inbox row into ``finished``
         for ev in outcome.outputs:
             old = ev.get("hop", E.MISSING)
-            hop = ev["hop"] = self.state.hop(self.output.tag)  # with no line too: Stage.record may use its seq
+            hop = ev["hop"] = self.state.hop(self._tag)  # with no line too: Stage.record may use its seq
             if self._null:
                 lines.append((hop["seq"], b""))
                 continue

@@ -242,7 +242,8 @@ class Intake:
                 self.bad(str(exc), line)
                 continue
             self.counts.read += 1
-            hop = Hop.from_event(ev)
+            h = ev.get("hop")  # checked by E.decode (from, epoch: strings; seq: an integer) when there
+            hop = Hop(h["from"], h["epoch"], h["seq"]) if h is not None else None
             if hop is not None:
                 mark = self.marks.get(hop.origin)
                 if hop.origin not in self._met and self._first_line(hop, mark):

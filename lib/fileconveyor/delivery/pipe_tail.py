@@ -79,9 +79,8 @@ class PipeTail:
             return
         self._last_write = time.monotonic()
         lines = self._lines
-        for seq, size in zip(seqs, sizes, strict=True):
-            lines.append((seq, size))
-            self._bytes += size
+        lines.extend(zip(seqs, sizes, strict=True))
+        self._bytes += sum(sizes)
         while len(lines) > 1 and self._bytes - lines[0][1] >= self._keep:
             self._bytes -= lines.popleft()[1]
 
