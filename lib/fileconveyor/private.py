@@ -215,6 +215,30 @@ def link_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
+def dir_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why directory ``path`` may not hold our state files (and fc-conveyor's FIFOs), or None.  Whoever may rename
+    and create entries there can swap a state file, its -wal or lock for their own between two opens (the file
+    checks, foreign_problem and open_own, see one moment): another user owning the directory, or anyone when it
+    is world-writable without the sticky bit.  /tmp (sticky) and a group-writable directory (shared on purpose)
+    are left to those file checks."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    shown = os.fspath(path)
+    if st.st_uid not in (os.geteuid(), 0):
+        return (
+            f"directory {shown} belongs to another user (uid {st.st_uid}), who could replace what File Conveyor "
+            "keeps there; use a directory of yours"
+        )
+    if st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX:
+        return (
+            f"directory {shown} can be written by anyone (mode {stat.S_IMODE(st.st_mode):o}) and is not sticky: "
+            f"anyone could replace what File Conveyor keeps there; run: chmod o-w {shown}"
+        )
+    return None
+
+
 def fifo_unreadable(path: str | os.PathLike[str] | None = None, fd: int | None = None) -> None:
     """Take read access away from group and others on a named FIFO of ours (by ``path`` or ``fd``) that our
     lines go through.  Another user's process reading it takes lines out unseen, and our reader, finding a gap in

@@ -165,6 +165,8 @@ class State:
             private.private_dir(self.path.parent)  # owner-only: a state file names every file of the tree
         except OSError as exc:
             raise StateError(f"cannot create state directory {self.path.parent}: {exc.strerror}") from None
+        if problem := private.dir_problem(self.path.parent):
+            raise StateError(f"state file {self.path}: {problem}")
         if lock:
             self._lock()
         private.private_file(self.path)  # before SQLite makes it 0644; its -wal and -shm take its mode

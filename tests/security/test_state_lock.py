@@ -126,3 +126,31 @@ def test_fc_conveyors_status_and_config_marks_are_not_written_through_planted_li
     assert json.loads((state_dir / "conveyor-status.json").read_text())["pid"] == proc.pid, err
     assert json.loads((state_dir / "config.json").read_text())["config"] == str(conf.resolve())
     assert not (state_dir / "config.tmp").exists()
+
+
+@pytest.mark.parametrize("whose", ["another user's", "world-writable"])
+def test_state_files_in_a_directory_others_may_rearrange_are_refused(tmp_path: Path, whose: str) -> None:
+    # Whoever may rename and delete entries there can take our state file (its queue: files never sent) away, or
+    # put another in its place between two opens; the file checks see one moment.  /tmp (sticky) stays usable.
+    d = made(tmp_path / "shared", 0o755 if whose == "another user's" else 0o777)
+    if whose == "another user's":
+        as_other(d)
+    r = _filter(d / "f.db")
+    assert r.returncode == 3, r.stderr
+    want = b"belongs to another user (uid 65534)" if whose == "another user's" else b"can be written by anyone"
+    assert r.stderr.startswith(b"fc-filter: error: state file ") and want in r.stderr, r.stderr
+    assert not (d / "f.db").exists()
+    r = _filter(made(tmp_path / "tmp") / "f.db")
+    assert r.returncode == 0, r.stderr
+
+
+def test_fc_conveyor_refuses_a_state_directory_anyone_may_rearrange(tmp_path: Path) -> None:
+    state_dir = made(tmp_path / "shared", 0o777)
+    proc = _conveyor(write(tmp_path, minimal()), state_dir)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # it ran: stop it, then fail
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    assert b"PERSISTENT_DATA_DB (--state-dir): directory " in err and b"can be written by anyone" in err, err

@@ -123,6 +123,8 @@ class Supervisor:
                     d.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"{setting}: cannot create {d}: {exc.strerror}") from None
+            if mine and d != s.working_dir and (problem := private.dir_problem(d)):  # state files, FIFOs
+                raise ConfigError(f"{setting}: {problem}")
         for fifo in self.plan.fifos:
             if fifo.exists() and not fifo.is_fifo():
                 raise ConfigError(f"{fifo} exists and is not a FIFO")
