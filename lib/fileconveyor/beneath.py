@@ -48,7 +48,8 @@ def rel_parts(rel: bytes) -> list[bytes]:
     ``.`` or ``..`` step, or a NUL byte (no file beneath a root is named so by fc-watch)."""
     parts = rel.split(b"/")
     # (an absolute or empty rel has an empty step too)
-    if b"\0" in rel or not _BAD_STEPS.isdisjoint(parts):
+    # (find, not "in": bytes.__contains__ first tries its argument as an int, and builds and drops a TypeError)
+    if rel.find(b"\0") >= 0 or not _BAD_STEPS.isdisjoint(parts):
         raise OutsideRoot("not a plain relative path (empty, absolute, or with an empty, '.' or '..' step)")
     return parts
 
@@ -175,13 +176,18 @@ def _make_openat2() -> Any:
     except (OSError, AttributeError):
         return None
     syscall.restype = ctypes.c_long
+    # What every call passes but the directory and the name, made once: building the ctypes arguments cost more
+    # than the system call.  One open_how per set of flags (a handful), only ever read by the kernel.
+    number, size = ctypes.c_long(_SYS_OPENAT2), ctypes.c_size_t(ctypes.sizeof(_OpenHow))
+    hows: dict[int, tuple[_OpenHow, Any]] = {}
 
     def openat2(dfd: int, rel: bytes, flags: int) -> int:
-        how = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
-        fd = syscall(
-            ctypes.c_long(_SYS_OPENAT2), ctypes.c_int(dfd), ctypes.c_char_p(rel), ctypes.byref(how),
-            ctypes.c_size_t(ctypes.sizeof(how)),
-        )  # fmt: skip
+        how = hows.get(flags)
+        if how is None:
+            made = _OpenHow(flags, 0, _RESOLVE_BENEATH | _RESOLVE_NO_MAGICLINKS)
+            how = hows[flags] = (made, ctypes.byref(made))  # (the struct kept alive with its reference)
+        # (a Python int goes as a C int, what dfd is; bytes as a char pointer: to a NUL-terminated copy)
+        fd = syscall(number, dfd, rel, how[1], size)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, os.strerror(err))

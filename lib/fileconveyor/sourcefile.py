@@ -25,6 +25,7 @@ other users, as fc-process makes it (``work_dir_problem``).  See ``from_event``.
 from __future__ import annotations
 
 import errno
+import fcntl
 import io
 import os
 import stat
@@ -145,7 +146,8 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
 def _normpath(path: bytes) -> bytes:
     """os.path.normpath of an absolute path, which is most often normal already: an empty, "." or ".." step
     shows as "//" or "/.", a trailing slash at the end; without them normpath would give ``path`` back."""
-    if b"//" in path or b"/." in path or path.endswith(b"/"):
+    # (find, not "in": bytes.__contains__ first tries its argument as an int, and builds and drops a TypeError)
+    if path.find(b"//") >= 0 or path.find(b"/.") >= 0 or path.endswith(b"/"):
         return os.path.normpath(path)
     return path
 
@@ -155,6 +157,7 @@ class SourceFile(io.FileIO):
 
     path: bytes
     before: os.stat_result
+    checked: bool  # check() found it unchanged after a whole read (``sent`` given): what was read is one version
 
     @property
     def known_size(self) -> int | None:
@@ -174,6 +177,8 @@ class SourceFile(io.FileIO):
                 f"{E.display(self.path)} changed while it was read ({b.st_size} -> {now.st_size} bytes{got}); "
                 "not sent, its newer version follows"
             )
+        if sent is not None:
+            self.checked = True
 
 
 def work_dir_problem(st: os.stat_result) -> str | None:
@@ -217,17 +222,21 @@ def _is_link(path: bytes) -> bool:
         return False
 
 
-def open_source(src: Source) -> SourceFile:
+def open_source(src: Source, roots: Roots | None = None) -> SourceFile:
     """Open ``src`` for reading, beneath its root, and check it is the file it should be (see the module doc).
-    SourceGone when it vanished or changed, SourceRefused when it may not be read, OSError for the rest."""
-    fd, st = _open_checked(src)
+    SourceGone when it vanished or changed, SourceRefused when it may not be read, OSError for the rest.
+    ``roots``: see Roots."""
+    fd, st = _open_checked(src, roots)
     try:
-        os.set_blocking(fd, True)
+        # Blocking reads from here on.  F_SETFL sets the status flags (O_NONBLOCK, O_APPEND, O_DIRECT...), of
+        # which the file was opened with O_NONBLOCK alone (_READ): 0 clears just that, in one system call where
+        # os.set_blocking makes two.
+        fcntl.fcntl(fd, fcntl.F_SETFL, 0)
         f = SourceFile(fd, "rb", closefd=True)
     except BaseException:
         os.close(fd)
         raise
-    f.path, f.before = src.path, st
+    f.path, f.before, f.checked = src.path, st, False
     return f
 
 
@@ -239,7 +248,8 @@ def check_source(src: Source, roots: Roots | None = None) -> None:
 
 class Roots:
     """Root directories held open for a batch of events by a caller that opens many files beneath the same roots
-    (fc-process's rename-only chains): each root is opened once per batch instead of once per file.  Only the
+    (fc-process's rename-only chains, fc-transport's small local copies in its main thread): each root is opened
+    once per batch instead of once per file.  Only the
     root's own resolution is shared (it is trusted as given, links and all: ``_open_root``); every file is still
     resolved beneath it on its own, by the same walk.  A ``*.work`` folder is never kept: it is checked per file.
     ``close`` at the end of the batch."""

@@ -181,8 +181,8 @@ def test_source_that_grows_after_it_is_opened_is_not_published(
     (root / "a.bin").write_bytes(b"x" * 4096)
     opened = base.open_source
 
-    def open_then_grow(src: Source) -> object:
-        f = opened(src)
+    def open_then_grow(src: Source, roots: object = None) -> object:
+        f = opened(src, roots)
         with open(root / "a.bin", "ab") as w:
             w.write(b"more")
         return f

@@ -25,6 +25,7 @@ from __future__ import annotations
 import abc
 import errno
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from urllib.parse import quote
 
 from ..digests import blake2b
 from ..errors import ConfigError, Exit, FCError, RetryableError
-from ..sourcefile import Source, SourceFile, SourceGone, SourceRefused, open_source
+from ..sourcefile import Roots, Source, SourceFile, SourceGone, SourceRefused, open_source
 from .destination import Destination
 
 R = TypeVar("R")
@@ -109,19 +110,28 @@ def unchanged(src: BinaryIO, sent: int | None = None) -> None:
 
 def safe_rel(remote_rel: bytes | str) -> bytes:
     """``remote_rel`` with ``.`` and empty components dropped; PermanentError when it could escape the root."""
-    rel = os.fsencode(remote_rel)
+    rel = remote_rel if type(remote_rel) is bytes else os.fsencode(remote_rel)
+    parts = rel.split(b"/")
+    # (find, not "in": bytes.__contains__ first tries its argument as an int, and builds and drops a TypeError)
+    if _ODD_STEPS.isdisjoint(parts) and rel.find(b"\0") < 0:
+        return rel  # the usual case: nothing to drop, nothing to refuse (what the checks below come to then)
     if b"\0" in rel:
         raise PermanentError(f"refusing remote path {rel!r}: it contains a NUL byte")
     if rel.startswith(b"/"):
         raise PermanentError(f"refusing remote path {rel!r}: it is absolute")
     if rel.endswith((b"/", b"/.")):
         raise PermanentError(f"refusing remote path {rel!r}: it names a directory")
-    parts = [p for p in rel.split(b"/") if p not in (b"", b".")]
+    parts = [p for p in parts if p not in (b"", b".")]
     if b".." in parts:
         raise PermanentError(f"refusing remote path {rel!r}: '..' would leave the destination")
     if not parts:
         raise PermanentError(f"refusing remote path {rel!r}: it names no file")
     return b"/".join(parts)
+
+
+_ODD_STEPS = frozenset((b"", b".", b".."))
+# the bytes urllib.parse.quote(..., safe="/") leaves as they are
+_URL_SAFE = re.compile(rb"[A-Za-z0-9_.~/-]*").fullmatch
 
 
 def join(root: bytes, rel: bytes) -> bytes:
@@ -136,8 +146,13 @@ def temp_path(final: bytes) -> bytes:
     redone upload writes over the same temporary file instead of leaving the first one behind for ever.
     fc-transport never uploads one remote name twice at the same time (per-path order), so they never clash."""
     head, _, _ = final.rpartition(b"/")
-    name = b".fc-" + blake2b(final, digest_size=8).hexdigest().encode() + b".tmp"
+    name = temp_name(final)
     return head + b"/" + name if head else name
+
+
+def temp_name(final: bytes) -> bytes:
+    """The last component of ``temp_path(final)``."""
+    return b".fc-%s.tmp" % blake2b(final, digest_size=8).hexdigest().encode()
 
 
 def parent_dirs(path: bytes) -> list[bytes]:
@@ -178,6 +193,9 @@ class Transporter(abc.ABC):
         self.defer_invalidations = False
         self.invalidate_after = 0.0  # seconds paths may wait for others to fill a batch
         self.skip_unchanged = dest.flag("skip_unchanged")  # read by _upload where the transporter can tell
+        # Source roots held open by the caller for a batch (sourcefile.Roots: fc-transport's main thread, whose
+        # transporter is its own); None: each upload opens its file's root afresh
+        self.roots: Roots | None = None
 
     @classmethod
     def isolated_for(cls, dest: Destination) -> bool:
@@ -242,7 +260,7 @@ class Transporter(abc.ABC):
         if not isinstance(source, Source):
             source = Source.plain(source)
         try:
-            src = open_source(source)
+            src = open_source(source, self.roots)
         except SourceGone as exc:
             raise SourceMissing(str(exc)) from None
         except SourceRefused as exc:
@@ -254,9 +272,12 @@ class Transporter(abc.ABC):
         try:
             with src:
                 sent = self._run("upload", rel, lambda: self._upload(src, rel))
-                # _upload checks before its rename where it has one (unchanged()); this catches the rest, and
-                # transporters that publish as they write: the next event, or a retry, puts the right bytes there.
-                unchanged(src)
+                # _upload checks before its rename where it has one (unchanged(src, sent)): then what it published
+                # is one whole version, and a change after that is the newer event's to send.  This catches the
+                # rest, and transporters that publish as they write: the next event, or a retry, puts the right
+                # bytes there.
+                if not src.checked:
+                    unchanged(src)
         finally:
             self.skip_unchanged = setting
         return UNCHANGED if sent == UNCHANGED else UPLOADED
@@ -285,7 +306,10 @@ class Transporter(abc.ABC):
 
     def url(self, remote_rel: bytes | str) -> str:
         """The public URL of ``remote_rel``: the base URL plus the percent-encoded path."""
-        return self.dest.base_url + quote(safe_rel(remote_rel), safe="/")
+        rel = safe_rel(remote_rel)
+        if _URL_SAFE(rel) is not None:  # most names: nothing to percent-encode (what quote gives back then)
+            return self.dest.base_url + rel.decode("ascii")
+        return self.dest.base_url + quote(rel, safe="/")
 
     def invalidation_paths(self, remote_rel: bytes | str) -> list[str]:
         """CDN paths to purge now that ``remote_rel`` changed or went away (none: no CDN in front)."""

@@ -20,7 +20,7 @@ from typing import BinaryIO, ClassVar
 
 from .. import beneath
 from ..sourcefile import SourceFile, copy_fd
-from .base import CLOSE_WAIT, UNCHANGED, PermanentError, R, RemoteStat, Transporter, join, temp_path, unchanged
+from .base import CLOSE_WAIT, UNCHANGED, PermanentError, R, RemoteStat, Transporter, join, temp_name, unchanged
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 
@@ -75,27 +75,16 @@ class SymlinkOrCopy(Transporter):
             raise PermissionError(errno.EACCES, f"{os.fsdecode(d)} is not writable")
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
-        head, name = parent_and_name(rel)
+        head, _, name = rel.rpartition(b"/")
         # src.path: the checked source (sourcefile.py); a bare file object (the library used directly) has name
         source = os.path.realpath(getattr(src, "path", src.name)) if self.symlink_within else b""
-        link = bool(source) and self._symlinked(source)
+        link = source if source and self._symlinked(source) else None
         parent = self._dir(head, create=True)
         assert parent is not None
-        if self.skip_unchanged and _holds(parent, name, src, source if link else None):
+        if self.skip_unchanged and _holds(parent, name, src, link):
             return UNCHANGED
-        tmp = parent_and_name(temp_path(join(self.root, rel)))[1]
-        fd = -1
-
-        def create(at: int) -> None:
-            nonlocal fd
-            if link:
-                os.symlink(source, tmp, dir_fd=at)
-            else:
-                # The default mode (0666 minus umask), unlike mkstemp's 0600: web servers must read the file.
-                # O_EXCL: never write through whatever is there, a link included.
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666, dir_fd=at)
-
-        parent = self._create(head, parent, tmp, create)
+        tmp = temp_name(join(self.root, rel))
+        parent, fd = self._create(head, parent, tmp, link)
         try:
             if fd >= 0:
                 try:
@@ -110,22 +99,29 @@ class SymlinkOrCopy(Transporter):
             raise
         return None
 
-    def _create(self, head: bytes, parent: int, tmp: bytes, create: Callable[[int], None]) -> int:
-        """``create(parent)`` the temporary file; return the directory it is in.  On the way, remove a temporary
-        file left by a crash, and open the directory afresh when the remembered one has been removed since."""
-        for attempt in range(3):
+    def _create(self, head: bytes, parent: int, tmp: bytes, link: bytes | None) -> tuple[int, int]:
+        """Create the temporary file ``tmp`` in directory ``head`` (whose remembered descriptor is ``parent``): a
+        symlink to ``link``, else a new file open for writing.  (The directory, the file's descriptor or -1.)  On
+        the way, remove a temporary file left by a crash, and open the directory afresh when the remembered one
+        has been removed since."""
+        for attempt in range(4):
             try:
-                create(parent)
-                return parent
+                if link is not None:
+                    os.symlink(link, tmp, dir_fd=parent)
+                    return parent, -1
+                # The default mode (0666 minus umask), unlike mkstemp's 0600: web servers must read the file.
+                # O_EXCL: never write through whatever is there, a link included.
+                return parent, os.open(tmp, _CREATE, 0o666, dir_fd=parent)
             except FileNotFoundError:
-                if attempt == 2:
+                if attempt >= 2:
                     raise
                 self.dirs.clear()
                 parent = self._dir(head, create=True)  # type: ignore[assignment] # never None when creating
             except FileExistsError:
+                if attempt == 3:
+                    raise
                 _unlink_quietly(tmp, parent)
-        create(parent)
-        return parent
+        raise AssertionError("unreachable")
 
     def _delete(self, rel: bytes) -> None:
         head, name = parent_and_name(rel)
@@ -215,6 +211,9 @@ class SymlinkOrCopy(Transporter):
 
     def _symlinked(self, source: bytes) -> bool:
         return any(source.startswith(d.rstrip(b"/") + b"/") for d in self.symlink_within)
+
+
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 
 
 def _open_dir(name: bytes, parent: int | None) -> int | None:

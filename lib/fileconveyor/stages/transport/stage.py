@@ -38,7 +38,7 @@ from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...digests import blake2b
 from ...roots import Source as SourceRoot
 from ...roots import confined
-from ...sourcefile import Source, SourceRefused, from_event
+from ...sourcefile import Roots, Source, SourceRefused, from_event
 from ...state import default_state_dir
 from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ...transporters.base import parent_dirs, safe_rel
@@ -83,7 +83,7 @@ MIGRATIONS = [
 SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
 
 
-@dataclass
+@dataclass(slots=True)
 class Note:
     """What work() did that record() must write down (keyed by the item)."""
 
@@ -128,14 +128,20 @@ class Names:
     users: Counter[tuple[str, bytes]] = field(default_factory=Counter)
 
     def set(self, server: str, path: bytes, remote: bytes | None) -> bytes | None:
-        old = self.by_path.pop((server, path), None)
+        key = (server, path)
+        old = self.by_path.pop(key, None)
+        users = self.users
         if old is not None:
-            self.users[(server, old)] -= 1
-            if self.users[(server, old)] <= 0:
-                del self.users[(server, old)]
+            was = (server, old)
+            left = users[was] - 1
+            if left > 0:
+                users[was] = left
+            else:
+                del users[was]
         if remote is not None:
-            self.by_path[(server, path)] = remote
-            self.users[(server, remote)] += 1
+            self.by_path[key] = remote
+            now = (server, remote)
+            users[now] = users.get(now, 0) + 1
         return old
 
 
@@ -173,6 +179,7 @@ class TransportStage(Stage):
         self.turns = Turns((name, t.connections) for name, t in self.targets.items() if t.cls.takes_turns)
         self.quick_works = bool(self.turns.lanes)  # small files to a local folder: copied in quick() (turns.py)
         self.main_tps: dict[str, Transporter] = {}  # the main thread's own, for the items it works (turns.py)
+        self.roots = Roots()  # the source roots its transporters keep open for a round (sourcefile.Roots)
         self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
@@ -275,6 +282,7 @@ class TransportStage(Stage):
         tp = self.main_tps.get(server)
         if tp is None:
             tp = self.main_tps[server] = self.targets[server].make()
+            tp.roots = self.roots  # the sources' roots, held for the round (closed in flush())
         self.turns.main.tp = tp
         try:
             outcome = self._work(item)
@@ -283,6 +291,10 @@ class TransportStage(Stage):
         if isinstance(outcome, Done):
             return outcome
         self.turns.off.add(server)  # a worker tries it again, and the lane's next ones, until one gets through
+        return None
+
+    def flush(self) -> str | None:
+        self.roots.close()  # the end of a round's quick(): the roots are opened afresh in the next one
         return None
 
     def work(self, item: Item) -> Outcome:
@@ -300,9 +312,13 @@ class TransportStage(Stage):
         if "error" in item.event:
             return self.quick(item)  # type: ignore[return-value]
         server = item.lane
-        ev = {k: v for k, v in item.event.items() if k != ONLY and k != "hop"}
+        # One copy is both the event read and the one written: what is read of it (root, rel, size...) is never
+        # what is added (server, remote, url, transported)
+        ev = out = item.event.copy()
+        out.pop("hop", None)
+        out.pop(ONLY, None)
+        out["server"] = server
         path = E.get_path(ev, "path")
-        out = {**ev, "server": server}
         stats = self.stats[server]
         try:
             remote = remote_path(ev)
@@ -553,12 +569,14 @@ class TransportStage(Stage):
         """Remove the rows the timed threads are done with (deletions without an event, invalidations sent); if
         the transaction is rolled back, the threads get them back, for the transaction that does it again."""
         assert self.ctx is not None
-        if self.old is not None:
+        # (their lists looked at without the threads' locks first, as this runs with every item: one filled just
+        # after the look is taken with a later item, or at the end)
+        if self.old is not None and self.old.done:
             done = self.old.take_done()
             if done:
                 db.executemany("DELETE FROM old_deletions WHERE id=?", [(i,) for i in done])
                 self.ctx.on_rollback(lambda old=self.old: old.give_back(done))
-        if self.purger is not None:
+        if self.purger is not None and self.purger.sent_rows:
             sent = self.purger.take_sent()
             if sent:
                 db.executemany("DELETE FROM invalidations WHERE id=?", [(i,) for i in sent])
@@ -726,17 +744,20 @@ class TransportStage(Stage):
             pool.close()
         for tp in self.main_tps.values():
             tp.close()
+        self.roots.close()
         if self.recdb is not None:
             self.recdb.close()
 
     # -- helpers -------------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _connection(self, server: str) -> Iterator[Transporter]:
+    def _connection(self, server: str) -> contextlib.AbstractContextManager[Transporter]:
         own = getattr(self.turns.main, "tp", None)
         if own is not None:  # the main thread working an item itself (quick): its own transporter
-            yield own
-            return
+            return contextlib.nullcontext(own)
+        return self._pooled(server)
+
+    @contextlib.contextmanager
+    def _pooled(self, server: str) -> Iterator[Transporter]:
         asked = time.monotonic()
         with self.pools[server].get() as tp:
             stats = self.stats[server]
@@ -793,7 +814,8 @@ def remote_path(ev: dict) -> bytes:
     rel = E.get_path(ev, "rel")
     head, _, base = rel.rpartition(b"/")
     name = E.get_path(ev, "name") if ("name" in ev or "name_b64" in ev) else base
-    if b"/" in name or name in (b"", b".", b"..") or b"\0" in name:
+    # (find, not "in": bytes.__contains__ first tries its argument as an int, and builds and drops a TypeError)
+    if name.find(b"/") >= 0 or name in (b"", b".", b"..") or name.find(b"\0") >= 0:
         raise PermanentError(f"refusing remote name {name!r}: a base name may not be empty, '.', '..' or hold '/'")
     return safe_rel(head + b"/" + name if head else name)
 
