@@ -3,13 +3,21 @@ every stage after it, from its own readers' rows in its state file."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from fileconveyor.delivery import acks
 from fileconveyor.delivery.durable import StageState
 from fileconveyor.delivery.through import FIRST_READER_WAIT, QUICK_READER_WAIT, Through
+from tests.conftest import require_tool
 
 
 def reader_says(st: StageState, reader: str, seq: int, through: int | None) -> None:
@@ -92,6 +100,19 @@ def test_the_first_reader_wait_outlasts_fc_tees_wait_for_its_readers(tmp_path: P
         assert t.compute({"/w.db": ("e", 50)}) == {"/w.db": None}
 
 
+@contextlib.contextmanager
+def _wrote_a_line(tmp_path: Path, w: int, now: list[float]) -> Iterator[Through]:
+    """A stage writing into the pipe end ``w`` on the clock ``now``: 3 lines made, one written into the pipe, and
+    no reader row: not through yet."""
+    st_pipe = os.fstat(w)
+    with StageState(tmp_path / "s.db", out=(st_pipe.st_dev, st_pipe.st_ino)) as st:
+        t = Through(st, clock=lambda: now[0])
+        made(st, 3)
+        os.write(w, b'{"line": 1}\n')
+        assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None}
+        yield t
+
+
 def test_a_reader_that_read_our_lines_and_said_nothing_is_no_stage(tmp_path: Path) -> None:
     """A worker's fc-record into supervisord's log pipe, or into jq: what it wrote is read out of the pipe and no
     reader ever registers.  It is the last stage once QUICK_READER_WAIT has passed with the pipe read empty, not
@@ -99,13 +120,8 @@ def test_a_reader_that_read_our_lines_and_said_nothing_is_no_stage(tmp_path: Pat
     our lines stay unread in the pipe (a reader still starting, fc-tee waiting for its FIFOs) it waits on."""
     r, w = os.pipe()
     try:
-        st_pipe = os.fstat(w)
         now = [100.0]
-        with StageState(tmp_path / "s.db", out=(st_pipe.st_dev, st_pipe.st_ino)) as st:
-            t = Through(st, clock=lambda: now[0])
-            made(st, 3)
-            os.write(w, b'{"line": 1}\n')
-            assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None}
+        with _wrote_a_line(tmp_path, w, now) as t:
             now[0] += QUICK_READER_WAIT + 1
             assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None}  # unread: a reader may still be starting
             os.read(r, 100)
@@ -163,3 +179,35 @@ def test_a_writer_of_an_older_version_takes_the_acknowledgement_without_through(
     db.execute("CREATE TABLE acks(reader TEXT PRIMARY KEY, epoch TEXT, seq INTEGER, at REAL, session TEXT)")
     acks.record(db, "/r.db", "e", 5, "s", 4)
     assert db.execute("SELECT reader, seq FROM acks").fetchall() == [("/r.db", 5)]
+
+
+@pytest.mark.parametrize("after", ["stage", "sink"])
+def test_a_stage_behind_a_pass_through_is_waited_for_though_our_pipe_was_read(tmp_path: Path, after: str) -> None:
+    """``fc-filter | tee log | fc-transport``: tee reads our pipe empty at once, and our lines wait in its output
+    pipe while fc-transport starts (loading, connecting: over QUICK_READER_WAIT on a busy host).  We took ourselves
+    for the end of the chain and said our lines were through (a worker's fc-consume acknowledged them to the broker:
+    lost with the host).  A pass-through into no stage (``| cat > /dev/null``, jq) still ends the chain quickly."""
+    require_tool("cat")
+    script = tmp_path / "fc-transport"  # a stage still starting: reads nothing yet
+    script.write_text("import time\ntime.sleep(60)\n")
+    r, w = os.pipe()
+    stage = None
+    try:
+        if after == "stage":
+            stage = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE)
+        sink = stage.stdin if stage is not None else subprocess.DEVNULL
+        cat = subprocess.Popen(["cat"], stdin=r, stdout=sink)
+        os.close(r)
+        now = [100.0]
+        with _wrote_a_line(tmp_path, w, now) as t:
+            deadline = time.monotonic() + 10
+            while t._unread() != 0 and time.monotonic() < deadline:
+                time.sleep(0.01)  # cat has read it
+            now[0] += QUICK_READER_WAIT + 1
+            assert t.compute({"/w.db": ("e", 3)}) == {"/w.db": None if after == "stage" else 3}
+        os.close(w)
+        cat.wait(10)
+    finally:
+        if stage is not None:
+            stage.kill()
+            stage.wait()

@@ -273,6 +273,27 @@ def chain(pipe: Ident, holding: Sequence[str] = ()) -> tuple[list[Ident], dict[s
     return found, owners
 
 
+def pipeline_after(pipe: Ident) -> list[int]:
+    """The processes of a shell pipeline after a writer into ``pipe``: those reading it as their stdin, then those
+    reading the stdout of these as theirs, up to MAX_HOPS (tee, grep or pv passing lines on to a next stage).  A
+    process reading it on another descriptor (supervisord collecting a log, a test) ends the chain there."""
+    fds = _open_files()
+    found: list[int] = []
+    pipes = [pipe]
+    for _ in range(MAX_HOPS + 1):
+        readers = [pid for p in pipes for pid, fd in fds.get(p, ()) if fd == "0" and pid not in (os.getpid(), *found)]
+        if not readers:
+            break
+        found.extend(readers)
+        pipes = []
+        for pid in readers:
+            with contextlib.suppress(OSError):
+                st = os.stat(f"/proc/{pid}/fd/1")
+                if stat.S_ISFIFO(st.st_mode):
+                    pipes.append((st.st_dev, st.st_ino))
+    return found
+
+
 def writer_starting(pipe: Ident) -> bool:
     """Whether a process writing into ``pipe`` started less than STARTING seconds ago.  A pipeline restarted as
     a whole starts every stage at once: a reader that registers with a writer it knows from its state file

@@ -34,6 +34,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from . import ack_check
 from .durable import StageState
 
 # seconds a stage whose lines go into a pipe or FIFO, with output and no reader row, waits for a reader to say it
@@ -43,7 +44,9 @@ from .durable import StageState
 FIRST_READER_WAIT = 40.0
 # ... but once what we wrote has been read out of the pipe and nobody said it is a reader for this long, what
 # reads us is no File Conveyor stage (jq, a log pipe of supervisord, a script): one registers on its first line
-# (fc-tee reads nothing before its outputs are open, so behind it our lines stay in the pipe and the long wait holds)
+# (fc-tee reads nothing before its outputs are open, so behind it our lines stay in the pipe and the long wait holds).
+# Not when a File Conveyor stage is on the shell pipeline after us behind a pass-through (tee, grep, pv): that
+# one read our lines at once, and they wait in its output pipe while the stage starts (_stage_after)
 QUICK_READER_WAIT = 5.0
 
 
@@ -55,6 +58,7 @@ class Through:
         self.clock = clock
         self.alone_since: float | None = None  # when we first had output and no reader row
         self._out_fd: int | None = None  # our descriptor of state.out (found once; -1: none)
+        self._stage_after: bool | None = None  # a stage on the shell pipeline after us (looked at once)
         self.steps: dict[str, deque[list[int]]] = {}
         self.epochs: dict[str, str] = {}
         self.done: dict[str, int] = {}  # through, as known in this process
@@ -99,9 +103,20 @@ class Through:
         if self.alone_since is None:
             self.alone_since = now
         waited = now - self.alone_since
-        if waited >= FIRST_READER_WAIT or (waited >= QUICK_READER_WAIT and self._unread() == 0):
+        if waited >= FIRST_READER_WAIT or (waited >= QUICK_READER_WAIT and self._unread() == 0 and not self._staged()):
             return None
         return 0
+
+    def _staged(self) -> bool:
+        """Whether a File Conveyor stage is on the shell pipeline after us (``a | tee log | fc-transport``): the
+        pass-through read our pipe empty at once, and a stage slow to start (loading, connecting) said nothing in
+        QUICK_READER_WAIT; taken for the end of the chain, we said our lines were through (fc-consume acknowledged
+        them to the broker) while they sat unread before that stage."""
+        if self._stage_after is None:
+            self._stage_after = self.state.out is not None and any(
+                _is_stage(pid) for pid in ack_check.pipeline_after(self.state.out)
+            )
+        return self._stage_after
 
     def _unread(self) -> int | None:
         """Bytes written into our output pipe that nobody has read yet; None: not known (taken as some)."""
@@ -115,6 +130,16 @@ class Through:
         except OSError:
             return None
         return buf[0]
+
+
+def _is_stage(pid: int) -> bool:
+    """Whether process ``pid`` runs a File Conveyor command (bin/fc-*, or python -m fileconveyor...)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(4096).split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(os.path.basename(a).startswith(b"fc-") or a.startswith(b"fileconveyor.") for a in argv)
 
 
 def _fd_of(ident: tuple[int, int] | None) -> int:
