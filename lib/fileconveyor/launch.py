@@ -9,14 +9,11 @@ only: they run before anything is known to be installed.
 
 from __future__ import annotations
 
-import atexit
-import importlib
-import importlib.util
 import os
 import sys
-import threading
 
-from .errors import Exit
+# Nothing else at the top: a launcher run by another interpreter re-executes itself with the checkout's before it
+# needs more (threading, enum through errors.py, importlib.util: a few ms of that first interpreter per stage).
 
 # The import name of each runtime dependency in pyproject.toml, with its distribution name (what pip
 # installs) and the platform it is needed on (None: every platform).  tests/cli/test_launch.py checks that
@@ -39,6 +36,8 @@ _REEXEC = "FC_LAUNCHED_FROM_CHECKOUT"
 
 def missing() -> list[str]:
     """Distribution names of the dependencies this interpreter cannot import (not importing them: cheap)."""
+    import importlib.util
+
     out = []
     for module, dist, platform in REQUIRED:
         if platform is not None and not sys.platform.startswith(platform):
@@ -78,6 +77,10 @@ def launch(command: str, script: str) -> int:
             os.execv(python, [python, script, *sys.argv[1:]])
         except OSError as exc:  # a broken .venv: say so, then try this interpreter
             sys.stderr.write(f"{prog}: warning: cannot run {python}: {exc.strerror}\n")
+    import importlib
+
+    from .errors import Exit
+
     absent = missing()
     if absent:
         venv_bin = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(script))), ".venv", "bin")
@@ -98,6 +101,9 @@ def exit_now(status: int) -> int:
     done first: the atexit handlers (logging's flush, coverage's data) and the flush of stdout and stderr.  Returns
     (for the normal exit, sys.exit) when a thread that is not a daemon still runs, which a normal exit waits for, or
     when a flush fails (Python's own exit reports that)."""
+    import atexit
+    import threading
+
     main = threading.main_thread()
     if any(t is not main and not t.daemon and t.is_alive() for t in threading.enumerate()):
         return status

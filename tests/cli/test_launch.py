@@ -96,3 +96,23 @@ def test_required_table_matches_pyproject() -> None:
 
 def test_missing_finds_nothing_missing_here() -> None:
     assert launch.missing() == []
+
+
+def test_a_launcher_imports_nothing_more_before_it_re_executes() -> None:
+    """The first interpreter of a launcher run by another Python only decides where to go: what launch.py
+    imports at the top (nothing beyond os and sys) is paid once more by every stage started that way."""
+
+    def modules(code: str) -> set[str]:
+        p = subprocess.run(
+            [sys.executable, "-X", "importtime", "-c", code],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT / "lib")},
+            timeout=30,
+            check=True,
+        )
+        lines = [line for line in p.stderr.splitlines() if re.match(r"import time: +\d", line)]
+        return {line.rsplit("|", 1)[1].strip() for line in lines}
+
+    added = modules("import fileconveyor.launch") - modules("pass")
+    assert added <= {"fileconveyor", "fileconveyor.launch", "__future__"}, added
