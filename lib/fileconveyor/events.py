@@ -260,21 +260,32 @@ def hop_json(hop: dict) -> bytes:
 _HOP_KEYS = ("from", "epoch", "seq")
 
 
-def rehop(line: bytes, old: object, hop: dict) -> bytes | None:
+def rehop(line: bytes, old: object, hop: dict, more: bytes = b"") -> bytes | None:
     """``line``, an event line as read, with its ``hop`` replaced by ``hop``: the event passes on as it came,
     bytes and all, without being encoded again.  ``old`` is the hop the line was decoded with (``MISSING``: it
-    had none).  None when the old hop is not the line's last member as we would encode it (then the caller
-    encodes the event).  Exact: a line ending in ``,"hop":<that object>}`` has it as its top-level object's last
-    member (a ``"`` after a ``,`` starts a key, and the ``}`` before the newline closes the line's object)."""
+    had none).  ``more``: members to add before the hop (``members``: what a stage added to the event).  None
+    when the old hop is not the line's last member as we would encode it (then the caller encodes the event).
+    Exact: a line ending in ``,"hop":<that object>}`` has it as its top-level object's last member (a ``"`` after
+    a ``,`` starts a key, and the ``}`` before the newline closes the line's object)."""
     if not line.endswith(b"}\n"):
         return None
     tail = b',"hop":' + hop_json(hop) + b"}\n"
     if old is MISSING:
-        return None if line[:-2].rstrip(b" \t\r\n").endswith(b"{") else line[:-2] + tail
+        return None if line[:-2].rstrip(b" \t\r\n").endswith(b"{") else line[:-2] + more + tail
     if type(old) is not dict:
         return None
     before = b',"hop":' + hop_json(old) + b"}\n"
-    return line[: -len(before)] + tail if line.endswith(before) else None
+    return line[: -len(before)] + more + tail if line.endswith(before) else None
+
+
+def members(event: Event, fields: tuple[str, ...]) -> bytes:
+    """``,"field":value`` for each of ``fields`` of ``event``, as ``encode`` writes them (for ``rehop``)."""
+    text = (
+        "".join(_c_encode({f: event[f] for f in fields}, 0))
+        if _c_encode is not None
+        else _encoder.encode({f: event[f] for f in fields})
+    )
+    return ("," + text[1:-1]).encode("utf-8") if len(text) > 2 else b""
 
 
 MISSING = object()  # rehop: the line had no hop

@@ -29,11 +29,16 @@ from .conftest import event, jsonl, tree
 
 
 def _run(tmp_path: Path, dest: Path, stdin: io.BufferedIOBase | io.BytesIO) -> tuple[int, list[dict], str]:
+    status, lines, err = _run_lines(tmp_path, dest, stdin)
+    return status, [E.decode(line) for line in lines], err
+
+
+def _run_lines(tmp_path: Path, dest: Path, stdin: io.BufferedIOBase | io.BytesIO) -> tuple[int, list[bytes], str]:
     stage = TransportStage(targets_from([("to", f"file://{dest}")]))
     out, err = io.BytesIO(), io.StringIO()
     opts = Options(state_path=tmp_path / "t.db", drain_timeout=10)
     status = Runner(stage, opts, stdin, out, Reporter("fc-transport", err, 1), Stopper()).run()
-    return status, [E.decode(line) for line in out.getvalue().splitlines()], err.getvalue()
+    return status, out.getvalue().splitlines(keepends=True), err.getvalue()
 
 
 def _count_roots(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
@@ -164,3 +169,32 @@ def test_safe_rel_and_url_give_what_they_gave_without_their_shortcuts(rel: bytes
         tp = SymlinkOrCopy.__new__(SymlinkOrCopy)
         tp.dest = type("D", (), {"base_url": "http://cdn/"})()  # type: ignore[assignment]
         assert tp.url(rel) == "http://cdn/" + quote(want, safe="/")
+
+
+def test_an_uploaded_files_line_is_the_line_read_with_what_fc_transport_adds(tmp_path: Path) -> None:
+    """The output event of an upload is the input event plus server, remote (remote_b64), url and transported:
+    its line is the line read with those added before the new hop, not the whole event encoded again.  An
+    event that already has one of them is encoded whole (one value per field, ours)."""
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    (src / "a.bin").write_bytes(b"a")
+    (src / b"\xff.bin".decode("utf-8", "surrogateescape")).write_bytes(b"b")
+    (src / "c.bin").write_bytes(b"c")
+    odd: dict = {"v": 1, "kind": "created", "source": "site", "root": str(src), "size": 1}
+    E.put_path(odd, "path", os.fsencode(src) + b"/\xff.bin")
+    E.put_path(odd, "rel", b"\xff.bin")
+    evs = [event(src, "a.bin", mtime=1.5), odd, event(src, "c.bin", url="http://elsewhere/c.bin", server="x")]
+    read = jsonl(evs).splitlines(keepends=True)  # json.dumps: ", " and ": " between members, unlike encode
+    status, lines, err = _run_lines(tmp_path, dest, io.BytesIO(b"".join(read)))
+    assert status == 0, err
+    assert tree(dest) == {"a.bin": b"a", "\udcff.bin": b"b", "c.bin": b"c"}
+    outs = [E.decode(line) for line in lines]
+    assert [o["transported"] for o in outs] == ["uploaded"] * 3
+    added = {"server": "file", "remote": "a.bin", "url": outs[0]["url"], "transported": "uploaded"}
+    assert outs[0] == {**evs[0], **added, "hop": outs[0]["hop"]}
+    assert lines[0] == read[0][:-2] + E.members(added, tuple(added)) + b',"hop":' + E.hop_json(outs[0]["hop"]) + b"}\n"
+    assert list(outs[1])[-6:] == ["server", "remote", "remote_b64", "url", "transported", "hop"]
+    assert E.get_path(outs[1], "remote") == b"\xff.bin" and lines[1].startswith(read[1][:-2])
+    # the third had a url and a server: encoded whole (no ", " of json.dumps), each field once, with our values
+    assert (outs[2]["url"], outs[2]["server"]) == (outs[0]["url"].replace("a.bin", "c.bin"), "file")
+    assert b", " not in lines[2] and lines[2].count(b'"url":') == lines[2].count(b'"server":') == 1

@@ -146,7 +146,11 @@ class Commit:
             if self._null:
                 lines.append((hop["seq"], b""))
                 continue
-            line = E.rehop(item.line, old, hop) if outcome.unchanged and ev is item.event else None
+            line = None
+            if outcome.unchanged and ev is item.event:
+                line = E.rehop(item.line, old, hop)
+            elif outcome.added and ev is outcome.outputs[0]:
+                line = E.rehop(item.line, item.event.get("hop", E.MISSING), hop, E.members(ev, outcome.added))
             lines.append((hop["seq"], line if line is not None else E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:

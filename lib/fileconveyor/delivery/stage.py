@@ -32,6 +32,10 @@ class Done:
     # ``outputs`` is ``[item.event]``, not changed by the stage: its line is written as read, with only its hop
     # replaced (events.rehop), instead of encoding the event again (fc-filter, fc-record)
     unchanged: bool = False
+    # ``outputs[0]`` is ``item.event`` without its hop, with these fields added at its end (in this order), none
+    # of which it had: its line is written as read with them added before the new hop (events.rehop, members),
+    # instead of encoding the whole event again (fc-transport's server, remote, url, transported)
+    added: tuple[str, ...] = ()
     # what work() did that record() writes into the state file (fc-transport's new remote name, fc-process's
     # work directory): it travels with the outcome to the commit, and comes again if that commit is redone
     payload: Any = None

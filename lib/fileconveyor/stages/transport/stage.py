@@ -456,7 +456,7 @@ class TransportStage(Stage):
         note.pin_changes, note.released = changes, released
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
-        return Done([out], payload=note)
+        return Done([out], payload=note, added=_added(item.event, out))
 
     def _pin_ahead(self, server: str, css: bytes, refs: frozenset[transport_pins.Ref]) -> None:
         """The pins of a stylesheet about to be sent, committed to the state file before it is visible at the
@@ -800,6 +800,20 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+
+
+# What _work adds to an uploaded file's event, in this order (remote_b64: a remote name that is not UTF-8)
+ADDED = ("server", "remote", "url", "transported")
+ADDED_B64 = ("server", "remote", "remote_b64", "url", "transported")
+_OURS = frozenset((*ADDED_B64, ONLY))
+
+
+def _added(event: dict, out: dict) -> tuple[str, ...]:
+    """The fields ``out`` has besides those of ``event`` (Done.added: its line is the event's with them), or ()
+    when ``event`` had one of them already (its value, or its place, differs in ``out``): then it is encoded."""
+    if not _OURS.isdisjoint(event):
+        return ()
+    return ADDED_B64 if "remote_b64" in out else ADDED
 
 
 def _has_file(ev: dict) -> bool:
