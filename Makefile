@@ -35,8 +35,12 @@ demo: deps ## the main job on the embedded demo: sync examples/site to a local C
 	@echo "database: $(DEMO_OUT)/synced_files.db  (sqlite3 $(DEMO_OUT)/synced_files.db 'SELECT * FROM synced_files')"
 	@echo "Run 'make demo' again: nothing changed, so nothing is sent. Touch a file in examples/site and see."
 
-test: test-deps ## run the test suite (what CI runs)
-	$(RUN) $(PY) -m pytest -q --durations=30
+# Two test processes (pytest-xdist): most tests wait on subprocesses, servers and timeouts, not on the CPU, so two
+# at a time take about half the time on 2 cores.  Each process starts its own session servers (free ports, own
+# temporary trees).  TEST_JOBS=0 runs them one at a time, in one process.
+TEST_JOBS ?= 2
+test: test-deps ## run the test suite (what CI runs; TEST_JOBS=0: one test at a time)
+	$(RUN) $(PY) -m pytest -q -n $(TEST_JOBS) --durations=30
 
 lint: test-deps ## ruff: lint and format check
 	$(VENV)/bin/ruff check lib tests bench
