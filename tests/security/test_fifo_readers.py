@@ -11,6 +11,7 @@ start (private.fifo_unreadable): whoever opens it for reading afterwards is our 
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -18,8 +19,10 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from fileconveyor.delivery.writer import Output
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tool
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
 FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
@@ -123,3 +126,39 @@ def test_a_stage_reading_a_fifo_others_could_read_makes_it_unreadable_by_them(tm
         filt.terminate()  # a FIFO's input never ends
         _, err = filt.communicate(timeout=60)
     assert filt.returncode in (0, -15, 143), err
+
+
+def test_a_fifo_another_users_process_opened_before_it_was_tightened_gets_no_acknowledgement(tmp_path: Path) -> None:
+    # Made owner-only at our start, a FIFO stays readable through what another user opened before (a plain
+    # `mkfifo` at boot, 0644, and their process waiting on it): what it takes out are gaps our reader would
+    # acknowledge past.  Seen through /proc (all processes, as root): its writer gets no acknowledgement.
+    if os.geteuid() != 0:
+        pytest.skip("a process of another user needs root")
+    fifo = _fifo(tmp_path / "events.fifo", 0o644)
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    thief = subprocess.Popen([require_tool("sleep"), "60"], pass_fds=(fd,), user=65534)
+    os.close(fd)
+    site = tmp_path / "site"
+    site.mkdir()
+    for i in range(5):
+        (site / f"f{i}.txt").write_text(str(i))
+    filt = subprocess.Popen(
+        [*FILTER, "--input", str(fifo), "--state", str(tmp_path / "f.db")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        watch = subprocess.run(
+            [*WATCH, "--scan-once", "--output", str(fifo), "--state", str(tmp_path / "w.db"), str(site)],
+            capture_output=True,
+            timeout=120,
+        )
+        assert watch.returncode == 0, watch.stderr
+    finally:
+        filt.terminate()
+        _, err = filt.communicate(timeout=60)
+        thief.kill()
+        thief.wait()
+    assert f"has open for reading (pid {thief.pid}, uid 65534)".encode() in err, err
+    with sqlite3.connect(tmp_path / "w.db") as db:
+        assert db.execute("SELECT count(*) FROM acks").fetchone() == (0,)  # was: acknowledged past any gap

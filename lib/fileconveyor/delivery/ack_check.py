@@ -156,6 +156,22 @@ def others_may_write(fd: int | None = None, path: str | None = None) -> bool:
     return bool(st.st_mode & stat.S_IWGRP) and not _own_group(st.st_gid)
 
 
+def others_reading(fifo: Ident) -> list[tuple[int, int]]:
+    """(pid, uid) of the processes of other users that hold the named FIFO ``fifo`` open for reading: each can take
+    lines out of it unseen, gaps we would take for a filter's.  Made owner-only (private.fifo_unreadable), nobody
+    else opens it any more, but what was opened before stays open.  Only the processes we may look at are seen:
+    all of them as root, ours only otherwise.  An anonymous pipe is held only by the pipeline that made it."""
+    if fifo[0] == _pipefs_dev():
+        return []
+    found = []
+    for pid, fd in _open_files().get(fifo, ()):
+        with contextlib.suppress(OSError):
+            uid = os.stat(f"/proc/{pid}").st_uid
+            if uid != os.geteuid() and _reads(pid, fd):
+                found.append((pid, uid))
+    return found
+
+
 def _own_group(gid: int) -> bool:
     """Whether group ``gid`` is our primary group and names no member (a user-private group)."""
     if gid != os.getegid():

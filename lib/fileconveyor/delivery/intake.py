@@ -103,14 +103,29 @@ class Intake:
                 self._shared_fifo("stdin")
                 return None
             private.fifo_unreadable(fd=fd)  # a FIFO of ours others may read: see below
-            return ack_check.input_ident(fd=fd)
+            return self._unless_others_read("stdin", ack_check.input_ident(fd=fd))
         if ack_check.others_may_write(path=self.opts.input):
             self._shared_fifo(self.opts.input)
             return None
         # A FIFO of ours that others may read: unreadable by them from now on, as its writer makes it (writer.py):
         # a line another user's process takes out of it is a gap we would acknowledge past (files never sent)
         private.fifo_unreadable(self.opts.input)
-        return ack_check.input_ident(path=self.opts.input)
+        return self._unless_others_read(self.opts.input, ack_check.input_ident(path=self.opts.input))
+
+    def _unless_others_read(self, name: str, ident: ack_check.Ident | None) -> ack_check.Ident | None:
+        """``ident``, or None when another user's process opened the FIFO for reading before it was made
+        owner-only: what it takes out are gaps we would acknowledge past, so its writers get no acknowledgement
+        (and re-send what this run took)."""
+        theirs = ack_check.others_reading(ident) if ident is not None else []
+        if theirs:
+            pid, uid = theirs[0]
+            self.rep.warn(
+                f"our input {name} is a FIFO another user's process has open for reading (pid {pid}, uid {uid}): "
+                "it can take lines out unseen, so its writers get no acknowledgement; stop that process, or make "
+                "FIFOs owner-only from the start (mkfifo -m 600)"
+            )
+            return None
+        return ident
 
     def _shared_fifo(self, name: str) -> None:
         self.rep.warn(
