@@ -583,6 +583,34 @@ def test_cloudfiles_large_file_goes_up_in_segments(cloudfiles_backend: Backend, 
     assert _get(tp.url(b"small.css"))[0] == 404
 
 
+def test_cloudfiles_a_body_that_is_not_what_we_hashed_is_retried_not_given_up(
+    cloudfiles_backend: Backend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Swift refuses (422) a body whose MD5 is not the ETag we send, the MD5 of our read: the file rewritten after
+    # that read (size and mtime kept, so the check after the send misses it) or damaged on its way.  The next try
+    # sends it whole; it was a permanent failure, never sent again.  The rewrite is done by a writer at the
+    # moment between our read and the send (the server and swiftclient are real).
+    tp = cloudfiles_backend.make()
+    src = tmp_path / "a.txt"
+    src.write_bytes(b"version one")
+    before = src.stat()
+    put = type(tp)._put
+
+    def rewritten_first(self: Any, *args: Any, **kwargs: Any) -> None:
+        with open(src, "r+b") as f:
+            f.write(b"VERSION TWO")
+        os.utime(src, ns=(before.st_atime_ns, before.st_mtime_ns))
+        put(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(tp), "_put", rewritten_first)
+    with pytest.raises(TransientError, match="422"):
+        tp.upload(src, b"a.txt")
+    assert not (cloudfiles_backend.files / "a.txt").exists()
+    monkeypatch.setattr(type(tp), "_put", put)
+    tp.upload(src, b"a.txt")
+    assert (cloudfiles_backend.files / "a.txt").read_bytes() == b"VERSION TWO"
+
+
 def test_cloudfiles_segment_mb_is_checked(cloudfiles_backend: Backend) -> None:
     with pytest.raises(ConfigError, match="segment_mb"):
         cloudfiles_backend.make(segment_mb="0")

@@ -250,7 +250,9 @@ class CloudFiles(Transporter):
                 return AuthError(f"access to container {self.container!r} refused ({reason})")
             if status in (408, 429, 498) or status >= 500 or not status:
                 return TransientError(reason if status else f"connection failed: {exc}")
-            return PermanentError(f"{reason}: {exc.http_response_content[:200]!r}" if status == 422 else reason)
+            if status == 422:  # the body's MD5 is not the ETag: damaged on its way, or rewritten while sent
+                return TransientError(f"{reason}: the body that arrived is not the file we read (sent again)")
+            return PermanentError(reason)
         if isinstance(exc, requests.exceptions.Timeout):
             return TransientError(f"timed out after {self.timeout:g} s")
         if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.ChunkedEncodingError)):
