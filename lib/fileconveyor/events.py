@@ -247,29 +247,35 @@ def hop_json(hop: dict) -> bytes:
     if len(hop) == 3:
         origin, epoch, seq = hop.get("from"), hop.get("epoch"), hop.get("seq")
         if type(origin) is str and type(epoch) is str and type(seq) is int and tuple(hop) == _HOP_KEYS:
-            head = _HOP_HEADS.get((origin, epoch))
-            if head is None:
-                if len(_HOP_HEADS) >= 256:  # forged hops could name endless writers
-                    _HOP_HEADS.clear()
-                head = f'{{"from":{_json_str(origin)},"epoch":{_json_str(epoch)},"seq":'.encode()
-                _HOP_HEADS[(origin, epoch)] = head
-            return b"%s%d}" % (head, seq)
+            return b"%s%d}" % (hop_head(origin, epoch), seq)
     return _encoder.encode(hop).encode("utf-8")
+
+
+def hop_head(origin: str, epoch: str) -> bytes:
+    """The JSON of a hop from ``origin`` and ``epoch`` (from, epoch, seq, in that order) up to its seq."""
+    head = _HOP_HEADS.get((origin, epoch))
+    if head is None:
+        if len(_HOP_HEADS) >= 256:  # forged hops could name endless writers
+            _HOP_HEADS.clear()
+        head = f'{{"from":{_json_str(origin)},"epoch":{_json_str(epoch)},"seq":'.encode()
+        _HOP_HEADS[(origin, epoch)] = head
+    return head
 
 
 _HOP_KEYS = ("from", "epoch", "seq")
 
 
-def rehop(line: bytes, old: object, hop: dict, more: bytes = b"") -> bytes | None:
+def rehop(line: bytes, old: object, hop: dict, more: bytes = b"", hop_bytes: bytes | None = None) -> bytes | None:
     """``line``, an event line as read, with its ``hop`` replaced by ``hop``: the event passes on as it came,
     bytes and all, without being encoded again.  ``old`` is the hop the line was decoded with (``MISSING``: it
     had none).  ``more``: members to add before the hop (``members``: what a stage added to the event).  None
     when the old hop is not the line's last member as we would encode it (then the caller encodes the event).
     Exact: a line ending in ``,"hop":<that object>}`` has it as its top-level object's last member (a ``"`` after
-    a ``,`` starts a key, and the ``}`` before the newline closes the line's object)."""
+    a ``,`` starts a key, and the ``}`` before the newline closes the line's object).  ``hop_bytes``:
+    ``hop_json(hop)``, when the caller has it (a stage's own hops: ``hop_head``, then the seq)."""
     if not line.endswith(b"}\n"):
         return None
-    tail = b',"hop":' + hop_json(hop) + b"}\n"
+    tail = b',"hop":' + (hop_bytes if hop_bytes is not None else hop_json(hop)) + b"}\n"
     if old is MISSING:
         return None if line[:-2].rstrip(b" \t\r\n").endswith(b"{") else line[:-2] + more + tail
     if type(old) is not dict:

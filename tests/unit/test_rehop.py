@@ -92,3 +92,14 @@ def test_a_hop_is_written_as_the_json_encoder_writes_it(origin: str, epoch: str,
     assert E.hop_json(hop) == want  # the second time from the cache
     odd = {**hop, "seq": True}  # a bool is no seq: encoded as it is
     assert E.hop_json(odd) == json.dumps(odd, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def test_a_stages_own_hop_from_its_cached_head_is_the_hop_as_encoded() -> None:
+    """Commit writes its own hops from events.hop_head and the seq (not hop_json's checks per line): the same
+    bytes, and the line decodes to the event with the new hop."""
+    line = b'{"v":1,"kind":"created","path":"/r/a","hop":' + json.dumps(OLD, separators=(",", ":")).encode() + b"}\n"
+    own = b"%s%d}" % (E.hop_head(NEW["from"], NEW["epoch"]), NEW["seq"])
+    assert own == E.hop_json(NEW) == json.dumps(NEW, separators=(",", ":")).encode()
+    out = E.rehop(line, E.decode(line)["hop"], NEW, hop_bytes=own)
+    assert out == E.rehop(line, E.decode(line)["hop"], NEW)
+    assert out is not None and E.decode(out) == {**E.decode(line), "hop": NEW}

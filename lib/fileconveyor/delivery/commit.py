@@ -51,6 +51,7 @@ class Commit:
     rep: Reporter
     _null: bool = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
     _tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
+    _head: bytes | None = None  # with no hop.for: the JSON of our hops up to the seq (events.hop_head)
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or
@@ -101,6 +102,7 @@ class Commit:
         """A round's writes.  ``careful``: each finished item in a savepoint of its own; one whose writes raise
         is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
         self._null, self._tag = self.output.discards, self.output.tag
+        self._head = E.hop_head(self.state.origin, self.state.epoch) if not self._tag else None
         if took_lines:
             self.state.save_upstream(db, self.intake.stored_marks())
         finished: list[tuple[int]] = []
@@ -146,11 +148,14 @@ class Commit:
             if self._null:
                 lines.append((hop["seq"], b""))
                 continue
+            # our hop's JSON from its head (hop_json: from, epoch, seq; StageState.hop makes it so)
+            own = b"%s%d}" % (self._head, hop["seq"]) if self._head is not None else None
             line = None
             if outcome.unchanged and ev is item.event:
-                line = E.rehop(item.line, old, hop)
+                line = E.rehop(item.line, old, hop, hop_bytes=own)
             elif outcome.added and ev is outcome.outputs[0]:
-                line = E.rehop(item.line, item.event.get("hop", E.MISSING), hop, E.members(ev, outcome.added))
+                more = E.members(ev, outcome.added)
+                line = E.rehop(item.line, item.event.get("hop", E.MISSING), hop, more, own)
             lines.append((hop["seq"], line if line is not None else E.encode(ev)))
         self.stage.record(db, item, outcome)
         if item.id is not None:
