@@ -286,12 +286,19 @@ def rehop(line: bytes, old: object, hop: dict, more: bytes = b"", hop_bytes: byt
 
 def members(event: Event, fields: tuple[str, ...]) -> bytes:
     """``,"field":value`` for each of ``fields`` of ``event``, as ``encode`` writes them (for ``rehop``)."""
-    text = (
-        "".join(_c_encode({f: event[f] for f in fields}, 0))
-        if _c_encode is not None
-        else _encoder.encode({f: event[f] for f in fields})
-    )
-    return ("," + text[1:-1]).encode("utf-8") if len(text) > 2 else b""
+    out = []
+    for f in fields:
+        head = _MEMBER_HEADS.get(f)
+        if head is None:
+            if len(_MEMBER_HEADS) >= 256:
+                _MEMBER_HEADS.clear()
+            head = _MEMBER_HEADS[f] = f",{_json_str(f)}:"
+        value = event[f]
+        out.append(head + (_json_str(value) if type(value) is str else _encoder.encode(value)))
+    return "".join(out).encode("utf-8")
+
+
+_MEMBER_HEADS: dict[str, str] = {}  # field -> ',"field":'
 
 
 MISSING = object()  # rehop: the line had no hop

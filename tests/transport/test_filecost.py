@@ -192,6 +192,7 @@ def test_an_uploaded_files_line_is_the_line_read_with_what_fc_transport_adds(tmp
     assert [o["transported"] for o in outs] == ["uploaded"] * 3
     added = {"server": "file", "remote": "a.bin", "url": outs[0]["url"], "transported": "uploaded"}
     assert outs[0] == {**evs[0], **added, "hop": outs[0]["hop"]}
+    assert E.members({**added, "n": 1.5}, (*added, "n")) == b"," + E.encode({**added, "n": 1.5})[1:-2]
     assert lines[0] == read[0][:-2] + E.members(added, tuple(added)) + b',"hop":' + E.hop_json(outs[0]["hop"]) + b"}\n"
     assert list(outs[1])[-6:] == ["server", "remote", "remote_b64", "url", "transported", "hop"]
     assert E.get_path(outs[1], "remote") == b"\xff.bin" and lines[1].startswith(read[1][:-2])
