@@ -87,6 +87,20 @@ def _copy_event(ev: dict) -> dict:
     return out
 
 
+# What the main thread's outcomes add to an event, in this order (name_b64: a name that is not UTF-8)
+_ADDED = ("processed", "name")
+_ADDED_B64 = ("processed", "name", "name_b64")
+
+
+def _added(ev: Mapping, out: dict) -> tuple[str, ...]:
+    """The fields ``out`` (``ev`` without its hop, ``processed`` and ``name`` set after) has besides those of
+    ``ev`` (Done.added: its line is the event's with them), or () when ``ev`` had one of them already (its value,
+    or its place, differs in ``out``): then it is encoded."""
+    if "processed" in ev or "name" in ev or "name_b64" in ev:
+        return ()
+    return _ADDED_B64 if "name_b64" in out else _ADDED
+
+
 def _has(ev: Mapping, field: str) -> bool:
     return field in ev or field + "_b64" in ev
 
@@ -251,7 +265,7 @@ class ProcessStage(Stage):
             if not _has(ev, "name"):
                 current = last_name(path) or self._name_by_name(item, path, current, last_name)
             E.put_path(out, "name", current)
-            return Done([out])
+            return Done([out], added=_added(ev, out))
         # a processor applies by name, and a later step only after an earlier one renamed;
         # an earlier fc-process's work file is taken over in _process (a work dir is needed)
         nothing_applies = not any(proc.applies_to(current) for proc in self.chain) and not _has(ev, "file")
@@ -261,7 +275,8 @@ class ProcessStage(Stage):
             E.put_path(out, "name", current)
             if "error" not in ev:
                 self._count("unchanged")
-            return Done([out])  # failed upstream: nothing to process, the name a transporter expects added
+            # (failed upstream: nothing to process, the name a transporter expects added)
+            return Done([out], added=_added(ev, out))
         return None
 
     def _name_by_name(
@@ -336,7 +351,7 @@ class ProcessStage(Stage):
         E.put_path(out, "name", ctx.basename)
         out["processed"] = [*out["processed"], *ran]
         self._count("unchanged" if ctx.basename == current else "processed")
-        return Done([out])
+        return Done([out], added=_added(ev, out))
 
     def _process(self, item: Item, attempt: _Attempt, path: bytes, current: bytes, out: dict) -> Outcome:
         """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
