@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 from benchlib import ROOT, CpuMeter, make_tree
-from pipeline_bench import Destination, one_run, tools_for
+from pipeline_bench import Destination, become_subreaper, one_run, tools_for
 
 
 def main() -> None:
@@ -44,6 +44,7 @@ def main() -> None:
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-pipeline-ab")
     p.add_argument("--out", type=Path, help="every run as JSON")
     args = p.parse_args()
+    become_subreaper()  # an ssh master left in the background counts in its tool's CPU
     work = args.workdir
     work.mkdir(parents=True, exist_ok=True)
     if args.set == "small":

@@ -173,6 +173,49 @@ def reap(procs: Sequence[subprocess.Popen[bytes]], sampler: PeakSampler, timeout
     return usages, time.perf_counter()
 
 
+def become_subreaper() -> None:
+    """Processes a tool leaves in the background (fc-transport's ssh master, ControlPersist) become this
+    benchmark's children when their parent ends, not init's: reap_adopted counts their CPU in the run's."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def children() -> set[int]:
+    """This process's children (the servers, a run's processes, adopted ones), exited or not."""
+    out: set[int] = set()
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/children") as f:
+                out |= {int(c) for c in f.read().split()}
+        except OSError:
+            pass
+    return out
+
+
+def reap_adopted(pids: set[int], wait: float = 10.0) -> list[dict]:
+    """Rows for background processes a run left (adopted: become_subreaper), each reaped once it ends (killed
+    after ``wait`` seconds): their CPU is the tool's too."""
+    rows = []
+    deadline = time.monotonic() + wait
+    for pid in sorted(pids):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                name = f.read().strip()
+        except OSError:
+            name = "?"
+        while True:
+            got, _, ru = os.wait4(pid, os.WNOHANG)
+            if got:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                _, _, ru = os.wait4(pid, 0)
+                break
+            time.sleep(0.01)
+        rows.append({"cmd": f"{name} (background)", "cpu": ru.ru_utime + ru.ru_stime, "rss": 0})
+    return rows
+
+
 def kill(p: subprocess.Popen[bytes], sig: int = signal.SIGKILL) -> None:
     try:
         os.killpg(p.pid, sig)
@@ -186,6 +229,7 @@ def measure(
     """Run one pipeline to its end; with ``until`` (a daemon such as lsyncd), until ``until()`` returns, then
     stop it with SIGTERM."""
     started = time.perf_counter()
+    before = children()
     procs = spawn_chain(stages, env, log)
     sampler = PeakSampler([p.pid for p in procs])
     if until is not None:
@@ -206,6 +250,7 @@ def measure(
         {"cmd": Path(p.args[p.args[0] == PY]).name, "cpu": ru.ru_utime + ru.ru_stime, "rss": peak}  # type: ignore[index]
         for p, ru, peak in zip(procs, usages, peaks, strict=True)
     ]
+    rows += reap_adopted(children() - before - {p.pid for p in procs})
     return Measure(ended - started, sum(r["cpu"] for r in rows), sum(peaks), rows)
 
 
@@ -686,6 +731,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="a smoke run: 1000 small, 3 x 5 MiB, local, 1 round")
     p.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "fc-pipeline-bench")
     args = p.parse_args()
+    become_subreaper()
     if args.quick:
         args.small, args.large, args.large_mb, args.repeat = 1000, 3, 5, 1
         args.live_files, args.to = min(args.live_files, 100), "local"

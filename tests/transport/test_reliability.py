@@ -9,6 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from fileconveyor.transporters import ssh_master
 from tests.servers.sshd import SshServer
 
 from .conftest import event, fc, file_argv, jsonl, lines, sftp_spec, transport, tree
@@ -80,6 +81,32 @@ def test_kill_9_mid_run_then_restart(sshd_server: SshServer, sftp_dir: Path, tmp
     assert tree(sftp_dir) == tree(src)  # complete, every byte, no temporary file left over
     done = {ev["rel"] for ev in lines(out.read_bytes()) if ev["transported"] == "uploaded"}
     assert done == {ev["rel"] for ev in evs}  # duplicates allowed, loss not
+
+
+def test_shared_ssh_login_killed_mid_run(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:
+    """The ssh master under fc-transport's 4 connections killed -9 mid-run (transporters/ssh_master.py): the
+    sessions on it fail as transient, their files stay queued, the connections log in again (a new master), and
+    every file arrives whole, no temporary file left, each reported sent."""
+    src = tmp_path / "src"
+    evs = _files(src, 400, 32 << 10)
+    argv, out = file_argv(sftp_spec(sshd_server, sftp_dir), tmp_path, evs)
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    where = ssh_master.control_dir()
+    assert where is not None
+    _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 20)
+    (sock,) = Path(where).glob(f"{proc.pid}-*")  # one destination, one login
+    check = subprocess.run(
+        ["ssh", "-F", "none", "-o", f"ControlPath={sock}", "-O", "check", "--", "h"], capture_output=True
+    )
+    master = int(check.stderr.decode().split("pid=")[1].split(")")[0])
+    os.kill(master, signal.SIGKILL)
+    written = out.read_bytes().count(b"\n")
+    _, err = proc.communicate(timeout=120)
+    assert written < len(evs), "finished before the kill: make the test bigger"
+    assert proc.returncode == 0, err.decode()
+    assert tree(sftp_dir) == tree(src)  # complete, every byte, no temporary file left over
+    assert sorted(ev["rel"] for ev in lines(out.read_bytes())) == sorted(ev["rel"] for ev in evs)
+    assert b"connection lost" in err  # the kill did land under transfers
 
 
 def test_per_path_order_under_8_connections(sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict) -> None:

@@ -6,6 +6,8 @@ Settings:
     known_hosts         known_hosts file the server's host key must be in (default ~/.ssh/known_hosts)
     trust_unknown_host  yes: accept any host key not in the known_hosts file (never the default; nothing is saved)
     engine              auto (default): ssh for key and agent logins, paramiko for the rest; openssh or paramiko
+    share_login         no: every connection logs in on its own (default yes: ssh sessions share one login,
+                        ssh_master.py says how and why)
 A password, if any, comes from FC_<NAME>_PASSWORD, FC_PASSWORD or a private config file.
 Without key_file, the usual ~/.ssh/id_* keys are tried, as ssh does.
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
 from . import sftp_openssh as openssh
+from . import ssh_master
 from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, join, temp_path, unchanged
 from .confine import DIR, FILE, LINK, MISSING, CheckedDirs, parent_and_name
 from .destination import Destination
@@ -47,6 +50,8 @@ class SFTP(CheckedDirs):
         "trust_unknown_host": "yes: accept a host key that is in no known_hosts file (never the default)",
         "engine": "auto (default): OpenSSH's ssh client when the login needs no password or passphrase, "
         "else paramiko; openssh or paramiko to choose",
+        "share_login": "no: each connection logs in on its own (default yes: OpenSSH's sessions to this "
+        "destination share one login, an ssh master process)",
     }
     default_connections = 4  # OpenSSH's MaxStartups/MaxSessions tolerate this; more rarely helps
 
@@ -58,6 +63,8 @@ class SFTP(CheckedDirs):
         self.engine = engine_for(dest)
         self.pipe: openssh.PipeChannel | None = None
         self.client: paramiko.SSHClient | None = None
+        self.share_login = dest.flag("share_login", True)
+        self.master: ssh_master.Master | None = None  # the shared login the ssh session is on, if any
         # Held by the thread using the connection; close() from another thread (fc-transport stopping) waits
         # for it, so that it never closes pipes under a running upload (their fd numbers could be reused by a
         # file opened meanwhile, and the upload would write its stream into that file).
@@ -71,6 +78,10 @@ class SFTP(CheckedDirs):
 
     def _run(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
         with self._busy:
+            if self.connected and self.pipe is not None and not self.pipe.alive():
+                # Its ssh ended while idle (the shared login went, with the other connections' sessions): a new
+                # session now, rather than this operation failing on the dead one first.
+                self.close()
             return super()._run(what, rel, op)
 
     def close(self) -> None:
@@ -100,23 +111,73 @@ class SFTP(CheckedDirs):
     def _connect_openssh(self, known_hosts: str, key_file: str | None) -> None:
         ssh = openssh.ssh_binary() or "ssh"
         agent = self.dest.flag("agent", True)
-        pipe = openssh.start(openssh.argv(ssh, self.dest, self.timeout, known_hosts, key_file, agent), self.timeout)
+        options = openssh.options(ssh, self.dest, self.timeout, known_hosts, key_file, agent)
+        master = ssh_master.master_for(options, self.dest.host) if self.share_login else None
         try:
-            sftp = SFTPSession(pipe)
+            if master is not None and not master.join(
+                self.timeout, lambda text, status: openssh.said(text, status, self.dest, known_hosts)
+            ):
+                master = None  # this session logs in on its own
+        except AuthError as err:  # the shared login was refused: what this session's own login would say
+            raise self._auth_hint(err, key_file) from None
+        try:
+            try:
+                pipe, sftp = self._session(options, master, known_hosts)
+            except openssh.Unexplained:
+                if master is None:
+                    raise
+                # Over a shared login, ssh leaves the messages to the master (whose stderr is gone): this once,
+                # a session of its own, which says why (no SFTP subsystem...), or works (then the shared login
+                # is what failed: the next sessions log in on their own for a while).
+                alive = ssh_master.listening(master.path)  # not: the master went away (the server restarted)
+                master.leave()
+                master, shared = None, master
+                pipe, sftp = self._session(options, None, known_hosts)
+                if alive:
+                    shared.log_in_alone()
+        except AuthError as err:
+            raise self._auth_hint(err, key_file) from None
+        except BaseException:
+            if master is not None:
+                master.leave()
+            raise
+        self.client = None
+        self.sftp, self.pipe, self.master = sftp, pipe, master
+
+    def _session(
+        self, options: list[str], master: ssh_master.Master | None, known_hosts: str
+    ) -> tuple[openssh.PipeChannel, SFTPSession]:
+        """An SFTP session over a new ssh (over ``master``'s login, if any); the error ssh's messages say if
+        none started."""
+        extra = master.session_options() if master is not None else []
+        pipe = openssh.start(openssh.session_argv(options, self.dest.host, extra), self.timeout)
+        try:
+            return pipe, SFTPSession(pipe)
         except (OSError, EOFError) as exc:
             err = openssh.failure(pipe, self.dest, known_hosts, exc)  # why, from ssh's messages
             pipe.close()
-            if isinstance(err, AuthError) and key_file and _encrypted(key_file):
-                err = AuthError(
-                    f"{err} (the key file is encrypted and ssh cannot ask for its passphrase: load it into the "
-                    f"SSH agent, or use engine=auto with the passphrase in {self.dest.secret_source('passphrase')})"
-                )
             raise err from None
         except BaseException:
             pipe.close()
             raise
-        self.client = None
-        self.sftp, self.pipe = sftp, pipe
+
+    def _auth_hint(self, err: AuthError, key_file: str | None) -> AuthError:
+        if key_file and _encrypted(key_file):
+            return AuthError(
+                f"{err} (the key file is encrypted and ssh cannot ask for its passphrase: load it into the "
+                f"SSH agent, or use engine=auto with the passphrase in {self.dest.secret_source('passphrase')})"
+            )
+        return err
+
+    @staticmethod
+    def _end_session(pipe: openssh.PipeChannel | None, master: ssh_master.Master | None) -> None:
+        """End an ssh session (first), then leave the shared login it was on (the last one out ends it)."""
+        try:
+            if pipe is not None:
+                pipe.close()
+        finally:
+            if master is not None:
+                master.leave()
 
     def _connect_paramiko(self, known_hosts: str, key_file: str | None) -> None:
         from . import sftp_paramiko  # only here: the import is a quarter of a second
@@ -132,8 +193,8 @@ class SFTP(CheckedDirs):
 
     def _close(self) -> None:
         self.dirs.clear()
-        if self.pipe is not None:
-            self.pipe.close()
+        pipe, master, self.master = self.pipe, self.master, None
+        self._end_session(pipe, master)
         if self.client is not None:
             self.client.close()
 

@@ -37,6 +37,11 @@ SPLICE_NONBLOCK = getattr(os, "SPLICE_F_NONBLOCK", 0)
 NO_SPLICE = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EXDEV)
 
 
+class Unexplained(TransientError):
+    """ssh ended saying nothing known here (resolver failures, resets: worth another try; or a session over a
+    shared login, whose ssh leaves the messages to the master)."""
+
+
 def ssh_binary() -> str | None:
     return shutil.which("ssh")
 
@@ -122,7 +127,7 @@ class PipeChannel:
             self.proc.stderr.close()
 
 
-def _value(text: str) -> str:
+def option_value(text: str) -> str:
     """A path as an ssh -o value: ssh expands %-tokens in it and splits it at spaces."""
     text = text.replace("%", "%%")
     return f'"{text}"' if any(c.isspace() for c in text) else text
@@ -154,12 +159,15 @@ def _ciphers(ssh: str) -> str | None:
     return ",".join(usable) if usable else None
 
 
-def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file: str | None, agent: bool) -> list[str]:
+def options(
+    ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file: str | None, agent: bool
+) -> list[str]:
+    """ssh and its options for a login to ``dest``: everything but the host (session_argv adds it)."""
     wait = max(1, math.ceil(timeout))
     options = {
         "BatchMode": "yes",  # never a prompt: a login that needs one fails, clearly
         "StrictHostKeyChecking": "yes",
-        "UserKnownHostsFile": _value(known_hosts),
+        "UserKnownHostsFile": option_value(known_hosts),
         "ConnectTimeout": str(wait),  # the TCP connection and the banner exchange
         "ServerAliveInterval": str(max(1, math.ceil(timeout / 3))),  # a server silent for ~timeout: ssh exits
         "ServerAliveCountMax": "3",
@@ -172,7 +180,7 @@ def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file
         options["Ciphers"] = ciphers
     if key_file:
         options["IdentitiesOnly"] = "yes"
-        options["IdentityFile"] = _value(key_file)
+        options["IdentityFile"] = option_value(key_file)
     if not agent:
         options["IdentityAgent"] = "none"
     out = [ssh, "-F", "none", "-T", "-x", "-a"]
@@ -185,13 +193,18 @@ def argv(ssh: str, dest: Destination, timeout: float, known_hosts: str, key_file
         for name in DEFAULT_KEYS:
             path = os.path.expanduser(f"~/.ssh/{name}")
             if os.path.isfile(path):
-                out += ["-o", f"IdentityFile={_value(path)}"]
+                out += ["-o", f"IdentityFile={option_value(path)}"]
     if dest.port:
         out += ["-p", str(dest.port)]
     if dest.user:
         out += ["-l", dest.user]
+    return out
+
+
+def session_argv(options: Sequence[str], host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The SFTP session's ssh command: ``options`` (options()), ``extra`` ones (a shared login's), the host."""
     # "--" and the host last: a host name starting with "-" is not taken for an option.
-    return [*out, "-s", "--", dest.host, "sftp"]
+    return [*options, *extra, "-s", "--", host, "sftp"]
 
 
 def start(cmd: Sequence[str], timeout: float) -> PipeChannel:
@@ -213,9 +226,21 @@ def failure(channel: PipeChannel, dest: Destination, known_hosts: str, exc: Base
     if alive and isinstance(exc, TimeoutError):  # logged in, but the SFTP server did not answer
         return TransientError(f"{host}: {exc}")
     text = channel.proc.stderr.read().decode("utf-8", "replace") if channel.proc.stderr else ""
-    lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
+    status = channel.proc.returncode
+    return said(text, status, dest, known_hosts) or Unexplained(f"ssh: {_last(text, status)}")
+
+
+def _last(text: str, status: int | None) -> str:
     # The lines that say why (a key file others can read, no common cipher), not only the last one.
-    last = "; ".join(lines[-3:]) if lines else f"ssh exited with status {channel.proc.returncode}"
+    lines = [line.strip() for line in text.splitlines() if line.strip().strip("@")]
+    return "; ".join(lines[-3:]) if lines else f"ssh exited with status {status}"
+
+
+def said(text: str, status: int, dest: Destination, known_hosts: str) -> FCError | None:
+    """The error ssh's messages ``text`` name (its exit ``status``), or None when they name no cause known here
+    (resolver failures, resets: worth another try)."""
+    host = f"{dest.host}:{dest.port or 22}"
+    last = _last(text, status)
     if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or ("host key for" in text.lower() and "changed" in text):
         return AuthError(f"host key mismatch for {host} (possible man-in-the-middle; check, then fix {known_hosts})")
     if "Host key verification failed" in text or ("No " in text and "host key is known" in text):
@@ -233,4 +258,4 @@ def failure(channel: PipeChannel, dest: Destination, known_hosts: str, exc: Base
         return TransientError(f"connection refused by {host}")
     if "timed out" in text.lower():
         return TransientError(f"timed out connecting to {host}: {last}")
-    return TransientError(f"ssh: {last}")  # resolver failures, resets: worth another try
+    return None
