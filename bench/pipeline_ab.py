@@ -72,7 +72,9 @@ def main() -> None:
             for what, label, bin_dir in todo:
                 tool = f"fc {what}" if what.endswith("-stage") else what
                 m = one_run(tool, dest, tree, count, size, work, bin_dir)
-                per = " ".join(f"{s['cmd'].removeprefix('fc-')}={s['cpu']:.2f}/{s['rss'] / 2**20:.0f}" for s in m.stages)
+                per = " ".join(
+                    f"{s['cmd'].removeprefix('fc-')}={s['cpu']:.2f}/{s['rss'] / 2**20:.0f}" for s in m.stages
+                )
                 print(
                     f"r{r} {what:8} {label:8} {m.wall:6.2f} s {count / m.wall:6.0f} files/s "
                     f"{count * size / 1e6 / m.wall:6.0f} MB/s CPU {m.cpu:6.2f} s RSS {m.rss / 2**20:4.0f} MB | {per}",
