@@ -43,6 +43,7 @@ PERSIST = 10  # seconds a master outlives its last session when nobody ends it (
 # Sessions per master: OpenSSH's sshd allows 10 per connection by default (MaxSessions); beyond, a session logs
 # in by itself (ssh would do that too, after the master's refusal: one round trip for nothing).
 MAX_SESSIONS = 8
+SAME_ANSWER = 1.0  # seconds a failed login's error answers the connections asking, instead of a new login
 RETRY_AFTER = 60.0  # seconds sessions log in on their own after a master failed for an unknown reason
 # ssh binds "<ControlPath>.<16 random characters>" first, and sun_path holds 107 bytes and a NUL.
 MAX_PATH = 107 - 17
@@ -122,7 +123,8 @@ class Master:
         (refused key, host key, server down) as a direct login would have, once for every thread waiting on it."""
         asked = time.monotonic()
         with self.lock:
-            if self.failed is not None and self.failed[0] >= asked:  # failed while we waited: the same answer
+            # Failed while we waited, or just now: the same answer, not one more login the server refuses.
+            if self.failed is not None and (self.failed[0] >= asked or time.monotonic() - self.failed[0] < SAME_ANSWER):
                 err = self.failed[1]
                 raise type(err)(str(err))
             if self.sessions >= MAX_SESSIONS or time.monotonic() < self.alone_until:
