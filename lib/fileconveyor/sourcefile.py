@@ -136,7 +136,8 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
     # Identity is inode and size: mtime_ns is not compared, since a file rewritten in place is still the file the
     # event names (its modified event follows), and events replayed or kept in fixtures carry old times.
     src = Source(_normpath(root), checked_rel(rel), _int(ev.get("ino")), _int(ev.get("size")))
-    if _normpath(path) != src.path:
+    joined = src.path  # normal: root normalized, rel of plain steps
+    if path != joined and _normpath(path) != joined:
         raise SourceRefused(
             f"refusing {E.display(path)!r}: path is not root + rel ({E.display(root)!r} + {E.display(rel)!r})"
         )
@@ -302,6 +303,12 @@ def _identify(src: Source, st: os.stat_result) -> None:
         return
     if not stat.S_ISREG(st.st_mode):
         raise SourceRefused(f"refusing {E.display(src.path)!r}: not a regular file")
+    if (
+        (src.ino is None or src.ino == st.st_ino)
+        and (src.size is None or src.size == st.st_size)
+        and (src.mtime_ns is None or src.mtime_ns == st.st_mtime_ns)
+    ):
+        return  # (the usual case, without the tuples the message below needs)
     seen = (src.ino, src.size, src.mtime_ns)
     now = (st.st_ino, st.st_size, st.st_mtime_ns)
     for want, got, what in zip(seen, now, ("inode", "size", "mtime_ns"), strict=True):
