@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import json
 import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fileconveyor import events as E
 from tests.conftest import ROOT
+from tests.durability.fifo_kills import feed_killing_the_reader, make_events
 
 FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter"), "-v"]  # -v: what happened, in a.err/b.err
 N = 3000
-
-
-def make_events(n: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        e = {"v": 1, "id": f"id{i:05d}", "kind": "created", "source": "s", "root": "/r"}
-        E.put_path(e, "path", f"/r/d{i % 17}/f{i}.css".encode())
-        E.put_path(e, "rel", f"d{i % 17}/f{i}.css".encode())
-        e["size"] = i
-        out.append(E.encode(e))
-    return out
 
 
 def ids_in(path: Path) -> list[str]:
@@ -73,23 +60,10 @@ def test_reader_killed_repeatedly_behind_a_fifo_loses_nothing(tmp_path: Path) ->
             env=env,
         )
 
-    reader = start_reader()
-    rng = random.Random(7)
-    kills = 0
-    lines = make_events(N)
     assert writer.stdin is not None
+    reader: subprocess.Popen[bytes] | None = None
     try:
-        for start in range(0, N, 100):
-            writer.stdin.write(b"".join(lines[start : start + 100]))
-            writer.stdin.flush()
-            time.sleep(rng.uniform(0.0, 0.05))
-            if rng.random() < 0.35:
-                reader.send_signal(signal.SIGKILL)
-                reader.wait()
-                kills += 1
-                time.sleep(rng.uniform(0.0, 0.2))
-                reader = start_reader()
-        writer.stdin.close()
+        reader, kills = feed_killing_the_reader(writer.stdin, make_events(N), start_reader, seed=7)
         deadline = time.monotonic() + 60
         want = {f"id{i:05d}" for i in range(N)}
         while time.monotonic() < deadline and not want <= set(ids_in(out)):
@@ -107,6 +81,6 @@ def test_reader_killed_repeatedly_behind_a_fifo_loses_nothing(tmp_path: Path) ->
             assert check == "ok", f"{db}: {check}"
     finally:
         for p in (writer, reader):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()

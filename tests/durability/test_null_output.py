@@ -6,29 +6,16 @@ every event (its writer re-sends what it did not acknowledge), and its state fil
 from __future__ import annotations
 
 import os
-import random
-import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from fileconveyor import events as E
 from tests.conftest import ROOT
+from tests.durability.fifo_kills import feed_killing_the_reader, make_events
 
 N = 3000
-
-
-def make_events(n: int) -> list[bytes]:
-    out = []
-    for i in range(n):
-        e = {"v": 1, "id": f"id{i:05d}", "kind": "created", "source": "s", "root": "/r", "server": "s1"}
-        E.put_path(e, "path", f"/r/d{i % 17}/f{i}.css".encode())
-        E.put_path(e, "rel", f"d{i % 17}/f{i}.css".encode())
-        e.update(size=i, url=f"https://cdn/f{i}.css", transported="uploaded")
-        out.append(E.encode(e))
-    return out
 
 
 def recorded(db: Path) -> set[str]:
@@ -67,23 +54,15 @@ def test_a_last_stage_into_dev_null_keeps_no_line_and_loses_nothing_when_killed(
         with open(os.devnull, "wb") as null:
             return subprocess.Popen(argv, stdout=null, stderr=(tmp_path / "b.err").open("ab"), env=env)
 
-    reader = start_reader()
-    rng = random.Random(11)
-    kills = 0
-    lines = make_events(N)
     assert writer.stdin is not None
+    reader: subprocess.Popen[bytes] | None = None
     try:
-        for start in range(0, N, 100):
-            writer.stdin.write(b"".join(lines[start : start + 100]))
-            writer.stdin.flush()
-            time.sleep(rng.uniform(0.0, 0.05))
-            if rng.random() < 0.35:
-                reader.send_signal(signal.SIGKILL)
-                reader.wait()
-                kills += 1
-                time.sleep(rng.uniform(0.0, 0.2))
-                reader = start_reader()
-        writer.stdin.close()
+        reader, kills = feed_killing_the_reader(
+            writer.stdin,
+            make_events(N, server="s1", url="https://cdn/f{i}.css", transported="uploaded"),
+            start_reader,
+            seed=11,
+        )
         want = {f"id{i:05d}" for i in range(N)}
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not want <= recorded(synced):
@@ -97,6 +76,6 @@ def test_a_last_stage_into_dev_null_keeps_no_line_and_loses_nothing_when_killed(
             assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         for p in (writer, reader):
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
