@@ -61,3 +61,34 @@ def test_at_most_the_first_contact_window_is_kept(tmp_path: Path, monkeypatch) -
         acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)
         st.prune(1_000_000.0)
         assert kept(st) == [8, 9, 10]
+
+
+def test_what_earlier_runs_made_goes_after_retain_acked_though_no_run_lasts_that_long(tmp_path: Path) -> None:
+    """A cron pipeline: each run lasts seconds.  When the lines were made is kept in the state file, so the next
+    run forgets what a run over RETAIN_ACKED ago made (it was kept up to FIRST_CONTACT_WINDOW lines for ever)."""
+    t = 1_000_000.0
+    with StageState(tmp_path / "s.db") as st:
+        make(st, 10)
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)
+        st.prune(t)
+        assert kept(st) == list(range(1, 11))
+    t += RETAIN_ACKED + 60
+    with StageState(tmp_path / "s.db") as st:  # the next run, over an hour later
+        make(st, 5)
+        acks.record(st.db, "/a.db", st.epoch, 15, "s", 15)
+        st.prune(t)
+        assert kept(st) == list(range(11, 16))  # the first run's ten went; this run's five stay their hour
+
+
+def test_a_clock_set_back_keeps_everything_an_hour_from_then(tmp_path: Path) -> None:
+    t = 1_000_000.0
+    with StageState(tmp_path / "s.db") as st:
+        make(st, 10)
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)
+        st.prune(t)
+        t -= 3 * RETAIN_ACKED  # set back: the mark of an hour "ago" is in the future now
+        st.prune(t)
+        assert kept(st) == list(range(1, 11))
+        acks.record(st.db, "/a.db", st.epoch, 10, "s", 10)
+        st.prune(t + RETAIN_ACKED)
+        assert kept(st) == []

@@ -70,6 +70,7 @@ FIRST_CONTACT_WINDOW = 120_000  # > a pipe buffer + a reader's queue (Options.ma
 # has not registered yet: behind fc-tee, a branch whose reader started after fc-tee's --first-wait got none of
 # them, and no reader we knew was missing them (a typo in that branch's first run lost them for good).
 RETAIN_ACKED = 3600.0
+RETAIN_STEP = 60.0  # seconds between the (time, seq) marks kept for that, in the state file (meta "made")
 MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
 
@@ -111,7 +112,9 @@ class StageState(State):
         self.next_seq = max(self.next_seq, self.written + 1)
         self._out = out
         self._ended = False  # runs.ending said already (end_output)
-        self._made: collections.deque[tuple[float, int]] = collections.deque()  # (time, our last seq then)
+        # (time, our last seq then), every RETAIN_STEP: kept in the file, so that a run that lasts less than
+        # RETAIN_ACKED (cron) still forgets what earlier runs made over RETAIN_ACKED ago
+        self._made: collections.deque[tuple[float, int]] = collections.deque(_marks(self._meta("made")))
         self._set_meta(runs.current(self.next_seq - 1, out))  # before any line of this run is written (runs.py)
 
     @property
@@ -221,15 +224,21 @@ class StageState(State):
             self.written = seq
             db.execute("UPDATE meta SET v=? WHERE k='written'", (seq,))
 
-    def _retained(self, now: float) -> int:
-        """The seq up to which acknowledged lines may go: those made RETAIN_ACKED seconds ago or more (after a
-        restart, when ours were made is not known: none until RETAIN_ACKED from it), and those before the last
-        FIRST_CONTACT_WINDOW (a new reader asks for no more)."""
+    def _retained(self, db: sqlite3.Connection, now: float) -> int:
+        """The seq up to which acknowledged lines may go: those made RETAIN_ACKED seconds ago or more (when is
+        known to within RETAIN_STEP, across runs: meta "made"), and those before the last FIRST_CONTACT_WINDOW
+        (a new reader asks for no more)."""
         made = self._made
-        if not made or now - made[-1][0] >= 1.0:
+        if made and now < made[-1][0]:  # the clock was set back: start again, keeping everything an hour
+            made.clear()
+        if not made or now - made[-1][0] >= RETAIN_STEP:
             made.append((now, self.next_seq - 1))
-        while len(made) > 1 and now - made[1][0] >= RETAIN_ACKED:
-            made.popleft()
+            while len(made) > 1 and now - made[1][0] >= RETAIN_ACKED:
+                made.popleft()
+            db.execute(
+                "INSERT INTO meta(k, v) VALUES ('made', ?) ON CONFLICT(k) DO UPDATE SET v=excluded.v",
+                (json.dumps(list(made)),),
+            )
         old = made[0][1] if now - made[0][0] >= RETAIN_ACKED else 0
         return max(old, self.next_seq - 1 - FIRST_CONTACT_WINDOW)
 
@@ -245,11 +254,20 @@ class StageState(State):
             # may not have read its first line yet), so the last lines are kept for a
             # reader that shows up; a restart still replays only unwritten lines then.
             floor = min([*readers.values(), self.written]) if readers else 0
-            db.execute("DELETE FROM outbox WHERE seq<=?", (min(floor, self._retained(now)),))
+            db.execute("DELETE FROM outbox WHERE seq<=?", (min(floor, self._retained(db, now)),))
             # a reader that never acknowledges must not make the file grow for ever
             cap = min(self.next_seq - 1 - (MAX_UNACKED if readers else MAX_UNCLAIMED), self.written)
             dropped = db.execute("DELETE FROM outbox WHERE seq<=?", (cap,)).rowcount if cap > floor else 0
         return (floor if readers else None), (dropped if readers else 0)
+
+
+def _marks(text: str) -> list[tuple[float, int]]:
+    """The (time, seq) marks meta "made" holds; none when it holds anything else (a file of an older version)."""
+    try:
+        marks = [(float(t), int(q)) for t, q in json.loads(text)] if text else []
+    except (ValueError, TypeError):
+        return []
+    return sorted(marks)
 
 
 def hop_prefix(origin: str, epoch: str, tag: list[str] | None = None) -> bytes:
