@@ -287,9 +287,11 @@ def test_master_killed_mid_transfer(sftp_backend: Backend, tmp_path: Path) -> No
         assert hashlib.sha256((sftp_backend.files / name).read_bytes()).hexdigest() == want
 
 
-def test_a_killed_session_leaves_the_master_to_the_others(sftp_backend: Backend, tmp_path: Path) -> None:
+def test_a_killed_session_leaves_the_master_to_the_others(
+    sftp_backend: Backend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """One connection's ssh killed (a crashed session): that connection starts a new session on its next
-    operation; the login, and the other connection on it, go on."""
+    operation, and says so; the login, and the other connection on it, go on."""
     tp, other = sftp_backend.make(), sftp_backend.make()
     tp.upload(_local(tmp_path, b"a"), b"a")
     other.upload(_local(tmp_path, b"b"), b"b")
@@ -297,7 +299,9 @@ def test_a_killed_session_leaves_the_master_to_the_others(sftp_backend: Backend,
     dead = tp.pipe.proc  # type: ignore[attr-defined]
     dead.kill()
     dead.wait()
-    tp.upload(_local(tmp_path, b"c"), b"c")
+    with caplog.at_level("WARNING", logger="fileconveyor"):
+        tp.upload(_local(tmp_path, b"c"), b"c")
+    assert "connection lost while idle" in caplog.text  # (fc-transport: warning: ..., as a retry's would be)
     other.upload(_local(tmp_path, b"d"), b"d")
     assert tp.pipe.proc is not dead and _master_pid(tp.master.path) == pid  # type: ignore[attr-defined]
     assert sorted(p.name for p in sftp_backend.files.iterdir()) == ["a", "b", "c", "d"]

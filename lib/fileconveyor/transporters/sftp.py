@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO, ClassVar
 
 from ..errors import ConfigError, FCError
+from ..report import get_logger
 from . import sftp_openssh as openssh
 from . import ssh_master
 from .base import CLOSE_WAIT, AuthError, PermanentError, R, RemoteStat, TransientError, join, temp_path, unchanged
@@ -80,7 +81,11 @@ class SFTP(CheckedDirs):
         with self._busy:
             if self.connected and self.pipe is not None and not self.pipe.alive():
                 # Its ssh ended while idle (the shared login went, with the other connections' sessions): a new
-                # session now, rather than this operation failing on the dead one first.
+                # session now, rather than this operation failing on the dead one first.  Said, as a connection
+                # lost during an operation is (a retry's warning): ssh does not end on its own.
+                get_logger(__name__).warning(
+                    "%s: connection lost while idle (its ssh ended); opening a new one", self.dest.host
+                )
                 self.close()
             return super()._run(what, rel, op)
 
