@@ -65,23 +65,31 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
     db.close()
     # the writer of our pipe stays there (the forger): the forged line must not pass for one of its own lines.  No
     # acknowledgement reaches a writer, so the lines are held for a replay that never comes: 1 s, not 10.
+    # The forger is a process of its own, reading no pipe: not this test process, whose pipes (pytest-xdist's
+    # controller, the other worker and what it runs) the check follows as it follows fc-tee's, and where another
+    # process may hold anything.
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(
+        _event("x.css", {"from": str(other), "epoch": epoch, "seq": 1})  # the epoch right, a seq the writer wrote
+        + _event("z.css", {"from": str(foreign), "epoch": "0000", "seq": 10**9})
+    )
+    forger = subprocess.Popen(
+        ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
+    )
     reader = subprocess.Popen(
         [*held_for(1.0, "filter"), "--state", str(tmp_path / "ours.db")],
-        stdin=subprocess.PIPE,
+        stdin=forger.stdout,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env(tmp_path),
     )
-    assert reader.stdin is not None
-    # the epoch right, a seq the writer did write (a larger one is refused as a bad line)
-    reader.stdin.write(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
-    reader.stdin.write(_event("z.css", {"from": str(foreign), "epoch": "0000", "seq": 10**9}))
-    reader.stdin.flush()
+    assert forger.stdout is not None
+    forger.stdout.close()  # (the reader has it)
     assert reader.stdout is not None
     for _ in range(2):  # taken (and judged) while the forger still holds the pipe
         assert reader.stdout.readline()
-    time.sleep(2.5)  # past the time a refused writer is looked at again
-    _out, err = reader.communicate(timeout=60)  # the forger leaves: the epoch alone must not let it in now
+    forger.wait(timeout=30)  # past the time a refused writer is looked at again (2 s)
+    _out, err = reader.communicate(timeout=60)  # the forger left: the epoch alone must not let it in now
     assert reader.returncode == 0, err.decode()
     assert _acks(other) == before
     assert _acks(foreign) == []
@@ -235,10 +243,14 @@ def _writer_into(tmp_path: Path, out: int) -> tuple[Path, str]:
 
 
 def _forge_into(tmp_path: Path, r: int, w: int, other: Path, epoch: str) -> bytes:
-    """The writer's own line taken out of the pipe, then a forged one naming its state written by us (who do not
-    hold that state file open) while fc-filter reads; fc-filter's stderr."""
+    """The writer's own line taken out of the pipe, then a forged one naming its state written by us, the pipe then
+    held by a forger process that does not hold that state file open (and reads no pipe: not this test process,
+    whose pipes, to pytest-xdist's controller and the other worker, the check follows as it follows fc-tee's)
+    while fc-filter reads; fc-filter's stderr."""
     assert os.read(r, 65536).count(b"\n") == 1  # the real line, read by someone else
     os.write(w, _event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
+    forger = subprocess.Popen(["sleep", "60"], pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    os.close(w)
     reader = subprocess.Popen(
         [*held_for(1, "filter"), "--state", str(tmp_path / "ours.db")],
         stdin=r,
@@ -248,8 +260,9 @@ def _forge_into(tmp_path: Path, r: int, w: int, other: Path, epoch: str) -> byte
     )
     os.close(r)
     assert reader.stdout is not None
-    assert reader.stdout.readline()  # taken (and judged) while we still hold the pipe
-    os.close(w)
+    assert reader.stdout.readline()  # taken (and judged) while the forger still holds the pipe
+    forger.kill()
+    forger.wait()
     _out, err = reader.communicate(timeout=60)
     assert reader.returncode == 0, err.decode()
     return err
