@@ -35,7 +35,9 @@ field, so each reader acknowledges to the stage that wrote them (fc-watch), and
 that stage re-sends whatever a reader has not acknowledged when the reader
 restarts (docs/durability.md).  So fc-tee skips outputs whose reader is gone, and
 never waits for them; it does wait for a slow reader (back-pressure) and, at
-start, up to --first-wait for every FIFO's first reader.  Without File Conveyor
+start, up to --first-wait for every FIFO's first reader.  A reader later than that
+is sent the last line once it opens its FIFO, even while no line arrives: on it,
+a File Conveyor stage asks the writer for all it missed.  Without File Conveyor
 readers downstream (plain scripts), lines for a gone reader are lost, as with
 tee(1).
 
