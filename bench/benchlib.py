@@ -22,6 +22,21 @@ from tests.servers.process import ServerProcess, free_port  # noqa: E402
 BUCKET = "bench"
 
 
+def results_file(kind: str, suffix: str) -> tuple[str, Path]:
+    """A new bench/results/<kind>-<date>[-N]<suffix> and its stamp: two runs in one minute keep both results
+    (the name used to carry the minute only, so the second overwrote the first)."""
+    import datetime as dt
+
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    folder = ROOT / "bench" / "results"
+    folder.mkdir(exist_ok=True)
+    name, n = stamp, 1
+    while (folder / f"{kind}-{name}{suffix}").exists():
+        n += 1
+        name = f"{stamp}-{n}"
+    return name, folder / f"{kind}-{name}{suffix}"
+
+
 def run(argv: Sequence[str], **kw: object) -> None:
     result = subprocess.run(list(argv), capture_output=True, **kw)  # type: ignore[call-overload]
     if result.returncode != 0:

@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import collections
 import ctypes
-import datetime as dt
 import json
 import os
 import platform
@@ -74,6 +73,7 @@ from benchlib import (
     free_port,
     make_tree,
     need,
+    results_file,
     rss_of,
     s3srv,
     set_aside,
@@ -812,7 +812,7 @@ def main() -> None:
     others = meter.other_share()
     if args.profile:
         profile(work, sets["small"][0], args.profile, args.profiler)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    stamp, out = results_file("pipeline", ".json")
     text = table(results, ratios, live)
     header = (
         f"# pipeline benchmark, {stamp}\n\nCommand: `{' '.join(['bench/pipeline_bench.py', *sys.argv[1:]])}`  \n"
@@ -820,8 +820,6 @@ def main() -> None:
         f"other work took {others:.0%} of the machine's CPU meanwhile\n"
     )
     print("\n" + header + "\n" + text)
-    out = ROOT / "bench" / "results" / f"pipeline-{stamp}.json"
-    out.parent.mkdir(exist_ok=True)
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()}
     facts = {"argv": sys.argv, "machine": machine, "others_cpu_share": others}
     facts["own_maxrss_kb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

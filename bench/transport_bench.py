@@ -21,7 +21,6 @@ Quick run (about a minute): .venv/bin/python bench/transport_bench.py --small 20
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import os
 import platform
 import shutil
@@ -34,7 +33,19 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from urllib.parse import quote
 
-from benchlib import PY, ROOT, Sshd, check_copy, clear_set_aside, make_tree, need, remove_state, run, set_aside
+from benchlib import (
+    PY,
+    ROOT,
+    Sshd,
+    check_copy,
+    clear_set_aside,
+    make_tree,
+    need,
+    remove_state,
+    results_file,
+    run,
+    set_aside,
+)
 
 
 def add_set_arguments(p: argparse.ArgumentParser) -> None:
@@ -73,7 +84,7 @@ def compile_checkouts(args: argparse.Namespace) -> None:
 def write_report(kind: str, title: str, details: Sequence[str], column: str, rows: Sequence[tuple]) -> None:
     """bench/results/<kind>-<date>.md (and stdout): a table of (set, ``column``, tool, files/s, MB/s, median,
     runs) rows; a tool named "ratio ..." is a ratio row, in bold."""
-    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    stamp, out = results_file(kind, ".md")
     lines = [
         f"# {title}, {stamp}",
         "",
@@ -91,8 +102,6 @@ def write_report(kind: str, title: str, details: Sequence[str], column: str, row
             runs = ", ".join(f"{t:.2f}" for t in times)
             lines.append(f"| {name} | {where} | {label} | {fps:.0f} | {mbps:.1f} | {median:.2f} | {runs} |")
     text = "\n".join(lines) + "\n"
-    out = ROOT / "bench" / "results" / f"{kind}-{stamp}.md"
-    out.parent.mkdir(exist_ok=True)
     out.write_text(text)
     print(text)
     print(f"written to {out}")
