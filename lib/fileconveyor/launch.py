@@ -77,8 +77,6 @@ def launch(command: str, script: str) -> int:
             os.execv(python, [python, script, *sys.argv[1:]])
         except OSError as exc:  # a broken .venv: say so, then try this interpreter
             sys.stderr.write(f"{prog}: warning: cannot run {python}: {exc.strerror}\n")
-    import importlib
-
     from .errors import Exit
 
     absent = missing()
@@ -90,8 +88,57 @@ def launch(command: str, script: str) -> int:
             f"(bin/{prog} uses .venv by itself once it exists), or 'pip install .' into this Python.\n"
         )
         return Exit.CONFIG
+    return run_command(command)
+
+
+def run_command(command: str) -> int:
+    """``fc-<command>``'s main, ended by exit_now: the launchers in bin/ and the entry points pip installs
+    (below) both come here, so an installed stage skips the interpreter's teardown too."""
+    import importlib
+
     main = importlib.import_module(f"fileconveyor.cli.{command}").main
     return exit_now(int(main()))
+
+
+# the entry points of pyproject.toml's [project.scripts]
+def fc_watch() -> int:
+    return run_command("watch")
+
+
+def fc_filter() -> int:
+    return run_command("filter")
+
+
+def fc_process() -> int:
+    return run_command("process")
+
+
+def fc_transport() -> int:
+    return run_command("transport")
+
+
+def fc_record() -> int:
+    return run_command("record")
+
+
+def fc_verify() -> int:
+    return run_command("verify")
+
+
+def fc_tee() -> int:
+    return run_command("tee")
+
+
+def fc_publish() -> int:
+    return run_command("publish")
+
+
+def fc_consume() -> int:
+    return run_command("consume")
+
+
+def fc_conveyor() -> int:
+    return run_command("conveyor")
 
 
 def exit_now(status: int) -> int:

@@ -116,3 +116,31 @@ def test_a_launcher_imports_nothing_more_before_it_re_executes() -> None:
 
     added = modules("import fileconveyor.launch") - modules("pass")
     assert added <= {"fileconveyor", "fileconveyor.launch", "__future__"}, added
+
+
+def _entry_points() -> dict[str, str]:
+    text = (ROOT / "pyproject.toml").read_text()
+    block = text.split("\n[project.scripts]\n", 1)[1].split("\n\n", 1)[0]
+    return dict(re.findall(r'^(fc-[a-z]+) = "([^"]+)"$', block, re.M))
+
+
+def test_every_command_has_an_entry_point() -> None:
+    assert sorted(_entry_points()) == COMMANDS
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_an_installed_entry_point_runs_its_command_and_skips_the_teardown(command: str) -> None:
+    """What pip installs as fc-x calls the target named in pyproject.toml: it must run fc-x (its --version says
+    so) and end the process itself, as bin/fc-x does (exit_now), not return to the wrapper's sys.exit."""
+    module, attr = _entry_points()[command].split(":")
+    code = (
+        "import importlib, sys\n"
+        f"sys.argv = [{command!r}, '--version']\n"
+        f"status = getattr(importlib.import_module({module!r}), {attr!r})()\n"
+        "print('returned to the wrapper', status)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{command} (File Conveyor) "), done.stdout
+    assert "returned to the wrapper" not in done.stdout
