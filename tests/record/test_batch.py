@@ -71,6 +71,53 @@ def test_a_round_of_events_is_one_commit_not_one_per_event(tmp_path: Path, monke
     assert len(statements) < 1.1 * N, len(statements)
 
 
+class _Counted:
+    """A connection that counts the calls made to it (a sqlite3.Connection's methods cannot be replaced)."""
+
+    def __init__(self, db: sqlite3.Connection, calls: list[str]):
+        self._db, self._calls = db, calls
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._db, name)
+        if name in ("execute", "executemany"):
+            self._calls.append(name)
+        return attr
+
+
+def test_a_rounds_synced_rows_are_written_by_one_call_not_one_per_event(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The usual record (a synced file's upsert alone) is gathered and written with the round's others in one
+    executemany: a call into sqlite3 per event, and its Python around it, cost more than the row itself."""
+    calls: list[str] = []
+    connect = records_mod.Records._connect
+    monkeypatch.setattr(records_mod.Records, "_connect", staticmethod(lambda path: _Counted(connect(path), calls)))
+    db = tmp_path / "synced_files.db"
+    res = record(db, [], tmp_path / "r.db")
+    assert res.status == 0, res.stderr
+    calls.clear()
+    res = call(record_cli.main, ["--db", str(db), "--state", str(tmp_path / "r.db")], _events(N))
+    assert res.status == 0, res.stderr
+    assert _rows(db) == _expected(N)
+    # a few rounds: each a BEGIN, two looks at the skippable tables, a savepoint and its release, a COMMIT
+    assert calls.count("execute") < 60 and 1 <= calls.count("executemany") <= 10, calls
+
+
+def test_a_rounds_gathered_rows_are_written_before_a_later_event_of_their_file(tmp_path: Path) -> None:
+    """Rows gathered for one statement are written before an event that is not a plain upsert changes the same
+    rows in the same round: a deletion after the upload removes the row, a failure after it leaves the row."""
+    db = tmp_path / "synced_files.db"
+    good = [json.loads(x) for x in _events(4).splitlines()]
+    gone = {**good[1], "kind": "deleted", "id": "d" * 32, "transported": "deleted"}
+    failed = {**good[2], "id": "f" * 32, "error": "upload failed", "transported": "failed"}
+    data = b"".join(E.encode(e) for e in [*good, gone, failed])
+    res = call(record_cli.main, ["--db", str(db), "--state", str(tmp_path / "r.db")], data)
+    assert res.status == 1, res.stderr  # the failed event
+    assert [r[0] for r in _rows(db)] == ["/srv/www/d0/f0.css", "/srv/www/d2/f2.css", "/srv/www/d3/f3.css"]
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT input_file FROM sync_failures").fetchall() == [("/srv/www/d2/f2.css",)]
+
+
 def test_a_record_that_fails_alone_leaves_the_rounds_other_records(tmp_path: Path) -> None:
     """The usual record, one upsert, runs without a savepoint: when that statement fails (here a trigger refuses
     one file), SQLite undoes it alone; that event fails, and the other records of its round are committed."""

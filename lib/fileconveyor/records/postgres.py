@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from ..digests import blake2b
@@ -197,6 +197,22 @@ class PgRecord(_Conn):
 
     def may_hold(self, table: str) -> bool:
         return True  # other writers may add rows at any time: always look
+
+    def plain(self) -> bool:
+        return False  # another writer may have added a failure to clear: every record is an item of its own
+
+    def upsert_rows(self, rows: Sequence[tuple]) -> list[tuple[int, Exception]]:
+        """sqlite.Records.upsert_rows, a row at a time (each takes its file's lock first, and clears a failure)."""
+        refused: list[tuple[int, Exception]] = []
+        for i, row in enumerate(rows):
+            try:
+                with self.item():
+                    self.upsert(Synced(*row[:-1]), now=row[-1])
+            except RetryableError:
+                raise
+            except Exception as exc:
+                refused.append((i, exc))
+        return refused
 
     def added(self, table: str) -> None:
         pass

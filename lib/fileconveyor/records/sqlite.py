@@ -26,7 +26,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +40,18 @@ SEED_TABLE = (
 )
 SEED_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS file_unique_per_server ON synced_files (input_file, server)"
 _SKIPPABLE = ("sync_failures", "source_deletions")  # see Records._empty
+# A synced row, inserted or updated (its values: Synced.values)
+_UPSERT = (
+    "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
+    " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT(input_file, server) DO UPDATE SET"
+    " transported_file_basename=excluded.transported_file_basename, url=excluded.url, remote=excluded.remote,"
+    " size=excluded.size, mtime_ns=excluded.mtime_ns,"
+    " ino=excluded.ino, remote_size=excluded.remote_size, hash=excluded.hash, processed=excluded.processed,"
+    " source=excluded.source, root=excluded.root, rel=excluded.rel, event_id=excluded.event_id,"
+    " synced_at=excluded.synced_at"
+)
 
 # Append-only; PRAGMA user_version counts those applied.  The first one is written with IF NOT EXISTS so that an
 # old daemon's synced_files.db (user_version 0, the seed's table and index) can be used as --db directly.
@@ -193,22 +205,12 @@ class Records:
         ``alone``: the record is one statement, which SQLite undoes by itself when it fails (a statement is
         atomic; an error that rolls back the whole transaction is found below): no savepoint, whose two
         statements cost more than the record's own (fc-record's usual upsert)."""
-        if self._lost is not None:
-            raise self._lost
-        db = self.db
-        try:
-            if not db.in_transaction:
-                db.execute("BEGIN IMMEDIATE")
-                self._empty = {
-                    t for t in _SKIPPABLE if not db.execute(f"SELECT EXISTS(SELECT 1 FROM {t})").fetchone()[0]
-                }
-            if not alone:
+        db = self._begin()
+        if not alone:
+            try:
                 db.execute("SAVEPOINT record")
-        except sqlite3.DatabaseError as exc:
-            err = _translate(exc, self.path)
-            if not isinstance(err, RetryableError):
-                raise err from None  # a damaged file: no retry mends it
-            raise self._lose(exc) from None
+            except sqlite3.DatabaseError as exc:
+                raise self._lose(exc) from None
         try:
             yield db
         except BaseException as exc:
@@ -227,6 +229,63 @@ class Records:
             db.execute("RELEASE record")
         except sqlite3.DatabaseError as exc:
             raise self._lose(exc) from None
+
+    def _begin(self) -> sqlite3.Connection:
+        """The round's transaction, begun here by its first record."""
+        if self._lost is not None:
+            raise self._lost
+        db = self.db
+        if not db.in_transaction:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                self._empty = {
+                    t for t in _SKIPPABLE if not db.execute(f"SELECT EXISTS(SELECT 1 FROM {t})").fetchone()[0]
+                }
+            except sqlite3.DatabaseError as exc:
+                err = _translate(exc, self.path)
+                if not isinstance(err, RetryableError):
+                    raise err from None  # a damaged file: no retry mends it
+                raise self._lose(exc) from None
+        return db
+
+    def plain(self) -> bool:
+        """Whether a synced file's record is its upsert alone in this round (``upsert_rows``): no failure to
+        clear, no deletion to void (sync_failures and source_deletions held no row when the round began, and
+        this round added none).  Begins the round's transaction."""
+        self._begin()
+        return len(self._empty) == len(_SKIPPABLE)
+
+    def upsert_rows(self, rows: Sequence[tuple]) -> list[tuple[int, Exception]]:
+        """Upsert ``rows`` (``Synced.values``) in the round's transaction, one statement for all, not one call
+        per row; none of them clears a failure (``plain``).  Returns the rows the database refused, by index
+        with the error: each is left out alone, as a failed statement is (a trigger, a constraint), and the
+        others are written.  RetryableError when the round's transaction is lost (a full disk)."""
+        db = self._begin()
+        try:
+            db.execute("SAVEPOINT rows")
+            db.executemany(_UPSERT, rows)
+        except Exception as exc:
+            if not db.in_transaction:
+                raise self._lose(exc) from None
+            try:  # a row refused: again one by one, to know which (rare: no need to be quick)
+                db.execute("ROLLBACK TO rows")
+                refused: list[tuple[int, Exception]] = []
+                for i, row in enumerate(rows):
+                    try:
+                        db.execute(_UPSERT, row)
+                    except Exception as one:
+                        if not db.in_transaction:
+                            raise self._lose(one) from None
+                        refused.append((i, one))
+                db.execute("RELEASE rows")
+            except sqlite3.DatabaseError as undo:
+                raise self._lose(undo) from None
+            return refused
+        try:
+            db.execute("RELEASE rows")
+        except sqlite3.DatabaseError as exc:
+            raise self._lose(exc) from None
+        return []
 
     def may_hold(self, table: str) -> bool:
         """False when ``table`` (sync_failures, source_deletions) is known to be empty: no need to look in it."""
@@ -289,35 +348,7 @@ class Records:
     def upsert(self, s: Synced, now: float | None = None, failures: bool = True) -> None:
         """Insert or update the row; ``failures``: also clear the file's last failure for that server."""
         db = self.db
-        db.execute(
-            "INSERT INTO synced_files(input_file, transported_file_basename, url, server, remote, size, mtime_ns,"
-            " ino, remote_size, hash, processed, source, root, rel, event_id, synced_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT(input_file, server) DO UPDATE SET"
-            " transported_file_basename=excluded.transported_file_basename, url=excluded.url, remote=excluded.remote,"
-            " size=excluded.size, mtime_ns=excluded.mtime_ns,"
-            " ino=excluded.ino, remote_size=excluded.remote_size, hash=excluded.hash, processed=excluded.processed,"
-            " source=excluded.source, root=excluded.root, rel=excluded.rel, event_id=excluded.event_id,"
-            " synced_at=excluded.synced_at",
-            (
-                s.input_file,
-                s.basename,
-                s.url,
-                s.server,
-                s.remote,
-                s.size,
-                s.mtime_ns,
-                s.ino,
-                s.remote_size,
-                s.hash,
-                s.processed,
-                s.source,
-                s.root,
-                s.rel,
-                s.event_id,
-                time.time() if now is None else now,
-            ),
-        )
+        db.execute(_UPSERT, s.values(time.time() if now is None else now))
         if failures:
             db.execute("DELETE FROM sync_failures WHERE input_file=? AND server=?", (s.input_file, s.server))
 

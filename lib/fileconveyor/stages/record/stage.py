@@ -14,6 +14,10 @@ the round's progress to the state file.  A kill in between makes the events come
 changes nothing (upserts), so the database needs no part in the state file's transaction.  A round whose records
 could not be committed is done again, every item of it (``flush`` returns why).
 
+The usual record, a synced file's upsert alone (no failure to clear, no deletion to void: ``Record.plain``), is
+no savepoint of its own: its row (rows.py) joins the round's, written in one statement (``Record.upsert_rows``)
+before any other record of the round and before the commit, so the order of a file's events holds.
+
 An event with an ``order`` (a non-negative integer: a later event of the same path has a larger one; set where
 events of a path may arrive out of order, as from many workers) is applied only when no later one was applied
 for that file and server (``Record.claim``): an older event never overwrites a newer one, it is passed on and
@@ -25,8 +29,6 @@ server this fc-record has seen (kept in the state file's ``servers_seen``).
 
 from __future__ import annotations
 
-import json
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -39,6 +41,7 @@ from ...delivery.stage import Done, Item, Retry, Stage, StageContext
 from ...errors import RetryableError
 from ...records import Deletion, Record, Synced, db_key, deleted_by_record, open_writer, shown
 from ...roots import Source, allowed_root
+from .rows import error_text, event_order, synced_row, synced_values
 
 if TYPE_CHECKING:
     from .delete import SourceDeleter
@@ -49,120 +52,6 @@ NOT_SYNCED = (
     "deleted",
     "kept",
 )  # transported values of a created/modified that is not on the server
-
-
-def error_text(err: Any) -> str:
-    """The message of an ``error`` field: a string (fc-transport) or an object with ``message`` (docs/events.md)."""
-    if isinstance(err, dict):
-        return str(err.get("message") or json.dumps(err, ensure_ascii=False))
-    return str(err)
-
-
-def _int(value: Any) -> int | None:
-    if type(value) is int:  # the usual case first (a bool is no int here: its type is bool)
-        return value
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
-
-
-def _maybe_path(ev: dict, field: str) -> str | bytes | None:
-    if field not in ev and field + "_b64" not in ev:
-        return None
-    try:
-        return _key(ev, field)
-    except E.EventError:
-        return None
-
-
-def _key(ev: dict, field: str) -> str | bytes:
-    """db_key(E.get_path(ev, field)), without the round trip through bytes for a plain string (events.decode has
-    refused every string UTF-8 cannot carry, so the bytes would decode to the same text)."""
-    if field + "_b64" not in ev:
-        value = ev.get(field)
-        if type(value) is str:
-            return value
-    return db_key(E.get_path(ev, field))
-
-
-def _base(key: str | bytes) -> str | bytes:
-    """The last component of a key as db_key gives it; of the bytes of a name that is not UTF-8, db_key's own."""
-    if isinstance(key, str):
-        return key.rsplit("/", 1)[-1]
-    return db_key(key.rsplit(b"/", 1)[-1])
-
-
-def _order(ev: dict) -> int | None:
-    """The event's ``order`` (see above), None when it has none.  A malformed one counts as none."""
-    value = ev.get("order")
-    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= E.MAX_INT else None
-
-
-def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:
-    return _int(ev.get("size")), _int(ev.get("mtime_ns")), _int(ev.get("ino"))
-
-
-def synced_row(ev: dict) -> Synced:
-    """The row of a synced event.  Every line fc-record records comes here: the fields are read as they are
-    when they are the usual plain strings (_key), not through bytes and back."""
-    remote = _key(ev, "remote") if ("remote" in ev or "remote_b64" in ev) else None
-    input_file = _key(ev, "path")
-    if remote is not None:
-        basename = _base(remote)
-    elif "name" in ev or "name_b64" in ev:
-        basename = _key(ev, "name")
-    else:
-        basename = _base(input_file)
-    processed, hash_, source, event_id = ev.get("processed"), ev.get("hash"), ev.get("source"), ev.get("id")
-    return Synced(
-        input_file=input_file,
-        basename=basename,
-        url=str(ev.get("url") or ""),
-        server=str(ev["server"]),
-        remote=remote,
-        size=_int(ev.get("size")),
-        mtime_ns=_int(ev.get("mtime_ns")),
-        ino=_int(ev.get("ino")),
-        remote_size=_remote_size(ev),
-        hash=hash_ if isinstance(hash_, str) else None,
-        processed=_processed_json(processed) if isinstance(processed, list) and processed else None,
-        source=source if isinstance(source, str) else None,
-        root=_maybe_path(ev, "root"),
-        rel=_maybe_path(ev, "rel"),
-        event_id=event_id if isinstance(event_id, str) else None,
-    )
-
-
-_PROCESSED: dict[tuple, str] = {}  # a chain's processor names -> their JSON: a few chains, every line
-
-
-def _processed_json(processed: list) -> str:
-    if not all(type(name) is str for name in processed):
-        return json.dumps(processed)
-    key = tuple(processed)
-    text = _PROCESSED.get(key)
-    if text is None:
-        if len(_PROCESSED) >= 256:  # forged lines could name endless chains
-            _PROCESSED.clear()
-        text = _PROCESSED[key] = json.dumps(processed)
-    return text
-
-
-def _remote_size(ev: dict) -> int | None:
-    """The size of what was sent: given by fc-transport, or the source's when nothing was processed."""
-    given = _int(ev.get("remote_size"))
-    if given is not None:
-        return given
-    if "file" not in ev and "file_b64" not in ev:
-        return _int(ev.get("size"))
-    try:  # the work file, if fc-process has not removed it yet
-        return os.stat(E.get_path(ev, "file")).st_size
-    except (OSError, E.EventError):
-        return None
 
 
 class RecordStage(Stage):
@@ -190,6 +79,9 @@ class RecordStage(Stage):
         self.seen: set[str] = set()
         self.new_servers: set[str] = set()
         self.to_schedule: list[Deletion] = []
+        # the round's plain upserts not written yet (synced_values), with their items and outcomes: _write_rows
+        self.rows: list[tuple] = []
+        self.row_items: list[tuple[Item, Done]] = []
         self.counts = {"recorded": 0, "removed": 0, "kept": 0, "failed": 0, "unrecorded": 0, "scheduled": 0, "stale": 0}
         self.rep: Any = None
         self.ctx: StageContext | None = None
@@ -229,13 +121,34 @@ class RecordStage(Stage):
 
     def _work(self, item: Item) -> Done:
         ev = item.event
+        get = ev.get
+        server = get("server")
+        if (
+            server in self.seen
+            and server
+            and "error" not in ev
+            and get("order") is None
+            and get("kind") != "deleted"
+            and type(get("url")) is str
+            and get("transported") not in NOT_SYNCED
+            and self.delete_after is None
+            and self.rec is not None
+            and self.rec.plain()
+        ):
+            # the usual record, a synced file's upsert alone: its row joins the round's (_write_rows)
+            done = Done([ev], unchanged=True)
+            self.rows.append(synced_values(ev, time.time()))
+            self.row_items.append((item, done))
+            self.counts["recorded"] += 1
+            return done
+        self._write_rows()  # the rows before this event, before what it writes
         path = E.get_path(ev, "path")
         server = ev.get("server")
         assert self.rec is not None
         if isinstance(server, str) and server not in self.seen:
             self.seen.add(server)
             self.new_servers.add(server)
-        order = _order(ev)
+        order = event_order(ev)
         recorded = "error" in ev or (isinstance(server, str) and bool(server))
         if order is not None and recorded and not self._fresh(path, server if isinstance(server, str) else "", order):
             self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
@@ -260,6 +173,22 @@ class RecordStage(Stage):
         else:
             self.counts["unrecorded"] += 1
         return Done([ev], unchanged=True)
+
+    def _write_rows(self) -> None:
+        """The round's plain upserts so far, in one statement (Record.upsert_rows).  A row the database refuses
+        fails its event alone, as a failure in work() would (runner: "unexpected failure"): its outcome, not
+        committed yet, says so now.  RetryableError when the round's transaction is lost: every item is redone."""
+        if not self.rows:
+            return
+        assert self.rec is not None
+        rows, items = self.rows, self.row_items
+        self.rows, self.row_items = [], []
+        for i, exc in self.rec.upsert_rows(rows):
+            item, done = items[i]
+            self.counts["recorded"] -= 1
+            self.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
+            done.outputs = [{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}]
+            done.failed, done.unchanged = True, False
 
     def _fresh(self, path: bytes, server: str, order: int) -> bool:
         assert self.rec is not None
@@ -371,7 +300,10 @@ class RecordStage(Stage):
     def flush(self) -> str | None:
         assert self.rec is not None
         try:
-            self.rec.commit()
+            try:
+                self._write_rows()
+            finally:
+                self.rec.commit()  # (after a lost round: raises that, and forgets it)
         except RetryableError as exc:
             # Their rows were rolled back, or committed early (a PostgreSQL round that met another writer commits
             # what it has: records/postgres.py), and the round done again finds those and schedules none: the
@@ -429,5 +361,7 @@ class RecordStage(Stage):
                 )
             self.deleter.close()
         if self.rec is not None:
+            self.rows.clear()
+            self.row_items.clear()
             self.rec.rollback()  # worked, but the round was never committed to the state file: it comes again
             self.rec.close()

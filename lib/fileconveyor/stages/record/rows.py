@@ -1,0 +1,167 @@
+"""The synced_files row of an event fc-record records (stage.py): from its fields as they are when they are the
+usual plain strings, through their bytes (events.get_path) when a name is not UTF-8."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from ... import events as E
+from ...records import Synced, db_key
+
+
+def error_text(err: Any) -> str:
+    """The message of an ``error`` field: a string (fc-transport) or an object with ``message`` (docs/events.md)."""
+    if isinstance(err, dict):
+        return str(err.get("message") or json.dumps(err, ensure_ascii=False))
+    return str(err)
+
+
+def _int(value: Any) -> int | None:
+    if type(value) is int:  # the usual case first (a bool is no int here: its type is bool)
+        return value
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit():
+        return int(value)
+    return None
+
+
+def _maybe_path(ev: dict, field: str) -> str | bytes | None:
+    if field not in ev and field + "_b64" not in ev:
+        return None
+    try:
+        return _key(ev, field)
+    except E.EventError:
+        return None
+
+
+def _key(ev: dict, field: str) -> str | bytes:
+    """db_key(E.get_path(ev, field)), without the round trip through bytes for a plain string (events.decode has
+    refused every string UTF-8 cannot carry, so the bytes would decode to the same text)."""
+    if field + "_b64" not in ev:
+        value = ev.get(field)
+        if type(value) is str:
+            return value
+    return db_key(E.get_path(ev, field))
+
+
+def _base(key: str | bytes) -> str | bytes:
+    """The last component of a key as db_key gives it; of the bytes of a name that is not UTF-8, db_key's own."""
+    if isinstance(key, str):
+        return key.rsplit("/", 1)[-1]
+    return db_key(key.rsplit(b"/", 1)[-1])
+
+
+def event_order(ev: dict) -> int | None:
+    """The event's ``order`` (see above), None when it has none.  A malformed one counts as none."""
+    value = ev.get("order")
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= E.MAX_INT else None
+
+
+def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:
+    return _int(ev.get("size")), _int(ev.get("mtime_ns")), _int(ev.get("ino"))
+
+
+def synced_row(ev: dict) -> Synced:
+    """The row of a synced event.  Every line fc-record records comes here: the fields are read as they are
+    when they are the usual plain strings (_key), not through bytes and back."""
+    remote = _key(ev, "remote") if ("remote" in ev or "remote_b64" in ev) else None
+    input_file = _key(ev, "path")
+    if remote is not None:
+        basename = _base(remote)
+    elif "name" in ev or "name_b64" in ev:
+        basename = _key(ev, "name")
+    else:
+        basename = _base(input_file)
+    processed, hash_, source, event_id = ev.get("processed"), ev.get("hash"), ev.get("source"), ev.get("id")
+    return Synced(
+        input_file=input_file,
+        basename=basename,
+        url=str(ev.get("url") or ""),
+        server=str(ev["server"]),
+        remote=remote,
+        size=_int(ev.get("size")),
+        mtime_ns=_int(ev.get("mtime_ns")),
+        ino=_int(ev.get("ino")),
+        remote_size=_remote_size(ev),
+        hash=hash_ if isinstance(hash_, str) else None,
+        processed=_processed_json(processed) if isinstance(processed, list) and processed else None,
+        source=source if isinstance(source, str) else None,
+        root=_maybe_path(ev, "root"),
+        rel=_maybe_path(ev, "rel"),
+        event_id=event_id if isinstance(event_id, str) else None,
+    )
+
+
+def synced_values(ev: dict, now: float) -> tuple:
+    """``synced_row(ev).values(now)``, built straight from the event when its path fields are the usual plain
+    strings (no ``_b64``): the row of every synced line, without a Synced made and taken apart again."""
+    get = ev.get
+    path, remote, root, rel = get("path"), get("remote"), get("root"), get("rel")
+    if not (
+        type(path) is str
+        and type(remote) is str
+        and type(root) is str
+        and type(rel) is str
+        and "path_b64" not in ev
+        and "remote_b64" not in ev
+        and "root_b64" not in ev
+        and "rel_b64" not in ev
+    ):
+        return synced_row(ev).values(now)
+    size, mtime_ns, ino, remote_size = get("size"), get("mtime_ns"), get("ino"), get("remote_size")
+    if type(size) is not int:
+        size = _int(size)
+    if type(remote_size) is not int:
+        remote_size = _remote_size(ev)
+    processed, hash_, source, event_id = get("processed"), get("hash"), get("source"), get("id")
+    return (
+        path,
+        remote.rsplit("/", 1)[-1],
+        str(get("url") or ""),
+        str(ev["server"]),
+        remote,
+        size,
+        _int(mtime_ns),
+        ino if type(ino) is int else _int(ino),
+        remote_size,
+        hash_ if isinstance(hash_, str) else None,
+        _processed_json(processed) if isinstance(processed, list) and processed else None,
+        source if isinstance(source, str) else None,
+        root,
+        rel,
+        event_id if isinstance(event_id, str) else None,
+        now,
+    )
+
+
+_PROCESSED: dict[tuple, str] = {}  # a chain's processor names -> their JSON: a few chains, every line
+
+
+def _processed_json(processed: list) -> str:
+    if not all(type(name) is str for name in processed):
+        return json.dumps(processed)
+    key = tuple(processed)
+    text = _PROCESSED.get(key)
+    if text is None:
+        if len(_PROCESSED) >= 256:  # forged lines could name endless chains
+            _PROCESSED.clear()
+        text = _PROCESSED[key] = json.dumps(processed)
+    return text
+
+
+def _remote_size(ev: dict) -> int | None:
+    """The size of what was sent: given by fc-transport, or the source's when nothing was processed."""
+    given = _int(ev.get("remote_size"))
+    if given is not None:
+        return given
+    if "file" not in ev and "file_b64" not in ev:
+        return _int(ev.get("size"))
+    try:  # the work file, if fc-process has not removed it yet
+        return os.stat(E.get_path(ev, "file")).st_size
+    except (OSError, E.EventError):
+        return None
