@@ -51,6 +51,7 @@ from ...sourcefile import Roots, SourceFile, SourceGone, SourceRefused, check_so
 from ...sourcefile import Source as SourceSpec
 from ...state import default_state_dir
 from . import refs
+from .names import NameChecks
 
 MIGRATIONS = [
     """
@@ -155,7 +156,13 @@ class ProcessStage(Stage):
         # insert only costs a needless look-up later.
         self._may_hold: set[str] = set(_MAY_HOLD)
         self._roots = Roots()  # the sources' roots, opened once per round for quick() (main thread only)
+        self._checks = NameChecks(self._roots, self._confine)  # their directories, the same (names.py)
+        # every step only renames: any event that is no deletion, failure or work file is decided in quick()
+        self._renames_only = bool(self.chain) and all(p.name_only and not p.reports_references for p in self.chain)
+        # a step applies to every name (no extensions, applies_to not its own): something always applies
+        self._applies_to_all = any(not p.extensions and type(p).applies_to is Processor.applies_to for p in self.chain)
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
+        self._quick_counts = dict.fromkeys(self.counts, 0)  # the main thread's rename-only outcomes: no lock
 
     # -- set-up ----------------------------------------------------------------------
 
@@ -194,10 +201,12 @@ class ProcessStage(Stage):
                 _remove(path)
 
     def flush(self) -> str | None:
-        self._roots.close()  # the end of a round's quick(): roots are opened again in the next
+        self._checks.close()  # the end of a round's quick(): roots and directories are opened again in the next
+        self._roots.close()
         return None
 
     def close(self) -> None:
+        self._checks.close()
         self._roots.close()
         with self._lock:
             for conn in self._conns:
@@ -232,28 +241,26 @@ class ProcessStage(Stage):
 
         For a runner that finishes such items inline instead of handing them to a
         worker (one commit per batch instead of per round of workers)."""
-        assert self.ctx is not None
-        db = self.ctx.db
-
-        def last_name(path: bytes) -> bytes | None:
-            pending = self._pending_names.get(path)
-            if pending is not None or "names" not in self._may_hold:
-                return pending
-            return _name_row(db, path)
-
+        last_name = self._main_last_name
         path, current = _names(item.event)
         done = self._quick(item, last_name, path, current)
         if done is None:
-            attempt = _Attempt()
-            done = self._names_only(item, attempt, last_name, path, current)
-            if done is not None:  # (None: a worker runs the whole chain again, and says what it says)
-                done.payload = attempt
+            done = self._names_only(item, last_name, path, current)
         if done is not None and done.outputs and not done.failed:
             out = done.outputs[0]
             # what record() writes to the names table
             if "error" not in out and (out.get("kind") == "deleted" or out["processed"]):
                 self._pending_names[path] = E.get_path(out, "name") if out.get("kind") != "deleted" else b""
         return done
+
+    def _main_last_name(self, path: bytes) -> bytes | None:
+        """The last name emitted for ``path``, as the main thread knows it: decided in this batch, or in the
+        names table (Context.current_name)."""
+        pending = self._pending_names.get(path)
+        if pending is not None or "names" not in self._may_hold:
+            return pending
+        assert self.ctx is not None
+        return _name_row(self.ctx.db, path)
 
     def _quick(
         self, item: Item, last_name: Callable[[bytes], bytes | None], path: bytes, current: bytes
@@ -268,8 +275,11 @@ class ProcessStage(Stage):
             return Done([out], added=_added(ev, out))
         # a processor applies by name, and a later step only after an earlier one renamed;
         # an earlier fc-process's work file is taken over in _process (a work dir is needed)
-        nothing_applies = not any(proc.applies_to(current) for proc in self.chain) and not _has(ev, "file")
-        if "error" in ev or nothing_applies:
+        if "error" in ev or (
+            not self._applies_to_all
+            and not any(proc.applies_to(current) for proc in self.chain)
+            and not _has(ev, "file")
+        ):
             out = _copy_event(ev)
             out.setdefault("processed", [])
             E.put_path(out, "name", current)
@@ -299,36 +309,45 @@ class ProcessStage(Stage):
         return ctx.basename
 
     def _names_only(
-        self,
-        item: Item,
-        attempt: _Attempt,
-        last_name: Callable[[bytes], bytes | None],
-        path: bytes,
-        current: bytes,
+        self, item: Item, last_name: Callable[[bytes], bytes | None], path: bytes, current: bytes
     ) -> Done | None:
-        """The outcome of a chain whose every step that applies is ``name_only``: the file is opened (and closed)
-        as a processor's input would be, to find a vanished or refused source, but nothing is copied; None when a
-        step needs the file (a worker runs the whole chain then)."""
+        """The outcome of a chain whose every step that applies is ``name_only``: the file is checked as a
+        processor's input would be, to find a vanished or refused source (names.py), but nothing is opened or
+        copied; None when a step needs the file (a worker runs the whole chain then, and says what it says).
+        What there is to say travels as the outcome's payload (an _Attempt), only when there is something."""
         ev = item.event
         if _has(ev, "file") or ev.get("kind") == "deleted" or "error" in ev:
             return None  # an earlier fc-process's work file is taken over in _process (a work dir is needed)
-        renamed = False
-        for proc in self.chain:  # after a rename any later step may apply: each must be name_only then
-            if renamed or proc.applies_to(current):
-                if not proc.name_only or proc.reports_references:
-                    return None
-                renamed = renamed or proc.renames
+        if not self._renames_only:
+            renamed = False
+            for proc in self.chain:  # after a rename any later step may apply: each must be name_only then
+                if renamed or proc.applies_to(current):
+                    if not proc.name_only or proc.reports_references:
+                        return None
+                    renamed = renamed or proc.renames
         out = _copy_event(ev)
-        out["processed"] = list(ev.get("processed", []))  # (in place when there, at the end when not)
-        try:
-            check_source(self._source(ev), self._roots)
-        except SourceGone as exc:
-            return self._vanished(attempt, path, str(exc))
-        except SourceRefused as exc:
-            return self._failed(attempt, out, current, None, exc)
-        except OSError:
-            return None  # a worker tries again, and tells a vanished file from a failed one
-        ctx = self._context(item, path, current, b"", last_name)
+        before = ev.get("processed", [])
+        out["processed"] = before  # (in place when there, at the end when not: its value set below)
+        if not self._checks.plain(ev, path):  # (the common case, without opening the file: names.py)
+            attempt = _Attempt()
+            try:
+                check_source(self._source(ev), self._roots)
+            except SourceGone as exc:
+                return _said(self._vanished(attempt, path, str(exc)), attempt)
+            except SourceRefused as exc:
+                return _said(self._failed(attempt, out, current, None, exc), attempt)
+            except OSError:
+                return None  # a worker tries again, and tells a vanished file from a failed one
+        ctx = Context(
+            input=path,
+            original=path,
+            basename=current,
+            work_dir=b"",
+            event=ev,
+            options=self._options(ev),
+            current_name=last_name,
+            waited=self._waited(item.attempts),
+        )
         ran: list[str] = []
         proc: Processor | None = None
         try:
@@ -345,13 +364,19 @@ class ProcessStage(Stage):
         except (RetryLater, ToolMissing):
             return None  # a worker runs the chain again and defers the event
         except Exception as exc:
-            return self._failed(attempt, out, current, proc, exc)
-        finally:
+            attempt = _Attempt()
+            failed = self._failed(attempt, out, current, proc, exc)
             self._chain_notes(attempt, ctx)
+            return _said(failed, attempt)
         E.put_path(out, "name", ctx.basename)
-        out["processed"] = [*out["processed"], *ran]
-        self._count("unchanged" if ctx.basename == current else "processed")
-        return Done([out], added=_added(ev, out))
+        out["processed"] = [*before, *ran]
+        self._quick_counts["unchanged" if ctx.basename == current else "processed"] += 1  # (main thread only)
+        done = Done([out], added=_added(ev, out))
+        if ctx.notes:
+            attempt = _Attempt()
+            self._chain_notes(attempt, ctx)
+            done.payload = attempt
+        return done
 
     def _process(self, item: Item, attempt: _Attempt, path: bytes, current: bytes, out: dict) -> Outcome:
         """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
@@ -472,7 +497,11 @@ class ProcessStage(Stage):
         return opts
 
     def _source(self, ev: dict) -> SourceSpec:
-        source = from_event(ev, self.work_bases)
+        return self._confine(ev, from_event(ev, self.work_bases))
+
+    def _confine(self, ev: Mapping, source: SourceSpec) -> SourceSpec:
+        """The event's file as it may be read: through links out of its root with --follow-symlinks, beneath
+        the --source root it names."""
         if self.settings.follow_symlinks and not _has(ev, "file"):
             source = dataclasses.replace(source, links_out_ok=True)
         return confined(source, ev, self.settings.sources, "fc-process")
@@ -517,12 +546,14 @@ class ProcessStage(Stage):
     # -- main thread -------------------------------------------------------------------
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
-        attempt = outcome.payload if isinstance(outcome.payload, _Attempt) else _Attempt()
-        work_dir = attempt.work_dir
-        said, attempt.said = attempt.said, []  # once, even when this transaction is rolled back and redone
+        attempt = outcome.payload if isinstance(outcome.payload, _Attempt) else None
+        work_dir = None
         assert self.ctx is not None
-        for is_error, text in said:
-            (self.ctx.rep.error if is_error else self.ctx.rep.warn)(text)
+        if attempt is not None:  # (None: nothing to say, no work directory: most items of a rename-only chain)
+            work_dir = attempt.work_dir
+            said, attempt.said = attempt.said, []  # once, even when this transaction is rolled back and redone
+            for is_error, text in said:
+                (self.ctx.rep.error if is_error else self.ctx.rep.warn)(text)
         may = self._may_hold
         for out in outcome.outputs:
             path = E.get_path(out, "path")
@@ -548,7 +579,7 @@ class ProcessStage(Stage):
                 self.ctx.enqueue_in(db, refs.dependents(db, path, name))
             if self._pending_names.get(path) == (b"" if deleted else name):
                 del self._pending_names[path]  # in the names table from now on
-            if deleted or name == os.path.basename(path):
+            if deleted or name == path[path.rfind(b"/") + 1 :]:  # (the base name: not renamed)
                 if "names" in may:
                     db.execute("DELETE FROM names WHERE path=?", (path,))
             else:
@@ -568,8 +599,15 @@ class ProcessStage(Stage):
             db.execute(f"DELETE FROM work_files WHERE {where}", (value,))
 
     def progress(self) -> str:
-        c = self.counts
+        with self._lock:
+            c = {k: n + self._quick_counts[k] for k, n in self.counts.items()}
         return ", ".join(f"{n} {k}" for k, n in c.items() if n)
+
+
+def _said(done: Done, attempt: _Attempt) -> Done:
+    """``done`` carrying what ``attempt`` has to say (record() says it, once)."""
+    done.payload = attempt
+    return done
 
 
 def _name_row(db: sqlite3.Connection, path: bytes) -> bytes | None:
