@@ -294,7 +294,15 @@ def members(event: Event, fields: tuple[str, ...]) -> bytes:
                 _MEMBER_HEADS.clear()
             head = _MEMBER_HEADS[f] = f",{_json_str(f)}:"
         value = event[f]
-        out.append(head + (_json_str(value) if type(value) is str else _encoder.encode(value)))
+        if type(value) is str:
+            out.append(head + _json_str(value))
+        elif type(value) is list:  # fc-process's "processed", on each line: no encoder call for a list of strings
+            try:
+                out.append(head + "[" + ",".join(map(_json_str, value)) + "]")
+            except TypeError:  # (an item that is no string)
+                out.append(head + _encoder.encode(value))
+        else:
+            out.append(head + _encoder.encode(value))
     return "".join(out).encode("utf-8")
 
 
