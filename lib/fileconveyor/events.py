@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from json.encoder import c_make_encoder  # type: ignore[attr-defined]  # None without the C accelerator
 from json.encoder import encode_basestring as _json_str  # the C encoder when available
 from typing import Any, NamedTuple
@@ -315,13 +314,18 @@ MISSING = object()  # rehop: the line had no hop
 # -- reading -------------------------------------------------------------------------
 
 
-@dataclass(slots=True)
 class BadLine:
     """A line that could not be taken as an event: reported, never fatal."""
 
-    lineno: int
-    reason: str
-    text: bytes
+    __slots__ = ("lineno", "reason", "text")
+
+    def __init__(self, lineno: int, reason: str, text: bytes):
+        self.lineno = lineno
+        self.reason = reason
+        self.text = text
+
+    def __repr__(self) -> str:
+        return f"BadLine(lineno={self.lineno!r}, reason={self.reason!r}, text={self.text!r})"
 
 
 # Known fields and the JSON types a reader accepts for them (docs/events.md), null

@@ -38,6 +38,9 @@ ONLY_IN = {
 # (private.tighten of a state directory made 0755 by mkdir, as the benchmarks do); traceback for a failure;
 # platform (2 ms) told fc-watch the system, which sys.platform says
 ON_DEMAND = ("logging", "traceback", "platform")
+# dataclasses imports inspect, ast, dis and tokenize (5-8 ms) and compiles each class's methods with exec (0.4-1 ms
+# a class): the classes on a stage's path are plain classes.  The stages named here use none.
+NO_DATACLASSES = ("watch", "filter")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 
@@ -79,6 +82,7 @@ def heavy(modules: set[str], stage: str = "") -> list[str]:
         or m in NOT_LOCAL
         or m in ON_DEMAND
         or (m in ONLY_IN and bool(stage) and stage not in ONLY_IN[m])
+        or (m == "dataclasses" and stage in NO_DATACLASSES)
         or (bool(other) and m.startswith(other))
     )
 

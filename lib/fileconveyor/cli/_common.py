@@ -8,7 +8,6 @@ import os
 import sqlite3
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import __version__
@@ -21,13 +20,13 @@ if TYPE_CHECKING:
     from ..roots import Source
 
 
-@dataclass
 class Streams:
     """The command's streams: stdin/stdout carry events as bytes, stderr is for people."""
 
-    stdin: IO[bytes] = field(default_factory=lambda: sys.stdin.buffer)
-    stdout: IO[bytes] = field(default_factory=lambda: sys.stdout.buffer)
-    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    def __init__(self, stdin: IO[bytes] | None = None, stdout: IO[bytes] | None = None, stderr: IO[str] | None = None):
+        self.stdin: IO[bytes] = sys.stdin.buffer if stdin is None else stdin
+        self.stdout: IO[bytes] = sys.stdout.buffer if stdout is None else stdout
+        self.stderr: IO[str] = sys.stderr if stderr is None else stderr
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):

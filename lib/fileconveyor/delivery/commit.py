@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from .. import events as E
 from ..report import Reporter
@@ -38,20 +37,31 @@ Lines = list[tuple[int, bytes]]  # output lines and their seqs, committed to the
 Results = list[tuple[Item, Outcome]]  # the items a round finished or must retry, with their outcomes
 
 
-@dataclass(slots=True)
 class Commit:
     """A stage's commit step: ``round`` for a round of the loop, ``emitted`` for events emitted after it."""
 
-    state: StageState
-    stage: Stage  # its record(), in the transaction that finishes an item
-    inbox: Inbox
-    intake: Intake  # the upstream marks to store
-    output: Sending  # the hop tag of our lines, and what is delivered
-    counts: Counters
-    rep: Reporter
-    _null: bool = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
-    _tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
-    _head: bytes | None = None  # with no hop.for: the JSON of our hops up to the seq (events.hop_head)
+    __slots__ = ("_head", "_null", "_tag", "counts", "inbox", "intake", "output", "rep", "stage", "state")
+
+    def __init__(
+        self,
+        state: StageState,
+        stage: Stage,  # its record(), in the transaction that finishes an item
+        inbox: Inbox,
+        intake: Intake,  # the upstream marks to store
+        output: Sending,  # the hop tag of our lines, and what is delivered
+        counts: Counters,
+        rep: Reporter,
+    ):
+        self.state = state
+        self.stage = stage
+        self.inbox = inbox
+        self.intake = intake
+        self.output = output
+        self.counts = counts
+        self.rep = rep
+        self._null = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
+        self._tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
+        self._head: bytes | None = None  # with no hop.for: the JSON of our hops up to the seq (events.hop_head)
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,53 +22,105 @@ from .durable import Hop
 Also = Callable[[sqlite3.Connection], None]  # more writes, in the transaction that commits events
 
 
-@dataclass(slots=True)
 class Done:
     """The item is finished: write these events (none, for a filter that drops it)."""
 
-    outputs: list[dict] = field(default_factory=list)
-    failed: bool = False  # an output carries an ``error`` field
-    # ``outputs`` is ``[item.event]``, not changed by the stage: its line is written as read, with only its hop
-    # replaced (events.rehop), instead of encoding the event again (fc-filter, fc-record)
-    unchanged: bool = False
-    # ``outputs[0]`` is ``item.event`` without its hop, with these fields added at its end (in this order), none
-    # of which it had: its line is written as read with them added before the new hop (events.rehop, members),
-    # instead of encoding the whole event again (fc-transport's server, remote, url, transported)
-    added: tuple[str, ...] = ()
-    # what work() did that record() writes into the state file (fc-transport's new remote name, fc-process's
-    # work directory): it travels with the outcome to the commit, and comes again if that commit is redone
-    payload: Any = None
+    __slots__ = ("added", "failed", "outputs", "payload", "unchanged")
+
+    def __init__(
+        self,
+        outputs: list[dict] | None = None,
+        failed: bool = False,  # an output carries an ``error`` field
+        # ``outputs`` is ``[item.event]``, not changed by the stage: its line is written as read, with only its hop
+        # replaced (events.rehop), instead of encoding the event again (fc-filter, fc-record)
+        unchanged: bool = False,
+        # ``outputs[0]`` is ``item.event`` without its hop, with these fields added at its end (in this order), none
+        # of which it had: its line is written as read with them added before the new hop (events.rehop, members),
+        # instead of encoding the whole event again (fc-transport's server, remote, url, transported)
+        added: tuple[str, ...] = (),
+        # what work() did that record() writes into the state file (fc-transport's new remote name, fc-process's
+        # work directory): it travels with the outcome to the commit, and comes again if that commit is redone
+        payload: Any = None,
+    ):
+        self.outputs = [] if outputs is None else outputs
+        self.failed = failed
+        self.unchanged = unchanged
+        self.added = added
+        self.payload = payload
+
+    def __repr__(self) -> str:
+        return (
+            f"Done(outputs={self.outputs!r}, failed={self.failed!r}, unchanged={self.unchanged!r}, "
+            f"added={self.added!r}, payload={self.payload!r})"
+        )
 
 
-@dataclass(slots=True)
 class Retry:
     """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
     lane is in trouble (server down): it pauses with back-off instead."""
 
-    reason: str
-    after: float = 0.0
-    lane: bool = False
+    __slots__ = ("after", "lane", "reason")
+
+    def __init__(self, reason: str, after: float = 0.0, lane: bool = False):
+        self.reason = reason
+        self.after = after
+        self.lane = lane
+
+    def __repr__(self) -> str:
+        return f"Retry(reason={self.reason!r}, after={self.after!r}, lane={self.lane!r})"
 
 
 Outcome = Done | Retry
 
 
-@dataclass(slots=True, eq=False)
 class Item:
     """One unit of work: an event on a lane, ordered by ``key``."""
 
-    event: dict
-    line: bytes  # the event as read (what the inbox stores)
-    lane: str
-    key: bytes
-    order: int
-    id: int | None = None  # inbox row, once committed there
-    attempts: int = 0
-    not_before: float = 0.0  # wall clock
-    last_error: str | None = None
-    hop: Hop | None = None  # where the event came from, for acknowledgements
-    internal: int = 0  # attempts that failed in the stage itself (delivery/quarantine.py)
-    recovered: bool = False  # from the inbox at start: a killed process may have done it, not recorded it
+    __slots__ = (
+        "attempts",
+        "event",
+        "hop",
+        "id",
+        "internal",
+        "key",
+        "lane",
+        "last_error",
+        "line",
+        "not_before",
+        "order",
+        "recovered",
+    )
+
+    def __init__(
+        self,
+        event: dict,
+        line: bytes,  # the event as read (what the inbox stores)
+        lane: str,
+        key: bytes,
+        order: int,
+        id: int | None = None,  # inbox row, once committed there
+        attempts: int = 0,
+        not_before: float = 0.0,  # wall clock
+        last_error: str | None = None,
+        hop: Hop | None = None,  # where the event came from, for acknowledgements
+        internal: int = 0,  # attempts that failed in the stage itself (delivery/quarantine.py)
+        recovered: bool = False,  # from the inbox at start: a killed process may have done it, not recorded it
+    ):
+        self.event = event
+        self.line = line
+        self.lane = lane
+        self.key = key
+        self.order = order
+        self.id = id
+        self.attempts = attempts
+        self.not_before = not_before
+        self.last_error = last_error
+        self.hop = hop
+        self.internal = internal
+        self.recovered = recovered
+
+    def __repr__(self) -> str:
+        return f"Item(lane={self.lane!r}, key={self.key!r}, order={self.order!r}, id={self.id!r})"
 
 
 class Stage:
@@ -146,7 +197,6 @@ class Timed(Protocol):
         ...
 
 
-@dataclass(frozen=True, slots=True)
 class StageContext:
     """All a stage gets from the delivery (``Stage.start``): the runner itself stays out of reach, so a stage
     cannot come to depend on how a hop works.
@@ -167,15 +217,49 @@ class StageContext:
       once the transaction has committed, or to give back if it is rolled back (delivery/effects.py).
     """
 
-    rep: Reporter
-    state_path: Path
-    db: sqlite3.Connection
-    transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]]
-    readers: Callable[[], dict[str, int]]
-    throughs: Callable[[], dict[str, int]]
-    emit: Callable[..., None]
-    enqueue: Callable[..., int]
-    enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None]
-    add_timed: Callable[[Timed, str], None]
-    after_commit: Callable[[Callable[[], None]], None]
-    on_rollback: Callable[[Callable[[], None]], None]
+    __slots__ = (
+        "add_timed",
+        "after_commit",
+        "db",
+        "emit",
+        "enqueue",
+        "enqueue_in",
+        "on_rollback",
+        "readers",
+        "rep",
+        "state_path",
+        "throughs",
+        "transaction",
+    )
+
+    def __init__(
+        self,
+        *,
+        rep: Reporter,
+        state_path: Path,
+        db: sqlite3.Connection,
+        transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+        readers: Callable[[], dict[str, int]],
+        throughs: Callable[[], dict[str, int]],
+        emit: Callable[..., None],
+        enqueue: Callable[..., int],
+        enqueue_in: Callable[[sqlite3.Connection, Iterable[dict]], None],
+        add_timed: Callable[[Timed, str], None],
+        after_commit: Callable[[Callable[[], None]], None],
+        on_rollback: Callable[[Callable[[], None]], None],
+    ):
+        object.__setattr__(self, "rep", rep)
+        object.__setattr__(self, "state_path", state_path)
+        object.__setattr__(self, "db", db)
+        object.__setattr__(self, "transaction", transaction)
+        object.__setattr__(self, "readers", readers)
+        object.__setattr__(self, "throughs", throughs)
+        object.__setattr__(self, "emit", emit)
+        object.__setattr__(self, "enqueue", enqueue)
+        object.__setattr__(self, "enqueue_in", enqueue_in)
+        object.__setattr__(self, "add_timed", add_timed)
+        object.__setattr__(self, "after_commit", after_commit)
+        object.__setattr__(self, "on_rollback", on_rollback)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"StageContext is read-only: cannot set {name}")

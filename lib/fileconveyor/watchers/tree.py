@@ -17,7 +17,6 @@ import re
 import stat as stat_mod
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 
 from .links import link_inside, refused_dir, refused_message, within
 
@@ -39,7 +38,6 @@ def subtree_range(rel_dir: bytes) -> tuple[bytes, bytes | None]:
     return k + b"\0", k + b"\x01"
 
 
-@dataclass
 class Filters:
     """What discovery leaves out: ignored directory names and exclude globs.
 
@@ -49,11 +47,22 @@ class Filters:
     is not walked and not watched, so it costs nothing.
     """
 
-    ignore_dirs: frozenset[bytes] = frozenset()
-    name_globs: Sequence[str] = ()
-    path_globs: Sequence[str] = ()
-    _name_re: re.Pattern[bytes] | None = field(default=None, init=False, repr=False)
-    _path_re: re.Pattern[bytes] | None = field(default=None, init=False, repr=False)
+    def __init__(
+        self,
+        ignore_dirs: frozenset[bytes] = frozenset(),
+        name_globs: Sequence[str] = (),
+        path_globs: Sequence[str] = (),
+    ):
+        self.ignore_dirs = ignore_dirs
+        self.name_globs = name_globs
+        self.path_globs = path_globs
+        self._name_re: re.Pattern[bytes] | None = None
+        self._path_re: re.Pattern[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"Filters(ignore_dirs={self.ignore_dirs!r}, name_globs={self.name_globs!r}, path_globs={self.path_globs!r})"
+        )
 
     @classmethod
     def build(cls, ignore_dirs: Sequence[str], excludes: Sequence[str]) -> Filters:
@@ -94,15 +103,22 @@ def _compile(globs: Sequence[str]) -> re.Pattern[bytes] | None:
     return re.compile(os.fsencode(pattern), re.DOTALL)
 
 
-@dataclass(slots=True)
 class WalkHooks:
     """Callbacks a walk makes: on_dir for each directory entered (live backends add
     their watch there, before listing it, so nothing created meanwhile is missed),
     on_error once per unreadable directory."""
 
-    on_dir: Callable[[bytes, bytes], object] | None = None
-    on_error: Callable[[bytes, OSError], None] | None = None
-    on_progress: Callable[[int, int], None] | None = None
+    __slots__ = ("on_dir", "on_error", "on_progress")
+
+    def __init__(
+        self,
+        on_dir: Callable[[bytes, bytes], object] | None = None,
+        on_error: Callable[[bytes, OSError], None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+    ):
+        self.on_dir = on_dir
+        self.on_error = on_error
+        self.on_progress = on_progress
 
 
 def walk(

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 from ... import events as E
 from ...delivery.stage import Done, Item, Stage, StageContext
@@ -46,17 +45,27 @@ def split_list(flag: str, text: str, *, no_slash: bool = False, no_dot: bool = F
     return items
 
 
-@dataclass
 class Conditions:
-    paths: Sequence[str] = ()
-    extensions: Sequence[str] = ()
-    case_sensitive: bool = False
-    ignore_dirs: Sequence[str] = ()
-    pattern: str | None = None
-    min_size: int | None = None
-    max_size: int | None = None
+    def __init__(
+        self,
+        paths: Sequence[str] = (),
+        extensions: Sequence[str] = (),
+        case_sensitive: bool = False,
+        ignore_dirs: Sequence[str] = (),
+        pattern: str | None = None,
+        min_size: int | None = None,
+        max_size: int | None = None,
+    ):
+        self.paths = paths
+        self.extensions = extensions
+        self.case_sensitive = case_sensitive
+        self.ignore_dirs = ignore_dirs
+        self.pattern = pattern
+        self.min_size = min_size
+        self.max_size = max_size
+        self._post_init()
 
-    def __post_init__(self) -> None:
+    def _post_init(self) -> None:
         rel, absolute = [], []
         for p in self.paths:
             p = p.rstrip("/")

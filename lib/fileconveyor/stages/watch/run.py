@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -30,16 +29,26 @@ from .state import WatchState
 SETTLE_TIMEOUT = 30.0  # at the end, how long to wait for a reader that is not a File Conveyor stage to read
 
 
-@dataclass
 class Config:
-    sources: list[Source]
-    filters: Filters
-    options: Options
-    state_path: Path
-    output: str | None = None  # None/"-": stdout; else a file (appended) or a named FIFO
-    scan_once: bool = False
-    backend: str = "auto"
-    interval: float = 2.0
+    def __init__(
+        self,
+        sources: list[Source],
+        filters: Filters,
+        options: Options,
+        state_path: Path,
+        output: str | None = None,  # None/"-": stdout; else a file (appended) or a named FIFO
+        scan_once: bool = False,
+        backend: str = "auto",
+        interval: float = 2.0,
+    ):
+        self.sources = sources
+        self.filters = filters
+        self.options = options
+        self.state_path = state_path
+        self.output = output
+        self.scan_once = scan_once
+        self.backend = backend
+        self.interval = interval
 
 
 def default_state_path(sources: Sequence[Source]) -> Path:

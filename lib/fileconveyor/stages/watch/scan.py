@@ -18,7 +18,6 @@ import array
 import os
 import signal
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,27 +38,42 @@ BATCH = 1024  # lines per batch handed to the parent
 PARALLEL_FROM = 50_000
 
 
-@dataclass
 class ScanJob:
-    source: str
-    index: int
-    prefix: bytes  # the source's key prefix in the state file
-    root: bytes
-    db: Path
-    start: bytes  # the directory walked (relative to the root)
-    lo: bytes  # key range [lo, hi) of this job
-    hi: bytes | None
-    filters: Filters
-    follow_symlinks: bool
-    settle_ns: int  # files changed more recently than this may still be being written
-    via: str
-    dir_hook: Callable[[bytes, bytes], object] | None = None  # e.g. add an inotify watch; returns a note
-    # True once a stop was asked for (SIGTERM): the walk raises Stopped at the next
-    # directory, or within 4096 files, so a scan of a huge tree never holds a stop back
-    stop: Callable[[], bool] | None = None
+    def __init__(
+        self,
+        source: str,
+        index: int,
+        prefix: bytes,  # the source's key prefix in the state file
+        root: bytes,
+        db: Path,
+        start: bytes,  # the directory walked (relative to the root)
+        lo: bytes,  # key range [lo, hi) of this job
+        hi: bytes | None,
+        filters: Filters,
+        follow_symlinks: bool,
+        settle_ns: int,  # files changed more recently than this may still be being written
+        via: str,
+        dir_hook: Callable[[bytes, bytes], object] | None = None,  # e.g. add an inotify watch; returns a note
+        # True once a stop was asked for (SIGTERM): the walk raises Stopped at the next
+        # directory, or within 4096 files, so a scan of a huge tree never holds a stop back
+        stop: Callable[[], bool] | None = None,
+    ):
+        self.source = source
+        self.index = index
+        self.prefix = prefix
+        self.root = root
+        self.db = db
+        self.start = start
+        self.lo = lo
+        self.hi = hi
+        self.filters = filters
+        self.follow_symlinks = follow_symlinks
+        self.settle_ns = settle_ns
+        self.via = via
+        self.dir_hook = dir_hook
+        self.stop = stop
 
 
-@dataclass
 class Batch:
     """What a job found, for the parent to apply in order.
 
@@ -68,14 +82,15 @@ class Batch:
     one array of (size, mtime_ns, ino) triples (for a deleted file: what it was).
     """
 
-    keys: list[bytes] = field(default_factory=list)
-    lines: list[bytes] = field(default_factory=list)  # encoded events, one per key
-    kinds: bytearray = field(default_factory=bytearray)  # the stored kind per key (watch_state)
-    rows: array.array = field(default_factory=lambda: array.array("q"))
-    pending: list[tuple[bytes, tuple[int, int, int]]] = field(default_factory=list)  # recent: let them settle
-    notes: list[object] = field(default_factory=list)  # from dir_hook (watches added)
-    errors: list[tuple[bytes, int, str]] = field(default_factory=list)  # unreadable directories
-    scanned: int = 0
+    def __init__(self) -> None:
+        self.keys: list[bytes] = []
+        self.lines: list[bytes] = []  # encoded events, one per key
+        self.kinds = bytearray()  # the stored kind per key (watch_state)
+        self.rows = array.array("q")
+        self.pending: list[tuple[bytes, tuple[int, int, int]]] = []  # recent: let them settle
+        self.notes: list[object] = []  # from dir_hook (watches added)
+        self.errors: list[tuple[bytes, int, str]] = []  # unreadable directories
+        self.scanned = 0
 
     def add(self, key: bytes, line: bytes, kind: int, size: int, mtime_ns: int, ino: int) -> None:
         self.keys.append(key)

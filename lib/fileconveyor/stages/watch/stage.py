@@ -18,7 +18,6 @@ import heapq
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ...errors import Stopped
@@ -32,41 +31,53 @@ if TYPE_CHECKING:
     from ...watchers.base import Backend
 
 
-@dataclass
 class Source:
-    name: str
-    root: bytes  # absolute, no trailing slash (except "/")
-    index: int = 0
-    prefix: bytes = b""  # its key prefix in the state file (WatchState.bind_source)
+    def __init__(self, name: str, root: bytes, index: int = 0, prefix: bytes = b""):
+        self.name = name
+        self.root = root  # absolute, no trailing slash (except "/")
+        self.index = index
+        self.prefix = prefix  # its key prefix in the state file (WatchState.bind_source)
+
+    def __repr__(self) -> str:
+        return f"Source(name={self.name!r}, root={self.root!r}, index={self.index!r}, prefix={self.prefix!r})"
 
 
-@dataclass(slots=True)
 class Pending:
     """A path with a hint, waiting for its writer to finish."""
 
-    deadline: float
-    last_activity: float
-    closed: bool | None  # True: writer closed it; False: still being written; None: unknown
-    last_stat: tuple[int, int, int] | None = None
-    seq: int = 0
+    __slots__ = ("closed", "deadline", "last_activity", "last_stat", "seq")
+
+    def __init__(
+        self,
+        deadline: float,
+        last_activity: float,
+        closed: bool | None,  # True: writer closed it; False: still being written; None: unknown
+        last_stat: tuple[int, int, int] | None = None,
+        seq: int = 0,
+    ):
+        self.deadline = deadline
+        self.last_activity = last_activity
+        self.closed = closed
+        self.last_stat = last_stat
+        self.seq = seq
 
 
-@dataclass
 class Options:
-    settle: float = 0.25  # quiet time after the last change before a file is emitted
-    open_wait: float = 30.0  # a file still open for writing is emitted after this much quiet
-    follow_symlinks: bool = False
-    jobs: int = 1  # processes for whole-tree scans
+    def __init__(self, settle: float = 0.25, open_wait: float = 30.0, follow_symlinks: bool = False, jobs: int = 1):
+        self.settle = settle  # quiet time after the last change before a file is emitted
+        self.open_wait = open_wait  # a file still open for writing is emitted after this much quiet
+        self.follow_symlinks = follow_symlinks
+        self.jobs = jobs  # processes for whole-tree scans
 
 
-@dataclass
 class Counters:
-    created: int = 0
-    modified: int = 0
-    deleted: int = 0
-    scanned: int = 0
-    rescans: int = 0
-    skipped: int = 0  # symlinks leading outside, reported as not published
+    def __init__(self) -> None:
+        self.created = 0
+        self.modified = 0
+        self.deleted = 0
+        self.scanned = 0
+        self.rescans = 0
+        self.skipped = 0  # symlinks leading outside, reported as not published
 
 
 class Core:
