@@ -6,10 +6,8 @@ record/delete.py) only some runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from . import events as E
@@ -17,10 +15,20 @@ from .sourcefile import Source as FileSource
 from .sourcefile import SourceRefused
 
 
-@dataclass
 class Source:
-    name: str
-    root: bytes
+    def __init__(self, name: str, root: bytes):
+        self.name = name
+        self.root = root
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Source:
+            return NotImplemented
+        return (self.name, self.root) == (other.name, other.root)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return f"Source(name={self.name!r}, root={self.root!r})"
 
     def rel(self, path: bytes) -> bytes | None:
         root = self.root.rstrip(b"/") + b"/"
@@ -62,4 +70,4 @@ def confined(source: FileSource, ev: Mapping[str, Any], sources: Sequence[Source
             f"refusing {E.display(source.path)!r}: its source {name!r} with root {E.display(source.root)!r} "
             f"is no --source given to {who}"
         )
-    return dataclasses.replace(source, root=root)
+    return source.replace(root=root)

@@ -30,7 +30,6 @@ import io
 import os
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from . import beneath
@@ -55,23 +54,67 @@ class SourceGone(FCError):
     exit = Exit.EVENTS_FAILED
 
 
-@dataclass(frozen=True)
+_SOURCE_FIELDS = ("root", "rel", "ino", "size", "mtime_ns", "pipe_ok", "links_out_ok", "work")
+
+
 class Source:
     """Where a file is and what it should be: opened with ``open_source``.  Plain data, so it pickles (the
-    isolated transporters' worker processes open it themselves)."""
+    isolated transporters' worker processes open it themselves); read-only, compared and hashed by value.  Not a
+    dataclass: that import and its class making cost every stage's start (issue 18)."""
 
-    root: bytes  # a directory, trusted as given (it may itself be a symlink)
-    rel: bytes  # beneath root: no empty, "." or ".." components
-    ino: int | None = None  # None: not checked
-    size: int | None = None
-    mtime_ns: int | None = None
-    pipe_ok: bool = False  # a FIFO may be read (to its end): for plain paths only, an event's file is regular
-    # fc-watch --follow-symlinks publishes files beneath symlinked directories that lead out of the root: such a
-    # file is read through the links, but only when it is the very file of the event (ino and size known, equal)
-    links_out_ok: bool = False
-    # root is an fc-process ``*.work`` folder named by an event's ``file``: opened only when it is a real directory
-    # of ours that no other user can write (work_dir_problem), never through a symlink
-    work: bool = False
+    def __init__(
+        self,
+        root: bytes,  # a directory, trusted as given (it may itself be a symlink)
+        rel: bytes,  # beneath root: no empty, "." or ".." components
+        ino: int | None = None,  # None: not checked
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        pipe_ok: bool = False,  # a FIFO may be read (to its end): for plain paths only, an event's file is regular
+        # fc-watch --follow-symlinks publishes files beneath symlinked directories that lead out of the root: such a
+        # file is read through the links, but only when it is the very file of the event (ino and size known, equal)
+        links_out_ok: bool = False,
+        # root is an fc-process ``*.work`` folder named by an event's ``file``: opened only when it is a real
+        # directory of ours that no other user can write (work_dir_problem), never through a symlink
+        work: bool = False,
+    ):
+        d = self.__dict__
+        d["root"], d["rel"], d["ino"], d["size"], d["mtime_ns"] = root, rel, ino, size, mtime_ns
+        d["pipe_ok"], d["links_out_ok"], d["work"] = pipe_ok, links_out_ok, work
+
+    # for the type checkers: set in __init__
+    root: bytes
+    rel: bytes
+    ino: int | None
+    size: int | None
+    mtime_ns: int | None
+    pipe_ok: bool
+    links_out_ok: bool
+    work: bool
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Source is read-only (Source.replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Source is read-only")
+
+    def replace(self, **changes: Any) -> Source:
+        """A copy with ``changes``."""
+        return Source(**{**{f: self.__dict__[f] for f in _SOURCE_FIELDS}, **changes})
+
+    def _values(self) -> tuple[Any, ...]:
+        d = self.__dict__
+        return tuple(d[f] for f in _SOURCE_FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Source:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __repr__(self) -> str:
+        return "Source(" + ", ".join(f"{f}={self.__dict__[f]!r}" for f in _SOURCE_FIELDS) + ")"
 
     @property
     def path(self) -> bytes:

@@ -40,7 +40,7 @@ ONLY_IN = {
 ON_DEMAND = ("logging", "traceback", "platform")
 # dataclasses imports inspect, ast, dis and tokenize (5-8 ms) and compiles each class's methods with exec (0.4-1 ms
 # a class): the classes on a stage's path are plain classes.  The stages named here use none.
-NO_DATACLASSES = ("watch", "filter")
+NO_DATACLASSES = ("watch", "filter", "transport", "record")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 

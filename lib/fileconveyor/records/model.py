@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
@@ -28,26 +27,66 @@ def key_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
-@dataclass(slots=True)
-class Synced:
+class _Row:
+    """A row's fields as attributes (``__slots__``, in column order), compared and shown by value.  Not a
+    dataclass: importing dataclasses and making the classes cost every fc-record and fc-transport start 5-10 ms."""
+
+    __slots__ = ()
+
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({shown})"
+
+
+class Synced(_Row):
     """One synced_files row: what fc-record writes (``upsert``), the old daemon's import adds (``import_row``) and
     fc-verify reads (``Reader.rows``, through ``read``)."""
 
-    input_file: str | bytes
-    basename: str | bytes
-    url: str
-    server: str
-    remote: str | bytes | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    ino: int | None = None
-    remote_size: int | None = None
-    hash: str | None = None
-    processed: str | None = None
-    source: str | None = None
-    root: str | bytes | None = None
-    rel: str | bytes | None = None
-    event_id: str | None = None
+    __slots__ = ("input_file", "basename", "url", "server", *EXTRA_COLUMNS)
+
+    def __init__(
+        self,
+        input_file: str | bytes,
+        basename: str | bytes,
+        url: str,
+        server: str,
+        remote: str | bytes | None = None,
+        size: int | None = None,
+        mtime_ns: int | None = None,
+        ino: int | None = None,
+        remote_size: int | None = None,
+        hash: str | None = None,
+        processed: str | None = None,
+        source: str | None = None,
+        root: str | bytes | None = None,
+        rel: str | bytes | None = None,
+        event_id: str | None = None,
+    ):
+        self.input_file = input_file
+        self.basename = basename
+        self.url = url
+        self.server = server
+        self.remote = remote
+        self.size = size
+        self.mtime_ns = mtime_ns
+        self.ino = ino
+        self.remote_size = remote_size
+        self.hash = hash
+        self.processed = processed
+        self.source = source
+        self.root = root
+        self.rel = rel
+        self.event_id = event_id
 
     @classmethod
     def read(cls, values: Sequence[Any]) -> Synced:
@@ -72,21 +111,48 @@ class Synced:
         return self.processed is None and self.remote_size is not None and self.remote_size == self.size
 
 
-@dataclass(slots=True)
-class Deletion:
+class Deletion(_Row):
     """A source_deletions row."""
 
-    input_file: str | bytes
-    servers: list[str]
-    version: Version
-    source: str | None
-    root: str | bytes | None
-    rel: str | bytes | None
-    scheduled_at: float
-    due_at: float
-    deleted_at: float | None
-    event_id: str | None
-    owner: str | None
+    __slots__ = (  # noqa: RUF023 (column order)
+        "input_file",
+        "servers",
+        "version",
+        "source",
+        "root",
+        "rel",
+        "scheduled_at",
+        "due_at",
+        "deleted_at",
+        "event_id",
+        "owner",
+    )
+
+    def __init__(
+        self,
+        input_file: str | bytes,
+        servers: list[str],
+        version: Version,
+        source: str | None,
+        root: str | bytes | None,
+        rel: str | bytes | None,
+        scheduled_at: float,
+        due_at: float,
+        deleted_at: float | None,
+        event_id: str | None,
+        owner: str | None,
+    ):
+        self.input_file = input_file
+        self.servers = servers
+        self.version = version
+        self.source = source
+        self.root = root
+        self.rel = rel
+        self.scheduled_at = scheduled_at
+        self.due_at = due_at
+        self.deleted_at = deleted_at
+        self.event_id = event_id
+        self.owner = owner
 
 
 def deleted_by_record(mark: tuple[float | None, str | None] | None, event: Mapping[str, Any]) -> bool:

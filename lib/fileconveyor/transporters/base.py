@@ -29,7 +29,6 @@ import re
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import BinaryIO, ClassVar, TypeVar
 from urllib.parse import quote
 
@@ -92,10 +91,28 @@ UPLOADED = "uploaded"  # what upload() returns: the file was sent
 UNCHANGED = "unchanged"  # ... or the destination already held this content (skip_unchanged): nothing sent
 
 
-@dataclass(frozen=True)
 class RemoteStat:
-    size: int
-    mtime: float | None = None
+    """What a destination says of a file: read-only, compared and hashed by value."""
+
+    def __init__(self, size: int, mtime: float | None = None):
+        self.__dict__.update(size=size, mtime=mtime)
+
+    size: int  # for the type checkers: set in __init__
+    mtime: float | None
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a RemoteStat is read-only")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not RemoteStat:
+            return NotImplemented
+        return (self.size, self.mtime) == (other.size, other.mtime)  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.size, self.mtime))
+
+    def __repr__(self) -> str:
+        return f"RemoteStat(size={self.size!r}, mtime={self.mtime!r})"
 
 
 def unchanged(src: BinaryIO, sent: int | None = None) -> None:

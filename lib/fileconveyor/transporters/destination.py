@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes, urlsplit
 
 from .. import private
@@ -25,17 +24,68 @@ SECRET_KEYS = ("password", "passphrase")
 DESTINATION_KEYS = ("to", "url", "name", *SECRET_KEYS)
 
 
-@dataclass(frozen=True)
+_FIELDS = ("scheme", "host", "port", "user", "root", "base_url", "name", "settings", "secrets")
+
+
 class Destination:
+    """Read-only, compared by value (its secrets aside), pickled to isolated transporters' worker processes."""
+
+    def __init__(
+        self,
+        scheme: str,
+        host: str = "",
+        port: int | None = None,
+        user: str = "",
+        root: bytes = b"",  # the remote directory; b"" means the login directory
+        base_url: str = "",  # public URL of ``root``, always ending in "/"
+        name: str = "",  # the server's name in events and in FC_<NAME>_* variables
+        settings: Mapping[str, str] | None = None,
+        secrets: Mapping[str, str] | None = None,  # never shown (repr), not compared
+    ):
+        self.__dict__.update(
+            scheme=scheme,
+            host=host,
+            port=port,
+            user=user,
+            root=root,
+            base_url=base_url,
+            name=name,
+            settings={} if settings is None else settings,
+            secrets={} if secrets is None else secrets,
+        )
+
+    # for the type checkers: set in __init__
     scheme: str
-    host: str = ""
-    port: int | None = None
-    user: str = ""
-    root: bytes = b""  # the remote directory; b"" means the login directory
-    base_url: str = ""  # public URL of ``root``, always ending in "/"
-    name: str = ""  # the server's name in events and in FC_<NAME>_* variables
-    settings: Mapping[str, str] = field(default_factory=dict)
-    secrets: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    host: str
+    port: int | None
+    user: str
+    root: bytes
+    base_url: str
+    name: str
+    settings: Mapping[str, str]
+    secrets: Mapping[str, str]
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r}: a Destination is read-only (Destination.replace)")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r}: a Destination is read-only")
+
+    def replace(self, **changes: object) -> Destination:
+        """A copy with ``changes``."""
+        return Destination(**{**{f: self.__dict__[f] for f in _FIELDS}, **changes})  # type: ignore[arg-type]
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Destination:
+            return NotImplemented
+        return all(self.__dict__[f] == other.__dict__[f] for f in _FIELDS[:-1])
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.__dict__[f] for f in _FIELDS[:-1]))  # TypeError, as before: settings is a dict
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f}={self.__dict__[f]!r}" for f in _FIELDS[:-1])
+        return f"Destination({shown})"
 
     def __str__(self) -> str:
         """The spec as people should see it: never with a secret."""
@@ -120,7 +170,7 @@ def parse_destination(
         secrets=secrets,
     )
     base = url or values.get("url") or _default_base_url(dest)
-    return replace(dest, base_url=base if base.endswith("/") else base + "/")
+    return dest.replace(base_url=base if base.endswith("/") else base + "/")
 
 
 def read_config(path: str | os.PathLike[str]) -> dict[str, str]:

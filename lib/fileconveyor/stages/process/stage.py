@@ -28,7 +28,6 @@ of its base name.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import os
 import shutil
@@ -503,7 +502,7 @@ class ProcessStage(Stage):
         """The event's file as it may be read: through links out of its root with --follow-symlinks, beneath
         the --source root it names."""
         if self.settings.follow_symlinks and not _has(ev, "file"):
-            source = dataclasses.replace(source, links_out_ok=True)
+            source = source.replace(links_out_ok=True)
         return confined(source, ev, self.settings.sources, "fc-process")
 
     def _vanished(self, attempt: _Attempt, path: bytes, why: str = "") -> Done:

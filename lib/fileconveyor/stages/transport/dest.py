@@ -9,7 +9,6 @@ the stage's work: a destination that is down pauses only its own lane.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from ...errors import ConfigError, UsageError
@@ -18,13 +17,13 @@ from ...transporters import TRANSPORTERS, Destination, Transporter, parse_destin
 MAX_CONNECTIONS = 64  # more than this to one server is a typo, not a plan
 
 
-@dataclass
 class Target:
     """One destination, ready to open transporters for."""
 
-    dest: Destination
-    cls: type[Transporter]
-    connections: int
+    def __init__(self, dest: Destination, cls: type[Transporter], connections: int):
+        self.dest = dest
+        self.cls = cls
+        self.connections = connections
 
     @property
     def name(self) -> str:
@@ -88,7 +87,7 @@ def targets_from(
         cls = TRANSPORTERS.get(dest.scheme)
         if skip_unchanged and "skip_unchanged" not in dest.settings:
             if cls.can_skip_unchanged():
-                dest = replace(dest, settings={**dest.settings, "skip_unchanged": "yes"})
+                dest = dest.replace(settings={**dest.settings, "skip_unchanged": "yes"})
             elif warn is not None:
                 warn(
                     f"--skip-unchanged: {dest} ({cls.name}) cannot compare contents without downloading them; "

@@ -16,10 +16,10 @@ transaction.
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ... import backoff
 from ...delivery.timed import TimedWork
@@ -29,15 +29,42 @@ RETRY_START = 2.0
 RETRY_MAX = 300.0
 
 
-@dataclass(order=True)
+@functools.total_ordering
 class Pending:
-    due: float
-    row: int
-    server: str = field(compare=False)
-    remote: bytes = field(compare=False)
-    path: bytes = field(default=b"", compare=False)  # the source path whose name it was
-    source: bytes = field(default=b"", compare=False)  # the source fields of the superseding event (JSON)
-    tries: int = field(default=0, compare=False)
+    """An old name to delete at ``due``: ordered (and equal) by ``(due, row)``, for the heap of TimedWork."""
+
+    def __init__(
+        self,
+        due: float,
+        row: int,
+        server: str,
+        remote: bytes,
+        path: bytes = b"",  # the source path whose name it was
+        source: bytes = b"",  # the source fields of the superseding event (JSON)
+        tries: int = 0,
+    ):
+        self.due = due
+        self.row = row
+        self.server = server
+        self.remote = remote
+        self.path = path
+        self.source = source
+        self.tries = tries
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Pending:
+            return NotImplemented
+        return (self.due, self.row) == (other.due, other.row)  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __lt__(self, other: Pending) -> bool:
+        if other.__class__ is not Pending:
+            return NotImplemented
+        return (self.due, self.row) < (other.due, other.row)
+
+    def __repr__(self) -> str:
+        return f"Pending(due={self.due!r}, row={self.row!r}, server={self.server!r}, remote={self.remote!r})"
 
 
 class OldFileDeleter(TimedWork[Pending]):

@@ -22,7 +22,6 @@ import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 
 MIGRATION = """
     CREATE TABLE pins(server TEXT NOT NULL, css BLOB NOT NULL, ref BLOB NOT NULL, name BLOB NOT NULL,
@@ -33,12 +32,12 @@ MIGRATION = """
 Ref = tuple[bytes, bytes]  # (source path of the referenced file, its remote base name)
 
 
-@dataclass
 class Pins:
     """(server, remote name of a stylesheet) -> the (path, name) it references; how many stylesheets pin each."""
 
-    by_css: dict[tuple[str, bytes], frozenset[Ref]] = field(default_factory=dict)
-    count: Counter[tuple[str, bytes, bytes]] = field(default_factory=Counter)
+    def __init__(self) -> None:
+        self.by_css: dict[tuple[str, bytes], frozenset[Ref]] = {}
+        self.count: Counter[tuple[str, bytes, bytes]] = Counter()
 
     def load(self, db: sqlite3.Connection) -> None:
         rows: dict[tuple[str, bytes], set[Ref]] = {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from ... import backoff
 from ...delivery.timed import TimedWork
@@ -26,16 +25,16 @@ RETRY_START = 2.0
 RETRY_MAX = 300.0
 
 
-@dataclass
 class _Server:
     """What waits for one destination."""
 
-    paths: dict[str, list[int]] = field(default_factory=dict)  # path -> its rows, in the order they came
-    since: float = 0.0  # monotonic time the oldest waiting path came
-    retry_at: float = 0.0  # monotonic: no request before this (after a failure)
-    tries: int = 0
-    after: float = 0.0  # the transporter's invalidate_after
-    batch: int = 1000  # and its invalidation_batch
+    def __init__(self, after: float = 0.0, batch: int = 1000):
+        self.paths: dict[str, list[int]] = {}  # path -> its rows, in the order they came
+        self.since = 0.0  # monotonic time the oldest waiting path came
+        self.retry_at = 0.0  # monotonic: no request before this (after a failure)
+        self.tries = 0
+        self.after = after  # the transporter's invalidate_after
+        self.batch = batch  # and its invalidation_batch
 
 
 class Purger(TimedWork[None]):

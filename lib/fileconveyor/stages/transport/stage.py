@@ -22,7 +22,6 @@ transaction that finishes the item, and a crash in between redoes the item from 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import sqlite3
 import stat
@@ -30,7 +29,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from ... import events as E
@@ -83,49 +81,82 @@ MIGRATIONS = [
 SOURCE_FIELDS = ("source", "root", "root_b64", "path", "path_b64", "rel", "rel_b64")
 
 
-@dataclass(slots=True)
 class Note:
     """What work() did that record() must write down (keyed by the item)."""
 
-    server: str
-    path: bytes
-    remote: bytes | None = None  # uploaded under this name (None: deleted)
-    superseded: bytes | None = None  # the previous remote name, to delete later
-    failed: str | None = None  # the error, for the failed table
-    changed: bool = True  # the remote name differs from the one in remote_names (or there is none)
-    purge: list[str] = field(default_factory=list)  # CDN paths to invalidate (cf)
-    old_row: int | None = None  # a superseded name deleted later: its old_deletions row, done now
-    source: bytes | None = None  # the source fields of the event (JSON), for a superseded name's deletion later
-    held: bool = False  # the superseded name is pinned by a published stylesheet: kept until released
-    # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
-    pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = field(default_factory=list)
-    released: list[transport_pins.Ref] = field(default_factory=list)  # names no published stylesheet references now
-    made: list[bytes] = field(default_factory=list)  # directories the upload created
-    unmade: list[bytes] = field(default_factory=list)  # directories of ours the deletion emptied, removed
+    __slots__ = (
+        "changed",
+        "failed",
+        "held",
+        "made",
+        "old_row",
+        "path",
+        "pin_changes",
+        "purge",
+        "released",
+        "remote",
+        "server",
+        "source",
+        "superseded",
+        "unmade",
+    )
+
+    def __init__(
+        self,
+        server: str,
+        path: bytes,
+        remote: bytes | None = None,  # uploaded under this name (None: deleted)
+        superseded: bytes | None = None,  # the previous remote name, to delete later
+        failed: str | None = None,  # the error, for the failed table
+        changed: bool = True,  # the remote name differs from the one in remote_names (or there is none)
+        purge: list[str] | None = None,  # CDN paths to invalidate (cf)
+        old_row: int | None = None,  # a superseded name deleted later: its old_deletions row, done now
+        source: bytes | None = None,  # the source fields of the event (JSON), for a superseded name's deletion later
+        held: bool = False,  # the superseded name is pinned by a published stylesheet: kept until released
+        # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
+        pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] | None = None,
+        released: list[transport_pins.Ref] | None = None,  # names no published stylesheet references now
+        made: list[bytes] | None = None,  # directories the upload created
+        unmade: list[bytes] | None = None,  # directories of ours the deletion emptied, removed
+    ):
+        self.server = server
+        self.path = path
+        self.remote = remote
+        self.superseded = superseded
+        self.failed = failed
+        self.changed = changed
+        self.purge = [] if purge is None else purge
+        self.old_row = old_row
+        self.source = source
+        self.held = held
+        self.pin_changes = [] if pin_changes is None else pin_changes
+        self.released = [] if released is None else released
+        self.made = [] if made is None else made
+        self.unmade = [] if unmade is None else unmade
 
 
 SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
 
 
-@dataclass
 class LaneStats:
-    files: int = 0
-    bytes: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    failed: int = 0
-    refused: int = 0  # of the failed: names refused as bad input (not kept for --retry-failed)
-    first_failure: str = ""
-    broken: str | None = None  # an AuthError: the destination refuses us
-    trouble_at: float = 0.0  # monotonic time of the last transient failure
+    def __init__(self) -> None:
+        self.files = 0
+        self.bytes = 0
+        self.unchanged = 0
+        self.deleted = 0
+        self.failed = 0
+        self.refused = 0  # of the failed: names refused as bad input (not kept for --retry-failed)
+        self.first_failure = ""
+        self.broken: str | None = None  # an AuthError: the destination refuses us
+        self.trouble_at = 0.0  # monotonic time of the last transient failure
 
 
-@dataclass
 class Names:
     """(server, source path) -> remote name, plus how many paths use each remote name."""
 
-    by_path: dict[tuple[str, bytes], bytes] = field(default_factory=dict)
-    users: Counter[tuple[str, bytes]] = field(default_factory=Counter)
+    def __init__(self) -> None:
+        self.by_path: dict[tuple[str, bytes], bytes] = {}
+        self.users: Counter[tuple[str, bytes]] = Counter()
 
     def set(self, server: str, path: bytes, remote: bytes | None) -> bytes | None:
         key = (server, path)
@@ -375,7 +406,7 @@ class TransportStage(Stage):
         event's root is as forgeable as the rest of it."""
         source = from_event(ev, self.work_bases)
         if self.follow_symlinks and not _has_file(ev):
-            source = dataclasses.replace(source, links_out_ok=True)
+            source = source.replace(links_out_ok=True)
         return confined(source, ev, self.sources, "fc-transport")
 
     def _still_there(self, ev: dict) -> bool:
