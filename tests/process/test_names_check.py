@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fileconveyor import beneath, sourcefile
+from fileconveyor.processors import Context, Output, Processor
 from fileconveyor.sourcefile import Roots, SourceOutside, check_source, from_event
 from fileconveyor.stages.process.names import NameChecks
 
@@ -178,3 +179,44 @@ def test_a_file_we_may_not_read_goes_to_the_full_check(uid: int, gid: int, mode:
     checks.euid, checks.groups = 1000, {1000}
     st = os.stat_result((0o100000 | mode, 1, 1, 1, uid, gid, 0, 0, 0, 0))
     assert checks._readable(st) is readable
+
+
+class Slasher(Processor):
+    """A by_name step that breaks the rule on base names."""
+
+    name = "test.Slasher"
+    renames = name_only = by_name = True
+
+    def process(self, ctx: Context) -> Output:
+        return Output(ctx.input, self.rename(ctx.basename))
+
+    def rename(self, name: bytes) -> bytes:
+        return b"../" + name
+
+
+class Sneaky(Slasher):
+    """A by_name step that renames without declaring it."""
+
+    name = "test.Sneaky"
+    renames = False
+
+    def rename(self, name: bytes) -> bytes:
+        return name.upper()
+
+
+def test_a_by_name_step_s_name_gets_the_checks_a_processor_s_name_gets(tmp_path: Path) -> None:
+    """A step whose name comes from rename() alone (no Context: Processor.by_name) is held to checked()'s rules,
+    with the same message; the template's by_name step renames as its process() does."""
+    root, _ = _site(tmp_path)
+    ev = event(root / "d" / "good file.txt", root=root)
+    for cls, why in ((Slasher, "holds '/'"), (Sneaky, "does not declare renames")):
+        res = run(tmp_path / cls.__name__, ["--processor", f"{__name__}:{cls.__name__}"], [ev])
+        assert res.status == 1, res.stderr
+        (out,) = outputs(res)
+        assert out["error"].startswith(cls.name) and why in out["error"], out
+        assert out["name"] == "good file.txt" and out["processed"] == []
+    res = run(tmp_path / "t", ["--processor", "fileconveyor.processors._template:Lowercase", *CHAIN], [ev])
+    assert res.status == 0, res.stderr
+    assert [(o["name"], o["processed"]) for o in outputs(res)] == [
+        ("good_file.txt", ["_template.Lowercase", "filename.SpacesToUnderscores"])
+    ]

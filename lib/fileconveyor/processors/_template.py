@@ -38,8 +38,12 @@ class Lowercase(Processor):
     renames = True  # this processor changes the base name
     per_server = False  # True when the output depends on ctx.options["server"]
     name_only = True  # only the name changes, the content is never read: fc-process needs no work directory
+    by_name = True  # the new name depends on the current name alone: rename() gives it (no Context needed)
 
     def process(self, ctx: Context) -> Output:
         # Content unchanged, so no copy: the input itself goes on under a new name.
         # A content change would write e.g. ctx.work_file(b"out.png").
-        return Output(ctx.input, ctx.basename.lower())
+        return Output(ctx.input, self.rename(ctx.basename))
+
+    def rename(self, name: bytes) -> bytes:
+        return name.lower()

@@ -157,6 +157,9 @@ class Processor:
     # Output(ctx.input, ...); fc-process then runs it in its main thread with no work directory
     # (ctx.work_dir is empty), as it does for events no processor applies to
     name_only: ClassVar[bool] = False
+    # name_only, and the new name depends on the current name alone: fc-process calls ``rename(name)`` instead
+    # of process(), with no Context built per event (process() must give the same name)
+    by_name: ClassVar[bool] = False
     timeout: ClassVar[float] = 300.0  # seconds, per external tool run
 
     def __init__(self, options: Mapping[str, str] | None = None):
@@ -175,6 +178,10 @@ class Processor:
         return name.lower().endswith(suffixes)
 
     def process(self, ctx: Context) -> Output:
+        raise NotImplementedError
+
+    def rename(self, name: bytes) -> bytes:
+        """The new base name of a file named ``name``, for a ``by_name`` processor."""
         raise NotImplementedError
 
     def option(self, ctx: Context, key: str, default: str | None = None) -> str | None:

@@ -20,11 +20,15 @@ from .base import Context, Output, Processor
 class _Replace(Processor):
     renames = True
     name_only = True
+    by_name = True
     search: ClassVar[bytes] = b" "
     replace: ClassVar[bytes] = b""
 
     def process(self, ctx: Context) -> Output:
-        return Output(ctx.input, ctx.basename.replace(self.search, self.replace))
+        return Output(ctx.input, self.rename(ctx.basename))
+
+    def rename(self, name: bytes) -> bytes:
+        return name.replace(self.search, self.replace)
 
 
 class SpacesToUnderscores(_Replace):

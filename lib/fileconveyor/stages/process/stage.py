@@ -159,6 +159,8 @@ class ProcessStage(Stage):
         # every step only renames: any event that is no deletion, failure or work file is decided in quick()
         self._renames_only = bool(self.chain) and all(p.name_only and not p.reports_references for p in self.chain)
         # a step applies to every name (no extensions, applies_to not its own): something always applies
+        # ...and each gives its name from the name alone (Processor.by_name): no Context per event
+        self._by_name = self._renames_only and all(p.by_name for p in self.chain)
         self._applies_to_all = any(not p.extensions and type(p).applies_to is Processor.applies_to for p in self.chain)
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
         self._quick_counts = dict.fromkeys(self.counts, 0)  # the main thread's rename-only outcomes: no lock
@@ -337,6 +339,13 @@ class ProcessStage(Stage):
                 return _said(self._failed(attempt, out, current, None, exc), attempt)
             except OSError:
                 return None  # a worker tries again, and tells a vanished file from a failed one
+        renamed = self._renamed(current) if self._by_name else None
+        if renamed is not None:
+            name, ran = renamed
+            E.put_path(out, "name", name)
+            out["processed"] = [*before, *ran]
+            self._quick_counts["unchanged" if name == current else "processed"] += 1  # (main thread only)
+            return Done([out], added=_added(ev, out))
         ctx = Context(
             input=path,
             original=path,
@@ -376,6 +385,22 @@ class ProcessStage(Stage):
             self._chain_notes(attempt, ctx)
             done.payload = attempt
         return done
+
+    def _renamed(self, current: bytes) -> tuple[bytes, list[str]] | None:
+        """What a chain of ``by_name`` steps makes of the name ``current``, and the steps that ran; None when a
+        step fails or breaks a rule (checked()'s): the chain then runs as any other, and fails the event so."""
+        name, ran = current, []
+        try:
+            for proc in self.chain:
+                if proc.applies_to(name):
+                    new = proc.rename(name)
+                    if base_name_problem(new) or (new != name and not proc.renames):
+                        return None
+                    ran.append(proc.name)
+                    name = new
+        except Exception:
+            return None
+        return name, ran
 
     def _process(self, item: Item, attempt: _Attempt, path: bytes, current: bytes, out: dict) -> Outcome:
         """Run the chain in a work directory of its own, made when the first step that needs the file applies."""
