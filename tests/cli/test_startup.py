@@ -39,8 +39,8 @@ ONLY_IN = {
 # platform (2 ms) told fc-watch the system, which sys.platform says
 ON_DEMAND = ("logging", "traceback", "platform")
 # dataclasses imports inspect, ast, dis and tokenize (5-8 ms) and compiles each class's methods with exec (0.4-1 ms
-# a class): the classes on a stage's path are plain classes.  The stages named here use none.
-NO_DATACLASSES = ("watch", "filter", "transport", "record")
+# a class): the classes on a stage's path are plain classes, and a stage run uses none.
+NO_DATACLASSES = ("watch", "filter", "process", "transport", "record")
 # what one processor or transporter needs, when another one is used
 NOT_THIS_RUN = ("PIL", "paramiko", "boto3", "botocore", "swiftclient", "ftplib", "rcssmin", "rjsmin")
 

@@ -30,7 +30,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar, NamedTuple
 
 from ..errors import ConfigError, FCError, RetryableError
@@ -49,8 +48,7 @@ class ToolMissing(ConfigError):
     """An external command a processor needs is not installed; says what to install."""
 
 
-@dataclass(frozen=True)
-class Tool:
+class Tool(NamedTuple):
     """An external command and where it comes from, for the start-up check."""
 
     command: str
@@ -73,7 +71,6 @@ class Output(NamedTuple):
     basename: bytes  # the new base name (only the name: the directory never changes)
 
 
-@dataclass
 class Context:
     """What one processor step sees.
 
@@ -87,16 +84,29 @@ class Context:
     of the references a stylesheet's output uses.
     """
 
-    input: bytes
-    original: bytes
-    basename: bytes
-    work_dir: bytes
-    event: Mapping[str, Any] = field(default_factory=dict)
-    options: Mapping[str, str] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    current_name: Callable[[bytes], bytes | None] | None = None
-    waited: float = 0.0
-    references: list[tuple[bytes, bytes]] = field(default_factory=list)
+    def __init__(
+        self,
+        input: bytes,
+        original: bytes,
+        basename: bytes,
+        work_dir: bytes,
+        event: Mapping[str, Any] | None = None,
+        options: Mapping[str, str] | None = None,
+        notes: list[str] | None = None,
+        current_name: Callable[[bytes], bytes | None] | None = None,
+        waited: float = 0.0,
+        references: list[tuple[bytes, bytes]] | None = None,
+    ):
+        self.input = input
+        self.original = original
+        self.basename = basename
+        self.work_dir = work_dir
+        self.event: Mapping[str, Any] = {} if event is None else event
+        self.options: Mapping[str, str] = {} if options is None else options
+        self.notes: list[str] = [] if notes is None else notes
+        self.current_name = current_name
+        self.waited = waited
+        self.references: list[tuple[bytes, bytes]] = [] if references is None else references
 
     def scratch(self) -> bytes:
         """A new empty directory inside the work dir, for one step's files."""

@@ -37,7 +37,6 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
 from ... import backoff, private
 from ... import events as E
@@ -111,27 +110,36 @@ def _names(ev: Mapping) -> tuple[bytes, bytes]:
     return path, (E.get_path(ev, "name") if _has(ev, "name") else path[path.rfind(b"/") + 1 :])
 
 
-@dataclass
 class _Attempt:
     """What one try at an item did that record() needs (``Done.payload``): the work directory its file is in,
     and messages for stderr (printed in the main thread, once)."""
 
-    work_dir: bytes | None = None
-    said: list[tuple[bool, str]] = field(default_factory=list)  # (is an error, text)
+    def __init__(self) -> None:
+        self.work_dir: bytes | None = None
+        self.said: list[tuple[bool, str]] = []  # (is an error, text)
 
     def note(self, *texts: str, error: bool = False) -> None:
         self.said.extend((error, text) for text in texts)
 
 
-@dataclass
 class Settings:
-    jobs: int = 1
-    work_dir: str | None = None  # None: next to the state file
-    options: dict[str, str] = field(default_factory=dict)  # document_root, base_path, server, synced_db
-    retry_delay: float = 5.0  # first wait for a deferred event, doubled each time
-    reference_wait: float | None = None  # link_updater: seconds a missing reference is waited for
-    follow_symlinks: bool = False  # as fc-watch's: a link out of the root is read to the event's file (sourcefile)
-    sources: list[SourceRoot] = field(default_factory=list)  # --source: the only roots read from (none: the event's)
+    def __init__(
+        self,
+        jobs: int = 1,
+        work_dir: str | None = None,  # None: next to the state file
+        options: dict[str, str] | None = None,  # document_root, base_path, server, synced_db
+        retry_delay: float = 5.0,  # first wait for a deferred event, doubled each time
+        reference_wait: float | None = None,  # link_updater: seconds a missing reference is waited for
+        follow_symlinks: bool = False,  # as fc-watch's: a link out of the root is read to the event's file
+        sources: list[SourceRoot] | None = None,  # --source: the only roots read from (none: the event's)
+    ):
+        self.jobs = jobs
+        self.work_dir = work_dir
+        self.options = {} if options is None else options
+        self.retry_delay = retry_delay
+        self.reference_wait = reference_wait
+        self.follow_symlinks = follow_symlinks
+        self.sources = [] if sources is None else sources
 
 
 class ProcessStage(Stage):
