@@ -578,15 +578,16 @@ def _write(path: Path, data: bytes) -> float:
 # -- profiles ---------------------------------------------------------------------------------------
 
 
-def profile(work: Path, tree: Path, out: Path, profiler: str) -> None:
-    """The 5-stage shape to a local folder, each stage under ``profiler``; a summary per stage on stdout."""
+def profile(work: Path, tree: Path, out: Path, profiler: str, bin_dir: Path = ROOT / "bin") -> None:
+    """The 5-stage shape to a local folder, each stage under ``profiler``; a summary per stage on stdout.
+    ``bin_dir``: the checkout's commands (--checkout), as the measured runs'."""
     out.mkdir(parents=True, exist_ok=True)
     dest = work / "dest-profile"
     shutil.rmtree(dest, ignore_errors=True)
     state = work / "state-profile"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir()
-    stages = fc_stages("5", tree, f"file://{quote(str(dest))}?connections={CONNECTIONS}", state / "synced.db")
+    stages = fc_stages("5", tree, f"file://{quote(str(dest))}?connections={CONNECTIONS}", state / "synced.db", bin_dir)
     wrapped = []
     for argv in stages:
         verb = Path(argv[1]).name
@@ -811,7 +812,7 @@ def main() -> None:
             )
     others = meter.other_share()
     if args.profile:
-        profile(work, sets["small"][0], args.profile, args.profiler)
+        profile(work, sets["small"][0], args.profile, args.profiler, bin_dir)
     stamp, out = results_file("pipeline", ".json")
     text = table(results, ratios, live)
     header = (
