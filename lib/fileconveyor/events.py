@@ -380,7 +380,8 @@ def _parse(raw: bytes) -> Any:
         raise EventError(f"not valid JSON: {exc}") from None
     try:
         obj, end = _scan(text, 0)
-        if end == len(text) or not text[end:].strip(_JSON_SPACE):
+        n = len(text) - end
+        if n == 0 or (n == 1 and text[end] == "\n") or not text[end:].strip(_JSON_SPACE):
             return obj
     except (StopIteration, ValueError, RecursionError):
         pass
@@ -441,7 +442,9 @@ def decode(line: bytes) -> Event:
     hop = ev.get("hop")
     if hop is not None:
         _check_hop(hop)
-    get_path(ev, "path")  # raises EventError when missing or malformed
+    if type(ev.get("path")) is not str or "path_b64" in ev:
+        # (a plain string is a path get_path takes: it holds no lone surrogate, looked for above)
+        get_path(ev, "path")  # raises EventError when missing or malformed
     return ev
 
 
@@ -476,6 +479,10 @@ def _plan(ev: Event) -> tuple[tuple[str, ...], bool, bool]:
 def _check_hop(hop: object) -> None:
     if type(hop) is not dict:
         raise EventError("field 'hop' is not an object")
+    if len(hop) == 3:  # the usual hop: exactly from, epoch and seq when all three are found, so nothing nests
+        seq = hop.get("seq")
+        if type(hop.get("from")) is str and type(hop.get("epoch")) is str and type(seq) is int and 0 <= seq <= MAX_INT:
+            return
     if not HOP_KEYS.issuperset(hop) and _depth(hop) > MAX_DEPTH - 1:
         raise EventError(f"nested deeper than {MAX_DEPTH} levels")
     seq = hop.get("seq")

@@ -190,3 +190,72 @@ def test_encode_writes_what_json_dumps_writes(event: dict) -> None:
 def test_encode_refuses_what_json_cannot_write() -> None:
     with pytest.raises(TypeError, match="not JSON serializable"):
         events.encode({"v": 1, "x": b"bytes"})
+
+
+def _hop_refused(hop: object) -> bool:
+    """What decode refuses in a ``hop``, as docs/events.md says it (from, epoch: strings; seq: an integer from 0 to
+    MAX_INT; for: a list of strings; nothing nested deeper than the event may; null: as if absent)."""
+    if hop is None:
+        return False
+    if type(hop) is not dict:
+        return True
+    seq, tag = hop.get("seq"), hop.get("for")
+    return (
+        type(hop.get("from")) is not str
+        or type(hop.get("epoch")) is not str
+        or type(seq) is not int
+        or not 0 <= seq <= events.MAX_INT
+        or (tag is not None and (type(tag) is not list or not all(type(t) is str for t in tag)))
+    )
+
+
+_HOP_VALUE = _JSON | st.integers(min_value=-1, max_value=2**64) | st.lists(st.text(max_size=3), max_size=2)
+# the usual hop with its seq anywhere, a field changed, dropped or added; or any JSON at all
+_USUAL_HOP = st.fixed_dictionaries(
+    {"from": st.just("/w"), "epoch": st.just("e"), "seq": st.integers(min_value=-2, max_value=2**64)}
+)
+_HOP = (
+    _USUAL_HOP
+    | _USUAL_HOP.flatmap(
+        lambda hop: st.tuples(
+            st.just(hop), st.sampled_from(["from", "epoch", "seq", "for", "x"]), _HOP_VALUE, st.booleans()
+        )
+    ).map(lambda t: {k: v for k, v in {**t[0], t[1]: t[2]}.items() if not (t[3] and k == t[1])})
+    | st.dictionaries(st.sampled_from(["from", "epoch", "seq", "for", "x"]), _HOP_VALUE, max_size=5)
+    | _JSON
+)
+
+
+@given(_HOP)
+def test_decode_refuses_a_bad_hop_whatever_its_shape(hop: object) -> None:
+    """The usual hop (exactly from, epoch and seq) is judged the short way, every other the long way: together,
+    exactly what the protocol refuses."""
+    line = json.dumps({"v": 1, "kind": "created", "path": "/a", "hop": hop}).encode() + b"\n"
+    if _hop_refused(hop):
+        with pytest.raises(EventError, match=r"hop|nested|JSON"):
+            events.decode(line)
+    else:
+        assert events.decode(line)["hop"] == hop
+
+
+@pytest.mark.parametrize(
+    "fields, want",
+    [
+        ({"path": "/a/\u00e9"}, "/a/\u00e9".encode()),
+        ({"path_b64": "L2Ev/w=="}, b"/a/\xff"),
+        ({"path": "/a/?", "path_b64": "L2Ev/w=="}, b"/a/\xff"),
+        ({}, None),
+        ({"path_b64": "not base64!"}, None),
+        ({"path": "/a", "path_b64": "not base64!"}, None),
+        ({"path": 7}, None),
+        ({"path": None}, None),
+    ],
+)
+def test_decode_takes_a_path_by_its_bytes_or_refuses_it(fields: dict, want: bytes | None) -> None:
+    """A path that is a plain string (no path_b64) is taken as it is; any other goes through get_path."""
+    line = json.dumps({"v": 1, "kind": "created", **fields}).encode() + b"\n"
+    if want is None:
+        with pytest.raises(EventError, match="path"):
+            events.decode(line)
+    else:
+        assert events.get_path(events.decode(line), "path") == want

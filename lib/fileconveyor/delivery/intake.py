@@ -90,6 +90,7 @@ class Intake:
         self.posted = 0
         self.taken = 0
         self._met: set[str] = set()  # writers whose first line this process has seen
+        self._one_item = type(stage).split is Stage.split  # take() makes its item itself
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
@@ -241,6 +242,10 @@ class Intake:
 
     def take(self, lines: list[bytes]) -> list[Item]:
         items: list[Item] = []
+        decode, counts, marks = E.decode, self.counts, self.marks
+        # a stage with the default split (fc-filter, fc-record): its one item per event is made here, not through
+        # items() and split() (three calls and two lists a line)
+        one = self._one_item
         for line in lines:
             self.lineno += 1
             if not line.endswith(b"\n"):
@@ -252,46 +257,28 @@ class Intake:
             if line[0] in _BLANK and not line.strip():  # (a strip per line copied every line)
                 continue
             try:
-                ev = E.decode(line)
+                ev = decode(line)
             except E.EventError as exc:
                 self.bad(str(exc), line)
                 continue
-            self.counts.read += 1
+            counts.read += 1
             h = ev.get("hop")  # checked by E.decode (from, epoch: strings; seq: an integer) when there
-            hop = Hop(h["from"], h["epoch"], h["seq"]) if h is not None else None
-            if hop is not None:
-                mark = self.marks.get(hop.origin)
-                if hop.origin not in self._met and self._first_line(hop, mark):
-                    mark = self.marks[hop.origin]
-                if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
-                    # a first line, or a leap: a seq past what the writer wrote would make its real lines
-                    # after it look like replays (dropped); its state file says (one look, not per line)
-                    high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
-                    if high is not None:
-                        self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
-                        continue
-                if mark is None or mark[0] != hop.epoch:
-                    # a writer new to us (or whose state was recreated): register at once,
-                    # and hold its lines until it re-sends, for us, all it has kept (lines
-                    # a previous process of ours may have read and lost included)
-                    # Only the last lines before the first one we see can have been meant
-                    # for a process of ours (read and lost before it registered): at most
-                    # a pipe buffer and one reader's queue.  Older ones are not ours.
-                    # (Held whether or not this acknowledgement gets through: see register.)
-                    start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
-                    self.marks[hop.origin] = (hop.epoch, start)
-                    self.unreplayed.pop(hop.origin, None)  # of its old epoch
-                    self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
-                    self.holding.expect(hop.origin)
-                    mark = self.marks[hop.origin]
-                if hop.origin in self.holding.waiting and not self.holding.take(hop.origin, ev["hop"].get("for"), line):
+            hop = None
+            if h is not None:
+                hop = Hop(h["from"], h["epoch"], h["seq"])
+                if not self._hop_taken(hop, h, marks, line):
                     continue
-                if hop.seq <= mark[1]:
-                    self.counts.duplicates += 1
-                    continue
-                self.marks[hop.origin] = (hop.epoch, hop.seq)
+            recovered = self._maybe_done(hop) if self.was_working else False
+            if one:
+                path = ev.get("path")  # E.decode checked it: a plain string is the name's UTF-8 (Stage.split's key)
+                key = path.encode() if type(path) is str and "path_b64" not in ev else E.get_path(ev, "path")
+                item = Item(ev, line, "", key, next(self.order), hop=hop, recovered=recovered)
+                items.append(item)
+                if hop is not None:
+                    self.hold(item)
+                continue
             try:
-                items.extend(self.items(ev, line, hop, recovered=self._maybe_done(hop)))
+                items.extend(self.items(ev, line, hop, recovered=recovered))
             except E.EventError as exc:
                 self.bad(str(exc), line)
             except Exception as exc:  # a stage's split() failing on an event it did not expect: that event only
@@ -300,6 +287,41 @@ class Intake:
                 self.rep.debug(traceback.format_exc())
                 self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
         return items
+
+    def _hop_taken(self, hop: Hop, h: dict, marks: dict[str, tuple[str, int]], line: bytes) -> bool:
+        """Whether a line from ``hop`` is taken now: not a replay already taken, not a seq its writer never
+        wrote (reported), not held while its writer re-sends (Holding); its writer's mark moves to it."""
+        mark = marks.get(hop.origin)
+        if hop.origin not in self._met and self._first_line(hop, mark):
+            mark = marks[hop.origin]
+        if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
+            # a first line, or a leap: a seq past what the writer wrote would make its real lines
+            # after it look like replays (dropped); its state file says (one look, not per line)
+            high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
+            if high is not None:
+                self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+                return False
+        if mark is None or mark[0] != hop.epoch:
+            # a writer new to us (or whose state was recreated): register at once,
+            # and hold its lines until it re-sends, for us, all it has kept (lines
+            # a previous process of ours may have read and lost included)
+            # Only the last lines before the first one we see can have been meant
+            # for a process of ours (read and lost before it registered): at most
+            # a pipe buffer and one reader's queue.  Older ones are not ours.
+            # (Held whether or not this acknowledgement gets through: see register.)
+            start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
+            marks[hop.origin] = (hop.epoch, start)
+            self.unreplayed.pop(hop.origin, None)  # of its old epoch
+            self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
+            self.holding.expect(hop.origin)
+            mark = marks[hop.origin]
+        if hop.origin in self.holding.waiting and not self.holding.take(hop.origin, h.get("for"), line):
+            return False
+        if hop.seq <= mark[1]:
+            self.counts.duplicates += 1
+            return False
+        marks[hop.origin] = (hop.epoch, hop.seq)
+        return True
 
     def _first_line(self, hop: Hop, mark: tuple[str, int] | None) -> bool:
         """The first line of a writer in this process: when no process before ours can have read one of its

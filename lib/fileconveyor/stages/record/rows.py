@@ -116,8 +116,11 @@ def synced_values(ev: dict, now: float) -> tuple:
     size, mtime_ns, ino, remote_size = get("size"), get("mtime_ns"), get("ino"), get("remote_size")
     if type(size) is not int:
         size = _int(size)
-    if type(remote_size) is not int:
-        remote_size = _remote_size(ev)
+    if type(remote_size) is not int:  # (none given and no work file: _remote_size's answer is the size)
+        no_file = remote_size is None and "file" not in ev and "file_b64" not in ev
+        remote_size = size if no_file else _remote_size(ev)
+    # mtime_ns: a string of ASCII digits (events.decode), else what _int makes of it
+    mtime_ns = int(mtime_ns) if type(mtime_ns) is str and mtime_ns.isascii() and mtime_ns.isdigit() else _int(mtime_ns)
     processed, hash_, source, event_id = get("processed"), get("hash"), get("source"), get("id")
     return (
         path,
@@ -126,7 +129,7 @@ def synced_values(ev: dict, now: float) -> tuple:
         str(ev["server"]),
         remote,
         size,
-        _int(mtime_ns),
+        mtime_ns,
         ino if type(ino) is int else _int(ino),
         remote_size,
         hash_ if isinstance(hash_, str) else None,

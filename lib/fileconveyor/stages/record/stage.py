@@ -114,34 +114,35 @@ class RecordStage(Stage):
                 )
 
     def work(self, item: Item) -> Done | Retry:
+        ev = item.event
+        get = ev.get
+        server = get("server")
         try:
+            if (
+                server in self.seen
+                and server
+                and "error" not in ev
+                and get("order") is None
+                and get("kind") != "deleted"
+                and type(get("url")) is str
+                and get("transported") not in NOT_SYNCED
+                and self.delete_after is None
+                and self.rec is not None
+                and self.rec.plain()
+            ):
+                # the usual record, a synced file's upsert alone: its row joins the round's (_write_rows)
+                done = Done([ev], unchanged=True)
+                self.rows.append(synced_values(ev, time.time()))
+                self.row_items.append((item, done))
+                self.counts["recorded"] += 1
+                return done
+            self._write_rows()  # the rows before this event, before what it writes
             return self._work(item)
         except RetryableError as exc:  # the database busy for 30 s (another writer), or a full disk
             return Retry(str(exc), after=backoff.delay(item.attempts, 2.0, 60.0))
 
     def _work(self, item: Item) -> Done:
         ev = item.event
-        get = ev.get
-        server = get("server")
-        if (
-            server in self.seen
-            and server
-            and "error" not in ev
-            and get("order") is None
-            and get("kind") != "deleted"
-            and type(get("url")) is str
-            and get("transported") not in NOT_SYNCED
-            and self.delete_after is None
-            and self.rec is not None
-            and self.rec.plain()
-        ):
-            # the usual record, a synced file's upsert alone: its row joins the round's (_write_rows)
-            done = Done([ev], unchanged=True)
-            self.rows.append(synced_values(ev, time.time()))
-            self.row_items.append((item, done))
-            self.counts["recorded"] += 1
-            return done
-        self._write_rows()  # the rows before this event, before what it writes
         path = E.get_path(ev, "path")
         server = ev.get("server")
         assert self.rec is not None
