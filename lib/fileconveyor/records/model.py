@@ -95,7 +95,7 @@ class Synced(_Row):
 
     def values(self, synced_at: float) -> tuple:
         """The row's columns as the writers take them: these fields in their order, then ``synced_at``
-        (fc-record builds the same tuple straight from an event: stages/record/stage.py, synced_values)."""
+        (fc-record builds the same tuple straight from an event: stages/record/rows.py, synced_values)."""
         return (
             self.input_file, self.basename, self.url, self.server, self.remote, self.size, self.mtime_ns, self.ino,
             self.remote_size, self.hash, self.processed, self.source, self.root, self.rel, self.event_id, synced_at,
