@@ -220,3 +220,20 @@ def test_a_by_name_step_s_name_gets_the_checks_a_processor_s_name_gets(tmp_path:
     assert [(o["name"], o["processed"]) for o in outputs(res)] == [
         ("good_file.txt", ["_template.Lowercase", "filename.SpacesToUnderscores"])
     ]
+
+
+def test_a_vanished_root_drops_the_event_as_the_full_check_does(tmp_path: Path) -> None:
+    """The root opened for the directory is gone: the full check's outcome and message, in the main thread."""
+    root, _ = _site(tmp_path)
+    ev = event(root / "d" / "good file.txt", root=root)
+    other = tmp_path / "other"
+    (other / "d").mkdir(parents=True)
+    (other / "d" / "x.txt").write_text("x\n")
+    kept = event(other / "d" / "x.txt", root=other)
+    (root / "d" / "good file.txt").unlink()
+    (root / "d").rmdir()
+    root.rmdir()
+    res = run(tmp_path, CHAIN, [ev, kept])
+    assert res.status == 0, res.stderr
+    assert [o["name"] for o in outputs(res)] == ["x.txt"]
+    assert "good file.txt: dropped" in res.stderr and "its root" in res.stderr and "is gone" in res.stderr

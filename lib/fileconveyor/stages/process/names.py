@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from ... import beneath
-from ...sourcefile import Roots, SourceRefused, from_event
+from ...sourcefile import Roots, SourceGone, SourceRefused, from_event
 from ...sourcefile import Source as SourceSpec
 
 
@@ -110,7 +110,7 @@ class NameChecks:
         try:
             root = self.roots.open(src)
             dfd = beneath.open_file(root, src.root, head, beneath.PATH_FLAGS) if head else os.dup(root)
-        except (OSError, ValueError, SourceRefused):  # (beneath.OutsideRoot is a ValueError)
+        except (OSError, ValueError, SourceRefused, SourceGone):  # (beneath.OutsideRoot is a ValueError; the root gone)
             return None
         if len(self.dirs) >= self.MAX:
             self.close()
