@@ -638,7 +638,7 @@ WAITS = {
     _line_of("Workers._run", "delivery/lanes.py", "item = lane.tasks.get()"),
     _line_of("Runner._loop", "delivery/runner.py", "msgs = [self.events.get(timeout=timeout)]"),
     _line_of("Runner._gather", "delivery/runner.py", "time.sleep(min(POLL, left))"),  # gathering a round
-    _line_of("read_lines", "delivery/streams.py", "ready = dict(poller.poll())"),
+    _line_of("read_batches", "delivery/streams.py", "ready = dict(poller.poll())"),  # waiting for input
 } - {""}
 WAITING = ("Condition.wait (", "Event.wait (", "_PollLikeSelector.select (", "Connection._recv (")
 
