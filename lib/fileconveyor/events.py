@@ -283,6 +283,20 @@ def rehop(line: bytes, old: object, hop: dict, more: bytes = b"", hop_bytes: byt
     return line[: -len(before)] + more + tail if line.endswith(before) else None
 
 
+def swap_hop(line: bytes, old_head: bytes, old_seq: int, new_tail: bytes, more: bytes = b"") -> bytes | None:
+    """``rehop`` for a line whose hop is of the usual shape, without the decoded hop: ``line`` with its last
+    member ``,"hop":`` + ``hop_head(from, epoch)`` + ``old_seq`` + ``}`` (``old_head`` is that up to the seq,
+    the writer's part: one per writer) replaced by ``more`` + ``new_tail`` (``,"hop":...}}\n``, our hop and the
+    line's end).  None when the line does not end so (then ``rehop``).  Exact as ``rehop`` is: bytes that end the
+    line's object ``}\n`` right after that hop's ``}`` are its top-level object's last member, and decode to
+    exactly that hop (a later duplicate key wins), whatever hop the caller was told it had."""
+    end = b"%d}}\n" % old_seq
+    cut = len(line) - len(end) - len(old_head)
+    if cut > 0 and line.endswith(end) and line.startswith(old_head, cut):
+        return line[:cut] + more + new_tail
+    return None
+
+
 def members(event: Event, fields: tuple[str, ...]) -> bytes:
     """``,"field":value`` for each of ``fields`` of ``event``, as ``encode`` writes them (for ``rehop``)."""
     out = []

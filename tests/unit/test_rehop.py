@@ -112,3 +112,38 @@ def test_added_members_are_written_as_the_json_encoder_writes_them(value: list) 
     ev = {"processed": value, "name": "a b.txt"}
     want = "," + json.dumps(ev, ensure_ascii=False, separators=(",", ":"))[1:-1]
     assert E.members(ev, ("processed", "name")) == want.encode("utf-8")
+
+
+_SHAPES = st.sampled_from(["last", "first", "spaced", "tagged", "nested", "none", "twice"])
+
+
+@given(st.text(), st.text(), st.integers(min_value=0, max_value=E.MAX_INT), _SHAPES, st.text(max_size=5))
+def test_swap_hop_cuts_a_line_exactly_where_rehop_does(origin: str, epoch: str, seq: int, shape: str, x: str) -> None:
+    """Commit passes a line on by its bytes (events.swap_hop, with the hop the reader took from it) before
+    anything else: for any names and any shape of line, it gives rehop's line, or None where the hop is not
+    the line's last member in the usual shape, and never cuts a line whose hop is elsewhere or another."""
+    hop = {"from": origin, "epoch": epoch, "seq": seq}
+    body = '{"v":1,"kind":"created","path":"/r/a","x":' + json.dumps(x, ensure_ascii=False)
+    enc = json.dumps(hop, ensure_ascii=False, separators=(",", ":"))
+    lines = {
+        "last": body + ',"hop":' + enc + "}\n",
+        "first": '{"hop":' + enc + "," + body[1:] + "}\n",
+        "spaced": body + ',"hop":' + json.dumps(hop, ensure_ascii=False) + "}\n",
+        "tagged": body + ',"hop":' + json.dumps({**hop, "for": ["s"]}, separators=(",", ":")) + "}\n",
+        "nested": body + ',"y":{"hop":' + enc + "}}\n",
+        "none": body + "}\n",
+        "twice": '{"hop":{"from":"/f","epoch":"e","seq":1},' + body[1:] + ',"hop":' + enc + "}\n",
+    }
+    line = lines[shape].encode("utf-8")
+    ev = E.decode(line)
+    old_head = b',"hop":' + E.hop_head(origin, epoch)
+    tail = b',"hop":' + E.hop_json(NEW) + b"}\n"
+    got = E.swap_hop(line, old_head, seq, tail, b',"n":1')
+    if shape in ("last", "twice"):
+        assert got == E.rehop(line, ev["hop"], NEW, b',"n":1') and got is not None
+        assert E.decode(got) == {**ev, "n": 1, "hop": NEW}
+    else:
+        assert got is None
+    # a hop the line does not end with (another seq, another writer) never cuts it
+    assert E.swap_hop(line, old_head, seq + 1, tail) is None
+    assert E.swap_hop(line, b',"hop":' + E.hop_head(origin + "x", epoch), seq, tail) is None

@@ -40,7 +40,20 @@ Results = list[tuple[Item, Outcome]]  # the items a round finished or must retry
 class Commit:
     """A stage's commit step: ``round`` for a round of the loop, ``emitted`` for events emitted after it."""
 
-    __slots__ = ("_head", "_null", "_tag", "counts", "inbox", "intake", "output", "rep", "stage", "state")
+    __slots__ = (
+        "_head",
+        "_null",
+        "_old_heads",
+        "_record",
+        "_tag",
+        "counts",
+        "inbox",
+        "intake",
+        "output",
+        "rep",
+        "stage",
+        "state",
+    )
 
     def __init__(
         self,
@@ -61,7 +74,10 @@ class Commit:
         self.rep = rep
         self._null = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
         self._tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
-        self._head: bytes | None = None  # with no hop.for: the JSON of our hops up to the seq (events.hop_head)
+        self._head: bytes | None = None  # with no hop.for: ``,"hop":`` and the JSON of our hops up to the seq
+        self._old_heads: dict[tuple[str, str], bytes] = {}  # the same of the hops we read (from, epoch)
+        # the stage's record(), None when it has none (Stage's does nothing): not a call per line for nothing
+        self._record = stage.record if type(stage).record is not Stage.record else None
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or
@@ -112,7 +128,7 @@ class Commit:
         """A round's writes.  ``careful``: each finished item in a savepoint of its own; one whose writes raise
         is retried later, or set aside (delivery/quarantine.py), and ``done`` says so."""
         self._null, self._tag = self.output.discards, self.output.tag
-        self._head = E.hop_head(self.state.origin, self.state.epoch) if not self._tag else None
+        self._head = b',"hop":' + E.hop_head(self.state.origin, self.state.epoch) if not self._tag else None
         if took_lines:
             self.state.save_upstream(db, self.intake.stored_marks())
         finished: list[tuple[int]] = []
@@ -148,30 +164,55 @@ class Commit:
         lines: Lines,
         finished: list[tuple[int]],
     ) -> None:
-        if isinstance(outcome, Retry):
-            self.inbox.retry(db, item, outcome, to_insert)
+        if outcome.__class__ is Retry:
+            self.inbox.retry(db, item, outcome, to_insert)  # type: ignore[arg-type]
             return
         # its output lines into ``lines`` (stored in the outbox once per round), its inbox row into ``finished``
-        for ev in outcome.outputs:
+        state = self.state
+        for ev in outcome.outputs:  # type: ignore[union-attr]
             old = ev.get("hop", E.MISSING)
-            hop = ev["hop"] = self.state.hop(self._tag)  # with no line too: Stage.record may use its seq
+            hop = ev["hop"] = state.hop(self._tag)  # with no line too: Stage.record may use its seq
             if self._null:
                 lines.append((hop["seq"], b""))
                 continue
-            # our hop's JSON from its head (hop_json: from, epoch, seq; StageState.hop makes it so)
-            own = b"%s%d}" % (self._head, hop["seq"]) if self._head is not None else None
             line = None
-            if outcome.unchanged and ev is item.event:
-                line = E.rehop(item.line, old, hop, hop_bytes=own)
-            elif outcome.added and ev is outcome.outputs[0]:
-                more = E.members(ev, outcome.added)
-                line = E.rehop(item.line, item.event.get("hop", E.MISSING), hop, more, own)
+            if ev is item.event and outcome.unchanged:  # type: ignore[union-attr]
+                line = self._pass_on(item, old, hop, b"")
+            elif outcome.added and ev is outcome.outputs[0]:  # type: ignore[union-attr]
+                more = E.members(ev, outcome.added)  # type: ignore[union-attr]
+                line = self._pass_on(item, item.event.get("hop", E.MISSING), hop, more)
             lines.append((hop["seq"], line if line is not None else E.encode(ev)))
-        self.stage.record(db, item, outcome)
+        if self._record is not None:
+            self._record(db, item, outcome)
         if item.id is not None:
             finished.append((item.id,))
-        if outcome.failed:
+        if outcome.failed:  # type: ignore[union-attr]
             self.counts.failed += 1
+
+    def _pass_on(self, item: Item, old: object, hop: dict, more: bytes) -> bytes | None:
+        """The item's line as read with ``more`` added and its hop ``old`` (as decoded) replaced by ``hop``
+        (events.rehop); None when it must be encoded again.  The usual line (its hop from, epoch, seq; ours
+        without hop.for) is cut by its bytes (events.swap_hop, with the hop the reader took from it: item.hop),
+        with no JSON made of either hop but our seq; any other through rehop."""
+        head = self._head
+        if head is not None:
+            seq = hop["seq"]
+            tail = b"%s%d}}\n" % (head, seq)
+            h = item.hop
+            if h is not None:
+                key = (h.origin, h.epoch)
+                old_head = self._old_heads.get(key)
+                if old_head is None:
+                    if len(self._old_heads) >= 256:  # forged hops could name endless writers
+                        self._old_heads.clear()
+                    old_head = self._old_heads[key] = b',"hop":' + E.hop_head(h.origin, h.epoch)
+                line = E.swap_hop(item.line, old_head, h.seq, tail, more)
+                if line is not None:
+                    return line
+            own = tail[7:-2]  # (``,"hop":`` ... ``}}\n``): hop_json of our hop
+        else:
+            own = None
+        return E.rehop(item.line, old, hop, more, own)
 
     def _add_emitted(self, db: sqlite3.Connection, emitted: Emitted, lines: Lines) -> None:
         """The outbox lines of emitted events (added to ``lines``) and what their ``also`` writes."""
