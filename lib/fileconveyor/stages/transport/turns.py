@@ -22,6 +22,12 @@ its interpreter lock (the GIL) around every one.  Two ways that cost more than t
 Large files (TURN_MAX_SIZE and up) and items whose size the event does not give go to the workers, side by
 side: their copies are long calls in the kernel, which parallel connections do overlap.  None of this changes
 what an item does or its order among the items of its path (the runner's keys).
+
+Overlapping the small copies with the main thread's Python was tried and measured, and did not pay on 2 cores
+(docs/benchmarks.md, "small copies beside the main thread"): a copy thread wins the interpreter lock back after each
+of its ten system calls only when the busy main thread lets go of it (no overlap at all, whatever the switch
+interval); a copier process fed per batch overlaps, but costs more CPU per file than the main thread saves, and
+the pipeline's stages already keep both cores busy.
 """
 
 from __future__ import annotations
