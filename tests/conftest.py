@@ -69,8 +69,13 @@ def held_for(seconds: float, verb: str) -> list[str]:
     """The command line of ``fc-<verb>`` (as ``bin/fc-<verb>`` runs it) whose wait for a writer's replay is
     ``seconds`` instead of 10 (delivery/durable.Holding.AWAIT_SECONDS): for a test whose writer never replays (its
     acknowledgement refused or locked out) and that waits for the lines to be taken all the same."""
+    module = "tests.relay" if verb == "relay" else f"fileconveyor.cli.{verb}"  # relay: tests/relay.py
     code = (
-        "import sys; sys.path.insert(0, sys.argv.pop(1)); from fileconveyor.delivery.durable import Holding; "
-        f"Holding.AWAIT_SECONDS = {float(seconds)!r}; from fileconveyor.cli.{verb} import main; sys.exit(main())"
+        "import sys; sys.path[:0] = [sys.argv.pop(1), sys.argv.pop(1)]; from fileconveyor.delivery.durable import "
+        f"Holding; Holding.AWAIT_SECONDS = {float(seconds)!r}; from {module} import main; sys.exit(main())"
     )
-    return [sys.executable, "-c", code, str(ROOT / "lib")]
+    return [sys.executable, "-c", code, str(ROOT / "lib"), str(ROOT)]
+
+
+# fc-filter's conditions run by the durable runner (tests/relay.py): the stage the durability tests kill and restart
+RELAY = ROOT / "tests" / "bin" / "fc-relay"

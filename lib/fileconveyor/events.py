@@ -22,6 +22,9 @@ from .digests import blake2b
 
 VERSION = 1
 KINDS = ("created", "modified", "deleted")
+# Not a file event: a pass-through filter (fc-filter) says that the lines of hop.from up to hop.seq that it did not
+# pass on were dropped, so its reader moves its mark there and acknowledges them (docs/events.md, "dropped")
+DROPPED = "dropped"
 
 # Path-valued fields this module knows how to encode/decode.  Stages that add
 # their own path fields register them here so the *_b64 rule applies to them too.
@@ -425,7 +428,7 @@ def decode(line: bytes) -> Event:
     if v != VERSION or type(v) is not int:
         raise EventError(f"unsupported event version {_short(v)} (this program reads v{VERSION})")
     kind = ev.get("kind")
-    if type(kind) is not str or kind not in KINDS:
+    if type(kind) is not str or (kind not in KINDS and kind != DROPPED):
         raise EventError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
     # The fields' types are judged once per shape (names and types, in order): a stream
     # repeats a handful of shapes, so most lines cost one lookup here.
@@ -456,6 +459,10 @@ def decode(line: bytes) -> Event:
     hop = ev.get("hop")
     if hop is not None:
         _check_hop(hop)
+    if kind == DROPPED:  # no file: only its hop says anything
+        if hop is None:
+            raise EventError("a 'dropped' line without a hop")
+        return ev
     if type(ev.get("path")) is not str or "path_b64" in ev:
         # (a plain string is a path get_path takes: it holds no lone surrogate, looked for above)
         get_path(ev, "path")  # raises EventError when missing or malformed

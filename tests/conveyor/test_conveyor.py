@@ -502,7 +502,7 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
             ).stdout
         )
         assert st["running"] is False
-        stateful = [x for x in st["stages"] if x["command"] != "fc-tee"]
+        stateful = [x for x in st["stages"] if x["command"] not in ("fc-tee", "fc-filter")]  # pass-throughs
         assert stateful and all(x["state"] == "running outside fc-conveyor" for x in stateful), stateful
         assert int(ctl("pid", "fileconveyor:site-r2-transport")) in [x["pid"] for x in stateful]
     finally:

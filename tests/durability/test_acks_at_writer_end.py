@@ -53,7 +53,7 @@ def test_a_writer_behind_a_pass_through_at_its_end_is_acknowledged(tmp_path: Pat
         # file and is young (ack_check.writer_starting) when fc-filter reads its line
         with open(err_path, "wb") as err:
             filt = subprocess.Popen(
-                [*held_for(1, "filter"), "-v", "--state", str(fstate)], stdin=a_r, stderr=err, env=env(tmp_path)
+                [*held_for(1, "relay"), "-v", "--state", str(fstate)], stdin=a_r, stderr=err, env=env(tmp_path)
             )
         os.close(a_r)
         a_r = -1

@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 
 from fileconveyor import events as E
-from tests.conftest import ROOT, unavailable
+from tests.conftest import RELAY, ROOT, unavailable
 
-FILTER = f"{sys.executable} {ROOT / 'bin' / 'fc-filter'}"
+FILTER = f"{sys.executable} {RELAY}"
 
 
 def events(n: int) -> bytes:

@@ -14,10 +14,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY
 from tests.durability.fifo_kills import feed_killing_the_reader, make_events
 
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter"), "-v"]  # -v: what happened, in a.err/b.err
+FILTER = [sys.executable, str(RELAY), "-v"]  # -v: what happened, in a.err/b.err
 N = 3000
 
 

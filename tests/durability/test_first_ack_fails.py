@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, held_for
+from tests.conftest import RELAY, ROOT, held_for
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(RELAY)]
 
 
 def wait_for(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
@@ -86,7 +86,7 @@ def test_reader_whose_first_acknowledgement_fails_still_gets_what_its_predecesso
 
     def reader(err: str) -> subprocess.Popen[bytes]:
         # past the hold: it outlasts a hold of 2 s (the test waits for its end) as well as one of 10
-        argv = held_for(2.0, "filter") if past_the_hold else FILTER
+        argv = held_for(2.0, "relay") if past_the_hold else FILTER
         return subprocess.Popen(
             [*argv, "--input", str(fifo), "--output", str(out), "--state", str(fdb)],
             stderr=(tmp_path / err).open("wb"),

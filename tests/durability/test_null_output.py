@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 from tests.durability.fifo_kills import feed_killing_the_reader, make_events
 
 N = 3000
@@ -36,7 +36,7 @@ def test_a_last_stage_into_dev_null_keeps_no_line_and_loses_nothing_when_killed(
     writer = subprocess.Popen(
         [
             sys.executable,
-            str(ROOT / "bin" / "fc-filter"),
+            str(RELAY),
             "-v",
             "--output",
             str(fifo),

@@ -13,8 +13,8 @@ import sys
 from pathlib import Path
 
 from fileconveyor.delivery.pipe_tail import written_in_file
+from tests.conftest import RELAY, ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 N = 50
 
 
@@ -22,7 +22,7 @@ def fc_filter(tmp_path: Path, data: bytes) -> subprocess.CompletedProcess[bytes]
     inp = tmp_path / "in.ndjson"
     inp.write_bytes(data)
     os.chmod(inp, 0o600)
-    argv = [sys.executable, str(ROOT / "bin" / "fc-filter"), "-q", "--state", str(tmp_path / "f.db")]
+    argv = [sys.executable, str(RELAY), "-q", "--state", str(tmp_path / "f.db")]
     argv += ["--input", str(inp), "--output", str(tmp_path / "out.ndjson")]
     env = {**os.environ, "PYTHONPATH": str(ROOT / "lib")}
     return subprocess.run(argv, capture_output=True, timeout=60, env=env)

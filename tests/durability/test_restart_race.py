@@ -13,10 +13,10 @@ from pathlib import Path
 
 from fileconveyor.delivery import ack_check
 from fileconveyor.delivery.durable import Acknowledger, StageState
-from tests.conftest import ROOT
+from tests.conftest import RELAY
 from tests.durability.test_fifo_restart import make_events
 
-FILTER = f"{sys.executable} {ROOT / 'bin' / 'fc-filter'} --extensions css --drain-timeout 6"
+FILTER = f"{sys.executable} {RELAY} --extensions css --drain-timeout 6"
 
 
 def run(tmp: Path, events: list[bytes], writer_delay: float) -> list[int]:

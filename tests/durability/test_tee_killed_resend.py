@@ -1,4 +1,4 @@
-"""fc-watch --output FIFO -> fc-tee -> FIFO -> fc-filter, and fc-tee killed -9 while it holds lines it read from
+"""fc-watch --output FIFO -> fc-tee -> FIFO -> fc-relay, and fc-tee killed -9 while it holds lines it read from
 fc-watch and has not written on (its reader is slow), with more in fc-watch's pipe: the reader behind fc-tee is
 never restarted, so it never registers again, and only fc-watch can give those lines again.  It must, when its
 FIFO's next reader comes, from what its File Conveyor readers acknowledged, before any newer line: repeating only
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 BIN = ROOT / "bin"
 N = 600  # about 200 KB of lines: more than the pipes hold, so fc-watch waits on its write while fc-tee holds some
@@ -26,7 +26,8 @@ N_IDLE = 180  # more than fc-tee's output pipe holds, less than both pipes: fc-w
 
 
 def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(BIN / cmd), *args], **kw)  # type: ignore[call-overload]
+    command = RELAY if cmd == "fc-relay" else BIN / cmd  # fc-relay: a durable stage (tests/relay.py)
+    return subprocess.Popen([sys.executable, str(command), *args], **kw)  # type: ignore[call-overload]
 
 
 def wait_for(what, timeout: float = 30.0) -> bool:
@@ -78,7 +79,7 @@ def test_lines_a_killed_fc_tee_held_come_again_from_fc_watch(tmp_path: Path, idl
 
     procs = {
         "b": fc(
-            "fc-filter",
+            "fc-relay",
             "--min-size",
             "0",
             "--input",

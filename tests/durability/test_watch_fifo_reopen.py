@@ -13,10 +13,10 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(RELAY)]
 N = 600  # about 200 KB of lines: more than a pipe holds, so fc-watch is in the middle of its block
 
 

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(RELAY)]
 
 
 def pipeline(site: Path, state: Path, reader: bool = True, middle: str = "") -> list[dict]:

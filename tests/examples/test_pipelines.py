@@ -120,12 +120,13 @@ def test_fan_out_with_tee_feeds_both_rules(site: Path, tmp_path: Path, env: dict
     assert len(style) < (site / "themes/garland/style.css").stat().st_size  # the CSS branch's processor ran
     rows = sqlite3.connect(out / "synced_files.db").execute("SELECT input_file, url FROM synced_files").fetchall()
     assert {os.path.relpath(r[0], site) for r in rows} == css_js | images
-    # Each branch's fc-filter acknowledged fc-watch itself, for everything (tee passed "hop" through) ...
+    # The stage after each branch's fc-filter acknowledged fc-watch itself, for everything (tee and fc-filter pass
+    # "hop" through; fc-filter marks the lines it dropped at the end) ...
     (watch_state,) = (tmp_path / "state").glob("watch-*.db")
     with sqlite3.connect(watch_state) as w:
         last = w.execute("SELECT max(batch) FROM files").fetchone()[0]
         acks = w.execute("SELECT reader, seq FROM acks").fetchall()
-    assert sorted(Path(r).name.split("-")[0] for r, _ in acks) == ["filter", "filter"]
+    assert sorted(Path(r).name.split("-")[0] for r, _ in acks) == ["process", "transport"]
     assert all(seq == last for _, seq in acks), (acks, last)
     # ... so the next run sends nothing, on either branch.
     assert example("fan_out", site, out, env=env) == []

@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 BIN = ROOT / "bin"
 # runs a command and prints its peak memory (KiB) on the last line of stderr
@@ -30,13 +30,15 @@ class Stage:
     def argv(self, d: Path, *extra: str) -> list[str]:
         args = {
             "fc-filter": ["--extensions", "txt"],
+            "fc-relay": ["--extensions", "txt"],
             "fc-process": ["--work-dir", str(d / "work"), "--processor", "filename.SpacesToUnderscores"],
             "fc-transport": ["--to", f"file://{d / 'dst'}"],
             "fc-record": ["--db", str(d / "synced.db")],
             "fc-tee": ["--output", "-", "--first-wait", "0"],
         }[self.name]
         state = ["--state", str(self.state(d)), "--drain-timeout", "5"] if self.stateful else []
-        return [sys.executable, str(BIN / self.name), *args, *state, *extra]
+        command = RELAY if self.name == "fc-relay" else BIN / self.name
+        return [sys.executable, str(command), *args, *state, *extra]
 
     def state(self, d: Path) -> Path:
         return d / f"{self.name}.db"
@@ -88,8 +90,18 @@ class Stage:
         return rels
 
 
-STAGES = [Stage("fc-filter"), Stage("fc-process"), Stage("fc-transport"), Stage("fc-record"), Stage("fc-tee", False)]
+# fc-filter passes lines through (no state file) but judges every line; fc-relay is its conditions in the durable
+# runner (tests/relay.py)
+STAGES = [
+    Stage("fc-filter", False),
+    Stage("fc-relay"),
+    Stage("fc-process"),
+    Stage("fc-transport"),
+    Stage("fc-record"),
+    Stage("fc-tee", False),
+]
 RUNNER_STAGES = [s for s in STAGES if s.stateful]
+JUDGES = [s for s in STAGES if s.name != "fc-tee"]  # the stages that decode every line
 
 
 def env(d: Path) -> dict[str, str]:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 from tests.transport.conftest import env, jsonl, transport  # noqa: F401 - fixture
 
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter"), "--extensions", "txt", "--drain-timeout", "2"]
+FILTER = [sys.executable, str(RELAY), "--extensions", "txt", "--drain-timeout", "2"]
 
 
 def _site(tmp_path: Path) -> dict:

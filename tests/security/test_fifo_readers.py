@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 
 from fileconveyor.delivery.writer import Output
-from tests.conftest import ROOT, require_tool, unavailable
+from tests.conftest import RELAY, ROOT, require_tool, unavailable
 
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(RELAY)]
 
 
 def _mode(path: Path) -> int:

@@ -20,10 +20,10 @@ from fileconveyor import events as E
 from fileconveyor.delivery.runner import Done, Item, Options, Runner, Stage
 from fileconveyor.report import Reporter
 from fileconveyor.stopping import Stopper
-from tests.conftest import ROOT, held_for
+from tests.conftest import RELAY, ROOT, held_for
 from tests.security.stage_runs import env
 
-FILTER = [sys.executable, str(ROOT / "bin" / "fc-filter")]
+FILTER = [sys.executable, str(RELAY)]
 WATCH = [sys.executable, str(ROOT / "bin" / "fc-watch")]
 
 
@@ -77,7 +77,7 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
         ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
     )
     reader = subprocess.Popen(
-        [*held_for(1.0, "filter"), "--state", str(tmp_path / "ours.db")],
+        [*held_for(1.0, "relay"), "--state", str(tmp_path / "ours.db")],
         stdin=forger.stdout,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -161,7 +161,7 @@ def test_a_writer_that_ended_behind_a_young_pass_through_is_still_acknowledged(t
         os.close(w)
         w = -1
         filt = subprocess.run(
-            [*held_for(1, "filter"), "--state", str(fstate)],
+            [*held_for(1, "relay"), "--state", str(fstate)],
             stdin=r,
             capture_output=True,
             env=env(tmp_path),
@@ -252,7 +252,7 @@ def _forge_into(tmp_path: Path, r: int, w: int, other: Path, epoch: str) -> byte
     forger = subprocess.Popen(["sleep", "60"], pass_fds=(w,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
     os.close(w)
     reader = subprocess.Popen(
-        [*held_for(1, "filter"), "--state", str(tmp_path / "ours.db")],
+        [*held_for(1, "relay"), "--state", str(tmp_path / "ours.db")],
         stdin=r,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

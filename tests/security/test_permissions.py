@@ -20,13 +20,13 @@ from pathlib import Path
 
 import pytest
 
-from fileconveyor.cli.filter import main as filter_main
 from fileconveyor.cli.process import main as process_main
 from fileconveyor.conveyor.logs import make_logger
-from tests.conftest import ROOT, call
+from tests.conftest import RELAY, ROOT, call
 from tests.conveyor.test_config import RULES, SOURCES
 from tests.conveyor.test_config import write as write_config
 from tests.process.conftest import event, lines, outputs
+from tests.relay import main as filter_main  # a stage with a state file: fc-filter keeps none
 
 
 @pytest.fixture(params=[0o022, 0o000], ids=["umask022", "umask000"])
@@ -266,7 +266,7 @@ def test_a_state_file_another_user_made_first_is_refused(tmp_path: Path, part: s
         os.chown(planted, 65534, 65534)  # another user's
     line = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
     r = subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "fc-filter"), "--state", str(state)],
+        [sys.executable, str(RELAY), "--state", str(state)],
         input=line,
         capture_output=True,
         timeout=60,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 from tests.conveyor.test_config import minimal, write
 from tests.security.shared_dirs import PRECIOUS, as_other, made, planted
 
@@ -26,7 +26,7 @@ LINE = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt",
 
 def _filter(state: Path) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, str(ROOT / "bin" / "fc-filter"), "--state", str(state)],
+        [sys.executable, str(RELAY), "--state", str(state)],
         input=LINE,
         capture_output=True,
         timeout=60,
@@ -37,7 +37,7 @@ def test_a_symlink_planted_as_the_state_lock_is_not_written_through(tmp_path: Pa
     victim, lock = planted(tmp_path, "f.db.lock")
     r = _filter(lock.parent / "f.db")
     assert r.returncode == 3, r.stderr
-    assert b"fc-filter: error: lock file " in r.stderr and b"f.db.lock is a symlink; remove it" in r.stderr, r.stderr
+    assert b"fc-relay: error: lock file " in r.stderr and b"f.db.lock is a symlink; remove it" in r.stderr, r.stderr
     assert victim.read_text() == "precious\n"  # was: the stage's pid, the rest truncated
     assert r.stdout == b""
 
@@ -88,10 +88,10 @@ def test_an_output_file_through_a_planted_symlink_is_refused(tmp_path: Path) -> 
     # `--output /tmp/events.jsonl`: another user's link there made the stage append its lines to what it named.
     victim, link = planted(tmp_path, "events.jsonl")
     argv = ["--state", str(tmp_path / "f.db"), "--output", str(link)]
-    r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-filter"), *argv], input=LINE, capture_output=True)
+    r = subprocess.run([sys.executable, str(RELAY), *argv], input=LINE, capture_output=True)
     assert victim.read_text() == "precious\n"  # was: precious, then our line
     assert r.returncode == 3, r.stderr
-    assert r.stderr.startswith(b"fc-filter: error: --output: ") and b"will not follow symlink" in r.stderr, r.stderr
+    assert r.stderr.startswith(b"fc-relay: error: --output: ") and b"will not follow symlink" in r.stderr, r.stderr
 
 
 def test_an_output_file_through_our_own_link_in_our_directory_is_written(tmp_path: Path) -> None:
@@ -100,7 +100,7 @@ def test_an_output_file_through_our_own_link_in_our_directory_is_written(tmp_pat
     mine = made(tmp_path / "mine", 0o755)
     (mine / "events.jsonl").symlink_to(target)
     argv = ["--state", str(tmp_path / "f.db"), "--output", str(mine / "events.jsonl")]
-    r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-filter"), *argv], input=LINE, capture_output=True)
+    r = subprocess.run([sys.executable, str(RELAY), *argv], input=LINE, capture_output=True)
     assert r.returncode == 0, r.stderr
     assert b'"rel":"x.txt"' in target.read_bytes()
 
@@ -138,7 +138,7 @@ def test_state_files_in_a_directory_others_may_rearrange_are_refused(tmp_path: P
     r = _filter(d / "f.db")
     assert r.returncode == 3, r.stderr
     want = b"belongs to another user (uid 65534)" if whose == "another user's" else b"can be written by anyone"
-    assert r.stderr.startswith(b"fc-filter: error: state file ") and want in r.stderr, r.stderr
+    assert r.stderr.startswith(b"fc-relay: error: state file ") and want in r.stderr, r.stderr
     assert not (d / "f.db").exists()
     r = _filter(made(tmp_path / "tmp") / "f.db")
     assert r.returncode == 0, r.stderr

@@ -83,7 +83,7 @@ class Hop:
         self.wstate = tmp_path / "w.db"
         self.err = tmp_path / "writer.err"
         # the saved lines' writer (fc-watch) is not running to re-send: held 0.5 s, not 10 (Holding.AWAIT_SECONDS)
-        stage = [*held_for(0.5, "filter"), "-v", "--drain-timeout", "60"]
+        stage = [*held_for(0.5, "relay"), "-v", "--drain-timeout", "60"]
         with open(self.err, "wb") as err:
             self.writer = subprocess.Popen(
                 [*stage, "--state", str(self.wstate)],

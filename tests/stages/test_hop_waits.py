@@ -15,12 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 
 def stage(name: str, *args: str, stdin: object, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "bin" / f"fc-{name}"), "-v", *args],
+        [sys.executable, str(RELAY if name == "relay" else ROOT / "bin" / f"fc-{name}"), "-v", *args],
         stdin=stdin,  # type: ignore[arg-type]
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -37,8 +37,8 @@ def two_filters(tmp_path: Path, n: int = 50) -> tuple[float, float, str, str]:
         (src / f"f{i}.bin").write_bytes(b"x")
     env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state"), "PYTHONPATH": str(ROOT / "lib")}
     watch = stage("watch", "--scan-once", str(src), stdin=subprocess.DEVNULL, env=env)
-    writer = stage("filter", "--extensions", "bin", "--state", str(tmp_path / "w.db"), stdin=watch.stdout, env=env)
-    reader = stage("filter", "--extensions", "bin", "--state", str(tmp_path / "r.db"), stdin=writer.stdout, env=env)
+    writer = stage("relay", "--extensions", "bin", "--state", str(tmp_path / "w.db"), stdin=watch.stdout, env=env)
+    reader = stage("relay", "--extensions", "bin", "--state", str(tmp_path / "r.db"), stdin=writer.stdout, env=env)
     assert watch.stdout is not None and writer.stdout is not None and reader.stdout is not None
     watch.stdout.close()
     writer.stdout.close()

@@ -11,13 +11,14 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 BIN = ROOT / "bin"
 
 
 def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(BIN / cmd), *args], **kw)  # type: ignore[call-overload]
+    command = RELAY if cmd == "fc-relay" else BIN / cmd  # fc-relay: a durable stage (tests/relay.py)
+    return subprocess.Popen([sys.executable, str(command), *args], **kw)  # type: ignore[call-overload]
 
 
 def reader(path: Path):
@@ -108,8 +109,8 @@ def test_a_gone_reader_is_skipped_and_a_new_one_is_written_to(tmp_path: Path) ->
 
 
 def test_no_loss_when_a_branch_reader_and_fc_tee_are_killed(tmp_path: Path) -> None:
-    """fc-watch -> FIFO -> fc-tee -> two FIFOs -> fc-filter each, appending to a file.
-    Kill -9 branch A's fc-filter, then fc-tee, in the middle; restart them: both
+    """fc-watch -> FIFO -> fc-tee -> two FIFOs -> fc-relay each, appending to a file.
+    Kill -9 branch A's fc-relay, then fc-tee, in the middle; restart them: both
     branches end with every file (duplicates allowed)."""
     site = tmp_path / "site"
     site.mkdir()
@@ -125,7 +126,7 @@ def test_no_loss_when_a_branch_reader_and_fc_tee_are_killed(tmp_path: Path) -> N
 
     def branch(k: str) -> subprocess.Popen[bytes]:
         return fc(
-            "fc-filter", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
+            "fc-relay", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
             "--state", str(st / f"filter-{k}.db"), stderr=subprocess.DEVNULL,
         )  # fmt: skip
 

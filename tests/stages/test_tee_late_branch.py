@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import RELAY, ROOT
 
 BIN = ROOT / "bin"
 
 
 def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, str(BIN / cmd), *args], **kw)  # type: ignore[call-overload]
+    command = RELAY if cmd == "fc-relay" else BIN / cmd  # fc-relay: a durable stage (tests/relay.py)
+    return subprocess.Popen([sys.executable, str(command), *args], **kw)  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("writer", ["watch", "stage"])
@@ -40,7 +41,7 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
     log = (tmp_path / "log").open("wb")
 
     def branch(k: str) -> subprocess.Popen[bytes]:
-        return fc("fc-filter", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
+        return fc("fc-relay", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
                   "--state", str(st / f"filter-{k}.db"), stderr=log)  # fmt: skip
 
     def rels(k: str) -> set[str]:
@@ -50,8 +51,8 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
 
     procs = []
     tee_in = fifo["w"]
-    if writer == "stage":  # fc-watch -> fc-filter (a stage: its outbox) -> fc-tee
-        procs.append(fc("fc-filter", "--min-size", "0", "--input", str(fifo["w"]), "--output", str(fifo["x"]),
+    if writer == "stage":  # fc-watch -> fc-relay (a stage: its outbox) -> fc-tee
+        procs.append(fc("fc-relay", "--min-size", "0", "--input", str(fifo["w"]), "--output", str(fifo["x"]),
                         "--state", str(st / "mid.db"), stderr=log))  # fmt: skip
         tee_in = fifo["x"]
     procs.append(fc("fc-tee", "--input", str(tee_in), "--output", str(fifo["a"]), "--output", str(fifo["b"]),

@@ -5,22 +5,24 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from ..errors import Exit
 from ..report import Reporter
+from ..stages.filter.run import pass_through, unfinished
 from ..stages.filter.stage import Conditions, FilterStage, parse_size, split_list
 from ..stopping import Stopper
 from . import _common
 from ._common import Streams
-from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
+from ._stage import add_stage_arguments, default_state, run_stage_from_args
 
 DESCRIPTION = """\
 Pass through the events whose file matches every condition given (AND), drop the
 others.  These are the conditions of a File Conveyor rule's <filter>."""
 
-EPILOG = f"""\
+EPILOG = """\
 examples:
   fc-watch --scan-once site | fc-filter --extensions css:js:png:jpg:gif
   fc-watch site | fc-filter --paths images:modules/foo --ignore-dirs CVS:.svn | ...
-  fc-watch site | fc-filter --pattern '.*/([a-zA-Z\\-_ ])+720([a-zA-Z\\-_ ])*\\.[a-zA-Z]{{3}}$'
+  fc-watch site | fc-filter --pattern '.*/([a-zA-Z\\-_ ])+720([a-zA-Z\\-_ ])*\\.[a-zA-Z]{3}$'
   fc-watch site | fc-filter --extensions mov:avi --min-size 1M
 
 matching:
@@ -34,11 +36,23 @@ matching:
   sizes       --min-size and --max-size are inclusive and take k, M, G suffixes
               (powers of 1024).  deleted events have no size and always pass them.
 
-{STAGE_EPILOG_IO}
+input and output: events come from stdin (or --input FILE|FIFO) and go to stdout
+(or --output FILE|FIFO: a FIFO waits for a reader, and for a new one if the reader
+goes away), one JSON object per line (docs/events.md).  A line that passes is
+written byte for byte as it came, unknown fields and "hop" included.  A bad line
+(not an event, wrong types, longer than --max-line-bytes) is reported on stderr
+with its line number and skipped (exit status 1 at the end).
+
+durability: fc-filter passes lines through and keeps no state (like fc-tee): the
+stage after it acknowledges straight to the stage before it (fc-watch), which
+re-sends what was not acknowledged when a stage in between is killed and
+restarted (docs/durability.md).  --state, --status and --drain-timeout are for a
+state file left by an earlier version: one that still holds lines its reader
+has not taken is used once more, with a warning, so that nothing is lost.
 
 exit status: 0 done, 1 some input lines were bad, 2 usage (an invalid condition),
-3 configuration or state file, 4 try again later, 130/143 stopped by a signal
-(state committed), 141 the reader of stdout went away."""
+3 configuration or state file, 4 try again later, 130/143 stopped by a signal,
+141 the reader of stdout went away."""
 
 
 def _size(text: str) -> int:
@@ -79,9 +93,10 @@ def conditions_from(args: argparse.Namespace) -> Conditions:
     )
 
 
-def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
-    conditions = conditions_from(args)
-    identity = repr(
+def identity(args: argparse.Namespace) -> str:
+    """What names the default state file (one per set of options): the one a durable fc-filter of an earlier
+    version used, looked for by --status and at start (stages/filter/run.py)."""
+    return repr(
         (
             args.paths,
             args.extensions,
@@ -95,7 +110,34 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
             args.output,
         )
     )
-    return run_stage_from_args(FilterStage(conditions, args.invert), args, io, rep, stop, identity)
+
+
+def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    stage = FilterStage(conditions_from(args), args.invert)
+    state = args.state or default_state(stage.name, identity(args))
+    if getattr(args, "stage_status", False):
+        note = "fc-filter passes lines through and keeps no queue"
+        if not state.exists():
+            io.stdout.write(f"{note} (no state file at {state})\n".encode())
+            io.stdout.flush()
+            return Exit.OK
+        # a state file of the durable fc-filter of earlier versions: what it holds, as before
+        status = run_stage_from_args(stage, args, io, rep, stop, identity(args))
+        io.stdout.write(
+            f"{note}; the state file above, of an earlier version, is used while it holds lines not taken\n".encode()
+        )
+        io.stdout.flush()
+        return status
+    held = unfinished(state)
+    if held:
+        # lines its reader has not taken yet: run with it this once, so that nothing it holds is lost
+        # (stages/filter/run.py)
+        rep.warn(
+            f"{state} holds {held} line(s) of an earlier fc-filter not yet taken by its reader: running with "
+            "that state file this once; fc-filter now passes lines through and keeps no state"
+        )
+        return run_stage_from_args(stage, args, io, rep, stop, identity(args))
+    return pass_through(stage, args.input, args.output, io.stdin, io.stdout, rep, stop, args.max_line_bytes)
 
 
 def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:

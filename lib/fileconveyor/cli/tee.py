@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..delivery.streams import has_fd, input_lines
+from ..delivery.streams import has_fd, input_batches
 from ..errors import Exit
 from ..report import Reporter
 from ..stages.tee.stage import Tee
@@ -76,8 +76,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         return Exit.USAGE
     tee = Tee(args.output, io.stdout, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
     # a generator: the input is opened when the first line is asked for, once the outputs are
-    lines = input_lines(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
-    return tee.run(lines, rep.error, args.max_line_bytes)
+    batches = input_batches(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
+    return tee.run(batches, rep.error, args.max_line_bytes)
 
 
 def main(argv: Sequence[str] | None = None, io: Streams | None = None) -> int:

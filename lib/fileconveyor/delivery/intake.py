@@ -268,6 +268,8 @@ class Intake:
                 hop = Hop(h["from"], h["epoch"], h["seq"])
                 if not self._hop_taken(hop, h, marks, line):
                     continue
+            if ev["kind"] == E.DROPPED:  # fc-filter's mark: its writer's lines up to hop.seq dropped, nothing to do
+                continue
             recovered = self._maybe_done(hop) if self.was_working else False
             if one:
                 path = ev.get("path")  # E.decode checked it: a plain string is the name's UTF-8 (Stage.split's key)

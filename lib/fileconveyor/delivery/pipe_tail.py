@@ -16,7 +16,14 @@ Conveyor stage"):
   this run for sure: the writer counts none of this run's lines as delivered,
   and the next run sends them again;
 - at the end of its output the writer waits for the reader to read what is left
-  (``settle``), and a moment more to see whether it quits before the end.
+  (``settle``), and a moment more to see whether it quits before the end;
+- a reader that is a File Conveyor pass-through stage (fc-filter, fc-tee: no state
+  file, lines passed on as they came) reads everything at once and tells nothing of
+  what the process after it did: `fc-watch | fc-filter | fc-transport --typo` lost
+  the run's lines, fc-filter having read them all.  Its reading is no delivery:
+  none of this run's lines count as delivered, and what the stage after it does
+  not acknowledge goes again (``behind_pass_through``, looked at once, on our first
+  write).
 
 A terminal, a regular file, or a platform without FIONREAD: written is delivered,
 as before (``active`` is False).  A regular file says itself how far it got
@@ -35,6 +42,8 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable
+
+from . import ack_check
 
 try:
     from termios import FIONREAD
@@ -63,6 +72,7 @@ class PipeTail:
         self._last_write = 0.0
         self._keep = 1 << 20
         self._left: int | None = None  # bytes unread when we let go of the pipe (detach)
+        self.pass_through: bool | None = None  # our reader is fc-filter or fc-tee (None: not looked yet)
         if self.fd is not None:
             try:  # lines further back than a full pipe were read for sure: no need to keep them
                 self._keep = max(fcntl.fcntl(self.fd, F_GETPIPE_SZ), 4096)
@@ -77,6 +87,8 @@ class PipeTail:
         """Lines just written (whole), in order."""
         if self.fd is None:
             return
+        if self.pass_through is None:
+            self.pass_through = behind_pass_through(self.fd)
         self._last_write = time.monotonic()
         lines = self._lines
         lines.extend(zip(seqs, sizes, strict=True))
@@ -87,7 +99,7 @@ class PipeTail:
     def delivered(self, last: int, run_start: int) -> int:
         """How far lines count as taken: ``last`` (the last written) when not a pipe, what the reader has read
         of it, or, when the reader left before our end, nothing after ``run_start``."""
-        if self.quit_early:
+        if self.quit_early or self.pass_through:
             return min(run_start, last)
         if self.fd is None and self._left is None:
             return last
@@ -211,3 +223,26 @@ def torn_end(path: str) -> bool:
             return f.read(1) != b"\n"
     except OSError:
         return False
+
+
+PASS_THROUGH = (b"fc-filter", b"fc-tee")  # File Conveyor commands that keep no state and pass lines on as they came
+
+
+def behind_pass_through(fd: int) -> bool:
+    """Whether a process reading the pipe ``fd`` writes into is fc-filter or fc-tee (a scan of /proc, once)."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    readers = ack_check.pipeline_after((st.st_dev, st.st_ino))
+    return bool(readers) and _runs(readers[0], PASS_THROUGH)
+
+
+def _runs(pid: int, commands: tuple[bytes, ...]) -> bool:
+    """Whether process ``pid`` runs one of ``commands`` (bin/fc-x as argv[0] or a script given to python)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read(4096).split(b"\0")[:3]
+    except OSError:
+        return False
+    return any(os.path.basename(a) in commands for a in argv)

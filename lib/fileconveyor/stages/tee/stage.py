@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
-from ...delivery.streams import LongLine
+from ...delivery.passthrough import copy_lines
 from ...delivery.writer import REOPEN_EVERY, Output, Writer
 from ...errors import Exit
 
@@ -77,27 +77,16 @@ class Tee:
         self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
         self._done = threading.Event()
 
-    def run(self, lines: Iterable[bytes], error: Callable[[str], None], max_line_bytes: int) -> int:
-        """Open the outputs, then copy every whole line of ``lines`` (read only then) to them; a torn last line
-        or one longer than ``max_line_bytes`` (a LongLine) is reported to ``error`` and dropped.  Returns the exit
-        status."""
+    def run(self, batches: Iterable[list[bytes]], error: Callable[[str], None], max_line_bytes: int) -> int:
+        """Open the outputs, then copy every whole line of ``batches`` (input_batches: read only then) to them; a
+        torn last line or one longer than ``max_line_bytes`` (a LongLine) is reported to ``error`` and dropped
+        (delivery/passthrough.py).  Returns the exit status."""
         torn = 0
         idle = threading.Thread(target=self._late_readers, name="late-readers", daemon=True)
         try:
             self.open_all()
             idle.start()
-            for lineno, line in enumerate(lines, 1):
-                if not line.endswith(b"\n"):
-                    torn += 1
-                    if isinstance(line, LongLine):
-                        error(
-                            f"input line {lineno}: {line.length} bytes, longer than --max-line-bytes "
-                            f"{max_line_bytes}: {line[:200]!r} (skipped)"
-                        )
-                    else:
-                        error(f"incomplete last line from the writer dropped: {line[:200]!r}")
-                    continue
-                self.write(line)
+            torn = copy_lines(batches, self.write, error, max_line_bytes)
         finally:
             self._done.set()
             if idle.is_alive():

@@ -1,0 +1,139 @@
+"""fc-filter as a pass-through stage: no state file, no outbox, no acknowledgements of its own.
+
+Whether a line goes on is a pure function of the line (its path, rel, size, kind), so fc-filter needs no
+durability of its own (docs/durability.md, "Pass-through stages"): a line it passes is written byte for byte as
+it came, ``hop`` included, and the reader after it acknowledges straight to the stage that wrote it (fc-watch);
+a line it drops leaves a gap in that writer's seqs, which the reader acknowledges past.  Killed, it loses no
+line: what it had read and not passed on was never acknowledged, and its writer re-sends it (to the next reader
+of its FIFO, or on the next run of a pipe).
+
+Up to version 2026-12 fc-filter was a durable stage with a state file.  One of those left with lines not yet
+acknowledged by its reader (or never written) is run the old way once, with a warning, so that nothing it held
+is lost (``unfinished``); from then on it is not used.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from ... import events as E
+from ...delivery import acks
+from ...delivery.passthrough import copy_lines
+from ...delivery.streams import input_batches
+from ...delivery.writer import Output, Writer
+from ...errors import Exit
+from ...report import Reporter
+from ...stopping import Stopper
+from .stage import FilterStage
+
+_BLANK = frozenset(b" \t\r\n")
+
+
+def unfinished(path: Path) -> int:
+    """What a state file of the durable fc-filter still holds for its reader: inbox rows, and outbox lines after
+    what its File Conveyor readers acknowledged (with none: after what it wrote).  0: no such file, or nothing
+    left; a file that cannot be read counts as holding something (the durable runner says what is wrong)."""
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return 1
+    try:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not {"meta", "outbox", "inbox"} <= tables:
+            return 0 if not tables else 1  # an empty file (made, never used): nothing held
+        (inbox,) = conn.execute("SELECT count(*) FROM inbox").fetchone()
+        meta = dict(conn.execute("SELECT k, v FROM meta WHERE k IN ('epoch', 'written')").fetchall())
+        readers = acks.readers(conn, str(meta.get("epoch"))) if "acks" in tables else {}
+        after = min(readers.values()) if readers else int(meta.get("written") or 0)
+        (outbox,) = conn.execute("SELECT count(*) FROM outbox WHERE seq>?", (after,)).fetchone()
+        return int(inbox) + int(outbox)
+    except (sqlite3.Error, ValueError, TypeError):
+        return 1
+    finally:
+        conn.close()
+
+
+class PassFilter:
+    """The per-line decision: decode what matching needs, report a bad line by number (skipped), pass the rest
+    on untouched; a line without a hop (a third-party writer's) is judged like any other.
+
+    A line dropped after the last one of its writer passed on leaves a gap at the end, which no later line of
+    that writer closes yet: the reader after us would acknowledge only up to the last line it got, and its
+    writer would wait for the rest at its end (exit 141), re-send it at each start, and fc-consume hold its
+    messages unacknowledged (a rule whose files are rare held every message after its last match).  So after
+    each read, for each writer whose last line here was dropped, a ``dropped`` line with that line's hop goes
+    on (events.DROPPED): the reader moves its mark there and does nothing else with it."""
+
+    def __init__(self, stage: FilterStage, error: Callable[[str], None]):
+        self.stage = stage
+        self.error = error
+        self.bad = 0
+        self.gaps: dict[str, dict] = {}  # writer (hop.from) -> the hop of its last line, dropped
+
+    def keep(self, line: bytes, lineno: int) -> bool:
+        if line[0] in _BLANK and not line.strip():
+            return False
+        try:
+            ev = E.decode(line)
+            hop = ev.get("hop")
+            if ev["kind"] == E.DROPPED:  # a filter before us dropped it: so do we, as its last dropped line
+                kept = False
+            else:
+                kept = self.stage.passes(ev)
+        except E.EventError as exc:
+            self.bad += 1
+            shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+            self.error(f"input line {lineno}: {exc}: {shown!r} (skipped)")
+            return False
+        if hop is not None:
+            if kept:
+                self.gaps.pop(hop["from"], None)
+            else:
+                self.gaps[hop["from"]] = hop
+        return kept
+
+    def marks(self) -> list[bytes]:
+        """The ``dropped`` lines for the gaps left at the end of this read (hop.for kept: a replay all dropped
+        here still tells a reader waiting for it that it has begun)."""
+        if not self.gaps:
+            return []
+        out = [E.encode({"v": E.VERSION, "kind": E.DROPPED, "hop": hop}) for hop in self.gaps.values()]
+        self.gaps.clear()
+        return out
+
+
+def pass_through(
+    stage: FilterStage,
+    input_path: str | None,
+    output_path: str | None,
+    stdin: IO[bytes],
+    stdout: IO[bytes],
+    rep: Reporter,
+    stop: Stopper,
+    max_line_bytes: int,
+) -> int:
+    """Run fc-filter as a pass-through; the exit status."""
+    should_stop = lambda: stop.requested  # noqa: E731
+    stage.warn = rep.warn
+    # "wait": a FIFO's reader that goes is waited for (back-pressure, as any stage); what it had not
+    # acknowledged its writer upstream re-sends once it registers again, through us
+    writer = Writer(Output(output_path, stdout), "wait", should_stop=should_stop, warn=rep.warn, info=rep.info)
+    decide = PassFilter(stage, rep.error)
+    try:
+        # the output first: a reader that has not opened its FIFO yet must see our first line to register
+        if not writer.open():
+            return Exit.OK  # stopped while waiting for a reader (the signal's status is the exit status)
+        batches = input_batches(input_path, stdin, stop.fileno(), should_stop, max_line_bytes)
+        torn = copy_lines(
+            batches, lambda data: writer.send([data]), rep.error, max_line_bytes, decide.keep, decide.marks
+        )
+        writer.output.release()  # our reader sees our end now, not after the interpreter has finished
+    finally:
+        writer.close()
+    rep.info(f"{stage.progress()} (passed through: fc-filter keeps no state)")
+    return Exit.EVENTS_FAILED if torn or decide.bad else Exit.OK
