@@ -14,11 +14,11 @@ import pytest
 from PIL import Image, ImageSequence
 
 from fileconveyor import events as E
-from fileconveyor.cli.filter import main as filter_main
 from fileconveyor.cli.process import main
 from fileconveyor.processors.image_optimizer import sniff
 from tests.conftest import call, require_tool
 from tests.processors.conftest import HOSTILE, noise_image
+from tests.relay import main as filter_main  # an fc reader with a state file (fc-filter keeps none)
 
 from .conftest import SRC, by_path, content, event, file_of, lines, outputs, run, work_root
 
