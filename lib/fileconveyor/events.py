@@ -19,6 +19,7 @@ from json.encoder import encode_basestring as _json_str  # the C encoder when av
 from typing import Any, NamedTuple
 
 from .digests import blake2b
+from .plain import Value
 
 VERSION = 1
 KINDS = ("created", "modified", "deleted")
@@ -331,18 +332,16 @@ MISSING = object()  # rehop: the line had no hop
 # -- reading -------------------------------------------------------------------------
 
 
-class BadLine:
+class BadLine(Value):
     """A line that could not be taken as an event: reported, never fatal."""
 
     __slots__ = ("lineno", "reason", "text")
+    _fields = ("lineno", "reason", "text")
 
     def __init__(self, lineno: int, reason: str, text: bytes):
         self.lineno = lineno
         self.reason = reason
         self.text = text
-
-    def __repr__(self) -> str:
-        return f"BadLine(lineno={self.lineno!r}, reason={self.reason!r}, text={self.text!r})"
 
 
 # Known fields and the JSON types a reader accepts for them (docs/events.md), null

@@ -11,24 +11,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from . import events as E
+from .plain import Value
 from .sourcefile import Source as FileSource
 from .sourcefile import SourceRefused
 
 
-class Source:
+class Source(Value):
+    _fields = ("name", "root")
+
     def __init__(self, name: str, root: bytes):
         self.name = name
         self.root = root
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Source:
-            return NotImplemented
-        return (self.name, self.root) == (other.name, other.root)  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        return f"Source(name={self.name!r}, root={self.root!r})"
 
     def rel(self, path: bytes) -> bytes | None:
         root = self.root.rstrip(b"/") + b"/"

@@ -36,6 +36,7 @@ from . import beneath
 from . import events as E
 from .beneath import OutsideRoot, rel_parts
 from .errors import Exit, FCError
+from .plain import Frozen
 
 
 class SourceRefused(FCError):
@@ -54,13 +55,11 @@ class SourceGone(FCError):
     exit = Exit.EVENTS_FAILED
 
 
-_SOURCE_FIELDS = ("root", "rel", "ino", "size", "mtime_ns", "pipe_ok", "links_out_ok", "work")
-
-
-class Source:
+class Source(Frozen):
     """Where a file is and what it should be: opened with ``open_source``.  Plain data, so it pickles (the
-    isolated transporters' worker processes open it themselves); read-only, compared and hashed by value.  Not a
-    dataclass: that import and its class making cost every stage's start (issue 18)."""
+    isolated transporters' worker processes open it themselves)."""
+
+    _fields = ("root", "rel", "ino", "size", "mtime_ns", "pipe_ok", "links_out_ok", "work")
 
     def __init__(
         self,
@@ -90,31 +89,6 @@ class Source:
     pipe_ok: bool
     links_out_ok: bool
     work: bool
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a Source is read-only (Source.replace)")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: a Source is read-only")
-
-    def replace(self, **changes: Any) -> Source:
-        """A copy with ``changes``."""
-        return Source(**{**{f: self.__dict__[f] for f in _SOURCE_FIELDS}, **changes})
-
-    def _values(self) -> tuple[Any, ...]:
-        d = self.__dict__
-        return tuple(d[f] for f in _SOURCE_FIELDS)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Source:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash(self._values())
-
-    def __repr__(self) -> str:
-        return "Source(" + ", ".join(f"{f}={self.__dict__[f]!r}" for f in _SOURCE_FIELDS) + ")"
 
     @property
     def path(self) -> bytes:

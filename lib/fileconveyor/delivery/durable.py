@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from ..plain import Value
 from ..state import Migration, State
 from . import ack_check, acks, quarantine, runs
 from .effects import Effects
@@ -74,25 +75,16 @@ MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowled
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
 
 
-class Hop:
+class Hop(Value):
     """Where a line came from: the writer's state file, its epoch and the line's seq there (the line's ``hop``)."""
 
     __slots__ = ("epoch", "origin", "seq")
+    _fields = ("origin", "epoch", "seq")
 
     def __init__(self, origin: str, epoch: str, seq: int):
         self.origin = origin
         self.epoch = epoch
         self.seq = seq
-
-    def __repr__(self) -> str:
-        return f"Hop(origin={self.origin!r}, epoch={self.epoch!r}, seq={self.seq!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Hop:
-            return NotImplemented
-        return (self.origin, self.epoch, self.seq) == (other.origin, other.epoch, other.seq)  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value: as the dataclass it was
 
     @classmethod
     def from_event(cls, ev: dict) -> Hop | None:

@@ -16,16 +16,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .. import events as E
+from ..plain import Frozen, Value
 from ..report import Reporter
 from .durable import Hop
 
 Also = Callable[[sqlite3.Connection], None]  # more writes, in the transaction that commits events
 
 
-class Done:
+class Done(Value):
     """The item is finished: write these events (none, for a filter that drops it)."""
 
     __slots__ = ("added", "failed", "outputs", "payload", "unchanged")
+    _fields = ("outputs", "failed", "unchanged", "added", "payload")
 
     def __init__(
         self,
@@ -48,26 +50,18 @@ class Done:
         self.added = added
         self.payload = payload
 
-    def __repr__(self) -> str:
-        return (
-            f"Done(outputs={self.outputs!r}, failed={self.failed!r}, unchanged={self.unchanged!r}, "
-            f"added={self.added!r}, payload={self.payload!r})"
-        )
 
-
-class Retry:
+class Retry(Value):
     """Not now: try the item again in ``after`` seconds.  ``lane=True`` means the whole
     lane is in trouble (server down): it pauses with back-off instead."""
 
     __slots__ = ("after", "lane", "reason")
+    _fields = ("reason", "after", "lane")
 
     def __init__(self, reason: str, after: float = 0.0, lane: bool = False):
         self.reason = reason
         self.after = after
         self.lane = lane
-
-    def __repr__(self) -> str:
-        return f"Retry(reason={self.reason!r}, after={self.after!r}, lane={self.lane!r})"
 
 
 Outcome = Done | Retry
@@ -197,7 +191,7 @@ class Timed(Protocol):
         ...
 
 
-class StageContext:
+class StageContext(Frozen):
     """All a stage gets from the delivery (``Stage.start``): the runner itself stays out of reach, so a stage
     cannot come to depend on how a hop works.
 
@@ -231,6 +225,20 @@ class StageContext:
         "throughs",
         "transaction",
     )
+    _fields = (
+        "rep",
+        "state_path",
+        "db",
+        "transaction",
+        "readers",
+        "throughs",
+        "emit",
+        "enqueue",
+        "enqueue_in",
+        "add_timed",
+        "after_commit",
+        "on_rollback",
+    )
 
     def __init__(
         self,
@@ -260,6 +268,3 @@ class StageContext:
         object.__setattr__(self, "add_timed", add_timed)
         object.__setattr__(self, "after_commit", after_commit)
         object.__setattr__(self, "on_rollback", on_rollback)
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"StageContext is read-only: cannot set {name}")

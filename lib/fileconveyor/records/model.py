@@ -6,6 +6,8 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..plain import Value
+
 Version = tuple[int | None, int | None, int | None]  # size, mtime_ns, ino
 
 # The columns Reader.rows gives after the seed's four (input_file, transported_file_basename, url, server): the
@@ -27,32 +29,12 @@ def key_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
-class _Row:
-    """A row's fields as attributes (``__slots__``, in column order), compared and shown by value.  Not a
-    dataclass: importing dataclasses and making the classes cost every fc-record and fc-transport start 5-10 ms."""
-
-    __slots__ = ()
-
-    def _values(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({shown})"
-
-
-class Synced(_Row):
+class Synced(Value):
     """One synced_files row: what fc-record writes (``upsert``), the old daemon's import adds (``import_row``) and
     fc-verify reads (``Reader.rows``, through ``read``)."""
 
     __slots__ = ("input_file", "basename", "url", "server", *EXTRA_COLUMNS)
+    _fields = __slots__
 
     def __init__(
         self,
@@ -111,7 +93,7 @@ class Synced(_Row):
         return self.processed is None and self.remote_size is not None and self.remote_size == self.size
 
 
-class Deletion(_Row):
+class Deletion(Value):
     """A source_deletions row."""
 
     __slots__ = (  # noqa: RUF023 (column order)
@@ -127,6 +109,7 @@ class Deletion(_Row):
         "event_id",
         "owner",
     )
+    _fields = __slots__
 
     def __init__(
         self,

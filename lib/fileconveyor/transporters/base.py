@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from ..digests import blake2b
 from ..errors import ConfigError, Exit, FCError, RetryableError
+from ..plain import Frozen
 from ..sourcefile import Roots, Source, SourceFile, SourceGone, SourceRefused, open_source
 from .destination import Destination
 
@@ -91,28 +92,16 @@ UPLOADED = "uploaded"  # what upload() returns: the file was sent
 UNCHANGED = "unchanged"  # ... or the destination already held this content (skip_unchanged): nothing sent
 
 
-class RemoteStat:
-    """What a destination says of a file: read-only, compared and hashed by value."""
+class RemoteStat(Frozen):
+    """What a destination says of a file."""
+
+    _fields = ("size", "mtime")
 
     def __init__(self, size: int, mtime: float | None = None):
         self.__dict__.update(size=size, mtime=mtime)
 
     size: int  # for the type checkers: set in __init__
     mtime: float | None
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a RemoteStat is read-only")
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not RemoteStat:
-            return NotImplemented
-        return (self.size, self.mtime) == (other.size, other.mtime)  # type: ignore[attr-defined]
-
-    def __hash__(self) -> int:
-        return hash((self.size, self.mtime))
-
-    def __repr__(self) -> str:
-        return f"RemoteStat(size={self.size!r}, mtime={self.mtime!r})"
 
 
 def unchanged(src: BinaryIO, sent: int | None = None) -> None:

@@ -18,17 +18,18 @@ from urllib.parse import parse_qsl, quote, unquote, unquote_to_bytes, urlsplit
 
 from .. import private
 from ..errors import ConfigError
+from ..plain import Frozen
 
 SECRET_KEYS = ("password", "passphrase")
 # Keys of a config file that describe the destination itself rather than a transporter setting.
 DESTINATION_KEYS = ("to", "url", "name", *SECRET_KEYS)
 
 
-_FIELDS = ("scheme", "host", "port", "user", "root", "base_url", "name", "settings", "secrets")
+class Destination(Frozen):
+    """Pickled to isolated transporters' worker processes.  Its secrets are neither compared nor shown."""
 
-
-class Destination:
-    """Read-only, compared by value (its secrets aside), pickled to isolated transporters' worker processes."""
+    _fields = ("scheme", "host", "port", "user", "root", "base_url", "name", "settings")
+    _also = ("secrets",)
 
     def __init__(
         self,
@@ -64,28 +65,6 @@ class Destination:
     name: str
     settings: Mapping[str, str]
     secrets: Mapping[str, str]
-
-    def __setattr__(self, name: str, value: object) -> None:
-        raise AttributeError(f"cannot assign to field {name!r}: a Destination is read-only (Destination.replace)")
-
-    def __delattr__(self, name: str) -> None:
-        raise AttributeError(f"cannot delete field {name!r}: a Destination is read-only")
-
-    def replace(self, **changes: object) -> Destination:
-        """A copy with ``changes``."""
-        return Destination(**{**{f: self.__dict__[f] for f in _FIELDS}, **changes})  # type: ignore[arg-type]
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Destination:
-            return NotImplemented
-        return all(self.__dict__[f] == other.__dict__[f] for f in _FIELDS[:-1])
-
-    def __hash__(self) -> int:
-        return hash(tuple(self.__dict__[f] for f in _FIELDS[:-1]))  # TypeError, as before: settings is a dict
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{f}={self.__dict__[f]!r}" for f in _FIELDS[:-1])
-        return f"Destination({shown})"
 
     def __str__(self) -> str:
         """The spec as people should see it: never with a secret."""

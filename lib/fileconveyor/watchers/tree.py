@@ -18,6 +18,7 @@ import stat as stat_mod
 import sys
 from collections.abc import Callable, Iterator, Sequence
 
+from ..plain import Value
 from .links import link_inside, refused_dir, refused_message, within
 
 
@@ -38,7 +39,7 @@ def subtree_range(rel_dir: bytes) -> tuple[bytes, bytes | None]:
     return k + b"\0", k + b"\x01"
 
 
-class Filters:
+class Filters(Value):
     """What discovery leaves out: ignored directory names and exclude globs.
 
     A glob without "/" is matched against the base name of every file and
@@ -46,6 +47,8 @@ class Filters:
     to the root (``cache/*``; ``*`` there also crosses "/").  An excluded directory
     is not walked and not watched, so it costs nothing.
     """
+
+    _fields = ("ignore_dirs", "name_globs", "path_globs")
 
     def __init__(
         self,
@@ -58,11 +61,6 @@ class Filters:
         self.path_globs = path_globs
         self._name_re: re.Pattern[bytes] | None = None
         self._path_re: re.Pattern[bytes] | None = None
-
-    def __repr__(self) -> str:
-        return (
-            f"Filters(ignore_dirs={self.ignore_dirs!r}, name_globs={self.name_globs!r}, path_globs={self.path_globs!r})"
-        )
 
     @classmethod
     def build(cls, ignore_dirs: Sequence[str], excludes: Sequence[str]) -> Filters:

@@ -23,6 +23,7 @@ from collections.abc import Callable
 
 from ... import backoff
 from ...delivery.timed import TimedWork
+from ...plain import Value
 from ...transporters import AuthError, PermanentError, TransientError, Transporter
 
 RETRY_START = 2.0
@@ -30,8 +31,10 @@ RETRY_MAX = 300.0
 
 
 @functools.total_ordering
-class Pending:
+class Pending(Value):
     """An old name to delete at ``due``: ordered (and equal) by ``(due, row)``, for the heap of TimedWork."""
+
+    _fields = ("due", "row")
 
     def __init__(
         self,
@@ -50,13 +53,6 @@ class Pending:
         self.path = path
         self.source = source
         self.tries = tries
-
-    def __eq__(self, other: object) -> bool:
-        if other.__class__ is not Pending:
-            return NotImplemented
-        return (self.due, self.row) == (other.due, other.row)  # type: ignore[attr-defined]
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
 
     def __lt__(self, other: Pending) -> bool:
         if other.__class__ is not Pending:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ...errors import Stopped
 from ...events import FileEventEncoder
+from ...plain import Value
 from ...watchers.links import UNKNOWN, Skipped, resolve
 from ...watchers.tree import Filters, subtree_range, to_key, to_rel
 from .scan import Batch, ScanJob, plan, run_jobs
@@ -31,15 +32,14 @@ if TYPE_CHECKING:
     from ...watchers.base import Backend
 
 
-class Source:
+class Source(Value):
+    _fields = ("name", "root", "index", "prefix")
+
     def __init__(self, name: str, root: bytes, index: int = 0, prefix: bytes = b""):
         self.name = name
         self.root = root  # absolute, no trailing slash (except "/")
         self.index = index
         self.prefix = prefix  # its key prefix in the state file (WatchState.bind_source)
-
-    def __repr__(self) -> str:
-        return f"Source(name={self.name!r}, root={self.root!r}, index={self.index!r}, prefix={self.prefix!r})"
 
 
 class Pending:
