@@ -102,3 +102,15 @@ def test_a_reader_that_reads_everything_took_it(tmp_path: Path) -> None:
     second = _run(tmp_path, "cat")
     assert second.returncode == 0, second.stderr
     assert [line for line in second.stdout.splitlines()] and all("new.css" in x for x in second.stdout.splitlines())
+
+
+def test_fc_filter_into_a_file_is_delivered(tmp_path: Path) -> None:
+    """`fc-watch --scan-once | fc-filter > FILE`: what fc-filter read it wrote at once where written is delivered,
+    so the next run sends nothing again (behind fc-filter writing into a pipe it would: pipe_tail.py)."""
+    _site(tmp_path)
+    out = tmp_path / "events.jsonl"
+    first = _run(tmp_path, f"{_filter(tmp_path)} > {shlex.quote(str(out))}")
+    assert first.returncode == 0, first.stderr
+    assert len(out.read_text().splitlines()) == len(FILES)
+    again = _run(tmp_path, f"{_filter(tmp_path)} > {shlex.quote(str(out))}")
+    assert again.returncode == 0 and out.read_text() == "", "delivered once: the second run sends nothing"

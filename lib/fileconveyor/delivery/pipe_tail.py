@@ -18,8 +18,8 @@ Conveyor stage"):
 - at the end of its output the writer waits for the reader to read what is left
   (``settle``), and a moment more to see whether it quits before the end;
 - a reader that is a File Conveyor pass-through stage (fc-filter, fc-tee: no state
-  file, lines passed on as they came) reads everything at once and tells nothing of
-  what the process after it did: `fc-watch | fc-filter | fc-transport --typo` lost
+  file, lines passed on as they came) into a pipe reads everything at once and tells
+  nothing of what the process after it did: `fc-watch | fc-filter | fc-transport --typo` lost
   the run's lines, fc-filter having read them all.  Its reading is no delivery:
   none of this run's lines count as delivered, and what the stage after it does
   not acknowledge goes again (``behind_pass_through``, looked at once, on our first
@@ -229,13 +229,20 @@ PASS_THROUGH = (b"fc-filter", b"fc-tee")  # File Conveyor commands that keep no 
 
 
 def behind_pass_through(fd: int) -> bool:
-    """Whether a process reading the pipe ``fd`` writes into is fc-filter or fc-tee (a scan of /proc, once)."""
+    """Whether the process reading the pipe ``fd`` writes into is fc-filter or fc-tee passing lines on into a pipe
+    (a scan of /proc, once).  Into a terminal or a file (`fc-watch | fc-filter` at a prompt), what it read is
+    written at once, where written is delivered: its reading counts as before."""
     try:
         st = os.fstat(fd)
     except OSError:
         return False
     readers = ack_check.pipeline_after((st.st_dev, st.st_ino))
-    return bool(readers) and _runs(readers[0], PASS_THROUGH)
+    if not readers or not _runs(readers[0], PASS_THROUGH):
+        return False
+    try:
+        return stat.S_ISFIFO(os.stat(f"/proc/{readers[0]}/fd/1").st_mode)
+    except OSError:
+        return True  # gone already (a reader after it that failed made it end): not delivered
 
 
 def _runs(pid: int, commands: tuple[bytes, ...]) -> bool:
