@@ -93,3 +93,37 @@ def test_a_reader_registering_soon_after_our_end_is_seen_within_10_ms(pipe: tupl
     gaps = sorted(b - a for a, b in itertools.pairwise(looks))
     # poll(10) sleeps 10 ms or a little more; a loaded machine stretches a few gaps, not the typical one
     assert gaps[len(gaps) // 2] < 0.02, gaps
+
+
+def test_lines_kept_after_many_writes_still_tell_what_was_read_whole() -> None:
+    """The tail keeps only the last pipe's worth of lines (cut once per write, from the newest end): after
+    rounds of writes far beyond the pipe's size, each partly read, read_upto still names the last line read
+    whole, as counted by the reader."""
+    import random
+
+    rng = random.Random(18)
+    r, w = os.pipe()
+    try:
+        tail = PipeTail(w)
+        tail._keep = 16384  # a quarter of the pipe: one partly read always has room for it
+        read_total, ends, seq = 0, [], 0  # ends: (seq, the byte count that has it whole)
+        written = 0
+        for _ in range(200):
+            room = tail._keep - (written - read_total)
+            batch = {}
+            while True:
+                size = rng.randint(1, 900)
+                if sum(map(len, batch.values())) + size > room:
+                    break
+                seq += 1
+                batch[seq] = b"x" * (size - 1) + b"\n"
+                written += size
+                ends.append((seq, written))
+            send(tail, w, batch)
+            read_total += len(os.read(r, rng.randint(0, written - read_total) or 1))
+            whole = max((s for s, end in ends if end <= read_total), default=0)
+            assert tail.read_upto(seq) == (seq if read_total == written else whole)
+        assert len(tail._lines) < tail._keep  # not every line ever written
+    finally:
+        os.close(r)
+        os.close(w)

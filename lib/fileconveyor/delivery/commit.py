@@ -46,6 +46,7 @@ class Commit:
         "_old_heads",
         "_record",
         "_tag",
+        "_updates",
         "counts",
         "inbox",
         "intake",
@@ -75,6 +76,7 @@ class Commit:
         self._null = False  # this round's output is the null device (Sending.discards): lines are neither made nor kept
         self._tag: list[str] | None = None  # this round's hop.for (Sending.tag), looked up once a round
         self._head: bytes | None = None  # with no hop.for: ``,"hop":`` and the JSON of our hops up to the seq
+        self._updates: list[tuple] | None = None  # this round's retried inbox rows (Inbox.retry)
         self._old_heads: dict[tuple[str, str], bytes] = {}  # the same of the hops we read (from, epoch)
         # the stage's record(), None when it has none (Stage's does nothing): not a call per line for nothing
         self._record = stage.record if type(stage).record is not Stage.record else None
@@ -132,6 +134,8 @@ class Commit:
         if took_lines:
             self.state.save_upstream(db, self.intake.stored_marks())
         finished: list[tuple[int]] = []
+        # the retries' inbox rows: one statement a round (careful: each in its item's savepoint)
+        self._updates = None if careful else []
         for i, (item, outcome) in enumerate(done):
             if not careful:
                 self._write_item(db, item, outcome, to_insert, lines, finished)
@@ -146,6 +150,8 @@ class Commit:
                 del lines[marks[0] :], finished[marks[1] :], self.inbox.enqueued[marks[3] :]
                 self.counts.failed = marks[2]
                 done[i] = (item, self.inbox.set_aside(db, item, exc, to_insert))
+        if self._updates:
+            self.inbox.update_rows(db, self._updates)
         self.inbox.insert(db, [it for it in to_insert if it.id is None])
         if finished:
             db.executemany("DELETE FROM inbox WHERE id=?", finished)
@@ -165,7 +171,7 @@ class Commit:
         finished: list[tuple[int]],
     ) -> None:
         if outcome.__class__ is Retry:
-            self.inbox.retry(db, item, outcome, to_insert)  # type: ignore[arg-type]
+            self.inbox.retry(db, item, outcome, to_insert, self._updates)  # type: ignore[arg-type]
             return
         # its output lines into ``lines`` (stored in the outbox once per round), its inbox row into ``finished``
         state = self.state

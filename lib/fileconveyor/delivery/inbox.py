@@ -22,6 +22,8 @@ from .lanes import Scheduler
 from .options import Counters
 from .stage import Also, Done, Item, Outcome, Retry
 
+_UPDATE = "UPDATE inbox SET attempts=?, not_before=?, last_error=?, internal=? WHERE id=?"
+
 
 class Inbox:
     def __init__(self, state: StageState, sched: Scheduler, intake: Intake, counts: Counters, rep: Reporter):
@@ -109,19 +111,33 @@ class Inbox:
             [(it.id, it.line, it.lane, it.key, it.attempts, it.not_before, it.last_error, it.internal) for it in items],
         )
 
-    def retry(self, db: sqlite3.Connection, item: Item, outcome: Retry, inbox_new: list[Item]) -> None:
-        """The item's row says when it is tried again (a new item goes to ``inbox_new``, inserted with the round)."""
+    def retry(
+        self,
+        db: sqlite3.Connection,
+        item: Item,
+        outcome: Retry,
+        inbox_new: list[Item],
+        updates: list[tuple] | None = None,
+    ) -> None:
+        """The item's row says when it is tried again (a new item goes to ``inbox_new``, inserted with the round;
+        with ``updates``, an item's row change goes there, for ``update_rows`` once per round)."""
         item.attempts += 1
         item.last_error = outcome.reason
         item.not_before = 0.0 if outcome.lane else time.time() + outcome.after
         self.counts.retries += 1
         if item.id is None:
             inbox_new.append(item)
+            return
+        row = (item.attempts, item.not_before, outcome.reason, item.internal, item.id)
+        if updates is None:
+            db.execute(_UPDATE, row)
         else:
-            db.execute(
-                "UPDATE inbox SET attempts=?, not_before=?, last_error=?, internal=? WHERE id=?",
-                (item.attempts, item.not_before, outcome.reason, item.internal, item.id),
-            )
+            updates.append(row)
+
+    def update_rows(self, db: sqlite3.Connection, updates: list[tuple]) -> None:
+        """The rows ``retry`` gathered, in one statement."""
+        if updates:
+            db.executemany(_UPDATE, updates)
 
     def set_aside(self, db: sqlite3.Connection, item: Item, exc: Exception, to_insert: list[Item]) -> Outcome:
         """An item whose commit raised: tried again a little later, set aside after QUARANTINE_AFTER attempts."""

@@ -40,7 +40,6 @@ import os
 import select
 import stat
 import time
-from collections import deque
 from collections.abc import Callable
 
 from . import ack_check
@@ -67,7 +66,7 @@ class PipeTail:
     def __init__(self, fd: int | None):
         self.fd = fd if fd is not None and _is_pipe(fd) and unread(fd) is not None else None
         self.quit_early = False  # the reader closed the pipe before the end of our output
-        self._lines: deque[tuple[int, int]] = deque()
+        self._lines: list[tuple[int, int]] = []  # (seq, size) of the last lines written, oldest first
         self._bytes = 0
         self._last_write = 0.0
         self._keep = 1 << 20
@@ -93,8 +92,16 @@ class PipeTail:
         lines = self._lines
         lines.extend(zip(seqs, sizes, strict=True))
         self._bytes += sum(sizes)
-        while len(lines) > 1 and self._bytes - lines[0][1] >= self._keep:
-            self._bytes -= lines.popleft()[1]
+        keep = self._keep
+        if len(lines) > 1 and self._bytes - lines[0][1] >= keep:
+            # the oldest lines go while those after them still hold a full pipe: found from the newest end (a
+            # pipe's worth of lines, not the thousands of a round), and cut off at once
+            held, i = 0, len(lines) - 1
+            while i > 0 and held + lines[i][1] < keep:
+                held += lines[i][1]
+                i -= 1
+            self._bytes = held + lines[i][1]
+            del lines[:i]
 
     def delivered(self, last: int, run_start: int) -> int:
         """How far lines count as taken: ``last`` (the last written) when not a pipe, what the reader has read

@@ -460,10 +460,7 @@ class Runner:
         for it in self.inbox.enqueued:
             self.sched.add(it)
         self.inbox.enqueued.clear()
-        progress = False
-        for item, outcome in done:
-            progress = self._after(item, outcome) or progress
-        if progress:
+        if done and self._after(done):
             self._progress_at = time.monotonic()
         self.output.send(seq_lines)
         self.counts.written += len(seq_lines)
@@ -506,13 +503,24 @@ class Runner:
 
     # -- after the commit --------------------------------------------------------------
 
-    def _after(self, item: Item, outcome: Outcome) -> bool:
-        """After the commit: the item finished (True) or is to be retried (False)."""
-        if isinstance(outcome, Done):
-            self.input.release(item)
-            if self.sched.head(item):
-                self.sched.finished(item)
-            return True
+    def _after(self, done: list[tuple[Item, Outcome]]) -> bool:
+        """After the commit: each item finished or to be retried; whether one finished (progress).  Per round:
+        an item finished at once (inline, or quick) never joined the scheduler's keys, looked up only when
+        some are held."""
+        release = self.input.release
+        sched = self.sched
+        progress = False
+        for item, outcome in done:
+            if outcome.__class__ is Retry:
+                self._retry(item, outcome)  # type: ignore[arg-type]
+                continue
+            progress = True
+            release(item)
+            if sched.keys and sched.head(item):
+                sched.finished(item)
+        return progress
+
+    def _retry(self, item: Item, outcome: Retry) -> None:
         lane = self.sched.lanes[item.lane]
         was_paused = lane.paused_until > time.monotonic()
         delay = self.sched.retry(item, outcome)
@@ -522,7 +530,6 @@ class Runner:
             self.rep.warn(f"{where}{outcome.reason}; pausing, next try in {delay:.1f}s (work stays queued)")
         else:
             self.rep.info(f"{E.display(E.get_path(item.event, 'path'))}: {outcome.reason}; retry in {delay:.1f}s")
-        return False
 
     def _housekeeping(self, wrote: bool) -> None:
         now = time.monotonic()
