@@ -68,3 +68,41 @@ def test_a_rounds_retried_items_are_updated_by_one_statement(tmp_path: Path, cal
     assert "execute" not in updates and 1 <= len(updates) <= 20, updates
     # and every other row of a round by one statement a table: a few dozen statements for 300 lines, 3 times
     assert len(calls) < 150, calls
+
+
+def test_fc_transports_remote_names_rows_go_in_by_one_statement_a_round(
+    tmp_path: Path, calls: list[tuple[str, str]]
+) -> None:
+    """fc-transport's record() gathers each uploaded file's remote_names row; the commit writes them with one
+    executemany (Stage.recorded), not an execute per file, and every file still has its row; a deletion in the
+    same run removes its path's row (the rows gathered before it are in first)."""
+    from fileconveyor.stages.transport.dest import targets_from
+    from fileconveyor.stages.transport.stage import TransportStage
+    from tests.transport.conftest import event, jsonl
+
+    src, dest = tmp_path / "src", tmp_path / "dest"
+    src.mkdir()
+    dest.mkdir()
+    n = 200
+    for i in range(n):
+        (src / f"f{i}.txt").write_bytes(b"x" * i)
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, jsonl([event(src, f"f{i}.txt") for i in range(n)]), tmp_path / "t.db")
+    assert status == 0, err
+    assert len(out) == n
+    upserts = [how for how, sql in calls if sql.startswith("INSERT INTO remote_names")]
+    # before: an execute per file (200)
+    assert "execute" not in upserts and 1 <= len(upserts) <= 20, upserts
+    # a second run: f0 deleted, the others changed
+    (src / "f0.txt").unlink()
+    for i in range(1, n):
+        (src / f"f{i}.txt").write_bytes(b"y" * i)
+    events = [event(src, "f0.txt", kind="deleted")] + [event(src, f"f{i}.txt", kind="modified") for i in range(1, n)]
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, jsonl(events), tmp_path / "t.db")
+    assert status == 0, err
+    assert len(out) == n
+    assert (dest / "f1.txt").read_bytes() == b"y"
+    with contextlib.closing(sqlite3.connect(tmp_path / "t.db")) as db:
+        rows = sorted(bytes(p).decode() for (p,) in db.execute("SELECT path FROM remote_names"))
+    assert rows == sorted(str(src / f"f{i}.txt") for i in range(1, n))

@@ -45,6 +45,7 @@ class Commit:
         "_null",
         "_old_heads",
         "_record",
+        "_recorded",
         "_tag",
         "_updates",
         "counts",
@@ -80,6 +81,7 @@ class Commit:
         self._old_heads: dict[tuple[str, str], bytes] = {}  # the same of the hops we read (from, epoch)
         # the stage's record(), None when it has none (Stage's does nothing): not a call per line for nothing
         self._record = stage.record if type(stage).record is not Stage.record else None
+        self._recorded = stage.recorded if type(stage).recorded is not Stage.recorded else None
 
     def round(self, took_lines: bool, done: Results, to_insert: list[Item], emitted: Emitted) -> Lines:
         """Commit a round; the output lines to write now.  An item whose writes keep raising is set aside or
@@ -113,6 +115,8 @@ class Commit:
         lines: Lines = []
         with self.state.transaction() as db:
             self._add_emitted(db, emitted, lines)
+            if self._recorded is not None:
+                self._recorded(db)
         return lines
 
     # -- inside the transaction --------------------------------------------------------
@@ -144,6 +148,8 @@ class Commit:
             try:
                 with self.state.effects.savepoint(db):  # the item's writes and its stage's effects, or neither
                     self._write_item(db, item, outcome, to_insert, lines, finished)
+                    if self._recorded is not None:
+                        self._recorded(db)
             except Exception as exc:
                 if not quarantine.is_bug(exc):
                     raise
@@ -159,6 +165,8 @@ class Commit:
             self.state.add_outbox(db, lines)
         if emitted:
             self._add_emitted(db, emitted, lines)
+        if self._recorded is not None:
+            self._recorded(db)  # the rows the stage's record() (and the ``also`` of emitted events) gathered
         self.state.mark_written(db, self.output.delivered())  # lines of earlier rounds are out (or read)
 
     def _write_item(

@@ -162,6 +162,12 @@ class Stage:
         changes outside the file goes through ``StageContext.after_commit`` (done once the rows are in) and
         ``on_rollback`` (what it took from memory, given back), never straight away."""
 
+    def recorded(self, db: sqlite3.Connection) -> None:
+        """Called once the round's items are recorded, in the same transaction (in a commit redone item by item,
+        after each item's record(), inside its savepoint), and after the ``also`` of emitted events: rows that
+        record() gathered go in together (one executemany, not a statement per line).  Rows gathered must be
+        dropped if the transaction is rolled back (``StageContext.on_rollback``)."""
+
     def released(self, seq: int) -> None:
         """Every reader of ours is done with our output lines up to ``seq`` (or, with no
         File Conveyor reader, they were written long enough ago): files they refer to

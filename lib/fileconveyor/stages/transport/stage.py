@@ -213,6 +213,7 @@ class TransportStage(Stage):
         self.roots = Roots()  # the source roots its transporters keep open for a round (sourcefile.Roots)
         self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
+        self._names: list[tuple] = []  # remote_names rows of the open transaction, for recorded(): one statement
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
         self.ctx: StageContext | None = None
@@ -661,15 +662,14 @@ class TransportStage(Stage):
             db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
             self.ctx.after_commit(lambda: self.failed_keys.discard(key))
         if note.remote is None:
+            self.recorded(db)  # (the rows gathered before it, in their order)
             db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
             return
         if not note.changed:
             return
-        db.execute(
-            "INSERT INTO remote_names(path, server, remote, uploaded_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(path, server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
-            (note.path, note.server, note.remote, time.time()),
-        )
+        if not self._names:  # rolled back (or a redone item's savepoint): the rows gathered go with it
+            self.ctx.on_rollback(self._names.clear)
+        self._names.append((note.path, note.server, note.remote, time.time()))
         if self.delete_old_after or note.held or self.pins.count:  # a name in use again is no longer old
             db.execute("DELETE FROM old_deletions WHERE server=? AND remote=?", (note.server, note.remote))
         if note.superseded is not None and self.old is not None:
@@ -682,6 +682,16 @@ class TransportStage(Stage):
                 rid = int(cur.lastrowid or 0)
                 later = Pending(due, rid, note.server, note.superseded, note.path, note.source or b"")
                 self.ctx.after_commit(lambda old=self.old: old.add(later))
+
+    def recorded(self, db: sqlite3.Connection) -> None:
+        """The remote_names rows record() gathered, in one statement (was one per file)."""
+        if self._names:
+            rows, self._names = self._names, []
+            db.executemany(
+                "INSERT INTO remote_names(path, server, remote, uploaded_at) VALUES (?, ?, ?, ?) ON CONFLICT(path, "
+                "server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
+                rows,
+            )
 
     def _release(self, db: sqlite3.Connection, server: str, released: list[transport_pins.Ref]) -> None:
         """Schedule the held old names no published stylesheet references any more."""
