@@ -8,6 +8,7 @@ the end of the output took nothing of that run (lib/fileconveyor/delivery/pipe_t
 
 from __future__ import annotations
 
+import json
 import shlex
 import subprocess
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELAY, ROOT
+from tests.conftest import RELAY, ROOT, require_tool
 
 BIN = ROOT / "bin"
 FILES = {f"css/f{i}.css": f"a{{b:{i}}}\n" for i in range(6)} | {"js/app.js": "var a=1;\n", "x y.css": "b{}\n"}
@@ -114,3 +115,26 @@ def test_fc_filter_into_a_file_is_delivered(tmp_path: Path) -> None:
     assert len(out.read_text().splitlines()) == len(FILES)
     again = _run(tmp_path, f"{_filter(tmp_path)} > {shlex.quote(str(out))}")
     assert again.returncode == 0 and out.read_text() == "", "delivered once: the second run sends nothing"
+
+
+@pytest.mark.parametrize("reader", ["cat", "jq -c ."])
+def test_fc_filter_before_a_reader_of_yours_sends_only_what_changed(tmp_path: Path, reader: str) -> None:
+    """`fc-watch --scan-once | fc-filter ... | jq` in cron: nobody after fc-filter acknowledges, so fc-filter keeps
+    its lines as a durable stage and counts what its reader read as delivered (stages/filter/run.py:
+    passes_through).  Passing through there, fc-watch could never tell, and each run sent every line again; the
+    reader saw fc-filter's ``dropped`` lines too, which are for File Conveyor stages."""
+    if reader.startswith("jq"):
+        require_tool("jq")
+    _site(tmp_path)
+    first = _run(tmp_path, _filter(tmp_path), reader)
+    assert first.returncode == 0, first.stderr
+    kinds = [json.loads(x)["kind"] for x in first.stdout.splitlines()]
+    assert len(kinds) == len(FILES) and "dropped" not in kinds  # (every file of the site is css or js)
+    (tmp_path / "site" / "new.css").write_text("n{}\n")
+    (tmp_path / "site" / "skip.txt").write_text("dropped by the filter\n")
+    second = _run(tmp_path, _filter(tmp_path), reader)
+    assert second.returncode == 0, second.stderr
+    lines = second.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["rel"] == "new.css", lines
+    third = _run(tmp_path, _filter(tmp_path), reader)
+    assert third.returncode == 0 and third.stdout == "", third.stdout

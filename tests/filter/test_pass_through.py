@@ -106,7 +106,7 @@ def test_an_old_state_file_holding_lines_is_run_the_old_way_once(tmp_path: Path)
     old_state(state, [hopped(ev("a.css"), 1), hopped(ev("b.txt"), 2), hopped(ev("c.css"), 3)])
     r = call(main, ["--extensions", "css", "--state", str(state)], hopped(ev("d.css"), 4))
     assert r.status == Exit.OK, r.stderr
-    assert "holds 2 line(s) of an earlier fc-filter" in r.stderr
+    assert "holds 2 line(s) not yet taken by its reader" in r.stderr
     out = [json.loads(x) for x in r.stdout.splitlines()]
     assert [E.get_path(e, "rel") for e in out] == [b"a.css", b"c.css", b"d.css"]
     assert {e["hop"]["from"] for e in out} == {str(state)}  # written by the old runner, its outbox replayed

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from ..errors import Exit
 from ..report import Reporter
-from ..stages.filter.run import pass_through, unfinished
+from ..stages.filter.run import pass_through, passes_through, unfinished
 from ..stages.filter.stage import Conditions, FilterStage, parse_size, split_list
 from ..stopping import Stopper
 from . import _common
@@ -43,12 +43,14 @@ written byte for byte as it came, unknown fields and "hop" included.  A bad line
 (not an event, wrong types, longer than --max-line-bytes) is reported on stderr
 with its line number and skipped (exit status 1 at the end).
 
-durability: fc-filter passes lines through and keeps no state (like fc-tee): the
-stage after it acknowledges straight to the stage before it (fc-watch), which
-re-sends what was not acknowledged when a stage in between is killed and
-restarted (docs/durability.md).  --state, --status and --drain-timeout are for a
-state file left by an earlier version: one that still holds lines its reader
-has not taken is used once more, with a warning, so that nothing is lost.
+durability: into a File Conveyor stage (or a terminal, a file, --output FIFO)
+fc-filter passes lines through and keeps no state (like fc-tee): the stage after
+it acknowledges straight to the stage before it (fc-watch), which re-sends what
+was not acknowledged when a stage in between is killed and restarted
+(docs/durability.md).  Into a pipe read by anything else (| jq, | head, a script)
+it keeps its lines in its state file (--state) and counts as delivered what its
+reader has read, so the next run sends only what was not.  A state file that
+still holds lines its reader has not taken is used once more, with a warning.
 
 exit status: 0 done, 1 some input lines were bad, 2 usage (an invalid condition),
 3 configuration or state file, 4 try again later, 130/143 stopped by a signal,
@@ -128,13 +130,17 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
         io.stdout.flush()
         return status
+    if not passes_through(args.output, io.stdout):
+        # its reader is no File Conveyor stage (jq, head, a script): nobody after us acknowledges, so fc-filter
+        # keeps its lines and judges delivery itself, as a durable stage (stages/filter/run.py)
+        return run_stage_from_args(stage, args, io, rep, stop, identity(args))
     held = unfinished(state)
     if held:
         # lines its reader has not taken yet: run with it this once, so that nothing it holds is lost
         # (stages/filter/run.py)
         rep.warn(
-            f"{state} holds {held} line(s) of an earlier fc-filter not yet taken by its reader: running with "
-            "that state file this once; fc-filter now passes lines through and keeps no state"
+            f"{state} holds {held} line(s) not yet taken by its reader (an earlier fc-filter's, or one that wrote "
+            "to a reader that is no File Conveyor stage): running with that state file this once"
         )
         return run_stage_from_args(stage, args, io, rep, stop, identity(args))
     return pass_through(stage, args.input, args.output, io.stdin, io.stdout, rep, stop, args.max_line_bytes)

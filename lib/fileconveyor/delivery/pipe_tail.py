@@ -252,6 +252,34 @@ def behind_pass_through(fd: int) -> bool:
         return True  # gone already (a reader after it that failed made it end): not delivered
 
 
+# the File Conveyor commands that read lines on their stdin and understand every kind of line (``dropped``
+# included): the stages that acknowledge what they take, and the pass-throughs in front of them
+STAGES = (b"fc-process", b"fc-transport", b"fc-record", b"fc-verify", b"fc-publish", *PASS_THROUGH)
+_SHELLS = (b"sh", b"bash", b"dash", b"zsh", b"ksh", b"mksh", b"busybox")
+EXEC_WAIT = 1.0  # seconds a reader that is still the shell that forked it gets to become its command
+
+
+def read_by_stage(fd: int, wait: float = EXEC_WAIT) -> bool:
+    """Whether the process reading the pipe ``fd`` (as its stdin) is a File Conveyor stage (``STAGES``).  A shell
+    pipeline forks all its processes at once, so the reader may still be the shell, not yet its command: it is
+    looked at again every 5 ms for up to ``wait`` seconds.  No pipe, no reader (gone already: a typo in its
+    flags), or any other command (jq, head, a script, tee): False."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    if not stat.S_ISFIFO(st.st_mode):
+        return False
+    deadline = time.monotonic() + wait
+    while True:
+        readers = ack_check.pipeline_after((st.st_dev, st.st_ino))
+        if readers and _runs(readers[0], STAGES):
+            return True
+        if not readers or not _runs(readers[0], _SHELLS) or time.monotonic() >= deadline:
+            return False
+        time.sleep(0.005)
+
+
 def _runs(pid: int, commands: tuple[bytes, ...]) -> bool:
     """Whether process ``pid`` runs one of ``commands`` (bin/fc-x as argv[0] or a script given to python)."""
     try:

@@ -14,13 +14,15 @@ is lost (``unfinished``); from then on it is not used.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 from ... import events as E
-from ...delivery import acks
+from ...delivery import acks, pipe_tail
 from ...delivery.passthrough import copy_lines
 from ...delivery.streams import input_batches
 from ...delivery.writer import Output, Writer
@@ -56,6 +58,24 @@ def unfinished(path: Path) -> int:
         return 1
     finally:
         conn.close()
+
+
+def passes_through(output_path: str | None, stdout: IO[bytes]) -> bool:
+    """Whether fc-filter runs as a pass-through: when what it writes goes to a File Conveyor stage (which
+    acknowledges to the writer before us, and understands ``dropped`` lines), a terminal, a file or a named FIFO
+    (``--output``, a chain of stages: supervisord, fc-conveyor).  Into a pipe read by anything else (`| jq`,
+    `| head`, a script of yours) it runs as the durable stage it was: nobody after it acknowledges, so it keeps
+    its lines and counts as delivered what its reader has read (delivery/pipe_tail.py), and the next run sends
+    only what was not; passing through there, its writer could never tell, and each run sent every line again."""
+    if output_path is not None:
+        return True
+    try:
+        fd = stdout.fileno()
+        if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+            return True
+    except (AttributeError, OSError, ValueError):
+        return True  # no descriptor (a library caller's buffer): written is delivered
+    return pipe_tail.read_by_stage(fd)
 
 
 class PassFilter:
