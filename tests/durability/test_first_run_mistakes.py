@@ -138,3 +138,24 @@ def test_fc_filter_before_a_reader_of_yours_sends_only_what_changed(tmp_path: Pa
     assert len(lines) == 1 and json.loads(lines[0])["rel"] == "new.css", lines
     third = _run(tmp_path, _filter(tmp_path), reader)
     assert third.returncode == 0 and third.stdout == "", third.stdout
+
+
+# a wrapper that stays (as /usr/bin/time does): it and the stage it runs both have the pipe as stdin
+WRAPPER = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["stage", "stage-under-a-wrapper"])
+def test_fc_filter_before_a_stage_passes_through(tmp_path: Path, wrapped: bool) -> None:
+    """In front of a File Conveyor stage, run by itself or under a wrapper such as time, fc-filter keeps no state
+    file: the stage acknowledges straight to fc-watch (stages/filter/run.py: passes_through)."""
+    _site(tmp_path)
+    cdn = tmp_path / "cdn"
+    transport = _transport(tmp_path, f"file://{cdn}")
+    if wrapped:
+        transport = " ".join([shlex.quote(sys.executable), "-c", shlex.quote(WRAPPER), transport])
+    done = _run(tmp_path, _filter(tmp_path), transport)
+    assert done.returncode == 0, done.stderr
+    assert _sent(cdn) == set(FILES)
+    assert not (tmp_path / "f.db").exists(), "fc-filter ran as a durable stage"
+    again = _run(tmp_path, _filter(tmp_path), transport)
+    assert again.returncode == 0 and again.stdout == "" and not (tmp_path / "f.db").exists()

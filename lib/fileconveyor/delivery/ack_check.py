@@ -289,6 +289,12 @@ def chain(pipe: Ident, holding: Sequence[str] = ()) -> tuple[list[Ident], dict[s
     return found, owners
 
 
+def stdin_readers(pipe: Ident) -> list[int]:
+    """The processes (other than ours) that have ``pipe`` as their stdin: the next command of a shell pipeline,
+    and a wrapper it runs under (time, nice, env) with it."""
+    return [pid for pid, fd in _open_files().get(pipe, ()) if fd == "0" and pid != os.getpid()]
+
+
 def pipeline_after(pipe: Ident) -> list[int]:
     """The processes of a shell pipeline after a writer into ``pipe``: those reading it as their stdin, then those
     reading the stdout of these as theirs, up to MAX_HOPS (tee, grep or pv passing lines on to a next stage).  A

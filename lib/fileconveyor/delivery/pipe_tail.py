@@ -243,11 +243,12 @@ def behind_pass_through(fd: int) -> bool:
         st = os.fstat(fd)
     except OSError:
         return False
-    readers = ack_check.pipeline_after((st.st_dev, st.st_ino))
-    if not readers or not _runs(readers[0], PASS_THROUGH):
+    # (any of them: `time fc-filter` has the wrapper and fc-filter reading our pipe)
+    passing = [pid for pid in ack_check.stdin_readers((st.st_dev, st.st_ino)) if _runs(pid, PASS_THROUGH, words=64)]
+    if not passing:
         return False
     try:
-        return stat.S_ISFIFO(os.stat(f"/proc/{readers[0]}/fd/1").st_mode)
+        return stat.S_ISFIFO(os.stat(f"/proc/{passing[0]}/fd/1").st_mode)
     except OSError:
         return True  # gone already (a reader after it that failed made it end): not delivered
 
@@ -260,10 +261,12 @@ EXEC_WAIT = 1.0  # seconds a reader that is still the shell that forked it gets 
 
 
 def read_by_stage(fd: int, wait: float = EXEC_WAIT) -> bool:
-    """Whether the process reading the pipe ``fd`` (as its stdin) is a File Conveyor stage (``STAGES``).  A shell
-    pipeline forks all its processes at once, so the reader may still be the shell, not yet its command: it is
-    looked at again every 5 ms for up to ``wait`` seconds.  No pipe, no reader (gone already: a typo in its
-    flags), or any other command (jq, head, a script, tee): False."""
+    """Whether the process reading the pipe ``fd`` (as its stdin) is a File Conveyor stage (``STAGES``), run by
+    itself or under a wrapper that has the pipe as its stdin too (`time fc-process`, `nice`, `env`): any word of
+    its command line naming one counts.  A shell pipeline forks all its processes at once, so the reader may
+    still be the shell, not yet its command: it is looked at again every 5 ms for up to ``wait`` seconds.  No
+    pipe, no reader (gone already: a typo in its flags), or any other command (jq, head, a script, tee): False.
+    A wrong True (`grep fc-process`) costs re-sending (nobody acknowledges), never a line."""
     try:
         st = os.fstat(fd)
     except OSError:
@@ -272,19 +275,20 @@ def read_by_stage(fd: int, wait: float = EXEC_WAIT) -> bool:
         return False
     deadline = time.monotonic() + wait
     while True:
-        readers = ack_check.pipeline_after((st.st_dev, st.st_ino))
-        if readers and _runs(readers[0], STAGES):
+        readers = ack_check.stdin_readers((st.st_dev, st.st_ino))
+        if any(_runs(pid, STAGES, words=64) for pid in readers):
             return True
-        if not readers or not _runs(readers[0], _SHELLS) or time.monotonic() >= deadline:
+        if not any(_runs(pid, _SHELLS) for pid in readers) or time.monotonic() >= deadline:
             return False
         time.sleep(0.005)
 
 
-def _runs(pid: int, commands: tuple[bytes, ...]) -> bool:
-    """Whether process ``pid`` runs one of ``commands`` (bin/fc-x as argv[0] or a script given to python)."""
+def _runs(pid: int, commands: tuple[bytes, ...], words: int = 3) -> bool:
+    """Whether process ``pid`` runs one of ``commands`` (bin/fc-x as argv[0] or a script given to python; with
+    ``words``, anywhere among its first words: a wrapper's command)."""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = f.read(4096).split(b"\0")[:3]
+            argv = f.read(4096).split(b"\0")[:words]
     except OSError:
         return False
     return any(os.path.basename(a) in commands for a in argv)
