@@ -27,7 +27,9 @@ Overlapping the small copies with the main thread's Python was tried and measure
 (docs/benchmarks.md, "small copies beside the main thread"): a copy thread wins the interpreter lock back after each
 of its ten system calls only when the busy main thread lets go of it (no overlap at switch intervals of 5, 0.2
 or 0.05 ms); a copier process fed per batch overlaps, but costs more CPU per file than the main thread saves, and
-the pipeline's stages already keep both cores busy.
+the pipeline's stages already keep both cores busy.  A lean copier given the open descriptors (every check left in
+the main thread) costs no more CPU than it saves, but its wall-time gain was not shown on the shared machine
+(branch copier-lean, docs/benchmarks.md, "a lean copier fed open descriptors").
 """
 
 from __future__ import annotations
