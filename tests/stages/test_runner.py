@@ -428,3 +428,62 @@ def test_a_replay_sends_an_outbox_line_that_no_longer_decodes_as_it_is(tmp_path:
     assert sent[1] == b'{"v":1,"kind":"created"}'
     assert [E.decode(sent[i])["hop"].get("for") for i in (0, 2)] == [["abc"], ["abc"]]
     assert E.decode(sent[2])["rel"] == "b"
+
+
+class _Intake:
+    """Stands in for the runner's Intake in the housekeeping test: a spy that records the acknowledgements asked
+    for and, like an Acknowledger whose last write to the writer is younger than ACK_INTERVAL, writes none
+    unless forced (so the stage stays unacknowledged)."""
+
+    def __init__(self) -> None:
+        self.asked: list[bool] = []
+        self.behind = True
+
+    def acknowledge(self, force: bool = False) -> set[str]:
+        self.asked.append(force)
+        if force:
+            self.behind = False
+        return set()
+
+    def unacknowledged(self) -> bool:
+        return self.behind
+
+
+def test_a_periodic_acknowledgement_not_written_still_leaves_a_wake_up_for_the_quiet_one(tmp_path: Path) -> None:
+    """The loop's periodic acknowledgement may write nothing (the Acknowledger's own interval per writer); with
+    all done and no wake-up set, the loop slept its full second while the writer waited at its end for this
+    acknowledgement (fc-watch | fc-transport | fc-record: 1.2 s more in one run in four).  Now the quiet
+    acknowledgement is still scheduled, and forced once the input has been quiet IDLE_ACK_QUIET."""
+    from fileconveyor.delivery import runner as R
+
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    stop = Stopper()
+    runner = Runner(
+        Pass(),
+        Options(state_path=tmp_path / "s.db"),
+        io.BytesIO(b""),
+        io.BytesIO(),
+        Reporter("fc-t", io.StringIO(), 1),
+        stop,
+    )
+    try:
+        spy = _Intake()
+        runner.input = spy  # type: ignore[assignment]
+        now = time.monotonic()
+        runner._line_at = now  # a line just came: not quiet yet
+        runner._next_ack = now - 1  # the periodic acknowledgement is due
+        # (the other periodic work not due: the refresh of our acknowledgements forces one too)
+        runner._next_refresh = runner._next_sessions = runner._next_prune = now + 3600
+        runner._housekeeping(False)
+        assert spy.asked == [False]  # asked, not written (the spy, like a throttled Acknowledger)
+        assert runner._wake_at is not None and runner._wake_at <= runner._line_at + R.IDLE_ACK_QUIET
+        runner._line_at = time.monotonic() - R.IDLE_ACK_QUIET  # quiet now (the loop woke at _wake_at)
+        runner._housekeeping(False)
+        assert spy.asked == [False, True] and not spy.behind  # forced: the writer has it
+    finally:
+        runner.state.close()

@@ -537,7 +537,10 @@ class Runner:
         if now >= self._next_ack:  # computing the marks costs: not on every round
             self._next_ack = now + ACK_INTERVAL
             self.input.acknowledge()
-        elif self.sched.count == 0 and self.input.unacknowledged():
+        # (after the acknowledgement just above too: it may not have been written, a writer's last one being
+        # younger than ACK_INTERVAL, and with no wake-up set the loop slept its full second with a writer
+        # waiting for this: 1.2 s at the end of one pipeline run in four)
+        if self.sched.count == 0 and self.input.unacknowledged():
             # all done and the input ended, or quiet for a while: a writer may be waiting for this
             if self._eof or now - self._line_at >= IDLE_ACK_QUIET:
                 self._next_ack = now + ACK_INTERVAL
