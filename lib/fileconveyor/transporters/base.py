@@ -263,16 +263,7 @@ class Transporter(abc.ABC):
         is trusted but for its last component); SourceMissing when it vanished, is not that file any more, or
         changed while it was sent (then it is not reported as sent: its newer event follows)."""
         rel = self.check_name(safe_rel(remote_rel))
-        if not isinstance(source, Source):
-            source = Source.plain(source)
-        try:
-            src = open_source(source, self.roots)
-        except SourceGone as exc:
-            raise SourceMissing(str(exc)) from None
-        except SourceRefused as exc:
-            raise PermanentError(str(exc)) from None
-        except OSError as exc:
-            raise PermanentError(f"cannot read {os.fsdecode(source.path)}: {exc.strerror}") from None
+        src = self._source_file(source)
         setting = self.skip_unchanged
         self.skip_unchanged = setting or (look_first and self.can_skip_unchanged())
         try:
@@ -287,6 +278,19 @@ class Transporter(abc.ABC):
         finally:
             self.skip_unchanged = setting
         return UNCHANGED if sent == UNCHANGED else UPLOADED
+
+    def _source_file(self, source: Source | bytes | str) -> SourceFile:
+        """``source`` opened and checked for an upload (sourcefile.open_source), its failures as upload() says."""
+        if not isinstance(source, Source):
+            source = Source.plain(source)
+        try:
+            return open_source(source, self.roots)
+        except SourceGone as exc:
+            raise SourceMissing(str(exc)) from None
+        except SourceRefused as exc:
+            raise PermanentError(str(exc)) from None
+        except OSError as exc:
+            raise PermanentError(f"cannot read {os.fsdecode(source.path)}: {exc.strerror}") from None
 
     def delete(self, remote_rel: bytes | str) -> None:
         """Remove ``remote_rel``; one that is already gone counts as deleted."""

@@ -16,11 +16,22 @@ import os
 import stat
 import threading
 from collections.abc import Callable
-from typing import BinaryIO, ClassVar
+from typing import BinaryIO, ClassVar, NamedTuple
 
 from .. import beneath
-from ..sourcefile import SourceFile, copy_fd
-from .base import CLOSE_WAIT, UNCHANGED, PermanentError, R, RemoteStat, Transporter, join, temp_name, unchanged
+from ..sourcefile import Source, SourceFile, copy_fd
+from .base import (
+    CLOSE_WAIT,
+    UNCHANGED,
+    PermanentError,
+    R,
+    RemoteStat,
+    Transporter,
+    join,
+    safe_rel,
+    temp_name,
+    unchanged,
+)
 from .confine import DirCache, link_refused, not_a_directory, parent_and_name
 from .destination import Destination
 
@@ -98,6 +109,28 @@ class SymlinkOrCopy(Transporter):
             _unlink_quietly(tmp, parent)
             raise
         return None
+
+    def prepare(self, source: Source, remote_rel: bytes) -> Prepared | None:
+        """What a copier process needs to upload ``source`` to ``remote_rel`` (transporters/copier.py), every check
+        done here: the source opened beneath its root and checked (as upload()), the destination's directory
+        opened beneath the root without following links (made where missing).  None when this upload is not a
+        plain copy of a regular file (skip_unchanged, symlink_within: upload() does those).  Raises what upload()
+        would for the same faults."""
+        if self.skip_unchanged or self.symlink_within:
+            return None
+        rel = self.check_name(safe_rel(remote_rel))
+        src = self._source_file(source)
+        try:
+            if src.known_size is None:  # a pipe (plain paths only): read to its end, here
+                src.close()
+                return None
+            head, _, name = rel.rpartition(b"/")
+            parent = self._run("upload", rel, lambda: self._dir(head, create=True))
+            assert parent is not None
+            return Prepared(src, parent, temp_name(join(self.root, rel)), name)
+        except BaseException:
+            src.close()
+            raise
 
     def _create(self, head: bytes, parent: int, tmp: bytes, link: bytes | None) -> tuple[int, int]:
         """Create the temporary file ``tmp`` in directory ``head`` (whose remembered descriptor is ``parent``): a
@@ -211,6 +244,17 @@ class SymlinkOrCopy(Transporter):
 
     def _symlinked(self, source: bytes) -> bool:
         return any(source.startswith(d.rstrip(b"/") + b"/") for d in self.symlink_within)
+
+
+class Prepared(NamedTuple):
+    """An upload checked and ready for a copier (SymlinkOrCopy.prepare): the open source, the destination's
+    directory (a descriptor the transporter keeps: the copier is given a duplicate), the temporary name and the
+    final one in that directory."""
+
+    src: SourceFile
+    dir_fd: int
+    tmp: bytes
+    name: bytes
 
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC

@@ -28,7 +28,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ... import events as E
@@ -43,6 +43,7 @@ from ...transporters.base import parent_dirs, safe_rel
 from ..process.refs import parse_references
 from . import pins as transport_pins
 from .check import check_access
+from .copier import START_AT, Copy, Lane, Steps, drive, resume
 from .dest import Target
 from .old import OldFileDeleter, Pending
 from .pool import Pool
@@ -210,6 +211,9 @@ class TransportStage(Stage):
         self.turns = Turns((name, t.connections) for name, t in self.targets.items() if t.cls.takes_turns)
         self.quick_works = bool(self.turns.lanes)  # small files to a local folder: copied in quick() (turns.py)
         self.main_tps: dict[str, Transporter] = {}  # the main thread's own, for the items it works (turns.py)
+        self.copiers: dict[str, Lane] = {}  # the processes copying small files beside it (copier.py)
+        self.offered = 0  # uploads the main thread could have handed to a copier this round (copier.START_AT)
+        self.retry_round: str | None = None  # a copied file's item must be retried: flush() retries the round
         self.roots = Roots()  # the source roots its transporters keep open for a round (sourcefile.Roots)
         self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
@@ -315,9 +319,20 @@ class TransportStage(Stage):
         if tp is None:
             tp = self.main_tps[server] = self.targets[server].make()
             tp.roots = self.roots  # the sources' roots, held for the round (closed in flush())
+        lane = self.copiers.get(server)
+        if lane is not None and lane.pending and (item.event.get("kind") == "deleted" or item.key in lane.paths):
+            self._finish(server, lane)  # the lane's copies so far first: this item comes after them
+            if server in self.turns.off:
+                return None
         self.turns.main.tp = tp
         try:
-            outcome = self._work(item)
+            steps = self._steps(item)
+            try:
+                copy = next(steps)
+            except StopIteration as stop:
+                outcome = stop.value
+            else:
+                outcome = self._hand_over(item, steps, copy)
         finally:
             self.turns.main.tp = None
         if isinstance(outcome, Done):
@@ -325,9 +340,62 @@ class TransportStage(Stage):
         self.turns.off.add(server)  # a worker tries it again, and the lane's next ones, until one gets through
         return None
 
+    def _hand_over(self, item: Item, steps: Steps, copy: Copy) -> Outcome:
+        """The upload ``steps`` asked for: to the lane's copier (its outcome comes in flush()), or done here."""
+        server = item.lane
+        lane = self.copiers.get(server)
+        if not copy.alone or copy.look_first:
+            if lane is not None and lane.pending:
+                self._finish(server, lane)
+            return drive(steps, copy)
+        self.offered += 1
+        if lane is None:
+            if self.offered < START_AT:
+                return drive(steps, copy)
+            lane = self.copiers[server] = Lane(self._warn)
+        if not lane.usable():
+            return drive(steps, copy)  # none, or behind: this one is the main thread's to copy
+        try:
+            prep = copy.tp.prepare(copy.source, copy.remote)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            return resume(steps, exc=exc)  # what the upload would have raised, where it would have
+        if prep is None:
+            return drive(steps, copy)  # not a plain copy (prepare says): upload() does it
+        made = copy.tp.take_made_dirs() if copy.has_dirs else []
+        # What the item says should its outcome never come (a bug): a failure, never a line taken silently.
+        done = Done([self._internal_event(item.event, "its copy was never finished")], failed=True)
+        lane.add(steps, copy, prep, done, item, made)
+        return done
+
+    def _finish(self, server: str, lane: Lane) -> None:
+        """Finish the items ``lane``'s copier has: a transient failure retries the round (flush) and leaves the
+        lane to the workers until one gets a file through, as in quick()."""
+        reasons = lane.finish(self._internal)
+        if reasons:
+            self.turns.off.add(server)
+            self.retry_round = self.retry_round or reasons[0]
+
+    def _internal(self, item: Item, exc: BaseException) -> Done:
+        """An item whose steps failed unexpectedly after its copy: as the runner reports a stage's bug."""
+        if self.ctx is not None:
+            self.ctx.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
+        return Done([self._internal_event(item.event, str(exc))], failed=True)
+
+    @staticmethod
+    def _internal_event(event: dict, text: str) -> dict:
+        return {
+            **{k: v for k, v in event.items() if k != "hop"},
+            "error": f"internal error: {text}",
+            "error_kind": "internal",
+        }
+
     def flush(self) -> str | None:
+        self.offered = 0
+        for server, lane in self.copiers.items():
+            self._finish(server, lane)  # every copy of the round done before its commit
         self.roots.close()  # the end of a round's quick(): the roots are opened afresh in the next one
-        return None
+        reason, self.retry_round = self.retry_round, None
+        return reason
 
     def work(self, item: Item) -> Outcome:
         turn = self.turns.lock_for(item)  # a small file to a local folder: one worker at a time (turns.py)
@@ -343,6 +411,11 @@ class TransportStage(Stage):
     def _work(self, item: Item) -> Outcome:
         if "error" in item.event:
             return self.quick(item)  # type: ignore[return-value]
+        return drive(self._steps(item))
+
+    def _steps(self, item: Item) -> Steps:
+        """What ``work`` does for ``item``, as steps that yield the upload they need (copier.py): done at once
+        (``drive``), or by the lane's copier process while the main thread goes on (``quick``)."""
         server = item.lane
         # One copy is both the event read and the one written: what is read of it (root, rel, size...) is never
         # what is added (server, remote, url, transported)
@@ -374,7 +447,7 @@ class TransportStage(Stage):
                 return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
             kind = ev.get("kind")
             if source is not None:
-                return self._upload(item, ev, out, server, path, remote, source)
+                return (yield from self._upload(item, ev, out, server, path, remote, source))
             if kind == "deleted":
                 return self._delete(item, out, server, path, remote)
             raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
@@ -427,7 +500,9 @@ class TransportStage(Stage):
         except OSError:
             return False
 
-    def _upload(self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source) -> Done:
+    def _upload(
+        self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source
+    ) -> Generator[Copy, tuple[str, list[bytes]], Done]:
         purge: list[str] = []
         refs = parse_references(ev)
         changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
@@ -453,8 +528,14 @@ class TransportStage(Stage):
             with self._locked(server, remote):
                 # an item from the inbox at start may have been sent by a process killed before it recorded
                 # that: where the transporter can tell, the destination is looked at before sending again
-                sent = tp.upload(source, remote, look_first=item.recovered)
-                made = tp.take_made_dirs() if self.targets[server].cls.has_dirs else []
+                # alone: no stylesheet pins, no old name to delete, no lock held, so a copier may do it
+                alone = (
+                    refs is None
+                    and not self.delete_old_after
+                    and self.names.by_path.get((server, path)) in (None, remote)
+                )
+                has_dirs = self.targets[server].cls.has_dirs
+                sent, made = yield Copy(tp, source, remote, item.recovered, has_dirs, alone)
                 with self.lock:
                     old = self.names.set(server, path, remote)
                     if refs is not None:
@@ -785,6 +866,8 @@ class TransportStage(Stage):
             pool.close()
         for tp in self.main_tps.values():
             tp.close()
+        for lane in self.copiers.values():
+            lane.stop()  # every round ended with its answers (flush): nothing of ours is left in it
         self.roots.close()
         if self.recdb is not None:
             self.recdb.close()

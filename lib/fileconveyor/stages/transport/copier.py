@@ -1,0 +1,174 @@
+"""fc-transport's side of the copier (transporters/copier.py): which uploads it gets, and their outcomes.
+
+An item's work is steps that yield the upload they need (``Copy``) and are resumed with its result, or with the
+exception it raised (``drive``), so that the same code finishes an item whichever process copied its file.  In
+the main thread (``Stage.quick``, turns.py), once a round has offered ``START_AT`` uploads, the lane's ``Lane``
+starts a copier; an upload that is a plain copy (``Copy.alone``: no stylesheet pins, no old name to delete, not
+recovered, not looked at first) is checked and opened here (SymlinkOrCopy.prepare) and its descriptors go to the
+copier in batches.  While the copier is ``BACKLOG`` files behind, the main thread copies the next ones itself.
+``Lane.finish`` (from ``Stage.flush``, before the round's commit) waits for every answer and finishes the items:
+the order stays copy, commit, acknowledgement (docs/durability.md, "Work before the commit").  A file the copier
+could not copy (an errno, a source changed meanwhile) is uploaded again here, the usual way, so it ends as it does
+today and fails alone with today's message.  A copier that died or answered garbage: a warning, its files are
+copied here, and the rest of the run does without.  After a kill -9 of fc-transport the copier dies with it
+(PR_SET_PDEATHSIG): the round's copies are then not committed, and the next run looks before copying again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+
+from ...delivery.stage import Done, Item, Outcome
+from ...sourcefile import Source
+from ...transporters import Transporter
+from ...transporters.base import UPLOADED
+from ...transporters.local import Prepared
+
+START_AT = 64  # uploads a round offers before a copier is started: none for live events, one by one
+BATCH = 64  # files per message to the copier
+BACKLOG = 192  # files the copier may have unanswered; past it, the main thread copies the next one itself
+
+
+class Copy:
+    """An upload an item's steps need: run here (``run``) or by a copier."""
+
+    __slots__ = ("alone", "has_dirs", "look_first", "remote", "source", "tp")
+
+    def __init__(self, tp: Transporter, source: Source, remote: bytes, look_first: bool, has_dirs: bool, alone: bool):
+        self.tp, self.source, self.remote, self.look_first = tp, source, remote, look_first
+        self.has_dirs = has_dirs
+        self.alone = alone  # nothing else of the item touches the destination: a copier may do it
+
+    def run(self) -> tuple[str, list[bytes]]:
+        sent = self.tp.upload(self.source, self.remote, look_first=self.look_first)
+        return sent, (self.tp.take_made_dirs() if self.has_dirs else [])
+
+
+Steps = Generator[Copy, tuple[str, list[bytes]], Outcome]
+
+
+def drive(steps: Steps, copy: Copy | None = None) -> Outcome:
+    """Run ``steps`` to their outcome, doing each copy they ask for here; ``copy``: the one they asked for
+    already (``next(steps)``)."""
+    try:
+        if copy is None:
+            copy = next(steps)
+        while True:
+            try:
+                result = copy.run()
+            except BaseException as exc:  # into the steps, where the upload was asked for: they handle it
+                copy = steps.throw(exc)
+            else:
+                copy = steps.send(result)
+    except StopIteration as stop:
+        return stop.value
+
+
+def resume(steps: Steps, result: tuple[str, list[bytes]] | None = None, exc: BaseException | None = None) -> Outcome:
+    """``steps`` resumed with an upload's ``result`` (or its ``exc``), then driven to their outcome."""
+    try:
+        copy = steps.throw(exc) if exc is not None else steps.send(result)  # type: ignore[arg-type]
+    except StopIteration as stop:
+        return stop.value
+    return drive(steps, copy)
+
+
+class Pending:
+    """An item whose file a copier copies: its steps wait for the answer, its outcome fills ``done``."""
+
+    __slots__ = ("copy", "done", "item", "made", "steps")
+
+    def __init__(self, steps: Steps, copy: Copy, done: Done, item: Item, made: list[bytes]):
+        self.steps, self.copy, self.done, self.item, self.made = steps, copy, done, item, made
+
+
+class Lane:
+    """The copier of one destination: its process, the items waiting for it (in order)."""
+
+    def __init__(self, warn: Callable[[str], None]):
+        from ...transporters.copier import CopierProcess  # subprocess: only when a copier starts
+
+        self.warn = warn
+        self.proc: CopierProcess | None = None
+        try:
+            self.proc = CopierProcess()
+        except OSError as exc:
+            warn(f"cannot start a copier process ({exc}); copying in the main thread")
+        self.pending: list[Pending] = []
+        self.statuses: list[int] = []  # of pending[:len(statuses)]
+        self.paths: set[bytes] = set()
+        self.copied = 0  # files the copier copied (the rest of those handed over: copied again here)
+
+    def usable(self) -> bool:
+        """Whether the next upload may go to the copier (alive, and not too far behind)."""
+        proc = self.proc
+        if proc is None or proc.dead:
+            return False
+        if proc.unanswered + len(proc.srcs) >= BACKLOG:
+            self._collect(block=False)
+        return not proc.dead and proc.unanswered + len(proc.srcs) < BACKLOG
+
+    def add(self, steps: Steps, copy: Copy, prep: Prepared, done: Done, item: Item, made: list[bytes]) -> None:
+        proc = self.proc
+        assert proc is not None
+        self.pending.append(Pending(steps, copy, done, item, made))
+        self.paths.add(item.key)
+        proc.add(prep)
+        if proc.full(BATCH):
+            proc.send()
+
+    def finish(self, internal: Callable[[Item, BaseException], Done]) -> list[str]:
+        """Wait for every answer and finish the items: their outcomes go into their Done.  The reasons of those
+        that must be tried again (a transient failure), for the round's retry.  ``internal``: the Done of an item
+        whose steps failed unexpectedly."""
+        if not self.pending:
+            return []
+        proc = self.proc
+        if proc is not None:
+            proc.send()
+            self._collect(block=True)
+        pending, statuses = self.pending, self.statuses
+        self.pending, self.statuses = [], []
+        self.paths.clear()
+        retry = []
+        for i, p in enumerate(pending):
+            try:
+                if i < len(statuses) and statuses[i] == 0:
+                    self.copied += 1
+                    outcome = resume(p.steps, (UPLOADED, p.made))
+                else:  # not copied (a fault, the source changed, no answer): done here, the usual way
+                    outcome = self._again(p)
+            except Exception as error:
+                outcome = internal(p.item, error)
+            if isinstance(outcome, Done):
+                d = p.done
+                d.outputs, d.failed, d.unchanged = outcome.outputs, outcome.failed, outcome.unchanged
+                d.added, d.payload = outcome.added, outcome.payload
+            else:
+                retry.append(outcome.reason)
+        return retry
+
+    def _again(self, p: Pending) -> Outcome:
+        try:
+            sent, made = p.copy.run()
+        except BaseException as exc:
+            p.copy.tp.made_dirs[:0] = p.made  # still to be taken, as after any failed upload
+            return resume(p.steps, exc=exc)
+        return resume(p.steps, (sent, p.made + made))
+
+    def _collect(self, block: bool) -> None:
+        proc = self.proc
+        assert proc is not None
+        while proc.batches:
+            statuses = proc.answer(block)
+            if statuses is None:
+                break
+            self.statuses += statuses
+        if proc.dead:
+            self.warn("the copier process ended or answered garbage; copying in the main thread from here on")
+            self.stop()
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            proc.stop()

@@ -1,0 +1,231 @@
+"""fc-transport's small copies to a local folder, done by a copier process (stages/transport/copier.py,
+transporters/copier.py): the main thread checks and opens, the copier creates, copies and renames.  Each file
+arrives whole, once; a file the copier cannot copy ends as it does without a copier (today's outcome and message);
+a copier killed or answering garbage costs nothing but a warning; fc-transport killed -9 with its copier working
+leaves no copier behind, and its next run completes the copy.  Real runner, real transporter, real copier
+process, real kills."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fileconveyor import events as E
+from fileconveyor.delivery.runner import Options, Runner
+from fileconveyor.report import Reporter
+from fileconveyor.stages.transport import stage as stage_module
+from fileconveyor.stages.transport.copier import START_AT, Copy, Lane, Steps
+from fileconveyor.stages.transport.dest import targets_from
+from fileconveyor.stages.transport.stage import TransportStage
+from fileconveyor.stopping import Stopper
+from fileconveyor.transporters import copier as copier_process
+from fileconveyor.transporters.base import join, temp_name
+
+from .conftest import event, file_argv, jsonl, tree
+
+N = 4 * START_AT  # files in one round: a copier starts after the first START_AT
+BAD, STALE = 100, 101  # files after START_AT, in d1 and d2
+
+
+def _site(tmp_path: Path, n: int = N) -> tuple[Path, list[dict]]:
+    src = tmp_path / "src"
+    evs = []
+    for i in range(n):
+        rel = f"d{i % 3}/f {i}.bin"  # a space: names travel to the copier as they are
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_bytes(b"%d\n" % i * 100)
+        evs.append(event(src, rel))
+    return src, evs
+
+
+def run(stage: TransportStage, state: Path, data: bytes) -> tuple[int, list[dict], str]:
+    out, err = io.BytesIO(), io.StringIO()
+    opts = Options(state_path=state, drain_timeout=10)
+    status = Runner(stage, opts, io.BytesIO(data), out, Reporter("fc-t", err, 1), Stopper()).run()
+    return status, [E.decode(line) for line in out.getvalue().splitlines()], err.getvalue()
+
+
+def _lane(stage: TransportStage) -> Lane:
+    (lane,) = stage.copiers.values()
+    return lane
+
+
+def copiers_of(pid: int) -> list[int]:
+    """The copier processes started by process ``pid`` that are alive (zombies are dead)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            argv = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if any(a.endswith(b"copier_child.py") for a in argv) and str(pid).encode() in argv and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def test_small_files_in_a_large_round_are_copied_by_a_copier_process(tmp_path: Path) -> None:
+    src, evs = _site(tmp_path)
+    dest = tmp_path / "dest"
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, tmp_path / "t.db", jsonl(evs))
+    assert status == 0, err
+    assert [ev["transported"] for ev in out] == ["uploaded"] * N
+    assert tree(dest) == tree(src)  # every file whole, no temporary name left
+    lane = _lane(stage)
+    assert lane.copied >= N - START_AT - copier_process.MAX_FDS, "the copier copied the most of them"
+    assert lane.proc is None and not copiers_of(os.getpid()), "stopped with the stage"
+    assert (dest / "d0" / "f 0.bin").stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+class KillsItsCopier(TransportStage):
+    """fc-transport that kills its copier (SIGKILL) once it has handed it ``after`` files."""
+
+    after = START_AT
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.handed = 0
+
+    def _hand_over(self, item, steps: Steps, copy: Copy):  # type: ignore[no-untyped-def,override]
+        lane = self.copiers.get(item.lane)
+        if lane is not None and lane.proc is not None:
+            self.handed += 1
+            if self.handed == self.after:
+                os.kill(lane.proc.proc.pid, signal.SIGKILL)  # type: ignore[union-attr]
+        return super()._hand_over(item, steps, copy)
+
+
+def test_a_copier_killed_mid_run_costs_a_warning_and_no_file(tmp_path: Path) -> None:
+    src, evs = _site(tmp_path)
+    dest = tmp_path / "dest"
+    stage = KillsItsCopier(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, tmp_path / "t.db", jsonl(evs))
+    assert status == 0, err
+    assert sorted(ev["rel"] for ev in out) == sorted(ev["rel"] for ev in evs)
+    assert {ev["transported"] for ev in out} == {"uploaded"}
+    assert tree(dest) == tree(src)
+    assert "the copier process ended or answered garbage; copying in the main thread" in err
+    assert err.count("copier") == 1, err
+    assert _lane(stage).proc is None, "not started again"
+
+
+GARBAGE = """
+import socket, sys
+sock = socket.socket(fileno=int(sys.argv[1]))
+while True:
+    msg, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1024)
+    if not msg:
+        break
+    sock.sendall(b"0 0 garbage")
+"""
+
+
+def test_a_copier_answering_garbage_is_left_and_its_files_copied_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An answer that is not one status per file: none of its files counts as copied (the copier renamed none
+    here, yet a rename it did would be of the same bytes)."""
+    child = tmp_path / "garbage.py"
+    child.write_text(GARBAGE)
+    monkeypatch.setattr(copier_process, "CHILD", str(child))
+    src, evs = _site(tmp_path)
+    dest = tmp_path / "dest"
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, tmp_path / "t.db", jsonl(evs))
+    assert status == 0, err
+    assert {ev["transported"] for ev in out} == {"uploaded"} and len(out) == N
+    assert tree(dest) == tree(src)
+    assert "answered garbage" in err
+    assert _lane(stage).copied == 0
+
+
+def _with_faults(tmp_path: Path, name: str, copier: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[list, str, Path]:
+    """A run where one file's final name is a directory (it cannot be replaced) and another's temporary name is
+    left by a crash (``O_EXCL`` refuses it in the copier; the usual upload removes it)."""
+    base = tmp_path / name
+    _, evs = _site(base)
+    dest = base / "dest"
+    (dest / "d1" / f"f {BAD}.bin" / "x").mkdir(parents=True)
+    stale = temp_name(join(os.fsencode(dest), f"d2/f {STALE}.bin".encode()))
+    (dest / "d2").mkdir()
+    (dest / "d2" / os.fsdecode(stale)).write_bytes(b"a crash's leftover")
+    if not copier:
+        monkeypatch.setattr(stage_module, "START_AT", 10**9)
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, base / "t.db", jsonl(evs))
+    monkeypatch.undo()
+    assert bool(stage.copiers) == copier
+    assert status == 1, (err, [ev for ev in out if "d1/f" in ev["rel"]][:3])
+    # the temporary name is made from the destination's path: one per run
+    same = [
+        {k: re.sub(r"\.fc-\w+\.tmp", ".fc-T.tmp", str(v).replace(str(base), "BASE")) for k, v in ev.items()}
+        for ev in out
+    ]
+    return [{k: v for k, v in ev.items() if k != "hop"} for ev in same], err, dest
+
+
+def _same(text: str, base: Path) -> str:
+    """``text`` with what differs between two runs in ``base`` and another folder made the same."""
+    return re.sub(r"\.fc-\w+\.tmp", ".fc-T.tmp", text.replace(str(base), "BASE"))
+
+
+def test_a_file_the_copier_cannot_copy_ends_as_without_a_copier(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out, err, dest = _with_faults(tmp_path, "copier", True, monkeypatch)
+    plain_out, plain_err, _ = _with_faults(tmp_path, "plain", False, monkeypatch)
+    assert out == plain_out  # every event's outcome and message, the failed one's included
+    assert _same(err, tmp_path / "copier") == _same(plain_err, tmp_path / "plain")
+    failed = [ev for ev in out if "error" in ev]
+    assert [ev["rel"] for ev in failed] == [f"d1/f {BAD}.bin"]
+    assert (dest / "d2" / f"f {STALE}.bin").read_bytes() == b"%d\n" % (STALE) * 100
+    assert not [p for p in dest.rglob(".fc-*")], "no temporary name left"
+    assert stat.S_ISDIR((dest / "d1" / f"f {BAD}.bin").stat().st_mode)
+
+
+def test_fc_transport_killed_with_its_copier_working_leaves_no_copier_and_loses_nothing(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    src, evs = _site(tmp_path, 3000)
+    dest = tmp_path / "dest"
+    argv, out = file_argv(f"file://{dest}", tmp_path, evs)
+    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not copiers_of(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        copiers = copiers_of(proc.pid)
+        assert copiers, "a copier started"
+        time.sleep(0.05)  # a few batches in its hands
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while copiers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not copiers_of(proc.pid), "the copier died with fc-transport"
+    assert len(tree(dest)) < len(evs), "killed midway"
+
+    again = subprocess.run(argv, env=env, capture_output=True, timeout=120)
+    assert again.returncode == 0, again.stderr.decode()
+    assert tree(dest) == tree(src), "every file, whole, and no temporary name left"
+    rels = [E.decode(line)["rel"] for line in out.read_bytes().splitlines()]
+    assert set(rels) == {ev["rel"] for ev in evs}
