@@ -17,12 +17,15 @@ copied here, and the rest of the run does without.  After a kill -9 of fc-transp
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING
 
 from ...delivery.stage import Done, Item, Outcome
 from ...sourcefile import Source
 from ...transporters import Transporter
 from ...transporters.base import UPLOADED
-from ...transporters.local import Prepared
+
+if TYPE_CHECKING:
+    from ...transporters.local import Prepared
 
 START_AT = 64  # uploads a round offers before a copier is started: none for live events, one by one
 BATCH = 64  # files per message to the copier
