@@ -229,3 +229,30 @@ def test_fc_transport_killed_with_its_copier_working_leaves_no_copier_and_loses_
     assert tree(dest) == tree(src), "every file, whole, and no temporary name left"
     rels = [E.decode(line)["rel"] for line in out.read_bytes().splitlines()]
     assert set(rels) == {ev["rel"] for ev in evs}
+
+
+def test_links_planted_in_the_destination_are_never_written_through(tmp_path: Path) -> None:
+    """Symlinks in the destination before a copier round: one at a file's final name (pointing outside) and one
+    in place of a directory (pointing outside).  The copier renames over the link itself (renameat in a directory
+    the main thread opened beneath the destination root) and never writes through either; what lands outside
+    the root is nothing."""
+    src, evs = _site(tmp_path)
+    dest = tmp_path / "dest"
+    outside = tmp_path / "outside"
+    (outside / "dir").mkdir(parents=True)
+    (outside / "file.txt").write_bytes(b"theirs\n")
+    final = f"f {START_AT + 3}.bin"  # a file the copier copies (after the first START_AT of the round)
+    rel = f"d{(START_AT + 3) % 3}/{final}"
+    (dest / rel).parent.mkdir(parents=True)
+    (dest / rel).symlink_to(outside / "file.txt")
+    (dest / "d2").symlink_to(outside / "dir", target_is_directory=True)
+    stage = TransportStage(targets_from([("to", f"file://{dest}")]))
+    status, out, err = run(stage, tmp_path / "t.db", jsonl(evs))
+    assert _lane(stage).copied > 0, "the copier took part"
+    assert (outside / "file.txt").read_bytes() == b"theirs\n"
+    assert list((outside / "dir").iterdir()) == [], "nothing written through the linked directory"
+    assert not (dest / rel).is_symlink() and (dest / rel).read_bytes() == (src / rel).read_bytes()
+    assert (dest / "d2").is_symlink()  # left as it was: its files are refused, not written elsewhere
+    refused = {ev["rel"] for ev in out if "error" in ev}
+    assert refused == {ev["rel"] for ev in evs if ev["rel"].startswith("d2/")}, err[-2000:]
+    assert status != 0
