@@ -246,26 +246,41 @@ def fifo_unreadable(path: str | os.PathLike[str] | None = None, fd: int | None =
     are never sent.  Write access is left as it is: a reader refuses to acknowledge through a FIFO others may
     write (ack_check.others_may_write), which a process of theirs may have opened already, so it must still see
     it.  Anything else (a pipe, 0600 already; a file, a terminal, another user's FIFO) is left alone."""
+    if fd is not None:
+        _fifo_unreadable(fd, f"fd {fd}")
+        return
+    if path is None:
+        return
+    # The inode checked is the inode changed: by path, a file swapped in after the check (in a directory others
+    # may write) had its mode changed, as root any file.  O_PATH opens no end of the FIFO (an O_RDONLY open would
+    # be a reader: a writer blocked in its open would start writing to us); its descriptor cannot be fchmod-ed,
+    # so the change goes through /proc/self/fd, which names that very inode.  A symlink is followed as the open
+    # of the FIFO that comes next follows it: the FIFO changed is the one our lines go through.
     try:
-        st = os.fstat(fd) if fd is not None else os.stat(path) if path is not None else None
+        pfd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        _fifo_unreadable(pfd, os.fspath(path), by_proc=True)
+    finally:
+        os.close(pfd)
+
+
+def _fifo_unreadable(fd: int, shown: str, by_proc: bool = False) -> None:
+    try:
+        st = os.fstat(fd)
     except OSError:
         return
     readable = stat.S_IRGRP | stat.S_IROTH
-    if st is None or not stat.S_ISFIFO(st.st_mode) or not st.st_mode & readable or st.st_uid != os.geteuid():
+    if not stat.S_ISFIFO(st.st_mode) or not st.st_mode & readable or st.st_uid != os.geteuid():
         return
     mode = stat.S_IMODE(st.st_mode) & ~readable
-    with contextlib.suppress(OSError):  # a read-only mount: as before
-        if fd is not None:
+    with contextlib.suppress(OSError):  # a read-only mount, no /proc: as before (the reader checks: others_reading)
+        if by_proc:
+            os.chmod(f"/proc/self/fd/{fd}", mode)
+        else:
             os.fchmod(fd, mode)
-        elif path is not None:
-            os.chmod(path, mode)
-        log_info(
-            __name__,
-            "made FIFO %s unreadable by others (mode %o, was %o)",
-            path or f"fd {fd}",
-            mode,
-            st.st_mode & 0o777,
-        )
+        log_info(__name__, "made FIFO %s unreadable by others (mode %o, was %o)", shown, mode, st.st_mode & 0o777)
 
 
 def private_file(path: str | os.PathLike[str]) -> None:

@@ -65,6 +65,18 @@ def test_mtime_without_event_field_uses_the_source(tmp_path: Path) -> None:
     assert out.basename == b"a_1240668971.css"
 
 
+def test_mtime_without_event_field_never_gives_a_links_target_time(tmp_path: Path) -> None:
+    # A symlink at the source's path (swapped in after fc-process's checks, or in a hand-made event) named a file
+    # anywhere: its target's time went into the name uploaded for all to see.
+    secret = tmp_path / "outside"
+    secret.write_text("x")
+    os.utime(secret, (1111111111, 1111111111))
+    link = tmp_path / "a.css"
+    link.symlink_to(secret)
+    with pytest.raises(ProcessorError, match="not a regular file"):
+        step(create("unique_filename.Mtime"), link, tmp_path / "w")
+
+
 class Escapes(Processor):
     name = "test.Escapes"
 

@@ -19,6 +19,9 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from fileconveyor import private
 from fileconveyor.delivery.writer import Output
 from tests.conftest import RELAY, ROOT, require_tool, unavailable
 
@@ -80,6 +83,39 @@ def test_a_fifo_we_write_into_is_made_unreadable_by_others_before_it_is_opened(t
         finally:
             os.close(fd)
         assert _mode(theirs) == 0o644
+
+
+def test_a_file_swapped_in_for_the_fifo_after_its_check_keeps_its_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a directory others may write, the FIFO can be replaced (here by a symlink to another file) between the
+    # look at it and the change of its mode: the change must reach the FIFO looked at, never what replaced it.
+    victim = tmp_path / "victim"
+    victim.write_text("not ours to change")
+    os.chmod(victim, 0o644)
+    fifo = _fifo(tmp_path / "out.fifo", 0o644)
+    held = os.open(fifo, os.O_PATH)  # the FIFO's inode, to see its mode once its name is gone
+    real_stat, real_fstat = os.stat, os.fstat
+
+    def swap_after(look, what):  # type: ignore[no-untyped-def]
+        st = look(what)
+        if stat.S_ISFIFO(st.st_mode) and os.path.lexists(fifo) and not os.path.islink(fifo):
+            os.unlink(fifo)
+            os.symlink(victim, fifo)
+        return st
+
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: swap_after(lambda x: real_stat(x, *a, **k), p))
+    monkeypatch.setattr(os, "fstat", lambda fd: swap_after(real_fstat, fd))
+    try:
+        private.fifo_unreadable(fifo)
+    finally:
+        monkeypatch.undo()
+    try:
+        assert os.path.islink(fifo), "the swap did not happen: the test proves nothing"
+        assert _mode(victim) == 0o644
+        assert stat.S_IMODE(os.fstat(held).st_mode) == 0o600
+    finally:
+        os.close(held)
 
 
 def test_fc_watch_into_a_fifo_others_could_read_leaves_it_unreadable_by_them(tmp_path: Path) -> None:

@@ -16,13 +16,15 @@ Both work on the *current* step, not the source file as the original did:
   produces other bytes gives another name, and caches never serve stale bytes.
 
 Mtime uses the source file's modification time (from the event's ``mtime_ns``
-when present, else the file's), in whole seconds as the original did.
+when present, else the file's own: never through a symlink, whose target may be
+any file, outside the tree too), in whole seconds as the original did.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 
 from .base import Context, Output, Processor, ProcessorError, split_name
 
@@ -43,10 +45,20 @@ class Mtime(Processor):
     def process(self, ctx: Context) -> Output:
         mtime_ns = ctx.event.get("mtime_ns")
         try:
-            ns = int(mtime_ns) if mtime_ns is not None else os.stat(ctx.original).st_mtime_ns
+            ns = int(mtime_ns) if mtime_ns is not None else _own_mtime_ns(ctx.original)
         except (ValueError, OSError) as exc:
             raise ProcessorError(f"{self.name}: no modification time: {exc}") from None
         return Output(ctx.input, _with_suffix(ctx.basename, b"%d" % (ns // 1_000_000_000)))
+
+
+def _own_mtime_ns(path: bytes) -> int:
+    """The modification time of the regular file at ``path`` itself.  A symlink there (swapped in after the
+    checks, or in an event of a hand-made pipeline) is refused: followed, it gave the time of whatever it names
+    (``/etc/shadow``: when its passwords changed) in the name uploaded for all to see."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError("not a regular file (a symlink, a directory, a device...)")
+    return st.st_mtime_ns
 
 
 class MD5(Processor):
