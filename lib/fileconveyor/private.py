@@ -147,6 +147,67 @@ def open_own(path: str | os.PathLike[str], flags: int) -> int:
     return fd
 
 
+def sqlite_side_files(path: str | os.PathLike[str]) -> None:
+    """Make the ``-wal`` and ``-shm`` of the SQLite database at ``path`` ours before SQLite opens them: created
+    0600 here (never through a symlink), or, left by an earlier run (a -wal after a kill holds committed
+    transactions: kept as it is), checked to be ours, regular and of one name; NotOurs says what is wrong.
+    SQLite opens them by name when it opens the database, creating them if missing.  In a sticky directory others
+    may write (``--state /tmp/x.db``), another user could make them in between a check and that open, or plant a
+    hard link there: SQLite then took their WAL (frames they write become our state: an ``acks`` row that makes
+    the writer forget lines) or wrote its frames into the linked file (as root: any file on that filesystem).
+    Once they are ours, the sticky bit keeps others from replacing them; SQLite removes them when its last
+    connection closes, and the next State makes them again."""
+    base = os.path.realpath(path)  # where SQLite puts them: next to the database a symlink names
+    for side in (f"{base}-wal", f"{base}-shm"):
+        fd = open_own(side, os.O_RDWR)
+        try:
+            st = os.fstat(fd)
+            if st.st_nlink != 1:
+                raise NotOurs(
+                    f"{side} has {st.st_nlink} names (a hard link to it was made): SQLite would write into that "
+                    f"other file too; remove the other names (find / -xdev -samefile {side})"
+                )
+            if st.st_mode & _OTHERS:  # an older version's, made with the database's mode
+                os.fchmod(fd, FILE_MODE)
+        finally:
+            os.close(fd)
+
+
+def read_own(path: str | os.PathLike[str], limit: int = 1 << 20) -> bytes:
+    """The bytes (at most ``limit``) of a small file File Conveyor wrote for itself and reads back, such as a
+    state directory's ``config.json``: only a regular file, not through a symlink, ours or root's, that no other
+    user may write; NotOurs says what is wrong, FileNotFoundError when there is none.  Its content decides what
+    we do (config.json: which state directory fc-conveyor takes over and renames), and a link there could name
+    any file: another user's (their choice of content), a FIFO (the read waited for ever: fc-conveyor never
+    started), /dev/zero (read to the end of memory)."""
+    shown = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        if os.path.islink(path):  # ELOOP, or EACCES for another user's link in a sticky directory
+            raise NotOurs(f"{shown} is a symlink; remove it (File Conveyor writes it itself)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        problem = foreign_problem(path, st, root_ok=True)
+        if problem is None and not stat.S_ISREG(st.st_mode):
+            problem = f"{shown} is not a regular file; remove it (File Conveyor writes it itself)"
+        elif problem is None and st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            problem = (
+                f"{shown} can be written by other users (mode {stat.S_IMODE(st.st_mode):o}), who could choose "
+                f"what it says; run: chmod go-w {shown}"
+            )
+        if problem:
+            raise NotOurs(problem)
+        chunks, left = [], limit
+        while left and (chunk := os.read(fd, min(left, 1 << 16))):
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def open_append(path: str | os.PathLike[str]) -> int:
     """Open (creating it 0600) a file we append to at a path the user named: fc-conveyor's log, a stage's
     ``--output FILE``.  Symlinks on its way are followed only as the kernel's fs.protected_symlinks would
@@ -284,13 +345,12 @@ def _fifo_unreadable(fd: int, shown: str, by_proc: bool = False) -> None:
 
 
 def private_file(path: str | os.PathLike[str]) -> None:
-    """Make sure ``path`` exists with mode 0600 (created so, never through a symlink), or is tightened to it; for
-    a SQLite database its ``-wal`` and ``-shm`` too (SQLite gives new ones the database's mode)."""
+    """Make sure ``path`` exists with mode 0600 (created so, never through a symlink), or is tightened to it (a
+    SQLite database's ``-wal`` and ``-shm``: sqlite_side_files)."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
     except FileExistsError:
-        for p in (os.fspath(path), f"{os.fspath(path)}-wal", f"{os.fspath(path)}-shm"):
-            tighten(p)
+        tighten(path)
         return
     except OSError:
         return  # the caller's own open reports it, with its own words

@@ -169,12 +169,16 @@ class State:
             raise StateError(f"state file {self.path}: {problem}")
         if lock:
             self._lock()
-        private.private_file(self.path)  # before SQLite makes it 0644; its -wal and -shm take its mode
-        for part in (self.path, Path(f"{self.path}-wal"), Path(f"{self.path}-shm")):
-            problem = private.foreign_problem(part)  # another user made it first (a directory others may write)
-            if problem:
-                State.close(self)  # the lock only (a subclass's close expects an open file)
-                raise StateError(f"state file {problem}")
+        private.private_file(self.path)  # before SQLite makes it 0644
+        try:
+            # another user made it first (in a directory others may write)
+            if problem := private.foreign_problem(self.path):
+                raise private.NotOurs(problem)
+            private.sqlite_side_files(self.path)  # -wal and -shm ours before SQLite opens them
+        except (private.NotOurs, OSError) as exc:
+            State.close(self)  # the lock only (a subclass's close expects an open file)
+            why = f"cannot open {exc.filename}: {exc.strerror}" if isinstance(exc, OSError) else exc
+            raise StateError(f"state file {why}") from None
         try:
             self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")

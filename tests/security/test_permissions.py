@@ -9,6 +9,7 @@ such a --config, with the same words."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -22,7 +23,7 @@ import pytest
 
 from fileconveyor.cli.process import main as process_main
 from fileconveyor.conveyor.logs import make_logger
-from tests.conftest import RELAY, ROOT, call
+from tests.conftest import RELAY, ROOT, call, unavailable
 from tests.conveyor.test_config import RULES, SOURCES
 from tests.conveyor.test_config import write as write_config
 from tests.process.conftest import event, lines, outputs
@@ -279,3 +280,77 @@ def test_a_state_file_another_user_made_first_is_refused(tmp_path: Path, part: s
     assert b"belongs to another user (uid 65534)" in r.stderr, r.stderr
     assert r.stdout == b""
     assert planted.stat().st_size == 0  # nothing of ours written into it
+
+
+def _sticky_shared(tmp_path: Path) -> Path:
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o1777)  # as /tmp
+    return shared
+
+
+@pytest.mark.parametrize("part", ["-wal", "-shm"])
+def test_a_hard_link_planted_at_a_state_files_wal_or_shm_is_never_written_through(tmp_path: Path, part: str) -> None:
+    # A link at x.db-wal or -shm to a file elsewhere (another user's plant in /tmp, where fs.protected_hardlinks
+    # is off or the file is one they may write): owned by us, it passed the owner check, and SQLite used it: its
+    # wal-index went over the first bytes of the file linked at -shm, its frames into the one at -wal (measured:
+    # a file of 140,000 bytes began with the WAL's magic number after one insert into a database in WAL mode).
+    shared = _sticky_shared(tmp_path)
+    outside = tmp_path / "precious"
+    outside.write_bytes(b"precious data\n" * 1000)
+    state = shared / "f.db"
+    os.link(outside, f"{state}{part}")
+    line = b'{"v":1,"kind":"created","source":"s","root":"/tmp","path":"/tmp/x.txt","rel":"x.txt"}\n'
+    r = subprocess.run([sys.executable, str(RELAY), "--state", str(state)], input=line, capture_output=True, timeout=60)
+    assert outside.read_bytes() == b"precious data\n" * 1000
+    assert r.returncode == 3, r.stderr
+    assert b"has 2 names (a hard link to it was made)" in r.stderr, r.stderr
+
+
+def test_a_wal_another_user_makes_between_the_checks_and_sqlites_open_is_never_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The -wal and -shm were only checked when there: another user making x.db-wal in /tmp right after that look
+    # and before SQLite opened it (which creates it if missing, without O_EXCL) had SQLite use their file, whose
+    # frames they can rewrite (an acks row of theirs in our state).  Now they are ours before SQLite looks.
+    if os.geteuid() != 0:
+        unavailable("another user's file needs root (CI runs as root)")
+    shared = _sticky_shared(tmp_path)
+    state = shared / "f.db"
+    wal = f"{state}-wal"
+    real_connect = sqlite3.connect
+    planted: list[int] = []
+
+    def plant_then_connect(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if not planted:
+            planted.append(_make_as_nobody(shared, os.path.basename(wal)))
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", plant_then_connect)
+    from fileconveyor.state import State
+
+    with State(state, ["CREATE TABLE t(a)"]) as st:
+        monkeypatch.undo()
+        with st.transaction() as db:
+            db.execute("INSERT INTO t VALUES (1)")
+        wal_st = os.stat(wal)
+        assert (wal_st.st_uid, stat.S_IMODE(wal_st.st_mode)) == (0, 0o600), "SQLite writes into their file"
+    assert planted == [errno.EEXIST]  # the name was ours already: theirs could not be made
+
+
+def _make_as_nobody(directory: Path, name: str) -> int:
+    """Create ``directory/name`` (0666) as user nobody in a child process: 0, or the errno that refused it."""
+    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)  # reached as root: nobody may not search pytest's dirs
+    pid = os.fork()
+    if pid == 0:  # the child only: setegid/seteuid would change the whole test process
+        code = 0
+        try:
+            os.setegid(65534)
+            os.seteuid(65534)
+            os.close(os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666, dir_fd=dfd))
+        except OSError as exc:
+            code = exc.errno or 1
+        os._exit(code)
+    os.close(dfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)

@@ -154,3 +154,35 @@ def test_fc_conveyor_refuses_a_state_directory_anyone_may_rearrange(tmp_path: Pa
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, err
     assert b"PERSISTENT_DATA_DB (--state-dir): directory " in err and b"can be written by anyone" in err, err
+
+
+@pytest.mark.parametrize("what", ["a symlink to a FIFO", "a FIFO", "world-writable"])
+def test_a_state_directorys_config_mark_that_is_no_file_of_ours_stops_fc_conveyor(tmp_path: Path, what: str) -> None:
+    # STATE_DIR/config.json says which config the state directory belongs to, and decides which state directory
+    # a moved config takes over.  It was read following links, whatever it was: a link to a FIFO (or a FIFO)
+    # made fc-conveyor wait at its start for ever, a link to another user's file let them choose what it says.
+    state_dir = made(tmp_path / "state", 0o700)
+    mark = state_dir / "config.json"
+    if what == "a symlink to a FIFO":
+        os.mkfifo(tmp_path / "fifo")
+        mark.symlink_to(tmp_path / "fifo")
+    elif what == "a FIFO":
+        os.mkfifo(mark)
+    else:
+        mark.write_text("{}\n")
+        mark.chmod(0o666)
+    conf = write(tmp_path, minimal())
+    proc = _conveyor(conf, state_dir)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # it waits on the FIFO (or runs): stop it, then fail
+        proc.kill()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    said = {
+        "a symlink to a FIFO": b"config.json is a symlink",
+        "a FIFO": b"config.json is not a regular file",
+        "world-writable": b"config.json can be written by other users (mode 666)",
+    }[what]
+    # (once running, fc-conveyor says everything in its log's format, on stderr too, as the original did)
+    assert b"ERROR" in err and b"state directory " in err and said in err, err

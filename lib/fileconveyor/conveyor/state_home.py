@@ -13,6 +13,9 @@ sources and the servers), and a config without a state directory yet looks for o
   names the state directory to give (``--state-dir``, ``<PERSISTENT_DATA_DB>``) to carry on from it instead.
 
 Only default state directories take part: one named with ``--state-dir`` or ``<PERSISTENT_DATA_DB>`` stays put.
+A ``config.json`` is only believed when it is a regular file of ours no other user may write, never through a
+symlink (private.read_own); anything else there stops fc-conveyor with an error (exit 3): File Conveyor never
+makes one, and its content decides which state directory is renamed into ours.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 from pathlib import Path
 
 from .. import private
+from ..errors import ConfigError
 from ..state import default_state_dir, lock_holder
 from .config_settings import default_state_dir_for
 from .config_types import Config
@@ -44,12 +49,20 @@ def note(config: Config) -> None:
     """Record in the state directory which config it belongs to (called once it exists)."""
     mark = config.settings.state_dir / MARK
     data = {"config": str(config.path.resolve()), "fingerprint": fingerprint(config)}
-    try:
-        if json.loads(mark.read_text()) == data:
-            return
-    except (OSError, ValueError):
-        pass
+    if _read_mark(config.settings.state_dir) == data:
+        return
     private.replace_file(mark, (json.dumps(data) + "\n").encode(), mark.with_suffix(".tmp"))
+
+
+def _read_mark(state_dir: Path) -> object:
+    """What ``config.json`` in ``state_dir`` says; None when there is none or it is no JSON (a torn write of an
+    older version: written again); ConfigError when it is no file of ours to believe (private.read_own)."""
+    try:
+        return json.loads(private.read_own(state_dir / MARK))
+    except private.NotOurs as exc:
+        raise ConfigError(f"state directory {state_dir}: {exc}") from None
+    except (OSError, ValueError):
+        return None
 
 
 def find_home(config: Config, log: logging.Logger) -> None:
@@ -61,9 +74,12 @@ def find_home(config: Config, log: logging.Logger) -> None:
     mine = fingerprint(config)
     for other in sorted(default_state_dir().glob("conveyor-*")):
         try:
-            data = json.loads((other / MARK).read_text())
-        except (OSError, ValueError):
+            st = other.lstat()
+        except OSError:
             continue
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
+            continue  # a symlink, another user's (a shared FC_STATE_DIR): not ours to take over
+        data = _read_mark(other)
         if not isinstance(data, dict) or data.get("fingerprint") != mine or other == state_dir:
             continue
         old_config = Path(str(data.get("config")))
