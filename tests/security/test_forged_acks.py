@@ -366,3 +366,47 @@ def test_a_writers_run_next_vouches_only_for_the_pipes_its_readers_wrote_into(tm
             proc.wait(timeout=30)
         for fd in (w_w, n_r, r):
             os.close(fd)
+
+
+def test_a_forger_is_not_vouched_for_by_a_state_file_holder_at_the_end_of_a_pipe_it_holds(tmp_path: Path) -> None:
+    # The check followed every pipe a writer of our input had open for reading, on any descriptor, as if its
+    # lines came through it (fc-tee).  A forger holding the read end of some pipe whose writer has the state file
+    # open (a supervisor's or a test runner's channel to its children: pytest-xdist's led to the other worker)
+    # passed for that writer's pass-through, and its forged hop was acknowledged.  A pass-through takes its lines
+    # from its stdin or a named FIFO: a pipe held on another descriptor vouches for nothing.
+    other, epoch = _other_pipeline(tmp_path)
+    before = _acks(other)
+    channel_r, channel_w = os.pipe()
+    held = os.open(other, os.O_RDONLY)
+    holder = subprocess.Popen(["sleep", "30"], pass_fds=(held, channel_w), stdin=subprocess.DEVNULL)
+    os.close(held)
+    os.close(channel_w)
+    forged = tmp_path / "forged.jsonl"
+    forged.write_bytes(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
+    forger = subprocess.Popen(
+        ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        pass_fds=(channel_r,),
+    )
+    os.close(channel_r)
+    try:
+        reader = subprocess.Popen(
+            [*held_for(1.0, "relay"), "--state", str(tmp_path / "ours.db")],
+            stdin=forger.stdout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env(tmp_path),
+        )
+        assert forger.stdout is not None
+        forger.stdout.close()  # (the reader has it)
+        assert reader.stdout is not None
+        assert reader.stdout.readline()  # taken (and judged) while the forger still holds the pipe
+        forger.wait(timeout=30)
+        _out, err = reader.communicate(timeout=60)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert reader.returncode == 0, err.decode()
+    assert _acks(other) == before
+    assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err

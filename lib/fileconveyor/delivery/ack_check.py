@@ -11,8 +11,8 @@ and suppress its replays.  A stage therefore acknowledges to a file only when bo
    of what an earlier run wrote with ``--output``, created 0600): a file anyone else could
    have written gets no acknowledgement at all (replaying a saved file needs none); and
    while a process still writes into the pipe, one of its writers has that state file open,
-   itself or through pass-through processes that read a pipe
-   (fc-tee), found through /proc.  A pipe whose writers have all gone (a cron
+   itself or through pass-through processes that take lines from a pipe (fc-tee, tee, awk: their stdin, or a
+   named FIFO; ``_takes``), found through /proc.  A pipe whose writers have all gone (a cron
    ``fc-watch --scan-once | awk | fc-filter`` whose writer ended before we read its first
    line, or before a pass-through process in between did) leaves rule 1 alone: refusing
    it would leave such a pipeline never acknowledged.  A writer's state file also says which pipe or FIFO its
@@ -248,9 +248,24 @@ def writer_holds(pipe: Ident, origin: str) -> bool | None:
         seen |= writers
         if any(pid for pid, _ in fds.get(target, ()) if pid in writers):
             return True
-        # the writers may pass lines on (fc-tee): follow the pipes they read
-        pipes = [ident for ident, holders in fds.items() for pid, fd in holders if pid in writers and _reads(pid, fd)]
+        # the writers may pass lines on (fc-tee, tee, awk): follow the pipes they take lines from
+        pipes = [ident for ident, holders in fds.items() for pid, fd in holders if pid in writers and _takes(pid, fd)]
     return False
+
+
+def _takes(pid: int, fd: str) -> bool:
+    """Whether process ``pid`` may take lines from the pipe or FIFO it reads on ``fd``, as a pass-through does:
+    its stdin (`| tee |`, `| awk |`, fc-tee and fc-filter reading stdin), or a named FIFO (``--input FIFO``,
+    ``< FIFO``, ``cat FIFO``).  An anonymous pipe held on another descriptor is some process's channel to its
+    parent or children (a supervisor's log pipes, pytest-xdist's controller and workers): it carries no lines of
+    ours, and followed, whatever held a state file at its other end vouched for a forger's lines."""
+    if fd == "0":
+        return _reads(pid, fd)
+    try:
+        st = os.stat(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return False
+    return stat.S_ISFIFO(st.st_mode) and st.st_dev != _pipefs_dev() and _mode(pid, fd) in (os.O_RDONLY, os.O_RDWR)
 
 
 def downstream(pipe: Ident) -> list[Ident]:
