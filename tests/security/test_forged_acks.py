@@ -56,6 +56,34 @@ def _acks(path: Path) -> list[tuple]:
         db.close()
 
 
+def _read_from_forger(tmp_path: Path, forged: Path, lines: int, pass_fds: tuple[int, ...] = ()) -> bytes:
+    """A stage's stderr after reading the ``lines`` of ``forged`` from a forger that still holds the pipe while
+    they are taken (and judged), and then leaves: the epoch alone must not let it in then.  ``pass_fds``: what
+    else the forger holds."""
+    forger = subprocess.Popen(
+        ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        pass_fds=pass_fds,
+    )
+    reader = subprocess.Popen(
+        [*held_for(1.0, "relay"), "--state", str(tmp_path / "ours.db")],
+        stdin=forger.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env(tmp_path),
+    )
+    assert forger.stdout is not None
+    forger.stdout.close()  # (the reader has it)
+    assert reader.stdout is not None
+    for _ in range(lines):
+        assert reader.stdout.readline()
+    forger.wait(timeout=30)  # past the time a refused writer is looked at again (2 s)
+    _out, err = reader.communicate(timeout=60)
+    assert reader.returncode == 0, err.decode()
+    return err
+
+
 def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path: Path) -> None:
     other, epoch = _other_pipeline(tmp_path)
     before = _acks(other)
@@ -73,24 +101,7 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
         _event("x.css", {"from": str(other), "epoch": epoch, "seq": 1})  # the epoch right, a seq the writer wrote
         + _event("z.css", {"from": str(foreign), "epoch": "0000", "seq": 10**9})
     )
-    forger = subprocess.Popen(
-        ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE
-    )
-    reader = subprocess.Popen(
-        [*held_for(1.0, "relay"), "--state", str(tmp_path / "ours.db")],
-        stdin=forger.stdout,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=env(tmp_path),
-    )
-    assert forger.stdout is not None
-    forger.stdout.close()  # (the reader has it)
-    assert reader.stdout is not None
-    for _ in range(2):  # taken (and judged) while the forger still holds the pipe
-        assert reader.stdout.readline()
-    forger.wait(timeout=30)  # past the time a refused writer is looked at again (2 s)
-    _out, err = reader.communicate(timeout=60)  # the forger left: the epoch alone must not let it in now
-    assert reader.returncode == 0, err.decode()
+    err = _read_from_forger(tmp_path, forged, lines=2)
     assert _acks(other) == before
     assert _acks(foreign) == []
     assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err
@@ -383,30 +394,11 @@ def test_a_forger_is_not_vouched_for_by_a_state_file_holder_at_the_end_of_a_pipe
     os.close(channel_w)
     forged = tmp_path / "forged.jsonl"
     forged.write_bytes(_event("x.css", {"from": str(other), "epoch": epoch, "seq": 1}))
-    forger = subprocess.Popen(
-        ["sh", "-c", 'cat "$1"; exec sleep 4', "sh", str(forged)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        pass_fds=(channel_r,),
-    )
-    os.close(channel_r)
     try:
-        reader = subprocess.Popen(
-            [*held_for(1.0, "relay"), "--state", str(tmp_path / "ours.db")],
-            stdin=forger.stdout,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=env(tmp_path),
-        )
-        assert forger.stdout is not None
-        forger.stdout.close()  # (the reader has it)
-        assert reader.stdout is not None
-        assert reader.stdout.readline()  # taken (and judged) while the forger still holds the pipe
-        forger.wait(timeout=30)
-        _out, err = reader.communicate(timeout=60)
+        err = _read_from_forger(tmp_path, forged, lines=1, pass_fds=(channel_r,))
     finally:
+        os.close(channel_r)
         holder.kill()
         holder.wait()
-    assert reader.returncode == 0, err.decode()
     assert _acks(other) == before
     assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err
