@@ -36,11 +36,15 @@ class CopierProcess:
     def __init__(self) -> None:
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            # -I -S: nothing from the environment or site-packages; the parent's pid: it dies with us (prctl)
+            # -I -S: nothing from the environment or site-packages; the parent's pid: it dies with us (prctl).
+            # Not our stdout: the next stage sees the end of our output when we let go of it (Sending.close_early,
+            # release), and a copier holding it too kept that end back until the copier stopped, at our close:
+            # the next stage then acknowledged only after its input had been quiet for a while, 0.1-0.2 s later.
             self.proc: subprocess.Popen | None = subprocess.Popen(
                 [sys.executable, "-I", "-S", CHILD, str(theirs.fileno()), str(os.getpid())],
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
             )
         finally:
             theirs.close()
@@ -109,12 +113,15 @@ class CopierProcess:
         self.unanswered -= n
         return statuses
 
-    def stop(self) -> None:
-        """Close the socket (the copier ends at its end of file) and reap it."""
+    def stop(self, unused: bool = False) -> None:
+        """Close the socket (the copier ends at its end of file) and reap it.  ``unused``: it was never given a
+        file, and is killed rather than waited for (a run shorter than its start-up would wait for the rest of it)."""
         self.dead = True
         self.sock.close()
         proc, self.proc = self.proc, None
         if proc is not None:
+            if unused:
+                proc.kill()
             try:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:

@@ -3,9 +3,11 @@
 An item's work is steps that yield the upload they need (``Copy``) and are resumed with its result, or with the
 exception it raised (``drive``), so that the same code finishes an item whichever process copied its file.  In
 the main thread (``Stage.quick``, turns.py), once a round has offered ``START_AT`` uploads, the lane's ``Lane``
-starts a copier; an upload that is a plain copy (``Copy.alone``: no stylesheet pins, no old name to delete, not
-recovered, not looked at first) is checked and opened here (SymlinkOrCopy.prepare) and its descriptors go to the
-copier in batches.  While the copier is ``BACKLOG`` files behind, the main thread copies the next ones itself.
+hands them to its copier (started at the first upload offered: its start-up overlaps the main thread's first
+copies instead of holding up the first round's commit); an upload that is a plain copy (``Copy.alone``: no
+stylesheet pins, no old name to delete, not recovered, not looked at first) is checked and opened here
+(SymlinkOrCopy.prepare) and its descriptors go to the copier in batches.  While the copier is ``BACKLOG`` files
+behind, the main thread copies the next ones itself.
 ``Lane.finish`` (from ``Stage.flush``, before the round's commit) waits for every answer and finishes the items:
 the order stays copy, commit, acknowledgement (docs/durability.md, "Work before the commit").  A file the copier
 could not copy (an errno, a source changed meanwhile) is uploaded again here, the usual way, so it ends as it does
@@ -27,7 +29,7 @@ from ...transporters.base import UPLOADED
 if TYPE_CHECKING:
     from ...transporters.local import Prepared
 
-START_AT = 64  # uploads a round offers before a copier is started: none for live events, one by one
+START_AT = 64  # uploads a round offers before its copier is used: none for live events, one by one
 BATCH = 64  # files per message to the copier
 BACKLOG = 192  # files the copier may have unanswered; past it, the main thread copies the next one itself
 
@@ -86,7 +88,12 @@ class Pending:
 
 
 class Lane:
-    """The copier of one destination: its process, the items waiting for it (in order)."""
+    """The copier of one destination: its process, the items waiting for it (in order).  Made at the first
+    upload the main thread could hand over, not at the round's START_AT-th: the process then starts while the main
+    thread copies the first ones, and is ready (or nearly) when the round needs it.  Started at the START_AT-th,
+    the round's commit waited for its start-up, on the critical path of a pipeline (python's start-up, 25 ms on
+    a quiet machine, 0.2 s on a loaded one).  Not at fc-transport's start: a run with nothing to copy (cron, an
+    unchanged tree) imports neither subprocess nor socket (tests/cli/test_startup.py)."""
 
     def __init__(self, warn: Callable[[str], None]):
         from ...transporters.copier import CopierProcess  # subprocess: only when a copier starts
@@ -101,12 +108,18 @@ class Lane:
         self.statuses: list[int] = []  # of pending[:len(statuses)]
         self.paths: set[bytes] = set()
         self.copied = 0  # files the copier copied (the rest of those handed over: copied again here)
+        self.used = False  # a round has offered START_AT uploads: from then on, the copier takes them
 
-    def usable(self) -> bool:
-        """Whether the next upload may go to the copier (alive, and not too far behind)."""
+    def usable(self, offered: int) -> bool:
+        """Whether the round's ``offered``-th upload may go to the copier (once a round has offered START_AT, while
+        it is alive and not too far behind)."""
         proc = self.proc
         if proc is None or proc.dead:
             return False
+        if not self.used:
+            if offered < START_AT:
+                return False
+            self.used = True
         if proc.unanswered + len(proc.srcs) >= BACKLOG:
             self._collect(block=False)
         return not proc.dead and proc.unanswered + len(proc.srcs) < BACKLOG
@@ -174,4 +187,4 @@ class Lane:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            proc.stop()
+            proc.stop(unused=not self.used)

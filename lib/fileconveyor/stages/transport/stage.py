@@ -43,7 +43,7 @@ from ...transporters.base import parent_dirs, safe_rel
 from ..process.refs import parse_references
 from . import pins as transport_pins
 from .check import check_access
-from .copier import START_AT, Copy, Lane, Steps, drive, resume
+from .copier import Copy, Lane, Steps, drive, resume
 from .dest import Target
 from .old import OldFileDeleter, Pending
 from .pool import Pool
@@ -349,12 +349,10 @@ class TransportStage(Stage):
                 self._finish(server, lane)
             return drive(steps, copy)
         self.offered += 1
-        if lane is None:
-            if self.offered < START_AT:
-                return drive(steps, copy)
+        if lane is None:  # the first small copy: the copier starts beside the main thread's first ones (copier.py)
             lane = self.copiers[server] = Lane(self._warn)
-        if not lane.usable():
-            return drive(steps, copy)  # none, or behind: this one is the main thread's to copy
+        if not lane.usable(self.offered):
+            return drive(steps, copy)  # none, not yet, or behind: this one is the main thread's to copy
         try:
             prep = copy.tp.prepare(copy.source, copy.remote)  # type: ignore[attr-defined]
         except BaseException as exc:
