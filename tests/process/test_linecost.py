@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fileconveyor.delivery.stage import StageContext
+from fileconveyor.processors import Context, Output, Processor
 from fileconveyor.stages.process.stage import ProcessStage
 
 from .conftest import event, outputs, run
@@ -83,3 +84,40 @@ def test_a_rename_only_chain_opens_each_root_once_per_round(tmp_path: Path, monk
     assert [(o["rel"], "error" in o) for o in outs[200:]] == [("sub/link.txt", True)]
     assert "gone.txt: dropped" in res.stderr
     assert 1 <= len(roots_opened) <= 5, len(roots_opened)  # once per round, not per file (before: 202)
+
+
+class KeepName(Processor):
+    """A rename-only step that keeps every name (as filename.* does a name without spaces)."""
+
+    name = "test.KeepName"
+    renames = name_only = by_name = True
+
+    def process(self, ctx: Context) -> Output:
+        return Output(ctx.input, ctx.basename)
+
+    def rename(self, name: bytes) -> bytes:
+        return name
+
+
+def test_a_deletion_after_a_file_back_at_its_base_name_carries_that_name(tmp_path: Path) -> None:
+    """A name kept by an earlier chain (a_b.txt) is not the one a deletion gets once the file has been given its
+    base name again: an event whose new name is its base name, in the same batch as its deletion, must pass that
+    name on even though it leaves nothing to write while the names table is empty (the quick way of a
+    rename-only chain)."""
+    d = tmp_path / "src"
+    d.mkdir()
+    f = d / "a b.txt"
+    f.write_text("x\n")
+    res = run(tmp_path, ["--chain", "filename.SpacesToUnderscores"], [event(f)])
+    assert res.status == 0, res.stderr
+    assert [o["name"] for o in outputs(res)] == ["a_b.txt"]
+    modified = event(f, "modified")
+    res = run(tmp_path, ["--chain", f"{__name__}:KeepName"], [modified, event(f, "deleted")])
+    assert res.status == 0, res.stderr
+    assert [(o["kind"], o["name"]) for o in outputs(res)] == [("modified", "a b.txt"), ("deleted", "a b.txt")]
+    # and with no name kept: nothing is written per event, and the deletion gets the same name
+    g = d / "plain.txt"
+    g.write_text("x\n")
+    res = run(tmp_path, ["--chain", f"{__name__}:KeepName"], [event(g), event(g, "deleted")])
+    assert res.status == 0, res.stderr
+    assert [(o["kind"], o["name"]) for o in outputs(res)] == [("created", "plain.txt"), ("deleted", "plain.txt")]

@@ -91,6 +91,13 @@ _ADDED = ("processed", "name")
 _ADDED_B64 = ("processed", "name", "name_b64")
 
 
+# An event with one of these is not _plain_rename's
+_PLAIN = frozenset(("path_b64", "name", "name_b64", "file", "file_b64", "processed", "error"))
+# Done.payload of an event renamed to its own base name while the names table was empty: record() has nothing to
+# write for it while our tables stay empty (_plain_rename)
+_KEPT_NOTHING = object()
+
+
 def _added(ev: Mapping, out: dict) -> tuple[str, ...]:
     """The fields ``out`` (``ev`` without its hop, ``processed`` and ``name`` set after) has besides those of
     ``ev`` (Done.added: its line is the event's with them), or () when ``ev`` had one of them already (its value,
@@ -170,6 +177,7 @@ class ProcessStage(Stage):
         # ...and each gives its name from the name alone (Processor.by_name): no Context per event
         self._by_name = self._renames_only and all(p.by_name for p in self.chain)
         self._applies_to_all = any(not p.extensions and type(p).applies_to is Processor.applies_to for p in self.chain)
+        self._plain_renames = self._by_name and self._applies_to_all  # quick()'s way for the usual event
         self.counts = {"processed": 0, "unchanged": 0, "failed": 0, "dropped": 0, "deferred": 0}
         self._quick_counts = dict.fromkeys(self.counts, 0)  # the main thread's rename-only outcomes: no lock
 
@@ -250,6 +258,10 @@ class ProcessStage(Stage):
 
         For a runner that finishes such items inline instead of handing them to a
         worker (one commit per batch instead of per round of workers)."""
+        if self._plain_renames:
+            done = self._plain_rename(item.event)
+            if done is not None:
+                return done
         last_name = self._main_last_name
         path, current = _names(item.event)
         done = self._quick(item, last_name, path, current)
@@ -261,6 +273,34 @@ class ProcessStage(Stage):
             if "error" not in out and (out.get("kind") == "deleted" or out["processed"]):
                 self._pending_names[path] = E.get_path(out, "name") if out.get("kind") != "deleted" else b""
         return done
+
+    def _plain_rename(self, ev: dict) -> Done | None:
+        """quick() for the usual event of a chain of ``by_name`` steps, one of which applies to every name: a file
+        created or modified, its path UTF-8, no ``name``, ``file``, ``processed`` or ``error`` yet, passing the
+        check of names.py.  Its new name is the chain's of its base name, so when that is the base name itself
+        nothing is kept for it (a later deletion gets the same name from _name_by_name, and record() has nothing
+        to write while our tables are empty).  None: the general way (_quick, _names_only) decides, as before."""
+        text = ev.get("path")
+        if type(text) is not str or ev.get("kind") == "deleted" or not _PLAIN.isdisjoint(ev):
+            return None
+        path = text.encode()  # (events.decode refused a string holding a lone surrogate)
+        current = path[path.rfind(b"/") + 1 :]
+        renamed = self._renamed(current)
+        if renamed is None or not self._checks.plain(ev, path):
+            return None  # (the check's exact outcome, or the failing step's: the general way says it)
+        name, ran = renamed
+        out = dict(ev)
+        out.pop("hop", None)  # the runner gives every output line our own hop
+        out["processed"] = ran
+        if name == current and "names" not in self._may_hold:
+            out["name"] = text[text.rfind("/") + 1 :]
+            self._quick_counts["unchanged"] += 1
+            return Done([out], added=_ADDED, payload=_KEPT_NOTHING)
+        E.put_path(out, "name", name)
+        self._quick_counts["unchanged" if name == current else "processed"] += 1
+        # what record() writes to the names table, and a later deletion in this batch carries: the last name given
+        self._pending_names[path] = name
+        return Done([out], added=_ADDED_B64 if "name_b64" in out else _ADDED)
 
     def _main_last_name(self, path: bytes) -> bytes | None:
         """The last name emitted for ``path``, as the main thread knows it: decided in this batch, or in the
@@ -578,6 +618,8 @@ class ProcessStage(Stage):
     # -- main thread -------------------------------------------------------------------
 
     def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+        if outcome.payload is _KEPT_NOTHING and not self._may_hold:
+            return  # (the usual event of a rename-only chain: _plain_rename)
         attempt = outcome.payload if isinstance(outcome.payload, _Attempt) else None
         work_dir = None
         assert self.ctx is not None
