@@ -30,6 +30,7 @@ from ...errors import Exit
 from ...report import Reporter
 from ...stopping import Stopper
 from .stage import FilterStage
+from .usual import usual
 
 _BLANK = frozenset(b" \t\r\n")
 
@@ -99,8 +100,12 @@ class PassFilter:
         if line[0] in _BLANK and not line.strip():
             return False
         try:
-            ev = E.decode(line)
-            hop = ev.get("hop")
+            seen = usual(line)  # fc-watch's line, read without the JSON parser (usual.py); else decoded
+            if seen is not None:
+                ev, hop = seen
+            else:
+                ev = E.decode(line)
+                hop = ev.get("hop")
             if ev["kind"] == E.DROPPED:  # a filter before us dropped it: so do we, as its last dropped line
                 kept = False
             else:
