@@ -487,3 +487,44 @@ def test_a_periodic_acknowledgement_not_written_still_leaves_a_wake_up_for_the_q
         assert spy.asked == [False, True] and not spy.behind  # forced: the writer has it
     finally:
         runner.state.close()
+
+
+def test_a_stage_at_its_end_looks_for_its_readers_acknowledgements_often_at_first(tmp_path: Path) -> None:
+    """A stage whose input ended waits for its readers' acknowledgements: they come within a few tens of ms, or
+    0.1 s after our end from a reader whose input a wrapper such as /usr/bin/time holds open (IDLE_ACK_QUIET).
+    Its looks doubled from 5 ms (at 10, 30, 70, 150 ms): such an acknowledgement was seen up to half the wait
+    late, 50 ms at 0.1 s, at the end of every pipeline run.  Now every END_POLL for the first END_POLL_FAST,
+    then backing off to END_POLL_MAX for a reader that takes long (a minute of YUI downstream)."""
+    from fileconveyor.delivery import runner as R
+
+    class Pass(Stage):
+        name = "fc-test"
+
+        def work(self, item: Item) -> Done:
+            return Done([item.event])
+
+    runner = Runner(
+        Pass(),
+        Options(state_path=tmp_path / "s.db"),
+        io.BytesIO(b""),
+        io.BytesIO(),
+        Reporter("fc-t", io.StringIO(), 1),
+        Stopper(),
+    )
+    try:
+        runner._eof_at = time.monotonic()  # our input just ended
+        waited, seen = 0.0, None
+        while seen is None:  # the reader acknowledges 0.1 s after our end: when do we see it?
+            runner._end_looked(moved=False)
+            waited += runner._end_poll
+            if waited >= 0.1:
+                seen = waited
+        assert seen - 0.1 <= R.END_POLL + 1e-9
+        runner._eof_at = time.monotonic() - 60  # a reader slow for a minute: looks back off
+        for _ in range(10):
+            runner._end_looked(moved=False)
+        assert runner._end_poll == R.END_POLL_MAX
+        runner._end_looked(moved=True)  # it acknowledged more: often again
+        assert runner._end_poll == R.END_POLL
+    finally:
+        runner.state.close()

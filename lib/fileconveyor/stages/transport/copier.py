@@ -187,4 +187,4 @@ class Lane:
     def stop(self) -> None:
         proc, self.proc = self.proc, None
         if proc is not None:
-            proc.stop(unused=not self.used)
+            proc.stop()
