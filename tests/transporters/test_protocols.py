@@ -283,11 +283,17 @@ def test_openssh_engine_finds_default_keys_in_home(
 
 @pytest.mark.parametrize("scheme", ["ftp", "ftps"])
 def test_ftp_sends_files_and_pipes_whole_without_a_type_per_file(
-    scheme: str, request: pytest.FixtureRequest, tmp_path: Path
+    scheme: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The session is binary from the login on: no TYPE I (a round trip) before each file, as ftplib's
-    storbinary sent.  A regular file goes by sendfile(2) over plain FTP; a pipe (which sendfile would take
-    for empty: its size is 0) and FTPS go through Python; every one arrives whole."""
+    storbinary sent.  Regular files, pipes and FTPS alike go in writes of SEND_BLOCK bytes, never by
+    sendfile(2): that left a one-thread server such as pyftpdlib a third more work per file, and it sets the
+    pace (ftp.py, _store).  Every one arrives whole."""
+
+    def no_sendfile(*args: object, **kwargs: object) -> int:
+        raise AssertionError("sendfile(2) on an FTP data connection")
+
+    monkeypatch.setattr(socket.socket, "sendfile", no_sendfile)
     backend: Backend = request.getfixturevalue(f"{scheme}_backend")
     backend.files.mkdir(parents=True, exist_ok=True)
     tp = backend.make()

@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import ftplib
 import io
-import os
 import ssl
-import stat
 from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
 from .base import AuthError, PermanentError, RemoteStat, TransientError, join, parent_dirs, temp_path, unchanged
 from .confine import MISSING, UNKNOWN, CheckedDirs, parent_and_name
 from .ftp_list import entry_kind
+
+SEND_BLOCK = 32 * 1024  # bytes per write of a file's data (_store says why not sendfile, and why this size)
 
 
 class _FTP_TLS(ftplib.FTP_TLS):
@@ -136,19 +136,24 @@ class FTP(CheckedDirs):
     def _store(self, path: bytes, src: BinaryIO) -> int:
         """STOR ``src`` from where it is to its end; how many bytes went.  Not ftplib's storbinary: that sends
         TYPE I before every file (a round trip; the session is binary from _connect on, and _kind sets it back
-        after a LIST) and copies the file through Python 64 KB at a time, where a plain data connection takes a
-        regular file with sendfile(2), from the page cache (20 files of 20 MB: 0.75 s against rclone's 0.50)."""
-        regular = stat.S_ISREG(os.fstat(src.fileno()).st_mode)
+        after a LIST) and makes a new block for each read.
+
+        SEND_BLOCK bytes per write, not sendfile(2), although that costs us a copy: with sendfile the server's
+        receiving thread is the first to read the file's pages (cold, from memory), and over loopback it also
+        does our sending (queued data goes out as its acknowledgements come back).  A one-thread server such as
+        pyftpdlib sets the pace of a transfer: 20 files of 20 MB over 4 connections took it 0.51 s of CPU with
+        sendfile, 0.35 s with 32 KB writes (rclone's: 0.44 s), for about 0.15 s more of ours; 64 KB and larger
+        writes leave it more, the blocks being out of the shared cache by the time it reads them
+        (docs/benchmarks.md, "FTP, large files")."""
+        block = bytearray(SEND_BLOCK)
+        view = memoryview(block)
+        sent = 0
         with self.ftp.transfercmd(f"STOR {_s(path)}") as conn:
-            if regular and not isinstance(conn, ssl.SSLSocket):  # TLS encrypts in user space: no sendfile
-                sent = conn.sendfile(src, src.tell())  # to the end of the file
-            else:  # a pipe (sendfile would take its size, 0, as empty), or TLS (its sendfile sends 8 KB at a time)
-                sent = 0
-                while block := src.read(1 << 16):
-                    conn.sendall(block)
-                    sent += len(block)
-                if isinstance(conn, ssl.SSLSocket):
-                    conn.unwrap()  # the TLS close_notify: the server's sign that the file is complete
+            while n := src.readinto(block):
+                conn.sendall(view[:n])
+                sent += n
+            if isinstance(conn, ssl.SSLSocket):
+                conn.unwrap()  # the TLS close_notify: the server's sign that the file is complete
         self.ftp.voidresp()
         return sent
 
