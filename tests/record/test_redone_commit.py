@@ -1,9 +1,10 @@
 """fc-record's ``servers_seen`` when a round's commit is rolled back and redone item by item (a stage's bug on
-one item: delivery/quarantine.py).  record() took the servers first seen in the round out of memory and wrote
-them; rolled back, they were neither in the table nor in memory any more, so the next start did not know them,
-and ``--delete-source-after`` without ``--require-server`` then waited for fewer servers than had been seen (a
-source deleted before its copy reached them all).  Now they are given back (on_rollback) and written by the
-redo.  Real runner, real fc-record and its database, real state file; the only thing made up is the bug."""
+one item: delivery/quarantine.py).  record() (now recorded(), once a round) took the servers first seen in the
+round out of memory and wrote them; rolled back, they were neither in the table nor in memory any more, so the
+next start did not know them, and ``--delete-source-after`` without ``--require-server`` then waited for fewer
+servers than had been seen (a source deleted before its copy reached them all).  Now they are given back
+(on_rollback) and written by the redo.  Real runner, real fc-record and its database, real state file; the only
+thing made up is the bug."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from fileconveyor.delivery.runner import Done, Item, Options, Runner
+from fileconveyor.delivery.runner import Options, Runner
 from fileconveyor.report import Reporter
 from fileconveyor.stages.record.stage import RecordStage
 from fileconveyor.stopping import Stopper
@@ -22,15 +23,15 @@ N = 12
 
 
 class BuggyOnce(RecordStage):
-    """fc-record whose bookkeeping raises once, after the first record() of a round that wrote new servers."""
+    """fc-record whose bookkeeping raises once, after the recorded() of a round that wrote new servers."""
 
     def __init__(self, db_path: Path) -> None:
         super().__init__(str(db_path))
         self.raised = False
 
-    def record(self, db: sqlite3.Connection, item: Item, outcome: Done) -> None:
+    def recorded(self, db: sqlite3.Connection) -> None:
         due = not self.raised and bool(self.new_servers)
-        super().record(db, item, outcome)
+        super().recorded(db)
         if due:
             self.raised = True
             raise OverflowError("a bug in the stage's bookkeeping")

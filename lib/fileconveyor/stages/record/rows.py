@@ -99,7 +99,12 @@ def synced_row(ev: dict) -> Synced:
 
 def synced_values(ev: dict, now: float) -> tuple:
     """``synced_row(ev).values(now)``, built straight from the event when its path fields are the usual plain
-    strings (no ``_b64``): the row of every synced line, without a Synced made and taken apart again."""
+    strings (no ``_b64``): the row of every synced line, without a Synced made and taken apart again.
+
+    ``ev`` is as events.decode gives it, which has checked the type of every known field (events._TYPES, null
+    as absent): size, ino and remote_size are ints or None, url, server, hash, source and id strings or None,
+    mtime_ns a string of ASCII digits or an int, both within 0..MAX_INT, processed a list.  So they are taken
+    as they are, not checked again per line as synced_row's _int and isinstance do."""
     get = ev.get
     path, remote, root, rel = get("path"), get("remote"), get("root"), get("rel")
     if not (
@@ -113,31 +118,25 @@ def synced_values(ev: dict, now: float) -> tuple:
         and "rel_b64" not in ev
     ):
         return synced_row(ev).values(now)
-    size, mtime_ns, ino, remote_size = get("size"), get("mtime_ns"), get("ino"), get("remote_size")
-    if type(size) is not int:
-        size = _int(size)
-    if type(remote_size) is not int:  # (none given and no work file: _remote_size's answer is the size)
-        no_file = remote_size is None and "file" not in ev and "file_b64" not in ev
-        remote_size = size if no_file else _remote_size(ev)
-    # mtime_ns: a string of ASCII digits (events.decode), else what _int makes of it
-    mtime_ns = int(mtime_ns) if type(mtime_ns) is str and mtime_ns.isascii() and mtime_ns.isdigit() else _int(mtime_ns)
-    processed, hash_, source, event_id = get("processed"), get("hash"), get("source"), get("id")
+    size, remote_size, mtime_ns, processed = get("size"), get("remote_size"), get("mtime_ns"), get("processed")
+    if remote_size is None:  # (none given and no work file: _remote_size's answer is the size)
+        remote_size = size if "file" not in ev and "file_b64" not in ev else _remote_size(ev)
     return (
         path,
         remote.rsplit("/", 1)[-1],
-        str(get("url") or ""),
-        str(ev["server"]),
+        get("url") or "",
+        ev["server"],
         remote,
         size,
-        mtime_ns,
-        ino if type(ino) is int else _int(ino),
+        int(mtime_ns) if type(mtime_ns) is str else mtime_ns,
+        get("ino"),
         remote_size,
-        hash_ if isinstance(hash_, str) else None,
-        _processed_json(processed) if isinstance(processed, list) and processed else None,
-        source if isinstance(source, str) else None,
+        get("hash"),
+        _processed_json(processed) if processed else None,
+        get("source"),
         root,
         rel,
-        event_id if isinstance(event_id, str) else None,
+        get("id"),
         now,
     )
 
