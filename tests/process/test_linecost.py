@@ -121,3 +121,22 @@ def test_a_deletion_after_a_file_back_at_its_base_name_carries_that_name(tmp_pat
     res = run(tmp_path, ["--chain", f"{__name__}:KeepName"], [event(g), event(g, "deleted")])
     assert res.status == 0, res.stderr
     assert [(o["kind"], o["name"]) for o in outputs(res)] == [("created", "plain.txt"), ("deleted", "plain.txt")]
+
+
+def test_a_deletion_carries_the_last_name_given_in_its_batch(tmp_path: Path) -> None:
+    """An event that came with a name of its own (x_y.txt, from an fc-process before) and then one of the same file
+    without: the second gives the file its base name again, and a deletion after both in the same batch carries
+    that name, not the first one's (the quick way of a rename-only chain leaves nothing pending for a file that
+    keeps its base name only when no other name is pending for it)."""
+    d = tmp_path / "src"
+    d.mkdir()
+    f = d / "a.txt"
+    f.write_text("x\n")
+    evs = [event(f, name="x_y.txt"), event(f, "modified"), event(f, "deleted")]
+    res = run(tmp_path, ["--chain", f"{__name__}:KeepName"], evs)
+    assert res.status == 0, res.stderr
+    assert [(o["kind"], o["name"]) for o in outputs(res)] == [
+        ("created", "x_y.txt"),
+        ("modified", "a.txt"),
+        ("deleted", "a.txt"),
+    ]

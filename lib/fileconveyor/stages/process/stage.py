@@ -278,8 +278,9 @@ class ProcessStage(Stage):
         """quick() for the usual event of a chain of ``by_name`` steps, one of which applies to every name: a file
         created or modified, its path UTF-8, no ``name``, ``file``, ``processed`` or ``error`` yet, passing the
         check of names.py.  Its new name is the chain's of its base name, so when that is the base name itself
-        nothing is kept for it (a later deletion gets the same name from _name_by_name, and record() has nothing
-        to write while our tables are empty).  None: the general way (_quick, _names_only) decides, as before."""
+        and no other name is pending for the path, nothing is kept for it (a later deletion gets the same name from
+        _name_by_name, and record() has nothing to write while our tables are empty).  None: the general way
+        (_quick, _names_only) decides, as before."""
         text = ev.get("path")
         if type(text) is not str or ev.get("kind") == "deleted" or not _PLAIN.isdisjoint(ev):
             return None
@@ -292,7 +293,9 @@ class ProcessStage(Stage):
         out = dict(ev)
         out.pop("hop", None)  # the runner gives every output line our own hop
         out["processed"] = ran
-        if name == current and "names" not in self._may_hold:
+        if name == current and "names" not in self._may_hold and path not in self._pending_names:
+            # (a name pending for the path, from an event of this batch that came with a "name" of its own or was
+            # deleted, is replaced below: a deletion later in the batch carries the last name given)
             out["name"] = text[text.rfind("/") + 1 :]
             self._quick_counts["unchanged"] += 1
             return Done([out], added=_ADDED, payload=_KEPT_NOTHING)
