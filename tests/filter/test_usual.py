@@ -130,3 +130,32 @@ def test_fc_watchs_own_lines_are_matched() -> None:
     for kind in E.KINDS:
         for rel in (b"a.css", b"d/a b.css", b"x", b"~!#$%&'()*+,-.;<=>?@[]^_`{|}"):
             assert usual(watch_line(kind, rel)) is not None, (kind, rel)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--extensions", "css:tar.gz"],
+        ["--extensions", "CSS", "--case-sensitive"],
+        ["--paths", "img:a/b"],
+        ["--paths", "/srv/www/img"],
+        ["--ignore-dirs", "CVS:.svn"],
+        ["--pattern", r".*/a[^/]*\.css$"],
+        ["--min-size", "100", "--max-size", "1k"],
+        ["--extensions", "css", "--invert"],
+    ],
+)
+def test_every_condition_decides_a_matched_line_as_a_decoded_one(
+    args: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rels = [b"a.css", b"img/b.CSS", b"a/b/c.tar.gz", b"CVS/a.css", b"x/.svn/y.css", b"img2/a.css", b".css", b"a b.txt"]
+    lines = [watch_line(kind, rel, size=50 + 300 * i, ino=10 * i + k) for i, rel in enumerate(rels)
+             for k, kind in enumerate(E.KINDS)]  # fmt: skip
+    assert all(usual(line) is not None for line in lines)
+    fast = call(main, args, b"".join(lines))
+    monkeypatch.setattr("fileconveyor.stages.filter.run.usual", lambda line: None)
+    decoded = call(main, args, b"".join(lines))
+    assert fast.status == decoded.status == Exit.OK, fast.stderr + decoded.stderr
+    assert fast.stdout == decoded.stdout and fast.stderr == decoded.stderr
+    kept = [line for line in fast.stdout.splitlines() if b'"kind":"dropped"' not in line]
+    assert 0 < len(kept) < len(lines)  # (some lines dropped, some passed)
