@@ -157,20 +157,52 @@ def sqlite_side_files(path: str | os.PathLike[str]) -> None:
     the writer forget lines) or wrote its frames into the linked file (as root: any file on that filesystem).
     Once they are ours, the sticky bit keeps others from replacing them; SQLite removes them when its last
     connection closes, and the next State makes them again."""
-    base = os.path.realpath(path)  # where SQLite puts them: next to the database a symlink names
-    for side in (f"{base}-wal", f"{base}-shm"):
+    for side in _sides(path):
         fd = open_own(side, os.O_RDWR)
         try:
             st = os.fstat(fd)
-            if st.st_nlink != 1:
-                raise NotOurs(
-                    f"{side} has {st.st_nlink} names (a hard link to it was made): SQLite would write into that "
-                    f"other file too; remove the other names (find / -xdev -samefile {side})"
-                )
+            if problem := _side_problem(side, st, os.geteuid()):
+                raise NotOurs(problem)
             if st.st_mode & _OTHERS:  # an older version's, made with the database's mode
                 os.fchmod(fd, FILE_MODE)
         finally:
             os.close(fd)
+
+
+def sqlite_side_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the ``-wal`` or ``-shm`` already next to another process's SQLite database at ``path`` (a writer's
+    state file, which a reader acknowledges to) may not be opened, or None: not a regular file of the database's
+    owner with one name.  Only looked at, never made: ``path`` comes from a line's ``hop``."""
+    try:
+        owner = os.stat(path).st_uid
+    except OSError:
+        return None  # the open says what it finds
+    for side in _sides(path):
+        try:
+            st = os.lstat(side)
+        except OSError:
+            continue
+        if problem := _side_problem(side, st, owner):
+            return problem
+    return None
+
+
+def _sides(path: str | os.PathLike[str]) -> tuple[str, str]:
+    base = os.path.realpath(path)  # where SQLite puts them: next to the database a symlink names
+    return f"{base}-wal", f"{base}-shm"
+
+
+def _side_problem(side: str, st: os.stat_result, owner: int) -> str | None:
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        return f"{side} is a symlink or not a regular file; remove it"
+    if st.st_uid != owner:
+        return f"{side} belongs to another user (uid {st.st_uid}) than its database, who could rewrite it; remove it"
+    if st.st_nlink != 1:
+        return (
+            f"{side} has {st.st_nlink} names (a hard link to it was made): SQLite would write into that other file "
+            f"too; remove the other names (find / -xdev -samefile {side})"
+        )
+    return None
 
 
 def read_own(path: str | os.PathLike[str], limit: int = 1 << 20) -> bytes:

@@ -84,6 +84,15 @@ def _read_from_forger(tmp_path: Path, forged: Path, lines: int, pass_fds: tuple[
     return err
 
 
+def _not_acknowledged(err: bytes, origin: Path) -> bool:
+    """Whether a stage said it acknowledges nothing to the writer at ``origin``: refused at a look while the forger
+    still wrote, or, when that forger was young at every look while it wrote ("just started") and the stage ended
+    before looking again after it left (a loaded machine), its line taken without a replay."""
+    shown = str(origin).encode()
+    refused = b"not acknowledging to " + shown + b": no process writing our input has it open"
+    return refused in err or b"taking 1 line(s) of " + shown + b" without its replay" in err
+
+
 def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path: Path) -> None:
     other, epoch = _other_pipeline(tmp_path)
     before = _acks(other)
@@ -104,7 +113,7 @@ def test_a_forged_hop_writes_nothing_into_another_pipelines_state_file(tmp_path:
     err = _read_from_forger(tmp_path, forged, lines=2)
     assert _acks(other) == before
     assert _acks(foreign) == []
-    assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err
+    assert _not_acknowledged(err, other), err
 
 
 def test_a_forged_hop_from_a_pipe_whose_writer_left_still_needs_the_epoch(tmp_path: Path) -> None:
@@ -401,4 +410,4 @@ def test_a_forger_is_not_vouched_for_by_a_state_file_holder_at_the_end_of_a_pipe
         holder.kill()
         holder.wait()
     assert _acks(other) == before
-    assert b"not acknowledging to " + str(other).encode() + b": no process writing our input has it open" in err
+    assert _not_acknowledged(err, other), err

@@ -354,3 +354,36 @@ def _make_as_nobody(directory: Path, name: str) -> int:
     os.close(dfd)
     _, status = os.waitpid(pid, 0)
     return os.waitstatus_to_exitcode(status)
+
+
+def test_a_hard_link_planted_at_a_finished_writers_wal_gets_no_acknowledgement_written_through(
+    tmp_path: Path,
+) -> None:
+    # A cron `fc-watch --scan-once | stage` in /tmp: fc-watch ends (SQLite removes its -wal), and the stage
+    # acknowledges to its state file afterwards, opening it by name; a link planted at w.db-wal meanwhile had
+    # the acknowledgement's WAL frames written over the file it named.
+    shared = _sticky_shared(tmp_path)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.txt").write_text("a")
+    wstate = shared / "w.db"
+    watch = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "fc-watch"), "--scan-once", "--state", str(wstate), str(site)],
+        capture_output=True,
+        timeout=60,
+    )
+    assert watch.returncode == 0 and watch.stdout.count(b"\n") == 1, watch.stderr
+    assert not os.path.exists(f"{wstate}-wal")  # (SQLite removed it at fc-watch's end)
+    outside = tmp_path / "precious"
+    outside.write_bytes(b"precious data\n" * 1000)
+    os.link(outside, f"{wstate}-wal")
+    r, w = os.pipe()  # its writer gone before the stage starts: the epoch alone lets it acknowledge
+    os.write(w, watch.stdout)
+    os.close(w)
+    with os.fdopen(r, "rb") as stdin:
+        stage = subprocess.run(
+            [sys.executable, str(RELAY), "--state", str(tmp_path / "f.db")], stdin=stdin, capture_output=True
+        )
+    assert outside.read_bytes() == b"precious data\n" * 1000
+    assert stage.returncode == 0, stage.stderr
+    assert b"w.db-wal has 2 names (a hard link to it was made)" in stage.stderr, stage.stderr

@@ -41,6 +41,8 @@ from collections.abc import Sequence
 from typing import IO
 from urllib.parse import quote
 
+from .. import private
+
 Ident = tuple[int, int]  # st_dev, st_ino
 MAX_HOPS = 4  # pass-through processes (fc-tee) followed between a writer and us
 STARTING = 10.0  # seconds: a writer this young may not have opened its state file yet
@@ -118,6 +120,11 @@ def output_ident(path: str | None, stdout: IO[bytes] | None) -> Ident | None:
 
 
 def open_state(origin: str) -> sqlite3.Connection:
+    # Its -wal and -shm as its writer makes them (private.sqlite_side_files): with the writer gone SQLite opens
+    # them by name, and a hard link planted at x.db-wal in /tmp had our acknowledgement's frames written over the
+    # file it named.
+    if problem := private.sqlite_side_problem(origin):
+        raise sqlite3.DatabaseError(problem)
     # mode=rw: never create a database at a path taken from an event
     conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
     # As the writer's own connection (state.py): in WAL mode a commit then needs no fsync.  SQLite's default,
