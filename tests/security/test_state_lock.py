@@ -186,3 +186,16 @@ def test_a_state_directorys_config_mark_that_is_no_file_of_ours_stops_fc_conveyo
     }[what]
     # (once running, fc-conveyor says everything in its log's format, on stderr too, as the original did)
     assert b"ERROR" in err and b"state directory " in err and said in err, err
+
+
+def test_fc_conveyor_status_is_not_held_up_by_a_link_at_its_status_file(tmp_path: Path) -> None:
+    # `fc-conveyor --status` read STATE_DIR/conveyor-status.json following links: one to a FIFO made it wait for
+    # ever.  What is no regular file of ours there is taken for no status at all.
+    state_dir = made(tmp_path / "state", 0o700)
+    os.mkfifo(tmp_path / "fifo")
+    (state_dir / "conveyor-status.json").symlink_to(tmp_path / "fifo")
+    conf = write(tmp_path, minimal())
+    argv = [str(conf), "--state-dir", str(state_dir), "--pid-file", str(tmp_path / "pid"), "--status", "--json"]
+    r = subprocess.run([sys.executable, str(ROOT / "bin" / "fc-conveyor"), *argv], capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert all(s["state"] == "not running" for s in json.loads(r.stdout)["stages"]), r.stdout

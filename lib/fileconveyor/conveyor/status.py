@@ -9,7 +9,7 @@ import sqlite3
 import time
 from typing import Any
 
-from .. import records
+from .. import private, records
 from ..delivery import acks
 from ..errors import ConfigError, RetryableError
 from ..records import open_readonly
@@ -31,8 +31,9 @@ def gather(plan: Plan) -> dict[str, Any]:
         if holder is not None and holder > 0:
             pid, found_by = holder, "state_dir_lock"
     try:
-        sup = json.loads(status_path(plan).read_text())
-    except (OSError, ValueError):
+        # only a regular file of ours (private.read_own): a link to a FIFO there made --status wait for ever
+        sup = json.loads(private.read_own(status_path(plan)))
+    except (OSError, ValueError, private.NotOurs):
         sup = {}
     live = {st["name"]: st for st in sup.get("stages", [])} if pid is not None and sup.get("pid") == pid else {}
     stages = []
