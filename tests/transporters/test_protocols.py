@@ -315,3 +315,38 @@ def test_ftp_sends_files_and_pipes_whole_without_a_type_per_file(
     for name, data in [*files.items(), ("piped", piped)]:
         assert (backend.files / name).read_bytes() == data, name
     assert sent.count("STOR") == 4 and "TYPE" not in sent, sent
+
+
+def _ftp_commands(tp: object) -> list[str]:
+    """The commands ``tp`` (an FTP transporter, connected) sends from now on, by name."""
+    sent: list[str] = []
+    ftp = tp.ftp  # type: ignore[attr-defined]
+    putcmd = ftp.putcmd
+    ftp.putcmd = lambda line: (sent.append(line.split()[0]), putcmd(line))[1]
+    return sent
+
+
+def test_ftp_a_directory_it_just_made_is_not_listed_again(ftp_backend: Backend, tmp_path: Path) -> None:
+    """A directory that MKD made (257) is a real directory of ours: one LIST of its parent (to find it missing)
+    and no second one to see what was made (four commands and a data connection a new directory).  A directory
+    another connection made (550 to our MKD) is still looked at in the listing, and links are still refused."""
+    ftp_backend.files.mkdir(parents=True, exist_ok=True)
+    src = tmp_path / "a"
+    src.write_bytes(b"deep")
+    tp = ftp_backend.make()
+    tp.connect()
+    sent = _ftp_commands(tp)
+    tp.upload(src, b"n1/n2/a")
+    assert (ftp_backend.files / "n1" / "n2" / "a").read_bytes() == b"deep"
+    assert sent.count("MKD") == 2 and sent.count("LIST") == 2, sent  # one LIST per level
+    assert tp.take_made_dirs() == [b"n1", b"n1/n2"]
+    other = ftp_backend.make()  # another connection: finds them made, by the listing
+    other.connect()
+    sent = _ftp_commands(other)
+    other.upload(src, b"n1/n2/b")
+    assert "MKD" not in sent and sent.count("LIST") == 2, sent
+    (ftp_backend.files / "elsewhere").mkdir()
+    (ftp_backend.files / "n3").symlink_to(ftp_backend.files / "elsewhere")
+    with pytest.raises(PermanentError, match="symbolic link"):
+        other.upload(src, b"n3/c")
+    assert list((ftp_backend.files / "elsewhere").iterdir()) == []

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, ClassVar
 
 from ..errors import FCError
 from .base import AuthError, PermanentError, RemoteStat, TransientError, join, parent_dirs, temp_path, unchanged
-from .confine import MISSING, UNKNOWN, CheckedDirs, parent_and_name
+from .confine import DIR, MISSING, UNKNOWN, CheckedDirs, parent_and_name
 from .ftp_list import entry_kind
 
 SEND_BLOCK = 32 * 1024  # bytes per write of a file's data (_store says why not sendfile, and why this size)
@@ -190,6 +190,9 @@ class FTP(CheckedDirs):
             try:
                 self.ftp.voidcmd(f"MKD {_s(join(self.dest.root, rel))}")
                 self.made_dirs.append(rel)
+                # Made by us just now: a real directory (MKD fails on any name that exists, a link included),
+                # so no second LIST (four commands and a data connection) to see it.
+                return DIR
             except ftplib.error_perm:
                 pass  # 550 is both "exists" (another connection made it) and "cannot": the listing says
             if kind == MISSING:
