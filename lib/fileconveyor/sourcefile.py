@@ -120,6 +120,15 @@ def _int(value: Any) -> int | None:
     return None
 
 
+def _identity(ev: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """What tells the event's file from another: its inode and size.  (mtime_ns is not compared, since a file
+    rewritten in place is still the file the event names, its modified event follows, and events replayed or kept
+    in fixtures carry old times.)"""
+    ino, size = ev.get("ino"), ev.get("size")
+    # (the usual ints as they are: _int is for the rest)
+    return ino if type(ino) is int else _int(ino), size if type(size) is int else _int(size)
+
+
 def _has(ev: Mapping[str, Any], field: str) -> bool:
     return field in ev or field + "_b64" in ev
 
@@ -131,6 +140,9 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
     ``file`` must lie in ``<base>/<name>.work/`` for one of ``work_bases``: there is no ``root`` to check it
     against, and accepting any path would let a forged event publish any file we can read.  That ``*.work``
     folder is checked when the file is opened (``work_dir_problem``)."""
+    usual = usual_source(ev)
+    if usual is not None:
+        return usual[1]
     if _has(ev, "file"):
         file = os.path.normpath(E.get_path(ev, "file"))
         bases = {os.path.normpath(os.path.abspath(b)) for b in work_bases}
@@ -150,15 +162,43 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
     root, rel, path = E.get_path(ev, "root"), E.get_path(ev, "rel"), E.get_path(ev, "path")
     if not root.startswith(b"/"):
         raise SourceRefused(f"refusing root {E.display(root)!r}: not absolute")
-    # Identity is inode and size: mtime_ns is not compared, since a file rewritten in place is still the file the
-    # event names (its modified event follows), and events replayed or kept in fixtures carry old times.
-    src = Source(_normpath(root), checked_rel(rel), _int(ev.get("ino")), _int(ev.get("size")))
-    joined = src.path  # normal: root normalized, rel of plain steps
+    src = Source(_normpath(root), checked_rel(rel), *_identity(ev))
+    head = src.root.rstrip(b"/")
+    joined = head + b"/" + rel if head else b"/" + rel  # src.path (normal: root normalized, rel of plain steps)
     if path != joined and _normpath(path) != joined:
         raise SourceRefused(
             f"refusing {E.display(path)!r}: path is not root + rel ({E.display(root)!r} + {E.display(rel)!r})"
         )
     return src
+
+
+def usual_source(ev: Mapping[str, Any]) -> tuple[bytes, Source] | None:
+    """``from_event`` of the usual event in one pass, for a caller that takes many (fc-transport's main thread):
+    ``root``, ``rel`` and ``path`` plain strings (no ``*_b64``, no ``file``), ``path`` exactly ``root`` + "/" +
+    ``rel``, both absolute and normal, ``rel`` of plain steps.  (The event's path, the Source from_event gives);
+    None for any other event, which from_event then checks, and refuses saying why, or takes."""
+    root, rel, path = ev.get("root"), ev.get("rel"), ev.get("path")
+    if type(root) is not str or type(rel) is not str or type(path) is not str:
+        return None
+    if "root_b64" in ev or "rel_b64" in ev or "path_b64" in ev or "file" in ev or "file_b64" in ev:
+        return None
+    # path is root + "/" + rel; then, with "/" after it, no empty, "." or ".." step in it says both that root is
+    # normal (what _normpath gives back as it is) and that rel is plain (what checked_rel takes)
+    end = path + "/"
+    if (
+        path != root + "/" + rel
+        or not root.startswith("/")
+        or "//" in end
+        or "/./" in end
+        or "/../" in end
+        or "\0" in path
+    ):
+        return None
+    try:
+        raw_root, raw_rel = root.encode(), rel.encode()
+    except UnicodeEncodeError:  # a lone surrogate: E.get_path refuses it
+        return None
+    return raw_root + b"/" + raw_rel, Source(raw_root, raw_rel, *_identity(ev))
 
 
 def _normpath(path: bytes) -> bytes:
@@ -256,6 +296,38 @@ def open_source(src: Source, roots: Roots | None = None) -> SourceFile:
         raise
     f.path, f.before, f.checked = src.path, st, False
     return f
+
+
+class SourceFd:
+    """An open, checked source as a bare descriptor, for a caller that only hands it on (fc-transport's copier,
+    transporters/local.py ``prepare``): no file object, whose making costs a system call more (io.FileIO's
+    fstat), and its descriptor left as ``open_source_fd`` says."""
+
+    __slots__ = ("before", "fd", "path")
+
+    def __init__(self, fd: int, before: os.stat_result, path: bytes):
+        self.fd, self.before, self.path = fd, before, path
+
+    @property
+    def known_size(self) -> int | None:
+        """As SourceFile.known_size."""
+        return self.before.st_size if stat.S_ISREG(self.before.st_mode) else None
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def open_source_fd(src: Source, roots: Roots | None = None) -> SourceFd:
+    """``open_source``'s checks, for a descriptor copied from with sendfile(2) only.  It stays O_NONBLOCK as it was
+    opened (open_source clears that, a system call): sendfile ignores it on the file it reads from
+    (fs/read_write.c), as reads of a regular file do; a pipe (``pipe_ok``) is for open_source."""
+    fd, st = _open_checked(src, roots)
+    return SourceFd(fd, st, src.path)
 
 
 def check_source(src: Source, roots: Roots | None = None) -> None:

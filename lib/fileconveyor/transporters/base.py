@@ -35,10 +35,11 @@ from urllib.parse import quote
 from ..digests import blake2b
 from ..errors import ConfigError, Exit, FCError, RetryableError
 from ..plain import Frozen
-from ..sourcefile import Roots, Source, SourceFile, SourceGone, SourceRefused, open_source
+from ..sourcefile import Roots, Source, SourceFd, SourceFile, SourceGone, SourceRefused, open_source
 from .destination import Destination
 
 R = TypeVar("R")
+F = TypeVar("F", SourceFile, SourceFd)
 # Seconds close() from another thread gives an operation in progress before ending it under it.  Short: when
 # fc-transport closes its connections, its runner has already given transfers their grace period.
 CLOSE_WAIT = 1.0
@@ -281,10 +282,14 @@ class Transporter(abc.ABC):
 
     def _source_file(self, source: Source | bytes | str) -> SourceFile:
         """``source`` opened and checked for an upload (sourcefile.open_source), its failures as upload() says."""
+        return self._opened(source, open_source)
+
+    def _opened(self, source: Source | bytes | str, opener: Callable[[Source, Roots | None], F]) -> F:
+        """``source`` opened by ``opener`` (open_source, open_source_fd), its failures as upload() says."""
         if not isinstance(source, Source):
             source = Source.plain(source)
         try:
-            return open_source(source, self.roots)
+            return opener(source, self.roots)
         except SourceGone as exc:
             raise SourceMissing(str(exc)) from None
         except SourceRefused as exc:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import BinaryIO, ClassVar, NamedTuple
 
 from .. import beneath
-from ..sourcefile import Source, SourceFile, copy_fd
+from ..sourcefile import Source, SourceFd, SourceFile, copy_fd, open_source_fd
 from .base import (
     CLOSE_WAIT,
     UNCHANGED,
@@ -116,16 +116,20 @@ class SymlinkOrCopy(Transporter):
         opened beneath the root without following links (made where missing).  None when this upload is not a
         plain copy of a regular file (skip_unchanged, symlink_within: upload() does those).  Raises what upload()
         would for the same faults."""
+        self.connect()  # (symlink_within is read at connect)
         if self.skip_unchanged or self.symlink_within:
             return None
         rel = self.check_name(safe_rel(remote_rel))
-        src = self._source_file(source)
+        src = self._opened(source, open_source_fd)
         try:
             if src.known_size is None:  # a pipe (plain paths only): read to its end, here
                 src.close()
                 return None
             head, _, name = rel.rpartition(b"/")
-            parent = self._run("upload", rel, lambda: self._dir(head, create=True))
+            # A directory looked at within DIR_TTL is taken as _dir would take it, without its guard: no I/O.
+            parent = self.dirs.get(head)
+            if parent is None:
+                parent = self._run("upload", rel, lambda: self._dir(head, create=True))
             assert parent is not None
             return Prepared(src, parent, temp_name(join(self.root, rel)), name)
         except BaseException:
@@ -251,7 +255,7 @@ class Prepared(NamedTuple):
     directory (a descriptor the transporter keeps: the copier is given a duplicate), the temporary name and the
     final one in that directory."""
 
-    src: SourceFile
+    src: SourceFd
     dir_fd: int
     tmp: bytes
     name: bytes

@@ -87,6 +87,12 @@ class Pending:
         self.steps, self.copy, self.done, self.item, self.made = steps, copy, done, item, made
 
 
+def _fill(done: Done, outcome: Done) -> None:
+    """``done``, handed to the runner already, made ``outcome``."""
+    done.outputs, done.failed, done.unchanged = outcome.outputs, outcome.failed, outcome.unchanged
+    done.added, done.payload = outcome.added, outcome.payload
+
+
 class Lane:
     """The copier of one destination: its process, the items waiting for it (in order).  Made at the first
     upload the main thread could hand over, not at the round's START_AT-th: the process then starts while the main
@@ -124,14 +130,17 @@ class Lane:
             self._collect(block=False)
         return not proc.dead and proc.unanswered + len(proc.srcs) < BACKLOG
 
-    def add(self, steps: Steps, copy: Copy, prep: Prepared, done: Done, item: Item, made: list[bytes]) -> None:
+    def add(self, steps: Steps, copy: Copy, prep: Prepared, item: Item, made: list[bytes]) -> Done:
+        """``item``'s upload to the copier: its outcome, a Done that ``finish`` fills in."""
         proc = self.proc
         assert proc is not None
+        done = Done(failed=True)  # (what it says should finish never reach it: see finish)
         self.pending.append(Pending(steps, copy, done, item, made))
         self.paths.add(item.key)
         proc.add(prep)
         if proc.full(BATCH):
             proc.send()
+        return done
 
     def finish(self, internal: Callable[[Item, BaseException], Done]) -> list[str]:
         """Wait for every answer and finish the items: their outcomes go into their Done.  The reasons of those
@@ -147,21 +156,27 @@ class Lane:
         self.pending, self.statuses = [], []
         self.paths.clear()
         retry = []
-        for i, p in enumerate(pending):
-            try:
-                if i < len(statuses) and statuses[i] == 0:
-                    self.copied += 1
-                    outcome = resume(p.steps, (UPLOADED, p.made))
-                else:  # not copied (a fault, the source changed, no answer): done here, the usual way
-                    outcome = self._again(p)
-            except Exception as error:
-                outcome = internal(p.item, error)
-            if isinstance(outcome, Done):
-                d = p.done
-                d.outputs, d.failed, d.unchanged = outcome.outputs, outcome.failed, outcome.unchanged
-                d.added, d.payload = outcome.added, outcome.payload
-            else:
-                retry.append(outcome.reason)
+        finished = 0
+        try:
+            for i, p in enumerate(pending):
+                try:
+                    if i < len(statuses) and statuses[i] == 0:
+                        self.copied += 1
+                        outcome = resume(p.steps, (UPLOADED, p.made))
+                    else:  # not copied (a fault, the source changed, no answer): done here, the usual way
+                        outcome = self._again(p)
+                except Exception as error:
+                    outcome = internal(p.item, error)
+                if isinstance(outcome, Done):
+                    _fill(p.done, outcome)
+                else:
+                    retry.append(outcome.reason)
+                finished += 1
+        finally:
+            # Cut short (a KeyboardInterrupt, a bug): the items left say so, a failure each, never a line taken
+            # silently.  Built only then, not ahead for every item.
+            for p in pending[finished:]:
+                _fill(p.done, internal(p.item, RuntimeError("its copy was never finished")))
         return retry
 
     def _again(self, p: Pending) -> Outcome:

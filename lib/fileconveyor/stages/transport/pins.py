@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 MIGRATION = """
     CREATE TABLE pins(server TEXT NOT NULL, css BLOB NOT NULL, ref BLOB NOT NULL, name BLOB NOT NULL,
@@ -90,7 +90,7 @@ def save(db: sqlite3.Connection, server: str, css: bytes, refs: frozenset[Ref] |
         )
 
 
-def held_rows(db: sqlite3.Connection, server: str, released: list[Ref]) -> list[tuple[int, bytes, bytes, bytes]]:
+def held_rows(db: sqlite3.Connection, server: str, released: Sequence[Ref]) -> list[tuple[int, bytes, bytes, bytes]]:
     """The held old_deletions rows (id, path, remote, event) of names just released on ``server``."""
     rows = []
     for ref, name in released:

@@ -36,7 +36,7 @@ from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...digests import blake2b
 from ...roots import Source as SourceRoot
 from ...roots import confined
-from ...sourcefile import Roots, Source, SourceRefused, from_event
+from ...sourcefile import Roots, Source, SourceRefused, from_event, usual_source
 from ...state import default_state_dir
 from ...transporters import UNCHANGED, AuthError, PermanentError, SourceMissing, TransientError, Transporter
 from ...transporters.base import parent_dirs, safe_rel
@@ -110,30 +110,31 @@ class Note:
         superseded: bytes | None = None,  # the previous remote name, to delete later
         failed: str | None = None,  # the error, for the failed table
         changed: bool = True,  # the remote name differs from the one in remote_names (or there is none)
-        purge: list[str] | None = None,  # CDN paths to invalidate (cf)
+        purge: Sequence[str] = (),  # CDN paths to invalidate (cf)
         old_row: int | None = None,  # a superseded name deleted later: its old_deletions row, done now
         source: bytes | None = None,  # the source fields of the event (JSON), for a superseded name's deletion later
         held: bool = False,  # the superseded name is pinned by a published stylesheet: kept until released
         # (remote name of a stylesheet, what it references now or None when deleted), to store in table pins
-        pin_changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] | None = None,
-        released: list[transport_pins.Ref] | None = None,  # names no published stylesheet references now
-        made: list[bytes] | None = None,  # directories the upload created
-        unmade: list[bytes] | None = None,  # directories of ours the deletion emptied, removed
+        pin_changes: Sequence[tuple[bytes, frozenset[transport_pins.Ref] | None]] = (),
+        released: Sequence[transport_pins.Ref] = (),  # names no published stylesheet references now
+        made: Sequence[bytes] = (),  # directories the upload created
+        unmade: Sequence[bytes] = (),  # directories of ours the deletion emptied, removed
     ):
+        # (the sequences are only read once given: an empty tuple, not a new list per note, when there are none)
         self.server = server
         self.path = path
         self.remote = remote
         self.superseded = superseded
         self.failed = failed
         self.changed = changed
-        self.purge = [] if purge is None else purge
+        self.purge = purge
         self.old_row = old_row
         self.source = source
         self.held = held
-        self.pin_changes = [] if pin_changes is None else pin_changes
-        self.released = [] if released is None else released
-        self.made = [] if made is None else made
-        self.unmade = [] if unmade is None else unmade
+        self.pin_changes = pin_changes
+        self.released = released
+        self.made = made
+        self.unmade = unmade
 
 
 SHOWN_FAILURES = 3  # files that failed for good named on stderr, per destination; then only the summary
@@ -360,10 +361,7 @@ class TransportStage(Stage):
         if prep is None:
             return drive(steps, copy)  # not a plain copy (prepare says): upload() does it
         made = copy.tp.take_made_dirs() if copy.has_dirs else []
-        # What the item says should its outcome never come (a bug): a failure, never a line taken silently.
-        done = Done([self._internal_event(item.event, "its copy was never finished")], failed=True)
-        lane.add(steps, copy, prep, done, item, made)
-        return done
+        return lane.add(steps, copy, prep, item, made)
 
     def _finish(self, server: str, lane: Lane) -> None:
         """Finish the items ``lane``'s copier has: a transient failure retries the round (flush) and leaves the
@@ -377,15 +375,8 @@ class TransportStage(Stage):
         """An item whose steps failed unexpectedly after its copy: as the runner reports a stage's bug."""
         if self.ctx is not None:
             self.ctx.rep.error(f"{E.display(E.get_path(item.event, 'path'))}: unexpected failure: {exc}")
-        return Done([self._internal_event(item.event, str(exc))], failed=True)
-
-    @staticmethod
-    def _internal_event(event: dict, text: str) -> dict:
-        return {
-            **{k: v for k, v in event.items() if k != "hop"},
-            "error": f"internal error: {text}",
-            "error_kind": "internal",
-        }
+        out = {k: v for k, v in item.event.items() if k != "hop"}
+        return Done([{**out, "error": f"internal error: {exc}", "error_kind": "internal"}], failed=True)
 
     def flush(self) -> str | None:
         self.offered = 0
@@ -421,13 +412,12 @@ class TransportStage(Stage):
         out.pop("hop", None)
         out.pop(ONLY, None)
         out["server"] = server
-        path = E.get_path(ev, "path")
+        path = item.key  # (split's: the event's path)
         stats = self.stats[server]
+        kind = ev.get("kind")
         try:
-            remote = remote_path(ev)
-            # Which file, checked against root/rel before anything is opened (sourcefile.py)
-            source = self._source(ev) if ev.get("kind") in ("created", "modified") else None
-            if ev.get("kind") == "deleted" and self._still_there(ev):
+            remote, source = self._names_of(ev, kind)
+            if kind == "deleted" and self._still_there(ev):
                 self._warn(f"{E.display(path)}: not deleted: the file is still at the source (a stale or forged event)")
                 return Done([])
         except (PermanentError, SourceRefused) as exc:
@@ -435,7 +425,11 @@ class TransportStage(Stage):
             stats.refused += 1
             self._failed(server, f"{E.display(path)}: {exc}")
             return Done([{**out, "error": str(exc), "error_kind": "permanent"}], failed=True)
-        E.put_path(out, "remote", remote)
+        if source is not None and remote is source.rel and "rel_b64" not in ev:
+            out["remote"] = ev["rel"]  # (what put_path would store: the string remote was encoded from)
+            out.pop("remote_b64", None)
+        else:
+            E.put_path(out, "remote", remote)
         try:
             if stats.broken is not None:
                 raise AuthError(stats.broken)
@@ -443,7 +437,6 @@ class TransportStage(Stage):
                 # Items handed out before the runner paused the lane: put them back without a connection
                 # attempt each (the runner's probe comes later than this window).
                 return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
-            kind = ev.get("kind")
             if source is not None:
                 return (yield from self._upload(item, ev, out, server, path, remote, source))
             if kind == "deleted":
@@ -473,10 +466,22 @@ class TransportStage(Stage):
             out["error_kind"] = "permanent"
             return Done([out], failed=True, payload=Note(server, path, failed=str(exc)))
 
-    def _source(self, ev: dict) -> Source:
-        """The file to send, checked (sourcefile.py); with --source, only beneath one of those roots, since an
-        event's root is as forgeable as the rest of it."""
-        source = from_event(ev, self.work_bases)
+    def _names_of(self, ev: dict, kind: object) -> tuple[bytes, Source | None]:
+        """``ev``'s remote name and, to upload (created, modified), its file, checked in this order before anything
+        is opened: PermanentError, SourceRefused.  The usual event (plain strings, no ``name``) is checked in one
+        pass (sourcefile.usual_source), and its remote name is its rel (what remote_path gives then)."""
+        if kind != "created" and kind != "modified":
+            return remote_path(ev), None
+        usual = usual_source(ev) if "name" not in ev and "name_b64" not in ev else None
+        if usual is not None:
+            return usual[1].rel, self._source(ev, usual[1])
+        return remote_path(ev), self._source(ev)
+
+    def _source(self, ev: dict, source: Source | None = None) -> Source:
+        """The file to send, checked (sourcefile.py; ``source``: from_event's already); with --source, only beneath
+        one of those roots, since an event's root is as forgeable as the rest of it."""
+        if source is None:
+            source = from_event(ev, self.work_bases)
         if self.follow_symlinks and not _has_file(ev):
             source = source.replace(links_out_ok=True)
         return confined(source, ev, self.sources, "fc-transport")
@@ -502,7 +507,7 @@ class TransportStage(Stage):
         self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source
     ) -> Generator[Copy, tuple[str, list[bytes]], Done]:
         purge: list[str] = []
-        refs = parse_references(ev)
+        refs = parse_references(ev) if "references" in ev else None  # (a stylesheet's: most files have none)
         changes: list[tuple[bytes, frozenset[transport_pins.Ref] | None]] = []
         released: list[transport_pins.Ref] = []
         ahead: frozenset[transport_pins.Ref] = frozenset()
@@ -532,8 +537,7 @@ class TransportStage(Stage):
                     and not self.delete_old_after
                     and self.names.by_path.get((server, path)) in (None, remote)
                 )
-                has_dirs = self.targets[server].cls.has_dirs
-                sent, made = yield Copy(tp, source, remote, item.recovered, has_dirs, alone)
+                sent, made = yield Copy(tp, source, remote, item.recovered, tp.has_dirs, alone)
                 with self.lock:
                     old = self.names.set(server, path, remote)
                     if refs is not None:
@@ -543,8 +547,10 @@ class TransportStage(Stage):
             if sent != UNCHANGED or item.recovered:  # the killed process's purge was not recorded either
                 purge += tp.invalidation_paths(remote)
             superseded = old if old is not None and old != remote else None
-            with self.lock:
-                held = superseded is not None and self.pins.pinned(server, path, superseded)
+            held = False
+            if superseded is not None:
+                with self.lock:
+                    held = self.pins.pinned(server, path, superseded)
             if superseded is not None and not held and not self.delete_old_after:
                 with self._locked(server, superseded):
                     if not self._in_use(server, superseded):
@@ -562,9 +568,8 @@ class TransportStage(Stage):
             stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
         out["url"] = tp.url(remote)
         out["transported"] = sent
-        note = Note(server, path, remote=remote, superseded=superseded, changed=old != remote, purge=purge, held=held)
-        note.made = made
-        note.pin_changes, note.released = changes, released
+        note = Note(server, path, remote, superseded, changed=old != remote, purge=purge, held=held)
+        note.made, note.pin_changes, note.released = made, changes, released
         if superseded is not None:
             note.source = E.encode({k: ev[k] for k in SOURCE_FIELDS if k in ev} | {"v": 1, "kind": "modified"})
         return Done([out], payload=note, added=_added(item.event, out))
@@ -722,7 +727,8 @@ class TransportStage(Stage):
             self.ctx.after_commit(to_purge)
         for css_remote, refs in note.pin_changes:
             transport_pins.save(db, note.server, css_remote, refs)
-        self._release(db, note.server, note.released)
+        if note.released:
+            self._release(db, note.server, note.released)
         if note.old_row is not None:
             db.execute("DELETE FROM old_deletions WHERE id=?", (note.old_row,))
             return
@@ -772,7 +778,7 @@ class TransportStage(Stage):
                 rows,
             )
 
-    def _release(self, db: sqlite3.Connection, server: str, released: list[transport_pins.Ref]) -> None:
+    def _release(self, db: sqlite3.Connection, server: str, released: Sequence[transport_pins.Ref]) -> None:
         """Schedule the held old names no published stylesheet references any more."""
         if not released or self.old is None or self.ctx is None:
             return
