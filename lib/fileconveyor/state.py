@@ -15,7 +15,9 @@
   same stage from working on the same state.
 - A page cache of CACHE_KIB per connection, not SQLite's 2 MB (``small_cache``).
 - Owner-only (private.py): the file, its -wal/-shm, the lock and a directory
-  made for them.
+  made for them.  The -wal and -shm are made (or checked) by us before SQLite
+  opens them by name (private.sqlite_side_files): in /tmp another user's file
+  or hard link there was used.
 """
 
 from __future__ import annotations
