@@ -73,6 +73,22 @@ def test_only_files_synced_everywhere_through_this_pipeline_are_deleted(tmp_path
     assert rows(db, "SELECT server FROM synced_files WHERE input_file=?", b["path"]) == []
 
 
+def test_an_empty_server_is_no_server_a_deletion_waits_for(tmp_path: Path) -> None:
+    """A line whose ``server`` is "" (a failure before any destination was chosen, or a forged line) named no
+    server; it was kept as one seen, so without --require-server no source was ever deleted again."""
+    site = make_site(tmp_path)
+    db, state, wstate = tmp_path / "s.db", tmp_path / "r.db", tmp_path / "w.db"
+    by = {e["rel"]: e for e in watch(site, wstate)}
+    a, b = by["css/a.css"], by["css/b.css"]
+    stream = [dict(transport([b], None, "cdn")[0], server="", error="no destination"), *transport([a], None, "cdn")]
+    res = record(db, stream, state, "--source", f"site={site}", "--delete-source-after", "0.2",
+                 "--drain-timeout", "10")  # fmt: skip
+    assert res.status == 1, res.stderr  # b's failure
+    assert rows(state, "SELECT server FROM servers_seen") == [("cdn",)]
+    assert not (site / "css" / "a.css").exists(), "synced to every server seen (cdn): deleted"
+    assert (site / "css" / "b.css").exists()
+
+
 def test_our_deletion_seen_without_fc_transport_keeps_the_row(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     db, state, wstate = tmp_path / "s.db", tmp_path / "r.db", tmp_path / "w.db"

@@ -110,7 +110,8 @@ class RecordStage(Stage):
         _fewer_collections()
         self.rec = open_writer(self.db_path)
         self.batching = self.delete_after is None
-        self.seen = {s for (s,) in ctx.db.execute("SELECT server FROM servers_seen")}
+        # ('' kept by an older version: no server, see _work)
+        self.seen = {s for (s,) in ctx.db.execute("SELECT server FROM servers_seen") if s}
         if self.delete_after is not None:
             from .delete import SourceDeleter  # only for --delete-source-after runs (start-up time)
 
@@ -170,7 +171,9 @@ class RecordStage(Stage):
         path = E.get_path(ev, "path")
         server = ev.get("server")
         assert self.rec is not None
-        if isinstance(server, str) and server not in self.seen:
+        # ('' names no destination: a failure before one was chosen, a forged line; a server seen is one a
+        # deletion without --require-server waits for, and none would ever be synced to '')
+        if isinstance(server, str) and server and server not in self.seen:
             self.seen.add(server)
             self.new_servers.add(server)
         order = event_order(ev)
