@@ -286,9 +286,9 @@ def test_ftp_sends_files_and_pipes_whole_without_a_type_per_file(
     scheme: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The session is binary from the login on: no TYPE I (a round trip) before each file, as ftplib's
-    storbinary sent.  Regular files, pipes and FTPS alike go in writes of SEND_BLOCK bytes, never by
-    sendfile(2): that left a one-thread server such as pyftpdlib a third more work per file, and it sets the
-    pace (ftp.py, _store).  Every one arrives whole."""
+    storbinary sent.  To a server on this host (the fixtures'), regular files, pipes and FTPS alike go in writes
+    of SEND_BLOCK bytes, never by sendfile(2): that left a one-thread server such as pyftpdlib a third more work
+    per file, and it sets the pace (ftp.py, _store).  Every one arrives whole."""
 
     def no_sendfile(*args: object, **kwargs: object) -> int:
         raise AssertionError("sendfile(2) on an FTP data connection")
@@ -315,6 +315,65 @@ def test_ftp_sends_files_and_pipes_whole_without_a_type_per_file(
     for name, data in [*files.items(), ("piped", piped)]:
         assert (backend.files / name).read_bytes() == data, name
     assert sent.count("STOR") == 4 and "TYPE" not in sent, sent
+
+
+@pytest.mark.parametrize("scheme", ["ftp", "ftps"])
+def test_ftp_sends_regular_files_by_sendfile_to_a_server_on_another_host(
+    scheme: str, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """To a server on another host the receiving side is not ours to spare: a regular file goes by sendfile(2)
+    (no copy through Python), a pipe and anything over TLS in writes, each whole.  The fixture's server is on
+    loopback, so "another host" is what ftp._same_host is made to answer; the transfers are real."""
+    from fileconveyor.transporters import ftp as ftp_module
+
+    monkeypatch.setattr(ftp_module, "_same_host", lambda conn: False)
+    by_sendfile: list[int] = []
+    real = socket.socket.sendfile
+
+    def sendfile(sock: socket.socket, file: object, offset: int = 0, count: int | None = None) -> int:
+        n = real(sock, file, offset, count)  # type: ignore[arg-type]
+        by_sendfile.append(n)
+        return n
+
+    monkeypatch.setattr(socket.socket, "sendfile", sendfile)
+    backend: Backend = request.getfixturevalue(f"{scheme}_backend")
+    backend.files.mkdir(parents=True, exist_ok=True)
+    tp = backend.make()
+    files = {name: os.urandom(size) for name, size in [("small", 5), ("big", 3 << 20)]}
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        tp.upload(tmp_path / name, name.encode())
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    piped = os.urandom(1 << 20)
+    writer = threading.Thread(target=fifo.write_bytes, args=(piped,))
+    writer.start()
+    tp.upload(fifo, b"piped")
+    writer.join(10)
+    for name, data in [*files.items(), ("piped", piped)]:
+        assert (backend.files / name).read_bytes() == data, name
+    assert by_sendfile == ([] if scheme == "ftps" else [5, 3 << 20])
+
+
+def test_ftp_same_host_is_told_by_the_connections_two_addresses() -> None:
+    from fileconveyor.transporters.ftp import _same_host
+
+    server = socket.create_server(("127.0.0.1", 0))
+    with server, socket.create_connection(server.getsockname()) as conn:
+        assert _same_host(conn)
+
+    class Remote:  # a connected socket's two addresses, as seen to a server on another host
+        def getsockname(self) -> tuple[str, int]:
+            return ("192.0.2.2", 40000)
+
+        def getpeername(self) -> tuple[str, int]:
+            return ("198.51.100.7", 20)
+
+    class Gone:
+        def getsockname(self) -> tuple[str, int]:
+            raise OSError("not connected")
+
+    assert not _same_host(Remote()) and not _same_host(Gone())
 
 
 def _ftp_commands(tp: object) -> list[str]:
