@@ -127,3 +127,18 @@ def test_lines_kept_after_many_writes_still_tell_what_was_read_whole() -> None:
     finally:
         os.close(r)
         os.close(w)
+
+
+def test_a_stages_output_pipe_holds_a_round_of_lines_without_its_reader(pipe: tuple[int, int]) -> None:
+    """A stage writes a round's lines at once (fc-transport: 512-575 lines of about 600 bytes).  Into the default
+    64 KiB pipe, the write waited until the reader had read all but the last 64 KiB: fc-transport, the busiest
+    stage of a pipeline, waited for fc-record 1-7 ms a round that way (150-300 ms a run on a loaded machine).  The
+    pipe is grown to PIPE_SIZE, and what was read is still told line by line."""
+    r, w = pipe
+    tail = PipeTail(w)
+    os.set_blocking(w, False)  # a write that would wait raises BlockingIOError instead
+    round_ = {seq: b"x" * 599 + b"\n" for seq in range(1, 576)}
+    send(tail, w, round_)  # all of it, no reader yet
+    assert tail.read_upto(575) == 0
+    os.read(r, 600 * 500)
+    assert tail.read_upto(575) == 500

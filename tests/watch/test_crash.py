@@ -124,12 +124,12 @@ def test_reader_gone_mid_scan_then_rescan_loses_nothing(fc: Launcher, tmp_path: 
     )
     assert p.stdout is not None and p.stderr is not None
     fd = p.stdout.fileno()
-    pipe_size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
     got = b""
     while got.count(b"\n") < 10:
         chunk = os.read(fd, 4096)
         assert chunk, "fc-watch wrote fewer than 10 lines"
         got += chunk
+    pipe_size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)  # as fc-watch grew it before its first line (pipe_tail.PIPE_SIZE)
     p.stdout.close()  # the reader goes away
     rc = p.wait(30)
     err = p.stderr.read().decode(errors="replace")

@@ -4,7 +4,7 @@ A File Conveyor reader acknowledges what it holds (delivery/durable.py), and its
 acknowledgements decide what a writer re-sends.  Any other reader (jq, head, a
 terminal pager, or a File Conveyor stage that failed before it read its first
 line: a typo in its flags) says nothing, and "written into the pipe" is not
-"taken": a pipe buffer holds 64 KiB that the reader may never read.  So, for a
+"taken": a pipe buffer holds 64 KiB (``PIPE_SIZE`` once grown) that the reader may never read.  So, for a
 writer whose stdout is a pipe (docs/durability.md, "A reader that is not a File
 Conveyor stage"):
 
@@ -49,7 +49,13 @@ try:
 except ImportError:  # not a Unix: no pipe tail
     FIONREAD = None  # type: ignore[assignment]
 
-F_GETPIPE_SZ = 1032  # Linux
+F_SETPIPE_SZ, F_GETPIPE_SZ = 1031, 1032  # Linux
+# What a stage's output pipe is grown to hold (best effort): a round's lines (fc-transport's 512-575 lines of about
+# 600 bytes).  With the default 64 KiB, a stage writing its round blocked until its reader had read all but the last
+# 64 KiB: fc-transport, the pipeline's busiest stage, waited for fc-record that way 1-7 ms a round, and 150-300 ms
+# a run on a loaded machine.  Not more: a user's pipes share pipe-user-pages-soft (64 MiB), past which new pipes get
+# one page (ssh's pipes take 1 MiB each: transporters/sftp_openssh.py).
+PIPE_SIZE = 512 * 1024
 GRACE = 0.2  # seconds after our last write a reader that has read everything gets to show it quits (head)
 # settle looks again after POLL_MS, doubled up to POLL_MAX_MS: a File Conveyor reader registers within
 # milliseconds of reading our first line (at our end with a fresh pipeline), and it was waited for 25 ms on average.
@@ -75,8 +81,10 @@ class PipeTail:
         if self.fd is not None:
             try:  # lines further back than a full pipe were read for sure: no need to keep them
                 self._keep = max(fcntl.fcntl(self.fd, F_GETPIPE_SZ), 4096)
+                if self._keep < PIPE_SIZE:
+                    self._keep = fcntl.fcntl(self.fd, F_SETPIPE_SZ, PIPE_SIZE)
             except OSError:
-                pass
+                pass  # not Linux, or above /proc/sys/fs/pipe-max-size: the pipe as it is, and its size kept
 
     @property
     def active(self) -> bool:
