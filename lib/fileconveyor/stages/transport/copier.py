@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 START_AT = 64  # uploads a round offers before its copier is used: none for live events, one by one
 BATCH = 64  # files per message to the copier
-BACKLOG = 192  # files the copier may have unanswered; past it, the main thread copies the next one itself
+BACKLOG = 128  # files the copier may have unanswered (two batches); past it, the main thread copies the next one itself
 
 
 class Copy:
