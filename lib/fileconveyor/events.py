@@ -415,85 +415,116 @@ def decode(line: bytes) -> Event:
     Everything a stage could not carry through (its state file, its output) is refused
     here, before the line is stored: bytes that are not UTF-8, a lone surrogate escape
     anywhere, nesting deeper than MAX_DEPTH, non-finite numbers, known fields of the
-    wrong type, integers past MAX_INT, a malformed ``hop``.  The checks that walk the
-    whole object run only when a cheap look says they may be needed: every line is
-    decoded by every stage (the checks add about 2 us to the 4 us json.loads takes).
+    wrong type, integers past MAX_INT, a malformed ``hop``.  What depends only on the
+    event's shape (its fields and their types, in order) is judged once per shape
+    (``_Plan``); a line of a known shape pays only for the checks of its values, and the
+    checks that walk the whole object run only when a cheap look says they may be
+    needed: every line is decoded by every stage.
     """
     raw = line if isinstance(line, bytes) else line.encode("utf-8", "surrogatepass")
     ev = _parse(raw)
     if type(ev) is not dict:
         raise EventError("not a JSON object")
-    v = ev.get("v")
-    if v != VERSION or type(v) is not int:
-        raise EventError(f"unsupported event version {_short(v)} (this program reads v{VERSION})")
-    kind = ev.get("kind")
-    if type(kind) is not str or (kind not in KINDS and kind != DROPPED):
-        raise EventError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
-    # The fields' types are judged once per shape (names and types, in order): a stream
-    # repeats a handful of shapes, so most lines cost one lookup here.
+    # A stream repeats a handful of shapes, so most lines cost one lookup here.
     shape = (*ev, *map(type, ev.values())) if len(ev) <= MAX_CACHED_FIELDS else None
     plan = _PLANS.get(shape) if shape is not None else None
     if plan is None:
-        plan = _plan(ev)
+        plan = _Plan(ev)  # raises EventError for a field of the wrong type (v and kind first)
         if shape is not None:
             if len(_PLANS) >= 512:  # hostile input can make endless shapes
                 _PLANS.clear()
             _PLANS[shape] = plan
-    ints, mtime_ns, nested = plan
-    for key in ints:
+    kind = ev["kind"]  # (there, and a string: the plan says so)
+    if ev["v"] != VERSION or kind not in _ALL_KINDS:
+        _check_head(ev)  # raises, saying which
+    for key in plan.ints:
         if not 0 <= ev[key] <= MAX_INT:
             raise EventError(f"field {key!r} is out of range (0 to {MAX_INT}): {_short(ev[key])}")
-    if mtime_ns:
+    if plan.mtime_ns:
         value = ev["mtime_ns"]
         # (19 digits, today's times in ns, compared as text: digit strings of one length sort as their numbers)
         quick = type(value) is str and 0 < len(value) <= 19 and value.isdigit() and value.isascii()
-        quick = quick and (len(value) < 19 or value <= _MAX_INT_TEXT)
-        if not quick and not _small_int(value):
+        if not (quick and (len(value) < 19 or value <= _MAX_INT_TEXT)) and not _small_int(value):
             raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
-    if nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:
+    if plan.nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:
         raise EventError(f"nested deeper than {MAX_DEPTH} levels")
     if b"\\" in raw and b"\\u" in raw and _has_surrogate(ev):  # one byte is cheaper to look for than two
         # JSON may escape half of a UTF-16 pair alone; no file name or text we could write has one
         raise EventError("a string holds a lone surrogate escape (not Unicode text)")
-    hop = ev.get("hop")
-    if hop is not None:
-        _check_hop(hop)
+    if plan.hop:
+        hop = ev["hop"]
+        # the usual hop: exactly from, epoch and seq when all three are found, so nothing nests
+        seq = hop.get("seq")
+        if (
+            len(hop) != 3
+            or type(seq) is not int
+            or not 0 <= seq <= MAX_INT
+            or type(hop.get("from")) is not str
+            or type(hop.get("epoch")) is not str
+        ):
+            _check_hop(hop)
     if kind == DROPPED:  # no file: only its hop says anything
-        if hop is None:
+        if not plan.hop:
             raise EventError("a 'dropped' line without a hop")
         return ev
-    if type(ev.get("path")) is not str or "path_b64" in ev:
+    if not plan.path:
         # (a plain string is a path get_path takes: it holds no lone surrogate, looked for above)
         get_path(ev, "path")  # raises EventError when missing or malformed
     return ev
 
 
-_PLANS: dict[tuple, tuple[tuple[str, ...], bool, bool]] = {}
+_PLANS: dict[tuple, _Plan] = {}
 MAX_CACHED_FIELDS = 64  # a shape with more fields is judged each time: 512 huge shapes would hold much memory
+_ALL_KINDS = frozenset((*KINDS, DROPPED))
 
 
-def _plan(ev: Event) -> tuple[tuple[str, ...], bool, bool]:
-    """For one shape of event: the int fields to range-check, whether mtime_ns is there to check, and whether
-    something nests (then the depth check may run); raises EventError for a known field of the wrong type."""
-    ints: list[str] = []
-    mtime_ns = nested = False
-    for key, value in ev.items():
-        types = _TYPES.get(key)
-        if types is None:
-            if type(value) in _CONTAINERS and key != "hop":  # hop: _check_hop
-                nested = True
-            continue
-        if type(value) not in types:
-            if value is None:  # null: as if absent
+def _check_head(ev: Event) -> None:
+    """Raises EventError when ``ev`` is not of our version, or of no kind we know."""
+    v = ev.get("v")
+    if v != VERSION or type(v) is not int:
+        raise EventError(f"unsupported event version {_short(v)} (this program reads v{VERSION})")
+    kind = ev.get("kind")
+    if type(kind) is not str or kind not in _ALL_KINDS:
+        raise EventError(f"unknown kind {_short(kind)} (expected one of {', '.join(KINDS)})")
+
+
+class _Plan:
+    """What one shape of event (its fields and their types, in order) leaves to check on each line: the int
+    fields to range-check, whether mtime_ns is there to check, whether something nests (then the depth check
+    may run), whether it has a hop (an object), and whether its ``path`` is a plain string (a path as it is).
+    Made only for a shape with ``v`` an int and ``kind`` a string, its known fields of their types: raises
+    EventError otherwise."""
+
+    __slots__ = ("hop", "ints", "mtime_ns", "nested", "path")
+
+    def __init__(self, ev: Event):
+        _check_head(ev)
+        ints: list[str] = []
+        self.mtime_ns = self.nested = False
+        for key, value in ev.items():
+            types = _TYPES.get(key)
+            if types is None:
+                if type(value) in _CONTAINERS and key != "hop":  # hop: _check_hop
+                    self.nested = True
                 continue
-            raise EventError(f"field {key!r} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}")
-        if types is _INT:
-            ints.append(key)
-        elif types is _NS:
-            mtime_ns = True
-        elif type(value) in _CONTAINERS:
-            nested = True
-    return tuple(ints), mtime_ns, nested
+            if type(value) not in types:
+                if value is None:  # null: as if absent
+                    continue
+                raise EventError(
+                    f"field {key!r} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}"
+                )
+            if types is _INT:
+                ints.append(key)
+            elif types is _NS:
+                self.mtime_ns = True
+            elif type(value) in _CONTAINERS:
+                self.nested = True
+        self.ints = tuple(ints)
+        hop = ev.get("hop")
+        if hop is not None and type(hop) is not dict:
+            raise EventError("field 'hop' is not an object")
+        self.hop = hop is not None
+        self.path = type(ev.get("path")) is str and "path_b64" not in ev
 
 
 def _check_hop(hop: object) -> None:
