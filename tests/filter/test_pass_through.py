@@ -14,6 +14,7 @@ import pytest
 
 from fileconveyor import events as E
 from fileconveyor.cli.filter import main
+from fileconveyor.delivery.durable import outbox_lines
 from fileconveyor.errors import Exit
 from tests.conftest import RELAY, ROOT, call
 from tests.filter.test_filter import ev
@@ -95,7 +96,7 @@ def old_state(state: Path, lines: list[bytes]) -> None:
     r = call(relay, ["--extensions", "css", "--state", str(state)], b"".join(lines))
     assert r.status == Exit.OK, r.stderr
     with sqlite3.connect(state) as db:
-        assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == sum(b".css" in x for x in lines)
+        assert outbox_lines(db) == sum(b".css" in x for x in lines)
         db.execute("UPDATE meta SET v=0 WHERE k='written'")  # killed before it recorded them as written
 
 

@@ -10,12 +10,14 @@ from fileconveyor.delivery.durable import RETAIN_ACKED, StageState
 
 
 def kept(st: StageState) -> list[int]:
-    return [seq for (seq,) in st.db.execute("SELECT seq FROM outbox ORDER BY seq")]
+    return [seq for seq, _ in st.outbox_after(0)]
 
 
 def make(st: StageState, n: int) -> None:
+    """``n`` lines, each in a row of its own (as ``n`` rounds of one line store them): what goes is by line."""
     with st.transaction() as db:
-        st.add_outbox(db, [(st.hop()["seq"], b"{}\n") for _ in range(n)])
+        for _ in range(n):
+            st.add_outbox(db, [(st.hop()["seq"], b"{}\n")])
         st.mark_written(db, st.next_seq - 1)
 
 

@@ -10,6 +10,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from ...delivery.durable import outbox_lines
 from ...errors import ConfigError
 from ...records import has_table, locate, open_reader, open_readonly, shown
 
@@ -37,7 +38,7 @@ def state_status(path: str) -> dict[str, Any]:
         if not has_table(db, "inbox"):
             return {"note": "no queue: not the state file of a stage that reads events (fc-watch's?)"}
         queued, retrying = db.execute("SELECT count(*), coalesce(sum(attempts > 0), 0) FROM inbox").fetchone()
-        (outbox,) = db.execute("SELECT count(*) FROM outbox").fetchone()
+        outbox = outbox_lines(db)
         out: dict[str, Any] = {"queued": queued, "retrying": retrying, "outbox": outbox}
         if has_table(db, "quarantine"):  # events the stage set aside (delivery/quarantine.py)
             (out["quarantined"],) = db.execute("SELECT count(*) FROM quarantine").fetchone()
