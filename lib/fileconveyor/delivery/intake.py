@@ -246,6 +246,7 @@ class Intake:
         # a stage with the default split (fc-filter, fc-record): its one item per event is made here, not through
         # items() and split() (three calls and two lists a line)
         one = self._one_item
+        met, waiting = self._met, self.holding.waiting
         for line in lines:
             self.lineno += 1
             if not line.endswith(b"\n"):
@@ -265,8 +266,20 @@ class Intake:
             h = ev.get("hop")  # checked by E.decode (from, epoch: strings; seq: an integer) when there
             hop = None
             if h is not None:
-                hop = Hop(h["from"], h["epoch"], h["seq"])
-                if not self._hop_taken(hop, h, marks, line):
+                origin, epoch, seq = h["from"], h["epoch"], h["seq"]
+                hop = Hop(origin, epoch, seq)
+                mark = marks.get(origin)
+                # the usual line (_hop_taken's every check passed at once): its writer met already in this
+                # process, its mark of this epoch below the line and not far, none of its lines held
+                if (
+                    mark is not None
+                    and mark[0] == epoch
+                    and mark[1] < seq <= mark[1] + SEQ_JUMP
+                    and origin in met
+                    and origin not in waiting
+                ):
+                    marks[origin] = (epoch, seq)
+                elif not self._hop_taken(hop, h, marks, line):
                     continue
             if ev["kind"] == E.DROPPED:  # fc-filter's mark: its writer's lines up to hop.seq dropped, nothing to do
                 continue
@@ -388,9 +401,11 @@ class Intake:
             Item(part, line if part is ev else E.encode(part), lane, key, next(order), hop=hop, recovered=recovered)
             for lane, key, part in self.stage.split(ev)
         ]
-        if hop is not None:
-            for item in items:
-                self.hold(item)
+        if hop is not None and items:  # hold() for each: the items of a line share its hop
+            held = self.held.get((hop.origin, hop.epoch))
+            if held is None:
+                held = self.held[(hop.origin, hop.epoch)] = {}
+            held[hop.seq] = held.get(hop.seq, 0) + len(items)
         return items
 
     # A plain dict of counts, not a Counter: its missing keys and deletions are Python code, twice per line.
