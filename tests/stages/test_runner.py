@@ -286,7 +286,8 @@ def test_events_emitted_by_a_stage_thread_and_from_close_are_committed_and_writt
     db = sqlite3.connect(tmp_path / "s.db")
     # each emitted event is in the outbox with the stage's own row: committed before it was written
     assert sorted(n for (n,) in db.execute("SELECT n FROM later")) == [1, 2, 99]
-    outbox = [E.decode(bytes(line))["rel"] for (line,) in db.execute("SELECT line FROM outbox ORDER BY seq")]
+    rows = db.execute("SELECT line FROM outbox ORDER BY seq")  # (a round's lines in a row, each with its newline)
+    outbox = [E.decode(line)["rel"] for (blob,) in rows for line in bytes(blob).split(b"\n")[:-1]]
     assert sorted(outbox) == sorted(e["rel"] for e in out)
 
 
