@@ -45,7 +45,7 @@ from .. import events as E
 from ..errors import Exit
 from ..report import Progress, Reporter
 from ..stopping import Stopper
-from . import ack_check
+from . import ack_check, collector
 from .commit import Commit, Emitted
 from .durable import ACK_INTERVAL, StageState
 from .inbox import Inbox
@@ -187,6 +187,7 @@ class Runner:
         self.output.replay()
         self.inbox.load()
         self.stage.start(self._context())  # after the inbox is loaded: what it enqueues is queued once
+        collector.for_rounds()  # (collector.py: fewer collections, start-up's objects out of their walk)
         self.workers.start()
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;

@@ -29,7 +29,6 @@ server this fc-record has seen (kept in the state file's ``servers_seen``).
 
 from __future__ import annotations
 
-import gc
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -49,18 +48,6 @@ if TYPE_CHECKING:
 
 # transported values of a created/modified that is not on the server (a string or None: events.decode)
 NOT_SYNCED = frozenset(("skipped", "failed", "deleted", "kept"))
-
-
-# Python's cyclic collector runs every 700 container objects made and not freed: every 90 lines or so here (each
-# keeps its event, hop, Item, Done and row to the round's end), 75 collections per 10,000 lines, 5% of fc-record's
-# CPU, for no cycle (none are made per line).  Every 10,000: one or two collections (issue 18).
-GC_YOUNG = 10_000
-
-
-def _fewer_collections() -> None:
-    threshold = gc.get_threshold()
-    if threshold[0] < GC_YOUNG:
-        gc.set_threshold(GC_YOUNG, *threshold[1:])
 
 
 class RecordStage(Stage):
@@ -107,7 +94,6 @@ class RecordStage(Stage):
     def start(self, ctx: StageContext) -> None:
         self.ctx = ctx
         self.rep = ctx.rep
-        _fewer_collections()
         self.rec = open_writer(self.db_path)
         self.batching = self.delete_after is None
         # ('' kept by an older version: no server, see _work)
