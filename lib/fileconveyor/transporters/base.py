@@ -159,7 +159,12 @@ def temp_path(final: bytes) -> bytes:
 
 def temp_name(final: bytes) -> bytes:
     """The last component of ``temp_path(final)``."""
-    return b".fc-%s.tmp" % blake2b(final, digest_size=8).hexdigest().encode()
+    h = _TEMP_HASH.copy()  # (a copy of a made one: no keyword arguments to parse per file)
+    h.update(final)
+    return b".fc-" + h.hexdigest().encode() + b".tmp"
+
+
+_TEMP_HASH = blake2b(digest_size=8)
 
 
 def parent_dirs(path: bytes) -> list[bytes]:

@@ -78,13 +78,17 @@ def resume(steps: Steps, result: tuple[str, list[bytes]] | None = None, exc: Bas
     return drive(steps, copy)
 
 
-class Pending:
-    """An item whose file a copier copies: its steps wait for the answer, its outcome fills ``done``."""
+class Pending(Done):
+    """An item whose file a copier copies: its steps wait for the answer.  It is the item's outcome the runner
+    holds (a Done), which ``finish`` makes the steps' outcome; a failure until then (should finish never reach
+    it, it says why)."""
 
-    __slots__ = ("copy", "done", "item", "made", "steps")
+    __slots__ = ("copy", "item", "made", "steps")
 
-    def __init__(self, steps: Steps, copy: Copy, done: Done, item: Item, made: list[bytes]):
-        self.steps, self.copy, self.done, self.item, self.made = steps, copy, done, item, made
+    def __init__(self, steps: Steps, copy: Copy, item: Item, made: list[bytes]):
+        # (Done's fields set here: one object per item, not a Done and the Pending that fills it)
+        self.outputs, self.failed, self.unchanged, self.added, self.payload = [], True, False, (), None
+        self.steps, self.copy, self.item, self.made = steps, copy, item, made
 
 
 def _fill(done: Done, outcome: Done) -> None:
@@ -134,13 +138,13 @@ class Lane:
         """``item``'s upload to the copier: its outcome, a Done that ``finish`` fills in."""
         proc = self.proc
         assert proc is not None
-        done = Done(failed=True)  # (what it says should finish never reach it: see finish)
-        self.pending.append(Pending(steps, copy, done, item, made))
+        p = Pending(steps, copy, item, made)
+        self.pending.append(p)
         self.paths.add(item.key)
         proc.add(prep)
         if proc.full(BATCH):
             proc.send()
-        return done
+        return p
 
     def finish(self, internal: Callable[[Item, BaseException], Done]) -> list[str]:
         """Wait for every answer and finish the items: their outcomes go into their Done.  The reasons of those
@@ -168,7 +172,7 @@ class Lane:
                 except Exception as error:
                     outcome = internal(p.item, error)
                 if isinstance(outcome, Done):
-                    _fill(p.done, outcome)
+                    _fill(p, outcome)
                 else:
                     retry.append(outcome.reason)
                 finished += 1
@@ -176,7 +180,7 @@ class Lane:
             # Cut short (a KeyboardInterrupt, a bug): the items left say so, a failure each, never a line taken
             # silently.  Built only then, not ahead for every item.
             for p in pending[finished:]:
-                _fill(p.done, internal(p.item, RuntimeError("its copy was never finished")))
+                _fill(p, internal(p.item, RuntimeError("its copy was never finished")))
         return retry
 
     def _again(self, p: Pending) -> Outcome:

@@ -325,17 +325,13 @@ class TransportStage(Stage):
             self._finish(server, lane)  # the lane's copies so far first: this item comes after them
             if server in self.turns.off:
                 return None
-        self.turns.main.tp = tp
+        steps = self._steps(item, tp)
         try:
-            steps = self._steps(item)
-            try:
-                copy = next(steps)
-            except StopIteration as stop:
-                outcome = stop.value
-            else:
-                outcome = self._hand_over(item, steps, copy)
-        finally:
-            self.turns.main.tp = None
+            copy = next(steps)
+        except StopIteration as stop:
+            outcome = stop.value
+        else:
+            outcome = self._hand_over(item, steps, copy)
         if isinstance(outcome, Done):
             return outcome
         self.turns.off.add(server)  # a worker tries it again, and the lane's next ones, until one gets through
@@ -402,9 +398,10 @@ class TransportStage(Stage):
             return self.quick(item)  # type: ignore[return-value]
         return drive(self._steps(item))
 
-    def _steps(self, item: Item) -> Steps:
+    def _steps(self, item: Item, own: Transporter | None = None) -> Steps:
         """What ``work`` does for ``item``, as steps that yield the upload they need (copier.py): done at once
-        (``drive``), or by the lane's copier process while the main thread goes on (``quick``)."""
+        (``drive``), or by the lane's copier process while the main thread goes on (``quick``).  ``own``: the
+        main thread's own transporter, in quick(); else one of the lane's pool."""
         server = item.lane
         # One copy is both the event read and the one written: what is read of it (root, rel, size...) is never
         # what is added (server, remote, url, transported)
@@ -438,9 +435,9 @@ class TransportStage(Stage):
                 # attempt each (the runner's probe comes later than this window).
                 return Retry(f"{self.targets[server].dest}: another connection just failed", lane=True)
             if source is not None:
-                return (yield from self._upload(item, ev, out, server, path, remote, source))
+                return (yield from self._upload(item, ev, out, server, path, remote, source, own))
             if kind == "deleted":
-                return self._delete(item, out, server, path, remote)
+                return self._delete(item, out, server, path, remote, own)
             raise PermanentError(f"unknown event kind {kind!r} (expected created, modified or deleted)")
         except SourceMissing as exc:
             if ("file" in ev or "file_b64" in ev) and os.path.lexists(path):
@@ -504,7 +501,15 @@ class TransportStage(Stage):
             return False
 
     def _upload(
-        self, item: Item, ev: dict, out: dict, server: str, path: bytes, remote: bytes, source: Source
+        self,
+        item: Item,
+        ev: dict,
+        out: dict,
+        server: str,
+        path: bytes,
+        remote: bytes,
+        source: Source,
+        own: Transporter | None,
     ) -> Generator[Copy, tuple[str, list[bytes]], Done]:
         purge: list[str] = []
         refs = parse_references(ev) if "references" in ev else None  # (a stylesheet's: most files have none)
@@ -527,7 +532,7 @@ class TransportStage(Stage):
                 return Done([])
             changes.append((remote, frozenset(refs)))
             self._pin_ahead(server, remote, ahead)
-        with self._connection(server) as tp:
+        with self._connection(server, own) as tp:
             with self._locked(server, remote):
                 # an item from the inbox at start may have been sent by a process killed before it recorded
                 # that: where the transporter can tell, the destination is looked at before sending again
@@ -597,7 +602,7 @@ class TransportStage(Stage):
         except sqlite3.Error as exc:  # the state file busy past the timeout: the stylesheet waits, unsent
             raise TransientError(f"recording what the stylesheet references: {exc}") from None
 
-    def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes) -> Done:
+    def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes, own: Transporter | None) -> Done:
         with self.lock:
             known = self.names.by_path.get((server, path))
         remote = known or remote
@@ -613,7 +618,7 @@ class TransportStage(Stage):
             purge: list[str] = []
             note = Note(server, path, purge=purge)
             if not live:
-                with self._connection(server) as tp:
+                with self._connection(server, own) as tp:
                     tp.delete(remote)
                     purge += tp.invalidation_paths(remote)
                     note.unmade = self._remove_empty_dirs(tp, server, remote)
@@ -878,8 +883,7 @@ class TransportStage(Stage):
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _connection(self, server: str) -> contextlib.AbstractContextManager[Transporter]:
-        own = getattr(self.turns.main, "tp", None)
+    def _connection(self, server: str, own: Transporter | None) -> contextlib.AbstractContextManager[Transporter]:
         if own is not None:  # the main thread working an item itself (quick): its own transporter
             return contextlib.nullcontext(own)
         return self._pooled(server)

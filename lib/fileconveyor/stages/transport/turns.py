@@ -51,7 +51,6 @@ class Turns:
         self.locks = {name: threading.Lock() for name, n in lanes if n > 1}
         # lanes whose last attempt in the main thread did not finish: left to the workers until one succeeds
         self.off: set[str] = set()
-        self.main = threading.local()  # .tp: the main thread's own transporter while it works an item
 
     def small(self, item: Item) -> bool:
         if item.lane not in self.lanes:
