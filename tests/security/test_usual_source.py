@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from fileconveyor import sourcefile
 from fileconveyor.sourcefile import SourceRefused, from_event, usual_source
-from fileconveyor.stages.transport.stage import remote_path
+from fileconveyor.stages.transport.dest import targets_from
+from fileconveyor.stages.transport.stage import TransportStage, remote_path
 from fileconveyor.transporters import PermanentError
 
 STEPS = st.sampled_from(["a", "b.css", "", ".", "..", "\0", "é", "\ud800", " ", ".x", "x."])
@@ -56,3 +57,37 @@ def test_the_usual_event_takes_the_one_pass() -> None:
     assert usual_source(ev) == (b"/srv/d/a.css", from_event(ev))
     for other in ({"rel_b64": "ZA=="}, {"path_b64": "Lw=="}, {"file": "/x.work/a"}, {"root": b"/srv"}):
         assert usual_source({**ev, **other}) is None  # for from_event's field-by-field checks
+
+
+NAMES = st.one_of(st.none(), STEPS, st.sampled_from(["b.css", "a", "x/y", 7]))
+
+
+@given(ROOTS, PATHS, NAMES, st.booleans())
+@example("/srv", "d/a.css", "a.css", True)
+@example("/srv", "d/a.css", "b.css", True)
+@example("/srv", "d/a.css", "..", True)
+@example("/srv", "d/a.css", None, True)
+def test_fc_transport_names_the_usual_event_as_the_field_checks_do(
+    root: str, rel: str, name: object, has: bool
+) -> None:
+    """The remote name and the file fc-transport takes from an event (fc-process's "name" included) are what
+    remote_path and from_event give, or the same refusal."""
+    ev = {"v": 1, "kind": "created", "root": root, "rel": rel, "path": f"{root}/{rel}", "size": 3, "ino": 7}
+    if has:
+        ev["name"] = name
+    stage = TransportStage(targets_from([("to", "file:///nonexistent/dest")]))
+
+    def outcome(names_of: object) -> object:
+        try:
+            remote, src = names_of(ev, "created")  # type: ignore[operator]
+        except (PermanentError, SourceRefused) as exc:
+            return type(exc), str(exc)
+        except ValueError as exc:  # EventError: as before, the runner's to report
+            return ValueError, str(exc)
+        return remote, src
+
+    def general(ev: dict, kind: str) -> tuple[bytes, object]:
+        with mock.patch.object(sourcefile, "usual_source", lambda ev: None):
+            return remote_path(ev), stage._source(ev)
+
+    assert outcome(stage._names_of) == outcome(general)

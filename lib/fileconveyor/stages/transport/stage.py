@@ -465,14 +465,20 @@ class TransportStage(Stage):
 
     def _names_of(self, ev: dict, kind: object) -> tuple[bytes, Source | None]:
         """``ev``'s remote name and, to upload (created, modified), its file, checked in this order before anything
-        is opened: PermanentError, SourceRefused.  The usual event (plain strings, no ``name``) is checked in one
-        pass (sourcefile.usual_source), and its remote name is its rel (what remote_path gives then)."""
+        is opened: PermanentError, SourceRefused.  The usual event (plain strings) is checked in one pass
+        (sourcefile.usual_source); without a ``name``, or with the rel's last step as its name, its remote name is
+        its rel (what remote_path gives then)."""
         if kind != "created" and kind != "modified":
             return remote_path(ev), None
-        usual = usual_source(ev) if "name" not in ev and "name_b64" not in ev else None
-        if usual is not None:
-            return usual[1].rel, self._source(ev, usual[1])
-        return remote_path(ev), self._source(ev)
+        usual = usual_source(ev)
+        if usual is None:
+            return remote_path(ev), self._source(ev)
+        source = usual[1]
+        name = ev.get("name", _NO_NAME)
+        # no name, or fc-process's name that is the rel's own last step: the remote name is the rel
+        if "name_b64" not in ev and (name is _NO_NAME or name == ev["rel"].rpartition("/")[2]):
+            return source.rel, self._source(ev, source)
+        return remote_path(ev), self._source(ev, source)
 
     def _source(self, ev: dict, source: Source | None = None) -> Source:
         """The file to send, checked (sourcefile.py; ``source``: from_event's already); with --source, only beneath
@@ -932,6 +938,7 @@ class _NoLock:
 
 
 _NO_LOCK = _NoLock()
+_NO_NAME = object()  # an event without "name" (one with "name": null is remote_path's to refuse)
 
 
 # What _work adds to an uploaded file's event, in this order (remote_b64: a remote name that is not UTF-8)
