@@ -34,6 +34,13 @@ from pathlib import Path
 from . import private
 from .errors import RetryableError, StateBusy, StateError
 
+# bytes go into SQLite as BLOBs as they are, yet the sqlite3 module treats each bytes parameter as a type to adapt:
+# two failed attribute look-ups and an exception raised and dropped, per parameter (fc-transport binds about three
+# per file, every stage its outbox blob, paths, lines).  An adapter registered for bytes (bytes(b) is b itself) is
+# found at once: 1.56 -> 1.17 us per row of three bytes parameters (issue 18).  It applies to the whole process, to
+# exact bytes only, and stores the same BLOB.
+sqlite3.register_adapter(bytes, bytes)
+
 # An SQL script, or a function that runs statements (never executescript: it commits) in the migration's transaction.
 Migration = str | Callable[[sqlite3.Connection], None]
 
