@@ -10,6 +10,7 @@ Cycles are still collected; memory stays bounded by the round.
 
 from __future__ import annotations
 
+import atexit
 import gc
 
 YOUNG = 50_000  # container objects made and not freed between two collections of the youngest generation
@@ -21,3 +22,7 @@ def for_rounds() -> None:
     if threshold[0] and threshold[0] < YOUNG:  # (0: collection turned off by whoever runs us: left so)
         gc.set_threshold(YOUNG, *threshold[1:])
     gc.freeze()  # what start-up made lives for the run: not walked again by each full collection
+    # ...and is walked again once the stage ends: a normal exit (a thread still running) ends in the teardown,
+    # whose last collection skips what is frozen, so start-up's cycles (a module's dict and its functions) would
+    # never be freed, nor the objects they hold finalized (tests/cli/test_exit.py)
+    atexit.register(gc.unfreeze)
