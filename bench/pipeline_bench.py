@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import ctypes
 import json
 import os
@@ -493,9 +494,18 @@ class Arrivals:
                 except OSError:
                     pass
 
-    def wait(self, name: str, timeout: float) -> bool:
+    def wait(self, name: str, timeout: float, look: bool = False) -> bool:
+        """Whether ``name`` arrived within ``timeout`` s.  ``look``: also when it is there whole without its event
+        having been seen (a tool that first writes the file empty or in part at its final name, then again with
+        no event we count: lsyncd's direct mode once did, at the warm-up, and the whole run stopped); its time
+        is then when it was found, never earlier than the truth."""
         deadline = time.monotonic() + timeout
         while name not in self.seen:
+            if look:
+                with contextlib.suppress(OSError):
+                    if os.stat(self.dest / name).st_size == self.size:
+                        self.seen.setdefault(name, time.monotonic())
+                        continue
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.005)
@@ -534,7 +544,7 @@ def live_run(tool: str, work: Path, n: int, gap: float, bin_dir: Path) -> dict:
         wait_for_log(log, ready, 60)
         write = lambda name: _write(src / name, payload)  # noqa: E731
         write("warmup.bin")
-        if not arrivals.wait("warmup.bin", 30):
+        if not arrivals.wait("warmup.bin", 30, look=True):  # (not timed: only that the tool works)
             raise SystemExit(f"live, {tool}: the first file never arrived\n{log.read_text()[-3000:]}")
         closed: dict[str, float] = {}
         t0 = time.monotonic()
@@ -803,7 +813,14 @@ def main() -> None:
     live = []
     if args.live_files:
         for tool in ("fc 3-stage", "lsyncd"):
-            live.append(live_run(tool, work, args.live_files, args.live_gap, bin_dir))
+            try:
+                live.append(live_run(tool, work, args.live_files, args.live_gap, bin_dir))
+            except SystemExit as exc:
+                if tool == "fc 3-stage":
+                    raise  # File Conveyor failing its live run fails the benchmark
+                # a peer that fails is reported, and the batch rows measured so far are still written
+                print(f"pipeline_bench: warning: live {tool} left out: {exc}", file=sys.stderr, flush=True)
+                continue
             print(
                 f"  live {tool}: median {live[-1]['median_ms']:.1f} ms, p99 {live[-1]['p99_ms']:.1f} ms,"
                 f" max {live[-1]['max_ms']:.1f} ms, over 50 ms {live[-1]['over_50ms']},"
