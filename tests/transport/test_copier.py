@@ -352,6 +352,33 @@ def test_an_idle_copier_is_killed_at_the_end() -> None:
     assert child.returncode == -signal.SIGKILL
 
 
+def test_a_copier_stopped_with_a_batch_being_filled_closes_its_descriptors(tmp_path: Path) -> None:
+    """The batch being filled when the copier is stopped (it died, or the run ends cut short) is never sent: its
+    descriptors, the source's and the duplicate of the destination directory's, are closed then, not left to the
+    garbage collector (the duplicates, plain ints, stayed open to the end of the process)."""
+    from fileconveyor.sourcefile import SourceFd
+    from fileconveyor.transporters.local import Prepared
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "dest").mkdir()
+    (tmp_path / "src" / "f").write_bytes(b"x")
+    proc = copier_process.CopierProcess()
+    dfd = os.open(tmp_path / "dest", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(tmp_path / "src" / "f", os.O_RDONLY)
+        proc.add(Prepared(SourceFd(fd, os.fstat(fd), b"f"), dfd, b".t", b"f"))
+        held = set(os.listdir("/proc/self/fd"))
+        dup = proc.dups[0]
+        assert {str(fd), str(dup)} <= held
+        proc.stop()
+        left = set(os.listdir("/proc/self/fd"))
+        assert str(fd) not in left and str(dup) not in left
+        assert str(dfd) in left  # (the transporter's own: it closes it)
+    finally:
+        os.close(dfd)
+    assert list((tmp_path / "dest").iterdir()) == []
+
+
 SLOW = """
 import socket, sys, time
 sys.path.insert(0, {child_dir!r})

@@ -90,6 +90,17 @@ class CopierProcess:
             for p in srcs:
                 p.src.close()
 
+    def _drop_unsent(self) -> None:
+        """The batch being filled, never to be sent (the copier stopped or dead): its descriptors closed now.  Left
+        to the garbage collector, the duplicated directory descriptors (plain ints) stayed open to the end of the
+        process.  Its files' items are copied again by the caller, from the source opened anew."""
+        srcs, dups = self.srcs, self.dups
+        self.srcs, self.dups, self.fields, self.dirs = [], [], [], {}
+        for fd in dups:
+            os.close(fd)
+        for p in srcs:
+            p.src.close()
+
     def answer(self, block: bool) -> list[int] | None:
         """The statuses of the oldest batch sent (0, an errno, CHANGED), None when it has not come (``block``:
         waited for) or the copier is dead."""
@@ -121,6 +132,7 @@ class CopierProcess:
         idle = not self.batches
         self.dead = True
         self.sock.close()
+        self._drop_unsent()
         proc, self.proc = self.proc, None
         if proc is not None:
             if idle:
