@@ -72,28 +72,25 @@ class CopierProcess:
 
     def send(self) -> None:
         """The batch to the copier; our descriptors closed either way.  A copier gone: ``dead``."""
-        srcs, dups, fields = self.srcs, self.dups, self.fields
-        self.srcs, self.dups, self.fields, self.dirs = [], [], [], {}
+        srcs, dups = self.srcs, self.dups
         if not srcs:
             return
         try:
             if not self.dead:
-                msg = b"\0".join((b"%d" % len(dups), *fields))
+                msg = b"\0".join((b"%d" % len(dups), *self.fields))
                 socket.send_fds(self.sock, [msg], dups + [p.src.fileno() for p in srcs])
                 self.batches.append(len(srcs))
                 self.unanswered += len(srcs)
         except OSError:
             self.dead = True
         finally:
-            for fd in dups:
-                os.close(fd)
-            for p in srcs:
-                p.src.close()
+            self._drop_unsent()  # (sent: the copier has its own copies of the descriptors now)
 
     def _drop_unsent(self) -> None:
-        """The batch being filled, never to be sent (the copier stopped or dead): its descriptors closed now.  Left
-        to the garbage collector, the duplicated directory descriptors (plain ints) stayed open to the end of the
-        process.  Its files' items are copied again by the caller, from the source opened anew."""
+        """The batch being filled, our descriptors of it closed: once sent, or when it never will be (the copier
+        stopped or dead; left to the garbage collector, the duplicated directory descriptors, plain ints, stayed
+        open to the end of the process; its files' items are copied again by the caller, from the source opened
+        anew)."""
         srcs, dups = self.srcs, self.dups
         self.srcs, self.dups, self.fields, self.dirs = [], [], [], {}
         for fd in dups:
