@@ -12,12 +12,15 @@ Both end with every matching file at the destination and in the record database,
 
 from __future__ import annotations
 
+import array
+import fcntl
 import os
 import random
 import signal
 import sqlite3
 import subprocess
 import sys
+import termios
 import time
 from pathlib import Path
 
@@ -32,9 +35,9 @@ def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(BIN / cmd), *args], **kw)  # type: ignore[call-overload]
 
 
-def make(site: Path, i: int) -> None:
+def make(site: Path, i: int, pad: str = "") -> None:
     ext = ("css", "txt", "js")[i % 3]
-    d = site / f"d{i % 7}"
+    d = site / f"d{i % 7}{pad}"
     d.mkdir(exist_ok=True)
     (d / f"file {i:05d}.{ext}").write_text(f"content {i}\n")
 
@@ -173,9 +176,42 @@ def test_fc_filter_killed_again_and_again_between_fifos_loses_nothing(tmp_path: 
             p.wait()
 
 
+def count_arrived(dest: Path) -> int:
+    """Files at the destination, cheaply (polled every 10 ms)."""
+    if not dest.exists():
+        return 0
+    return sum(1 for _, _, files in os.walk(dest) for f in files if not f.startswith("."))
+
+
+def unread(pid: int) -> int:
+    """Bytes unread in the pipe on ``pid``'s stdin (Linux FIONREAD)."""
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        buf = array.array("i", [0])
+        fcntl.ioctl(fd, termios.FIONREAD, buf, True)
+        return buf[0]
+    finally:
+        os.close(fd)
+
+
+def writer_blocked(pid: int) -> bool:
+    """The pipe on ``pid``'s stdin (its reader stopped) is as full as its writer can make it: more than half its
+    size, and not a byte more 0.3 s later.  (Not "size minus a line": the kernel stores a pipe's bytes in page
+    slots, and a writer blocks with a few KiB free, 510,018 of 524,288 here.)"""
+    before = unread(pid)
+    time.sleep(0.3)
+    fd = os.open(f"/proc/{pid}/fd/0", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        size = fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
+    finally:
+        os.close(fd)
+    return before > size // 2 and unread(pid) == before
+
+
 def run_pipeline(site: Path, dest: Path, db: Path, env: dict[str, str], kill_at: int | None) -> list[int | None]:
     """``fc-watch --scan-once | fc-filter | fc-transport | fc-record``; with ``kill_at``: fc-filter killed -9 once
-    that many files have arrived.  The exit statuses."""
+    that many files have arrived, while it is blocked writing lines fc-transport has not read (fc-transport is
+    stopped meanwhile, so the kill comes mid-stream however fast the run is).  The exit statuses."""
     watch = fc("fc-watch", "--scan-once", str(site), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env)
     filt = fc("fc-filter", "--extensions", "css", stdin=watch.stdout, stdout=subprocess.PIPE,
               stderr=subprocess.DEVNULL, env=env)  # fmt: skip
@@ -188,12 +224,20 @@ def run_pipeline(site: Path, dest: Path, db: Path, env: dict[str, str], kill_at:
     procs = [watch, filt, transport, record]
     try:
         if kill_at is not None:
-            assert wait_for(lambda: len(arrived(dest)) >= kill_at, 60), "nothing arrived"
+            deadline = time.monotonic() + 60
+            while count_arrived(dest) < kill_at and transport.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+            transport.send_signal(signal.SIGSTOP)
+            assert filt.poll() is None, "fc-filter ended before the kill: make more files"
+            assert wait_for(lambda: writer_blocked(transport.pid), 60), "fc-filter's output never filled up"
             filt.send_signal(signal.SIGKILL)
+            filt.wait()
+            transport.send_signal(signal.SIGCONT)
         for p in procs:
             p.wait(timeout=180)
     finally:
         for p in procs:
+            p.send_signal(signal.SIGCONT)
             p.kill()
             p.wait()
     return [p.returncode for p in procs]
@@ -204,7 +248,7 @@ def test_fc_filter_killed_in_a_pipe_costs_a_rerun_not_a_file(tmp_path: Path) -> 
     site.mkdir()
     n = 6000
     for i in range(n):
-        make(site, i)
+        make(site, i, pad="-" + "x" * 200)  # ~750-byte lines: the 2,000 css lines are 3 times what a pipe holds
     env = {**os.environ, "FC_STATE_DIR": str(tmp_path / "state")}
     first = run_pipeline(site, dest, db, env, kill_at=20)
     assert first[1] == -signal.SIGKILL, first
