@@ -458,8 +458,11 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
     (tmp_path / "fileconveyor.conf").write_text(printed)
     sock = tmp_path / "s.sock"
     conf = tmp_path / "supervisord.conf"
+    logs = tmp_path / "logs"  # each stage's stderr, shown when a wait times out
+    logs.mkdir()
     conf.write_text(
         f"[supervisord]\nlogfile={tmp_path / 'supervisord.log'}\npidfile={tmp_path / 'supervisord.pid'}\n"
+        f"childlogdir={logs}\n"
         f"[unix_http_server]\nfile={sock}\n[supervisorctl]\nserverurl=unix://{sock}\n"
         "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n"
         f"[include]\nfiles = {tmp_path / 'fileconveyor.conf'}\n"
@@ -490,7 +493,16 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
             30,
             "supervisord to restart the stage",
         )
-        wait_for(lambda: {f"misc/n{i}.txt" for i in range(20)} <= tree(cdn / "all"), 60, "the files written meanwhile")
+        try:
+            wait_for(
+                lambda: {f"misc/n{i}.txt" for i in range(20)} <= tree(cdn / "all"), 60, "the files written meanwhile"
+            )
+        except AssertionError as e:
+            got = sorted(f for f in tree(cdn / "all") if f.startswith("misc/n"))
+            said = "".join(
+                f"\n--- {f.name}\n{f.read_text()[-3000:]}" for f in sorted(logs.iterdir()) if f.stat().st_size
+            )
+            raise AssertionError(f"{e}\narrived of the 20: {got}\n{ctl('status')}{said}") from None
         assert "RUNNING" in ctl("status") and "FATAL" not in ctl("status")
         # fc-conveyor --status still tells what runs (the stages with a state file), and where
         st = json.loads(
