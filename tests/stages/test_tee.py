@@ -177,3 +177,66 @@ def test_no_loss_when_a_branch_reader_and_fc_tee_are_killed(tmp_path: Path) -> N
         for p in procs.values():
             p.send_signal(signal.SIGKILL)
             p.wait()
+
+
+def test_a_branch_reader_restarted_while_lines_keep_coming_loses_none(tmp_path: Path) -> None:
+    """fc-watch -> FIFO -> fc-tee -> two FIFOs -> fc-relay each, with a file written every 10 ms throughout; branch
+    b's reader killed -9 and restarted.  The restarted reader asks fc-watch for what it lacks as it starts, and
+    fc-watch re-sends at once (its loop turns with every change).  fc-tee, which opened a FIFO without a reader at
+    most every 0.5 s, skipped that replay and the lines after it while the new reader already had its FIFO open;
+    the first line that got through carried the replay's tag, so the reader took it as the replay's start and its
+    mark went past the skipped ones (the supervisord test: 19 of 20 files written during a restart never sent)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    fifo = {k: tmp_path / f"{k}.fifo" for k in ("watch", "a", "b")}
+    for f in fifo.values():
+        os.mkfifo(f, 0o600)
+    st = tmp_path / "state"
+    st.mkdir()
+    out = {k: tmp_path / f"{k}.jsonl" for k in ("a", "b")}
+
+    def branch(k: str) -> subprocess.Popen[bytes]:
+        return fc("fc-relay", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
+                  "--state", str(st / f"relay-{k}.db"), stderr=subprocess.DEVNULL)  # fmt: skip
+
+    def rels(k: str) -> set[str]:
+        if not out[k].exists():
+            return set()
+        return {json.loads(line)["rel"] for line in out[k].read_text().splitlines() if line.endswith("}")}
+
+    procs = {"a": branch("a"), "b": branch("b")}
+    procs["tee"] = fc("fc-tee", "--input", str(fifo["watch"]), "--output", str(fifo["a"]), "--output",
+                      str(fifo["b"]), stderr=subprocess.DEVNULL)  # fmt: skip
+    procs["watch"] = fc("fc-watch", "--state", str(st / "watch.db"), "--output", str(fifo["watch"]), str(site),
+                        stderr=subprocess.DEVNULL)  # fmt: skip
+    n = 0
+
+    def write_for(seconds: float) -> None:
+        nonlocal n
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            (site / f"f{n:05d}.txt").write_text(str(n))
+            n += 1
+            time.sleep(0.01)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not (rels("a") and rels("b")) and time.monotonic() < deadline:
+            write_for(0.2)
+        assert rels("a") and rels("b"), "a branch got nothing before the kill"
+        for _ in range(3):
+            procs["b"].send_signal(signal.SIGKILL)
+            procs["b"].wait()
+            write_for(0.3)
+            procs["b"] = branch("b")
+            write_for(1.5)
+        want = {f"f{i:05d}.txt" for i in range(n)}
+        deadline = time.monotonic() + 60
+        while (rels("a") != want or rels("b") != want) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert want - rels("a") == set(), f"branch a lost {len(want - rels('a'))}"
+        assert want - rels("b") == set(), f"branch b lost {len(want - rels('b'))} of {n}"
+    finally:
+        for p in procs.values():
+            p.send_signal(signal.SIGKILL)
+            p.wait()

@@ -24,7 +24,7 @@ from . import ack_check
 from .durable import FIRST_CONTACT_WINDOW, Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
 from .stage import Item, Stage
-from .streams import LongLine, has_fd, input_batches
+from .streams import LongLine, has_fd, input_batches, is_fifo, open_fifo
 from .through import Through
 
 if TYPE_CHECKING:
@@ -91,6 +91,7 @@ class Intake:
         self.taken = 0
         self._met: set[str] = set()  # writers whose first line this process has seen
         self._one_item = type(stage).split is Stage.split  # take() makes its item itself
+        self._fifo_fd: int | None = None  # our input FIFO, opened before we register (open_input)
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
@@ -146,6 +147,7 @@ class Intake:
         has enough queued (``room``) or LINES_AHEAD lines are posted and not yet taken (``taken``).  A message per
         line cost more than deciding the line: the queue, the wake-ups and the GIL passed between the threads."""
         try:
+            opened, self._fifo_fd = self._fifo_fd, None
             for batch in input_batches(
                 self.opts.input,
                 self.stdin,
@@ -153,6 +155,7 @@ class Intake:
                 lambda: self.stop.requested,
                 self.opts.max_line_bytes,
                 on_reopen=lambda: post(("writer", None)),
+                opened=opened,
             ):
                 piece = max(1, LINES_AHEAD // 8)
                 for start in range(0, len(batch), piece):
@@ -171,6 +174,15 @@ class Intake:
         except OSError as exc:
             post(("error", f"{self.opts.input or 'stdin'}: {exc.strerror or exc}"))
         post(("eof", None))
+
+    def open_input(self) -> None:
+        """An input FIFO named with --input is opened before we register (register): once our writers hear of
+        this process they re-send what it lacks, and a writer between them and us that skips a FIFO without a
+        reader (fc-tee) would drop that replay if the FIFO were not open yet; the first line that got through
+        would then carry the replay's tag, and our mark would go past the dropped lines."""
+        path = self.opts.input
+        if path not in (None, "-") and is_fifo(path):
+            self._fifo_fd = open_fifo(path)
 
     def register(self) -> None:
         """At start: tell every writer we know that a new process of ours reads now (the lines the previous one

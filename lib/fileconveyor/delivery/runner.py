@@ -192,6 +192,7 @@ class Runner:
         # Tell every writer we know that a new process of ours reads now: lines the
         # previous one held in memory died with it, and the writer re-sends them;
         # until that replay begins, what comes from the writer is held.
+        self.input.open_input()  # before: a replay that comes while our FIFO is not open could be dropped
         self.input.register()
         reader = threading.Thread(target=self.input.read, args=(self.events.put,), name="input", daemon=True)
         reader.start()

@@ -115,6 +115,11 @@ def input_lines(
         yield from batch
 
 
+def open_fifo(path: str) -> int:
+    """A named FIFO's read end, opened without waiting for a writer (O_NONBLOCK: a stop request is still seen)."""
+    return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+
+
 def input_batches(
     path: str | None,
     stdin: IO[bytes],
@@ -122,8 +127,13 @@ def input_batches(
     should_stop: Callable[[], bool] = lambda: False,
     limit: int = MAX_LINE_BYTES,
     on_reopen: Callable[[], None] | None = None,
+    opened: int | None = None,
 ) -> Iterator[list[bytes]]:
-    """input_lines, a list of lines at a time (what one read brought; never empty)."""
+    """input_lines, a list of lines at a time (what one read brought; never empty).  A named FIFO is read again
+    and again, each writer in turn; ``opened``: its read end, opened already (open_fifo).  ``on_reopen`` is called
+    when it is open again after a writer that wrote went, before its next writer's first line is read: a reader
+    that asks its writers for what it lacks must have its FIFO open when they answer, or a writer between them
+    that skips a FIFO without a reader (fc-tee) drops the answer."""
     if path in (None, "-"):
         fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
         if fd is None:  # an in-memory stream (tests): a line at a time, as it may come live
@@ -133,26 +143,31 @@ def input_batches(
         yield from read_batches(fd, wake_fd, limit)
         return
     assert path is not None
-    if not is_fifo(path):
+    if opened is None and not is_fifo(path):
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             yield from read_batches(fd, None, limit)
         finally:
             os.close(fd)
         return
-    while not should_stop():
-        # O_NONBLOCK: opening does not wait for a writer, so a stop request is seen.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        got = False
-        try:
+    fd = opened if opened is not None else open_fifo(path)
+    try:
+        while True:
+            got = False
             for batch in read_batches(fd, wake_fd, limit):
                 got = True
                 yield batch
-        finally:
             os.close(fd)
-        if got and on_reopen is not None and not should_stop():
-            on_reopen()
-        time.sleep(0.05)  # the writer went away: wait for the next one
+            fd = -1
+            if should_stop():
+                return
+            time.sleep(0.05)  # the writer went away: wait for the next one
+            fd = open_fifo(path)
+            if got and on_reopen is not None and not should_stop():
+                on_reopen()
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def has_fd(stream: IO[bytes]) -> bool:

@@ -12,10 +12,11 @@ and fc-record --import-queue.  What it guarantees (docs/durability.md, "The writ
 - **A named FIFO outlives its reader** (supervisord restarts one stage at a time).  When the reader goes, the
   writer either waits for the next one and gives it what ``resend`` says (a stage: its outbox after what its
   readers acknowledged; fc-watch: its rows after what its readers acknowledged, or with none the same lines), or, for
-  ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and opens the FIFO again
-  every REOPEN_EVERY s.  A path that is no longer a FIFO when opened is refused (never written as a file).  A
-  FIFO of ours is made unreadable by others before it is opened (as stdout redirected into one): another user
-  reading it would take lines unseen, which our reader takes for lines a filter dropped (``private.fifo_unreadable``).
+  ``skip`` (fc-tee, where one dead branch must not stop the others), goes on without it and tries the FIFO again
+  before each write (fc-tee's idle thread: every REOPEN_EVERY s while no line comes).  A path that is no longer a
+  FIFO when opened is refused (never written as a file).  A FIFO of ours is made unreadable by others before it is
+  opened (as stdout redirected into one): another user reading it would take lines unseen, which our reader takes
+  for lines a filter dropped (``private.fifo_unreadable``).
 - **A regular file** is appended to and created owner-only (an existing one of ours is tightened; a symlink on
   its way followed only as fs.protected_symlinks would, another user's file refused: private.open_append): every line
   carries its writer's epoch, which readers take as a sign that a hop is genuine (delivery/ack_check.py).  One
@@ -38,7 +39,7 @@ from ..errors import ConfigError
 from .pipe_tail import PipeTail, torn_end
 from .streams import has_fd, is_fifo
 
-REOPEN_EVERY = 0.5  # seconds between attempts to open a FIFO whose reader is gone (skip mode)
+REOPEN_EVERY = 0.5  # seconds between fc-tee's attempts to open a FIFO without a reader while no line comes
 WAIT_POLL = 0.1  # seconds between attempts to open a FIFO while waiting for its reader
 
 
@@ -161,8 +162,11 @@ class Writer:
 
     - "wait": wait for the next reader (until ``should_stop``: then BrokenPipeError) and write to it what
       ``resend()`` gives (no ``resend``, or one that returns None: the same lines);
-    - "skip": go on without it (the lines are not written there; ``send`` returns False), and open it again
-      every REOPEN_EVERY s.
+    - "skip": go on without it (the lines are not written there; ``send`` returns False), and try to open it
+      again at each ``send``: never a line skipped once a new reader has the FIFO open.  A restarted reader asks
+      the writer behind us for what it lacks as soon as its FIFO is open, and the writer answers within
+      milliseconds; tried only every 0.5 s, that answer was skipped, the first line that got through carried its
+      tag, and the reader's mark went past the skipped lines (tests/stages/test_tee.py, ``keep_coming``).
 
     stdout and regular files raise BrokenPipeError either way.  ``warn`` is told when a FIFO's reader goes or comes
     back, ``info`` when we wait for one."""
@@ -184,7 +188,6 @@ class Writer:
         self.warn = warn
         self.info = info
         self.gone_since: float | None = None
-        self._next_try = 0.0
         self._buf: list[bytes] = []
 
     @property
@@ -204,7 +207,7 @@ class Writer:
         out = self.output
         data = b"".join(lines)
         while True:
-            if not out.is_open and self.on_gone == "skip" and not self._reopen():
+            if not out.is_open and self.on_gone == "skip" and not self.reopen():
                 return False  # (wait: the write below finds it closed, and waits for a reader)
             try:
                 out.write(data)
@@ -215,7 +218,6 @@ class Writer:
                 out.close()
                 self.gone_since = time.monotonic()
                 if self.on_gone == "skip":
-                    self._next_try = self.gone_since + REOPEN_EVERY
                     self.warn(f"{out.name}: the reader went away; skipping it until a new one opens it")
                     return False
                 self.warn(f"the reader of {out.name} went away; waiting for a new one")
@@ -233,16 +235,8 @@ class Writer:
             return True
 
     def reopen(self) -> bool:
-        """Skip mode: open a FIFO without a reader (gone, or never there), at most every REOPEN_EVERY s."""
-        return self._reopen()
-
-    def _reopen(self) -> bool:
-        """Skip mode: open a FIFO whose reader had gone, at most every REOPEN_EVERY s."""
-        now = time.monotonic()
-        if self.on_gone != "skip" or now < self._next_try:
-            return False
-        self._next_try = now + REOPEN_EVERY
-        if not self.output.open(None):
+        """Skip mode: one attempt to open a FIFO without a reader (gone, or never there)."""
+        if self.on_gone != "skip" or not self.output.open(None):
             return False
         self._back()
         return True
