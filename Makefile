@@ -60,10 +60,11 @@ bench: test-deps ## benchmarks against the peers named in the issues (long: an h
 	PATH="$(CURDIR)/$(AWSCLI)/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1 $(PY) bench/s3_bench.py
 	PATH="$(CURDIR)/$(AWSCLI)/bin:$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1 $(PY) bench/pipeline_bench.py
 
-ROUNDS ?= 200
+ROUNDS ?= 100
 FILES ?= 3000
-chaos: test-deps ## kill -9 pipeline stages for ROUNDS rounds (default 200) over FILES files, then check nothing is lost
-	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES)
+TOPOLOGY ?= both
+chaos: test-deps ## kill -9 stages for ROUNDS rounds (default 100) over FILES files, of the 5-stage pipeline and of fc-conveyor's fc-watch|fc-tee|two rules (TOPOLOGY=pipeline|conveyor|both), then check nothing is lost
+	$(RUN) $(PY) bench/chaos.py --rounds $(ROUNDS) --files $(FILES) --topology $(TOPOLOGY)
 
 SCALE_ROUNDS ?= 60
 SCALE_FILES ?= 2000
