@@ -155,8 +155,9 @@ def sqlite_side_files(path: str | os.PathLike[str]) -> None:
     may write (``--state /tmp/x.db``), another user could make them in between a check and that open, or plant a
     hard link there: SQLite then took their WAL (frames they write become our state: an ``acks`` row that makes
     the writer forget lines) or wrote its frames into the linked file (as root: any file on that filesystem).
-    Once they are ours, the sticky bit keeps others from replacing them; SQLite removes them when its last
-    connection closes, and the next State makes them again."""
+    Once they are ours, the sticky bit keeps others from replacing them; a stage's close leaves them
+    (state.keep_wal_at_close), and where another connection closing last removes them the next State makes them
+    again."""
     for side in _sides(path):
         fd = open_own(side, os.O_RDWR)
         try:

@@ -42,6 +42,7 @@ from typing import IO
 from urllib.parse import quote
 
 from .. import private
+from ..state import keep_wal_at_close
 
 Ident = tuple[int, int]  # st_dev, st_ino
 MAX_HOPS = 4  # pass-through processes (fc-tee) followed between a writer and us
@@ -133,6 +134,9 @@ def open_state(origin: str) -> sqlite3.Connection:
     # lost to a power cut costs a replay the reader drops.  Checkpoints are left to the writer's connection.
     conn.execute("PRAGMA synchronous=NORMAL")
     conn.execute("PRAGMA wal_autocheckpoint=0")
+    # Nor at our close: the writer has often ended by then (fc-watch --scan-once), and the connection closing last
+    # checkpointed its file, fsyncs on our exit's path (30 ms in fc-transport's end); its next run reads the WAL.
+    keep_wal_at_close(conn)
     return conn
 
 
