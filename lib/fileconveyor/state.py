@@ -69,15 +69,19 @@ _db_config: Any = False  # sqlite3_db_config of the library sqlite3 uses, None: 
 def _sqlite3_db_config() -> Callable[..., int] | None:
     """sqlite3_db_config from the SQLite library the sqlite3 module itself uses (looked up through its extension
     module, whose dependencies dlsym searches: never another copy of the library), for Pythons before 3.12, which
-    lack Connection.setconfig; None where it cannot be had safely."""
+    lack Connection.setconfig; None where it cannot be had safely, or would cost ctypes' import: only a stage that
+    has it already (fc-transport, fc-record and fc-process, for openat2) uses it.  The others (fc-watch, fc-filter)
+    end before the stages after them, off a pipeline's critical path, and keep SQLite's checkpoint at close."""
     global _db_config
     if _db_config is False:
+        ctypes = sys.modules.get("ctypes")
+        if ctypes is None:
+            return None  # (not remembered: a later close may find it imported)
         _db_config = None
         # the handle is read from the connection object (CPython 3.10 and 3.11: its first field after the object
         # header), so only there
         if sys.implementation.name == "cpython" and (3, 10) <= sys.version_info < (3, 12):
             import _sqlite3
-            import ctypes  # (here: only a stage that closes a state file with Python before 3.12 pays its import)
 
             with contextlib.suppress(OSError, AttributeError):
                 fn = ctypes.CDLL(_sqlite3.__file__).sqlite3_db_config
@@ -105,8 +109,7 @@ def keep_wal_at_close(db: sqlite3.Connection) -> bool:
         fn = _sqlite3_db_config()
         if fn is None:
             return False
-        import ctypes
-
+        ctypes = sys.modules["ctypes"]
         handle = ctypes.c_void_p.from_address(id(db) + object.__basicsize__).value  # pysqlite_Connection.db
         if not handle:
             return False  # closed

@@ -373,8 +373,8 @@ def test_a_hard_link_planted_at_a_finished_writers_wal_gets_no_acknowledgement_w
         timeout=60,
     )
     assert watch.returncode == 0 and watch.stdout.count(b"\n") == 1, watch.stderr
-    # fc-watch leaves its -wal at its end (state.keep_wal_at_close); any other connection to the file that closes
-    # last checkpoints it and SQLite removes it (as it did at fc-watch's end before): sqlite3's, say
+    # fc-watch may leave its -wal at its end (state.keep_wal_at_close: on Python 3.12+); any other connection to
+    # the file that closes last checkpoints it and SQLite removes it: sqlite3's, say
     con = sqlite3.connect(wstate)
     con.execute("SELECT count(*) FROM sqlite_master").fetchone()
     con.close()

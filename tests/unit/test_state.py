@@ -199,6 +199,7 @@ def test_a_state_file_closes_without_a_checkpoint_and_loses_nothing(tmp_path: Pa
     """The connection closing last checkpointed the WAL into the file and removed it: fsyncs of both and the
     unlink of megabytes at the end of every run, on the critical path of a pipeline (fc-transport: 40-90 ms).
     Its close leaves the WAL as a kill -9 would, and the next open reads every commit from it."""
+    import ctypes  # noqa: F401  (before Python 3.12, keep_wal_at_close needs it imported, as the stages have it)
     import os
 
     from fileconveyor.delivery.durable import StageState
@@ -231,6 +232,7 @@ def test_an_acknowledgement_connection_leaves_its_writers_wal_at_its_close(tmp_p
     """A reader acknowledging to a writer that has ended (fc-watch --scan-once) had the connection that closed
     last: its close checkpointed the writer's file, fsyncs on the reader's way to its exit (30 ms in
     fc-transport's end).  What it wrote stays in the writer's WAL, read by whoever opens the file next."""
+    import ctypes  # noqa: F401  (before Python 3.12, keep_wal_at_close needs it imported, as the stages have it)
     import os
 
     from fileconveyor.delivery import ack_check
@@ -255,6 +257,7 @@ def test_an_acknowledgement_connection_leaves_its_writers_wal_at_its_close(tmp_p
 def test_keep_wal_at_close_says_when_it_cannot(tmp_path: Path) -> None:
     """Only an open sqlite3 connection is asked (a handle read from a closed one is NULL); False means SQLite's
     usual checkpoint at close, as before."""
+    import ctypes  # noqa: F401  (before Python 3.12, keep_wal_at_close needs it imported, as the stages have it)
     import sys
 
     from fileconveyor.state import keep_wal_at_close
