@@ -22,6 +22,7 @@ import pytest
 
 from fileconveyor import events as E
 from fileconveyor.delivery.runner import Options, Runner
+from fileconveyor.delivery.stage import Outcome
 from fileconveyor.report import Reporter
 from fileconveyor.stages.transport import copier as copier_lane
 from fileconveyor.stages.transport.copier import START_AT, Copy, Lane, Steps
@@ -30,6 +31,7 @@ from fileconveyor.stages.transport.stage import TransportStage
 from fileconveyor.stopping import Stopper
 from fileconveyor.transporters import copier as copier_process
 from fileconveyor.transporters.base import join, temp_name
+from fileconveyor.transporters.local import Prepared
 
 from .conftest import event, fc, file_argv, jsonl, tree
 
@@ -202,6 +204,40 @@ def test_a_file_the_copier_cannot_copy_ends_as_without_a_copier(
     assert stat.S_ISDIR((dest / "d1" / f"f {BAD}.bin").stat().st_mode)
 
 
+def test_a_file_the_main_thread_copies_itself_ends_as_with_the_usual_upload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The files the main thread copies itself (no copier used: START_AT never reached) go through Lane.copy_here,
+    prepare's checks and the copier's copy (copier_child.copy_one) in this process; one it cannot copy (a
+    directory at its final name, a crash's temporary name there) is uploaded again the usual way.  Every event's
+    outcome and message, and the destination, are those of the usual upload for every file (copy_here replaced
+    by it)."""
+
+    def usual(lane: Lane, steps: Steps, copy: Copy, prep: Prepared, made: list[bytes]) -> Outcome:
+        prep.src.close()
+        return copier_lane.again(steps, copy, made)
+
+    copied: list[int] = []
+    real = copier_lane.Lane.copy_here
+
+    def counted(lane: Lane, steps: Steps, copy: Copy, prep: Prepared, made: list[bytes]) -> Outcome:
+        outcome = real(lane, steps, copy, prep, made)
+        copied.append(1)
+        return outcome
+
+    monkeypatch.setattr(copier_lane.Lane, "copy_here", counted)
+    out, err, dest = _with_faults(tmp_path, "here", False, monkeypatch)
+    assert len(copied) == N, "every file went through copy_here"
+    monkeypatch.setattr(copier_lane.Lane, "copy_here", usual)
+    usual_out, usual_err, usual_dest = _with_faults(tmp_path, "usual", False, monkeypatch)
+    assert out == usual_out  # every event's outcome and message, the failed one's included
+    assert _same(err, tmp_path / "here") == _same(usual_err, tmp_path / "usual")
+    assert tree(dest) == tree(usual_dest)
+    assert [ev["rel"] for ev in out if "error" in ev] == [f"d1/f {BAD}.bin"]
+    assert (dest / "d2" / f"f {STALE}.bin").read_bytes() == b"%d\n" % (STALE) * 100
+    assert not [p for p in dest.rglob(".fc-*")], "no temporary name left"
+
+
 def test_fc_transport_killed_with_its_copier_working_leaves_no_copier_and_loses_nothing(
     tmp_path: Path, env: dict[str, str]
 ) -> None:
@@ -233,18 +269,20 @@ def test_fc_transport_killed_with_its_copier_working_leaves_no_copier_and_loses_
     assert set(rels) == {ev["rel"] for ev in evs}
 
 
-def test_links_planted_in_the_destination_are_never_written_through(tmp_path: Path) -> None:
+@pytest.mark.parametrize("index", [START_AT + 3, 3])
+def test_links_planted_in_the_destination_are_never_written_through(tmp_path: Path, index: int) -> None:
     """Symlinks in the destination before a copier round: one at a file's final name (pointing outside) and one
     in place of a directory (pointing outside).  The copier renames over the link itself (renameat in a directory
     the main thread opened beneath the destination root) and never writes through either; what lands outside
-    the root is nothing."""
+    the root is nothing.  ``index``: the file with the link at its name, one the copier copies (after the first
+    START_AT of the round) or one the main thread copies itself (Lane.copy_here)."""
     src, evs = _site(tmp_path)
     dest = tmp_path / "dest"
     outside = tmp_path / "outside"
     (outside / "dir").mkdir(parents=True)
     (outside / "file.txt").write_bytes(b"theirs\n")
-    final = f"f {START_AT + 3}.bin"  # a file the copier copies (after the first START_AT of the round)
-    rel = f"d{(START_AT + 3) % 3}/{final}"
+    final = f"f {index}.bin"
+    rel = f"d{index % 3}/{final}"
     (dest / rel).parent.mkdir(parents=True)
     (dest / rel).symlink_to(outside / "file.txt")
     (dest / "d2").symlink_to(outside / "dir", target_is_directory=True)

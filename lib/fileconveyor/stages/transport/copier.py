@@ -78,6 +78,17 @@ def resume(steps: Steps, result: tuple[str, list[bytes]] | None = None, exc: Bas
     return drive(steps, copy)
 
 
+def again(steps: Steps, copy: Copy, made: list[bytes]) -> Outcome:
+    """``copy``, which a copier (or copy_here) did not do, uploaded the usual way, and ``steps`` resumed with its
+    outcome; ``made``: the directories its preparation created."""
+    try:
+        sent, more = copy.run()
+    except BaseException as exc:
+        copy.tp.made_dirs[:0] = made  # still to be taken, as after any failed upload
+        return resume(steps, exc=exc)
+    return resume(steps, (sent, made + more))
+
+
 class Pending(Done):
     """An item whose file a copier copies: its steps wait for the answer.  It is the item's outcome the runner
     holds (a Done), which ``finish`` makes the steps' outcome; a failure until then (should finish never reach
@@ -107,7 +118,9 @@ class Lane:
 
     def __init__(self, warn: Callable[[str], None]):
         from ...transporters.copier import CopierProcess  # subprocess: only when a copier starts
+        from ...transporters.copier_child import copy_one
 
+        self.copy_one = copy_one
         self.warn = warn
         self.proc: CopierProcess | None = None
         try:
@@ -168,7 +181,7 @@ class Lane:
                         self.copied += 1
                         outcome = resume(p.steps, (UPLOADED, p.made))
                     else:  # not copied (a fault, the source changed, no answer): done here, the usual way
-                        outcome = self._again(p)
+                        outcome = again(p.steps, p.copy, p.made)
                 except Exception as error:
                     outcome = internal(p.item, error)
                 if isinstance(outcome, Done):
@@ -183,13 +196,23 @@ class Lane:
                 _fill(p, internal(p.item, RuntimeError("its copy was never finished")))
         return retry
 
-    def _again(self, p: Pending) -> Outcome:
+    def copy_here(self, steps: Steps, copy: Copy, prep: Prepared, made: list[bytes]) -> Outcome:
+        """An upload ``prepare``d, copied by this thread the copier's way (copier_child.copy_one), for the files
+        the main thread copies itself (the copier behind, not used yet, or gone): the checks were prepare's, and
+        the copy skips what upload() does again around it (the file object and its fstat, the F_SETFL, the
+        transporter's layers).  A file it could not copy is uploaded again the usual way, as a copier's is, so it
+        ends as it does without a copier, with the same message."""
+        src = prep.src
         try:
-            sent, made = p.copy.run()
-        except BaseException as exc:
-            p.copy.tp.made_dirs[:0] = p.made  # still to be taken, as after any failed upload
-            return resume(p.steps, exc=exc)
-        return resume(p.steps, (sent, p.made + made))
+            status = self.copy_one(src.fd, prep.dir_fd, src.before.st_size, src.before.st_mtime_ns, prep.tmp, prep.name)
+        except BaseException:
+            copy.tp.made_dirs[:0] = made  # (copy_one answers an errno: a bug, an interrupt) still to be taken
+            raise
+        finally:
+            src.close()
+        if status == 0:
+            return resume(steps, (UPLOADED, made))
+        return again(steps, copy, made)
 
     def _collect(self, block: bool) -> None:
         proc = self.proc

@@ -348,8 +348,7 @@ class TransportStage(Stage):
         self.offered += 1
         if lane is None:  # the first small copy: the copier starts beside the main thread's first ones (copier.py)
             lane = self.copiers[server] = Lane(self._warn)
-        if not lane.usable(self.offered):
-            return drive(steps, copy)  # none, not yet, or behind: this one is the main thread's to copy
+        usable = lane.usable(self.offered)  # else none, not yet, or behind: this one is the main thread's to copy
         try:
             prep = copy.tp.prepare(copy.source, copy.remote)  # type: ignore[attr-defined]
         except BaseException as exc:
@@ -357,6 +356,8 @@ class TransportStage(Stage):
         if prep is None:
             return drive(steps, copy)  # not a plain copy (prepare says): upload() does it
         made = copy.tp.take_made_dirs() if copy.has_dirs else []
+        if not usable:
+            return lane.copy_here(steps, copy, prep, made)
         return lane.add(steps, copy, prep, item, made)
 
     def _finish(self, server: str, lane: Lane) -> None:
