@@ -303,10 +303,15 @@ class SourceFd:
     transporters/local.py ``prepare``): no file object, whose making costs a system call more (io.FileIO's
     fstat), and its descriptor left as ``open_source_fd`` says."""
 
-    __slots__ = ("before", "fd", "path")
+    __slots__ = ("before", "fd", "source")
 
-    def __init__(self, fd: int, before: os.stat_result, path: bytes):
-        self.fd, self.before, self.path = fd, before, path
+    def __init__(self, fd: int, before: os.stat_result, source: Source):
+        self.fd, self.before, self.source = fd, before, source
+
+    @property
+    def path(self) -> bytes:
+        """The source's path (for messages: built when asked, not for every file)."""
+        return self.source.path
 
     @property
     def known_size(self) -> int | None:
@@ -327,7 +332,7 @@ def open_source_fd(src: Source, roots: Roots | None = None) -> SourceFd:
     opened (open_source clears that, a system call): sendfile ignores it on the file it reads from
     (fs/read_write.c), as reads of a regular file do; a pipe (``pipe_ok``) is for open_source."""
     fd, st = _open_checked(src, roots)
-    return SourceFd(fd, st, src.path)
+    return SourceFd(fd, st, src)
 
 
 def check_source(src: Source, roots: Roots | None = None) -> None:

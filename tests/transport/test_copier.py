@@ -394,8 +394,7 @@ def test_a_copier_stopped_with_a_batch_being_filled_closes_its_descriptors(tmp_p
     """The batch being filled when the copier is stopped (it died, or the run ends cut short) is never sent: its
     descriptors, the source's and the duplicate of the destination directory's, are closed then, not left to the
     garbage collector (the duplicates, plain ints, stayed open to the end of the process)."""
-    from fileconveyor.sourcefile import SourceFd
-    from fileconveyor.transporters.local import Prepared
+    from fileconveyor.sourcefile import Source, SourceFd
 
     (tmp_path / "src").mkdir()
     (tmp_path / "dest").mkdir()
@@ -404,7 +403,8 @@ def test_a_copier_stopped_with_a_batch_being_filled_closes_its_descriptors(tmp_p
     dfd = os.open(tmp_path / "dest", os.O_RDONLY | os.O_DIRECTORY)
     try:
         fd = os.open(tmp_path / "src" / "f", os.O_RDONLY)
-        proc.add(Prepared(SourceFd(fd, os.fstat(fd), b"f"), dfd, b".t", b"f"))
+        src = SourceFd(fd, os.fstat(fd), Source(os.fsencode(tmp_path / "src"), b"f"))
+        proc.add(Prepared(src, dfd, b".t", b"f"), 64)
         held = set(os.listdir("/proc/self/fd"))
         dup = proc.dups[0]
         assert {str(fd), str(dup)} <= held

@@ -57,18 +57,18 @@ class CopierProcess:
         self.unanswered = 0
         self.dead = False
 
-    def add(self, prep: Prepared) -> None:
-        """One file for the batch; ``send`` hands the batch over (the caller keeps the count)."""
+    def add(self, prep: Prepared, batch: int) -> bool:
+        """One file for the batch; whether the batch is full now (``batch`` files, or as many descriptors as a
+        message takes), for ``send`` to hand it over."""
         i = self.dirs.get(prep.dir_fd)
         if i is None:
             i = self.dirs[prep.dir_fd] = len(self.dups)
             self.dups.append(os.dup(prep.dir_fd))
         b = prep.src.before
         self.fields += (b"%d" % i, b"%d" % b.st_size, b"%d" % b.st_mtime_ns, prep.tmp, prep.name)
-        self.srcs.append(prep)
-
-    def full(self, batch: int) -> bool:
-        return len(self.srcs) >= batch or len(self.srcs) + len(self.dups) >= MAX_FDS
+        srcs = self.srcs
+        srcs.append(prep)
+        return len(srcs) >= batch or len(srcs) + len(self.dups) >= MAX_FDS
 
     def send(self) -> None:
         """The batch to the copier; our descriptors closed either way.  A copier gone: ``dead``."""

@@ -116,7 +116,8 @@ class SymlinkOrCopy(Transporter):
         opened beneath the root without following links (made where missing).  None when this upload is not a
         plain copy of a regular file (skip_unchanged, symlink_within: upload() does those).  Raises what upload()
         would for the same faults."""
-        self.connect()  # (symlink_within is read at connect)
+        if not self.connected:
+            self.connect()  # (symlink_within is read at connect)
         if self.skip_unchanged or self.symlink_within:
             return None
         rel = self.check_name(safe_rel(remote_rel))

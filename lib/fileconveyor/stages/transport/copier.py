@@ -154,8 +154,7 @@ class Lane:
         p = Pending(steps, copy, item, made)
         self.pending.append(p)
         self.paths.add(item.key)
-        proc.add(prep)
-        if proc.full(BATCH):
+        if proc.add(prep, BATCH):
             proc.send()
         return p
 
