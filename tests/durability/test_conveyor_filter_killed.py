@@ -20,8 +20,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import require_tool
 from tests.durability import chaos
 
@@ -45,11 +43,6 @@ def _converge(pipe: chaos.Conveyor, timeout: float) -> None:
         time.sleep(0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="fc-filter of a rule behind fc-tee killed and down for 3 s: the files created meanwhile never reach "
-    "that rule (41-55 of ~120-150 lost, 4 runs of 4); fc-process has acknowledged fc-watch past them",
-)
 def test_files_created_while_a_rules_fc_filter_is_down_reach_that_rule(tmp_path: Path) -> None:
     require_tool("gzip")
     pipe = chaos.Conveyor(tmp_path)

@@ -433,6 +433,10 @@ class Acknowledger:
         """A new session, as a restarted reader's: writers re-send what we did not acknowledge (Intake.renew)."""
         self.session = os.urandom(8).hex()  # as secrets.token_hex(8), without hashlib
         self._quiet.clear()
+        # From now on we count as a reader started now (delivery/runs.py): a pass-through between our writers and
+        # us (fc-filter behind fc-tee) that died read lines of runs that began after our process did, so "the run
+        # began after we did" no longer says that nothing was lost (tests/durability/test_pass_through_died_first.py)
+        self._started_ns = runs.now_ns()
 
     def send(
         self, marks: dict[str, tuple[str, int]], force: bool = False, through: dict[str, int | None] | None = None

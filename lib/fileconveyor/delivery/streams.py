@@ -131,9 +131,15 @@ def input_batches(
 ) -> Iterator[list[bytes]]:
     """input_lines, a list of lines at a time (what one read brought; never empty).  A named FIFO is read again
     and again, each writer in turn; ``opened``: its read end, opened already (open_fifo).  ``on_reopen`` is called
-    when it is open again after a writer that wrote went, before its next writer's first line is read: a reader
-    that asks its writers for what it lacks must have its FIFO open when they answer, or a writer between them
-    that skips a FIFO without a reader (fc-tee) drops the answer."""
+    when it is open again after its writers went, before the next writer's first line is read: a reader that asks
+    its writers for what it lacks must have its FIFO open when they answer, or a writer between them that skips a
+    FIFO without a reader (fc-tee) drops the answer.  Called whether or not the writers that went wrote a line: a
+    pass-through that dies before its first write has read lines all the same.  Called again as the next writer's
+    first lines come, before they are handed on: the answer to the first call can still be dropped when what
+    is missing is a pass-through between fc-tee and us (fc-filter restarted a few seconds later), and lines
+    coming through it prove that the way from fc-tee to us is whole again.  (The end of a FIFO's input comes
+    only after a writer came and went: poll reports no hang-up on a read end that has had no writer since it was
+    opened, so this is no busy loop.)"""
     if path in (None, "-"):
         fd = stdin.fileno() if hasattr(stdin, "fileno") and has_fd(stdin) else None
         if fd is None:  # an in-memory stream (tests): a line at a time, as it may come live
@@ -152,10 +158,12 @@ def input_batches(
         return
     fd = opened if opened is not None else open_fifo(path)
     try:
+        reopened = False
         while True:
-            got = False
             for batch in read_batches(fd, wake_fd, limit):
-                got = True
+                if reopened and on_reopen is not None:
+                    on_reopen()
+                reopened = False
                 yield batch
             os.close(fd)
             fd = -1
@@ -163,8 +171,9 @@ def input_batches(
                 return
             time.sleep(0.05)  # the writer went away: wait for the next one
             fd = open_fifo(path)
-            if got and on_reopen is not None and not should_stop():
+            if on_reopen is not None and not should_stop():
                 on_reopen()
+            reopened = True
     finally:
         if fd >= 0:
             os.close(fd)
