@@ -13,7 +13,8 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 # Loaded at interpreter start (site): an atexit handler, an object freed only by the teardown, and (with
-# FC_TEST_THREAD) a thread that is no daemon and ends a moment later.
+# FC_TEST_THREAD) a thread that is no daemon and ends a moment after the main thread's end (it ended 0.5 s after
+# the start, and on a loaded machine fc-filter took longer than that: no thread ran at its end, so no teardown).
 SITECUSTOMIZE = """
 import atexit, os, threading, time
 
@@ -24,7 +25,13 @@ class Late:
 late = Late()
 atexit.register(lambda: os.write(2, b"atexit\\n"))
 if os.environ.get("FC_TEST_THREAD"):
-    threading.Thread(target=lambda: (time.sleep(0.5), os.write(2, b"thread done\\n"))).start()
+    def late_thread():
+        while threading.main_thread().is_alive():
+            time.sleep(0.01)
+        time.sleep(0.2)
+        os.write(2, b"thread done\\n")
+
+    threading.Thread(target=late_thread).start()
 """
 
 
