@@ -79,8 +79,9 @@ def _sqlite3_db_config() -> Callable[..., int] | None:
             return None  # (not remembered: a later close may find it imported)
         _db_config = None
         # the handle is read from the connection object (CPython 3.10 and 3.11: its first field after the object
-        # header), so only there
-        if sys.implementation.name == "cpython" and (3, 10) <= sys.version_info < (3, 12):
+        # header), so only there; and only on Linux, where a variadic C function takes its arguments as ctypes
+        # passes them (no argtypes) on x86-64 and arm64 alike: Apple's arm64 passes them on the stack instead
+        if sys.platform == "linux" and sys.implementation.name == "cpython" and (3, 10) <= sys.version_info < (3, 12):
             import _sqlite3
 
             with contextlib.suppress(OSError, AttributeError):
