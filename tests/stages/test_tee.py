@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import RELAY, ROOT
@@ -26,6 +27,15 @@ def reader(path: Path):
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb", buffering=0)
+
+
+def both_branches_get(want: set[str], rels: Callable[[str], set[str]], timeout: float) -> None:
+    """Wait until branches a and b each have every name in ``want`` (``rels``: the names a branch has)."""
+    deadline = time.monotonic() + timeout
+    while (rels("a") != want or rels("b") != want) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for k in ("a", "b"):
+        assert want - rels(k) == set(), f"branch {k} lost {len(want - rels(k))} of {len(want)}"
 
 
 def readline(r) -> bytes:
@@ -167,12 +177,7 @@ def test_no_loss_when_a_branch_reader_and_fc_tee_are_killed(tmp_path: Path) -> N
         procs["tee"] = tee()
         for i in range(n, n + 50):  # live changes after the restarts
             (site / f"f{i:05d}.txt").write_text(str(i))
-        want = {f"f{i:05d}.txt" for i in range(n + 50)}
-        deadline = time.monotonic() + 120
-        while (rels("a") != want or rels("b") != want) and time.monotonic() < deadline:
-            time.sleep(0.3)
-        assert want - rels("a") == set(), f"branch a lost {len(want - rels('a'))}"
-        assert want - rels("b") == set(), f"branch b lost {len(want - rels('b'))}"
+        both_branches_get({f"f{i:05d}.txt" for i in range(n + 50)}, rels, 120)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGKILL)
@@ -230,12 +235,7 @@ def test_a_branch_reader_restarted_while_lines_keep_coming_loses_none(tmp_path: 
             write_for(0.3)
             procs["b"] = branch("b")
             write_for(1.5)
-        want = {f"f{i:05d}.txt" for i in range(n)}
-        deadline = time.monotonic() + 60
-        while (rels("a") != want or rels("b") != want) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert want - rels("a") == set(), f"branch a lost {len(want - rels('a'))}"
-        assert want - rels("b") == set(), f"branch b lost {len(want - rels('b'))} of {n}"
+        both_branches_get({f"f{i:05d}.txt" for i in range(n)}, rels, 60)
     finally:
         for p in procs.values():
             p.send_signal(signal.SIGKILL)
