@@ -4,9 +4,11 @@ glued to the torn part: one bad line, skipped, and a good line lost with it.
 
 Seen in `make chaos`'s fc-conveyor topology (2026-12-07, main at ad49713): fc-tee killed while writing, restarted
 at once; fc-filter reported `not valid JSON: ... '{"v":1,"id":"961d5fcb1850b2{"v":1,"id":"552e...'`, and the css
-rule kept a file whose deletion was lost (1 of 100 rounds; the rule 'all' converged).  Not fixed yet: a writer
-could write whole lines in writes of at most PIPE_BUF bytes (atomic in a pipe: never torn), or a reader could
-take the complete line after a torn start; either needs its own tests and a chaos run."""
+rule kept a file whose deletion was lost (1 of 100 rounds; the rule 'all' converged).  File Conveyor's own
+writers no longer tear a line of up to PIPE_BUF bytes (writer.py: whole lines in atomic writes;
+tests/unit/test_writer_atomic.py).  What stays open, and this test: a torn line from another writer (a third-party
+stage, or a line longer than PIPE_BUF) still costs the line glued to it; a reader could take the complete line
+after a torn start."""
 
 from __future__ import annotations
 

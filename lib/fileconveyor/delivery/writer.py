@@ -43,6 +43,43 @@ REOPEN_EVERY = 0.5  # seconds between fc-tee's attempts to open a FIFO without a
 WAIT_POLL = 0.1  # seconds between attempts to open a FIFO while waiting for its reader
 
 
+# Into a pipe or FIFO, whole lines go in writes of at most PIPE_BUF bytes, which the kernel makes atomic: all of it
+# or none, even for a process killed while it waits for room.  A larger write is copied in pieces as the reader
+# makes room, and a writer killed in between left the torn start of a line in the FIFO; when the next writer
+# (a restarted fc-tee) opened it before the reader had seen an end of input, its first line was glued to the
+# torn one and skipped with it as a bad line: `make chaos`'s fc-conveyor topology lost a deletion that way
+# (tests/durability/test_torn_line_glued.py).  A single line longer than PIPE_BUF can still be torn.
+PIPE_BUF = getattr(select, "PIPE_BUF", 512)  # 4096 on Linux; POSIX guarantees 512
+
+
+def whole_lines_within(data: bytes, limit: int) -> list[memoryview]:
+    """``data`` (whole lines) in pieces of whole lines of at most ``limit`` bytes; a longer line alone."""
+    view = memoryview(data)
+    pieces = []
+    start, n = 0, len(data)
+    while start < n:
+        if n - start <= limit:
+            pieces.append(view[start:])
+            break
+        end = data.rfind(b"\n", start, start + limit)
+        if end < 0:  # one line longer than the limit
+            end = data.find(b"\n", start + limit)
+            if end < 0:
+                end = n - 1
+        pieces.append(view[start : end + 1])
+        start = end + 1
+    return pieces
+
+
+def _write_all(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:  # a non-blocking stdout: wait for room
+            select.select([], [fd], [], 1.0)
+
+
 class Output:
     """One destination of lines: stdout (path None or "-"), a named FIFO, or a regular file (appended)."""
 
@@ -56,6 +93,7 @@ class Output:
         # (Sending.discards: a last stage `> /dev/null` stores and encodes no output line)
         self.null = False
         self._stream: IO[bytes] | None = None  # stdout without a file descriptor (an in-memory stream)
+        self._pipe: tuple[int, bool] | None = None  # (fd, whether it is a pipe or FIFO)
 
     @property
     def name(self) -> str:
@@ -113,12 +151,19 @@ class Output:
         fd = self.fd
         if fd is None:
             raise BrokenPipeError(errno.EPIPE, f"{self.name} is not open")
-        view = memoryview(data)
-        while view:
+        if len(data) > PIPE_BUF and self._is_pipe(fd):
+            for piece in whole_lines_within(data, PIPE_BUF):
+                _write_all(fd, piece)
+        else:
+            _write_all(fd, data)
+
+    def _is_pipe(self, fd: int) -> bool:
+        if self._pipe is None or self._pipe[0] != fd:
             try:
-                view = view[os.write(fd, view) :]
-            except BlockingIOError:  # a non-blocking stdout: wait for room
-                select.select([], [fd], [], 1.0)
+                self._pipe = (fd, stat.S_ISFIFO(os.fstat(fd).st_mode))
+            except OSError:
+                return False
+        return self._pipe[1]
 
     def reader_gone(self) -> bool:
         """A pipe, FIFO or socket whose reader has closed its end (we still hold ours)."""
