@@ -7,7 +7,9 @@ and lib/ (an exported commit: ``git archive COMMIT | tar -x -C DIR``, with ``.ve
 landing meanwhile change nothing.  Prints, per run, files/s, CPU and peak RSS of the whole pipeline and of each
 stage (CPU seconds / MB), and writes every run as JSON.  ``--peers rclone`` runs pipeline_bench.py's peers in the
 same rounds, so each fc figure has its ratio to a peer taken under the same load; ``--set large`` is the set of
-20 files of 20 MiB.
+20 files of 20 MiB.  Each round starts one run further along the list than the last, so that over as many rounds
+as there are runs in a round every run has had every place (what runs just before matters: the file system, the
+page cache).
 
     .venv/bin/python bench/pipeline_ab.py --co before=/tmp/before --co after=/tmp/after --shapes 3,5 --rounds 3
     .venv/bin/python bench/pipeline_ab.py --co before=/tmp/b --co after=/tmp/a --shapes 3 --to sftp --set large \\
@@ -69,6 +71,10 @@ def main() -> None:
                 (f"{shape}-stage", label, Path(d) / "bin") for shape in args.shapes.split(",") for label, d in checkouts
             ]
             todo += [(peer, peer, ROOT / "bin") for peer in peers]
+            # Each round starts one place further along: a run's position in a round weighs as much as a change
+            # (the same checkout twice gave 2.50 against 1.86 s when it always ran first; docs/benchmarks.md)
+            k = r % len(todo)
+            todo = todo[k:] + todo[:k]
             for what, label, bin_dir in todo:
                 tool = f"fc {what}" if what.endswith("-stage") else what
                 m = one_run(tool, dest, tree, count, size, work, bin_dir)
