@@ -51,6 +51,14 @@ class HTTPChecker:
         self.opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ctx), _Redirects())
 
     def check(self, url: str) -> Remote:
+        # A recorded URL is what an event said (fc-record stores it as given): one that is no URL at all (a broken
+        # IPv6 host, a NUL byte in a file URL) is a row that cannot be checked, never the end of the run.
+        try:
+            return self._check(url)
+        except ValueError as exc:
+            return Remote(None, error=f"cannot check {url!r}: {exc}")
+
+    def _check(self, url: str) -> Remote:
         scheme = urlsplit(url).scheme.lower()
         if scheme == "file":
             return _file(url)

@@ -138,6 +138,8 @@ class Verifier:
             st = None
         except OSError as exc:
             return Finding(row, "error", "source", f"cannot stat the source: {exc.strerror}")
+        except ValueError:  # a NUL byte: a row fc-record no longer writes (a forged line), reported, not crashed on
+            return Finding(row, "error", "source", "the recorded path holds a NUL byte: no file is named so")
         how, remote = self.look(row)
         f = Finding(row, None, how, remote=remote, source_size=st.st_size if st else None, stat=st)
         f.expected_size = row.remote_size
