@@ -492,6 +492,53 @@ def test_shared_environment_conflicts(tmp_path: Path) -> None:
     assert line == 9 and "FC_A_B_PASSWORD" in msg and "rename one" in msg
 
 
+def two_rules(tmp_path: Path, filter_a: str, filter_b: str, dest_b: str) -> tuple[str, ...]:
+    other = '<server name="other" transporter="symlink_or_copy"><location>o</location><url>http://o/</url></server>'
+    servers = SERVERS.replace("</servers>", other + "</servers>")
+    rules = (
+        "<rules>\n"
+        f'<rule for="site" label="css">{filter_a}<destinations><destination server="cdn"/></destinations></rule>\n'
+        f'<rule for="site" label="all">{filter_b}<destinations>{dest_b}</destinations></rule>\n'
+        "</rules>"
+    )
+    return load(write(tmp_path, minimal(rules, servers))).warnings
+
+
+@pytest.mark.parametrize(
+    ("filter_a", "filter_b", "dest_b", "expected"),
+    [
+        # every file of the source: the stylesheet goes to the same place twice
+        ("<filter><extensions>css</extensions></filter>", "", '<destination server="cdn"/>', "to the same place"),
+        ("", "", '<destination server="cdn" path="raw"/>', "at different paths"),
+        # "gz" and "tar.gz" both match a.tar.gz; extensions without case
+        ("<filter><extensions>tar.gz</extensions></filter>", "<filter><extensions>GZ</extensions></filter>",
+         '<destination server="cdn"/>', "to the same place"),
+        ("<filter><paths>img</paths></filter>", "<filter><paths>img/icons:js</paths></filter>",
+         '<destination server="cdn"/>', "to the same place"),
+        # no file passes both, or they do not share a server: no warning
+        ("<filter><extensions>css</extensions></filter>", "<filter><extensions>js:png</extensions></filter>",
+         '<destination server="cdn"/>', None),
+        ("<filter><paths>img</paths></filter>", "<filter><paths>images:js</paths></filter>",
+         '<destination server="cdn"/>', None),
+        ('<filter><size conditionType="maximum">1000</size></filter>',
+         '<filter><size conditionType="minimum">999</size></filter>', '<destination server="cdn"/>', None),
+        ("", "", '<destination server="other"/>', None),
+    ],
+)  # fmt: skip
+def test_two_rules_sending_one_file_to_one_server_is_a_warning(
+    tmp_path: Path, filter_a: str, filter_b: str, dest_b: str, expected: str | None
+) -> None:
+    """synced_files keeps one row per file and server: of two rules that both send a file to one server, the
+    record keeps the last one's URL (and, at one path, the server the last one's copy)."""
+    warnings = two_rules(tmp_path, filter_a, filter_b, dest_b)
+    if expected is None:
+        assert warnings == ()
+    else:
+        assert len(warnings) == 1, warnings
+        assert warnings[0].startswith(f"{tmp_path / 'config.xml'}:7: rules 'css' (line 6) and 'all' both send")
+        assert "server 'cdn'" in warnings[0] and expected in warnings[0]
+
+
 # -- settings -----------------------------------------------------------------------------------------
 
 

@@ -44,7 +44,73 @@ def rules(c: Check, node: Node | None, sources: list[Source], servers: dict[str,
             destinations = _destinations(c, dests, servers)
         _shared_environment(c, n.line, destinations, servers)
         rules.append(Rule(source, a.get("label", ""), conditions, processors, destinations, delay, n.line))
+    _shared_servers(c, rules)
     return rules
+
+
+def _shared_servers(c: Check, rules: list[Rule]) -> None:
+    """A warning for two rules of one source that send to one server unless no file can pass both filters.  The
+    original applied every matching rule on its own, and so does fc-conveyor; but synced_files keeps one row per
+    file and server (its unique index, which the web applications' lookups rely on), so for a file both rules
+    send the record ends up holding whichever rule synced it last, and where both send it to the same path, so
+    does the server: a stylesheet processed by one rule and sent as it is by the other flips between the two."""
+    for i, b in enumerate(rules):
+        for a in rules[:i]:
+            if a.source != b.source or not _may_overlap(a.conditions, b.conditions):
+                continue
+            for server in dict.fromkeys(d.server for d in b.destinations):
+                paths_a = {d.path for d in a.destinations if d.server == server}
+                if not paths_a:
+                    continue
+                same = any(d.path in paths_a for d in b.destinations if d.server == server)
+                what = (
+                    "to the same place: the last one to send a file both match wins there and in synced_files"
+                    if same
+                    else "at different paths: a file both match is there twice, but synced_files keeps one row per"
+                    " file and server, the URL of whichever rule synced it last"
+                )
+                c.warn(
+                    b.line,
+                    f"rules {a.label!r} (line {a.line}) and {b.label!r} both send files of source {b.source!r} to "
+                    f"server {server!r} {what}; give them filters no file passes both (other extensions, paths or "
+                    f"sizes) or servers of their own",
+                )
+
+
+def _may_overlap(a: Conditions | None, b: Conditions | None) -> bool:
+    """False only when no file can pass both filters: their extensions, relative paths or size ranges part.
+    (Patterns and ignored directories are not compared: they count as overlapping.)"""
+    if a is None or b is None:
+        return True
+    if a.extensions and b.extensions and not _extensions_meet(a.extensions, b.extensions):
+        return False
+    if a.paths and b.paths and not _paths_meet(a.paths, b.paths):
+        return False
+    highs = [x for x in (a.max_size, b.max_size) if x is not None]
+    return not highs or max(a.min_size or 0, b.min_size or 0) <= min(highs)
+
+
+def _extensions_meet(xs: tuple[str, ...], ys: tuple[str, ...]) -> bool:
+    """Whether one name can end in one of each: an extension is what ends the base name after a dot, so "gz"
+    and "tar.gz" meet (in a.tar.gz); compared without case, as fc-filter does unless told otherwise."""
+    for x in (x.lower() for x in xs):
+        for y in (y.lower() for y in ys):
+            if x == y or x.endswith("." + y) or y.endswith("." + x):
+                return True
+    return False
+
+
+def _paths_meet(xs: tuple[str, ...], ys: tuple[str, ...]) -> bool:
+    """Whether a file can be under one of each: one is the other or a directory above it.  An absolute path
+    is compared with nothing (it may name the same place as a relative one): it meets."""
+    for x in xs:
+        for y in ys:
+            if x.startswith("/") or y.startswith("/"):
+                return True
+            px, py = x.strip("/") + "/", y.strip("/") + "/"
+            if px.startswith(py) or py.startswith(px):
+                return True
+    return False
 
 
 def _shared_environment(c: Check, line: int, destinations: tuple[Destination, ...], servers: dict[str, Server]) -> None:
