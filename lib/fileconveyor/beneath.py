@@ -15,7 +15,9 @@ Three uses, one primitive (``open_dir``: one directory opened relative to the on
   and kernels without openat2, go through ``_walk``: one openat(O_NOFOLLOW) per component from directory
   descriptors we hold, links read and resolved by us, never by the kernel;
 - ``open_dir`` itself, for a caller that keeps the descriptors of the directories it walks and makes missing
-  ones (file:// destinations, transporters/local.py).
+  ones (file:// destinations, transporters/local.py);
+- ``open_following(dfd, rel, flags)``: with ``--follow-symlinks``, a file whose way leads out of the root, reached
+  only the way ``fc-watch --follow-symlinks`` publishes one (watchers/links.py has the rule).
 """
 
 from __future__ import annotations
@@ -108,6 +110,72 @@ def open_file(dfd: int, root: bytes, rel: bytes, flags: int) -> int:
                 raise
             # EXDEV: a link leading out, or an absolute one (perhaps to inside): _walk decides.
     return _walk(dfd, root, rel, flags)
+
+
+def open_following(dfd: int, rel: bytes, flags: int) -> int:
+    """``rel`` opened with ``flags`` beneath ``dfd`` (an open root) as ``fc-watch --follow-symlinks`` publishes
+    files (watchers/links.py): a symlinked directory on the way is entered wherever it leads (the trust that flag
+    gives directory links), except where fc-watch refuses to go (into one of the directories on the way, to a
+    directory that contains the root or a followed link's target, onto a pseudo-filesystem); a symlink to a file
+    counts only when the file lies beneath the root or beneath the target of a symlinked directory on its way.
+    Each directory is opened relative to the one above, and where a link led is read from the descriptor the
+    kernel opened (/proc/self/fd), never from a path looked at again, so a link swapped in between changes nothing.
+    LeadsOut for a file fc-watch would not publish; as ``open_file`` for the rest."""
+    from .watchers.links import refused_dir, within  # only the --follow-symlinks runs that meet a link out
+
+    bases = (_fd_path(dfd),)
+    *dirs, last = rel_parts(rel)
+    fd = os.dup(dfd)
+    try:
+        on_way = {_ident(fd)}
+        for name in dirs:
+            try:
+                nxt = open_dir(name, fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not is_link(name, fd):
+                    raise  # gone, or a file where a directory was (ENOTDIR): not the file of the event
+                nxt = os.open(name, DIR_FLAGS, dir_fd=fd)  # the link, followed by the kernel: judged below
+                try:
+                    real = _fd_path(nxt)
+                    why = "leads into a directory on its own way" if _ident(nxt) in on_way else refused_dir(real, bases)
+                    if why is not None:
+                        raise LeadsOut(f"{os.fsdecode(name)!r} is a symlink to {os.fsdecode(real)!r}, {why}")
+                except BaseException:
+                    os.close(nxt)
+                    raise
+                if not within(real, bases):
+                    bases += (real,)
+            os.close(fd)
+            fd = nxt
+            on_way.add(_ident(fd))
+        try:
+            return os.open(last, flags | os.O_NOFOLLOW, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno not in (errno.ELOOP, errno.EMLINK):
+                raise
+        out = os.open(last, flags, dir_fd=fd)  # a link to a file: followed by the kernel, judged by where it led
+        try:
+            if not within(_fd_path(out), bases):
+                raise LeadsOut("a symlink to a file outside the root and the targets of the links on its way")
+        except BaseException:
+            os.close(out)
+            raise
+        return out
+    finally:
+        os.close(fd)
+
+
+def _fd_path(fd: int) -> bytes:
+    """Where the open ``fd`` is: the kernel's own answer, whatever happened to the path since it was opened."""
+    try:
+        return os.readlink(b"/proc/self/fd/%d" % fd)
+    except OSError:  # no /proc: nothing can be told, nothing is taken
+        raise LeadsOut("where a symlink leads cannot be told without /proc") from None
+
+
+def _ident(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    return st.st_dev, st.st_ino
 
 
 def _walk(dfd: int, root: bytes, rel: bytes, read_flags: int) -> int:

@@ -377,9 +377,16 @@ def _open_checked(src: Source, roots: Roots | None = None) -> tuple[int, os.stat
         if not (src.links_out_ok and src.ino is not None and src.size is not None):
             raise
         try:
-            fd = os.open(src.rel, _READ, dir_fd=dfd)  # the kernel follows the links; _identify checks the result
-        except FileNotFoundError:
+            # the links followed as fc-watch --follow-symlinks judges them; _identify checks the file it gives
+            fd = beneath.open_following(dfd, src.rel, _READ)
+        except (FileNotFoundError, NotADirectoryError):
             raise SourceGone(f"{E.display(src.path)} vanished before it could be read") from None
+        except beneath.LeadsOut as exc:
+            raise SourceOutside(
+                f"refusing {E.display(src.path)!r}: it leads out of {E.display(src.root)!r}: {exc}"
+            ) from None
+        except beneath.OutsideRoot as exc:
+            raise SourceRefused(f"refusing {E.display(src.path)!r}: {exc}") from None
     finally:
         if not kept:
             os.close(dfd)
