@@ -162,6 +162,8 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
     root, rel, path = E.get_path(ev, "root"), E.get_path(ev, "rel"), E.get_path(ev, "path")
     if not root.startswith(b"/"):
         raise SourceRefused(f"refusing root {E.display(root)!r}: not absolute")
+    if root.find(b"\0") >= 0:  # (else the open below raises ValueError: an "internal error", not a refusal)
+        raise SourceRefused(f"refusing root {E.display(root)!r}: it holds a NUL byte, no directory is named so")
     src = Source(_normpath(root), checked_rel(rel), *_identity(ev))
     head = src.root.rstrip(b"/")
     joined = head + b"/" + rel if head else b"/" + rel  # src.path (normal: root normalized, rel of plain steps)

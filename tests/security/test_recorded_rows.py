@@ -96,3 +96,16 @@ def test_fc_verify_reports_rows_it_cannot_check_and_checks_the_rest(tmp_path: Pa
     assert sorted(r["problem"] for r in by_stat) == ["error", "stale", "stale"], by_stat  # (stat needs no URL)
     repairs = _verify(tmp_path, db, "--repair", "--to", "file://" + quote(str(cdn)) + "?name=cdn")
     assert sorted(e["rel"] for e in repairs) == ["gone1.css", "gone2.css"]  # their deletions; nothing for the rest
+
+
+def test_a_work_file_name_with_a_nul_byte_is_no_failure_of_fc_record(tmp_path: Path) -> None:
+    # fc-record stats an event's ``file`` for the size sent: a NUL byte there was an "unexpected failure" (the
+    # runner's path for a stage's bug, the event passed on as an internal error), the row not recorded
+    _src, _cdn, good = _site(tmp_path)
+    db = tmp_path / "synced.db"
+    args = ["--db", str(db), "--state", str(tmp_path / "r.db"), "--drain-timeout", "5"]
+    res = _run("fc-record", args, tmp_path, json.dumps({**good, "file": "/tmp/a\0b.css"}).encode() + b"\n")
+    err = res.stderr.decode(errors="replace")
+    assert res.returncode == 0 and "unexpected failure" not in err, err
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT input_file, remote_size FROM synced_files").fetchall() == [(good["path"], None)]

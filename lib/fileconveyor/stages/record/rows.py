@@ -165,5 +165,5 @@ def _remote_size(ev: dict) -> int | None:
         return _int(ev.get("size"))
     try:  # the work file, if fc-process has not removed it yet
         return os.stat(E.get_path(ev, "file")).st_size
-    except (OSError, E.EventError):
+    except (OSError, ValueError):  # gone, or no file name at all (a NUL byte; E.EventError is a ValueError)
         return None
