@@ -176,11 +176,11 @@ def test_a_fifo_another_users_process_opened_before_it_was_tightened_gets_no_ack
     site.mkdir()
     for i in range(5):
         (site / f"f{i}.txt").write_text(str(i))
-    filt = subprocess.Popen(
-        [*FILTER, "--input", str(fifo), "--state", str(tmp_path / "f.db")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    passed = tmp_path / "filter.out"
+    with passed.open("wb") as out:
+        filt = subprocess.Popen(
+            [*FILTER, "--input", str(fifo), "--state", str(tmp_path / "f.db")], stdout=out, stderr=subprocess.PIPE
+        )
     try:
         watch = subprocess.run(
             [*WATCH, "--scan-once", "--output", str(fifo), "--state", str(tmp_path / "w.db"), str(site)],
@@ -188,6 +188,13 @@ def test_a_fifo_another_users_process_opened_before_it_was_tightened_gets_no_ack
             timeout=120,
         )
         assert watch.returncode == 0, watch.stderr
+        # fc-watch does not wait for our reader: the thief holds the FIFO open, so its open did not block, and
+        # nothing acknowledges.  Stopped before it took the lines, fc-filter (under load, still starting) said
+        # nothing and proved nothing: wait until it has passed them all on (a stop then acknowledges what it took)
+        deadline = time.monotonic() + 60
+        while passed.read_bytes().count(b"\n") < 5 and time.monotonic() < deadline and filt.poll() is None:
+            time.sleep(0.05)
+        assert passed.read_bytes().count(b"\n") == 5, passed.read_bytes()
     finally:
         filt.terminate()
         _, err = filt.communicate(timeout=60)
