@@ -78,6 +78,45 @@ def stream_state(server: NatsServer, stream: str = "FC") -> tuple[int, int]:
     return asyncio.run(look())
 
 
+def unacknowledged(server: NatsServer, partitions: int, stream: str = "FC") -> list[str]:
+    """What the stream holds that the consumer of its partition has not acknowledged: a consumer missing, one with
+    messages not yet delivered or delivered and not acknowledged, and every message kept above its consumer's
+    acknowledgement floor.  After a kill -9 of nats-server (2.9.10) the stream may keep messages its consumer had
+    acknowledged: their removal was not on disk yet, and the consumer's floor is past them, so the server neither
+    delivers them again nor removes them (7 of 453 once, all below the floor).  Those are not counted here:
+    stream_state() == (0, 0) counted them, and failed the test now and then under load."""
+
+    async def look() -> list[str]:
+        import nats
+
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            left, floor = [], {}
+            for k in range(partitions):
+                try:
+                    info = await js.consumer_info(stream, N.consumer_name(stream, k))
+                except Exception as exc:
+                    left.append(f"partition {k}: no consumer ({exc or type(exc).__name__})")
+                    continue
+                if info.num_pending or info.num_ack_pending:
+                    left.append(f"partition {k}: {info.num_pending} undelivered, {info.num_ack_pending} unacknowledged")
+                floor[N.subject(stream, k)] = info.ack_floor.stream_seq if info.ack_floor else 0
+            state = (await js.stream_info(stream)).state
+            for seq in range(state.first_seq, state.last_seq + 1) if state.messages else ():
+                try:
+                    msg = await js.get_msg(stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue  # removed (acknowledged)
+                if seq > floor.get(msg.subject, 0):
+                    left.append(f"stream seq {seq} ({msg.subject}): above its consumer's acknowledgement floor")
+            return left
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
 def scan_and_publish(tmp: Path, src: Path, url: str, *extra: str, timeout: float = 60) -> None:
     """fc-watch --scan-once piped into fc-publish (fc-publish acknowledges to fc-watch through the pipe)."""
     watch = spawn(
@@ -353,7 +392,8 @@ def test_nats_server_killed_and_restarted_loses_nothing(tmp_path: Path, nats_ser
     nats_server.start()
     finish((consume, transport), tmp_path)
     assert tree(dest) == tree(src)
-    assert stream_state(nats_server) == (0, 0)
+    # every message acknowledged by its partition's consumer (the server may keep some of those: see unacknowledged)
+    assert unacknowledged(nats_server, 4) == []
 
 
 def test_a_slow_next_stage_is_waited_for_without_redeliveries(tmp_path: Path, nats_server: NatsServer) -> None:
