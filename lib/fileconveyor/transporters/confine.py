@@ -114,18 +114,19 @@ class CheckedDirs(Transporter):
         ones are made when ``create``, else the answer is False.  A link where a directory should be:
         PermanentError.  The server resolves the path again at each request: a directory swapped for a link in
         between is a race neither protocol gives a way to close (README)."""
-        if not rel or self.dirs.get(rel):
-            return True
-        if not self._check_dirs(parent_and_name(rel)[0], create):
-            return False
-        kind = self._entry_kind(rel, create)
-        if kind == LINK:
-            raise link_refused(join(self.dest.root, rel))
-        if kind == FILE and create:
-            raise not_a_directory(join(self.dest.root, rel))
-        if kind in (FILE, MISSING):
-            return False
-        self.dirs.put(rel, True)  # a directory, or an answer that cannot tell (UNKNOWN)
+        below: list[bytes] = []  # up to the deepest directory remembered, then down: a loop, never a recursion
+        while rel and not self.dirs.get(rel):
+            below.append(rel)
+            rel = parent_and_name(rel)[0]
+        for sub in reversed(below):
+            kind = self._entry_kind(sub, create)
+            if kind == LINK:
+                raise link_refused(join(self.dest.root, sub))
+            if kind == FILE and create:
+                raise not_a_directory(join(self.dest.root, sub))
+            if kind in (FILE, MISSING):
+                return False
+            self.dirs.put(sub, True)  # a directory, or an answer that cannot tell (UNKNOWN)
         return True
 
     def _rmdir(self, rel: bytes) -> bool:

@@ -214,19 +214,30 @@ class SymlinkOrCopy(Transporter):
         fd = self.dirs.get(rel)
         if fd is not None:
             return fd
-        if not rel:
-            fd = _open_dir(self.root, None)
-            if fd is None and create:
-                os.makedirs(self.root, exist_ok=True)  # the root, and above it, as the user named it
-                fd = _open_dir(self.root, None)
+        # Up to the deepest directory remembered (or the root), then down one component at a time: a loop, since
+        # a recursion ended a file a thousand directories deep with "maximum recursion depth exceeded".
+        below: list[bytes] = []
+        while rel:
+            below.append(rel)
+            rel = parent_and_name(rel)[0]
+            fd = self.dirs.get(rel) if rel else None
+            if fd is not None:
+                break
         else:
-            above, name = parent_and_name(rel)
-            parent = self._dir(above, create)
-            if parent is None:
+            fd = self.dirs.get(b"")
+            if fd is None:
+                fd = _open_dir(self.root, None)
+                if fd is None and create:
+                    os.makedirs(self.root, exist_ok=True)  # the root, and above it, as the user named it
+                    fd = _open_dir(self.root, None)
+                if fd is None:
+                    return None
+                self.dirs.put(b"", fd)
+        for sub in reversed(below):
+            fd = self._subdir(fd, sub, parent_and_name(sub)[1], create)
+            if fd is None:
                 return None
-            fd = self._subdir(parent, rel, name, create)
-        if fd is not None:
-            self.dirs.put(rel, fd)
+            self.dirs.put(sub, fd)
         return fd
 
     def _subdir(self, parent: int, rel: bytes, name: bytes, create: bool) -> int | None:
