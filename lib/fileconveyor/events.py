@@ -384,6 +384,7 @@ def _no_constant(name: str) -> None:
 _decoder = json.JSONDecoder(parse_float=_finite, parse_constant=_no_constant)
 _scan = _decoder.scan_once  # what _decoder.decode runs, without its two look-ups for white space
 _JSON_SPACE = " \t\n\r"
+_SPACE_RUN = re.compile(r"[ \t\n\r]*")
 
 
 def _parse(raw: bytes) -> Any:
@@ -659,12 +660,70 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# -- a whole line glued to a torn one -------------------------------------------------
+
+# A writer killed in the middle of a line leaves its start in the pipe or FIFO; the next writer's first line, when
+# that writer was already there (a FIFO's reader sees no end of input between them), comes glued to it:
+# ``{"v":1,...,"path":"/r/a.c{"v":1,...,"rel":"b.css"}\n``.  File Conveyor's writers write whole lines of up to
+# PIPE_BUF bytes atomically (delivery/writer.py); a longer line, or a third-party writer, can still tear one.  The
+# torn start is lost (its writer did not see it delivered and sends it again); the whole line after it is taken.
+# It is looked for only in a line that is not an event, from its end, at the places where an event starts
+# (``{"``), GLUED_TRIES of them at most: each try decodes the rest of the line, so a hostile line (megabytes of
+# ``{"``) costs at most GLUED_TRIES decodes of its length, never one per place.  A real event has two or three
+# ``{"`` of its own (its start, its hop, an error object) which are tried first and fail at once.
+GLUED_TRIES = 16
+TORN_START = "the torn start of a line (its writer died mid-line?), a whole line glued to it taken"
+_EVENT_START = b'{"'
+
+
+class Glued(NamedTuple):
+    """A line that is not an event, split: the torn start of a line, and the whole event line that ends it."""
+
+    torn: bytes
+    line: bytes
+    event: Event
+
+
+def unglue(line: bytes) -> Glued | None:
+    """For a line that ``decode`` refused: the whole event line that ends it after a torn start, decoded (as
+    ``decode`` takes it: every check), or None when there is none within GLUED_TRIES places.  Never splits a
+    line that decodes (call it only after ``decode`` refused ``line``); what it takes is a valid event from one
+    of its starts to the end of the line, newline included, as if it had come on a line of its own."""
+    # an event line ends with "}": no other line has one glued at its end (and most bad lines stop here)
+    if not line.rstrip(b" \t\r\n").endswith(b"}"):
+        return None
+    at = len(line)
+    for _ in range(GLUED_TRIES):
+        at = line.rfind(_EVENT_START, 1, at)  # (from 1: the line from 0 is what was refused)
+        if at < 0:
+            return None
+        rest = line[at:]
+        # First only scanned, as far as its first error (``decode`` scans twice to say what is wrong, and decodes
+        # UTF-8 twice).  Latin-1, one character per byte: JSON's structure is ASCII and the scanner takes any
+        # character from 0x20 in a string, so what is valid JSON in UTF-8 scans the same.  (The rest of the line,
+        # not the line from ``at``: a scanner's error counts the lines before its place.)
+        text = rest.decode("latin-1")
+        try:
+            end = _scan(text, 0)[1]
+        except (StopIteration, ValueError, RecursionError):
+            continue
+        if _SPACE_RUN.match(text, end).end() != len(text):  # type: ignore[union-attr]  # (always matches)
+            continue  # a value that ends before the line does (an object inside the line's)
+        try:
+            return Glued(line[:at], rest, decode(rest))  # every check, UTF-8 included
+        except EventError:
+            continue
+    return None
+
+
 def events_from(lines: Iterable[bytes], on_bad: Callable[[BadLine], None]) -> Iterator[Event]:
     """Events from lines (each with its newline); a bad line goes to ``on_bad`` with
     its line number and the stream goes on.
 
     A last line without its newline is a torn write (the writer died mid-line): it is
-    never taken as an event, even when it happens to parse.
+    never taken as an event, even when it happens to parse.  A line that is not an event
+    but ends in a whole one after a torn start (``unglue``): the torn start goes to
+    ``on_bad``, the event is taken.
     """
     for lineno, line in enumerate(lines, 1):
         if not line.endswith(b"\n"):
@@ -677,6 +736,12 @@ def events_from(lines: Iterable[bytes], on_bad: Callable[[BadLine], None]) -> It
         if not line.strip():
             continue
         try:
-            yield decode(line)
+            ev = decode(line)
         except EventError as exc:
-            on_bad(BadLine(lineno, str(exc), line))
+            glued = unglue(line)
+            if glued is None:
+                on_bad(BadLine(lineno, str(exc), line))
+                continue
+            on_bad(BadLine(lineno, TORN_START, glued.torn))
+            ev = glued.event
+        yield ev

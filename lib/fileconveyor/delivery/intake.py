@@ -1,7 +1,8 @@
 """The reading side of a hop: lines in, checked, turned into work items.
 
 - reads lines (stdin, a file or a FIFO) on a thread, and stops reading while the runner has too much queued;
-- decodes each line; a bad one is reported with its line number and skipped;
+- decodes each line; a bad one is reported with its line number and skipped (a whole line glued to the torn
+  start of one is taken, the torn start reported: events.unglue);
 - drops replays already taken (``hop`` high-water marks per writer, see delivery/durable.py), refuses a
   ``hop.seq`` past what its writer wrote (a forged line), and holds a writer's lines while it re-sends what a
   previous process of ours may have read and lost (``Holding``);
@@ -272,8 +273,12 @@ class Intake:
             try:
                 ev = decode(line)
             except E.EventError as exc:
-                self.bad(str(exc), line)
-                continue
+                glued = E.unglue(line)  # a whole line glued to the torn start of one: that line is taken
+                if glued is None:
+                    self.bad(str(exc), line)
+                    continue
+                self.bad(E.TORN_START, glued.torn)
+                line, ev = glued.line, glued.event
             counts.read += 1
             h = ev.get("hop")  # checked by E.decode (from, epoch: strings; seq: an integer) when there
             hop = None

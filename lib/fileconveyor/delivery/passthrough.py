@@ -17,7 +17,9 @@ from collections.abc import Callable, Iterable
 
 from .streams import LongLine
 
-Keep = Callable[[bytes, int], bool]  # (a whole line, its number) -> pass it on
+# (a whole line, its number) -> the line to pass on (itself, or the whole line glued to a torn start in it:
+# events.unglue), or None
+Keep = Callable[[bytes, int], "bytes | None"]
 
 
 def copy_lines(
@@ -28,7 +30,8 @@ def copy_lines(
     keep: Keep | None = None,
     after: Callable[[], list[bytes]] | None = None,
 ) -> int:
-    """Copy the whole lines of ``batches`` (input_batches) that ``keep`` keeps (None: all) to ``write``, the
+    """Copy the whole lines of ``batches`` (input_batches) that ``keep`` keeps (None: all), as it gives them, to
+    ``write``, the
     lines of one batch joined, followed by what ``after`` gives then (fc-filter's marks of dropped lines); a torn
     last line or a LongLine is reported to ``error`` and dropped.  Returns how many lines were torn or too long."""
     torn = 0
@@ -52,8 +55,12 @@ def copy_lines(
                 else:
                     error(f"incomplete last line from the writer dropped: {line[:200]!r}")
                 continue
-            if keep is None or keep(line, n):
+            if keep is None:
                 kept.append(line)
+            else:
+                out = keep(line, n)
+                if out is not None:
+                    kept.append(out)
         if after is not None:
             kept += after()
         if kept:

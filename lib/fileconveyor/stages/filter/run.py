@@ -97,31 +97,42 @@ class PassFilter:
         self.bad = 0
         self.gaps: dict[str, dict] = {}  # writer (hop.from) -> the hop of its last line, dropped
 
-    def keep(self, line: bytes, lineno: int) -> bool:
+    def keep(self, line: bytes, lineno: int) -> bytes | None:
+        """The line to pass on (``line``, or the whole line glued to a torn start in it: events.unglue), or None."""
         if line[0] in _BLANK and not line.strip():
-            return False
+            return None
         try:
             seen = usual(line)  # fc-watch's line, read without the JSON parser (usual.py); else decoded
             if seen is not None:
                 ev, hop = seen
             else:
-                ev = E.decode(line)
+                try:
+                    ev = E.decode(line)
+                except E.EventError:
+                    glued = E.unglue(line)
+                    if glued is None:
+                        raise
+                    self.report(lineno, E.TORN_START, glued.torn)
+                    line, ev = glued.line, glued.event
                 hop = ev.get("hop")
             if ev["kind"] == E.DROPPED:  # a filter before us dropped it: so do we, as its last dropped line
                 kept = False
             else:
                 kept = self.stage.passes(ev)
         except E.EventError as exc:
-            self.bad += 1
-            shown = line[:200].decode("utf-8", "replace").rstrip("\n")
-            self.error(f"input line {lineno}: {exc}: {shown!r} (skipped)")
-            return False
+            self.report(lineno, str(exc), line)
+            return None
         if hop is not None:
             if kept:
                 self.gaps.pop(hop["from"], None)
             else:
                 self.gaps[hop["from"]] = hop
-        return kept
+        return line if kept else None
+
+    def report(self, lineno: int, reason: str, line: bytes) -> None:
+        self.bad += 1
+        shown = line[:200].decode("utf-8", "replace").rstrip("\n")
+        self.error(f"input line {lineno}: {reason}: {shown!r} (skipped)")
 
     def marks(self) -> list[bytes]:
         """The ``dropped`` lines for the gaps left at the end of this read (hop.for kept: a replay all dropped
