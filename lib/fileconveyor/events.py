@@ -363,6 +363,25 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "processed": (list,),
 }
 _CONTAINERS = (dict, list)
+# The fields that name a file (put_path/get_path): no file name holds a NUL byte, so a line with one in such a
+# field is forged or broken.  Taken, it failed later, where the name met the system ("embedded null byte"): a
+# stage's internal error, or a row that made every later fc-verify end (tests/security/test_recorded_rows.py).
+_NAME_FIELDS = ("root", "path", "rel", "name", "file", "remote")
+_B64_FIELDS = frozenset(f + "_b64" for f in _NAME_FIELDS)
+
+
+def _b64_bytes(key: str, value: str) -> bytes:
+    try:
+        return base64.b64decode(value, validate=True)
+    except ValueError:  # binascii.Error is one
+        raise EventError(f"field {key} is not valid base64") from None
+
+
+def _check_name(key: str, raw: bytes) -> None:
+    if b"\0" in raw:
+        raise EventError(f"field {key} holds a NUL byte: no file is named so")
+
+
 HOP_KEYS = frozenset(("from", "epoch", "seq", "for"))
 MAX_INT = (1 << 63) - 1  # what SQLite stores as an INTEGER; every count, size and seq fits
 _MAX_INT_TEXT = str(MAX_INT)  # 19 digits
@@ -512,6 +531,15 @@ def _decode(raw: bytes) -> Event:
             raise EventError(f"field 'mtime_ns' is not an integer from 0 to {MAX_INT}: {_short(value)}")
     if plan.nested and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and _depth(ev) > MAX_DEPTH:
         raise EventError(f"nested deeper than {MAX_DEPTH} levels")
+    for key in plan.nulls:
+        del ev[key]
+    for key in plan.b64:
+        _check_name(key, _b64_bytes(key, ev[key]))
+    if b"\\u0000" in raw:  # (JSON carries a NUL in a string only escaped)
+        for key in _NAME_FIELDS:
+            value = ev.get(key)
+            if type(value) is str and "\0" in value:
+                _check_name(key, b"\0")
     if b"\\" in raw and b"\\u" in raw and _has_surrogate(ev):  # one byte is cheaper to look for than two
         # JSON may escape half of a UTF-16 pair alone; no file name or text we could write has one
         raise EventError("a string holds a lone surrogate escape (not Unicode text)")
@@ -559,11 +587,13 @@ class _Plan:
     Made only for a shape with ``v`` an int and ``kind`` a string, its known fields of their types: raises
     EventError otherwise."""
 
-    __slots__ = ("hop", "ints", "mtime_ns", "nested", "path")
+    __slots__ = ("b64", "hop", "ints", "mtime_ns", "nested", "nulls", "path")
 
     def __init__(self, ev: Event):
         _check_head(ev)
         ints: list[str] = []
+        b64: list[str] = []
+        nulls: list[str] = []
         self.mtime_ns = self.nested = False
         for key, value in ev.items():
             types = _TYPES.get(key)
@@ -572,7 +602,8 @@ class _Plan:
                     self.nested = True
                 continue
             if type(value) not in types:
-                if value is None:  # null: as if absent
+                if value is None:  # null: as if absent (and made absent: a stage asks ``"name" in ev``)
+                    nulls.append(key)
                     continue
                 raise EventError(
                     f"field {key!r} is {type(value).__name__}, not {' or '.join(t.__name__ for t in types)}"
@@ -583,7 +614,11 @@ class _Plan:
                 self.mtime_ns = True
             elif type(value) in _CONTAINERS:
                 self.nested = True
+            elif key in _B64_FIELDS:
+                b64.append(key)
         self.ints = tuple(ints)
+        self.b64 = tuple(b64)
+        self.nulls = tuple(nulls)
         hop = ev.get("hop")
         if hop is not None and type(hop) is not dict:
             raise EventError("field 'hop' is not an object")

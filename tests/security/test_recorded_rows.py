@@ -68,10 +68,11 @@ def test_fc_record_does_not_record_a_path_with_a_nul_byte(tmp_path: Path) -> Non
     res = _run("fc-record", args, tmp_path, lines)
     err = res.stderr.decode(errors="replace")
     assert res.returncode == 1 and "Traceback" not in err, err
-    assert "not recorded" in err and "NUL" in err, err
+    # refused where every stage reads its lines (events.decode): a bad line, reported with its number and skipped
+    assert "input line 1: field path holds a NUL byte" in err, err
     with sqlite3.connect(db) as conn:
         assert [r[0] for r in conn.execute("SELECT input_file FROM synced_files")] == [good["path"]]
-    assert len(res.stdout.splitlines()) == 2  # both passed on, as every event is
+    assert [json.loads(x)["path"] for x in res.stdout.splitlines()] == [good["path"]]
 
 
 def test_fc_verify_reports_rows_it_cannot_check_and_checks_the_rest(tmp_path: Path) -> None:
@@ -100,12 +101,14 @@ def test_fc_verify_reports_rows_it_cannot_check_and_checks_the_rest(tmp_path: Pa
 
 def test_a_work_file_name_with_a_nul_byte_is_no_failure_of_fc_record(tmp_path: Path) -> None:
     # fc-record stats an event's ``file`` for the size sent: a NUL byte there was an "unexpected failure" (the
-    # runner's path for a stage's bug, the event passed on as an internal error), the row not recorded
+    # runner's path for a stage's bug, the event passed on as an internal error); now a bad line like any other
     _src, _cdn, good = _site(tmp_path)
     db = tmp_path / "synced.db"
     args = ["--db", str(db), "--state", str(tmp_path / "r.db"), "--drain-timeout", "5"]
-    res = _run("fc-record", args, tmp_path, json.dumps({**good, "file": "/tmp/a\0b.css"}).encode() + b"\n")
+    lines = json.dumps({**good, "file": "/tmp/a\0b.css"}).encode() + b"\n" + json.dumps(good).encode() + b"\n"
+    res = _run("fc-record", args, tmp_path, lines)
     err = res.stderr.decode(errors="replace")
-    assert res.returncode == 0 and "unexpected failure" not in err, err
+    assert res.returncode == 1 and "unexpected failure" not in err, err
+    assert "input line 1: field file holds a NUL byte" in err, err
     with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT input_file, remote_size FROM synced_files").fetchall() == [(good["path"], None)]
+        assert conn.execute("SELECT input_file FROM synced_files").fetchall() == [(good["path"],)]

@@ -259,3 +259,23 @@ def test_decode_takes_a_path_by_its_bytes_or_refuses_it(fields: dict, want: byte
             events.decode(line)
     else:
         assert events.get_path(events.decode(line), "path") == want
+
+
+@pytest.mark.parametrize("field", ["root", "path", "rel", "name", "file", "remote"])
+def test_a_name_field_holding_a_nul_byte_is_refused(field: str) -> None:
+    # no file is named with a NUL byte: taken, such a line failed later, where the name met the system
+    ev = {"v": 1, "kind": "created", "root": "/r", "path": "/r/a", "rel": "a", field: "x\0y"}
+    with pytest.raises(EventError, match=f"field {field} holds a NUL byte"):
+        events.decode(json.dumps(ev).encode())
+    ev.pop(field) if field not in ("root", "path", "rel") else ev.update({field: "/r/a" if field == "path" else "a"})
+    ev[field + "_b64"] = "eABZ"  # x NUL Y
+    with pytest.raises(EventError, match=f"field {field}_b64 holds a NUL byte"):
+        events.decode(json.dumps(ev).encode())
+    ev[field + "_b64"] = "not base64!"
+    with pytest.raises(EventError, match=f"field {field}_b64 is not valid base64"):
+        events.decode(json.dumps(ev).encode())
+
+
+def test_a_known_field_that_is_null_is_absent() -> None:
+    ev = events.decode(b'{"v":1,"kind":"created","root":"/r","path":"/r/a","rel":"a","name":null,"size":null,"x":null}')
+    assert "name" not in ev and "size" not in ev and ev["x"] is None  # (an unknown field is passed on as it is)

@@ -18,6 +18,7 @@ from fileconveyor import events as E
 from tests.unit.test_usual_line import exact, usual_line
 
 _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)  # no lone surrogate: a name we carry
+_NAME = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), max_size=12)  # no NUL either
 _JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TEXT, inner, max_size=3),
@@ -32,13 +33,15 @@ def event_lines(draw: st.DrawFn) -> bytes:
     json.dumps (spaces, ASCII escapes), with fields of every type, nested ones, names with ``{`` and ``"``."""
     style = draw(st.sampled_from(["usual", "encode", "dumps"]))
     if style == "usual":
-        rel = draw(st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=20)).encode()
+        rel = draw(
+            st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\0"), min_size=1, max_size=20)
+        ).encode()
         return usual_line(draw(st.sampled_from(E.KINDS)), rel, draw(st.integers(0, 10**12)),
                           draw(st.integers(0, 2 * 10**18)), draw(st.integers(0, 10**9)), draw(st.integers(0, 10**9)),
                           None, None, False)  # fmt: skip
-    ev: dict = {"v": 1, "kind": draw(st.sampled_from(E.KINDS)), "path": "/r/" + draw(_TEXT)}
+    ev: dict = {"v": 1, "kind": draw(st.sampled_from(E.KINDS)), "path": "/r/" + draw(_NAME)}
     for key in draw(st.lists(st.sampled_from(["id", "source", "root", "rel", "size", "error"]), unique=True)):
-        ev[key] = draw(st.integers(0, E.MAX_INT)) if key == "size" else draw(_TEXT)
+        ev[key] = draw(st.integers(0, E.MAX_INT)) if key == "size" else draw(_NAME if key in ("root", "rel") else _TEXT)
     extra = draw(st.dictionaries(_TEXT.filter(lambda k: k not in _RESERVED), _JSON, max_size=3))
     ev.update(extra)
     if draw(st.booleans()):

@@ -121,9 +121,6 @@ class RecordStage(Stage):
         ev = item.event
         get = ev.get
         server = get("server")
-        path = get("path")
-        if "\0" in path if type(path) is str and "path_b64" not in ev else b"\0" in E.get_path(ev, "path"):
-            return self._no_file(ev)
         try:
             if (
                 server in self.seen
@@ -146,15 +143,6 @@ class RecordStage(Stage):
             return self._work(item)
         except RetryableError as exc:  # the database busy for 30 s (another writer), or a full disk
             return Retry(str(exc), after=backoff.delay(item.attempts, 2.0, 60.0))
-
-    def _no_file(self, ev: dict) -> Done:
-        """An event whose path holds a NUL byte: no file is named so (fc-watch never writes one), so it is a forged or
-        broken line.  Recorded, it made every later fc-verify end with a traceback before checking anything (its
-        stat of the path raised): it is reported and passed on, as every event is, and nothing of it is written."""
-        self.counts["unrecorded"] += 1
-        shown = E.display(E.get_path(ev, "path"))
-        self.rep.error(f"{shown}: not recorded: its path holds a NUL byte, no file is named so")
-        return Done([ev], failed=True, unchanged=True)
 
     def _plain_round(self) -> bool:
         """Record.plain, asked at the round's first synced line (it begins the round's transaction), with the
