@@ -2,7 +2,7 @@
 
     storage:   fc-watch --output FIFO  ->  fc-publish --input FIFO nats://127.0.0.1:PORT/FC
     worker k:  fc-consume --partitions auto|2k,2k+1 -> fc-process (SpacesToUnderscores + cmd:sed)
-               -> fc-transport --to file://DEST -> fc-record --db postgresql://...
+               -> fc-transport --to file://DEST --record-db postgresql://... -> fc-record --db postgresql://...
 
 Stages connected by named FIFOs, as under supervisord.  The source tree changes all the time (tests/durability/
 chaos.py's Mutator: creations, modifications, renames, deletions), each write stamping the file with a version
@@ -184,7 +184,9 @@ class Cluster:
             return [*fc, "--chain", "filename.SpacesToUnderscores", "--processor", PROCESSOR, "--jobs", "2",
                     "--input", prev, "--output", str(ff[name])]  # fmt: skip
         if stage == "transport":
-            return [*fc, "--to", f"file://{self.dest}", "--url", BASE_URL, "--input", prev, "--output", str(ff[name])]
+            # --record-db: a deletion of a file another worker uploaded goes by the name the shared record holds
+            return [*fc, "--to", f"file://{self.dest}", "--url", BASE_URL, "--record-db", self.db_url,
+                    "--input", prev, "--output", str(ff[name])]  # fmt: skip
         return [*fc, "--db", self.db_url, "--input", prev, "--output", str(self.work / f"{name}.out")]
 
     def start(self, name: str) -> None:

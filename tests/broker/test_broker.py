@@ -256,8 +256,9 @@ def test_events_cross_the_broker_into_file_transport(tmp_path: Path, nats_server
     url = nats_server.stream_url()
     scan_and_publish(tmp_path, src, url, "--partitions", "4")
     # an event from before the hop with an order of its own (anyone's): replaced by the broker's
-    ghost = {"v": 1, "id": "f" * 32, "kind": "deleted", "source": "src", "root": str(src), "order": 10**18}
-    ghost.update(path=str(src / "ghost.txt"), rel="ghost.txt")
+    (src / "ghost.txt").write_text("ghost\n")
+    ghost = {"v": 1, "id": "f" * 32, "kind": "created", "source": "src", "root": str(src), "order": 10**18}
+    ghost.update(path=str(src / "ghost.txt"), rel="ghost.txt", size=6)
     publish(tmp_path, url, E.encode(ghost), state="ghost.db")
     assert stream_state(nats_server)[0] == 42  # stored, not consumed yet
     finish(start_workers(tmp_path, src, dest, url, idle=1.5), tmp_path)
@@ -314,7 +315,9 @@ def test_consumer_killed_mid_run_loses_nothing_and_keeps_each_path_in_order(
     consume, transport = start_workers(tmp_path, src, dest, url, *workers, idle=2)
     out = tmp_path / "transport.out"
     deadline = time.monotonic() + 30
-    while len(lines_of(out)) < total // 4 and time.monotonic() < deadline:
+    # (an eighth: fc-transport emits nothing for most events of this churn, a file's earlier versions being gone
+    # and a deletion of a file never uploaded deleting nothing, so its output lags what fc-consume emitted)
+    while len(lines_of(out)) < total // 8 and time.monotonic() < deadline:
         time.sleep(0.01)
     consume.send_signal(signal.SIGKILL)
     at_kill = len(lines_of(out))

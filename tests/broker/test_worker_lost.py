@@ -41,7 +41,17 @@ def worker(tmp: Path, name: str, src: Path, dest: Path, record: Path, url: str, 
         stderr=err,
     )
     transport = spawn(
-        fc("fc-transport", "--state", str(st / "transport.db"), "--source", f"src={src}", "--to", f"file://{dest}"),
+        fc(
+            "fc-transport",
+            "--state",
+            str(st / "transport.db"),
+            "--source",
+            f"src={src}",
+            "--to",
+            f"file://{dest}",
+            "--record-db",
+            str(record),
+        ),  # a deletion of what a uploaded: b knows the name from the record only
         stdin=process.stdout,
         stdout=subprocess.PIPE,
         stderr=err,

@@ -11,10 +11,12 @@ from tests.servers.nats import NatsServer
 
 
 def worker(tmp: Path, name: str, src: Path, dest: Path, url: str) -> list[subprocess.Popen[bytes]]:
-    """fc-consume | fc-process (spaces to underscores) | fc-transport file://dest, every state file its own (a
-    host of its own); ends once the partitions are idle."""
+    """fc-consume | fc-process (spaces to underscores) | fc-transport file://dest | fc-record, every state file its
+    own (a host of its own), the record shared (fc-transport reads it: a deletion removes only a name the record or
+    its own state knows was uploaded); ends once the partitions are idle."""
     st = tmp / name
     st.mkdir()
+    record = str(tmp / "record.db")
     consume = spawn(
         fc("fc-consume", "--idle-exit", "2", "--state", str(st / "consume.db"), url),
         stdout=subprocess.PIPE,
@@ -27,17 +29,33 @@ def worker(tmp: Path, name: str, src: Path, dest: Path, url: str) -> list[subpro
         stderr=(st / "err").open("ab"),
     )
     transport = spawn(
-        fc("fc-transport", "--state", str(st / "transport.db"), "--source", f"src={src}", "--to", f"file://{dest}"),
+        fc(
+            "fc-transport",
+            "--state",
+            str(st / "transport.db"),
+            "--source",
+            f"src={src}",
+            "--to",
+            f"file://{dest}",
+            "--record-db",
+            record,
+        ),
         stdin=process.stdout,
+        stdout=subprocess.PIPE,
+        stderr=(st / "err").open("ab"),
+    )
+    rec = spawn(
+        fc("fc-record", "--state", str(st / "record-state.db"), "--db", record),
+        stdin=transport.stdout,
         stdout=subprocess.DEVNULL,
         stderr=(st / "err").open("ab"),
     )
-    for pipe in (consume.stdout, process.stdout):
+    for pipe in (consume.stdout, process.stdout, transport.stdout):
         assert pipe is not None
         pipe.close()
-    for p in (consume, process, transport):
+    for p in (consume, process, transport, rec):
         assert p.wait(60) == 0, (st / "err").read_text()
-    return [consume, process, transport]
+    return [consume, process, transport, rec]
 
 
 def test_a_deletion_taken_by_another_worker_deletes_the_renamed_file(tmp_path: Path, nats_server: NatsServer) -> None:
@@ -53,5 +71,5 @@ def test_a_deletion_taken_by_another_worker_deletes_the_renamed_file(tmp_path: P
         (src / f"page {i}.txt").unlink()
     publish(tmp_path, url, scan(tmp_path, src))
     worker(tmp_path, "two", src, dest, url)  # worker one is gone: two owns the partitions now
-    # worker two's fc-process never named these paths: their deletions still name the renamed files
+    # worker two's stages never saw these paths uploaded: the record names the renamed files, which go
     assert sorted(tree(dest)) == [f"page_{i}.txt".encode() for i in range(1, 6, 2)]

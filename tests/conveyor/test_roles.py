@@ -140,7 +140,9 @@ def test_printed_units_per_role_load_and_hold_no_password(tmp_path: Path) -> Non
                 assert len(heads) == 2
                 for name in names:
                     env = ini[f"program:{name}"].get("environment", "")
-                    assert ("PGPASSWORD" in env) == name.endswith("-record")
+                    # the stages that read or write the record: fc-record, and fc-transport (--record-db: a deletion
+                    # removes only a name the record or its state knows was uploaded)
+                    assert ("PGPASSWORD" in env) == name.endswith(("-record", "-transport"))
             elif mode == "--systemd":
                 assert names
                 units = tmp_path / f"units-{role}"

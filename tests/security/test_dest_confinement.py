@@ -92,6 +92,16 @@ def test_forged_rel_or_name_never_leaves_the_root(dest: Dest, tmp_path: Path) ->
 
 def test_symlinked_directory_in_the_destination_is_not_followed(dest: Dest, tmp_path: Path) -> None:
     src = _source(tmp_path)
+    # css/victim.txt uploaded first, so that its deletion is of a name fc-transport put there (one it never put
+    # there is not deleted at all: test_unknown_deletions.py); then css becomes a link to the folder outside
+    (src / "css" / "victim.txt").write_bytes(b"ours")
+    first = transport(
+        ["--to", dest.spec, "--state", str(tmp_path / "t.db")], dest.env, jsonl([event(src, "css/victim.txt")])
+    )
+    assert [e.get("transported") for e in lines(first.stdout)] == ["uploaded"], first.stderr
+    (src / "css" / "victim.txt").unlink()
+    (dest.root / "css" / "victim.txt").unlink()
+    (dest.root / "css").rmdir()
     (dest.root / "css").symlink_to(dest.outside, target_is_directory=True)
     out = _send(dest, tmp_path, [event(src, "css/a.css"), event(src, "css/victim.txt", "deleted")])
     assert [e.get("error_kind") for e in out] == ["permanent", "permanent"]

@@ -307,10 +307,11 @@ def _rule(
                 args = _without_setting(args, "symlink_within")
             targs += args
             env.update(ta.env)
-        if rule.deletion_delay is not None:
-            # deletions fc-record makes at the source must not be propagated (the rule's intent)
-            targs += ["--record-db", record]
-            env.update(record_env)
+        # The record names what was uploaded under an earlier state (or by the old daemon, imported): a deletion
+        # removes only such a name.  And with a deletion delay, the deletions fc-record makes at the source are
+        # not propagated (the rule's intent).
+        targs += ["--record-db", record]
+        env.update(record_env)
         if all(config.servers[d.server].transporter in SKIP_UNCHANGED for d in dests):
             # a file the destination already holds is not sent again: after a restart, or
             # after importing the original's synced_files.db, nothing is uploaded twice

@@ -29,6 +29,18 @@ def key_bytes(value: str | bytes) -> bytes:
     return value if isinstance(value, bytes) else value.encode("utf-8", "surrogateescape")
 
 
+def remote_name(remote: str | bytes | None, rel: str | bytes | None, basename: str | bytes | None) -> bytes | None:
+    """Where a row's file went under its destination: the ``remote`` column, or (in rows without one: the old
+    daemon's, imported) its rel's directory and the transported base name; None when neither is known."""
+    if remote:
+        return key_bytes(remote)
+    if rel is None or not basename:
+        return None
+    head = key_bytes(rel).rpartition(b"/")[0]
+    name = key_bytes(basename)
+    return head + b"/" + name if head else name
+
+
 class Synced(Value):
     """One synced_files row: what fc-record writes (``upsert``), the old daemon's import adds (``import_row``) and
     fc-verify reads (``Reader.rows``, through ``read``)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .model import EXTRA_COLUMNS, db_key, key_bytes
+from .model import EXTRA_COLUMNS, db_key, key_bytes, remote_name
 from .pg_connect import _Conn, _name
 
 
@@ -95,3 +95,13 @@ class PgReader(_Conn):
             (key_bytes(input_file), server),
         ).fetchone()
         return None if row is None else (row[0], _name(row[1], row[2]))
+
+    def remote(self, input_file: str | bytes, server: str) -> bytes | None:
+        if not self.has_synced():
+            return None
+        row = self.x(
+            "SELECT remote, remote_bytes, rel, rel_bytes, transported_file_basename, basename_bytes FROM synced_files"
+            " WHERE input_file_bytes = %s AND server = %s",
+            (key_bytes(input_file), server),
+        ).fetchone()
+        return None if row is None else remote_name(_name(row[0], row[1]), _name(row[2], row[3]), _name(row[4], row[5]))

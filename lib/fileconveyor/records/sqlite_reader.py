@@ -8,7 +8,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from .model import EXTRA_COLUMNS
+from .model import EXTRA_COLUMNS, remote_name
 from .sqlite import columns, deletion_mark, has_table, open_readonly
 
 
@@ -74,3 +74,13 @@ class SqliteReader:
             "SELECT url, transported_file_basename FROM synced_files WHERE input_file = ? AND server = ?",
             (input_file, server),
         ).fetchone()
+
+    def remote(self, input_file: str | bytes, server: str) -> bytes | None:
+        """The name the file was uploaded under on ``server`` (model.remote_name), None when not recorded."""
+        have = columns(self.db, "synced_files") if self.has_synced() else set()
+        if not have:
+            return None
+        cols = ", ".join(c if c in have else "NULL" for c in ("remote", "rel", "transported_file_basename"))
+        sql = f"SELECT {cols} FROM synced_files WHERE input_file = ? AND server = ?"
+        rows = self._rows("synced_files", sql, (input_file, server))
+        return remote_name(*rows[0]) if rows else None

@@ -5,6 +5,10 @@ then reports them ``deleted`` like any other deletion.  Propagating that deletio
 left, on the server, so fc-transport asks fc-record's record (read-only, with fc-record's own test,
 records.deleted_by_record) and, when fc-record deleted exactly that version, keeps the remote file and emits
 ``transported: "kept"``.
+
+It also names what a deletion removes when this fc-transport's state has no upload of the path (``remote``): the
+name the record holds for that path and server, uploaded under an earlier state, by another worker or by the old
+daemon.  A deletion removes only a name File Conveyor is known to have put there (stage.py, ``_delete``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import contextlib
 import threading
 
 from ...errors import RetryableError
-from ...records import Reader, deleted_by_record, exists, is_url, open_reader
+from ...records import Reader, db_key, deleted_by_record, exists, is_url, open_reader
 from ...transporters.base import TransientError
 
 
@@ -36,6 +40,18 @@ class RecordDb:
                     self.conn = open_reader(self.target)
                 return deleted_by_record(self.conn, event)
             except RetryableError as exc:  # the database server down: the deletion waits, as for a destination
+                raise TransientError(f"--record-db: {exc}") from None
+
+    def remote(self, path: bytes, server: str) -> bytes | None:
+        """The name the record says ``path`` was uploaded under on ``server`` (None: it has no such row)."""
+        with self.lock:
+            try:
+                if self.conn is None:
+                    if not exists(self.target):
+                        return None
+                    self.conn = open_reader(self.target)
+                return self.conn.remote(db_key(path), server)
+            except RetryableError as exc:
                 raise TransientError(f"--record-db: {exc}") from None
 
     def close(self) -> None:

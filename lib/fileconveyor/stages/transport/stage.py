@@ -148,6 +148,7 @@ class LaneStats:
         self.deleted = 0
         self.failed = 0
         self.refused = 0  # of the failed: names refused as bad input (not kept for --retry-failed)
+        self.unknown = 0  # deletions of files no name is known for (not deleted)
         self.first_failure = ""
         self.broken: str | None = None  # an AuthError: the destination refuses us
         self.trouble_at = 0.0  # monotonic time of the last transient failure
@@ -610,15 +611,23 @@ class TransportStage(Stage):
             raise TransientError(f"recording what the stylesheet references: {exc}") from None
 
     def _delete(self, item: Item, out: dict, server: str, path: bytes, remote: bytes, own: Transporter | None) -> Done:
+        # Only a name File Conveyor put there is deleted, never the event's own choice (`name`, `rel`): a forged
+        # line could otherwise remove any file at the destination, an administrator's index.html say.  The name
+        # this fc-transport uploaded (remote_names), else the one fc-record recorded (--record-db: uploaded by an
+        # earlier state, another worker of a scaled-out pipeline, the old daemon).
         with self.lock:
             known = self.names.by_path.get((server, path))
-        remote = known or remote
+        recorded = self._recorded_name(server, path) if known is None else None
+        remote = known or recorded or remote
         E.put_path(out, "remote", remote)
         out["url"] = self.url_of[server].url(remote)
         if self.recdb is not None and self.recdb.kept(out):
             # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
             out["transported"] = "kept"
             return Done([out])
+        if known is None and recorded is None:
+            self._unknown_deletion(server, path)
+            return Done([])
         with self._locked(server, remote):
             with self.lock:  # another source path may have the same remote name: then it stays
                 live = self.names.users.get((server, remote), 0) - (known == remote) > 0
@@ -637,6 +646,20 @@ class TransportStage(Stage):
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
         return Done([out], payload=note)
+
+    def _recorded_name(self, server: str, path: bytes) -> bytes | None:
+        """The remote name fc-record's record holds for ``path`` on ``server`` (None without --record-db or row),
+        checked as an event's name is: the record is read, not trusted to stay beneath the destination."""
+        if self.recdb is None:
+            return None
+        name = self.recdb.remote(path, server)
+        if name is None:
+            return None
+        try:
+            return safe_rel(name)
+        except PermanentError as exc:
+            self._warn(f"{E.display(path)}: the name --record-db holds for it on {server} is refused: {exc}")
+            return None
 
     def _remove_empty_dirs(self, tp: Transporter, server: str, remote: bytes) -> list[bytes]:
         """Remove the directories above ``remote`` that this deletion left empty, deepest first, as long as
@@ -858,8 +881,26 @@ class TransportStage(Stage):
         if shown and self.ctx is not None:
             self.ctx.rep.warn(f"not sent: {text}")
 
+    def _unknown_deletion(self, server: str, path: bytes) -> None:
+        """A deletion of a file File Conveyor is not known to have put on ``server``: nothing is deleted (a stale
+        remote copy costs a clean-up, a wrong deletion someone's file).  Said for the first few, then counted."""
+        with self.lock:
+            stats = self.stats[server]
+            stats.unknown += 1
+            shown = stats.unknown <= SHOWN_FAILURES
+        if shown and self.ctx is not None:
+            where = (
+                "--state and --record-db" if self.recdb is not None else "--state (give --record-db to ask fc-record's)"
+            )
+            self.ctx.rep.warn(
+                f"{E.display(path)}: not deleted from {server}: no upload of it is known to {where}; "
+                "a deletion removes only what File Conveyor put there"
+            )
+
     def _failure_summary(self) -> None:
         for name, s in self.stats.items():
+            if s.unknown > SHOWN_FAILURES and self.ctx is not None:
+                self.ctx.rep.warn(f"{name}: {s.unknown} deletion(s) of files with no known upload left undone")
             if not s.failed or s.broken is not None or self.ctx is None:
                 continue  # a refused login was said once already, and says what to do
             text = f"{name}: {s.failed} file(s) not sent (first: {s.first_failure})"

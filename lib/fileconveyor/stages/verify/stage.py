@@ -32,6 +32,7 @@ from urllib.parse import unquote_to_bytes
 
 from ... import events as E
 from ...records import Reader, Synced, key_bytes, open_reader
+from ...records.model import remote_name
 from ...transporters import Destination, TransientError, Transporter, for_destination
 from ...transporters.base import PermanentError
 from .http import HTTPChecker, Remote
@@ -106,11 +107,7 @@ class Verifier:
         dest = self.targets.get(row.server)
         if dest is not None and row.url.startswith(dest.base_url):
             return unquote_to_bytes(row.url[len(dest.base_url) :].split("?", 1)[0])
-        if row.rel is not None:
-            head = key_bytes(row.rel).rpartition(b"/")[0]
-            name = key_bytes(row.basename)
-            return head + b"/" + name if head else name
-        return None
+        return remote_name(None, row.rel, row.basename)
 
     def look(self, row: Synced) -> tuple[str, Remote]:
         use_stat = row.server in self.targets and self.method in ("auto", "stat")
