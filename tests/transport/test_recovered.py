@@ -161,3 +161,40 @@ def test_a_fresh_event_is_sent_even_when_the_destination_holds_it(tmp_path: Path
     )
     assert status == 0, err
     assert [E.decode(line)["transported"] for line in out.splitlines()] == ["uploaded"]
+
+
+def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: Path) -> None:
+    """Killed after its copies and before its commit, then the files deleted at the source: the restarted process
+    cannot send them again (gone) and knew no name for them, so their deletions deleted nothing (a deletion removes
+    only a name File Conveyor put there: tests/security/test_unknown_deletions.py) and the copies stayed at the
+    destination for good (the chaos run's "extra").  A recovered item whose file is gone names what the killed
+    process may have put there: the deletion that follows removes it."""
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
+    src.mkdir()
+    dest.mkdir()
+    (dest / "admin.html").write_bytes(b"not ours")
+    names = ["a.txt", "b.txt"]
+    for name in names:
+        (src / name).write_bytes(name.encode() * 100)
+    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
+    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    spec = [("to", f"file://{dest}?connections=1")]
+    child = multiprocessing.get_context("fork").Process(
+        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 137
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "admin.html", "b.txt"]
+    for name in names:
+        (src / name).unlink()
+    gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    # the restarted process: the lines its writer sends again (their files gone), then the deletions
+    status, out, err = run(TransportStage(targets_from(spec)), state, data + gone)
+    assert status == 0, err
+    assert sorted((ev["rel"], ev["transported"]) for ev in map(E.decode, out.splitlines())) == [
+        (name, "deleted") for name in names
+    ]
+    assert sorted(p.name for p in dest.iterdir()) == ["admin.html"]
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM remote_names").fetchone() == (0,)

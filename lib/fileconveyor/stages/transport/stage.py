@@ -447,6 +447,8 @@ class TransportStage(Stage):
             # Not worth retrying: the file is gone or is another one now (or changed while it was sent), and
             # fc-watch reports a deleted or modified event for it next.
             self._info(f"{E.display(path)}: skipped, {exc}")
+            if item.recovered and source is not None:
+                return self._maybe_sent(server, path, remote)
             return Done([])
         except TransientError as exc:
             stats.trouble_at = time.monotonic()
@@ -646,6 +648,17 @@ class TransportStage(Stage):
         self.stats[server].deleted += 1
         out["transported"] = "deleted"
         return Done([out], payload=note)
+
+    def _maybe_sent(self, server: str, path: bytes, remote: bytes) -> Done:
+        """A file gone from the source before a process of ours, killed, could record its upload (``recovered``:
+        Intake's working marks): that process may have put it at ``remote``.  Known as this path's name, its
+        deletion (which follows) removes it: a deletion removes only a name File Conveyor put there, and one it
+        did not know of stayed there for good (a kill between an upload and its commit, then the file deleted)."""
+        with self.lock:
+            if self.names.by_path.get((server, path)) is not None:
+                return Done([])  # a name is known: the deletion removes that one
+            self.names.set(server, path, remote)
+        return Done([], payload=Note(server, path, remote))
 
     def _recorded_name(self, server: str, path: bytes) -> bytes | None:
         """The remote name fc-record's record holds for ``path`` on ``server`` (None without --record-db or row),
