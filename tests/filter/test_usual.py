@@ -1,4 +1,4 @@
-"""fc-filter reads fc-watch's usual line without the JSON parser (stages/filter/usual.py, issue 18): whatever it
+"""fc-filter reads fc-watch's usual line without the JSON parser (events.usual_head, issue 18): whatever it
 matches, events.decode takes with the same values; every other line is decoded and checked as before."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from fileconveyor import events as E
 from fileconveyor.cli.filter import main
 from fileconveyor.errors import Exit
-from fileconveyor.stages.filter.usual import usual
 from tests.conftest import call
 
 
@@ -115,7 +114,7 @@ def lines(draw: st.DrawFn) -> bytes:
 @example(watch_line("created", b"a b/c.css"))
 @example(watch_line("deleted", b"x"))
 def test_what_is_matched_is_what_decode_takes(line: bytes) -> None:
-    seen = usual(line)
+    seen = E.usual_head(line)
     event("matched" if seen is not None else "not matched")
     if seen is None:
         return
@@ -129,7 +128,7 @@ def test_what_is_matched_is_what_decode_takes(line: bytes) -> None:
 def test_fc_watchs_own_lines_are_matched() -> None:
     for kind in E.KINDS:
         for rel in (b"a.css", b"d/a b.css", b"x", b"~!#$%&'()*+,-.;<=>?@[]^_`{|}"):
-            assert usual(watch_line(kind, rel)) is not None, (kind, rel)
+            assert E.usual_head(watch_line(kind, rel)) is not None, (kind, rel)
 
 
 @pytest.mark.parametrize(
@@ -151,9 +150,9 @@ def test_every_condition_decides_a_matched_line_as_a_decoded_one(
     rels = [b"a.css", b"img/b.CSS", b"a/b/c.tar.gz", b"CVS/a.css", b"x/.svn/y.css", b"img2/a.css", b".css", b"a b.txt"]
     lines = [watch_line(kind, rel, size=50 + 300 * i, ino=10 * i + k) for i, rel in enumerate(rels)
              for k, kind in enumerate(E.KINDS)]  # fmt: skip
-    assert all(usual(line) is not None for line in lines)
+    assert all(E.usual_head(line) is not None for line in lines)
     fast = call(main, args, b"".join(lines))
-    monkeypatch.setattr("fileconveyor.stages.filter.run.usual", lambda line: None)
+    monkeypatch.setattr("fileconveyor.stages.filter.run.usual_head", lambda line: None)
     decoded = call(main, args, b"".join(lines))
     assert fast.status == decoded.status == Exit.OK, fast.stderr + decoded.stderr
     assert fast.stdout == decoded.stdout and fast.stderr == decoded.stderr

@@ -27,10 +27,10 @@ from ...delivery.passthrough import copy_lines
 from ...delivery.streams import input_batches
 from ...delivery.writer import Output, Writer
 from ...errors import Exit
+from ...events import usual_head
 from ...report import Reporter
 from ...stopping import Stopper
 from .stage import FilterStage
-from .usual import usual
 
 _BLANK = frozenset(b" \t\r\n")
 
@@ -102,7 +102,7 @@ class PassFilter:
         if line[0] in _BLANK and not line.strip():
             return None
         try:
-            seen = usual(line)  # fc-watch's line, read without the JSON parser (usual.py); else decoded
+            seen = usual_head(line)  # fc-watch's line, read without the JSON parser; else decoded
             if seen is not None:
                 ev, hop = seen
             else:
