@@ -5,7 +5,10 @@ text, on the wrong port), dropped the query string (signed URLs failed), had no 
 "200 OK" as missing.  Here:
 
 - urllib with the default SSL context: certificates and host names are verified (``--ca-file`` adds a CA);
-- redirects are followed (urllib's handler, up to 10), the query string is kept;
+- redirects are followed (urllib's handler, up to 10) only on the same host: the same scheme and port, or
+  http to https (a CDN's upgrade); the query string is kept.  A recorded URL is what an event said: a forged row
+  on a CDN the attacker runs would otherwise send fc-verify on to http://169.254.169.254/, an internal port or
+  ftp:// (urllib follows redirects to ftp).  The original verify.py followed none;
 - ``Accept-Encoding: identity``, so Content-Length is the size of the file and not of a compressed copy;
 - 404 and 410 mean missing; any other failure (DNS, refused, timeout, TLS, 403, 5xx) means "could not check",
   which is reported as such and never as missing;
@@ -86,6 +89,8 @@ class HTTPChecker:
                     digest.update(chunk)
                     size += len(chunk)
                 return Remote(True, size, digest.hexdigest(), detail=f"HTTP {resp.status}")
+        except RedirectRefused as exc:
+            return Remote(None, error=f"redirected off its host, not followed: {exc}")
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code in (404, 410):
@@ -104,10 +109,35 @@ class HTTPChecker:
             return Remote(None, error=str(exc) or type(exc).__name__)
 
 
+class RedirectRefused(Exception):
+    """A redirect fc-verify does not follow (its text: the URL it pointed to)."""
+
+
+def may_follow(old: str, new: str) -> bool:
+    """Whether a redirect from ``old`` to ``new`` stays where ``old`` was: the same host, and the same scheme and
+    port, or http to https (to port 443 or the same port).  Never to another host, port or scheme (ftp, file)."""
+    try:
+        a, b = urlsplit(old), urlsplit(new)
+        if not a.hostname or a.hostname != b.hostname or b.scheme not in ("http", "https"):
+            return False
+        port_a, port_b = a.port or _PORTS.get(a.scheme), b.port or _PORTS[b.scheme]
+    except (ValueError, KeyError):
+        return False
+    if a.scheme == b.scheme:
+        return port_a == port_b
+    return a.scheme == "http" and port_b in (443, port_a)
+
+
+_PORTS = {"http": 80, "https": 443}
+
+
 class _Redirects(urllib.request.HTTPRedirectHandler):
-    """urllib turns a redirected HEAD into a GET; keep it a HEAD."""
+    """Follows only redirects on the same host (may_follow); urllib turns a redirected HEAD into a GET: keep it."""
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if not may_follow(req.full_url, newurl):
+            fp.close()
+            raise RedirectRefused(newurl)
         new = super().redirect_request(req, fp, code, msg, headers, newurl)
         if new is not None and req.get_method() == "HEAD":
             new.method = "HEAD"

@@ -114,6 +114,11 @@ class Verifier:
         if self.method == "stat" and not use_stat:
             return "stat", Remote(None, error=f"no --to for server {row.server!r}")
         if not use_stat:
+            dest = self.targets.get(row.server)
+            if dest is not None and not under_base(row.url, dest.base_url):
+                # a recorded URL is what an event said (fc-record stores it as given): with the server's base URL
+                # known, one elsewhere (http://169.254.169.254/, an internal port) is a forged row, never fetched
+                return "url", Remote(None, error=f"the recorded URL is not under the server's base URL {dest.base_url}")
             return "url", self.http.check(row.url)
         rel = self.remote_path(row)
         if rel is None:
@@ -163,6 +168,17 @@ class Verifier:
         elif remote.sha256 and row.unprocessed and _sha256(row.path) != remote.sha256:
             f.problem, f.detail = "different", "the remote content differs from the source (SHA-256)"
         return f
+
+
+def under_base(url: str, base: str) -> bool:
+    """Whether ``url`` names a file beneath ``base`` (which ends in "/"): it starts with it, and its path from
+    there has no "." or ".." segment, even percent-encoded or with backslashes (a server would resolve them to
+    a place above the base).  fc-transport makes no such URL."""
+    if not base or not url.startswith(base):
+        return False
+    rest = url[len(base) :].split("?", 1)[0].split("#", 1)[0]
+    segments = unquote_to_bytes(rest).replace(b"\\", b"/").split(b"/")
+    return not any(seg in (b".", b"..") for seg in segments)
 
 
 def _sha256(path: bytes) -> str | None:
