@@ -754,8 +754,10 @@ def _short(value: object) -> str:
 # ``{"``) costs at most GLUED_TRIES decodes of its length, never one per place.  A real event has two or three
 # ``{"`` of its own (its start, its hop, an error object) which are tried first and fail at once.
 GLUED_TRIES = 16
+OUR_TRIES = 4  # places where a line of ours starts, tried first (_glued_starts)
 TORN_START = "the torn start of a line (its writer died mid-line?), a whole line glued to it taken"
 _EVENT_START = b'{"'
+_OUR_START = b'{"v":'  # how events.encode and every writer of ours start a line
 
 
 class Glued(NamedTuple):
@@ -766,6 +768,30 @@ class Glued(NamedTuple):
     event: Event
 
 
+def _glued_starts(line: bytes) -> Iterator[int]:
+    """The places to try, from the end of the line (from 1: the line from 0 is what was refused): first
+    OUR_TRIES where an event starts as every writer of ours starts it (``{"v":``), then GLUED_TRIES of the
+    others (``{"``).  An event holding many objects of its own (a stylesheet's references) is found past them
+    all that way; and as the places of the second round are the line's own first, a line with fewer than
+    GLUED_TRIES objects is always found, whatever its torn start holds."""
+    tried = set()
+    at = len(line)
+    while len(tried) < OUR_TRIES:
+        at = line.rfind(_OUR_START, 1, at)
+        if at < 0:
+            break
+        tried.add(at)
+        yield at
+    at, tries = len(line), 0
+    while tries < GLUED_TRIES:
+        at = line.rfind(_EVENT_START, 1, at)
+        if at < 0:
+            return
+        if at not in tried:
+            tries += 1
+            yield at
+
+
 def unglue(line: bytes) -> Glued | None:
     """For a line that ``decode`` refused: the whole event line that ends it after a torn start, decoded (as
     ``decode`` takes it: every check), or None when there is none within GLUED_TRIES places.  Never splits a
@@ -774,11 +800,7 @@ def unglue(line: bytes) -> Glued | None:
     # an event line ends with "}": no other line has one glued at its end (and most bad lines stop here)
     if not line.rstrip(b" \t\r\n").endswith(b"}"):
         return None
-    at = len(line)
-    for _ in range(GLUED_TRIES):
-        at = line.rfind(_EVENT_START, 1, at)  # (from 1: the line from 0 is what was refused)
-        if at < 0:
-            return None
+    for at in _glued_starts(line):
         rest = line[at:]
         # First only scanned, as far as its first error (``decode`` scans twice to say what is wrong, and decodes
         # UTF-8 twice).  Latin-1, one character per byte: JSON's structure is ASCII and the scanner takes any

@@ -162,22 +162,45 @@ def test_any_line_is_taken_whole_or_split_at_an_event_never_otherwise(
         b'{"a":"{",' * (2 << 20) + b'"b":1}\n',
         b'{"a":' * 40 + b'"' + b"x" * (4 << 20) + b"}\n",  # each try scans a long string to its end: the worst
         b'{"v":1,"kind":"created","path":"/p","x":' + b'{"y":{"z":1},' * (1 << 20) + b"}}\n",
+        b'{"v":1,"x":' * (3 << 20) + b"1}\n",  # our start everywhere: tried first, OUR_TRIES of them
+        b'{"v":"' + b"x" * (4 << 20) + b'{"v":' * 40 + b"}\n",
     ],
-    ids=["braces", "starts", "quotes", "nested", "strings-ending-in-brace", "long-string", "json-not-event"],
+    ids=[
+        "braces",
+        "starts",
+        "quotes",
+        "nested",
+        "strings-ending-in-brace",
+        "long-string",
+        "json-not-event",
+        "our-starts",
+        "our-starts-after-a-long-string",
+    ],
 )
 def test_a_hostile_line_costs_at_most_a_few_tries(line: bytes) -> None:
+    tries = E.GLUED_TRIES + E.OUR_TRIES
     with counted() as work:
         assert E.unglue(line) is None
-    assert work.scans <= 2 * E.GLUED_TRIES and work.decodes <= E.GLUED_TRIES
-    assert work.scanned <= E.GLUED_TRIES * len(line)  # linear in the line: never a scan from each of its places
+    assert work.scans <= 2 * tries and work.decodes <= tries
+    assert work.scanned <= tries * len(line)  # linear in the line: never a scan from each of its places
+
+
+def test_an_event_with_many_objects_of_its_own_is_found() -> None:
+    """Where a line of ours starts (``{"v":``) is tried first: an event holding more objects than GLUED_TRIES (a
+    stylesheet's references, say), each a ``{"`` nearer the end, is still found after a torn start, at the first try."""
+    whole = b'{"v":1,"kind":"created","path":"/p","x":[' + b",".join([b'{"a":1}'] * 100) + b"]}\n"
+    with counted() as work:
+        assert E.unglue(b'{"v":1,"pa' + whole) == E.Glued(b'{"v":1,"pa', whole, E.decode(whole))
+    assert work.scans < E.GLUED_TRIES  # (the one try, and decode's own scans of the line found)
 
 
 def test_the_tries_stop_at_the_bound() -> None:
-    """The places are tried from the end of the line, GLUED_TRIES of them: an event with that many objects of its
-    own (each tried first, each ending before the line) is not found after a torn start; one fewer, it is."""
+    """The other places are tried from the end of the line, GLUED_TRIES of them: an event that does not start as
+    ours do (a writer of someone else's, ``v`` not first) with that many objects of its own (each tried first,
+    each ending before the line) is not found after a torn start; one fewer, it is."""
 
     def event(objects: int) -> bytes:
-        return b'{"v":1,"kind":"created","path":"/p","x":[' + b",".join([b'{"a":1}'] * objects) + b"]}\n"
+        return b'{"kind":"created","v":1,"path":"/p","x":[' + b",".join([b'{"a":1}'] * objects) + b"]}\n"
 
     near, far = event(E.GLUED_TRIES - 1), event(E.GLUED_TRIES)
     assert E.unglue(b'{"v":1,"pa' + near) == E.Glued(b'{"v":1,"pa', near, E.decode(near))
