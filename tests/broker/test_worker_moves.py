@@ -3,59 +3,19 @@ replaced): what one worker's stages learnt of the path must not be needed by the
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from tests.broker.test_broker import fc, publish, scan, spawn, tree
+from tests.broker import test_worker_lost as lost
+from tests.broker.test_broker import publish, scan, tree
 from tests.servers.nats import NatsServer
 
 
-def worker(tmp: Path, name: str, src: Path, dest: Path, url: str) -> list[subprocess.Popen[bytes]]:
-    """fc-consume | fc-process (spaces to underscores) | fc-transport file://dest | fc-record, every state file its
-    own (a host of its own), the record shared (fc-transport reads it: a deletion removes only a name the record or
-    its own state knows was uploaded); ends once the partitions are idle."""
-    st = tmp / name
-    st.mkdir()
-    record = str(tmp / "record.db")
-    consume = spawn(
-        fc("fc-consume", "--idle-exit", "2", "--state", str(st / "consume.db"), url),
-        stdout=subprocess.PIPE,
-        stderr=(st / "err").open("ab"),
-    )
-    process = spawn(
-        fc("fc-process", "--chain", "filename.SpacesToUnderscores", "--state", str(st / "process.db")),
-        stdin=consume.stdout,
-        stdout=subprocess.PIPE,
-        stderr=(st / "err").open("ab"),
-    )
-    transport = spawn(
-        fc(
-            "fc-transport",
-            "--state",
-            str(st / "transport.db"),
-            "--source",
-            f"src={src}",
-            "--to",
-            f"file://{dest}",
-            "--record-db",
-            record,
-        ),
-        stdin=process.stdout,
-        stdout=subprocess.PIPE,
-        stderr=(st / "err").open("ab"),
-    )
-    rec = spawn(
-        fc("fc-record", "--state", str(st / "record-state.db"), "--db", record),
-        stdin=transport.stdout,
-        stdout=subprocess.DEVNULL,
-        stderr=(st / "err").open("ab"),
-    )
-    for pipe in (consume.stdout, process.stdout, transport.stdout):
-        assert pipe is not None
-        pipe.close()
-    for p in (consume, process, transport, rec):
-        assert p.wait(60) == 0, (st / "err").read_text()
-    return [consume, process, transport, rec]
+def worker(tmp: Path, name: str, src: Path, dest: Path, url: str) -> None:
+    """test_worker_lost's worker (fc-consume | fc-process, spaces to underscores | fc-transport file://dest
+    --record-db | fc-record, its state files its own, the record shared), run until its partitions are idle."""
+    stages = lost.worker(tmp, name, src, dest, tmp / "record.db", url, "--idle-exit", "2")
+    for stage in ("consume", "process", "transport", "record"):
+        assert stages[stage].wait(60) == 0, stages["err"].read_text()
 
 
 def test_a_deletion_taken_by_another_worker_deletes_the_renamed_file(tmp_path: Path, nats_server: NatsServer) -> None:

@@ -45,6 +45,16 @@ def run(stage: TransportStage, state: Path, data: bytes) -> tuple[int, bytes, st
     return status, out.getvalue(), err.getvalue()
 
 
+def killed_at_first_commit(spec: list[tuple[str, str]], state: Path, data: bytes) -> None:
+    """fc-transport (a forked process) fed ``data``, killed like ``kill -9`` when it would record its first round."""
+    child = multiprocessing.get_context("fork").Process(
+        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
+    )
+    child.start()
+    child.join(60)
+    assert child.exitcode == 137
+
+
 def test_an_upload_done_but_not_recorded_is_not_sent_again(tmp_path: Path) -> None:
     src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
     src.mkdir()
@@ -54,12 +64,7 @@ def test_an_upload_done_but_not_recorded_is_not_sent_again(tmp_path: Path) -> No
         (src / name).write_bytes(name.encode() * (TURN_MAX_SIZE // 8))
     spec = [("to", f"file://{dest}?connections=1")]  # one worker: same.txt is sent before the first commit
     data = jsonl([event(src, "same.txt"), event(src, "other.txt")])
-    child = multiprocessing.get_context("fork").Process(
-        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
-    )
-    child.start()
-    child.join(60)
-    assert child.exitcode == 137
+    killed_at_first_commit(spec, state, data)
     assert (dest / "same.txt").read_bytes() == (src / "same.txt").read_bytes(), "the killed process uploaded nothing"
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (2,)  # nothing recorded as done
@@ -88,12 +93,7 @@ def test_a_small_copy_made_at_once_but_not_recorded_is_not_made_again(tmp_path: 
     scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
     data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
     spec = [("to", f"file://{dest}")]
-    child = multiprocessing.get_context("fork").Process(
-        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
-    )
-    child.start()
-    child.join(60)
-    assert child.exitcode == 137
+    killed_at_first_commit(spec, state, data)
     assert sorted(p.name for p in dest.iterdir()) == names, "the killed process copied them all"
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM inbox").fetchone() == (0,)  # copied at once: no inbox rows
@@ -179,12 +179,7 @@ def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: 
     scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
     data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
     spec = [("to", f"file://{dest}?connections=1")]
-    child = multiprocessing.get_context("fork").Process(
-        target=run, args=(KilledBeforeCommit(targets_from(spec)), state, data)
-    )
-    child.start()
-    child.join(60)
-    assert child.exitcode == 137
+    killed_at_first_commit(spec, state, data)
     assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "admin.html", "b.txt"]
     for name in names:
         (src / name).unlink()
