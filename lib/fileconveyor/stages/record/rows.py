@@ -4,7 +4,6 @@ usual plain strings, through their bytes (events.get_path) when a name is not UT
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from ... import events as E
@@ -157,13 +156,11 @@ def _processed_json(processed: list) -> str:
 
 
 def _remote_size(ev: dict) -> int | None:
-    """The size of what was sent: given by fc-transport, or the source's when nothing was processed."""
+    """The size of what was sent: given by fc-transport, or the source's when nothing was processed (else not
+    known).  Never looked up at the ``file`` a line names: any path, a hung mount's included, would do."""
     given = _int(ev.get("remote_size"))
     if given is not None:
         return given
     if "file" not in ev and "file_b64" not in ev:
         return _int(ev.get("size"))
-    try:  # the work file, if fc-process has not removed it yet
-        return os.stat(E.get_path(ev, "file")).st_size
-    except (OSError, ValueError):  # gone, or no file name at all (a NUL byte; E.EventError is a ValueError)
-        return None
+    return None

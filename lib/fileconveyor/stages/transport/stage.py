@@ -583,6 +583,11 @@ class TransportStage(Stage):
             stats.bytes += ev["size"] if isinstance(ev.get("size"), int) else 0
         out["url"] = tp.url(remote)
         out["transported"] = sent
+        if source.work:
+            # the size of the processed copy sent, for fc-record's remote_size: it looked the file up itself, at
+            # whatever path a line named (a hung mount wedged it; any file's size went into the record)
+            with contextlib.suppress(OSError):
+                out["remote_size"] = os.stat(source.path).st_size
         note = Note(server, path, remote, superseded, changed=old != remote, purge=purge, held=held)
         note.made, note.pin_changes, note.released = made, changes, released
         if superseded is not None:
@@ -997,9 +1002,11 @@ _NO_NAME = object()  # an event without "name" (one with "name": null is remote_
 
 
 # What _work adds to an uploaded file's event, in this order (remote_b64: a remote name that is not UTF-8)
+# (and remote_size, after them, for a processed copy)
 ADDED = ("server", "remote", "url", "transported")
 ADDED_B64 = ("server", "remote", "remote_b64", "url", "transported")
-_OURS = frozenset((*ADDED_B64, ONLY))
+_SIZED = {ADDED: (*ADDED, "remote_size"), ADDED_B64: (*ADDED_B64, "remote_size")}
+_OURS = frozenset((*ADDED_B64, "remote_size", ONLY))
 
 
 def _added(event: dict, out: dict) -> tuple[str, ...]:
@@ -1007,7 +1014,8 @@ def _added(event: dict, out: dict) -> tuple[str, ...]:
     when ``event`` had one of them already (its value, or its place, differs in ``out``): then it is encoded."""
     if not _OURS.isdisjoint(event):
         return ()
-    return ADDED_B64 if "remote_b64" in out else ADDED
+    added = ADDED_B64 if "remote_b64" in out else ADDED
+    return _SIZED[added] if "remote_size" in out else added
 
 
 def _has_file(ev: dict) -> bool:
