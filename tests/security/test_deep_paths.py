@@ -1,10 +1,12 @@
-"""A file a thousand directories deep reaches the destination (file://, sftp://) and leaves it again (file://).
+"""A file a thousand directories deep reaches the destination (file://, sftp://) and leaves it again.
 
 The walk down the destination's directories (file://: one descriptor opened beneath the other; sftp: an lstat of
 each) recursed once per directory: past Python's recursion limit (about 1,000) every such file failed with
 "maximum recursion depth exceeded", an error no retry could fix, while the source opened fine (the kernel takes
 paths of up to 4,096 bytes).  Anyone who may make directories in the tree could make a file that never got out,
-and a forged line with such a rel hit the limit on every retry.  Real fc-transport, a real sshd."""
+and a forged line with such a rel hit the limit on every retry.  Its deletion then removed the directories fc-transport
+had made one by one, and over SFTP looked at every directory above each again (600,000 lstats, 4.5 minutes): now
+only the one removed.  Real fc-transport, a real sshd."""
 
 from __future__ import annotations
 
@@ -69,8 +71,6 @@ def test_a_file_deep_down_is_uploaded_and_deleted(
     up = transport(args, env, jsonl([{**ev, "ino": os.stat(src / rel).st_ino}]), timeout=300)
     assert [e.get("transported") for e in lines(up.stdout)] == ["uploaded"], up.stderr.decode()[-2000:]
     assert os.path.getsize(files / rel) == 9
-    if spec.startswith("sftp:"):
-        return  # (removing the directories it made looks at each from the root: 600,000 lstats over the wire)
     os.unlink(src / rel)
     gone = transport(args, env, jsonl([event(src, rel, "deleted")]), timeout=300)
     assert [e.get("transported") for e in lines(gone.stdout)] == ["deleted"], gone.stderr.decode()[-2000:]

@@ -58,12 +58,20 @@ class DirCache(Generic[V]):
         if key in self._entries:
             self._forget(key)
         elif len(self._entries) >= self.limit:
-            self.clear()  # crude but cheap; a batch works in a few directories at a time
+            # the oldest goes (a dict keeps its order): a walk down a deep tree keeps the deepest, where the next
+            # look starts (clearing all made each removal of a deep file's directories walk from the root again)
+            self._forget(next(iter(self._entries)))
         self._entries[key] = (value, time.monotonic() + DIR_TTL)
 
     def clear(self) -> None:
         for key in list(self._entries):
             self._forget(key)
+
+    def forget_from(self, key: bytes) -> None:
+        """Forget ``key`` and every directory beneath it (the ones above stay known)."""
+        below = key + b"/"
+        for k in [k for k in self._entries if k == key or k.startswith(below)]:
+            self._forget(k)
 
     def _forget(self, key: bytes) -> None:
         value, _ = self._entries.pop(key)
@@ -130,7 +138,10 @@ class CheckedDirs(Transporter):
         return True
 
     def _rmdir(self, rel: bytes) -> bool:
-        self.dirs.clear()  # what was remembered of it goes too: it is looked at afresh, just before
+        # What was remembered of it (and beneath it) goes: it is looked at afresh, just before.  The directories
+        # above stay known, as for an upload: a deletion removing a deep file's empty directories one by one,
+        # deepest first, looked at each one above again (1,100 levels: 4.5 minutes over SFTP).
+        self.dirs.forget_from(rel)
         try:
             if not self._check_dirs(rel, create=False):  # gone, or a file: nothing to remove
                 return True
@@ -138,4 +149,4 @@ class CheckedDirs(Transporter):
         except PermanentError:  # a link where the directory was: not ours to remove
             return False
         finally:
-            self.dirs.clear()
+            self.dirs.forget_from(rel)
