@@ -9,6 +9,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from fileconveyor import events as E
 from tests.record.conftest import BIN
 
@@ -91,3 +93,83 @@ def test_a_reader_is_never_locked_out_during_10000_writes(tmp_path: Path) -> Non
         assert len({n for n in counts if 0 < n < N}) >= 2, "the reader never saw a partial count: no overlap"
         assert counts == sorted(counts)  # committed records only ever add up
     assert sqlite3.connect(db).execute("SELECT count(*) FROM synced_files").fetchone() == (N,)
+
+
+# The readers, with no busy timeout: one holding its connection (a long-lived reader), beside one opening a
+# connection per read (a web request), read-only or read-write.  Not two that open per read and may write: the one
+# closing checkpoints when it can, taking the file's pending lock an instant, which the other meets as "database is
+# locked" (SQLite's doing, fc-record or not).  Nor one alone that opens per read: when no connection at all is
+# open on the file, the first to open it rebuilds the WAL's index (SQLite's recovery, microseconds with the empty
+# WAL fc-record leaves), and a reader arriving in that instant is told "locked" too (README: fc-record's database).
+READERS = {
+    "held+fresh-ro": ("held", "fresh-ro"),
+    "held+fresh": ("held", "fresh"),
+}
+
+
+@pytest.mark.parametrize("readers", sorted(READERS))
+def test_readers_are_never_locked_out_while_fc_record_starts_and_stops(tmp_path: Path, readers: str) -> None:
+    """A reader with no busy timeout (sqlite3.connect(path, timeout=0)) never meets "database is locked" because
+    fc-record starts, restarts or stops: the web application's reads (the Drupal CDN module's, with whatever
+    timeout its driver has) go on while a pipeline is restarted.  fc-record's runs are real processes, in turn: a
+    plain one, one with --delete-source-after (a second writer connection, the deleter's) and --status (a
+    read-only one)."""
+    db = tmp_path / "synced_files.db"
+    src = tmp_path / "src"
+    src.mkdir()
+    fc_record = [sys.executable, str(BIN / "fc-record"), "--db", str(db), "--state", str(tmp_path / "r.db")]
+    runs = [
+        [*fc_record],
+        [*fc_record, "--delete-source-after", "3600", "--source", f"s={src}"],
+        [sys.executable, str(BIN / "fc-record"), "--status", "--db", str(db)],
+    ]
+    first = subprocess.run(fc_record, input=_events(10), capture_output=True, timeout=60)
+    assert first.returncode == 0, first.stderr.decode()
+
+    done = threading.Event()
+    errors: dict[str, list[str]] = {me: [] for me in READERS[readers]}
+    reads = dict.fromkeys(READERS[readers], 0)
+
+    def read(con: sqlite3.Connection, me: str) -> None:
+        try:
+            con.execute("SELECT count(*) FROM synced_files").fetchone()
+            con.execute(
+                "SELECT url FROM synced_files WHERE input_file = ? AND server = ?", ("/srv/www/d1/f1.css", "cdn")
+            ).fetchone()
+            reads[me] += 1
+        except sqlite3.OperationalError as exc:
+            errors[me].append(str(exc))
+
+    def held(me: str) -> None:
+        con = sqlite3.connect(db, timeout=0)
+        while not done.is_set():
+            read(con, me)
+        con.close()
+
+    def fresh(me: str) -> None:
+        uri = f"file:{db}?mode=ro" if me == "fresh-ro" else f"file:{db}"
+        while not done.is_set():
+            try:
+                con = sqlite3.connect(uri, uri=True, timeout=0)
+            except sqlite3.OperationalError as exc:
+                errors[me].append(f"open: {exc}")
+                continue
+            read(con, me)
+            con.close()
+
+    threads = [threading.Thread(target=held if me == "held" else fresh, args=(me,)) for me in READERS[readers]]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(12):
+            argv = runs[i % len(runs)]
+            data = b"" if "--status" in argv else _events(10 + i * 40)
+            res = subprocess.run(argv, input=data, capture_output=True, timeout=60)
+            assert res.returncode == 0, res.stderr.decode()
+    finally:
+        done.set()
+        for t in threads:
+            t.join(10)
+    failed = {me: len(e) for me, e in errors.items() if e}
+    assert not failed, f"failed reads {failed} of {reads}: {[e[:2] for e in errors.values()]}"
+    assert all(n > 20 for n in reads.values()), reads  # they really read while fc-record ran and stopped

@@ -145,21 +145,25 @@ def test_an_old_daemons_database_can_be_used_directly(tmp_path: Path) -> None:
     con.commit()
     con.close()
     Records(db).close()  # migrates: the four columns and their rows stay
-    con = sqlite3.connect(db)
+    # (read only: a connection that may write the file and closes last removes the -wal and -shm, SQLite's way)
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     assert con.execute("SELECT * FROM synced_files").fetchone()[:4] == (
         "/old/a.css",
         "a.css",
         "http://cdn/a.css",
         "cdn",
     )
-    # stopped, the database is left in rollback mode, without -wal/-shm files: a reader
-    # that may not create files next to it (the web server's user) can open it
-    assert con.execute("PRAGMA journal_mode").fetchone() == ("delete",)
-    assert not (tmp_path / "synced_files.db-wal").exists() and not (tmp_path / "synced_files.db-shm").exists()
     con.close()
-    rec = Records(db)  # while a writer has it open: WAL, so readers never wait for it
-    assert sqlite3.connect(db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    # switched to WAL once, for good: stopped, the database stays in WAL mode with its -wal (emptied) and -shm
+    # beside it, so that neither a stop nor the next start switches it (a lock readers would meet) and a reader
+    # that may not create files next to it (the web server's user) can open it
+    wal, shm = tmp_path / "synced_files.db-wal", tmp_path / "synced_files.db-shm"
+    assert wal.stat().st_size == 0 and shm.exists()
+    assert sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    rec = Records(db)
+    assert sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("PRAGMA journal_mode").fetchone() == ("wal",)
     rec.close()
+    assert wal.stat().st_size == 0 and shm.exists()
 
 
 def test_events_without_a_server_pass_unrecorded(tmp_path: Path) -> None:

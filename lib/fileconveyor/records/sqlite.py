@@ -14,9 +14,14 @@ deleted at the source after sync: how fc-transport tells such a deletion from th
 ``input_file`` is the absolute source path as UTF-8 text, or the raw bytes (a BLOB) for a name that is not UTF-8,
 so every file has exactly one row per server and a text lookup finds every text name.
 
-The file is in WAL mode: readers never wait for fc-record and fc-record never waits for readers (the original's
-"database is locked", issue #149).  It is not locked to one writer: two pipelines (two rules) may record into the
-same file, each write being one short transaction (fc-record: one per round of events, see ``Records.item``).
+The file is in WAL mode for good: readers never wait for fc-record and fc-record never waits for readers (the
+original's "database is locked", issue #149), also while fc-record starts and stops.  WAL is set once in the file's
+life (at its creation, or once on an older file: ``Records._wal``), never asked for again, and no connection of
+ours closes with a checkpoint or switches it back: a switch, and a close that checkpoints, take the file's
+exclusive lock.  Its ``-wal`` (emptied by fc-record's close) and ``-shm`` stay next to it, so a user who may only
+read it (the web server's) can open it whether fc-record runs or not (SQLite 3.22 on).  It is not locked to one
+writer: two pipelines (two rules) may record into the same file, each write being one short transaction
+(fc-record: one per round of events, see ``Records.item``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ..errors import ConfigError, RetryableError
-from ..state import migrate, small_cache, transaction, translate
+from ..state import keep_wal_at_close, migrate, small_cache, transaction, translate
 from .model import Deletion, Synced, Version
 
 SEED_TABLE = (
@@ -154,13 +159,21 @@ class Records:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create directory {self.path.parent}: {exc.strerror}") from None
+        self._keeps_wal = False  # closed without a checkpoint (close)
         try:
             if not self.path.exists():
                 self._create()
             self.db = self._connect(self.path)
+            self._wal()
             self._migrate()
+            # (ctypes, which the setting needs before Python 3.12: fc-record has it loaded anyway, beneath.py)
+            import ctypes  # noqa: F401
+
+            self._keeps_wal = keep_wal_at_close(self.db)
         except sqlite3.DatabaseError as exc:
-            self.close()
+            with contextlib.suppress(sqlite3.DatabaseError, AttributeError):
+                self.db.close()  # (no mode switched: close's)
+            self.db = None  # type: ignore[assignment]
             raise _translate(exc, self.path) from None
 
     @staticmethod
@@ -168,10 +181,25 @@ class Records:
         db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout=30000")
         small_cache(db)
-        db.execute("PRAGMA journal_mode=WAL")
         sync = "FULL" if os.environ.get("FC_SYNC", "").upper() == "FULL" else "NORMAL"
         db.execute(f"PRAGMA synchronous={sync}")
         return db
+
+    def _wal(self) -> None:
+        """WAL mode, asked for only when the file is not in it yet (a file of an older version, an old daemon's
+        database): ``PRAGMA journal_mode``, even as a bare query on a file in WAL mode already, was seen to make a
+        reader with no busy timeout fail ("database is locked"), at every start.  Whether the file is in
+        WAL mode is asked of this connection after its first read, by a passive checkpoint (-1 frames: no WAL;
+        it takes only the WAL's own locks, which a reader never waits on, and finds the WAL empty after our
+        close): a file in WAL mode then stays so while we are connected (switching out of it takes the exclusive
+        lock that our connection's shared one keeps from it).  Not by reading the file's header: closing any
+        descriptor of the file drops every lock this process holds on it (POSIX), our other connection's
+        (the deleter's) included, and the next reader to close took itself for the last and removed the WAL
+        under fc-record."""
+        self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        busy, frames, _ = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not busy and frames < 0:
+            self.db.execute("PRAGMA journal_mode=WAL")  # once in the file's life: readers may wait for this one
 
     def _create(self) -> None:
         """Build a new database under a temporary name and rename it into place: a reader polling for the
@@ -179,6 +207,7 @@ class Records:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             self.db = self._connect(tmp)
+            self.db.execute("PRAGMA journal_mode=WAL")  # nobody reads it yet
             self._migrate()
             self.db.close()  # checkpoints and removes the -wal and -shm files; WAL mode stays in the header
             self.db = None  # type: ignore[assignment]
@@ -331,14 +360,22 @@ class Records:
     def close(self) -> None:
         db = getattr(self, "db", None)
         if db is not None:
-            # Leave the file in rollback-journal mode when we are the last writer: a WAL
-            # database without its -shm file cannot be opened by a reader that may not
-            # create files in its directory (the web server's user reading the Drupal
-            # CDN module's database).  Another fc-record still connected keeps WAL on:
-            # then this fails, harmlessly, and the last one to close switches.
             with contextlib.suppress(sqlite3.DatabaseError):
-                db.execute("PRAGMA busy_timeout=200")
-                db.execute("PRAGMA journal_mode=DELETE")
+                db.execute("PRAGMA busy_timeout=200")  # a reader holding the WAL: leave it as it is
+                if self._keeps_wal:
+                    # The WAL's frames into the file and the WAL emptied (a checkpoint takes no lock a reader
+                    # sees): the next first opener's recovery reads nothing, and a reader that may not write the
+                    # -shm (the web server's), which reads the WAL whole at each connection, reads nothing.  The
+                    # close then leaves -wal and -shm in place (keep_wal_at_close), which such a reader needs.
+                    db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                else:
+                    # Where the close cannot be kept from checkpointing (Python before 3.12 off Linux): it would
+                    # remove -wal and -shm, and a WAL database without them cannot be opened by a reader that
+                    # may not create files in its directory (the web server's user reading the Drupal CDN
+                    # module's database).  So the last writer leaves it in rollback-journal mode, as before: a
+                    # lock readers may meet at every stop and start.  Another fc-record still connected keeps
+                    # WAL on: then this fails, harmlessly, and the last one to close switches.
+                    db.execute("PRAGMA journal_mode=DELETE")
             with contextlib.suppress(sqlite3.DatabaseError):
                 db.close()
             self.db = None  # type: ignore[assignment]
