@@ -196,8 +196,8 @@ class Records:
         descriptor of the file drops every lock this process holds on it (POSIX), our other connection's
         (the deleter's) included, and the next reader to close took itself for the last and removed the WAL
         under fc-record."""
-        self.db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        busy, frames, _ = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        self.db.execute("SELECT count(*) FROM sqlite_master").fetchall()  # (all: the read is over, then)
+        ((busy, frames, _),) = self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         if not busy and frames < 0:
             self.db.execute("PRAGMA journal_mode=WAL")  # once in the file's life: readers may wait for this one
 
