@@ -448,7 +448,7 @@ class TransportStage(Stage):
             # fc-watch reports a deleted or modified event for it next.
             self._info(f"{E.display(path)}: skipped, {exc}")
             if item.recovered and source is not None:
-                return self._maybe_sent(server, path, remote)
+                return self._maybe_sent(ev, server, path, remote, own)
             return Done([])
         except TransientError as exc:
             stats.trouble_at = time.monotonic()
@@ -654,14 +654,31 @@ class TransportStage(Stage):
         out["transported"] = "deleted"
         return Done([out], payload=note)
 
-    def _maybe_sent(self, server: str, path: bytes, remote: bytes) -> Done:
+    def _maybe_sent(self, ev: dict, server: str, path: bytes, remote: bytes, own: Transporter | None) -> Done:
         """A file gone from the source before a process of ours, killed, could record its upload (``recovered``:
         Intake's working marks): that process may have put it at ``remote``.  Known as this path's name, its
         deletion (which follows) removes it: a deletion removes only a name File Conveyor put there, and one it
-        did not know of stayed there for good (a kill between an upload and its commit, then the file deleted)."""
+        did not know of stayed there for good (a kill between an upload and its commit, then the file deleted).
+
+        Only when the destination holds a file at ``remote`` of the line's ``size``: what the killed process could
+        have written there (an upload sends only the file of the event's size, sourcefile.py).  A line is forgeable,
+        and one read within WORKING_AHEAD seqs of the mark after a restart comes as recovered too: without the look,
+        one forged created line (a missing file, name index.html) and a forged deletion removed the
+        administrator's index.html.  A processed copy (``file``) is of another size than the line's: its name is
+        not taken (a copy may stay, an "extra"; never someone else's file deleted)."""
         with self.lock:
             if self.names.by_path.get((server, path)) is not None:
                 return Done([])  # a name is known: the deletion removes that one
+        size = ev.get("size")
+        if _has_file(ev) or type(size) is not int:
+            return Done([])
+        with self._connection(server, own) as tp:
+            there = tp.stat(remote)
+        if there is None or there.size != size:
+            return Done([])  # nothing of ours there (or not what that process could have sent): nothing to name
+        with self.lock:
+            if self.names.by_path.get((server, path)) is not None:
+                return Done([])
             self.names.set(server, path, remote)
         return Done([], payload=Note(server, path, remote))
 
