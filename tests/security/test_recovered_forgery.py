@@ -72,3 +72,24 @@ def test_what_the_killed_process_sent_is_still_deleted(tmp_path: Path) -> None:
     assert status == 0, err
     assert [E.decode(line)["transported"] for line in out.splitlines()] == ["deleted"]
     assert sorted(p.name for p in dest.iterdir()) == ["index.html"]
+
+
+def test_a_link_the_killed_process_made_is_still_deleted(tmp_path: Path) -> None:
+    """symlink_within (fc-conveyor's symlink_or_copy): the killed process linked the file instead of copying it;
+    gone from the source, the link dangles (no size to look at), and it is a link to that very source file, which
+    no forger can put at the destination: the deletion that follows removes it."""
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
+    src.mkdir()
+    dest.mkdir()
+    (src / "a.txt").write_bytes(b"a" * 100)
+    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
+    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    spec = [("to", f"file://{dest}?symlink_within={src}")]
+    killed_at_first_commit(spec, state, data)
+    assert (dest / "a.txt").is_symlink()
+    (src / "a.txt").unlink()
+    gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    status, out, err = run(TransportStage(targets_from(spec)), state, data + gone)
+    assert status == 0, err
+    assert [E.decode(line)["transported"] for line in out.splitlines()] == ["deleted"], err
+    assert list(dest.iterdir()) == []

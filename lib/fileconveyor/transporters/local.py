@@ -207,6 +207,23 @@ class SymlinkOrCopy(Transporter):
             return RemoteStat(st.st_size, st.st_mtime)
         return None
 
+    def links_to(self, remote_rel: bytes | str, source: bytes) -> bool:
+        """Whether ``remote_rel`` is symlink_within's link to ``source`` (its real path, as upload() makes it):
+        with the source gone, stat() finds nothing there (the link dangles), yet that link is File Conveyor's."""
+        rel = self.check_name(safe_rel(remote_rel))
+        head, name = parent_and_name(rel)
+
+        def look() -> bool:
+            if not self.symlink_within:  # (read at connect)
+                return False
+            parent = self._dir(head, create=False)
+            try:
+                return parent is not None and os.readlink(name, dir_fd=parent) == source
+            except OSError:  # not there, not a link
+                return False
+
+        return bool(self._run("stat", rel, look))
+
     def _dir(self, rel: bytes, create: bool) -> int | None:
         """A descriptor of directory ``rel`` below the root (b"": the root), each component opened relative
         to the one above without following links; None when it does not exist (or a file is in the way) and

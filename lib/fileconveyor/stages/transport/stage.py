@@ -674,7 +674,9 @@ class TransportStage(Stage):
             return Done([])
         with self._connection(server, own) as tp:
             there = tp.stat(remote)
-        if there is None or there.size != size:
+            # symlink_within: a link to this very source file (dangling now) is File Conveyor's, whatever its size
+            ours = there.size == size if there is not None else _links_to(tp, remote, path)
+        if not ours:
             return Done([])  # nothing of ours there (or not what that process could have sent): nothing to name
         with self.lock:
             if self.names.by_path.get((server, path)) is not None:
@@ -1033,6 +1035,13 @@ def _added(event: dict, out: dict) -> tuple[str, ...]:
         return ()
     added = ADDED_B64 if "remote_b64" in out else ADDED
     return _SIZED[added] if "remote_size" in out else added
+
+
+def _links_to(tp: Transporter, remote: bytes, path: bytes) -> bool:
+    """Whether ``remote`` is the link a local destination's symlink_within makes to ``path`` (the source's real
+    path, as upload() links it: its directories still there)."""
+    links_to = getattr(tp, "links_to", None)
+    return links_to is not None and bool(links_to(remote, os.path.realpath(path)))
 
 
 def _has_file(ev: dict) -> bool:
