@@ -79,3 +79,15 @@ def held_for(seconds: float, verb: str) -> list[str]:
 
 # fc-filter's conditions run by the durable runner (tests/relay.py): the stage the durability tests kill and restart
 RELAY = ROOT / "tests" / "bin" / "fc-relay"
+
+
+def work_dir_for(work: Path, path: Path | str, rel: str, make: bool = True) -> Path:
+    """``work``/<the directory fc-process makes for the work files of the event of ``path`` and ``rel``> (made,
+    parents too, unless ``make`` is false): a stage takes an event's ``file`` only from a directory named for that
+    event (sourcefile.work_prefix), so a test that makes fc-process's work files by hand makes them there."""
+    from fileconveyor.sourcefile import work_prefix
+
+    where = work / (work_prefix({"path": str(path), "rel": rel}) + b"testtest").decode()
+    if make:
+        where.mkdir(parents=True, exist_ok=True)
+    return where

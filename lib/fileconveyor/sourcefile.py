@@ -35,6 +35,7 @@ from typing import Any
 from . import beneath
 from . import events as E
 from .beneath import OutsideRoot, rel_parts
+from .digests import blake2b
 from .errors import Exit, FCError
 from .plain import Frozen
 
@@ -129,6 +130,31 @@ def _identity(ev: Mapping[str, Any]) -> tuple[int | None, int | None]:
     return ino if type(ino) is int else _int(ino), size if type(size) is int else _int(size)
 
 
+def work_prefix(ev: Mapping[str, Any]) -> bytes:
+    """The start of the name of the directory fc-process makes for an event's work file (``tempfile.mkdtemp`` adds
+    8 random characters): "e", a hash of the event's ``path`` and ``rel``, "-".  from_event takes a ``file`` only
+    from a directory so named for the event that names it: a forged line (which may copy any line it saw) cannot
+    make a processed file publish under another path's or rel's name, as it cannot make a directory in the work
+    folder.  (Which fc-process made it, and so which rule's processors ran, a line cannot be checked for.)"""
+    path = E.get_path(ev, "path") if _has(ev, "path") else b""
+    rel = E.get_path(ev, "rel") if _has(ev, "rel") else b""
+    return b"e" + blake2b(b"%s\0%s" % (path, rel), digest_size=8).hexdigest().encode() + b"-"
+
+
+# mkdtemp's random names' characters: an fc-process before the binding above called its work directories "e" and 8
+_MKDTEMP_CHARS = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def _works_for(rel: bytes, ev: Mapping[str, Any]) -> bool:
+    """Whether a work file at ``rel`` beneath a ``*.work`` folder was made for ``ev`` (work_prefix).  A directory
+    named by an fc-process of before the binding is taken too: such directories hold files of lines already
+    written (in an outbox, replayed after an upgrade), and go once their reader acknowledges them."""
+    top = rel.partition(b"/")[0]
+    if top.startswith(work_prefix(ev)):
+        return True
+    return len(top) == 9 and top.startswith(b"e") and not top[1:].strip(_MKDTEMP_CHARS)
+
+
 def _has(ev: Mapping[str, Any], field: str) -> bool:
     return field in ev or field + "_b64" in ev
 
@@ -151,6 +177,11 @@ def from_event(ev: Mapping[str, Any], work_bases: Iterable[bytes] = ()) -> Sourc
             if file.startswith(base):
                 work, _, rel = file[len(base) :].partition(b"/")
                 if work.endswith(b".work") and work != b".work" and rel:
+                    if not _works_for(rel, ev):
+                        raise SourceRefused(
+                            f"refusing file {E.display(file)!r}: fc-process made it for another path (its work "
+                            "directory is not named for this event's path and rel)"
+                        )
                     return Source(base + work, checked_rel(rel, "file"), work=True)
         raise SourceRefused(
             f"refusing file {E.display(file)!r}: not in a work directory (a *.work folder in the state directory "

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_tool
+from tests.conftest import require_tool, work_dir_for
 
 from .conftest import FIXTURES, SRC, run, work_root
 
@@ -62,9 +62,15 @@ def test_golden(case: str, tmp_path: Path) -> None:
     argv = shlex.split((GOLDEN / f"{case}.args").read_text())
     # @EARLIER@: an earlier fc-process's work folder (beside ours, under the same --work-dir), holding copies of
     # the text fixtures: fc-process takes a "file" only from such a folder (lib/fileconveyor/sourcefile.py)
-    earlier = tmp_path / "work" / "earlier.db.work"
-    shutil.copytree(SRC / "text", earlier)
-    text = (GOLDEN / f"{case}.in.jsonl").read_text().replace("@SRC@", str(SRC)).replace("@EARLIER@", str(earlier))
+    # (in the directory it made for the event that names it: a file is taken only from there)
+    text = ""
+    for line in (GOLDEN / f"{case}.in.jsonl").read_text().replace("@SRC@", str(SRC)).splitlines(keepends=True):
+        if "@EARLIER@" in line:
+            ev = json.loads(line)
+            earlier = work_dir_for(tmp_path / "work" / "earlier.db.work", ev["path"], ev["rel"], make=False)
+            shutil.copytree(SRC / "text", earlier, dirs_exist_ok=True)
+            line = line.replace("@EARLIER@", str(earlier))
+        text += line
     inputs = [json.loads(line) for line in text.splitlines()]
     res = run(tmp_path, argv, text.encode())
     assert res.status in (0, 1), res.stderr

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import pytest
 
 from fileconveyor.sourcefile import Source, SourceGone, SourceRefused, from_event, open_source
+from tests.conftest import work_dir_for
 from tests.transport.conftest import fc
 from tests.transporters.conftest import (  # noqa: F401 - fixtures
     Backend,
@@ -240,8 +241,7 @@ def test_event_fields_are_checked(site: tuple[Path, Path], tmp_path: Path) -> No
     for bad in ({"rel": "css/../css/a.css"}, {"rel": "/css/a.css"}, {"rel": "css//a.css"}, {"root": "site"}):
         with pytest.raises(SourceRefused):
             from_event({**ev, **bad})
-    work = tmp_path / "state" / "process-1.db.work" / "e1"
-    work.mkdir(parents=True)
+    work = work_dir_for(tmp_path / "state" / "process-1.db.work", root / "css" / "a.css", "css/a.css")
     (work / "a.css").write_bytes(b"a{}")
     bases = [os.fsencode(tmp_path / "state")]
     assert from_event({**ev, "file": str(work / "a.css")}, bases).path == os.fsencode(work / "a.css")

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from fileconveyor.sourcefile import work_prefix
 from tests.conftest import ROOT
 from tests.transport.conftest import env, jsonl, transport  # noqa: F401 - fixture
 
@@ -25,6 +26,16 @@ def _site(tmp_path: Path) -> tuple[Path, Path]:
     (out / "secret.css").write_bytes(SECRET)
     (src / "x.css").write_bytes(b"a{}\n")
     return src, out
+
+
+def _named(work: Path, name: str) -> Path:
+    """``work``/<the directory fc-process would make for the event _send sends>/``name`` (its parent made): a
+    file fc-transport takes from a work folder must lie in a directory named for its event (sourcefile.work_prefix)."""
+    src = work.parent / "src"
+    ev = {"root": str(src), "path": str(src / "x.css"), "rel": "x.css"}
+    where = work / (work_prefix(ev) + b"abcd1234").decode() / name
+    where.parent.mkdir()
+    return where
 
 
 def _send(tmp_path: Path, env: dict[str, str], file: Path) -> tuple[dict[str, bytes], list[dict]]:  # noqa: F811
@@ -43,7 +54,9 @@ def _send(tmp_path: Path, env: dict[str, str], file: Path) -> tuple[dict[str, by
 def test_fc_transport_takes_file_only_from_a_real_work_directory(tmp_path: Path, env: dict[str, str]) -> None:  # noqa: F811
     _src, out = _site(tmp_path)
     (tmp_path / "evil.work").symlink_to(out)
-    sent, events = _send(tmp_path, env, tmp_path / "evil.work" / "secret.css")
+    secret = _named(tmp_path / "evil.work", "secret.css")
+    secret.write_bytes(SECRET)
+    sent, events = _send(tmp_path, env, secret)
     assert not any(SECRET in v for v in sent.values()), sent
     assert any("symlink" in e.get("error", "") for e in events), events
 
@@ -53,8 +66,8 @@ def test_a_work_folder_other_users_may_write_to_is_refused(tmp_path: Path, env: 
     planted = tmp_path / "any.work"
     planted.mkdir()
     planted.chmod(0o777)  # as in a shared directory; fc-process makes its own 0700
-    (planted / "secret.css").write_bytes(SECRET)
-    sent, events = _send(tmp_path, env, planted / "secret.css")
+    (secret := _named(planted, "secret.css")).write_bytes(SECRET)
+    sent, events = _send(tmp_path, env, secret)
     assert sent == {}, sent
     assert any("not fc-process's" in e.get("error", "") for e in events), events
 

@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 
 from fileconveyor.records import Deletion, Records
+from tests.conftest import work_dir_for
 
 from .conftest import event, jsonl, lines, transport, tree
 
@@ -13,9 +14,9 @@ from .conftest import event, jsonl, lines, transport, tree
 def _versions(tmp_path: Path) -> tuple[Path, Path]:
     # fc-process's work folder in the state directory (FC_STATE_DIR, see env): fc-transport sends "file" only
     # from such a folder
-    src, work = tmp_path / "src", tmp_path / "state" / "process.db.work"
+    src = tmp_path / "src"
+    work = work_dir_for(tmp_path / "state" / "process.db.work", src / "css" / "a.css", "css/a.css")
     (src / "css").mkdir(parents=True)
-    work.mkdir(parents=True)
     (src / "css" / "a.css").write_text("source")
     for n in (1, 2, 3):
         (work / f"v{n}.css").write_text(f"version {n}")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import work_dir_for
+
 from .conftest import event, jsonl, lines, transport, tree
 
 
@@ -20,19 +22,25 @@ def _site(tmp_path: Path) -> tuple[Path, Path]:
     work.mkdir()
     (src / "img" / "x.png").write_text("image")
     (src / "css" / "a.css").write_text("css")
-    for name in ("x1", "x2", "a1", "a2", "b1"):
-        (work / name).write_text(name)
+    for rel, name in (("img/x.png", "x1"), ("img/x.png", "x2"), ("css/a.css", "a1"), ("css/a.css", "a2")):
+        _at(src, work, rel, name, True).write_text(name)
+    _at(src, work, "css/b.css", "b1", True).write_text("b1")
     return src, work
 
 
+def _at(src: Path, work: Path, rel: str, name: str, make: bool = False) -> Path:
+    """Work file ``name`` of the event for ``rel``, in the directory fc-process makes for that event."""
+    return work_dir_for(work, src / rel, rel, make) / name
+
+
 def _image(src: Path, work: Path, n: int) -> dict:
-    return event(src, "img/x.png", "modified", name=f"x_{n}.png", file=str(work / f"x{n}"))
+    return event(src, "img/x.png", "modified", name=f"x_{n}.png", file=str(_at(src, work, "img/x.png", f"x{n}")))
 
 
 def _css(src: Path, work: Path, rel: str, n: int, image: int, w: str) -> dict:
     refs = [{"path": str(src / "img" / "x.png"), "name": f"x_{image}.png"}]
     stem = rel.rsplit("/", 1)[1].split(".")[0]
-    return event(src, rel, "modified", name=f"{stem}_{n}.css", file=str(work / w), references=refs)
+    return event(src, rel, "modified", name=f"{stem}_{n}.css", file=str(_at(src, work, rel, w)), references=refs)
 
 
 def test_old_name_kept_until_the_stylesheets_using_it_are_published_again(tmp_path: Path, env: dict) -> None:
@@ -82,7 +90,9 @@ def test_malformed_references_pin_nothing_and_break_nothing(tmp_path: Path, env:
     cdn = tmp_path / "cdn"
     bad: list[object] = ["x", [{"path": 5, "name": "x_1.png"}], [{"path": str(src / "img/x.png")}], {"a": 1}]
     evs = [
-        event(src, "css/a.css", "modified", name=f"a_{n}.css", file=str(work / "a1"), references=r)
+        event(
+            src, "css/a.css", "modified", name=f"a_{n}.css", file=str(_at(src, work, "css/a.css", "a1")), references=r
+        )
         for n, r in enumerate(bad)
     ]
     res = transport(["--to", f"file://{cdn}", "--state", str(tmp_path / "t.db")], env, jsonl(evs))

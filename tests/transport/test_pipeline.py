@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, work_dir_for
 from tests.servers.ftpd import PASSWORD, USER, FtpServer
 from tests.servers.sshd import SshServer
 
@@ -84,9 +84,9 @@ def test_one_event_per_destination(sshd_server: SshServer, sftp_dir: Path, tmp_p
 
 
 def test_processed_file_and_name_are_used(tmp_path: Path, env: dict[str, str]) -> None:
-    src, work = tmp_path / "src", tmp_path / "proc" / "process-1.db.work" / "e1"  # as fc-process --work-dir proc
+    src = tmp_path / "src"  # and fc-process --work-dir proc's work directory for css/a.css:
+    work = work_dir_for(tmp_path / "proc" / "process-1.db.work", src / "css" / "a.css", "css/a.css")
     (src / "css").mkdir(parents=True)
-    work.mkdir(parents=True)
     (src / "css" / "a.css").write_text("a {  }")
     (work / "out.css").write_text("a{}")
     ev = event(src, "css/a.css", name="a_123.css", file=str(work / "out.css"), processed=["minify.CSS"])

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from fileconveyor.transporters import ssh_master
+from tests.conftest import work_dir_for
 from tests.servers.sshd import SshServer
 
 from .conftest import event, fc, file_argv, jsonl, lines, sftp_spec, transport, tree
@@ -117,12 +118,15 @@ def test_per_path_order_under_8_connections(sshd_server: SshServer, sftp_dir: Pa
     evs = []
     for version in range(1, 5):
         for i, rel in enumerate(paths):
-            (work / f"{rel}.{version}").write_bytes(f"{rel} v{version}".encode() + os.urandom(2000 * (i % 3)))
+            made = work_dir_for(work, src / rel, rel) / f"{rel}.{version}"
+            made.write_bytes(f"{rel} v{version}".encode() + os.urandom(2000 * (i % 3)))
             kind = "deleted" if version == 4 and i % 2 else "modified"
-            evs.append(event(src, rel, kind, file=str(work / f"{rel}.{version}"), size=1))
+            evs.append(event(src, rel, kind, file=str(made), size=1))
     result = transport(["--to", sftp_spec(sshd_server, sftp_dir, connections="8")], env, jsonl(evs), timeout=120)
     assert result.returncode == 0, result.stderr.decode()
-    expected = {rel: (work / f"{rel}.4").read_bytes() for i, rel in enumerate(paths) if i % 2 == 0}
+    expected = {
+        rel: (work_dir_for(work, src / rel, rel) / f"{rel}.4").read_bytes() for i, rel in enumerate(paths) if i % 2 == 0
+    }
     assert tree(sftp_dir) == expected
     outs = lines(result.stdout)
     for i, rel in enumerate(paths):

@@ -15,6 +15,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
+from tests.conftest import work_dir_for
 from tests.servers.ftpd import PASSWORD, USER, FtpServer
 
 from .conftest import event, fc, jsonl, transport
@@ -65,7 +66,8 @@ def test_a_lost_processed_copy_is_an_error_not_a_quiet_skip(tmp_path: Path, env:
     src = tmp_path / "src"
     src.mkdir()
     (src / "a.css").write_text("a{}")
-    gone = event(src, "a.css", file=str(tmp_path / "state" / "p.db.work" / "a_123.css"), name="a_123.css")
+    work = work_dir_for(tmp_path / "state" / "p.db.work", src / "a.css", "a.css", make=False)
+    gone = event(src, "a.css", file=str(work / "a_123.css"), name="a_123.css")
     result = transport(["--to", f"file://{tmp_path}/cdn"], env, jsonl([gone]))
     assert result.returncode == 1, result.stderr.decode()
     err = result.stderr.decode()

@@ -21,7 +21,7 @@ import pytest
 from fileconveyor.cli.record import main as record_main
 from fileconveyor.cli.transport import main as transport_main
 from fileconveyor.transporters.cf_setup import create_distribution
-from tests.conftest import ROOT, call
+from tests.conftest import ROOT, call, work_dir_for
 from tests.servers import s3 as s3srv
 
 from .conftest import _unique, events_for
@@ -357,8 +357,8 @@ def test_old_names_deleted_later_are_invalidated_too(
     s3_server: s3srv.S3Server, tmp_path: Path, state_dir: Path
 ) -> None:
     root = _site(tmp_path, {"css/a.css": b"source"})
-    work = state_dir / "process.db.work"  # fc-process's work folder: fc-transport sends "file" only from one
-    work.mkdir(parents=True)
+    # fc-process's work folder, and its directory for css/a.css: fc-transport sends "file" only from one
+    work = work_dir_for(state_dir / "process.db.work", root / "css" / "a.css", "css/a.css")
     dist, prefix = _distribution(s3_server), _unique()
     evs = []
     for kind, n in (("created", 1), ("modified", 2)):

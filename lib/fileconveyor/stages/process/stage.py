@@ -45,7 +45,17 @@ from ...processors import Context, Processor, ProcessorError, RetryLater, ToolMi
 from ...processors.base import base_name_problem, checked, safe_ext, split_name
 from ...roots import Source as SourceRoot
 from ...roots import confined
-from ...sourcefile import Roots, SourceFile, SourceGone, SourceRefused, check_source, copy_fd, from_event, open_source
+from ...sourcefile import (
+    Roots,
+    SourceFile,
+    SourceGone,
+    SourceRefused,
+    check_source,
+    copy_fd,
+    from_event,
+    open_source,
+    work_prefix,
+)
 from ...sourcefile import Source as SourceSpec
 from ...state import default_state_dir
 from . import refs
@@ -470,7 +480,7 @@ class ProcessStage(Stage):
                 if work_dir is None:  # the first processor that applies: the file is needed now
                     if not os.path.exists(source):
                         return self._vanished(attempt, path)
-                    work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+                    work_dir = tempfile.mkdtemp(prefix=work_prefix(ev), dir=self.root)
                     ctx.work_dir = work_dir
                 if not ran and ctx.input == source:
                     # Processors and their tools open files by name: they get our own name for the very file
@@ -516,7 +526,7 @@ class ProcessStage(Stage):
             self._count("unchanged" if ctx.basename == current else "processed")
             return Done([out])
         if work_dir is None:
-            work_dir = tempfile.mkdtemp(prefix=b"e", dir=self.root)
+            work_dir = tempfile.mkdtemp(prefix=work_prefix(ev), dir=self.root)
         try:
             if untouched and not ran:
                 # An earlier fc-process's work file: it goes once we acknowledge the event,
