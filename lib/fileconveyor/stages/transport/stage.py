@@ -54,6 +54,10 @@ if TYPE_CHECKING:
     from .record import RecordDb
 
 ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one server it failed on
+# ONLY's value is "<_REPLAY>:<server>": an input line may carry the field too (a stage before may write anything,
+# and unknown fields pass through), and one that could set it sent a file to one server only, or (a name given to
+# no --to) to none and no line out: so only this process's replays, which know this random tag, are taken
+_REPLAY = os.urandom(16).hex()  # (not secrets: it imports hashlib, OpenSSL's 5 MB: tests/cli/test_startup.py)
 STRIPES = 1024
 TROUBLE_WINDOW = 0.4  # seconds after a transient failure during which a lane's items don't try to connect
 
@@ -288,7 +292,7 @@ class TransportStage(Stage):
                 ev = E.decode(bytes(line))
             except E.EventError:
                 continue
-            ev[ONLY] = server
+            ev[ONLY] = f"{_REPLAY}:{server}"
             replay.append(ev)
             ids.append(rid)
         # into the inbox and out of the failed list in one transaction
@@ -302,9 +306,11 @@ class TransportStage(Stage):
 
     def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
         path = E.get_path(event, "path")
-        only = event.get(ONLY)
-        if only is not None:
-            return [(only, path, event)] if only in self.targets else []
+        only = event.get(ONLY)  # (never passed on: _steps drops it, and _added sees it)
+        if only is not None and type(only) is str:
+            tag, _, only = only.partition(":")
+            if tag == _REPLAY:  # --retry-failed's (an input line's is ignored: see _REPLAY)
+                return [(only, path, event)] if only in self.targets else []
         if "error" in event:
             # failed upstream (fc-process): nothing to send; passed on once, in its path's order
             return [(next(iter(self.targets)), path, event)]
@@ -312,7 +318,7 @@ class TransportStage(Stage):
 
     def quick(self, item: Item) -> Done | None:
         if "error" in item.event:
-            return Done([{k: v for k, v in item.event.items() if k != "hop"}])
+            return Done([{k: v for k, v in item.event.items() if k != "hop" and k != ONLY}])
         if not self.turns.in_main(item):
             return None
         # a small file to a local folder: copied now, by this thread, with a transporter of its own (turns.py)
