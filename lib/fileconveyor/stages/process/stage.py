@@ -478,6 +478,9 @@ class ProcessStage(Stage):
                 if not proc.applies_to(ctx.basename):
                     continue
                 if work_dir is None:  # the first processor that applies: the file is needed now
+                    # its root checked first (SourceRefused, below): a file under a refused root is said to be
+                    # refused, never "vanished", and is not looked for there
+                    spec = self._source(ev)
                     if not os.path.exists(source):
                         return self._vanished(attempt, path)
                     work_dir = tempfile.mkdtemp(prefix=work_prefix(ev), dir=self.root)
@@ -486,7 +489,7 @@ class ProcessStage(Stage):
                     # Processors and their tools open files by name: they get our own name for the very file
                     # the event describes, opened beneath its root and checked (sourcefile.py), never the
                     # source's name, which could be swapped for a link meanwhile.
-                    with open_source(self._source(ev)) as f:
+                    with open_source(spec) as f:
                         ctx.input = own = _own_copy(work_dir, f)
                 result = checked(proc, ctx, proc.process(ctx))
                 ran.append(proc.name)
