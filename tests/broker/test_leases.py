@@ -58,7 +58,10 @@ def owners(server: NatsServer, stream: str = "FC") -> dict[int, str]:
 
 
 def worker(tmp: Path, name: str, src: Path, dest: Path, url: str, *extra: str) -> list[subprocess.Popen[bytes]]:
-    """fc-consume --partitions auto | fc-transport file://dest, state files and logs named after the worker."""
+    """fc-consume --partitions auto | fc-transport file://dest --record-db | fc-record, state files and logs named
+    after the worker, the record shared: a deletion of a file another worker uploaded goes by the name the record
+    holds (fc-transport deletes only a name File Conveyor is known to have put there).  fc-record's output, the
+    transport's events, goes to <name>-transport.out."""
     consume = spawn(
         fc(
             "fc-consume",
@@ -86,14 +89,23 @@ def worker(tmp: Path, name: str, src: Path, dest: Path, url: str, *extra: str) -
             f"src={src}",
             "--to",
             f"file://{dest}",
+            "--record-db",
+            str(tmp / "record.db"),
         ),
         stdin=consume.stdout,
+        stdout=subprocess.PIPE,
+        stderr=(tmp / f"{name}-transport.err").open("ab"),
+    )
+    record = spawn(
+        fc("fc-record", "--state", str(tmp / f"{name}-record.db"), "--db", str(tmp / "record.db")),
+        stdin=transport.stdout,
         stdout=(tmp / f"{name}-transport.out").open("ab"),
         stderr=(tmp / f"{name}-transport.err").open("ab"),
     )
-    assert consume.stdout is not None
+    assert consume.stdout is not None and transport.stdout is not None
     consume.stdout.close()
-    return [consume, transport]
+    transport.stdout.close()
+    return [consume, transport, record]
 
 
 def wait_for(what: str, check, timeout: float = 30.0, every: float = 0.05) -> float:  # type: ignore[no-untyped-def]
