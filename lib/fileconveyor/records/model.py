@@ -31,13 +31,20 @@ def key_bytes(value: str | bytes) -> bytes:
 
 def remote_name(remote: str | bytes | None, rel: str | bytes | None, basename: str | bytes | None) -> bytes | None:
     """Where a row's file went under its destination: the ``remote`` column, or (in rows without one: the old
-    daemon's, imported) its rel's directory and the transported base name; None when neither is known."""
+    daemon's, imported) its rel's directory and the transported base name; None when neither is known.
+    ValueError for a value that is not text (a SQLite column takes any type) or a base name that is not one
+    ('/', '.', '..'): the record holds what a line said, and a reader must not end on it nor be led elsewhere."""
+    for value in (remote, rel, basename):
+        if value is not None and not isinstance(value, (str, bytes)):
+            raise ValueError(f"a recorded name is not text: {value!r}")
     if remote:
         return key_bytes(remote)
     if rel is None or not basename:
         return None
-    head = key_bytes(rel).rpartition(b"/")[0]
     name = key_bytes(basename)
+    if name.find(b"/") >= 0 or name in (b".", b".."):
+        raise ValueError(f"the recorded base name {name!r} is not a base name")
+    head = key_bytes(rel).rpartition(b"/")[0]
     return head + b"/" + name if head else name
 
 

@@ -692,17 +692,24 @@ class TransportStage(Stage):
 
     def _recorded_name(self, server: str, path: bytes) -> bytes | None:
         """The remote name fc-record's record holds for ``path`` on ``server`` (None without --record-db or row),
-        checked as an event's name is: the record is read, not trusted to stay beneath the destination."""
+        checked as an event's name is: the record is read, not trusted to stay beneath the destination (nor to
+        hold text: records.model.remote_name).  A record that cannot be read fails the deletion (PermanentError,
+        kept for --retry-failed); a server that does not answer makes it wait (TransientError)."""
         if self.recdb is None:
             return None
-        name = self.recdb.remote(path, server)
-        if name is None:
-            return None
         try:
-            return safe_rel(name)
-        except PermanentError as exc:
-            self._warn(f"{E.display(path)}: the name --record-db holds for it on {server} is refused: {exc}")
-            return None
+            name = self.recdb.remote(path, server)  # (PermanentError here: the record cannot be read)
+        except ValueError as exc:
+            name, refused = None, str(exc)
+        else:
+            if name is None:
+                return None
+            try:
+                return safe_rel(name)
+            except PermanentError as exc:
+                refused = str(exc)
+        self._warn(f"{E.display(path)}: the name --record-db holds for it on {server} is refused: {refused}")
+        return None
 
     def _remove_empty_dirs(self, tp: Transporter, server: str, remote: bytes) -> list[bytes]:
         """Remove the directories above ``remote`` that this deletion left empty, deepest first, as long as
@@ -932,9 +939,12 @@ class TransportStage(Stage):
             stats.unknown += 1
             shown = stats.unknown <= SHOWN_FAILURES
         if shown and self.ctx is not None:
-            where = (
-                "--state and --record-db" if self.recdb is not None else "--state (give --record-db to ask fc-record's)"
-            )
+            if self.recdb is None:
+                where = "--state (give --record-db to ask fc-record's)"
+            elif self.recdb.missing():  # fc-record has not made it yet, or a misspelt path: worth seeing
+                where = f"--state, and --record-db {self.recdb.target} is not there"
+            else:
+                where = "--state and --record-db"
             self.ctx.rep.warn(
                 f"{E.display(path)}: not deleted from {server}: no upload of it is known to {where}; "
                 "a deletion removes only what File Conveyor put there"
