@@ -660,7 +660,7 @@ class TransportStage(Stage):
         out["transported"] = "deleted"
         return Done([out], payload=note)
 
-    def _maybe_sent(self, ev: dict, server: str, path: bytes, remote: bytes, own: Transporter | None) -> Done:
+    def _maybe_sent(self, ev: dict, server: str, path: bytes, remote: bytes, own: Transporter | None) -> Done | Retry:
         """A file gone from the source before a process of ours, killed, could record its upload (``recovered``:
         Intake's working marks): that process may have put it at ``remote``.  Known as this path's name, its
         deletion (which follows) removes it: a deletion removes only a name File Conveyor put there, and one it
@@ -678,10 +678,16 @@ class TransportStage(Stage):
         size = ev.get("size")
         if _has_file(ev) or type(size) is not int:
             return Done([])
-        with self._connection(server, own) as tp:
-            there = tp.stat(remote)
-            # symlink_within: a link to this very source file (dangling now) is File Conveyor's, whatever its size
-            ours = there.size == size if there is not None else _links_to(tp, remote, path)
+        try:
+            with self._connection(server, own) as tp:
+                there = tp.stat(remote)
+                # symlink_within: a link to this very source file (dangling now) is File Conveyor's, whatever its size
+                ours = there.size == size if there is not None else _links_to(tp, remote, path)
+        except TransientError as exc:  # (raised here, inside _steps' handler, it would escape as an internal error)
+            self.stats[server].trouble_at = time.monotonic()
+            return Retry(str(exc), lane=True)  # the look is done again: the deletion behind it waits for it
+        except PermanentError:
+            return Done([])
         if not ours:
             return Done([])  # nothing of ours there (or not what that process could have sent): nothing to name
         with self.lock:
