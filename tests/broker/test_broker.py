@@ -47,11 +47,16 @@ def fc(name: str, *args: str) -> list[str]:
 
 
 def tree(d: Path) -> dict[bytes, bytes]:
+    """Every file under ``d`` and its bytes.  Polled while fc-transport writes there: a file listed and gone
+    before it is read (a temporary name renamed, a deletion) is left out, as a later look would not see it."""
     out = {}
     for dirpath, _, files in os.walk(os.fsencode(d)):
         for f in files:
             p = os.path.join(dirpath, f)
-            out[os.path.relpath(p, os.fsencode(d))] = Path(os.fsdecode(p)).read_bytes()
+            try:
+                out[os.path.relpath(p, os.fsencode(d))] = Path(os.fsdecode(p)).read_bytes()
+            except FileNotFoundError:
+                continue
     return out
 
 
