@@ -209,6 +209,7 @@ def test_a_stale_redelivery_after_a_takeover_is_fenced(tmp_path: Path, nats_serv
     b = worker(tmp_path, "b", src, dest, url, "--idle-exit", str(2 * LEASE + 1))
     assert b[0].wait(30) == 0, (tmp_path / "b-consume.err").read_text()
     assert b[1].wait(30) == 0, (tmp_path / "b-transport.err").read_text()
+    assert b[2].wait(30) == 0  # fc-record, whose output is checked below, has written all it will
     assert tree(dest) == {b"p.css": b"two\n"}
     assert "0 emitted, 0 awaiting the next stage, 1 stale dropped" in (tmp_path / "b-consume.err").read_text()
     assert lines_of(tmp_path / "b-transport.out") == []
@@ -318,7 +319,11 @@ def test_a_worker_that_joins_gets_its_share(tmp_path: Path, nats_server: NatsSer
     assert "more than our share, given back" in (tmp_path / "a-consume.err").read_text()
     publish(tmp_path, url, scan(tmp_path, src))
     wait_for("everything at the destination", lambda: same_tree(dest, src))
-    assert lines_of(tmp_path / "a-transport.out") and lines_of(tmp_path / "b-transport.out")  # both worked
+    # both worked: fc-record writes its lines after its round's commit, which may follow the copies by a moment
+    wait_for(
+        "both workers recorded",
+        lambda: lines_of(tmp_path / "a-transport.out") and lines_of(tmp_path / "b-transport.out"),
+    )
     for p in (a[0], b[0]):
         p.send_signal(signal.SIGTERM)
         assert p.wait(20) == 143
