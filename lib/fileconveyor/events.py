@@ -27,6 +27,13 @@ KINDS = ("created", "modified", "deleted")
 # Not a file event: a pass-through filter (fc-filter) says that the lines of hop.from up to hop.seq that it did not
 # pass on were dropped, so its reader moves its mark there and acknowledges them (docs/events.md, "dropped")
 DROPPED = "dropped"
+# Not a file event either: a pass-through (fc-tee, fc-filter) writes it first into a named FIFO when it starts.  Its
+# reader may never have seen the end of the previous pass-through's lines (it had lines left to read when the new
+# one opened the FIFO), so it could not know that lines were lost between: those the dead one had read, and those
+# fc-tee skipped while no one read its output.  A File Conveyor reader asks its writers again for what it has not
+# acknowledged, as after a restart (docs/durability.md, "A pass-through replaced unseen"; docs/events.md).
+RESEND = "resend"
+RESEND_LINE = b'{"v":%d,"kind":"%s"}\n' % (VERSION, RESEND.encode())
 
 # Path-valued fields this module knows how to encode/decode.  Stages that add
 # their own path fields register them here so the *_b64 rule applies to them too.
@@ -606,6 +613,8 @@ def _decode(raw: bytes) -> Event:
         if not plan.hop:
             raise EventError("a 'dropped' line without a hop")
         return ev
+    if kind == RESEND:  # no file, no hop: a request to the reader
+        return ev
     if not plan.path:
         # (a plain string is a path get_path takes: it holds no lone surrogate, looked for above)
         get_path(ev, "path")  # raises EventError when missing or malformed
@@ -614,7 +623,7 @@ def _decode(raw: bytes) -> Event:
 
 _PLANS: dict[tuple, _Plan] = {}
 MAX_CACHED_FIELDS = 64  # a shape with more fields is judged each time: 512 huge shapes would hold much memory
-_ALL_KINDS = frozenset((*KINDS, DROPPED))
+_ALL_KINDS = frozenset((*KINDS, DROPPED, RESEND))
 
 
 def _check_head(ev: Event) -> None:

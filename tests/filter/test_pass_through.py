@@ -129,3 +129,13 @@ def test_an_old_state_file_whose_lines_were_all_taken_is_not_used(tmp_path: Path
     p = call(main, ["--extensions", "css", "--state", str(state)], hopped(ev("b.css"), 2))
     assert p.status == Exit.OK and p.stdout == hopped(ev("b.css"), 2), p.stderr
     assert "earlier fc-filter" not in p.stderr
+
+
+def test_a_resend_line_passes_on_and_none_of_our_own_goes_to_stdout() -> None:
+    """A resend line (a pass-through before us started: events.RESEND) goes on unchanged, whatever the filter,
+    for the File Conveyor reader after us; into stdout fc-filter writes none of its own (only into a named FIFO,
+    whose reader may not see its input end: tests/durability/test_pass_through_replaced_unseen.py)."""
+    lines = [hopped(ev("a.txt"), 1), E.RESEND_LINE, hopped(ev("b.css"), 2)]
+    r = call(main, ["--extensions", "css"], b"".join(lines))
+    assert r.status == Exit.OK, r.stderr
+    assert r.stdout == mark(1) + E.RESEND_LINE + lines[2]  # (a.txt's dropped mark: a read at a time here)

@@ -75,7 +75,9 @@ def test_copies_every_line_unchanged_to_fifos_files_and_stdout(tmp_path: Path) -
     assert out.returncode == 0, out.stderr.decode()
     assert out.stdout == data
     assert (tmp_path / "b.jsonl").read_bytes() == data
-    assert reader.communicate(timeout=10)[0] == data
+    # a named FIFO's reader is first told that a new fc-tee writes to it (a File Conveyor reader asks its writers
+    # for what it lacks: it may not have seen the previous one's end); a file or stdout is not
+    assert reader.communicate(timeout=10)[0] == b'{"v":1,"kind":"resend"}\n' + data
 
 
 def test_a_gone_reader_is_skipped_and_a_new_one_is_written_to(tmp_path: Path) -> None:
@@ -89,6 +91,7 @@ def test_a_gone_reader_is_skipped_and_a_new_one_is_written_to(tmp_path: Path) ->
     assert tee.stdin is not None
     tee.stdin.write(b'{"n":1}\n')
     tee.stdin.flush()
+    assert readline(ra) == readline(rb) == b'{"v":1,"kind":"resend"}\n'  # fc-tee started (events.RESEND)
     assert readline(ra) == b'{"n":1}\n' and readline(rb) == b'{"n":1}\n'
     rb.close()  # b's reader goes away
     for n in range(2, 50):

@@ -279,3 +279,9 @@ def test_a_name_field_holding_a_nul_byte_is_refused(field: str) -> None:
 def test_a_known_field_that_is_null_is_absent() -> None:
     ev = events.decode(b'{"v":1,"kind":"created","root":"/r","path":"/r/a","rel":"a","name":null,"size":null,"x":null}')
     assert "name" not in ev and "size" not in ev and ev["x"] is None  # (an unknown field is passed on as it is)
+
+
+def test_a_resend_line_is_no_file_event_and_needs_no_hop() -> None:
+    assert events.decode(events.RESEND_LINE) == {"v": 1, "kind": "resend"}
+    with pytest.raises(EventError):  # a hop, when there, is checked as any line's
+        events.decode(b'{"v":1,"kind":"resend","hop":{"from":1}}\n')

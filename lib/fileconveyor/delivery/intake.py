@@ -93,6 +93,9 @@ class Intake:
         self._met: set[str] = set()  # writers whose first line this process has seen
         self._one_item = type(stage).split is Stage.split  # take() makes its item itself
         self._fifo_fd: int | None = None  # our input FIFO, opened before we register (open_input)
+        # we asked our writers again as the lines of our FIFO's next writer began to come (renew): a resend line
+        # that is the first of them asks for nothing more (reset once a round of lines is taken)
+        self._asked_as_lines_came = False
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
@@ -155,7 +158,7 @@ class Intake:
                 self.stop.fileno(),
                 lambda: self.stop.requested,
                 self.opts.max_line_bytes,
-                on_reopen=lambda: post(("writer", None)),
+                on_reopen=lambda lines_coming: post(("writer", lines_coming)),
                 opened=opened,
             ):
                 piece = max(1, LINES_AHEAD // 8)
@@ -198,15 +201,29 @@ class Intake:
         for origin in self.marks:
             self.holding.expect(origin)
 
-    def renew(self) -> None:
-        """Every writer of our input FIFO went and the next will open it: a restarted writer, or fc-tee killed
-        between us and our writer, with lines it had read and not passed on, and more left in its own input pipe,
-        which our writer cannot know were lost (its reader did not change) and which are never re-sent
-        otherwise, the first newer line moving our mark past them.  As at a restart: a new session, told to
-        every writer we know (each re-sends what we did not acknowledge), their lines held until that replay."""
+    def renew(self, lines_coming: bool = False) -> None:
+        """Every writer of our input FIFO went and the next will open it (``lines_coming``: its lines begin to
+        come), or a resend line says a pass-through before us was replaced (resend): a restarted writer, or fc-tee
+        or fc-filter killed between us and our writer, with lines it had read and not passed on, and more left in
+        its own input pipe or skipped by fc-tee meanwhile, which our writer cannot know were lost (its reader did
+        not change) and which are never re-sent otherwise, the first newer line moving our mark past them.  As at
+        a restart: a new session, told to every writer we know (each re-sends what we did not acknowledge), their
+        lines held until that replay."""
         self.acks.renew()
         self.holding.session = self.acks.session
         self.register()
+        self._asked_as_lines_came = lines_coming
+
+    def resend(self) -> None:
+        """A resend line (events.RESEND): a pass-through between our writers and us (fc-tee, fc-filter) started
+        and writes into our FIFO.  When we had lines of its predecessor left to read as it opened the FIFO, we
+        never saw an end of input, so we ask here what renew asks then.  Not when we have just asked as this
+        writer's lines began to come (it wrote this line first, having opened its own input: our ask's replay
+        cannot have been skipped on the way).  A forged one costs a replay (duplicates, dropped by seq)."""
+        if self._asked_as_lines_came:
+            return
+        self.rep.info("a pass-through before us started: asking our writers again for what we have not acknowledged")
+        self.renew()
 
     def acknowledge(self, force: bool = False) -> set[str]:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
@@ -279,8 +296,11 @@ class Intake:
                     continue
                 self.bad(E.TORN_START, glued.torn)
                 line, ev = glued.line, glued.event
-            counts.read += 1
             h = ev.get("hop")  # checked by E.decode (from, epoch: strings; seq: an integer) when there
+            if h is None and ev["kind"] == E.RESEND:  # no event: a pass-through before us started
+                self.resend()
+                continue
+            counts.read += 1
             hop = None
             if h is not None:
                 origin, epoch, seq = h["from"], h["epoch"], h["seq"]
@@ -318,6 +338,8 @@ class Intake:
 
                 self.rep.debug(traceback.format_exc())
                 self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
+        if lines:
+            self._asked_as_lines_came = False  # (a resend line further on asks again: see resend)
         return items
 
     def _hop_taken(self, hop: Hop, h: dict, marks: dict[str, tuple[str, int]], line: bytes) -> bool:

@@ -315,7 +315,7 @@ class Runner:
                 elif kind == "emit":
                     emitted.append(payload)
                 elif kind == "writer":  # our input FIFO's writers all went: lines between may be lost
-                    self.input.renew()
+                    self.input.renew(lines_coming=payload)
                 elif kind == "eof":
                     self._eof = True
                     self._eof_at = time.monotonic()

@@ -106,7 +106,7 @@ def input_lines(
     wake_fd: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     limit: int = MAX_LINE_BYTES,
-    on_reopen: Callable[[], None] | None = None,
+    on_reopen: Callable[[bool], None] | None = None,
 ) -> Iterator[bytes]:
     """Lines from stdin (path None or "-"), a regular file, or a FIFO (reopened for
     each new writer until ``should_stop``; ``on_reopen`` is called when writers that
@@ -126,7 +126,7 @@ def input_batches(
     wake_fd: int | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     limit: int = MAX_LINE_BYTES,
-    on_reopen: Callable[[], None] | None = None,
+    on_reopen: Callable[[bool], None] | None = None,
     opened: int | None = None,
 ) -> Iterator[list[bytes]]:
     """input_lines, a list of lines at a time (what one read brought; never empty).  A named FIFO is read again
@@ -137,7 +137,8 @@ def input_batches(
     pass-through that dies before its first write has read lines all the same.  Called again as the next writer's
     first lines come, before they are handed on: the answer to the first call can still be dropped when what
     is missing is a pass-through between fc-tee and us (fc-filter restarted a few seconds later), and lines
-    coming through it prove that the way from fc-tee to us is whole again.  (The end of a FIFO's input comes
+    coming through it prove that the way from fc-tee to us is whole again (``on_reopen(True)``; False: the first
+    call).  (The end of a FIFO's input comes
     only after a writer came and went: poll reports no hang-up on a read end that has had no writer since it was
     opened, so this is no busy loop.)"""
     if path in (None, "-"):
@@ -162,7 +163,7 @@ def input_batches(
         while True:
             for batch in read_batches(fd, wake_fd, limit):
                 if reopened and on_reopen is not None:
-                    on_reopen()
+                    on_reopen(True)
                 reopened = False
                 yield batch
             os.close(fd)
@@ -172,7 +173,7 @@ def input_batches(
             time.sleep(0.05)  # the writer went away: wait for the next one
             fd = open_fifo(path)
             if on_reopen is not None and not should_stop():
-                on_reopen()
+                on_reopen(False)
             reopened = True
     finally:
         if fd >= 0:

@@ -24,7 +24,7 @@ from typing import IO
 from ... import events as E
 from ...delivery import acks, pipe_tail
 from ...delivery.passthrough import copy_lines
-from ...delivery.streams import input_batches
+from ...delivery.streams import input_batches, is_fifo, open_fifo
 from ...delivery.writer import Output, Writer
 from ...errors import Exit
 from ...events import usual_head
@@ -117,6 +117,8 @@ class PassFilter:
                 hop = ev.get("hop")
             if ev["kind"] == E.DROPPED:  # a filter before us dropped it: so do we, as its last dropped line
                 kept = False
+            elif ev["kind"] == E.RESEND:  # a pass-through before us started: for our reader (no hop, no gap)
+                return line
             else:
                 kept = self.stage.passes(ev)
         except E.EventError as exc:
@@ -165,7 +167,14 @@ def pass_through(
         # the output first: a reader that has not opened its FIFO yet must see our first line to register
         if not writer.open():
             return Exit.OK  # stopped while waiting for a reader (the signal's status is the exit status)
-        batches = input_batches(input_path, stdin, stop.fileno(), should_stop, max_line_bytes)
+        # then the input, before our reader hears of us: the replay it asks for comes through fc-tee, which skips
+        # a FIFO nobody reads
+        opened = open_fifo(input_path) if input_path not in (None, "-") and is_fifo(input_path) else None
+        if writer.output.fifo:
+            # our reader may still have had our predecessor's lines to read when we opened its FIFO, and then
+            # never saw an end of input: it learns here that lines may be lost between (events.RESEND)
+            writer.send([E.RESEND_LINE])
+        batches = input_batches(input_path, stdin, stop.fileno(), should_stop, max_line_bytes, opened=opened)
         torn = copy_lines(
             batches, lambda data: writer.send([data]), rep.error, max_line_bytes, decide.keep, decide.marks
         )

@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import IO
 
+from ... import events as E
 from ...delivery.passthrough import copy_lines
 from ...delivery.writer import REOPEN_EVERY, Output, Writer
 from ...errors import Exit
@@ -85,6 +86,7 @@ class Tee:
         idle = threading.Thread(target=self._late_readers, name="late-readers", daemon=True)
         try:
             self.open_all()
+            self.announce()
             idle.start()
             torn = copy_lines(batches, self.write, error, max_line_bytes)
         finally:
@@ -121,6 +123,15 @@ class Tee:
                 self.info("waiting for readers on " + ", ".join(o.path for o in waiting))
                 announced = True
             time.sleep(0.05)
+
+    def announce(self) -> None:
+        """Tell each FIFO's reader that a new fc-tee writes to it (events.RESEND): the reader may have had lines
+        of our predecessor left to read when we opened its FIFO, and then never saw an end of input, so it would
+        not know that lines were lost between (those the killed one had read, and what the writer behind us sent
+        while no fc-tee read it); it asks its writers for what it has not acknowledged."""
+        for out in self.outputs:
+            if out.writer.output.fifo and out.writer.output.is_open:
+                out.writer.send([E.RESEND_LINE])
 
     # -- writing ---------------------------------------------------------------------
 
