@@ -96,6 +96,8 @@ class Intake:
         # we asked our writers again as the lines of our FIFO's next writer began to come (renew): a resend line
         # that is the first of them asks for nothing more (reset once a round of lines is taken)
         self._asked_as_lines_came = False
+        # only a named FIFO's writers are replaced while we read on (a pipe's writer that goes is our input's end)
+        self._reopened_input = self.opts.input not in (None, "-") and is_fifo(self.opts.input)
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
@@ -219,8 +221,9 @@ class Intake:
         and writes into our FIFO.  When we had lines of its predecessor left to read as it opened the FIFO, we
         never saw an end of input, so we ask here what renew asks then.  Not when we have just asked as this
         writer's lines began to come (it wrote this line first, having opened its own input: our ask's replay
-        cannot have been skipped on the way).  A forged one costs a replay (duplicates, dropped by seq)."""
-        if self._asked_as_lines_came:
+        cannot have been skipped on the way), and not from a pipe, whose writer that goes ends our input.  A
+        forged one costs a replay (duplicates, dropped by seq) and an acknowledgement written to each writer."""
+        if self._asked_as_lines_came or not self._reopened_input:
             return
         self.rep.info("a pass-through before us started: asking our writers again for what we have not acknowledged")
         self.renew()
