@@ -119,6 +119,8 @@ def test_a_small_copy_made_at_once_but_not_recorded_is_not_made_again(tmp_path: 
     sent = {ev["rel"]: ev["transported"] for ev in map(E.decode, out.splitlines())}
     assert sent == {"f0.txt": "uploaded", "f9.txt": "uploaded"}
     assert (dest / "f0.txt").read_bytes() == b"new content" and (dest / "f9.txt").read_bytes() == b"x"
+    with sqlite3.connect(state) as db:  # a clean end leaves no intended name (the killed process's: all used)
+        assert db.execute("SELECT count(*) FROM intended").fetchone() == (0,)
 
 
 def test_the_working_mark_reaches_ahead_of_the_lines_taken(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -193,3 +195,40 @@ def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: 
     assert sorted(p.name for p in dest.iterdir()) == ["admin.html"]
     with sqlite3.connect(state) as db:
         assert db.execute("SELECT count(*) FROM remote_names").fetchone() == (0,)
+
+
+def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted_when_only_the_deletion_comes(
+    tmp_path: Path,
+) -> None:
+    """As above, but as fc-watch really re-sends: from its rows, one per file with its last event, so a file
+    created and then deleted comes again as its deletion alone, never as the created line the killed process
+    took (`make chaos`'s conveyor run: 2 copies left in rule 'all', "not deleted from copy: no upload of it is
+    known").  The names the round was about to upload are committed before its copies (``intended``), so the
+    restarted process deletes what the killed one may have put there, and nothing else (admin.html stays)."""
+    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
+    src.mkdir()
+    dest.mkdir()
+    (dest / "admin.html").write_bytes(b"not ours")
+    names = ["a.txt", "b.txt"]
+    for name in names:
+        (src / name).write_bytes(name.encode() * 100)
+    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
+    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
+    spec = [("to", f"file://{dest}?connections=1")]
+    killed_at_first_commit(spec, state, data)
+    assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "admin.html", "b.txt"]
+    for name in names:
+        (src / name).unlink()
+    subprocess.run(scan, capture_output=True, check=True, timeout=60)  # the deletions seen: rows now tombstones
+    gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout  # a replay of the rows
+    assert [E.decode(line)["kind"] for line in gone.splitlines()] == ["deleted", "deleted"]
+    forged = E.encode({**E.decode(gone.splitlines()[0]), "rel": "admin.html", "path": str(src / "admin.html")})
+    status, out, err = run(TransportStage(targets_from(spec)), state, gone + forged)
+    assert status == 0, err
+    assert sorted((ev["rel"], ev["transported"]) for ev in map(E.decode, out.splitlines())) == [
+        (name, "deleted") for name in names
+    ]
+    assert sorted(p.name for p in dest.iterdir()) == ["admin.html"]
+    with sqlite3.connect(state) as db:
+        assert db.execute("SELECT count(*) FROM remote_names").fetchone() == (0,)
+        assert db.execute("SELECT count(*) FROM intended").fetchone() == (0,)  # each one used, then forgotten

@@ -416,9 +416,13 @@ class Intake:
             mark = moved.get(hop.origin) or self.working.get(hop.origin)
             if mark is None or mark[0] != hop.epoch or mark[1] < hop.seq:
                 moved[hop.origin] = (hop.epoch, hop.seq + WORKING_AHEAD)
-        if moved:
+        ahead = self.stage.work_ahead(items)  # the stage's own rows (fc-transport: the names it will upload to)
+        if moved or ahead is not None:
             with self.state.transaction() as db:
-                self.state.save_working(db, moved)
+                if moved:
+                    self.state.save_working(db, moved)
+                if ahead is not None:
+                    ahead(db)
             self.working.update(moved)
 
     def end_work(self) -> None:
@@ -430,9 +434,13 @@ class Intake:
             for origin, (epoch, seq) in self.working.items()
             if origin in self.marks and self.marks[origin][0] == epoch and self.marks[origin][1] < seq
         }
-        if back:
+        ahead = self.stage.work_ahead([]) if self.stage.quick_works else None  # (what it wrote ahead, gone)
+        if back or ahead is not None:
             with self.state.transaction() as db:
-                self.state.save_working(db, back)
+                if back:
+                    self.state.save_working(db, back)
+                if ahead is not None:
+                    ahead(db)
             self.working.update(back)
 
     def items(self, ev: dict, line: bytes, hop: Hop | None = None, recovered: bool = False) -> list[Item]:

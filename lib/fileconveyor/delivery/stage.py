@@ -138,6 +138,13 @@ class Stage:
     def start(self, ctx: StageContext) -> None:
         """Called once the state is open, before any work: ``ctx`` is what the stage may ask of the delivery."""
 
+    def work_ahead(self, items: list[Item]) -> Callable[[sqlite3.Connection], None] | None:
+        """With ``quick_works``: what to write into the state file before ``items`` are worked at once, in the
+        transaction of the working marks (Intake.begin_work), committed before any of their effects; called with
+        no items at a clean end (Intake.end_work).  fc-transport: the names it is about to upload to, which a
+        process killed before its commit leaves for the next one.  None: nothing to write."""
+        return None
+
     def work(self, item: Item) -> Outcome:
         raise NotImplementedError
 

@@ -10,6 +10,10 @@ What the state file holds besides the runner's inbox and outbox:
 
 - ``remote_names``: (source path, server) -> the remote path last uploaded for it, so a ``deleted`` event
   removes the right file and a rename (unique_filename) removes the old one;
+- ``intended``: the names a round copying small files at once is about to upload to, committed before the copies
+  and gone with the next round's (``work_ahead``): a process killed in between leaves them, and its successor
+  deletes such a name for a deletion nothing else names (fc-watch re-sends a file created and deleted meanwhile
+  as its deletion alone, so the created line the killed process took never comes again);
 - ``failed``: events that failed for good on one server, replayed by ``--retry-failed``;
 - ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py);
 - ``invalidations``: CDN paths (cf://) waiting to be purged, in batches (see transport_purge.py).
@@ -28,7 +32,7 @@ import stat
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from ... import events as E
@@ -58,6 +62,7 @@ ONLY = "_fc_transport_only"  # on an event replayed by --retry-failed: the one s
 # and unknown fields pass through), and one that could set it sent a file to one server only, or (a name given to
 # no --to) to none and no line out: so only this process's replays, which know this random tag, are taken
 _REPLAY = os.urandom(16).hex()  # (not secrets: it imports hashlib, OpenSSL's 5 MB: tests/cli/test_startup.py)
+_PROC = os.urandom(8).hex()  # this process, in the intended table's rows (work_ahead)
 STRIPES = 1024
 TROUBLE_WINDOW = 0.4  # seconds after a transient failure during which a lane's items don't try to connect
 
@@ -80,6 +85,12 @@ MIGRATIONS = [
     # directories fc-transport created (relative to the destination root): removed when a deletion empties them
     """
     CREATE TABLE made_dirs(server TEXT NOT NULL, dir BLOB NOT NULL, PRIMARY KEY(server, dir));
+    """,
+    # the names a round is about to upload to, committed before its copies (work_ahead): a process killed before
+    # the round's commit leaves them, and the next one deletes such a name when only the deletion comes again
+    """
+    CREATE TABLE intended(server TEXT NOT NULL, path BLOB NOT NULL, remote BLOB NOT NULL, proc TEXT NOT NULL,
+                          PRIMARY KEY(server, path));
     """,
 ]
 # Fields of an event kept for the one reporting the later deletion of its superseded remote name.
@@ -224,6 +235,8 @@ class TransportStage(Stage):
         self._ahead = threading.local()  # a worker's own connection to the state file (_pin_ahead)
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self._names: list[tuple] = []  # remote_names rows of the open transaction, for recorded(): one statement
+        self.intended: dict[tuple[str, bytes], bytes] = {}  # (server, path) -> name: a killed process's rounds'
+        self._intending = False  # rows of ours in the intended table (work_ahead): the next round's go first
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
         self.ctx: StageContext | None = None
@@ -251,6 +264,10 @@ class TransportStage(Stage):
         db = ctx.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
+        # (a process of ours never commits a row of its own for longer than a round: these are a killed one's)
+        self.intended = {
+            (server, bytes(p)): bytes(r) for server, p, r in db.execute("SELECT server, path, remote FROM intended")
+        }
         self.pins.load(db)
         self.made = {(server, bytes(d)) for server, d in db.execute("SELECT server, dir FROM made_dirs")}
         self.old = OldFileDeleter(self._make, self._in_use, self._stripe, ctx.rep.warn, ctx.rep.info, self._old_deleted)
@@ -473,6 +490,48 @@ class TransportStage(Stage):
             out["error_kind"] = "permanent"
             return Done([out], failed=True, payload=Note(server, path, failed=str(exc)))
 
+    def work_ahead(self, items: list[Item]) -> Callable[[sqlite3.Connection], None] | None:
+        """The names this round's uploads go to, committed before the main thread copies any file (Intake.begin_work,
+        with the working marks): killed before the round's commit, this process leaves a copy at the destination
+        that nothing records, and when its file is deleted meanwhile fc-watch sends only the deletion again (its
+        rows hold a file's last event); without the name that deletion removed nothing ("not deleted: no upload
+        of it is known", a copy left for good).  Our previous round's rows go in the same transaction (that round
+        is committed).  A forged line can only name a file that its round then uploads, or, killed in that very
+        round, one that its deletion later removes: the kill is no forger's to time."""
+        rows = []
+        for item in items:
+            ev = item.event
+            kind = ev.get("kind")
+            if (kind == "created" or kind == "modified") and "error" not in ev:
+                try:
+                    rows.append((item.lane, item.key, self._remote_of(ev), _PROC))
+                except (PermanentError, E.EventError):
+                    continue  # refused when the item is worked
+        if not rows and not self._intending:
+            return None
+
+        def write(db: sqlite3.Connection) -> None:
+            if self._intending:
+                db.execute("DELETE FROM intended WHERE proc=?", (_PROC,))
+            if rows:
+                db.executemany("INSERT OR REPLACE INTO intended(server, path, remote, proc) VALUES (?, ?, ?, ?)", rows)
+            self._intending = bool(rows)
+
+        return write
+
+    def _remote_of(self, ev: dict) -> bytes:
+        """The remote name an upload of ``ev`` goes to (_names_of's), without its file."""
+        usual = usual_source(ev)
+        return remote_path(ev) if usual is None else self._usual_remote(ev, usual[1])
+
+    def _usual_remote(self, ev: dict, source: Source) -> bytes:
+        """The remote name of a usual event (usual_source's): without a ``name``, or with fc-process's name that
+        is the rel's own last step, its rel (what remote_path gives then)."""
+        name = ev.get("name", _NO_NAME)
+        if "name_b64" not in ev and (name is _NO_NAME or name == ev["rel"].rpartition("/")[2]):
+            return source.rel
+        return remote_path(ev)
+
     def _names_of(self, ev: dict, kind: object) -> tuple[bytes, Source | None]:
         """``ev``'s remote name and, to upload (created, modified), its file, checked in this order before anything
         is opened: PermanentError, SourceRefused.  The usual event (plain strings) is checked in one pass
@@ -484,11 +543,7 @@ class TransportStage(Stage):
         if usual is None:
             return remote_path(ev), self._source(ev)
         source = usual[1]
-        name = ev.get("name", _NO_NAME)
-        # no name, or fc-process's name that is the rel's own last step: the remote name is the rel
-        if "name_b64" not in ev and (name is _NO_NAME or name == ev["rel"].rpartition("/")[2]):
-            return source.rel, self._source(ev, source)
-        return remote_path(ev), self._source(ev, source)
+        return self._usual_remote(ev, source), self._source(ev, source)
 
     def _source(self, ev: dict, source: Source | None = None) -> Source:
         """The file to send, checked (sourcefile.py; ``source``: from_event's already); with --source, only beneath
@@ -631,14 +686,16 @@ class TransportStage(Stage):
         with self.lock:
             known = self.names.by_path.get((server, path))
         recorded = self._recorded_name(server, path) if known is None else None
-        remote = known or recorded or remote
+        # else a name a killed process of ours was about to upload to (work_ahead): it may have
+        intended = self.intended.get((server, path)) if known is None and recorded is None else None
+        remote = known or recorded or intended or remote
         E.put_path(out, "remote", remote)
         out["url"] = self.url_of[server].url(remote)
         if self.recdb is not None and self.recdb.kept(out):
             # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
             out["transported"] = "kept"
             return Done([out])
-        if known is None and recorded is None:
+        if known is None and recorded is None and intended is None:
             self._unknown_deletion(server, path)
             return Done([])
         with self._locked(server, remote):
@@ -837,6 +894,9 @@ class TransportStage(Stage):
         if key in self.failed_keys:  # a set in memory: most items never failed, and this saves a query each
             db.execute("DELETE FROM failed WHERE path=? AND server=?", (note.path, note.server))
             self.ctx.after_commit(lambda: self.failed_keys.discard(key))
+        if self.intended and key in self.intended:  # a killed process's intended name: uploaded or deleted now
+            db.execute("DELETE FROM intended WHERE server=? AND path=?", key)
+            self.ctx.after_commit(lambda: self.intended.pop(key, None))
         if note.remote is None:
             self.recorded(db)  # (the rows gathered before it, in their order)
             db.execute("DELETE FROM remote_names WHERE path=? AND server=?", (note.path, note.server))
