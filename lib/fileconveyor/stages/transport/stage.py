@@ -10,10 +10,11 @@ What the state file holds besides the runner's inbox and outbox:
 
 - ``remote_names``: (source path, server) -> the remote path last uploaded for it, so a ``deleted`` event
   removes the right file and a rename (unique_filename) removes the old one;
-- ``intended``: the names a round copying small files at once is about to upload to, committed before the copies
-  and gone with the next round's (``work_ahead``): a process killed in between leaves them, and its successor
-  deletes such a name for a deletion nothing else names (fc-watch re-sends a file created and deleted meanwhile
-  as its deletion alone, so the created line the killed process took never comes again);
+- ``intended``: the names a round copying small files at once is about to upload to (each file there, of its
+  size), committed before the copies and gone with the round's commit (``work_ahead``, ``recorded``): a process
+  killed in between leaves them, and its successor deletes such a name for a deletion nothing else names
+  (fc-watch re-sends a file created and deleted meanwhile as its deletion alone, so the created line the killed
+  process took never comes again);
 - ``failed``: events that failed for good on one server, replayed by ``--retry-failed``;
 - ``old_deletions``: superseded remote files waiting for ``--delete-old-after`` (see transport_old.py);
 - ``invalidations``: CDN paths (cf://) waiting to be purged, in batches (see transport_purge.py).
@@ -236,7 +237,7 @@ class TransportStage(Stage):
         self.failed_keys: set[tuple[str, bytes]] = set()  # (server, path) with rows in the failed table
         self._names: list[tuple] = []  # remote_names rows of the open transaction, for recorded(): one statement
         self.intended: dict[tuple[str, bytes], bytes] = {}  # (server, path) -> name: a killed process's rounds'
-        self._intending = False  # rows of ours in the intended table (work_ahead): the next round's go first
+        self._intending = False  # rows of ours in the intended table (work_ahead): gone with the round's commit
         self.made: set[tuple[str, bytes]] = set()  # (server, dir): directories we created (the made_dirs table)
         self.stats = {name: LaneStats() for name in self.targets}
         self.ctx: StageContext | None = None
@@ -495,18 +496,26 @@ class TransportStage(Stage):
         with the working marks): killed before the round's commit, this process leaves a copy at the destination
         that nothing records, and when its file is deleted meanwhile fc-watch sends only the deletion again (its
         rows hold a file's last event); without the name that deletion removed nothing ("not deleted: no upload
-        of it is known", a copy left for good).  Our previous round's rows go in the same transaction (that round
-        is committed).  A forged line can only name a file that its round then uploads, or, killed in that very
-        round, one that its deletion later removes: the kill is no forger's to time."""
+        of it is known", a copy left for good).  The rows go with the round's commit (``recorded``): its uploads
+        are recorded then, or queued in the inbox.  Only a name the round can really upload to is written: its
+        file at the source as the line says (a regular file of its size), the checks of the upload passed.  A
+        forged created line for a file that is not there (its ``name`` the administrator's index.html) uploads
+        nothing, and its row, left by any kill of that round, made a forged deletion remove that page.  (Our
+        previous round's rows go here too when its commit failed.)"""
         rows = []
         for item in items:
             ev = item.event
             kind = ev.get("kind")
             if (kind == "created" or kind == "modified") and "error" not in ev:
                 try:
-                    rows.append((item.lane, item.key, self._remote_of(ev), _PROC))
-                except (PermanentError, E.EventError):
-                    continue  # refused when the item is worked
+                    remote, source = self._names_of(ev, kind)
+                    if source is None:
+                        continue
+                    st = os.stat(source.path)
+                except (PermanentError, SourceRefused, E.EventError, OSError):
+                    continue  # refused or skipped when the item is worked: nothing uploaded
+                if stat.S_ISREG(st.st_mode) and source.size in (None, st.st_size):
+                    rows.append((item.lane, item.key, remote, _PROC))
         if not rows and not self._intending:
             return None
 
@@ -518,11 +527,6 @@ class TransportStage(Stage):
             self._intending = bool(rows)
 
         return write
-
-    def _remote_of(self, ev: dict) -> bytes:
-        """The remote name an upload of ``ev`` goes to (_names_of's), without its file."""
-        usual = usual_source(ev)
-        return remote_path(ev) if usual is None else self._usual_remote(ev, usual[1])
 
     def _usual_remote(self, ev: dict, source: Source) -> bytes:
         """The remote name of a usual event (usual_source's): without a ``name``, or with fc-process's name that
@@ -920,7 +924,10 @@ class TransportStage(Stage):
                 self.ctx.after_commit(lambda old=self.old: old.add(later))
 
     def recorded(self, db: sqlite3.Connection) -> None:
-        """The remote_names rows record() gathered, in one statement (was one per file)."""
+        """The remote_names rows record() gathered, in one statement (was one per file); and the intended names
+        of the round (work_ahead) gone with its commit: each upload is recorded now, or queued in the inbox.
+        Left until the next round, they outlived the round for as long as no line came, and a kill -9 while idle
+        (a reboot) left a forged line's name for a forged deletion."""
         if self._names:
             rows, self._names = self._names, []
             db.executemany(
@@ -928,6 +935,13 @@ class TransportStage(Stage):
                 "server) DO UPDATE SET remote=excluded.remote, uploaded_at=excluded.uploaded_at",
                 rows,
             )
+        if self._intending:
+            assert self.ctx is not None
+            db.execute("DELETE FROM intended WHERE proc=?", (_PROC,))
+            self.ctx.after_commit(self._intended_gone)
+
+    def _intended_gone(self) -> None:
+        self._intending = False
 
     def _release(self, db: sqlite3.Connection, server: str, released: Sequence[transport_pins.Ref]) -> None:
         """Schedule the held old names no published stylesheet references any more."""
