@@ -614,6 +614,8 @@ def _decode(raw: bytes) -> Event:
             raise EventError("a 'dropped' line without a hop")
         return ev
     if kind == RESEND:  # no file, no hop: a request to the reader
+        if plan.hop:  # (no stage writes one: taken, its hop moved a mark, and a stage without split() crashed)
+            raise EventError("a 'resend' line with a hop")
         return ev
     if not plan.path:
         # (a plain string is a path get_path takes: it holds no lone surrogate, looked for above)

@@ -42,6 +42,9 @@ BAD_LINES = [
     ("hop.for not strings", BASE + ',"hop":{"from":"/nowhere.db","epoch":"e","seq":1,"for":[1]}}'),
     ("processed a string", BASE + ',"processed":"abc"}'),
     ("error a number", BASE + ',"error":5}'),
+    # no file and no hop (events.RESEND): one with a hop crashed fc-record and a durable fc-filter (no path to key
+    # it by), and a pass-through fc-filter passed it on
+    ("resend with a hop", '{"v":1,"kind":"resend","hop":{"from":"/nowhere.db","epoch":"e","seq":1}}'),
 ]
 BAD_BYTES = [("invalid UTF-8", BASE.encode()[:-7] + b'"x\xff.txt"}'), ("NUL", b'{"v":1\x00}')]
 

@@ -222,11 +222,18 @@ class Intake:
         never saw an end of input, so we ask here what renew asks then.  Not when we have just asked as this
         writer's lines began to come (it wrote this line first, having opened its own input: our ask's replay
         cannot have been skipped on the way), and not from a pipe, whose writer that goes ends our input.  A
-        forged one costs a replay (duplicates, dropped by seq) and an acknowledgement written to each writer."""
-        if self._asked_as_lines_came or not self._reopened_input:
+        forged one costs a replay (duplicates, dropped by seq) and an acknowledgement written to each writer.
+
+        Once per batch of lines: every resend line in it was written before the ask goes out, so one ask covers
+        them all (a flood of them costs one acknowledgement per writer and read, not per line).  And not when
+        our acknowledgements reach no writer (``acks.source`` None: a FIFO other users may write, or read): no
+        replay can come, and each one held every writer's lines for Holding.AWAIT_SECONDS again, so another
+        user's resend line every few seconds held them all for as long as it went on."""
+        if self._asked_as_lines_came or not self._reopened_input or self.acks.source is None:
             return
         self.rep.info("a pass-through before us started: asking our writers again for what we have not acknowledged")
         self.renew()
+        self._asked_as_lines_came = True  # (the rest of this batch was written before this ask too)
 
     def acknowledge(self, force: bool = False) -> set[str]:
         """Tell our writers how far we are (Acknowledger.send); returns the writers that now re-send to us."""
@@ -342,7 +349,7 @@ class Intake:
                 self.rep.debug(traceback.format_exc())
                 self.bad(f"{self.stage.name} cannot take this event: {exc!r}", line)
         if lines:
-            self._asked_as_lines_came = False  # (a resend line further on asks again: see resend)
+            self._asked_as_lines_came = False  # (a resend line of a later round asks again: see resend)
         return items
 
     def _hop_taken(self, hop: Hop, h: dict, marks: dict[str, tuple[str, int]], line: bytes) -> bool:
