@@ -97,6 +97,21 @@ def test_a_bad_message_is_reported_with_its_stream_sequence(tmp_path: Path, nats
     assert seqs[1] == seqs[0] + 1 and seqs[0] > 1, bad
 
 
+def test_a_message_that_is_no_file_event_is_reported_and_terminated(tmp_path: Path, nats_server: NatsServer) -> None:
+    """A pass-through's lines to its reader (events.RESEND, events.DROPPED) carry no file: published, each was
+    taken as a line that made no item, its message held in progress for ever, and fc-consume --idle-exit waited
+    for it for good."""
+    src = make_src(tmp_path, 1)
+    url = nats_server.stream_url()
+    scan_and_publish(tmp_path, src, url)
+    assert publish_raw(nats_server, "FC.p.0", b'{"v":1,"kind":"resend"}') is None
+    dropped = b'{"v":1,"kind":"dropped","hop":{"from":"/nowhere.db","epoch":"e","seq":3}}'
+    assert publish_raw(nats_server, "FC.p.0", dropped) is None
+    _, err = consume_into_record(tmp_path, url)
+    bad = [line for line in err.splitlines() if "not an event" in line]
+    assert len(bad) == 2 and "'resend' line is no file event" in bad[0], err
+
+
 def test_no_message_lands_where_no_partition_reads_it(tmp_path: Path, nats_server: NatsServer) -> None:
     """The stream takes only the subjects of its partitions: FC.p.99 (8 partitions) or FC.p.x would be kept for
     ever, read by nobody (a work-queue stream), and never reported."""

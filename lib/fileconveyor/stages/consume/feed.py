@@ -340,6 +340,10 @@ class Feed:
             if sseq is None:
                 raise ValueError("no stream sequence")
             ev = E.decode(msg.data)
+            if ev["kind"] not in E.KINDS:
+                # a pass-through's word to its reader (resend, dropped), no file: taken as a line, it made no item,
+                # and its message was held in progress for ever (--idle-exit never came)
+                raise ValueError(f"a {ev['kind']!r} line is no file event")
         except (E.EventError, ValueError) as exc:
             self.bad += 1
             self.rep.error(f"{where}: a message that is not an event ({exc}): terminated, not redelivered")
