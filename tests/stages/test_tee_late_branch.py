@@ -25,7 +25,7 @@ def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(command), *args], **kw)  # type: ignore[call-overload]
 
 
-@pytest.mark.parametrize("writer", ["watch", "stage"])
+@pytest.mark.parametrize("writer", ["watch", "stage", "filter"])
 def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, writer: str) -> None:
     site = tmp_path / "site"
     site.mkdir()
@@ -55,6 +55,13 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
         procs.append(fc("fc-relay", "--min-size", "0", "--input", str(fifo["w"]), "--output", str(fifo["x"]),
                         "--state", str(st / "mid.db"), stderr=log))  # fmt: skip
         tee_in = fifo["x"]
+
+    def fc_filter() -> subprocess.Popen[bytes]:  # a pass-through: its first line into x is a resend line
+        return fc("fc-filter", "--min-size", "0", "--input", str(fifo["w"]), "--output", str(fifo["x"]), stderr=log)
+
+    if writer == "filter":  # fc-watch -> fc-filter (a pass-through) -> fc-tee
+        procs.append(fc_filter())
+        tee_in = fifo["x"]
     procs.append(fc("fc-tee", "--input", str(tee_in), "--output", str(fifo["a"]), "--output", str(fifo["b"]),
                     "--first-wait", "1", stderr=log))  # fmt: skip
     procs.append(branch("a"))
@@ -66,6 +73,13 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
             time.sleep(0.1)
         assert rels("a") == want
         time.sleep(4)  # the writers have A's acknowledgements and have pruned what A had
+        if writer == "filter":
+            # restarted: its resend line (no hop) is the last line fc-tee passed on; a late reader registers on
+            # nothing with it (events.RESEND)
+            procs[0].kill()
+            procs[0].wait()
+            procs[0] = fc_filter()
+            time.sleep(3)
         procs.append(branch("b"))  # no line comes any more: the site does not change
         deadline = time.monotonic() + 30
         while rels("b") != want and time.monotonic() < deadline:

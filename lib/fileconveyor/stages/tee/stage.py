@@ -74,7 +74,9 @@ class Tee:
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
-        self.last: bytes | None = None  # the last line passed on, for a reader that comes while none arrives
+        # the last line passed on, for a reader that comes while none arrives (not a resend line: it has no hop, and a
+        # new reader registers with nobody on it; a pass-through restarted before us writes one)
+        self.last: bytes | None = None
         self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
         self._done = threading.Event()
 
@@ -144,7 +146,9 @@ class Tee:
                     out.written += n
                 else:
                     out.skipped += n
-            self.last = data[data.rfind(b"\n", 0, -1) + 1 :]
+            last = data[data.rfind(b"\n", 0, -1) + 1 :]
+            if last != E.RESEND_LINE:
+                self.last = last
 
     def _late_readers(self) -> None:
         """While no line arrives: give an output whose reader came since the last line (a late first reader, or
