@@ -165,12 +165,21 @@ def test_a_fresh_event_is_sent_even_when_the_destination_holds_it(tmp_path: Path
     assert [E.decode(line)["transported"] for line in out.splitlines()] == ["uploaded"]
 
 
-def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("comes_again", ["created-then-deleted", "deleted-only"])
+def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: Path, comes_again: str) -> None:
     """Killed after its copies and before its commit, then the files deleted at the source: the restarted process
     cannot send them again (gone) and knew no name for them, so their deletions deleted nothing (a deletion removes
     only a name File Conveyor put there: tests/security/test_unknown_deletions.py) and the copies stayed at the
-    destination for good (the chaos run's "extra").  A recovered item whose file is gone names what the killed
-    process may have put there: the deletion that follows removes it."""
+    destination for good (the chaos run's "extra").
+
+    created-then-deleted: the created lines come again, then the deletions; a recovered item whose file is gone
+    names what the killed process may have put there, and the deletion that follows removes it.
+    deleted-only: as fc-watch really re-sends, from its rows, one per file with its last event, so a file created
+    and then deleted comes again as its deletion alone, never as the created line the killed process took (`make
+    chaos`'s conveyor run: 2 copies left in rule 'all', "not deleted from copy: no upload of it is known").  The
+    names the round was about to upload are committed before its copies (``intended``), so the restarted process
+    deletes what the killed one may have put there, and nothing else: a forged deletion of admin.html (no round
+    intended it) deletes nothing."""
     src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
     src.mkdir()
     dest.mkdir()
@@ -186,44 +195,14 @@ def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted(tmp_path: 
     for name in names:
         (src / name).unlink()
     gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
-    # the restarted process: the lines its writer sends again (their files gone), then the deletions
-    status, out, err = run(TransportStage(targets_from(spec)), state, data + gone)
-    assert status == 0, err
-    assert sorted((ev["rel"], ev["transported"]) for ev in map(E.decode, out.splitlines())) == [
-        (name, "deleted") for name in names
-    ]
-    assert sorted(p.name for p in dest.iterdir()) == ["admin.html"]
-    with sqlite3.connect(state) as db:
-        assert db.execute("SELECT count(*) FROM remote_names").fetchone() == (0,)
-
-
-def test_an_upload_not_recorded_then_deleted_at_the_source_is_deleted_when_only_the_deletion_comes(
-    tmp_path: Path,
-) -> None:
-    """As above, but as fc-watch really re-sends: from its rows, one per file with its last event, so a file
-    created and then deleted comes again as its deletion alone, never as the created line the killed process
-    took (`make chaos`'s conveyor run: 2 copies left in rule 'all', "not deleted from copy: no upload of it is
-    known").  The names the round was about to upload are committed before its copies (``intended``), so the
-    restarted process deletes what the killed one may have put there, and nothing else (admin.html stays)."""
-    src, dest, state = tmp_path / "src", tmp_path / "dest", tmp_path / "t.db"
-    src.mkdir()
-    dest.mkdir()
-    (dest / "admin.html").write_bytes(b"not ours")
-    names = ["a.txt", "b.txt"]
-    for name in names:
-        (src / name).write_bytes(name.encode() * 100)
-    scan = [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(src)]
-    data = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout
-    spec = [("to", f"file://{dest}?connections=1")]
-    killed_at_first_commit(spec, state, data)
-    assert sorted(p.name for p in dest.iterdir()) == ["a.txt", "admin.html", "b.txt"]
-    for name in names:
-        (src / name).unlink()
-    subprocess.run(scan, capture_output=True, check=True, timeout=60)  # the deletions seen: rows now tombstones
-    gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout  # a replay of the rows
-    assert [E.decode(line)["kind"] for line in gone.splitlines()] == ["deleted", "deleted"]
-    forged = E.encode({**E.decode(gone.splitlines()[0]), "rel": "admin.html", "path": str(src / "admin.html")})
-    status, out, err = run(TransportStage(targets_from(spec)), state, gone + forged)
+    if comes_again == "created-then-deleted":
+        lines = data + gone  # the lines its writer sends again (their files gone), then the deletions
+    else:
+        gone = subprocess.run(scan, capture_output=True, check=True, timeout=60).stdout  # a replay of the rows
+        assert [E.decode(line)["kind"] for line in gone.splitlines()] == ["deleted", "deleted"]
+        forged = E.encode({**E.decode(gone.splitlines()[0]), "rel": "admin.html", "path": str(src / "admin.html")})
+        lines = gone + forged
+    status, out, err = run(TransportStage(targets_from(spec)), state, lines)
     assert status == 0, err
     assert sorted((ev["rel"], ev["transported"]) for ev in map(E.decode, out.splitlines())) == [
         (name, "deleted") for name in names
