@@ -80,6 +80,30 @@ def test_copies_every_line_unchanged_to_fifos_files_and_stdout(tmp_path: Path) -
     assert reader.communicate(timeout=10)[0] == b'{"v":1,"kind":"resend"}\n' + data
 
 
+def test_a_fifo_given_as_stdout_gets_the_resend_line_too(tmp_path: Path) -> None:
+    """`fc-tee > x.fifo` (a supervisord chain's command): its stdout is a named FIFO, whose reader may not see its
+    input end when fc-tee is replaced; it is told first, as a FIFO given with --output is (a pipe is not: above)."""
+    fifo = tmp_path / "x.fifo"
+    os.mkfifo(fifo)
+    r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    os.set_blocking(r, True)
+    w = os.open(fifo, os.O_WRONLY)
+    try:
+        tee = subprocess.run(
+            [sys.executable, str(BIN / "fc-tee"), "--output", "-"], input=b'{"n":1}\n', stdout=w, timeout=30
+        )
+        os.close(w)
+        w = -1
+        assert tee.returncode == 0
+        with os.fdopen(r, "rb") as got:
+            r = -1
+            assert got.read() == b'{"v":1,"kind":"resend"}\n{"n":1}\n'
+    finally:
+        for fd in (r, w):
+            if fd >= 0:
+                os.close(fd)
+
+
 def test_a_gone_reader_is_skipped_and_a_new_one_is_written_to(tmp_path: Path) -> None:
     a, b = tmp_path / "a.fifo", tmp_path / "b.fifo"
     os.mkfifo(a)

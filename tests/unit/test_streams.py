@@ -7,7 +7,7 @@ import threading
 import time
 from pathlib import Path
 
-from fileconveyor.delivery.streams import input_lines
+from fileconveyor.delivery.streams import input_lines, named_fifo
 from fileconveyor.events import BadLine, events_from
 from fileconveyor.stopping import Stopper
 
@@ -64,3 +64,22 @@ def test_lines_past_the_limit_come_as_long_lines_wherever_the_chunks_cut(tmp_pat
         ("long", 150),
         ("long", 120),
     ]
+
+
+def test_a_named_fifo_is_told_from_a_pipe_a_file_and_a_closed_descriptor(tmp_path: Path) -> None:
+    """`> x.fifo` (a writer a new process can replace) against `|` (whose writer that goes is the input's end):
+    both are S_ISFIFO; only the FIFO in a directory is named."""
+    fifo = tmp_path / "x.fifo"
+    os.mkfifo(fifo)
+    r = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    w = os.open(fifo, os.O_WRONLY)
+    pr, pw = os.pipe()
+    f = os.open(tmp_path / "file", os.O_CREAT | os.O_WRONLY)
+    try:
+        assert named_fifo(r) and named_fifo(w)
+        assert not named_fifo(pr) and not named_fifo(pw)
+        assert not named_fifo(f)
+    finally:
+        for fd in (r, w, pr, pw, f):
+            os.close(fd)
+    assert not named_fifo(f)  # closed: no FIFO

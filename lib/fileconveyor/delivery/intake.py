@@ -25,7 +25,7 @@ from . import ack_check
 from .durable import FIRST_CONTACT_WINDOW, Acknowledger, Holding, Hop, StageState
 from .options import Counters, Options
 from .stage import Item, Stage
-from .streams import LongLine, has_fd, input_batches, is_fifo, open_fifo
+from .streams import LongLine, has_fd, input_batches, is_fifo, named_fifo, open_fifo
 from .through import Through
 
 if TYPE_CHECKING:
@@ -96,8 +96,12 @@ class Intake:
         # we asked our writers again as the lines of our FIFO's next writer began to come (renew): a resend line
         # that is the first of them asks for nothing more (reset once a round of lines is taken)
         self._asked_as_lines_came = False
-        # only a named FIFO's writers are replaced while we read on (a pipe's writer that goes is our input's end)
-        self._reopened_input = self.opts.input not in (None, "-") and is_fifo(self.opts.input)
+        # only a named FIFO's writers are replaced while we read on (a pipe's writer that goes is our input's end):
+        # one named with --input, or our stdin (`< x.fifo`)
+        if self.opts.input not in (None, "-"):
+            self._fifo_input = is_fifo(self.opts.input)
+        else:
+            self._fifo_input = has_fd(stdin) and named_fifo(stdin.fileno())
 
     def _input_ident(self) -> ack_check.Ident | None:
         """Our input when it is a pipe or FIFO: acknowledgements go only to writers at its other end.  None for
@@ -229,7 +233,7 @@ class Intake:
         our acknowledgements reach no writer (``acks.source`` None: a FIFO other users may write, or read): no
         replay can come, and each one held every writer's lines for Holding.AWAIT_SECONDS again, so another
         user's resend line every few seconds held them all for as long as it went on."""
-        if self._asked_as_lines_came or not self._reopened_input or self.acks.source is None:
+        if self._asked_as_lines_came or not self._fifo_input or self.acks.source is None:
             return
         self.rep.info("a pass-through before us started: asking our writers again for what we have not acknowledged")
         self.renew()

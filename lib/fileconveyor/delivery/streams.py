@@ -25,6 +25,37 @@ def is_fifo(path: str) -> bool:
         return False
 
 
+def named_fifo(fd: int) -> bool:
+    """Whether ``fd`` is a named FIFO (`> x.fifo`, `< x.fifo`: one whose other end a new process can open), not a
+    pipe (`|`: its other end goes only with its process).  Both are S_ISFIFO; every pipe lives on the kernel's
+    pipe file system, whose device a FIFO in a directory never has.  Unknown (no pipe could be made to compare):
+    False, as a pipe."""
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        return False
+    return stat.S_ISFIFO(st.st_mode) and st.st_dev != _pipes_device()
+
+
+_pipe_dev: int | None = None
+
+
+def _pipes_device() -> int | None:
+    """The device of every pipe made by pipe(2), looked at once (None: no pipe could be made now)."""
+    global _pipe_dev
+    if _pipe_dev is None:
+        try:
+            r, w = os.pipe()
+        except OSError:  # out of descriptors: looked at again next time
+            return None
+        try:
+            _pipe_dev = os.fstat(r).st_dev
+        finally:
+            os.close(r)
+            os.close(w)
+    return _pipe_dev
+
+
 MAX_LINE_BYTES = 1 << 20  # the default of --max-line-bytes
 
 

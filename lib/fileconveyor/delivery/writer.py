@@ -37,7 +37,7 @@ from typing import IO
 from .. import private
 from ..errors import ConfigError
 from .pipe_tail import PipeTail, torn_end
-from .streams import has_fd, is_fifo
+from .streams import has_fd, is_fifo, named_fifo
 
 REOPEN_EVERY = 0.5  # seconds between fc-tee's attempts to open a FIFO without a reader while no line comes
 WAIT_POLL = 0.1  # seconds between attempts to open a FIFO while waiting for its reader
@@ -87,6 +87,9 @@ class Output:
         self.path = None if path in (None, "-") else path
         self.stdout = stdout
         self.fifo = self.path is not None and is_fifo(self.path)
+        # a FIFO whose writer (we) can be replaced while its reader reads on: --output's, or stdout `> x.fifo`
+        # (known once opened); where a pass-through that starts writes events.RESEND first
+        self.named_fifo = self.fifo
         self.fd: int | None = None
         self.tail = PipeTail(None)  # stdout a pipe: what its reader has read
         # the null device: what is written there nobody can ever read, so there is nothing to keep for a replay
@@ -114,6 +117,7 @@ class Output:
                 stdout.flush()  # what the stream buffered goes before our lines
                 self.fd = stdout.fileno()
                 private.fifo_unreadable(fd=self.fd)  # `> fifo`: as a FIFO named with --output, below
+                self.named_fifo = named_fifo(self.fd)
                 self.tail = PipeTail(self.fd)
                 self.null = is_null(self.fd)
             else:

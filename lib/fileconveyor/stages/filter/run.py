@@ -170,7 +170,7 @@ def pass_through(
         # then the input, before our reader hears of us: the replay it asks for comes through fc-tee, which skips
         # a FIFO nobody reads
         opened = open_fifo(input_path) if input_path not in (None, "-") and is_fifo(input_path) else None
-        if writer.output.fifo:
+        if writer.output.named_fifo:
             # our reader may still have had our predecessor's lines to read when we opened its FIFO, and then
             # never saw an end of input: it learns here that lines may be lost between (events.RESEND)
             writer.send([E.RESEND_LINE])

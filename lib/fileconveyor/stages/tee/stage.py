@@ -132,7 +132,7 @@ class Tee:
         not know that lines were lost between (those the killed one had read, and what the writer behind us sent
         while no fc-tee read it); it asks its writers for what it has not acknowledged."""
         for out in self.outputs:
-            if out.writer.output.fifo and out.writer.output.is_open:
+            if out.writer.output.named_fifo and out.writer.output.is_open:
                 out.writer.send([E.RESEND_LINE])
 
     # -- writing ---------------------------------------------------------------------
