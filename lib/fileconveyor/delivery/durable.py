@@ -523,18 +523,17 @@ class Acknowledger:
         self._quiet.add(origin)
         return True
 
-    def beyond(self, origin: str, epoch: str, seq: int) -> int | None:
-        """When ``seq`` is past every line the writer of ``epoch`` at ``origin`` has committed: that writer's
-        highest seq (the line is forged: taken, its seq would make every later real line look like a replay).
-        None when it is not, or when nothing can be told (no such file, another epoch, not a state file)."""
+    def high(self, origin: str, epoch: str) -> int | None:
+        """The highest seq the writer of ``epoch`` at ``origin`` has committed: a line past it is forged (taken,
+        its seq would make every later real line look like a replay).  None when nothing can be told (no such
+        file, another epoch, not a state file)."""
         try:
             conn = self._writer_state(origin, epoch)
             if conn is None:
                 return None
-            high = ack_check.high_seq(conn)
+            return ack_check.high_seq(conn)
         except sqlite3.DatabaseError:
             return None
-        return high if high is not None and seq > high else None
 
     def _writer_state(self, origin: str, epoch: str) -> sqlite3.Connection | None:
         """A read-only connection to the state file of the writer of ``epoch`` at ``origin`` (kept for the next

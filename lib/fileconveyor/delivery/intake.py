@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from ..stopping import Stopper
 
 _BLANK = frozenset(b" \t\r\n\f\v")  # a line's first byte that may begin a blank line
-SEQ_JUMP = 10_000  # a hop.seq this far past a writer's mark is checked against the writer's state file
+# A writer whose state file tells nothing (not here, or of another epoch now): a hop.seq this far past where it was
+# last looked at is looked at again.  A writer's that does is read for each seq past the highest it said it had.
+SEQ_JUMP = 10_000
 # Lines read and not yet taken by the runner's loop from which reading waits: while that loop writes to a slow
 # reader of ours, the lines of a fast writer would otherwise pile up in memory (about 0.5 KB each).
 LINES_AHEAD = 512
@@ -91,6 +93,9 @@ class Intake:
         self.posted = 0
         self.taken = 0
         self._met: set[str] = set()  # writers whose first line this process has seen
+        # (writer, epoch) -> the highest seq its state file said it had committed (_past): a line up to there is
+        # taken without a look; one past it makes us look again, and is refused if it is past that too
+        self._limits: dict[tuple[str, str], int] = {}
         self._one_item = type(stage).split is Stage.split  # take() makes its item itself
         self._fifo_fd: int | None = None  # our input FIFO, opened before we register (open_input)
         # we asked our writers again as the lines of our FIFO's next writer began to come (renew): a resend line
@@ -290,7 +295,7 @@ class Intake:
         # a stage with the default split (fc-filter, fc-record): its one item per event is made here, not through
         # items() and split() (three calls and two lists a line)
         one = self._one_item
-        met, waiting = self._met, self.holding.waiting
+        met, waiting, limits = self._met, self.holding.waiting, self._limits
         for line in lines:
             self.lineno += 1
             if not line.endswith(b"\n"):
@@ -321,11 +326,12 @@ class Intake:
                 hop = Hop(origin, epoch, seq)
                 mark = marks.get(origin)
                 # the usual line (_hop_taken's every check passed at once): its writer met already in this
-                # process, its mark of this epoch below the line and not far, none of its lines held
+                # process, its mark of this epoch below the line, which is not past what the writer said it had
+                # committed when we last looked (_past), none of its lines held
                 if (
                     mark is not None
                     and mark[0] == epoch
-                    and mark[1] < seq <= mark[1] + SEQ_JUMP
+                    and mark[1] < seq <= limits.get((origin, epoch), -1)
                     and origin in met
                     and origin not in waiting
                 ):
@@ -362,13 +368,10 @@ class Intake:
         mark = marks.get(hop.origin)
         if hop.origin not in self._met and self._first_line(hop, mark):
             mark = marks[hop.origin]
-        if mark is None or mark[0] != hop.epoch or hop.seq - mark[1] > SEQ_JUMP:
-            # a first line, or a leap: a seq past what the writer wrote would make its real lines
-            # after it look like replays (dropped); its state file says (one look, not per line)
-            high = self.acks.beyond(hop.origin, hop.epoch, hop.seq)
-            if high is not None:
-                self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
-                return False
+        high = self._past(hop)
+        if high is not None:
+            self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+            return False
         if mark is None or mark[0] != hop.epoch:
             # a writer new to us (or whose state was recreated): register at once,
             # and hold its lines until it re-sends, for us, all it has kept (lines
@@ -397,7 +400,7 @@ class Intake:
         everything), there is nothing to hold or replay: True, and the writer is registered with that."""
         self._met.add(hop.origin)
         known = mark is not None and mark[0] == hop.epoch
-        if not known and self.acks.beyond(hop.origin, hop.epoch, hop.seq) is not None:
+        if not known and self._past(hop) is not None:
             return False  # a seq past what the writer wrote: refused below
         if not self.acks.lost_nothing(hop.origin, hop.epoch, mark[1] if known and mark else None):
             return False
@@ -406,6 +409,23 @@ class Intake:
             self.marks[hop.origin] = (hop.epoch, hop.seq - 1)  # earlier lines went elsewhere (a filter between)
         self.acks.send({hop.origin: self.marks[hop.origin]}, force=True)
         return True
+
+    def _past(self, hop: Hop) -> int | None:
+        """None when ``hop.seq`` may be a line its writer wrote; else the highest seq the writer has committed
+        (the line is forged).  Taken, a seq past what the writer wrote moves our mark there, and every real line
+        of the writer up to it looks like a replay: dropped, and acknowledged, so the writer forgets it too.  A
+        writer commits a line before it writes it, so its state file is read only for a seq past what it said
+        the last time: once per writer's commit at most, not per line.  When its state file tells nothing (not
+        here, another epoch there now), looked at again SEQ_JUMP seqs further."""
+        key = (hop.origin, hop.epoch)
+        limits = self._limits
+        if hop.seq <= limits.get(key, -1):
+            return None
+        high = self.acks.high(hop.origin, hop.epoch)
+        if len(limits) >= 4096:  # (forged hops can name endless writers and epochs)
+            limits.clear()
+        limits[key] = hop.seq + SEQ_JUMP if high is None else high
+        return high if high is not None and hop.seq > high else None
 
     def _maybe_done(self, hop: Hop | None) -> bool:
         """Whether a killed process of ours may have worked on this line before it could commit it."""
