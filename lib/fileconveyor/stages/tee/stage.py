@@ -74,8 +74,8 @@ class Tee:
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
-        # the last line passed on, for a reader that comes while none arrives (not a resend line: it has no hop, and a
-        # new reader registers with nobody on it; a pass-through restarted before us writes one)
+        # the last line passed on with a hop, for a reader that comes while none arrives (a line without one, a
+        # resend line that a pass-through restarted before us writes, registers the new reader with nobody: _last)
         self.last: bytes | None = None
         self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
         self._done = threading.Event()
@@ -146,8 +146,8 @@ class Tee:
                     out.written += n
                 else:
                     out.skipped += n
-            last = data[data.rfind(b"\n", 0, -1) + 1 :]
-            if last != E.RESEND_LINE:
+            last = _last(data)
+            if last is not None:
                 self.last = last
 
     def _late_readers(self) -> None:
@@ -170,3 +170,21 @@ class Tee:
             f"{o.path}: {o.written} line(s)" + (f", {o.skipped} skipped without a reader" if o.skipped else "")
             for o in self.outputs
         )
+
+
+def _last(data: bytes) -> bytes | None:
+    """The last line of ``data`` (whole lines) that is an event with a hop, else None.  Only on such a line does a
+    late reader register with a writer; anyone who writes our input can make the last line another (a resend line
+    with a field more, a bad line, an event without a hop), and a late reader given that one got none of what it
+    missed.  One decode per write as a rule (its last line); more only for lines a writer of ours never writes."""
+    end = len(data)
+    while end > 0:
+        start = data.rfind(b"\n", 0, end - 1) + 1
+        line = data[start:end]
+        try:
+            if E.decode(line).get("hop") is not None:
+                return line
+        except E.EventError:
+            pass
+        end = start
+    return None
