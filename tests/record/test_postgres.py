@@ -482,3 +482,44 @@ def test_a_busy_state_file_names_its_holder_without_the_password(tmp_path: Path,
         assert first.stdin is not None
         first.stdin.close()
         first.wait(60)
+
+
+def test_fc_transport_uploads_while_the_record_server_is_down(tmp_path: Path) -> None:
+    """--record-db postgresql:// with the database server down: a server down costs a retry, not the uploads (they
+    need no record). A deletion asks the record whether fc-record deleted the source itself after syncing it: it
+    waits for the server (the copy stays), alone, and stays queued (exit 4: retry). Before, fc-transport stopped
+    at its start (exit 4, nothing uploaded), and a deletion met while running paused every upload to the
+    destination, which was not down."""
+    site = make_site(tmp_path)
+    events = watch(site, tmp_path / "w.db")
+    (site / "index.html").unlink()
+    gone = next(e for e in events if e["rel"] == "index.html")
+    drop = ("size", "mtime", "mtime_ns", "ino", "hop", "id")
+    deleted = {**{k: v for k, v in gone.items() if k not in drop}, "kind": "deleted", "id": "f" * 32}
+    first = [e for e in events if e is not gone]
+    cdn = tmp_path / "cdn"
+    down = f"postgresql://{USER}@127.0.0.1:{free_port()}/x"
+    args = ["--to", f"file://{cdn}", "--record-db", down, "--state", str(tmp_path / "t.db"), "--drain-timeout", "3"]
+    # the deletion first: what comes after it (for other paths) does not wait for it
+    res = subprocess.run(
+        [sys.executable, str(BIN / "fc-transport"), *args],
+        input=lines([deleted, *first]),
+        capture_output=True,
+        timeout=120,
+    )
+    stderr = res.stderr.decode()
+    assert "uploads go on, and deletions wait until it answers" in stderr, stderr
+    (cdn / "index.html").write_text("the copy an earlier run uploaded\n")  # (after: a deletion that went wrong
+    # would have found nothing; the next run below must not delete it either)
+    want = sorted(e["rel"] for e in first)
+    assert (
+        sorted(p.relative_to(cdn).as_posix() for p in cdn.rglob("*") if p.is_file() and p.name != "index.html") == want
+    )
+    out = [json.loads(x) for x in res.stdout.splitlines()]
+    assert sorted(e["rel"] for e in out if e.get("transported") == "uploaded") == want
+    assert not [e for e in out if e["kind"] == "deleted"], out  # neither done nor failed: still queued
+    assert res.returncode == 4, (res.returncode, stderr)  # Exit.RETRY: run it again
+    again = subprocess.run(
+        [sys.executable, str(BIN / "fc-transport"), *args], input=b"", capture_output=True, timeout=120
+    )
+    assert again.returncode == 4 and (cdn / "index.html").exists(), again.stderr.decode()

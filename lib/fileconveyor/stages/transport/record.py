@@ -27,14 +27,22 @@ class RecordDb:
     """fc-record's record, opened read-only on first use (a file may not exist yet when we start: fc-conveyor's
     first run starts fc-record beside us).  A postgresql:// one is opened at once, so a refused login stops the
     command before any event (exit 3); so is a file that is there, so that a path that is no record (a directory,
-    another file: a slip of the user's) stops it too (exit 2) instead of failing every deletion."""
+    another file: a slip of the user's) stops it too (exit 2) instead of failing every deletion.  A database
+    server that does not answer (down, restarting: RetryableError) stops nothing: uploads need no record, and the
+    deletions that ask it wait for it (_translated); ``unreachable`` says why, for the stage to warn."""
 
     def __init__(self, target: str):
         self.target = target
         self.lock = threading.Lock()  # one connection, shared by the worker threads
         if not is_url(target) and os.path.exists(target) and not os.path.isfile(target):
             raise ConfigError(f"--record-db {target}: not a file (fc-record's SQLite file or a postgresql:// URL)")
-        self.conn: Reader | None = open_reader(target) if exists(target) else None
+        self.conn: Reader | None = None
+        self.unreachable: str | None = None
+        if exists(target):
+            try:
+                self.conn = open_reader(target)
+            except RetryableError as exc:  # (opened again at the first deletion that asks it)
+                self.unreachable = str(exc)
 
     def missing(self) -> bool:
         """Whether the record is a file that is not there (yet, or a misspelt path)."""

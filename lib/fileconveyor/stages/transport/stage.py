@@ -36,6 +36,7 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING
 
+from ... import backoff
 from ... import events as E
 from ...delivery.stage import Done, Item, Outcome, Retry, Stage, StageContext
 from ...digests import blake2b
@@ -262,6 +263,8 @@ class TransportStage(Stage):
         # Log in everywhere before any event is read: a refusal is exit 3 now, not a failure per file later.
         for name, tp in check_access(list(self.targets.values()), ctx.rep.warn).items():
             self.pools[name].adopt(tp)
+        if self.recdb is not None and self.recdb.unreachable:
+            ctx.rep.warn(f"--record-db: {self.recdb.unreachable}; uploads go on, and deletions wait until it answers")
         db = ctx.db
         for path, server, remote in db.execute("SELECT path, server, remote FROM remote_names"):
             self.names.set(server, bytes(path), bytes(remote))
@@ -689,13 +692,19 @@ class TransportStage(Stage):
         # earlier state, another worker of a scaled-out pipeline, the old daemon).
         with self.lock:
             known = self.names.by_path.get((server, path))
-        recorded = self._recorded_name(server, path) if known is None else None
-        # else a name a killed process of ours was about to upload to (work_ahead): it may have
-        intended = self.intended.get((server, path)) if known is None and recorded is None else None
-        remote = known or recorded or intended or remote
-        E.put_path(out, "remote", remote)
-        out["url"] = self.url_of[server].url(remote)
-        if self.recdb is not None and self.recdb.kept(out):
+        try:
+            recorded = self._recorded_name(server, path) if known is None else None
+            # else a name a killed process of ours was about to upload to (work_ahead): it may have
+            intended = self.intended.get((server, path)) if known is None and recorded is None else None
+            remote = known or recorded or intended or remote
+            E.put_path(out, "remote", remote)
+            out["url"] = self.url_of[server].url(remote)
+            kept = self.recdb is not None and self.recdb.kept(out)
+        except TransientError as exc:
+            # fc-record's database server does not answer (record.py): this deletion waits for it, and what comes
+            # after it for its path; the destination is fine, so its lane is not paused (its uploads go on)
+            return Retry(str(exc), after=backoff.delay(item.attempts, 1.0, 60.0, jitter=True))
+        if kept:
             # fc-record deleted the source after sync: the remote copy stays (fileDeletionDelayAfterSync)
             out["transported"] = "kept"
             return Done([out])
