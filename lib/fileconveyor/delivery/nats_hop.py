@@ -41,6 +41,11 @@ from .nats_auth import HEADER_EPOCH, HEADER_ID, HEADER_SEQ, Credentials  # noqa:
 DEFAULT_STREAM = "FC"
 DEFAULT_PARTITIONS = 8
 MAX_PARTITIONS = 1024
+# What a message may be, headers and payload, on a server that does not say (nats-server's max_payload by default)
+DEFAULT_MAX_PAYLOAD = 1 << 20
+# Room for what a message's headers take besides their keys and values ("NATS/1.0", ": " and CRLF on each line, the
+# blank line) and for the signature fc-publish adds (nats_auth.HEADER_SIG: a key id and an HMAC in hex)
+HEADER_ROOM = 256
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _PARTITIONS = re.compile(r"partitions=(\d+)")
 
@@ -146,6 +151,11 @@ def upstream_order(ev: dict) -> dict[str, str]:
     return {}
 
 
+def message_size(data: bytes, headers: dict[str, str]) -> int:
+    """What a message of ``data`` with ``headers`` counts against the server's max_payload (HEADER_ROOM spared)."""
+    return len(data) + HEADER_ROOM + sum(len(k.encode()) + len(v.encode()) for k, v in headers.items())
+
+
 def payload(ev: dict) -> bytes:
     """The event as published: without the hop of the publisher's host (fc-consume writes its own)."""
     return E.encode({k: v for k, v in ev.items() if k != "hop"})
@@ -195,6 +205,13 @@ class Broker:
         except concurrent.futures.TimeoutError:  # not the built-in TimeoutError before Python 3.11
             fut.cancel()
             raise
+
+    def max_payload(self) -> int:
+        """How large a message the server takes (its INFO's max_payload, once connected)."""
+        try:
+            return int(self.nc.max_payload) if self.nc is not None else DEFAULT_MAX_PAYLOAD
+        except (AttributeError, TypeError, ValueError):
+            return DEFAULT_MAX_PAYLOAD
 
     def submit(self, coro: Coroutine[Any, Any, Any]) -> None:
         """Run ``coro`` on the broker's loop without waiting (acknowledgements: losing one costs a redelivery)."""

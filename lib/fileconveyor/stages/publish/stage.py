@@ -66,7 +66,18 @@ class PublishStage(Stage):
         assert self.broker is not None
         # the partition needs the stream's number of partitions, known once connected: flush() names it
         headers = {N.HEADER_ID: N.message_id(ev, item.line), **N.upstream_order(ev)}
-        self.round.append((E.get_path(ev, "path"), N.payload(ev), headers))
+        data = N.payload(ev)
+        size, limit = N.message_size(data, headers), self.broker.max_payload()
+        if size > limit:
+            # Sent, the server closes the connection (or the client refuses it), and the round is "not confirmed"
+            # and tried again whole, for ever: every event published with it waited too, at every run.  Its
+            # ``id`` and hop go into the headers too, so a line under --max-line-bytes can be one.
+            self.rep.error(
+                f"{E.display(E.get_path(ev, 'path'))}: not published: as a message it takes about {size} bytes, "
+                f"more than the server takes ({limit}, its max_payload); the event is failed, not retried"
+            )
+            return Done([], failed=True)
+        self.round.append((E.get_path(ev, "path"), data, headers))
         return Done([])
 
     def flush(self) -> str | None:
