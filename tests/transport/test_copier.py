@@ -457,3 +457,39 @@ def test_a_copier_that_lags_holds_at_most_two_batches_the_round_waits_for(
     assert tree(dest) == tree(src)
     handed = sum(int(n) for n in log.read_text().split())
     assert 0 < handed <= 128, f"the copier was handed {handed} files while it lagged"
+
+
+def test_ctrl_c_stops_fc_transport_and_its_copier_without_a_traceback(tmp_path: Path, env: dict[str, str]) -> None:
+    """Ctrl-C at a terminal sends SIGINT to the whole foreground process group: fc-transport and its copier.  The
+    copier, a plain python, died of it with a KeyboardInterrupt traceback on the user's terminal, in the middle of
+    fc-transport's own clean stop (exit 130, state committed).  It runs in a session of its own now; fc-transport
+    ends it.  The signal comes once the copier has copied files, so it is past its start-up (a python killed by
+    SIGINT before its start-up installs the handler dies without a word)."""
+    src, evs = _site(tmp_path)
+    dest = tmp_path / "dest"
+    argv = [*fc("fc-transport"), "--to", f"file://{dest}", "--state", str(tmp_path / "t.db")]
+    proc = subprocess.Popen(
+        argv, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(jsonl(evs))
+        proc.stdin.flush()
+        for _ in evs:
+            assert E.decode(proc.stdout.readline())["transported"] == "uploaded"
+        assert copiers_of(proc.pid), "a copier runs"
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: every process of the group
+        err = proc.stderr.read().decode()
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        proc.stdin.close()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    deadline = time.monotonic() + 10
+    while copiers_of(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not copiers_of(proc.pid), "the copier ended with fc-transport"
+    assert tree(dest) == tree(src)

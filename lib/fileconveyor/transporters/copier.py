@@ -45,6 +45,10 @@ class CopierProcess:
                 pass_fds=[theirs.fileno()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
+                # Not in our process group: Ctrl-C at a terminal signals the whole foreground group, and the copier,
+                # a plain python, died of it with a KeyboardInterrupt traceback on the user's terminal while we
+                # stopped cleanly (exit 130).  We end it ourselves; prctl and the socket's end cover our death.
+                start_new_session=True,
             )
         finally:
             theirs.close()
