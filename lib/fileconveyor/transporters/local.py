@@ -19,10 +19,11 @@ from collections.abc import Callable
 from typing import BinaryIO, ClassVar, NamedTuple
 
 from .. import beneath
-from ..sourcefile import Source, SourceFd, SourceFile, copy_fd, open_source_fd
+from ..sourcefile import Roots, Source, SourceFd, SourceFile, copy_fd, open_source_fd
 from .base import (
     CLOSE_WAIT,
     UNCHANGED,
+    F,
     PermanentError,
     R,
     RemoteStat,
@@ -54,6 +55,10 @@ class SymlinkOrCopy(Transporter):
         # Directory rel -> a descriptor of it, opened beneath the root without following links (confine.py).
         self.dirs: DirCache[int] = DirCache(os.close)
         self._busy = threading.RLock()  # held during an operation: see close()
+        # Where this folder really is, and a source root -> where this folder lies in it (_inside): an upload
+        # opens its source (_opened) before it connects.
+        self.real_root = os.path.realpath(dest.root or b".")
+        self.inside: dict[bytes, bytes | None] = {}
 
     def _run(self, what: str, rel: bytes, op: Callable[[], R]) -> R:
         with self._busy:
@@ -84,6 +89,49 @@ class SymlinkOrCopy(Transporter):
             d = os.path.dirname(d)
         if not os.access(d, os.W_OK | os.X_OK):
             raise PermissionError(errno.EACCES, f"{os.fsdecode(d)} is not writable")
+
+    def _opened(self, source: Source | bytes | str, opener: Callable[[Source, Roots | None], F]) -> F:
+        # Every upload opens its source here (upload() and prepare() both): a file that lies in this very folder
+        # is refused before anything is opened or written.
+        if isinstance(source, Source) and not source.work:
+            self._refuse_own(source)
+        return super()._opened(source, opener)
+
+    def _refuse_own(self, source: Source) -> None:
+        """PermanentError when ``source`` lies in this destination folder: the folder is the source tree itself, or
+        one inside it that fc-watch does not leave out.  Sent, such a file is a new file of the tree, whose event
+        sends it again, a level deeper (cdn/cdn/cdn/...), for ever; with ``symlink_within``, a destination that is
+        the source tree replaced each source file with a link to itself, and its content was lost."""
+        where = self._inside(source.root)
+        if where is None or not (where == b"" or source.rel == where or source.rel.startswith(where + b"/")):
+            return
+        tree = os.fsdecode(source.root)
+        if where == b"":
+            raise PermanentError(
+                f"{self.dest}: the destination is the source tree {tree} itself: nothing to copy (and a link would "
+                "replace the file); choose a folder outside it"
+            )
+        step = os.fsdecode(where)
+        raise PermanentError(
+            f"{self.dest}: {os.fsdecode(source.rel)!r} lies in the destination folder, which is inside the source "
+            f"tree {tree}: it is a copy sent there, and sending it makes another ({step}/{step}/...) for ever; "
+            f"leave the folder out (fc-watch --exclude '{step}/*') or choose one outside {tree}"
+        )
+
+    def _inside(self, root: bytes) -> bytes | None:
+        """Where this destination folder lies in the source tree ``root`` (real paths): b"" for the tree itself,
+        its relative path when beneath it, None when outside.  One realpath per source root, kept (a stream of
+        forged roots empties the cache instead of filling memory)."""
+        inside = self.inside
+        if root in inside:
+            return inside[root]
+        real, mine = os.path.realpath(root), self.real_root
+        prefix = real.rstrip(b"/") + b"/"  # b"/" for the tree /
+        where = b"" if mine == real else mine[len(prefix) :] if mine.startswith(prefix) else None
+        if len(inside) >= 256:
+            inside.clear()
+        inside[root] = where
+        return where
 
     def _upload(self, src: BinaryIO, rel: bytes) -> str | None:
         head, _, name = rel.rpartition(b"/")
