@@ -527,11 +527,14 @@ def test_printed_supervisord_config_runs_under_supervisord(tmp_path: Path) -> No
 
 
 def test_failures_are_logged_and_retried_at_the_next_start(tmp_path: Path) -> None:
-    """A destination that refuses files for good (here: its folder is a file) gives an
-    ERROR per file in the log, like the original; once fixed, the next start of
-    fc-conveyor sends them (it retries failed files at start), and says so."""
+    """A destination that refuses files for good (here: a file where each of their directories should be; a
+    folder that is a file is refused at start now) gives an ERROR per file in the log, like the original; once
+    fixed, the next start of fc-conveyor sends them (it retries failed files at start), and says so."""
     cfg, site, cdn = local_config(tmp_path)
-    cdn.write_text("a file where the CDN folder should be")
+    blocks = [cdn / path / top for path in ("all", "css") for top in ("misc", "modules", "sites", "themes")]
+    for block in blocks:
+        block.parent.mkdir(parents=True, exist_ok=True)
+        block.write_text("a file where a directory should be")
     log = tmp_path / "fileconveyor.log"
     argv = [sys.executable, str(BIN / "fc-conveyor"), "--log-file", str(log), str(cfg)]
     first = subprocess.Popen(argv, stderr=subprocess.PIPE)
@@ -545,7 +548,8 @@ def test_failures_are_logged_and_retried_at_the_next_start(tmp_path: Path) -> No
         assert first.wait(timeout=60) == 0
     console = first.stderr.read().decode()  # type: ignore[union-attr]
     assert "Failed: '" in console  # ERROR reaches the console too
-    cdn.unlink()
+    for block in blocks:
+        block.unlink()
     second = subprocess.Popen(argv, stderr=subprocess.DEVNULL)
     try:
         every = {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file() and "CVS" not in p.parts}

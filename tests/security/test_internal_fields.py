@@ -7,6 +7,7 @@ line's field is ignored and dropped.  Real fc-transport (the command) to two rea
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -37,14 +38,15 @@ def test_retry_failed_still_sends_to_the_failed_server_only(tmp_path: Path, env:
     src = tmp_path / "src"
     src.mkdir()
     (src / "x.css").write_text("x")
-    (tmp_path / "b").write_text("not a folder")  # b fails: its root is a file
+    # b fails for this file: a directory where it goes (a root that is a file is refused at start now, exit 3)
+    (tmp_path / "b" / "x.css" / "sub").mkdir(parents=True)
     to = ["--to", f"file://{tmp_path / 'a'}?name=a", "--to", f"file://{tmp_path / 'b'}?name=b"]
     state = ["--state", str(tmp_path / "t.db"), "--drain-timeout", "5"]
     first = transport([*to, *state], env, jsonl([event(src, "x.css")]))
     assert tree(tmp_path / "a") == {"x.css": b"x"}, first.stderr.decode(errors="replace")
     with sqlite3.connect(tmp_path / "t.db") as db:
         assert [r[0] for r in db.execute("SELECT server FROM failed")] == ["b"]
-    (tmp_path / "b").unlink()
+    shutil.rmtree(tmp_path / "b" / "x.css")
     (tmp_path / "a" / "x.css").unlink()  # a replay to a as well would bring it back
     again = transport([*to, *state, "--retry-failed"], env, b"")
     assert again.returncode == 0, again.stderr.decode(errors="replace")

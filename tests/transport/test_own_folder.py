@@ -1,4 +1,4 @@
-"""A local destination (file://) that is the watched tree itself, or a folder inside it.
+"""A local destination (file://) that is the watched tree itself, or a folder inside it, and one that cannot be.
 
 Mistakes a new user makes with ``--to``: pointing it at the source folder, or at a folder inside it that fc-watch
 does not leave out.  Each sent file was a new file of the tree, so the next scan (or, live, the next moment) sent
@@ -75,3 +75,16 @@ def test_a_destination_inside_the_source_tree_that_fc_watch_leaves_out_works(tmp
         assert status == [0, 0], err
         assert all("error" not in ev for ev in out), out
     assert tree(site / "cdn") == {"css/a.css": b"precious\n", "b.js": b"also precious\n"}
+
+
+def test_a_destination_beneath_a_file_is_refused_at_start_and_the_events_stay_unread(tmp_path: Path) -> None:
+    """file:///etc/passwd/cdn: the start-up check took it as a folder to be made in /etc, and then every file
+    failed for good (ENOTDIR), each kept for --retry-failed."""
+    site = _site(tmp_path)
+    (tmp_path / "plain").write_bytes(b"a file\n")
+    status, out, err = pipeline(site, f"file://{tmp_path}/plain/cdn", tmp_path)
+    assert status[1] == 3 and "refused at start" in err and "plain is not a directory" in err, err
+    assert out == []
+    status, out, err = pipeline(site, f"file://{tmp_path}/cdn", tmp_path, name="2")
+    assert status == [0, 0] and len(out) == 2, "the corrected run sends every file"
+    assert tree(tmp_path / "cdn") == {"css/a.css": b"precious\n", "b.js": b"also precious\n"}

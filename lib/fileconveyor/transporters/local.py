@@ -83,11 +83,16 @@ class SymlinkOrCopy(Transporter):
         self.dirs.clear()
 
     def _check_root(self) -> None:
-        # The root, or the directory it will be made in, must be writable by us.
+        # The root, or the directory it will be made in, must be writable by us.  The first existing step must be
+        # a directory: file:///etc/passwd/cdn was taken as "made in /etc", and every file then failed (ENOTDIR).
         d = os.path.abspath(self.root)
-        while not os.path.isdir(d) and os.path.dirname(d) != d:
+        while not os.path.lexists(d) and os.path.dirname(d) != d:
             d = os.path.dirname(d)
+        if not os.path.isdir(d):
+            raise NotADirectoryError(errno.ENOTDIR, f"{os.fsdecode(d)} is not a directory")
         if not os.access(d, os.W_OK | os.X_OK):
+            if os.statvfs(d).f_flag & os.ST_RDONLY:  # (os.access says EACCES for that too: misleading)
+                raise OSError(errno.EROFS, f"{os.fsdecode(d)} is on a read-only file system")
             raise PermissionError(errno.EACCES, f"{os.fsdecode(d)} is not writable")
 
     def _opened(self, source: Source | bytes | str, opener: Callable[[Source, Roots | None], F]) -> F:
