@@ -244,6 +244,10 @@ class FTP(CheckedDirs):
         text = str(exc).strip()
         if isinstance(exc, ftplib.error_perm):
             if text.startswith("530"):
+                if self.dest.user and not self.dest.secret("password"):
+                    # A newcomer's first FTP run: "530 Authentication failed" alone did not say what was missing.
+                    where = self.dest.secret_source("password")
+                    text = f"{text.rstrip('.')} (no password given: set {where}, or password = in a --config file)"
                 return AuthError(f"login refused: {text}")
             return PermanentError(text)
         if isinstance(exc, (ftplib.error_temp, ftplib.error_reply, ftplib.error_proto)):
