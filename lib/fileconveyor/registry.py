@@ -45,6 +45,13 @@ class Registry(Generic[T]):
         extra = sorted(ep.name for ep in entry_points(group=self.group) if ep.name not in self.builtins)
         return [*self.builtins, *extra]
 
+    def listing(self) -> str:
+        """The names for a message, each with its aliases: "symlink_or_copy (file), ftp (ftps), ..."."""
+        aka: dict[str, list[str]] = {}
+        for alias, target in self.aliases.items():
+            aka.setdefault(target, []).append(alias)
+        return ", ".join(f"{n} ({', '.join(aka[n])})" if n in aka else n for n in self.names())
+
     def did_you_mean(self, name: str) -> str:
         """``did you mean X? `` for a near miss of a known name (or alias), else ""."""
         import difflib  # for a mistake only: not loaded by every stage that looks a name up
@@ -53,7 +60,10 @@ class Registry(Generic[T]):
         close = difflib.get_close_matches(name, known, n=3, cutoff=0.75)
         # Two letters swapped (fpt for ftp) in a short name scores below the cutoff: taken as a near miss too.
         close = close or [k for k in known if len(k) == len(name) and sorted(k) == sorted(name)]
-        close = list(dict.fromkeys(self.resolve(c) for c in close))
+        # The near name as it is spelled, one per plugin: "fle" is a typo of the URL scheme "file", and "did you
+        # mean symlink_or_copy?" (the plugin that scheme names) did not tell a user of --to what to write.
+        by_plugin = {self.resolve(c): c for c in reversed(close)}
+        close = list(dict.fromkeys(by_plugin[self.resolve(c)] for c in close))
         return f"did you mean {' or '.join(close)}? " if close else ""
 
     def resolve(self, name: str) -> str:
@@ -76,14 +86,14 @@ class Registry(Generic[T]):
             else:
                 raise ConfigError(
                     f"unknown {self.kind} {name!r}; {self.did_you_mean(canonical)}available: "
-                    f"{', '.join(self.names())} (or give a third-party one as package.module:Class)"
+                    f"{self.listing()} (or give a third-party one as package.module:Class)"
                 )
         module_name, _, attr = target.partition(":")
         if canonical not in self.builtins and not _importable(module_name.split(".")[0]):
             # No such module at all: most often a typo of a built-in name, not a package to install.
             raise ConfigError(
                 f"unknown {self.kind} {name!r}: no built-in one and no installed module {module_name!r}; "
-                f"{self.did_you_mean(canonical)}available: {', '.join(self.names())} "
+                f"{self.did_you_mean(canonical)}available: {self.listing()} "
                 "(a third-party one needs its package installed)"
             )
         module = _guarded(name, self.kind, lambda: importlib.import_module(module_name))

@@ -52,7 +52,7 @@ def test_missing_dependency_says_what_to_install(reg: Registry[Base]) -> None:
 
 
 def test_unknown_and_wrong_type(reg: Registry[Base]) -> None:
-    with pytest.raises(ConfigError, match=r"unknown processor 'nope'; available: good.Good, needs.Dep"):
+    with pytest.raises(ConfigError, match=r"unknown processor 'nope'; available: good.Good \(modern-good\), needs.Dep"):
         reg.get("nope")
     with pytest.raises(ConfigError, match="is not a Base subclass"):
         reg.get("fc_test_plugins:NotAPlugin")

@@ -19,9 +19,10 @@ import ssl
 import stat
 from typing import Any, BinaryIO, ClassVar
 
-from ..errors import FCError
+from ..errors import ConfigError, FCError
 from .base import AuthError, PermanentError, RemoteStat, TransientError, join, parent_dirs, temp_path, unchanged
 from .confine import DIR, MISSING, UNKNOWN, CheckedDirs, parent_and_name
+from .destination import Destination
 from .ftp_list import entry_kind
 
 SEND_BLOCK = 32 * 1024  # bytes per write of a file's data (_store says why not sendfile, and why this size)
@@ -49,6 +50,11 @@ class FTP(CheckedDirs):
         "passive": "no: use active mode (default yes)",
     }
     default_connections = 2  # many FTP servers limit connections per user to a handful
+
+    def __init__(self, dest: Destination):
+        super().__init__(dest)
+        if not dest.host:  # ftp:///dir was tried as host "": "starting anyway", its files queued for ever (exit 4)
+            raise ConfigError(f"{dest}: no host: write {dest.scheme}://user@HOST/dir")
 
     def _connect(self) -> None:
         tls = self.dest.scheme == "ftps" or self.dest.flag("tls")

@@ -58,6 +58,8 @@ class SFTP(CheckedDirs):
 
     def __init__(self, dest: Destination):
         super().__init__(dest)
+        if not dest.host:  # sftp:///dir was tried as host "": "starting anyway", its files queued for ever (exit 4)
+            raise ConfigError(f"{dest}: no host: write sftp://user@HOST/dir")
         key_file = _key_file(dest)
         if key_file and not os.path.isfile(key_file):
             raise ConfigError(f"{dest}: key_file {key_file} does not exist (or is not a file)")
