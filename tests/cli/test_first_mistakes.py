@@ -62,3 +62,12 @@ def test_a_mistyped_to_is_refused_at_start_and_the_corrected_run_sends_everythin
     assert status == [0, 0], err
     assert sorted(ev["rel"] for ev in out) == ["a.css", "b.js"]
     assert sorted(p.name for p in dest.iterdir()) == ["a.css", "b.js"]
+
+
+def test_a_config_file_without_its_to_line_names_the_file_and_its_keys(tmp_path: Path, env: dict[str, str]) -> None:
+    conf = tmp_path / "cdn.conf"
+    conf.write_text(f"too = file://{tmp_path}/dest\nurl = http://cdn.example/\n")
+    p = subprocess.run([*fc("fc-transport"), "--config", str(conf)], input=b"", capture_output=True, env=env)
+    err = p.stderr.decode()
+    assert p.returncode == 3, err
+    assert f"fc-transport: error: no destination: {conf} has no 'to = URL' line (its keys: too, url)" in err, err

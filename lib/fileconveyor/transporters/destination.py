@@ -109,6 +109,9 @@ def parse_destination(
     values = read_config(config) if config is not None else {}
     spec = spec or values.pop("to", None)
     values.pop("to", None)
+    if not spec and config is not None:  # "too = ..." was silently a setting, and the message spoke of --to
+        keys = ", ".join(values) or "none"
+        raise ConfigError(f"no destination: {os.fspath(config)} has no 'to = URL' line (its keys: {keys})")
     if not spec:
         raise ConfigError("no destination: give a URL such as sftp://user@host/path (or 'to = ...' in a config file)")
     parts = urlsplit(spec)
