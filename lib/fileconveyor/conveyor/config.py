@@ -16,6 +16,7 @@ A filter's size conditions are strict in the original (``minimum N`` matches onl
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -31,6 +32,50 @@ from .xmltree import Node, XMLSyntaxError, parse
 __all__ = ["Conditions", "Config", "ConfigError", "Destination", "Rule", "Server", "Settings", "Source", "load"]
 
 SOURCE_NAME = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def _no_folder_inside_its_source(
+    c: Check, ignored_dirs: tuple[str, ...], sources: list[Source], servers: dict[str, Server], rules: list[Rule]
+) -> None:
+    """A symlink_or_copy destination (location + path) that is a rule's source folder, or a folder inside it whose
+    files the rule would take, is an error: each copy would be a new file of the source, sent again a level
+    deeper (static/static/...) for ever, and with symlink_within (set for every source) a destination that is the
+    source would replace each file with a link to itself.  Inside the source but in an ignoredDirs directory, or
+    outside the rule's <paths>, it is fine: fc-watch or fc-filter leaves the copies out."""
+    by_name = {s.name: s for s in sources}
+    for rule in rules:
+        source = by_name.get(rule.source)
+        if source is None:
+            continue
+        root = os.path.realpath(source.scan_path)
+        ignored = set(ignored_dirs) | set(rule.conditions.ignored_dirs if rule.conditions else ())
+        paths = rule.conditions.paths if rule.conditions else ()
+        for dest in rule.destinations:
+            server = servers.get(dest.server)
+            if server is None or srv.canonical(server.transporter) != "symlink_or_copy":
+                continue
+            folder = os.path.realpath(os.path.join(server.settings.get("location", "/"), dest.path))
+            if folder == root:
+                c.error(
+                    dest.line,
+                    f"destination server {dest.server!r} with path {dest.path!r} is {folder}, the folder of source "
+                    f"{source.name!r} itself: its files would be written over themselves; choose a folder outside it",
+                )
+                continue
+            if not folder.startswith(root.rstrip("/") + "/"):
+                continue
+            rel = folder[len(root.rstrip("/")) + 1 :]
+            if ignored.intersection(rel.split("/")):
+                continue
+            if paths and not any(rel == p or rel.startswith(p + "/") or p.startswith(rel + "/") for p in paths):
+                continue
+            c.error(
+                dest.line,
+                f"destination server {dest.server!r} with path {dest.path!r} is {folder}, inside source "
+                f"{source.name!r} ({root}): each file sent there would be a new file of the source, sent again into "
+                f"{rel}/{rel}/... for ever; choose a folder outside {root}, or add {rel.split('/')[-1]!r} to "
+                "<sources ignoredDirs>",
+            )
 
 
 def load(path: Path, *, base_dir: Path | None = None) -> Config:
@@ -59,6 +104,7 @@ def load(path: Path, *, base_dir: Path | None = None) -> Config:
     ignored_dirs, sources = _sources(c, sections["sources"])
     servers = _servers(c, sections["servers"], sources)
     rules = parse_rules(c, sections["rules"], sources, servers)
+    _no_folder_inside_its_source(c, ignored_dirs, sources, servers, rules)
     settings = parse_settings(sections["settings"], path, c.base, c.error, c.warn)
     settings_node = sections["settings"]
     _private_if_secret(c, path, servers, settings, settings_node.line if settings_node is not None else 0)
