@@ -142,7 +142,10 @@ def shell(plan: Plan) -> str:
         lines.append("")
         lines.append(f"# {label}")
         first = cmds[0] + (f' < "$fifos/{fed}"' if fed else "")
-        lines.append(" \\\n  | ".join([first, *cmds[1:]]) + " &")
+        # In braces: `wait PID` of a bare background pipeline that has already ended gives its last command's status
+        # (bash keeps only that), not pipefail's: an fc-transport refused at start (exit 3) in front of an
+        # fc-record that then ended with 0 made the script exit 0 in 4 of 5 runs.  A group's status is pipefail's.
+        lines.append("{ " + " \\\n  | ".join([first, *cmds[1:]]) + "; } &")
         lines.append("pids+=($!)")
     lines += [
         "",
