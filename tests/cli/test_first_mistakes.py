@@ -71,3 +71,19 @@ def test_a_config_file_without_its_to_line_names_the_file_and_its_keys(tmp_path:
     err = p.stderr.decode()
     assert p.returncode == 3, err
     assert f"fc-transport: error: no destination: {conf} has no 'to = URL' line (its keys: too, url)" in err, err
+
+
+def test_status_reads_a_state_file_given_without_the_destinations(tmp_path: Path, env: dict[str, str]) -> None:
+    """fc-transport --status --state FILE said "no destination: give --to URL": the state file alone is enough."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "a.css").write_bytes(b"a")
+    state = tmp_path / "t.db"
+    status, out, err = pipeline(site, env, "--to", f"file://{tmp_path}/dest", "--state", str(state))
+    assert status == [0, 0] and len(out) == 1, err
+    p = subprocess.run([*fc("fc-transport"), "--status", "--state", str(state)], capture_output=True, env=env)
+    assert p.returncode == 0, p.stderr.decode()
+    assert p.stdout.decode().startswith(f"{state}: 0 queued"), p.stdout.decode()
+    p = subprocess.run([*fc("fc-transport"), "--status"], capture_output=True, env=env)
+    assert p.returncode == 2, p.stderr.decode()
+    assert "fc-transport: error: --status: give the --to options the stage runs with" in p.stderr.decode()

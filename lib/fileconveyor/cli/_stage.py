@@ -74,6 +74,16 @@ def default_state(name: str, identity: str) -> Path:
     return default_state_dir() / f"{name.removeprefix('fc-')}-{digest}.db"
 
 
+def print_status(state: str | Path, io: Streams) -> int:
+    """--status: what waits in the state file ``state``."""
+    from ..stages.record.status import format_status, state_status  # the records package: only for --status
+
+    path = str(state)
+    io.stdout.write(format_status({"state_files": {path: state_status(path)}}).encode())
+    io.stdout.flush()
+    return Exit.OK
+
+
 def run_stage_from_args(
     stage: Stage, args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper, identity: str
 ) -> int:
@@ -89,11 +99,6 @@ def run_stage_from_args(
         max_line_bytes=args.max_line_bytes,
     )
     if getattr(args, "stage_status", False):
-        from ..stages.record.status import format_status, state_status  # the records package: only for --status
-
-        path = str(opts.state_path)
-        io.stdout.write(format_status({"state_files": {path: state_status(path)}}).encode())
-        io.stdout.flush()
-        return Exit.OK
+        return print_status(opts.state_path, io)
     rep.info(f"state: {opts.state_path}")
     return run_stage(stage, opts, io.stdin, io.stdout, rep, stop)

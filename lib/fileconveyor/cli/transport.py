@@ -7,13 +7,14 @@ import json
 import sys
 from collections.abc import Sequence
 
+from ..errors import UsageError
 from ..report import Reporter
 from ..stages.transport.dest import list_transporters, targets_from
 from ..stages.transport.stage import TransportStage
 from ..stopping import Stopper
 from . import _common
 from ._common import Streams, add_read_sources, seconds, source_roots
-from ._stage import STAGE_EPILOG_IO, add_stage_arguments, run_stage_from_args
+from ._stage import STAGE_EPILOG_IO, add_stage_arguments, print_status, run_stage_from_args
 
 DESCRIPTION = """\
 Put each created or modified file on every destination (atomically: a temporary
@@ -163,6 +164,12 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         io.stdout.write(list_transporters().encode())
         io.stdout.flush()
         return 0
+    if args.stage_status and not args.pieces:
+        # --status reads the state file alone: given with --state, it needs no destination (it said "no
+        # destination: give --to URL"); without, the --to options are what name the default state file.
+        if args.state:
+            return print_status(args.state, io)
+        raise UsageError("--status: give the --to options the stage runs with (they name its state file) or --state")
     targets = targets_from(args.pieces, skip_unchanged=args.skip_unchanged, warn=rep.warn)
     stage = TransportStage(
         targets,
