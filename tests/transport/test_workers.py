@@ -15,7 +15,7 @@ import pytest
 from tests.servers.process import children
 from tests.servers.sshd import SshServer
 
-from .conftest import event, file_argv, lines, sftp_spec, tree
+from .conftest import event, file_argv, jsonl, lines, sftp_spec, tree
 
 ENGINES = ["paramiko", "openssh"]
 
@@ -60,13 +60,24 @@ def _files(root: Path, n: int, size: int) -> list[dict]:
     return evs
 
 
-def _running(sshd: SshServer, dest: Path, tmp_path: Path, env: dict, engine: str, **kw: object) -> tuple:
+def _running(
+    sshd: SshServer, dest: Path, tmp_path: Path, env: dict, engine: str, held_open: bool = False, **kw: object
+) -> tuple:
     """fc-transport sending 300 files over 2 connections, 10 of them sent already: (src, events, argv, output
-    file, process, its workers or ssh processes)."""
+    file, process, its workers or ssh processes).  ``held_open``: the events come on its stdin, a pipe left open
+    (communicate() closes it), so that it cannot finish and exit before the test acts, however late the test
+    sees the 10 lines on a loaded machine."""
     src = tmp_path / "src"
     evs = _files(src, 300, 64 * 1024)
     argv, out = file_argv(sftp_spec(sshd, dest, connections="2", engine=engine), tmp_path, evs)
-    proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+    if held_open:
+        at = argv.index("--input")
+        started = [*argv[:at], *argv[at + 2 :]]  # (the argv returned reads the file: a second run)
+        proc = subprocess.Popen(started, env=env, stdin=subprocess.PIPE, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
+        proc.stdin.write(jsonl(evs))
+        proc.stdin.flush()
+    else:
+        proc = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, **kw)  # type: ignore[call-overload]
     _wait(lambda: out.exists() and out.read_bytes().count(b"\n") >= 10)
     return src, evs, argv, out, proc, _helpers(proc.pid, engine)
 
@@ -107,7 +118,13 @@ def test_workers_die_with_a_killed_fc_transport(
 def test_ctrl_c_stops_workers_and_stage_cleanly(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src, _, _, out, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine, start_new_session=True)
+    # Its input held open: fc-transport cannot have ended by itself when the signal comes (it did, once, on a
+    # loaded machine: all 300 files sent and exit 0 before the test saw its 10th line).  Usually uploads are in
+    # progress then; at worst it is idle, waiting for input, which Ctrl-C must stop as cleanly.
+    src, _, _, out, proc, workers = _running(
+        sshd_server, sftp_dir, tmp_path, env, engine, held_open=True, start_new_session=True
+    )
+    assert proc.poll() is None
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal does: the whole process group gets it
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err.decode()
