@@ -107,6 +107,9 @@ def test_a_reader_is_never_locked_out_during_10000_writes(tmp_path: Path) -> Non
 # locked" (SQLite's doing, fc-record or not).  Nor one alone that opens per read: when no connection at all is
 # open on the file, the first to open it rebuilds the WAL's index (SQLite's recovery, microseconds with the empty
 # WAL fc-record leaves), and a reader arriving in that instant is told "locked" too (README: fc-record's database).
+# That instant is also the test's start, when no connection is open (the first fc-record has closed): so the held
+# reader connects first and its first read may wait, and only then does the other reader start, and fc-record's
+# runs.  From then on the held connection keeps the WAL's index valid and no read waits at all.
 READERS = {
     "held+fresh-ro": ("held", "fresh-ro"),
     "held+fresh": ("held", "fresh"),
@@ -133,6 +136,11 @@ def test_readers_are_never_locked_out_while_fc_record_starts_and_stops(tmp_path:
     assert first.returncode == 0, first.stderr.decode()
 
     done = threading.Event()
+    connected = threading.Event()  # the held reader has read once: the WAL's index is built and stays so
+    # The held connection closes last, once the other reader has stopped: its close (SQLite's checkpoint-on-close
+    # attempt) takes the file's pending lock in this process an instant, which a connection of the same process
+    # opening then meets as "database is locked" (measured: 20 of 300 such closes; the test's own teardown).
+    close_held = threading.Event()
     errors: dict[str, list[str]] = {me: [] for me in READERS[readers]}
     reads = dict.fromkeys(READERS[readers], 0)
 
@@ -144,16 +152,24 @@ def test_readers_are_never_locked_out_while_fc_record_starts_and_stops(tmp_path:
             ).fetchone()
             reads[me] += 1
         except sqlite3.OperationalError as exc:
-            errors[me].append(str(exc))
+            errors[me].append(f"{exc} ({getattr(exc, 'sqlite_errorname', '?')})")  # SQLITE_BUSY_RECOVERY...
 
     def held(me: str) -> None:
-        con = sqlite3.connect(db, timeout=0)
+        # The first read may wait: it is the first connection to the file, which rebuilds the WAL's index (the
+        # only wait of the test, SQLite's, before any fc-record runs).  Then no busy timeout: a lock from then on
+        # is an error at once.
+        con = sqlite3.connect(db, timeout=30)
+        con.execute("SELECT count(*) FROM synced_files").fetchone()
+        con.execute("PRAGMA busy_timeout=0")
+        connected.set()
         while not done.is_set():
             read(con, me)
+        close_held.wait(30)
         con.close()
 
     def fresh(me: str) -> None:
         uri = f"file:{db}?mode=ro" if me == "fresh-ro" else f"file:{db}"
+        connected.wait()  # (set before done in every path below)
         while not done.is_set():
             try:
                 con = sqlite3.connect(uri, uri=True, timeout=0)
@@ -163,19 +179,26 @@ def test_readers_are_never_locked_out_while_fc_record_starts_and_stops(tmp_path:
             read(con, me)
             con.close()
 
-    threads = [threading.Thread(target=held if me == "held" else fresh, args=(me,)) for me in READERS[readers]]
-    for t in threads:
+    holder, other = READERS[readers]
+    held_thread, fresh_thread = (
+        threading.Thread(target=held, args=(holder,)),
+        threading.Thread(target=fresh, args=(other,)),
+    )
+    for t in (held_thread, fresh_thread):
         t.start()
     try:
+        assert connected.wait(60), "the held reader could not open the database"
         for i in range(12):
             argv = runs[i % len(runs)]
             data = b"" if "--status" in argv else _events(10 + i * 40)
             res = subprocess.run(argv, input=data, capture_output=True, timeout=60)
             assert res.returncode == 0, res.stderr.decode()
     finally:
+        connected.set()  # (a reader waiting for it ends too)
         done.set()
-        for t in threads:
-            t.join(10)
+        fresh_thread.join(30)
+        close_held.set()
+        held_thread.join(30)
     failed = {me: len(e) for me, e in errors.items() if e}
     assert not failed, f"failed reads {failed} of {reads}: {[e[:2] for e in errors.values()]}"
     assert all(n > 20 for n in reads.values()), reads  # they really read while fc-record ran and stopped
