@@ -88,3 +88,42 @@ def test_a_destination_beneath_a_file_is_refused_at_start_and_the_events_stay_un
     status, out, err = pipeline(site, f"file://{tmp_path}/cdn", tmp_path, name="2")
     assert status == [0, 0] and len(out) == 2, "the corrected run sends every file"
     assert tree(tmp_path / "cdn") == {"css/a.css": b"precious\n", "b.js": b"also precious\n"}
+
+
+def test_a_processed_copy_of_a_file_in_the_destination_folder_is_not_sent_into_itself(tmp_path: Path) -> None:
+    """The same through fc-process with a chain that changes the content (a banner, a watermark: the event's
+    ``file``, a copy in fc-process's work folder): the transporter sees only that copy, so fc-transport looks at
+    the event's own path. Before, each scan sent the processed copies one level deeper (cdn/cdn/..., 3 levels in
+    3 scans). (A rename-only chain, or one whose output is its input, sends the file itself: refused as above.)"""
+    site = _site(tmp_path)
+    spec = f"file://{site}/cdn"
+
+    def run() -> tuple[list[dict], str]:
+        w = subprocess.Popen(
+            [*fc("fc-watch"), "--scan-once", "--state", str(tmp_path / "w.db"), str(site)], stdout=subprocess.PIPE
+        )
+        p = subprocess.Popen(
+            [*fc("fc-process"), "--chain", "cmd:sed -n s/^/x/w{out} {in}", "--state", str(tmp_path / "p.db")],
+            stdin=w.stdout,
+            stdout=subprocess.PIPE,
+        )
+        assert w.stdout is not None and p.stdout is not None
+        w.stdout.close()
+        t = subprocess.run(
+            [*fc("fc-transport"), "--to", spec, "--state", str(tmp_path / "t.db")],
+            stdin=p.stdout,
+            capture_output=True,
+            timeout=120,
+        )
+        p.stdout.close()
+        assert w.wait(60) == 0 and p.wait(60) == 0
+        return lines(t.stdout), t.stderr.decode()
+
+    out, err = run()
+    assert all("error" not in ev for ev in out), out
+    assert tree(site / "cdn") == {"css/a.css": b"xprecious\n", "b.js": b"xalso precious\n"}
+    out, err = run()  # the next scan finds them as new files of the tree
+    assert {ev["rel"] for ev in out} == {f"cdn/{rel}" for rel in tree(site / "cdn")}, out
+    assert all("lies in the destination folder" in ev["error"] for ev in out), out
+    run()
+    assert not (site / "cdn" / "cdn").exists(), tree(site)

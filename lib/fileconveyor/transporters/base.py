@@ -289,6 +289,11 @@ class Transporter(abc.ABC):
         """``source`` opened and checked for an upload (sourcefile.open_source), its failures as upload() says."""
         return self._opened(source, open_source)
 
+    def refuse_own(self, root: bytes, rel: bytes) -> None:  # noqa: B027 - a hook, not abstract: most say nothing
+        """PermanentError when the file ``rel`` of the source tree ``root`` lies at this destination (a folder
+        inside the tree it is sent from: what is sent there comes back as new files, for ever).  Only a
+        destination that is a local folder can tell (file://): the others say nothing."""
+
     def _opened(self, source: Source | bytes | str, opener: Callable[[Source, Roots | None], F]) -> F:
         """``source`` opened by ``opener`` (open_source, open_source_fd), its failures as upload() says."""
         if not isinstance(source, Source):

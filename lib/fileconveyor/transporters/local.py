@@ -98,19 +98,21 @@ class SymlinkOrCopy(Transporter):
     def _opened(self, source: Source | bytes | str, opener: Callable[[Source, Roots | None], F]) -> F:
         # Every upload opens its source here (upload() and prepare() both): a file that lies in this very folder
         # is refused before anything is opened or written.
+        # (a processed copy's is its work folder: fc-transport asks refuse_own of the event's own path instead)
         if isinstance(source, Source) and not source.work:
-            self._refuse_own(source)
+            self.refuse_own(source.root, source.rel)
         return super()._opened(source, opener)
 
-    def _refuse_own(self, source: Source) -> None:
-        """PermanentError when ``source`` lies in this destination folder: the folder is the source tree itself, or
-        one inside it that fc-watch does not leave out.  Sent, such a file is a new file of the tree, whose event
-        sends it again, a level deeper (cdn/cdn/cdn/...), for ever; with ``symlink_within``, a destination that is
-        the source tree replaced each source file with a link to itself, and its content was lost."""
-        where = self._inside(source.root)
-        if where is None or not (where == b"" or source.rel == where or source.rel.startswith(where + b"/")):
+    def refuse_own(self, root: bytes, rel: bytes) -> None:
+        """PermanentError when ``rel`` of the tree ``root`` lies in this destination folder: the folder is the source
+        tree itself, or one inside it that fc-watch does not leave out.  Sent, such a file is a new file of the
+        tree, whose event sends it again, a level deeper (cdn/cdn/cdn/...), for ever (through fc-process too, as a
+        processed copy); with ``symlink_within``, a destination that is the source tree replaced each source file
+        with a link to itself, and its content was lost."""
+        where = self._inside(root)
+        if where is None or not (where == b"" or rel == where or rel.startswith(where + b"/")):
             return
-        tree = os.fsdecode(source.root)
+        tree = os.fsdecode(root)
         if where == b"":
             raise PermanentError(
                 f"{self.dest}: the destination is the source tree {tree} itself: nothing to copy (and a link would "
@@ -118,7 +120,7 @@ class SymlinkOrCopy(Transporter):
             )
         step = os.fsdecode(where)
         raise PermanentError(
-            f"{self.dest}: {os.fsdecode(source.rel)!r} lies in the destination folder, which is inside the source "
+            f"{self.dest}: {os.fsdecode(rel)!r} lies in the destination folder, which is inside the source "
             f"tree {tree}: it is a copy sent there, and sending it makes another ({step}/{step}/...) for ever; "
             f"leave the folder out (fc-watch --exclude '{step}/*') or choose one outside {tree}"
         )

@@ -443,6 +443,8 @@ class TransportStage(Stage):
         kind = ev.get("kind")
         try:
             remote, source = self._names_of(ev, kind)
+            if source is not None and source.work:
+                self._refuse_own(server, ev)
             if kind == "deleted" and self._still_there(ev):
                 self._warn(f"{E.display(path)}: not deleted: the file is still at the source (a stale or forged event)")
                 return Done([])
@@ -560,6 +562,18 @@ class TransportStage(Stage):
         if self.follow_symlinks and not _has_file(ev):
             source = source.replace(links_out_ok=True)
         return confined(source, ev, self.sources, "fc-transport")
+
+    def _refuse_own(self, server: str, ev: dict) -> None:
+        """A processed copy's event whose own file lies at the destination ``server`` (a folder inside the tree it
+        is sent from, through fc-process): PermanentError, as the transporter refuses such a file sent as it is
+        (refuse_own), since its copy there comes back as a new file of the tree, processed and sent again a level
+        deeper, for ever.  The transporter sees only the work copy: the event's own path is looked at here."""
+        plain = {k: v for k, v in ev.items() if k not in ("file", "file_b64")}  # the source's name, not the copy
+        try:
+            own = from_event(plain)
+        except SourceRefused:
+            return  # no root to tell (a hand-written line): the work copy is checked as it is
+        self.url_of[server].refuse_own(own.root, own.rel)
 
     def _still_there(self, ev: dict) -> bool:
         """For a deletion: is its file still at the source?  Its source checked against --source first, as for an
