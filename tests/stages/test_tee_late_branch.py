@@ -6,49 +6,19 @@ of what the stage had made before (300 of 300 lost)."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELAY, ROOT
-
-BIN = ROOT / "bin"
-
-
-def fc(cmd: str, *args: str, **kw: object) -> subprocess.Popen[bytes]:
-    command = RELAY if cmd == "fc-relay" else BIN / cmd  # fc-relay: a durable stage (tests/relay.py)
-    return subprocess.Popen([sys.executable, str(command), *args], **kw)  # type: ignore[call-overload]
+from tests.stages.tee_rig import TeeRig, fc
 
 
 @pytest.mark.parametrize("writer", ["watch", "stage", "filter"])
 def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, writer: str) -> None:
-    site = tmp_path / "site"
-    site.mkdir()
-    n = 300
-    for i in range(n):
-        (site / f"f{i:04d}.txt").write_text(str(i))
-    fifo = {k: tmp_path / f"{k}.fifo" for k in ("w", "x", "a", "b")}
-    for f in fifo.values():
-        os.mkfifo(f, 0o600)
-    st = tmp_path / "state"
-    st.mkdir()
-    out = {k: tmp_path / f"{k}.jsonl" for k in ("a", "b")}
-    log = (tmp_path / "log").open("wb")
-
-    def branch(k: str) -> subprocess.Popen[bytes]:
-        return fc("fc-relay", "--min-size", "0", "--input", str(fifo[k]), "--output", str(out[k]),
-                  "--state", str(st / f"filter-{k}.db"), stderr=log)  # fmt: skip
-
-    def rels(k: str) -> set[str]:
-        if not out[k].exists():
-            return set()
-        return {json.loads(line)["rel"] for line in out[k].read_text().splitlines() if line.endswith("}")}
-
+    rig = TeeRig(tmp_path, 300, ("w", "x", "a", "b"), name="f{:04d}.txt")
+    fifo, st, log = rig.fifo, rig.state, rig.log
     procs = []
     tee_in = fifo["w"]
     if writer == "stage":  # fc-watch -> fc-relay (a stage: its outbox) -> fc-tee
@@ -64,14 +34,10 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
         tee_in = fifo["x"]
     procs.append(fc("fc-tee", "--input", str(tee_in), "--output", str(fifo["a"]), "--output", str(fifo["b"]),
                     "--first-wait", "1", stderr=log))  # fmt: skip
-    procs.append(branch("a"))
-    procs.append(fc("fc-watch", "--state", str(st / "watch.db"), "--output", str(fifo["w"]), str(site), stderr=log))
-    want = {f"f{i:04d}.txt" for i in range(n)}
+    procs.append(rig.branch("a", "filter"))
+    procs.append(rig.watch())
     try:
-        deadline = time.monotonic() + 30
-        while rels("a") != want and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert rels("a") == want
+        assert not rig.wait_all("a", 30)
         time.sleep(4)  # the writers have A's acknowledgements and have pruned what A had
         if writer == "filter":
             # restarted: its resend line (no hop) is the last line fc-tee passed on; a late reader registers on
@@ -80,11 +46,9 @@ def test_a_branch_reader_later_than_first_wait_gets_every_line(tmp_path: Path, w
             procs[0].wait()
             procs[0] = fc_filter()
             time.sleep(3)
-        procs.append(branch("b"))  # no line comes any more: the site does not change
-        deadline = time.monotonic() + 30
-        while rels("b") != want and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert want - rels("b") == set(), f"branch b lost {len(want - rels('b'))}"
+        procs.append(rig.branch("b", "filter"))  # no line comes any more: the site does not change
+        lost = rig.wait_all("b", 30)
+        assert not lost, f"branch b lost {len(lost)}"
     finally:
         for p in procs:
             p.kill()

@@ -120,10 +120,10 @@ def test_a_processed_copy_of_a_file_in_the_destination_folder_is_not_sent_into_i
         return lines(t.stdout), t.stderr.decode()
 
     out, err = run()
-    assert all("error" not in ev for ev in out), out
+    assert all("error" not in ev for ev in out), err
     assert tree(site / "cdn") == {"css/a.css": b"xprecious\n", "b.js": b"xalso precious\n"}
     out, err = run()  # the next scan finds them as new files of the tree
-    assert {ev["rel"] for ev in out} == {f"cdn/{rel}" for rel in tree(site / "cdn")}, out
+    assert {ev["rel"] for ev in out} == {f"cdn/{rel}" for rel in tree(site / "cdn")}, err
     assert all("lies in the destination folder" in ev["error"] for ev in out), out
     run()
     assert not (site / "cdn" / "cdn").exists(), tree(site)
