@@ -12,6 +12,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from .conftest import fc, lines, tree
 
 
@@ -42,10 +44,18 @@ def _site(tmp_path: Path) -> Path:
     return site
 
 
-def test_a_destination_that_is_the_source_tree_never_replaces_a_file_with_a_link_to_itself(tmp_path: Path) -> None:
+@pytest.mark.parametrize("spelled", ["as-is", "through-a-symlink", "with-dotdot"])
+def test_a_destination_that_is_the_source_tree_never_replaces_a_file_with_a_link_to_itself(
+    tmp_path: Path, spelled: str
+) -> None:
+    """Also when the destination names the tree another way: through a symlink to it, or with a `..` (the
+    folders are compared by their real paths)."""
     site = _site(tmp_path)
     before = tree(site)
-    status, out, err = pipeline(site, f"file://{site}?symlink_within={site}", tmp_path)
+    dest = {"as-is": site, "through-a-symlink": tmp_path / "alias", "with-dotdot": site / "css" / ".."}[spelled]
+    if spelled == "through-a-symlink":
+        dest.symlink_to(site)
+    status, out, err = pipeline(site, f"file://{dest}?symlink_within={site}", tmp_path)
     assert tree(site) == before, "every source file as it was, none a link to itself"
     assert not any(p.is_symlink() for p in site.rglob("*"))
     assert {ev["rel"] for ev in out} == {"css/a.css", "b.js"}
