@@ -83,10 +83,18 @@ def write(path: Path | bytes, data: bytes = b"x", mtime_ns: int | None = None) -
     """Create or overwrite a file (parents included), optionally setting its mtime."""
     p = os.fsencode(path)
     os.makedirs(os.path.dirname(p), exist_ok=True)
-    with open(p, "wb") as f:
-        f.write(data)
-    if mtime_ns is not None:
-        os.utime(p, ns=(mtime_ns, mtime_ns))
+    # One write(2) over the old bytes, then a truncation only if the file shrinks: opening with O_TRUNC first
+    # showed a poller the file emptied, and a writer stalled longer than --settle between the two calls (a loaded
+    # CI machine) is then two real changes, not the one a test expects.
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        if os.fstat(fd).st_size > len(data):
+            os.ftruncate(fd, len(data))
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
 
 
 def make_files(root: Path, rels: Iterable[str], data: bytes = b"data", age_s: float = 0.0) -> list[str]:

@@ -41,7 +41,8 @@ def step(w: FcWatch, b: Backend, wanted: Counter[Change], action: Callable[[], o
     m = w.mark()
     action()
     got = w.collect(m, wanted, b.timeout, b.quiet)
-    assert got == wanted, f"expected {dict(wanted)}, got {dict(got)}\n{w.stderr}"
+    seen = [(e["kind"], rel_of(e), e.get("size"), e.get("mtime_ns"), e.get("via")) for e in w.since(m)]
+    assert got == wanted, f"expected {dict(wanted)}, got {dict(got)}: {seen}\n{w.stderr}"
     return w.since(m)
 
 
