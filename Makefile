@@ -10,7 +10,7 @@ DEMO_OUT ?= $(CURDIR)/.cache/demo
 RUN := PATH="$(abspath $(VENV))/bin:$$PATH" PYTHONNOUSERSITE=1
 
 .DEFAULT_GOAL := help
-.PHONY: help deps test-deps demo test lint check bench chaos scale-chaos scale-bench css-soak clean
+.PHONY: help deps test-deps demo try-sftp try-ftp test lint check bench chaos scale-chaos scale-bench css-soak clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,15 @@ demo: deps ## the main job on the embedded demo: sync examples/site to a local C
 	@echo "files:    $(DEMO_OUT)/cdn"
 	@echo "database: $(DEMO_OUT)/synced_files.db  (sqlite3 $(DEMO_OUT)/synced_files.db 'SELECT * FROM synced_files')"
 	@echo "Run 'make demo' again: nothing changed, so nothing is sent. Touch a file in examples/site and see."
+
+# Servers to try the sftp:// and ftp:// destinations on: the test suite's (tests/servers/), on a free port of
+# 127.0.0.1 in a temporary folder, until Ctrl-C (tools/try-server; README "Trying FTP and SFTP servers").
+try-sftp: deps ## a local SFTP server (OpenSSH's sshd) until Ctrl-C: prints the --to URL, its key and a <server> for config.xml
+	$(RUN) $(PY) tools/try-server sftp
+
+try-ftp: deps ## a local FTP server (pyftpdlib) until Ctrl-C: prints the --to URL, its password and a <server> for config.xml
+	@$(PY) -c 'import pyftpdlib' 2>/dev/null || $(PIP) install 'pyftpdlib>=1.5.7'
+	$(RUN) $(PY) tools/try-server ftp
 
 # Two test processes (pytest-xdist): most tests wait on subprocesses, servers and timeouts, not on the CPU, so two
 # at a time take about half the time on 2 cores.  Each process starts its own session servers (free ports, own

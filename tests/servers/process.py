@@ -33,14 +33,32 @@ def children(pid: int) -> list[int]:
 
 
 class ServerProcess:
-    def __init__(self, name: str, argv: Sequence[str], port: int, log: Path, env: Mapping[str, str] | None = None):
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+        own_session: bool = False,
+    ):
         self.name, self.argv, self.port, self.log = name, list(argv), port, log
         self.env = {**os.environ, **(env or {})}
+        # A session of its own: a Ctrl-C at the terminal goes to the process that started it (tools/try-server),
+        # which then stops it, instead of to the server too.
+        self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 15) -> None:
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=self.env)
+            self.proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=self.env,
+                start_new_session=self.own_session,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
