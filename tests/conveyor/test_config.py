@@ -227,6 +227,31 @@ def test_malformed_xml_gives_line_and_column(tmp_path: Path) -> None:
     assert line == 4 and msg.startswith("malformed XML: not well-formed (invalid token) (column ")
 
 
+@pytest.mark.parametrize(
+    ("text", "hint"),
+    [
+        # README's first draft of its newcomer config: an option in a comment
+        ("  <!-- served by python3 -m http.server --directory cdn -->", '"--" may not appear inside a comment'),
+        ("  <!-- a comment\n       that says --no-wait on its second line -->", '"--" may not appear inside a comment'),
+        ('  <sources><source name="a" scanPath="a&b" /></sources>', "an & in a value is written &amp;"),
+        ('  <servers><server name="s" transporter="x"><to>s3://b/?a=1&b=2</to></server></servers>', "&amp;"),
+    ],
+)
+def test_malformed_xml_says_what_to_write_instead(tmp_path: Path, text: str, hint: str) -> None:
+    path = tmp_path / "config.xml"
+    path.write_text(f'<?xml version="1.0"?>\n<config>\n{text}\n</config>\n', "utf-8")
+    line, msg = one_error(path)
+    assert line == 3 + text.count("\n") and msg.startswith("malformed XML: not well-formed (invalid token)")
+    assert hint in msg, msg
+
+
+def test_malformed_xml_without_a_known_cause_has_no_hint(tmp_path: Path) -> None:
+    path = tmp_path / "config.xml"
+    path.write_text('<?xml version="1.0"?>\n<config>\n  <a>x &amp; y -- z</a>\n  <b x=1 />\n</config>\n', "utf-8")
+    line, msg = one_error(path)
+    assert line == 4 and msg.endswith(")") and "&amp;" not in msg and "comment" not in msg, msg
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     line, msg = one_error(tmp_path / "missing.xml")
     assert line == 0 and "cannot read it" in msg

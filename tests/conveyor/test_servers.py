@@ -18,10 +18,10 @@ from fileconveyor.conveyor import config, servers
 from fileconveyor.conveyor.config import Server
 from fileconveyor.conveyor.servers import ServerSettingsError, TransportArgs, check, transport_args
 from fileconveyor.stages.transport.dest import Target, targets_from
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_tool
 from tests.servers.ftpd import PASSWORD, USER, FtpServer, ftp_server  # noqa: F401 - fixture
 
-from .test_config import write_sample
+from .test_config import RULES, minimal, write, write_sample
 
 SECRET = "s3cr3t p@ss:w/rd"
 
@@ -309,3 +309,28 @@ def test_sample_origin_pull_cdn_symlinks_source_files(tmp_path: Path) -> None:
     assert landed.is_symlink() and landed.resolve() == drupal / "misc" / "drupal.js"
     (ev,) = [json.loads(line) for line in out.stdout.splitlines()]
     assert (ev["server"], ev["url"]) == ("origin pull cdn", "http://localhost/static.example.com/static/misc/drupal.js")
+
+
+def test_check_names_a_server_that_does_not_answer_as_config_xml_does(tmp_path: Path) -> None:
+    """A newcomer's first --check (README "One config file"): its server "static" at a host that does not resolve
+    is named "static" (it hid, being a part of sftp://deploy@static...), and said in words ssh's "Could not
+    resolve" once (it said "ssh: ssh: Could not resolve hostname ...")."""
+    require_tool("ssh-keygen", "for the server's key (Debian: openssh-client)")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "key")], check=True)
+    static = (
+        '<servers><server name="static" transporter="sftp"><host>static.invalid</host><username>deploy</username>'
+        "<key>key</key><path>/var/www</path><url>https://static.invalid/</url></server></servers>"
+    )
+    rules = RULES.replace('server="cdn"', 'server="static"')
+    path = write(tmp_path, minimal(rules, static))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bin" / "fc-conveyor"), "--check", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "warning: static (sftp://deploy@static.invalid/var/www): connect: " in out.stderr
+    assert "ssh: ssh:" not in out.stderr
+    if "no answer within" not in out.stderr:  # a resolver that answers within the check's wait
+        assert "cannot resolve static.invalid: " in out.stderr, out.stderr

@@ -55,6 +55,16 @@ def make_logger(log_file: Path, file_level: int, console_level: int, console: bo
     return log
 
 
+def where_syncs_show(log: logging.Logger) -> str:
+    """When the console does not show each file synced (INFO) and the log file does, where to look: a newcomer's
+    first run printed "Fully up and running" and then nothing, however many files it sent."""
+    files = [h for h in log.handlers if isinstance(h, logging.FileHandler) and h.level <= logging.INFO]
+    consoles = [h for h in log.handlers if type(h) is logging.StreamHandler]
+    if not files or not consoles or all(h.level <= logging.INFO for h in consoles):
+        return ""
+    return f" Each file synced is logged in {files[0].baseFilename} (-v: here too)."
+
+
 def level_of(line: str) -> int:
     """A stage's stderr line ("fc-x: error: ...") as a log level."""
     head = line.split(": ", 2)

@@ -28,7 +28,7 @@ from ..children import die_with_parent
 from ..errors import ConfigError, Exit
 from ..state import lock_holder
 from . import state_home
-from .logs import level_of
+from .logs import level_of, where_syncs_show
 from .pidfile import AlreadyRunning, PidFile
 from .plan import PUBLISHER, Plan, Proc
 from .render import bin_dir, command_argv
@@ -345,7 +345,8 @@ class Supervisor:
         self.check_servers()
         for child in self.children:
             self._start(child)
-        self.log.warning(f"Fully up and running now: {len(self.children)} stage process(es).")
+        where = where_syncs_show(self.log)
+        self.log.warning(f"Fully up and running now: {len(self.children)} stage process(es).{where}")
         next_status = next_pid = 0.0
         status = Exit.OK
         while not self.should_stop():

@@ -6,6 +6,7 @@ built from expat's callbacks directly.  Comments and processing instructions are
 
 from __future__ import annotations
 
+import itertools
 import xml.parsers.expat
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,5 +62,23 @@ def parse(path: Path) -> Node:
         except xml.parsers.expat.ExpatError as exc:
             # exc.offset is 0-based; editors count columns from 1
             what = xml.parsers.expat.errors.messages[exc.code] if exc.code else str(exc)
-            raise XMLSyntaxError(exc.lineno, f"malformed XML: {what} (column {exc.offset + 1})") from None
+            hint = _hint(path, exc.lineno, exc.offset)
+            raise XMLSyntaxError(exc.lineno, f"malformed XML: {what} (column {exc.offset + 1}){hint}") from None
     return roots[0]
+
+
+def _hint(path: Path, lineno: int, offset: int) -> str:
+    """What most often makes expat's "invalid token" there, said in words: a newcomer's first config.xml met
+    both (an option's ``--`` in a comment, a URL's ``&`` in a setting), and expat names neither."""
+    try:
+        with open(path, "rb") as f:  # a config file is small, and expat has just read it whole
+            raw = next(itertools.islice(f, lineno - 1, None), b"")
+    except OSError:
+        return ""
+    before = raw.decode("utf-8", "replace")[:offset]  # expat's column: where it stopped, just past the token
+    if before.endswith("--"):  # outside a comment "--" is plain text: here it is inside one
+        return ': "--" may not appear inside a comment <!-- -->; write it another way'
+    amp = before.rfind("&")
+    if amp >= 0 and ";" not in before[amp:]:
+        return ": an & in a value is written &amp; (a URL's ?a=1&b=2 as ?a=1&amp;b=2)"
+    return ""

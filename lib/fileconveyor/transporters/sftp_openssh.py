@@ -256,6 +256,8 @@ def said(text: str, status: int, dest: Destination, known_hosts: str) -> FCError
         return PermanentError(f"{host} offers no SFTP subsystem: {last}")
     if "Connection refused" in text:
         return TransientError(f"connection refused by {host}")
+    if "Could not resolve hostname" in text:  # the words of base.classify's, for paramiko's resolver failure
+        return TransientError(f"cannot resolve {dest.host}: {last.rpartition(': ')[2]}")
     if "timed out" in text.lower():
         return TransientError(f"timed out connecting to {host}: {last}")
     return None

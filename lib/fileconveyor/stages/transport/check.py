@@ -78,8 +78,11 @@ def check_access(
 
 
 def _who(t: Target) -> str:
+    """The destination as its user knows it: its spec, and its name unless that is the default (its host, or its
+    scheme for file://).  A name that only appears in the spec (config.xml's server "sftp" in sftp://...) is shown:
+    it is what the user must look for."""
     spec = str(t.dest)
-    return spec if t.name in spec else f"{t.name} ({spec})"
+    return spec if t.name in (t.dest.host, t.dest.scheme) else f"{t.name} ({spec})"
 
 
 def _said(t: Target, exc: BaseException) -> str:
