@@ -86,8 +86,11 @@ def _running(
 def test_a_worker_killed_mid_run_loses_nothing(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src, evs, _, out, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine)
+    # Its input held open (as in the Ctrl-C test below): it cannot have sent all 300 files and ended before the
+    # kill, however late a loaded machine lets the test see its 10th line.
+    src, evs, _, out, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine, held_open=True)
     assert len(workers) == 2, workers  # one per connection
+    assert proc.poll() is None
     os.kill(workers[0], signal.SIGKILL)
     _, err = proc.communicate(timeout=120)
     assert out.read_bytes().count(b"\n") >= 10
@@ -104,10 +107,12 @@ def test_a_worker_killed_mid_run_loses_nothing(
 def test_workers_die_with_a_killed_fc_transport(
     sshd_server: SshServer, sftp_dir: Path, tmp_path: Path, env: dict, engine: str
 ) -> None:
-    src, _, argv, _, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine)
+    src, _, argv, _, proc, workers = _running(sshd_server, sftp_dir, tmp_path, env, engine, held_open=True)
     assert workers
+    assert proc.poll() is None
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
+    proc.stdin.close()
     _wait(lambda: not any(_alive(w) for w in workers), timeout=10)  # no orphan keeps a connection open
     again = subprocess.run(argv, env=env, capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr.decode()
