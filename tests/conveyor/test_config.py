@@ -290,6 +290,18 @@ def test_source_errors(tmp_path: Path, source: str, expected: str) -> None:
     assert line == 4 and expected in msg, msg
 
 
+def test_a_missing_relative_folder_is_named_where_it_was_looked_for(tmp_path: Path) -> None:
+    # the README's config.xml started from another folder: "site" is the config file's neighbour, not the shell's
+    body = minimal(sources='<sources>\n<source name="s" scanPath="site" documentRoot="/no/such/root" />\n</sources>')
+    found = errors_of(write(tmp_path, body, "fc.xml"))
+    assert (
+        4,
+        f"scanPath 'site': does not exist (that is {tmp_path / 'site'}: a relative path starts at the config "
+        "file's folder)",
+    ) in found
+    assert (4, "documentRoot '/no/such/root': does not exist") in found  # absolute: said as it was written
+
+
 def test_sources_ignored_dirs_checked(tmp_path: Path) -> None:
     line, msg = one_error(write(tmp_path, minimal(sources=SOURCES.replace("<sources>", '<sources ignoredDirs="a/b">'))))
     assert line == 3 and "contains '/'" in msg

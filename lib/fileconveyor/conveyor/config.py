@@ -143,13 +143,10 @@ def _sources(c: Check, node: Node | None) -> tuple[tuple[str, ...], list[Source]
             c.error(n.line, f"a second source named {name!r} (the first is on line {sources[name].line})")
         scan = c.local_path(a["scanPath"]) if a.get("scanPath") else None
         if scan is not None and not scan.is_dir():
-            c.error(n.line, f"scanPath {a['scanPath']!r}: {'not a directory' if scan.exists() else 'does not exist'}")
+            c.error(n.line, _not_a_dir("scanPath", a["scanPath"], scan))
         root = c.local_path(a["documentRoot"]) if "documentRoot" in a else None
         if root is not None and not root.is_dir():
-            c.error(
-                n.line,
-                f"documentRoot {a['documentRoot']!r}: {'not a directory' if root.exists() else 'does not exist'}",
-            )
+            c.error(n.line, _not_a_dir("documentRoot", a["documentRoot"], root))
         base_path = a.get("basePath")
         if base_path is not None:
             if not (base_path.startswith("/") and base_path.endswith("/")):
@@ -225,3 +222,12 @@ def _private_if_secret(
 def with_settings(config: Config, **changes: object) -> Config:
     """``config`` with some settings replaced (fc-conveyor's command-line options win over the file)."""
     return replace(config, settings=replace(config.settings, **changes))
+
+
+def _not_a_dir(what: str, given: str, path: Path) -> str:
+    """Why ``given`` is no directory; for a relative one, the folder it was taken in, which is not the one
+    fc-conveyor is started in (a newcomer's `fc-conveyor ~/fc/config.xml` with scanPath="site")."""
+    why = "not a directory" if path.exists() else "does not exist"
+    if os.path.isabs(os.path.expanduser(given)):
+        return f"{what} {given!r}: {why}"
+    return f"{what} {given!r}: {why} (that is {path}: a relative path starts at the config file's folder)"
