@@ -36,10 +36,10 @@ that stage re-sends whatever a reader has not acknowledged when the reader
 restarts (docs/durability.md).  So fc-tee skips outputs whose reader is gone, and
 never waits for them; it does wait for a slow reader (back-pressure) and, at
 start, up to --first-wait for every FIFO's first reader.  A reader later than that
-is sent the last line once it opens its FIFO, even while no line arrives: on it,
-a File Conveyor stage asks the writer for all it missed.  Without File Conveyor
-readers downstream (plain scripts), lines for a gone reader are lost, as with
-tee(1).
+is sent the last line of each writer once it opens its FIFO, even while no line
+arrives: on those, a File Conveyor stage asks the writers for all it missed.
+Without File Conveyor readers downstream (plain scripts), lines for a gone
+reader are lost, as with tee(1).
 
 exit status: 0 the input ended, 1 an incomplete last line or one longer than
 --max-line-bytes was dropped, 2 usage,

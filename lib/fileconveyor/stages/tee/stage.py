@@ -15,12 +15,13 @@ not acknowledged (docs/durability.md).  That is what makes dropping safe:
   nothing meanwhile and so never saw fc-tee go.
 
 A reader that comes late (its FIFO opened after ``first_wait``, or after its
-predecessor went) while no line arrives is sent the last line fc-tee passed on,
-within REOPEN_EVERY: on that line a File Conveyor reader registers with the
-line's writer, which sends it what it missed (docs/durability.md, "A reader
-that comes late"); a reader that had it drops it by ``hop.seq``.  Without it a
-late branch got nothing until the next change, and the writer, holding no line
-for a reader it had never heard of, could have forgotten them by then.
+predecessor went) while no line arrives is sent the last line fc-tee passed on
+of each writer (writers.py), within REOPEN_EVERY: on those a File Conveyor reader
+registers with the lines' writers, which send it what it missed
+(docs/durability.md, "A reader that comes late"); a reader that had them drops
+them by ``hop.seq``.  Without it a late branch got nothing until the next change,
+and the writer, holding no line for a reader it had never heard of, could have
+forgotten them by then.
 
 What is never dropped: a line for a reader that is there but slow.  fc-tee waits
 for it (back-pressure), as tee(1) does; a reader that has not opened its FIFO yet
@@ -40,6 +41,7 @@ from ... import events as E
 from ...delivery.passthrough import copy_lines
 from ...delivery.writer import REOPEN_EVERY, Output, Writer
 from ...errors import Exit
+from .writers import LastLines
 
 
 @dataclass
@@ -74,9 +76,10 @@ class Tee:
         self.info = info
         self.should_stop = should_stop
         self.first_wait = first_wait
-        # the last line passed on with a hop, for a reader that comes while none arrives (a line without one, a
-        # resend line that a pass-through restarted before us writes, registers the new reader with nobody: _last)
-        self.last: bytes | None = None
+        # each writer's last line passed on, for a reader that comes while none arrives (writers.py: a line
+        # without a hop, a resend line that a pass-through restarted before us writes, registers the new reader with
+        # nobody, and a line with a made-up hop with nobody of ours)
+        self.last = LastLines()
         self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
         self._done = threading.Event()
 
@@ -146,20 +149,22 @@ class Tee:
                     out.written += n
                 else:
                     out.skipped += n
-            last = _last(data)
-            if last is not None:
-                self.last = last
+            self.last.note(data)
 
     def _late_readers(self) -> None:
         """While no line arrives: give an output whose reader came since the last line (a late first reader, or
-        one back after its predecessor went) that last line, for it to register on (the module's doc)."""
+        one back after its predecessor went) each writer's last line, for it to register on (the module's doc)."""
         while not self._done.wait(REOPEN_EVERY):
             with self._lock:
-                if self.last is None:
+                lines = self.last.lines()
+                if not lines:
                     continue
                 for out in self.outputs:
-                    if not out.writer.output.is_open and out.writer.reopen() and out.writer.send([self.last]):
-                        self.info(f"{out.path}: a reader came; sent it the last line, for it to ask for the rest")
+                    if not out.writer.output.is_open and out.writer.reopen() and out.writer.send(lines):
+                        self.info(
+                            f"{out.path}: a reader came; sent it the last line of each of {len(lines)} writer(s), "
+                            "for it to ask them for the rest"
+                        )
 
     def close(self) -> None:
         for out in self.outputs:
@@ -170,21 +175,3 @@ class Tee:
             f"{o.path}: {o.written} line(s)" + (f", {o.skipped} skipped without a reader" if o.skipped else "")
             for o in self.outputs
         )
-
-
-def _last(data: bytes) -> bytes | None:
-    """The last line of ``data`` (whole lines) that is an event with a hop, else None.  Only on such a line does a
-    late reader register with a writer; anyone who writes our input can make the last line another (a resend line
-    with a field more, a bad line, an event without a hop), and a late reader given that one got none of what it
-    missed.  One decode per write as a rule (its last line); more only for lines a writer of ours never writes."""
-    end = len(data)
-    while end > 0:
-        start = data.rfind(b"\n", 0, end - 1) + 1
-        line = data[start:end]
-        try:
-            if E.decode(line).get("hop") is not None:
-                return line
-        except E.EventError:
-            pass
-        end = start
-    return None
