@@ -302,6 +302,28 @@ def test_a_missing_relative_folder_is_named_where_it_was_looked_for(tmp_path: Pa
     assert (4, "documentRoot '/no/such/root': does not exist") in found  # absolute: said as it was written
 
 
+@pytest.mark.parametrize(
+    ("filter_", "chain", "warned"),
+    [
+        ("", "minify.CSS,unique_filename.MD5", True),  # a newcomer's first chain: every file renamed, CSS not updated
+        ("<filter><extensions>CSS:png</extensions></filter>", "unique_filename.Mtime", True),
+        ("<filter><extensions>png:gif</extensions></filter>", "unique_filename.MD5", False),  # no stylesheet
+        ("", "link_updater.CSSURLUpdater,unique_filename.MD5", False),  # the sample's and make demo's
+        ("", "minify.CSS", False),  # nothing renamed
+    ],
+)
+def test_unique_names_without_the_css_updater_is_a_warning(
+    tmp_path: Path, filter_: str, chain: str, warned: bool
+) -> None:
+    procs = "".join(f'<processor name="{p}" />' for p in chain.split(","))
+    rules = RULES.replace('label="all">', f'label="all">{filter_}<processorChain>{procs}</processorChain>')
+    c = load(write(tmp_path, minimal(rules)))
+    ours = [w for w in c.warnings if "link_updater.CSSURLUpdater points the stylesheets" in w]
+    assert len(ours) == warned, c.warnings
+    if warned:
+        assert ours[0].startswith(f"{tmp_path / 'config.xml'}:5: rule 'all': unique_filename.")
+
+
 def test_sources_ignored_dirs_checked(tmp_path: Path) -> None:
     line, msg = one_error(write(tmp_path, minimal(sources=SOURCES.replace("<sources>", '<sources ignoredDirs="a/b">'))))
     assert line == 3 and "contains '/'" in msg

@@ -36,6 +36,8 @@ def rules(c: Check, node: Node | None, sources: list[Source], servers: dict[str,
         conditions = _conditions(c, f) if f is not None else None
         chain = n.find("processorChain")
         processors = _processors(c, chain) if chain is not None else ()
+        if chain is not None:
+            _renames_without_css_update(c, chain.line, a.get("label", ""), conditions, processors)
         dests = n.find("destinations")
         if dests is None:
             c.error(n.line, "a rule needs <destinations> with at least one <destination>")
@@ -46,6 +48,25 @@ def rules(c: Check, node: Node | None, sources: list[Source], servers: dict[str,
         rules.append(Rule(source, a.get("label", ""), conditions, processors, destinations, delay, n.line))
     _shared_servers(c, rules)
     return rules
+
+
+def _renames_without_css_update(
+    c: Check, line: int, label: str, conditions: Conditions | None, processors: tuple[str, ...]
+) -> None:
+    """A warning for a chain that gives files new names (unique_filename) with no link_updater.CSSURLUpdater to
+    point the stylesheets it may take at them: the published CSS would name files the servers do not have (a
+    newcomer's first chain, minify then unique names, broke every image of the demo site's stylesheet)."""
+    rename = next((p for p in processors if p.startswith("unique_filename.")), None)
+    if rename is None or "link_updater.CSSURLUpdater" in processors:
+        return
+    if conditions is not None and conditions.extensions and "css" not in {x.lower() for x in conditions.extensions}:
+        return
+    c.warn(
+        line,
+        f"rule {label!r}: {rename} gives files new names, and no link_updater.CSSURLUpdater points the stylesheets "
+        f"at them: their url() references would name files the servers do not have; add link_updater.CSSURLUpdater "
+        f"before {rename}, as the original's sample and make demo do",
+    )
 
 
 def _shared_servers(c: Check, rules: list[Rule]) -> None:
