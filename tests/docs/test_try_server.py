@@ -34,6 +34,19 @@ def _listening(port: int) -> bool:
     return True
 
 
+def _processes_in(folder: Path) -> list[int]:
+    """The processes whose command line names ``folder``: the server (sshd -f FOLDER/sshd_config, ftp_main.py PORT
+    FOLDER/files), not a port another test's server may have taken since."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and str(folder).encode() in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
 def _run_printed(t: TryServer, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     """Its commands, pasted into a shell: bash with only the user's usual environment."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FC_")}
@@ -47,7 +60,7 @@ def test_printed_commands_send_the_demo_site_and_ctrl_c_cleans_up(kind: str, tmp
     try:
         folder = t.files.parent
         port = int(t.line(f"{kind.upper()} server").split("127.0.0.1:", 1)[1].split(":", 1)[0])
-        assert _listening(port)
+        assert _listening(port) and _processes_in(folder)
         # what a user pastes: the URL is the one printed, with its key (sftp) or its password (ftp)
         (to,) = [c for c in t.commands if c.startswith("fc-watch ")]
         assert f"--to '{kind}://" in to and f"127.0.0.1:{port}/" in to
@@ -63,7 +76,7 @@ def test_printed_commands_send_the_demo_site_and_ctrl_c_cleans_up(kind: str, tmp
     assert status == 0, rest
     assert f"stopped; removed {folder}" in rest and "Traceback" not in rest
     assert not folder.exists()
-    assert not _listening(port)
+    assert not _processes_in(folder)
 
 
 def test_keep_keeps_the_folder(tmp_path: Path) -> None:
