@@ -30,6 +30,7 @@ import errno
 import fcntl
 import os
 import sqlite3
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -168,10 +169,14 @@ def lock_holder(path: Path) -> int | None:
     For supervisors: a stage cannot start while another process holds its state."""
     lock_path = str(path) + ".lock"
     try:
-        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        # a FIFO planted there must not hang us, nor a symlink lead elsewhere: a stage never locks through either
+        # (State._lock); the path may come from a writer's acks table (delivery/acks_admin.py)
+        fd = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None  # never opened, or not readable: nobody we can see holds it
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError as exc:

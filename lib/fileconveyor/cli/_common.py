@@ -123,6 +123,36 @@ def add_max_line_bytes(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
     )
 
 
+def add_reader_flags(p: argparse.ArgumentParser | argparse._ArgumentGroup, prog: str) -> None:
+    """--readers and --forget-reader, for every command that writes events to File Conveyor readers."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument(
+        "--readers",
+        action="store_true",
+        help="list the File Conveyor readers the state file knows (their state file, the last line they "
+        "acknowledged, when last seen, whether their state file is still there) and exit",
+    )
+    g.add_argument(
+        "--forget-reader",
+        metavar="PATH",
+        help="forget the reader whose state file is PATH (see --readers): the lines after its acknowledgement are "
+        f"no longer kept nor re-sent for it; refused while that reader runs; safe while {prog} runs",
+    )
+
+
+def readers_asked(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "readers", False)) or getattr(args, "forget_reader", None) is not None
+
+
+def readers_command(state: str | os.PathLike[str], args: argparse.Namespace, io: Streams) -> int:
+    """Do what --readers or --forget-reader asks (delivery/acks_admin.py) on the writer's state file ``state``."""
+    from ..delivery import acks_admin  # only for these flags
+
+    io.stdout.write(acks_admin.command(state, args.forget_reader).encode())
+    io.stdout.flush()
+    return Exit.OK
+
+
 class _ArgError(Exception):
     pass
 

@@ -13,6 +13,7 @@ from ..errors import Exit
 from ..report import Reporter
 from ..state import default_state_dir
 from ..stopping import Stopper
+from . import _common
 from ._common import Streams, add_max_line_bytes, seconds
 
 STAGE_EPILOG_IO = """\
@@ -37,6 +38,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, name: str, status: bool = Tr
             help="print what waits in the state file (queued, waiting to be retried, failed, set aside) and "
             "exit; give the options the stage runs with (they choose the default state file)",
         )
+    _common.add_reader_flags(g, name)
     g.add_argument("--input", metavar="FILE", help="read events from FILE or a named FIFO instead of stdin")
     g.add_argument(
         "--output",
@@ -100,5 +102,7 @@ def run_stage_from_args(
     )
     if getattr(args, "stage_status", False):
         return print_status(opts.state_path, io)
+    if _common.readers_asked(args):
+        return _common.readers_command(opts.state_path, args, io)
     rep.info(f"state: {opts.state_path}")
     return run_stage(stage, opts, io.stdin, io.stdout, rep, stop)

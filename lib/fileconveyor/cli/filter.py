@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from ..errors import Exit
+from ..errors import ConfigError, Exit
 from ..report import Reporter
 from ..stages.filter.run import pass_through, passes_through, unfinished
 from ..stages.filter.stage import Conditions, FilterStage, parse_size, split_list
@@ -130,6 +130,13 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         )
         io.stdout.flush()
         return status
+    if _common.readers_asked(args):
+        if not state.exists():  # its readers acknowledge to the writer before it (fc-watch --readers)
+            raise ConfigError(
+                f"{state}: no such state file; fc-filter passes lines through, and its readers register "
+                "with the writer before it (fc-watch --readers)"
+            )
+        return _common.readers_command(state, args, io)  # an earlier version's durable fc-filter's state
     if not passes_through(args.output, io.stdout):
         # its reader is no File Conveyor stage (jq, head, a script): nobody after us acknowledges, so fc-filter
         # keeps its lines and judges delivery itself, as a durable stage (stages/filter/run.py)

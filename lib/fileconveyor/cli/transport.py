@@ -170,6 +170,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         if args.state:
             return print_status(args.state, io)
         raise UsageError("--status: give the --to options the stage runs with (they name its state file) or --state")
+    if _common.readers_asked(args) and args.state and not args.pieces:  # as --status: the state file alone
+        return _common.readers_command(args.state, args, io)
     targets = targets_from(args.pieces, skip_unchanged=args.skip_unchanged, warn=rep.warn)
     stage = TransportStage(
         targets,

@@ -109,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help=f"the state file (default: one per set of sources under {default_state_dir()})",
     )
+    _common.add_reader_flags(p, PROG)
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -157,7 +158,11 @@ def parse_sources(specs: Sequence[str], plain: Sequence[str]) -> list[Source]:
 
 
 def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) -> int:
+    if _common.readers_asked(args) and args.state is not None:  # (no sources needed)
+        return _common.readers_command(args.state, args, io)
     sources = parse_sources(args.source, args.paths)
+    if _common.readers_asked(args):
+        return _common.readers_command(default_state_path(sources), args, io)
     cfg = Config(
         sources,
         Filters.build(args.ignore_dirs.split(":") if args.ignore_dirs else [], args.exclude),

@@ -9,8 +9,14 @@ there.
 
 from __future__ import annotations
 
+import errno
+import os
 import sqlite3
+import stat
 import time
+from pathlib import Path
+
+from ..state import lock_holder
 
 READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten
 
@@ -91,9 +97,11 @@ def throughs(db: sqlite3.Connection, epoch: str, now: float | None = None) -> di
     return dict(rows.fetchall())
 
 
-def sessions(db: sqlite3.Connection, epoch: str) -> dict[str, tuple[str, int]]:
-    """Each reader's process token and acknowledged seq."""
-    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=?", (epoch,))
+def sessions(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, tuple[str, int]]:
+    """Each reader's process token and acknowledged seq (readers heard from within READER_EXPIRY: fc-watch, which
+    never ran forget_stale, re-sent at each start to a reader silent for longer, for good)."""
+    now = time.time() if now is None else now
+    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
     return {r: (sess, seq) for r, sess, seq in rows}
 
 
@@ -106,6 +114,78 @@ def behind(db: sqlite3.Connection, epoch: str, since: float, last: int) -> dict[
 def forget_stale(db: sqlite3.Connection, epoch: str, now: float) -> int:
     """Drop readers silent for READER_EXPIRY, and those of another epoch (inside the caller's transaction)."""
     return db.execute("DELETE FROM acks WHERE at<? OR epoch<>?", (now - READER_EXPIRY, epoch)).rowcount
+
+
+class Known:
+    """A reader as its writer's ``acks`` table knows it (a plain class: a dataclass's import costs every stage's
+    start, tests/cli/test_startup.py)."""
+
+    __slots__ = ("at", "epoch", "reader", "seq", "session", "through")
+
+    def __init__(self, reader: str, epoch: str, seq: int, through: int | None, at: float, session: str):
+        self.reader = reader  # its state file, as the reader wrote it (an absolute path)
+        self.epoch = epoch  # our epoch it read lines of
+        self.seq = seq  # the highest seq of ours it no longer needs
+        self.through = through
+        self.at = at  # when it last acknowledged (unix time)
+        self.session = session
+
+
+def known(db: sqlite3.Connection) -> list[Known]:
+    """Every row of the table, whatever its age or epoch, by reader.  The file is untrusted: a name that is not
+    UTF-8 comes back with surrogate escapes (forget takes it so), and a row whose numbers are not numbers is left
+    out rather than shown as something it is not."""
+    out = []
+    for reader, epoch, seq, through, at, session in db.execute(
+        "SELECT CAST(reader AS BLOB), CAST(epoch AS BLOB), seq, through, at, CAST(session AS BLOB) FROM acks "
+        "ORDER BY reader"
+    ):
+        if not isinstance(reader, bytes) or type(seq) is not int or not isinstance(at, int | float):
+            continue
+        out.append(
+            Known(
+                reader.decode("utf-8", "surrogateescape"),
+                bytes(epoch or b"").decode("utf-8", "replace"),
+                seq,
+                through if type(through) is int else None,
+                float(at),
+                bytes(session or b"").decode("utf-8", "replace"),
+            )
+        )
+    return out
+
+
+def forget(db: sqlite3.Connection, reader: str) -> bool:
+    """Drop one reader's row (inside the caller's transaction): its writer keeps and re-sends nothing more for
+    it.  False: no such reader.  ``reader`` as known() gives it (a name that is not UTF-8 included)."""
+    raw = reader.encode("utf-8", "surrogateescape")
+    return db.execute("DELETE FROM acks WHERE CAST(reader AS BLOB)=?", (raw,)).rowcount > 0
+
+
+def state_gone(path: str) -> bool | None:
+    """Whether a reader's state file is gone for sure: True when its name is not there but its directory is
+    (so not an unmounted filesystem, nor a directory we may not look into); False when it is there; None when
+    that cannot be told (a directory we may not search, a path that is no absolute path, any other error).
+    Only names are looked up (lstat): nothing is opened."""
+    if not isinstance(path, str) or not os.path.isabs(path) or "\0" in path:
+        return None
+    try:
+        os.lstat(path)
+        return False
+    except OSError as exc:
+        if exc.errno != errno.ENOENT:
+            return None
+    try:
+        return stat.S_ISDIR(os.stat(os.path.dirname(path)).st_mode) or None  # (/var/run: a link to a directory)
+    except OSError:
+        return None
+
+
+def holder(reader: str) -> int | None:
+    """A process holding the reader's state file (its lock, State._lock: the reader runs), else None."""
+    if not isinstance(reader, str) or not os.path.isabs(reader) or "\0" in reader:
+        return None
+    return lock_holder(Path(reader))
 
 
 def lowest(db: sqlite3.Connection) -> int | None:

@@ -100,6 +100,9 @@ class WatchState:
         self._where = ack_check.output_ident(writer.output.path, writer.output.stdout) if writer is not None else None
         with self.state.transaction() as db:  # before any line of this run is written (delivery/runs.py)
             self._set_meta(db, runs.current(self.batch, self._where))
+            # readers silent for READER_EXPIRY, before the replay below (a stage does this as it prunes its outbox,
+            # durable.StageState.prune); fc-watch never did, and counted them at each start (acks.sessions)
+            acks.forget_stale(db, self.epoch, time.time())
         if meta["tombstones"]:
             self._drop_acknowledged_tombstones()
 
