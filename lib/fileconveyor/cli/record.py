@@ -12,6 +12,7 @@ from ..delivery.writer import stdout_writer
 from ..errors import ConfigError, Exit, UsageError
 from ..records import locate, open_writer, shown
 from ..report import Reporter
+from ..stages.record.rows import ORDER_SKEW
 from ..stages.record.stage import RecordStage
 from ..stopping import Stopper
 from . import _common
@@ -44,6 +45,15 @@ recording: created/modified events with a server and a url upsert the row of
 the table sync_failures and leave synced rows alone.  An event with an integer
 "order" is applied only if no later one (larger order) was applied for that file
 and server; an older one changes nothing (counted as "older than recorded").
+An order is a time in microseconds since 1970 (fc-consume sets the broker's store
+time) or a count far below one: a line whose order lies more than --order-skew
+seconds past this host's clock is a bad line (reported with its line number,
+skipped, acknowledged), because one such line, forged by any stage before
+fc-record, made every later event of its file "older than recorded" for good
+(in a shared PostgreSQL record, on every worker).  An order already recorded
+past that limit (by an older version) is no fence: the file's next event is
+applied and the record heals.  So a forged order holds a file back for
+--order-skew seconds at most.
 
 deleting sources after sync: with --delete-source-after SECONDS, a file is deleted
 at the source that long after its version is synced to every --require-server
@@ -69,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE|URL",
         help="the synced-files database: a SQLite file (created if missing) or a postgresql://[user@]host[:port]/"
         "dbname URL (its tables are created; give the password in PGPASSFILE or PGPASSWORD, not in the URL)",
+    )
+    p.add_argument(
+        "--order-skew",
+        type=seconds,
+        default=ORDER_SKEW,
+        metavar="SECONDS",
+        help="how far an event's order (microseconds since 1970) may lie past this host's clock: a larger one is a "
+        f"bad line, a larger one recorded is no fence (default {ORDER_SKEW:g}; the clocks of the broker and the "
+        "hosts of fc-record must agree within it)",
     )
     g = p.add_argument_group("deleting sources after sync")
     g.add_argument(
@@ -172,6 +191,7 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
         sources=sources,
         drain=args.drain_timeout,
         stopped=lambda: stop.requested,
+        order_skew=args.order_skew,
     )
     identity = repr((shown(locate(args.db)), args.input, args.output))  # a new password keeps the state
     return run_stage_from_args(stage, args, io, rep, stop, identity)

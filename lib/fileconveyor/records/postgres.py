@@ -293,16 +293,18 @@ class PgRecord(_Conn):
             ),
         )  # fmt: skip
 
-    def claim(self, input_file: str | bytes, server: str, order: int) -> bool:
-        """The fence (see sqlite.Records.claim).  The row stays locked until the round commits, so a writer
+    def claim(self, input_file: str | bytes, server: str, order: int, limit: int) -> bool:
+        """The fence (see sqlite.Records.claim: a stored order past ``limit`` is no fence, and is replaced; every
+        worker's fc-record heals it by its own clock).  The row stays locked until the round commits, so a writer
         with an older event waits and then sees the newer order."""
         self._hold(key_bytes(input_file))
         return (
             self.x(
                 "INSERT INTO record_order(input_file_bytes, server, event_order) VALUES (%s, %s, %s)"
                 " ON CONFLICT (input_file_bytes, server) DO UPDATE SET event_order=excluded.event_order"
-                " WHERE record_order.event_order <= excluded.event_order RETURNING 1",
-                (key_bytes(input_file), server, order),
+                " WHERE NOT coalesce(record_order.event_order > excluded.event_order"
+                " AND record_order.event_order <= %s, false) RETURNING 1",
+                (key_bytes(input_file), server, order, limit),
             ).fetchone()
             is not None
         )

@@ -412,15 +412,22 @@ class Records:
             ),
         )
 
-    def claim(self, input_file: str | bytes, server: str, order: int) -> bool:
+    def claim(self, input_file: str | bytes, server: str, order: int, limit: int) -> bool:
         """The fence: note ``order`` as the last applied for the file and server, unless a later one was applied
-        (False: the event is older than what the record holds, and must change nothing)."""
+        (False: the event is older than what the record holds, and must change nothing).
+
+        Only a stored order up to ``limit`` (this host's clock plus the allowed skew, in microseconds: the caller
+        never gives a larger ``order``) is a later one.  One past it was never a writer's: a forged line stored by a
+        version before that rule, or anything a hand put in the file (text, NULL: the file is not trusted).  Taken
+        as a fence, it held every later event of the file back for good; so it is replaced, and the record heals."""
         return (
             self.db.execute(
                 "INSERT INTO record_order(input_file, server, event_order) VALUES (?, ?, ?)"
                 " ON CONFLICT(input_file, server) DO UPDATE SET event_order=excluded.event_order"
-                " WHERE excluded.event_order >= record_order.event_order RETURNING 1",
-                (input_file, server, order),
+                " WHERE NOT coalesce(record_order.event_order > excluded.event_order"
+                " AND typeof(record_order.event_order) IN ('integer', 'real') AND record_order.event_order <= ?, 0)"
+                " RETURNING 1",
+                (input_file, server, order, limit),
             ).fetchone()
             is not None
         )

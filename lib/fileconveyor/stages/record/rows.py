@@ -4,6 +4,7 @@ usual plain strings, through their bytes (events.get_path) when a name is not UT
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from ... import events as E
@@ -59,6 +60,20 @@ def event_order(ev: dict) -> int | None:
     """The event's ``order`` (see above), None when it has none.  A malformed one counts as none."""
     value = ev.get("order")
     return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= E.MAX_INT else None
+
+
+# How far an ``order`` may lie past this host's clock (--order-skew): an order is a time in microseconds since the
+# Unix epoch (fc-consume's, the broker's store time) or a count far below one (a stream sequence).  Past that, it
+# is no order any writer of ours gave: one forged line with order 2^63-1 made every later event of its file "older
+# than recorded" for good (in a shared PostgreSQL record, on every worker).  Bounded so, a forged order holds its
+# file back this long at most.  A minute: hosts kept by NTP differ by milliseconds.
+ORDER_SKEW = 60.0
+
+
+def order_limit(skew: float, now: float | None = None) -> int:
+    """The largest order trusted now: this host's clock plus ``skew``, in microseconds (at most MAX_INT)."""
+    limit = (time.time() if now is None else now) + skew
+    return E.MAX_INT if limit >= E.MAX_INT / 1_000_000 else int(limit * 1_000_000)
 
 
 def version_of(ev: dict) -> tuple[int | None, int | None, int | None]:

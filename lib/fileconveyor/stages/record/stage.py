@@ -21,7 +21,10 @@ before any other record of the round and before the commit, so the order of a fi
 An event with an ``order`` (a non-negative integer: a later event of the same path has a larger one; set where
 events of a path may arrive out of order, as from many workers) is applied only when no later one was applied
 for that file and server (``Record.claim``): an older event never overwrites a newer one, it is passed on and
-counted ``stale``.  Events without ``order`` are applied as they come.
+counted ``stale``.  Events without ``order`` are applied as they come.  An order is trusted up to this host's
+clock plus ``--order-skew`` in microseconds (rows.ORDER_SKEW): a line with a larger one is a bad line (split:
+reported with its line number, skipped, acknowledged), and a fence already stored past that limit (written by a
+version before this rule) is no fence: the next event of the file is applied and moves it back to a real order.
 
 ``--delete-source-after``: see delete.py.  The required servers are ``--require-server`` or else every
 server this fc-record has seen (kept in the state file's ``servers_seen``).
@@ -41,7 +44,7 @@ from ...delivery.stage import Done, Item, Retry, Stage, StageContext
 from ...errors import RetryableError
 from ...records import Deletion, Record, Synced, db_key, deleted_by_record, open_writer, shown
 from ...roots import Source, allowed_root
-from .rows import error_text, event_order, synced_row, synced_values
+from .rows import ORDER_SKEW, error_text, event_order, order_limit, synced_row, synced_values
 
 if TYPE_CHECKING:
     from .delete import SourceDeleter
@@ -63,8 +66,10 @@ class RecordStage(Stage):
         sources: Sequence[Source] = (),
         drain: float = 120.0,
         stopped: Callable[[], bool] = lambda: False,
+        order_skew: float = ORDER_SKEW,
     ):
         self.db_path = db_path
+        self.order_skew = order_skew
         self.delete_after = delete_after
         self.require = list(dict.fromkeys(require))
         self.sources = list(sources)  # the roots --delete-source-after may delete beneath (--source NAME=DIR)
@@ -90,6 +95,22 @@ class RecordStage(Stage):
 
     def lanes(self) -> dict[str, int]:
         return {"": 0}
+
+    def split(self, event: dict) -> list[tuple[str, bytes, dict]]:
+        """Stage.split's one item, once the event's ``order`` is one a writer can have given: not past this host's
+        clock plus --order-skew.  A larger one raises EventError, so the line is reported with its line number and
+        skipped (delivery/intake.py), and acknowledged: it never reaches the fence, where it held every later event
+        of its file back ("older than recorded") for good, and is not kept to come again."""
+        order = event_order(event)
+        if order is not None:
+            limit = order_limit(self.order_skew)
+            if order > limit:
+                raise E.EventError(
+                    f"order {order} lies {(order - limit) / 1e6 + self.order_skew:.0f} s past this host's clock "
+                    f"(more than --order-skew {self.order_skew:g}): no writer's order (an order is a time in "
+                    "microseconds or a count), not applied"
+                )
+        return [("", E.get_path(event, "path"), event)]
 
     def start(self, ctx: StageContext) -> None:
         self.ctx = ctx
@@ -164,9 +185,15 @@ class RecordStage(Stage):
             self.new_servers.add(server)
         order = event_order(ev)
         recorded = "error" in ev or (isinstance(server, str) and bool(server))
-        if order is not None and recorded and not self._fresh(path, server if isinstance(server, str) else "", order):
-            self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
-            return Done([ev], unchanged=True)
+        if order is not None and recorded:
+            limit = order_limit(self.order_skew)
+            if order > limit:  # within the limit at split(): this host's clock was set back since
+                self.counts["unrecorded"] += 1
+                self.rep.error(f"{E.display(path)}: order {order} lies past this host's clock now: not applied")
+                return Done([ev], unchanged=True)
+            if not self._fresh(path, server if isinstance(server, str) else "", order, limit):
+                self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
+                return Done([ev], unchanged=True)
         if "error" in ev:
             with self.rec.item():
                 self.rec.fail(db_key(path), server if isinstance(server, str) else "", self._failure(ev))
@@ -205,10 +232,10 @@ class RecordStage(Stage):
             done.outputs = [{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}]
             done.failed, done.unchanged = True, False
 
-    def _fresh(self, path: bytes, server: str, order: int) -> bool:
+    def _fresh(self, path: bytes, server: str, order: int, limit: int) -> bool:
         assert self.rec is not None
         with self.rec.item():
-            return self.rec.claim(db_key(path), server, order)
+            return self.rec.claim(db_key(path), server, order, limit)
 
     def _failure(self, ev: dict) -> dict[str, Any]:
         err = ev["error"]
