@@ -12,6 +12,7 @@ the suite starts (tests/servers/postgres.py)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -20,6 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fileconveyor import events as E
 from fileconveyor.records import open_reader
@@ -214,3 +217,47 @@ def test_an_order_a_little_ahead_of_the_clock_still_fences(tmp_path: Path, db: s
     res = record(far, args=("--order-skew", "10"))
     assert res.returncode == 1 and b"input line 1: order " in res.stderr, res.stderr
     assert _urls(db) == ["http://cdn.example/ahead"]
+
+
+_RUNS = itertools.count()
+LIMIT = 2_000_000_000_000_000  # a host's clock plus the skew, in microseconds (the year 2033)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    stored=st.one_of(
+        st.integers(0, E.MAX_INT),
+        st.sampled_from([LIMIT - 1, LIMIT, LIMIT + 1, 0]),
+        st.floats(allow_nan=False),
+        st.text(max_size=5),
+        st.binary(max_size=5),
+    ),
+    order=st.one_of(st.integers(0, LIMIT), st.sampled_from([LIMIT - 1, LIMIT, 0])),
+)
+def test_the_sqlite_fence_refuses_only_an_older_event_below_a_trusted_order(
+    tmp_path: Path, stored: object, order: int
+) -> None:
+    """Records.claim on a real SQLite record whose record_order holds any value (the file is not trusted): the
+    event is refused exactly when the stored order is a number no later than the limit and larger than its own."""
+    from fileconveyor.records import open_writer
+
+    db = tmp_path / f"claim-{next(_RUNS)}.db"  # (one tmp_path for every example)
+    rec = open_writer(str(db))
+    try:
+        with rec.item():
+            assert rec.claim("/s/p.css", "cdn", 0, LIMIT)
+        rec.commit()
+        with sqlite3.connect(db) as conn:
+            conn.execute("UPDATE record_order SET event_order = ?", (stored,))
+        conn.close()
+        with rec.item():
+            applied = rec.claim("/s/p.css", "cdn", order, LIMIT)
+        rec.commit()
+    finally:
+        rec.close()
+    trusted = isinstance(stored, int | float) and stored <= LIMIT
+    assert applied == (not (trusted and stored > order))
+    with sqlite3.connect(db) as conn:
+        (now,) = conn.execute("SELECT event_order FROM record_order").fetchone()
+    conn.close()
+    assert now == (order if applied else stored)

@@ -101,7 +101,7 @@ class RecordStage(Stage):
         clock plus --order-skew.  A larger one raises EventError, so the line is reported with its line number and
         skipped (delivery/intake.py), and acknowledged: it never reaches the fence, where it held every later event
         of its file back ("older than recorded") for good, and is not kept to come again."""
-        order = event_order(event)
+        order = event_order(event) if "order" in event else None
         if order is not None:
             limit = order_limit(self.order_skew)
             if order > limit:
@@ -185,15 +185,11 @@ class RecordStage(Stage):
             self.new_servers.add(server)
         order = event_order(ev)
         recorded = "error" in ev or (isinstance(server, str) and bool(server))
-        if order is not None and recorded:
-            limit = order_limit(self.order_skew)
-            if order > limit:  # within the limit at split(): this host's clock was set back since
-                self.counts["unrecorded"] += 1
-                self.rep.error(f"{E.display(path)}: order {order} lies past this host's clock now: not applied")
-                return Done([ev], unchanged=True)
-            if not self._fresh(path, server if isinstance(server, str) else "", order, limit):
-                self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
-                return Done([ev], unchanged=True)
+        # (order was within the limit at split(); past it now only if this host's clock was set back since: then
+        # it is stored, and is no fence for the file's next event)
+        if order is not None and recorded and not self._fresh(path, server if isinstance(server, str) else "", order):
+            self.counts["stale"] += 1  # a later event of this path was applied: this one must change nothing
+            return Done([ev], unchanged=True)
         if "error" in ev:
             with self.rec.item():
                 self.rec.fail(db_key(path), server if isinstance(server, str) else "", self._failure(ev))
@@ -232,10 +228,10 @@ class RecordStage(Stage):
             done.outputs = [{**item.event, "error": f"internal error: {exc}", "error_kind": "internal"}]
             done.failed, done.unchanged = True, False
 
-    def _fresh(self, path: bytes, server: str, order: int, limit: int) -> bool:
+    def _fresh(self, path: bytes, server: str, order: int) -> bool:
         assert self.rec is not None
         with self.rec.item():
-            return self.rec.claim(db_key(path), server, order, limit)
+            return self.rec.claim(db_key(path), server, order, order_limit(self.order_skew))
 
     def _failure(self, ev: dict) -> dict[str, Any]:
         err = ev["error"]
