@@ -163,10 +163,10 @@ def test_two_workers_share_the_partitions_and_one_killed_for_good_is_taken_over(
     assert len(mine) == 2
     wait_for("b owns all 4", lambda: owners(nats_server) == dict.fromkeys(range(4), wb), every=0.02)
     took = time.monotonic() - killed
-    # the bound: the lease (last renewal at most a third of it before the kill) plus one look of b's, with
-    # 1 s for a busy machine (2 cores shared: one run in four went past +0.5 s); never before the lease could
-    # have run out (0.67 s after the kill at best)
-    assert LEASE / 3 <= took <= LEASE + LEASE / 3 + 1.0, took
+    # never before the lease could have run out (0.67 s after the kill at best: the last renewal at most a third
+    # of it before).  Expected: the lease plus one look of b's; the bound above that is loose (2 cores shared:
+    # one run in four went past +0.5 s), since how soon is what `make scale-chaos` measures, not a unit test.
+    assert LEASE / 3 <= took <= 3 * LEASE + 5.0, took
     for k in mine:
         assert f"partition {k}: lease taken, pulling" in (tmp_path / "b-consume.err").read_text()
     (src / "after.txt").write_text("after the kill\n")
@@ -223,7 +223,10 @@ def test_a_lease_lost_stops_the_pulls_of_its_partition(tmp_path: Path, nats_serv
     dest = tmp_path / "dest"
     url = nats_server.stream_url()
     publish(tmp_path, url, b"", "--partitions", "2")  # makes the stream (2 partitions)
-    a = worker(tmp_path, "a", src, dest, url, "--idle-exit", "60")
+    # A longer lease here: the thief below holds partition 0 only while it keeps writing, and on a loaded
+    # machine its thread once stalled past a 2 s lease (the key expired: "KeyError: 0" in owners() below).
+    lease = 3 * LEASE
+    a = worker(tmp_path, "a", src, dest, url, "--idle-exit", "60", "--lease", str(lease))
     wa = pid_of(tmp_path, "a")
     wait_for("a owns both", lambda: owners(nats_server) == {0: wa, 1: wa})
     stop = threading.Event()
@@ -246,7 +249,7 @@ def test_a_lease_lost_stops_the_pulls_of_its_partition(tmp_path: Path, nats_serv
     thief.start()
     try:
         err = tmp_path / "a-consume.err"
-        wait_for("a saw it lost partition 0", lambda: "partition 0: lease lost" in err.read_text(), timeout=LEASE * 2)
+        wait_for("a saw it lost partition 0", lambda: "partition 0: lease lost" in err.read_text(), timeout=lease * 2)
         published = scan(tmp_path, src)
         publish(tmp_path, url, published)
         in_0 = sum(1 for ev in lines_of(tmp_path / "published.jsonl") if N.partition_of(E.get_path(ev, "path"), 2) == 0)
@@ -259,7 +262,7 @@ def test_a_lease_lost_stops_the_pulls_of_its_partition(tmp_path: Path, nats_serv
         stop.set()
         thief.join(10)
     # the thief gave it back: a takes it again and applies the rest
-    wait_for("a owns partition 0 again", lambda: owners(nats_server).get(0) == wa, timeout=LEASE * 3)
+    wait_for("a owns partition 0 again", lambda: owners(nats_server).get(0) == wa, timeout=lease * 3)
     wait_for("everything at the destination", lambda: same_tree(dest, src))
     for p in a:
         p.send_signal(signal.SIGTERM)
