@@ -57,8 +57,8 @@ test: test-deps ## run the test suite (what CI runs; TEST_JOBS=0: one test at a 
 	$(RUN) $(PY) -m pytest -q -n $(TEST_JOBS) --durations=30
 
 lint: test-deps ## ruff: lint and format check
-	$(VENV)/bin/ruff check lib tests bench
-	$(VENV)/bin/ruff format --check lib tests bench
+	$(VENV)/bin/ruff check lib tests bench tools/try-server
+	$(VENV)/bin/ruff format --check lib tests bench tools/try-server
 
 check: lint test ## lint, then the tests
 
