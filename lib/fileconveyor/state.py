@@ -183,7 +183,9 @@ def lock_holder(path: Path) -> int | None:
             if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
                 return None
             text = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            return int(text) if text.isdigit() else -1
+            # the file is the holder's to write, and may be anyone's (a reader's path from an acks table):
+            # str.isdigit() takes '²', which int() refuses
+            return int(text) if text.isascii() and text.isdigit() else -1
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:
