@@ -24,7 +24,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..plain import Value
@@ -78,6 +78,7 @@ RETAIN_ACKED = 3600.0
 RETAIN_STEP = 60.0  # seconds between the (time, seq) marks kept for that, in the state file (meta "made")
 MAX_UNCLAIMED = 20_000  # lines kept while no File Conveyor reader has acknowledged (jq, a terminal, a slow start)
 ACK_INTERVAL = 0.2  # seconds between acknowledgements to one writer
+ABSENT = "does not write our input now (our state has it from an earlier run)"  # (Acknowledger._verify)
 
 
 class Hop(Value):
@@ -407,6 +408,7 @@ class Acknowledger:
         source: ack_check.Ident | None = None,
         info: Callable[[str], None] = lambda text: None,
         vouched: bool = False,
+        met: Container[str] | None = None,
     ):
         self.reader = reader
         self.session = os.urandom(8).hex()  # as secrets.token_hex(8), without hashlib
@@ -426,6 +428,10 @@ class Acknowledger:
         self._refused: set[tuple[str, str]] = set()
         self._starting: set[tuple[str, str]] = set()  # writers whose process had just started when looked at
         self._quiet: set[str] = set()  # writers told that we need no replay (lost_nothing)
+        # the writers whose lines came in this run (Intake's; None: every writer counts as one), and writers our state
+        # has from an earlier run, told at our start that we read, whose lines do not come: set aside (_verify)
+        self._met = met
+        self._absent: set[str] = set()
         self._started_ns = runs.reader_start()
         self._boot = runs.boot_id()
 
@@ -470,6 +476,11 @@ class Acknowledger:
     def _write(self, origin: str, epoch: str, hwm: int, through: int | None = None) -> bool:
         if origin == self.reader or ack_check.same_file(origin, self.reader):  # "/d/./own.db" is us too
             return False
+        if origin in self._absent:
+            if self._met is None or origin not in self._met:
+                return False
+            self._absent.discard(origin)  # a line of it came: looked at again now
+            self._next_check.pop(origin, None)
         unverified = self._verified.get(origin) != epoch
         paused = unverified and time.monotonic() < self._next_check.get(origin, 0.0)
         if unverified and (origin, epoch) in self._refused:
@@ -586,6 +597,14 @@ class Acknowledger:
                 self._starting.add((origin, epoch))
                 self.info(f"not acknowledging to {origin} yet: the process writing our input has just started")
                 return None
+            if self._met is not None and origin not in self._met:
+                # No line of it came in this run: our state has it from an earlier one, and it was told at our
+                # start that we read (fc-watch --state a.db one day, --state b.db the next, into our state).
+                # Nothing is forged; refused for the run as a forgery, it warned of one, and a writer that came
+                # back into our FIFO got no acknowledgement until our next run.
+                self._absent.add(origin)
+                self.info(f"{origin} {ABSENT}: not acknowledging to it until a line of it comes")
+                return False
             self._refused.add((origin, epoch))
             self.warn(
                 origin,

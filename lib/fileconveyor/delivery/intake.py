@@ -74,12 +74,14 @@ class Intake:
         # seqs of events we hold unfinished, per writer: we acknowledge only below them,
         # so a writer keeps (and fc-process keeps the work files of) what we still need
         self.held: dict[tuple[str, str], dict[int, int]] = {}
+        self._met: set[str] = set()  # writers whose first line this process has seen
         self.acks = Acknowledger(
             state.origin,
             lambda key, text: rep.warn_once(key, text),
             self._input_ident(),
             rep.info,
             vouched=self._input_vouched(),
+            met=self._met,  # (a writer our state knows whose lines do not come is no forgery: Acknowledger)
         )
         self.holding = Holding(self.acks.session)  # our writers' replays
         # writers whose lines we took without their replay (our acknowledgements to them failed all through the
@@ -93,7 +95,6 @@ class Intake:
         # thread only): reading waits while LINES_AHEAD are in between
         self.posted = 0
         self.taken = 0
-        self._met: set[str] = set()  # writers whose first line this process has seen
         # (writer, epoch) -> the highest seq its state file said it had committed (_past): a line up to there is
         # taken without a look; one past it makes us look again, and is refused if it is past that too
         self._limits: dict[tuple[str, str], int] = {}
