@@ -6,7 +6,9 @@ who writes fc-tee's input writes such a line) was given to the late reader, whic
 and got none of what it missed.  Nor is a line with a hop enough: one whose ``hop.from`` names no writer of ours
 (a made-up state file, another pipeline's fc-watch) written last left the late reader registered with that one
 alone; fc-tee now keeps the last line of each writer (a bounded number of them, a made-up one going first:
-stages/tee/writers.py) and gives it them all.
+stages/tee/writers.py) and gives it them all.  One that names the real writer and its epoch with a seq past what it
+wrote is refused by the reader, which registered with nobody then; now it registers with that writer as from what
+the writer's state file says it wrote.
 
 Real fc-watch -> FIFO -> fc-tee -> two FIFOs -> two durable readers (fc-relay); branch b starts late; a forger's
 line is written into fc-tee's input FIFO after the last real one."""
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -64,7 +67,20 @@ def _flood(rig: TeeRig) -> bytes:
     return b"".join(_event(rig, f"forged{i}.txt", str(rig.tmp / f"nowhere{i}.db"), "0123abcd", 7) for i in range(300))
 
 
-@pytest.mark.parametrize("forge", [_made_up, _another_writer, _flood], ids=["made-up", "another-writer", "flood"])
+def _seq_past(rig: TeeRig) -> bytes:
+    """The real writer and its epoch (read by the forger), a seq past what it wrote: the late reader refuses the
+    line, and has no other of that writer to register on."""
+    db = sqlite3.connect(rig.state / "watch.db")
+    try:
+        meta = dict(db.execute("SELECT name, value FROM meta WHERE name IN ('epoch', 'last_batch')").fetchall())
+    finally:
+        db.close()
+    return _event(rig, "forged.txt", str(rig.state / "watch.db"), format(meta["epoch"], "x"), meta["last_batch"] + 50)
+
+
+@pytest.mark.parametrize(
+    "forge", [_made_up, _another_writer, _flood, _seq_past], ids=["made-up", "another-writer", "flood", "seq-past"]
+)
 def test_a_late_branch_gets_every_line_whatever_hop_came_last(tmp_path: Path, forge: Callable[[TeeRig], bytes]) -> None:
     """Branch b lost all 100 files before (it registered with the forged line's writer alone)."""
     _late_branch_after(tmp_path, forge)

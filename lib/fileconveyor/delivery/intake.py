@@ -371,23 +371,18 @@ class Intake:
         mark = marks.get(hop.origin)
         if hop.origin not in self._met and self._first_line(hop, mark):
             mark = marks[hop.origin]
-        high = self._past(hop) if mark is None or mark[0] != hop.epoch or hop.seq != mark[1] + 1 else None
+        new = mark is None or mark[0] != hop.epoch
+        high = self._past(hop) if new or hop.seq != mark[1] + 1 else None
         if high is not None:
             self.bad(f"hop.seq {hop.seq} is past the last line {hop.origin} wrote ({high})", line)
+            if new:
+                # Its state file is a real writer's of that epoch (it said how far it wrote): we register with it
+                # as its last real line would have us.  A late reader behind fc-tee may get no other line of it
+                # (stages/tee/writers.py: a forger's line of it with this seq written last), and lost all it missed.
+                self._register_new(hop.origin, hop.epoch, high + 1)
             return False
-        if mark is None or mark[0] != hop.epoch:
-            # a writer new to us (or whose state was recreated): register at once,
-            # and hold its lines until it re-sends, for us, all it has kept (lines
-            # a previous process of ours may have read and lost included)
-            # Only the last lines before the first one we see can have been meant
-            # for a process of ours (read and lost before it registered): at most
-            # a pipe buffer and one reader's queue.  Older ones are not ours.
-            # (Held whether or not this acknowledgement gets through: see register.)
-            start = max(0, hop.seq - 1 - FIRST_CONTACT_WINDOW)
-            marks[hop.origin] = (hop.epoch, start)
-            self.unreplayed.pop(hop.origin, None)  # of its old epoch
-            self.acks.send({hop.origin: (hop.epoch, start)}, force=True)
-            self.holding.expect(hop.origin)
+        if new:
+            self._register_new(hop.origin, hop.epoch, hop.seq)
             mark = marks[hop.origin]
         if hop.origin in self.holding.waiting and not self.holding.take(hop.origin, h.get("for"), line):
             return False
@@ -396,6 +391,18 @@ class Intake:
             return False
         marks[hop.origin] = (hop.epoch, hop.seq)
         return True
+
+    def _register_new(self, origin: str, epoch: str, seq: int) -> None:
+        """A writer new to us (or whose state was recreated), its first line ``seq``: register at once, and hold its
+        lines until it re-sends, for us, all it has kept (lines a previous process of ours may have read and lost
+        included).  Only the last lines before the first one we see can have been meant for a process of ours
+        (read and lost before it registered): at most a pipe buffer and one reader's queue.  Older ones are not
+        ours.  (Held whether or not this acknowledgement gets through: see register.)"""
+        start = max(0, seq - 1 - FIRST_CONTACT_WINDOW)
+        self.marks[origin] = (epoch, start)
+        self.unreplayed.pop(origin, None)  # of its old epoch
+        self.acks.send({origin: (epoch, start)}, force=True)
+        self.holding.expect(origin)
 
     def _first_line(self, hop: Hop, mark: tuple[str, int] | None) -> bool:
         """The first line of a writer in this process: when no process before ours can have read one of its
