@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
+import shlex
 import sqlite3
 import stat
 import time
 from pathlib import Path
 
+from ..events import display
 from ..state import lock_holder
 
 READER_EXPIRY = 7 * 24 * 3600.0  # a reader silent this long is forgotten
@@ -186,6 +188,37 @@ def holder(reader: str) -> int | None:
     if not isinstance(reader, str) or not os.path.isabs(reader) or "\0" in reader:
         return None
     return lock_holder(Path(reader))
+
+
+def gone_behind(db: sqlite3.Connection, epoch: str, last: int) -> list[Known]:
+    """Readers that count (our epoch, heard from within READER_EXPIRY), have not acknowledged up to ``last``, and
+    whose state file is gone with no process holding it: what a start of ours re-sends for them, it re-sends for
+    a reader that may never come (docs/durability.md, "A reader that never comes back")."""
+    now = time.time()
+    return [
+        k
+        for k in known(db)
+        if k.epoch == epoch
+        and k.seq < last
+        and k.at >= now - READER_EXPIRY
+        and state_gone(k.reader)
+        and holder(k.reader) is None
+    ]
+
+
+def gone_warning(prog: str, state: str | os.PathLike[str], k: Known, last: int) -> str:
+    """What a writer says when its start re-sent lines for a reader of gone_behind's."""
+    reader = shown(k.reader)
+    return (
+        f"re-sent {last - k.seq} line(s) kept for reader {reader}, whose state file is gone; if it will not run "
+        f"again: {prog} --state {shlex.quote(os.fspath(state))} --forget-reader {shlex.quote(reader)}"
+    )
+
+
+def shown(path: str) -> str:
+    """A reader's name as printed: the acks table is untrusted, and a name with control characters (a terminal's
+    escape sequences, a newline making a line of its own) is shown escaped."""
+    return display(path.encode("utf-8", "surrogateescape"))
 
 
 def lowest(db: sqlite3.Connection) -> int | None:

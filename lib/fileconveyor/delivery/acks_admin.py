@@ -25,7 +25,6 @@ from pathlib import Path
 
 from .. import private
 from ..errors import ConfigError, StateBusy, UsageError
-from ..events import display
 from . import ack_check, acks
 
 BUSY_MS = 10_000  # how long to wait for the writer's own transaction (a commit of its rows: milliseconds)
@@ -107,8 +106,9 @@ def forget_reader(path: str | Path, reader: str) -> Reader:
             pid = acks.holder(k.reader)
             if pid is not None:
                 raise StateBusy(
-                    f"reader {shown(k.reader)} is running (pid {pid}, which holds its state file): it would register "
-                    f"again with its next acknowledgement; stop it first (kill {pid}), or let it finish its lines"
+                    f"reader {acks.shown(k.reader)} is running (pid {pid}, which holds its state file): it would "
+                    f"register again with its next acknowledgement; stop it first (kill {pid}), or let it finish its "
+                    "lines"
                 )
             acks.forget(conn, k.reader)
             conn.execute("COMMIT")
@@ -143,8 +143,8 @@ def _names(known: str, given: str) -> bool:
 
 
 def _unknown(path: str | Path, given: str, rows: list[acks.Known]) -> str:
-    names = ", ".join(shown(k.reader) for k in rows) if rows else "none"
-    return f"{shown(given)} is not a reader known to {os.fspath(path)} (its readers: {names}); nothing forgotten"
+    names = ", ".join(acks.shown(k.reader) for k in rows) if rows else "none"
+    return f"{acks.shown(given)} is not a reader known to {os.fspath(path)} (its readers: {names}); nothing forgotten"
 
 
 def command(state: str | Path, forget: str | None) -> str:
@@ -152,7 +152,8 @@ def command(state: str | Path, forget: str | None) -> str:
     if forget is None:
         return format_readers(state, list_readers(state))
     r = forget_reader(state, forget)
-    text = f"forgot reader {shown(r.path)}" + (f": {r.behind} line(s) no longer kept for it\n" if r.behind else "\n")
+    text = f"forgot reader {acks.shown(r.path)}"
+    text += f": {r.behind} line(s) no longer kept for it\n" if r.behind else "\n"
     if r.state == "present":
         text += (
             "its state file is still there: run again, that reader registers anew and is sent what its writer "
@@ -168,7 +169,7 @@ def format_readers(path: str | Path, readers: list[Reader], now: float | None = 
         return f"{os.fspath(path)}: no File Conveyor reader has acknowledged to this state file\n"
     lines = [f"{os.fspath(path)}: {len(readers)} reader(s)"]
     for r in readers:
-        text = f"  {shown(r.path)}  acknowledged {r.seq}"
+        text = f"  {acks.shown(r.path)}  acknowledged {r.seq}"
         text += f", {r.behind} line(s) after it kept for it" if r.behind else ", up to date"
         text += f", last seen {_ago(now - r.at)} ago, state file {r.state}"
         if r.pid is not None:
@@ -177,12 +178,6 @@ def format_readers(path: str | Path, readers: list[Reader], now: float | None = 
             text += f" ({r.note})"
         lines.append(text)
     return "\n".join(lines) + "\n"
-
-
-def shown(path: str) -> str:
-    """A reader's name as printed: the acks table is untrusted, and a name with control characters (a terminal's
-    escape sequences, a newline making a line of its own) is shown escaped."""
-    return display(path.encode("utf-8", "surrogateescape"))
 
 
 def _ago(seconds: float) -> str:

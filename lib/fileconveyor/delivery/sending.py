@@ -167,6 +167,7 @@ class Sending(Sender):
     def replay(self, after: int | None = None) -> None:
         """Re-send the outbox after ``after``; by default (at start) after what each reader acknowledged, or, with
         no File Conveyor reader, what was never written."""
+        start = after is None
         if after is None:
             due = self.replays.due()
             after = max(self.state.written, self.last) if due is None else due
@@ -182,6 +183,9 @@ class Sending(Sender):
         n += len(batch)
         if n:
             self.rep.info(f"re-sent {n} line(s) a reader may not have (after line {after})")
+            last = self.state.next_seq - 1
+            for k in acks.gone_behind(self.db, self.epoch, last) if start else ():
+                self.rep.warn(acks.gone_warning(self.rep.prog, self.state.path, k, last))
             self.last = max(self.last, self.state.next_seq - 1)
             with self.state.transaction() as db:
                 self.state.mark_written(db, self.delivered())

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO
 
+from ...delivery import acks
 from ...delivery.writer import Output, Writer
 from ...digests import sha256
 from ...errors import Exit, Stopped
@@ -98,6 +99,8 @@ def watch(
         if replayed:
             # routine, not a crash: the last run's reader did not take them all (it stopped, or acknowledges later)
             rep.info(f"re-sent {replayed} event(s) the last run's reader did not take (or acknowledge)")
+            for k in acks.gone_behind(state.db, state.epoch, state.batch):  # (the user ends it: --forget-reader)
+                rep.warn(acks.gone_warning("fc-watch", cfg.state_path, k, state.batch))
         started = time.monotonic()
         rep.info(f"state: {cfg.state_path}")
         for src in cfg.sources:
