@@ -107,3 +107,22 @@ def _late_branch_after(tmp_path: Path, forge: Callable[[TeeRig], bytes]) -> None
         for p in procs:
             p.kill()
             p.wait()
+
+
+def _other_writers(rig: TeeRig) -> bytes:
+    """The last lines of more real writers than fc-tee keeps (writers.MAX_WRITERS): other pipelines' fc-watch runs,
+    each a real state file of ours with its real epoch (what a stage of ours that forges may make or read).  They
+    pushed the real writer out (the least recent of writers that are all real), and the late branch lost all."""
+    lines = []
+    for i in range(20):
+        other = rig.tmp / f"other{i}"
+        other.mkdir()
+        (other / "x.txt").write_text("x")
+        state = str(rig.state / f"other{i}.db")
+        watch = [sys.executable, str(BIN / "fc-watch"), "--scan-once", "--state", state, str(other)]
+        lines.append(subprocess.run(watch, check=True, capture_output=True).stdout.splitlines(keepends=True)[-1])
+    return b"".join(lines)
+
+
+def test_a_late_branch_gets_every_line_after_the_lines_of_many_other_real_writers(tmp_path: Path) -> None:
+    _late_branch_after(tmp_path, _other_writers)

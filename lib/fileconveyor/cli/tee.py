@@ -9,6 +9,7 @@ from ..delivery.streams import has_fd, input_batches
 from ..errors import Exit
 from ..report import Reporter
 from ..stages.tee.stage import Tee
+from ..stages.tee.writers import input_pipe
 from ..stopping import Stopper
 from . import _common
 from ._common import Streams, seconds
@@ -74,7 +75,8 @@ def body(args: argparse.Namespace, io: Streams, rep: Reporter, stop: Stopper) ->
     if "-" in args.output and not has_fd(io.stdout):
         rep.error("--output - needs a real stdout")
         return Exit.USAGE
-    tee = Tee(args.output, io.stdout, rep.warn, rep.info, lambda: stop.requested, args.first_wait)
+    source = input_pipe(args.input, io.stdin)
+    tee = Tee(args.output, io.stdout, rep.warn, rep.info, lambda: stop.requested, args.first_wait, source)
     # a generator: the input is opened when the first line is asked for, once the outputs are
     batches = input_batches(args.input, io.stdin, stop.fileno(), lambda: stop.requested, args.max_line_bytes)
     return tee.run(batches, rep.error, args.max_line_bytes)

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import IO
 
 from ... import events as E
+from ...delivery import ack_check
 from ...delivery.passthrough import copy_lines
 from ...delivery.writer import REOPEN_EVERY, Output, Writer
 from ...errors import Exit
@@ -66,6 +67,7 @@ class Tee:
         info: Callable[[str], None],
         should_stop: Callable[[], bool],
         first_wait: float = 30.0,
+        source: ack_check.Ident | None = None,
     ):
         # "skip": an output whose reader is gone is not waited for (delivery/writer.py); it is opened again
         # every REOPEN_EVERY s, and its writer re-sends what its new reader lacks
@@ -79,7 +81,8 @@ class Tee:
         # each writer's last line passed on, for a reader that comes while none arrives (writers.py: a line
         # without a hop, a resend line that a pass-through restarted before us writes, registers the new reader with
         # nobody, and a line with a made-up hop with nobody of ours)
-        self.last = LastLines()
+        # nobody of ours (``source``: our input, when a pipe or FIFO: writers.input_pipe)
+        self.last = LastLines(source=source)
         self._lock = threading.Lock()  # the outputs' writers: the main thread's lines, the idle thread's last line
         self._done = threading.Event()
 

@@ -8,11 +8,14 @@ reader all of them: a reader registers with each, and a forged one costs it a wa
 
 Bounded, since a forger can name endless writers: MAX_WRITERS of them, each line at most MAX_LINE bytes.  When a
 new one comes and there is no room, the writer that goes is the one used least recently among those whose
-``hop.from`` is not a File Conveyor state file of that epoch (``_StateFiles``), and only when all are, the
-least recent of those: a flood of made-up writers pushes out made-up writers, never the real one, which names its
-own state file.  The files are looked at only then (never while MAX_WRITERS or fewer write to us, as a rule one):
-once per writer, opened as a reader opens a writer's state to acknowledge to it (ack_check.open_state), read and
-closed at once.
+``hop.from`` is not a File Conveyor state file of that epoch (``_StateFiles``), then the least recent of those
+whose state file does not say that its current run writes into our input (ack_check.writes_into: a pipe or FIFO
+no other user writes into), and only when all do, the least recent: a flood of made-up writers pushes out made-up
+writers, never the real one, which names its own state file; nor do the lines of other real writers (other
+pipelines' fc-watch runs, which a stage of ours that forges may start or read the state of: 20 of them pushed
+the real writer out, and a late branch got none of what it missed).  The files are looked at only then (never
+while MAX_WRITERS or fewer write to us, as a rule one): once per writer, opened as a reader opens a writer's state
+to acknowledge to it (ack_check.open_state), read and closed at once.
 
 Finding each writer's last line costs one decode per write as a rule: when the write has no backslash and every
 ``"from"`` and ``"epoch"`` in it is in the hop of its last line with a hop, every line with a hop is of that writer
@@ -29,9 +32,11 @@ import os
 import sqlite3
 import stat
 from collections import OrderedDict
+from typing import IO
 
 from ... import events as E
-from ...delivery import ack_check
+from ...delivery import ack_check, runs
+from ...delivery.streams import has_fd
 
 MAX_WRITERS = 16
 # A longer line is not kept (a writer's earlier one stays): a real event is under a few KiB, and MAX_WRITERS lines
@@ -120,11 +125,11 @@ def _hop_key(line: bytes) -> bytes | None:
 class LastLines:
     """The last line of each of at most ``max_writers`` writers (the module's doc)."""
 
-    def __init__(self, max_writers: int = MAX_WRITERS) -> None:
+    def __init__(self, max_writers: int = MAX_WRITERS, source: ack_check.Ident | None = None) -> None:
         self.max_writers = max_writers
         self._lines: OrderedDict[Writer, bytes] = OrderedDict()  # least recently written first
-        self._real: dict[Writer, bool] = {}  # writers looked at: whether their hop names their state file
-        self._files = _StateFiles()
+        self._real: dict[Writer, int] = {}  # writers looked at: their _StateFiles.rank
+        self._files = _StateFiles(source)
 
     def note(self, data: bytes) -> None:
         """Keep the last line of each writer in ``data`` (whole lines, as passed on)."""
@@ -144,55 +149,79 @@ class LastLines:
         return len(self._lines)
 
     def _evict(self) -> None:
-        made_up = None
-        for writer in self._lines:
-            real = self._real.get(writer)
-            if real is None:
-                real = self._real[writer] = self._files.is_writer_state(*writer)
-            if not real:
-                made_up = writer
-                break
-        gone = made_up if made_up is not None else next(iter(self._lines))
+        gone: Writer | None = None
+        lowest = OURS + 1
+        for writer in self._lines:  # the least recent of the lowest rank (a made-up one: the first such, at once)
+            rank = self._real.get(writer)
+            if rank is None:
+                rank = self._real[writer] = self._files.rank(*writer)
+            if rank < lowest:
+                gone, lowest = writer, rank
+                if rank == MADE_UP:
+                    break
+        assert gone is not None
         del self._lines[gone]
         self._real.pop(gone, None)
 
 
+MADE_UP, REAL, OURS = 0, 1, 2  # _StateFiles.rank: a writer kept before one of a lower rank
+
+
+def input_pipe(path: str | None, stdin: IO[bytes] | None) -> ack_check.Ident | None:
+    """fc-tee's input (``path``, a named FIFO, or else stdin) when it is a pipe or FIFO that no other user may
+    write into (ack_check.others_may_write): a writer whose state file says it writes there is ours then."""
+    if path not in (None, "-"):
+        return None if ack_check.others_may_write(path=path) else ack_check.input_ident(path=path)
+    fd = stdin.fileno() if stdin is not None and has_fd(stdin) else None
+    if fd is None or ack_check.others_may_write(fd=fd):
+        return None
+    return ack_check.input_ident(fd=fd)
+
+
 class _StateFiles:
-    """Whether a path is the state file of the writer of an epoch, as last read (per path: its identity and
-    change time, and the epoch it held then), so that many made-up epochs of one real path cost a stat each."""
+    """How a path stands as the state file of the writer of an epoch, as last read (per path: its identity and
+    change time, the epoch it held then and whether its run wrote into ``source``), so that many made-up epochs
+    of one real path cost a stat each."""
 
     MAX = 256
 
-    def __init__(self) -> None:
-        self._read: dict[str, tuple[tuple[int, int, int], str | None]] = {}
+    def __init__(self, source: ack_check.Ident | None = None) -> None:
+        self.source = source
+        self._boot = runs.boot_id() if source is not None else None
+        self._read: dict[str, tuple[tuple[int, int, int], str | None, bool]] = {}
 
-    def is_writer_state(self, origin: str, epoch: str) -> bool:
+    def rank(self, origin: str, epoch: str) -> int:
+        """OURS: the state file of the writer of ``epoch``, whose current run writes into our input; REAL: that
+        writer's state file, not saying so; MADE_UP: anything else."""
         try:
             st = os.stat(origin)
         except (OSError, ValueError):  # (ValueError: a NUL in the name)
-            return False
+            return MADE_UP
         if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open; a device is no state file
-            return False
+            return MADE_UP
         ident = (st.st_dev, st.st_ino, st.st_ctime_ns)
         known = self._read.get(origin)
-        if known is not None and known[0] == ident:
-            return known[1] == epoch
-        found = _epoch(origin)
-        if len(self._read) >= self.MAX:
-            self._read.clear()
-        self._read[origin] = (ident, found)
-        return found == epoch
+        if known is None or known[0] != ident:
+            known = (ident, *self._look(origin))
+            if len(self._read) >= self.MAX:
+                self._read.clear()
+            self._read[origin] = known
+        return MADE_UP if known[1] != epoch else OURS if known[2] else REAL
 
-
-def _epoch(origin: str) -> str | None:
-    """The epoch of the File Conveyor state file at ``origin``, None when it is none (or cannot be read)."""
-    try:
-        conn = ack_check.open_state(origin)
-    except sqlite3.Error:
-        return None
-    try:
-        return ack_check.state_epoch(conn)
-    except sqlite3.Error:
-        return None
-    finally:
-        conn.close()
+    def _look(self, origin: str) -> tuple[str | None, bool]:
+        """The epoch of the File Conveyor state file at ``origin`` (None when it is none, or cannot be read), and
+        whether its writer's current run writes into our input."""
+        try:
+            conn = ack_check.open_state(origin)
+        except sqlite3.Error:
+            return None, False
+        try:
+            epoch = ack_check.state_epoch(conn)
+            into = (
+                epoch is not None and self.source is not None and ack_check.writes_into(conn, self.source, self._boot)
+            )
+            return epoch, into
+        except sqlite3.Error:
+            return None, False
+        finally:
+            conn.close()
