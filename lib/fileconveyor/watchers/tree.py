@@ -145,7 +145,7 @@ def walk(
     on_dir, on_error, on_progress = hooks.on_dir, hooks.on_error, hooks.on_progress
     check = not filters.empty
     skip_dir, skip_file = filters.skip_dir, filters.skip_file
-    S_ISREG, S_ISDIR = stat_mod.S_ISREG, stat_mod.S_ISDIR
+    S_ISREG, S_ISDIR, S_ISLNK = stat_mod.S_ISREG, stat_mod.S_ISDIR, stat_mod.S_ISLNK
     base = root.rstrip(b"/") + b"/" if root != b"/" else b"/"
 
     def listing(parent: int | None, name: bytes, rel_dir: bytes, ident: tuple[int, int] | None) -> Frame | None:
@@ -246,7 +246,14 @@ def walk(
                             continue
                         if not link_inside(base + rel_pre + name, bases):
                             st = entry.stat(follow_symlinks=False)  # the link's own: never the target's
-                            skipped = 1
+                            if not S_ISLNK(st.st_mode):
+                                # No link any more: the name was replaced since it was listed (a deploy putting
+                                # a real file back); this lstat is of what is there now.  Taken as a skipped link,
+                                # a real file was reported "symlink-outside-root" once, with its own metadata.
+                                if not S_ISREG(st.st_mode):
+                                    continue
+                            else:
+                                skipped = 1
                     else:
                         continue  # sockets, FIFOs, devices: not files to sync
                 except OSError:
