@@ -120,14 +120,15 @@ def output_ident(path: str | None, stdout: IO[bytes] | None) -> Ident | None:
         return None
 
 
-def open_state(origin: str) -> sqlite3.Connection:
+def open_state(origin: str, timeout: float = 0.5) -> sqlite3.Connection:
     # Its -wal and -shm as its writer makes them (private.sqlite_side_files): with the writer gone SQLite opens
     # them by name, and a hard link planted at x.db-wal in /tmp had our acknowledgement's frames written over the
     # file it named.
     if problem := private.sqlite_side_problem(origin):
         raise sqlite3.DatabaseError(problem)
     # mode=rw: never create a database at a path taken from an event
-    conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=0.5, isolation_level=None)
+    # (``timeout``: how long a statement waits for a lock, its first PRAGMA included: it loads the schema)
+    conn = sqlite3.connect(f"file:{quote(origin)}?mode=rw", uri=True, timeout=timeout, isolation_level=None)
     # As the writer's own connection (state.py): in WAL mode a commit then needs no fsync.  SQLite's default,
     # FULL, made every acknowledgement an fdatasync of the writer's WAL (3-15 ms under load) in the reader's main
     # loop, holding the writer's lock meanwhile: live files waited behind it on both sides.  An acknowledgement

@@ -212,7 +212,10 @@ class _StateFiles:
         """The epoch of the File Conveyor state file at ``origin`` (None when it is none, or cannot be read), and
         whether its writer's current run writes into our input."""
         try:
-            conn = ack_check.open_state(origin)
+            # Never waiting for a lock (a reader's 0.5 s): the path is a line's, this is our main loop, and a file
+            # held locked (BEGIN EXCLUSIVE) behind a link per forged line stopped every branch 0.5 s a line.  A
+            # writer's own state is in WAL mode, where a reader does not wait for its commits.
+            conn = ack_check.open_state(origin, timeout=0)
         except sqlite3.Error:
             return None, False
         try:
