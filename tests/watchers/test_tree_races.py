@@ -78,3 +78,38 @@ def test_a_link_outside_that_stays_is_skipped_with_its_own_metadata(tmp_path: Pa
     assert list(walk(os.fsencode(site), b"", Filters())) == [
         (b"page.css", link.st_size, link.st_mtime_ns, link.st_ino, 1)
     ]
+
+
+class _SwapOnFilter(Filters):
+    """Filters whose file check (the walk's one call between listing a file and its lstat) replaces that file."""
+
+    def __init__(self, path: Path, replace: object) -> None:
+        super().__init__(name_globs=["*.never"])
+        self._name_re = tree._compile(self.name_globs)
+        self.path, self.replace, self.done = os.fsencode(path.name), replace, False
+
+    def skip_file(self, name: bytes, rel: bytes) -> bool:
+        if name == self.path and not self.done:
+            self.done = True
+            self.replace()  # type: ignore[operator]
+        return super().skip_file(name, rel)
+
+
+def test_a_file_replaced_by_a_link_outside_during_the_look_is_not_a_file(tmp_path: Path) -> None:
+    site, secret = tmp_path / "site", tmp_path / "secret"
+    site.mkdir()
+    secret.write_bytes(b"outside")
+    (site / "page.css").write_bytes(b"published")
+    (site / "keep.css").write_bytes(b"kept")
+
+    def to_link() -> None:
+        os.symlink(secret, tmp_path / "tmp-link")
+        os.replace(tmp_path / "tmp-link", site / "page.css")
+
+    filters = _SwapOnFilter(site / "page.css", to_link)
+    got = list(walk(os.fsencode(site), b"", filters))
+
+    assert filters.done  # the race happened where it was meant to
+    assert stat.S_ISLNK(os.lstat(site / "page.css").st_mode)
+    # keep.css as it is; page.css not yielded as a file with the link's metadata (the next look says what it is)
+    assert [k for k, *_ in got] == [b"keep.css"], got

@@ -207,6 +207,11 @@ def walk(
                         if key < lo or (check and skip_file(name, rel_pre + name)):
                             continue
                         st = entry.stat(follow_symlinks=False)
+                        if not S_ISREG(st.st_mode):
+                            # Replaced since it was listed (a link swapped in: its own lstat is no file's): left to
+                            # the next look, which sees what it is.  Yielded, a link leading outside was reported a
+                            # modified file, with the link's metadata.
+                            continue
                     elif entry.is_dir(follow_symlinks=False):
                         rel = rel_pre + name
                         if key + b"\x01" <= lo or (check and skip_dir(name, rel)):
