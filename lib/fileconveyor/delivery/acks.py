@@ -211,8 +211,22 @@ def gone_warning(prog: str, state: str | os.PathLike[str], k: Known, last: int) 
     reader = shown(k.reader)
     return (
         f"re-sent {last - k.seq} line(s) kept for reader {reader}, whose state file is gone; if it will not run "
-        f"again: {prog} --state {shlex.quote(os.fspath(state))} --forget-reader {shlex.quote(reader)}"
+        f"again: {prog} --state {shell_word(os.fspath(state))} --forget-reader {shell_word(k.reader)}"
     )
+
+
+def shell_word(path: str) -> str:
+    """``path`` as one shell word that gives its very bytes back in bash: quoted as usual, or, when it holds
+    control characters or bytes that are not UTF-8 (shown escaped: ``shown``), as ``$'...'`` with each such byte
+    ``\\xHH``, so that the command a warning prints can be pasted (the escaped name, quoted as it was shown, named
+    no reader)."""
+    if shown(path) == path:
+        return shlex.quote(path)
+    out = []
+    for b in path.encode("utf-8", "surrogateescape"):
+        c = chr(b)
+        out.append(c if 0x20 <= b < 0x7F and c not in "'\\" else f"\\x{b:02x}")
+    return "$'" + "".join(out) + "'"
 
 
 def shown(path: str) -> str:
