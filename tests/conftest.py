@@ -8,7 +8,7 @@ import io
 import os
 import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -79,6 +79,14 @@ def held_for(seconds: float, verb: str) -> list[str]:
 
 # fc-filter's conditions run by the durable runner (tests/relay.py): the stage the durability tests kill and restart
 RELAY = ROOT / "tests" / "bin" / "fc-relay"
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> Path:
+    """A site: each relative path in ``files`` written with its text (parents made); returns ``root``."""
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
 
 
 def work_dir_for(work: Path, path: Path | str, rel: str, make: bool = True) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELAY, ROOT, require_tool
+from tests.conftest import RELAY, ROOT, require_tool, write_tree
 
 BIN = ROOT / "bin"
 FILES = {f"css/f{i}.css": f"a{{b:{i}}}\n" for i in range(6)} | {"js/app.js": "var a=1;\n", "x y.css": "b{}\n"}
@@ -27,11 +27,7 @@ def _cmd(name: str, *args: str) -> str:
 
 
 def _site(tmp_path: Path) -> Path:
-    site = tmp_path / "site"
-    for rel, text in FILES.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    return site
+    return write_tree(tmp_path / "site", FILES)
 
 
 def _run(tmp_path: Path, *stages: str) -> subprocess.CompletedProcess[str]:

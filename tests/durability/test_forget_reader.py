@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import RELAY, ROOT
+from tests.conftest import RELAY, ROOT, write_tree
 
 BIN = ROOT / "bin"
 FILES = {f"css/f{i}.css": f"a{{b:{i}}}\n" for i in range(5)}
@@ -58,11 +58,7 @@ def refused_port() -> Iterator[int]:
 
 
 def _site(tmp_path: Path) -> Path:
-    site = tmp_path / "site"
-    for rel, text in FILES.items():
-        (site / rel).parent.mkdir(parents=True, exist_ok=True)
-        (site / rel).write_text(text)
-    return site
+    return write_tree(tmp_path / "site", FILES)
 
 
 def _watch(tmp_path: Path, *more: str) -> str:

@@ -33,13 +33,19 @@ def _swap_after_the_check(monkeypatch: pytest.MonkeyPatch, path: Path, replace: 
     return checked
 
 
-def test_a_link_replaced_by_a_real_file_during_the_look_is_that_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _site_with_an_outside_link(tmp_path: Path) -> Path:
+    """site/page.css, a symlink to a file outside the site."""
     site, secret = tmp_path / "site", tmp_path / "secret"
     site.mkdir()
     secret.write_bytes(b"outside")
     os.symlink(secret, site / "page.css")
+    return site
+
+
+def test_a_link_replaced_by_a_real_file_during_the_look_is_that_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = _site_with_an_outside_link(tmp_path)
     (tmp_path / "new").write_bytes(b"real again")
 
     checked = _swap_after_the_check(
@@ -56,10 +62,7 @@ def test_a_link_replaced_by_a_real_file_during_the_look_is_that_file(
 def test_a_link_replaced_by_a_directory_during_the_look_is_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    site, secret = tmp_path / "site", tmp_path / "secret"
-    site.mkdir()
-    secret.write_bytes(b"outside")
-    os.symlink(secret, site / "page.css")
+    site = _site_with_an_outside_link(tmp_path)
 
     def to_dir() -> None:
         os.unlink(site / "page.css")
@@ -70,10 +73,7 @@ def test_a_link_replaced_by_a_directory_during_the_look_is_nothing(
 
 
 def test_a_link_outside_that_stays_is_skipped_with_its_own_metadata(tmp_path: Path) -> None:
-    site, secret = tmp_path / "site", tmp_path / "secret"
-    site.mkdir()
-    secret.write_bytes(b"outside")
-    os.symlink(secret, site / "page.css")
+    site = _site_with_an_outside_link(tmp_path)
     link = os.lstat(site / "page.css")
     assert list(walk(os.fsencode(site), b"", Filters())) == [
         (b"page.css", link.st_size, link.st_mtime_ns, link.st_ino, 1)
