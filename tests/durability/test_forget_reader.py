@@ -259,18 +259,42 @@ def test_hostile_rows_in_the_acks_table_are_shown_escaped_and_never_hang(tmp_pat
     assert str(d / "fifo.db") not in _acks(tmp_path / "w.db")
 
 
-def test_a_reader_silent_for_over_7_days_is_no_longer_re_sent_to(tmp_path: Path, refused_port: int) -> None:
-    """What docs/durability.md promised: a reader not heard from for 7 days is forgotten.  fc-watch never dropped
-    the row and counted it at each start (acks.sessions), so its lines came again at every run, for good."""
-    _site(tmp_path)
-    ghost = _ghost(tmp_path, refused_port)
-    ghost.write_bytes(b"")  # its state file there: only the 7 days can end it on their own
+def _eight_days_pass(tmp_path: Path) -> None:
     conn = sqlite3.connect(tmp_path / "w.db")
     with conn:
         conn.execute("UPDATE acks SET at=at-8*86400")
     conn.close()
+
+
+def test_a_reader_silent_for_over_7_days_is_no_longer_re_sent_to(tmp_path: Path, refused_port: int) -> None:
+    """What docs/durability.md promised: a reader not heard from for 7 days, its state file gone, is no longer
+    re-sent to.  fc-watch counted it at each start (acks.sessions), so its lines came again at every run, for
+    good.  Its row stays (--forget-reader ends it): a fresh reader at that path may still come."""
+    _site(tmp_path)
+    ghost = _ghost(tmp_path, refused_port)
+    assert not ghost.exists()
+    _eight_days_pass(tmp_path)
     assert _sh(_watch(tmp_path), "cat").stdout == ""
-    assert _acks(tmp_path / "w.db") == {}
+    assert list(_acks(tmp_path / "w.db")) == [str(ghost)]
+
+
+def test_a_cron_job_run_every_8_days_gets_what_its_interrupted_run_had_not(tmp_path: Path) -> None:
+    """A reader silent for over 7 days whose state file is there may run again: a cron job run less often than
+    that, whose last run never took its lines (here: a look with `cat` in between, as an interrupted run leaves
+    them), gets them at its next run, the deletions included.  Before, the new file came a run late and the
+    deletion never: its tombstone went, and the deleted file stayed at the destination for good."""
+    site = _site(tmp_path)
+    cdn = tmp_path / "cdn"
+    transport = _cmd("fc-transport", "-q", "--state", tmp_path / "t.db", "--to", f"file://{cdn}")
+    _sh(_watch(tmp_path), transport)
+    assert _files(cdn) == FILES
+    (site / "css/f0.css").unlink()
+    (site / "new.css").write_text("n{}\n")
+    _sh(_watch(tmp_path), "cat > /dev/null")  # the lines of the changes, taken by no File Conveyor reader
+    _eight_days_pass(tmp_path)
+    _sh(_watch(tmp_path), transport)
+    assert _files(cdn) == {**{k: v for k, v in FILES.items() if k != "css/f0.css"}, "new.css": "n{}\n"}
+    assert _sh(_watch(tmp_path), "cat").stdout == ""  # and nothing is kept for it any more
 
 
 def test_a_fresh_reader_at_a_deleted_readers_path_gets_what_it_never_finished(

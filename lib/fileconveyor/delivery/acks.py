@@ -89,6 +89,22 @@ def readers(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dic
     return dict(rows.fetchall())
 
 
+def lowest_silent(db: sqlite3.Connection, epoch: str, now: float | None = None) -> int | None:
+    """The lowest seq acknowledged by a reader not heard from within READER_EXPIRY whose state file is still there
+    (None: no such reader).  Not waited for, but not forgotten either: fc-watch keeps the deletions it has not
+    acknowledged (see ``sessions``)."""
+    seqs = [seq for _, _, seq in _silent_but_there(db, epoch, now)]
+    return min(seqs) if seqs else None
+
+
+def _silent_but_there(db: sqlite3.Connection, epoch: str, now: float | None) -> list[tuple[str, str, int]]:
+    """(reader, session, seq) of the readers silent for READER_EXPIRY whose state file is there for sure
+    (state_gone: looked up by name only; as a rule no row at all)."""
+    now = time.time() if now is None else now
+    rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=? AND NOT at>=?", (epoch, now - READER_EXPIRY))
+    return [(r, sess, seq) for r, sess, seq in rows if type(seq) is int and state_gone(r) is False]
+
+
 def throughs(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, int]:
     """Readers heard from within READER_EXPIRY, with the seq up to which each one and every File Conveyor stage
     after it are done with our lines (a reader from before ``through`` existed: its ``seq``)."""
@@ -100,11 +116,18 @@ def throughs(db: sqlite3.Connection, epoch: str, now: float | None = None) -> di
 
 
 def sessions(db: sqlite3.Connection, epoch: str, now: float | None = None) -> dict[str, tuple[str, int]]:
-    """Each reader's process token and acknowledged seq (readers heard from within READER_EXPIRY: fc-watch, which
-    never ran forget_stale, re-sent at each start to a reader silent for longer, for good)."""
+    """Each reader's process token and acknowledged seq: readers heard from within READER_EXPIRY, and older ones
+    whose state file is still there.  A reader silent that long whose state file is gone is re-sent to no more:
+    fc-watch, which never ran forget_stale, re-sent what it had not acknowledged at each start, for good, to every
+    later look (`| jq` included).  One whose state file is there may run again: a cron job run less often than
+    READER_EXPIRY, its last run interrupted, gets at the next run's start what it had not acknowledged (without
+    it, its new files came a run late, and its deletions never)."""
     now = time.time() if now is None else now
     rows = db.execute("SELECT reader, session, seq FROM acks WHERE epoch=? AND at>=?", (epoch, now - READER_EXPIRY))
-    return {r: (sess, seq) for r, sess, seq in rows}
+    out = {r: (sess, seq) for r, sess, seq in rows}
+    for r, sess, seq in _silent_but_there(db, epoch, now):
+        out[r] = (sess, seq)
+    return out
 
 
 def behind(db: sqlite3.Connection, epoch: str, since: float, last: int) -> dict[str, tuple[int, float]]:

@@ -100,9 +100,8 @@ class WatchState:
         self._where = ack_check.output_ident(writer.output.path, writer.output.stdout) if writer is not None else None
         with self.state.transaction() as db:  # before any line of this run is written (delivery/runs.py)
             self._set_meta(db, runs.current(self.batch, self._where))
-            # readers silent for READER_EXPIRY, before the replay below (a stage does this as it prunes its outbox,
-            # durable.StageState.prune); fc-watch never did, and counted them at each start (acks.sessions)
-            acks.forget_stale(db, self.epoch, time.time())
+            # A reader silent for READER_EXPIRY is not forgotten here (only by --forget-reader): its row keeps the
+            # deletions it has not acknowledged (_floor).  Nothing is re-sent to it at our start (acks.sessions).
         if meta["tombstones"]:
             self._drop_acknowledged_tombstones()
 
@@ -199,9 +198,15 @@ class WatchState:
         out = self.out
         acked = out.readers()
         if acked:
-            return min([*acked.values(), out.delivered()])
-        # into a pipe, the run's tombstones stay until its end: a reader quitting early undoes the whole run
-        return min(out.run_start, out.last) if out.tail.active else out.last
+            floor = min([*acked.values(), out.delivered()])
+        else:
+            # into a pipe, the run's tombstones stay until its end: a reader quitting early undoes the whole run
+            floor = min(out.run_start, out.last) if out.tail.active else out.last
+        # A reader silent for READER_EXPIRY still counts here, until it is forgotten (--forget-reader): a cron job
+        # run less often than that, its last run interrupted, got its new files at its next run (their rows are
+        # replayed after its marks) but never the deletions, whose tombstones had gone (their copies stayed).
+        silent = acks.lowest_silent(self.db, self.epoch)
+        return floor if silent is None else min(floor, silent)
 
     def _mark_written(self, db: sqlite3.Connection) -> None:
         """Record how far lines are delivered, and drop the tombstones every reader has."""
